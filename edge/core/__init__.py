@@ -1,0 +1,1 @@
+"""Pure core: stdlib and numpy only (a test keeps it so)."""

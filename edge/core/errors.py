@@ -1,0 +1,35 @@
+"""One error root for phonewatch; each leaf also inherits the builtin it behaves like.
+
+Callers can catch ``PhonewatchError`` for "an expected failure with a message for a person",
+or the builtin (``ValueError``, ``OSError`` ...) as they would for any library.
+"""
+
+from __future__ import annotations
+
+
+class PhonewatchError(Exception):
+    """Root of every error phonewatch raises on purpose."""
+
+
+class ConfigError(PhonewatchError, ValueError):
+    """The configuration is invalid; the message names the key."""
+
+
+class ModelError(PhonewatchError, ValueError):
+    """A model file or its sidecar is missing, corrupt or inconsistent."""
+
+
+class AcceleratorError(ModelError):
+    """An accelerator was required but is not available (e.g. no Edge TPU)."""
+
+
+class CameraError(PhonewatchError, OSError):
+    """A frame source could not be opened or has stopped delivering frames."""
+
+
+class RoiError(PhonewatchError, ValueError):
+    """A driver-window region is malformed or lies outside the frame."""
+
+
+class EvidenceError(PhonewatchError, OSError):
+    """Evidence could not be written."""

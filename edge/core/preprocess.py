@@ -1,0 +1,134 @@
+"""Preprocessing shared by training and inference: one function, used by both.
+
+``preprocess(crop_bgr, spec)`` turns a BGR ``uint8`` crop into the float tensor the network
+sees (``spec.height x spec.width x channels``, normalised). ``quantise`` then maps it onto the
+model's integer input with the ``scale``/``zero_point`` read from the model itself.
+The training scripts in ``models/`` call the same ``preprocess`` so the unit sees exactly
+what the network was trained on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+Layout = Literal["NHWC", "NCHW"]
+Colour = Literal["RGB", "BGR", "GRAY"]
+
+
+@dataclass(frozen=True, slots=True)
+class InputSpec:
+    """What a network expects as input (from the model's sidecar)."""
+
+    width: int
+    height: int
+    layout: Layout = "NHWC"
+    colour: Colour = "RGB"
+    mean: tuple[float, ...] = (127.5, 127.5, 127.5)
+    """Subtracted from 0..255 pixel values, per channel (in ``colour`` order)."""
+    std: tuple[float, ...] = (127.5, 127.5, 127.5)
+    """Divides the result, per channel."""
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.colour == "GRAY" else 3
+
+
+_SUBSAMPLES = 2
+"""Samples per output pixel along each axis (so 4 per pixel): a cheap area average."""
+
+
+def _sample_index(src: int, dst: int) -> np.ndarray:
+    # Centres of ``dst * _SUBSAMPLES`` equal cells spanning ``src`` source pixels.
+    n = dst * _SUBSAMPLES
+    idx = ((np.arange(n, dtype=np.float64) + 0.5) * (src / n)).astype(np.intp)
+    return np.minimum(idx, src - 1)
+
+
+def resize(img: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Resize an ``HxWxC`` (or ``HxW``) image to ``height x width``; returns ``float32``.
+
+    Each output pixel is the mean of a 2x2 grid of source samples spread evenly over the
+    area it covers: close to an area (box) filter when shrinking, close to nearest-neighbour
+    when enlarging. Pure numpy and cheap at 1080p, so training and the unit agree exactly.
+    """
+    if img.ndim not in (2, 3) or img.shape[0] == 0 or img.shape[1] == 0:
+        raise ValueError(f"cannot resize an image of shape {img.shape}")
+    if width <= 0 or height <= 0:
+        raise ValueError(f"target size must be positive, got {width}x{height}")
+    iy = _sample_index(img.shape[0], height)
+    ix = _sample_index(img.shape[1], width)
+    g = img.take(iy, axis=0).take(ix, axis=1).astype(np.float32)
+    k = _SUBSAMPLES
+    # Sum the k x k samples of each output pixel: rows first, then columns (contiguous adds).
+    rows = g.reshape(height, k, width * k, *g.shape[2:])
+    acc = rows[:, 0].copy()
+    for dy in range(1, k):
+        acc += rows[:, dy]
+    cols = acc.reshape(height, width, k, *g.shape[2:])
+    out = cols[:, :, 0].copy()
+    for dx in range(1, k):
+        out += cols[:, :, dx]
+    out *= np.float32(1.0 / (k * k))
+    return out
+
+
+def to_colour(img_bgr: np.ndarray, colour: Colour) -> np.ndarray:
+    """Convert a BGR (or single-channel) image to the network's colour order."""
+    if img_bgr.ndim == 2:
+        img_bgr = img_bgr[:, :, None]
+    if img_bgr.shape[2] == 1:
+        return img_bgr if colour == "GRAY" else np.repeat(img_bgr, 3, axis=2)
+    if colour == "BGR":
+        return img_bgr
+    if colour == "RGB":
+        return img_bgr[:, :, ::-1]
+    # ITU-R BT.601 luma, the same weights OpenCV and PIL use.
+    f = img_bgr.astype(np.float32, copy=False)
+    grey = f[:, :, 0] * 0.114 + f[:, :, 1] * 0.587 + f[:, :, 2] * 0.299
+    return grey[:, :, None]
+
+
+def preprocess(crop_bgr: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """BGR ``uint8`` crop -> normalised ``float32`` tensor ``H x W x C`` (one image, no batch).
+
+    Steps, in order: resize to ``spec`` (:func:`resize`), convert colour order,
+    subtract ``mean`` and divide by ``std`` per channel. The layout (NHWC/NCHW) and the batch
+    axis are applied by :func:`to_layout` so training can batch many crops at once.
+    """
+    img = to_colour(resize(crop_bgr, spec.width, spec.height), spec.colour)
+    mean = np.asarray(spec.mean[: spec.channels], dtype=np.float32)
+    inv_std = np.float32(1.0) / np.asarray(spec.std[: spec.channels], dtype=np.float32)
+    out = np.subtract(img, mean, dtype=np.float32)  # also makes the RGB view contiguous
+    out *= inv_std
+    return out
+
+
+def to_layout(batch_nhwc: np.ndarray, layout: Layout) -> np.ndarray:
+    """Re-order an ``NHWC`` batch for a model that wants ``layout``."""
+    if layout == "NHWC":
+        return batch_nhwc
+    return np.ascontiguousarray(batch_nhwc.transpose(0, 3, 1, 2))
+
+
+def quantise(x: np.ndarray, scale: float, zero_point: int, dtype: np.dtype) -> np.ndarray:
+    """Float tensor -> integer tensor with the model's own quantisation parameters.
+
+    ``scale`` and ``zero_point`` must come from the model's input tensor; a float model
+    (``scale == 0``) gets the float tensor back unchanged.
+    """
+    dt = np.dtype(dtype)
+    if dt.kind == "f" or scale == 0:
+        return x.astype(dt, copy=False)
+    info = np.iinfo(dt)
+    q = np.rint(x / scale) + zero_point
+    return np.clip(q, info.min, info.max).astype(dt)
+
+
+def dequantise(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """Integer tensor -> float with the model's output quantisation parameters."""
+    if q.dtype.kind == "f" or scale == 0:
+        return q.astype(np.float32, copy=False)
+    return (q.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)

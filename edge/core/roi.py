@@ -1,0 +1,124 @@
+"""Driver-window regions of interest (ROIs): geometry in frame fractions, pure numpy.
+
+An ROI is a rectangle ``[x0, y0, x1, y1]`` or a polygon ``[[x, y], ...]``, both as fractions
+(0..1) of the frame width and height, so the same ROI applies to the evidence stream and a
+smaller inference stream. The crop is the ROI's bounding box grown by ``margin`` (a fraction of
+the box's own size) and clipped to the frame; for polygons, pixels outside the polygon are
+filled with grey so the classifier only sees the window.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edge.core.errors import RoiError
+
+Point = tuple[float, float]
+
+
+@dataclass(frozen=True, slots=True)
+class Roi:
+    """One driver-window region, in frame fractions."""
+
+    id: str
+    points: tuple[Point, ...]
+    """Polygon vertices (a rectangle is stored as its four corners)."""
+    margin: float = 0.1
+    is_polygon: bool = False
+    _mask_cache: dict[tuple[int, int, int, int], np.ndarray] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    @classmethod
+    def rect(cls, id: str, x0: float, y0: float, x1: float, y1: float, margin: float = 0.1) -> Roi:
+        if not (x1 > x0 and y1 > y0):
+            raise RoiError(f"roi {id!r}: rectangle needs x1 > x0 and y1 > y0, got {[x0, y0, x1, y1]}")
+        pts = ((x0, y0), (x1, y0), (x1, y1), (x0, y1))
+        roi = cls(id=id, points=pts, margin=margin, is_polygon=False)
+        roi.validate()
+        return roi
+
+    @classmethod
+    def polygon(cls, id: str, points: list[Point] | tuple[Point, ...], margin: float = 0.1) -> Roi:
+        if len(points) < 3:
+            raise RoiError(f"roi {id!r}: a polygon needs at least 3 points, got {len(points)}")
+        roi = cls(id=id, points=tuple((float(x), float(y)) for x, y in points), margin=margin,
+                  is_polygon=True)
+        roi.validate()
+        if polygon_area(roi.points) <= 0:
+            raise RoiError(f"roi {id!r}: polygon has no area")
+        return roi
+
+    def validate(self) -> None:
+        for x, y in self.points:
+            if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
+                raise RoiError(
+                    f"roi {self.id!r}: point ({x}, {y}) lies outside the frame "
+                    "(coordinates are fractions of width and height, 0..1)"
+                )
+        if not 0.0 <= self.margin <= 1.0:
+            raise RoiError(f"roi {self.id!r}: margin {self.margin} must be within 0..1")
+
+    def bbox(self) -> tuple[float, float, float, float]:
+        xs = [p[0] for p in self.points]
+        ys = [p[1] for p in self.points]
+        return min(xs), min(ys), max(xs), max(ys)
+
+    def crop_box(self, width: int, height: int) -> tuple[int, int, int, int]:
+        """Pixel box ``(x0, y0, x1, y1)`` of the crop in a ``width x height`` image."""
+        x0, y0, x1, y1 = self.bbox()
+        mx = (x1 - x0) * self.margin
+        my = (y1 - y0) * self.margin
+        px0 = int(np.floor(max(0.0, x0 - mx) * width))
+        py0 = int(np.floor(max(0.0, y0 - my) * height))
+        px1 = int(np.ceil(min(1.0, x1 + mx) * width))
+        py1 = int(np.ceil(min(1.0, y1 + my) * height))
+        px1 = max(px1, px0 + 1)
+        py1 = max(py1, py0 + 1)
+        return px0, py0, min(px1, width), min(py1, height)
+
+    def crop(self, image: np.ndarray) -> np.ndarray:
+        """The ROI's crop of ``image`` (a view for rectangles; a masked copy for polygons)."""
+        h, w = image.shape[:2]
+        x0, y0, x1, y1 = self.crop_box(w, h)
+        view = image[y0:y1, x0:x1]
+        if not self.is_polygon:
+            return view
+        mask = self._mask(w, h, (x0, y0, x1, y1))
+        out = view.copy()
+        out[~mask] = 128
+        return out
+
+    def _mask(self, w: int, h: int, box: tuple[int, int, int, int]) -> np.ndarray:
+        key = (w, h, box[0], box[1])
+        m = self._mask_cache.get(key)
+        if m is None:
+            x0, y0, x1, y1 = box
+            ys, xs = np.mgrid[y0:y1, x0:x1]
+            poly = np.array([(px * w, py * h) for px, py in self.points])
+            m = points_in_polygon(xs + 0.5, ys + 0.5, poly)
+            self._mask_cache[key] = m
+        return m
+
+
+def polygon_area(points: tuple[Point, ...]) -> float:
+    """Absolute area by the shoelace formula (fractions squared)."""
+    xs = np.array([p[0] for p in points])
+    ys = np.array([p[1] for p in points])
+    return float(abs(np.dot(xs, np.roll(ys, -1)) - np.dot(ys, np.roll(xs, -1))) / 2.0)
+
+
+def points_in_polygon(xs: np.ndarray, ys: np.ndarray, poly: np.ndarray) -> np.ndarray:
+    """Even-odd rule test of many points against one polygon (``poly``: N x 2, pixels)."""
+    inside = np.zeros(xs.shape, dtype=bool)
+    n = len(poly)
+    for i in range(n):
+        xa, ya = poly[i]
+        xb, yb = poly[(i + 1) % n]
+        crosses = (ya > ys) != (yb > ys)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            x_at = (xb - xa) * (ys - ya) / (yb - ya) + xa
+        inside ^= crosses & (xs < x_at)
+    return inside
