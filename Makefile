@@ -1,0 +1,41 @@
+# phonewatch — the two promises: `make demo` and `make test` (both set everything up first).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# Debian / Raspberry Pi OS packages the demo and the tests need; installed by `bootstrap`
+# via apt only when missing (see deploy/bootstrap.sh).
+APT_PACKAGES := mosquitto mosquitto-clients
+# Extras installed into the venv: `dev` always; `train` (TensorFlow) for the tests.
+EXTRAS ?= dev
+
+.PHONY: help bootstrap demo test lint typecheck unit bench clean
+
+help:
+	@echo "make demo   - set up, then run the unit on the demo clip end to end and print a summary"
+	@echo "make test   - set up, then lint, type-check and run every test"
+	@echo "make bench  - run the benchmarks in bench/ (prints tables)"
+
+bootstrap:
+	@APT_PACKAGES="$(APT_PACKAGES)" PYTHON="$(PYTHON)" EXTRAS="$(EXTRAS)" bash deploy/bootstrap.sh
+
+demo: bootstrap
+	$(VENV)/bin/phonewatch demo
+
+lint:
+	$(VENV)/bin/ruff check edge controlroom tests bench models firmware
+
+typecheck:
+	$(VENV)/bin/mypy
+
+unit:
+	$(VENV)/bin/pytest -q
+
+test: EXTRAS = dev,train
+test: bootstrap lint typecheck unit
+
+bench: bootstrap
+	$(PY) bench/pipeline.py
+
+clean:
+	rm -rf $(VENV) var build .mypy_cache .ruff_cache .pytest_cache

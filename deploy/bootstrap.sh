@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Set up a Debian / Raspberry Pi OS machine for phonewatch: system packages via apt (only the
+# missing ones), then a Python venv with the project installed from pyproject.toml.
+# Idempotent: a second run only checks. Called by `make bootstrap` (and so by demo and test).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON="${PYTHON:-python3}"
+EXTRAS="${EXTRAS:-dev}"
+APT_PACKAGES="${APT_PACKAGES:-}"
+VENV=.venv
+
+sudo_cmd() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+missing=()
+for pkg in $APT_PACKAGES; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if ! "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1; then
+    missing+=("python3-venv")
+fi
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "bootstrap: installing system packages: ${missing[*]}"
+    sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+    echo "bootstrap: phonewatch needs Python >= 3.11 ($PYTHON is $("$PYTHON" -V 2>&1))" >&2
+    exit 1
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+    venv_args=()
+    # On a Raspberry Pi, picamera2 and libcamera come from apt: let the venv see them.
+    if grep -qs "Raspberry Pi" /proc/device-tree/model; then
+        venv_args+=(--system-site-packages)
+    fi
+    echo "bootstrap: creating $VENV ${venv_args[*]:-}"
+    "$PYTHON" -m venv "${venv_args[@]}" "$VENV"
+fi
+
+stamp="$VENV/.installed-$(echo "$EXTRAS" | tr ',' '-')"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    echo "bootstrap: installing phonewatch[$EXTRAS] into $VENV"
+    "$VENV/bin/python" -m pip install -q --upgrade pip
+    "$VENV/bin/python" -m pip install -q -e ".[$EXTRAS]"
+    touch "$stamp"
+fi

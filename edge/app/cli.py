@@ -1,0 +1,72 @@
+"""The ``phonewatch`` command line.
+
+Subcommands of other parts of the unit (GPS, uplink, keys, models ...) live in their own
+``edge.app.cli_*`` modules, each exposing ``add_parsers(subparsers)``; they are listed in
+``_PLUGIN_MODULES`` and wired in here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import logging
+import sys
+from collections.abc import Sequence
+
+from edge import __version__
+from edge.core.errors import PhonewatchError
+
+log = logging.getLogger(__name__)
+
+_PLUGIN_MODULES = [
+    "edge.app.cli_unit",     # run, check, classify, roi-preview, demo
+    "edge.app.cli_gps",      # gps
+    "edge.app.cli_uplink",   # keys, uplink tools
+    "edge.app.cli_models",   # eval (model toolchain)
+    "edge.app.cli_field",    # gpio / supervisor / field tools
+    "controlroom.cli",       # controlroom ...
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="phonewatch",
+        description="phonewatch: spot drivers holding a mobile phone, and send the evidence "
+        "to the control room.",
+        epilog="Start with 'phonewatch check --config C' on a new unit; "
+        "'phonewatch <command> --help' explains each command.",
+    )
+    parser.add_argument("--version", action="version", version=f"phonewatch {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more logging (-v info, -vv debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in _PLUGIN_MODULES:
+        if importlib.util.find_spec(name.rsplit(".", 1)[0]) is None:
+            continue
+        if importlib.util.find_spec(name) is None:
+            continue
+        module = importlib.import_module(name)
+        module.add_parsers(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except PhonewatchError as e:
+        print(f"phonewatch: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
