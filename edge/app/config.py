@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from edge.app.config_base import StrictModel
+from edge.app.config_field import GpioConfig
 from edge.app.config_gps import GpsConfig
 from edge.app.config_uplink import MqttSinkConfig
 from edge.core.decider import DeciderParams
@@ -222,6 +223,7 @@ class Config(StrictModel):
         default_factory=lambda: JsonlSinkConfig(type="jsonl"), description="Where alerts go."
     )
     gps: GpsConfig | None = Field(None, description="GPS receiver; none = alerts carry no fix.")
+    gpio: GpioConfig | None = Field(None, description="Status LED, buzzer, buttons, ignition.")
     stats: StatsConfig = Field(default_factory=StatsConfig, description="Periodic statistics.")
 
     @field_validator("rois")
