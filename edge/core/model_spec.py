@@ -26,6 +26,7 @@ with an optional ``label_offset`` (ImageNet models often have a "background" cla
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,7 +61,7 @@ class ModelSpec:
 
     @property
     def positive_indices(self) -> tuple[int, ...]:
-        return tuple(i for i, lab in enumerate(self.labels) if lab in set(self.positive_labels))
+        return positive_indices(self.labels, self.positive_labels)
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -193,7 +194,7 @@ def parse_spec(d: Any, *, where: str = "sidecar", base_dir: Path | None = None) 
     positive = _need(d, "positive_labels", where)
     if not isinstance(positive, list) or not positive:
         raise ModelError(f"{where}: 'positive_labels' must be a non-empty list")
-    missing = [p for p in positive if p not in labels]
+    missing = [p for p in positive if not positive_indices(labels, [p])]
     if missing:
         raise ModelError(f"{where}: positive label(s) {missing} are not among the labels")
     threshold = _number(_need(d, "threshold", where), "threshold", where, 0.0, 1.0)
@@ -207,6 +208,18 @@ def parse_spec(d: Any, *, where: str = "sidecar", base_dir: Path | None = None) 
         provenance=dict(d.get("provenance", {})), metrics=dict(d.get("metrics", {})),
         description=str(d.get("description", "")),
     )
+
+
+def label_matches(label: str, wanted: str) -> bool:
+    """A label matches by its full text or one of its comma-separated synonyms (ImageNet:
+    ``"cellular telephone, cellular phone, cellphone, cell, mobile phone"``)."""
+    if label == wanted:
+        return True
+    return wanted in (s.strip() for s in label.split(","))
+
+
+def positive_indices(labels: Sequence[str], positive: Sequence[str]) -> tuple[int, ...]:
+    return tuple(i for i, lab in enumerate(labels) if any(label_matches(lab, p) for p in positive))
 
 
 def _strip_label(line: str) -> str:

@@ -1,0 +1,236 @@
+"""The phone-in-hand classifier on LiteRT (``ai-edge-litert``; ``tflite-runtime`` as fallback).
+
+The interpreter is built once. Quantisation parameters are read from the model's tensors;
+everything else about feeding and reading it (size, layout, colour, normalisation, labels,
+which labels mean "phone", threshold) comes from the validated sidecar JSON next to the model.
+
+Accelerators: ``cpu``; ``edgetpu`` loads the ``*_edgetpu.tflite`` twin through the
+``libedgetpu.so.1`` delegate and fails clearly without it; ``auto`` tries the Edge TPU and
+falls back to the CPU, saying so in the log and in ``.accelerator``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.core.errors import AcceleratorError, ModelError
+from edge.core.model_spec import ModelSpec, load_spec, sidecar_path
+from edge.core.preprocess import dequantise, preprocess, quantise, to_layout
+
+log = logging.getLogger(__name__)
+
+EDGETPU_LIBRARY = "libedgetpu.so.1"
+
+
+def _runtime() -> tuple[Any, Callable[..., Any], str]:
+    """(Interpreter class, load_delegate, runtime name): LiteRT first, tflite-runtime second."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter, load_delegate
+
+        return Interpreter, load_delegate, "ai-edge-litert"
+    except ImportError:
+        pass
+    try:
+        from tflite_runtime.interpreter import (  # type: ignore[import-not-found]
+            Interpreter,
+            load_delegate,
+        )
+
+        return Interpreter, load_delegate, "tflite-runtime"
+    except ImportError:
+        raise ModelError(
+            "no TFLite runtime is installed: pip install ai-edge-litert "
+            "(or tflite-runtime on older systems)"
+        ) from None
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def edgetpu_twin(model_path: Path) -> Path:
+    """``x.tflite`` -> ``x_edgetpu.tflite`` (a path that is already a twin is returned as is)."""
+    if model_path.stem.endswith("_edgetpu"):
+        return model_path
+    return model_path.with_name(model_path.stem + "_edgetpu" + model_path.suffix)
+
+
+def _explain_load_error(path: Path, e: Exception) -> ModelError:
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if "edgetpu-custom-op" in str(e):
+        return AcceleratorError(
+            f"{path} needs the Edge TPU: it was compiled for a Coral (edgetpu-custom-op) and "
+            "cannot run on the CPU. Use the CPU model it was compiled from, or accelerator = "
+            "\"edgetpu\" on a unit with a Coral and libedgetpu installed."
+        )
+    if "unresolved custom op" in str(e).lower():
+        return ModelError(f"{path} cannot be loaded: it uses an operator this runtime lacks ({msg})")
+    return ModelError(f"{path} is not a loadable TFLite model: {msg}")
+
+
+class LiteRTClassifier:
+    """A TFLite phone-in-hand classifier (see module doc). Use :meth:`open`."""
+
+    def __init__(self, interpreter: Any, spec: ModelSpec, *, model_path: Path, sha256: str,
+                 accelerator: str, runtime: str) -> None:
+        self._it = interpreter
+        self.spec = spec
+        self.model_path = model_path
+        self.sha256 = sha256
+        self.accelerator = accelerator
+        self.runtime = runtime
+        self.name = spec.name
+        self.version = spec.version
+        self.threshold = spec.threshold
+        inp = interpreter.get_input_details()
+        outs = interpreter.get_output_details()
+        if len(inp) != 1:
+            raise ModelError(f"{model_path}: expected one input tensor, found {len(inp)}")
+        if spec.output_index >= len(outs):
+            raise ModelError(
+                f"{model_path}: sidecar output.index {spec.output_index} but the model has "
+                f"{len(outs)} output(s)"
+            )
+        self._in = inp[0]
+        self._out = outs[spec.output_index]
+        self._check_shapes()
+        self._in_scale, self._in_zero = (float(self._in["quantization"][0]),
+                                         int(self._in["quantization"][1]))
+        self._out_scale, self._out_zero = (float(self._out["quantization"][0]),
+                                           int(self._out["quantization"][1]))
+        self._in_dtype = np.dtype(self._in["dtype"])
+        self._pos = np.array(spec.positive_indices, dtype=np.intp)
+        self._closed = False
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def open(cls, model_path: Path | str, *, sidecar: Path | str | None = None,
+             accelerator: str = "cpu", threads: int = 2) -> LiteRTClassifier:
+        model_path = Path(model_path)
+        spec_path = Path(sidecar) if sidecar is not None else sidecar_path(model_path)
+        if not model_path.is_file():
+            raise ModelError(f"model file {model_path} does not exist")
+        spec = load_spec(spec_path)
+        sha = file_sha256(model_path)
+        if spec.sha256 is not None and spec.sha256 != sha:
+            raise ModelError(
+                f"{model_path} does not match its sidecar {spec_path}: sha256 is {sha[:12]}..., "
+                f"the sidecar says {spec.sha256[:12]}... (wrong file, or a changed model)"
+            )
+        if accelerator not in ("auto", "cpu", "edgetpu"):
+            raise ModelError(f"accelerator must be auto, cpu or edgetpu, not {accelerator!r}")
+        Interpreter, load_delegate, runtime = _runtime()
+
+        if accelerator in ("auto", "edgetpu"):
+            twin = edgetpu_twin(model_path)
+            reason = ""
+            if not twin.is_file():
+                reason = f"no Edge TPU model {twin.name} next to {model_path.name}"
+            else:
+                try:
+                    # Probe with ctypes first: a failed load_delegate() leaves a half-built
+                    # Delegate whose destructor prints a traceback.
+                    ctypes.CDLL(EDGETPU_LIBRARY)
+                    delegate = load_delegate(EDGETPU_LIBRARY)
+                except (OSError, ValueError, RuntimeError) as e:
+                    reason = f"the Edge TPU runtime is not available ({e})"
+                else:
+                    try:
+                        it = Interpreter(model_path=str(twin), experimental_delegates=[delegate])
+                        it.allocate_tensors()
+                    except (ValueError, RuntimeError) as e:
+                        reason = f"the Edge TPU did not accept {twin.name}: {e}"
+                    else:
+                        log.info("model %s on the Edge TPU", twin)
+                        return cls(it, spec, model_path=twin, sha256=file_sha256(twin),
+                                   accelerator="edgetpu", runtime=runtime)
+            if accelerator == "edgetpu":
+                raise AcceleratorError(f"accelerator = \"edgetpu\" but {reason}")
+            log.warning("Edge TPU not used: %s; running on the CPU", reason)
+
+        try:
+            it = Interpreter(model_path=str(model_path), num_threads=threads)
+            it.allocate_tensors()
+        except (ValueError, RuntimeError) as e:
+            raise _explain_load_error(model_path, e) from None
+        return cls(it, spec, model_path=model_path, sha256=sha, accelerator="cpu",
+                   runtime=runtime)
+
+    def _check_shapes(self) -> None:
+        s = self.spec.input
+        shape = tuple(int(x) for x in self._in["shape"])
+        want = ((1, s.height, s.width, s.channels) if s.layout == "NHWC"
+                else (1, s.channels, s.height, s.width))
+        if shape != want:
+            raise ModelError(
+                f"{self.model_path}: model input shape {list(shape)} does not match the sidecar "
+                f"({s.layout}, {s.width}x{s.height}, {s.colour}) which means {list(want)}"
+            )
+        n_out = int(np.prod(self._out["shape"]))
+        if n_out != len(self.spec.labels):
+            raise ModelError(
+                f"{self.model_path}: model has {n_out} outputs but the sidecar lists "
+                f"{len(self.spec.labels)} labels"
+            )
+
+    # -- inference ----------------------------------------------------------------------------
+    def preprocess(self, crop_bgr: np.ndarray) -> np.ndarray:
+        """Crop -> the exact tensor (dtype, layout, batch of 1) the model takes."""
+        x = preprocess(crop_bgr, self.spec.input)[None]
+        x = to_layout(x, self.spec.input.layout)
+        return quantise(x, self._in_scale, self._in_zero, self._in_dtype)
+
+    def invoke(self, tensor: np.ndarray) -> np.ndarray:
+        """Run the model on one prepared tensor; returns the raw (dequantised) outputs."""
+        self._it.set_tensor(self._in["index"], tensor)
+        self._it.invoke()
+        raw = self._it.get_tensor(self._out["index"])
+        return dequantise(raw, self._out_scale, self._out_zero).reshape(-1)
+
+    def probabilities(self, outputs: np.ndarray) -> np.ndarray:
+        a = self.spec.activation
+        if a == "softmax":
+            z = outputs - outputs.max()
+            e = np.exp(z)
+            return e / e.sum()  # type: ignore[no-any-return]
+        if a == "sigmoid":
+            return 1.0 / (1.0 + np.exp(-outputs))  # type: ignore[no-any-return]
+        return outputs
+
+    def score_tensor(self, tensor: np.ndarray) -> float:
+        p = self.probabilities(self.invoke(tensor))
+        return float(np.clip(p[self._pos].sum(), 0.0, 1.0))
+
+    def score_batch(self, tensors: Sequence[np.ndarray]) -> list[float]:
+        return [self.score_tensor(t) for t in tensors]
+
+    def score(self, crop_bgr: np.ndarray) -> float:
+        """P(driver holds a phone) for one BGR crop."""
+        return self.score_tensor(self.preprocess(crop_bgr))
+
+    def top_label(self, crop_bgr: np.ndarray) -> tuple[str, float]:
+        p = self.probabilities(self.invoke(self.preprocess(crop_bgr)))
+        i = int(np.argmax(p))
+        return self.spec.labels[i], float(p[i])
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._it = None
+
+    def __enter__(self) -> LiteRTClassifier:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
