@@ -1,0 +1,302 @@
+"""Frame sources behind the ``FrameSource`` port.
+
+* :class:`OpenCvSource` -- a device index, an RTSP/HTTP URL, or a video file read as fast as it
+  decodes (offline processing);
+* :class:`ReplaySource` -- a video file paced at its own frame rate, so it behaves like a camera;
+* :class:`FolderSource` -- a folder of images in name order;
+* :class:`PicameraSource` -- the Raspberry Pi camera (picamera2, imported lazily): the ``main``
+  stream is the evidence image, the ``lores`` stream the inference image, both copied out of
+  ``captured_request()`` before the request is released.
+
+Every source returns frozen :class:`~edge.core.frame.Frame` objects with BGR ``uint8`` arrays.
+``read()`` returns ``None`` at the end of a file; a live stream that fails raises
+:class:`CameraError` and the pipeline reopens it with backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.core.errors import CameraError
+from edge.core.frame import Frame
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+def _cv2() -> Any:
+    import cv2
+
+    return cv2
+
+
+class _Counter:
+    def __init__(self) -> None:
+        self._n = 0
+
+    def next(self) -> int:
+        n = self._n
+        self._n += 1
+        return n
+
+
+class OpenCvSource:
+    """OpenCV ``VideoCapture`` on a device index, a stream URL or a file (unpaced)."""
+
+    def __init__(self, device: int | str, *, width: int | None = None,
+                 height: int | None = None, fps: float | None = None) -> None:
+        self.device = device
+        self.name = f"opencv:{device}"
+        self._want = (width, height, fps)
+        self._cap: Any = None
+        self._count = _Counter()
+        self._fps: float | None = None
+
+    @property
+    def is_live(self) -> bool:
+        if isinstance(self.device, int):
+            return True
+        return "://" in self.device or self.device.startswith("/dev/")
+
+    @property
+    def fps(self) -> float | None:
+        return self._fps
+
+    def open(self) -> None:
+        cv2 = _cv2()
+        if isinstance(self.device, str) and not self.is_live and not Path(self.device).is_file():
+            raise CameraError(f"video file {self.device} does not exist")
+        cap = cv2.VideoCapture(self.device)
+        if not cap.isOpened():
+            cap.release()
+            raise CameraError(f"cannot open {self.name} (no such device, unreachable stream, "
+                              "or a file OpenCV cannot decode)")
+        w, h, f = self._want
+        if w:
+            cap.set(cv2.CAP_PROP_FRAME_WIDTH, w)
+        if h:
+            cap.set(cv2.CAP_PROP_FRAME_HEIGHT, h)
+        if f:
+            cap.set(cv2.CAP_PROP_FPS, f)
+        rate = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        self._fps = rate if 0 < rate < 1000 else None
+        self._cap = cap
+
+    def read(self) -> Frame | None:
+        if self._cap is None:
+            raise CameraError(f"{self.name} is not open")
+        ok, img = self._cap.read()
+        if not ok or img is None:
+            if self.is_live:
+                raise CameraError(f"{self.name} stopped delivering frames")
+            return None
+        return Frame(index=self._count.next(), t_mono_s=time.monotonic(), t_wall_s=time.time(),
+                     image=img, source=self.name)
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+
+class ReplaySource:
+    """A video file paced at its own frame rate (``speed`` x real time; 0 = unpaced)."""
+
+    def __init__(self, path: Path | str, *, loop: bool = False, speed: float = 1.0) -> None:
+        self.path = Path(path)
+        self.name = f"replay:{self.path.name}"
+        self.loop = loop
+        self.speed = speed
+        self._cap: Any = None
+        self._fps: float | None = None
+        self._count = _Counter()
+        self._t0: float | None = None
+        self._n_since_t0 = 0
+        self.frame_count: int | None = None
+
+    @property
+    def is_live(self) -> bool:
+        return self.speed > 0
+
+    @property
+    def fps(self) -> float | None:
+        return self._fps
+
+    def open(self) -> None:
+        cv2 = _cv2()
+        if not self.path.is_file():
+            raise CameraError(f"video file {self.path} does not exist")
+        cap = cv2.VideoCapture(str(self.path))
+        if not cap.isOpened():
+            cap.release()
+            raise CameraError(f"cannot decode video file {self.path}")
+        ok, first = cap.read()
+        if not ok:
+            cap.release()
+            raise CameraError(f"video file {self.path} has no readable frames")
+        cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+        rate = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        self._fps = rate if 0 < rate < 1000 else 25.0
+        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        self.frame_count = n if n > 0 else None
+        self._cap = cap
+        self._t0 = None
+
+    def read(self) -> Frame | None:
+        if self._cap is None:
+            raise CameraError(f"{self.name} is not open")
+        ok, img = self._cap.read()
+        if not ok or img is None:
+            if not self.loop:
+                return None
+            self._cap.set(_cv2().CAP_PROP_POS_FRAMES, 0)
+            ok, img = self._cap.read()
+            if not ok or img is None:
+                raise CameraError(f"{self.name}: cannot rewind")
+        if self.speed > 0 and self._fps:
+            now = time.monotonic()
+            if self._t0 is None:
+                self._t0, self._n_since_t0 = now, 0
+            due = self._t0 + self._n_since_t0 / (self._fps * self.speed)
+            if due > now:
+                time.sleep(due - now)
+            elif now - due > 1.0:  # far behind (a pause): re-anchor instead of bursting
+                self._t0, self._n_since_t0 = now, 0
+            self._n_since_t0 += 1
+        return Frame(index=self._count.next(), t_mono_s=time.monotonic(), t_wall_s=time.time(),
+                     image=img, source=self.name)
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+
+class FolderSource:
+    """Images from a folder, in name order (optionally paced at ``fps``)."""
+
+    def __init__(self, path: Path | str, *, fps: float = 0.0, loop: bool = False) -> None:
+        self.path = Path(path)
+        self.name = f"folder:{self.path.name}"
+        self._rate = fps
+        self.loop = loop
+        self._files: list[Path] = []
+        self._i = 0
+        self._count = _Counter()
+        self._next_due: float | None = None
+
+    @property
+    def is_live(self) -> bool:
+        return self._rate > 0
+
+    @property
+    def fps(self) -> float | None:
+        return self._rate or None
+
+    def open(self) -> None:
+        if not self.path.is_dir():
+            raise CameraError(f"image folder {self.path} does not exist")
+        self._files = sorted(p for p in self.path.iterdir()
+                             if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not self._files:
+            raise CameraError(f"image folder {self.path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        self._i = 0
+
+    def read(self) -> Frame | None:
+        cv2 = _cv2()
+        while True:
+            if self._i >= len(self._files):
+                if not self.loop:
+                    return None
+                self._i = 0
+            path = self._files[self._i]
+            self._i += 1
+            img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if img is None:
+                log.warning("skipping %s: not a readable image", path)
+                continue
+            break
+        if self._rate > 0:
+            now = time.monotonic()
+            if self._next_due is not None and self._next_due > now:
+                time.sleep(self._next_due - now)
+            self._next_due = max(now, self._next_due or now) + 1.0 / self._rate
+        return Frame(index=self._count.next(), t_mono_s=time.monotonic(), t_wall_s=time.time(),
+                     image=img, source=f"{self.name}/{path.name}")
+
+    def close(self) -> None:
+        self._files = []
+
+
+class PicameraSource:  # pragma: no cover - runs on a Raspberry Pi only
+    """The Pi camera via picamera2: ``main`` (evidence) + ``lores`` (inference) streams."""
+
+    def __init__(self, *, camera_num: int = 0, main_size: tuple[int, int] = (1920, 1080),
+                 lores_size: tuple[int, int] = (640, 360), fps: float = 30.0) -> None:
+        self.name = f"picamera2:{camera_num}"
+        self.camera_num = camera_num
+        self.main_size = main_size
+        self.lores_size = lores_size
+        self._fps = fps
+        self._cam: Any = None
+        self._count = _Counter()
+
+    @property
+    def is_live(self) -> bool:
+        return True
+
+    @property
+    def fps(self) -> float | None:
+        return self._fps
+
+    def open(self) -> None:
+        try:
+            from picamera2 import Picamera2  # type: ignore[import-not-found]
+        except ImportError as e:
+            raise CameraError(
+                "picamera2 is not installed: on Raspberry Pi OS run 'sudo apt install "
+                "python3-picamera2' and make the venv with --system-site-packages"
+            ) from e
+        try:
+            cam = Picamera2(self.camera_num)
+            frame_us = int(1_000_000 / self._fps)
+            config = cam.create_video_configuration(
+                main={"size": self.main_size, "format": "RGB888"},  # BGR byte order in memory
+                lores={"size": self.lores_size, "format": "YUV420"},
+                controls={"FrameDurationLimits": (frame_us, frame_us)},
+                buffer_count=6,
+            )
+            cam.configure(config)
+            cam.start()
+        except Exception as e:  # picamera2 raises RuntimeError/IndexError/... for no camera
+            raise CameraError(f"cannot start the Pi camera {self.camera_num}: {e}") from e
+        self._cam = cam
+
+    def read(self) -> Frame | None:
+        cv2 = _cv2()
+        if self._cam is None:
+            raise CameraError(f"{self.name} is not open")
+        try:
+            with self._cam.captured_request() as req:
+                main = np.array(req.make_array("main"), copy=True)
+                yuv = req.make_array("lores")
+                lores = cv2.cvtColor(yuv, cv2.COLOR_YUV420p2BGR)  # a new array: a copy
+        except Exception as e:
+            raise CameraError(f"{self.name} stopped delivering frames: {e}") from e
+        # One monotonic clock for the whole pipeline (SensorTimestamp is CLOCK_BOOTTIME).
+        return Frame(index=self._count.next(), t_mono_s=time.monotonic(), t_wall_s=time.time(),
+                     image=main, lores=lores, source=self.name)
+
+    def close(self) -> None:
+        if self._cam is not None:
+            try:
+                self._cam.stop()
+                self._cam.close()
+            finally:
+                self._cam = None

@@ -1,0 +1,77 @@
+"""Simple alert sinks: JSON lines on disk (until/unless the MQTT uplink is used), and memory."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from edge.core.errors import EvidenceError
+from edge.core.ports import Detection
+
+
+def detection_to_dict(d: Detection) -> dict[str, Any]:
+    return dataclasses.asdict(d)
+
+
+class JsonlSink:
+    """Appends one JSON object per detection to a file, fsync'd before ``send`` returns."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self.sent = 0
+        try:
+            self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+                                           0o640)
+        except OSError as e:
+            raise EvidenceError(f"cannot open alert log {self.path}: {e.strerror}") from e
+
+    def send(self, detection: Detection) -> None:
+        line = (json.dumps(detection_to_dict(detection), sort_keys=True) + "\n").encode()
+        with self._lock:
+            if self._fd is None:
+                raise EvidenceError(f"alert log {self.path} is closed")
+            os.write(self._fd, line)
+            os.fsync(self._fd)
+            self.sent += 1
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+
+class MemorySink:
+    """Keeps detections in a list (tests, the demo's scoring)."""
+
+    def __init__(self) -> None:
+        self.detections: list[Detection] = []
+        self._lock = threading.Lock()
+
+    def send(self, detection: Detection) -> None:
+        with self._lock:
+            self.detections.append(detection)
+
+    def close(self) -> None:
+        pass
+
+
+class TeeSink:
+    """Sends to several sinks in turn."""
+
+    def __init__(self, *sinks: Any) -> None:
+        self.sinks = sinks
+
+    def send(self, detection: Detection) -> None:
+        for s in self.sinks:
+            s.send(detection)
+
+    def close(self) -> None:
+        for s in self.sinks:
+            s.close()
