@@ -136,7 +136,7 @@ class ReplaySource:
         if not cap.isOpened():
             cap.release()
             raise CameraError(f"cannot decode video file {self.path}")
-        ok, first = cap.read()
+        ok, _ = cap.read()
         if not ok:
             cap.release()
             raise CameraError(f"video file {self.path} has no readable frames")
@@ -205,7 +205,8 @@ class FolderSource:
         self._files = sorted(p for p in self.path.iterdir()
                              if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         if not self._files:
-            raise CameraError(f"image folder {self.path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+            kinds = ", ".join(IMAGE_SUFFIXES)
+            raise CameraError(f"image folder {self.path} holds no images ({kinds})")
         self._i = 0
 
     def read(self) -> Frame | None:

@@ -75,7 +75,9 @@ def _explain_load_error(path: Path, e: Exception) -> ModelError:
             "\"edgetpu\" on a unit with a Coral and libedgetpu installed."
         )
     if "unresolved custom op" in str(e).lower():
-        return ModelError(f"{path} cannot be loaded: it uses an operator this runtime lacks ({msg})")
+        return ModelError(
+            f"{path} cannot be loaded: it uses an operator this runtime lacks ({msg})"
+        )
     return ModelError(f"{path} is not a loadable TFLite model: {msg}")
 
 

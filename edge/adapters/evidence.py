@@ -115,7 +115,7 @@ class EvidenceStore:
 
         tmp = path.with_name(f".{path.name}.tmp.avi")
         h, w = frames[0].shape[:2]
-        writer: Any = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h))
+        writer: Any = cv2.VideoWriter(str(tmp), cv2.VideoWriter.fourcc(*"MJPG"), fps, (w, h))
         if not writer.isOpened():
             raise EvidenceError(f"cannot open a video writer for {path}")
         try:

@@ -47,7 +47,8 @@ class _CameraBase(StrictModel):
 class OpenCvCameraConfig(_CameraBase):
     type: Literal["opencv"] = Field(description="OpenCV VideoCapture: a device, a URL or a file.")
     device: int | str = Field(
-        description="Device index (0), RTSP/HTTP URL, or video file path read as fast as it decodes."
+        description="Device index (0), RTSP/HTTP URL, or a video file (read as fast as it "
+        "decodes)."
     )
     width: int | None = Field(None, description="Requested capture width (px).", ge=16, le=8192)
     height: int | None = Field(None, description="Requested capture height (px).", ge=16, le=8192)
@@ -146,7 +147,9 @@ class ModelConfig(StrictModel):
 
 
 class DeciderConfig(StrictModel):
-    window: int = Field(8, description="Frames considered per decision (M of N-of-M).", ge=1, le=300)
+    window: int = Field(
+        8, description="Frames considered per decision (M of N-of-M).", ge=1, le=300
+    )
     min_frames: int = Field(
         4, description="Frames in the window at or above score_on for a hit (N).", ge=1, le=300
     )

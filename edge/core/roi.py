@@ -34,7 +34,9 @@ class Roi:
     @classmethod
     def rect(cls, id: str, x0: float, y0: float, x1: float, y1: float, margin: float = 0.1) -> Roi:
         if not (x1 > x0 and y1 > y0):
-            raise RoiError(f"roi {id!r}: rectangle needs x1 > x0 and y1 > y0, got {[x0, y0, x1, y1]}")
+            raise RoiError(
+                f"roi {id!r}: rectangle needs x1 > x0 and y1 > y0, got {[x0, y0, x1, y1]}"
+            )
         pts = ((x0, y0), (x1, y0), (x1, y1), (x0, y1))
         roi = cls(id=id, points=pts, margin=margin, is_polygon=False)
         roi.validate()

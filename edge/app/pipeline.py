@@ -1,0 +1,417 @@
+"""The unit's stage threads: capture -> latest-frame slot -> inference + decider -> evidence.
+
+* **capture** reads the camera and puts each frame into a one-frame slot. If inference has
+  not taken the previous frame yet, that frame is *dropped* (counted): the unit keeps up with
+  the road and never queues behind it. In ``lossless`` mode (offline processing of a file) the
+  capture thread waits instead, so every frame is scored. A lost live stream is reopened with
+  exponential backoff while the status says ``degraded``.
+* **inference** crops every ROI from the frame's inference image, preprocesses, invokes the
+  classifier and feeds the decider; hits go to a bounded queue.
+* **evidence** encodes and writes the evidence (best frame, crop, optional clip), then hands a
+  :class:`Detection` to the alert sink.
+
+All stages stop on one shared ``Event``; shutdown drains in reverse order of start.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edge.adapters.evidence import EvidenceStore, evidence_id
+from edge.app.stats import Series, fmt_ms, table
+from edge.core.decider import Decider, DeciderParams, Hit
+from edge.core.errors import CameraError, PhonewatchError
+from edge.core.frame import Frame
+from edge.core.ports import AlertSink, Classifier, Detection, FrameSource
+from edge.core.roi import Roi
+
+log = logging.getLogger(__name__)
+
+
+class LatestSlot:
+    """A one-frame hand-off. ``put`` replaces an unconsumed frame (a drop) unless lossless."""
+
+    def __init__(self, *, lossless: bool = False) -> None:
+        self._cond = threading.Condition()
+        self._frame: Frame | None = None
+        self._closed = False
+        self.lossless = lossless
+        self.dropped = 0
+
+    def put(self, frame: Frame, stop: threading.Event) -> None:
+        with self._cond:
+            if self.lossless:
+                while self._frame is not None and not stop.is_set():
+                    self._cond.wait(0.1)
+            if self._frame is not None:
+                self.dropped += 1
+            self._frame = frame
+            self._cond.notify_all()
+
+    def get(self, timeout_s: float) -> Frame | None:
+        """The newest frame, or ``None`` on timeout or when closed and empty."""
+        with self._cond:
+            if self._frame is None and not self._closed:
+                self._cond.wait(timeout_s)
+            f, self._frame = self._frame, None
+            self._cond.notify_all()
+            return f
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    @property
+    def is_drained(self) -> bool:
+        with self._cond:
+            return self._closed and self._frame is None
+
+
+class ClipBuffer:
+    """Small copies of recent frames for pre/post-hit clips (bounded by age)."""
+
+    def __init__(self, *, keep_s: float, width: int) -> None:
+        self.keep_s = keep_s
+        self.width = width
+        self._frames: deque[tuple[float, np.ndarray]] = deque()
+        self._lock = threading.Lock()
+
+    def add(self, frame: Frame) -> None:
+        import cv2
+
+        img = frame.image
+        h, w = img.shape[:2]
+        if w > self.width:
+            img = cv2.resize(img, (self.width, max(1, h * self.width // w)),
+                             interpolation=cv2.INTER_AREA)
+        else:
+            img = img.copy()
+        with self._lock:
+            self._frames.append((frame.t_mono_s, img))
+            while self._frames and frame.t_mono_s - self._frames[0][0] > self.keep_s:
+                self._frames.popleft()
+
+    def between(self, t0: float, t1: float) -> list[np.ndarray]:
+        with self._lock:
+            return [img for t, img in self._frames if t0 <= t <= t1]
+
+
+@dataclass
+class PipelineStats:
+    started_mono_s: float = field(default_factory=time.monotonic)
+    captured: int = 0
+    processed: int = 0
+    hits: int = 0
+    evidence_errors: int = 0
+    sink_errors: int = 0
+    camera_errors: int = 0
+    reconnects: int = 0
+    last_processed_mono_s: float | None = None
+    invoke_ms: Series = field(default_factory=Series)
+    prep_ms: Series = field(default_factory=Series)
+    decide_ms: Series = field(default_factory=Series)
+    overhead_ms: Series = field(default_factory=Series)
+    evidence_ms: Series = field(default_factory=Series)
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    hit: Hit[Frame]
+    roi: Roi
+
+
+class Pipeline:
+    """Builds nothing itself: every part is passed in (the composition root builds them)."""
+
+    def __init__(
+        self,
+        *,
+        source: FrameSource,
+        classifier: Classifier,
+        rois: Sequence[Roi],
+        decider: DeciderParams,
+        evidence: EvidenceStore,
+        sink: AlertSink,
+        unit_id: str,
+        lossless: bool = False,
+        reconnect_min_s: float = 1.0,
+        reconnect_max_s: float = 30.0,
+        clip_before_s: float = 0.0,
+        clip_after_s: float = 0.0,
+        clip_width: int = 640,
+        on_status: Callable[[str], None] | None = None,
+        on_hit: Callable[[Detection], None] | None = None,
+        on_frame: Callable[[Frame, dict[str, float]], None] | None = None,
+        detection_extra: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
+        self.source = source
+        self.classifier = classifier
+        self.rois = list(rois)
+        self.params = decider
+        self.decider: Decider[Frame] = Decider([r.id for r in self.rois], decider)
+        self.evidence = evidence
+        self.sink = sink
+        self.unit_id = unit_id
+        self.slot = LatestSlot(lossless=lossless)
+        self.reconnect_min_s = reconnect_min_s
+        self.reconnect_max_s = reconnect_max_s
+        self.clip_before_s = clip_before_s
+        self.clip_after_s = clip_after_s
+        self.clips = (ClipBuffer(keep_s=clip_before_s + clip_after_s + 2.0, width=clip_width)
+                      if clip_before_s + clip_after_s > 0 else None)
+        self.on_status = on_status
+        self.on_hit = on_hit
+        self.on_frame = on_frame
+        self.detection_extra = detection_extra
+        self.stats = PipelineStats()
+        self.stop_event = threading.Event()
+        self._hits: queue.Queue[_Pending | None] = queue.Queue(maxsize=64)
+        self._threads: list[threading.Thread] = []
+        self._status = "starting"
+        self._roi_by_id = {r.id: r for r in self.rois}
+        self.last_scores: dict[str, float] = {}
+        self._source_open = False
+        self._fps_src: float | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    @property
+    def status(self) -> str:
+        return self._status
+
+    def _set_status(self, status: str) -> None:
+        if status != self._status:
+            log.info("status: %s -> %s", self._status, status)
+            self._status = status
+            if self.on_status is not None:
+                self.on_status(status)
+
+    def open_source(self) -> None:
+        """Open the camera now so a bad source fails at start with a clear message."""
+        self.source.open()
+        self._source_open = True
+
+    def start(self) -> None:
+        if not self._source_open and not self.source.is_live:
+            self.open_source()
+        self.stats.started_mono_s = time.monotonic()
+        for name, target in (("evidence", self._evidence_loop), ("inference", self._infer_loop),
+                             ("capture", self._capture_loop)):
+            t = threading.Thread(target=target, name=f"pw-{name}", daemon=True)
+            self._threads.append(t)
+            t.start()
+
+    def wait(self, timeout_s: float | None = None) -> bool:
+        """Wait for the pipeline to finish (end of a file); True when it has."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        for t in reversed(self._threads):  # capture first, evidence last
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            t.join(remaining)
+            if t.is_alive():
+                return False
+        return True
+
+    @property
+    def is_finished(self) -> bool:
+        return bool(self._threads) and not any(t.is_alive() for t in self._threads)
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop all stages; evidence already queued is still written."""
+        self.stop_event.set()
+        self.slot.close()
+        self.wait(timeout_s)
+        self._set_status("stopped")
+
+    # -- stages -------------------------------------------------------------------------------
+    def _capture_loop(self) -> None:
+        backoff = self.reconnect_min_s
+        try:
+            while not self.stop_event.is_set():
+                try:
+                    if not self._source_open:
+                        self.source.open()
+                        self._source_open = True
+                        if self.stats.camera_errors:
+                            self.stats.reconnects += 1
+                            log.warning("camera %s is back", self.source.name)
+                        backoff = self.reconnect_min_s
+                    frame = self.source.read()
+                except CameraError as e:
+                    self.stats.camera_errors += 1
+                    self._set_status("degraded")
+                    log.warning("camera problem (%s); retrying in %.1f s", e, backoff)
+                    self._close_source()
+                    self.stop_event.wait(backoff)
+                    backoff = min(backoff * 2, self.reconnect_max_s)
+                    continue
+                if frame is None:
+                    log.info("source %s ended after %d frames", self.source.name,
+                             self.stats.captured)
+                    break
+                if self._status in ("starting", "degraded"):
+                    self._set_status("running")
+                self.stats.captured += 1
+                if self.clips is not None:
+                    self.clips.add(frame)
+                self.slot.put(frame, self.stop_event)
+        except Exception:
+            log.exception("capture stage failed")
+            self._set_status("degraded")
+        finally:
+            self._close_source()
+            self.slot.close()
+
+    def _close_source(self) -> None:
+        if self._source_open:
+            self._source_open = False
+            try:
+                self.source.close()
+            except Exception:  # a dying camera may fail to close; it is being dropped anyway
+                log.debug("closing the source failed", exc_info=True)
+
+    def _infer_loop(self) -> None:
+        try:
+            while True:
+                frame = self.slot.get(0.2)
+                if frame is None:
+                    if self.slot.is_drained:
+                        break
+                    continue
+                self._process(frame)
+        except Exception:
+            log.exception("inference stage failed")
+            self._set_status("degraded")
+        finally:
+            self._hits.put(None)
+
+    def _process(self, frame: Frame) -> None:
+        t0 = time.perf_counter()
+        img = frame.inference_image
+        tensors = [self.classifier.preprocess(r.crop(img)) for r in self.rois]
+        t1 = time.perf_counter()
+        scores = self.classifier.score_batch(tensors)
+        t2 = time.perf_counter()
+        by_roi = {r.id: s for r, s in zip(self.rois, scores, strict=True)}
+        hits = self.decider.update(by_roi, frame.t_mono_s, {r.id: frame for r in self.rois})
+        t3 = time.perf_counter()
+        for hit in hits:
+            self.stats.hits += 1
+            try:
+                self._hits.put_nowait(_Pending(hit, self._roi_by_id[hit.roi_id]))
+            except queue.Full:
+                self.stats.evidence_errors += 1
+                log.error("evidence queue full: hit in %s at frame %d lost", hit.roi_id,
+                          hit.best.index)
+        self.last_scores = by_roi
+        st = self.stats
+        st.processed += 1
+        st.last_processed_mono_s = time.monotonic()
+        st.prep_ms.add((t1 - t0) * 1e3)
+        st.invoke_ms.add((t2 - t1) * 1e3)
+        st.decide_ms.add((t3 - t2) * 1e3)
+        st.overhead_ms.add((t1 - t0 + t3 - t2) * 1e3)
+        if self.on_frame is not None:
+            self.on_frame(frame, by_roi)
+
+    def _evidence_loop(self) -> None:
+        while True:
+            item = self._hits.get()
+            if item is None:
+                break
+            try:
+                self._record(item)
+            except PhonewatchError as e:
+                self.stats.evidence_errors += 1
+                log.error("evidence for %s not recorded: %s", item.hit.roi_id, e)
+            except Exception:
+                self.stats.evidence_errors += 1
+                log.exception("evidence for %s not recorded", item.hit.roi_id)
+
+    def _record(self, item: _Pending) -> None:
+        t0 = time.perf_counter()
+        hit, frame = item.hit, item.hit.best
+        clip = None
+        if self.clips is not None:
+            end = frame.t_mono_s + self.clip_after_s
+            while time.monotonic() < end and not self.stop_event.is_set():
+                time.sleep(0.05)
+            clip = self.clips.between(frame.t_mono_s - self.clip_before_s, end)
+        ev_id = evidence_id(frame.t_wall_s, hit.roi_id)
+        alert_id = f"{self.unit_id}-{ev_id}"
+        rec = self.evidence.save(
+            alert_id=alert_id, ev_id=ev_id, frame=frame.image, crop=item.roi.crop(frame.image),
+            clip=clip, clip_fps=self._clip_fps(),
+        )
+        det = Detection(
+            alert_id=alert_id, roi_id=hit.roi_id, score=round(hit.score, 4),
+            frames_over=hit.frames_over, window=hit.window, frame_index=frame.index,
+            t_wall_s=frame.t_wall_s, t_mono_s=frame.t_mono_s,
+            model_name=self.classifier.name, model_version=self.classifier.version,
+            model_sha256=self.classifier.sha256, threshold=self.params.score_on, evidence=rec,
+            extra=self.detection_extra() if self.detection_extra else {},
+        )
+        self.stats.evidence_ms.add((time.perf_counter() - t0) * 1e3)
+        try:
+            self.sink.send(det)
+        except Exception:
+            self.stats.sink_errors += 1
+            log.exception("alert sink refused %s (evidence is on disk at %s)", alert_id,
+                          rec.frame_path)
+            return
+        if self.on_hit is not None:
+            self.on_hit(det)
+
+    def _clip_fps(self) -> float:
+        return float(self.source.fps or 10.0)
+
+    # -- reporting ----------------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        st = self.stats
+        elapsed = max(1e-9, time.monotonic() - st.started_mono_s)
+        return {
+            "status": self._status,
+            "frames_captured": st.captured,
+            "frames_processed": st.processed,
+            "dropped_frames": self.slot.dropped,
+            "fps_in": round(st.captured / elapsed, 2),
+            "fps": round(st.processed / elapsed, 2),
+            "invoke_ms_p50": st.invoke_ms.percentile(50),
+            "invoke_ms_p99": st.invoke_ms.percentile(99),
+            "prep_ms_p50": st.prep_ms.percentile(50),
+            "decide_ms_p50": st.decide_ms.percentile(50),
+            "overhead_ms_p50": st.overhead_ms.percentile(50),
+            "evidence_ms_p50": st.evidence_ms.percentile(50),
+            "hits": st.hits,
+            "evidence_errors": st.evidence_errors,
+            "sink_errors": st.sink_errors,
+            "camera_errors": st.camera_errors,
+            "evidence_pruned": self.evidence.pruned_count,
+            "elapsed_s": round(elapsed, 2),
+        }
+
+    def summary_table(self) -> str:
+        s = self.snapshot()
+        rows = [
+            ("frames captured", str(s["frames_captured"])),
+            ("frames processed", str(s["frames_processed"])),
+            ("frames dropped", str(s["dropped_frames"])),
+            ("fps in / out", f"{s['fps_in']:.1f} / {s['fps']:.1f}"),
+            ("invoke ms p50 / p99", f"{fmt_ms(s['invoke_ms_p50'])} / {fmt_ms(s['invoke_ms_p99'])}"),
+            ("crop+preprocess ms p50", fmt_ms(s["prep_ms_p50"])),
+            ("decide ms p50", fmt_ms(s["decide_ms_p50"])),
+            ("evidence ms p50", fmt_ms(s["evidence_ms_p50"])),
+            ("hits", str(s["hits"])),
+            ("camera errors", str(s["camera_errors"])),
+            ("evidence / sink errors", f"{s['evidence_errors']} / {s['sink_errors']}"),
+            ("elapsed s", f"{s['elapsed_s']:.1f}"),
+        ]
+        return table(rows, title=f"phonewatch {self.unit_id}: {self.source.name}")
