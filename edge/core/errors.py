@@ -33,3 +33,15 @@ class RoiError(PhonewatchError, ValueError):
 
 class EvidenceError(PhonewatchError, OSError):
     """Evidence could not be written."""
+
+
+class NmeaError(PhonewatchError, ValueError):
+    """An NMEA 0183 sentence is malformed; it is dropped and counted."""
+
+
+class NmeaChecksumError(NmeaError):
+    """An NMEA sentence's checksum is wrong or (when required) missing."""
+
+
+class GpsError(PhonewatchError, OSError):
+    """A GPS source (serial port, gpsd, replay file) could not be opened or read."""
