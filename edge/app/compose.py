@@ -1,0 +1,249 @@
+"""The composition root: the only place that builds adapters from the config."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from edge.adapters.camera import FolderSource, OpenCvSource, PicameraSource, ReplaySource
+from edge.adapters.classifier import LiteRTClassifier
+from edge.adapters.evidence import EvidenceStore
+from edge.adapters.sinks import JsonlSink
+from edge.app.config import (
+    Config,
+    FolderCameraConfig,
+    JsonlSinkConfig,
+    OpenCvCameraConfig,
+    PicameraConfig,
+    ReplayCameraConfig,
+)
+from edge.app.pipeline import Pipeline
+from edge.core.errors import ConfigError
+from edge.core.ports import AlertSink, FrameSource
+from edge.core.roi import Roi
+
+log = logging.getLogger(__name__)
+
+
+def build_source(cfg: Config, *, speed: float | None = None) -> FrameSource:
+    cam = cfg.camera
+    if isinstance(cam, ReplayCameraConfig):
+        return ReplaySource(cam.path, loop=cam.loop, speed=cam.speed if speed is None else speed)
+    if isinstance(cam, OpenCvCameraConfig):
+        return OpenCvSource(cam.device, width=cam.width, height=cam.height, fps=cam.fps)
+    if isinstance(cam, FolderCameraConfig):
+        return FolderSource(cam.path, fps=cam.fps if speed is None else 0.0, loop=cam.loop)
+    if isinstance(cam, PicameraConfig):
+        return PicameraSource(camera_num=cam.camera_num, main_size=cam.main_size,
+                              lores_size=cam.lores_size, fps=cam.fps)
+    raise ConfigError(f"camera.type {cam.type!r} is not supported")  # pragma: no cover
+
+
+def build_classifier(cfg: Config) -> LiteRTClassifier:
+    m = cfg.model
+    clf = LiteRTClassifier.open(m.path, sidecar=m.sidecar, accelerator=m.accelerator,
+                                threads=m.threads)
+    if m.threshold is not None:
+        clf.threshold = m.threshold
+    return clf
+
+
+def build_rois(cfg: Config) -> list[Roi]:
+    return [r.to_roi() for r in cfg.rois]
+
+
+def build_evidence(cfg: Config) -> EvidenceStore:
+    e = cfg.evidence
+    return EvidenceStore(cfg.evidence_dir, quota_bytes=int(e.quota_mb * 1e6),
+                         jpeg_quality=e.jpeg_quality)
+
+
+def module_available(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def build_gps(cfg: Config) -> Any | None:
+    if cfg.gps is None:
+        return None
+    from edge.adapters.gps import build_gps_source
+
+    return build_gps_source(cfg.gps)
+
+
+def build_sink(cfg: Config, *, gps: Any | None = None,
+               stats: Callable[[], dict[str, Any]] | None = None,
+               on_command: Callable[[str, dict[str, Any]], None] | None = None) -> AlertSink:
+    s = cfg.sink
+    if isinstance(s, JsonlSinkConfig):
+        return JsonlSink(s.path or cfg.unit.data_dir / "alerts.jsonl")
+    from edge.adapters.mqtt import build_mqtt_sink
+
+    sink: AlertSink = build_mqtt_sink(s, unit_id=cfg.unit.id, data_dir=cfg.unit.data_dir,
+                                      gps=gps, stats=stats, on_command=on_command)
+    return sink
+
+
+def disk_free_bytes(path: Path) -> int:
+    p = path
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return shutil.disk_usage(p).free
+
+
+class Unit:
+    """The whole unit, built from a config: pipeline plus GPS, uplink, GPIO and systemd.
+
+    Use as a context manager; everything built is closed in reverse order on exit.
+    """
+
+    def __init__(self, cfg: Config, *, lossless: bool = False, speed: float | None = None,
+                 extra_sink: AlertSink | None = None) -> None:
+        self.cfg = cfg
+        self._stack = contextlib.ExitStack()
+        self.lossless = lossless
+        self.speed = speed
+        self.extra_sink = extra_sink
+        self.pipeline: Pipeline | None = None
+        self.gps: Any | None = None
+        self.field_io: Any | None = None
+        self.notifier: Any | None = None
+        self.shutdown_requested = threading.Event()
+        self._muted_until = 0.0
+
+    def __enter__(self) -> Unit:
+        try:
+            self._build()
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.pipeline is not None and not self.pipeline.stop_event.is_set():
+            self.pipeline.stop()
+        self._stack.close()
+
+    def _build(self) -> None:
+        cfg = self.cfg
+        cfg.unit.data_dir.mkdir(parents=True, exist_ok=True)
+        if module_available("edge.app.systemd"):
+            from edge.app.systemd import SystemdNotifier
+
+            self.notifier = SystemdNotifier()
+        if cfg.gpio is not None:
+            from edge.adapters.gpio import FieldIo
+
+            self.field_io = FieldIo.from_config(cfg.gpio, mode=cfg.unit.mode)
+            self.field_io.on_shutdown_request = self.shutdown_requested.set
+            self._stack.callback(self.field_io.close)
+            self.field_io.set_status("starting")
+        classifier = build_classifier(cfg)
+        self._stack.callback(classifier.close)
+        source = build_source(cfg, speed=self.speed)
+        evidence = build_evidence(cfg)
+        self.gps = build_gps(cfg)
+        if self.gps is not None:
+            self.gps.start()
+            self._stack.callback(self.gps.close)
+        sink = build_sink(cfg, gps=self.gps, stats=self._heartbeat_stats,
+                          on_command=self._on_command)
+        self._stack.callback(sink.close)
+        if self.extra_sink is not None:
+            from edge.adapters.sinks import TeeSink
+
+            sink = TeeSink(sink, self.extra_sink)
+        cam = cfg.camera
+        self.pipeline = Pipeline(
+            source=source, classifier=classifier, rois=build_rois(cfg),
+            decider=cfg.decider.params(classifier.threshold), evidence=evidence, sink=sink,
+            unit_id=cfg.unit.id, lossless=self.lossless,
+            reconnect_min_s=cam.reconnect_min_s, reconnect_max_s=cam.reconnect_max_s,
+            clip_before_s=cfg.evidence.clip_before_s, clip_after_s=cfg.evidence.clip_after_s,
+            clip_width=cfg.evidence.clip_width, on_status=self._on_status, on_hit=self._on_hit,
+            detection_extra=self._detection_extra,
+        )
+        if not source.is_live:
+            self.pipeline.open_source()  # a missing or unreadable file fails here, clearly
+
+    # -- hooks --------------------------------------------------------------------------------
+    def _heartbeat_stats(self) -> dict[str, Any]:
+        return self.pipeline.snapshot() if self.pipeline is not None else {}
+
+    def _on_status(self, status: str) -> None:
+        if self.field_io is not None and status in ("running", "degraded"):
+            self.field_io.set_status(status)
+        if self.notifier is not None:
+            self.notifier.status(f"phonewatch {status}")
+
+    def _on_hit(self, det: Any) -> None:
+        if self.field_io is not None:
+            self.field_io.on_hit(det.roi_id)
+
+    def _detection_extra(self) -> dict[str, Any]:
+        extra: dict[str, Any] = {"mode": self.cfg.unit.mode}
+        if self.field_io is not None and self.field_io.take_mark():
+            extra["officer_marked"] = True
+        return extra
+
+    def _on_command(self, name: str, payload: dict[str, Any]) -> None:
+        log.info("command from the control room: %s %s", name, payload)
+        if name == "mute" and self.field_io is not None:
+            self.field_io.mute(float(payload.get("duration_s", 600)))
+
+    # -- running ------------------------------------------------------------------------------
+    def run(self, *, stop: threading.Event | None = None, max_s: float | None = None,
+            progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        """Run until the source ends, ``stop`` is set, ignition shutdown, or ``max_s``."""
+        assert self.pipeline is not None
+        p = self.pipeline
+        stop = stop or threading.Event()
+        p.start()
+        if self.notifier is not None:
+            self.notifier.ready()
+        started = time.monotonic()
+        last_log = started
+        interval = self.cfg.stats.log_interval_s
+        wd = self.notifier.watchdog_interval_s if self.notifier is not None else None
+        try:
+            while not p.is_finished:
+                if stop.wait(0.25) or self.shutdown_requested.is_set():
+                    break
+                now = time.monotonic()
+                if max_s is not None and now - started >= max_s:
+                    break
+                last = p.stats.last_processed_mono_s
+                # Pet the watchdog only while frames flow: a stuck pipeline gets restarted.
+                if wd and last is not None and now - last < 2 * wd:
+                    self.notifier.watchdog()  # type: ignore[union-attr]
+                if self.field_io is not None and self.gps is not None and p.status == "running":
+                    state = getattr(self.gps, "state", "")
+                    if state in ("no_fix", "stale", "no_receiver"):
+                        self.field_io.set_status("no_gps")
+                if progress is not None:
+                    progress(p.snapshot())
+                if now - last_log >= interval:
+                    last_log = now
+                    s = p.snapshot()
+                    log.info("fps %.1f in / %.1f out, dropped %d, invoke ms p50 %s p99 %s, "
+                             "hits %d", s["fps_in"], s["fps"], s["dropped_frames"],
+                             s["invoke_ms_p50"], s["invoke_ms_p99"], s["hits"])
+        finally:
+            if self.notifier is not None:
+                self.notifier.stopping()
+            p.stop()
+        if progress is not None:
+            progress(p.snapshot())
+        return p.snapshot()
