@@ -187,9 +187,9 @@ class LiteRTClassifier:
             )
 
     # -- inference ----------------------------------------------------------------------------
-    def preprocess(self, crop_bgr: np.ndarray) -> np.ndarray:
-        """Crop -> the exact tensor (dtype, layout, batch of 1) the model takes."""
-        x = preprocess(crop_bgr, self.spec.input)[None]
+    def preprocess(self, crop_bgr: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+        """Crop (and polygon mask) -> the exact tensor (dtype, layout, batch) the model takes."""
+        x = preprocess(crop_bgr, self.spec.input, mask)[None]
         x = to_layout(x, self.spec.input.layout)
         return quantise(x, self._in_scale, self._in_zero, self._in_dtype)
 
@@ -217,9 +217,9 @@ class LiteRTClassifier:
     def score_batch(self, tensors: Sequence[np.ndarray]) -> list[float]:
         return [self.score_tensor(t) for t in tensors]
 
-    def score(self, crop_bgr: np.ndarray) -> float:
+    def score(self, crop_bgr: np.ndarray, mask: np.ndarray | None = None) -> float:
         """P(driver holds a phone) for one BGR crop."""
-        return self.score_tensor(self.preprocess(crop_bgr))
+        return self.score_tensor(self.preprocess(crop_bgr, mask))
 
     def top_label(self, crop_bgr: np.ndarray) -> tuple[str, float]:
         p = self.probabilities(self.invoke(self.preprocess(crop_bgr)))

@@ -364,7 +364,8 @@ def cmd_roi_preview(args: argparse.Namespace) -> int:
         with build_classifier(cfg) as clf:
             threshold = clf.threshold
             for r in build_rois(cfg):
-                scores[r.id] = clf.score(r.crop(frame.inference_image))
+                img = frame.inference_image
+                scores[r.id] = clf.score(r.crop(img), r.mask(img))
     except PhonewatchError as e:
         print(f"warning: no scores drawn: {e}", file=sys.stderr)
     out = draw_preview(frame.image, cfg, scores, threshold)

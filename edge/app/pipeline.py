@@ -296,7 +296,7 @@ class Pipeline:
     def _process(self, frame: Frame) -> None:
         t0 = time.perf_counter()
         img = frame.inference_image
-        tensors = [self.classifier.preprocess(r.crop(img)) for r in self.rois]
+        tensors = [self.classifier.preprocess(r.crop(img), r.mask(img)) for r in self.rois]
         t1 = time.perf_counter()
         scores = self.classifier.score_batch(tensors)
         t2 = time.perf_counter()

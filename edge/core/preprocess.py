@@ -91,14 +91,31 @@ def to_colour(img_bgr: np.ndarray, colour: Colour) -> np.ndarray:
     return grey[:, :, None]
 
 
-def preprocess(crop_bgr: np.ndarray, spec: InputSpec) -> np.ndarray:
+MASK_FILL = 128.0
+"""Pixel value (0..255) that replaces what lies outside a polygon ROI."""
+
+
+def preprocess(
+    crop_bgr: np.ndarray, spec: InputSpec, mask: np.ndarray | None = None
+) -> np.ndarray:
     """BGR ``uint8`` crop -> normalised ``float32`` tensor ``H x W x C`` (one image, no batch).
 
     Steps, in order: resize to ``spec`` (:func:`resize`), convert colour order,
     subtract ``mean`` and divide by ``std`` per channel. The layout (NHWC/NCHW) and the batch
     axis are applied by :func:`to_layout` so training can batch many crops at once.
+    ``mask`` (boolean, the crop's height x width, True = keep) greys out what lies outside a
+    polygon ROI; it is resized with the same sampling, so edge pixels blend.
     """
-    img = to_colour(resize(crop_bgr, spec.width, spec.height), spec.colour)
+    img = resize(crop_bgr, spec.width, spec.height)
+    if mask is not None:
+        if mask.shape[:2] != crop_bgr.shape[:2]:
+            raise ValueError(f"mask {mask.shape[:2]} does not match the crop {crop_bgr.shape[:2]}")
+        raw = mask.view(np.uint8) if mask.dtype == bool else mask
+        keep = resize(raw, spec.width, spec.height)
+        if img.ndim == 3:
+            keep = keep[:, :, None]
+        img = img * keep + np.float32(MASK_FILL) * (1.0 - keep)
+    img = to_colour(img, spec.colour)
     mean = np.asarray(spec.mean[: spec.channels], dtype=np.float32)
     inv_std = np.float32(1.0) / np.asarray(spec.std[: spec.channels], dtype=np.float32)
     out = np.subtract(img, mean, dtype=np.float32)  # also makes the RGB view contiguous

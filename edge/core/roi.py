@@ -4,7 +4,7 @@ An ROI is a rectangle ``[x0, y0, x1, y1]`` or a polygon ``[[x, y], ...]``, both 
 (0..1) of the frame width and height, so the same ROI applies to the evidence stream and a
 smaller inference stream. The crop is the ROI's bounding box grown by ``margin`` (a fraction of
 the box's own size) and clipped to the frame; for polygons, pixels outside the polygon are
-filled with grey so the classifier only sees the window.
+turned grey (at the model's resolution) so the classifier only sees the window.
 """
 
 from __future__ import annotations
@@ -82,16 +82,21 @@ class Roi:
         return px0, py0, min(px1, width), min(py1, height)
 
     def crop(self, image: np.ndarray) -> np.ndarray:
-        """The ROI's crop of ``image`` (a view for rectangles; a masked copy for polygons)."""
+        """The ROI's crop box in ``image``: a view, no copy (see :meth:`mask` for polygons)."""
         h, w = image.shape[:2]
         x0, y0, x1, y1 = self.crop_box(w, h)
-        view = image[y0:y1, x0:x1]
+        return image[y0:y1, x0:x1]
+
+    def mask(self, image: np.ndarray) -> np.ndarray | None:
+        """For a polygon, a boolean mask of the crop (True inside); ``None`` for rectangles.
+
+        The mask is cached per frame size; :func:`edge.core.preprocess.preprocess` applies it
+        at the model's resolution, which costs far less than masking a 1080p crop.
+        """
         if not self.is_polygon:
-            return view
-        mask = self._mask(w, h, (x0, y0, x1, y1))
-        out = view.copy()
-        out[~mask] = 128
-        return out
+            return None
+        h, w = image.shape[:2]
+        return self._mask(w, h, self.crop_box(w, h))
 
     def _mask(self, w: int, h: int, box: tuple[int, int, int, int]) -> np.ndarray:
         key = (w, h, box[0], box[1])
