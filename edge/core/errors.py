@@ -45,3 +45,11 @@ class NmeaChecksumError(NmeaError):
 
 class GpsError(PhonewatchError, OSError):
     """A GPS source (serial port, gpsd, replay file) could not be opened or read."""
+
+
+class GpioError(PhonewatchError, OSError):
+    """A GPIO line (LED, buzzer, button, ignition) could not be claimed or driven."""
+
+
+class SupervisorError(PhonewatchError, OSError):
+    """The Pico power supervisor link failed (serial port, malformed or unanswered message)."""

@@ -1,0 +1,307 @@
+"""Field I/O on the Pi's GPIO header with gpiozero: status LED, buzzer, mute/mark button, ignition.
+
+Pins come from the one pin map (``hardware/pinmap.toml``); the pin factory is injected like
+gpiozero's own devices (``pin_factory=``), so tests drive it with gpiozero's ``MockFactory``.
+
+- ``set_status(state)`` plays the LED pattern of that state until the next state.
+- ``on_hit(roi_id)``: in patrol mode, unless muted, beep the buzzer and flash the LED, then the
+  status pattern resumes.
+- The button: a short press mutes the hit signals for ``mute_s`` (or unmutes when muted); a long
+  press (``long_press_s``) marks "officer saw it", which ``take_mark()`` hands out once.
+- Ignition: when the (Pico-debounced) ignition line has been off for ``shutdown_delay_s``,
+  ``on_shutdown_request()`` is called once; the ignition coming back first cancels it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from gpiozero import LED, Button, Buzzer, DigitalInputDevice, GPIOZeroError
+
+from edge.app.config_field import GpioConfig, PinMap
+from edge.core.errors import GpioError
+from edge.core.ports import Clock, SystemClock
+
+log = logging.getLogger(__name__)
+
+STATUSES = ("starting", "running", "degraded", "no_gps", "broker_offline")
+
+LED_PATTERNS: dict[str, tuple[float, ...]] = {
+    # Alternating on / off durations (s), starting with "on", repeated; () = steady on.
+    "starting": (0.5, 0.5),                          # slow even blink
+    "running": (),                                   # steady on
+    "degraded": (0.1, 0.1),                          # fast blink
+    "no_gps": (0.1, 0.2, 0.1, 1.2),                  # double blink
+    "broker_offline": (0.1, 0.2, 0.1, 0.2, 0.1, 1.2),  # triple blink
+}
+MARK_ACK_FLASHES = 2
+"""The LED flashes twice when a long press has marked the next alert."""
+
+
+class FieldIo:
+    """The unit's lights, buzzer, button and ignition sense. Thread-safe; ``close()`` idempotent."""
+
+    def __init__(
+        self,
+        pin_map: PinMap,
+        cfg: GpioConfig,
+        *,
+        mode: str,
+        pin_factory: Any = None,
+        clock: Clock | None = None,
+    ) -> None:
+        if mode not in ("junction", "patrol"):
+            raise ValueError(f"mode must be 'junction' or 'patrol', not {mode!r}")
+        self._cfg = cfg
+        self._mode = mode
+        self._clock = clock or SystemClock()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closing = threading.Event()
+        self._status = "starting"
+        self._flash_pending = 0
+        self._muted_until = 0.0
+        self._mark = False
+        self._held = False
+        self._shutdown_timer: threading.Timer | None = None
+        self._shutdown_requested = False
+        self._closed = False
+        self.on_shutdown_request: Callable[[], None] | None = None
+        self._devices: list[Any] = []
+
+        source = str(cfg.pin_map) if cfg.pin_map else "hardware/pinmap.toml"
+        try:
+            sig, end = pin_map.pi_signal("status_led", source=source)
+            self._led = LED(end.gpio, active_high=sig.active_high, initial_value=False,
+                            pin_factory=pin_factory)
+            self._devices.append(self._led)
+            self._buzzer: Buzzer | None = None
+            if cfg.buzzer:
+                sig, end = pin_map.pi_signal("buzzer", source=source)
+                self._buzzer = Buzzer(end.gpio, active_high=sig.active_high, initial_value=False,
+                                      pin_factory=pin_factory)
+                self._devices.append(self._buzzer)
+            sig, end = pin_map.pi_signal("button", source=source)
+            self._button = Button(end.gpio, **_input_kwargs(sig.pull, sig.active_high),
+                                  bounce_time=cfg.bounce_s or None, hold_time=cfg.long_press_s,
+                                  pin_factory=pin_factory)
+            self._devices.append(self._button)
+            self._ignition: DigitalInputDevice | None = None
+            if cfg.ignition_sense:
+                sig, end = pin_map.pi_signal("ignition", source=source)
+                self._ignition = DigitalInputDevice(
+                    end.gpio, **_input_kwargs(sig.pull, sig.active_high), pin_factory=pin_factory
+                )
+                self._devices.append(self._ignition)
+        except GPIOZeroError as e:
+            self._close_devices()
+            raise GpioError(f"GPIO: cannot claim the unit's pins ({source}): {e}") from e
+        except Exception:
+            self._close_devices()
+            raise
+
+        self._button.when_pressed = self._on_pressed
+        self._button.when_held = self._on_held
+        self._button.when_released = self._on_released
+        if self._ignition is not None:
+            self._ignition.when_activated = self._on_ignition_on
+            self._ignition.when_deactivated = self._on_ignition_off
+            if not self._ignition.is_active:
+                log.warning("ignition is off at start; shutting down in %.0f s unless it comes on",
+                            cfg.shutdown_delay_s)
+                self._on_ignition_off()
+        self._thread = threading.Thread(target=self._run_led, name="status-led", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def from_config(
+        cls, cfg: GpioConfig, *, mode: str, pin_factory: Any = None, clock: Clock | None = None
+    ) -> FieldIo:
+        return cls(cfg.load_pin_map(), cfg, mode=mode, pin_factory=pin_factory, clock=clock)
+
+    # -- status LED -------------------------------------------------------------------------
+
+    @property
+    def status(self) -> str:
+        return self._status
+
+    def set_status(self, state: str) -> None:
+        if state not in LED_PATTERNS:
+            raise ValueError(f"unknown status {state!r}; one of {', '.join(STATUSES)}")
+        with self._lock:
+            if state == self._status:
+                return
+            log.info("status %s -> %s", self._status, state)
+            self._status = state
+        self._wake.set()
+
+    def _flash(self, n: int) -> None:
+        if n <= 0:
+            return
+        with self._lock:
+            self._flash_pending = max(self._flash_pending, n)
+        self._wake.set()
+
+    def _run_led(self) -> None:
+        scale = self._cfg.pattern_scale
+        while not self._closing.is_set():
+            with self._lock:
+                self._wake.clear()
+                flashes, self._flash_pending = self._flash_pending, 0
+                pattern = LED_PATTERNS[self._status]
+            if flashes:
+                # A hit or a mark: play it to the end (it is short), then resume the pattern.
+                self._led.off()
+                if self._closing.wait(self._cfg.hit_flash_s):
+                    break
+                for _ in range(flashes):
+                    self._led.on()
+                    if self._closing.wait(self._cfg.hit_flash_s):
+                        break
+                    self._led.off()
+                    if self._closing.wait(self._cfg.hit_flash_s):
+                        break
+                continue
+            if not pattern:
+                self._led.on()
+                self._wake.wait()
+                continue
+            for i, duration_s in enumerate(pattern):
+                self._led.value = 1 if i % 2 == 0 else 0
+                if self._wake.wait(duration_s * scale):
+                    break
+        self._led.off()
+
+    # -- hits, mute and mark ----------------------------------------------------------------
+
+    def on_hit(self, roi_id: str) -> None:
+        if self._mode != "patrol" or self._closed:
+            return
+        if self.is_muted:
+            log.debug("hit in %s: signals muted", roi_id)
+            return
+        if self._buzzer is not None:
+            self._buzzer.beep(on_time=self._cfg.hit_beep_s, off_time=self._cfg.hit_beep_s,
+                              n=self._cfg.hit_beeps, background=True)
+        self._flash(self._cfg.hit_flashes)
+
+    def mute(self, duration_s: float) -> None:
+        """Silence hit signals for ``duration_s`` seconds; 0 (or less) unmutes."""
+        with self._lock:
+            if duration_s <= 0:
+                self._muted_until = 0.0
+            else:
+                self._muted_until = self._clock.monotonic() + duration_s
+        if duration_s > 0 and self._buzzer is not None:
+            self._buzzer.off()
+        log.info("hit signals %s", f"muted for {duration_s:.0f} s" if duration_s > 0 else "on")
+
+    @property
+    def is_muted(self) -> bool:
+        return self._clock.monotonic() < self._muted_until
+
+    def take_mark(self) -> bool:
+        """True once after a long press: "officer saw it" goes with the next alert."""
+        with self._lock:
+            mark, self._mark = self._mark, False
+        return mark
+
+    def _on_pressed(self) -> None:
+        with self._lock:
+            self._held = False
+
+    def _on_held(self) -> None:
+        with self._lock:
+            self._held = True
+            self._mark = True
+        log.info("button held: the next alert is marked 'officer saw it'")
+        self._flash(MARK_ACK_FLASHES)
+
+    def _on_released(self) -> None:
+        with self._lock:
+            was_held = self._held
+            self._held = False
+        if was_held:
+            return
+        self.mute(0.0 if self.is_muted else self._cfg.mute_s)
+
+    # -- ignition ---------------------------------------------------------------------------
+
+    @property
+    def ignition_on(self) -> bool | None:
+        return None if self._ignition is None else bool(self._ignition.is_active)
+
+    def _on_ignition_off(self) -> None:
+        with self._lock:
+            if self._closed or self._shutdown_timer is not None or self._shutdown_requested:
+                return
+            timer = threading.Timer(self._cfg.shutdown_delay_s, self._ignition_timeout)
+            timer.daemon = True
+            self._shutdown_timer = timer
+        log.info("ignition off: clean shutdown in %.0f s unless it comes back",
+                 self._cfg.shutdown_delay_s)
+        timer.start()
+
+    def _on_ignition_on(self) -> None:
+        with self._lock:
+            timer, self._shutdown_timer = self._shutdown_timer, None
+        if timer is not None:
+            timer.cancel()
+            log.info("ignition back on: shutdown cancelled")
+
+    def _ignition_timeout(self) -> None:
+        with self._lock:
+            self._shutdown_timer = None
+            if self._closed or self._shutdown_requested:
+                return
+            if self._ignition is not None and self._ignition.is_active:
+                return
+            self._shutdown_requested = True
+            callback = self.on_shutdown_request
+        log.warning("ignition off for %.0f s: requesting a clean shutdown",
+                    self._cfg.shutdown_delay_s)
+        if callback is None:
+            log.warning("no shutdown handler is set; ignoring")
+            return
+        callback()
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            timer, self._shutdown_timer = self._shutdown_timer, None
+        if timer is not None:
+            timer.cancel()
+        self._closing.set()
+        self._wake.set()
+        self._thread.join(timeout=5)
+        self._close_devices()
+
+    def _close_devices(self) -> None:
+        for dev in reversed(self._devices):
+            try:
+                dev.close()
+            except GPIOZeroError as e:  # pragma: no cover - hardware-specific
+                log.warning("closing %s: %s", dev, e)
+        self._devices.clear()
+
+    def __enter__(self) -> FieldIo:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _input_kwargs(pull: str, active_high: bool) -> dict[str, Any]:
+    """gpiozero's input arguments for a pin-map pull / polarity."""
+    if pull == "up":
+        return {"pull_up": True}
+    if pull == "down":
+        return {"pull_up": False}
+    return {"pull_up": None, "active_state": active_high}

@@ -1,0 +1,290 @@
+"""FieldIo against gpiozero's MockFactory: the actual pin state sequences, pins from the pin map."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from gpiozero.pins.mock import MockFactory
+
+from edge.adapters.gpio import LED_PATTERNS, MARK_ACK_FLASHES, FieldIo
+from edge.app.config_field import GpioConfig, load_pin_map
+from edge.core.errors import ConfigError, GpioError, PhonewatchError
+
+from .conftest import ManualClock, wait_for
+
+PIN_MAP = load_pin_map()
+LED_PIN = PIN_MAP.signals["status_led"].pi.gpio  # type: ignore[union-attr]
+BUZZER_PIN = PIN_MAP.signals["buzzer"].pi.gpio  # type: ignore[union-attr]
+BUTTON_PIN = PIN_MAP.signals["button"].pi.gpio  # type: ignore[union-attr]
+IGNITION_PIN = PIN_MAP.signals["ignition"].pi.gpio  # type: ignore[union-attr]
+
+FAST = {"pattern_scale": 0.2, "hit_flash_s": 0.03, "hit_beep_s": 0.03, "bounce_s": None,
+        "long_press_s": 0.25, "shutdown_delay_s": 0.2}
+
+
+def make(factory: MockFactory, *, mode: str = "patrol", clock: ManualClock | None = None,
+         ignition_on: bool = True, **overrides: object) -> FieldIo:
+    if ignition_on:
+        factory.pin(IGNITION_PIN).drive_high()
+    cfg = GpioConfig.model_validate({**FAST, **overrides})
+    return FieldIo.from_config(cfg, mode=mode, pin_factory=factory, clock=clock)
+
+
+def values(pin: object) -> list[bool]:
+    return [s.state for s in pin.states]  # type: ignore[attr-defined]
+
+
+def test_pins_come_from_the_pin_map() -> None:
+    assert (LED_PIN, BUZZER_PIN, BUTTON_PIN, IGNITION_PIN) == (17, 27, 22, 23)
+
+
+def test_starts_blinking_then_steady_on_when_running(factory: MockFactory) -> None:
+    io = make(factory)
+    led = factory.pin(LED_PIN)
+    try:
+        assert io.status == "starting"
+        assert wait_for(lambda: len(led.states) >= 4)
+        assert values(led)[:4] == [False, True, False, True]
+        io.set_status("running")
+        assert wait_for(lambda: led.state)
+        n = len(led.states)
+        time.sleep(0.3)
+        assert led.state is True and len(led.states) == n  # steady: no more edges
+    finally:
+        io.close()
+    assert led.state is False
+
+
+@pytest.mark.parametrize("state", ["no_gps", "broker_offline", "degraded"])
+def test_status_pattern_pulse_train(factory: MockFactory, state: str) -> None:
+    io = make(factory)
+    led = factory.pin(LED_PIN)
+    pattern = LED_PATTERNS[state]
+    try:
+        io.set_status("running")
+        assert wait_for(lambda: led.state)
+        io.set_status(state)
+        assert wait_for(lambda: not led.state)
+        led.clear_states()  # states[0] is now "off", the start of a cycle
+        n_edges = 2 * len(pattern) + 1
+        assert wait_for(lambda: len(led.states) > n_edges, timeout_s=10)
+    finally:
+        io.close()
+    states = led.states[: n_edges + 1]
+    assert [s.state for s in states] == [i % 2 == 1 for i in range(len(states))]
+    # states[0] starts step 1 (the first "off"); PinState.timestamp of states[k] is how long
+    # step k-1 lasted, so states[2:] time steps 2, 3, ... (step 1 began before clear_states).
+    durations = [s.timestamp for s in states[2:]][: len(pattern)]
+    cycle = pattern[2:] + pattern[:2]
+    longest = max(range(len(cycle)), key=lambda k: cycle[k])
+    if cycle[longest] > 2 * min(cycle):
+        # The long pause is where the pattern puts it, and clearly longer than every flash.
+        assert max(range(len(durations)), key=lambda k: durations[k]) == longest
+    assert all(d > 0 for d in durations)
+
+
+def test_unknown_status_is_refused(factory: MockFactory) -> None:
+    with make(factory) as io, pytest.raises(ValueError, match="no_gps"):
+        io.set_status("happy")
+
+
+def test_hit_in_patrol_beeps_and_flashes_then_resumes(factory: MockFactory) -> None:
+    io = make(factory, hit_beeps=2, hit_flashes=3)
+    led, buzzer = factory.pin(LED_PIN), factory.pin(BUZZER_PIN)
+    try:
+        io.set_status("running")
+        assert wait_for(lambda: led.state)
+        led.clear_states()
+        io.on_hit("lane1")
+        assert wait_for(lambda: len(buzzer.states) >= 5)
+        # off, then 3 flashes, then back to steady on for "running"
+        assert wait_for(lambda: len(led.states) >= 8)
+        time.sleep(0.1)
+    finally:
+        io.close()
+    buzzer.assert_states([False, True, False, True, False])
+    assert values(led)[:8] == [True] + [False, True] * 3 + [False]
+
+
+def test_hit_at_a_junction_is_silent(factory: MockFactory) -> None:
+    io = make(factory, mode="junction")
+    buzzer = factory.pin(BUZZER_PIN)
+    try:
+        io.on_hit("lane1")
+        time.sleep(0.2)
+    finally:
+        io.close()
+    buzzer.assert_states([False])
+
+
+def test_buzzer_can_be_left_unfitted(factory: MockFactory) -> None:
+    io = make(factory, buzzer=False)
+    try:
+        io.on_hit("lane1")
+        time.sleep(0.1)
+        assert factory.pin(BUZZER_PIN).function == "input"  # never claimed
+    finally:
+        io.close()
+
+
+def test_short_press_mutes_and_unmutes(factory: MockFactory, clock: ManualClock) -> None:
+    io = make(factory, clock=clock, mute_s=600.0)
+    button, buzzer = factory.pin(BUTTON_PIN), factory.pin(BUZZER_PIN)
+    try:
+        assert button.state is True  # pulled up, not pressed
+        button.drive_low()
+        button.drive_high()
+        assert wait_for(lambda: io.is_muted)
+        io.on_hit("lane1")
+        time.sleep(0.15)
+        buzzer.assert_states([False])
+        clock.t_s += 599
+        assert io.is_muted
+        button.drive_low()
+        button.drive_high()
+        assert wait_for(lambda: not io.is_muted)
+        io.on_hit("lane1")
+        assert wait_for(lambda: len(buzzer.states) >= 5)
+        assert io.take_mark() is False  # short presses never mark
+    finally:
+        io.close()
+
+
+def test_control_room_mute_expires(factory: MockFactory, clock: ManualClock) -> None:
+    io = make(factory, clock=clock)
+    buzzer = factory.pin(BUZZER_PIN)
+    try:
+        io.mute(30.0)
+        io.on_hit("lane1")
+        clock.t_s += 29.9
+        assert io.is_muted
+        clock.t_s += 0.2
+        assert not io.is_muted
+        io.mute(30.0)
+        io.mute(0)
+        assert not io.is_muted
+        io.on_hit("lane2")
+        assert wait_for(lambda: len(buzzer.states) >= 5)
+    finally:
+        io.close()
+    buzzer.assert_states([False, True, False, True, False])
+
+
+def test_long_press_marks_the_next_alert_once(factory: MockFactory) -> None:
+    io = make(factory)
+    button, led = factory.pin(BUTTON_PIN), factory.pin(LED_PIN)
+    try:
+        io.set_status("running")
+        assert wait_for(lambda: led.state)
+        led.clear_states()
+        button.drive_low()
+        assert wait_for(lambda: len(led.states) >= 2 * MARK_ACK_FLASHES + 2)  # acknowledged
+        button.drive_high()
+        assert io.take_mark() is True
+        assert io.take_mark() is False
+        assert not io.is_muted  # the release after a hold is not a short press
+    finally:
+        io.close()
+    assert values(led)[: 2 * MARK_ACK_FLASHES + 2] == [True] + [False, True] * MARK_ACK_FLASHES + [
+        False
+    ]
+
+
+def test_ignition_off_for_the_delay_requests_shutdown_once(factory: MockFactory) -> None:
+    io = make(factory, shutdown_delay_s=0.2)
+    ign = factory.pin(IGNITION_PIN)
+    called = threading.Event()
+    calls: list[float] = []
+
+    def request() -> None:
+        calls.append(time.monotonic())
+        called.set()
+
+    io.on_shutdown_request = request
+    try:
+        assert io.ignition_on is True
+        t0 = time.monotonic()
+        ign.drive_low()
+        assert called.wait(5)
+        assert calls[0] - t0 >= 0.19
+        ign.drive_high()
+        ign.drive_low()
+        time.sleep(0.4)
+        assert len(calls) == 1
+    finally:
+        io.close()
+
+
+def test_ignition_back_on_cancels_shutdown(factory: MockFactory) -> None:
+    io = make(factory, shutdown_delay_s=0.3)
+    ign = factory.pin(IGNITION_PIN)
+    calls: list[int] = []
+    io.on_shutdown_request = lambda: calls.append(1)
+    try:
+        for _ in range(3):  # a flickering ignition (cranking) never shuts the unit down
+            ign.drive_low()
+            time.sleep(0.05)
+            ign.drive_high()
+        time.sleep(0.5)
+        assert calls == []
+    finally:
+        io.close()
+
+
+def test_ignition_off_at_start_counts_too(factory: MockFactory) -> None:
+    factory.pin(IGNITION_PIN).drive_low()
+    called = threading.Event()
+    io = make(factory, ignition_on=False, shutdown_delay_s=0.05)
+    io.on_shutdown_request = called.set
+    try:
+        assert called.wait(5)
+    finally:
+        io.close()
+
+
+def test_ignition_sense_off_claims_no_pin(factory: MockFactory) -> None:
+    io = make(factory, ignition_sense=False)
+    try:
+        assert io.ignition_on is None
+    finally:
+        io.close()
+
+
+def test_close_is_idempotent_and_releases_the_pins(factory: MockFactory) -> None:
+    io = make(factory)
+    io.close()
+    io.close()
+    io.on_hit("lane1")  # after close: ignored, no error
+    again = make(factory)  # the pins are free again
+    again.close()
+
+
+def test_pin_already_in_use_is_a_gpio_error(factory: MockFactory) -> None:
+    from gpiozero import LED
+
+    squatter = LED(LED_PIN, pin_factory=factory)
+    try:
+        with pytest.raises(GpioError, match="GPIO") as exc:
+            make(factory)
+        assert isinstance(exc.value, PhonewatchError) and isinstance(exc.value, OSError)
+    finally:
+        squatter.close()
+    make(factory).close()  # nothing was left claimed by the failed attempt
+
+
+def test_missing_signal_in_pin_map_names_it(factory: MockFactory, tmp_path: Path) -> None:
+    text = (Path(__file__).resolve().parents[2] / "hardware" / "pinmap.toml").read_text()
+    cut = text.replace("[signals.button]", "[signals.button_unused]")
+    p = tmp_path / "pins.toml"
+    p.write_text(cut)
+    cfg = GpioConfig(pin_map=p)
+    with pytest.raises(ConfigError, match=r"signals\.button\.pi"):
+        FieldIo.from_config(cfg, mode="patrol", pin_factory=factory)
+
+
+def test_bad_mode_is_refused(factory: MockFactory) -> None:
+    with pytest.raises(ValueError, match="patrol"):
+        FieldIo.from_config(GpioConfig(), mode="rally", pin_factory=factory)
