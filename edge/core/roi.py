@@ -73,10 +73,11 @@ class Roi:
         x0, y0, x1, y1 = self.bbox()
         mx = (x1 - x0) * self.margin
         my = (y1 - y0) * self.margin
-        px0 = int(np.floor(max(0.0, x0 - mx) * width))
-        py0 = int(np.floor(max(0.0, y0 - my) * height))
-        px1 = int(np.ceil(min(1.0, x1 + mx) * width))
-        py1 = int(np.ceil(min(1.0, y1 + my) * height))
+        eps = 1e-6  # fractions like 0.1 + 0.2 must not round a whole pixel outwards
+        px0 = int(np.floor(max(0.0, x0 - mx) * width + eps))
+        py0 = int(np.floor(max(0.0, y0 - my) * height + eps))
+        px1 = int(np.ceil(min(1.0, x1 + mx) * width - eps))
+        py1 = int(np.ceil(min(1.0, y1 + my) * height - eps))
         px1 = max(px1, px0 + 1)
         py1 = max(py1, py0 + 1)
         return px0, py0, min(px1, width), min(py1, height)
