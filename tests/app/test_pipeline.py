@@ -1,0 +1,192 @@
+"""The stage threads end to end with a real model on real video files."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.adapters.camera import ReplaySource
+from edge.adapters.classifier import LiteRTClassifier
+from edge.adapters.evidence import EvidenceStore
+from edge.adapters.sinks import JsonlSink, MemorySink
+from edge.app.pipeline import LatestSlot, Pipeline
+from edge.core.decider import DeciderParams
+from edge.core.errors import CameraError
+from edge.core.frame import Frame
+from edge.core.roi import Roi
+
+LEFT = (0.05, 0.1, 0.45, 0.9)
+RIGHT = (0.55, 0.1, 0.95, 0.9)
+
+
+def build(tmp_path: Path, source, model: Path, *, lossless: bool = True,  # type: ignore[no-untyped-def]
+          sink=None, **kw) -> Pipeline:
+    return Pipeline(
+        source=source, classifier=LiteRTClassifier.open(model), evidence=EvidenceStore(
+            tmp_path / "ev", quota_bytes=10**9),
+        rois=[Roi.rect("left", *LEFT, margin=0.0), Roi.rect("right", *RIGHT, margin=0.0)],
+        decider=DeciderParams(window=5, min_frames=3, score_on=0.7, score_off=0.3,
+                              cooldown_s=0.0),
+        sink=sink or MemorySink(), unit_id="t1", lossless=lossless, **kw,
+    )
+
+
+def test_bright_driver_window_gives_one_hit_with_evidence(tmp_path: Path, make_video,  # type: ignore[no-untyped-def]
+                                                          brightness_model: Path) -> None:
+    # 10 dark frames, 12 frames with the left window bright ("phone"), 10 dark again.
+    levels = [20] * 10 + [240] * 12 + [20] * 10
+    video = make_video(levels, box=(0.1, 0.2, 0.4, 0.8))
+    sink = MemorySink()
+    p = build(tmp_path, ReplaySource(video, speed=0.0), brightness_model, sink=sink)
+    p.start()
+    assert p.wait(30)
+    snap = p.snapshot()
+    assert snap["frames_processed"] == snap["frames_captured"] == 32
+    assert snap["dropped_frames"] == 0  # lossless: every frame scored
+    assert [d.roi_id for d in sink.detections] == ["left"]
+    d = sink.detections[0]
+    assert 10 <= d.frame_index <= 21 and d.score > 0.7 and d.frames_over >= 3
+    assert d.model_name == "brightness-int8" and len(d.model_sha256) == 64
+    assert Path(d.evidence.frame_path).is_file() and Path(d.evidence.crop_path).is_file()
+    assert p.status == "running"
+    assert "frames dropped" in p.summary_table()
+
+
+def test_a_slow_consumer_drops_frames_and_counts_them(tmp_path: Path, make_video,  # type: ignore[no-untyped-def]
+                                                     brightness_model: Path) -> None:
+    video = make_video([100] * 40, fps=200.0)
+    p = build(tmp_path, ReplaySource(video, speed=1.0), brightness_model, lossless=False)
+    real_process = p._process
+
+    def slow(frame: Frame) -> None:
+        time.sleep(0.02)  # 50 fps of inference against a 200 fps camera
+        real_process(frame)
+
+    p._process = slow  # type: ignore[method-assign]
+    p.start()
+    assert p.wait(30)
+    s = p.snapshot()
+    assert s["frames_captured"] == 40
+    assert s["dropped_frames"] > 0
+    assert s["frames_processed"] + s["dropped_frames"] == 40
+
+
+def test_latest_slot_keeps_only_the_newest() -> None:
+    slot = LatestSlot()
+    stop = threading.Event()
+    frames = [Frame(i, 0.0, 0.0, np.zeros((2, 2, 3), np.uint8)) for i in range(3)]
+    for f in frames:
+        slot.put(f, stop)
+    got = slot.get(0.1)
+    assert got is not None and got.index == 2
+    assert slot.dropped == 2
+    assert slot.get(0.01) is None
+    slot.close()
+    assert slot.is_drained
+
+
+class UnpluggableCamera:
+    """A live camera that can be unplugged: ``read`` fails and ``open`` keeps failing while
+    unplugged, like OpenCV on a USB device that vanished; frames come from a real file."""
+
+    def __init__(self, video: Path) -> None:
+        self._inner = ReplaySource(video, speed=0.0, loop=True)
+        self.name = "unpluggable"
+        self.plugged = threading.Event()
+        self.plugged.set()
+        self.opens = 0
+
+    is_live = True
+    fps = 25.0
+
+    def open(self) -> None:
+        self.opens += 1
+        if not self.plugged.is_set():
+            raise CameraError("no such device")
+        self._inner.open()
+
+    def read(self) -> Frame | None:
+        if not self.plugged.is_set():
+            raise CameraError("device disconnected")
+        time.sleep(0.01)
+        return self._inner.read()
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def test_camera_unplugged_mid_run_reports_degraded_and_recovers(
+        tmp_path: Path, make_video, brightness_model: Path) -> None:  # type: ignore[no-untyped-def]
+    cam = UnpluggableCamera(make_video([60] * 5))
+    statuses: list[str] = []
+    p = build(tmp_path, cam, brightness_model, lossless=False, reconnect_min_s=0.05,
+              reconnect_max_s=0.2, on_status=statuses.append)
+    p.start()
+    deadline = time.monotonic() + 10
+    while p.stats.processed < 5 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    cam.plugged.clear()
+    while p.status != "degraded" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert p.status == "degraded"
+    time.sleep(0.5)
+    assert cam.opens >= 3  # kept retrying with backoff
+    before = p.stats.processed
+    cam.plugged.set()
+    while p.stats.processed <= before + 5 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    p.stop()
+    assert statuses[:3] == ["running", "degraded", "running"]
+    assert p.stats.processed > before + 5
+    assert p.stats.reconnects >= 1
+    assert p.stats.camera_errors >= 1
+
+
+def test_a_failing_sink_loses_no_evidence(tmp_path: Path, make_video,  # type: ignore[no-untyped-def]
+                                          brightness_model: Path) -> None:
+    class BrokenSink:
+        def send(self, detection) -> None:  # type: ignore[no-untyped-def]
+            raise OSError("disk full")
+
+        def close(self) -> None:
+            pass
+
+    video = make_video([20] * 3 + [240] * 8, box=(0.6, 0.2, 0.9, 0.8))
+    p = build(tmp_path, ReplaySource(video, speed=0.0), brightness_model, sink=BrokenSink())
+    p.start()
+    assert p.wait(30)
+    assert p.stats.sink_errors == 1
+    frames = list((tmp_path / "ev").glob("*/frame.jpg"))
+    assert len(frames) == 1 and "right" in frames[0].parent.name
+
+
+def test_jsonl_output_and_clip(tmp_path: Path, make_video, brightness_model: Path) -> None:  # type: ignore[no-untyped-def]
+    video = make_video([20] * 10 + [240] * 10 + [20] * 10, box=(0.1, 0.2, 0.4, 0.8))
+    sink = JsonlSink(tmp_path / "alerts.jsonl")
+    p = build(tmp_path, ReplaySource(video, speed=0.0), brightness_model, sink=sink,
+              clip_before_s=0.2, clip_after_s=0.1, clip_width=64)
+    p.start()
+    assert p.wait(30)
+    sink.close()
+    lines = (tmp_path / "alerts.jsonl").read_text().splitlines()
+    assert len(lines) == 1
+    rec = json.loads(lines[0])
+    assert rec["roi_id"] == "left"
+    assert rec["evidence"]["clip_path"] and Path(rec["evidence"]["clip_path"]).is_file()
+
+
+@pytest.mark.slow
+def test_real_traffic_clip_runs_clean(tmp_path: Path, shared_data: Path,
+                                      brightness_model: Path) -> None:
+    p = build(tmp_path, ReplaySource(shared_data / "video" / "car-detection.mp4", speed=0.0),
+              brightness_model)
+    p.start()
+    assert p.wait(120)
+    s = p.snapshot()
+    assert s["frames_processed"] == s["frames_captured"] > 300
+    assert s["evidence_errors"] == 0 and s["camera_errors"] == 0
