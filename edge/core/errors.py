@@ -47,6 +47,22 @@ class GpsError(PhonewatchError, OSError):
     """A GPS source (serial port, gpsd, replay file) could not be opened or read."""
 
 
+class MessageError(PhonewatchError, ValueError):
+    """An alert, status, heartbeat or command message is malformed or fails its schema."""
+
+
+class SignatureError(PhonewatchError, ValueError):
+    """A signing key is missing, unreadable or of the wrong kind."""
+
+
+class OutboxError(PhonewatchError, OSError):
+    """The durable alert outbox cannot be opened or written."""
+
+
+class BrokerError(PhonewatchError, RuntimeError):
+    """A local MQTT broker could not be started or stopped."""
+
+
 class GpioError(PhonewatchError, OSError):
     """A GPIO line (LED, buzzer, button, ignition) could not be claimed or driven."""
 

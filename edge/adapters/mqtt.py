@@ -1,0 +1,451 @@
+"""The MQTT uplink (paho-mqtt 2.x, ``CallbackAPIVersion.VERSION2``, MQTT 5): all MQTT lives here.
+
+``MqttUplink.send(detection)`` builds the alert (unit, sequence number, GPS fix read *now*, never
+waited for), signs it, commits it with its evidence JPEG to the durable :class:`Outbox` and
+returns. One sender thread hands outbox rows to paho in sequence order, at most
+``max_inflight`` messages awaiting PUBACK, and deletes a row only when the broker has
+acknowledged every part of it with a success reason code. paho keeps unacknowledged QoS 1
+messages across reconnects and resends them; after a restart the outbox resends everything
+not yet acknowledged. The receiver de-duplicates on ``(unit, seq)``.
+
+Connection: TLS with a CA and a client certificate, or username/password; a persistent session
+(clean start off, session expiry); reconnect with exponential backoff; "connected" only on a
+CONNACK with a success reason code. A retained ``online`` status is published on connect, and
+the same topic carries the ``offline`` Last Will. Commands from the control room are validated
+against the committed schema before ``on_command`` ever sees them; bad ones are counted and
+logged, and the unit keeps running.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from edge import __version__
+from edge.adapters.outbox import Outbox, Part
+from edge.adapters.signing import (
+    Ed25519PrivateKey,
+    load_private_key,
+    sign_alert,
+    write_key_pair,
+)
+from edge.app.config_uplink import MqttSinkConfig
+from edge.core import messages as m
+from edge.core.errors import MessageError, OutboxError, SignatureError
+from edge.core.ports import Detection
+
+log = logging.getLogger(__name__)
+
+CPU_TEMP_PATH = Path("/sys/class/thermal/thermal_zone0/temp")
+_FAILED_RETRY_S = 30.0
+"""After the broker refuses a message (failure reason code), wait this long before resending."""
+
+StatsFn = Callable[[], dict[str, Any]]
+CommandFn = Callable[[str, dict[str, Any]], None]
+
+
+def read_cpu_temp_c(path: Path = CPU_TEMP_PATH) -> float | None:
+    """CPU temperature in degrees C from sysfs (millidegrees), or None where there is none."""
+    try:
+        return round(int(path.read_text().strip()) / 1000.0, 1)
+    except (OSError, ValueError):
+        return None
+
+
+class MqttUplink:
+    """An ``AlertSink`` that delivers signed alerts through a durable outbox to an MQTT broker."""
+
+    def __init__(self, cfg: MqttSinkConfig, *, unit_id: str, outbox: Outbox,
+                 signing_key: Ed25519PrivateKey, gps: object | None = None,
+                 stats: StatsFn | None = None, on_command: CommandFn | None = None) -> None:
+        self.cfg = cfg
+        self.unit_id = unit_id
+        self.topics = m.Topics(cfg.topic_root, unit_id)
+        self.outbox = outbox
+        self._key = signing_key
+        self._gps = gps
+        self._stats_fn = stats
+        self._on_command = on_command
+        self._t0_mono = time.monotonic()
+
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._connected = threading.Event()
+        self._closed = False
+        self._started = False
+        self._inflight: dict[int, tuple[int, Part]] = {}
+        self._handed_upto = 0
+        self._hold_until_mono = 0.0
+        self._acks: queue.SimpleQueue[tuple[int, bool]] = queue.SimpleQueue()
+        self._commands: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue(maxsize=16)
+        self._counts = {"alerts_committed": 0, "published": 0, "acked": 0, "refused": 0,
+                        "connects": 0, "connect_failures": 0, "heartbeats": 0,
+                        "commands_accepted": 0, "commands_rejected": 0, "evidence_missing": 0}
+        self._client = self._make_client()
+        self._sender = threading.Thread(target=self._sender_main, name="uplink-sender",
+                                        daemon=True)
+        self._commander = threading.Thread(target=self._command_main, name="uplink-commands",
+                                           daemon=True)
+
+    # ------------------------------------------------------------------ paho setup
+
+    def _make_client(self) -> mqtt.Client:
+        cfg = self.cfg
+        client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2,
+                             client_id=cfg.client_id or self.unit_id,
+                             protocol=mqtt.MQTTv5)
+        if cfg.uses_tls:
+            client.tls_set(ca_certs=str(cfg.ca_file),
+                           certfile=str(cfg.cert_file) if cfg.cert_file else None,
+                           keyfile=str(cfg.key_file) if cfg.key_file else None)
+        if cfg.username:
+            client.username_pw_set(cfg.username, cfg.resolved_password())
+        offline = m.build_status(self.unit_id, "offline", t_wall_s=time.time(),
+                                 software=__version__, reason="connection lost")
+        client.will_set(self.topics.status, m.encode(offline), qos=1, retain=True)
+        client.reconnect_delay_set(cfg.reconnect_min_s, cfg.reconnect_max_s)  # type: ignore[arg-type]
+        client.max_inflight_messages_set(cfg.max_inflight)
+        client.max_queued_messages_set(0)
+        client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        client.on_message = self._on_message
+        return client
+
+    def start(self) -> MqttUplink:
+        """Connect in the background (never blocks on the broker) and start the sender."""
+        if self._started:
+            return self
+        self._started = True
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self.cfg.session_expiry_s
+        self._client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s,
+                                   clean_start=False, properties=props)
+        self._client.loop_start()
+        self._sender.start()
+        self._commander.start()
+        log.info("uplink %s -> %s:%d (%s), %d alert(s) waiting in the outbox", self.unit_id,
+                 self.cfg.host, self.cfg.port, "TLS" if self.cfg.uses_tls else "plain",
+                 self.outbox.depth())
+        return self
+
+    # ------------------------------------------------------------------ paho callbacks (network thread)
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags,
+                    reason_code: ReasonCode, properties: Properties | None) -> None:
+        if reason_code.is_failure:
+            self._counts["connect_failures"] += 1
+            log.warning("broker refused the connection: %s", reason_code)
+            self._connected.clear()
+            return
+        self._counts["connects"] += 1
+        client.subscribe(self.topics.cmd_filter, qos=1)
+        online = m.build_status(self.unit_id, "online", t_wall_s=time.time(),
+                                software=__version__)
+        client.publish(self.topics.status, m.encode(online), qos=1, retain=True)
+        log.info("connected to %s:%d (session present: %s)", self.cfg.host, self.cfg.port,
+                 flags.session_present)
+        self._connected.set()
+        self._wake.set()
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        self._counts["connect_failures"] += 1
+        log.debug("connect to %s:%d failed; retrying with backoff", self.cfg.host, self.cfg.port)
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any,
+                       flags: mqtt.DisconnectFlags, reason_code: ReasonCode,
+                       properties: Properties | None) -> None:
+        was = self._connected.is_set()
+        self._connected.clear()
+        if was and not self._stop.is_set():
+            log.warning("disconnected from broker (%s); %d alert(s) wait in the outbox",
+                        reason_code, self._safe_depth())
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int,
+                    reason_code: ReasonCode, properties: Properties | None) -> None:
+        self._acks.put((mid, not reason_code.is_failure))
+        self._wake.set()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            name, body = m.parse_command(msg.topic, msg.payload, topics=self.topics,
+                                         max_bytes=self.cfg.command_max_bytes)
+        except MessageError as e:
+            self._counts["commands_rejected"] += 1
+            log.warning("rejected command on %s: %s", msg.topic[:200], e)
+            return
+        try:
+            self._commands.put_nowait((name, body))
+            self._counts["commands_accepted"] += 1
+        except queue.Full:
+            self._counts["commands_rejected"] += 1
+            log.warning("rejected command %s: too many commands waiting", name)
+
+    # ------------------------------------------------------------------ AlertSink
+
+    def send(self, detection: Detection) -> None:
+        """Commit the alert for ``detection`` (with its evidence) to disk and return at once."""
+        if self._closed:
+            raise OutboxError("uplink is closed")
+        fix, gps_state = self._read_gps()
+        evidence, ev_state = self._read_evidence(detection)
+
+        def make_payload(seq: int) -> bytes:
+            alert = m.build_alert(detection, unit=self.unit_id, seq=seq, fix=fix,
+                                  gps_state=gps_state, fix_max_age_s=self.cfg.fix_max_age_s)
+            signed = sign_alert(alert, self._key)
+            m.validate(signed, m.ALERT_SCHEMA)
+            return m.encode(signed)
+
+        seq = self.outbox.add(make_payload, evidence=evidence, evidence_state=ev_state,
+                              created_wall_s=detection.t_wall_s)
+        self._counts["alerts_committed"] += 1
+        log.debug("alert %s committed", m.alert_id(self.unit_id, seq))
+        self._wake.set()
+
+    def _read_gps(self) -> tuple[dict[str, Any] | None, str | None]:
+        if self._gps is None:
+            return None, None
+        try:
+            state = getattr(self._gps, "state", None)
+            fix = self._gps.latest()  # type: ignore[attr-defined]
+            fixd = fix.to_dict() if fix is not None else None
+            return fixd, (str(state) if state is not None else None)
+        except Exception as e:  # a GPS bug must never cost an alert
+            log.warning("GPS read failed; alert carries no fix: %s", e)
+            return None, "error"
+
+    def _read_evidence(self, detection: Detection) -> tuple[bytes | None, str]:
+        if not self.cfg.publish_evidence:
+            return None, "none"
+        ev = detection.evidence
+        path = Path(ev.frame_path)
+        try:
+            size = path.stat().st_size
+            if size > self.cfg.evidence_max_mb * 1024 * 1024:
+                log.warning("evidence %s is %d bytes, over evidence_max_mb: not sent", path, size)
+                return None, "none"
+            data = path.read_bytes()
+        except OSError as e:
+            self._counts["evidence_missing"] += 1
+            log.warning("evidence %s unreadable (%s); the alert goes without it", path, e)
+            return None, "missing"
+        if hashlib.sha256(data).hexdigest() != ev.frame_sha256:
+            self._counts["evidence_missing"] += 1
+            log.error("evidence %s does not match its recorded SHA-256; not sent", path)
+            return None, "missing"
+        return data, "pending"
+
+    # ------------------------------------------------------------------ sender thread
+
+    def _sender_main(self) -> None:
+        next_heartbeat = time.monotonic() + min(2.0, self.cfg.heartbeat_interval_s)
+        while not self._stop.is_set():
+            try:
+                self._collect_acks()
+                if self._connected.is_set() and time.monotonic() >= self._hold_until_mono:
+                    self._hand_over()
+                now = time.monotonic()
+                if now >= next_heartbeat:
+                    next_heartbeat = now + self.cfg.heartbeat_interval_s
+                    if self._connected.is_set():
+                        self._publish_heartbeat()
+            except (OutboxError, MessageError) as e:
+                log.error("uplink sender: %s", e)
+                self._stop.wait(1.0)
+            except Exception:  # keep sending whatever happens to one message
+                log.exception("uplink sender: unexpected error")
+                self._stop.wait(1.0)
+            self._wake.wait(timeout=max(0.01, min(0.5, next_heartbeat - time.monotonic())))
+            self._wake.clear()
+
+    def _collect_acks(self) -> None:
+        done: list[tuple[int, Part]] = []
+        while True:
+            try:
+                mid, ok = self._acks.get_nowait()
+            except queue.Empty:
+                break
+            with self._lock:
+                entry = self._inflight.pop(mid, None)
+            if entry is None:
+                continue  # status / heartbeat, or a duplicate
+            if ok:
+                done.append(entry)
+            else:
+                seq, part = entry
+                self._counts["refused"] += 1
+                log.error("broker refused %s of alert %s; keeping it, retry in %.0f s", part,
+                          m.alert_id(self.unit_id, seq), _FAILED_RETRY_S)
+                with self._lock:
+                    self._handed_upto = min(self._handed_upto, seq - 1)
+                self._hold_until_mono = time.monotonic() + _FAILED_RETRY_S
+        if done:
+            self.outbox.ack(done)
+            self._counts["acked"] += len(done)
+
+    def _hand_over(self) -> None:
+        with self._lock:
+            free = self.cfg.max_inflight - len(self._inflight)
+            after = self._handed_upto
+        if free <= 0:
+            return
+        for item in self.outbox.pending(after_seq=after, limit=max(1, free // 2)):
+            parts: list[tuple[Part, str, bytes]] = []
+            if not item.alert_acked:
+                parts.append(("alert", self.topics.alert, item.payload))
+            if item.evidence is not None:
+                parts.append(("evidence", self.topics.evidence(item.alert_id), item.evidence))
+            for part, topic, payload in parts:
+                with self._lock:  # hold the lock so a fast PUBACK finds its entry
+                    info = self._client.publish(topic, payload, qos=1)
+                    if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS,
+                                       MQTTErrorCode.MQTT_ERR_NO_CONN):
+                        log.warning("paho would not take %s of seq %d: %s", part, item.seq,
+                                    mqtt.error_string(info.rc))
+                        return
+                    self._inflight[info.mid] = (item.seq, part)
+                self._counts["published"] += 1
+            with self._lock:
+                self._handed_upto = max(self._handed_upto, item.seq)
+
+    def _publish_heartbeat(self) -> None:
+        pipeline: dict[str, Any] = {}
+        if self._stats_fn is not None:
+            try:
+                pipeline = dict(self._stats_fn())
+            except Exception as e:
+                log.warning("stats() failed; heartbeat without pipeline figures: %s", e)
+        _, gps_state = self._read_gps()
+        ob = self.outbox.stats()
+        hb = m.build_heartbeat(self.unit_id, t_wall_s=time.time(),
+                               uptime_s=time.monotonic() - self._t0_mono, pipeline=pipeline,
+                               outbox_depth=ob["depth"], evidence_pruned=ob["evidence_pruned"],
+                               alerts_pruned=ob["alerts_pruned"], gps_state=gps_state,
+                               cpu_temp_c=read_cpu_temp_c())
+        self._client.publish(self.topics.heartbeat, m.encode(hb), qos=0)
+        self._counts["heartbeats"] += 1
+
+    # ------------------------------------------------------------------ commands thread
+
+    def _command_main(self) -> None:
+        while not self._stop.is_set():
+            try:
+                name, body = self._commands.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if self._on_command is None:
+                log.info("command %s ignored: nobody handles commands", name)
+                continue
+            try:
+                self._on_command(name, body)
+            except Exception:
+                log.exception("command %s handler failed", name)
+
+    # ------------------------------------------------------------------ state and lifecycle
+
+    @property
+    def is_connected(self) -> bool:
+        return self._connected.is_set()
+
+    def wait_connected(self, timeout_s: float) -> bool:
+        return self._connected.wait(timeout_s)
+
+    def wait_drained(self, timeout_s: float) -> bool:
+        """Wait until the outbox is empty (every alert acknowledged); False on timeout."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.outbox.depth() == 0:
+                return True
+            time.sleep(0.02)
+        return self.outbox.depth() == 0
+
+    def _safe_depth(self) -> int:
+        try:
+            return self.outbox.depth()
+        except OutboxError:
+            return -1
+
+    def stats(self) -> dict[str, Any]:
+        out: dict[str, Any] = dict(self._counts)
+        out["connected"] = self.is_connected
+        with self._lock:
+            out["inflight"] = len(self._inflight)
+        out.update({f"outbox_{k}": v for k, v in self.outbox.stats().items()})
+        return out
+
+    def close(self, *, drain_timeout_s: float = 2.0) -> None:
+        """Stop: give in-flight messages a moment to be acknowledged, publish ``offline``
+        (retained), disconnect, close the outbox. Idempotent. Unsent alerts stay on disk."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._started:
+            deadline = time.monotonic() + drain_timeout_s
+            while self._connected.is_set() and time.monotonic() < deadline:
+                with self._lock:
+                    if not self._inflight:
+                        break
+                time.sleep(0.02)
+            self._stop.set()
+            self._wake.set()
+            self._sender.join(timeout=5.0)
+            self._commander.join(timeout=5.0)
+            self._collect_acks()
+            if self._connected.is_set():
+                offline = m.build_status(self.unit_id, "offline", t_wall_s=time.time(),
+                                         software=__version__, reason="stopped")
+                info = self._client.publish(self.topics.status, m.encode(offline), qos=1,
+                                            retain=True)
+                try:
+                    info.wait_for_publish(timeout=1.0)
+                except (RuntimeError, ValueError):
+                    pass
+            self._client.disconnect()
+            self._client.loop_stop()
+        self.outbox.close()
+        log.info("uplink %s closed", self.unit_id)
+
+    def __enter__(self) -> MqttUplink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def build_mqtt_sink(cfg: MqttSinkConfig, *, unit_id: str, data_dir: Path, gps: object | None,
+                    stats: StatsFn | None, on_command: CommandFn | None) -> MqttUplink:
+    """The composition root's builder: open the outbox, load the key, connect in the background."""
+    outbox_path = cfg.outbox_path or Path(data_dir) / "outbox.sqlite"
+    key_path = cfg.signing_key or Path(data_dir) / "keys" / f"{unit_id}.key"
+    if not key_path.exists() and cfg.signing_key_autogenerate:
+        if key_path.name != f"{unit_id}.key":
+            raise SignatureError(f"sink.signing_key: {key_path} must be named {unit_id}.key "
+                                 "to be generated")
+        _, pub, kid = write_key_pair(unit_id, key_path.parent)
+        log.warning("generated signing key %s (key id %s); give %s to the control room",
+                    key_path, kid, pub)
+    key = load_private_key(key_path)
+    outbox = Outbox(outbox_path, quota_bytes=int(cfg.outbox_quota_mb * 1024 * 1024),
+                    fsync=cfg.outbox_fsync)
+    try:
+        uplink = MqttUplink(cfg, unit_id=unit_id, outbox=outbox, signing_key=key, gps=gps,
+                            stats=stats, on_command=on_command)
+        return uplink.start()
+    except BaseException:
+        outbox.close()
+        raise

@@ -1,0 +1,359 @@
+"""Uplink messages: alert, status, heartbeat and command payloads, their canonical encoding and
+their validation. Pure (stdlib only), so the control room can import it without the unit.
+
+The schemas are committed JSON Schema files in ``edge/core/schemas/``; :func:`validate` checks a
+document against them with a small built-in validator covering the keywords those files use
+(the tests cross-check it against the ``jsonschema`` package). Signing lives in
+``edge.adapters.signing`` because it needs the ``cryptography`` package; this module only defines
+*what* is signed: :func:`signing_bytes`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from edge.core.errors import MessageError
+from edge.core.ports import Detection
+
+SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
+ALERT_SCHEMA = "alert.v1"
+STATUS_SCHEMA = "status.v1"
+HEARTBEAT_SCHEMA = "heartbeat.v1"
+COMMAND_SCHEMA = "command.v1"
+
+COMMANDS = ("snapshot", "mute", "reload")
+"""Command names the control room may send; anything else is rejected."""
+
+SIGNING_CONTEXT = b"phonewatch.alert.v1\n"
+"""Domain-separation prefix: an alert signature can never be replayed as some other message."""
+
+FIX_KEYS = ("time", "lat", "lon", "alt_m", "speed_mps", "track_deg", "mode", "quality", "hdop",
+            "sats", "age_s")
+
+_UNIT_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_TOPIC_ROOT_RE = re.compile(r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
+
+
+# ---------------------------------------------------------------- names and times
+
+
+def alert_id(unit: str, seq: int) -> str:
+    return f"{unit}-{seq}"
+
+
+def utc_iso(t_wall_s: float) -> str:
+    """Seconds since the epoch -> ``2026-11-26T00:00:00.123456Z``."""
+    return datetime.fromtimestamp(t_wall_s, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_utc_iso(text: str) -> float:
+    """ISO 8601 UTC (``...Z`` or ``+00:00``) -> seconds since the epoch."""
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as e:
+        raise MessageError(f"not an ISO 8601 time: {text!r}") from e
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.timestamp()
+
+
+class Topics:
+    """The MQTT topic names of one unit (see docs/uplink.md)."""
+
+    def __init__(self, root: str, unit: str) -> None:
+        if not _TOPIC_ROOT_RE.match(root):
+            raise MessageError(f"bad topic root {root!r}: letters, digits, '-', '_' and '/'")
+        if not _UNIT_RE.match(unit):
+            raise MessageError(f"bad unit id {unit!r}: letters, digits, '-' and '_'")
+        self.root = root
+        self.unit = unit
+        base = f"{root}/{unit}"
+        self.alert = f"{base}/alert"
+        self.status = f"{base}/status"
+        self.heartbeat = f"{base}/heartbeat"
+        self.cmd_prefix = f"{base}/cmd/"
+        self.cmd_filter = f"{base}/cmd/+"
+
+    def evidence(self, alert_id_: str) -> str:
+        return f"{self.root}/{self.unit}/evidence/{alert_id_}"
+
+    def cmd(self, name: str) -> str:
+        return self.cmd_prefix + name
+
+
+# ---------------------------------------------------------------- canonical encoding
+
+
+def canonical_json(obj: Any) -> bytes:
+    """Deterministic UTF-8 JSON: sorted keys, no spaces, no NaN/Infinity."""
+    try:
+        return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                          allow_nan=False).encode("utf-8")
+    except (TypeError, ValueError) as e:
+        raise MessageError(f"cannot encode message: {e}") from e
+
+
+def signing_bytes(alert: Mapping[str, Any]) -> bytes:
+    """The bytes an alert signature covers: a context prefix and the canonical JSON of every
+    field except ``signature`` (so the evidence SHA-256 and size are bound to the signature)."""
+    body = {k: v for k, v in alert.items() if k != "signature"}
+    return SIGNING_CONTEXT + canonical_json(body)
+
+
+def encode(message: Mapping[str, Any]) -> bytes:
+    """Wire encoding of any message (canonical JSON, so a receiver may re-verify byte-exactly)."""
+    return canonical_json(dict(message))
+
+
+def decode(payload: bytes, *, max_bytes: int = 1 << 20) -> dict[str, Any]:
+    """Parse a JSON object payload; raises :class:`MessageError` on anything else."""
+    if len(payload) > max_bytes:
+        raise MessageError(f"payload of {len(payload)} bytes exceeds {max_bytes}")
+    try:
+        obj = json.loads(payload.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise MessageError(f"payload is not JSON: {e}") from None
+    if not isinstance(obj, dict):
+        raise MessageError(f"payload must be a JSON object, not {type(obj).__name__}")
+    return obj
+
+
+def _reject_constant(name: str) -> Any:
+    raise MessageError(f"{name} is not allowed in a message")
+
+
+# ---------------------------------------------------------------- builders
+
+
+def fix_dict(fix: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """Keep exactly the documented fix fields (missing ones become null); None stays None."""
+    if fix is None:
+        return None
+    out = {k: fix.get(k) for k in FIX_KEYS}
+    if out["mode"] not in ("none", "2d", "3d"):
+        out["mode"] = "none"
+    return out
+
+
+def is_fix_fresh(fix: Mapping[str, Any] | None, *, max_age_s: float) -> bool:
+    """A fix usable as a time source: a 2D/3D position, a time, and not older than max_age_s."""
+    if fix is None or fix.get("mode") not in ("2d", "3d") or not fix.get("time"):
+        return False
+    age = fix.get("age_s")
+    return isinstance(age, int | float) and 0 <= age <= max_age_s
+
+
+def build_alert(detection: Detection, *, unit: str, seq: int,
+                fix: Mapping[str, Any] | None, gps_state: str | None,
+                fix_max_age_s: float = 2.0) -> dict[str, Any]:
+    """The unsigned alert for ``detection`` (add ``signature`` with the signing adapter).
+
+    Time is the fix's UTC when it is a valid, fresh fix, else the detection's system wall time;
+    ``time_source`` says which. The fix is carried as given (with its age), or null: never made up.
+    """
+    fixd = fix_dict(fix)
+    time_text: str | None = None
+    source = "system"
+    if fixd is not None and is_fix_fresh(fixd, max_age_s=fix_max_age_s):
+        try:
+            time_text = utc_iso(parse_utc_iso(str(fixd["time"])))
+            source = "gps"
+        except MessageError:
+            time_text = None
+    if time_text is None:
+        time_text = utc_iso(detection.t_wall_s)
+    ev = detection.evidence
+    return {
+        "schema": "phonewatch.alert",
+        "v": 1,
+        "alert_id": alert_id(unit, seq),
+        "unit": unit,
+        "seq": seq,
+        "time": time_text,
+        "time_source": source,
+        "fix": fixd,
+        "gps_state": gps_state,
+        "roi": detection.roi_id,
+        "score": round(float(detection.score), 6),
+        "frames_over": int(detection.frames_over),
+        "window": int(detection.window),
+        "threshold": round(float(detection.threshold), 6),
+        "frame_index": int(detection.frame_index),
+        "model": {"name": detection.model_name, "version": detection.model_version,
+                  "sha256": detection.model_sha256},
+        "evidence": {"frame_sha256": ev.frame_sha256, "frame_bytes": int(ev.frame_bytes),
+                     "crop_sha256": ev.crop_sha256, "crop_bytes": int(ev.crop_bytes)},
+    }
+
+
+def build_status(unit: str, state: str, *, t_wall_s: float, software: str,
+                 reason: str | None = None) -> dict[str, Any]:
+    msg: dict[str, Any] = {"schema": "phonewatch.status", "v": 1, "unit": unit, "state": state,
+                           "time": utc_iso(t_wall_s), "software": software}
+    if reason:
+        msg["reason"] = reason[:256]
+    return msg
+
+
+_HEARTBEAT_PIPELINE_KEYS = ("fps", "dropped_frames", "invoke_ms_p50", "invoke_ms_p99")
+
+
+def build_heartbeat(unit: str, *, t_wall_s: float, uptime_s: float,
+                    pipeline: Mapping[str, Any] | None, outbox_depth: int,
+                    evidence_pruned: int, alerts_pruned: int, gps_state: str | None,
+                    cpu_temp_c: float | None) -> dict[str, Any]:
+    stats = dict(pipeline or {})
+    msg: dict[str, Any] = {"schema": "phonewatch.heartbeat", "v": 1, "unit": unit,
+                           "time": utc_iso(t_wall_s), "uptime_s": round(max(uptime_s, 0.0), 3)}
+    for key in _HEARTBEAT_PIPELINE_KEYS:
+        val = stats.pop(key, None)
+        if key == "dropped_frames":
+            msg[key] = int(val) if _finite(val) and val >= 0 else None
+        else:
+            msg[key] = float(val) if _finite(val) and val >= 0 else None
+    msg.update(outbox_depth=int(outbox_depth), outbox_evidence_pruned=int(evidence_pruned),
+               outbox_alerts_pruned=int(alerts_pruned), gps_state=gps_state,
+               cpu_temp_c=cpu_temp_c)
+    msg["pipeline"] = {k: v for k, v in stats.items() if _json_safe(v)}
+    return msg
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _json_safe(v: Any) -> bool:
+    try:
+        canonical_json(v)
+    except MessageError:
+        return False
+    return True
+
+
+# ---------------------------------------------------------------- commands
+
+
+def parse_command(topic: str, payload: bytes, *, topics: Topics,
+                  max_bytes: int = 4096) -> tuple[str, dict[str, Any]]:
+    """Validate a control-room command; returns ``(name, payload)`` or raises MessageError."""
+    if not topic.startswith(topics.cmd_prefix):
+        raise MessageError(f"not a command topic for this unit: {topic!r}")
+    name = topic[len(topics.cmd_prefix):]
+    if name not in COMMANDS:
+        raise MessageError(f"unknown command {name[:40]!r}; known: {', '.join(COMMANDS)}")
+    if len(payload) > max_bytes:
+        raise MessageError(f"command {name}: payload of {len(payload)} bytes exceeds {max_bytes}")
+    body = {} if not payload.strip() else decode(payload, max_bytes=max_bytes)
+    schema = load_schema(COMMAND_SCHEMA)
+    errors = _check(body, schema["$defs"][name], schema, "")
+    if errors:
+        raise MessageError(f"command {name}: " + "; ".join(errors[:5]))
+    return name, body
+
+
+# ---------------------------------------------------------------- validation
+
+
+@functools.cache
+def load_schema(name: str) -> dict[str, Any]:
+    """A committed schema by name (``alert.v1``, ``status.v1``, ``heartbeat.v1``, ``command.v1``)."""
+    path = SCHEMA_DIR / f"{name}.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+    except FileNotFoundError:
+        raise MessageError(f"no such schema: {path}") from None
+
+
+def schema_errors(doc: Any, schema_name: str) -> list[str]:
+    """Every way ``doc`` breaks the named schema (empty when it is valid)."""
+    schema = load_schema(schema_name)
+    return _check(doc, schema, schema, "")
+
+
+def validate(doc: Any, schema_name: str) -> dict[str, Any]:
+    """Return ``doc`` if it satisfies the named schema, else raise MessageError naming the field."""
+    errors = schema_errors(doc, schema_name)
+    if errors:
+        raise MessageError(f"{schema_name}: " + "; ".join(errors[:5]))
+    return doc  # type: ignore[no-any-return]
+
+
+_TYPES: dict[str, Any] = {
+    "object": lambda v: isinstance(v, dict),
+    "array": lambda v: isinstance(v, list),
+    "string": lambda v: isinstance(v, str),
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+    "boolean": lambda v: isinstance(v, bool),
+    "null": lambda v: v is None,
+}
+
+
+def _check(v: Any, s: Mapping[str, Any], root: Mapping[str, Any], at: str) -> list[str]:
+    """A JSON Schema subset: $ref (local), type, const, enum, oneOf, properties, required,
+    additionalProperties (bool), items, minimum/maximum, minLength/maxLength, pattern."""
+    where = at or "(message)"
+    if "$ref" in s:
+        ref = s["$ref"]
+        if not ref.startswith("#/"):
+            raise MessageError(f"unsupported $ref {ref!r}")
+        target: Any = root
+        for part in ref[2:].split("/"):
+            target = target[part]
+        return _check(v, target, root, at)
+    if "oneOf" in s:
+        matches = [sub for sub in s["oneOf"] if not _check(v, sub, root, at)]
+        if len(matches) != 1:
+            return [f"{where}: matches {len(matches)} of the allowed forms, not exactly one"]
+    if "const" in s and not (v == s["const"] and type(v) is type(s["const"])):
+        return [f"{where}: must be {s['const']!r}"]
+    if "enum" in s and v not in s["enum"]:
+        return [f"{where}: must be one of {s['enum']}"]
+    if "type" in s:
+        types = s["type"] if isinstance(s["type"], list) else [s["type"]]
+        if not any(_TYPES[t](v) for t in types):
+            return [f"{where}: must be {' or '.join(types)}, not {_json_type(v)}"]
+    errors: list[str] = []
+    if isinstance(v, dict):
+        props = s.get("properties", {})
+        for key in s.get("required", []):
+            if key not in v:
+                errors.append(f"{at + '.' if at else ''}{key}: required")
+        for key, val in v.items():
+            sub_at = f"{at}.{key}" if at else str(key)
+            if key in props:
+                errors.extend(_check(val, props[key], root, sub_at))
+            elif s.get("additionalProperties") is False:
+                errors.append(f"{sub_at}: unknown field")
+    elif isinstance(v, list) and "items" in s:
+        for i, item in enumerate(v):
+            errors.extend(_check(item, s["items"], root, f"{at}[{i}]"))
+    elif isinstance(v, int | float) and not isinstance(v, bool):
+        if not math.isfinite(v):
+            errors.append(f"{where}: must be finite")
+        if "minimum" in s and v < s["minimum"]:
+            errors.append(f"{where}: must be >= {s['minimum']}")
+        if "maximum" in s and v > s["maximum"]:
+            errors.append(f"{where}: must be <= {s['maximum']}")
+    elif isinstance(v, str):
+        if "minLength" in s and len(v) < s["minLength"]:
+            errors.append(f"{where}: shorter than {s['minLength']}")
+        if "maxLength" in s and len(v) > s["maxLength"]:
+            errors.append(f"{where}: longer than {s['maxLength']}")
+        if "pattern" in s and not re.search(s["pattern"], v):
+            errors.append(f"{where}: does not match {s['pattern']}")
+    return errors
+
+
+def _json_type(v: Any) -> str:
+    for name, test in _TYPES.items():
+        if name != "number" and test(v):
+            return name
+    return "number" if _TYPES["number"](v) else type(v).__name__
