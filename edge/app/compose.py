@@ -46,6 +46,15 @@ def build_source(cfg: Config, *, speed: float | None = None) -> FrameSource:
     raise ConfigError(f"camera.type {cam.type!r} is not supported")  # pragma: no cover
 
 
+def is_file_source(cfg: Config) -> bool:
+    cam = cfg.camera
+    if isinstance(cam, ReplayCameraConfig | FolderCameraConfig):
+        return True
+    if isinstance(cam, OpenCvCameraConfig) and isinstance(cam.device, str):
+        return "://" not in cam.device and not cam.device.startswith("/dev/")
+    return False
+
+
 def build_classifier(cfg: Config) -> LiteRTClassifier:
     m = cfg.model
     clf = LiteRTClassifier.open(m.path, sidecar=m.sidecar, accelerator=m.accelerator,
@@ -175,8 +184,10 @@ class Unit:
             clip_width=cfg.evidence.clip_width, on_status=self._on_status, on_hit=self._on_hit,
             detection_extra=self._detection_extra,
         )
-        if not source.is_live:
-            self.pipeline.open_source()  # a missing or unreadable file fails here, clearly
+        if is_file_source(cfg):
+            # A missing or unreadable file fails here, clearly. A camera that is absent at
+            # boot does not: the unit starts degraded and keeps trying.
+            self.pipeline.open_source()
 
     # -- hooks --------------------------------------------------------------------------------
     def _heartbeat_stats(self) -> dict[str, Any]:
