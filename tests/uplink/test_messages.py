@@ -1,0 +1,203 @@
+"""Message schemas (committed JSON Schema files), builders, canonical encoding, commands."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from collections.abc import Callable
+from typing import Any
+
+import jsonschema
+import pytest
+
+from edge.adapters.signing import generate_key, sign_alert
+from edge.core import messages as m
+from edge.core.errors import MessageError
+from edge.core.ports import Detection
+from tests.uplink.conftest import fix_dict
+
+SCHEMAS = ["alert.v1", "status.v1", "heartbeat.v1", "command.v1"]
+
+
+def _jsonschema_ok(doc: Any, name: str) -> bool:
+    return not list(jsonschema.Draft202012Validator(m.load_schema(name)).iter_errors(doc))
+
+
+def _signed_alert(det: Detection, **kw: Any) -> dict[str, Any]:
+    alert = m.build_alert(det, unit="unit-a", seq=kw.pop("seq", 7), fix=kw.pop("fix", None),
+                          gps_state=kw.pop("gps_state", None), **kw)
+    return sign_alert(alert, generate_key())
+
+
+@pytest.mark.parametrize("name", SCHEMAS)
+def test_committed_schemas_are_valid_json_schema(name: str) -> None:
+    jsonschema.Draft202012Validator.check_schema(m.load_schema(name))
+
+
+def test_alert_validates_with_both_validators(make_detection: Callable[..., Detection]) -> None:
+    for fix in (None, fix_dict(), fix_dict(mode="none", lat=None, lon=None, age_s=40.0)):
+        alert = _signed_alert(make_detection(), fix=fix, gps_state="fix")
+        assert m.schema_errors(alert, m.ALERT_SCHEMA) == []
+        assert _jsonschema_ok(alert, m.ALERT_SCHEMA)
+
+
+def _mutations(alert: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    out: list[tuple[str, dict[str, Any]]] = []
+
+    def mut(label: str, fn: Callable[[dict[str, Any]], None]) -> None:
+        a = copy.deepcopy(alert)
+        fn(a)
+        out.append((label, a))
+
+    mut("missing seq", lambda a: a.pop("seq"))
+    mut("seq zero", lambda a: a.__setitem__("seq", 0))
+    mut("seq is bool", lambda a: a.__setitem__("seq", True))
+    mut("seq is float", lambda a: a.__setitem__("seq", 7.5))
+    mut("score > 1", lambda a: a.__setitem__("score", 1.5))
+    mut("score string", lambda a: a.__setitem__("score", "0.9"))
+    mut("unknown field", lambda a: a.__setitem__("colour", "red"))
+    mut("bad unit", lambda a: a.__setitem__("unit", "unit a/b"))
+    mut("bad time", lambda a: a.__setitem__("time", "yesterday"))
+    mut("bad time source", lambda a: a.__setitem__("time_source", "ntp"))
+    mut("version 2", lambda a: a.__setitem__("v", 2))
+    mut("bad sha", lambda a: a["evidence"].__setitem__("frame_sha256", "XYZ"))
+    mut("extra in model", lambda a: a["model"].__setitem__("extra", 1))
+    mut("signature alg", lambda a: a["signature"].__setitem__("alg", "RSA"))
+    mut("no signature", lambda a: a.pop("signature"))
+    mut("fix lat out of range", lambda a: a.__setitem__("fix", fix_dict(lat=95.0)))
+    mut("fix missing key", lambda a: a.__setitem__("fix", {"lat": 1.0}))
+    mut("fix wrong mode", lambda a: a.__setitem__("fix", {**fix_dict(), "mode": "4d"}))
+    mut("fix is list", lambda a: a.__setitem__("fix", [1, 2]))
+    mut("not an object", lambda a: a.clear())
+    return out
+
+
+def test_malformed_alerts_rejected_by_both_validators(
+        make_detection: Callable[..., Detection]) -> None:
+    alert = _signed_alert(make_detection(), fix=fix_dict(), gps_state="fix")
+    for label, bad in _mutations(alert):
+        assert m.schema_errors(bad, m.ALERT_SCHEMA), label
+        assert not _jsonschema_ok(bad, m.ALERT_SCHEMA), label
+        with pytest.raises(MessageError):
+            m.validate(bad, m.ALERT_SCHEMA)
+
+
+def test_validation_error_names_the_field(make_detection: Callable[..., Detection]) -> None:
+    alert = _signed_alert(make_detection())
+    alert["evidence"]["frame_bytes"] = -1
+    with pytest.raises(MessageError, match=r"evidence\.frame_bytes"):
+        m.validate(alert, m.ALERT_SCHEMA)
+
+
+def test_alert_content_and_ids(make_detection: Callable[..., Detection]) -> None:
+    det = make_detection(roi_id="lane2", score=0.812345678)
+    a = m.build_alert(det, unit="unit-a", seq=42, fix=None, gps_state=None)
+    assert a["alert_id"] == "unit-a-42" and a["seq"] == 42 and a["unit"] == "unit-a"
+    assert a["roi"] == "lane2" and a["score"] == pytest.approx(0.812346)
+    assert a["frames_over"] == 5 and a["window"] == 8 and a["threshold"] == 0.7
+    assert a["model"] == {"name": "phone-cls", "version": "1.2.0", "sha256": "ab" * 32}
+    assert a["evidence"]["frame_sha256"] == det.evidence.frame_sha256
+    assert a["evidence"]["frame_bytes"] == det.evidence.frame_bytes
+    assert a["fix"] is None and a["time_source"] == "system"
+    assert math.isclose(m.parse_utc_iso(a["time"]), det.t_wall_s, abs_tol=1e-5)
+
+
+def test_time_from_fresh_gps_fix_else_system(make_detection: Callable[..., Detection]) -> None:
+    det = make_detection(t_wall_s=1_700_000_000.25)
+    fresh = m.build_alert(det, unit="u", seq=1, fix=fix_dict(age_s=0.4), gps_state="3d",
+                          fix_max_age_s=2.0)
+    assert fresh["time_source"] == "gps" and fresh["time"] == "2026-05-01T10:20:30.500000Z"
+    stale = m.build_alert(det, unit="u", seq=1, fix=fix_dict(age_s=30.0), gps_state="stale",
+                          fix_max_age_s=2.0)
+    assert stale["time_source"] == "system"
+    assert stale["time"] == "2023-11-14T22:13:20.250000Z"
+    # the stale fix is still carried, with its age, never replaced by a made-up position
+    assert stale["fix"]["lat"] == 51.5007 and stale["fix"]["age_s"] == 30.0
+    nofix = m.build_alert(det, unit="u", seq=1, fix=fix_dict(mode="none", lat=None, lon=None),
+                          gps_state="searching")
+    assert nofix["time_source"] == "system" and nofix["fix"]["lat"] is None
+    # extra keys a GPS source might add are not carried (the schema is closed)
+    extra = m.build_alert(det, unit="u", seq=1, fix={**fix_dict(), "raw": "$GPGGA"},
+                          gps_state="3d")
+    assert "raw" not in extra["fix"]
+
+
+def test_canonical_encoding_is_deterministic_and_excludes_signature() -> None:
+    a = {"b": 1, "a": [1.5, "é"], "signature": {"value": "x"}}
+    b = {"signature": {"value": "y"}, "a": [1.5, "é"], "b": 1}
+    assert m.signing_bytes(a) == m.signing_bytes(b)
+    assert m.signing_bytes(a).startswith(m.SIGNING_CONTEXT)
+    assert m.canonical_json({"b": 1, "a": 2}) == b'{"a":2,"b":1}'
+    with pytest.raises(MessageError):
+        m.canonical_json({"x": float("nan")})
+    # what a receiver re-encodes after json.loads is byte-identical
+    enc = m.encode({"score": 0.1 + 0.2, "n": 3, "t": "é"})
+    assert m.encode(json.loads(enc)) == enc
+
+
+def test_status_and_heartbeat_validate() -> None:
+    s = m.build_status("unit-a", "online", t_wall_s=1.7e9, software="0.1.0")
+    assert m.schema_errors(s, m.STATUS_SCHEMA) == [] and _jsonschema_ok(s, m.STATUS_SCHEMA)
+    hb = m.build_heartbeat(
+        "unit-a", t_wall_s=1.7e9, uptime_s=12.0,
+        pipeline={"fps": 29.7, "dropped_frames": 3, "invoke_ms_p50": 8.1, "invoke_ms_p99": 14.0,
+                  "frames": 1000, "weird": object(), "nan": float("nan")},
+        outbox_depth=4, evidence_pruned=1, alerts_pruned=0, gps_state="3d", cpu_temp_c=51.2)
+    assert m.schema_errors(hb, m.HEARTBEAT_SCHEMA) == []
+    assert _jsonschema_ok(hb, m.HEARTBEAT_SCHEMA)
+    assert hb["fps"] == 29.7 and hb["dropped_frames"] == 3 and hb["outbox_depth"] == 4
+    assert hb["pipeline"] == {"frames": 1000}  # unencodable figures are dropped, not fatal
+    bare = m.build_heartbeat("unit-a", t_wall_s=1.7e9, uptime_s=1.0,
+                             pipeline={"fps": "fast", "dropped_frames": -1}, outbox_depth=0,
+                             evidence_pruned=0, alerts_pruned=0, gps_state=None, cpu_temp_c=None)
+    assert bare["fps"] is None and bare["dropped_frames"] is None
+    assert _jsonschema_ok(bare, m.HEARTBEAT_SCHEMA)
+
+
+TOPICS = m.Topics("phonewatch", "unit-a")
+
+
+@pytest.mark.parametrize(("name", "payload", "expected"), [
+    ("snapshot", b"", {}),
+    ("snapshot", b'{"request_id": "r1", "reason": "check lane 2"}',
+     {"request_id": "r1", "reason": "check lane 2"}),
+    ("mute", b'{"duration_s": 600}', {"duration_s": 600}),
+    ("reload", b"{}", {}),
+])
+def test_valid_commands(name: str, payload: bytes, expected: dict[str, Any]) -> None:
+    assert m.parse_command(TOPICS.cmd(name), payload, topics=TOPICS) == (name, expected)
+
+
+@pytest.mark.parametrize(("topic", "payload", "why"), [
+    ("phonewatch/unit-a/cmd/reboot", b"{}", "unknown command"),
+    ("phonewatch/unit-b/cmd/mute", b'{"duration_s": 1}', "not a command topic"),
+    ("phonewatch/unit-a/cmd/mute", b"{}", "duration_s: required"),
+    ("phonewatch/unit-a/cmd/mute", b'{"duration_s": -5}', ">= 0"),
+    ("phonewatch/unit-a/cmd/mute", b'{"duration_s": "long"}', "must be number"),
+    ("phonewatch/unit-a/cmd/mute", b'{"duration_s": NaN}', "NaN is not allowed"),
+    ("phonewatch/unit-a/cmd/mute", b'{"duration_s": 5, "rm": "-rf"}', "unknown field"),
+    ("phonewatch/unit-a/cmd/snapshot", b"[1, 2]", "JSON object"),
+    ("phonewatch/unit-a/cmd/snapshot", b"\xff\xfe", "not JSON"),
+    ("phonewatch/unit-a/cmd/snapshot", b"{" * 5000, "exceeds"),
+    ("phonewatch/unit-a/cmd/snapshot", b'{"reason": "' + b"x" * 5000 + b'"}', "exceeds"),
+])
+def test_bad_commands_rejected(topic: str, payload: bytes, why: str) -> None:
+    with pytest.raises(MessageError, match=why):
+        m.parse_command(topic, payload, topics=TOPICS, max_bytes=4096)
+
+
+def test_deeply_nested_command_is_rejected_not_crashing() -> None:
+    payload = b'{"reason":' + b"[" * 3000 + b"]" * 3000 + b"}"
+    with pytest.raises(MessageError):
+        m.parse_command(TOPICS.cmd("snapshot"), payload, topics=TOPICS, max_bytes=1 << 20)
+
+
+def test_topics_reject_wildcards_and_bad_ids() -> None:
+    for root, unit in (("phone#watch", "u"), ("phonewatch", "u/+"), ("phonewatch", "")):
+        with pytest.raises(MessageError):
+            m.Topics(root, unit)
+    t = m.Topics("fleet/phonewatch", "unit-a")
+    assert t.alert == "fleet/phonewatch/unit-a/alert"
+    assert t.evidence("unit-a-3") == "fleet/phonewatch/unit-a/evidence/unit-a-3"
+    assert t.cmd_filter == "fleet/phonewatch/unit-a/cmd/+"
