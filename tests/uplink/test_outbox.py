@@ -1,0 +1,165 @@
+"""The durable outbox: sequence numbers, order, acknowledgement, quota, crashes."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from edge.adapters.outbox import Outbox
+from edge.core.errors import OutboxError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def payload(seq: int) -> bytes:
+    return b'{"alert_id":"u-%d","seq":%d}' % (seq, seq)
+
+
+def test_sequence_persists_across_reopen_and_is_never_reused(tmp_path: Path) -> None:
+    db = tmp_path / "o.sqlite"
+    with Outbox(db) as ob:
+        assert [ob.add(payload, evidence=None) for _ in range(3)] == [1, 2, 3]
+        ob.ack([(1, "alert"), (2, "alert"), (3, "alert")])
+        assert ob.depth() == 0
+    with Outbox(db) as ob:
+        assert ob.next_seq == 4
+        assert ob.add(payload, evidence=b"jpeg") == 4
+        assert ob.pending()[0].alert_id == "u-4"
+
+
+def test_pending_in_order_and_deleted_only_when_every_part_acked(tmp_path: Path) -> None:
+    with Outbox(tmp_path / "o.sqlite") as ob:
+        for i in range(5):
+            ob.add(payload, evidence=b"E%d" % i)
+        ob.add(payload, evidence=None)
+        items = ob.pending()
+        assert [i.seq for i in items] == [1, 2, 3, 4, 5, 6]
+        assert items[0].evidence == b"E0" and items[5].evidence is None
+        assert [i.seq for i in ob.pending(after_seq=2, limit=2)] == [3, 4]
+        assert ob.ack([(1, "alert")]) == 0          # evidence still owed
+        assert ob.pending()[0].alert_acked and ob.pending()[0].evidence == b"E0"
+        assert ob.ack([(1, "evidence"), (6, "alert"), (99, "alert")]) == 2
+        assert [i.seq for i in ob.pending()] == [2, 3, 4, 5]
+        assert ob.ack([(2, "evidence")]) == 0       # alert part still owed
+        pend = ob.pending()[0]
+        assert pend.seq == 2 and not pend.alert_acked and pend.evidence is None
+        assert ob.ack([(2, "alert"), (2, "alert")]) == 1  # duplicate PUBACKs are harmless
+        assert ob.depth() == 3
+
+
+def test_failed_payload_builder_leaves_no_row_and_no_gap(tmp_path: Path) -> None:
+    with Outbox(tmp_path / "o.sqlite") as ob:
+        ob.add(payload, evidence=None)
+
+        def broken(seq: int) -> bytes:
+            raise ValueError("cannot sign")
+
+        with pytest.raises(ValueError):
+            ob.add(broken, evidence=b"x" * 1000)
+        assert ob.add(payload, evidence=None) == 2
+        assert ob.depth() == 2 and ob.stats()["used_bytes"] == 2 * len(payload(1))
+
+
+def test_quota_prunes_evidence_first_then_alerts_never_silently(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    quota = 64 * 1024
+    ev = b"J" * 20_000
+    with Outbox(tmp_path / "o.sqlite", quota_bytes=quota) as ob:
+        with caplog.at_level(logging.WARNING, logger="edge.adapters.outbox"):
+            for _ in range(3):
+                ob.add(payload, evidence=ev)
+            assert ob.stats()["evidence_pruned"] == 0
+            ob.add(payload, evidence=ev)               # 4 x 20 kB > 64 KiB
+        st = ob.stats()
+        assert st["evidence_pruned"] == 1 and st["alerts_pruned"] == 0
+        assert st["used_bytes"] <= quota
+        assert [i.evidence is None for i in ob.pending()] == [True, False, False, False]
+        assert "dropped the unsent evidence of alert seq 1" in caplog.text
+
+        # alerts alone overflowing the quota: every evidence goes first, then the oldest alerts
+        caplog.clear()
+        big = 9000
+
+        def fat(seq: int) -> bytes:
+            return payload(seq) + b" " * big
+
+        with caplog.at_level(logging.WARNING, logger="edge.adapters.outbox"):
+            for _ in range(8):
+                ob.add(fat, evidence=None)
+        st = ob.stats()
+        assert st["evidence_pruned"] == 4 and st["alerts_pruned"] > 0
+        assert st["used_bytes"] <= quota
+        seqs = [i.seq for i in ob.pending()]
+        assert seqs == sorted(seqs) and seqs[-1] == 12   # the newest alerts are kept
+        assert "DROPPED unsent alert seq 1" in caplog.text
+    with Outbox(tmp_path / "o.sqlite", quota_bytes=quota) as ob:  # counters are persisted
+        assert ob.stats()["alerts_pruned"] == st["alerts_pruned"]
+
+
+def test_evidence_pruned_after_its_alert_was_delivered_frees_the_row(tmp_path: Path) -> None:
+    with Outbox(tmp_path / "o.sqlite", quota_bytes=64 * 1024) as ob:
+        ob.add(payload, evidence=b"J" * 40_000)
+        ob.ack([(1, "alert")])
+        ob.add(payload, evidence=b"K" * 40_000)
+        assert [i.seq for i in ob.pending()] == [2]
+
+
+def test_corrupt_file_is_a_clear_error(tmp_path: Path) -> None:
+    db = tmp_path / "o.sqlite"
+    db.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(OutboxError, match=str(db)):
+        Outbox(db)
+    with pytest.raises(OutboxError, match="too small"):
+        Outbox(tmp_path / "x.sqlite", quota_bytes=10)
+
+
+def test_closed_outbox_refuses_and_close_is_idempotent(tmp_path: Path) -> None:
+    ob = Outbox(tmp_path / "o.sqlite")
+    ob.close()
+    ob.close()
+    with pytest.raises(OutboxError, match="closed"):
+        ob.add(payload, evidence=None)
+
+
+WRITER = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from edge.adapters.outbox import Outbox
+    ob = Outbox(Path(sys.argv[1]))
+    while True:
+        seq = ob.add(lambda s: b'{"alert_id":"u-%d"}' % s, evidence=b"J" * 30000)
+        print(seq, flush=True)
+""")
+
+
+def test_kill_9_while_writing_loses_no_committed_alert(tmp_path: Path) -> None:
+    db = tmp_path / "o.sqlite"
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(db)], stdout=subprocess.PIPE,
+                            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.stdout is not None
+    reported: list[int] = []
+    deadline = time.monotonic() + 30
+    while len(reported) < 40 and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        reported.append(int(line))
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    reported += [int(x) for x in proc.stdout.read().split()]
+    assert len(reported) >= 40
+    with Outbox(db) as ob:
+        seqs = [i.seq for i in ob.pending(limit=100_000)]
+        # every acknowledged-to-the-caller alert is there, numbered without gaps
+        assert set(reported) <= set(seqs)
+        assert seqs == list(range(1, len(seqs) + 1))
+        assert all(i.evidence == b"J" * 30000 for i in ob.pending(limit=100_000))
+        assert ob.next_seq == len(seqs) + 1
