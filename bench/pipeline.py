@@ -1,0 +1,213 @@
+"""Pipeline benchmark: does the unit keep up with a 1080p 30 fps camera?
+
+Prints one table (and writes it to var/bench/pipeline.txt):
+
+* raw interpreter fps on the exact crops the pipeline makes (2 ROIs per frame => fps = 1 / (2
+  invokes)), and the pipeline's unpaced fps on the same frames held in memory, as a ratio
+  measured in the same run (target >= 0.95);
+* per-frame overhead excluding ``invoke()`` (crop, preprocess, quantise, decide), median
+  (target <= 2 ms at 1080p);
+* a 1080p 30 fps file replayed at real time: dropped frames (target 0);
+* resident memory over a long real-time replay (target <= 250 MB, not growing).
+
+Usage:  .venv/bin/python bench/pipeline.py [--model M] [--realtime-s 20] [--memory-s 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+from _common import REPO, machine, rss_mb
+
+from edge.adapters.camera import ReplaySource
+from edge.adapters.classifier import LiteRTClassifier
+from edge.adapters.evidence import EvidenceStore
+from edge.adapters.sinks import MemorySink
+from edge.app.demo import load_truth
+from edge.app.pipeline import Pipeline
+from edge.app.stats import table
+from edge.core.decider import DeciderParams
+from edge.core.frame import Frame
+from edge.core.roi import Roi
+
+DEFAULT_MODEL = REPO / "models" / "phone_in_hand" / "phone_in_hand.tflite"
+
+
+class MemorySource:
+    """Pre-decoded frames served as fast as asked: a camera with no decode cost."""
+
+    name = "memory"
+    is_live = False
+    fps = 30.0
+
+    def __init__(self, images: list[np.ndarray], repeat: int) -> None:
+        self.images, self.repeat, self.i = images, repeat, 0
+
+    def open(self) -> None:
+        self.i = 0
+
+    def read(self) -> Frame | None:
+        if self.i >= len(self.images) * self.repeat:
+            return None
+        img = self.images[self.i % len(self.images)]
+        f = Frame(self.i, time.monotonic(), time.time(), img, source=self.name)
+        self.i += 1
+        return f
+
+    def close(self) -> None:
+        pass
+
+
+def make_1080p_clip(work: Path, seconds: float) -> tuple[Path, list[Roi]]:
+    """The demo junction scene, scaled to 1920x1080 at 30 fps."""
+    import subprocess
+
+    demo = work / "demo"
+    if not (demo / "junction.mp4").is_file():
+        subprocess.run([sys.executable, "-m", "models.synth.demo_clip", "--out", str(demo),
+                        "--seconds", str(max(seconds, 10)), "--fps", "30"], check=True, cwd=REPO)
+    truth = load_truth(demo / "junction.truth.json")
+    rois = [Roi.rect(rid, *box, margin=0.1) for rid, box in sorted(truth["rois"].items())]
+    out = work / "junction_1080p30.mp4"
+    if not out.is_file():
+        cap = cv2.VideoCapture(str(demo / "junction.mp4"))
+        w = cv2.VideoWriter(str(out), cv2.VideoWriter.fourcc(*"mp4v"), 30.0, (1920, 1080))
+        n = 0
+        while n < seconds * 30:
+            ok, img = cap.read()
+            if not ok:
+                break
+            w.write(cv2.resize(img, (1920, 1080), interpolation=cv2.INTER_LINEAR))
+            n += 1
+        w.release()
+    return out, rois
+
+
+def build(source, clf, rois, work: Path, *, lossless: bool) -> Pipeline:  # type: ignore[no-untyped-def]
+    return Pipeline(source=source, classifier=clf, rois=rois,
+                    decider=DeciderParams(window=8, min_frames=5, score_on=clf.threshold,
+                                          score_off=clf.threshold * 0.6, cooldown_s=10),
+                    evidence=EvidenceStore(work / "evidence", quota_bytes=200_000_000),
+                    sink=MemorySink(), unit_id="bench", lossless=lossless)
+
+
+def memory_run(clip: Path, rois: list[Roi], clf: LiteRTClassifier, work: Path,
+               seconds: float) -> int:
+    import json
+
+    p = build(ReplaySource(clip, speed=1.0, loop=True), clf, rois, work, lossless=False)
+    samples: list[tuple[float, float]] = []
+    p.start()
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < seconds:
+        time.sleep(min(10.0, seconds / 10))
+        samples.append((time.monotonic() - t0, rss_mb()))
+    p.stop()
+    print(json.dumps({"samples": samples, "dropped": p.snapshot()["dropped_frames"]}))
+    return 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    ap.add_argument("--frames", type=int, default=120, help="frames held in memory")
+    ap.add_argument("--realtime-s", type=float, default=20.0)
+    ap.add_argument("--memory-s", type=float, default=300.0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--memory-only", type=float, default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    work = REPO / "var" / "bench"
+    work.mkdir(parents=True, exist_ok=True)
+    clip, rois = make_1080p_clip(work, max(args.realtime_s, args.frames / 30))
+    clf = LiteRTClassifier.open(args.model, accelerator="cpu", threads=args.threads)
+    if args.memory_only is not None:
+        return memory_run(clip, rois, clf, work, args.memory_only)
+
+    # Frames in memory, and the exact tensors the pipeline will feed.
+    cap = cv2.VideoCapture(str(clip))
+    images = []
+    while len(images) < args.frames:
+        ok, img = cap.read()
+        if not ok:
+            break
+        images.append(img)
+    tensors = [clf.preprocess(r.crop(img), r.mask(img)) for img in images for r in rois]
+
+    # 1. Raw interpreter on the same crops (median of 3 passes).
+    for t in tensors[:10]:
+        clf.invoke(t)
+    raw_fps = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for t in tensors:
+            clf.invoke(t)
+        raw_fps.append(len(images) / (time.perf_counter() - t0))
+    raw = statistics.median(raw_fps)
+
+    # 2. The pipeline, unpaced, on the same frames (median of 3 runs).
+    pipe_fps, overhead = [], []
+    for _ in range(3):
+        p = build(MemorySource(images, repeat=2), clf, rois, Path(tempfile.mkdtemp()),
+                  lossless=True)
+        p.start()
+        p.wait()
+        s = p.snapshot()
+        # Throughput from the first to the last processed frame (excludes thread start-up).
+        pipe_fps.append(s["frames_processed"] / s["elapsed_s"])
+        overhead.append(s["overhead_ms_p50"])
+    pipe = statistics.median(pipe_fps)
+
+    # 3. Real time: a 1080p30 file replayed at its frame rate.
+    p = build(ReplaySource(clip, speed=1.0, loop=True), clf, rois, work, lossless=False)
+    p.start()
+    time.sleep(args.realtime_s)
+    p.stop()
+    rt = p.snapshot()
+
+    # 4. Memory over a long real-time replay, in a fresh process (this one holds the frames).
+    import json
+    import subprocess
+
+    mem = json.loads(subprocess.run(
+        [sys.executable, __file__, "--model", str(args.model), "--threads", str(args.threads),
+         "--memory-only", str(args.memory_s)], check=True, capture_output=True, text=True,
+    ).stdout.strip().splitlines()[-1])
+    samples = mem["samples"]
+    mem_dropped = mem["dropped"]
+    half = [m for t, m in samples if t >= args.memory_s / 2] or [samples[-1][1]]
+    first_half = [m for t, m in samples if t < args.memory_s / 2] or [samples[0][1]]
+    growth = max(half) - max(first_half)
+
+    rows = [
+        ("machine", machine()),
+        ("model", f"{clf.name} {clf.version} ({clf.spec.input.width}x{clf.spec.input.height}, "
+                  f"{args.model.stat().st_size / 1e6:.2f} MB, {args.threads} threads)"),
+        ("ROIs per frame", f"{len(rois)} (1920x1080 frames)"),
+        ("raw interpreter fps (2 invokes/frame)", f"{raw:.1f}"),
+        ("pipeline fps, unpaced, same frames", f"{pipe:.1f}"),
+        ("pipeline / raw (target >= 0.95)", f"{pipe / raw:.3f}"),
+        ("overhead ms/frame excl. invoke, median (<= 2)", f"{statistics.median(overhead):.2f}"),
+        ("invoke ms p50 / p99 (pipeline)",
+         f"{rt['invoke_ms_p50']:.2f} / {rt['invoke_ms_p99']:.2f}"),
+        (f"real time {args.realtime_s:.0f} s @30 fps: frames in/out",
+         f"{rt['frames_captured']} / {rt['frames_processed']}"),
+        ("real time: dropped frames (target 0)", str(rt["dropped_frames"])),
+        (f"RSS after {args.memory_s:.0f} s, MB (<= 250)", f"{samples[-1][1]:.0f}"),
+        ("RSS growth, 2nd half vs 1st half, MB", f"{growth:+.1f}"),
+        ("dropped during the memory run", str(mem_dropped)),
+    ]
+    text = table(rows, title="phonewatch pipeline benchmark")
+    print(text)
+    (work / "pipeline.txt").write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
