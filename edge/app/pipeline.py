@@ -5,8 +5,9 @@
   the road and never queues behind it. In ``lossless`` mode (offline processing of a file) the
   capture thread waits instead, so every frame is scored. A lost live stream is reopened with
   exponential backoff while the status says ``degraded``.
-* **inference** crops every ROI from the frame's inference image, preprocesses, invokes the
-  classifier and feeds the decider; hits go to a bounded queue.
+* **prep** crops every ROI from the frame's inference image and preprocesses it (one prepared
+  frame may wait), so this overlaps with ``invoke()`` of the previous frame on another core;
+* **inference** invokes the classifier and feeds the decider; hits go to a bounded queue.
 * **evidence** encodes and writes the evidence (best frame, crop, optional clip), then hands a
   :class:`Detection` to the alert sink.
 
@@ -115,6 +116,7 @@ class PipelineStats:
     evidence_errors: int = 0
     sink_errors: int = 0
     camera_errors: int = 0
+    stage_errors: int = 0
     reconnects: int = 0
     last_processed_mono_s: float | None = None
     invoke_ms: Series = field(default_factory=Series)
@@ -176,6 +178,8 @@ class Pipeline:
         self.stats = PipelineStats()
         self.stop_event = threading.Event()
         self._hits: queue.Queue[_Pending | None] = queue.Queue(maxsize=64)
+        self._prepared: queue.Queue[tuple[Frame, list[np.ndarray], float] | None] = queue.Queue(
+            maxsize=1)
         self._threads: list[threading.Thread] = []
         self._status = "starting"
         self._roi_by_id = {r.id: r for r in self.rois}
@@ -205,7 +209,7 @@ class Pipeline:
             self.open_source()
         self.stats.started_mono_s = time.monotonic()
         for name, target in (("evidence", self._evidence_loop), ("inference", self._infer_loop),
-                             ("capture", self._capture_loop)):
+                             ("prep", self._prep_loop), ("capture", self._capture_loop)):
             t = threading.Thread(target=target, name=f"pw-{name}", daemon=True)
             self._threads.append(t)
             t.start()
@@ -278,7 +282,8 @@ class Pipeline:
             except Exception:  # a dying camera may fail to close; it is being dropped anyway
                 log.debug("closing the source failed", exc_info=True)
 
-    def _infer_loop(self) -> None:
+    def _prep_loop(self) -> None:
+        """Crop + preprocess the newest frame while the interpreter runs the previous one."""
         try:
             while True:
                 frame = self.slot.get(0.2)
@@ -286,17 +291,50 @@ class Pipeline:
                     if self.slot.is_drained:
                         break
                     continue
-                self._process(frame)
+                t0 = time.perf_counter()
+                img = frame.inference_image
+                try:
+                    tensors = [self.classifier.preprocess(r.crop(img), r.mask(img))
+                               for r in self.rois]
+                except Exception:  # log, count, continue with the next frame
+                    self.stats.stage_errors += 1
+                    log.exception("preprocessing frame %d failed", frame.index)
+                    continue
+                prep_ms = (time.perf_counter() - t0) * 1e3
+                self._put_prepared((frame, tensors, prep_ms))
+        except Exception:
+            log.exception("preprocessing stage failed")
+            self._set_status("degraded")
+        finally:
+            self._put_prepared(None)
+
+    def _put_prepared(self, item: tuple[Frame, list[np.ndarray], float] | None) -> None:
+        while True:
+            try:
+                self._prepared.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                if not self._infer_alive():
+                    return
+
+    def _infer_loop(self) -> None:
+        try:
+            while True:
+                item = self._prepared.get()
+                if item is None:
+                    break
+                try:
+                    self._process(*item)
+                except Exception:  # log, count, continue with the next frame
+                    self.stats.stage_errors += 1
+                    log.exception("inference on frame %d failed", item[0].index)
         except Exception:
             log.exception("inference stage failed")
             self._set_status("degraded")
         finally:
             self._hits.put(None)
 
-    def _process(self, frame: Frame) -> None:
-        t0 = time.perf_counter()
-        img = frame.inference_image
-        tensors = [self.classifier.preprocess(r.crop(img), r.mask(img)) for r in self.rois]
+    def _process(self, frame: Frame, tensors: list[np.ndarray], prep_ms: float) -> None:
         t1 = time.perf_counter()
         scores = self.classifier.score_batch(tensors)
         t2 = time.perf_counter()
@@ -315,12 +353,15 @@ class Pipeline:
         st = self.stats
         st.processed += 1
         st.last_processed_mono_s = time.monotonic()
-        st.prep_ms.add((t1 - t0) * 1e3)
+        st.prep_ms.add(prep_ms)
         st.invoke_ms.add((t2 - t1) * 1e3)
         st.decide_ms.add((t3 - t2) * 1e3)
-        st.overhead_ms.add((t1 - t0 + t3 - t2) * 1e3)
+        st.overhead_ms.add(prep_ms + (t3 - t2) * 1e3)
         if self.on_frame is not None:
             self.on_frame(frame, by_roi)
+
+    def _infer_alive(self) -> bool:
+        return any(t.name == "pw-inference" and t.is_alive() for t in self._threads)
 
     def _evidence_loop(self) -> None:
         while True:
@@ -394,6 +435,7 @@ class Pipeline:
             "evidence_errors": st.evidence_errors,
             "sink_errors": st.sink_errors,
             "camera_errors": st.camera_errors,
+            "stage_errors": st.stage_errors,
             "evidence_pruned": self.evidence.pruned_count,
             "elapsed_s": round(elapsed, 2),
         }

@@ -63,9 +63,9 @@ def test_a_slow_consumer_drops_frames_and_counts_them(tmp_path: Path, make_video
     p = build(tmp_path, ReplaySource(video, speed=1.0), brightness_model, lossless=False)
     real_process = p._process
 
-    def slow(frame: Frame) -> None:
+    def slow(*args) -> None:  # type: ignore[no-untyped-def]
         time.sleep(0.02)  # 50 fps of inference against a 200 fps camera
-        real_process(frame)
+        real_process(*args)
 
     p._process = slow  # type: ignore[method-assign]
     p.start()
@@ -190,3 +190,22 @@ def test_real_traffic_clip_runs_clean(tmp_path: Path, shared_data: Path,
     s = p.snapshot()
     assert s["frames_processed"] == s["frames_captured"] > 300
     assert s["evidence_errors"] == 0 and s["camera_errors"] == 0
+
+
+def test_a_frame_that_fails_inference_is_counted_and_the_stage_goes_on(
+        tmp_path: Path, make_video, brightness_model: Path) -> None:  # type: ignore[no-untyped-def]
+    p = build(tmp_path, ReplaySource(make_video([100] * 12), speed=0.0), brightness_model)
+    real = p.classifier.score_batch
+    calls = {"n": 0}
+
+    def flaky(tensors):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise RuntimeError("Node number 3 (CONV_2D) failed to invoke")
+        return real(tensors)
+
+    p.classifier.score_batch = flaky  # type: ignore[method-assign]
+    p.start()
+    assert p.wait(30)
+    s = p.snapshot()
+    assert s["stage_errors"] == 1 and s["frames_processed"] == 11
