@@ -1,0 +1,347 @@
+"""``phonewatch eval`` and ``phonewatch sidecar``: judge classifiers on labelled image folders.
+
+``eval`` scores every image of one or more folders (``phone/``, ``no_phone/``) with one or more
+models (each named by its sidecar, so third-party classifiers work too), then prints and writes
+precision, recall, F1, ROC-AUC, recall at 1 / 5 / 10 % false-positive rate and the confusion
+matrix at each model's own threshold, side by side, plus PR and ROC curves as PNG.
+
+``sidecar`` writes a sidecar for a third-party TFLite classifier (e.g. an ImageNet model whose
+"cellular telephone" class is the positive label), reading the input size, layout and output
+count from the model itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from edge.core import metrics
+from edge.core.errors import ModelError, PhonewatchError
+from edge.core.model_spec import SCHEMA_VERSION, parse_spec, sidecar_path
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
+CLASS_DIRS = (("no_phone", 0), ("phone", 1))
+
+
+class EvalDataError(PhonewatchError, ValueError):
+    """An evaluation folder is missing, empty or not laid out as phone/ and no_phone/."""
+
+
+@dataclass
+class ModelResult:
+    name: str
+    model: str
+    threshold: float
+    per_data: dict[str, dict[str, Any]] = field(default_factory=dict)
+    scores: dict[str, np.ndarray] = field(default_factory=dict)
+    ms_per_crop: float = math.nan
+
+
+def list_images(folder: Path) -> list[tuple[Path, int]]:
+    """``(path, label)`` for every image under ``folder/phone`` and ``folder/no_phone``."""
+    if not folder.is_dir():
+        raise EvalDataError(f"evaluation folder {folder} does not exist")
+    items: list[tuple[Path, int]] = []
+    for name, label in CLASS_DIRS:
+        sub = folder / name
+        if not sub.is_dir():
+            raise EvalDataError(f"evaluation folder {folder} has no {name}/ subfolder")
+        items += [(p, label) for p in sorted(sub.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
+    if not items:
+        raise EvalDataError(f"evaluation folder {folder} holds no images")
+    return items
+
+
+def _model_arg(text: str) -> tuple[Path, Path | None]:
+    """``MODEL`` or ``MODEL:SIDECAR``."""
+    model, sep, sidecar = text.partition(":")
+    return Path(model), (Path(sidecar) if sep else None)
+
+
+def _dataset_name(folder: Path) -> str:
+    parts = folder.resolve().parts
+    return "/".join(parts[-2:]) if len(parts) >= 2 else folder.name
+
+
+# -- plotting (OpenCV only) -------------------------------------------------------------------
+
+_COLOURS = ((200, 80, 20), (30, 30, 220), (30, 160, 30), (180, 30, 180), (0, 140, 255),
+            (120, 120, 0), (90, 90, 90))
+
+
+def draw_curves(curves: list[tuple[str, np.ndarray, np.ndarray]], *, title: str, xlabel: str,
+                ylabel: str, path: Path, diagonal: bool = False,
+                legend_low: bool = True) -> Path:
+    """Line plot of ``(label, xs, ys)`` curves in the unit square, written as a PNG."""
+    w, h, left, right, top, bottom = 720, 560, 70, 20, 40, 60
+    img = np.full((h, w, 3), 255, np.uint8)
+    pw, ph = w - left - right, h - top - bottom
+
+    def px(x: float, y: float) -> tuple[int, int]:
+        return left + round(x * pw), top + round((1.0 - y) * ph)
+
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    for i in range(6):
+        v = i / 5
+        cv2.line(img, px(v, 0), px(v, 1), (225, 225, 225), 1)
+        cv2.line(img, px(0, v), px(1, v), (225, 225, 225), 1)
+        cv2.putText(img, f"{v:.1f}", (px(v, 0)[0] - 12, h - bottom + 20), font, 0.45, (0, 0, 0), 1)
+        cv2.putText(img, f"{v:.1f}", (left - 40, px(0, v)[1] + 5), font, 0.45, (0, 0, 0), 1)
+    cv2.rectangle(img, px(0, 1), px(1, 0), (0, 0, 0), 1)
+    if diagonal:
+        cv2.line(img, px(0, 0), px(1, 1), (170, 170, 170), 1, cv2.LINE_AA)
+    for i, (label, xs, ys) in enumerate(curves):
+        colour = _COLOURS[i % len(_COLOURS)]
+        pts = np.array([px(float(x), float(y)) for x, y in zip(xs, ys, strict=True)], np.int32)
+        if len(pts) > 1:
+            cv2.polylines(img, [pts], False, colour, 2, cv2.LINE_AA)
+        ly = (top + ph - 12 - 22 * (len(curves) - 1 - i)) if legend_low else top + 20 + 22 * i
+        lx = left + pw - 420
+        cv2.line(img, (lx, ly - 5), (lx + 30, ly - 5), colour, 3)
+        cv2.putText(img, label[:56], (lx + 38, ly), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(img, title, (left, 26), font, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(img, xlabel, (left + pw // 2 - 60, h - 15), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(img, ylabel, (5, top - 10), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), img):
+        raise OSError(f"cannot write {path}")
+    return path
+
+
+# -- eval ---------------------------------------------------------------------------------------
+
+def evaluate(models: list[tuple[Path, Path | None]], folders: list[Path], *,
+             threads: int = 2) -> tuple[list[ModelResult], dict[str, np.ndarray]]:
+    """Score every folder with every model; returns per-model results and labels per folder."""
+    from edge.adapters.classifier import LiteRTClassifier
+
+    data: dict[str, list[tuple[Path, int]]] = {}
+    for folder in folders:
+        name = _dataset_name(folder)
+        if name in data:
+            raise EvalDataError(f"evaluation folder {folder} given twice")
+        data[name] = list_images(folder)
+    images: dict[str, list[np.ndarray]] = {}
+    for name, items in data.items():
+        loaded = []
+        for path, _ in items:
+            img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if img is None:
+                raise EvalDataError(f"{path} is not a readable image")
+            loaded.append(img)
+        images[name] = loaded
+    labels = {name: np.array([lab for _, lab in items], np.int64) for name, items in data.items()}
+
+    results = []
+    for model_path, sidecar in models:
+        with LiteRTClassifier.open(model_path, sidecar=sidecar, threads=threads) as clf:
+            v = clf.spec.version
+            res = ModelResult(name=clf.spec.name + ("" if v == "third-party" else f" {v}"),
+                              model=str(model_path), threshold=float(clf.spec.threshold))
+            total_s, total_n = 0.0, 0
+            for name, imgs in images.items():
+                t0 = time.perf_counter()
+                scores = np.array([clf.score(img) for img in imgs], np.float64)
+                total_s += time.perf_counter() - t0
+                total_n += len(imgs)
+                res.scores[name] = scores
+                res.per_data[name] = metrics.summary(labels[name], scores, res.threshold)
+            res.ms_per_crop = 1000.0 * total_s / max(1, total_n)
+        results.append(res)
+    return results, labels
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    return str(v)
+
+
+def format_table(results: list[ModelResult], dataset: str) -> str:
+    """The side-by-side table for one dataset (rows = metrics, columns = models)."""
+    rows: list[tuple[str, list[str]]] = []
+    first = results[0].per_data[dataset]
+    rows.append(("images (phone / none)",
+                 [f"{first['n']} ({first['positives']} / {first['negatives']})"] * len(results)))
+    for key, label in (("roc_auc", "ROC-AUC"),):
+        rows.append((label, [_fmt(r.per_data[dataset][key]) for r in results]))
+    for p in metrics.FPR_POINTS:
+        rows.append((f"recall @ {p:.0%} FPR",
+                     [_fmt(r.per_data[dataset]["recall_at_fpr"][f"{p:g}"]) for r in results]))
+    rows.append(("threshold (sidecar)", [_fmt(r.threshold) for r in results]))
+    for key in ("precision", "recall", "f1", "fpr"):
+        rows.append((f"  {key} @ threshold", [_fmt(r.per_data[dataset][key]) for r in results]))
+    rows.append(("  confusion tp/fp/tn/fn", [
+        "/".join(str(r.per_data[dataset]["confusion"][k]) for k in ("tp", "fp", "tn", "fn"))
+        for r in results]))
+    rows.append(("ms per crop (CPU, incl. preprocess)", [f"{r.ms_per_crop:.2f}" for r in results]))
+    head = [r.name for r in results]
+    w0 = max(len(r[0]) for r in rows) + 2
+    widths = [max(len(head[i]), *(len(r[1][i]) for r in rows)) + 2 for i in range(len(results))]
+    lines = [f"== {dataset}",
+             "".ljust(w0) + "".join(h.rjust(widths[i]) for i, h in enumerate(head))]
+    for label, vals in rows:
+        lines.append(label.ljust(w0) + "".join(v.rjust(widths[i]) for i, v in enumerate(vals)))
+    return "\n".join(lines)
+
+
+def write_outputs(results: list[ModelResult], labels: dict[str, np.ndarray],
+                  out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    doc = {
+        "models": [{"name": r.name, "model": r.model, "threshold": r.threshold,
+                    "ms_per_crop": r.ms_per_crop, "data": r.per_data} for r in results],
+    }
+    (out / "metrics.json").write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+    written.append(out / "metrics.json")
+    for dataset, y in labels.items():
+        slug = dataset.replace("/", "_")
+        roc, pr = [], []
+        for r in results:
+            fpr, tpr, _ = metrics.roc_curve(y, r.scores[dataset])
+            auc = r.per_data[dataset]["roc_auc"]
+            roc.append((f"{r.name} (AUC {_fmt(auc)})", fpr, tpr))
+            prec, rec, _ = metrics.pr_curve(y, r.scores[dataset])
+            pr.append((r.name, np.r_[0.0, rec], np.r_[1.0, prec]))
+        written.append(draw_curves(roc, title=f"ROC - {dataset}", xlabel="false-positive rate",
+                                   ylabel="recall", path=out / f"{slug}_roc.png", diagonal=True))
+        written.append(draw_curves(pr, title=f"Precision-recall - {dataset}", xlabel="recall",
+                                   ylabel="precision", path=out / f"{slug}_pr.png",
+                                   legend_low=False))
+        with (out / f"{slug}_scores.csv").open("w", newline="", encoding="utf-8") as f:
+            wr = csv.writer(f)
+            wr.writerow(["index", "label", *[r.name for r in results]])
+            for i, lab in enumerate(y):
+                wr.writerow([i, int(lab), *[f"{r.scores[dataset][i]:.6f}" for r in results]])
+        written.append(out / f"{slug}_scores.csv")
+    return written
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    models = [(Path(args.model), Path(args.sidecar) if args.sidecar else None)]
+    models += [_model_arg(m) for m in args.compare]
+    results, labels = evaluate(models, [Path(d) for d in args.data], threads=args.threads)
+    print("\n\n".join(format_table(results, d) for d in labels))
+    if args.out:
+        written = write_outputs(results, labels, Path(args.out))
+        print(f"\nwrote {len(written)} files to {args.out} (metrics.json, ROC and PR curves)")
+    return 0
+
+
+# -- sidecar ------------------------------------------------------------------------------------
+
+def make_sidecar(model: Path, *, positive: list[str], labels_file: Path | None,
+                 labels: list[str] | None, label_offset: int, mean: list[float] | None,
+                 std: list[float] | None, activation: str, threshold: float,
+                 name: str | None, colour: str = "RGB") -> dict[str, Any]:
+    """A validated sidecar dict for a third-party classifier, shapes read from the model."""
+    from edge.adapters.classifier import _runtime, file_sha256
+
+    interpreter_cls, _, _ = _runtime()
+    if not model.is_file():
+        raise ModelError(f"model file {model} does not exist")
+    try:
+        it = interpreter_cls(model_path=str(model))
+        it.allocate_tensors()
+    except (ValueError, RuntimeError) as e:
+        raise ModelError(f"{model} is not a loadable TFLite model: {e}") from None
+    shape = [int(x) for x in it.get_input_details()[0]["shape"]]
+    if len(shape) != 4:
+        raise ModelError(f"{model}: input shape {shape} is not an image batch")
+    nchw = shape[1] in (1, 3) and shape[3] not in (1, 3)
+    c, h, w = (shape[1], shape[2], shape[3]) if nchw else (shape[3], shape[1], shape[2])
+    if c == 1:
+        colour = "GRAY"
+    n = 1 if c == 1 else 3
+    d: dict[str, Any] = {
+        "schema": SCHEMA_VERSION, "name": name or model.stem, "version": "third-party",
+        "file": model.name, "sha256": file_sha256(model),
+        "input": {"width": w, "height": h, "layout": "NCHW" if nchw else "NHWC",
+                  "colour": colour, "mean": (mean or [127.5] * n)[:n],
+                  "std": (std or [127.5] * n)[:n]},
+        "output": {"activation": activation},
+        "positive_labels": positive, "threshold": threshold,
+        "description": f"third-party classifier {model.name}; positive labels {positive}",
+    }
+    if labels_file is not None:
+        d["labels_file"] = str(labels_file.resolve())
+        d["label_offset"] = label_offset
+    elif labels is not None:
+        d["labels"] = labels
+    else:
+        raise ModelError("give --labels-file or --labels")
+    spec = parse_spec(d, where=f"sidecar for {model}")
+    n_out = int(np.prod(it.get_output_details()[0]["shape"]))
+    if n_out != len(spec.labels):
+        raise ModelError(f"{model} has {n_out} outputs but the labels list {len(spec.labels)} "
+                         "(adjust --label-offset)")
+    return d
+
+
+def cmd_sidecar(args: argparse.Namespace) -> int:
+    model = Path(args.model)
+    d = make_sidecar(
+        model, positive=args.positive, labels_file=Path(args.labels_file) if args.labels_file
+        else None, labels=args.labels, label_offset=args.label_offset, mean=args.mean,
+        std=args.std, activation=args.activation, threshold=args.threshold, name=args.name,
+        colour=args.colour,
+    )
+    out = Path(args.out) if args.out else sidecar_path(model)
+    out.write_text(json.dumps(d, indent=1) + "\n", encoding="utf-8")
+    print(f"wrote {out}")
+    return 0
+
+
+def add_parsers(sub: Any) -> None:
+    p = sub.add_parser(
+        "eval", help="evaluate classifiers on labelled image folders (phone/, no_phone/)",
+        description="Score image folders with one or more TFLite classifiers and report "
+        "precision, recall, F1, ROC-AUC, recall at 1/5/10%% FPR and the confusion matrix, "
+        "side by side; --out also writes metrics.json, per-image scores and ROC / PR curves.",
+    )
+    p.add_argument("--model", required=True, help="the .tflite model to judge")
+    p.add_argument("--sidecar", help="its sidecar JSON (default: MODEL with .json)")
+    p.add_argument("--data", required=True, action="append",
+                   help="image folder with phone/ and no_phone/ (repeatable)")
+    p.add_argument("--compare", action="append", default=[], metavar="MODEL[:SIDECAR]",
+                   help="another model to print side by side (repeatable)")
+    p.add_argument("--out", help="folder for metrics.json, scores and PNG curves")
+    p.add_argument("--threads", type=int, default=2)
+    p.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser(
+        "sidecar", help="write a sidecar JSON for a third-party TFLite classifier",
+        description="Read a classifier's input shape and output count and write a validated "
+        "sidecar naming its positive label(s), e.g. an ImageNet model's 'cellular telephone'.",
+    )
+    s.add_argument("model", help="the .tflite model")
+    s.add_argument("--positive", action="append", required=True,
+                   help="label that means 'phone' (repeatable)")
+    s.add_argument("--labels-file", help="labels, one per line")
+    s.add_argument("--labels", nargs="+", help="labels given inline instead")
+    s.add_argument("--label-offset", type=int, default=0,
+                   help="+1 if the model has a background class the file lacks; -1 if the "
+                   "file has one the model lacks")
+    s.add_argument("--mean", type=float, nargs="+", help="per-channel mean (0..255 scale)")
+    s.add_argument("--std", type=float, nargs="+", help="per-channel std (0..255 scale)")
+    s.add_argument("--colour", choices=["RGB", "BGR", "GRAY"], default="RGB")
+    s.add_argument("--activation", choices=["none", "softmax", "sigmoid"], default="none")
+    s.add_argument("--threshold", type=float, default=0.1)
+    s.add_argument("--name")
+    s.add_argument("--out", help="where to write (default: MODEL with .json)")
+    s.set_defaults(func=cmd_sidecar)

@@ -1,0 +1,138 @@
+"""``phonewatch eval`` and ``phonewatch sidecar`` with real TFLite models and real image files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.app import cli
+from edge.app.cli_models import EvalDataError, evaluate, list_images, make_sidecar
+from edge.core.errors import ModelError
+from edge.core.model_spec import load_spec
+
+REPO = Path(__file__).resolve().parents[2]
+BRIGHTNESS = REPO / "tests" / "data" / "brightness_int8.tflite"
+
+
+def _folder(root: Path, phone_levels: list[int], none_levels: list[int]) -> Path:
+    for name, levels in (("phone", phone_levels), ("no_phone", none_levels)):
+        (root / name).mkdir(parents=True)
+        for i, lv in enumerate(levels):
+            img = np.full((40, 60, 3), lv, np.uint8)
+            assert cv2.imwrite(str(root / name / f"{i:03d}.png"), img)
+    return root
+
+
+def test_eval_scores_every_image_and_reports_side_by_side(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The brightness model's P(phone) rises with brightness: bright "phone" images and dark
+    # "no_phone" ones, except one dark phone image (a miss at any sane threshold).
+    data = _folder(tmp_path / "site" / "crops", [230, 220, 210, 90], [70, 80, 100, 110, 20])
+    out = tmp_path / "out"
+    code = cli.main(["eval", "--model", str(BRIGHTNESS), "--data", str(data),
+                     "--compare", f"{BRIGHTNESS}:{BRIGHTNESS.with_suffix('.json')}",
+                     "--out", str(out)])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "site/crops" in text and "recall @ 5% FPR" in text and "ROC-AUC" in text
+    assert text.count("brightness-int8 test-1") >= 2  # two columns
+    doc = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    m = doc["models"][0]["data"]["site/crops"]
+    assert (m["positives"], m["negatives"]) == (4, 5)
+    assert m["confusion"] == {"tp": 3, "fp": 0, "tn": 5, "fn": 1}
+    assert m["recall_at_fpr"]["0.01"] == pytest.approx(0.75)
+    assert m["roc_auc"] == pytest.approx(18 / 20)  # 90 beats 70, 80, 20; not 100 or 110
+    for png in ("site_crops_roc.png", "site_crops_pr.png"):
+        img = cv2.imread(str(out / png))
+        assert img is not None and img.shape[0] > 100
+    assert (out / "site_crops_scores.csv").read_text(encoding="utf-8").count("\n") == 10
+
+
+def test_eval_matches_the_classifier_it_wraps(tmp_path: Path) -> None:
+    from edge.adapters.classifier import LiteRTClassifier
+
+    data = _folder(tmp_path / "a" / "b", [200, 150], [100, 90])
+    results, labels = evaluate([(BRIGHTNESS, None)], [data])
+    with LiteRTClassifier.open(BRIGHTNESS) as clf:
+        direct = [clf.score(np.asarray(cv2.imread(str(p)))) for p, _ in list_images(data)]
+    assert np.allclose(results[0].scores["a/b"], direct)
+    assert labels["a/b"].tolist() == [0, 0, 1, 1]  # no_phone first, then phone
+
+
+def test_bad_folders_get_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["eval", "--model", str(BRIGHTNESS), "--data", str(tmp_path / "nope")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "x" / "phone").mkdir(parents=True)
+    with pytest.raises(EvalDataError, match="no_phone"):
+        list_images(tmp_path / "x")
+    (tmp_path / "x" / "no_phone").mkdir()
+    with pytest.raises(EvalDataError, match="no images"):
+        list_images(tmp_path / "x")
+    (tmp_path / "x" / "phone" / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(EvalDataError, match=r"broken\.png"):
+        evaluate([(BRIGHTNESS, None)], [tmp_path / "x"])
+
+
+def test_sidecar_for_a_labelled_model(tmp_path: Path) -> None:
+    d = make_sidecar(BRIGHTNESS, positive=["phone"], labels_file=None,
+                     labels=["no_phone", "phone"], label_offset=0, mean=[0, 0, 0],
+                     std=[255, 255, 255], activation="none", threshold=0.5, name="b")
+    assert d["input"]["width"] == 32 and d["input"]["layout"] == "NHWC"
+    with pytest.raises(ModelError, match="outputs"):
+        make_sidecar(BRIGHTNESS, positive=["phone"], labels_file=None,
+                     labels=["no_phone", "phone", "other"], label_offset=0, mean=None, std=None,
+                     activation="none", threshold=0.5, name=None)
+    with pytest.raises(ModelError, match="not among"):
+        make_sidecar(BRIGHTNESS, positive=["cellular telephone"], labels_file=None,
+                     labels=["no_phone", "phone"], label_offset=0, mean=None, std=None,
+                     activation="none", threshold=0.5, name=None)
+
+
+def _imagenet_sidecars(models: Path, out: Path) -> dict[str, Path]:
+    labels = str(models / "imagenet_labels.txt")
+    made = {}
+    for name in ("mobilenet_v1_0.25_128_quant", "mobilenet_v2_1.0_224_quant"):
+        sc = out / f"{name}.json"
+        assert cli.main(["sidecar", str(models / f"{name}.tflite"), "--labels-file", labels,
+                         "--positive", "cellular telephone", "--out", str(sc)]) == 0
+        made[name] = sc
+    sc = out / "nchw.json"
+    assert cli.main(["sidecar", str(models / "mobilenet_v2_quantized_1x3x224x224.tflite"),
+                     "--labels-file", labels, "--label-offset", "-1", "--activation", "softmax",
+                     "--mean", "123.675", "116.28", "103.53", "--std", "58.395", "57.12",
+                     "57.375", "--positive", "cellular telephone", "--out", str(sc)]) == 0
+    made["mobilenet_v2_quantized_1x3x224x224"] = sc
+    return made
+
+
+def test_imagenet_sidecars_read_real_models_right(shared_data: Path, tmp_path: Path) -> None:
+    from edge.adapters.classifier import LiteRTClassifier
+
+    models = shared_data / "models"
+    sidecars = _imagenet_sidecars(models, tmp_path)
+    assert load_spec(sidecars["mobilenet_v2_quantized_1x3x224x224"]).input.layout == "NCHW"
+    photo = cv2.imread(str(shared_data / "images" / "coral_grace_hopper.bmp"))
+    assert photo is not None
+    for name, sc in sidecars.items():
+        with LiteRTClassifier.open(models / f"{name}.tflite", sidecar=sc) as clf:
+            label, _ = clf.top_label(photo)
+            # Grace Hopper in uniform: every real ImageNet model says clothing, not a phone.
+            assert any(k in label for k in ("uniform", "suit", "gown", "mortarboard")), name
+            assert clf.score(photo) < 0.05
+
+
+def test_eval_kmitl_test_side_by_side(shared_data: Path, tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    models = shared_data / "models"
+    sidecars = _imagenet_sidecars(models, tmp_path)
+    capsys.readouterr()
+    name = "mobilenet_v1_0.25_128_quant"
+    assert cli.main(["eval", "--model", str(models / f"{name}.tflite"), "--sidecar",
+                     str(sidecars[name]), "--data",
+                     str(shared_data / "datasets" / "kmitl" / "test")]) == 0
+    text = capsys.readouterr().out
+    assert "kmitl/test" in text and "56 (36 / 20)" in text
