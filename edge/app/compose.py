@@ -126,6 +126,7 @@ class Unit:
         self.gps: Any | None = None
         self.field_io: Any | None = None
         self.notifier: Any | None = None
+        self.watchdog: Any | None = None
         self.shutdown_requested = threading.Event()
         self._muted_until = 0.0
 
@@ -149,9 +150,10 @@ class Unit:
         cfg = self.cfg
         cfg.unit.data_dir.mkdir(parents=True, exist_ok=True)
         if module_available("edge.app.systemd"):
-            from edge.app.systemd import SystemdNotifier
+            from edge.app.systemd import FrameWatchdog, SystemdNotifier
 
             self.notifier = SystemdNotifier()
+            self.watchdog = FrameWatchdog(self.notifier)
         if cfg.gpio is not None:
             from edge.adapters.gpio import FieldIo
 
@@ -182,7 +184,7 @@ class Unit:
             reconnect_min_s=cam.reconnect_min_s, reconnect_max_s=cam.reconnect_max_s,
             clip_before_s=cfg.evidence.clip_before_s, clip_after_s=cfg.evidence.clip_after_s,
             clip_width=cfg.evidence.clip_width, on_status=self._on_status, on_hit=self._on_hit,
-            detection_extra=self._detection_extra,
+            on_frame=self._on_frame, detection_extra=self._detection_extra,
         )
         if is_file_source(cfg):
             # A missing or unreadable file fails here, clearly. A camera that is absent at
@@ -198,6 +200,10 @@ class Unit:
             self.field_io.set_status(status)
         if self.notifier is not None:
             self.notifier.status(f"phonewatch {status}")
+
+    def _on_frame(self, frame: Any, scores: dict[str, float]) -> None:
+        if self.watchdog is not None:
+            self.watchdog.frame_seen()
 
     def _on_hit(self, det: Any) -> None:
         if self.field_io is not None:
@@ -227,7 +233,6 @@ class Unit:
         started = time.monotonic()
         last_log = started
         interval = self.cfg.stats.log_interval_s
-        wd = self.notifier.watchdog_interval_s if self.notifier is not None else None
         try:
             while not p.is_finished:
                 if stop.wait(0.25) or self.shutdown_requested.is_set():
@@ -235,10 +240,9 @@ class Unit:
                 now = time.monotonic()
                 if max_s is not None and now - started >= max_s:
                     break
-                last = p.stats.last_processed_mono_s
                 # Pet the watchdog only while frames flow: a stuck pipeline gets restarted.
-                if wd and last is not None and now - last < 2 * wd:
-                    self.notifier.watchdog()  # type: ignore[union-attr]
+                if self.watchdog is not None:
+                    self.watchdog.tick()
                 if self.field_io is not None and self.gps is not None and p.status == "running":
                     state = getattr(self.gps, "state", "")
                     if state in ("no_fix", "stale", "no_receiver"):
