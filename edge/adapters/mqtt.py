@@ -18,6 +18,7 @@ logged, and the unit keeps running.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import queue
@@ -143,7 +144,7 @@ class MqttUplink:
                  self.outbox.depth())
         return self
 
-    # ------------------------------------------------------------------ paho callbacks (network thread)
+    # ------------------------------------------------------------ paho callbacks (network thread)
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags,
                     reason_code: ReasonCode, properties: Properties | None) -> None:
@@ -182,7 +183,7 @@ class MqttUplink:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         try:
-            name, body = m.parse_command(msg.topic, msg.payload, topics=self.topics,
+            name, body = m.parse_command(msg.topic, bytes(msg.payload), topics=self.topics,
                                          max_bytes=self.cfg.command_max_bytes)
         except MessageError as e:
             self._counts["commands_rejected"] += 1
@@ -411,10 +412,8 @@ class MqttUplink:
                                          software=__version__, reason="stopped")
                 info = self._client.publish(self.topics.status, m.encode(offline), qos=1,
                                             retain=True)
-                try:
+                with contextlib.suppress(RuntimeError, ValueError):
                     info.wait_for_publish(timeout=1.0)
-                except (RuntimeError, ValueError):
-                    pass
             self._client.disconnect()
             self._client.loop_stop()
         self.outbox.close()
@@ -449,3 +448,42 @@ def build_mqtt_sink(cfg: MqttSinkConfig, *, unit_id: str, data_dir: Path, gps: o
     except BaseException:
         outbox.close()
         raise
+
+
+def check_broker(cfg: MqttSinkConfig, *, unit_id: str, timeout_s: float = 5.0) -> tuple[bool, str]:
+    """For ``phonewatch check``: can this unit reach and log in to its broker? Connects once
+    with the configured TLS / credentials under a separate client id (so a running unit's
+    session is left alone) and reports the CONNACK."""
+    result: dict[str, str] = {}
+    done = threading.Event()
+    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2,
+                         client_id=f"{cfg.client_id or unit_id}-check", protocol=mqtt.MQTTv5)
+
+    def on_connect(c: mqtt.Client, u: Any, f: Any, rc: ReasonCode, p: Any) -> None:
+        result["rc"] = str(rc)
+        result["ok"] = "" if rc.is_failure else "yes"
+        done.set()
+
+    client.on_connect = on_connect
+    client.on_disconnect = lambda *a: done.set()
+    where = f"{cfg.host}:{cfg.port} ({'TLS' if cfg.uses_tls else 'plain'})"
+    try:
+        if cfg.uses_tls:
+            client.tls_set(ca_certs=str(cfg.ca_file),
+                           certfile=str(cfg.cert_file) if cfg.cert_file else None,
+                           keyfile=str(cfg.key_file) if cfg.key_file else None)
+        if cfg.username:
+            client.username_pw_set(cfg.username, cfg.resolved_password())
+        client.connect(cfg.host, cfg.port, keepalive=max(5, int(timeout_s)))
+    except (OSError, ValueError) as e:
+        return False, f"{where}: cannot connect: {e}"
+    client.loop_start()
+    try:
+        if not done.wait(timeout_s):
+            return False, f"{where}: no CONNACK within {timeout_s:.0f} s"
+        if result.get("ok"):
+            return True, f"{where}: connected as {unit_id}"
+        return False, f"{where}: refused: {result.get('rc', 'connection closed')}"
+    finally:
+        client.loop_stop()
+        client.disconnect()

@@ -153,7 +153,7 @@ def verify_alert(alert: Mapping[str, Any], public_key: Ed25519PublicKey) -> bool
 
 
 def verify_evidence(alert: Mapping[str, Any], jpeg: bytes) -> bool:
-    """True when ``jpeg`` is the evidence frame the (verified) alert names: same size and SHA-256."""
+    """True when ``jpeg`` is the evidence frame the alert names: same size and SHA-256."""
     ev = alert.get("evidence")
     if not isinstance(ev, Mapping):
         return False

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import logging
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -104,51 +102,20 @@ def _cmd_broker(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     """A self-contained round trip: unit -> outbox -> Mosquitto -> control-room subscriber."""
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
-
     from edge.adapters.mqtt import build_mqtt_sink
-    from edge.adapters.signing import load_public_key, verify_alert, verify_evidence
     from edge.app.config_uplink import MqttSinkConfig
-    from edge.app.local_broker import LocalBroker
+    from edge.app.local_broker import AlertWatcher, LocalBroker
     from edge.core.ports import Detection, EvidenceRecord
 
     unit = "demo-unit"
     n = max(1, min(args.alerts, 10000))
     with tempfile.TemporaryDirectory(prefix="pw-uplink-demo-") as tmp, \
-            LocalBroker(tls=args.tls, units=[unit]) as broker:
+            LocalBroker(tls=args.tls, units=[unit]) as broker, AlertWatcher(broker) as watcher:
         data = Path(tmp)
-        alerts: dict[str, dict[str, Any]] = {}
-        evidence: dict[str, bytes] = {}
-        got_all = threading.Event()
-        t_sent: dict[str, float] = {}
-        latency_ms: list[float] = []
-
-        def on_message(client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-            if msg.topic.endswith("/alert"):
-                a = json.loads(msg.payload)
-                alerts[a["alert_id"]] = a
-                if a["alert_id"] in t_sent:
-                    latency_ms.append((time.perf_counter() - t_sent[a["alert_id"]]) * 1e3)
-            elif "/evidence/" in msg.topic:
-                evidence[msg.topic.rsplit("/", 1)[1]] = msg.payload
-            if len(alerts) >= n and len(evidence) >= n:
-                got_all.set()
-
-        sub = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2,
-                          client_id="controlroom-demo", protocol=mqtt.MQTTv5)
-        if args.tls:
-            c = broker.client_certs("controlroom")
-            sub.tls_set(str(c["ca_file"]), str(c["cert_file"]), str(c["key_file"]))
-        sub.on_message = on_message
-        sub.connect("localhost" if args.tls else broker.host, broker.port)
-        sub.subscribe(f"{broker.root}/+/alert", qos=1)
-        sub.subscribe(f"{broker.root}/+/evidence/+", qos=1)
-        sub.loop_start()
-
         cfg = MqttSinkConfig(**broker.sink_settings(unit), signing_key_autogenerate=True)
         uplink = build_mqtt_sink(cfg, unit_id=unit, data_dir=data, gps=None, stats=None,
                                  on_command=None)
+        t0 = time.perf_counter()
         try:
             uplink.wait_connected(10.0)
             for i in range(n):
@@ -158,25 +125,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                 sha = hashlib.sha256(jpeg).hexdigest()
                 ev = EvidenceRecord(f"local-{i}", str(path), sha, len(jpeg), str(path), sha,
                                     len(jpeg))
-                det = Detection(f"local-{i}", "lane1", 0.91, 6, 8, 100 * i, time.time(),
-                                time.monotonic(), "demo-model", "0", "0" * 64, 0.7, ev)
-                seq = uplink.outbox.next_seq
-                t_sent[f"{unit}-{seq}"] = time.perf_counter()
-                uplink.send(det)
-            ok = got_all.wait(30.0)
+                uplink.send(Detection(f"local-{i}", "lane1", 0.91, 6, 8, 100 * i, time.time(),
+                                      time.monotonic(), "demo-model", "0", "0" * 64, 0.7, ev))
+            watcher.wait_for(n, 30.0)
+            elapsed_s = time.perf_counter() - t0
         finally:
             uplink.close()
-            sub.loop_stop()
-            sub.disconnect()
-        pub = load_public_key(data / "keys" / f"{unit}.pub")
-        verified = sum(verify_alert(a, pub) for a in alerts.values())
-        ev_ok = sum(verify_evidence(a, evidence.get(aid, b"")) for aid, a in alerts.items())
-        lat = sorted(latency_ms)
-        p50 = lat[len(lat) // 2] if lat else float("nan")
-        print(f"uplink demo via mosquitto on {broker.host}:{broker.port} "
-              f"({'TLS+ACL' if args.tls else 'plain'})")
-        print(f"  alerts sent {n}, received {len(alerts)}, signatures verified {verified}, "
-              f"evidence matched {ev_ok}; send->receive p50 {p50:.1f} ms")
+        counts = watcher.check(data / "keys" / f"{unit}.pub")
+        print(f"uplink demo: {n} alert(s) from {unit} in {elapsed_s:.2f} s")
+        print("  " + watcher.summary(pub_key=data / "keys" / f"{unit}.pub"))
         print(f"  watch a real broker: mosquitto_sub -h HOST -p {broker.port} -t "
               f"'{broker.root}/+/alert' -v")
-        return 0 if ok and verified == n and ev_ok == n else 1
+        ok = counts["received"] == counts["verified"] == counts["evidence_ok"] == n
+        return 0 if ok else 1

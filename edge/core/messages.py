@@ -263,7 +263,7 @@ def parse_command(topic: str, payload: bytes, *, topics: Topics,
 
 @functools.cache
 def load_schema(name: str) -> dict[str, Any]:
-    """A committed schema by name (``alert.v1``, ``status.v1``, ``heartbeat.v1``, ``command.v1``)."""
+    """A committed schema by name: ``alert.v1``, ``status.v1``, ``heartbeat.v1``, ``command.v1``."""
     path = SCHEMA_DIR / f"{name}.json"
     try:
         return json.loads(path.read_text(encoding="utf-8"))  # type: ignore[no-any-return]

@@ -1,0 +1,200 @@
+"""The production broker config (TLS, client certificates, per-unit ACL) with a real Mosquitto."""
+
+from __future__ import annotations
+
+import json
+import ssl
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edge.adapters.mqtt import MqttUplink, build_mqtt_sink
+from edge.adapters.signing import generate_key, load_public_key, sign_alert, verify_alert
+from edge.app.config_uplink import MqttSinkConfig
+from edge.app.local_broker import CERT_SCRIPT, LocalBroker
+from edge.core import messages as m
+from edge.core.ports import Detection
+from tests.uplink.conftest import UNIT_A, UNIT_B, connect_client, subscribe
+
+
+@pytest.fixture()
+def uplink_a(tls_broker: LocalBroker, tmp_path: Path) -> Iterator[MqttUplink]:
+    cfg = MqttSinkConfig(**tls_broker.sink_settings(UNIT_A), signing_key_autogenerate=True,
+                         reconnect_min_s=0.2, reconnect_max_s=1.0, heartbeat_interval_s=3600)
+    up = build_mqtt_sink(cfg, unit_id=UNIT_A, data_dir=tmp_path / UNIT_A, gps=None, stats=None,
+                         on_command=None)
+    yield up
+    up.close(drain_timeout_s=0)
+
+
+def _connects(broker: LocalBroker, **tls: Any) -> bool:
+    """Whether a client with these TLS settings gets a successful CONNACK within 3 s."""
+    ok, done = threading.Event(), threading.Event()
+    c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="probe",
+                    protocol=mqtt.MQTTv5)
+    c.tls_set(**tls)
+
+    def on_connect(cl: mqtt.Client, u: Any, f: Any, rc: Any, p: Any) -> None:
+        if not rc.is_failure:
+            ok.set()
+        done.set()
+
+    c.on_connect = on_connect
+    c.on_disconnect = lambda *a: done.set()
+    c.on_connect_fail = lambda *a: done.set()
+    try:
+        c.connect("localhost", broker.port, keepalive=5)
+    except (ssl.SSLError, OSError):
+        return False
+    c.loop_start()
+    try:
+        done.wait(5)
+        return ok.is_set()
+    finally:
+        c.loop_stop()
+        c.disconnect()
+
+
+def test_tls_round_trip_verified(tls_broker: LocalBroker, uplink_a: MqttUplink, tmp_path: Path,
+                                 make_detection: Callable[..., Detection]) -> None:
+    cr = subscribe(tls_broker, client_id="cr-tls")
+    assert uplink_a.wait_connected(10)
+    det = make_detection()
+    uplink_a.send(det)
+    assert cr.wait_alerts(1) and cr.wait(lambda ms: any("/evidence/" in r.topic for r in ms))
+    alert = cr.alerts()[0]
+    assert verify_alert(alert, load_public_key(tmp_path / UNIT_A / "keys" / f"{UNIT_A}.pub"))
+    assert cr.evidence()[alert["alert_id"]] == Path(det.evidence.frame_path).read_bytes()
+    cr.close()
+
+
+def test_client_without_valid_certificate_is_refused(tls_broker: LocalBroker,
+                                                     tmp_path: Path) -> None:
+    files = tls_broker.client_certs(UNIT_A)
+    ca = str(files["ca_file"])
+    assert _connects(tls_broker, ca_certs=ca, certfile=str(files["cert_file"]),
+                     keyfile=str(files["key_file"]))  # the control case
+    assert not _connects(tls_broker, ca_certs=ca)  # no client certificate
+    rogue = tmp_path / "rogue"
+    for step in (["ca", str(rogue)], ["client", str(rogue), UNIT_A]):
+        subprocess.run(["bash", str(CERT_SCRIPT), *step], check=True, capture_output=True)
+    assert not _connects(tls_broker, ca_certs=ca, certfile=str(rogue / f"{UNIT_A}.crt"),
+                         keyfile=str(rogue / f"{UNIT_A}.key"))  # right name, wrong CA
+    # and plain MQTT on the TLS port gets nowhere
+    plain = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    got = threading.Event()
+    plain.on_connect = lambda *a: got.set()
+    try:
+        plain.connect("127.0.0.1", tls_broker.port, keepalive=5)
+        plain.loop_start()
+        assert not got.wait(2)
+    except OSError:
+        pass
+    finally:
+        plain.loop_stop()
+
+
+def test_unit_a_cannot_publish_under_unit_b(tls_broker: LocalBroker) -> None:
+    cr = subscribe(tls_broker, client_id="cr-acl")
+    a = connect_client(tls_broker, "acl-probe-a", certs_for=UNIT_A)
+    codes: dict[int, Any] = {}
+    a.on_publish = lambda cl, u, mid, rc, p: codes.__setitem__(mid, rc)
+    a.loop_start()
+    time.sleep(0.3)
+    denied = [a.publish(f"phonewatch/{UNIT_B}/{t}", b'{"forged": true}', qos=1)
+              for t in ("alert", "status", "heartbeat", "evidence/unit-b-1")]
+    denied.append(a.publish("phonewatch/unit-b/cmd/mute", b'{"duration_s": 5}', qos=1))
+    denied.append(a.publish(f"phonewatch/{UNIT_A}/cmd/mute", b'{"duration_s": 5}', qos=1))
+    allowed = a.publish(f"phonewatch/{UNIT_A}/alert", b'{"sentinel": true}', qos=1)
+    allowed.wait_for_publish(5)
+    for info in denied:
+        info.wait_for_publish(5)
+    assert cr.wait(lambda ms: any(r.topic == f"phonewatch/{UNIT_A}/alert" for r in ms))
+    time.sleep(0.3)
+    topics = {r.topic for r in cr.messages}
+    assert not any(t.startswith(f"phonewatch/{UNIT_B}/") for t in topics), topics
+    assert not any("/cmd/" in t for t in topics), topics
+    assert all(codes[i.mid].is_failure for i in denied)  # MQTT 5: PUBACK "not authorized"
+    assert not codes[allowed.mid].is_failure
+    a.loop_stop()
+    a.disconnect()
+    cr.close()
+
+
+def test_unit_reads_only_its_own_commands(tls_broker: LocalBroker) -> None:
+    got: list[str] = []
+    a = connect_client(tls_broker, "acl-reader-a", certs_for=UNIT_A)
+    a.on_message = lambda cl, u, msg: got.append(msg.topic)
+    a.loop_start()
+    time.sleep(0.3)
+    a.subscribe("phonewatch/+/cmd/+", qos=1)
+    a.subscribe("phonewatch/#", qos=1)
+    time.sleep(0.3)
+    cr = connect_client(tls_broker, "cr-commander", certs_for="controlroom")
+    cr.loop_start()
+    time.sleep(0.3)
+    cr.publish(f"phonewatch/{UNIT_B}/cmd/mute", b'{"duration_s": 5}', qos=1).wait_for_publish(5)
+    cr.publish(f"phonewatch/{UNIT_B}/alert", b"{}", qos=1).wait_for_publish(5)
+    cr.publish(f"phonewatch/{UNIT_A}/cmd/reload", b"{}", qos=1).wait_for_publish(5)
+    deadline = time.monotonic() + 5
+    while f"phonewatch/{UNIT_A}/cmd/reload" not in got and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    # (two overlapping subscriptions may deliver it twice; nothing of unit B's may come)
+    assert set(got) == {f"phonewatch/{UNIT_A}/cmd/reload"}
+    for c in (a, cr):
+        c.loop_stop()
+        c.disconnect()
+
+
+def test_unit_claiming_another_id_is_refused_and_keeps_its_alert(
+        tls_broker: LocalBroker, tmp_path: Path,
+        make_detection: Callable[..., Detection]) -> None:
+    # unit A's certificate, configured as unit B: the broker refuses every publish (PUBACK 0x87)
+    cfg = MqttSinkConfig(**tls_broker.sink_settings(UNIT_A),
+                         signing_key_autogenerate=True, heartbeat_interval_s=3600)
+    up = build_mqtt_sink(cfg.model_copy(update={"client_id": "impostor"}), unit_id=UNIT_B,
+                         data_dir=tmp_path / "impostor", gps=None, stats=None, on_command=None)
+    try:
+        assert up.wait_connected(10)
+        up.send(make_detection())
+        deadline = time.monotonic() + 5
+        while up.stats()["refused"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        st = up.stats()
+        assert st["refused"] >= 1 and st["outbox_depth"] == 1  # refused, never deleted
+    finally:
+        up.close(drain_timeout_s=0)
+
+
+def test_alert_forged_with_another_key_fails_verification(
+        tls_broker: LocalBroker, tmp_path: Path, uplink_a: MqttUplink,
+        make_detection: Callable[..., Detection]) -> None:
+    cr = subscribe(tls_broker, client_id="cr-forgery")
+    assert uplink_a.wait_connected(10)
+    uplink_a.send(make_detection())
+    assert cr.wait_alerts(1)
+    genuine = cr.alerts()[0]
+    # unit B (a valid certificate) publishes, on its own topic, an alert claiming to be unit A's
+    forged = sign_alert({**genuine, "seq": 99, "alert_id": f"{UNIT_A}-99"}, generate_key())
+    b = connect_client(tls_broker, "forger-b", certs_for=UNIT_B)
+    b.loop_start()
+    time.sleep(0.3)
+    b.publish(f"phonewatch/{UNIT_B}/alert", m.encode(forged), qos=1).wait_for_publish(5)
+    assert cr.wait_alerts(2)
+    pub_a = load_public_key(tmp_path / UNIT_A / "keys" / f"{UNIT_A}.pub")
+    received = {a["seq"]: a for a in cr.alerts()}
+    assert verify_alert(received[genuine["seq"]], pub_a)
+    assert not verify_alert(received[99], pub_a)
+    assert m.schema_errors(received[99], m.ALERT_SCHEMA) == []  # well-formed, still refused
+    assert json.loads(m.encode(received[99]))["unit"] == UNIT_A
+    b.loop_stop()
+    b.disconnect()
+    cr.close()
