@@ -71,8 +71,10 @@ def test_no_frames_no_watchdog(tmp_path: Path, make_video, brightness_model: Pat
     with Unit(unit_cfg(tmp_path, video, brightness_model)) as unit:
         assert unit.pipeline is not None
 
+        stopping = unit.pipeline.stop_event
+
         def stuck(*args):  # type: ignore[no-untyped-def]
-            threading.Event().wait(2)  # the interpreter hangs: frames stop being processed
+            stopping.wait(10)  # the interpreter hangs (until shutdown): no frame gets through
 
         unit.pipeline._process = stuck  # type: ignore[method-assign]
         unit.run(max_s=1.5)
