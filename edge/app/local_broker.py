@@ -182,6 +182,13 @@ class LocalBroker:
         if self.is_running:
             return self
         self._prepare()
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((self.host, self.port))
+            except OSError as e:
+                raise BrokerError(f"cannot start mosquitto: port {self.port} is in use "
+                                  f"({e.strerror})") from None
         self._proc = subprocess.Popen([self.binary, "-c", str(self.conf_path)],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                       start_new_session=True)
@@ -193,6 +200,8 @@ class LocalBroker:
                                   f"{err.strip()} {self.log_tail()}")
             try:
                 with socket.create_connection((self.host, self.port), timeout=0.2):
+                    if self._proc.poll() is not None:
+                        continue  # someone else answered; ours died: reported above
                     log.info("mosquitto up on %s:%d (%s)", self.host, self.port,
                              "TLS+ACL" if self.tls else "plain")
                     return self
