@@ -95,6 +95,7 @@ class _ThreadedSource:
     def close(self) -> None:
         self._stop.set()
         self._interrupt()
+        self._set_connected(False)
         t = self._thread
         if t is not None and t is not threading.current_thread():
             t.join(timeout=5.0)
@@ -148,10 +149,8 @@ class _ThreadedSource:
             self._run()
         except Exception:
             log.exception("%s: GPS reader thread died", self.name)
-            with self._lock:
-                self._last_error = "reader thread died (see log)"
+            self._set_connected(False, "reader thread died (see log)")
         finally:
-            self._set_connected(False)
             self.finished.set()
 
 
@@ -305,7 +304,8 @@ class ReplayGpsSource(_NmeaSource):
             self._flush()
             if not self._cfg.replay_loop:
                 break
-        self._set_connected(False)
+        # The log has ended: the "receiver" is still there but silent, so the state turns to
+        # no_receiver after silence_timeout_s and the last fix goes stale, as with a real one.
 
     def _play_once(self) -> None:
         speed = self._cfg.replay_speed
@@ -533,13 +533,19 @@ def check_gps(cfg: GpsConfig, timeout_s: float) -> tuple[bool, str]:
     deadline = time.monotonic() + timeout_s
     try:
         source.start()
+        # the best state seen in the window: a receiver that talked counts even if a replay
+        # ended (or the receiver went quiet) before the window closed
+        rank = {"no_receiver": 0, "stale": 1, "no_fix": 2, "fix_2d": 3, "fix_3d": 4}
         state = source.state
-        while time.monotonic() < deadline:
-            state = source.state
-            if state in ("fix_2d", "fix_3d"):
+        while True:
+            now_state = source.state
+            if rank.get(now_state, 0) >= rank.get(state, 0):
+                state = now_state
+            if state in ("fix_2d", "fix_3d") or time.monotonic() >= deadline:
                 break
             if isinstance(source, _ThreadedSource) and source.finished.wait(0.1):
-                state = source.state
+                now_state = source.state
+                state = now_state if rank.get(now_state, 0) >= rank[state] else state
                 break
         stats = source.stats
         fix = source.latest()
