@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # Debian / Raspberry Pi OS packages the demo and the tests need; installed by `bootstrap`
 # via apt only when missing (see deploy/bootstrap.sh).
-APT_PACKAGES := mosquitto mosquitto-clients
+APT_PACKAGES := mosquitto mosquitto-clients gpsd
 # Extras installed into the venv: `dev` always; `train` (TensorFlow) for the tests.
 EXTRAS ?= dev
 
