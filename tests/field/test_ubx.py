@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import tty
 from collections.abc import Iterator
 
 import pytest
@@ -175,6 +176,7 @@ class FakeReceiver:
 
     def __init__(self, nak_key: int | None = None, silent: bool = False) -> None:
         self.master, slave = os.openpty()
+        tty.setraw(slave)  # no echo, no newline translation: a wire, like a UART
         self.path = os.ttyname(slave)
         self._slave = slave
         self.nak_key = nak_key
