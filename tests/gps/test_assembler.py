@@ -5,7 +5,10 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from edge.core import nmea
 from edge.core.gps import Fix, FixAssembler, alert_time, format_utc, gps_state
 from edge.core.nmea import with_checksum
 
@@ -118,3 +121,23 @@ def test_alert_time_uses_a_fresh_fix_else_the_system_clock() -> None:
     when2, src2 = alert_time(old, now_wall_s=1e9, max_age_s=2.0)
     assert src2 == "system" and when2 == dt.datetime.fromtimestamp(1e9, tz=dt.UTC)
     assert alert_time(None, now_wall_s=0.0, max_age_s=2.0)[1] == "system"
+
+
+# --- property: a corrupted sentence never moves the fix ------------------------------------
+
+_GOOD = [*EPOCH_1, NEXT]
+
+
+@settings(max_examples=300, deadline=None)
+@given(idx=st.integers(0, len(_GOOD) - 1), pos=st.integers(1, 70), ch=st.characters(
+    min_codepoint=32, max_codepoint=126))
+def test_a_sentence_with_a_corrupted_byte_never_makes_a_fix(idx: int, pos: int, ch: str) -> None:
+    line = _GOOD[idx]
+    p = min(pos, len(line) - 4)  # inside the body, before '*hh'
+    bad = line[:p] + ch + line[p + 1:]
+    asm = FixAssembler(rollover_floor=FLOOR)
+    asm.feed(bad)
+    if bad == line or nmea.checksum(bad[1:-3]) == int(bad[-2:], 16):
+        return  # not a corruption the checksum can see (same char, or a colliding change)
+    assert asm.current() is None and asm.latest() is None
+    assert asm.stats["bad_checksum"] + asm.stats["malformed"] + asm.stats["no_checksum"] == 1
