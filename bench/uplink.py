@@ -1,0 +1,212 @@
+"""Uplink benchmarks on loopback with a real Mosquitto; prints a table.
+
+* hit -> alert delivered: ``MqttUplink.send()`` (build, sign, validate, fsync'd commit) until a
+  control-room subscriber has the alert, one alert at a time (p50 / p99; target p99 <= 50 ms),
+  plain and TLS;
+* durable outbox throughput with fsync on (target >= 200 alerts/s): the raw ``Outbox.add`` and
+  the whole ``send()`` path, each with an evidence JPEG of ``--evidence-kb``;
+* drain rate after an outage: alerts committed while the broker is down, then the broker comes
+  back; alerts/s until the outbox is empty.
+
+Usage: ``.venv/bin/python bench/uplink.py [--alerts N] [--evidence-kb KB]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edge.adapters.mqtt import MqttUplink, build_mqtt_sink
+from edge.adapters.outbox import Outbox
+from edge.app.config_uplink import MqttSinkConfig
+from edge.app.local_broker import CONTROLROOM, LocalBroker
+from edge.core.ports import Detection, EvidenceRecord
+
+UNIT = "bench-unit"
+
+
+def percentile(xs: list[float], q: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, round(q / 100 * (len(s) - 1)))]
+
+
+class Arrivals:
+    """Subscriber recording when each alert seq arrives."""
+
+    def __init__(self, broker: LocalBroker) -> None:
+        self.t: dict[int, float] = {}
+        self.cond = threading.Condition()
+        self.c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2,
+                             client_id="bench-cr", protocol=mqtt.MQTTv5)
+        if broker.tls:
+            f = broker.client_certs(CONTROLROOM)
+            self.c.tls_set(str(f["ca_file"]), str(f["cert_file"]), str(f["key_file"]))
+        self.c.on_message = self._on_message
+        done = threading.Event()
+        self.c.on_subscribe = lambda *a: done.set()
+        self.c.connect("localhost" if broker.tls else broker.host, broker.port)
+        self.c.subscribe(f"{broker.root}/+/alert", qos=1)
+        self.c.loop_start()
+        done.wait(10)
+
+    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        now = time.perf_counter()
+        seq = json.loads(msg.payload)["seq"]
+        with self.cond:
+            self.t.setdefault(seq, now)
+            self.cond.notify_all()
+
+    def wait(self, seq: int, timeout_s: float = 10.0) -> float:
+        with self.cond:
+            self.cond.wait_for(lambda: seq in self.t, timeout_s)
+            return self.t.get(seq, float("nan"))
+
+    def close(self) -> None:
+        self.c.loop_stop()
+        self.c.disconnect()
+
+
+def make_detections(folder: Path, n: int, evidence_kb: int) -> list[Detection]:
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i in range(n):
+        jpeg = b"\xff\xd8" + os.urandom(evidence_kb * 1024) + b"\xff\xd9"
+        p = folder / f"ev{i}.jpg"
+        p.write_bytes(jpeg)
+        h = hashlib.sha256(jpeg).hexdigest()
+        ev = EvidenceRecord(str(i), str(p), h, len(jpeg), str(p), h, len(jpeg))
+        out.append(Detection(str(i), "lane1", 0.9, 5, 8, i, time.time(), time.monotonic(),
+                             "bench-model", "1", "0" * 64, 0.7, ev))
+    return out
+
+
+def uplink_for(broker: LocalBroker, data: Path, **over: Any) -> MqttUplink:
+    cfg = MqttSinkConfig(**broker.sink_settings(UNIT), signing_key_autogenerate=True,
+                         heartbeat_interval_s=3600, reconnect_min_s=0.1, reconnect_max_s=0.5,
+                         **over)
+    return build_mqtt_sink(cfg, unit_id=UNIT, data_dir=data, gps=None, stats=None,
+                           on_command=None)
+
+
+def bench_latency(tls: bool, n: int, evidence_kb: int, tmp: Path) -> list[float]:
+    with LocalBroker(tls=tls, units=[UNIT]) as broker:
+        arr = Arrivals(broker)
+        up = uplink_for(broker, tmp / f"lat-{tls}")
+        up.wait_connected(10)
+        dets = make_detections(tmp / f"lat-ev-{tls}", n, evidence_kb)
+        lat_ms = []
+        for i, d in enumerate(dets, start=1):
+            t0 = time.perf_counter()
+            up.send(d)
+            lat_ms.append((arr.wait(i) - t0) * 1e3)
+            up.wait_drained(5)  # one at a time: latency, not queueing
+        up.close()
+        arr.close()
+    return lat_ms
+
+
+def bench_outbox(n: int, evidence_kb: int, tmp: Path, fsync: bool) -> float:
+    ev = os.urandom(evidence_kb * 1024)
+    with Outbox(tmp / f"raw-{fsync}.sqlite", fsync=fsync) as ob:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            ob.add(lambda s: b'{"alert_id":"u-%d","pad":"%s"}' % (s, b"x" * 1200), evidence=ev)
+        return n / (time.perf_counter() - t0)
+
+
+def bench_send_path(n: int, evidence_kb: int, tmp: Path) -> tuple[float, float]:
+    """Whole send() (GPS read, build, sign, validate, read evidence, fsync'd commit), no broker."""
+    broker = LocalBroker()  # never started: everything stays in the outbox
+    try:
+        up = uplink_for(broker, tmp / "send")
+        dets = make_detections(tmp / "send-ev", n, evidence_kb)
+        per_ms = []
+        t0 = time.perf_counter()
+        for d in dets:
+            t = time.perf_counter()
+            up.send(d)
+            per_ms.append((time.perf_counter() - t) * 1e3)
+        rate = n / (time.perf_counter() - t0)
+        up.close(drain_timeout_s=0)
+        return rate, statistics.median(per_ms)
+    finally:
+        broker.close()
+
+
+def bench_drain(n: int, evidence_kb: int, tmp: Path) -> tuple[float, float]:
+    broker = LocalBroker()
+    try:
+        up = uplink_for(broker, tmp / "drain", max_inflight=32)
+        for d in make_detections(tmp / "drain-ev", n, evidence_kb):
+            up.send(d)
+        assert up.outbox.depth() == n
+        broker.start()
+        t0 = time.perf_counter()
+        up.wait_connected(10)
+        t_conn = time.perf_counter()
+        ok = up.wait_drained(120)
+        dt = time.perf_counter() - t0
+        up.close()
+        if not ok:
+            raise SystemExit("drain did not finish")
+        return n / dt, (t_conn - t0) * 1e3
+    finally:
+        broker.close()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--alerts", type=int, default=300)
+    ap.add_argument("--evidence-kb", type=int, default=150,
+                    help="evidence JPEG size (a 1080p frame at quality 92 is ~150-400 kB)")
+    args = ap.parse_args()
+    n, kb = args.alerts, args.evidence_kb
+    rows: list[tuple[str, str, str]] = []
+    with tempfile.TemporaryDirectory(prefix="pw-bench-uplink-") as t:
+        tmp = Path(t)
+        for tls in (False, True):
+            lat = bench_latency(tls, n, kb, tmp)
+            name = "TLS + client cert" if tls else "plain"
+            rows.append((f"hit -> alert at subscriber, {name}",
+                         f"p50 {percentile(lat, 50):.1f} ms, p99 {percentile(lat, 99):.1f} ms",
+                         "p99 <= 50 ms"))
+        rows.append(("outbox.add, fsync on", f"{bench_outbox(n, kb, tmp, True):.0f} alerts/s",
+                     ">= 200 alerts/s"))
+        rows.append(("outbox.add, fsync off", f"{bench_outbox(n, kb, tmp, False):.0f} alerts/s",
+                     "(reference)"))
+        rate, med = bench_send_path(n, kb, tmp)
+        rows.append(("send() whole path, fsync on", f"{rate:.0f} alerts/s (median {med:.1f} ms)",
+                     ">= 200 alerts/s"))
+        drain, conn_ms = bench_drain(n, kb, tmp)
+        rows.append((f"drain {n} after outage", f"{drain:.0f} alerts/s (+evidence); "
+                     f"reconnect {conn_ms:.0f} ms", "(report)"))
+    cpu = platform.processor() or platform.machine()
+    print(f"\nphonewatch uplink bench: {n} alerts, evidence {kb} kB, "
+          f"{cpu}, {os.cpu_count()} CPU(s), Python {platform.python_version()}, "
+          f"tmp on {tempfile.gettempdir()}\n")
+    w = max(len(r[0]) for r in rows)
+    v = max(len(r[1]) for r in rows)
+    print(f"{'measure':<{w}}  {'result':<{v}}  target")
+    print(f"{'-' * w}  {'-' * v}  ------")
+    for name, val, target in rows:
+        print(f"{name:<{w}}  {val:<{v}}  {target}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
