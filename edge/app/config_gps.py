@@ -52,6 +52,7 @@ class GpsConfig(StrictModel):
     rollover_floor: dt.date = Field(
         dt.date(2024, 1, 1), description="Receiver dates before this are GPS week-number "
         "rollovers and are moved forward by 1024 weeks.",
+        ge=dt.date(1980, 1, 6), le=dt.date(2100, 1, 1),
     )
     replay_speed: float = Field(
         1.0, description="Replay pace: 1 = the log's own pace, 0 = as fast as possible.",
