@@ -235,6 +235,8 @@ def test_missing_or_altered_evidence_still_sends_the_alert(
         up.send(d)
     assert sub.wait_alerts(3)
     assert up.wait_drained(5)
+    # the broker acknowledges before it forwards: wait for the one JPEG that should come
+    assert sub.wait(lambda ms: any(r.topic.endswith("/evidence/unit-a-3") for r in ms))
     assert list(sub.evidence()) == ["unit-a-3"]
     assert up.stats()["evidence_missing"] == 2
     sub.close()

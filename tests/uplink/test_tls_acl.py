@@ -132,11 +132,15 @@ def test_unit_reads_only_its_own_commands(tls_broker: LocalBroker) -> None:
     got: list[str] = []
     a = connect_client(tls_broker, "acl-reader-a", certs_for=UNIT_A)
     a.on_message = lambda cl, u, msg: got.append(msg.topic)
+    subacks: list[Any] = []
+    a.on_subscribe = lambda cl, u, mid, rcs, p: subacks.append(rcs)
     a.loop_start()
-    time.sleep(0.3)
     a.subscribe("phonewatch/+/cmd/+", qos=1)
     a.subscribe("phonewatch/#", qos=1)
-    time.sleep(0.3)
+    deadline = time.monotonic() + 5
+    while len(subacks) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(subacks) == 2
     cr = connect_client(tls_broker, "cr-commander", certs_for="controlroom")
     cr.loop_start()
     time.sleep(0.3)
