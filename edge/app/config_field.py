@@ -193,6 +193,27 @@ class GpioConfig(StrictModel):
     pattern_scale: float = Field(
         1.0, description="Stretch (>1) or shrink (<1) every status LED timing.", gt=0, le=10
     )
+    supervisor_port: str | None = Field(
+        None, description="Serial port of the Pico power supervisor (e.g. /dev/ttyAMA2); "
+        "none = no supervisor fitted.", min_length=1,
+    )
+    supervisor_baud: int = Field(
+        115200, description="Baud rate of the supervisor link.", ge=9600, le=921600
+    )
+    heartbeat_s: float = Field(
+        2.0, description="Heartbeat to the supervisor every this many seconds.", gt=0, le=30
+    )
+    halt_s: int = Field(
+        20, description="After a clean shutdown, the supervisor cuts power this long after the "
+        "last heartbeat (s).", ge=5, le=120,
+    )
+    strobe_on_us: int = Field(
+        0, description="IR strobe pulse per frame (µs) asked of the supervisor; 0 = off.",
+        ge=0, le=5000,
+    )
+    strobe_max_duty_pct: int = Field(
+        25, description="Highest IR strobe duty cycle the supervisor may use (%).", ge=1, le=50
+    )
 
     def load_pin_map(self) -> PinMap:
         return load_pin_map(self.pin_map)
