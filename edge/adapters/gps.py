@@ -252,6 +252,11 @@ class SerialGpsSource(_NmeaSource):
                 self._set_connected(False, f"read failed: {e}")
                 log.warning("%s: GPS port lost: %s (reopening)", self.name, e)
                 logged_outage = True
+            except Exception as e:  # a transport bug must not end GPS for good: reopen
+                self._set_connected(False, f"reader error: {e!r}")
+                log.exception("%s: unexpected error reading the GPS port (reopening)",
+                              self.name)
+                logged_outage = True
             finally:
                 self._port = None
                 try:

@@ -91,6 +91,23 @@ def test_loop_port_gives_fixes_and_counts_bad_sentences() -> None:
     assert src.stats["connected"] is False
 
 
+def test_spy_url_on_a_pty_logs_the_traffic(tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    rx = Receiver(tmp_path / "gps0")
+    rx.plug()
+    src = build_gps_source(GpsConfig(source=f"spy://{rx.link}", **FAST))
+    src.start()
+    try:
+        assert wait_for(lambda: src.stats["connected"])
+        rx.send(drive(T0, 2))
+        assert wait_for(lambda: src.state == "fix_3d")
+    finally:
+        src.close()
+        rx.unplug()
+    err = capsys.readouterr().err
+    assert " RX " in err and "GPRMC,120000.00," in err, err[:500]  # spy's hex dump
+
+
 # --- socket:// with a feeding thread, reconnect after the peer drops ------------------------
 
 class NmeaServer:
@@ -283,27 +300,71 @@ def test_tpv_to_fix_rejects_nonsense() -> None:
     assert (fix.hdop, fix.sats, fix.time) == (0.9, 7, T0)
 
 
+class Gpsd:
+    """A real gpsd (the apt package) reading a pty we write NMEA into."""
+
+    def __init__(self, exe: str) -> None:
+        self.exe = exe
+        self.master, self.slave = os.openpty()
+        tty.setraw(self.slave)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> bool:
+        self.proc = subprocess.Popen(
+            [self.exe, "-N", "-n", "-b", "-S", str(self.port), os.ttyname(self.slave)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return wait_for(lambda: _can_connect(self.port), 5.0)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=5)
+            self.proc = None
+
+    def close(self) -> None:
+        self.stop()
+        os.close(self.master)
+        os.close(self.slave)
+
+
 @pytest.fixture
-def gpsd_on_pty() -> Iterator[tuple[int, int]]:
+def gpsd() -> Iterator[Gpsd]:
     exe = shutil.which("gpsd") or ("/usr/sbin/gpsd" if os.path.exists("/usr/sbin/gpsd") else None)
     if exe is None:
         pytest.skip("gpsd is not installed (apt-get install gpsd)")
-    master, slave = os.openpty()
-    tty.setraw(slave)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([exe, "-N", "-n", "-b", "-S", str(port), os.ttyname(slave)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    g = Gpsd(exe)
     try:
-        if not wait_for(lambda: _can_connect(port), 5.0):
+        if not g.start():
             pytest.skip("gpsd did not start")
-        yield master, port
+        yield g
     finally:
-        proc.terminate()
-        proc.wait(timeout=5)
-        os.close(master)
-        os.close(slave)
+        g.close()
+
+
+class Feeder:
+    """Writes one epoch every 0.1 s (fresh times) into a pty master until stopped."""
+
+    def __init__(self, master: int, lat: float = 48.1, lon: float = 11.5) -> None:
+        self.master, self.lat, self.lon = master, lat, lon
+        self.stop_event = threading.Event()
+        self.i = 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop_event.is_set():
+            t = T0 + dt.timedelta(seconds=self.i)
+            with contextlib.suppress(OSError):
+                os.write(self.master, lines_bytes([*epoch(t, self.lat, self.lon), *GSV]))
+            self.i += 1
+            self.stop_event.wait(0.1)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.thread.join()
 
 
 def _can_connect(port: int) -> bool:
@@ -314,37 +375,34 @@ def _can_connect(port: int) -> bool:
         return False
 
 
-def test_real_gpsd_reports_the_fix_we_fed_it(gpsd_on_pty: tuple[int, int]) -> None:
-    master, port = gpsd_on_pty
+def test_real_gpsd_reports_the_fix_we_fed_it(gpsd: Gpsd) -> None:
     got: list[Fix] = []
-    src = GpsdSource(GpsConfig(source=f"gpsd://127.0.0.1:{port}", **FAST), on_fix=got.append)
+    src = GpsdSource(GpsConfig(source=f"gpsd://127.0.0.1:{gpsd.port}", **FAST),
+                     on_fix=got.append)
     src.start()
-    stop = threading.Event()
-
-    def feed() -> None:
-        i = 0
-        while not stop.is_set():
-            os.write(master, lines_bytes([*epoch(T0 + dt.timedelta(seconds=i), 48.1, 11.5),
-                                          *GSV]))
-            i += 1
-            stop.wait(0.1)
-
-    feeder = threading.Thread(target=feed, daemon=True)
-    feeder.start()
+    feeder = Feeder(gpsd.master)
     try:
         assert wait_for(lambda: src.state == "fix_3d", 10.0), src.stats
         fix = src.latest()
         assert fix is not None and fix.time is not None and fix.time >= T0
         assert fix.lat == pytest.approx(48.1, abs=1e-6)
         assert fix.lon == pytest.approx(11.5, abs=1e-6)
+        assert fix.speed_mps == pytest.approx(12.5 * 1852 / 3600, abs=1e-3)
         assert wait_for(lambda: (f := src.latest()) is not None and f.sats is not None)
         fix = src.latest()
         assert fix is not None and fix.sats == 9 and fix.hdop == pytest.approx(0.9)
         assert wait_for(lambda: len(got) >= 2)
         assert json.dumps(fix.to_dict())
+
+        # gpsd restarts (an upgrade, a crash): the state degrades, then the fix comes back
+        gpsd.stop()
+        assert wait_for(lambda: not src.stats["connected"])
+        assert wait_for(lambda: src.state == "stale")
+        assert gpsd.start()
+        assert wait_for(lambda: src.stats["reconnects"] >= 1, 10.0), src.stats
+        assert wait_for(lambda: src.state == "fix_3d", 10.0), src.stats
     finally:
-        stop.set()
-        feeder.join()
+        feeder.stop()
         src.close()
     assert src.stats["bad_json"] == 0
 
