@@ -84,7 +84,7 @@ class SupervisorLink:
         port: str,
         *,
         baud: int = 115200,
-        heartbeat_s: float = 2.0,
+        heartbeat_s: float | None = 2.0,
         is_healthy: Callable[[], bool] | None = None,
         status_text: Callable[[], str] | None = None,
     ) -> None:
@@ -109,7 +109,8 @@ class SupervisorLink:
         self._reader = threading.Thread(target=self._read_loop, name="supervisor-rx", daemon=True)
         self._beater = threading.Thread(target=self._beat_loop, name="supervisor-hb", daemon=True)
         self._reader.start()
-        self._beater.start()
+        if heartbeat_s is not None:  # None: a tool that only talks, never keeps the Pi alive
+            self._beater.start()
 
     # -- sending -----------------------------------------------------------------------------
 
@@ -145,7 +146,7 @@ class SupervisorLink:
     def _beat_loop(self) -> None:
         wait_s = 0.0
         while not self._stop.wait(wait_s):
-            wait_s = self.heartbeat_s
+            wait_s = self.heartbeat_s or 1.0
             try:
                 if self._is_healthy():
                     self.heartbeat()
@@ -195,7 +196,8 @@ class SupervisorLink:
             return
         self._closed = True
         self._stop.set()
-        self._beater.join(timeout=5)
+        if self._beater.is_alive():
+            self._beater.join(timeout=5)
         with contextlib.suppress(AttributeError, serial.SerialException, OSError):
             self._serial.cancel_read()
         self._reader.join(timeout=5)
