@@ -138,8 +138,9 @@ def cmd_supervisor(args: argparse.Namespace) -> int:
         if args.action == "strobe":
             link.set_strobe(args.on_us, args.max_duty_pct)
             if not link.wait_ack("IR", args.timeout_s):
+                why = ", ".join(link.errors_from_pico) or "no answer"
                 raise SupervisorError(f"supervisor on {args.port} did not accept the strobe "
-                                      f"setting ({', '.join(link.errors_from_pico) or 'no answer'})")
+                                      f"setting ({why})")
             print(f"strobe: {args.on_us} µs per frame, at most {args.max_duty_pct} % duty")
         link.query()
         deadline = time.monotonic() + args.timeout_s
