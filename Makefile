@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # Debian / Raspberry Pi OS packages the demo and the tests need; installed by `bootstrap`
 # via apt only when missing (see deploy/bootstrap.sh).
-APT_PACKAGES := mosquitto mosquitto-clients gpsd
+APT_PACKAGES := mosquitto mosquitto-clients gpsd postgresql chromium
 # Extras installed into the venv: `dev` always; `train` (TensorFlow) for the tests.
 EXTRAS ?= dev
 
@@ -31,7 +31,7 @@ typecheck:
 unit:
 	$(VENV)/bin/pytest -q
 
-test: EXTRAS = dev,train
+test: EXTRAS = dev,train,controlroom
 test: bootstrap lint typecheck unit
 
 bench: bootstrap

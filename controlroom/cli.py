@@ -1,0 +1,164 @@
+"""``phonewatch controlroom ...`` and ``phonewatch verify BUNDLE.zip``."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+
+from edge.core.errors import ControlRoomError, SignatureError
+
+
+def _config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from controlroom.config import load_config
+
+    return load_config(Path(args.config))
+
+
+def _engine(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from controlroom import db
+
+    engine = db.make_engine(_config(args).database.url)
+    db.migrate(engine)
+    return engine
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from controlroom.app import ControlRoom
+
+    cfg = _config(args)
+    if args.client_id:
+        cfg = cfg.model_copy(update={"mqtt": cfg.mqtt.model_copy(
+            update={"client_id": args.client_id})})
+    web = args.command_name == "serve" and not args.no_web
+    room = ControlRoom(cfg, receiver=not args.no_receiver, web=web,
+                       retention=args.command_name == "serve")
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        room.start()
+        if web:
+            print(f"phonewatch control room: dashboard at {room.url}", flush=True)
+        if room.receiver is not None:
+            print(f"receiving from {cfg.mqtt.host}:{cfg.mqtt.port} as {cfg.mqtt.client_id} "
+                  f"(shared group {cfg.mqtt.share_group})", flush=True)
+        room.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        room.close()
+    return 0
+
+
+def cmd_add_unit(args: argparse.Namespace) -> int:
+    from controlroom import crypto, db
+
+    src = args.public_key
+    path = Path(src)
+    try:
+        data: bytes | str = path.read_bytes() if path.is_file() else src
+    except OSError as e:
+        raise ControlRoomError(f"cannot read {path}: {e.strerror}") from None
+    try:
+        key = crypto.parse_public_key(data)
+    except SignatureError as e:
+        raise ControlRoomError(f"--public-key: {e} (give a PEM file or base64 of the raw 32 "
+                               "bytes)") from None
+    import base64
+    import re
+
+    if not re.match(r"^[A-Za-z0-9_-]{1,64}$", args.unit_id):
+        raise ControlRoomError(f"bad unit id {args.unit_id!r}: letters, digits, '-' and '_'")
+    engine = _engine(args)
+    raw_b64 = base64.b64encode(crypto.raw_public_bytes(key)).decode("ascii")
+    new = db.upsert_unit(engine, args.unit_id, raw_b64, crypto.key_id(key))
+    with engine.begin() as conn:
+        db.record_audit(conn, username="cli", action="unit_add" if new else "unit_rekey",
+                        target=args.unit_id, detail=crypto.key_id(key))
+    print(f"{'registered' if new else 're-keyed'} unit {args.unit_id}: key id "
+          f"{crypto.key_id(key)}, fingerprint {crypto.fingerprint(key)}")
+    return 0
+
+
+def cmd_add_user(args: argparse.Namespace) -> int:
+    from controlroom import users
+
+    if args.password_file:
+        try:
+            password = Path(args.password_file).read_text(encoding="utf-8").splitlines()[0]
+        except (OSError, IndexError) as e:
+            raise ControlRoomError(f"cannot read a password from {args.password_file}: "
+                                   f"{e}") from None
+    elif not sys.stdin.isatty():
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass(f"password for {args.username}: ")
+        if getpass.getpass("again: ") != password:
+            raise ControlRoomError("the passwords differ")
+    users.add_user(_engine(args), args.username, password, replace=args.replace)
+    print(f"user {args.username} {'updated' if args.replace else 'added'}")
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from controlroom import db
+
+    engine = db.make_engine(_config(args).database.url)
+    print(f"database at schema version {db.migrate(engine)}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from controlroom.bundle import verify_bundle
+
+    result = verify_bundle(Path(args.bundle))
+    print(result.report())
+    return 0 if result.ok else 1
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    cr = sub.add_parser("controlroom", help="control room: receive alerts, review dashboard",
+                        description="The control room: receives, verifies and stores alerts "
+                        "from every unit; operators review them on a dashboard.")
+    crs = cr.add_subparsers(dest="controlroom_command", metavar="ACTION", required=True)
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--config", required=True, help="control-room config (TOML); see "
+                       "deploy/controlroom/controlroom.toml")
+        return p
+
+    for name, helptext in (("serve", "receiver + retention + dashboard"),
+                           ("receive", "a receiver only (run several to share the load)")):
+        p = with_config(crs.add_parser(name, help=helptext))
+        p.add_argument("--client-id", help="MQTT client id (overrides mqtt.client_id)")
+        p.add_argument("--no-receiver", action="store_true", help="dashboard only")
+        p.add_argument("--no-web", action="store_true", help="no dashboard")
+        p.set_defaults(func=cmd_serve, command_name=name)
+
+    p = with_config(crs.add_parser("add-unit", help="register a unit's Ed25519 public key"))
+    p.add_argument("unit_id", metavar="ID")
+    p.add_argument("--public-key", required=True, metavar="K",
+                   help="the unit's public key: a PEM file (<unit>.pub) or base64 of 32 bytes")
+    p.set_defaults(func=cmd_add_unit)
+
+    p = with_config(crs.add_parser("add-user", help="add an operator (argon2 password hash)"))
+    p.add_argument("username")
+    p.add_argument("--password-file", help="read the password from the first line of a file "
+                   "(else from stdin, or a prompt)")
+    p.add_argument("--replace", action="store_true", help="set a new password for a user")
+    p.set_defaults(func=cmd_add_user)
+
+    p = with_config(crs.add_parser("migrate", help="bring the database schema up to date"))
+    p.set_defaults(func=cmd_migrate)
+
+    v = sub.add_parser("verify", help="check an evidence bundle offline",
+                       description="Check an evidence bundle ZIP offline and say exactly what "
+                       "was verified. Exit 0 when every check passes, 1 otherwise.")
+    v.add_argument("bundle", metavar="BUNDLE.zip")
+    v.set_defaults(func=cmd_verify)

@@ -1,0 +1,163 @@
+"""Control-room configuration (TOML): database, broker, web server, retention.
+
+Strict like the unit's config: unknown keys are errors that name the key. Relative paths are
+resolved against the config file's folder.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from edge.core.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class DatabaseConfig(_Strict):
+    url: str = Field(
+        "sqlite:///controlroom.sqlite",
+        description="SQLAlchemy URL: sqlite:///path (default, a file) or "
+        "postgresql+psycopg://user:pass@host:port/db.", min_length=9, max_length=1024,
+    )
+
+
+class MqttConfig(_Strict):
+    host: str = Field("localhost", description="Broker host.", min_length=1, max_length=253)
+    port: int = Field(1883, description="Broker TCP port (8883 for TLS).", ge=1, le=65535)
+    topic_root: str = Field("phonewatch", description="First topic level, as on the units.",
+                            min_length=1, max_length=64,
+                            pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
+    share_group: str = Field(
+        "controlroom", description="MQTT 5 shared-subscription group: receivers in one group "
+        "split the alerts between them.", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$",
+    )
+    client_id: str = Field(
+        "controlroom-1", description="MQTT client id of this receiver (unique per receiver; it "
+        "keys the persistent session).", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$",
+    )
+    session_expiry_s: int = Field(7 * 24 * 3600, description="How long the broker queues "
+                                  "alerts for this receiver while it is down.", ge=0,
+                                  le=30 * 24 * 3600)
+    keepalive_s: int = Field(30, description="MQTT keepalive.", ge=5, le=3600)
+    ca_file: Path | None = Field(None, description="CA certificate (PEM); turns TLS on.")
+    cert_file: Path | None = Field(None, description="Client certificate (CN controlroom).")
+    key_file: Path | None = Field(None, description="Client certificate key.")
+    username: str | None = Field(None, description="Username (password brokers).",
+                                 min_length=1, max_length=128)
+    password: SecretStr | None = Field(None, description="Password for username.",
+                                       max_length=256)
+    alert_max_bytes: int = Field(16 * 1024, description="Alerts larger than this are rejected.",
+                                 ge=1024, le=1 << 20)
+    evidence_max_bytes: int = Field(8 * 1024 * 1024, description="Evidence JPEGs larger than "
+                                    "this are rejected.", ge=1024, le=64 * 1024 * 1024)
+    batch_max: int = Field(500, description="Most messages stored in one database transaction.",
+                           ge=1, le=10000)
+    queue_max: int = Field(20000, description="Messages received and not yet stored; the "
+                           "receiver stops reading from the broker while it is full.", ge=10,
+                           le=1_000_000)
+
+
+class WebConfig(_Strict):
+    host: str = Field("127.0.0.1", description="Address the dashboard listens on.")
+    port: int = Field(8080, description="Dashboard TCP port (0: any free port).", ge=0, le=65535)
+    secret_key_file: Path = Field(
+        Path("controlroom.secret"), description="Signs session cookies; created (mode 0600) if "
+        "missing.",
+    )
+    session_max_age_s: int = Field(12 * 3600, description="Log-in lifetime.", ge=60,
+                                   le=30 * 24 * 3600)
+    https_only: bool = Field(False, description="Mark the session cookie Secure (behind TLS).")
+    tile_url: str = Field("", description="Leaflet tile URL template, e.g. "
+                          "https://tile.example/{z}/{x}/{y}.png; empty: no tiles (the marker and "
+                          "the coordinate readout still work).", max_length=512)
+    tile_attribution: str = Field("", description="Attribution shown for the tiles.",
+                                  max_length=256)
+    live_poll_s: float = Field(0.25, description="How often the live list checks for new "
+                               "alerts.", gt=0, le=5)
+    page_size: int = Field(100, description="Alerts per list page.", ge=10, le=1000)
+
+
+class RetentionConfig(_Strict):
+    rejected_evidence_s: float = Field(3600.0, description="Evidence of a rejected alert is "
+                                       "deleted this long after the review.", ge=0)
+    confirmed_days: float = Field(365.0, description="A confirmed alert (with its evidence) "
+                                  "is kept this long after the review.", gt=0)
+    unreviewed_days: float = Field(30.0, description="An alert nobody reviewed is purged after "
+                                   "this long.", gt=0)
+    orphan_evidence_s: float = Field(24 * 3600.0, description="Evidence whose alert never "
+                                     "arrived is deleted after this long.", gt=0)
+    sweep_interval_s: float = Field(60.0, description="How often retention runs.", gt=0)
+
+
+class Config(_Strict):
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig)  # type: ignore[arg-type]
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)  # type: ignore[arg-type]
+    web: WebConfig = Field(default_factory=WebConfig)  # type: ignore[arg-type]
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)  # type: ignore[arg-type]
+
+    @model_validator(mode="after")
+    def _tls_pairs(self) -> Config:
+        m = self.mqtt
+        if (m.cert_file is None) != (m.key_file is None):
+            raise ValueError("mqtt.cert_file and mqtt.key_file go together")
+        if m.cert_file is not None and m.ca_file is None:
+            raise ValueError("mqtt.cert_file needs mqtt.ca_file")
+        return self
+
+
+def _resolve(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Make relative file paths (and a relative sqlite path) relative to the config's folder."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for section, keys in (("mqtt", ("ca_file", "cert_file", "key_file")),
+                          ("web", ("secret_key_file",))):
+        sec = out.get(section)
+        if isinstance(sec, dict):
+            for k in keys:
+                if isinstance(sec.get(k), str) and not Path(sec[k]).is_absolute():
+                    sec[k] = str(base / sec[k])
+    web = out.setdefault("web", {})
+    if isinstance(web, dict) and "secret_key_file" not in web:
+        web["secret_key_file"] = str(base / "controlroom.secret")
+    db = out.setdefault("database", {})
+    if isinstance(db, dict):
+        url = db.get("url", "sqlite:///controlroom.sqlite")
+        if isinstance(url, str) and url.startswith("sqlite:///") and not url.startswith(
+                "sqlite:////") and url != "sqlite:///:memory:":
+            db["url"] = "sqlite:///" + str(base / url[len("sqlite:///"):])
+    return out
+
+
+def _describe(e: ValidationError) -> str:
+    parts = []
+    for err in e.errors()[:5]:
+        key = ".".join(str(p) for p in err["loc"]) or "(config)"
+        parts.append(f"{key}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def parse_config(data: dict[str, Any], *, base_dir: Path) -> Config:
+    try:
+        return Config.model_validate(_resolve(data, base_dir))
+    except ValidationError as e:
+        raise ConfigError(_describe(e)) from None
+
+
+def load_config(path: Path) -> Config:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"cannot read control-room config {path}: {e.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    try:
+        return parse_config(data, base_dir=path.resolve().parent)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None

@@ -1,0 +1,258 @@
+"""Control-room storage: SQLAlchemy 2 Core on SQLite (default, a file) or PostgreSQL (psycopg 3).
+
+Schema changes are versioned migrations (:data:`MIGRATIONS`), applied in order by
+:func:`migrate` and recorded in ``schema_version``; every process calls it at start and it is a
+no-op when the database is current.
+
+Each alert is stored once: ``alerts`` is unique on ``(unit, seq)`` and rows are inserted with
+``ON CONFLICT DO NOTHING ... RETURNING``, so QoS 1 duplicates and several receivers sharing the
+load never make a second row. Purging (retention) keeps a content-free tombstone with the
+``(unit, seq)`` so an old alert replayed later is still recognised and dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+from edge.core.errors import ControlRoomError
+
+log = logging.getLogger(__name__)
+
+metadata = sa.MetaData()
+
+schema_version = sa.Table(
+    "schema_version", metadata,
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("applied_at", sa.Float, nullable=False),
+)
+
+units = sa.Table(
+    "units", metadata,
+    sa.Column("unit_id", sa.String(64), primary_key=True),
+    sa.Column("public_key", sa.String(64), nullable=False),  # base64 of the raw 32 bytes
+    sa.Column("key_id", sa.String(16), nullable=False),
+    sa.Column("added_at", sa.Float, nullable=False),
+    sa.Column("status_state", sa.String(16)),
+    sa.Column("status_time", sa.String(40)),
+    sa.Column("status_reason", sa.String(256)),
+    sa.Column("software", sa.String(64)),
+    sa.Column("status_received_at", sa.Float),
+    sa.Column("heartbeat", sa.Text),  # the last heartbeat JSON
+    sa.Column("heartbeat_received_at", sa.Float),
+)
+
+alerts = sa.Table(
+    "alerts", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column("unit", sa.String(64), nullable=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("alert_id", sa.String(90), nullable=False, unique=True),
+    sa.Column("time", sa.String(40)),
+    sa.Column("time_s", sa.Float),
+    sa.Column("time_source", sa.String(16)),
+    sa.Column("received_at", sa.Float, nullable=False),
+    sa.Column("score", sa.Float),
+    sa.Column("roi", sa.String(32)),
+    sa.Column("model", sa.String(200)),
+    sa.Column("lat", sa.Float),
+    sa.Column("lon", sa.Float),
+    sa.Column("fix_mode", sa.String(8)),
+    sa.Column("fix_age_s", sa.Float),
+    sa.Column("frame_sha256", sa.String(64)),
+    sa.Column("frame_bytes", sa.Integer),
+    sa.Column("payload", sa.Text),  # the alert exactly as received (canonical JSON)
+    sa.Column("payload_sha256", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, server_default="new"),
+    sa.Column("reviewed_by", sa.String(64)),
+    sa.Column("reviewed_at", sa.Float),
+    sa.Column("review_note", sa.Text),
+    sa.Column("evidence_deleted_at", sa.Float),
+    sa.Column("purged_at", sa.Float),
+    sa.UniqueConstraint("unit", "seq", name="uq_alerts_unit_seq"),
+    sa.Index("ix_alerts_received", "received_at"),
+    sa.Index("ix_alerts_status", "status", "received_at"),
+)
+
+evidence = sa.Table(
+    "evidence", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column("alert_id", sa.String(90), nullable=False),
+    sa.Column("unit", sa.String(64), nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("jpeg", sa.LargeBinary, nullable=False),
+    sa.Column("received_at", sa.Float, nullable=False),
+    sa.UniqueConstraint("alert_id", "sha256", name="uq_evidence_alert_sha"),
+)
+
+users = sa.Table(
+    "users", metadata,
+    sa.Column("username", sa.String(64), primary_key=True),
+    sa.Column("password_hash", sa.String(256), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("is_active", sa.Boolean, nullable=False, server_default=sa.true()),
+)
+
+audit = sa.Table(
+    "audit", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("username", sa.String(64), nullable=False),
+    sa.Column("action", sa.String(32), nullable=False),
+    sa.Column("target", sa.String(128)),
+    sa.Column("detail", sa.Text),
+    sa.Column("remote", sa.String(64)),
+    sa.Index("ix_audit_at", "at"),
+)
+
+labels = sa.Table(
+    "labels", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column("unit", sa.String(64), nullable=False),
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("jpeg", sa.LargeBinary, nullable=False),
+    sa.Column("received_at", sa.Float, nullable=False),
+    sa.Column("label", sa.String(16)),  # None (queued), "phone", "no_phone", "skip"
+    sa.Column("labelled_by", sa.String(64)),
+    sa.Column("labelled_at", sa.Float),
+    sa.UniqueConstraint("unit", "sha256", name="uq_labels_unit_sha"),
+)
+
+
+def _v1(conn: Connection) -> None:
+    for t in (units, alerts, evidence, users, audit):
+        t.create(conn, checkfirst=True)
+
+
+def _v2(conn: Connection) -> None:
+    labels.create(conn, checkfirst=True)
+
+
+MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
+    (1, "units, alerts, evidence, users, audit", _v1),
+    (2, "labelling queue", _v2),
+]
+LATEST_VERSION = MIGRATIONS[-1][0]
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url``; SQLite gets WAL, a busy timeout and NORMAL sync."""
+    try:
+        if url.startswith("sqlite"):
+            engine = sa.create_engine(url, connect_args={"timeout": 30})
+
+            @sa.event.listens_for(engine, "connect")
+            def _pragmas(dbapi_conn: Any, _rec: Any) -> None:
+                cur = dbapi_conn.cursor()
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA synchronous=NORMAL")
+                cur.execute("PRAGMA busy_timeout=30000")
+                cur.execute("PRAGMA foreign_keys=ON")
+                cur.close()
+
+            return engine
+        return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    except (sa.exc.ArgumentError, ImportError) as e:
+        raise ControlRoomError(f"database.url: {e}") from None
+
+
+def current_version(conn: Connection) -> int:
+    if not sa.inspect(conn).has_table("schema_version"):
+        return 0
+    return int(conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar() or 0)
+
+
+def migrate(engine: Engine, *, target: int | None = None) -> int:
+    """Apply pending migrations in order, each in its own transaction; returns the version."""
+    target = LATEST_VERSION if target is None else target
+    try:
+        with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(727274)"))
+            schema_version.create(conn, checkfirst=True)
+        for version, what, fn in MIGRATIONS:
+            if version > target:
+                break
+            with engine.begin() as conn:
+                if conn.dialect.name == "postgresql":
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(727274)"))
+                if current_version(conn) >= version:
+                    continue
+                fn(conn)
+                conn.execute(_insert_ignore(conn, schema_version, ["version"]),
+                             [{"version": version, "applied_at": time.time()}])
+                log.info("database migrated to version %d (%s)", version, what)
+        with engine.connect() as conn:
+            return current_version(conn)
+    except sa.exc.OperationalError as e:
+        raise ControlRoomError(f"database {engine.url.render_as_string()}: "
+                               f"{e.orig or e}") from None
+
+
+def _insert_ignore(conn: Connection, table: sa.Table, keys: Sequence[str]) -> Any:
+    dialect = conn.dialect.name
+    if dialect == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing(index_elements=list(keys))
+    if dialect == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing(index_elements=list(keys))
+    raise ControlRoomError(f"unsupported database {dialect!r}: use SQLite or PostgreSQL")
+
+
+def insert_ignore_returning(conn: Connection, table: sa.Table, keys: Sequence[str],
+                            rows: list[dict[str, Any]], returning: sa.Column[Any]) -> set[Any]:
+    """Insert ``rows``, skipping those that clash on ``keys``; the ``returning`` values of
+    the rows that were actually inserted."""
+    if not rows:
+        return set()
+    stmt = _insert_ignore(conn, table, keys).returning(returning)
+    return {r[0] for r in conn.execute(stmt, rows)}
+
+
+@dataclass(frozen=True)
+class UnitKey:
+    unit_id: str
+    public_key: str
+    key_id: str
+
+
+def unit_keys(engine: Engine) -> dict[str, UnitKey]:
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(units.c.unit_id, units.c.public_key, units.c.key_id))
+        return {r.unit_id: UnitKey(r.unit_id, r.public_key, r.key_id) for r in rows}
+
+
+def upsert_unit(engine: Engine, unit_id: str, public_key_b64: str, key_id: str) -> bool:
+    """Register a unit or replace its key; True when it was new."""
+    with engine.begin() as conn:
+        exists = conn.execute(sa.select(units.c.unit_id).where(units.c.unit_id == unit_id)
+                              ).first() is not None
+        if exists:
+            conn.execute(units.update().where(units.c.unit_id == unit_id)
+                         .values(public_key=public_key_b64, key_id=key_id))
+        else:
+            conn.execute(units.insert().values(unit_id=unit_id, public_key=public_key_b64,
+                                               key_id=key_id, added_at=time.time()))
+        return not exists
+
+
+def record_audit(conn: Connection, *, username: str, action: str, target: str | None = None,
+                 detail: str | None = None, remote: str | None = None) -> None:
+    conn.execute(audit.insert().values(at=time.time(), username=username, action=action,
+                                       target=target, detail=detail, remote=remote))
+
+
+def chunks(items: Sequence[Any], n: int) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(items), n):
+        yield items[i:i + n]

@@ -1,0 +1,344 @@
+"""Checking and storing what units send: alerts, evidence JPEGs, status and heartbeats.
+
+:class:`Ingest` takes a batch of raw MQTT messages, checks each one (topic, size, JSON, schema,
+registered unit, Ed25519 signature, evidence hash, JPEG) and stores the good ones in one
+transaction. Anything bad is counted under a reason, logged (rate-limited) and dropped; it never
+raises for a bad message. Database errors do raise, so the caller can keep the batch
+unacknowledged and try again: nothing is lost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from sqlalchemy.engine import Engine
+
+from controlroom import crypto, db
+from edge.core import messages as m
+from edge.core.errors import MessageError, SignatureError
+
+log = logging.getLogger(__name__)
+
+REPLAY_AFTER_S = 600.0
+"""A duplicate of an alert first stored longer ago than this (or purged) counts as a replay,
+not a QoS 1 redelivery."""
+
+REJECT_REASONS = ("bad_topic", "oversized", "not_json", "schema", "unknown_unit", "topic_mismatch",
+                  "bad_signature", "seq_conflict", "replay", "not_jpeg", "evidence_mismatch",
+                  "evidence_late")
+
+
+@dataclass(frozen=True)
+class Message:
+    topic: str
+    payload: bytes
+    received_at: float  # wall clock, seconds since the epoch
+
+
+@dataclass(frozen=True)
+class StoredAlert:
+    alert_id: str
+    unit: str
+    seq: int
+    time_s: float | None
+    received_at: float
+
+
+class _RateLimitedLog:
+    """At most ``per_minute`` warnings per reason per minute; the rest are only counted."""
+
+    def __init__(self, per_minute: int = 10) -> None:
+        self.per_minute = per_minute
+        self._window: dict[str, tuple[float, int]] = {}
+
+    def warn(self, reason: str, fmt: str, *args: Any) -> None:
+        now = time.monotonic()
+        start, n = self._window.get(reason, (now, 0))
+        if now - start > 60.0:
+            start, n = now, 0
+        n += 1
+        self._window[reason] = (start, n)
+        if n <= self.per_minute:
+            log.warning("rejected (%s): " + fmt, reason, *args)
+        elif n == self.per_minute + 1:
+            log.warning("rejected (%s): more this minute, only counted", reason)
+
+
+class Ingest:
+    def __init__(self, engine: Engine, *, topic_root: str = "phonewatch",
+                 alert_max_bytes: int = 16 * 1024, evidence_max_bytes: int = 8 * 1024 * 1024,
+                 key_refresh_s: float = 5.0,
+                 on_stored: Callable[[list[StoredAlert]], None] | None = None) -> None:
+        self.engine = engine
+        self.prefix = topic_root.rstrip("/") + "/"
+        self.alert_max_bytes = alert_max_bytes
+        self.evidence_max_bytes = evidence_max_bytes
+        self.key_refresh_s = key_refresh_s
+        self.on_stored = on_stored
+        self.counts: Counter[str] = Counter()
+        self.rejected: Counter[str] = Counter()
+        self._keys: dict[str, Ed25519PublicKey] = {}
+        self._keys_loaded_mono = -1e9
+        self._lock = threading.Lock()
+        self._rlog = _RateLimitedLog()
+
+    # ------------------------------------------------------------------ keys
+
+    def _key_for(self, unit: str) -> Ed25519PublicKey | None:
+        key = self._keys.get(unit)
+        if key is None and time.monotonic() - self._keys_loaded_mono > self.key_refresh_s:
+            self.reload_keys()
+            key = self._keys.get(unit)
+        return key
+
+    def reload_keys(self) -> None:
+        keys: dict[str, Ed25519PublicKey] = {}
+        for unit, uk in db.unit_keys(self.engine).items():
+            try:
+                keys[unit] = crypto.parse_public_key(uk.public_key)
+            except SignatureError as e:
+                log.error("unit %s: registered key unusable: %s", unit, e)
+        self._keys = keys
+        self._keys_loaded_mono = time.monotonic()
+
+    # ------------------------------------------------------------------ parsing
+
+    def _reject(self, reason: str, topic: str, detail: str) -> None:
+        with self._lock:
+            self.rejected[reason] += 1
+        self._rlog.warn(reason, "%s: %s", topic[:160], detail[:300])
+
+    def _split(self, topic: str) -> tuple[str, str, str | None] | None:
+        """``<root>/<unit>/<kind>[/<alert_id>]`` -> (unit, kind, alert_id)."""
+        if not topic.startswith(self.prefix):
+            return None
+        parts = topic[len(self.prefix):].split("/")
+        if len(parts) == 2 and parts[1] in ("alert", "status", "heartbeat"):
+            return parts[0], parts[1], None
+        if len(parts) == 3 and parts[1] in ("evidence", "collect"):
+            return parts[0], parts[1], parts[2]
+        return None
+
+    def _check_alert(self, msg: Message, unit: str) -> dict[str, Any] | None:
+        if len(msg.payload) > self.alert_max_bytes:
+            self._reject("oversized", msg.topic, f"{len(msg.payload)} bytes")
+            return None
+        try:
+            alert = m.decode(msg.payload, max_bytes=self.alert_max_bytes)
+        except MessageError as e:
+            self._reject("not_json", msg.topic, str(e))
+            return None
+        errors = m.schema_errors(alert, m.ALERT_SCHEMA)
+        if errors:
+            self._reject("schema", msg.topic, "; ".join(errors[:3]))
+            return None
+        if alert["unit"] != unit or alert["alert_id"] != m.alert_id(unit, alert["seq"]):
+            self._reject("topic_mismatch", msg.topic,
+                         f"alert {alert['alert_id']} of {alert['unit']} on {unit}'s topic")
+            return None
+        key = self._key_for(unit)
+        if key is None:
+            self._reject("unknown_unit", msg.topic,
+                         f"unit {unit} is not registered ('phonewatch controlroom add-unit')")
+            return None
+        problem = crypto.signature_problem(alert, key)
+        if problem is not None:
+            self._reject("bad_signature", msg.topic, f"{alert['alert_id']}: {problem}")
+            return None
+        return alert
+
+    # ------------------------------------------------------------------ storing
+
+    def process(self, batch: Sequence[Message]) -> list[StoredAlert]:
+        """Check and store one batch in one transaction; returns the alerts newly stored."""
+        alert_rows: list[dict[str, Any]] = []
+        evidence_msgs: list[tuple[Message, str, str]] = []
+        statuses: dict[str, tuple[dict[str, Any], float]] = {}
+        heartbeats: dict[str, tuple[dict[str, Any], float]] = {}
+        collects: list[tuple[Message, str, str]] = []
+        seen: set[str] = set()
+        for msg in batch:
+            with self._lock:
+                self.counts["received"] += 1
+            where = self._split(msg.topic)
+            if where is None:
+                self._reject("bad_topic", msg.topic, "not a unit topic")
+                continue
+            unit, kind, sub = where
+            if kind == "alert":
+                alert = self._check_alert(msg, unit)
+                if alert is not None and alert["alert_id"] not in seen:
+                    seen.add(alert["alert_id"])
+                    alert_rows.append(_alert_row(alert, msg))
+                elif alert is not None:
+                    with self._lock:
+                        self.counts["duplicates"] += 1
+            elif kind in ("evidence", "collect"):
+                if len(msg.payload) > self.evidence_max_bytes:
+                    self._reject("oversized", msg.topic, f"{len(msg.payload)} bytes of evidence")
+                elif not crypto.is_jpeg(msg.payload):
+                    self._reject("not_jpeg", msg.topic,
+                                 f"{len(msg.payload)} bytes that are not a JPEG")
+                elif self._key_for(unit) is None:
+                    self._reject("unknown_unit", msg.topic, f"unit {unit} is not registered")
+                elif kind == "evidence" and sub is not None:
+                    evidence_msgs.append((msg, unit, sub))
+                elif sub is not None:
+                    collects.append((msg, unit, sub))
+            else:
+                doc = self._check_doc(msg, unit, kind)
+                if doc is not None:
+                    (statuses if kind == "status" else heartbeats)[unit] = (doc, msg.received_at)
+        stored = self._store(alert_rows, evidence_msgs, statuses, heartbeats, collects)
+        if stored and self.on_stored is not None:
+            self.on_stored(stored)
+        return stored
+
+    def _check_doc(self, msg: Message, unit: str, kind: str) -> dict[str, Any] | None:
+        schema = m.STATUS_SCHEMA if kind == "status" else m.HEARTBEAT_SCHEMA
+        try:
+            doc = m.decode(msg.payload, max_bytes=self.alert_max_bytes)
+        except MessageError as e:
+            self._reject("oversized" if "exceeds" in str(e) else "not_json", msg.topic, str(e))
+            return None
+        errors = m.schema_errors(doc, schema)
+        if errors:
+            self._reject("schema", msg.topic, "; ".join(errors[:3]))
+            return None
+        if doc["unit"] != unit:
+            self._reject("topic_mismatch", msg.topic, f"{kind} of {doc['unit']} on {unit}'s topic")
+            return None
+        if self._key_for(unit) is None:
+            self._reject("unknown_unit", msg.topic, f"unit {unit} is not registered")
+            return None
+        return doc
+
+    def _store(self, alert_rows: list[dict[str, Any]],
+               evidence_msgs: list[tuple[Message, str, str]],
+               statuses: dict[str, tuple[dict[str, Any], float]],
+               heartbeats: dict[str, tuple[dict[str, Any], float]],
+               collects: list[tuple[Message, str, str]]) -> list[StoredAlert]:
+        stored: list[StoredAlert] = []
+        counts: Counter[str] = Counter()
+        with self.engine.begin() as conn:
+            if alert_rows:
+                new_ids = db.insert_ignore_returning(conn, db.alerts, ["unit", "seq"], alert_rows,
+                                                     db.alerts.c.alert_id)
+                dups = [r for r in alert_rows if r["alert_id"] not in new_ids]
+                if dups:
+                    self._classify_duplicates(conn, dups, counts)
+                stored = [StoredAlert(r["alert_id"], r["unit"], r["seq"], r["time_s"],
+                                      r["received_at"]) for r in alert_rows
+                          if r["alert_id"] in new_ids]
+                counts["stored"] += len(stored)
+            if evidence_msgs:
+                self._store_evidence(conn, evidence_msgs, counts)
+            for unit, (doc, at) in statuses.items():
+                conn.execute(db.units.update().where(db.units.c.unit_id == unit).values(
+                    status_state=doc["state"], status_time=doc["time"],
+                    status_reason=doc.get("reason"), software=doc["software"],
+                    status_received_at=at))
+                counts["status_updates"] += 1
+            for unit, (doc, at) in heartbeats.items():
+                conn.execute(db.units.update().where(db.units.c.unit_id == unit).values(
+                    heartbeat=json.dumps(doc), heartbeat_received_at=at))
+                counts["heartbeats"] += 1
+            if collects:
+                rows = [{"unit": unit, "name": name[:128],
+                         "sha256": hashlib.sha256(msg.payload).hexdigest(), "jpeg": msg.payload,
+                         "received_at": msg.received_at} for msg, unit, name in collects]
+                added = db.insert_ignore_returning(conn, db.labels, ["unit", "sha256"], rows,
+                                                   db.labels.c.id)
+                counts["crops_queued"] += len(added)
+        with self._lock:
+            self.counts.update(counts)
+        return stored
+
+    def _classify_duplicates(self, conn: sa.Connection, dups: list[dict[str, Any]],
+                             counts: Counter[str]) -> None:
+        ids = [r["alert_id"] for r in dups]
+        existing = {row.alert_id: row for row in conn.execute(
+            sa.select(db.alerts.c.alert_id, db.alerts.c.payload_sha256, db.alerts.c.received_at,
+                      db.alerts.c.purged_at).where(db.alerts.c.alert_id.in_(ids)))}
+        for r in dups:
+            old = existing.get(r["alert_id"])
+            if old is None:  # same (unit, seq) under another alert_id cannot pass the checks
+                counts["duplicates"] += 1
+            elif old.payload_sha256 != r["payload_sha256"]:
+                self._reject("seq_conflict", r["alert_id"],
+                             "a different signed alert with this (unit, seq) is already stored; "
+                             "kept the first")
+            elif old.purged_at is not None or r["received_at"] - old.received_at > REPLAY_AFTER_S:
+                self._reject("replay", r["alert_id"], "alert was stored before (or purged)")
+            else:
+                counts["duplicates"] += 1
+
+    def _store_evidence(self, conn: sa.Connection, msgs: list[tuple[Message, str, str]],
+                        counts: Counter[str]) -> None:
+        ids = list({a for _, _, a in msgs})
+        known = {row.alert_id: row for row in conn.execute(
+            sa.select(db.alerts.c.alert_id, db.alerts.c.payload, db.alerts.c.unit,
+                      db.alerts.c.evidence_deleted_at).where(db.alerts.c.alert_id.in_(ids)))}
+        rows = []
+        for msg, unit, aid in msgs:
+            sha = hashlib.sha256(msg.payload).hexdigest()
+            row = known.get(aid)
+            if row is not None:
+                if row.unit != unit:
+                    self._reject("topic_mismatch", msg.topic, f"evidence for {aid} from {unit}")
+                    continue
+                if row.evidence_deleted_at is not None or row.payload is None:
+                    self._reject("evidence_late", msg.topic, f"evidence of {aid} was deleted")
+                    continue
+                problem = crypto.evidence_problem(json.loads(row.payload), msg.payload)
+                if problem is not None:
+                    self._reject("evidence_mismatch", msg.topic, f"{aid}: {problem}")
+                    continue
+            elif not aid.startswith(unit + "-"):
+                self._reject("topic_mismatch", msg.topic, f"evidence id {aid} is not {unit}'s")
+                continue
+            rows.append({"alert_id": aid, "unit": unit, "sha256": sha, "jpeg": msg.payload,
+                         "received_at": msg.received_at})
+        added = db.insert_ignore_returning(conn, db.evidence, ["alert_id", "sha256"], rows,
+                                           db.evidence.c.id)
+        counts["evidence_stored"] += len(added)
+        counts["duplicates"] += len(rows) - len(added)
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            out: dict[str, Any] = dict(self.counts)
+            out["rejected"] = dict(self.rejected)
+            out["rejected_total"] = sum(self.rejected.values())
+        return out
+
+
+def _alert_row(alert: dict[str, Any], msg: Message) -> dict[str, Any]:
+    fix = alert.get("fix") or {}
+    model = alert["model"]
+    try:
+        time_s: float | None = m.parse_utc_iso(alert["time"])
+    except MessageError:
+        time_s = None
+    return {
+        "unit": alert["unit"], "seq": alert["seq"], "alert_id": alert["alert_id"],
+        "time": alert["time"], "time_s": time_s, "time_source": alert["time_source"],
+        "received_at": msg.received_at, "score": float(alert["score"]), "roi": alert["roi"],
+        "model": f"{model['name']} {model['version']}"[:200],
+        "lat": fix.get("lat"), "lon": fix.get("lon"), "fix_mode": fix.get("mode"),
+        "fix_age_s": fix.get("age_s"),
+        "frame_sha256": alert["evidence"]["frame_sha256"],
+        "frame_bytes": alert["evidence"]["frame_bytes"],
+        "payload": msg.payload.decode("utf-8"),
+        "payload_sha256": hashlib.sha256(m.canonical_json(alert)).hexdigest(),
+        "status": "new",
+    }

@@ -1,0 +1,94 @@
+"""Retention: delete what the configuration says must not be kept.
+
+* evidence of a rejected alert, ``rejected_evidence_s`` after the review (default one hour);
+* a confirmed alert, ``confirmed_days`` after the review: evidence deleted and the alert's content
+  wiped, leaving a tombstone (unit, seq, status ``purged``) so a replay is still recognised;
+* an alert nobody reviewed, ``unreviewed_days`` after it arrived (same tombstone);
+* evidence whose alert never arrived, ``orphan_evidence_s`` after it arrived.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from controlroom import db
+from controlroom.config import RetentionConfig
+
+log = logging.getLogger(__name__)
+
+_DAY_S = 86400.0
+
+
+def sweep(engine: Engine, cfg: RetentionConfig, *, now: float | None = None) -> dict[str, int]:
+    now = time.time() if now is None else now
+    a, e = db.alerts, db.evidence
+    out = {"rejected_evidence": 0, "confirmed_purged": 0, "unreviewed_purged": 0,
+           "orphan_evidence": 0}
+    with engine.begin() as conn:
+        ids = [r[0] for r in conn.execute(sa.select(a.c.alert_id).where(
+            a.c.status == "rejected", a.c.evidence_deleted_at.is_(None),
+            a.c.reviewed_at <= now - cfg.rejected_evidence_s))]
+        for chunk in db.chunks(ids, 500):
+            conn.execute(e.delete().where(e.c.alert_id.in_(chunk)))
+            conn.execute(a.update().where(a.c.alert_id.in_(chunk))
+                         .values(evidence_deleted_at=now))
+        out["rejected_evidence"] = len(ids)
+        for key, cond in (
+            ("confirmed_purged", sa.and_(a.c.status == "confirmed",
+                                         a.c.reviewed_at <= now - cfg.confirmed_days * _DAY_S)),
+            ("unreviewed_purged", sa.and_(a.c.status == "new",
+                                          a.c.received_at <= now - cfg.unreviewed_days * _DAY_S)),
+        ):
+            ids = [r[0] for r in conn.execute(sa.select(a.c.alert_id).where(cond))]
+            for chunk in db.chunks(ids, 500):
+                conn.execute(e.delete().where(e.c.alert_id.in_(chunk)))
+                conn.execute(a.update().where(a.c.alert_id.in_(chunk)).values(
+                    status="purged", purged_at=now, evidence_deleted_at=now, payload=None,
+                    lat=None, lon=None, fix_mode=None, fix_age_s=None, review_note=None,
+                    roi=None, score=None, model=None))
+            out[key] = len(ids)
+        known = sa.select(a.c.alert_id).where(a.c.alert_id == e.c.alert_id).exists()
+        res = conn.execute(e.delete().where(e.c.received_at <= now - cfg.orphan_evidence_s,
+                                            ~known))
+        out["orphan_evidence"] = int(res.rowcount or 0)
+        if any(out.values()):
+            db.record_audit(conn, username="system", action="retention",
+                            detail=", ".join(f"{k}={v}" for k, v in out.items() if v))
+    if any(out.values()):
+        log.info("retention: %s", out)
+    return out
+
+
+class Sweeper:
+    """Runs :func:`sweep` every ``sweep_interval_s`` on a thread."""
+
+    def __init__(self, engine: Engine, cfg: RetentionConfig) -> None:
+        self.engine = engine
+        self.cfg = cfg
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="controlroom-retention",
+                                        daemon=True)
+        self.last: dict[str, Any] = {}
+
+    def _main(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.last = sweep(self.engine, self.cfg)
+            except sa.exc.SQLAlchemyError as e:
+                log.error("retention sweep failed (will retry): %s", e)
+            self._stop.wait(self.cfg.sweep_interval_s)
+
+    def start(self) -> Sweeper:
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)

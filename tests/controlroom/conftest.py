@@ -1,0 +1,219 @@
+"""Control-room fixtures: a real Mosquitto, SQLite files (and PostgreSQL when installed),
+signed alerts built with the unit's own message builder and signing helpers, real JPEGs."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import itertools
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import paho.mqtt.client as mqtt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from paho.mqtt.enums import CallbackAPIVersion
+from sqlalchemy.engine import Engine
+
+from controlroom import db
+from controlroom.config import MqttConfig
+from controlroom.receiver import Receiver
+from edge.adapters.signing import Ed25519PrivateKey, generate_key, sign_alert
+from edge.app.local_broker import LocalBroker, find_mosquitto, free_port
+from edge.core import messages as m
+from edge.core.ports import Detection, EvidenceRecord
+
+FIX = {"time": "2026-05-01T10:20:30.5Z", "lat": 51.5007, "lon": -0.1246, "alt_m": 12.0,
+       "speed_mps": 13.4, "track_deg": 91.5, "mode": "3d", "quality": 1, "hdop": 0.9, "sats": 9,
+       "age_s": 0.3}
+
+
+def wait_until(pred: Callable[[], Any], timeout_s: float = 10.0, step_s: float = 0.02) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = pred()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(step_s)
+
+
+def jpeg_bytes(seed: int = 0, size_px: tuple[int, int] = (64, 48)) -> bytes:
+    rng = np.random.default_rng(seed)
+    img = rng.integers(0, 255, (size_px[1], size_px[0], 3), dtype=np.uint8)
+    ok, buf = cv2.imencode(".jpg", img)
+    assert ok
+    return bytes(buf.tobytes())
+
+
+def raw_pub_b64(key: Ed25519PrivateKey) -> str:
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw,
+                                        serialization.PublicFormat.Raw)
+    return base64.b64encode(raw).decode()
+
+
+def pub_pem(key: Ed25519PrivateKey) -> bytes:
+    return key.public_key().public_bytes(serialization.Encoding.PEM,
+                                         serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+@dataclass
+class Unit:
+    """A registered (or not) unit with its key: makes signed alerts like the real uplink."""
+
+    unit_id: str
+    key: Ed25519PrivateKey
+    seq: itertools.count = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        self.seq = itertools.count(1)
+
+    def alert(self, *, seq: int | None = None, jpeg: bytes | None = None,
+              fix: dict[str, Any] | None = FIX, score: float = 0.93,
+              t_wall_s: float | None = None, sign: bool = True) -> tuple[bytes, bytes]:
+        """(alert payload, evidence JPEG)."""
+        seq = next(self.seq) if seq is None else seq
+        jpeg = jpeg if jpeg is not None else jpeg_bytes(seq)
+        crop = jpeg[: len(jpeg) // 2]
+        ev = EvidenceRecord(alert_id=f"local-{seq}", frame_path="/nonexistent/frame.jpg",
+                            frame_sha256=hashlib.sha256(jpeg).hexdigest(),
+                            frame_bytes=len(jpeg), crop_path="/nonexistent/crop.jpg",
+                            crop_sha256=hashlib.sha256(crop).hexdigest(), crop_bytes=len(crop))
+        det = Detection(alert_id=f"local-{seq}", roi_id="lane1", score=score, frames_over=5,
+                        window=8, frame_index=10 * seq,
+                        t_wall_s=time.time() if t_wall_s is None else t_wall_s,
+                        t_mono_s=time.monotonic(), model_name="phone-cls",
+                        model_version="1.2.0", model_sha256="ab" * 32, threshold=0.7,
+                        evidence=ev)
+        alert = m.build_alert(det, unit=self.unit_id, seq=seq, fix=fix, gps_state="fix")
+        if sign:
+            alert = sign_alert(alert, self.key)
+        return m.encode(alert), jpeg
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _need_mosquitto() -> None:
+    if find_mosquitto() is None:
+        pytest.skip("mosquitto is not installed ('make bootstrap' installs it)")
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[LocalBroker]:
+    with LocalBroker() as b:
+        yield b
+
+
+@pytest.fixture()
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    e = db.make_engine(f"sqlite:///{tmp_path / 'cr.sqlite'}")
+    db.migrate(e)
+    yield e
+    e.dispose()
+
+
+@pytest.fixture()
+def unit_a(engine: Engine) -> Unit:
+    u = Unit("unit-a", generate_key())
+    db.upsert_unit(engine, u.unit_id, raw_pub_b64(u.key), "0" * 16)
+    return u
+
+
+def mqtt_cfg(broker: LocalBroker, **kw: Any) -> MqttConfig:
+    settings: dict[str, Any] = {"host": broker.host, "port": broker.port,
+                                "client_id": f"cr-{uuid.uuid4().hex[:8]}",
+                                "share_group": f"g{uuid.uuid4().hex[:6]}"}
+    settings.update(kw)
+    return MqttConfig(**settings)
+
+
+@pytest.fixture()
+def receiver(broker: LocalBroker, engine: Engine, unit_a: Unit) -> Iterator[Receiver]:
+    """A receiver on its own share group; unit A is registered before it starts."""
+    r = Receiver(mqtt_cfg(broker), engine).start()
+    assert r.wait_ready(10), "receiver did not subscribe"
+    yield r
+    r.close()
+
+
+class Publisher:
+    def __init__(self, broker: LocalBroker, client_id: str = "test-pub") -> None:
+        self.client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2,
+                                  client_id=f"{client_id}-{uuid.uuid4().hex[:6]}",
+                                  protocol=mqtt.MQTTv5)
+        self.client.max_inflight_messages_set(1000)
+        self.client.max_queued_messages_set(0)
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False,
+                wait: bool = True) -> mqtt.MQTTMessageInfo:
+        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        if wait:
+            info.wait_for_publish(10)
+        return info
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture()
+def publisher(broker: LocalBroker) -> Iterator[Publisher]:
+    p = Publisher(broker)
+    yield p
+    p.close()
+
+
+# ---------------------------------------------------------------- PostgreSQL
+
+
+def _pg_bin() -> Path | None:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    return found[-1].parent if found else None
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A throw-away PostgreSQL cluster (initdb + pg_ctl) in a temp dir on a free port."""
+    if os.environ.get("PHONEWATCH_PG_URL"):
+        yield os.environ["PHONEWATCH_PG_URL"]
+        return
+    bindir = _pg_bin()
+    if bindir is None:
+        pytest.skip("PostgreSQL is not installed (Debian package 'postgresql')")
+    base = tmp_path_factory.mktemp("pg")
+    data, sock = base / "data", base / "sock"
+    sock.mkdir()
+    run_as: list[str] = []
+    if os.geteuid() == 0:  # initdb refuses to run as root
+        if shutil.which("runuser") is None:
+            pytest.skip("running as root without runuser: cannot start PostgreSQL")
+        run_as = ["runuser", "-u", "postgres", "--"]
+        os.chmod(base, 0o777)
+        shutil.chown(sock, "postgres")
+        for p in (base, *base.parents):
+            if p == Path("/"):
+                break
+            os.chmod(p, os.stat(p).st_mode | 0o011)
+    port = free_port()
+    subprocess.run([*run_as, str(bindir / "initdb"), "-D", str(data), "-U", "pw",
+                    "--auth=trust", "-E", "UTF8", "--no-sync"],
+                   check=True, capture_output=True)
+    opts = f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off"
+    subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-o", opts, "-w",
+                    "-l", str(base / "pg.log"), "start"], check=True, capture_output=True)
+    try:
+        subprocess.run([str(bindir.parent / "bin" / "createdb"), "-h", "127.0.0.1", "-p",
+                        str(port), "-U", "pw", "phonewatch"], check=True, capture_output=True)
+        yield f"postgresql+psycopg://pw@127.0.0.1:{port}/phonewatch"
+    finally:
+        subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate",
+                        "stop"], capture_output=True, check=False)

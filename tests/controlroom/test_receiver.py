@@ -1,0 +1,230 @@
+"""The receiver against a real Mosquitto and a real SQLite file: good alerts stored once, every
+kind of bad message rejected, counted and never stored, and the receiver keeps going."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from controlroom import db
+from controlroom.receiver import Receiver
+from edge.adapters.mqtt import build_mqtt_sink
+from edge.adapters.signing import generate_key, sign_alert, write_key_pair
+from edge.app.config_uplink import MqttSinkConfig
+from edge.app.local_broker import LocalBroker
+from edge.core import messages as m
+from tests.controlroom.conftest import (
+    Publisher,
+    Unit,
+    jpeg_bytes,
+    mqtt_cfg,
+    raw_pub_b64,
+    wait_until,
+)
+from tests.uplink.conftest import make_detection  # noqa: F401  (fixture)
+
+T = "phonewatch/unit-a"
+
+
+def count(engine: Engine, table: sa.Table = db.alerts) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar() or 0)
+
+
+def test_signed_alert_and_evidence_are_stored(receiver: Receiver, publisher: Publisher,
+                                              unit_a: Unit, engine: Engine) -> None:
+    payload, jpeg = unit_a.alert()
+    publisher.publish(f"{T}/alert", payload)
+    publisher.publish(f"{T}/evidence/unit-a-1", jpeg)
+    assert wait_until(lambda: receiver.stats().get("evidence_stored") == 1)
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(db.alerts)).one()
+        ev = conn.execute(sa.select(db.evidence)).one()
+    assert (row.unit, row.seq, row.alert_id, row.status) == ("unit-a", 1, "unit-a-1", "new")
+    assert row.payload.encode() == payload  # byte-exact, so it can be re-verified later
+    assert (row.lat, row.lon, row.fix_mode) == (51.5007, -0.1246, "3d")
+    assert bytes(ev.jpeg) == jpeg and ev.sha256 == row.frame_sha256
+    assert receiver.stats()["rejected_total"] == 0
+
+
+def test_qos1_duplicates_and_redelivery_store_once(receiver: Receiver, publisher: Publisher,
+                                                   unit_a: Unit, engine: Engine) -> None:
+    payload, jpeg = unit_a.alert()
+    for _ in range(3):
+        publisher.publish(f"{T}/alert", payload)
+        publisher.publish(f"{T}/evidence/unit-a-1", jpeg)
+    assert wait_until(lambda: receiver.stats().get("duplicates") == 4)
+    assert count(engine) == 1 and count(engine, db.evidence) == 1
+    assert receiver.stats()["rejected_total"] == 0
+
+
+def test_every_bad_message_is_rejected_counted_and_not_stored(
+        receiver: Receiver, publisher: Publisher, unit_a: Unit, engine: Engine) -> None:
+    stranger = Unit("unit-x", generate_key())  # never registered
+    forger = Unit("unit-a", generate_key())    # claims to be unit-a with another key
+    good, good_jpeg = unit_a.alert(seq=1)
+    tampered = json.loads(good)
+    tampered["score"] = 0.99  # signed at 0.93
+    schema_bad = json.loads(unit_a.alert(seq=2)[0])
+    schema_bad["score"] = 7
+    schema_bad = sign_alert({k: v for k, v in schema_bad.items() if k != "signature"},
+                            unit_a.key)
+    huge = sign_alert(dict(json.loads(unit_a.alert(seq=3)[0]), gps_state="x" * 40000),
+                      unit_a.key)
+    msgs = [
+        ("phonewatch/unit-x/alert", stranger.alert()[0]),
+        (f"{T}/alert", forger.alert(seq=5)[0]),
+        (f"{T}/alert", m.encode(tampered)),
+        (f"{T}/alert", m.encode(schema_bad)),
+        (f"{T}/alert", m.encode(huge)),
+        (f"{T}/alert", b"\xff\xfe not json"),
+        (f"{T}/alert", b"[1, 2, 3]"),
+        (f"{T}/alert", unit_a.alert(seq=4, sign=False)[0]),
+        ("phonewatch/unit-b/alert", unit_a.alert(seq=6)[0]),  # unit-a's alert on unit-b's topic
+        (f"{T}/evidence/unit-a-1", b"GIF89a not a jpeg at all"),
+        (f"{T}/evidence/unit-a-1", jpeg_bytes(99)),  # a JPEG, but not the one that was signed
+        ("phonewatch/unit-a/status", b'{"state": "online"}'),
+        ("phonewatch/unit-a/heartbeat", b"{}"),
+    ]
+    publisher.publish(f"{T}/alert", good)
+    assert wait_until(lambda: count(engine) == 1)
+    for topic, payload in msgs:
+        publisher.publish(topic, payload)
+    publisher.publish(f"{T}/evidence/unit-a-1", good_jpeg)
+    assert wait_until(lambda: receiver.stats().get("evidence_stored") == 1)
+    stats = receiver.stats()
+    rejected = stats["rejected"]
+    assert rejected == {"unknown_unit": 1, "bad_signature": 2, "schema": 4, "oversized": 1,
+                        "not_json": 2, "topic_mismatch": 1, "not_jpeg": 1,
+                        "evidence_mismatch": 1}, rejected
+    assert count(engine) == 1 and count(engine, db.evidence) == 1
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(db.alerts.c.score)).scalar() == 0.93
+    assert receiver.is_connected  # still running and still storing:
+    publisher.publish(f"{T}/alert", unit_a.alert(seq=7)[0])
+    assert wait_until(lambda: count(engine) == 2)
+
+
+def test_replay_of_an_old_or_purged_alert_is_rejected(receiver: Receiver, publisher: Publisher,
+                                                     unit_a: Unit, engine: Engine) -> None:
+    payload, _ = unit_a.alert(seq=1)
+    publisher.publish(f"{T}/alert", payload)
+    assert wait_until(lambda: count(engine) == 1)
+    with engine.begin() as conn:  # stored an hour ago, then purged by retention
+        conn.execute(db.alerts.update().values(received_at=time.time() - 3600,
+                                               status="purged", purged_at=time.time(),
+                                               payload=None))
+    publisher.publish(f"{T}/alert", payload)
+    assert wait_until(lambda: receiver.stats()["rejected"].get("replay") == 1)
+    assert count(engine) == 1
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(db.alerts.c.status)).scalar() == "purged"
+
+
+def test_evidence_before_its_alert_is_kept_and_matched(receiver: Receiver,
+                                                       publisher: Publisher, unit_a: Unit,
+                                                       engine: Engine) -> None:
+    payload, jpeg = unit_a.alert(seq=1)
+    publisher.publish(f"{T}/evidence/unit-a-1", jpeg)
+    assert wait_until(lambda: count(engine, db.evidence) == 1)
+    publisher.publish(f"{T}/alert", payload)
+    assert wait_until(lambda: count(engine) == 1)
+    with engine.connect() as conn:
+        joined = conn.execute(sa.select(db.evidence.c.alert_id).join(
+            db.alerts, sa.and_(db.alerts.c.alert_id == db.evidence.c.alert_id,
+                               db.alerts.c.frame_sha256 == db.evidence.c.sha256))).all()
+    assert [r[0] for r in joined] == ["unit-a-1"]
+
+
+def test_status_and_heartbeat_update_the_unit(receiver: Receiver, publisher: Publisher,
+                                              unit_a: Unit, engine: Engine) -> None:
+    status = m.build_status("unit-a", "online", t_wall_s=time.time(), software="0.1.0")
+    hb = m.build_heartbeat("unit-a", t_wall_s=time.time(), uptime_s=12.0,
+                           pipeline={"fps": 29.5, "dropped_frames": 3}, outbox_depth=2,
+                           evidence_pruned=0, alerts_pruned=0, gps_state="3d", cpu_temp_c=51.2)
+    publisher.publish(f"{T}/status", m.encode(status), retain=True)
+    publisher.publish(f"{T}/heartbeat", m.encode(hb), qos=0)
+    assert wait_until(lambda: receiver.stats().get("heartbeats") == 1
+                      and receiver.stats().get("status_updates") == 1)
+    with engine.connect() as conn:
+        u = conn.execute(sa.select(db.units).where(db.units.c.unit_id == "unit-a")).one()
+    assert u.status_state == "online" and u.software == "0.1.0"
+    assert json.loads(u.heartbeat)["fps"] == 29.5
+
+
+def test_retained_status_reaches_a_receiver_started_later(broker: LocalBroker,
+                                                          publisher: Publisher, unit_a: Unit,
+                                                          engine: Engine) -> None:
+    offline = m.build_status("unit-a", "offline", t_wall_s=time.time(), software="0.1.0",
+                             reason="connection lost")
+    publisher.publish(f"{T}/status", m.encode(offline), retain=True)
+    r = Receiver(mqtt_cfg(broker), engine).start()
+    try:
+        assert r.wait_ready(10)
+        assert wait_until(lambda: r.stats().get("status_updates") == 1)
+    finally:
+        r.close()
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(db.units.c.status_state)).scalar() == "offline"
+
+
+def test_nothing_lost_while_the_receiver_is_down(broker: LocalBroker, publisher: Publisher,
+                                                 unit_a: Unit, engine: Engine) -> None:
+    """Persistent session + manual ack: alerts sent while the receiver is away are stored
+    when it comes back."""
+    cfg = mqtt_cfg(broker)
+    r = Receiver(cfg, engine).start()
+    assert r.wait_ready(10)
+    r.close()
+    for _ in range(20):
+        publisher.publish(f"{T}/alert", unit_a.alert()[0])
+    r2 = Receiver(cfg, engine).start()
+    try:
+        assert wait_until(lambda: count(engine) == 20)
+    finally:
+        r2.close()
+
+
+def test_unit_registered_while_running_is_accepted(receiver: Receiver, publisher: Publisher,
+                                                   engine: Engine) -> None:
+    late = Unit("unit-late", generate_key())
+    receiver.ingest.key_refresh_s = 0.0
+    publisher.publish("phonewatch/unit-late/alert", late.alert()[0])
+    assert wait_until(lambda: receiver.stats()["rejected"].get("unknown_unit") == 1)
+    db.upsert_unit(engine, late.unit_id, raw_pub_b64(late.key), "0" * 16)
+    publisher.publish("phonewatch/unit-late/alert", late.alert()[0])
+    assert wait_until(lambda: count(engine) == 1)
+
+
+def test_real_uplink_to_receiver(broker: LocalBroker, receiver: Receiver, engine: Engine,
+                                 tmp_path: Path, make_detection) -> None:  # noqa: F811
+    """The unit's own MqttUplink (outbox, signing, evidence) into the control room."""
+    from controlroom import crypto
+
+    data = tmp_path / "unit"
+    _, pub_path, _ = write_key_pair("unit-r", data / "keys")
+    pub = crypto.parse_public_key(pub_path.read_bytes())
+    db.upsert_unit(engine, "unit-r", base64.b64encode(crypto.raw_public_bytes(pub)).decode(),
+                   crypto.key_id(pub))
+    receiver.ingest.reload_keys()
+    cfg = MqttSinkConfig(**broker.sink_settings("unit-r"), outbox_fsync=False,
+                         heartbeat_interval_s=1.0)
+    uplink = build_mqtt_sink(cfg, unit_id="unit-r", data_dir=data, gps=None, stats=None,
+                             on_command=None)
+    try:
+        for _ in range(3):
+            uplink.send(make_detection())
+        assert uplink.wait_drained(15)
+        assert wait_until(lambda: receiver.stats().get("evidence_stored", 0) == 3
+                          and count(engine) == 3 and receiver.stats().get("heartbeats"))
+    finally:
+        uplink.close()
+    with engine.connect() as conn:
+        seqs = sorted(r[0] for r in conn.execute(sa.select(db.alerts.c.seq)))
+    assert seqs == [1, 2, 3]
+    assert receiver.stats()["rejected_total"] == 0
