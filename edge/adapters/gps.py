@@ -484,9 +484,11 @@ def tpv_to_fix(tpv: dict[str, Any], sky: dict[str, Any], now_mono_s: float) -> F
     t = tpv.get("time")
     if isinstance(t, str):
         try:
-            when = dt.datetime.fromisoformat(t.replace("Z", "+00:00")).astimezone(dt.UTC)
+            parsed = dt.datetime.fromisoformat(t.replace("Z", "+00:00"))
         except ValueError:
             return None
+        when = (parsed.replace(tzinfo=dt.UTC) if parsed.tzinfo is None
+                else parsed.astimezone(dt.UTC))
     lat = _num(tpv, "lat", -90, 90)
     lon = _num(tpv, "lon", -180, 180)
     mode = {2: "2d", 3: "3d"}.get(mode_n, "none")

@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 import serial
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edge.adapters.gps import (
     GpsdSource,
@@ -298,6 +300,27 @@ def test_tpv_to_fix_rejects_nonsense() -> None:
                      {"hdop": 0.9, "uSat": 7}, 1.0)
     assert fix is not None and fix.to_dict()["mode"] == "2d" and fix.quality == 2
     assert (fix.hdop, fix.sats, fix.time) == (0.9, 7, T0)
+
+
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30),
+                     lambda kids: st.lists(kids, max_size=3) | st.dictionaries(
+                         st.text(max_size=8), kids, max_size=4), max_leaves=6)
+_TPV_KEYS = st.sampled_from(["mode", "time", "lat", "lon", "alt", "altMSL", "speed", "track",
+                             "status", "geoidSep"])
+
+
+@settings(max_examples=120, deadline=None)
+@given(tpv=st.dictionaries(_TPV_KEYS, _JSON, max_size=10),
+       sky=st.dictionaries(st.sampled_from(["hdop", "uSat", "pdop", "vdop"]), _JSON))
+def test_tpv_to_fix_never_crashes_or_leaves_the_globe(tpv: dict[str, Any],
+                                                       sky: dict[str, Any]) -> None:
+    fix = tpv_to_fix(tpv, sky, 0.0)
+    if fix is not None:
+        assert fix.lat is None or -90 <= fix.lat <= 90
+        assert fix.lon is None or -180 <= fix.lon <= 180
+        assert fix.has_position == (fix.mode != "none")
+        assert fix.time is None or fix.time.tzinfo is not None
+        json.dumps(fix.to_dict())
 
 
 class Gpsd:
