@@ -1,0 +1,299 @@
+"""Train the phone-in-hand classifier, export it full-int8 and write its sidecar.
+
+    nice -n 10 python -m models.train --out models/phone_in_hand \\
+        --real ../shared/data/datasets/kmitl/train --synthetic 6000 --epochs 15
+
+Needs the ``train`` extra (TensorFlow/Keras); the unit never imports this module.
+Data: any number of real image folders (``phone/``, ``no_phone/``; a ``labels.csv`` with
+``source_frame`` groups frames) plus synthetic crops rendered in-process. Validation is carved
+out of each real folder by whole groups (runs of neighbouring source frames) and from a
+synthetic seed never used for training. Never pass a test split here: the threshold is chosen
+on validation, for ``--target-fpr``.
+Every crop goes through ``edge.core.preprocess.preprocess``, the function the unit uses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import pickle
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.core import metrics
+from edge.core.preprocess import InputSpec
+from models import data as mdata
+from models import export
+from models.synth.render import render_crop
+
+log = logging.getLogger("models.train")
+
+SYNTH_TRAIN_SEED = 1000
+"""Synthetic seeds: training uses ``seed + SYNTH_TRAIN_SEED``, validation ``+ 1``; the held-out
+synthetic test set (``models/phone_in_hand/MODEL_CARD.md``) uses seed 7 and other seeds < 1000."""
+
+
+@dataclass
+class TrainConfig:
+    out: Path
+    real: list[Path]
+    synthetic: int = 6000
+    epoch_synthetic: int = 2500
+    """Synthetic crops drawn (without replacement) for each epoch."""
+    size: int = 96
+    alpha: float = 0.35
+    arch: str = "mobilenetv2"
+    weights: str = "none"
+    epochs: int = 15
+    batch: int = 64
+    lr: float = 2e-3
+    seed: int = 0
+    val_share: float = 0.2
+    real_repeat: int = 3
+    target_fpr: float = 0.05
+    name: str = "phone-in-hand"
+    version: str = "1.0.0"
+    threads: int = 2
+    cache: Path | None = None
+    """Folder to keep rendered synthetic crops between runs (rendering takes minutes)."""
+
+
+def build_model(arch: str, size: int, alpha: float, weights: str) -> Any:
+    import keras
+
+    inp = keras.Input((size, size, 3), name="image")
+    if arch == "mobilenetv2":
+        base = keras.applications.MobileNetV2(
+            input_tensor=inp, alpha=alpha, include_top=False, pooling="avg",
+            weights=None if weights == "none" else weights,
+        )
+        x = base.output
+        x = keras.layers.Dropout(0.2)(x)
+    elif arch == "tiny":  # for tests: seconds to train, same export path
+        x = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu6")(inp)
+        x = keras.layers.DepthwiseConv2D(3, padding="same", activation="relu6")(x)
+        x = keras.layers.Conv2D(16, 1, strides=2, activation="relu6")(x)
+        x = keras.layers.GlobalAveragePooling2D()(x)
+    else:
+        raise ValueError(f"unknown arch {arch!r} (mobilenetv2 or tiny)")
+    out = keras.layers.Dense(2, activation="softmax", name="p")(x)
+    return keras.Model(inp, out, name=f"phone_in_hand_{arch}")
+
+
+def _render_synth(seed: int, count: int,
+                  cache: Path | None = None) -> tuple[list[np.ndarray], np.ndarray]:
+    if cache is not None:
+        f = cache / f"synth_{seed}_{count}.pkl"
+        if f.is_file():
+            with f.open("rb") as fh:
+                crops_c, labels_c = pickle.load(fh)
+            return list(crops_c), np.asarray(labels_c, np.int64)
+    crops, labels = [], []
+    for i in range(count):
+        img, meta = render_crop(seed, i, phone=(i % 2 == 0))
+        crops.append(img)
+        labels.append(int(meta.phone))
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+        with (cache / f"synth_{seed}_{count}.pkl").open("wb") as fh:
+            pickle.dump((crops, labels), fh)
+    return crops, np.array(labels, np.int64)
+
+
+def _epoch_arrays(real: list[np.ndarray], real_y: np.ndarray, synth: list[np.ndarray],
+                  synth_y: np.ndarray, spec: InputSpec, rng: np.random.Generator,
+                  repeat: int, n_synth: int) -> tuple[np.ndarray, np.ndarray]:
+    items = [(c, int(y), True) for c, y in zip(real, real_y, strict=True)] * repeat
+    pick = rng.permutation(len(synth))[:n_synth]
+    items += [(synth[i], int(synth_y[i]), False) for i in pick]
+    order = rng.permutation(len(items))
+    crops = [mdata.augment(items[i][0], rng, strong=items[i][2]) for i in order]
+    y = np.array([items[i][1] for i in order], np.int64)
+    return mdata.to_tensors(crops, spec), y
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Train, export and write the sidecar into ``cfg.out``; returns the training record."""
+    t_start = time.monotonic()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(cfg.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    keras.utils.set_random_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    spec = InputSpec(width=cfg.size, height=cfg.size, layout="NHWC", colour="RGB",
+                     mean=(127.5, 127.5, 127.5), std=(127.5, 127.5, 127.5))
+
+    # -- data ---------------------------------------------------------------------------------
+    real_train: list[mdata.Sample] = []
+    real_val: list[mdata.Sample] = []
+    for folder in cfg.real:
+        samples = mdata.list_folder(folder, domain=folder.parent.name + "/" + folder.name)
+        tr, va = mdata.split_groups(samples, val_share=cfg.val_share, seed=cfg.seed)
+        log.info("%s: %d train, %d validation (%d groups held out)", folder, len(tr), len(va),
+                 len({s.group for s in va}))
+        real_train += tr
+        real_val += va
+    real_tr_img = [mdata.load_image(s.path) for s in real_train]
+    real_tr_y = np.array([s.label for s in real_train], np.int64)
+    real_va_img = [mdata.load_image(s.path) for s in real_val]
+    real_va_y = np.array([s.label for s in real_val], np.int64)
+    log.info("rendering %d synthetic training crops ...", cfg.synthetic)
+    syn_tr, syn_tr_y = _render_synth(cfg.seed + SYNTH_TRAIN_SEED, cfg.synthetic, cfg.cache)
+    n_syn_val = max(40, cfg.synthetic // 8) if cfg.synthetic else 0
+    syn_va, syn_va_y = _render_synth(cfg.seed + SYNTH_TRAIN_SEED + 1, n_syn_val, cfg.cache)
+    val_x = mdata.to_tensors(real_va_img + syn_va, spec)
+    val_y = np.concatenate([real_va_y, syn_va_y])
+    val_domain = np.array(["real"] * len(real_va_img) + ["synthetic"] * len(syn_va))
+    data_fp = mdata.fingerprint(real_train + real_val,
+                                extra=f"synthetic:{cfg.seed + SYNTH_TRAIN_SEED}:{cfg.synthetic}")
+    log.info("data ready in %.0f s; fingerprint %s", time.monotonic() - t_start, data_fp[:16])
+
+    # -- model --------------------------------------------------------------------------------
+    model = build_model(cfg.arch, cfg.size, cfg.alpha, cfg.weights)
+    n_synth_epoch = min(len(syn_tr), cfg.epoch_synthetic)
+    n_per_epoch = len(real_tr_img) * cfg.real_repeat + n_synth_epoch
+    steps = max(1, cfg.epochs * (n_per_epoch // cfg.batch))
+    schedule = keras.optimizers.schedules.CosineDecay(cfg.lr, steps, alpha=0.05)
+    model.compile(optimizer=keras.optimizers.Adam(schedule),
+                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.05),
+                  metrics=["accuracy"])
+    history = []
+    for epoch in range(cfg.epochs):
+        t0 = time.monotonic()
+        x, y = _epoch_arrays(real_tr_img, real_tr_y, syn_tr, syn_tr_y, spec, rng,
+                             cfg.real_repeat, n_synth_epoch)
+        # Class balance: weight each class by the inverse of its share this epoch.
+        share = np.bincount(y, minlength=2) / y.size
+        weights = (0.5 / np.maximum(share, 1e-6))[y]
+        t_aug = time.monotonic() - t0
+        h = model.fit(x, keras.utils.to_categorical(y, 2), sample_weight=weights,
+                      batch_size=cfg.batch, epochs=1, verbose=0)
+        p = model.predict(val_x, batch_size=256, verbose=0)[:, 1]
+        auc = metrics.roc_auc(val_y, p)
+        real_auc = metrics.roc_auc(val_y[val_domain == "real"], p[val_domain == "real"]) \
+            if (val_domain == "real").any() else float("nan")
+        rec = {"epoch": epoch + 1, "loss": float(h.history["loss"][-1]),
+               "val_auc": auc, "val_real_auc": real_auc,
+               "val_recall_at_5pct_fpr": metrics.recall_at_fpr(val_y, p, 0.05)}
+        history.append(rec)
+        print(f"epoch {epoch + 1:2d}/{cfg.epochs}  loss {rec['loss']:.4f}  val AUC {auc:.4f} "
+              f"(real {real_auc:.4f})  recall@5%FPR {rec['val_recall_at_5pct_fpr']:.3f}  "
+              f"[{t_aug:.0f} s data, {time.monotonic() - t0:.0f} s total]", flush=True)
+
+    # -- export -------------------------------------------------------------------------------
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    stem = cfg.name.replace("-", "_")
+    model.save(cfg.out / f"{stem}.keras")
+    rep_idx = rng.permutation(len(syn_tr))[:200]
+    rep_crops = [syn_tr[i] for i in rep_idx] + real_tr_img[:: max(1, len(real_tr_img) // 100)]
+    rep = mdata.to_tensors(rep_crops, spec)
+    tfl = export.export_int8(model, rep, cfg.out / f"{stem}.tflite")
+    problems = export.check_full_int8(tfl)
+    if problems:
+        raise RuntimeError("export is not full-integer: " + "; ".join(problems))
+    float_p = model.predict(val_x, batch_size=256, verbose=0)[:, 1].astype(np.float64)
+    int8_p = export.tflite_scores(tfl, val_x)
+    threshold = metrics.threshold_for_fpr(val_y, int8_p, cfg.target_fpr)
+    par = export.parity(float_p, int8_p, [0.5, threshold])
+    agree = min(par["agreement"].values())
+    print(f"int8/float agreement {agree:.4f} on {val_y.size} validation crops "
+          f"(mean |dp| {par['mean_abs_diff']:.4f})", flush=True)
+    if agree < export.PARITY_MIN:
+        raise RuntimeError(f"int8 model agrees with the float model on only {agree:.2%} "
+                           f"of validation crops (need {export.PARITY_MIN:.0%})")
+
+    val_metrics: dict[str, Any] = {"target_fpr": cfg.target_fpr}
+    for dom in ("real", "synthetic"):
+        m = val_domain == dom
+        if m.any() and 0 < val_y[m].sum() < m.sum():
+            val_metrics[dom] = metrics.summary(val_y[m], int8_p[m], threshold)
+    val_metrics["all"] = metrics.summary(val_y, int8_p, threshold)
+    import keras as _k
+
+    provenance = {
+        "trained_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "training_data_sha256": data_fp,
+        "real_data": [str(p) for p in cfg.real],
+        "real_train_images": len(real_train), "real_validation_images": len(real_val),
+        "synthetic_train": {"seed": cfg.seed + SYNTH_TRAIN_SEED, "count": cfg.synthetic,
+                            "per_epoch": n_synth_epoch},
+        "synthetic_validation": {"seed": cfg.seed + SYNTH_TRAIN_SEED + 1, "count": n_syn_val},
+        "arch": cfg.arch, "input_size": cfg.size, "alpha": cfg.alpha, "weights": cfg.weights,
+        "epochs": cfg.epochs,
+        "batch": cfg.batch, "lr": cfg.lr, "seed": cfg.seed, "real_repeat": cfg.real_repeat,
+        "tensorflow": tf.__version__, "keras": _k.__version__,
+        "train_seconds": round(time.monotonic() - t_start, 1),
+        "history": history,
+    }
+    spec_out = export.write_sidecar(
+        tfl, spec_in=spec, labels=mdata.LABELS, positive=["phone"], threshold=threshold,
+        name=cfg.name, version=cfg.version,
+        description=(f"P(driver holds a phone) from a driver-window crop; threshold set for "
+                     f"{cfg.target_fpr:.0%} false-positive rate on validation"),
+        provenance=provenance,
+        metrics={"validation": val_metrics, "int8_float_parity": par},
+    )
+    print(f"wrote {tfl} ({tfl.stat().st_size} bytes) and its sidecar; threshold "
+          f"{spec_out.threshold:.4f}", flush=True)
+    return {"model": str(tfl), "threshold": threshold, "parity": par, "validation": val_metrics}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m models.train", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, required=True, help="output folder")
+    ap.add_argument("--real", type=Path, action="append", default=[],
+                    help="real image folder (phone/, no_phone/); repeatable")
+    ap.add_argument("--synthetic", type=int, default=6000, help="synthetic training crops")
+    ap.add_argument("--epoch-synthetic", type=int, default=2500,
+                    help="synthetic crops used in each epoch (drawn from --synthetic)")
+    ap.add_argument("--size", type=int, default=96, help="input width = height (px)")
+    ap.add_argument("--alpha", type=float, default=0.35, help="MobileNetV2 width multiplier")
+    ap.add_argument("--arch", choices=["mobilenetv2", "tiny"], default="mobilenetv2")
+    ap.add_argument("--weights", choices=["none", "imagenet"], default="none",
+                    help="initialisation (imagenet needs internet access for Keras to download)")
+    ap.add_argument("--epochs", type=int, default=15)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--val-share", type=float, default=0.2)
+    ap.add_argument("--real-repeat", type=int, default=3,
+                    help="augmented copies of each real image per epoch")
+    ap.add_argument("--target-fpr", type=float, default=0.05,
+                    help="false-positive rate the threshold is chosen for (on validation)")
+    ap.add_argument("--version", default="1.0.0")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--cache", type=Path, help="keep rendered synthetic crops here between runs")
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if a.synthetic < 0 or a.epochs < 1 or not 32 <= a.size <= 512:
+        ap.error("need --synthetic >= 0, --epochs >= 1 and 32 <= --size <= 512")
+    if not a.real and a.synthetic < 20:
+        ap.error("no data: give --real folders and/or --synthetic N")
+    for r in a.real:
+        if r.name == "test" or "test" in r.parts[-1:]:
+            ap.error(f"{r} looks like a test split: test data is for evaluation only")
+    cfg = TrainConfig(out=a.out, real=a.real, synthetic=a.synthetic, size=a.size, alpha=a.alpha,
+                      arch=a.arch, weights=a.weights, epochs=a.epochs, batch=a.batch, lr=a.lr,
+                      seed=a.seed, val_share=a.val_share, real_repeat=a.real_repeat,
+                      target_fpr=a.target_fpr, version=a.version, threads=a.threads,
+                      epoch_synthetic=a.epoch_synthetic, cache=a.cache)
+    record = train(cfg)
+    print(json.dumps({k: record[k] for k in ("model", "threshold")}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""Training-data helpers: grouped splits, fingerprints, augmentation (no TensorFlow)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.core.preprocess import InputSpec
+from models import data as mdata
+from models.synth.render_dataset import render_dataset
+
+
+def test_split_never_shares_a_group(tmp_path: Path) -> None:
+    render_dataset(tmp_path / "d", count=40, seed=2, size=(40, 30))
+    samples = mdata.list_folder(tmp_path / "d")
+    # Fake "source frames": 4 images per group.
+    samples = [mdata.Sample(s.path, s.label, f"g{i // 4:02d}", s.domain)
+               for i, s in enumerate(samples)]
+    train, val = mdata.split_groups(samples, val_share=0.25, seed=0, run=2)
+    assert {s.group for s in train}.isdisjoint({s.group for s in val})
+    assert len(train) + len(val) == 40
+    assert 8 <= len(val) <= 16
+
+
+def test_kmitl_groups_come_from_labels_csv(shared_data: Path) -> None:
+    root = shared_data / "datasets" / "kmitl" / "train"
+    samples = mdata.list_folder(root)
+    assert len(samples) == 730
+    with (root.parent / "labels.csv").open(encoding="utf-8") as f:
+        frames = {Path(r["path"]).name: r["source_frame"] for r in csv.DictReader(f)}
+    assert all(s.group == frames[s.path.name] for s in samples)
+    train, val = mdata.split_groups(samples, val_share=0.2, seed=0)
+    assert {s.group for s in train}.isdisjoint({s.group for s in val})
+    assert {s.label for s in val} == {0, 1}
+
+
+def test_fingerprint_follows_content(tmp_path: Path) -> None:
+    render_dataset(tmp_path / "d", count=6, seed=1, size=(32, 32))
+    samples = mdata.list_folder(tmp_path / "d")
+    fp = mdata.fingerprint(samples)
+    assert fp == mdata.fingerprint(list(reversed(samples)))
+    samples[0].path.write_bytes(samples[1].path.read_bytes())
+    assert mdata.fingerprint(samples) != fp
+
+
+def test_bad_folders_are_named(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        mdata.list_folder(tmp_path / "none")
+    (tmp_path / "x" / "phone").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="no_phone"):
+        mdata.list_folder(tmp_path / "x")
+    (tmp_path / "bad.png").write_bytes(b"nope")
+    with pytest.raises(ValueError, match=r"bad\.png"):
+        mdata.load_image(tmp_path / "bad.png")
+
+
+def test_augment_is_seeded_and_feeds_the_shared_preprocess() -> None:
+    img = np.random.default_rng(0).integers(0, 255, (90, 120, 3), dtype=np.uint8)
+    a = mdata.augment(img, np.random.default_rng(5))
+    b = mdata.augment(img, np.random.default_rng(5))
+    assert np.array_equal(a, b) and a.dtype == np.uint8 and a.ndim == 3
+    outs = {mdata.augment(img, np.random.default_rng(s)).tobytes() for s in range(8)}
+    assert len(outs) == 8
+    spec = InputSpec(width=48, height=48)
+    x = mdata.to_tensors([a, img], spec)
+    assert x.shape == (2, 48, 48, 3) and x.dtype == np.float32
+    assert x.min() >= -1.0001 and x.max() <= 1.0001

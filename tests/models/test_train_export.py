@@ -1,0 +1,89 @@
+"""A tiny real training run, full-int8 export and float/int8 parity (needs the train extra)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow", reason="TensorFlow (the 'train' extra) is not installed")
+
+from edge.adapters.classifier import LiteRTClassifier
+from edge.core.model_spec import load_spec
+from edge.core.preprocess import InputSpec
+from models import data as mdata
+from models import export, train
+from models.synth.render import render_crop
+
+pytestmark = pytest.mark.slow
+
+
+def _site_folder(root: Path, n: int) -> Path:
+    """A force's own crops, reduced to something a tiny net learns in seconds: phone crops are
+    bright, phone-free ones dark (both with texture)."""
+    rng = np.random.default_rng(0)
+    for label, level in (("phone", 190), ("no_phone", 60)):
+        (root / label).mkdir(parents=True)
+        for i in range(n):
+            img = np.clip(rng.normal(level, 25, (60, 80, 3)), 0, 255).astype(np.uint8)
+            assert cv2.imwrite(str(root / label / f"{label}_{i:03d}.png"), img)
+    return root
+
+
+def test_tiny_training_run_exports_a_loadable_full_int8_model(tmp_path: Path) -> None:
+    site = _site_folder(tmp_path / "site", 30)
+    cfg = train.TrainConfig(out=tmp_path / "out", real=[site], synthetic=0, epoch_synthetic=0,
+                            arch="tiny", size=32, epochs=4, batch=16, real_repeat=6, lr=1e-2,
+                            val_share=0.3, target_fpr=0.1, version="0.0.1-test")
+    record = train.train(cfg)
+    model = tmp_path / "out" / "phone_in_hand.tflite"
+    assert Path(record["model"]) == model
+    assert export.check_full_int8(model) == []
+    spec = load_spec(model.with_suffix(".json"))
+    assert spec.labels == ("no_phone", "phone") and spec.positive_labels == ("phone",)
+    assert (spec.input.width, spec.input.height) == (32, 32)
+    assert spec.threshold == pytest.approx(record["threshold"], abs=1e-6)
+    assert spec.provenance["training_data_sha256"] == mdata.fingerprint(
+        mdata.list_folder(site, domain=f"{tmp_path.name}/site"),
+        extra=f"synthetic:{train.SYNTH_TRAIN_SEED}:0")
+    assert min(spec.metrics["int8_float_parity"]["agreement"].values()) >= export.PARITY_MIN
+    val = spec.metrics["validation"]["real"]
+    assert val["roc_auc"] > 0.9  # it learned the (easy) task
+    with LiteRTClassifier.open(model) as clf:  # checks the sidecar's sha256 too
+        bright = clf.score(np.full((60, 80, 3), 200, np.uint8))
+        dark = clf.score(np.full((60, 80, 3), 50, np.uint8))
+        assert 0.0 <= dark < bright <= 1.0
+
+
+def test_export_keeps_int8_decisions_equal_to_float(tmp_path: Path) -> None:
+    import keras
+
+    keras.utils.set_random_seed(1)
+    model = train.build_model("tiny", 32, 0.35, "none")
+    # Spread the untrained network's outputs so the decision depends on the input.
+    dense = model.get_layer("p")
+    w, b = dense.get_weights()
+    dense.set_weights([w * 40.0, b])
+    spec = InputSpec(width=32, height=32)
+    rep = mdata.to_tensors([render_crop(11, i)[0] for i in range(100)], spec)
+    val = mdata.to_tensors([render_crop(12, i)[0] for i in range(200)], spec)
+    tfl = export.export_int8(model, rep, tmp_path / "m.tflite")
+    assert export.check_full_int8(tfl) == []
+    assert export.model_ops(tfl) and "DELEGATE" not in export.model_ops(tfl)
+    float_p = model.predict(val, verbose=0)[:, 1].astype(np.float64)
+    int8_p = export.tflite_scores(tfl, val)
+    assert float_p.std() > 0.05  # a real spread of scores, not a constant
+    thr = float(np.median(float_p))
+    par = export.parity(float_p, int8_p, [thr])
+    assert par["mean_abs_diff"] < 0.03
+    assert min(par["agreement"].values()) >= 0.97
+    json.dumps(par)
+
+
+def test_train_cli_refuses_a_test_split(tmp_path: Path) -> None:
+    (tmp_path / "test").mkdir()
+    with pytest.raises(SystemExit):
+        train.main(["--out", str(tmp_path / "o"), "--real", str(tmp_path / "test")])
