@@ -44,7 +44,7 @@ from edge.adapters.signing import (
 )
 from edge.app.config_uplink import MqttSinkConfig
 from edge.core import messages as m
-from edge.core.errors import MessageError, OutboxError, SignatureError
+from edge.core.errors import ConfigError, MessageError, OutboxError, SignatureError
 from edge.core.ports import Detection
 
 log = logging.getLogger(__name__)
@@ -108,10 +108,7 @@ class MqttUplink:
         client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2,
                              client_id=cfg.client_id or self.unit_id,
                              protocol=mqtt.MQTTv5)
-        if cfg.uses_tls:
-            client.tls_set(ca_certs=str(cfg.ca_file),
-                           certfile=str(cfg.cert_file) if cfg.cert_file else None,
-                           keyfile=str(cfg.key_file) if cfg.key_file else None)
+        _set_tls(client, cfg)
         if cfg.username:
             client.username_pw_set(cfg.username, cfg.resolved_password())
         offline = m.build_status(self.unit_id, "offline", t_wall_s=time.time(),
@@ -426,6 +423,23 @@ class MqttUplink:
         self.close()
 
 
+def _set_tls(client: mqtt.Client, cfg: MqttSinkConfig) -> None:
+    """TLS from the config; a missing or unreadable file is a ConfigError naming the key."""
+    if not cfg.uses_tls:
+        return
+    for key in ("ca_file", "cert_file", "key_file"):
+        path = getattr(cfg, key)
+        if path is not None and not Path(path).is_file():
+            raise ConfigError(f"sink.{key}: file not found: {path}")
+    try:
+        client.tls_set(ca_certs=str(cfg.ca_file),
+                       certfile=str(cfg.cert_file) if cfg.cert_file else None,
+                       keyfile=str(cfg.key_file) if cfg.key_file else None)
+    except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
+        raise ConfigError(f"sink.ca_file / cert_file / key_file: cannot load TLS files "
+                          f"({cfg.ca_file}, {cfg.cert_file}, {cfg.key_file}): {e}") from None
+
+
 def build_mqtt_sink(cfg: MqttSinkConfig, *, unit_id: str, data_dir: Path, gps: object | None,
                     stats: StatsFn | None, on_command: CommandFn | None) -> MqttUplink:
     """The composition root's builder: open the outbox, load the key, connect in the background."""
@@ -468,10 +482,7 @@ def check_broker(cfg: MqttSinkConfig, *, unit_id: str, timeout_s: float = 5.0) -
     client.on_disconnect = lambda *a: done.set()
     where = f"{cfg.host}:{cfg.port} ({'TLS' if cfg.uses_tls else 'plain'})"
     try:
-        if cfg.uses_tls:
-            client.tls_set(ca_certs=str(cfg.ca_file),
-                           certfile=str(cfg.cert_file) if cfg.cert_file else None,
-                           keyfile=str(cfg.key_file) if cfg.key_file else None)
+        _set_tls(client, cfg)
         if cfg.username:
             client.username_pw_set(cfg.username, cfg.resolved_password())
         client.connect(cfg.host, cfg.port, keepalive=max(5, int(timeout_s)))

@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 
 from edge.app.config_base import StrictModel
+from edge.core.errors import ConfigError
 
 
 class MqttSinkConfig(StrictModel):
@@ -121,8 +122,6 @@ class MqttSinkConfig(StrictModel):
         if self.password is not None:
             return self.password.get_secret_value()
         if self.password_file is not None:
-            from edge.core.errors import ConfigError
-
             try:
                 return self.password_file.read_text(encoding="utf-8").splitlines()[0].strip()
             except (OSError, IndexError) as e:

@@ -102,3 +102,41 @@ def test_cli_uplink_demo(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_main(["uplink", "demo", "--alerts", "3"]) == 0
     out = capsys.readouterr().out
     assert "3 alert(s) received, 3 signature(s) verified, 3 evidence image(s) matched" in out
+
+
+def test_missing_tls_file_is_a_config_error_naming_the_key(tmp_path: Path) -> None:
+    from edge.adapters.signing import write_key_pair
+
+    write_key_pair(UNIT_A, tmp_path / "keys")
+    ca = tmp_path / "ca.crt"
+    ca.write_text("not a certificate")
+    for cfg, key in [
+        (MqttSinkConfig(type="mqtt", ca_file=tmp_path / "absent.crt"), "sink.ca_file"),
+        (MqttSinkConfig(type="mqtt", ca_file=ca), "sink.ca_file"),
+        (MqttSinkConfig(type="mqtt", ca_file=ca, cert_file=tmp_path / "u.crt",
+                        key_file=tmp_path / "u.key"), "sink.cert_file"),
+    ]:
+        with pytest.raises(ConfigError, match=key):
+            build_mqtt_sink(cfg, unit_id=UNIT_A, data_dir=tmp_path, gps=None, stats=None,
+                            on_command=None)
+    ok, detail = check_broker(MqttSinkConfig(type="mqtt", ca_file=tmp_path / "absent.crt"),
+                              unit_id=UNIT_A, timeout_s=1)
+    assert not ok and "sink.ca_file" in detail
+
+
+def test_composition_root_builds_the_mqtt_sink(tmp_path: Path) -> None:
+    """The lead's composition root (edge.app.compose.build_sink) with a [sink] type = "mqtt"."""
+    from edge.adapters.mqtt import MqttUplink
+    from edge.app.compose import build_sink
+
+    with LocalBroker() as b:
+        data = _config({**b.sink_settings(UNIT_A), "signing_key_autogenerate": True})
+        data["unit"]["data_dir"] = str(tmp_path / "unit")
+        sink = build_sink(parse_config(data), gps=None, stats=lambda: {"fps": 1.0},
+                          on_command=None)
+        try:
+            assert isinstance(sink, MqttUplink) and sink.wait_connected(10)
+            assert (tmp_path / "unit" / "outbox.sqlite").exists()
+            assert (tmp_path / "unit" / "keys" / f"{UNIT_A}.pub").exists()
+        finally:
+            sink.close()
