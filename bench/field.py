@@ -29,7 +29,7 @@ from _common import REPO, machine
 sys.path.insert(0, str(REPO / "tests" / "field"))
 sys.path.insert(0, str(REPO / "firmware" / "supervisor"))
 sys.path.insert(0, str(REPO / "firmware" / "gnss"))
-import fake_machine  # noqa: E402
+import fake_machine
 
 sys.modules.setdefault("machine", fake_machine)  # type: ignore[arg-type]
 import main as pico_main  # noqa: E402
