@@ -332,3 +332,32 @@ def test_pi_and_pico_talk_over_a_pty(
 def test_link_refuses_a_missing_port(tmp_path: object) -> None:
     with pytest.raises(SupervisorError, match="supervisor port"):
         pi_side.SupervisorLink("/dev/does-not-exist-phonewatch")
+
+
+def test_heartbeats_only_while_healthy() -> None:
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    healthy = threading.Event()
+    buf = pico_side.LineBuffer()
+    got: list[tuple[str, list[str]]] = []
+
+    def drain(for_s: float) -> None:
+        end = time.monotonic() + for_s
+        while time.monotonic() < end:
+            if select.select([master], [], [], 0.02)[0]:
+                got.extend(pico_side.decode(ln) for ln in buf.feed(os.read(master, 4096)))
+
+    try:
+        with pi_side.SupervisorLink(os.ttyname(slave), heartbeat_s=0.05,
+                                    is_healthy=healthy.is_set, status_text=lambda: "degraded"):
+            drain(0.3)
+            assert got == []  # an unhealthy unit lets the Pico's watchdog run out
+            healthy.set()
+            drain(0.3)
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert len(got) >= 3
+    assert [k for k, _ in got] == ["HB"] * len(got)
+    seqs = [int(f[0]) for _, f in got]
+    assert seqs == list(range(1, len(got) + 1)) and got[0][1][1] == "degraded"
