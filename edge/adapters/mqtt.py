@@ -328,13 +328,13 @@ class MqttUplink:
                 pipeline = dict(self._stats_fn())
             except Exception as e:
                 log.warning("stats() failed; heartbeat without pipeline figures: %s", e)
-        _, gps_state = self._read_gps()
+        fix, gps_state = self._read_gps()
         ob = self.outbox.stats()
         hb = m.build_heartbeat(self.unit_id, t_wall_s=time.time(),
                                uptime_s=time.monotonic() - self._t0_mono, pipeline=pipeline,
                                outbox_depth=ob["depth"], evidence_pruned=ob["evidence_pruned"],
                                alerts_pruned=ob["alerts_pruned"], gps_state=gps_state,
-                               cpu_temp_c=read_cpu_temp_c())
+                               fix=fix, cpu_temp_c=read_cpu_temp_c())
         self._client.publish(self.topics.heartbeat, m.encode(hb), qos=0)
         self._counts["heartbeats"] += 1
 

@@ -208,7 +208,8 @@ _HEARTBEAT_PIPELINE_KEYS = ("fps", "dropped_frames", "invoke_ms_p50", "invoke_ms
 def build_heartbeat(unit: str, *, t_wall_s: float, uptime_s: float,
                     pipeline: Mapping[str, Any] | None, outbox_depth: int,
                     evidence_pruned: int, alerts_pruned: int, gps_state: str | None,
-                    cpu_temp_c: float | None) -> dict[str, Any]:
+                    cpu_temp_c: float | None,
+                    fix: Mapping[str, Any] | None = None) -> dict[str, Any]:
     stats = dict(pipeline or {})
     msg: dict[str, Any] = {"schema": "phonewatch.heartbeat", "v": 1, "unit": unit,
                            "time": utc_iso(t_wall_s), "uptime_s": round(max(uptime_s, 0.0), 3)}
@@ -220,7 +221,7 @@ def build_heartbeat(unit: str, *, t_wall_s: float, uptime_s: float,
             msg[key] = float(val) if _finite(val) and val >= 0 else None
     msg.update(outbox_depth=int(outbox_depth), outbox_evidence_pruned=int(evidence_pruned),
                outbox_alerts_pruned=int(alerts_pruned), gps_state=gps_state,
-               cpu_temp_c=cpu_temp_c)
+               fix=fix_dict(fix), cpu_temp_c=cpu_temp_c)
     msg["pipeline"] = {k: v for k, v in stats.items() if _json_safe(v)}
     return msg
 

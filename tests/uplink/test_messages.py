@@ -143,15 +143,17 @@ def test_status_and_heartbeat_validate() -> None:
         "unit-a", t_wall_s=1.7e9, uptime_s=12.0,
         pipeline={"fps": 29.7, "dropped_frames": 3, "invoke_ms_p50": 8.1, "invoke_ms_p99": 14.0,
                   "frames": 1000, "weird": object(), "nan": float("nan")},
-        outbox_depth=4, evidence_pruned=1, alerts_pruned=0, gps_state="3d", cpu_temp_c=51.2)
+        outbox_depth=4, evidence_pruned=1, alerts_pruned=0, gps_state="3d", cpu_temp_c=51.2,
+        fix=fix_dict())
     assert m.schema_errors(hb, m.HEARTBEAT_SCHEMA) == []
     assert _jsonschema_ok(hb, m.HEARTBEAT_SCHEMA)
     assert hb["fps"] == 29.7 and hb["dropped_frames"] == 3 and hb["outbox_depth"] == 4
+    assert hb["fix"] == fix_dict()
     assert hb["pipeline"] == {"frames": 1000}  # unencodable figures are dropped, not fatal
     bare = m.build_heartbeat("unit-a", t_wall_s=1.7e9, uptime_s=1.0,
                              pipeline={"fps": "fast", "dropped_frames": -1}, outbox_depth=0,
                              evidence_pruned=0, alerts_pruned=0, gps_state=None, cpu_temp_c=None)
-    assert bare["fps"] is None and bare["dropped_frames"] is None
+    assert bare["fps"] is None and bare["dropped_frames"] is None and bare["fix"] is None
     assert _jsonschema_ok(bare, m.HEARTBEAT_SCHEMA)
 
 

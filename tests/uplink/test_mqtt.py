@@ -150,7 +150,7 @@ def test_alert_reads_the_gps_fix_when_built_never_waits(
 def test_heartbeat_carries_pipeline_outbox_gps_and_temperature(
         broker: LocalBroker, uplinks: Callable[..., MqttUplink]) -> None:
     gps = SettableGps()
-    gps.state = "3d"
+    gps.state, gps.fix = "3d", FakeFix(fix_dict(age_s=0.5))
     calls = {"n": 0}
 
     def stats() -> dict[str, Any]:
@@ -167,6 +167,7 @@ def test_heartbeat_carries_pipeline_outbox_gps_and_temperature(
     for hb in beats:
         assert m.schema_errors(hb, m.HEARTBEAT_SCHEMA) == []
         assert hb["outbox_depth"] == 0 and hb["gps_state"] == "3d"
+        assert hb["fix"]["lat"] == 51.5007 and hb["fix"]["age_s"] == 0.5
         assert hb["cpu_temp_c"] == pytest.approx(read_cpu_temp_c(), abs=15) \
             if read_cpu_temp_c() is not None else hb["cpu_temp_c"] is None
     assert beats[0]["fps"] == 29.5 and beats[0]["dropped_frames"] == 12
