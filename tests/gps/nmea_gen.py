@@ -25,7 +25,8 @@ def epoch(t: dt.datetime, lat: float, lon: float, *, alt_m: float = 35.0, sats: 
     return [
         with_checksum(f"GPRMC,{hms},{status},{la},{ns},{lo},{ew},{speed_kn:.2f},{track_deg:.1f},"
                       f"{ddmmyy},,,{'A' if valid else 'N'}"),
-        with_checksum(f"GPGGA,{hms},{la},{ns},{lo},{ew},{quality},{sats:02d},0.9,{alt_m:.1f},M,"
+        with_checksum(f"GPGGA,{hms},{la},{ns},{lo},{ew},{quality},{sats if valid else 2:02d},0.9,"
+                      f"{alt_m:.1f},M,"
                       "47.0,M,,"),
         with_checksum(f"GPGSA,A,{mode},01,02,03,04,05,06,07,08,09,,,,1.6,0.9,1.3"),
     ]

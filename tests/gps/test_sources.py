@@ -32,7 +32,7 @@ from edge.adapters.gps import (
 )
 from edge.app.config_gps import GpsConfig
 from edge.core.errors import GpsError
-from edge.core.gps import Fix
+from edge.core.gps import Fix, FixAssembler, gps_state
 from edge.core.nmea import with_checksum
 from tests.gps.nmea_gen import drive, epoch
 
@@ -270,6 +270,34 @@ def test_replay_of_a_real_capture(nmea_dir: Path) -> None:
     s = src.stats
     src.close()
     assert s["fixes"] >= 50 and s["bad_checksum"] == 0
+
+
+def test_demo_drive_replay_keeps_the_last_position_through_the_tunnel() -> None:
+    demo = Path(__file__).resolve().parents[2] / "deploy" / "gps" / "demo-drive.nmea"
+    got: list[Fix] = []
+    src = ReplayGpsSource(GpsConfig(source=f"replay:{demo}", replay_speed=0), on_fix=got.append)
+    src.start()
+    assert src.finished.wait(5)
+    src.close()
+    modes = [f.mode for f in got]
+    assert len(got) == 60 and modes[30:35] == ["none"] * 5 and modes.count("3d") == 55
+    assert all(f.lat is None for f in got[30:35])
+    assert got[29].speed_mps == pytest.approx(13.0, abs=0.05)
+
+    # in the tunnel, latest() is the last real position, with its age growing
+    asm = FixAssembler(clock=lambda: 0.0)
+    t_s = 0.0  # monotonic time = seconds into the drive, as if it arrived live
+    for line in demo.read_text().splitlines():
+        if line.startswith("$GPRMC,083034"):
+            break
+        if line.startswith(("$GPRMC,0830", "$GPGGA,0830")):
+            t_s = float(line[11:13])
+        if not line.startswith("#"):
+            asm.feed(line, t_s)
+    fix = asm.latest(33.5)
+    assert fix is not None and fix.time is not None and fix.time.second == 29
+    assert fix.has_position and fix.age_s == pytest.approx(4.5)
+    assert gps_state(fix, is_receiving=True, max_age_s=3.0) == "stale"
 
 
 # --- check_gps ---------------------------------------------------------------------------
