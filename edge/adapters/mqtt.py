@@ -464,10 +464,13 @@ def build_mqtt_sink(cfg: MqttSinkConfig, *, unit_id: str, data_dir: Path, gps: o
         raise
 
 
-def check_broker(cfg: MqttSinkConfig, *, unit_id: str, timeout_s: float = 5.0) -> tuple[bool, str]:
+def check_broker(cfg: object, *, unit_id: str, timeout_s: float = 5.0) -> tuple[bool, str]:
     """For ``phonewatch check``: can this unit reach and log in to its broker? Connects once
     with the configured TLS / credentials under a separate client id (so a running unit's
-    session is left alone) and reports the CONNACK."""
+    session is left alone) and reports the CONNACK. ``cfg`` is the ``[sink]`` section (any sink
+    type is accepted so callers need not narrow the union; only ``mqtt`` can pass)."""
+    if not isinstance(cfg, MqttSinkConfig):
+        return False, f"sink type {getattr(cfg, 'type', type(cfg).__name__)!r} has no broker"
     result: dict[str, str] = {}
     done = threading.Event()
     client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2,

@@ -140,3 +140,9 @@ def test_composition_root_builds_the_mqtt_sink(tmp_path: Path) -> None:
             assert (tmp_path / "unit" / "keys" / f"{UNIT_A}.pub").exists()
         finally:
             sink.close()
+
+
+def test_check_broker_with_a_non_mqtt_sink() -> None:
+    cfg = parse_config(_config({"type": "jsonl"}))
+    ok, detail = check_broker(cfg.sink, unit_id=UNIT_A)
+    assert not ok and "jsonl" in detail
