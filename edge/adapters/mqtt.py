@@ -179,6 +179,11 @@ class MqttUplink:
         self._wake.set()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        if msg.retain:  # a retained command would replay on every reconnect
+            self._counts["commands_rejected"] += 1
+            log.warning("rejected retained command on %s: commands must not be retained",
+                        msg.topic[:200])
+            return
         try:
             name, body = m.parse_command(msg.topic, bytes(msg.payload), topics=self.topics,
                                          max_bytes=self.cfg.command_max_bytes)

@@ -198,11 +198,13 @@ def test_commands_validated_bad_ones_rejected_unit_keeps_running(
         if name == "snapshot":
             raise RuntimeError("handler bug")  # must not take the uplink down
 
-    up = uplinks(broker, on_command=on_command, command_max_bytes=1024)
-    assert up.wait_connected(10)
     cr = connect_client(broker, "controlroom-cmd")
     cr.loop_start()
     base = "phonewatch/unit-a/cmd/"
+    # a retained command would replay on every reconnect: refused when it arrives as retained
+    cr.publish(base + "mute", b'{"duration_s": 5}', qos=1, retain=True).wait_for_publish(5)
+    up = uplinks(broker, on_command=on_command, command_max_bytes=1024)
+    assert up.wait_connected(10)
     bad = [("reboot", b"{}"), ("mute", b"{}"), ("mute", b'{"duration_s": "x"}'),
            ("mute", b"not json"), ("mute", b'{"duration_s": 1e999}'),
            ("snapshot", b'{"reason": "' + b"A" * 5000 + b'"}'), ("snapshot", b"\x00" * 2000),
@@ -214,7 +216,7 @@ def test_commands_validated_bad_ones_rejected_unit_keeps_running(
     assert done.wait(10)
     assert got == [("snapshot", {}), ("mute", {"duration_s": 60}), ("reload", {})]
     st = up.stats()
-    assert st["commands_rejected"] == len(bad) and st["commands_accepted"] == 3
+    assert st["commands_rejected"] == len(bad) + 1 and st["commands_accepted"] == 3
     assert up.is_connected
     sub = subscribe(broker, certs_for=None, topics=("phonewatch/+/alert",))
     up.send(make_detection())
