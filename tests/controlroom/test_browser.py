@@ -1,0 +1,110 @@
+"""The whole review loop in a real browser (Playwright driving Debian's chromium; no browser
+download): log in, see a live alert arrive from a real Mosquitto, open it, see the evidence,
+the map marker and the coordinate readout, confirm it, export the bundle and verify it."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controlroom import db, users
+from controlroom.app import ControlRoom
+from controlroom.bundle import verify_bundle
+from controlroom.config import parse_config
+from edge.adapters.signing import generate_key
+from edge.app.local_broker import LocalBroker
+from tests.controlroom.conftest import Publisher, Unit, raw_pub_b64
+
+CHROMIUM = os.environ.get("PHONEWATCH_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+PASSWORD = "operator password 1"
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture()
+def browser() -> Iterator[Any]:
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.skip(f"no chromium at {CHROMIUM} (Debian package 'chromium')")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture()
+def room(tmp_path: Path, broker: LocalBroker) -> Iterator[ControlRoom]:
+    cfg = parse_config({"database": {"url": "sqlite:///cr.sqlite"},
+                        "mqtt": {"host": broker.host, "port": broker.port,
+                                 "client_id": "cr-browser", "share_group": "browser"},
+                        "web": {"port": 0, "live_poll_s": 0.1}}, base_dir=tmp_path)
+    r = ControlRoom(cfg)
+    try:
+        users.add_user(r.engine, "alice", PASSWORD)
+        r.start()
+        assert r.receiver is not None and r.receiver.wait_ready(10)
+        yield r
+    finally:
+        r.close()
+
+
+def test_login_live_alert_review_export_verify(browser: Any, room: ControlRoom,
+                                               publisher: Publisher, tmp_path: Path) -> None:
+    unit = Unit("unit-web", generate_key())
+    db.upsert_unit(room.engine, unit.unit_id, raw_pub_b64(unit.key), "0" * 16)
+    assert room.receiver is not None
+    room.receiver.ingest.reload_keys()
+
+    page = browser.new_page(accept_downloads=True)
+    page.set_default_timeout(10_000)
+    page.goto(room.url)
+    assert "/login" in page.url
+    page.fill("input[name=username]", "alice")
+    page.fill("input[name=password]", "wrong password")
+    page.click("button[type=submit]")
+    assert page.locator("p.error").inner_text() == "Wrong user name or password."
+    page.fill("input[name=username]", "alice")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_selector("#live >> text=Live: new alerts appear here")
+
+    payload, jpeg = unit.alert()
+    alert_id = json.loads(payload)["alert_id"]
+    publisher.publish(f"phonewatch/{unit.unit_id}/alert", payload)
+    publisher.publish(f"phonewatch/{unit.unit_id}/evidence/{alert_id}", jpeg)
+    link = page.locator(f"#alerts a:text('{alert_id}')")
+    link.wait_for()  # pushed over SSE: no reload
+    assert page.locator("#alerts tbody tr").count() == 1
+
+    link.click()
+    page.wait_for_url(f"**/alerts/{alert_id}")
+    assert "51.500700, -0.124600" in page.locator("#coords").inner_text()
+    assert "age 0.3 s" in page.locator("#fix-quality").inner_text()
+    page.wait_for_function(
+        "document.getElementById('evidence').complete && "
+        "document.getElementById('evidence').naturalWidth > 0")
+    assert page.eval_on_selector("#evidence", "e => e.naturalWidth") == 64
+    page.locator("#map .leaflet-marker-icon").wait_for()  # marker with no tile server
+
+    page.fill("textarea[name=note]", "phone at the ear, clear view")
+    page.click("button.confirm")
+    page.wait_for_selector("#status:text('confirmed')")
+    assert "Confirmed by alice" in page.content()
+
+    with page.expect_download() as dl:
+        page.click("#bundle")
+    path = tmp_path / "bundle.zip"
+    dl.value.save_as(path)
+    result = verify_bundle(path)
+    assert result.ok, result.report()
+    assert result.alert["alert_id"] == alert_id
