@@ -207,6 +207,10 @@ class SerialGpsSource(_NmeaSource):
 
     kind = "serial"
     READ_TIMEOUT_S = 0.2
+    BULK_READ_TIMEOUT_S = 0.05
+    BULK_SCHEMES = ("socket://", "rfc2217://")
+    """Transports whose ``in_waiting`` is only 0 or 1: read in bulk with a short timeout
+    (at most 50 ms added latency) instead of byte by byte (25x the CPU, measured)."""
 
     def __init__(self, cfg: GpsConfig, *,
                  serial_factory: Callable[..., serial.SerialBase] = serial.serial_for_url,
@@ -214,6 +218,7 @@ class SerialGpsSource(_NmeaSource):
         super().__init__(cfg.source, cfg, **kw)
         self._factory = serial_factory
         self._port: serial.SerialBase | None = None
+        self._is_bulk = cfg.source.startswith(self.BULK_SCHEMES)
 
     def _interrupt(self) -> None:
         port = self._port
@@ -229,7 +234,8 @@ class SerialGpsSource(_NmeaSource):
         while not self._stop.is_set():
             try:
                 port = self._factory(self._cfg.source, baudrate=self._cfg.baud,
-                                     timeout=self.READ_TIMEOUT_S)
+                                     timeout=(self.BULK_READ_TIMEOUT_S if self._is_bulk
+                                              else self.READ_TIMEOUT_S))
             except (serial.SerialException, OSError, ValueError) as e:
                 with self._lock:
                     self._counters["open_failures"] += 1
@@ -270,8 +276,10 @@ class SerialGpsSource(_NmeaSource):
     def _read_lines(self, port: serial.SerialBase) -> None:
         buf = bytearray()
         while not self._stop.is_set():
-            waiting = getattr(port, "in_waiting", 0)
-            chunk = port.read(max(1, min(int(waiting), 4096)))
+            if self._is_bulk:
+                chunk = port.read(4096)
+            else:  # a tty: in_waiting is exact, so read what is there without waiting
+                chunk = port.read(max(1, min(int(getattr(port, "in_waiting", 0)), 4096)))
             if not chunk:
                 continue
             buf += chunk
