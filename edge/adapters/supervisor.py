@@ -125,7 +125,8 @@ class SupervisorLink:
 
     def heartbeat(self) -> None:
         self._seq = (self._seq + 1) % 100000
-        self._send("HB", self._seq, self._status_text())
+        status = "".join(" " if c in ",*$\r\n" else c for c in self._status_text())[:24]
+        self._send("HB", self._seq, status.strip() or "-")
 
     def announce_shutdown(self, halt_s: int = 20) -> None:
         """Tell the Pico the Pi is going down; it cuts power ``halt_s`` after the last beat."""
@@ -152,8 +153,8 @@ class SupervisorLink:
                     self.heartbeat()
                 else:
                     log.warning("unit unhealthy: withholding the supervisor heartbeat")
-            except SupervisorError as e:
-                log.warning("%s", e)
+            except (SupervisorError, ValueError) as e:
+                log.warning("supervisor heartbeat: %s", e)
 
     def _read_loop(self) -> None:
         while not self._stop.is_set():

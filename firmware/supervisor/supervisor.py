@@ -128,7 +128,8 @@ class Supervisor:
         self.strobe = strobe
         self._lines = protocol.LineBuffer()
         now = ticks_ms()
-        self._boot_ms = now
+        self._last_tick_ms = now
+        self.uptime_ms = 0  # accumulated per tick: ticks_ms wraps after ~12 days
         self.ignition = Debouncer(self._read_ign(), self.s.ign_on_ms, self.s.ign_off_ms)
         self.resets = 0
         self.bad_lines = 0
@@ -172,7 +173,7 @@ class Supervisor:
 
     def _status_fields(self, now):
         return (FW_VERSION, self.state, 1 if self.ignition.state else 0, self.resets,
-                int(self._elapsed_s(self._boot_ms, now)))
+                self.uptime_ms // 1000)
 
     def _power_cycle(self, now, why):
         self.resets += 1
@@ -240,6 +241,8 @@ class Supervisor:
 
     def tick(self):
         now = self._ticks_ms()
+        self.uptime_ms += self._diff(now, self._last_tick_ms)
+        self._last_tick_ms = now
         if self._wdt is not None:
             self._wdt.feed()
         n = self._uart.any()

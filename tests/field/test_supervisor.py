@@ -361,3 +361,31 @@ def test_heartbeats_only_while_healthy() -> None:
     assert [k for k, _ in got] == ["HB"] * len(got)
     seqs = [int(f[0]) for _, f in got]
     assert seqs == list(range(1, len(got) + 1)) and got[0][1][1] == "degraded"
+
+
+def test_uptime_survives_tick_counter_wrap() -> None:
+    r = Rig()
+    r.run_s(2, heartbeat_every_s=1)
+    r.t.us -= 2**30 * 1000  # MicroPython's ticks_ms wrapped: raw counter jumps back
+    wrap_diff = r.sup._diff
+    r.sup._diff = lambda a, b: wrap_diff(a, b) % (2**30)  # ticks_diff modulo arithmetic
+    r.run_s(3, heartbeat_every_s=1)
+    r.sent()
+    r.uart.rx += pi_side.encode("QS")
+    r.run_s(0.02)
+    ((_, fields),) = [m for m in r.sent() if m[0] == "ST"]
+    assert int(fields[4]) == 5 and r.sup.state == "running"
+
+
+def test_status_text_with_framing_characters_is_sanitised() -> None:
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    try:
+        with pi_side.SupervisorLink(os.ttyname(slave), heartbeat_s=None,
+                                    status_text=lambda: "degraded, camera*lost") as link:
+            link.heartbeat()
+            assert select.select([master], [], [], 5)[0]
+            assert pico_side.decode(os.read(master, 200)) == ("HB", ["1", "degraded  camera lost"])
+    finally:
+        os.close(master)
+        os.close(slave)
