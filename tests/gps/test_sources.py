@@ -46,7 +46,7 @@ FAST = {"reconnect_min_s": 0.05, "reconnect_max_s": 0.2, "silence_timeout_s": 0.
         "max_fix_age_s": 0.5}
 
 
-def wait_for(pred: Callable[[], bool], timeout_s: float = 5.0) -> bool:
+def wait_for(pred: Callable[[], bool], timeout_s: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if pred():
