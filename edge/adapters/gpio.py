@@ -184,8 +184,11 @@ class FieldIo:
             log.debug("hit in %s: signals muted", roi_id)
             return
         if self._buzzer is not None:
-            self._buzzer.beep(on_time=self._cfg.hit_beep_s, off_time=self._cfg.hit_beep_s,
-                              n=self._cfg.hit_beeps, background=True)
+            try:
+                self._buzzer.beep(on_time=self._cfg.hit_beep_s, off_time=self._cfg.hit_beep_s,
+                                  n=self._cfg.hit_beeps, background=True)
+            except GPIOZeroError as e:  # closed under us during shutdown
+                log.debug("buzzer: %s", e)
         self._flash(self._cfg.hit_flashes)
 
     def mute(self, duration_s: float) -> None:
@@ -195,8 +198,11 @@ class FieldIo:
                 self._muted_until = 0.0
             else:
                 self._muted_until = self._clock.monotonic() + duration_s
-        if duration_s > 0 and self._buzzer is not None:
-            self._buzzer.off()
+        if duration_s > 0 and self._buzzer is not None and not self._closed:
+            try:
+                self._buzzer.off()
+            except GPIOZeroError as e:
+                log.debug("buzzer: %s", e)
         log.info("hit signals %s", f"muted for {duration_s:.0f} s" if duration_s > 0 else "on")
 
     @property
@@ -232,7 +238,9 @@ class FieldIo:
 
     @property
     def ignition_on(self) -> bool | None:
-        return None if self._ignition is None else bool(self._ignition.is_active)
+        if self._ignition is None or self._closed:
+            return None
+        return bool(self._ignition.is_active)
 
     def _on_ignition_off(self) -> None:
         with self._lock:

@@ -258,6 +258,8 @@ def test_close_is_idempotent_and_releases_the_pins(factory: MockFactory) -> None
     io.close()
     io.close()
     io.on_hit("lane1")  # after close: ignored, no error
+    io.mute(60)  # a late control-room command: no error either
+    assert io.is_muted and io.ignition_on is None and io.take_mark() is False
     again = make(factory)  # the pins are free again
     again.close()
 
