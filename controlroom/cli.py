@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import signal
 import sys
 from pathlib import Path
@@ -46,6 +47,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if web:
             print(f"phonewatch control room: dashboard at {room.url}", flush=True)
         if room.receiver is not None:
+            if not room.receiver.wait_ready(30):
+                print(f"warning: broker {cfg.mqtt.host}:{cfg.mqtt.port} not reachable yet; "
+                      "still trying", file=sys.stderr, flush=True)
             print(f"receiving from {cfg.mqtt.host}:{cfg.mqtt.port} as {cfg.mqtt.client_id} "
                   f"(shared group {cfg.mqtt.share_group})", flush=True)
         room.wait()
@@ -53,6 +57,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         pass
     finally:
         room.close()
+        if room.receiver is not None:
+            print("receiver stats: " + json.dumps(room.receiver.stats(), sort_keys=True),
+                  flush=True)
     return 0
 
 
