@@ -11,6 +11,7 @@ no evidence is left to drop, and every drop is logged and counted (``stats()``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import threading
@@ -211,10 +212,8 @@ class Outbox:
                         done += 1
                 self._db.execute("COMMIT")
             except sqlite3.Error as e:
-                try:
+                with contextlib.suppress(sqlite3.Error):
                     self._db.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
                 raise OutboxError(f"outbox {self.path}: cannot record acknowledgement: {e}") \
                     from None
             self._used_bytes -= freed
