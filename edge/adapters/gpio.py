@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from gpiozero import LED, Button, Buzzer, DigitalInputDevice, GPIOZeroError
+from gpiozero import LED, BadPinFactory, Button, Buzzer, DigitalInputDevice, GPIOZeroError
 
 from edge.app.config_field import GpioConfig, PinMap
 from edge.core.errors import GpioError
@@ -98,7 +98,10 @@ class FieldIo:
                 self._devices.append(self._ignition)
         except GPIOZeroError as e:
             self._close_devices()
-            raise GpioError(f"GPIO: cannot claim the unit's pins ({source}): {e}") from e
+            hint = ""
+            if isinstance(e, BadPinFactory):
+                hint = " (not on a Pi? leave [gpio] out, or set GPIOZERO_PIN_FACTORY=mock)"
+            raise GpioError(f"GPIO: cannot claim the unit's pins ({source}): {e}{hint}") from e
         except Exception:
             self._close_devices()
             raise

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+from gpiozero import GPIOZeroError
 from gpiozero.pins.mock import MockFactory
 
 from edge.adapters.gpio import LED_PATTERNS, MARK_ACK_FLASHES, FieldIo
@@ -290,3 +291,17 @@ def test_missing_signal_in_pin_map_names_it(factory: MockFactory, tmp_path: Path
 def test_bad_mode_is_refused(factory: MockFactory) -> None:
     with pytest.raises(ValueError, match="patrol"):
         FieldIo.from_config(GpioConfig(), mode="rally", pin_factory=factory)
+
+
+def test_no_gpio_hardware_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gpiozero import Device
+
+    monkeypatch.delenv("GPIOZERO_PIN_FACTORY", raising=False)
+    monkeypatch.setattr(Device, "pin_factory", None)
+    try:
+        Device._default_pin_factory().close()
+        pytest.skip("a real GPIO pin factory is available here (a Pi)")
+    except GPIOZeroError:
+        pass
+    with pytest.raises(GpioError, match="not on a Pi"):
+        FieldIo.from_config(GpioConfig(), mode="patrol")
