@@ -26,21 +26,22 @@ UNIT_A = "unit-a"
 UNIT_B = "unit-b"
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _need_mosquitto() -> None:
+@pytest.fixture(scope="session")
+def need_mosquitto() -> None:
+    """Skip (not fail) where Mosquitto is not installed; modules that start brokers use it."""
     if find_mosquitto() is None:
         pytest.skip("mosquitto is not installed ('make bootstrap' installs it)")
 
 
 @pytest.fixture()
-def broker() -> Iterator[LocalBroker]:
+def broker(need_mosquitto: None) -> Iterator[LocalBroker]:
     """A plain Mosquitto (anonymous, persistence on) for one test."""
     with LocalBroker() as b:
         yield b
 
 
 @pytest.fixture(scope="module")
-def tls_broker() -> Iterator[LocalBroker]:
+def tls_broker(need_mosquitto: None) -> Iterator[LocalBroker]:
     """The production config: TLS, client certificates, per-unit ACL; units A and B."""
     with LocalBroker(tls=True, units=[UNIT_A, UNIT_B]) as b:
         yield b

@@ -17,6 +17,8 @@ from edge.app.local_broker import LocalBroker, free_port
 from edge.core.errors import BrokerError, ConfigError, SignatureError
 from tests.uplink.conftest import UNIT_A
 
+pytestmark = pytest.mark.usefixtures("need_mosquitto")
+
 
 def _config(sink: dict[str, Any]) -> dict[str, Any]:
     return {"unit": {"id": "unit-a"}, "camera": {"type": "folder", "path": "/tmp"},

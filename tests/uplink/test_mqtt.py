@@ -33,6 +33,8 @@ from tests.uplink.conftest import (
     subscribe,
 )
 
+pytestmark = pytest.mark.usefixtures("need_mosquitto")
+
 REPO = Path(__file__).resolve().parents[2]
 
 

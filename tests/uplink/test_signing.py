@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edge.adapters import signing as sg
 from edge.app.cli import main as cli_main
@@ -138,3 +140,23 @@ def test_cli_keys_generate_and_verify(tmp_path: Path, capsys: pytest.CaptureFixt
     (tmp_path / "a.json").write_bytes(m.encode({**alert, "score": 0.1}))
     assert cli_main(args) == 1
     assert "does NOT verify" in capsys.readouterr().err
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                 max_size=4),
+    max_leaves=20,
+)
+_KEY = sg.generate_key()
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.dictionaries(st.text(max_size=10), _json, max_size=8))
+def test_any_json_document_survives_the_wire_and_verifies(doc: dict) -> None:
+    doc.pop("signature", None)
+    signed = sg.sign_alert(doc, _KEY)
+    received = json.loads(m.encode(signed).decode("utf-8"))
+    assert m.signing_bytes(received) == m.signing_bytes(doc)
+    assert sg.verify_alert(received, _KEY.public_key())

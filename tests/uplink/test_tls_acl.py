@@ -23,6 +23,8 @@ from edge.core import messages as m
 from edge.core.ports import Detection
 from tests.uplink.conftest import UNIT_A, UNIT_B, connect_client, subscribe
 
+pytestmark = pytest.mark.usefixtures("need_mosquitto")
+
 
 @pytest.fixture()
 def uplink_a(tls_broker: LocalBroker, tmp_path: Path) -> Iterator[MqttUplink]:
