@@ -269,3 +269,14 @@ def test_cli_dry_run_prints_frames(capsys: pytest.CaptureFixture[str]) -> None:
 def test_cli_bad_constellation_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert configure.main(["--dry-run", "--constellations", "gps,marsnet"]) == 2
     assert "marsnet" in capsys.readouterr().err
+
+
+def test_configure_legacy_plan_changes_baud_last(receiver: FakeReceiver) -> None:
+    frames = ubx.plan_legacy(ubx.GnssSettings(baud=115200))
+    with serial.Serial(receiver.path, 9600, timeout=0.05) as port:
+        configure.configure(port, frames, new_baud=115200, timeout_s=2)
+        assert port.baudrate == 115200
+    sent = receiver.received
+    assert sent[: len(frames)] == frames
+    assert sent[len(frames) - 1][2:4] == bytes(ubx.CFG_PRT)  # the port change went last
+    assert sent[-1] == ubx.mon_ver_poll()  # and the receiver answered at the new rate
