@@ -69,7 +69,8 @@ class FieldIo:
         self._shutdown_timer: threading.Timer | None = None
         self._shutdown_requested = False
         self._closed = False
-        self.on_shutdown_request: Callable[[], None] | None = None
+        self._on_shutdown_request: Callable[[], None] | None = None
+        self._shutdown_pending = False
         self._devices: list[Any] = []
 
         source = str(cfg.pin_map) if cfg.pin_map else "hardware/pinmap.toml"
@@ -240,6 +241,22 @@ class FieldIo:
     # -- ignition ---------------------------------------------------------------------------
 
     @property
+    def on_shutdown_request(self) -> Callable[[], None] | None:
+        """Called once when the ignition has been off for ``shutdown_delay_s``. A request that
+        came before a handler was set is delivered when one is set."""
+        return self._on_shutdown_request
+
+    @on_shutdown_request.setter
+    def on_shutdown_request(self, callback: Callable[[], None] | None) -> None:
+        with self._lock:
+            self._on_shutdown_request = callback
+            deliver = callback is not None and self._shutdown_pending
+            if deliver:
+                self._shutdown_pending = False
+        if deliver and callback is not None:
+            callback()
+
+    @property
     def ignition_on(self) -> bool | None:
         if self._ignition is None or self._closed:
             return None
@@ -271,13 +288,13 @@ class FieldIo:
             if self._ignition is not None and self._ignition.is_active:
                 return
             self._shutdown_requested = True
-            callback = self.on_shutdown_request
+            callback = self._on_shutdown_request
+            if callback is None:
+                self._shutdown_pending = True  # delivered when a handler is set
         log.warning("ignition off for %.0f s: requesting a clean shutdown",
                     self._cfg.shutdown_delay_s)
-        if callback is None:
-            log.warning("no shutdown handler is set; ignoring")
-            return
-        callback()
+        if callback is not None:
+            callback()
 
     # -- lifecycle --------------------------------------------------------------------------
 

@@ -220,7 +220,7 @@ def test_ignition_off_for_the_delay_requests_shutdown_once(factory: MockFactory)
 
 
 def test_ignition_back_on_cancels_shutdown(factory: MockFactory) -> None:
-    io = make(factory, shutdown_delay_s=0.3)
+    io = make(factory, shutdown_delay_s=0.6)
     ign = factory.pin(IGNITION_PIN)
     calls: list[int] = []
     io.on_shutdown_request = lambda: calls.append(1)
@@ -229,7 +229,7 @@ def test_ignition_back_on_cancels_shutdown(factory: MockFactory) -> None:
             ign.drive_low()
             time.sleep(0.05)
             ign.drive_high()
-        time.sleep(0.5)
+        time.sleep(0.8)  # longer than the delay: a timer left running would have fired
         assert calls == []
     finally:
         io.close()
@@ -239,9 +239,10 @@ def test_ignition_off_at_start_counts_too(factory: MockFactory) -> None:
     factory.pin(IGNITION_PIN).drive_low()
     called = threading.Event()
     io = make(factory, ignition_on=False, shutdown_delay_s=0.05)
-    io.on_shutdown_request = called.set
     try:
-        assert called.wait(5)
+        time.sleep(0.2)  # the request comes before anyone listens ...
+        io.on_shutdown_request = called.set
+        assert called.wait(5)  # ... and is delivered when the handler is set
     finally:
         io.close()
 

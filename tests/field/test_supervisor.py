@@ -354,7 +354,7 @@ def test_heartbeats_only_while_healthy() -> None:
             drain(0.3)
             assert got == []  # an unhealthy unit lets the Pico's watchdog run out
             healthy.set()
-            drain(0.3)
+            drain(0.6)
     finally:
         os.close(master)
         os.close(slave)
