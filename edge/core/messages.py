@@ -163,7 +163,8 @@ def build_alert(detection: Detection, *, unit: str, seq: int,
     source = "system"
     if fixd is not None and is_fix_fresh(fixd, max_age_s=fix_max_age_s):
         try:
-            time_text = utc_iso(parse_utc_iso(str(fixd["time"])))
+            # The fix was taken age_s before it was read: advance it to "now" (the hit).
+            time_text = utc_iso(parse_utc_iso(str(fixd["time"])) + float(fixd.get("age_s") or 0))
             source = "gps"
         except MessageError:
             time_text = None

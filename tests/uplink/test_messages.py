@@ -107,7 +107,8 @@ def test_time_from_fresh_gps_fix_else_system(make_detection: Callable[..., Detec
     det = make_detection(t_wall_s=1_700_000_000.25)
     fresh = m.build_alert(det, unit="u", seq=1, fix=fix_dict(age_s=0.4), gps_state="3d",
                           fix_max_age_s=2.0)
-    assert fresh["time_source"] == "gps" and fresh["time"] == "2026-05-01T10:20:30.500000Z"
+    # the fix (10:20:30.5) was 0.4 s old when read: the alert time is the fix time + its age
+    assert fresh["time_source"] == "gps" and fresh["time"] == "2026-05-01T10:20:30.900000Z"
     stale = m.build_alert(det, unit="u", seq=1, fix=fix_dict(age_s=30.0), gps_state="stale",
                           fix_max_age_s=2.0)
     assert stale["time_source"] == "system"
