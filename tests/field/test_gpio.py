@@ -294,6 +294,7 @@ def test_bad_mode_is_refused(factory: MockFactory) -> None:
         FieldIo.from_config(GpioConfig(), mode="rally", pin_factory=factory)
 
 
+@pytest.mark.filterwarnings("ignore::gpiozero.PinFactoryFallback")
 def test_no_gpio_hardware_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     from gpiozero import Device
 
