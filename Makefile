@@ -3,9 +3,11 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-# Debian / Raspberry Pi OS packages the demo and the tests need; installed by `bootstrap`
-# via apt only when missing (see deploy/bootstrap.sh).
-APT_PACKAGES := mosquitto mosquitto-clients gpsd postgresql chromium
+# Debian / Raspberry Pi OS packages the demo needs; installed by `bootstrap` via apt only when
+# missing (see deploy/bootstrap.sh). The tests need a few more (TEST_APT_PACKAGES).
+APT_PACKAGES := mosquitto mosquitto-clients
+# Real parts the tests run: gpsd on a pty, PostgreSQL in a temp dir, chromium for Playwright.
+TEST_APT_PACKAGES := gpsd postgresql chromium
 # Extras installed into the venv: `dev` always; `train` (TensorFlow) for the tests.
 EXTRAS ?= dev
 
@@ -32,10 +34,12 @@ unit:
 	$(VENV)/bin/pytest -q
 
 test: EXTRAS = dev,train,controlroom
+test: APT_PACKAGES += $(TEST_APT_PACKAGES)
 test: bootstrap lint typecheck unit
 
 bench: bootstrap
 	$(PY) bench/pipeline.py
+	$(PY) bench/uplink.py
 
 clean:
 	rm -rf $(VENV) var build .mypy_cache .ruff_cache .pytest_cache

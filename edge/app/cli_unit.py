@@ -414,13 +414,32 @@ def demo_config(out: Path, video: Path, truth: dict[str, Any], *, realtime: bool
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    import shutil
+
     from edge.app.demo import load_truth
+    from edge.app.local_broker import AlertWatcher, LocalBroker, find_mosquitto
 
     out: Path = args.out
     video, truth_path = make_demo_clip(out, args.seed)
     truth = load_truth(truth_path)
-    cfg = demo_config(out, video, truth, realtime=args.realtime)
+    unit_id = "demo-junction"
+    shutil.rmtree(out / "unit", ignore_errors=True)  # each demo starts from a fresh unit
     print(f"demo: {video.name} ({truth.get('frames')} frames at {truth.get('fps')} fps), "
           f"model {DEMO_MODEL.relative_to(REPO_ROOT)}, ROIs {', '.join(sorted(truth['rois']))}")
-    run_unit(cfg, offline=not args.realtime, truth=truth_path)
+    if find_mosquitto() is None:
+        print("demo: mosquitto is not installed (make bootstrap installs it); alerts go to "
+              f"{out / 'unit' / 'alerts.jsonl'} instead")
+        cfg = demo_config(out, video, truth, realtime=args.realtime)
+        run_unit(cfg, offline=not args.realtime, truth=truth_path)
+        return 0
+    with LocalBroker() as broker, AlertWatcher(broker) as watcher:
+        sink = {**broker.sink_settings(unit_id), "signing_key_autogenerate": True}
+        cfg = demo_config(out, video, truth, realtime=args.realtime, sink=sink)
+        print(f"demo: alerts go through a local Mosquitto on {broker.host}:{broker.port}; "
+              f"watch them live with:\n  mosquitto_sub -h {broker.host} -p {broker.port} "
+              f"-t '{broker.root}/+/alert' -v")
+        result = run_unit(cfg, offline=not args.realtime, truth=truth_path)
+        n = len(result["detections"])
+        print(watcher.summary(pub_key=cfg.unit.data_dir / "keys" / f"{unit_id}.pub",
+                              expected=n, wait_s=15))
     return 0

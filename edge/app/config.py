@@ -270,7 +270,9 @@ def _resolve_paths(data: dict, base: Path) -> None:
 
     for section, keys in {
         "unit": ["data_dir"], "camera": ["path"], "model": ["path", "sidecar"],
-        "evidence": ["dir"], "sink": ["path"],
+        "evidence": ["dir"],
+        "sink": ["path", "ca_file", "cert_file", "key_file", "password_file", "outbox_path",
+                 "signing_key"],
     }.items():
         table = data.get(section)
         if isinstance(table, dict):
