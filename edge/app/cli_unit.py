@@ -22,6 +22,7 @@ from edge.core.errors import CameraError, PhonewatchError
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+DEMO_MODEL = REPO_ROOT / "models" / "phone_in_hand" / "phone_in_hand.tflite"
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -79,6 +80,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--seed", type=int, default=7, help="seed of the demo clip")
     p.add_argument("--realtime", action="store_true",
                    help="replay at the clip's frame rate (drops possible) instead of offline")
+    p.add_argument("--model", type=Path, default=DEMO_MODEL,
+                   help="model to run (default: the shipped phone-in-hand model)")
     p.set_defaults(func=cmd_demo)
 
 
@@ -379,7 +382,6 @@ def cmd_roi_preview(args: argparse.Namespace) -> int:
 
 
 # -- demo ------------------------------------------------------------------------------------
-DEMO_MODEL = REPO_ROOT / "models" / "phone_in_hand" / "phone_in_hand.tflite"
 
 
 def make_demo_clip(out: Path, seed: int) -> tuple[Path, Path]:
@@ -395,7 +397,7 @@ def make_demo_clip(out: Path, seed: int) -> tuple[Path, Path]:
 
 
 def demo_config(out: Path, video: Path, truth: dict[str, Any], *, realtime: bool,
-                sink: dict[str, Any] | None = None) -> Config:
+                sink: dict[str, Any] | None = None, model: Path = DEMO_MODEL) -> Config:
     from edge.app.config import parse_config
 
     data: dict[str, Any] = {
@@ -403,7 +405,7 @@ def demo_config(out: Path, video: Path, truth: dict[str, Any], *, realtime: bool
         "camera": {"type": "replay", "path": str(video), "speed": 1.0 if realtime else 0.0},
         "rois": [{"id": rid, "rect": list(box), "margin": 0.1}
                  for rid, box in sorted(truth["rois"].items())],
-        "model": {"path": str(DEMO_MODEL), "accelerator": "auto"},
+        "model": {"path": str(model), "accelerator": "auto"},
         "decider": {"window": 8, "min_frames": 5, "cooldown_s": 0.0},
         "evidence": {"quota_mb": 200},
         "stats": {"log_interval_s": 10},
@@ -425,16 +427,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     unit_id = "demo-junction"
     shutil.rmtree(out / "unit", ignore_errors=True)  # each demo starts from a fresh unit
     print(f"demo: {video.name} ({truth.get('frames')} frames at {truth.get('fps')} fps), "
-          f"model {DEMO_MODEL.relative_to(REPO_ROOT)}, ROIs {', '.join(sorted(truth['rois']))}")
+          f"model {args.model}, ROIs {', '.join(sorted(truth['rois']))}")
     if find_mosquitto() is None:
         print("demo: mosquitto is not installed (make bootstrap installs it); alerts go to "
               f"{out / 'unit' / 'alerts.jsonl'} instead")
-        cfg = demo_config(out, video, truth, realtime=args.realtime)
+        cfg = demo_config(out, video, truth, realtime=args.realtime, model=args.model)
         run_unit(cfg, offline=not args.realtime, truth=truth_path)
         return 0
     with LocalBroker() as broker, AlertWatcher(broker) as watcher:
         sink = {**broker.sink_settings(unit_id), "signing_key_autogenerate": True}
-        cfg = demo_config(out, video, truth, realtime=args.realtime, sink=sink)
+        cfg = demo_config(out, video, truth, realtime=args.realtime, sink=sink,
+                          model=args.model)
         print(f"demo: alerts go through a local Mosquitto on {broker.host}:{broker.port}; "
               f"watch them live with:\n  mosquitto_sub -h {broker.host} -p {broker.port} "
               f"-t '{broker.root}/+/alert' -v")
