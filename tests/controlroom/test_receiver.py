@@ -228,3 +228,38 @@ def test_real_uplink_to_receiver(broker: LocalBroker, receiver: Receiver, engine
         seqs = sorted(r[0] for r in conn.execute(sa.select(db.alerts.c.seq)))
     assert seqs == [1, 2, 3]
     assert receiver.stats()["rejected_total"] == 0
+
+
+def test_production_broker_tls_acl_and_shared_subscription(tmp_path: Path,
+                                                           engine: Engine) -> None:
+    """The production Mosquitto config (TLS, client certificates, per-unit ACL): the control
+    room's certificate may take the shared subscription and receives a unit's alert."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    unit = Unit("unit-a", generate_key())
+    db.upsert_unit(engine, unit.unit_id, raw_pub_b64(unit.key), "0" * 16)
+    with LocalBroker(tls=True, units=["unit-a"]) as b:
+        certs = b.client_certs("controlroom")
+        r = Receiver(mqtt_cfg(b, host="localhost", **certs), engine).start()
+        try:
+            assert r.wait_ready(15)
+            ucerts = b.client_certs("unit-a")
+            c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2,
+                            client_id="unit-a", protocol=mqtt.MQTTv5)
+            c.tls_set(str(ucerts["ca_file"]), str(ucerts["cert_file"]),
+                      str(ucerts["key_file"]))
+            c.connect("localhost", b.port)
+            c.loop_start()
+            try:
+                payload, jpeg = unit.alert()
+                c.publish(f"{T}/alert", payload, qos=1).wait_for_publish(10)
+                c.publish(f"{T}/evidence/unit-a-1", jpeg, qos=1).wait_for_publish(10)
+            finally:
+                c.disconnect()
+                c.loop_stop()
+            assert wait_until(lambda: r.stats().get("evidence_stored") == 1, timeout_s=15), \
+                r.stats()
+        finally:
+            r.close()
+    assert count(engine) == 1
