@@ -25,7 +25,7 @@ demo: bootstrap
 	$(VENV)/bin/phonewatch demo
 
 lint:
-	$(VENV)/bin/ruff check edge controlroom tests bench models firmware
+	$(VENV)/bin/ruff check edge controlroom tests bench models firmware hardware
 
 typecheck:
 	$(VENV)/bin/mypy

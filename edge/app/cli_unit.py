@@ -155,6 +155,9 @@ def run_unit(cfg: Config, *, offline: bool, max_s: float | None = None,
         if progress is not None:
             progress.done()
         print(unit.pipeline.summary_table())
+        ignition_off = unit.shutdown_requested.is_set()
+    if ignition_off:  # everything above is closed and flushed: now power off
+        unit.shutdown_if_requested()
     result: dict[str, Any] = {"stats": snap, "detections": memory.detections}
     for d in memory.detections:
         print(f"  hit {d.alert_id}: roi {d.roi_id} frame {d.frame_index} score {d.score:.3f} "

@@ -127,6 +127,8 @@ class Unit:
         self.field_io: Any | None = None
         self.notifier: Any | None = None
         self.watchdog: Any | None = None
+        self.supervisor: Any | None = None
+        self.sink: Any | None = None
         self.shutdown_requested = threading.Event()
         self._muted_until = 0.0
 
@@ -161,6 +163,16 @@ class Unit:
             self.field_io.on_shutdown_request = self.shutdown_requested.set
             self._stack.callback(self.field_io.close)
             self.field_io.set_status("starting")
+            g = cfg.gpio
+            if g.supervisor_port:
+                from edge.adapters.supervisor import SupervisorLink
+
+                self.supervisor = SupervisorLink(
+                    g.supervisor_port, baud=g.supervisor_baud, heartbeat_s=g.heartbeat_s,
+                    status_text=lambda: self.pipeline.status if self.pipeline else "starting")
+                self._stack.callback(self.supervisor.close)
+                if g.strobe_on_us:
+                    self.supervisor.set_strobe(g.strobe_on_us, g.strobe_max_duty_pct)
         classifier = build_classifier(cfg)
         self._stack.callback(classifier.close)
         source = build_source(cfg, speed=self.speed)
@@ -172,6 +184,7 @@ class Unit:
         sink = build_sink(cfg, gps=self.gps, stats=self._heartbeat_stats,
                           on_command=self._on_command)
         self._stack.callback(sink.close)
+        self.sink = sink
         if self.extra_sink is not None:
             from edge.adapters.sinks import TeeSink
 
@@ -200,6 +213,25 @@ class Unit:
             self.field_io.set_status(status)
         if self.notifier is not None:
             self.notifier.status(f"phonewatch {status}")
+
+    def _field_state(self) -> str:
+        """What the status LED shows while frames flow: the most urgent problem first."""
+        if getattr(self.sink, "is_connected", True) is False:  # the MQTT uplink says so
+            return "broker_offline"
+        if self.gps is not None and self.gps.state in ("no_fix", "stale", "no_receiver"):
+            return "no_gps"
+        return "running"
+
+    def shutdown_if_requested(self) -> bool:
+        """After an ignition-off run: tell the Pico, then power off cleanly. True if so."""
+        if not self.shutdown_requested.is_set():
+            return False
+        if self.supervisor is not None and self.cfg.gpio is not None:
+            self.supervisor.announce_shutdown(self.cfg.gpio.halt_s)
+        from edge.app.systemd import poweroff
+
+        poweroff()
+        return True
 
     def _on_frame(self, frame: Any, scores: dict[str, float]) -> None:
         if self.watchdog is not None:
@@ -243,10 +275,8 @@ class Unit:
                 # Pet the watchdog only while frames flow: a stuck pipeline gets restarted.
                 if self.watchdog is not None:
                     self.watchdog.tick()
-                if self.field_io is not None and self.gps is not None and p.status == "running":
-                    state = getattr(self.gps, "state", "")
-                    if state in ("no_fix", "stale", "no_receiver"):
-                        self.field_io.set_status("no_gps")
+                if self.field_io is not None and p.status == "running":
+                    self.field_io.set_status(self._field_state())
                 if progress is not None:
                     progress(p.snapshot())
                 if now - last_log >= interval:

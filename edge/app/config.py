@@ -270,7 +270,7 @@ def _resolve_paths(data: dict, base: Path) -> None:
 
     for section, keys in {
         "unit": ["data_dir"], "camera": ["path"], "model": ["path", "sidecar"],
-        "evidence": ["dir"],
+        "evidence": ["dir"], "gpio": ["pin_map"],
         "sink": ["path", "ca_file", "cert_file", "key_file", "password_file", "outbox_path",
                  "signing_key"],
     }.items():

@@ -80,3 +80,58 @@ def test_no_frames_no_watchdog(tmp_path: Path, make_video, brightness_model: Pat
         unit.run(max_s=1.5)
     assert "READY=1" in notify_socket
     assert "WATCHDOG=1" not in notify_socket  # systemd would restart the unit
+
+
+def patrol_cfg(tmp_path: Path, video: Path, model: Path, **gpio: object):  # type: ignore[no-untyped-def]
+    return parse_config({
+        "unit": {"id": "patrol-test", "mode": "patrol", "data_dir": str(tmp_path / "unit")},
+        "camera": {"type": "replay", "path": str(video), "speed": 1.0},
+        "rois": [{"id": "windscreen", "rect": [0.1, 0.1, 0.5, 0.9], "margin": 0.0}],
+        "model": {"path": str(model), "accelerator": "cpu"},
+        "decider": {"window": 4, "min_frames": 3, "cooldown_s": 0},
+        "gpio": {"pattern_scale": 0.05, **gpio},
+    })
+
+
+@pytest.fixture
+def mock_pins(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """gpiozero's own MockFactory, chosen the way a unit chooses a pin factory: by env var."""
+    from gpiozero import Device
+    from gpiozero.pins.mock import MockFactory
+
+    monkeypatch.setenv("GPIOZERO_PIN_FACTORY", "mock")
+    Device.pin_factory = MockFactory()
+    yield Device.pin_factory
+    Device.pin_factory.reset()
+    Device.pin_factory = None
+
+
+def test_patrol_hit_sounds_the_buzzer_on_the_mapped_pin(
+        tmp_path: Path, make_video, brightness_model: Path, mock_pins) -> None:  # type: ignore[no-untyped-def]
+    video = make_video([20] * 5 + [240] * 10 + [20] * 10, box=(0.1, 0.1, 0.5, 0.9), fps=25.0)
+    buzzer = mock_pins.pin(27)  # hardware/pinmap.toml: signals.buzzer
+    with Unit(patrol_cfg(tmp_path, video, brightness_model)) as unit:
+        assert unit.field_io is not None
+        assert unit.field_io.status in ("starting", "running")
+        snap = unit.run(max_s=5)
+    assert snap["hits"] == 1
+    # MockPin keeps every state change: the buzzer went high, then low again.
+    states = [bool(s.state) for s in buzzer.states]
+    assert True in states and states[-1] is False
+
+
+def test_ignition_off_ends_the_run_and_requests_power_off(
+        tmp_path: Path, make_video, brightness_model: Path, mock_pins) -> None:  # type: ignore[no-untyped-def]
+    video = make_video([60] * 10, fps=25.0)
+    ignition = mock_pins.pin(23)  # signals.ignition
+    ignition.drive_high()
+    cfg = patrol_cfg(tmp_path, video, brightness_model, shutdown_delay_s=0.2)
+    cfg = cfg.model_copy(update={"camera": cfg.camera.model_copy(update={"loop": True})})
+    import time
+
+    with Unit(cfg) as unit:
+        threading.Timer(0.5, ignition.drive_low).start()
+        t0 = time.monotonic()
+        unit.run(max_s=10)
+        assert time.monotonic() - t0 < 5  # stopped by the ignition, not by max_s
+        assert unit.shutdown_requested.is_set()
