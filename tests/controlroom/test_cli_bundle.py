@@ -15,7 +15,8 @@ from controlroom import bundle, db, users
 from controlroom.config import load_config
 from edge.adapters.signing import generate_key, save_public_key
 from edge.app.cli import main
-from tests.controlroom.conftest import Unit, jpeg_bytes, pub_pem
+from edge.app.local_broker import LocalBroker
+from tests.controlroom.conftest import Publisher, Unit, jpeg_bytes, pub_pem
 
 
 def make_zip(unit: Unit, **overrides: bytes) -> bytes:
@@ -168,3 +169,31 @@ def test_example_config_loads() -> None:
                       "controlroom.toml")
     assert cfg.retention.rejected_evidence_s == 3600
     assert cfg.mqtt.share_group == "controlroom"
+
+
+@pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+def test_demo_control_room_receives_and_serves(tmp_path: Path, broker: LocalBroker,
+                                               publisher: Publisher) -> None:
+    """What `make demo` uses: a unit key on disk, a control room on a free port."""
+    import httpx
+
+    from controlroom.demo import DEMO_PASSWORD, DEMO_USER, demo_control_room
+    from tests.controlroom.conftest import wait_until
+
+    unit = Unit("demo-junction", generate_key())
+    pub = tmp_path / "demo-junction.pub"
+    save_public_key(unit.key.public_key(), pub)
+    room = demo_control_room(tmp_path / "cr", mqtt_host=broker.host, mqtt_port=broker.port,
+                             unit_keys={"demo-junction": pub})
+    try:
+        publisher.publish("phonewatch/demo-junction/alert", unit.alert()[0])
+        assert room.receiver is not None
+        assert wait_until(lambda: room.receiver.stats().get("stored") == 1)  # type: ignore[union-attr]
+        with httpx.Client(base_url=room.url.rstrip("/")) as c:
+            html = c.get("/login").text
+            token = html.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+            c.post("/login", data={"username": DEMO_USER, "password": DEMO_PASSWORD,
+                                   "csrf": token})
+            assert "demo-junction-1" in c.get("/").text
+    finally:
+        room.close()
