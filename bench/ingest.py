@@ -222,6 +222,44 @@ def run(url: str, broker: LocalBroker, keys: list[tuple[str, Ed25519PrivateKey]]
                   latency_ms=sorted(x for p in parts for x in p[3]), publish_s=publish_s)
 
 
+def drain_rate(url: str, broker: LocalBroker, keys: list[tuple[str, Ed25519PrivateKey]],
+               n: int, seq0: int, receivers: int) -> tuple[float, int]:
+    """A backlog of n alerts queued by the broker for offline receivers (persistent sessions
+    in one share group), then drained by ``receivers`` processes with no publisher running:
+    stored alerts/s, and the rows stored."""
+    ctx = mp.get_context("fork")
+    group = f"bench{uuid.uuid4().hex[:6]}"
+    cfgs = [MqttConfig(host=broker.host, port=broker.port,  # type: ignore[call-arg]
+                       client_id=f"{group}-{i}", share_group=group, session_expiry_s=3600)
+            for i in range(receivers)]
+    engine = db.make_engine(url)
+    for cfg in cfgs:  # create the sessions, then go away
+        r = Receiver(cfg, engine).start()
+        assert r.wait_ready(20)
+        r.close()
+    engine.dispose()
+    msgs = make_alerts(keys, n, t0=time.time(), rate=None, seq0=seq0)
+    pub = ctx.Process(target=publisher_main, args=(broker.host, broker.port, msgs, False))
+    pub.start()
+    pub.join(600)
+    stop, out = ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=receiver_main, args=(url, cfg, ctx.Event(), stop, out))
+             for cfg in cfgs]
+    for p in procs:
+        p.start()
+    deadline = time.monotonic() + 300
+    while stored_rows(url, seq0) < n and time.monotonic() < deadline:
+        time.sleep(0.1)
+    stop.set()
+    parts = [out.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(30)
+    got = [p for p in parts if p[0]]
+    first = min(p[1] for p in got)
+    last = max(p[2] for p in got)
+    return (sum(p[0] for p in parts) - 1) / max(last - first, 1e-9), stored_rows(url, seq0)
+
+
 def direct_rate(url: str, keys: list[tuple[str, Ed25519PrivateKey]], n: int, seq0: int) -> float:
     """Ingest.process in batches of 500, no broker: checks + database only."""
     msgs = [Message(t, p, time.time()) for t, p, _ in make_alerts(keys, n, t0=time.time(),
@@ -281,6 +319,11 @@ def main() -> None:
             rows_out.append((f"{name}, no broker: checks + store, alerts/s (1 process)",
                              f"{direct_rate(url, keys, 5000, seq0):,.0f}"))
             seq0 += 5000
+            for receivers in args.receivers:
+                rate, rows = drain_rate(url, broker, keys, args.n, seq0, receivers)
+                seq0 += args.n
+                rows_out.append((f"{name}, {receivers} receiver(s) draining a backlog: "
+                                 "alerts/s (rows)", f"{rate:,.0f} ({rows} of {args.n})"))
             for receivers in args.receivers:
                 label = f"{name}, {receivers} receiver{'s' if receivers > 1 else ''}"
                 res = run(url, broker, keys, n=args.n, rate=None, seq0=seq0,
