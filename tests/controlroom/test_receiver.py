@@ -263,3 +263,19 @@ def test_production_broker_tls_acl_and_shared_subscription(tmp_path: Path,
         finally:
             r.close()
     assert count(engine) == 1
+
+
+def test_database_failure_keeps_messages_until_it_recovers(receiver: Receiver,
+                                                           publisher: Publisher, unit_a: Unit,
+                                                           engine: Engine) -> None:
+    """While the database refuses writes the batch stays unacknowledged and is retried; once
+    it recovers, every alert is stored once."""
+    with engine.begin() as conn:  # a real failure: the table is gone
+        conn.execute(sa.text("ALTER TABLE alerts RENAME TO alerts_away"))
+    for _ in range(5):
+        publisher.publish(f"{T}/alert", unit_a.alert()[0])
+    assert wait_until(lambda: receiver.db_errors >= 2, timeout_s=15)
+    with engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE alerts_away RENAME TO alerts"))
+    assert wait_until(lambda: count(engine) == 5, timeout_s=15)
+    assert receiver.stats()["stored"] == 5
