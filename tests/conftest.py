@@ -62,3 +62,20 @@ def make_video(tmp_path: Path) -> Callable[..., Path]:
         return write_video(tmp_path / name, frames, fps)
 
     return make
+
+
+def _on_a_pi() -> bool:
+    try:
+        return "Raspberry Pi" in Path("/proc/device-tree/model").read_text(errors="ignore")
+    except OSError:
+        return False
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``pi`` need the real camera / GPIO: they run on a Raspberry Pi only."""
+    if _on_a_pi():
+        return
+    skip = pytest.mark.skip(reason="needs a Raspberry Pi (camera, GPIO)")
+    for item in items:
+        if "pi" in item.keywords:
+            item.add_marker(skip)
