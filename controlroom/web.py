@@ -14,6 +14,7 @@ import io
 import json
 import logging
 import os
+import re
 import secrets
 import time
 import zipfile
@@ -21,6 +22,7 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from fastapi import FastAPI, Form, HTTPException, Request
@@ -35,6 +37,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.engine import Connection, Engine
 from starlette.middleware.sessions import SessionMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from controlroom import bundle, crypto, db, users
 from controlroom.config import Config
@@ -115,12 +118,49 @@ def query_alerts(conn: Connection, *, unit: str | None, status: str | None,
     return list(conn.execute(q.limit(limit)))
 
 
+def content_security_policy(tile_url: str) -> str:
+    """Scripts and everything else only from this server; map tiles from the tile host."""
+    img = "'self' data:"
+    if tile_url:
+        parts = urlsplit(tile_url)
+        if parts.scheme in ("http", "https") and parts.netloc:
+            host = re.sub(r"\{[a-z]+\}", "*", parts.netloc)
+            img += f" {parts.scheme}://{host}"
+    return ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+            f"img-src {img}; connect-src 'self'; frame-ancestors 'none'; form-action 'self'; "
+            "base-uri 'none'; object-src 'none'")
+
+
+class SecurityHeaders:
+    """Pure ASGI middleware (safe with streaming responses) adding CSP and friends."""
+
+    def __init__(self, app: ASGIApp, *, csp: str) -> None:
+        self.app = app
+        self.headers = [(b"content-security-policy", csp.encode()),
+                        (b"x-content-type-options", b"nosniff"),
+                        (b"x-frame-options", b"DENY"),
+                        (b"referrer-policy", b"same-origin")]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *self.headers]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
 def create_app(cfg: Config, engine: Engine, *, stats: StatsFn | None = None) -> FastAPI:
     app = FastAPI(title="phonewatch control room", docs_url=None, redoc_url=None,
                   openapi_url=None)
     app.add_middleware(SessionMiddleware, secret_key=load_secret(cfg.web.secret_key_file),
                        session_cookie="phonewatch_session", max_age=cfg.web.session_max_age_s,
                        same_site="strict", https_only=cfg.web.https_only)
+    app.add_middleware(SecurityHeaders, csp=content_security_policy(cfg.web.tile_url))
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     templates = Jinja2Templates(directory=HERE / "templates")
     templates.env.globals["fmt_time"] = fmt_time
@@ -178,7 +218,7 @@ def create_app(cfg: Config, engine: Engine, *, stats: StatsFn | None = None) -> 
         request.session.clear()
         request.session["user"] = username
         request.session["csrf"] = secrets.token_urlsafe(32)
-        safe_next = next if next.startswith("/") and not next.startswith("//") else "/"
+        safe_next = next if re.fullmatch(r"/(?![/\\])[^\\]*", next) else "/"
         return RedirectResponse(safe_next, status_code=303)
 
     @app.post("/logout")

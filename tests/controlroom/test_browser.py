@@ -67,6 +67,10 @@ def test_login_live_alert_review_export_verify(browser: Any, room: ControlRoom,
 
     page = browser.new_page(accept_downloads=True)
     page.set_default_timeout(10_000)
+    console_errors: list[str] = []
+    page.on("console", lambda msg: console_errors.append(msg.text) if msg.type == "error"
+            else None)
+    page.on("pageerror", lambda exc: console_errors.append(str(exc)))
     page.goto(room.url)
     assert "/login" in page.url
     page.fill("input[name=username]", "alice")
@@ -108,3 +112,5 @@ def test_login_live_alert_review_export_verify(browser: Any, room: ControlRoom,
     result = verify_bundle(path)
     assert result.ok, result.report()
     assert result.alert["alert_id"] == alert_id
+    # the failed log-in's 401 is the only error; nothing blocked by the CSP, no script errors
+    assert [e for e in console_errors if "401" not in e] == [], console_errors

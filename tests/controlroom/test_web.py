@@ -305,3 +305,28 @@ def test_live_list_pushes_new_alerts_over_sse(cfg: Config, engine: Engine, inges
         assert t_stored, "the alert came before it was stored?"
     finally:
         room.close()
+
+
+def test_security_headers_and_no_open_redirect(client: Any) -> None:
+    r = client.get("/login")
+    csp = r.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert r.headers["x-frame-options"] == "DENY"
+    assert "<script>" not in client.get("/login").text  # no inline script for CSP to allow
+    token = csrf_of(r.text)
+    for evil in ("//evil.example/", "/\\evil.example", "https://evil.example/"):
+        r = client.post("/login", data={"username": "alice", "password": PASSWORD,
+                                        "csrf": token, "next": evil}, follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"] == "/", evil
+        token = csrf_of(client.get("/login").text)
+    r = client.post("/login", data={"username": "alice", "password": PASSWORD, "csrf": token,
+                                    "next": "/units"}, follow_redirects=False)
+    assert r.headers["location"] == "/units"
+
+
+def test_tile_host_is_allowed_by_the_policy() -> None:
+    from controlroom.web import content_security_policy
+
+    csp = content_security_policy("https://{s}.tiles.example/{z}/{x}/{y}.png")
+    assert "img-src 'self' data: https://*.tiles.example;" in csp
+    assert "img-src 'self' data:;" in content_security_policy("")
