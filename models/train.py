@@ -63,6 +63,8 @@ class TrainConfig:
     name: str = "phone-in-hand"
     version: str = "1.0.0"
     threads: int = 2
+    init: Path | None = None
+    """A ``.keras`` model (from an earlier run) to continue training from."""
     cache: Path | None = None
     """Folder to keep rendered synthetic crops between runs (rendering takes minutes)."""
 
@@ -82,6 +84,15 @@ def build_model(arch: str, size: int, alpha: float, weights: str) -> Any:
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.momentum = 0.9
         x = base.output
+        x = keras.layers.Dropout(0.2)(x)
+    elif arch == "mobilenetv1":
+        # ImageNet weights read from a quantised MobileNet-V1 TFLite classifier (no download).
+        from models.pretrained import mobilenet_v1_backbone
+
+        if weights in ("none", "imagenet"):
+            raise ValueError("arch mobilenetv1 needs --weights PATH to a MobileNet-V1 .tflite")
+        x = mobilenet_v1_backbone(Path(weights), inp)
+        x = keras.layers.GlobalAveragePooling2D()(x)
         x = keras.layers.Dropout(0.2)(x)
     elif arch == "tiny":  # for tests: seconds to train, same export path
         x = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu6")(inp)
@@ -166,7 +177,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     log.info("data ready in %.0f s; fingerprint %s", time.monotonic() - t_start, data_fp[:16])
 
     # -- model --------------------------------------------------------------------------------
-    model = build_model(cfg.arch, cfg.size, cfg.alpha, cfg.weights)
+    if cfg.init is not None:
+        model = keras.models.load_model(cfg.init)
+        log.info("continuing from %s", cfg.init)
+    else:
+        model = build_model(cfg.arch, cfg.size, cfg.alpha, cfg.weights)
     n_synth_epoch = min(len(syn_tr), cfg.epoch_synthetic)
     n_per_epoch = len(real_tr_img) * cfg.real_repeat + n_synth_epoch
     steps = max(1, cfg.epochs * (n_per_epoch // cfg.batch))
@@ -239,6 +254,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         "epochs": cfg.epochs,
         "batch": cfg.batch, "lr": cfg.lr, "seed": cfg.seed, "real_repeat": cfg.real_repeat,
         "tensorflow": tf.__version__, "keras": _k.__version__,
+        "continued_from": str(cfg.init) if cfg.init else None,
         "train_seconds": round(time.monotonic() - t_start, 1),
         "history": history,
     }
@@ -266,9 +282,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="synthetic crops used in each epoch (drawn from --synthetic)")
     ap.add_argument("--size", type=int, default=96, help="input width = height (px)")
     ap.add_argument("--alpha", type=float, default=0.35, help="MobileNetV2 width multiplier")
-    ap.add_argument("--arch", choices=["mobilenetv2", "tiny"], default="mobilenetv2")
-    ap.add_argument("--weights", choices=["none", "imagenet"], default="none",
-                    help="initialisation (imagenet needs internet access for Keras to download)")
+    ap.add_argument("--arch", choices=["mobilenetv2", "mobilenetv1", "tiny"],
+                    default="mobilenetv2")
+    ap.add_argument("--weights", default="none",
+                    help="none, imagenet (MobileNetV2; Keras downloads it, needs the internet) "
+                    "or, with --arch mobilenetv1, a quantised MobileNet-V1 ImageNet .tflite "
+                    "whose weights initialise the backbone")
     ap.add_argument("--epochs", type=int, default=22)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=3e-3)
@@ -281,6 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--version", default="1.0.0")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cache", type=Path, help="keep rendered synthetic crops here between runs")
+    ap.add_argument("--init", type=Path, help="continue training a .keras model from a run")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if a.synthetic < 0 or a.epochs < 1 or not 32 <= a.size <= 512:
@@ -294,7 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       arch=a.arch, weights=a.weights, epochs=a.epochs, batch=a.batch, lr=a.lr,
                       seed=a.seed, val_share=a.val_share, real_repeat=a.real_repeat,
                       target_fpr=a.target_fpr, version=a.version, threads=a.threads,
-                      epoch_synthetic=a.epoch_synthetic, cache=a.cache)
+                      epoch_synthetic=a.epoch_synthetic, cache=a.cache, init=a.init)
     record = train(cfg)
     print(json.dumps({k: record[k] for k in ("model", "threshold")}))
     return 0

@@ -87,3 +87,32 @@ def test_train_cli_refuses_a_test_split(tmp_path: Path) -> None:
     (tmp_path / "test").mkdir()
     with pytest.raises(SystemExit):
         train.main(["--out", str(tmp_path / "o"), "--real", str(tmp_path / "test")])
+
+
+def test_imagenet_weights_from_a_quantised_tflite_reproduce_its_predictions(
+        shared_data: Path) -> None:
+    import cv2
+    import keras
+
+    from edge.core.preprocess import preprocess
+    from models.pretrained import _dequant, mobilenet_v1_backbone
+
+    tfl = shared_data / "models" / "mobilenet_v1_0.25_128_quant.tflite"
+    inp = keras.Input((128, 128, 3))
+    feats = keras.Model(inp, keras.layers.GlobalAveragePooling2D()(mobilenet_v1_backbone(tfl, inp)))
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    it = Interpreter(model_path=str(tfl),
+                     experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    it.allocate_tensors()
+    head = [o for o in it._get_ops_details() if o["op_name"] == "CONV_2D"][-1]
+    w = _dequant(it, int(head["inputs"][1]))[:, 0, 0, :]
+    b = _dequant(it, int(head["inputs"][2]))
+    inp_d, out_d = it.get_input_details()[0], it.get_output_details()[0]
+    for name in ("coral_grace_hopper.bmp", "coral_squat.bmp", "coral_face.jpg"):
+        img = cv2.imread(str(shared_data / "images" / name))
+        x = preprocess(np.asarray(img), InputSpec(width=128, height=128))[None]
+        ours = int(np.argmax(w @ feats.predict(x, verbose=0)[0] + b))
+        it.set_tensor(inp_d["index"], np.clip(np.rint(x * 128) + 128, 0, 255).astype(np.uint8))
+        it.invoke()
+        assert ours == int(np.argmax(it.get_tensor(out_d["index"])[0])), name

@@ -1,0 +1,72 @@
+"""ImageNet initialisation without the internet: rebuild a MobileNet-V1 backbone in Keras from
+the weights of a quantised ImageNet TFLite classifier (e.g. Google's
+``mobilenet_v1_0.25_128_quant.tflite``, Apache-2.0, in ``../shared/data/models``).
+
+The TFLite model's batch norm is already folded into each convolution's weights and bias, so
+the rebuilt backbone is a plain stack of convolutions with bias and ReLU6 (dequantised from
+uint8 with each tensor's own scale and zero point). Everything before the average pool is kept;
+the 1001-way ImageNet head is dropped. Input scaling matches the original (pixels to -1..1).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _dequant(it: Any, index: int) -> np.ndarray:
+    d = it._get_tensor_details(index, 0)
+    q = it.get_tensor(index)
+    scale, zero = d["quantization"]
+    if np.dtype(d["dtype"]).kind == "f" or scale == 0:
+        return np.asarray(q, np.float32)
+    return ((q.astype(np.float32) - np.float32(zero)) * np.float32(scale)).astype(np.float32)
+
+
+def read_backbone(tflite: Path) -> list[dict[str, Any]]:
+    """The conv / depthwise-conv layers up to the average pool: kind, stride, weights, bias."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    it = Interpreter(model_path=str(tflite),
+                     experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    it.allocate_tensors()
+    layers: list[dict[str, Any]] = []
+    for op in it._get_ops_details():
+        name = op["op_name"]
+        if name in ("AVERAGE_POOL_2D", "MEAN"):
+            break
+        if name not in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            raise ValueError(f"{tflite}: unexpected operator {name} in a MobileNet-V1 backbone")
+        x_in, w_idx, b_idx = (int(i) for i in op["inputs"][:3])
+        in_h = int(it._get_tensor_details(x_in, 0)["shape"][1])
+        out_h = int(it._get_tensor_details(int(op["outputs"][0]), 0)["shape"][1])
+        w = _dequant(it, w_idx)
+        b = _dequant(it, b_idx)
+        # conv: [out, kh, kw, in] -> [kh, kw, in, out]; depthwise: [1, kh, kw, c] -> [kh, kw, c, 1]
+        kernel = w.transpose(1, 2, 3, 0) if name == "CONV_2D" else w[0][:, :, :, None]
+        layers.append({"kind": "conv" if name == "CONV_2D" else "dw",
+                       "stride": max(1, in_h // out_h), "kernel": kernel, "bias": b})
+    if not layers:
+        raise ValueError(f"{tflite}: no convolution layers found")
+    return layers
+
+
+def mobilenet_v1_backbone(tflite: Path, inp: Any) -> Any:
+    """Keras tensors: the backbone applied to ``inp`` (NHWC, values -1..1), ImageNet weights."""
+    import keras
+
+    x = inp
+    for i, spec in enumerate(read_backbone(tflite)):
+        k = spec["kernel"]
+        if spec["kind"] == "conv":
+            layer = keras.layers.Conv2D(k.shape[3], k.shape[:2], strides=spec["stride"],
+                                        padding="same", name=f"mnv1_conv_{i}")
+        else:
+            layer = keras.layers.DepthwiseConv2D(k.shape[:2], strides=spec["stride"],
+                                                 padding="same", name=f"mnv1_dw_{i}")
+        x = layer(x)
+        layer.set_weights([k, spec["bias"]])
+        x = keras.layers.ReLU(6.0, name=f"mnv1_relu_{i}")(x)
+    return x
