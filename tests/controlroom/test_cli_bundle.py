@@ -15,7 +15,7 @@ from controlroom import bundle, db, users
 from controlroom.config import load_config
 from edge.adapters.signing import generate_key, save_public_key
 from edge.app.cli import main
-from edge.app.local_broker import LocalBroker
+from edge.app.local_broker import LocalBroker, free_port
 from tests.controlroom.conftest import Publisher, Unit, jpeg_bytes, pub_pem
 
 
@@ -197,3 +197,36 @@ def test_demo_control_room_receives_and_serves(tmp_path: Path, broker: LocalBrok
             assert "demo-junction-1" in c.get("/").text
     finally:
         room.close()
+
+
+def test_serve_prints_its_url_and_stops_cleanly(tmp_path: Path, broker: LocalBroker) -> None:
+    """`phonewatch controlroom serve` as a process: dashboard URL on stdout, /healthz answers,
+    SIGTERM stops it with exit status 0 and its receiver's counters."""
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+
+    from tests.controlroom.conftest import wait_until
+
+    port = free_port()
+    cfg = write_config(tmp_path, f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\n'
+                       f'client_id = "cr-serve"\n[web]\nport = {port}\n')
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "edge.app.cli", "controlroom", "serve",
+                                 "--config", str(cfg)], stdout=out, stderr=subprocess.STDOUT,
+                                cwd=Path(__file__).resolve().parents[2])
+    try:
+        assert wait_until(lambda: "receiving from" in log.read_text(), timeout_s=30), \
+            log.read_text()
+        assert f"dashboard at http://127.0.0.1:{port}/" in log.read_text()
+        r = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+        assert r.json()["schema_version"] == db.LATEST_VERSION
+        assert httpx.get(f"http://127.0.0.1:{port}/", timeout=5).status_code == 303
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(20)
+    assert rc == 0, log.read_text()
+    assert "receiver stats: {" in log.read_text()
