@@ -9,6 +9,8 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -50,13 +52,32 @@ def final_stats(log: Path) -> dict[str, object]:
     raise AssertionError(f"no stats in {log}:\n{log.read_text()[-2000:]}")
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'cr.sqlite'}"
+        return
+    base = request.getfixturevalue("postgres_url")
+    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
+    name = f"scale_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"CREATE DATABASE {name}"))
+    try:
+        yield base.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"DROP DATABASE {name} WITH (FORCE)"))
+        admin.dispose()
+
+
 def test_two_receivers_store_10000_alerts_exactly_once(tmp_path: Path, broker: LocalBroker,
-                                                       publisher: Publisher) -> None:
+                                                       publisher: Publisher,
+                                                       db_url: str) -> None:
     cfg = tmp_path / "cr.toml"
-    cfg.write_text(f'[database]\nurl = "sqlite:///cr.sqlite"\n'
+    cfg.write_text(f'[database]\nurl = "{db_url}"\n'
                    f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\n'
-                   f'share_group = "scale"\n')
-    engine = db.make_engine(f"sqlite:///{tmp_path / 'cr.sqlite'}")
+                   f'share_group = "scale{uuid.uuid4().hex[:6]}"\n')
+    engine = db.make_engine(db_url)
     db.migrate(engine)
     units = [Unit(f"unit-{i:02d}", generate_key()) for i in range(N_UNITS)]
     for u in units:
@@ -66,8 +87,8 @@ def test_two_receivers_store_10000_alerts_exactly_once(tmp_path: Path, broker: L
                 for _ in range(N_ALERTS // N_UNITS) for u in units]
 
     logs = [tmp_path / "r1.log", tmp_path / "r2.log"]
-    procs = [start_receiver(cfg, "cr-scale-1", logs[0]),
-             start_receiver(cfg, "cr-scale-2", logs[1])]
+    ids = [f"cr-scale-{uuid.uuid4().hex[:6]}-{i}" for i in (1, 2)]
+    procs = [start_receiver(cfg, ids[0], logs[0]), start_receiver(cfg, ids[1], logs[1])]
     try:
         for log in logs:
             assert wait_until(lambda log=log: "receiving from" in log.read_text(), 60), \
