@@ -113,6 +113,14 @@ def cmd_add_user(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_disable_user(args: argparse.Namespace) -> int:
+    from controlroom import users
+
+    users.set_active(_engine(args), args.username, args.enable)
+    print(f"user {args.username} {'enabled' if args.enable else 'disabled'}")
+    return 0
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     from controlroom import db
 
@@ -160,6 +168,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
                    "(else from stdin, or a prompt)")
     p.add_argument("--replace", action="store_true", help="set a new password for a user")
     p.set_defaults(func=cmd_add_user)
+
+    p = with_config(crs.add_parser("disable-user", help="disable an operator (ends their "
+                                   "sessions); --enable undoes it"))
+    p.add_argument("username")
+    p.add_argument("--enable", action="store_true", help="enable instead")
+    p.set_defaults(func=cmd_disable_user)
 
     p = with_config(crs.add_parser("migrate", help="bring the database schema up to date"))
     p.set_defaults(func=cmd_migrate)

@@ -81,6 +81,9 @@ class WebConfig(_Strict):
     live_poll_s: float = Field(0.25, description="How often the live list checks for new "
                                "alerts.", gt=0, le=5)
     page_size: int = Field(100, description="Alerts per list page.", ge=10, le=1000)
+    offline_after_s: float = Field(180.0, description="A unit whose last heartbeat is older "
+                                   "than this shows as offline, whatever its status says.",
+                                   gt=0, le=86400)
 
 
 class RetentionConfig(_Strict):

@@ -58,3 +58,14 @@ def check_password(engine: Engine, username: str, password: str) -> bool:
             conn.execute(db.users.update().where(db.users.c.username == username)
                          .values(password_hash=_hasher.hash(password)))
     return ok and row is not None and bool(row.is_active)
+
+
+def set_active(engine: Engine, username: str, is_active: bool) -> None:
+    """Enable or disable a user; a disabled user's open sessions stop working at once."""
+    with engine.begin() as conn:
+        res = conn.execute(db.users.update().where(db.users.c.username == username)
+                           .values(is_active=is_active))
+        if res.rowcount != 1:
+            raise ControlRoomError(f"no user {username!r}")
+        db.record_audit(conn, username="cli", action="user_enable" if is_active else
+                        "user_disable", target=username)

@@ -184,8 +184,15 @@ def create_app(cfg: Config, engine: Engine, *, stats: StatsFn | None = None) -> 
             raise HTTPException(403, "CSRF token missing or wrong; reload the page")
 
     def user_of(request: Request) -> str:
+        """The logged-in operator; a user removed or disabled since logging in is logged out."""
         user = request.session.get("user")
         if not user:
+            raise NeedLogin()
+        with engine.connect() as conn:
+            active = conn.execute(sa.select(db.users.c.is_active).where(
+                db.users.c.username == str(user))).scalar()
+        if not active:
+            request.session.clear()
             raise NeedLogin()
         return str(user)
 
@@ -384,7 +391,7 @@ def create_app(cfg: Config, engine: Engine, *, stats: StatsFn | None = None) -> 
             hb = json.loads(r.heartbeat) if r.heartbeat else {}
             hb_age = now - r.heartbeat_received_at if r.heartbeat_received_at else None
             online = r.status_state in ("online", "degraded") and (
-                hb_age is None or hb_age < 180)
+                hb_age is None or hb_age < cfg.web.offline_after_s)
             out.append({"unit": r.unit_id, "key_id": r.key_id, "state": r.status_state or
                         "unknown", "online": online, "status_time": r.status_time,
                         "reason": r.status_reason, "software": r.software,

@@ -128,14 +128,19 @@ def test_add_unit_add_user_and_migrate(tmp_path: Path, unit: Unit,
     assert "password too short" in capsys.readouterr().err
     assert main(["controlroom", "migrate", "--config", str(cfg)]) == 0
     assert f"schema version {db.LATEST_VERSION}" in capsys.readouterr().out
+    assert main(["controlroom", "disable-user", "alice", "--config", str(cfg)]) == 0
+    assert main(["controlroom", "disable-user", "nobody", "--config", str(cfg)]) == 1
+    assert "no user 'nobody'" in capsys.readouterr().err
     engine = db.make_engine(load_config(cfg).database.url)
+    assert not users.check_password(engine, "alice", "a long enough password")  # disabled
+    users.set_active(engine, "alice", True)
     assert users.check_password(engine, "alice", "a long enough password")
     assert not users.check_password(engine, "alice", "a long enough passwore")
     with engine.connect() as conn:
         key_b64 = conn.execute(sa.select(db.units.c.public_key)).scalar()
         actions = [r.action for r in conn.execute(sa.select(db.audit))]
     assert key_b64 == raw_b64
-    assert actions == ["unit_add", "unit_rekey", "user_add"]
+    assert actions == ["unit_add", "unit_rekey", "user_add", "user_disable", "user_enable"]
     engine.dispose()
 
 

@@ -330,3 +330,15 @@ def test_tile_host_is_allowed_by_the_policy() -> None:
     csp = content_security_policy("https://{s}.tiles.example/{z}/{x}/{y}.png")
     assert "img-src 'self' data: https://*.tiles.example;" in csp
     assert "img-src 'self' data:;" in content_security_policy("")
+
+
+def test_a_disabled_user_is_logged_out(client: Any, engine: Engine) -> None:
+    login(client)
+    assert client.get("/").status_code == 200
+    with engine.begin() as conn:
+        conn.execute(db.users.update().where(db.users.c.username == "alice")
+                     .values(is_active=False))
+    assert client.get("/", follow_redirects=False).status_code == 303
+    r = client.post("/login", data={"username": "alice", "password": PASSWORD,
+                                    "csrf": csrf_of(client.get("/login").text)})
+    assert r.status_code == 401
