@@ -174,9 +174,21 @@ def current_version(conn: Connection) -> int:
     return int(conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar() or 0)
 
 
-def migrate(engine: Engine, *, target: int | None = None) -> int:
-    """Apply pending migrations in order, each in its own transaction; returns the version."""
-    target = LATEST_VERSION if target is None else target
+def migrate(engine: Engine, *, target: int | None = None, attempts: int = 3) -> int:
+    """Apply pending migrations in order, each in its own transaction; returns the version.
+    Processes starting together may race on SQLite (PostgreSQL takes an advisory lock): the
+    loser sees "already exists" and tries again, by then finding the work done."""
+    for attempt in range(attempts):
+        try:
+            return _migrate(engine, LATEST_VERSION if target is None else target)
+        except ControlRoomError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5)
+    raise AssertionError("unreachable")
+
+
+def _migrate(engine: Engine, target: int) -> int:
     try:
         with engine.begin() as conn:
             if conn.dialect.name == "postgresql":

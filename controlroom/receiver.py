@@ -50,6 +50,7 @@ class Receiver:
         self._closed = False
         self.db_errors = 0
         self.connects = 0
+        self.subscriptions_refused = 0
         self._client = self._make_client()
         self._worker = threading.Thread(target=self._worker_main, name="controlroom-ingest",
                                         daemon=True)
@@ -105,6 +106,7 @@ class Receiver:
                if rc.is_failure]
         for t, rc in bad:
             log.error("subscription to %s refused: %s", t, rc)
+        self.subscriptions_refused = len(bad)
         self._subscribed.set()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
@@ -177,7 +179,8 @@ class Receiver:
     def stats(self) -> dict[str, Any]:
         out = self.ingest.stats()
         out.update(connected=self.is_connected, backlog=self.backlog(),
-                   db_errors=self.db_errors, connects=self.connects)
+                   db_errors=self.db_errors, connects=self.connects,
+                   subscriptions_refused=self.subscriptions_refused)
         return out
 
     def close(self, *, drain_timeout_s: float = 5.0) -> None:

@@ -244,6 +244,7 @@ def test_production_broker_tls_acl_and_shared_subscription(tmp_path: Path,
         r = Receiver(mqtt_cfg(b, host="localhost", **certs), engine).start()
         try:
             assert r.wait_ready(15)
+            assert r.stats()["subscriptions_refused"] == 0  # the ACL allows $share/...
             ucerts = b.client_certs("unit-a")
             c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2,
                             client_id="unit-a", protocol=mqtt.MQTTv5)
