@@ -43,6 +43,7 @@ class ControlRoom:
         self._web = web
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
+        self._started = False
         self.port = cfg.web.port or _free_port(cfg.web.host)
         self.url = f"http://{cfg.web.host}:{self.port}/"
 
@@ -50,6 +51,10 @@ class ControlRoom:
         return self.receiver.stats() if self.receiver is not None else {}
 
     def start(self, *, timeout_s: float = 15.0) -> ControlRoom:
+        """Start everything; a second call does nothing."""
+        if self._started:
+            return self
+        self._started = True
         if self.receiver is not None:
             self.receiver.start()
         if self.sweeper is not None:
