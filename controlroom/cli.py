@@ -9,17 +9,23 @@ import signal
 import sys
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from edge.core.errors import ControlRoomError, SignatureError
 
+if TYPE_CHECKING:  # the web stack is imported only by the commands that need it
+    from sqlalchemy.engine import Engine
 
-def _config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from controlroom.config import Config
+
+
+def _config(args: argparse.Namespace) -> Config:
     from controlroom.config import load_config
 
     return load_config(Path(args.config))
 
 
-def _engine(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _engine(args: argparse.Namespace) -> Engine:
     from controlroom import db
 
     engine = db.make_engine(_config(args).database.url)
