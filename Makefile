@@ -21,6 +21,7 @@ help:
 bootstrap:
 	@APT_PACKAGES="$(APT_PACKAGES)" PYTHON="$(PYTHON)" EXTRAS="$(EXTRAS)" bash deploy/bootstrap.sh
 
+demo: EXTRAS = dev,controlroom
 demo: bootstrap
 	$(VENV)/bin/phonewatch demo
 

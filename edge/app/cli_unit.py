@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.util
 import json
 import logging
 import os
@@ -82,6 +84,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
                    help="replay at the clip's frame rate (drops possible) instead of offline")
     p.add_argument("--model", type=Path, default=DEMO_MODEL,
                    help="model to run (default: the shipped phone-in-hand model)")
+    p.add_argument("--serve", action="store_true",
+                   help="keep the control-room dashboard running afterwards (Ctrl-C stops it)")
     p.set_defaults(func=cmd_demo)
 
 
@@ -421,6 +425,7 @@ def demo_config(out: Path, video: Path, truth: dict[str, Any], *, realtime: bool
 def cmd_demo(args: argparse.Namespace) -> int:
     import shutil
 
+    from edge.adapters.signing import write_key_pair
     from edge.app.demo import load_truth
     from edge.app.local_broker import AlertWatcher, LocalBroker, find_mosquitto
 
@@ -428,7 +433,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     video, truth_path = make_demo_clip(out, args.seed)
     truth = load_truth(truth_path)
     unit_id = "demo-junction"
-    shutil.rmtree(out / "unit", ignore_errors=True)  # each demo starts from a fresh unit
+    for fresh in ("unit", "controlroom"):  # each demo starts from a fresh unit and control room
+        shutil.rmtree(out / fresh, ignore_errors=True)
     print(f"demo: {video.name} ({truth.get('frames')} frames at {truth.get('fps')} fps), "
           f"model {args.model}, ROIs {', '.join(sorted(truth['rois']))}")
     if find_mosquitto() is None:
@@ -437,8 +443,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
         cfg = demo_config(out, video, truth, realtime=args.realtime, model=args.model)
         run_unit(cfg, offline=not args.realtime, truth=truth_path)
         return 0
-    with LocalBroker() as broker, AlertWatcher(broker) as watcher:
-        sink = {**broker.sink_settings(unit_id), "signing_key_autogenerate": True}
+    with contextlib.ExitStack() as stack:
+        broker = stack.enter_context(LocalBroker())
+        watcher = stack.enter_context(AlertWatcher(broker, client_id="demo-watcher"))
+        keys = out / "unit" / "keys"
+        write_key_pair(unit_id, keys)  # the control room must know the key before any alert
+        room = None
+        if importlib.util.find_spec("fastapi") is not None:
+            from controlroom.demo import DEMO_PASSWORD, DEMO_USER, demo_control_room
+
+            room = demo_control_room(out / "controlroom", mqtt_host=broker.host,
+                                     mqtt_port=broker.port,
+                                     unit_keys={unit_id: keys / f"{unit_id}.pub"})
+            stack.callback(room.close)
+            print(f"demo: control room dashboard at {room.url} "
+                  f"(log in as {DEMO_USER} / {DEMO_PASSWORD})")
+        sink = {**broker.sink_settings(unit_id), "signing_key": str(keys / f"{unit_id}.key")}
         cfg = demo_config(out, video, truth, realtime=args.realtime, sink=sink,
                           model=args.model)
         print(f"demo: alerts go through a local Mosquitto on {broker.host}:{broker.port}; "
@@ -446,6 +466,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
               f"-t '{broker.root}/+/alert' -v")
         result = run_unit(cfg, offline=not args.realtime, truth=truth_path)
         n = len(result["detections"])
-        print(watcher.summary(pub_key=cfg.unit.data_dir / "keys" / f"{unit_id}.pub",
-                              expected=n, wait_s=15))
+        print(watcher.summary(pub_key=keys / f"{unit_id}.pub", expected=n, wait_s=15))
+        if room is not None:
+            deadline = time.monotonic() + 15
+            while room.stats().get("stored", 0) < n and time.monotonic() < deadline:
+                time.sleep(0.1)
+            st = room.stats()
+            print(f"dashboard database: {st.get('stored', 0)} alert(s) verified and stored, "
+                  f"{st.get('evidence_stored', 0)} evidence image(s), "
+                  f"{st.get('rejected_total', 0)} rejected")
+            if args.serve:
+                print(f"demo: review them at {room.url} — Ctrl-C to stop")
+                with contextlib.suppress(KeyboardInterrupt):
+                    room.wait()
     return 0
