@@ -46,7 +46,24 @@ class _Counter:
         return n
 
 
-class OpenCvSource:
+class _CaptureBase:
+    """What the two ``cv2.VideoCapture`` sources share: the capture, framing, closing."""
+
+    name: str
+    _cap: Any
+    _count: _Counter
+
+    def _frame(self, img: np.ndarray) -> Frame:
+        return Frame(index=self._count.next(), t_mono_s=time.monotonic(), t_wall_s=time.time(),
+                     image=img, source=self.name)
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+
+class OpenCvSource(_CaptureBase):
     """OpenCV ``VideoCapture`` on a device index, a stream URL or a file (unpaced)."""
 
     def __init__(self, device: int | str, *, width: int | None = None,
@@ -96,16 +113,10 @@ class OpenCvSource:
             if self.is_live:
                 raise CameraError(f"{self.name} stopped delivering frames")
             return None
-        return Frame(index=self._count.next(), t_mono_s=time.monotonic(), t_wall_s=time.time(),
-                     image=img, source=self.name)
-
-    def close(self) -> None:
-        if self._cap is not None:
-            self._cap.release()
-            self._cap = None
+        return self._frame(img)
 
 
-class ReplaySource:
+class ReplaySource(_CaptureBase):
     """A video file paced at its own frame rate (``speed`` x real time; 0 = unpaced)."""
 
     def __init__(self, path: Path | str, *, loop: bool = False, speed: float = 1.0) -> None:
@@ -169,13 +180,7 @@ class ReplaySource:
             elif now - due > 1.0:  # far behind (a pause): re-anchor instead of bursting
                 self._t0, self._n_since_t0 = now, 0
             self._n_since_t0 += 1
-        return Frame(index=self._count.next(), t_mono_s=time.monotonic(), t_wall_s=time.time(),
-                     image=img, source=self.name)
-
-    def close(self) -> None:
-        if self._cap is not None:
-            self._cap.release()
-            self._cap = None
+        return self._frame(img)
 
 
 class FolderSource:
