@@ -22,7 +22,7 @@ import numpy as np
 
 from edge.core.errors import AcceleratorError, ModelError
 from edge.core.model_spec import ModelSpec, load_spec, sidecar_path
-from edge.core.preprocess import dequantise, preprocess, quantise, to_layout
+from edge.core.preprocess import dequantise, preprocess_quantised, to_layout
 
 log = logging.getLogger(__name__)
 
@@ -189,9 +189,9 @@ class LiteRTClassifier:
     # -- inference ----------------------------------------------------------------------------
     def preprocess(self, crop_bgr: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
         """Crop (and polygon mask) -> the exact tensor (dtype, layout, batch) the model takes."""
-        x = preprocess(crop_bgr, self.spec.input, mask)[None]
-        x = to_layout(x, self.spec.input.layout)
-        return quantise(x, self._in_scale, self._in_zero, self._in_dtype)
+        x = preprocess_quantised(crop_bgr, self.spec.input, self._in_scale, self._in_zero,
+                                 self._in_dtype, mask)[None]
+        return to_layout(x, self.spec.input.layout)
 
     def invoke(self, tensor: np.ndarray) -> np.ndarray:
         """Run the model on one prepared tensor; returns the raw (dequantised) outputs."""

@@ -88,3 +88,29 @@ def test_quantise_uses_given_parameters_and_saturates() -> None:
     np.testing.assert_allclose(dequantise(qi, 0.02, -14)[:4], [-1.0, 0.0, 0.5, 1.0], atol=0.011)
     f = quantise(x, 0.0, 0, np.float32)
     assert f.dtype == np.float32 and f.tolist() == x.tolist()
+
+
+@pytest.mark.parametrize("spec, scale, zero, dtype", [
+    (InputSpec(128, 128), 0.007843137718737125, 127, np.uint8),
+    (InputSpec(96, 96, colour="BGR", mean=(0, 0, 0), std=(255, 255, 255)), 1 / 255, 0, np.uint8),
+    (InputSpec(224, 224, mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375)),
+     0.018631115555763245, -14, np.int8),
+    (InputSpec(32, 32, mean=(0, 0, 0), std=(255, 255, 255)), 0.0, 0, np.float32),
+    (InputSpec(64, 48, colour="GRAY", mean=(127.5,), std=(127.5,)), 1 / 128, 128, np.uint8),
+])
+def test_fast_quantised_path_is_bit_identical_to_the_slow_one(spec, scale, zero, dtype) -> None:  # type: ignore[no-untyped-def]
+    from edge.core.preprocess import preprocess_quantised
+
+    rng = np.random.default_rng(1)
+    frame = rng.integers(0, 256, (720, 1280, 3), dtype=np.uint8)
+    for y0, y1, x0, x1 in ((100, 600, 200, 900), (0, 31, 3, 50), (5, 719, 0, 1280)):
+        crop = frame[y0:y1, x0:x1]
+        slow = quantise(preprocess(crop, spec), scale, zero, np.dtype(dtype))
+        fast = preprocess_quantised(crop, spec, scale, zero, np.dtype(dtype))
+        assert fast.dtype == slow.dtype and fast.shape == slow.shape
+        assert np.array_equal(fast, slow)
+    mask = np.zeros((500, 700), bool)
+    mask[:, :350] = True
+    crop = frame[100:600, 200:900]
+    assert np.array_equal(preprocess_quantised(crop, spec, scale, zero, np.dtype(dtype), mask),
+                          quantise(preprocess(crop, spec, mask), scale, zero, np.dtype(dtype)))
