@@ -27,6 +27,18 @@ def _f(v: Any) -> str:
     return str(v)
 
 
+def _arch_text(prov: dict[str, Any]) -> str:
+    arch, weights = prov.get("arch"), str(prov.get("weights"))
+    if arch == "mobilenetv1":
+        return (f"MobileNet-V1 (width {prov.get('alpha')}, {prov.get('input_size')} px) whose "
+                f"backbone was initialised with ImageNet weights read from `{Path(weights).name}` "
+                "(Google, Apache-2.0; `models/pretrained.py`), because Keras cannot download "
+                "ImageNet weights on the build machine; new two-way head, then fine-tuned end to "
+                "end on real + synthetic crops.")
+    return (f"{arch} (width {prov.get('alpha')}, {prov.get('input_size')} px), initialisation: "
+            f"{weights}.")
+
+
 def _metric_rows(m: dict[str, Any]) -> list[tuple[str, str]]:
     c = m["confusion"]
     return [
@@ -67,9 +79,7 @@ def render(model: Path, eval_doc: dict[str, Any], *, bench_ms: float | None,
         "Input: one driver-window crop (BGR, any size; resized by `edge.core.preprocess` to "
         f"{spec.input.width}x{spec.input.height} {spec.input.colour}). Output: P(the driver is "
         "holding a phone). Full-integer int8 TFLite (uint8 in/out, every op quantised), "
-        f"{size_kb:.0f} KB, MobileNetV2 (width {prov.get('alpha')}) trained **from scratch** "
-        f"(weights: {prov.get('weights')}): no ImageNet initialisation was reachable on the build "
-        "machine.",
+        f"{size_kb:.0f} KB, {_arch_text(prov)}",
         "",
         f"Operating threshold **{spec.threshold:.4f}**, chosen for "
         f"{met.get('validation', {}).get('target_fpr', 0.05):.0%} false-positive rate on the "
@@ -92,9 +102,11 @@ def render(model: Path, eval_doc: dict[str, Any], *, bench_ms: float | None,
         "",
         f"Training-data fingerprint (SHA-256 over labels, names and bytes): "
         f"`{prov.get('training_data_sha256')}`. Trained {prov.get('trained_utc')}, "
-        f"{prov.get('epochs')} epochs, {prov.get('train_seconds')} s on 2 shared CPU cores "
+        f"{prov.get('total_epochs', prov.get('epochs'))} epochs on 2 shared CPU cores "
         f"(TensorFlow {prov.get('tensorflow')}, seed {prov.get('seed')}).",
         "",
+        *(["Training stages (`--init` continues the previous stage):", ""]
+          + [f"- {st}" for st in prov.get("stages", [])] + [""] if prov.get("stages") else []),
         "Augmentation (real crops): random resized crops, flips, rotation, exposure / contrast / "
         "colour jitter, greyscale (as under IR), blur, noise, JPEG, random erasing and "
         "replacement of a border strip by a rendered background - all aimed at the shortcut "
@@ -106,6 +118,28 @@ def render(model: Path, eval_doc: dict[str, Any], *, bench_ms: float | None,
         "phone-free drivers than offenders, and every false flag costs a reviewer's time.",
         "",
     ]
+    lines += ["### Against the targets", "", "| target | reached |", "|---|---|"]
+    for d, m in ours["data"].items():
+        if m["positives"] and m["negatives"]:
+            r5 = m["recall_at_fpr"]["0.05"]
+            lines.append(f"| recall >= 0.90 at FPR <= 5 % on {d} | {r5:.3f} "
+                         f"({'met' if r5 >= 0.9 else 'not met'}) |")
+        elif m["negatives"]:
+            lines.append(f"| phone-free photos from other sources ({d}) flagged | "
+                         f"{m['confusion']['fp']} of {m['negatives']} at the threshold |")
+    syn = [m for d, m in ours["data"].items() if domains.get(d, "").startswith("synthetic, seed")]
+    if syn:
+        f1 = syn[0]["f1"]
+        lines.append(f"| F1 >= 0.97 on held-out synthetic | {f1:.3f} "
+                     f"({'met' if f1 >= 0.97 else 'not met'}) |")
+    lines.append(f"| <= 1 MB | {size_kb:.0f} KB (met) |")
+    if bench_ms is not None:
+        lines.append(f"| <= 2 ms per crop on this CPU | {bench_ms:.2f} ms invoke "
+                     f"({'met' if bench_ms <= 2 else 'not met'}) |")
+    lines += ["", "What would close the gaps: real crops from the unit's own viewpoint (outside, "
+              "through glass, day and IR night) from many cars and drivers; a larger input "
+              "(160 px) or a wider backbone once a Pi 5 / Edge TPU budget allows; more training "
+              "steps on the synthetic hard negatives; quantisation-aware training.", ""]
     val = met.get("validation", {})
     val_cols = [(k, val[k]) for k in ("real", "synthetic") if k in val]
     if val_cols:
@@ -138,8 +172,18 @@ def render(model: Path, eval_doc: dict[str, Any], *, bench_ms: float | None,
     par = met.get("int8_float_parity", {})
     if par:
         agree = ", ".join(f"{v:.4f} at threshold {k}" for k, v in par["agreement"].items())
+        mop = par.get("matched_operating_point", {})
         lines.append(f"- int8 vs float decisions on {par['n']} validation crops: agreement "
+                     f"**{mop.get('agreement', float('nan')):.4f}** at matched operating points "
+                     f"(each model's threshold for {mop.get('target_fpr', 0.05):.0%} FPR); raw "
                      f"{agree}; mean |dP| {par['mean_abs_diff']:.4f}.")
+        if par.get("required", 0.99) < 0.99:
+            lines.append(f"- **Short of the 99 % parity target**: the export gate was lowered to "
+                         f"{par['required']:.1%} for this model. Post-training quantisation of "
+                         "a fine-tuned BN-free MobileNet-V1 moves P(phone) by about "
+                         f"{par['mean_abs_diff']:.2f} on average, and many validation crops score "
+                         "near the threshold. Quantisation-aware training "
+                         "(tensorflow-model-optimization) is the fix; not done yet.")
     if bench_ms is not None:
         lines.append(f"- Inference {bench_ms:.2f} ms per crop (median, `bench/model.py`, "
                      f"{bench_machine}). A Raspberry Pi 5 (Cortex-A76 at 2.4 GHz) is about 2-3x "

@@ -63,6 +63,8 @@ class TrainConfig:
     name: str = "phone-in-hand"
     version: str = "1.0.0"
     threads: int = 2
+    parity_min: float = 0.99
+    """Least share of validation crops on which the int8 model must decide as the float one."""
     init: Path | None = None
     """A ``.keras`` model (from an earlier run) to continue training from."""
     cache: Path | None = None
@@ -216,12 +218,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     cfg.out.mkdir(parents=True, exist_ok=True)
     stem = cfg.name.replace("-", "_")
     model.save(cfg.out / f"{stem}.keras")
-    # Representative data for the activation ranges: training crops of both domains, plain and
-    # augmented (what the unit will see spans both).
+    # Representative data for the activation ranges: plain training crops of both domains
+    # (augmented ones widen the ranges with extremes and cost int8 resolution).
     rep_idx = rng.permutation(len(syn_tr))[:300]
     rep_real = real_tr_img[:: max(1, len(real_tr_img) // 100)]
-    rep_crops = ([syn_tr[i] for i in rep_idx] + rep_real
-                 + [mdata.augment(c, rng) for c in rep_real])
+    rep_crops = [syn_tr[i] for i in rep_idx] + rep_real
     rep = mdata.to_tensors(rep_crops, spec)
     tfl = export.export_int8(model, rep, cfg.out / f"{stem}.tflite")
     problems = export.check_full_int8(tfl)
@@ -241,9 +242,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     print(f"int8/float agreement {agree:.4f} at matched {cfg.target_fpr:.0%}-FPR operating points "
           f"on {val_y.size} validation crops (raw: {par['agreement']}, mean |dp| "
           f"{par['mean_abs_diff']:.4f})", flush=True)
-    if agree < export.PARITY_MIN:
+    par["required"] = cfg.parity_min
+    if agree < cfg.parity_min:
         raise RuntimeError(f"int8 model agrees with the float model on only {agree:.2%} "
-                           f"of validation crops (need {export.PARITY_MIN:.0%})")
+                           f"of validation crops (need {cfg.parity_min:.1%})")
 
     val_metrics: dict[str, Any] = {"target_fpr": cfg.target_fpr}
     for dom in ("real", "synthetic"):
@@ -312,6 +314,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cache", type=Path, help="keep rendered synthetic crops here between runs")
     ap.add_argument("--init", type=Path, help="continue training a .keras model from a run")
+    ap.add_argument("--parity-min", type=float, default=export.PARITY_MIN,
+                    help="least int8/float decision agreement on validation (default 0.99); "
+                    "a lower value is recorded in the sidecar")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if a.synthetic < 0 or a.epochs < 1 or not 32 <= a.size <= 512:
@@ -325,7 +330,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                       arch=a.arch, weights=a.weights, epochs=a.epochs, batch=a.batch, lr=a.lr,
                       seed=a.seed, val_share=a.val_share, real_repeat=a.real_repeat,
                       target_fpr=a.target_fpr, version=a.version, threads=a.threads,
-                      epoch_synthetic=a.epoch_synthetic, cache=a.cache, init=a.init)
+                      epoch_synthetic=a.epoch_synthetic, cache=a.cache, init=a.init,
+                      parity_min=a.parity_min)
     record = train(cfg)
     print(json.dumps({k: record[k] for k in ("model", "threshold")}))
     return 0
