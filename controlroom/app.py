@@ -62,7 +62,9 @@ class ControlRoom:
         if self._web:
             app = create_app(self.cfg, self.engine,
                              stats=self.stats if self.receiver is not None else None)
-            config = uvicorn.Config(app, host=self.cfg.web.host, port=self.port,
+            # log_config=None: leave the host process's logging alone (uvicorn's dictConfig would
+            # close handlers other code installed, e.g. absl's on sys.stderr).
+            config = uvicorn.Config(app, host=self.cfg.web.host, port=self.port, log_config=None,
                                     log_level="warning", lifespan="off", access_log=False,
                                     timeout_graceful_shutdown=1)
             self._server = uvicorn.Server(config)
