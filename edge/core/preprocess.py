@@ -153,10 +153,12 @@ def dequantise(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=64)
-def _sum_lut(spec: InputSpec, scale: float, zero_point: int, dtype_str: str) -> np.ndarray:
+def _sum_lut(spec: InputSpec, scale: float, zero_point: int,
+             dtype_str: str) -> tuple[np.ndarray, bool]:
     """``lut[c * 1021 + s]`` = the quantised input for channel ``c`` when the four samples of an
-    output pixel sum to ``s``. Built with exactly the float operations of :func:`resize`,
-    :func:`preprocess` and :func:`quantise`, so a lookup gives bit-identical results."""
+    output pixel sum to ``s`` (just ``lut[s]``, flagged ``False``, when all channels agree).
+    Built with exactly the float operations of :func:`resize`, :func:`preprocess` and
+    :func:`quantise`, so a lookup gives bit-identical results."""
     k2 = _SUBSAMPLES * _SUBSAMPLES
     sums = np.arange(255 * k2 + 1, dtype=np.float32)
     avg = sums * np.float32(1.0 / k2)  # what resize() returns for that sum
@@ -165,7 +167,9 @@ def _sum_lut(spec: InputSpec, scale: float, zero_point: int, dtype_str: str) -> 
     x = np.subtract(avg[:, None], mean, dtype=np.float32)
     x *= inv_std
     q = quantise(x, scale, zero_point, np.dtype(dtype_str))  # (sums, channels)
-    return np.ascontiguousarray(q.T).reshape(-1)
+    if all(np.array_equal(q[:, 0], q[:, c]) for c in range(1, q.shape[1])):
+        return np.ascontiguousarray(q[:, 0]), False  # one table serves every channel
+    return np.ascontiguousarray(q.T).reshape(-1), True
 
 
 def preprocess_quantised(crop_bgr: np.ndarray, spec: InputSpec, scale: float, zero_point: int,
@@ -176,30 +180,52 @@ def preprocess_quantised(crop_bgr: np.ndarray, spec: InputSpec, scale: float, ze
     output pixel are summed as integers and mapped through a per-channel lookup table built
     with the very same float operations, so the result is identical to the slow path (a test
     checks it) at a fraction of the cost. Anything else takes the slow path.
+
+    The gather picks the samples in sub-sample-major order (all first samples of every output
+    pixel, then all second ones), with the colour order folded into the column indices, so the
+    four partial images are contiguous blocks and one take per axis does all the reordering.
     """
     dt = np.dtype(dtype)
     fast = (dt.kind in "iu" and scale != 0 and mask is None and spec.colour in ("RGB", "BGR")
             and crop_bgr.ndim == 3 and crop_bgr.shape[2] == 3 and crop_bgr.dtype == np.uint8
-            and crop_bgr.shape[0] > 0 and crop_bgr.shape[1] > 0)
+            and crop_bgr.shape[0] > 0 and crop_bgr.shape[1] > 0
+            and crop_bgr.strides[1] == 3 and crop_bgr.strides[2] == 1)
     if not fast:
         return quantise(preprocess(crop_bgr, spec, mask), scale, zero_point, dt)
     h, w, k = spec.height, spec.width, _SUBSAMPLES
-    iy = _sample_index(crop_bgr.shape[0], h)
-    ix = _sample_index(crop_bgr.shape[1], w)
-    g = crop_bgr.take(iy, axis=0).take(ix, axis=1)
-    rows = g.reshape(h, k, w * k, 3)
-    acc = rows[:, 0].astype(np.uint16)
-    for dy in range(1, k):
-        acc += rows[:, dy]
-    cols = acc.reshape(h, w, k, 3)
-    sums = cols[:, :, 0].copy()
-    for dx in range(1, k):
-        sums += cols[:, :, dx]
-    if spec.colour == "RGB":
-        sums = sums[:, :, ::-1]
-    lut = _sum_lut(spec, float(scale), int(zero_point), dt.str)
-    index = sums + _CHANNEL_OFFSETS
-    return lut.take(index)
+    src_h, src_w = crop_bgr.shape[:2]
+    rows, cols = _gather_index(src_h, src_w, h, w, spec.colour == "RGB")
+    # (H, W*3) view of the crop: no copy, the pixel's three bytes are adjacent.
+    flat = crop_bgr.reshape(src_h, src_w * 3)
+    g = flat.take(rows, axis=0)  # (k*h, W*3), blocks of rows by sub-sample
+    acc = g[:h].astype(np.uint16)
+    for i in range(1, k):
+        acc += g[i * h:(i + 1) * h]
+    g2 = acc.take(cols, axis=1)  # (h, k*w*3), blocks of columns by sub-sample
+    sums = g2[:, :w * 3].copy()
+    for j in range(1, k):
+        sums += g2[:, j * w * 3:(j + 1) * w * 3]
+    lut, per_channel = _sum_lut(spec, float(scale), int(zero_point), dt.str)
+    if per_channel:
+        sums += _column_offsets(w)
+    return lut.take(sums).reshape(h, w, 3)
+
+
+@functools.lru_cache(maxsize=256)
+def _gather_index(src_h: int, src_w: int, h: int, w: int, rgb: bool) -> tuple[np.ndarray,
+                                                                                np.ndarray]:
+    """Row and (flattened, colour-ordered) column indices for :func:`preprocess_quantised`."""
+    k = _SUBSAMPLES
+    iy = _sample_index(src_h, h).reshape(h, k).T.reshape(-1)  # sub-sample-major
+    ix = _sample_index(src_w, w).reshape(w, k).T.reshape(-1)
+    channels = np.array([2, 1, 0] if rgb else [0, 1, 2], dtype=np.intp)
+    cols = (ix[:, None] * 3 + channels[None, :]).reshape(-1)
+    return iy, cols
+
+
+@functools.lru_cache(maxsize=16)
+def _column_offsets(w: int) -> np.ndarray:
+    return np.tile(_CHANNEL_OFFSETS, w)
 
 
 _CHANNEL_OFFSETS = (np.arange(3, dtype=np.uint16) * (255 * _SUBSAMPLES * _SUBSAMPLES + 1))
