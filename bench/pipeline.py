@@ -114,6 +114,16 @@ def memory_run(clip: Path, rois: list[Roi], clf: LiteRTClassifier, work: Path,
     return 0
 
 
+def rss_trace(samples: list[list[float]]) -> str:
+    """RSS at each fifth of a run, so growth (or its absence) can be seen, not just summed."""
+    end = samples[-1][0]
+    picks = []
+    for k in range(1, 6):
+        t = end * k / 5
+        picks.append(min(samples, key=lambda s: abs(s[0] - t))[1])
+    return " ".join(f"{m:.0f}" for m in picks)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", type=Path, default=DEFAULT_MODEL)
@@ -201,6 +211,7 @@ def main() -> int:
         ("real time: dropped frames (target 0)", str(rt["dropped_frames"])),
         (f"RSS after {args.memory_s:.0f} s, MB (<= 250)", f"{samples[-1][1]:.0f}"),
         ("RSS growth, 2nd half vs 1st half, MB", f"{growth:+.1f}"),
+        ("RSS trace, MB (at 1/5 ... 5/5 of the run)", rss_trace(samples)),
         ("dropped during the memory run", str(mem_dropped)),
     ]
     text = table(rows, title="phonewatch pipeline benchmark")
