@@ -14,6 +14,10 @@ CONNACK with a success reason code. A retained ``online`` status is published on
 the same topic carries the ``offline`` Last Will. Commands from the control room are validated
 against the committed schema before ``on_command`` ever sees them; bad ones are counted and
 logged, and the unit keeps running.
+
+Best effort, beside the outbox: :meth:`MqttUplink.publish_collect` (training crops) and
+:meth:`MqttUplink.publish_snapshot` go out at QoS 1, not retained, only while connected and only
+while few of them await a PUBACK; otherwise they are dropped and counted, never queued on disk.
 """
 
 from __future__ import annotations
@@ -52,6 +56,9 @@ log = logging.getLogger(__name__)
 CPU_TEMP_PATH = Path("/sys/class/thermal/thermal_zone0/temp")
 _FAILED_RETRY_S = 30.0
 """After the broker refuses a message (failure reason code), wait this long before resending."""
+_BEST_EFFORT_MAX_INFLIGHT = 8
+"""Crops and snapshots awaiting PUBACK at once; beyond this they are dropped, so a slow link
+never lets training data crowd out alerts."""
 
 StatsFn = Callable[[], dict[str, Any]]
 CommandFn = Callable[[str, dict[str, Any]], None]
@@ -92,9 +99,13 @@ class MqttUplink:
         self._hold_until_mono = 0.0
         self._acks: queue.SimpleQueue[tuple[int, bool]] = queue.SimpleQueue()
         self._commands: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue(maxsize=16)
+        self._best_effort: dict[int, str] = {}  # mid -> kind ("collect" / "snapshot")
         self._counts = {"alerts_committed": 0, "published": 0, "acked": 0, "refused": 0,
                         "connects": 0, "connect_failures": 0, "heartbeats": 0,
-                        "commands_accepted": 0, "commands_rejected": 0, "evidence_missing": 0}
+                        "commands_accepted": 0, "commands_rejected": 0, "evidence_missing": 0,
+                        "collect_published": 0, "collect_dropped": 0, "collect_refused": 0,
+                        "snapshot_published": 0, "snapshot_dropped": 0,
+                        "snapshot_refused": 0}
         self._client = self._make_client()
         self._sender = threading.Thread(target=self._sender_main, name="uplink-sender",
                                         daemon=True)
@@ -157,6 +168,8 @@ class MqttUplink:
         client.publish(self.topics.status, m.encode(online), qos=1, retain=True)
         log.info("connected to %s:%d (session present: %s)", self.cfg.host, self.cfg.port,
                  flags.session_present)
+        with self._lock:  # a best-effort message lost with the old session must not hold a slot
+            self._best_effort.clear()
         self._connected.set()
         self._wake.set()
 
@@ -285,8 +298,14 @@ class MqttUplink:
                 break
             with self._lock:
                 entry = self._inflight.pop(mid, None)
+                kind = self._best_effort.pop(mid, None) if entry is None else None
+            if kind is not None and not ok:
+                self._counts[f"{kind}_refused"] += 1
+                log.warning("broker refused a %s message (check the ACL allows "
+                            "%s/<unit>/%s)", kind, self.topics.root,
+                            "collect/+" if kind == "collect" else kind)
             if entry is None:
-                continue  # status / heartbeat, or a duplicate
+                continue  # status / heartbeat / crop / snapshot, or a duplicate
             if ok:
                 done.append(entry)
             else:
@@ -342,6 +361,35 @@ class MqttUplink:
                                fix=fix, cpu_temp_c=read_cpu_temp_c())
         self._client.publish(self.topics.heartbeat, m.encode(hb), qos=0)
         self._counts["heartbeats"] += 1
+
+    # ------------------------------------------------------------------ best effort
+
+    def publish_collect(self, name: str, jpeg: bytes) -> bool:
+        """Publish one training crop on ``<root>/<unit>/collect/<name>`` (QoS 1, not retained)
+        if the broker is connected now; False (and counted as dropped) otherwise."""
+        return self._publish_best_effort("collect", self.topics.collect(name), jpeg)
+
+    def publish_snapshot(self, jpeg: bytes) -> bool:
+        """Publish a snapshot JPEG on ``<root>/<unit>/snapshot``; False if dropped."""
+        return self._publish_best_effort("snapshot", self.topics.snapshot, jpeg)
+
+    def _publish_best_effort(self, kind: str, topic: str, payload: bytes) -> bool:
+        if self._closed or not self._connected.is_set():
+            self._counts[f"{kind}_dropped"] += 1
+            return False
+        with self._lock:  # hold the lock so a fast PUBACK finds its entry
+            if len(self._best_effort) >= _BEST_EFFORT_MAX_INFLIGHT:
+                self._counts[f"{kind}_dropped"] += 1
+                return False
+            info = self._client.publish(topic, payload, qos=1, retain=False)
+            if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                # paho keeps a QoS 1 message it could not send and resends it on reconnect;
+                # that is fine for a crop that was nearly out, but it counts as not sent now.
+                self._counts[f"{kind}_dropped"] += 1
+                return False
+            self._best_effort[info.mid] = kind
+        self._counts[f"{kind}_published"] += 1
+        return True
 
     # ------------------------------------------------------------------ commands thread
 

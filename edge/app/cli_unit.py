@@ -133,7 +133,10 @@ def _install_signal_stop(stop: threading.Event) -> None:
 
 
 def run_unit(cfg: Config, *, offline: bool, max_s: float | None = None,
-             truth: Path | None = None, extra_sink: Any | None = None) -> dict[str, Any]:
+             truth: Path | None = None, extra_sink: Any | None = None,
+             config_path: Path | None = None) -> dict[str, Any]:
+    """Run the unit; ``result["exit_code"]`` is the status to exit with (EXIT_RELOAD after a
+    valid ``reload`` command, which re-reads ``config_path``)."""
     from edge.adapters.camera import ReplaySource
     from edge.adapters.sinks import MemorySink
     from edge.app.compose import Unit
@@ -148,7 +151,8 @@ def run_unit(cfg: Config, *, offline: bool, max_s: float | None = None,
     truth_data = load_truth(truth) if truth is not None else None
     stop = threading.Event()
     _install_signal_stop(stop)
-    with Unit(cfg, lossless=offline, speed=0.0 if offline else None, extra_sink=sinks) as unit:
+    with Unit(cfg, lossless=offline, speed=0.0 if offline else None, extra_sink=sinks,
+              config_path=config_path) as unit:
         assert unit.pipeline is not None
         total = None
         src = unit.pipeline.source
@@ -162,7 +166,8 @@ def run_unit(cfg: Config, *, offline: bool, max_s: float | None = None,
         ignition_off = unit.shutdown_requested.is_set()
     if ignition_off:  # everything above is closed and flushed: now power off
         unit.shutdown_if_requested()
-    result: dict[str, Any] = {"stats": snap, "detections": memory.detections}
+    result: dict[str, Any] = {"stats": snap, "detections": memory.detections,
+                              "exit_code": unit.exit_code}
     for d in memory.detections:
         print(f"  hit {d.alert_id}: roi {d.roi_id} frame {d.frame_index} score {d.score:.3f} "
               f"({d.frames_over}/{d.window} frames) -> {d.evidence.frame_path}")
@@ -179,8 +184,12 @@ def run_unit(cfg: Config, *, offline: bool, max_s: float | None = None,
 
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
-    run_unit(cfg, offline=args.offline, max_s=args.max_seconds, truth=args.truth)
-    return 0
+    result = run_unit(cfg, offline=args.offline, max_s=args.max_seconds, truth=args.truth,
+                      config_path=args.config)
+    if result["exit_code"]:
+        print(f"phonewatch: stopped to restart on a reloaded {args.config} "
+              f"(exit status {result['exit_code']})", file=sys.stderr)
+    return int(result["exit_code"])
 
 
 # -- check -----------------------------------------------------------------------------------
@@ -330,26 +339,10 @@ def cmd_classify(args: argparse.Namespace) -> int:
 # -- roi-preview -----------------------------------------------------------------------------
 def draw_preview(img: np.ndarray, cfg: Config, scores: dict[str, float],
                  threshold: float) -> np.ndarray:
-    import cv2
-
     from edge.app.compose import build_rois
+    from edge.app.overlay import draw_rois
 
-    out = img.copy()
-    h, w = out.shape[:2]
-    for r in build_rois(cfg):
-        score = scores.get(r.id)
-        hot = score is not None and score >= threshold
-        colour = (0, 0, 255) if hot else (0, 200, 0)
-        pts = np.array([(int(x * w), int(y * h)) for x, y in r.points], dtype=np.int32)
-        cv2.polylines(out, [pts], True, colour, 2)
-        x0, y0, x1, y1 = r.crop_box(w, h)
-        cv2.rectangle(out, (x0, y0), (x1 - 1, y1 - 1), (200, 200, 0), 1)
-        label = r.id if score is None else f"{r.id} {score:.2f}"
-        cv2.putText(out, label, (x0 + 4, max(y0 - 6, 14)), cv2.FONT_HERSHEY_SIMPLEX, 0.6,
-                    (0, 0, 0), 3, cv2.LINE_AA)
-        cv2.putText(out, label, (x0 + 4, max(y0 - 6, 14)), cv2.FONT_HERSHEY_SIMPLEX, 0.6,
-                    colour, 1, cv2.LINE_AA)
-    return out
+    return draw_rois(img, build_rois(cfg), scores, threshold)
 
 
 def cmd_roi_preview(args: argparse.Namespace) -> int:

@@ -23,13 +23,20 @@ from edge.app.config import (
     OpenCvCameraConfig,
     PicameraConfig,
     ReplayCameraConfig,
+    load_config,
 )
 from edge.app.pipeline import Pipeline
-from edge.core.errors import ConfigError
+from edge.app.remote import CollectJob, Collector, render_snapshot
+from edge.core.errors import ConfigError, PhonewatchError
 from edge.core.ports import AlertSink, FrameSource
 from edge.core.roi import Roi
 
 log = logging.getLogger(__name__)
+
+EXIT_RELOAD = 75
+"""EX_TEMPFAIL (sysexits.h): the run ended to pick up a new config after a ``reload`` command.
+``phonewatch run`` exits with it and systemd restarts the service on the new config
+(``RestartForceExitStatus=75`` in deploy/systemd/phonewatch.service)."""
 
 
 def build_source(cfg: Config, *, speed: float | None = None) -> FrameSource:
@@ -102,6 +109,19 @@ def build_sink(cfg: Config, *, gps: Any | None = None,
     return sink
 
 
+def check_reloadable(path: Path) -> Config:
+    """Read and validate a config file for ``reload``: everything ``load_config`` checks, the
+    ROIs' geometry, and that the model file is there (a restart into a config that cannot
+    start would leave the unit down). Raises a PhonewatchError naming the key."""
+    cfg = load_config(path)
+    build_rois(cfg)
+    for key in ("path", "sidecar"):
+        p = getattr(cfg.model, key)
+        if p is not None and not Path(p).is_file():
+            raise ConfigError(f"{path}: model.{key}: file not found: {p}")
+    return cfg
+
+
 def disk_free_bytes(path: Path) -> int:
     p = path
     while not p.exists() and p != p.parent:
@@ -116,8 +136,10 @@ class Unit:
     """
 
     def __init__(self, cfg: Config, *, lossless: bool = False, speed: float | None = None,
-                 extra_sink: AlertSink | None = None) -> None:
+                 extra_sink: AlertSink | None = None, config_path: Path | None = None) -> None:
         self.cfg = cfg
+        self.config_path = config_path
+        """The file ``cfg`` came from: what the ``reload`` command re-reads."""
         self._stack = contextlib.ExitStack()
         self.lossless = lossless
         self.speed = speed
@@ -130,6 +152,12 @@ class Unit:
         self.supervisor: Any | None = None
         self.sink: Any | None = None
         self.shutdown_requested = threading.Event()
+        self.reload_requested = threading.Event()
+        self.exit_code = 0
+        """The process exit status the run asks for: 0, or EXIT_RELOAD after a ``reload``."""
+        self.collector: Collector | None = None
+        self._latest: tuple[Any, dict[str, float]] | None = None
+        self._counts = {"snapshots_published": 0, "snapshots_failed": 0, "reloads_refused": 0}
         self._muted_until = 0.0
 
     def __enter__(self) -> Unit:
@@ -185,6 +213,10 @@ class Unit:
                           on_command=self._on_command)
         self._stack.callback(sink.close)
         self.sink = sink
+        if hasattr(sink, "publish_collect"):  # the MQTT uplink: crops and snapshots
+            self.collector = Collector(uplink=sink,  # type: ignore[arg-type]
+                                       jpeg_quality=cfg.evidence.jpeg_quality)
+            self._stack.callback(self.collector.close)  # closed before the uplink
         if self.extra_sink is not None:
             from edge.adapters.sinks import TeeSink
 
@@ -206,7 +238,11 @@ class Unit:
 
     # -- hooks --------------------------------------------------------------------------------
     def _heartbeat_stats(self) -> dict[str, Any]:
-        return self.pipeline.snapshot() if self.pipeline is not None else {}
+        out = self.pipeline.snapshot() if self.pipeline is not None else {}
+        if self.collector is not None:
+            out.update(self.collector.stats())
+        out.update(self._counts)
+        return out
 
     def _on_status(self, status: str) -> None:
         if self.field_io is not None and status in ("running", "degraded"):
@@ -234,8 +270,12 @@ class Unit:
         return True
 
     def _on_frame(self, frame: Any, scores: dict[str, float]) -> None:
+        """Inference thread, every frame: keep it cheap (references and comparisons only)."""
         if self.watchdog is not None:
             self.watchdog.frame_seen()
+        self._latest = (frame, scores)
+        if self.collector is not None:
+            self.collector.on_frame(frame)
 
     def _on_hit(self, det: Any) -> None:
         if self.field_io is not None:
@@ -248,14 +288,63 @@ class Unit:
         return extra
 
     def _on_command(self, name: str, payload: dict[str, Any]) -> None:
+        """The uplink's command thread, with a payload already checked against the schema."""
         log.info("command from the control room: %s %s", name, payload)
         if name == "mute" and self.field_io is not None:
             self.field_io.mute(float(payload.get("duration_s", 600)))
+        elif name == "collect":
+            if self.collector is None or self.pipeline is None:
+                log.warning("collect ignored: no uplink for crops or the unit is starting")
+                return
+            self.collector.start(CollectJob.from_command(payload, self.pipeline.rois))
+        elif name == "snapshot":
+            self._snapshot(payload)
+        elif name == "reload":
+            self._reload(payload)
+
+    def _snapshot(self, payload: dict[str, Any]) -> None:
+        latest, p, sink = self._latest, self.pipeline, self.sink
+        if latest is None or p is None or sink is None or not hasattr(sink, "publish_snapshot"):
+            self._counts["snapshots_failed"] += 1
+            log.warning("snapshot %s: no frame processed yet", payload.get("request_id") or "-")
+            return
+        frame, scores = latest
+        try:
+            jpeg = render_snapshot(frame.image, p.rois, scores, p.params.score_on)
+        except PhonewatchError as e:
+            self._counts["snapshots_failed"] += 1
+            log.error("snapshot %s not made: %s", payload.get("request_id") or "-", e)
+            return
+        if sink.publish_snapshot(jpeg):
+            self._counts["snapshots_published"] += 1
+            log.info("snapshot %s: frame %d, %d bytes published",
+                     payload.get("request_id") or "-", frame.index, len(jpeg))
+        else:
+            self._counts["snapshots_failed"] += 1
+            log.warning("snapshot %s dropped: broker offline", payload.get("request_id") or "-")
+
+    def _reload(self, payload: dict[str, Any]) -> None:
+        rid = payload.get("request_id") or "-"
+        if self.config_path is None:
+            self._counts["reloads_refused"] += 1
+            log.warning("reload %s ignored: this unit was not started from a config file", rid)
+            return
+        try:
+            check_reloadable(self.config_path)
+        except PhonewatchError as e:
+            self._counts["reloads_refused"] += 1
+            log.error("reload %s refused; still running on the old config: %s", rid, e)
+            return
+        log.warning("reload %s: %s is valid; stopping to restart on it (exit status %d)", rid,
+                    self.config_path, EXIT_RELOAD)
+        self.exit_code = EXIT_RELOAD
+        self.reload_requested.set()
 
     # -- running ------------------------------------------------------------------------------
     def run(self, *, stop: threading.Event | None = None, max_s: float | None = None,
             progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-        """Run until the source ends, ``stop`` is set, ignition shutdown, or ``max_s``."""
+        """Run until the source ends, ``stop`` is set, ignition shutdown, a valid ``reload``
+        (then ``exit_code`` is EXIT_RELOAD), or ``max_s``."""
         assert self.pipeline is not None
         p = self.pipeline
         stop = stop or threading.Event()
@@ -267,7 +356,8 @@ class Unit:
         interval = self.cfg.stats.log_interval_s
         try:
             while not p.is_finished:
-                if stop.wait(0.25) or self.shutdown_requested.is_set():
+                if (stop.wait(0.25) or self.shutdown_requested.is_set()
+                        or self.reload_requested.is_set()):
                     break
                 now = time.monotonic()
                 if max_s is not None and now - started >= max_s:

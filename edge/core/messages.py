@@ -28,7 +28,7 @@ STATUS_SCHEMA = "status.v1"
 HEARTBEAT_SCHEMA = "heartbeat.v1"
 COMMAND_SCHEMA = "command.v1"
 
-COMMANDS = ("snapshot", "mute", "reload")
+COMMANDS = ("snapshot", "mute", "reload", "collect")
 """Command names the control room may send; anything else is rejected."""
 
 SIGNING_CONTEXT = b"phonewatch.alert.v1\n"
@@ -39,6 +39,7 @@ FIX_KEYS = ("time", "lat", "lon", "alt_m", "speed_mps", "track_deg", "mode", "qu
 
 _UNIT_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _TOPIC_ROOT_RE = re.compile(r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
+_COLLECT_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
 
 # ---------------------------------------------------------------- names and times
@@ -46,6 +47,14 @@ _TOPIC_ROOT_RE = re.compile(r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
 
 def alert_id(unit: str, seq: int) -> str:
     return f"{unit}-{seq}"
+
+
+def collect_name(roi_id: str, t_wall_s: float) -> str:
+    """The name of a collected crop: ``<roi_id>-<frame wall time in integer ms>``."""
+    name = f"{roi_id}-{int(t_wall_s * 1000)}"
+    if not _COLLECT_NAME_RE.match(name):
+        raise MessageError(f"bad collect name {name[:140]!r}: 1-128 letters, digits, '-', '_'")
+    return name
 
 
 def utc_iso(t_wall_s: float) -> str:
@@ -78,11 +87,18 @@ class Topics:
         self.alert = f"{base}/alert"
         self.status = f"{base}/status"
         self.heartbeat = f"{base}/heartbeat"
+        self.snapshot = f"{base}/snapshot"
         self.cmd_prefix = f"{base}/cmd/"
         self.cmd_filter = f"{base}/cmd/+"
 
     def evidence(self, alert_id_: str) -> str:
         return f"{self.root}/{self.unit}/evidence/{alert_id_}"
+
+    def collect(self, name: str) -> str:
+        """Topic of one collected crop; ``name`` as made by :func:`collect_name`."""
+        if not _COLLECT_NAME_RE.match(name):
+            raise MessageError(f"bad collect name {name[:140]!r}: 1-128 letters, digits, '-', '_'")
+        return f"{self.root}/{self.unit}/collect/{name}"
 
     def cmd(self, name: str) -> str:
         return self.cmd_prefix + name
@@ -300,7 +316,8 @@ _TYPES: dict[str, Any] = {
 
 def _check(v: Any, s: Mapping[str, Any], root: Mapping[str, Any], at: str) -> list[str]:
     """A JSON Schema subset: $ref (local), type, const, enum, oneOf, properties, required,
-    additionalProperties (bool), items, minimum/maximum, minLength/maxLength, pattern."""
+    additionalProperties (bool), items, minItems/maxItems, minimum/maximum,
+    minLength/maxLength, pattern."""
     where = at or "(message)"
     if "$ref" in s:
         ref = s["$ref"]
@@ -334,9 +351,14 @@ def _check(v: Any, s: Mapping[str, Any], root: Mapping[str, Any], at: str) -> li
                 errors.extend(_check(val, props[key], root, sub_at))
             elif s.get("additionalProperties") is False:
                 errors.append(f"{sub_at}: unknown field")
-    elif isinstance(v, list) and "items" in s:
-        for i, item in enumerate(v):
-            errors.extend(_check(item, s["items"], root, f"{at}[{i}]"))
+    elif isinstance(v, list):
+        if "minItems" in s and len(v) < s["minItems"]:
+            errors.append(f"{where}: fewer than {s['minItems']} items")
+        if "maxItems" in s and len(v) > s["maxItems"]:
+            errors.append(f"{where}: more than {s['maxItems']} items")
+        if "items" in s:
+            for i, item in enumerate(v):
+                errors.extend(_check(item, s["items"], root, f"{at}[{i}]"))
     elif isinstance(v, int | float) and not isinstance(v, bool):
         if not math.isfinite(v):
             errors.append(f"{where}: must be finite")

@@ -167,6 +167,11 @@ TOPICS = m.Topics("phonewatch", "unit-a")
      {"request_id": "r1", "reason": "check lane 2"}),
     ("mute", b'{"duration_s": 600}', {"duration_s": 600}),
     ("reload", b"{}", {}),
+    ("collect", b'{"count": 3}', {"count": 3}),
+    ("collect", b'{"request_id": "c1", "count": 500, "interval_s": 0.2, "rois": ["lane1"]}',
+     {"request_id": "c1", "count": 500, "interval_s": 0.2, "rois": ["lane1"]}),
+    ("collect", b'{"count": 1, "interval_s": 3600, "rois": []}',
+     {"count": 1, "interval_s": 3600, "rois": []}),
 ])
 def test_valid_commands(name: str, payload: bytes, expected: dict[str, Any]) -> None:
     assert m.parse_command(TOPICS.cmd(name), payload, topics=TOPICS) == (name, expected)
@@ -184,10 +189,48 @@ def test_valid_commands(name: str, payload: bytes, expected: dict[str, Any]) -> 
     ("phonewatch/unit-a/cmd/snapshot", b"\xff\xfe", "not JSON"),
     ("phonewatch/unit-a/cmd/snapshot", b"{" * 5000, "exceeds"),
     ("phonewatch/unit-a/cmd/snapshot", b'{"reason": "' + b"x" * 5000 + b'"}', "exceeds"),
+    ("phonewatch/unit-a/cmd/collect", b"{}", "count: required"),
+    ("phonewatch/unit-a/cmd/collect", b'{"count": 0}', ">= 1"),
+    ("phonewatch/unit-a/cmd/collect", b'{"count": 501}', "<= 500"),
+    ("phonewatch/unit-a/cmd/collect", b'{"count": 2.5}', "must be integer"),
+    ("phonewatch/unit-a/cmd/collect", b'{"count": true}', "must be integer"),
+    ("phonewatch/unit-a/cmd/collect", b'{"count": 3, "interval_s": 0.1}', ">= 0.2"),
+    ("phonewatch/unit-a/cmd/collect", b'{"count": 3, "interval_s": 3600.5}', "<= 3600"),
+    ("phonewatch/unit-a/cmd/collect", b'{"count": 3, "every": 2}', "unknown field"),
+    ("phonewatch/unit-a/cmd/collect", b'{"count": 3, "rois": "lane1"}', "must be array"),
+    ("phonewatch/unit-a/cmd/collect", b'{"count": 3, "rois": [1]}', "must be string"),
+    ("phonewatch/unit-a/cmd/collect", b'{"count": 3, "rois": ["' + b'", "'.join(
+        b"r%d" % i for i in range(17)) + b'"]}', "more than 16 items"),
+    ("phonewatch/unit-a/cmd/collect", b'{"count": 3, "request_id": "' + b"r" * 65 + b'"}',
+     "longer than 64"),
+    ("phonewatch/unit-a/cmd/collect", b'{"count": 3, "rois": ["' + b"A" * 5000 + b'"]}',
+     "exceeds"),
 ])
 def test_bad_commands_rejected(topic: str, payload: bytes, why: str) -> None:
     with pytest.raises(MessageError, match=why):
         m.parse_command(topic, payload, topics=TOPICS, max_bytes=4096)
+
+
+def test_collect_schema_agrees_with_jsonschema() -> None:
+    schema = m.load_schema(m.COMMAND_SCHEMA)
+    sub = {**schema["$defs"]["collect"], "$defs": schema["$defs"]}
+    for doc, ok in [({"count": 1}, True), ({"count": 3, "rois": ["a"] * 16}, True),
+                    ({"count": 3, "rois": ["a"] * 17}, False), ({"count": 0}, False),
+                    ({"count": 3, "interval_s": 0.19}, False), ({"count": 3, "x": 1}, False)]:
+        ours = not m._check(doc, schema["$defs"]["collect"], schema, "")
+        theirs = not list(jsonschema.Draft202012Validator(sub).iter_errors(doc))
+        assert ours == theirs == ok, doc
+
+
+def test_collect_names_and_topics() -> None:
+    assert m.collect_name("lane1", 1_700_000_000.1239) == "lane1-1700000000123"
+    assert TOPICS.collect("lane1-1700000000123") == "phonewatch/unit-a/collect/lane1-1700000000123"
+    assert TOPICS.snapshot == "phonewatch/unit-a/snapshot"
+    for bad in ("a/b", "+", "#", "", "x" * 129, "lane 1"):
+        with pytest.raises(MessageError):
+            TOPICS.collect(bad)
+    with pytest.raises(MessageError):
+        m.collect_name("x" * 120, 1_700_000_000.0)
 
 
 def test_deeply_nested_command_is_rejected_not_crashing() -> None:

@@ -111,12 +111,17 @@ def test_unit_a_cannot_publish_under_unit_b(tls_broker: LocalBroker) -> None:
     a.loop_start()
     time.sleep(0.3)
     denied = [a.publish(f"phonewatch/{UNIT_B}/{t}", b'{"forged": true}', qos=1)
-              for t in ("alert", "status", "heartbeat", "evidence/unit-b-1")]
+              for t in ("alert", "status", "heartbeat", "evidence/unit-b-1",
+                        "collect/lane1-1700000000000", "snapshot")]
     denied.append(a.publish("phonewatch/unit-b/cmd/mute", b'{"duration_s": 5}', qos=1))
     denied.append(a.publish(f"phonewatch/{UNIT_A}/cmd/mute", b'{"duration_s": 5}', qos=1))
+    denied.append(a.publish(f"phonewatch/{UNIT_A}/collect/a/b", b"\xff\xd8", qos=1))
+    denied.append(a.publish(f"phonewatch/{UNIT_A}/snapshot/x", b"\xff\xd8", qos=1))
+    own = [a.publish(f"phonewatch/{UNIT_A}/{t}", b"\xff\xd8\xff\xd9", qos=1)
+           for t in ("collect/lane1-1700000000000", "snapshot")]
     allowed = a.publish(f"phonewatch/{UNIT_A}/alert", b'{"sentinel": true}', qos=1)
     allowed.wait_for_publish(5)
-    for info in denied:
+    for info in denied + own:
         info.wait_for_publish(5)
     assert cr.wait(lambda ms: any(r.topic == f"phonewatch/{UNIT_A}/alert" for r in ms))
     time.sleep(0.3)
@@ -125,6 +130,9 @@ def test_unit_a_cannot_publish_under_unit_b(tls_broker: LocalBroker) -> None:
     assert not any("/cmd/" in t for t in topics), topics
     assert all(codes[i.mid].is_failure for i in denied)  # MQTT 5: PUBACK "not authorized"
     assert not codes[allowed.mid].is_failure
+    assert not any(codes[i.mid].is_failure for i in own)  # its own crops and snapshot
+    assert {f"phonewatch/{UNIT_A}/collect/lane1-1700000000000",
+            f"phonewatch/{UNIT_A}/snapshot"} <= topics
     a.loop_stop()
     a.disconnect()
     cr.close()
@@ -158,6 +166,38 @@ def test_unit_reads_only_its_own_commands(tls_broker: LocalBroker) -> None:
     for c in (a, cr):
         c.loop_stop()
         c.disconnect()
+
+
+def test_uplink_publishes_crops_and_snapshots_only_under_its_own_id(
+        tls_broker: LocalBroker, uplink_a: MqttUplink, tmp_path: Path) -> None:
+    cr = subscribe(tls_broker, client_id="cr-media")
+    assert uplink_a.wait_connected(10)
+    assert uplink_a.publish_collect("lane1-1700000000123", b"\xff\xd8crop\xff\xd9")
+    assert uplink_a.publish_snapshot(b"\xff\xd8snap\xff\xd9")
+    assert cr.wait(lambda ms: {r.topic for r in ms} >= {
+        f"phonewatch/{UNIT_A}/collect/lane1-1700000000123", f"phonewatch/{UNIT_A}/snapshot"})
+    assert not any(r.retain for r in cr.messages if "/collect/" in r.topic
+                   or r.topic.endswith("/snapshot"))
+    # unit A's certificate configured as unit B: the ACL refuses (PUBACK failure), counted
+    cfg = MqttSinkConfig(**tls_broker.sink_settings(UNIT_A), signing_key_autogenerate=True,
+                         heartbeat_interval_s=3600)
+    imp = build_mqtt_sink(cfg.model_copy(update={"client_id": "impostor-media"}),
+                          unit_id=UNIT_B, data_dir=tmp_path / "impostor", gps=None, stats=None,
+                          on_command=None)
+    try:
+        assert imp.wait_connected(10)
+        assert imp.publish_collect("lane1-1", b"\xff\xd8\xff\xd9")
+        assert imp.publish_snapshot(b"\xff\xd8\xff\xd9")
+        deadline = time.monotonic() + 5
+        while imp.stats()["snapshot_refused"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        st = imp.stats()
+        assert st["collect_refused"] == 1 and st["snapshot_refused"] == 1
+    finally:
+        imp.close(drain_timeout_s=0)
+    time.sleep(0.3)
+    assert not any(r.topic.startswith(f"phonewatch/{UNIT_B}/") for r in cr.messages)
+    cr.close()
 
 
 def test_unit_claiming_another_id_is_refused_and_keeps_its_alert(
