@@ -17,8 +17,9 @@ import uvicorn
 from sqlalchemy.engine import Engine
 
 from controlroom import db
+from controlroom.commands import CommandSink
 from controlroom.config import Config
-from controlroom.receiver import Receiver
+from controlroom.receiver import CommandPublisher, Receiver
 from controlroom.retention import Sweeper
 from controlroom.web import create_app
 from edge.core.errors import ControlRoomError
@@ -40,6 +41,9 @@ class ControlRoom:
         self.version = db.migrate(self.engine)
         self.receiver = Receiver(cfg.mqtt, self.engine) if receiver else None
         self.sweeper = Sweeper(self.engine, cfg.retention) if retention else None
+        # Commands go out on the receiver's connection; a dashboard without one gets its own.
+        self.publisher = CommandPublisher(cfg.mqtt) if web and not receiver else None
+        self.commander: CommandSink | None = self.receiver or self.publisher
         self._web = web
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -59,9 +63,12 @@ class ControlRoom:
             self.receiver.start()
         if self.sweeper is not None:
             self.sweeper.start()
+        if self.publisher is not None:
+            self.publisher.start()
         if self._web:
             app = create_app(self.cfg, self.engine,
-                             stats=self.stats if self.receiver is not None else None)
+                             stats=self.stats if self.receiver is not None else None,
+                             commander=self.commander)
             # log_config=None: leave the host process's logging alone (uvicorn's dictConfig would
             # close handlers other code installed, e.g. absl's on sys.stderr).
             config = uvicorn.Config(app, host=self.cfg.web.host, port=self.port, log_config=None,
@@ -98,6 +105,8 @@ class ControlRoom:
             self.receiver.close()
         if self.sweeper is not None:
             self.sweeper.close()
+        if self.publisher is not None:
+            self.publisher.close()
         with contextlib.suppress(Exception):
             self.engine.dispose()
 

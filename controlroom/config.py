@@ -56,6 +56,9 @@ class MqttConfig(_Strict):
                                  ge=1024, le=1 << 20)
     evidence_max_bytes: int = Field(8 * 1024 * 1024, description="Evidence JPEGs larger than "
                                     "this are rejected.", ge=1024, le=64 * 1024 * 1024)
+    snapshot_max_bytes: int = Field(2 * 1024 * 1024, description="Snapshot JPEGs (a unit's "
+                                    "answer to the snapshot command) larger than this are "
+                                    "rejected.", ge=1024, le=64 * 1024 * 1024)
     batch_max: int = Field(500, description="Most messages stored in one database transaction.",
                            ge=1, le=10000)
     queue_max: int = Field(20000, description="Messages received and not yet stored; the "
@@ -81,6 +84,14 @@ class WebConfig(_Strict):
     live_poll_s: float = Field(0.25, description="How often the live list checks for new "
                                "alerts.", gt=0, le=5)
     page_size: int = Field(100, description="Alerts per list page.", ge=10, le=1000)
+    login_max_failures: int = Field(5, description="Failed log-ins for one user name within "
+                                    "login_window_s after which further attempts for that name "
+                                    "are refused until the window has passed.", ge=1, le=1000)
+    login_max_failures_per_ip: int = Field(20, description="The same, per client address "
+                                           "(higher: a control room often shares one address).",
+                                           ge=1, le=10000)
+    login_window_s: float = Field(300.0, description="The failed log-in window.", ge=10,
+                                  le=86400)
     offline_after_s: float = Field(180.0, description="A unit whose last heartbeat is older "
                                    "than this shows as offline, whatever its status says.",
                                    gt=0, le=86400)

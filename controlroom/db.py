@@ -130,6 +130,15 @@ labels = sa.Table(
     sa.UniqueConstraint("unit", "sha256", name="uq_labels_unit_sha"),
 )
 
+snapshots = sa.Table(
+    "snapshots", metadata,  # the newest snapshot JPEG of each unit (answer to cmd/snapshot)
+    sa.Column("unit", sa.String(64), primary_key=True),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("size_bytes", sa.Integer, nullable=False),
+    sa.Column("jpeg", sa.LargeBinary, nullable=False),
+    sa.Column("received_at", sa.Float, nullable=False),
+)
+
 
 def _v1(conn: Connection) -> None:
     for t in (units, alerts, evidence, users, audit):
@@ -140,9 +149,14 @@ def _v2(conn: Connection) -> None:
     labels.create(conn, checkfirst=True)
 
 
+def _v3(conn: Connection) -> None:
+    snapshots.create(conn, checkfirst=True)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "units, alerts, evidence, users, audit", _v1),
     (2, "labelling queue", _v2),
+    (3, "newest snapshot per unit", _v3),
 ]
 LATEST_VERSION = MIGRATIONS[-1][0]
 
@@ -157,7 +171,7 @@ def make_engine(url: str) -> Engine:
             def _pragmas(dbapi_conn: Any, _rec: Any) -> None:
                 cur = dbapi_conn.cursor()
                 cur.execute("PRAGMA journal_mode=WAL")
-                cur.execute("PRAGMA synchronous=NORMAL")
+                cur.execute("PRAGMA synchronous=FULL")
                 cur.execute("PRAGMA busy_timeout=30000")
                 cur.execute("PRAGMA foreign_keys=ON")
                 cur.close()
@@ -230,6 +244,21 @@ def insert_ignore_returning(conn: Connection, table: sa.Table, keys: Sequence[st
         return set()
     stmt = _insert_ignore(conn, table, keys).returning(returning)
     return {r[0] for r in conn.execute(stmt, rows)}
+
+
+def upsert_snapshots(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Keep the newest snapshot of each unit: insert, or replace an older one."""
+    if not rows:
+        return
+    dialect = conn.dialect.name
+    if dialect not in ("sqlite", "postgresql"):
+        raise ControlRoomError(f"unsupported database {dialect!r}: use SQLite or PostgreSQL")
+    ins = sqlite.insert(snapshots) if dialect == "sqlite" else postgresql.insert(snapshots)
+    stmt = ins.on_conflict_do_update(
+        index_elements=["unit"],
+        set_={c: ins.excluded[c] for c in ("sha256", "size_bytes", "jpeg", "received_at")},
+        where=ins.excluded.received_at >= snapshots.c.received_at)
+    conn.execute(stmt, rows)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy.engine import Engine
 
-from controlroom import crypto, db
+from controlroom import crypto, db, fastcheck
 from edge.core import messages as m
 from edge.core.errors import MessageError, SignatureError
 
@@ -77,17 +77,19 @@ class _RateLimitedLog:
 class Ingest:
     def __init__(self, engine: Engine, *, topic_root: str = "phonewatch",
                  alert_max_bytes: int = 16 * 1024, evidence_max_bytes: int = 8 * 1024 * 1024,
-                 key_refresh_s: float = 5.0,
+                 snapshot_max_bytes: int = 2 * 1024 * 1024, key_refresh_s: float = 5.0,
                  on_stored: Callable[[list[StoredAlert]], None] | None = None) -> None:
         self.engine = engine
         self.prefix = topic_root.rstrip("/") + "/"
         self.alert_max_bytes = alert_max_bytes
         self.evidence_max_bytes = evidence_max_bytes
+        self.snapshot_max_bytes = snapshot_max_bytes
         self.key_refresh_s = key_refresh_s
         self.on_stored = on_stored
         self.counts: Counter[str] = Counter()
         self.rejected: Counter[str] = Counter()
         self._keys: dict[str, Ed25519PublicKey] = {}
+        self._key_ids: dict[str, str] = {}
         self._keys_loaded_mono = -1e9
         self._lock = threading.Lock()
         self._rlog = _RateLimitedLog()
@@ -108,6 +110,7 @@ class Ingest:
                 keys[unit] = crypto.parse_public_key(uk.public_key)
             except SignatureError as e:
                 log.error("unit %s: registered key unusable: %s", unit, e)
+        self._key_ids = {unit: crypto.key_id(key) for unit, key in keys.items()}
         self._keys = keys
         self._keys_loaded_mono = time.monotonic()
 
@@ -123,7 +126,7 @@ class Ingest:
         if not topic.startswith(self.prefix):
             return None
         parts = topic[len(self.prefix):].split("/")
-        if len(parts) == 2 and parts[1] in ("alert", "status", "heartbeat"):
+        if len(parts) == 2 and parts[1] in ("alert", "status", "heartbeat", "snapshot"):
             return parts[0], parts[1], None
         if len(parts) == 3 and parts[1] in ("evidence", "collect"):
             return parts[0], parts[1], parts[2]
@@ -134,11 +137,11 @@ class Ingest:
             self._reject("oversized", msg.topic, f"{len(msg.payload)} bytes")
             return None
         try:
-            alert = m.decode(msg.payload, max_bytes=self.alert_max_bytes)
+            alert = fastcheck.decode(msg.payload, max_bytes=self.alert_max_bytes)
         except MessageError as e:
             self._reject("not_json", msg.topic, str(e))
             return None
-        errors = m.schema_errors(alert, m.ALERT_SCHEMA)
+        errors = fastcheck.schema_errors(alert, m.ALERT_SCHEMA)
         if errors:
             self._reject("schema", msg.topic, "; ".join(errors[:3]))
             return None
@@ -151,7 +154,8 @@ class Ingest:
             self._reject("unknown_unit", msg.topic,
                          f"unit {unit} is not registered ('phonewatch controlroom add-unit')")
             return None
-        problem = crypto.signature_problem(alert, key)
+        problem = crypto.signature_problem(alert, key, payload=msg.payload,
+                                           expected_key_id=self._key_ids.get(unit))
         if problem is not None:
             self._reject("bad_signature", msg.topic, f"{alert['alert_id']}: {problem}")
             return None
@@ -166,6 +170,7 @@ class Ingest:
         statuses: dict[str, tuple[dict[str, Any], float]] = {}
         heartbeats: dict[str, tuple[dict[str, Any], float]] = {}
         collects: list[tuple[Message, str, str]] = []
+        snapshots: dict[str, Message] = {}
         seen: set[str] = set()
         for msg in batch:
             with self._lock:
@@ -183,14 +188,19 @@ class Ingest:
                 elif alert is not None:
                     with self._lock:
                         self.counts["duplicates"] += 1
-            elif kind in ("evidence", "collect"):
-                if len(msg.payload) > self.evidence_max_bytes:
-                    self._reject("oversized", msg.topic, f"{len(msg.payload)} bytes of evidence")
+            elif kind in ("evidence", "collect", "snapshot"):
+                limit = self.snapshot_max_bytes if kind == "snapshot" else self.evidence_max_bytes
+                if len(msg.payload) > limit:
+                    self._reject("oversized", msg.topic, f"{len(msg.payload)} bytes of {kind}")
                 elif not crypto.is_jpeg(msg.payload):
                     self._reject("not_jpeg", msg.topic,
                                  f"{len(msg.payload)} bytes that are not a JPEG")
                 elif self._key_for(unit) is None:
                     self._reject("unknown_unit", msg.topic, f"unit {unit} is not registered")
+                elif kind == "snapshot":  # only the newest of a batch is kept
+                    old = snapshots.get(unit)
+                    if old is None or msg.received_at >= old.received_at:
+                        snapshots[unit] = msg
                 elif kind == "evidence" and sub is not None:
                     evidence_msgs.append((msg, unit, sub))
                 elif sub is not None:
@@ -199,7 +209,8 @@ class Ingest:
                 doc = self._check_doc(msg, unit, kind)
                 if doc is not None:
                     (statuses if kind == "status" else heartbeats)[unit] = (doc, msg.received_at)
-        stored = self._store(alert_rows, evidence_msgs, statuses, heartbeats, collects)
+        stored = self._store(alert_rows, evidence_msgs, statuses, heartbeats, collects,
+                             snapshots)
         if stored and self.on_stored is not None:
             self.on_stored(stored)
         return stored
@@ -207,11 +218,11 @@ class Ingest:
     def _check_doc(self, msg: Message, unit: str, kind: str) -> dict[str, Any] | None:
         schema = m.STATUS_SCHEMA if kind == "status" else m.HEARTBEAT_SCHEMA
         try:
-            doc = m.decode(msg.payload, max_bytes=self.alert_max_bytes)
+            doc = fastcheck.decode(msg.payload, max_bytes=self.alert_max_bytes)
         except MessageError as e:
             self._reject("oversized" if "exceeds" in str(e) else "not_json", msg.topic, str(e))
             return None
-        errors = m.schema_errors(doc, schema)
+        errors = fastcheck.schema_errors(doc, schema)
         if errors:
             self._reject("schema", msg.topic, "; ".join(errors[:3]))
             return None
@@ -227,7 +238,8 @@ class Ingest:
                evidence_msgs: list[tuple[Message, str, str]],
                statuses: dict[str, tuple[dict[str, Any], float]],
                heartbeats: dict[str, tuple[dict[str, Any], float]],
-               collects: list[tuple[Message, str, str]]) -> list[StoredAlert]:
+               collects: list[tuple[Message, str, str]],
+               snapshots: dict[str, Message] | None = None) -> list[StoredAlert]:
         stored: list[StoredAlert] = []
         counts: Counter[str] = Counter()
         with self.engine.begin() as conn:
@@ -260,6 +272,13 @@ class Ingest:
                 added = db.insert_ignore_returning(conn, db.labels, ["unit", "sha256"], rows,
                                                    db.labels.c.id)
                 counts["crops_queued"] += len(added)
+            if snapshots:
+                db.upsert_snapshots(conn, [
+                    {"unit": unit, "jpeg": msg.payload,
+                     "sha256": hashlib.sha256(msg.payload).hexdigest(),
+                     "size_bytes": len(msg.payload), "received_at": msg.received_at}
+                    for unit, msg in snapshots.items()])
+                counts["snapshots"] += len(snapshots)
         with self._lock:
             self.counts.update(counts)
         return stored

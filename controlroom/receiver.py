@@ -8,12 +8,16 @@
   it has committed. If the database fails, the batch is kept and retried; if the receiver dies,
   the broker redelivers (persistent session). Either way nothing is lost, and the
   ``(unit, seq)`` key keeps it stored once.
+* Commands to units (:meth:`Receiver.publish_command`) go out on the same connection, QoS 1,
+  not retained; a dashboard without a receiver uses a :class:`CommandPublisher` of its own.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -27,12 +31,68 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from sqlalchemy.engine import Engine
 
+from controlroom import commands
 from controlroom.config import MqttConfig
 from controlroom.ingest import Ingest, Message, StoredAlert
 
 log = logging.getLogger(__name__)
 
 _RETRY_S = 1.0
+PUBACK_TIMEOUT_S = 5.0
+
+
+def _configure(client: mqtt.Client, cfg: MqttConfig) -> None:
+    """TLS and credentials from the control-room config (the same for every client)."""
+    if cfg.ca_file is not None:
+        client.tls_set(ca_certs=str(cfg.ca_file),
+                       certfile=str(cfg.cert_file) if cfg.cert_file else None,
+                       keyfile=str(cfg.key_file) if cfg.key_file else None)
+    if cfg.username:
+        client.username_pw_set(cfg.username,
+                               cfg.password.get_secret_value() if cfg.password else None)
+
+
+class _Acks:
+    """PUBACKs of our own publishes, by message id, for a caller waiting on one."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._done: dict[int, ReasonCode] = {}
+
+    def on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason_code: ReasonCode,
+                   properties: Properties | None) -> None:
+        with self._cond:
+            self._done[mid] = reason_code
+            while len(self._done) > 1000:  # acks nobody waited for (timed out): forget them
+                del self._done[next(iter(self._done))]
+            self._cond.notify_all()
+
+    def wait(self, mid: int, timeout_s: float) -> ReasonCode | None:
+        with self._cond:
+            self._cond.wait_for(lambda: mid in self._done, timeout=timeout_s)
+            return self._done.pop(mid, None)
+
+
+def publish_command(client: mqtt.Client, acks: _Acks, cfg: MqttConfig, *, connected: bool,
+                    unit: str, name: str, body: dict[str, Any],
+                    timeout_s: float = PUBACK_TIMEOUT_S) -> commands.Sent:
+    """Publish one command (QoS 1, not retained) and wait for the broker's PUBACK."""
+    if not connected:
+        return commands.Sent(False, f"not connected to the broker {cfg.host}:{cfg.port}; "
+                             "nothing was sent")
+    topic = commands.topic(cfg.topic_root, unit, name)
+    info = client.publish(topic, json.dumps(body, separators=(",", ":"), sort_keys=True),
+                          qos=1, retain=False)
+    if info.rc != mqtt.MQTT_ERR_SUCCESS:
+        return commands.Sent(False, f"not sent: {mqtt.error_string(info.rc)}")
+    rc = acks.wait(info.mid, timeout_s)
+    if rc is None:
+        return commands.Sent(False, f"handed to the MQTT client, but the broker did not "
+                             f"acknowledge it within {timeout_s:.0f} s; it may still be "
+                             "delivered")
+    if rc.is_failure:
+        return commands.Sent(False, f"the broker refused it: {rc}")
+    return commands.Sent(True, f"published on {topic}")
 
 
 class Receiver:
@@ -41,8 +101,11 @@ class Receiver:
         self.cfg = cfg
         self.ingest = Ingest(engine, topic_root=cfg.topic_root,
                              alert_max_bytes=cfg.alert_max_bytes,
-                             evidence_max_bytes=cfg.evidence_max_bytes, on_stored=on_stored)
-        self._queue: queue.Queue[tuple[Message, int, int]] = queue.Queue(maxsize=cfg.queue_max)
+                             evidence_max_bytes=cfg.evidence_max_bytes,
+                             snapshot_max_bytes=cfg.snapshot_max_bytes, on_stored=on_stored)
+        # SimpleQueue (C, no task accounting): the cheapest hand-off from paho's network thread
+        # to the worker; its bound (queue_max) is kept by _on_message.
+        self._queue: queue.SimpleQueue[tuple[Message, int, int]] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._connected = threading.Event()
         self._subscribed = threading.Event()
@@ -51,6 +114,7 @@ class Receiver:
         self.db_errors = 0
         self.connects = 0
         self.subscriptions_refused = 0
+        self._acks = _Acks()
         self._client = self._make_client()
         self._worker = threading.Thread(target=self._worker_main, name="controlroom-ingest",
                                         daemon=True)
@@ -58,26 +122,21 @@ class Receiver:
     def topics(self) -> list[tuple[str, int]]:
         root, group = self.cfg.topic_root, self.cfg.share_group
         shared = [f"{root}/+/alert", f"{root}/+/evidence/+", f"{root}/+/heartbeat",
-                  f"{root}/+/collect/+"]
+                  f"{root}/+/collect/+", f"{root}/+/snapshot"]
         return [(f"$share/{group}/{t}", 1) for t in shared] + [(f"{root}/+/status", 1)]
 
     def _make_client(self) -> mqtt.Client:
         cfg = self.cfg
         client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2,
                              client_id=cfg.client_id, protocol=mqtt.MQTTv5)
-        if cfg.ca_file is not None:
-            client.tls_set(ca_certs=str(cfg.ca_file),
-                           certfile=str(cfg.cert_file) if cfg.cert_file else None,
-                           keyfile=str(cfg.key_file) if cfg.key_file else None)
-        if cfg.username:
-            client.username_pw_set(cfg.username,
-                                   cfg.password.get_secret_value() if cfg.password else None)
+        _configure(client, cfg)
         client.manual_ack_set(True)
         client.reconnect_delay_set(1, 30)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
+        client.on_publish = self._acks.on_publish
         return client
 
     # ------------------------------------------------------------------ paho callbacks
@@ -110,14 +169,11 @@ class Receiver:
         self._subscribed.set()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        item = Message(msg.topic, bytes(msg.payload), time.time())
-        # Blocks the network thread while the queue is full: back-pressure to the broker.
-        while not self._stop.is_set():
-            try:
-                self._queue.put((item, msg.mid, msg.qos), timeout=0.5)
-                return
-            except queue.Full:
-                continue
+        # Blocks the network thread while the queue is full: back-pressure to the broker (it
+        # stops sending once ReceiveMaximum messages are unacknowledged).
+        while self._queue.qsize() >= self.cfg.queue_max and not self._stop.is_set():
+            self._stop.wait(0.01)
+        self._queue.put((Message(msg.topic, bytes(msg.payload), time.time()), msg.mid, msg.qos))
 
     # ------------------------------------------------------------------ worker
 
@@ -173,6 +229,11 @@ class Receiver:
     def is_connected(self) -> bool:
         return self._connected.is_set()
 
+    def publish_command(self, unit: str, name: str, body: dict[str, Any]) -> commands.Sent:
+        """Send a command to a unit on the receiver's own connection."""
+        return publish_command(self._client, self._acks, self.cfg, connected=self.is_connected,
+                               unit=unit, name=name, body=body)
+
     def backlog(self) -> int:
         return self._queue.qsize()
 
@@ -194,5 +255,62 @@ class Receiver:
                 time.sleep(0.02)
             self._stop.set()
             self._worker.join(timeout=drain_timeout_s)
+            self._client.disconnect()
+            self._client.loop_stop()
+
+
+class CommandPublisher:
+    """A small MQTT client that only publishes commands: for a dashboard run without a
+    receiver (``serve --no-receiver``). Clean session, a client id of its own."""
+
+    def __init__(self, cfg: MqttConfig) -> None:
+        self.cfg = cfg
+        self._acks = _Acks()
+        self._connected = threading.Event()
+        self._started = self._closed = False
+        self._client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2,
+                                   client_id=f"{cfg.client_id[:50]}-cmd-{secrets.token_hex(3)}",
+                                   protocol=mqtt.MQTTv5)
+        _configure(self._client, cfg)
+        self._client.reconnect_delay_set(1, 30)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_publish = self._acks.on_publish
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags,
+                    reason_code: ReasonCode, properties: Properties | None) -> None:
+        if reason_code.is_failure:
+            log.warning("broker refused the command publisher: %s", reason_code)
+            return
+        self._connected.set()
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: mqtt.DisconnectFlags,
+                       reason_code: ReasonCode, properties: Properties | None) -> None:
+        self._connected.clear()
+
+    @property
+    def is_connected(self) -> bool:
+        return self._connected.is_set()
+
+    def start(self) -> CommandPublisher:
+        if not self._started:
+            self._started = True
+            self._client.connect_async(self.cfg.host, self.cfg.port,
+                                       keepalive=self.cfg.keepalive_s, clean_start=True)
+            self._client.loop_start()
+        return self
+
+    def wait_ready(self, timeout_s: float = 10.0) -> bool:
+        return self._connected.wait(timeout_s)
+
+    def publish_command(self, unit: str, name: str, body: dict[str, Any]) -> commands.Sent:
+        return publish_command(self._client, self._acks, self.cfg, connected=self.is_connected,
+                               unit=unit, name=name, body=body)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._started:
             self._client.disconnect()
             self._client.loop_stop()

@@ -39,7 +39,7 @@ from sqlalchemy.engine import Connection, Engine
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from controlroom import bundle, crypto, db, users
+from controlroom import bundle, commands, crypto, db, users
 from controlroom.config import Config
 from edge.core.errors import ControlRoomError
 
@@ -48,6 +48,9 @@ log = logging.getLogger(__name__)
 HERE = Path(__file__).resolve().parent
 STATUSES = ("new", "confirmed", "rejected", "purged")
 LABEL_CHOICES = ("phone", "no_phone", "skip")
+LIMITS = {"count_max": commands.COLLECT_COUNT_MAX, "interval_min": commands.COLLECT_INTERVAL_MIN_S,
+          "interval_max": commands.COLLECT_INTERVAL_MAX_S,
+          "mute_max_min": commands.MUTE_MAX_S // 60}
 StatsFn = Callable[[], dict[str, Any]]
 
 
@@ -154,7 +157,31 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-def create_app(cfg: Config, engine: Engine, *, stats: StatsFn | None = None) -> FastAPI:
+def login_retry_after_s(conn: Connection, *, username: str, remote: str | None, now: float,
+                        max_per_user: int, max_per_ip: int, window_s: float) -> float:
+    """Seconds until another log-in may be tried (0: now). A user name is refused after
+    ``max_per_user`` failures within ``window_s`` since its last successful log-in; a client
+    address after ``max_per_ip`` failures within ``window_s``. Counted from the audit log, so
+    every dashboard process behind a load balancer sees the same failures."""
+    a = db.audit
+    since = now - window_s
+    last_ok = conn.execute(sa.select(sa.func.max(a.c.at)).where(
+        a.c.action == "login", a.c.username == username, a.c.at >= since)).scalar()
+    checks = [(a.c.username == username, max_per_user, max(since, last_ok or since))]
+    if remote is not None:
+        checks.append((a.c.remote == remote, max_per_ip, since))
+    wait_s = 0.0
+    for who, limit, after in checks:
+        times = [r[0] for r in conn.execute(
+            sa.select(a.c.at).where(a.c.action == "login_failed", who, a.c.at > after)
+            .order_by(a.c.at.desc()).limit(limit))]
+        if len(times) >= limit:  # refused until the oldest of the last `limit` leaves the window
+            wait_s = max(wait_s, times[-1] + window_s - now)
+    return wait_s
+
+
+def create_app(cfg: Config, engine: Engine, *, stats: StatsFn | None = None,
+               commander: commands.CommandSink | None = None) -> FastAPI:
     app = FastAPI(title="phonewatch control room", docs_url=None, redoc_url=None,
                   openapi_url=None)
     app.add_middleware(SessionMiddleware, secret_key=load_secret(cfg.web.secret_key_file),
@@ -200,8 +227,12 @@ def create_app(cfg: Config, engine: Engine, *, stats: StatsFn | None = None) -> 
         return request.client.host if request.client else None
 
     def render(request: Request, name: str, **ctx: Any) -> HTMLResponse:
-        ctx.update(user=request.session.get("user"), csrf=csrf_token(request))
+        ctx.update(user=request.session.get("user"), csrf=csrf_token(request),
+                   flashes=request.session.pop("flash", []))
         return templates.TemplateResponse(request, name, ctx)
+
+    def flash(request: Request, kind: str, text: str) -> None:
+        request.session["flash"] = [*request.session.get("flash", []), [kind, text[:500]]]
 
     # ------------------------------------------------------------------ log in / out
 
@@ -214,6 +245,24 @@ def create_app(cfg: Config, engine: Engine, *, stats: StatsFn | None = None) -> 
     def login(request: Request, username: str = Form(...), password: str = Form(...),
               csrf: str = Form(""), next: str = Form("/")) -> Response:
         check_csrf(request, csrf)
+        now = time.time()
+        with engine.begin() as conn:
+            wait_s = login_retry_after_s(conn, username=username[:64], remote=remote(request),
+                                         now=now, max_per_user=cfg.web.login_max_failures,
+                                         max_per_ip=cfg.web.login_max_failures_per_ip,
+                                         window_s=cfg.web.login_window_s)
+            if wait_s > 0:
+                db.record_audit(conn, username=username[:64], action="login_throttled",
+                                detail=f"refused for {wait_s:.0f} s more",
+                                remote=remote(request))
+        if wait_s > 0:
+            minutes = max(1, int(wait_s // 60 + (wait_s % 60 > 0)))
+            resp = render(request, "login.html", next=next, error=(
+                "Too many failed log-ins for this user name or from this address. Try again "
+                f"in {minutes} minute{'s' if minutes > 1 else ''}."))
+            resp.status_code = 429
+            resp.headers["Retry-After"] = str(int(wait_s) + 1)
+            return resp
         ok = users.check_password(engine, username, password)
         with engine.begin() as conn:
             db.record_audit(conn, username=username[:64], action="login" if ok else
@@ -386,6 +435,7 @@ def create_app(cfg: Config, engine: Engine, *, stats: StatsFn | None = None) -> 
         now = time.time()
         with engine.connect() as conn:
             rows = list(conn.execute(sa.select(db.units).order_by(db.units.c.unit_id)))
+            snaps = snapshot_times(conn)
         out = []
         for r in rows:
             hb = json.loads(r.heartbeat) if r.heartbeat else {}
@@ -395,9 +445,97 @@ def create_app(cfg: Config, engine: Engine, *, stats: StatsFn | None = None) -> 
             out.append({"unit": r.unit_id, "key_id": r.key_id, "state": r.status_state or
                         "unknown", "online": online, "status_time": r.status_time,
                         "reason": r.status_reason, "software": r.software,
-                        "heartbeat_age_s": hb_age, "hb": hb})
-        return render(request, "units.html", units=out,
+                        "heartbeat_age_s": hb_age, "hb": hb,
+                        "snapshot_at": snaps.get(r.unit_id)})
+        return render(request, "units.html", units=out, limits=LIMITS,
+                      broker_connected=commander is not None and commander.is_connected,
+                      commands_enabled=commander is not None,
                       receiver=stats() if stats is not None else None)
+
+    def snapshot_times(conn: Connection, unit: str | None = None) -> dict[str, float]:
+        q = sa.select(db.snapshots.c.unit, db.snapshots.c.received_at)
+        if unit is not None:
+            q = q.where(db.snapshots.c.unit == unit)
+        return {r.unit: r.received_at for r in conn.execute(q)}
+
+    def load_unit(conn: Connection, unit_id: str) -> Any:
+        row = conn.execute(sa.select(db.units).where(db.units.c.unit_id == unit_id)).first()
+        if row is None:
+            raise HTTPException(404, f"no registered unit {unit_id[:64]!r}")
+        return row
+
+    @app.get("/units/{unit_id}", response_class=HTMLResponse)
+    def unit_page(request: Request, unit_id: str) -> HTMLResponse:
+        user_of(request)
+        with engine.connect() as conn:
+            row = load_unit(conn, unit_id)
+            snap = conn.execute(sa.select(db.snapshots.c.received_at, db.snapshots.c.size_bytes,
+                                          db.snapshots.c.sha256)
+                                .where(db.snapshots.c.unit == unit_id)).first()
+            history = list(conn.execute(sa.select(db.audit).where(
+                db.audit.c.target == unit_id).order_by(db.audit.c.id.desc()).limit(20)))
+        return render(request, "unit.html", u=row, snap=snap, history=history, limits=LIMITS,
+                      broker_connected=commander is not None and commander.is_connected,
+                      commands_enabled=commander is not None)
+
+    @app.get("/units/{unit_id}/snapshot.jpg")
+    def snapshot_jpg(request: Request, unit_id: str) -> Response:
+        user_of(request)
+        with engine.connect() as conn:
+            row = conn.execute(sa.select(db.snapshots.c.jpeg, db.snapshots.c.received_at)
+                               .where(db.snapshots.c.unit == unit_id)).first()
+        if row is None:
+            raise HTTPException(404, f"no snapshot from {unit_id[:64]!r} yet")
+        return Response(bytes(row.jpeg), media_type="image/jpeg", headers={
+            "Cache-Control": "no-store",
+            "Last-Modified": datetime.fromtimestamp(row.received_at, UTC).strftime(
+                "%a, %d %b %Y %H:%M:%S GMT")})
+
+    @app.post("/units/{unit_id}/cmd/{name}")
+    def send_command(request: Request, unit_id: str, name: str, csrf: str = Form(""),
+                     count: str = Form(""), interval_s: str = Form("2"),
+                     minutes: str = Form(""), back: str = Form("")) -> RedirectResponse:
+        user = user_of(request)
+        check_csrf(request, csrf)
+        if name not in commands.NAMES:
+            raise HTTPException(404, f"no command {name[:40]!r}; known: "
+                                f"{', '.join(commands.NAMES)}")
+        with engine.connect() as conn:
+            load_unit(conn, unit_id)
+        try:
+            if name == "snapshot":
+                body = commands.snapshot(user=user)
+            elif name == "collect":
+                body = commands.collect(count=commands.parse_int(count, "count"),
+                                        interval_s=commands.parse_float(interval_s,
+                                                                        "interval"))
+            else:
+                mins = commands.parse_int(minutes, "minutes")
+                if not 0 <= mins <= commands.MUTE_MAX_S // 60:
+                    raise commands.CommandError(
+                        f"minutes must be 0 (unmute) to {commands.MUTE_MAX_S // 60}")
+                body = commands.mute(duration_s=mins * 60)
+        except commands.CommandError as e:
+            raise HTTPException(400, str(e)) from None
+        if commander is None:
+            sent = commands.Sent(False, "this dashboard has no MQTT connection; nothing was "
+                                 "sent")
+        else:
+            sent = commander.publish_command(unit_id, name, body)
+        with engine.begin() as conn:
+            db.record_audit(conn, username=user, action=f"cmd_{name}", target=unit_id,
+                            detail=json.dumps({"payload": body, "sent": sent.ok,
+                                               "result": sent.detail}, sort_keys=True),
+                            remote=remote(request))
+        what = {"snapshot": "Snapshot request", "collect": f"Collect {body.get('count')} crops",
+                "mute": ("Unmute" if body.get("duration_s") == 0 else
+                         f"Mute for {minutes.strip()} min")}[name]
+        if sent.ok:
+            flash(request, "ok", f"{what} sent to {unit_id} (request {body['request_id']}).")
+        else:
+            flash(request, "error", f"{what} NOT sent to {unit_id}: {sent.detail}")
+        dest = f"/units/{unit_id}" if back == "unit" else "/units"
+        return RedirectResponse(dest, status_code=303)
 
     @app.get("/audit", response_class=HTMLResponse)
     def audit_page(request: Request) -> HTMLResponse:
