@@ -40,7 +40,11 @@ test: bootstrap lint typecheck unit
 
 bench: bootstrap
 	$(PY) bench/pipeline.py
+	$(PY) bench/model.py
+	$(PY) bench/reference.py
 	$(PY) bench/uplink.py
+	$(PY) bench/gps.py
+	$(PY) bench/field.py
 
 clean:
 	rm -rf $(VENV) var build .mypy_cache .ruff_cache .pytest_cache

@@ -55,8 +55,9 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=200)
     args = ap.parse_args()
     if not args.model.is_file():
-        print(f"no such model: {args.model} (the shared data folder is absent?)", file=sys.stderr)
-        return 2
+        print(f"reference model not found, skipped: {args.model} (pass --model; the shared "
+              "data folder holds the default)", file=sys.stderr)
+        return 0
     rows = [("machine", machine()), ("model", args.model.name)]
     for threads in (1, 2):
         p50, p90 = time_invoke(args.model, threads, args.runs)

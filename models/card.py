@@ -186,10 +186,10 @@ def render(model: Path, eval_doc: dict[str, Any], *, bench_ms: float | None,
                          "(tensorflow-model-optimization) is the fix; not done yet.")
     if bench_ms is not None:
         lines.append(f"- Inference {bench_ms:.2f} ms per crop (median, `bench/model.py`, "
-                     f"{bench_machine}). A Raspberry Pi 5 (Cortex-A76 at 2.4 GHz) is about 2-3x "
-                     "slower per core on XNNPACK int8: expect roughly "
-                     f"{bench_ms * 2:.1f}-{bench_ms * 3:.1f} ms; the Edge TPU twin well under 1 ms "
-                     "plus USB transfer.")
+                     f"{bench_machine}). On a Raspberry Pi 5 expect roughly "
+                     f"{bench_ms:.1f}-{bench_ms * 1.5:.1f} ms: an estimate from published Pi 4 / "
+                     "Pi 5 figures, not a measurement (docs/performance.md shows how it was "
+                     "made); the Edge TPU twin well under 1 ms plus USB transfer.")
     lines += [
         "- Edge TPU: `edgetpu_compiler -s phone_in_hand.tflite` makes "
         "`phone_in_hand_edgetpu.tflite` (all ops are Edge TPU ops). The compiler is not "
