@@ -162,7 +162,8 @@ LATEST_VERSION = MIGRATIONS[-1][0]
 
 
 def make_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite gets WAL, a busy timeout and NORMAL sync."""
+    """An engine for ``url``; SQLite gets WAL, a busy timeout and FULL sync (a commit is on
+    disk before the receiver acknowledges the alert to the broker)."""
     try:
         if url.startswith("sqlite"):
             engine = sa.create_engine(url, connect_args={"timeout": 30})
