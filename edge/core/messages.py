@@ -136,6 +136,8 @@ def decode(payload: bytes, *, max_bytes: int = 1 << 20) -> dict[str, Any]:
         obj = json.loads(payload.decode("utf-8"), parse_constant=_reject_constant)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise MessageError(f"payload is not JSON: {e}") from None
+    except ValueError as e:  # e.g. an integer longer than Python's 4,300-digit limit
+        raise MessageError(f"payload is not acceptable JSON: {str(e)[:120]}") from None
     if not isinstance(obj, dict):
         raise MessageError(f"payload must be a JSON object, not {type(obj).__name__}")
     return obj
@@ -360,7 +362,7 @@ def _check(v: Any, s: Mapping[str, Any], root: Mapping[str, Any], at: str) -> li
             for i, item in enumerate(v):
                 errors.extend(_check(item, s["items"], root, f"{at}[{i}]"))
     elif isinstance(v, int | float) and not isinstance(v, bool):
-        if not math.isfinite(v):
+        if isinstance(v, float) and not math.isfinite(v):  # ints are exact: no float() here
             errors.append(f"{where}: must be finite")
         if "minimum" in s and v < s["minimum"]:
             errors.append(f"{where}: must be >= {s['minimum']}")

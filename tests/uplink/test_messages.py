@@ -239,6 +239,21 @@ def test_deeply_nested_command_is_rejected_not_crashing() -> None:
         m.parse_command(TOPICS.cmd("snapshot"), payload, topics=TOPICS, max_bytes=1 << 20)
 
 
+def test_huge_integers_are_rejected_with_a_message_error() -> None:
+    # 400 digits: too big for a float (math.isfinite would raise OverflowError);
+    # 5,000 digits: beyond Python's int-parsing limit (json.loads raises a plain ValueError).
+    for digits in (400, 5000):
+        big = b"1" + b"0" * digits
+        with pytest.raises(MessageError):
+            m.parse_command(TOPICS.cmd("mute"), b'{"duration_s": ' + big + b"}", topics=TOPICS,
+                            max_bytes=1 << 20)
+    try:
+        m.parse_command(TOPICS.cmd("mute"), b'{"duration_s": 1' + b"0" * 400 + b"}",
+                        topics=TOPICS, max_bytes=1 << 20)
+    except MessageError as e:
+        assert "duration_s" in str(e) and "86400" in str(e)  # the range check, named
+
+
 def test_topics_reject_wildcards_and_bad_ids() -> None:
     for root, unit in (("phone#watch", "u"), ("phonewatch", "u/+"), ("phonewatch", "")):
         with pytest.raises(MessageError):
