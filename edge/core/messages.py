@@ -136,6 +136,8 @@ def decode(payload: bytes, *, max_bytes: int = 1 << 20) -> dict[str, Any]:
         obj = json.loads(payload.decode("utf-8"), parse_constant=_reject_constant)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise MessageError(f"payload is not JSON: {e}") from None
+    except MessageError:  # NaN / Infinity, from _reject_constant
+        raise
     except ValueError as e:  # e.g. an integer longer than Python's 4,300-digit limit
         raise MessageError(f"payload is not acceptable JSON: {str(e)[:120]}") from None
     if not isinstance(obj, dict):
@@ -362,7 +364,9 @@ def _check(v: Any, s: Mapping[str, Any], root: Mapping[str, Any], at: str) -> li
             for i, item in enumerate(v):
                 errors.extend(_check(item, s["items"], root, f"{at}[{i}]"))
     elif isinstance(v, int | float) and not isinstance(v, bool):
-        if isinstance(v, float) and not math.isfinite(v):  # ints are exact: no float() here
+        if isinstance(v, int) and not _fits_float(v):
+            return [f"{where}: number too large"]  # no field needs one; refuse, never crash
+        if not math.isfinite(v):
             errors.append(f"{where}: must be finite")
         if "minimum" in s and v < s["minimum"]:
             errors.append(f"{where}: must be >= {s['minimum']}")
@@ -376,6 +380,14 @@ def _check(v: Any, s: Mapping[str, Any], root: Mapping[str, Any], at: str) -> li
         if "pattern" in s and not re.search(s["pattern"], v):
             errors.append(f"{where}: does not match {s['pattern']}")
     return errors
+
+
+def _fits_float(v: int) -> bool:
+    try:
+        float(v)
+    except OverflowError:
+        return False
+    return True
 
 
 def _json_type(v: Any) -> str:

@@ -102,9 +102,9 @@ def test_compiled_schema_agrees_with_the_reference(name: str, sample: str) -> No
 
 def test_schema_errors_explain_a_rejection_and_never_raise() -> None:
     doc = _samples()["alert"]
-    doc["frame_index"] = 10**400  # the reference validator cannot compare this with a float
+    doc["frame_index"] = 10**400  # too large for a float: refused with a reason, never a crash
     errors = fastcheck.schema_errors(doc, m.ALERT_SCHEMA)
-    assert errors and "cannot be checked" in errors[0]
+    assert errors == ["frame_index: number too large"]
     doc["frame_index"] = -1
     assert fastcheck.schema_errors(doc, m.ALERT_SCHEMA) == ["frame_index: must be >= 0"]
 

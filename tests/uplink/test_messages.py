@@ -247,11 +247,9 @@ def test_huge_integers_are_rejected_with_a_message_error() -> None:
         with pytest.raises(MessageError):
             m.parse_command(TOPICS.cmd("mute"), b'{"duration_s": ' + big + b"}", topics=TOPICS,
                             max_bytes=1 << 20)
-    try:
+    with pytest.raises(MessageError, match="duration_s: number too large"):
         m.parse_command(TOPICS.cmd("mute"), b'{"duration_s": 1' + b"0" * 400 + b"}",
                         topics=TOPICS, max_bytes=1 << 20)
-    except MessageError as e:
-        assert "duration_s" in str(e) and "86400" in str(e)  # the range check, named
 
 
 def test_topics_reject_wildcards_and_bad_ids() -> None:
