@@ -40,7 +40,6 @@ CREATE TABLE IF NOT EXISTS alerts (
     evidence BLOB,
     evidence_state TEXT NOT NULL
 );
-INSERT OR IGNORE INTO meta (key, value) VALUES ('next_seq', 1);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('evidence_pruned', 0);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('alerts_pruned', 0);
 """
@@ -58,13 +57,37 @@ class OutboxItem:
     alert_acked: bool
 
 
+SEQ_FLOOR_MIN = 1_735_689_600
+"""2025-01-01T00:00:00Z in seconds: the lowest first sequence number a new outbox takes, even
+when the clock has not been set yet (a Pi without a real-time clock boots in the past)."""
+
+
+def first_seq_for_new_outbox(now_wall_s: float | None = None) -> int:
+    """The first sequence number of a *new* outbox: the current Unix time in seconds.
+
+    The counter lives in the outbox, so a unit whose storage is replaced starts a new one. Had
+    it restarted at 1, the control room would see ``(unit, seq)`` pairs it already holds and
+    refuse the new alerts as conflicts. Starting at the clock instead puts the new numbers
+    above every number the old outbox can have used, as long as the old one averaged under one
+    alert per second over its life (a unit's cooldown keeps it far below that). Afterwards the
+    counter only ever goes up by one per alert; the clock is never read again.
+    """
+    now = time.time() if now_wall_s is None else now_wall_s
+    return max(SEQ_FLOOR_MIN, int(now))
+
+
 class Outbox:
     """Durable, ordered, quota-bounded alert store. Thread-safe (one connection, one lock)."""
 
     def __init__(self, path: Path, *, quota_bytes: int = 512 * 1024 * 1024,
-                 fsync: bool = True) -> None:
+                 fsync: bool = True, first_seq: int | None = None) -> None:
+        """``first_seq`` numbers a new outbox (default :func:`first_seq_for_new_outbox`); an
+        existing outbox keeps its own counter."""
         if quota_bytes < 64 * 1024:
             raise OutboxError(f"outbox quota of {quota_bytes} bytes is too small (min 64 KiB)")
+        start = first_seq if first_seq is not None else first_seq_for_new_outbox()
+        if start < 1:
+            raise OutboxError(f"first_seq must be >= 1, got {start}")
         self.path = Path(path)
         self.quota_bytes = int(quota_bytes)
         self._lock = threading.Lock()
@@ -76,6 +99,8 @@ class Outbox:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
             self._db.executescript(_SCHEMA)
+            self._db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('next_seq', ?)",
+                             (start,))
             check = self._db.execute("PRAGMA quick_check").fetchone()[0]
             if check != "ok":
                 raise sqlite3.DatabaseError(f"integrity check: {check}")

@@ -25,18 +25,40 @@ def payload(seq: int) -> bytes:
 
 def test_sequence_persists_across_reopen_and_is_never_reused(tmp_path: Path) -> None:
     db = tmp_path / "o.sqlite"
-    with Outbox(db) as ob:
+    with Outbox(db, first_seq=1) as ob:
         assert [ob.add(payload, evidence=None) for _ in range(3)] == [1, 2, 3]
         ob.ack([(1, "alert"), (2, "alert"), (3, "alert")])
         assert ob.depth() == 0
-    with Outbox(db) as ob:
+    with Outbox(db, first_seq=500) as ob:  # an existing outbox keeps its own counter
         assert ob.next_seq == 4
         assert ob.add(payload, evidence=b"jpeg") == 4
         assert ob.pending()[0].alert_id == "u-4"
 
 
+def test_a_new_outbox_numbers_from_the_clock_so_a_replaced_one_is_never_reused(
+        tmp_path: Path) -> None:
+    from edge.adapters.outbox import SEQ_FLOOR_MIN, first_seq_for_new_outbox
+
+    before = int(time.time())
+    with Outbox(tmp_path / "first.sqlite") as ob:
+        first = [ob.add(payload, evidence=None) for _ in range(3)]
+    after = int(time.time())
+    assert before <= first[0] <= after and first == [first[0], first[0] + 1, first[0] + 2]
+    time.sleep(3.2)
+    # The storage is replaced (a new file): numbering resumes above the old outbox's numbers,
+    # because it used fewer than one number per second of its life.
+    with Outbox(tmp_path / "replacement.sqlite") as ob:
+        assert ob.next_seq > first[-1]
+        assert ob.add(payload, evidence=None) == ob.next_seq - 1
+    assert first_seq_for_new_outbox(1_800_000_000.7) == 1_800_000_000
+    # a clock that has not been set yet (a Pi without RTC boots in 1970) still starts high
+    assert first_seq_for_new_outbox(0.0) == SEQ_FLOOR_MIN
+    with pytest.raises(OutboxError, match="first_seq"):
+        Outbox(tmp_path / "bad.sqlite", first_seq=0)
+
+
 def test_pending_in_order_and_deleted_only_when_every_part_acked(tmp_path: Path) -> None:
-    with Outbox(tmp_path / "o.sqlite") as ob:
+    with Outbox(tmp_path / "o.sqlite", first_seq=1) as ob:
         for i in range(5):
             ob.add(payload, evidence=b"E%d" % i)
         ob.add(payload, evidence=None)
@@ -56,7 +78,7 @@ def test_pending_in_order_and_deleted_only_when_every_part_acked(tmp_path: Path)
 
 
 def test_failed_payload_builder_leaves_no_row_and_no_gap(tmp_path: Path) -> None:
-    with Outbox(tmp_path / "o.sqlite") as ob:
+    with Outbox(tmp_path / "o.sqlite", first_seq=1) as ob:
         ob.add(payload, evidence=None)
 
         def broken(seq: int) -> bytes:
@@ -72,7 +94,7 @@ def test_quota_prunes_evidence_first_then_alerts_never_silently(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     quota = 64 * 1024
     ev = b"J" * 20_000
-    with Outbox(tmp_path / "o.sqlite", quota_bytes=quota) as ob:
+    with Outbox(tmp_path / "o.sqlite", quota_bytes=quota, first_seq=1) as ob:
         with caplog.at_level(logging.WARNING, logger="edge.adapters.outbox"):
             for _ in range(3):
                 ob.add(payload, evidence=ev)
@@ -105,7 +127,7 @@ def test_quota_prunes_evidence_first_then_alerts_never_silently(
 
 
 def test_evidence_pruned_after_its_alert_was_delivered_frees_the_row(tmp_path: Path) -> None:
-    with Outbox(tmp_path / "o.sqlite", quota_bytes=64 * 1024) as ob:
+    with Outbox(tmp_path / "o.sqlite", quota_bytes=64 * 1024, first_seq=1) as ob:
         ob.add(payload, evidence=b"J" * 40_000)
         ob.ack([(1, "alert")])
         ob.add(payload, evidence=b"K" * 40_000)
@@ -160,6 +182,6 @@ def test_kill_9_while_writing_loses_no_committed_alert(tmp_path: Path) -> None:
         seqs = [i.seq for i in ob.pending(limit=100_000)]
         # every acknowledged-to-the-caller alert is there, numbered without gaps
         assert set(reported) <= set(seqs)
-        assert seqs == list(range(1, len(seqs) + 1))
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
         assert all(i.evidence == b"J" * 30000 for i in ob.pending(limit=100_000))
-        assert ob.next_seq == len(seqs) + 1
+        assert ob.next_seq == seqs[-1] + 1
