@@ -1,7 +1,5 @@
 """The receiver's hot path, made cheaper without changing what passes.
 
-* :func:`decode` is ``edge.core.messages.decode`` with one reusable JSON decoder (``json.loads``
-  with a keyword builds a new decoder per call).
 * :func:`compile_schema` turns a committed JSON Schema into nested closures that answer
   "valid?" exactly as ``edge.core.messages`` does (same subset, same rules: ``const`` also
   compares the type, booleans are not numbers, numbers must be finite, ``pattern`` is
@@ -15,36 +13,14 @@ The rules stay in ``edge/core/schemas/*.json``; nothing here restates them.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from edge.core import messages as m
-from edge.core.errors import MessageError
 
 Check = Callable[[Any], bool]
-
-
-def _reject_constant(name: str) -> Any:
-    raise MessageError(f"{name} is not allowed in a message")
-
-
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
-
-
-def decode(payload: bytes, *, max_bytes: int = 1 << 20) -> dict[str, Any]:
-    """Same result and errors as :func:`edge.core.messages.decode`."""
-    if len(payload) > max_bytes:
-        raise MessageError(f"payload of {len(payload)} bytes exceeds {max_bytes}")
-    try:
-        obj = _DECODER.decode(payload.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-        raise MessageError(f"payload is not JSON: {e}") from None
-    if not isinstance(obj, dict):
-        raise MessageError(f"payload must be a JSON object, not {type(obj).__name__}")
-    return obj
 
 
 def _is_number(v: Any) -> bool:
@@ -74,13 +50,7 @@ def compile_schema(schema: Mapping[str, Any], root: Mapping[str, Any] | None = N
     root = schema if root is None else root
     s = schema
     if "$ref" in s:
-        ref = s["$ref"]
-        if not ref.startswith("#/"):
-            raise MessageError(f"unsupported $ref {ref!r}")
-        target: Any = root
-        for part in ref[2:].split("/"):
-            target = target[part]
-        return compile_schema(target, root)
+        return compile_schema(m.resolve_ref(s["$ref"], root), root)
 
     leaf = _leaf(s)
     if leaf is not None:
@@ -108,6 +78,7 @@ def compile_schema(schema: Mapping[str, Any], root: Mapping[str, Any] | None = N
     required = list(s.get("required", []))
     closed = s.get("additionalProperties") is False
     items = compile_schema(s["items"], root) if "items" in s else None
+    min_items, max_items = s.get("minItems"), s.get("maxItems")
     lo, hi = s.get("minimum"), s.get("maximum")
     min_len, max_len = s.get("minLength"), s.get("maxLength")
     pattern = re.compile(s["pattern"]) if "pattern" in s else None
@@ -129,9 +100,9 @@ def compile_schema(schema: Mapping[str, Any], root: Mapping[str, Any] | None = N
                     return False
             return True
         if isinstance(v, list):
-            if items is not None:
-                return all(items(x) for x in v)
-            return True  # the reference checks nothing else on a list
+            return ((min_items is None or len(v) >= min_items)
+                    and (max_items is None or len(v) <= max_items)
+                    and (items is None or all(items(x) for x in v)))
         if _is_number(v):
             return _finite(v) and (lo is None or v >= lo) and (hi is None or v <= hi)
         if isinstance(v, str):

@@ -137,7 +137,7 @@ class Ingest:
             self._reject("oversized", msg.topic, f"{len(msg.payload)} bytes")
             return None
         try:
-            alert = fastcheck.decode(msg.payload, max_bytes=self.alert_max_bytes)
+            alert = m.decode(msg.payload, max_bytes=self.alert_max_bytes)
         except MessageError as e:
             self._reject("not_json", msg.topic, str(e))
             return None
@@ -218,7 +218,7 @@ class Ingest:
     def _check_doc(self, msg: Message, unit: str, kind: str) -> dict[str, Any] | None:
         schema = m.STATUS_SCHEMA if kind == "status" else m.HEARTBEAT_SCHEMA
         try:
-            doc = fastcheck.decode(msg.payload, max_bytes=self.alert_max_bytes)
+            doc = m.decode(msg.payload, max_bytes=self.alert_max_bytes)
         except MessageError as e:
             self._reject("oversized" if "exceeds" in str(e) else "not_json", msg.topic, str(e))
             return None

@@ -51,7 +51,10 @@ def alert_id(unit: str, seq: int) -> str:
 
 def collect_name(roi_id: str, t_wall_s: float) -> str:
     """The name of a collected crop: ``<roi_id>-<frame wall time in integer ms>``."""
-    name = f"{roi_id}-{int(t_wall_s * 1000)}"
+    return _checked_collect_name(f"{roi_id}-{int(t_wall_s * 1000)}")
+
+
+def _checked_collect_name(name: str) -> str:
     if not _COLLECT_NAME_RE.match(name):
         raise MessageError(f"bad collect name {name[:140]!r}: 1-128 letters, digits, '-', '_'")
     return name
@@ -96,9 +99,7 @@ class Topics:
 
     def collect(self, name: str) -> str:
         """Topic of one collected crop; ``name`` as made by :func:`collect_name`."""
-        if not _COLLECT_NAME_RE.match(name):
-            raise MessageError(f"bad collect name {name[:140]!r}: 1-128 letters, digits, '-', '_'")
-        return f"{self.root}/{self.unit}/collect/{name}"
+        return f"{self.root}/{self.unit}/collect/{_checked_collect_name(name)}"
 
     def cmd(self, name: str) -> str:
         return self.cmd_prefix + name
@@ -133,7 +134,7 @@ def decode(payload: bytes, *, max_bytes: int = 1 << 20) -> dict[str, Any]:
     if len(payload) > max_bytes:
         raise MessageError(f"payload of {len(payload)} bytes exceeds {max_bytes}")
     try:
-        obj = json.loads(payload.decode("utf-8"), parse_constant=_reject_constant)
+        obj = _DECODER.decode(payload.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise MessageError(f"payload is not JSON: {e}") from None
     except MessageError:  # NaN / Infinity, from _reject_constant
@@ -147,6 +148,10 @@ def decode(payload: bytes, *, max_bytes: int = 1 << 20) -> dict[str, Any]:
 
 def _reject_constant(name: str) -> Any:
     raise MessageError(f"{name} is not allowed in a message")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+"""Built once: ``json.loads`` with an argument builds a new decoder for every message."""
 
 
 # ---------------------------------------------------------------- builders
@@ -318,19 +323,23 @@ _TYPES: dict[str, Any] = {
 }
 
 
+def resolve_ref(ref: str, root: Mapping[str, Any]) -> Any:
+    """The sub-schema a local ``$ref`` (``#/$defs/...``) points at inside ``root``."""
+    if not ref.startswith("#/"):
+        raise MessageError(f"unsupported $ref {ref!r}")
+    target: Any = root
+    for part in ref[2:].split("/"):
+        target = target[part]
+    return target
+
+
 def _check(v: Any, s: Mapping[str, Any], root: Mapping[str, Any], at: str) -> list[str]:
     """A JSON Schema subset: $ref (local), type, const, enum, oneOf, properties, required,
     additionalProperties (bool), items, minItems/maxItems, minimum/maximum,
     minLength/maxLength, pattern."""
     where = at or "(message)"
     if "$ref" in s:
-        ref = s["$ref"]
-        if not ref.startswith("#/"):
-            raise MessageError(f"unsupported $ref {ref!r}")
-        target: Any = root
-        for part in ref[2:].split("/"):
-            target = target[part]
-        return _check(v, target, root, at)
+        return _check(v, resolve_ref(s["$ref"], root), root, at)
     if "oneOf" in s:
         matches = [sub for sub in s["oneOf"] if not _check(v, sub, root, at)]
         if len(matches) != 1:

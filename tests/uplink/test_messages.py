@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -237,6 +238,25 @@ def test_deeply_nested_command_is_rejected_not_crashing() -> None:
     payload = b'{"reason":' + b"[" * 3000 + b"]" * 3000 + b"}"
     with pytest.raises(MessageError):
         m.parse_command(TOPICS.cmd("snapshot"), payload, topics=TOPICS, max_bytes=1 << 20)
+
+
+@pytest.mark.parametrize("payload, expected", [
+    (b'{"a":1}', {"a": 1}), (b'{"a":"\\ud800"}', {"a": "\ud800"}), (b'{"a":1,"a":2}', {"a": 2}),
+    (b'{"a":NaN}', "NaN is not allowed"), (b'{"a":-Infinity}', "-Infinity is not allowed"),
+    (b"[1]", "must be a JSON object, not list"), (b"1" * 100, "must be a JSON object, not int"),
+    (b"\xff\xfe", "is not JSON"), (b'{"a":', "is not JSON"), (b"", "is not JSON"),
+    (b"[" * 100000, "is not JSON"), (b'{"a":1' + b"0" * 5000 + b"}", "not acceptable JSON"),
+])
+def test_decode_returns_an_object_or_raises_a_message_error(
+        payload: bytes, expected: dict[str, Any] | str) -> None:
+    # one decoder serves the unit and the control room's receiver
+    if isinstance(expected, dict):
+        assert m.decode(payload, max_bytes=1 << 20) == expected
+    else:
+        with pytest.raises(MessageError, match=re.escape(expected)):
+            m.decode(payload, max_bytes=1 << 20)
+    with pytest.raises(MessageError, match="exceeds"):
+        m.decode(b'{"a":1}', max_bytes=3)
 
 
 def test_huge_integers_are_rejected_with_a_message_error() -> None:
