@@ -153,8 +153,6 @@ class Unit:
         self.sink: Any | None = None
         self.shutdown_requested = threading.Event()
         self.reload_requested = threading.Event()
-        self.exit_code = 0
-        """The process exit status the run asks for: 0, or EXIT_RELOAD after a ``reload``."""
         self.collector: Collector | None = None
         self._latest: tuple[Any, dict[str, float]] | None = None
         self._counts = {"snapshots_published": 0, "snapshots_failed": 0, "reloads_refused": 0}
@@ -236,6 +234,11 @@ class Unit:
             # boot does not: the unit starts degraded and keeps trying.
             self.pipeline.open_source()
 
+    @property
+    def exit_code(self) -> int:
+        """The process exit status the run asks for: 0, or EXIT_RELOAD after a ``reload``."""
+        return EXIT_RELOAD if self.reload_requested.is_set() else 0
+
     # -- hooks --------------------------------------------------------------------------------
     def _heartbeat_stats(self) -> dict[str, Any]:
         out = self.pipeline.snapshot() if self.pipeline is not None else {}
@@ -303,25 +306,25 @@ class Unit:
             self._reload(payload)
 
     def _snapshot(self, payload: dict[str, Any]) -> None:
+        rid = payload.get("request_id") or "-"
         latest, p, sink = self._latest, self.pipeline, self.sink
         if latest is None or p is None or sink is None or not hasattr(sink, "publish_snapshot"):
             self._counts["snapshots_failed"] += 1
-            log.warning("snapshot %s: no frame processed yet", payload.get("request_id") or "-")
+            log.warning("snapshot %s: no frame processed yet", rid)
             return
         frame, scores = latest
         try:
             jpeg = render_snapshot(frame.image, p.rois, scores, p.params.score_on)
         except PhonewatchError as e:
             self._counts["snapshots_failed"] += 1
-            log.error("snapshot %s not made: %s", payload.get("request_id") or "-", e)
+            log.error("snapshot %s not made: %s", rid, e)
             return
         if sink.publish_snapshot(jpeg):
             self._counts["snapshots_published"] += 1
-            log.info("snapshot %s: frame %d, %d bytes published",
-                     payload.get("request_id") or "-", frame.index, len(jpeg))
+            log.info("snapshot %s: frame %d, %d bytes published", rid, frame.index, len(jpeg))
         else:
             self._counts["snapshots_failed"] += 1
-            log.warning("snapshot %s dropped: broker offline", payload.get("request_id") or "-")
+            log.warning("snapshot %s dropped: broker offline", rid)
 
     def _reload(self, payload: dict[str, Any]) -> None:
         rid = payload.get("request_id") or "-"
@@ -337,7 +340,6 @@ class Unit:
             return
         log.warning("reload %s: %s is valid; stopping to restart on it (exit status %d)", rid,
                     self.config_path, EXIT_RELOAD)
-        self.exit_code = EXIT_RELOAD
         self.reload_requested.set()
 
     # -- running ------------------------------------------------------------------------------
