@@ -46,6 +46,15 @@ def wait_until(pred: Callable[[], Any], timeout_s: float = 10.0, step_s: float =
         time.sleep(step_s)
 
 
+def status_and_heartbeat(unit: str, now: float) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A unit's ``online`` status and a typical heartbeat, as the unit builds them."""
+    hb = m.build_heartbeat(unit, t_wall_s=now, uptime_s=5.0,
+                           pipeline={"fps": 14.5, "dropped_frames": 7}, outbox_depth=3,
+                           evidence_pruned=0, alerts_pruned=0, gps_state="3d-fix",
+                           cpu_temp_c=48.5)
+    return m.build_status(unit, "online", t_wall_s=now, software="0.1.0"), hb
+
+
 def jpeg_bytes(seed: int = 0, size_px: tuple[int, int] = (64, 48)) -> bytes:
     rng = np.random.default_rng(seed)
     img = rng.integers(0, 255, (size_px[1], size_px[0], 3), dtype=np.uint8)

@@ -17,7 +17,7 @@ from controlroom import crypto, fastcheck
 from edge.adapters.signing import generate_key, sign_alert
 from edge.core import messages as m
 from edge.core.errors import MessageError
-from tests.controlroom.conftest import Unit
+from tests.controlroom.conftest import Unit, status_and_heartbeat
 
 ODD_VALUES: list[Any] = [
     None, True, False, 0, -1, 1, 2, 1.5, -0.0, 0.999, 1.0, 1.0001, 90.5, 360, 361, 255, 256,
@@ -69,12 +69,7 @@ def _samples() -> dict[str, dict[str, Any]]:
     unit = Unit("unit-a", generate_key())
     alert = json.loads(unit.alert(seq=7)[0])
     no_fix = json.loads(unit.alert(seq=8, fix=None)[0])
-    now = time.time()
-    hb = m.build_heartbeat("unit-a", t_wall_s=now, uptime_s=5.0,
-                           pipeline={"fps": 14.5, "dropped_frames": 7}, outbox_depth=3,
-                           evidence_pruned=0, alerts_pruned=0, gps_state="3d-fix",
-                           cpu_temp_c=48.5)
-    st = m.build_status("unit-a", "online", t_wall_s=now, software="0.1.0")
+    st, hb = status_and_heartbeat("unit-a", time.time())
     return {"alert": alert, "alert_no_fix": no_fix, "heartbeat": hb, "status": st}
 
 

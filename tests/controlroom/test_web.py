@@ -24,7 +24,7 @@ from controlroom.config import Config, parse_config
 from controlroom.ingest import Ingest, Message
 from controlroom.web import create_app
 from edge.core import messages as m
-from tests.controlroom.conftest import Unit, jpeg_bytes
+from tests.controlroom.conftest import Unit, jpeg_bytes, status_and_heartbeat
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
 
@@ -236,11 +236,7 @@ def test_bundle_only_for_confirmed_and_it_verifies(client: Any, ingest: Ingest, 
 
 def test_units_page_shows_status_and_heartbeat(client: Any, ingest: Ingest) -> None:
     now = time.time()
-    hb = m.build_heartbeat("unit-a", t_wall_s=now, uptime_s=5.0,
-                           pipeline={"fps": 14.5, "dropped_frames": 7}, outbox_depth=3,
-                           evidence_pruned=0, alerts_pruned=0, gps_state="3d-fix",
-                           cpu_temp_c=48.5)
-    st = m.build_status("unit-a", "online", t_wall_s=now, software="0.1.0")
+    st, hb = status_and_heartbeat("unit-a", now)
     ingest.process([Message("phonewatch/unit-a/status", m.encode(st), now),
                     Message("phonewatch/unit-a/heartbeat", m.encode(hb), now)])
     login(client)
