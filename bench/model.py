@@ -11,30 +11,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from _common import REPO, machine
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from edge.adapters.classifier import LiteRTClassifier
+from models.synth.render import render_crop
 
-from edge.adapters.classifier import LiteRTClassifier  # noqa: E402
-from models.synth.render import render_crop  # noqa: E402
-
-DEFAULT_MODEL = ROOT / "models" / "phone_in_hand" / "phone_in_hand.tflite"
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+DEFAULT_MODEL = REPO / "models" / "phone_in_hand" / "phone_in_hand.tflite"
 
 
 def bench(model: Path, sidecar: Path | None, threads: int, crops: list[np.ndarray],
@@ -71,7 +58,7 @@ def main() -> int:
     rows: list[tuple[str, int, dict[str, float]]] = []
     models: list[tuple[str, Path, Path | None]] = [(a.model.name, a.model, None)]
     if a.baselines is not None:
-        shared = Path(os.environ.get("PHONEWATCH_SHARED_DATA", ROOT.parent / "shared" / "data"))
+        shared = Path(os.environ.get("PHONEWATCH_SHARED_DATA", REPO.parent / "shared" / "data"))
         for sc in sorted(a.baselines.glob("*.json")):
             m = shared / "models" / (sc.stem + ".tflite")
             if m.is_file():
@@ -79,8 +66,7 @@ def main() -> int:
     for name, m, sc in models:
         for threads in (1, 2):
             rows.append((name, threads, bench(m, sc, threads, crops, a.runs)))
-    print(f"machine: {cpu_name()}, {os.cpu_count()} logical CPUs (shared), "
-          f"Python {platform.python_version()}; {a.runs} crops of 160x120 each")
+    print(f"machine: {machine()} (shared); {a.runs} crops of 160x120 each")
     print(f"{'model':44s} {'thr':>3s} {'pre ms':>7s} {'invoke ms':>10s} {'inv p90':>8s} "
           f"{'total ms':>9s} {'tot p90':>8s}")
     for name, threads, r in rows:

@@ -17,7 +17,6 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -26,9 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import paho.mqtt.client as mqtt
+from _common import machine
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.adapters.mqtt import MqttUplink, build_mqtt_sink
@@ -110,10 +108,11 @@ def bench_latency(tls: bool, n: int, evidence_kb: int, tmp: Path) -> list[float]
         up.wait_connected(10)
         dets = make_detections(tmp / f"lat-ev-{tls}", n, evidence_kb)
         lat_ms = []
-        for i, d in enumerate(dets, start=1):
+        for d in dets:
+            seq = up.outbox.next_seq  # the number this send() will commit under
             t0 = time.perf_counter()
             up.send(d)
-            lat_ms.append((arr.wait(i) - t0) * 1e3)
+            lat_ms.append((arr.wait(seq) - t0) * 1e3)
             up.wait_drained(5)  # one at a time: latency, not queueing
         up.close()
         arr.close()
@@ -195,9 +194,7 @@ def main() -> int:
         drain, conn_ms = bench_drain(n, kb, tmp)
         rows.append((f"drain {n} after outage", f"{drain:.0f} alerts/s (+evidence); "
                      f"reconnect {conn_ms:.0f} ms", "(report)"))
-    cpu = platform.processor() or platform.machine()
-    print(f"\nphonewatch uplink bench: {n} alerts, evidence {kb} kB, "
-          f"{cpu}, {os.cpu_count()} CPU(s), Python {platform.python_version()}, "
+    print(f"\nphonewatch uplink bench: {n} alerts, evidence {kb} kB, {machine()}, "
           f"tmp on {tempfile.gettempdir()}\n")
     w = max(len(r[0]) for r in rows)
     v = max(len(r[1]) for r in rows)
