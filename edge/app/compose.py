@@ -155,7 +155,9 @@ class Unit:
         self.reload_requested = threading.Event()
         self.collector: Collector | None = None
         self._latest: tuple[Any, dict[str, float]] | None = None
-        self._counts = {"snapshots_published": 0, "snapshots_failed": 0, "reloads_refused": 0}
+        self._counts = {"snapshot_failed": 0, "reloads_refused": 0}
+        """``snapshot_failed``: snapshots not made (no frame yet, drawing failed). The uplink
+        counts the ones it published, dropped or had refused; the heartbeat carries both."""
         self._muted_until = 0.0
 
     def __enter__(self) -> Unit:
@@ -245,6 +247,9 @@ class Unit:
         if self.collector is not None:
             out.update(self.collector.stats())
         out.update(self._counts)
+        uplink_stats = getattr(self.sink, "stats", None)
+        if callable(uplink_stats):
+            out.update({k: v for k, v in uplink_stats().items() if k.startswith("snapshot_")})
         return out
 
     def _on_status(self, status: str) -> None:
@@ -309,21 +314,19 @@ class Unit:
         rid = payload.get("request_id") or "-"
         latest, p, sink = self._latest, self.pipeline, self.sink
         if latest is None or p is None or sink is None or not hasattr(sink, "publish_snapshot"):
-            self._counts["snapshots_failed"] += 1
+            self._counts["snapshot_failed"] += 1
             log.warning("snapshot %s: no frame processed yet", rid)
             return
         frame, scores = latest
         try:
             jpeg = render_snapshot(frame.image, p.rois, scores, p.params.score_on)
         except PhonewatchError as e:
-            self._counts["snapshots_failed"] += 1
+            self._counts["snapshot_failed"] += 1
             log.error("snapshot %s not made: %s", rid, e)
             return
-        if sink.publish_snapshot(jpeg):
-            self._counts["snapshots_published"] += 1
+        if sink.publish_snapshot(jpeg):  # the uplink counts it, published or dropped
             log.info("snapshot %s: frame %d, %d bytes published", rid, frame.index, len(jpeg))
         else:
-            self._counts["snapshots_failed"] += 1
             log.warning("snapshot %s dropped: broker offline", rid)
 
     def _reload(self, payload: dict[str, Any]) -> None:

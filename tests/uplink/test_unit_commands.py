@@ -208,7 +208,8 @@ def test_snapshot_is_one_jpeg_at_most_1280_wide_with_the_rois(
     patch = img[300:420, x - 3:x + 4].reshape(-1, 3).astype(int)
     b, g, r = patch[:, 0], patch[:, 1], patch[:, 2]
     assert ((g - np.maximum(b, r) > 80) | (r - np.maximum(b, g) > 80)).any()
-    assert run.unit._heartbeat_stats()["snapshots_published"] == 1
+    hb = run.unit._heartbeat_stats()
+    assert hb["snapshot_published"] == 1 and hb["snapshot_failed"] == 0
     cr.loop_stop()
     cr.disconnect()
     sub.close()
