@@ -65,13 +65,18 @@ class TrainConfig:
     threads: int = 2
     parity_min: float = 0.99
     """Least share of validation crops on which the int8 model must decide as the float one."""
+    batchnorm: bool = False
+    """mobilenetv1: a batch-norm layer after each convolution (starts as the identity)."""
+    act_noise: float = 0.0
+    """mobilenetv1: training-only Gaussian noise after each ReLU6 (int8 rounding stand-in)."""
     init: Path | None = None
     """A ``.keras`` model (from an earlier run) to continue training from."""
     cache: Path | None = None
     """Folder to keep rendered synthetic crops between runs (rendering takes minutes)."""
 
 
-def build_model(arch: str, size: int, alpha: float, weights: str) -> Any:
+def build_model(arch: str, size: int, alpha: float, weights: str, *,
+                batchnorm: bool = False, act_noise: float = 0.0) -> Any:
     import keras
 
     inp = keras.Input((size, size, 3), name="image")
@@ -93,7 +98,8 @@ def build_model(arch: str, size: int, alpha: float, weights: str) -> Any:
 
         if weights in ("none", "imagenet"):
             raise ValueError("arch mobilenetv1 needs --weights PATH to a MobileNet-V1 .tflite")
-        x = mobilenet_v1_backbone(Path(weights), inp)
+        x = mobilenet_v1_backbone(Path(weights), inp, batchnorm=batchnorm,
+                                  act_noise=act_noise)
         x = keras.layers.GlobalAveragePooling2D()(x)
         x = keras.layers.Dropout(0.2)(x)
     elif arch == "tiny":  # for tests: seconds to train, same export path
@@ -183,7 +189,16 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         model = keras.models.load_model(cfg.init)
         log.info("continuing from %s", cfg.init)
     else:
-        model = build_model(cfg.arch, cfg.size, cfg.alpha, cfg.weights)
+        model = build_model(cfg.arch, cfg.size, cfg.alpha, cfg.weights, batchnorm=cfg.batchnorm,
+                            act_noise=cfg.act_noise)
+        if cfg.batchnorm:
+            from models.pretrained import identity_batchnorm
+
+            pick = rng.permutation(len(syn_tr))[:128]
+            sample = mdata.to_tensors([syn_tr[i] for i in pick] + real_tr_img[::8], spec)
+            n_bn = identity_batchnorm(model, sample)
+            log.info("%d batch-norm layers start as the identity (%d sample crops)", n_bn,
+                     len(sample))
     n_synth_epoch = min(len(syn_tr), cfg.epoch_synthetic)
     n_per_epoch = len(real_tr_img) * cfg.real_repeat + n_synth_epoch
     steps = max(1, cfg.epochs * (n_per_epoch // cfg.batch))
@@ -264,6 +279,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                             "per_epoch": n_synth_epoch},
         "synthetic_validation": {"seed": cfg.seed + SYNTH_TRAIN_SEED + 1, "count": n_syn_val},
         "arch": cfg.arch, "input_size": cfg.size, "alpha": cfg.alpha, "weights": cfg.weights,
+        "batchnorm": cfg.batchnorm, "act_noise": cfg.act_noise,
         "epochs": cfg.epochs,
         "batch": cfg.batch, "lr": cfg.lr, "seed": cfg.seed, "real_repeat": cfg.real_repeat,
         "tensorflow": tf.__version__, "keras": _k.__version__,
@@ -301,6 +317,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="none, imagenet (MobileNetV2; Keras downloads it, needs the internet) "
                     "or, with --arch mobilenetv1, a quantised MobileNet-V1 ImageNet .tflite "
                     "whose weights initialise the backbone")
+    ap.add_argument("--batchnorm", action="store_true",
+                    help="mobilenetv1: add batch norm after each convolution (trains faster at "
+                    "a larger --lr; folded into the convolutions at export)")
+    ap.add_argument("--act-noise", type=float, default=0.0,
+                    help="mobilenetv1: std of training-only noise after each ReLU6, standing in "
+                    "for int8 rounding (0.0068 = one uint8 step of 0..6); helps int8/float parity")
     ap.add_argument("--epochs", type=int, default=22)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=3e-3)
@@ -331,7 +353,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                       seed=a.seed, val_share=a.val_share, real_repeat=a.real_repeat,
                       target_fpr=a.target_fpr, version=a.version, threads=a.threads,
                       epoch_synthetic=a.epoch_synthetic, cache=a.cache, init=a.init,
-                      parity_min=a.parity_min)
+                      parity_min=a.parity_min, batchnorm=a.batchnorm,
+                      act_noise=a.act_noise)
     record = train(cfg)
     print(json.dumps({k: record[k] for k in ("model", "threshold")}))
     return 0

@@ -121,3 +121,34 @@ def test_imagenet_weights_from_a_quantised_tflite_reproduce_its_predictions(
         it.invoke()
         top3 = np.argsort(-it.get_tensor(out_d["index"])[0].astype(int), kind="stable")[:3]
         assert ours in top3, name  # uint8 outputs tie; the rebuilt float net picks one of them
+
+
+def test_batchnorm_starts_as_the_identity_and_noise_layers_vanish_at_export(
+        shared_data: Path, tmp_path: Path) -> None:
+    import keras
+
+    from models.pretrained import identity_batchnorm, mobilenet_v1_backbone
+
+    tfl = shared_data / "models" / "mobilenet_v1_0.25_128_quant.tflite"
+    spec = InputSpec(width=128, height=128)
+    x = mdata.to_tensors([render_crop(3, i)[0] for i in range(24)], spec)
+    inp = keras.Input((128, 128, 3))
+    plain = keras.Model(inp, keras.layers.GlobalAveragePooling2D()(mobilenet_v1_backbone(tfl, inp)))
+    inp2 = keras.Input((128, 128, 3))
+    feats = mobilenet_v1_backbone(tfl, inp2, batchnorm=True, act_noise=0.02)
+    with_bn = keras.Model(inp2, keras.layers.GlobalAveragePooling2D()(feats))
+    want = plain.predict(x, verbose=0)
+    before = with_bn.predict(x, verbose=0)
+    assert identity_batchnorm(with_bn, x) == 27
+    after = with_bn.predict(x, verbose=0)
+    # Default batch norm (variance 1, epsilon 1e-3) shrinks every layer a little; set as the
+    # identity the network computes the ImageNet features again.
+    assert np.abs(before - want).max() > 1e-3
+    np.testing.assert_allclose(after, want, atol=2e-4)
+    # Noise is for training only: two training-mode passes differ, and the export has no trace.
+    noisy = [np.asarray(with_bn(x[:2], training=True)) for _ in range(2)]
+    assert np.abs(noisy[0] - noisy[1]).max() > 0
+    head = keras.layers.Dense(2, activation="softmax")(with_bn.output)
+    out = export.export_int8(keras.Model(with_bn.input, head), x, tmp_path / "m.tflite")
+    assert export.check_full_int8(out) == []
+    assert "BATCH_NORM" not in " ".join(export.model_ops(out))
