@@ -30,13 +30,42 @@ def _f(v: Any) -> str:
 def _arch_text(prov: dict[str, Any]) -> str:
     arch, weights = prov.get("arch"), str(prov.get("weights"))
     if arch == "mobilenetv1":
-        return (f"MobileNet-V1 (width {prov.get('alpha')}, {prov.get('input_size')} px) whose "
+        text = (f"MobileNet-V1 (width {prov.get('alpha')}, {prov.get('input_size')} px) whose "
                 f"backbone was initialised with ImageNet weights read from `{Path(weights).name}` "
                 "(Google, Apache-2.0; `models/pretrained.py`), because Keras cannot download "
                 "ImageNet weights on the build machine; new two-way head, then fine-tuned end to "
                 "end on real + synthetic crops.")
+        if prov.get("batchnorm"):
+            text += (" For fine-tuning a batch-norm layer follows each convolution (set to the "
+                     "identity at the start, so training begins from the ImageNet network; the "
+                     "converter folds them back into the convolutions)")
+            noise = float(prov.get("act_noise") or 0.0)
+            text += (f", and Gaussian noise (std {noise:g}) after each activation, in training "
+                     "only, stands in for int8 rounding." if noise > 0 else ".")
+        return text
     return (f"{arch} (width {prov.get('alpha')}, {prov.get('input_size')} px), initialisation: "
             f"{weights}.")
+
+
+def _train_command(prov: dict[str, Any]) -> str:
+    """The ``models.train`` command line that reproduces a one-stage run from its provenance."""
+    parts = ["nice -n 10 python -m models.train --out OUT"]
+    for r in prov.get("real_data", []):
+        shared = str(r).split("shared/data/", 1)
+        parts.append(f"--real ../shared/data/{shared[1]}" if len(shared) == 2 else f"--real {r}")
+    syn = prov.get("synthetic_train", {})
+    parts += [f"--synthetic {syn.get('count')}", f"--epoch-synthetic {syn.get('per_epoch')}"]
+    parts += [f"--arch {prov.get('arch')}", f"--alpha {prov.get('alpha')}",
+              f"--size {prov.get('input_size')}"]
+    if prov.get("arch") == "mobilenetv1":
+        parts.append(f"--weights ../shared/data/models/{Path(str(prov.get('weights'))).name}")
+    if prov.get("batchnorm"):
+        parts.append("--batchnorm")
+    if prov.get("act_noise"):
+        parts.append(f"--act-noise {prov.get('act_noise')}")
+    parts += [f"--lr {prov.get('lr')}", f"--epochs {prov.get('epochs')}",
+              f"--seed {prov.get('seed')}"]
+    return " ".join(parts)
 
 
 def _metric_rows(m: dict[str, Any]) -> list[tuple[str, str]]:
@@ -137,9 +166,10 @@ def render(model: Path, eval_doc: dict[str, Any], *, bench_ms: float | None,
         lines.append(f"| <= 2 ms per crop on this CPU | {bench_ms:.2f} ms invoke "
                      f"({'met' if bench_ms <= 2 else 'not met'}) |")
     lines += ["", "What would close the gaps: real crops from the unit's own viewpoint (outside, "
-              "through glass, day and IR night) from many cars and drivers; a larger input "
-              "(160 px) or a wider backbone once a Pi 5 / Edge TPU budget allows; more training "
-              "steps on the synthetic hard negatives; quantisation-aware training.", ""]
+              "through glass, day and IR night) from many cars and drivers - the unit's "
+              "`collect` command gathers them; a larger input (160 px) or a wider backbone once "
+              "a Pi 5 / Edge TPU budget allows; longer training on the synthetic hard "
+              "negatives.", ""]
     val = met.get("validation", {})
     val_cols = [(k, val[k]) for k in ("real", "synthetic") if k in val]
     if val_cols:
@@ -179,11 +209,10 @@ def render(model: Path, eval_doc: dict[str, Any], *, bench_ms: float | None,
                      f"{agree}; mean |dP| {par['mean_abs_diff']:.4f}.")
         if par.get("required", 0.99) < 0.99:
             lines.append(f"- **Short of the 99 % parity target**: the export gate was lowered to "
-                         f"{par['required']:.1%} for this model. Post-training quantisation of "
-                         "a fine-tuned BN-free MobileNet-V1 moves P(phone) by about "
-                         f"{par['mean_abs_diff']:.2f} on average, and many validation crops score "
-                         "near the threshold. Quantisation-aware training "
-                         "(tensorflow-model-optimization) is the fix; not done yet.")
+                         f"{par['required']:.1%} for this model. Post-training quantisation "
+                         f"moves P(phone) by {par['mean_abs_diff']:.2f} on average, and "
+                         "validation crops that score near the threshold change side. "
+                         "Quantisation-aware training is the fix; not done yet.")
     if bench_ms is not None:
         lines.append(f"- Inference {bench_ms:.2f} ms per crop (median, `bench/model.py`, "
                      f"{bench_machine}). On a Raspberry Pi 5 expect roughly "
@@ -215,9 +244,13 @@ def render(model: Path, eval_doc: dict[str, Any], *, bench_ms: float | None,
         "",
         "1. Collect ROI crops from the unit (`phonewatch` evidence crops) and sort them into "
         "`site/phone/` and `site/no_phone/`; keep whole sessions (one day, one site) together.",
-        "2. `nice -n 10 python -m models.train --out models/site_model --real "
-        "../shared/data/datasets/kmitl/train --real site/train --synthetic 8000` "
-        "(add `--weights imagenet` where the internet is reachable).",
+        "2. Retrain with this model's recipe plus the site folder (add `--weights imagenet` "
+        "with `--arch mobilenetv2` where the internet is reachable):",
+        "",
+        "   ```",
+        f"   {_train_command(prov)} --real site/train",
+        "   ```",
+        "",
         "3. `phonewatch eval --model models/site_model/phone_in_hand.tflite --data site/test "
         "--compare models/phone_in_hand/phone_in_hand.tflite --out eval/` and keep the model "
         "only if recall at the target FPR improves on data it has never seen.",

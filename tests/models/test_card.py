@@ -1,0 +1,50 @@
+"""The model card generator: targets met / not met come from the numbers, and the retraining
+recipe reproduces the committed model's own training settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edge.core import metrics
+from edge.core.model_spec import load_spec
+from models import card
+
+MODEL = Path(__file__).resolve().parents[2] / "models" / "phone_in_hand" / "phone_in_hand.tflite"
+
+
+def _eval_doc(scores: dict[str, tuple[list[int], list[float]]]) -> dict:
+    data = {name: metrics.summary(np.array(y), np.array(p), 0.5) for name, (y, p) in
+            scores.items()}
+    return {"models": [{"name": "ours", "model": str(MODEL), "threshold": 0.5,
+                        "ms_per_crop": 1.0, "data": data}]}
+
+
+def test_card_says_met_or_not_met_from_the_numbers(tmp_path: Path) -> None:
+    perfect = ([1, 1, 1, 0, 0, 0], [0.9, 0.8, 0.7, 0.1, 0.2, 0.3])
+    poor = ([1, 1, 0, 0], [0.6, 0.1, 0.7, 0.2])
+    doc = _eval_doc({"real/test": perfect, "synth/test": poor,
+                     "others/neg": ([0, 0, 0], [0.9, 0.1, 0.2])})
+    text = card.render(MODEL, doc, bench_ms=0.9, bench_machine="test box",
+                       domains={"synth/test": "synthetic, seed 7, held out"})
+    assert "| recall >= 0.90 at FPR <= 5 % on real/test | 1.000 (met) |" in text
+    assert "| recall >= 0.90 at FPR <= 5 % on synth/test | 0.000 (not met) |" in text
+    assert "| F1 >= 0.97 on held-out synthetic | 0.500 (not met) |" in text
+    assert "| phone-free photos from other sources (others/neg) flagged | 1 of 3 " in text
+    assert "| <= 2 ms per crop on this CPU | 0.90 ms invoke (met) |" in text
+    assert "test box" in text
+
+
+def test_card_retraining_recipe_matches_the_model_provenance(tmp_path: Path) -> None:
+    prov = load_spec(MODEL.with_suffix(".json")).provenance
+    doc = _eval_doc({"real/test": ([1, 0], [0.9, 0.1])})
+    text = card.render(MODEL, doc, bench_ms=None, bench_machine="", domains={})
+    recipe = next(line for line in text.splitlines() if "python -m models.train" in line)
+    assert "--real site/train" in recipe
+    assert f"--lr {prov['lr']}" in recipe and f"--epochs {prov['epochs']}" in recipe
+    assert f"--size {prov['input_size']}" in recipe
+    assert ("--batchnorm" in recipe) == bool(prov.get("batchnorm"))
+    for real in prov["real_data"]:  # shared data is named as the project sees it
+        assert "../shared/data/" + real.split("shared/data/")[-1] in recipe
+    assert "- Inference" not in text  # no speed figure given, none claimed
