@@ -47,27 +47,6 @@ def _arch_text(prov: dict[str, Any]) -> str:
             f"{weights}.")
 
 
-def _train_command(prov: dict[str, Any]) -> str:
-    """The ``models.train`` command line that reproduces a one-stage run from its provenance."""
-    parts = ["nice -n 10 python -m models.train --out OUT"]
-    for r in prov.get("real_data", []):
-        shared = str(r).split("shared/data/", 1)
-        parts.append(f"--real ../shared/data/{shared[1]}" if len(shared) == 2 else f"--real {r}")
-    syn = prov.get("synthetic_train", {})
-    parts += [f"--synthetic {syn.get('count')}", f"--epoch-synthetic {syn.get('per_epoch')}"]
-    parts += [f"--arch {prov.get('arch')}", f"--alpha {prov.get('alpha')}",
-              f"--size {prov.get('input_size')}"]
-    if prov.get("arch") == "mobilenetv1":
-        parts.append(f"--weights ../shared/data/models/{Path(str(prov.get('weights'))).name}")
-    if prov.get("batchnorm"):
-        parts.append("--batchnorm")
-    if prov.get("act_noise"):
-        parts.append(f"--act-noise {prov.get('act_noise')}")
-    parts += [f"--lr {prov.get('lr')}", f"--epochs {prov.get('epochs')}",
-              f"--seed {prov.get('seed')}"]
-    return " ".join(parts)
-
-
 def _metric_rows(m: dict[str, Any]) -> list[tuple[str, str]]:
     c = m["confusion"]
     return [
@@ -134,8 +113,9 @@ def render(model: Path, eval_doc: dict[str, Any], *, bench_ms: float | None,
         f"{prov.get('total_epochs', prov.get('epochs'))} epochs on 2 shared CPU cores "
         f"(TensorFlow {prov.get('tensorflow')}, seed {prov.get('seed')}).",
         "",
-        *(["Training stages (`--init` continues the previous stage):", ""]
-          + [f"- {st}" for st in prov.get("stages", [])] + [""] if prov.get("stages") else []),
+        *(["Made by (each `--init` continues the stage before):", "", "```"]
+          + [f"nice -n 10 {st}" for st in prov.get("stages", [])] + ["```", ""]
+          if prov.get("stages") else []),
         "Augmentation (real crops): random resized crops, flips, rotation, exposure / contrast / "
         "colour jitter, greyscale (as under IR), blur, noise, JPEG, random erasing and "
         "replacement of a border strip by a rendered background - all aimed at the shortcut "
@@ -242,16 +222,19 @@ def render(model: Path, eval_doc: dict[str, Any], *, bench_ms: float | None,
         "",
         "## Retraining on site data",
         "",
-        "1. Collect ROI crops from the unit (`phonewatch` evidence crops) and sort them into "
-        "`site/phone/` and `site/no_phone/`; keep whole sessions (one day, one site) together.",
-        "2. Retrain with this model's recipe plus the site folder (add `--weights imagenet` "
-        "with `--arch mobilenetv2` where the internet is reachable):",
+        "1. Collect driver-window crops at the site: the control room's Units page sends a "
+        "unit a `collect` command, its crops land in the labelling queue (`/labels`), and the "
+        "export is a ZIP of `phone/` and `no_phone/`. Keep whole sessions (one day, one site) "
+        "together and hold some out as `site/test`; put the rest in `site/train`.",
+        "2. Retrain: the same stages with the site folder added (with `--arch mobilenetv2 "
+        "--weights imagenet` instead where the internet is reachable):",
         "",
         "   ```",
-        f"   {_train_command(prov)} --real site/train",
+        *[f"   nice -n 10 {st} --real site/train" for st in prov.get("stages", [])],
         "   ```",
         "",
-        "3. `phonewatch eval --model models/site_model/phone_in_hand.tflite --data site/test "
+        f"3. `phonewatch eval --model STAGE{max(1, len(prov.get('stages', [])))}"
+        "/phone_in_hand.tflite --data site/test "
         "--compare models/phone_in_hand/phone_in_hand.tflite --out eval/` and keep the model "
         "only if recall at the target FPR improves on data it has never seen.",
         "4. `python -m models.card ...` to regenerate this card; `edgetpu_compiler` for a Coral.",

@@ -113,6 +113,50 @@ def build_model(arch: str, size: int, alpha: float, weights: str, *,
     return keras.Model(inp, out, name=f"phone_in_hand_{arch}")
 
 
+def _shared(path: Path | str) -> str:
+    """A path under the shared data folder as the project names it (``../shared/data/...``)."""
+    parts = str(path).split("shared/data/", 1)
+    return f"../shared/data/{parts[1]}" if len(parts) == 2 else str(path)
+
+
+def command_line(cfg: TrainConfig, *, out: str = "OUT", init: str | None = None) -> str:
+    """The ``models.train`` command that repeats this run (``init`` names the earlier stage's
+    ``.keras``; shared data paths are written as ``../shared/data/...``)."""
+    parts = ["python -m models.train", f"--out {out}"]
+    parts += [f"--real {_shared(r)}" for r in cfg.real]
+    parts += [f"--synthetic {cfg.synthetic}", f"--epoch-synthetic {cfg.epoch_synthetic}"]
+    if cfg.init is None:
+        parts += [f"--arch {cfg.arch}", f"--alpha {cfg.alpha}", f"--size {cfg.size}"]
+        if cfg.weights != "none":
+            parts.append(f"--weights {_shared(cfg.weights)}")
+        if cfg.batchnorm:
+            parts.append("--batchnorm")
+        if cfg.act_noise:
+            parts.append(f"--act-noise {cfg.act_noise:g}")
+    else:
+        parts.append(f"--init {init or cfg.init}")
+    parts += [f"--lr {cfg.lr:g}", f"--epochs {cfg.epochs}", f"--batch {cfg.batch}",
+              f"--real-repeat {cfg.real_repeat}", f"--seed {cfg.seed}",
+              f"--target-fpr {cfg.target_fpr:g}"]
+    return " ".join(parts)
+
+
+def _stages(cfg: TrainConfig) -> list[str]:
+    """The commands that made this model, earliest first: an ``--init`` run continues the
+    stages recorded in the sidecar beside the ``.keras`` it starts from."""
+    earlier: list[str] = []
+    if cfg.init is not None:
+        side = cfg.init.with_suffix(".json")
+        if side.is_file():
+            prov = json.loads(side.read_text(encoding="utf-8")).get("provenance", {})
+            earlier = [str(x) for x in prov.get("stages", [])]
+        if not earlier:
+            earlier = [f"(an earlier run that wrote {cfg.init})"]
+    n = len(earlier) + 1
+    init = f"STAGE{n - 1}/{cfg.init.name}" if cfg.init is not None else None
+    return [*earlier, command_line(cfg, out=f"STAGE{n}", init=init)]
+
+
 def _render_synth(seed: int, count: int,
                   cache: Path | None = None) -> tuple[list[np.ndarray], np.ndarray]:
     if cache is not None:
@@ -270,6 +314,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     val_metrics["all"] = metrics.summary(val_y, int8_p, threshold)
     import keras as _k
 
+    stages = _stages(cfg)
+    total_epochs = cfg.epochs
+    if cfg.init is not None and cfg.init.with_suffix(".json").is_file():
+        before = json.loads(cfg.init.with_suffix(".json").read_text(encoding="utf-8"))
+        prov0 = before.get("provenance", {})
+        total_epochs += int(prov0.get("total_epochs", prov0.get("epochs", 0)))
     provenance = {
         "trained_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "training_data_sha256": data_fp,
@@ -284,6 +334,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         "batch": cfg.batch, "lr": cfg.lr, "seed": cfg.seed, "real_repeat": cfg.real_repeat,
         "tensorflow": tf.__version__, "keras": _k.__version__,
         "continued_from": str(cfg.init) if cfg.init else None,
+        "stages": stages,
+        "total_epochs": total_epochs,
         "train_seconds": round(time.monotonic() - t_start, 1),
         "history": history,
     }

@@ -152,3 +152,22 @@ def test_batchnorm_starts_as_the_identity_and_noise_layers_vanish_at_export(
     out = export.export_int8(keras.Model(with_bn.input, head), x, tmp_path / "m.tflite")
     assert export.check_full_int8(out) == []
     assert "BATCH_NORM" not in " ".join(export.model_ops(out))
+
+
+def test_a_continued_run_records_every_stage(tmp_path: Path) -> None:
+    first = tmp_path / "s1"
+    first.mkdir()
+    (first / "m.json").write_text(json.dumps({"provenance": {
+        "stages": ["python -m models.train --out STAGE1 --arch tiny"], "total_epochs": 3}}))
+    cfg = train.TrainConfig(out=tmp_path / "s2", real=[Path("/x/shared/data/datasets/k/train")],
+                            init=first / "m.keras", lr=3e-4, epochs=2)
+    stages = train._stages(cfg)
+    assert stages[0] == "python -m models.train --out STAGE1 --arch tiny"
+    assert stages[1].startswith("python -m models.train --out STAGE2 "
+                                "--real ../shared/data/datasets/k/train ")
+    assert "--init STAGE1/m.keras" in stages[1] and "--lr 0.0003 --epochs 2" in stages[1]
+    assert "--arch" not in stages[1]  # the architecture comes from the model it continues
+    fresh = train.TrainConfig(out=tmp_path / "o", real=[], arch="mobilenetv1", batchnorm=True,
+                              weights="/w/shared/data/models/mnv1.tflite", act_noise=0.014)
+    (only,) = train._stages(fresh)
+    assert "--weights ../shared/data/models/mnv1.tflite --batchnorm --act-noise 0.014" in only
