@@ -218,6 +218,10 @@ def render(model: Path, eval_doc: dict[str, Any], *, bench_ms: float | None,
         "only; a phone mounted near the driver's face may still be flagged.",
         "- The kmitl test split has 56 frames from the same two cars as training: neighbouring "
         "video frames look alike, so its numbers overstate performance on new cars and drivers.",
+        "- **Other scenes.** The model has only seen driver windows and in-cabin views. "
+        "Photographs of people elsewhere (a group photo, someone exercising with hands "
+        "clasped at the chest: the phone-free photos from other sources above) can score above "
+        "the threshold; keep ROIs on the driver's window.",
         "- Every alert goes to a human reviewer; the score is evidence, not proof.",
         "",
         "## Retraining on site data",

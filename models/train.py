@@ -23,7 +23,7 @@ import pickle
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +141,20 @@ def command_line(cfg: TrainConfig, *, out: str = "OUT", init: str | None = None)
     return " ".join(parts)
 
 
+def _continued(cfg: TrainConfig, size: int) -> TrainConfig:
+    """``cfg`` for a run that continues ``cfg.init``: the input size is the model's, and arch,
+    width, weights, batch norm and activation noise are those its sidecar records."""
+    assert cfg.init is not None
+    prov: dict[str, Any] = {}
+    side = cfg.init.with_suffix(".json")
+    if side.is_file():
+        prov = json.loads(side.read_text(encoding="utf-8")).get("provenance", {})
+    return replace(cfg, size=size, arch=prov.get("arch", cfg.arch),
+                   alpha=prov.get("alpha", cfg.alpha), weights=prov.get("weights", cfg.weights),
+                   batchnorm=bool(prov.get("batchnorm", cfg.batchnorm)),
+                   act_noise=float(prov.get("act_noise", cfg.act_noise)))
+
+
 def _stages(cfg: TrainConfig) -> list[str]:
     """The commands that made this model, earliest first: an ``--init`` run continues the
     stages recorded in the sidecar beside the ``.keras`` it starts from."""
@@ -200,6 +214,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     tf.config.threading.set_inter_op_parallelism_threads(1)
     keras.utils.set_random_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
+    init_model = None
+    if cfg.init is not None:
+        # A continued run keeps the model it starts from: its input size, and (for the record)
+        # the architecture settings its sidecar states.
+        init_model = keras.models.load_model(cfg.init)
+        cfg = _continued(cfg, int(init_model.input_shape[1]))
     spec = InputSpec(width=cfg.size, height=cfg.size, layout="NHWC", colour="RGB",
                      mean=(127.5, 127.5, 127.5), std=(127.5, 127.5, 127.5))
 
@@ -229,9 +249,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     log.info("data ready in %.0f s; fingerprint %s", time.monotonic() - t_start, data_fp[:16])
 
     # -- model --------------------------------------------------------------------------------
-    if cfg.init is not None:
-        model = keras.models.load_model(cfg.init)
-        log.info("continuing from %s", cfg.init)
+    if init_model is not None:
+        model = init_model
+        log.info("continuing from %s (%d px input)", cfg.init, cfg.size)
     else:
         model = build_model(cfg.arch, cfg.size, cfg.alpha, cfg.weights, batchnorm=cfg.batchnorm,
                             act_noise=cfg.act_noise)

@@ -171,3 +171,14 @@ def test_a_continued_run_records_every_stage(tmp_path: Path) -> None:
                               weights="/w/shared/data/models/mnv1.tflite", act_noise=0.014)
     (only,) = train._stages(fresh)
     assert "--weights ../shared/data/models/mnv1.tflite --batchnorm --act-noise 0.014" in only
+
+
+def test_a_continued_run_keeps_the_settings_of_the_model_it_starts_from(tmp_path: Path) -> None:
+    (tmp_path / "m.json").write_text(json.dumps({"provenance": {
+        "arch": "mobilenetv1", "alpha": 0.25, "weights": "/w/mnv1.tflite", "batchnorm": True,
+        "act_noise": 0.014}}))
+    cfg = train.TrainConfig(out=tmp_path / "o", real=[], init=tmp_path / "m.keras")
+    got = train._continued(cfg, 128)  # the defaults (mobilenetv2, 96 px) would not fit it
+    assert (got.size, got.arch, got.alpha, got.weights, got.batchnorm, got.act_noise) == \
+        (128, "mobilenetv1", 0.25, "/w/mnv1.tflite", True, 0.014)
+    assert (got.lr, got.epochs) == (cfg.lr, cfg.epochs)  # the new stage's own schedule
