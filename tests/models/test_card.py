@@ -34,6 +34,9 @@ def test_card_says_met_or_not_met_from_the_numbers(tmp_path: Path) -> None:
     assert "| phone-free photos from other sources (others/neg) flagged | 1 of 3 " in text
     assert "| <= 2 ms per crop on this CPU | 0.90 ms invoke (met) |" in text
     assert "test box" in text
+    # At a 5 % FPR threshold, F1 0.97 on a balanced set needs recall 0.99 (precision <= 0.95).
+    assert "F1 >= 0.97 there needs recall of at least 0.99." in text
+    assert abs(card._f1_balanced(1.0, 0.05) - 2 * (1 / 1.05) / (1 / 1.05 + 1)) < 1e-12
 
 
 def test_card_retraining_recipe_is_the_model_own_stages_plus_site_data() -> None:
