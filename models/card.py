@@ -233,6 +233,10 @@ def render(model: Path, eval_doc: dict[str, Any], *, bench_ms: float | None,
         "only; a phone mounted near the driver's face may still be flagged.",
         "- The kmitl test split has 56 frames from the same two cars as training: neighbouring "
         "video frames look alike, so its numbers overstate performance on new cars and drivers.",
+        "- **Cars entering or leaving the ROI.** Training crops show the whole driver; a "
+        "driver half in view while the car rolls in can score high (the demo clip shows this "
+        "at the start of a stop). The decider's several-frames rule filters short spikes; "
+        "synthetic crops with the driver part-way into the frame are the fix, not done yet.",
         "- **Other scenes.** The model has only seen driver windows and in-cabin views. "
         "Photographs of people elsewhere (a group photo, someone exercising with hands "
         "clasped at the chest: the phone-free photos from other sources above) can score above "
