@@ -137,6 +137,7 @@ snapshots = sa.Table(
     sa.Column("size_bytes", sa.Integer, nullable=False),
     sa.Column("jpeg", sa.LargeBinary, nullable=False),
     sa.Column("received_at", sa.Float, nullable=False),
+    sa.Column("request_id", sa.String(64)),  # the snapshot command it answers, if the unit said
 )
 
 
@@ -153,10 +154,18 @@ def _v3(conn: Connection) -> None:
     snapshots.create(conn, checkfirst=True)
 
 
+def _v4(conn: Connection) -> None:
+    # A database made at version 3 has the table without the column; one made from scratch
+    # got it from the current table definition in _v3.
+    if "request_id" not in {c["name"] for c in sa.inspect(conn).get_columns("snapshots")}:
+        conn.execute(sa.text("ALTER TABLE snapshots ADD COLUMN request_id VARCHAR(64)"))
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "units, alerts, evidence, users, audit", _v1),
     (2, "labelling queue", _v2),
     (3, "newest snapshot per unit", _v3),
+    (4, "snapshot request id", _v4),
 ]
 LATEST_VERSION = MIGRATIONS[-1][0]
 
@@ -257,7 +266,8 @@ def upsert_snapshots(conn: Connection, rows: list[dict[str, Any]]) -> None:
     ins = sqlite.insert(snapshots) if dialect == "sqlite" else postgresql.insert(snapshots)
     stmt = ins.on_conflict_do_update(
         index_elements=["unit"],
-        set_={c: ins.excluded[c] for c in ("sha256", "size_bytes", "jpeg", "received_at")},
+        set_={c: ins.excluded[c]
+              for c in ("sha256", "size_bytes", "jpeg", "received_at", "request_id")},
         where=ins.excluded.received_at >= snapshots.c.received_at)
     conn.execute(stmt, rows)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import threading
 import time
 from collections import Counter
@@ -43,6 +44,19 @@ class Message:
     topic: str
     payload: bytes
     received_at: float  # wall clock, seconds since the epoch
+    user_properties: tuple[tuple[str, str], ...] = ()
+    """MQTT v5 user properties (a snapshot's ``request_id``); untrusted like the payload."""
+
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+
+def request_id_of(msg: Message) -> str | None:
+    """The ``request_id`` user property if it is a plain token of at most 64 characters."""
+    for key, value in msg.user_properties:
+        if key == "request_id" and isinstance(value, str) and _REQUEST_ID.fullmatch(value):
+            return value
+    return None
 
 
 @dataclass(frozen=True)
@@ -276,7 +290,8 @@ class Ingest:
                 db.upsert_snapshots(conn, [
                     {"unit": unit, "jpeg": msg.payload,
                      "sha256": hashlib.sha256(msg.payload).hexdigest(),
-                     "size_bytes": len(msg.payload), "received_at": msg.received_at}
+                     "size_bytes": len(msg.payload), "received_at": msg.received_at,
+                     "request_id": request_id_of(msg)}
                     for unit, msg in snapshots.items()])
                 counts["snapshots"] += len(snapshots)
         with self._lock:

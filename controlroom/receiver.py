@@ -173,7 +173,10 @@ class Receiver:
         # stops sending once ReceiveMaximum messages are unacknowledged).
         while self._queue.qsize() >= self.cfg.queue_max and not self._stop.is_set():
             self._stop.wait(0.01)
-        self._queue.put((Message(msg.topic, bytes(msg.payload), time.time()), msg.mid, msg.qos))
+        user = tuple((str(k), str(v)) for k, v in
+                     (getattr(msg.properties, "UserProperty", None) or ())[:8])
+        self._queue.put((Message(msg.topic, bytes(msg.payload), time.time(), user), msg.mid,
+                         msg.qos))
 
     # ------------------------------------------------------------------ worker
 

@@ -470,7 +470,7 @@ def create_app(cfg: Config, engine: Engine, *, stats: StatsFn | None = None,
         with engine.connect() as conn:
             row = load_unit(conn, unit_id)
             snap = conn.execute(sa.select(db.snapshots.c.received_at, db.snapshots.c.size_bytes,
-                                          db.snapshots.c.sha256)
+                                          db.snapshots.c.sha256, db.snapshots.c.request_id)
                                 .where(db.snapshots.c.unit == unit_id)).first()
             history = list(conn.execute(sa.select(db.audit).where(
                 db.audit.c.target == unit_id).order_by(db.audit.c.id.desc()).limit(20)))

@@ -369,11 +369,19 @@ class MqttUplink:
         if the broker is connected now; False (and counted as dropped) otherwise."""
         return self._publish_best_effort("collect", self.topics.collect(name), jpeg)
 
-    def publish_snapshot(self, jpeg: bytes) -> bool:
-        """Publish a snapshot JPEG on ``<root>/<unit>/snapshot``; False if dropped."""
-        return self._publish_best_effort("snapshot", self.topics.snapshot, jpeg)
+    def publish_snapshot(self, jpeg: bytes, *, request_id: str | None = None) -> bool:
+        """Publish a snapshot JPEG on ``<root>/<unit>/snapshot``; False if dropped.
 
-    def _publish_best_effort(self, kind: str, topic: str, payload: bytes) -> bool:
+        ``request_id`` (from the snapshot command) goes with it as the MQTT v5 user property
+        ``request_id``, so the control room can say which request the picture answers."""
+        props = None
+        if request_id:
+            props = Properties(PacketTypes.PUBLISH)
+            props.UserProperty = ("request_id", request_id)
+        return self._publish_best_effort("snapshot", self.topics.snapshot, jpeg, props)
+
+    def _publish_best_effort(self, kind: str, topic: str, payload: bytes,
+                             properties: Properties | None = None) -> bool:
         if self._closed or not self._connected.is_set():
             self._counts[f"{kind}_dropped"] += 1
             return False
@@ -381,7 +389,8 @@ class MqttUplink:
             if len(self._best_effort) >= _BEST_EFFORT_MAX_INFLIGHT:
                 self._counts[f"{kind}_dropped"] += 1
                 return False
-            info = self._client.publish(topic, payload, qos=1, retain=False)
+            info = self._client.publish(topic, payload, qos=1, retain=False,
+                                        properties=properties)
             if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 # paho keeps a QoS 1 message it could not send and resends it on reconnect;
                 # that is fine for a crop that was nearly out, but it counts as not sent now.

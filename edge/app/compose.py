@@ -324,7 +324,8 @@ class Unit:
             self._counts["snapshot_failed"] += 1
             log.error("snapshot %s not made: %s", rid, e)
             return
-        if sink.publish_snapshot(jpeg):  # the uplink counts it, published or dropped
+        # The uplink counts it, published or dropped.
+        if sink.publish_snapshot(jpeg, request_id=payload.get("request_id")):
             log.info("snapshot %s: frame %d, %d bytes published", rid, frame.index, len(jpeg))
         else:
             log.warning("snapshot %s dropped: broker offline", rid)

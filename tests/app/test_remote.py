@@ -36,7 +36,7 @@ class RecordingUplink:
         self.crops.append((name, jpeg))
         return True
 
-    def publish_snapshot(self, jpeg: bytes) -> bool:
+    def publish_snapshot(self, jpeg: bytes, *, request_id: str | None = None) -> bool:
         return self.online
 
 

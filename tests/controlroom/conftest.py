@@ -11,7 +11,7 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from sqlalchemy.engine import Engine
 
 from controlroom import db
@@ -163,8 +165,13 @@ class Publisher:
         self.client.loop_start()
 
     def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False,
-                wait: bool = True) -> mqtt.MQTTMessageInfo:
-        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+                wait: bool = True,
+                user_properties: Sequence[tuple[str, str]] = ()) -> mqtt.MQTTMessageInfo:
+        props = None
+        if user_properties:
+            props = Properties(PacketTypes.PUBLISH)
+            props.UserProperty = list(user_properties)
+        info = self.client.publish(topic, payload, qos=qos, retain=retain, properties=props)
         if wait:
             info.wait_for_publish(10)
         return info

@@ -169,6 +169,27 @@ def test_migrations_are_versioned_and_idempotent(tmp_path: Path) -> None:
     engine.dispose()
 
 
+def test_a_version_3_database_gains_the_snapshot_request_id_and_keeps_its_snapshot(
+        tmp_path: Path) -> None:
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'v3.sqlite'}")
+    assert db.migrate(engine, target=2) == 2
+    with engine.begin() as conn:  # the snapshots table exactly as version 3 made it
+        conn.execute(sa.text("CREATE TABLE snapshots (unit VARCHAR(64) PRIMARY KEY, sha256 "
+                             "VARCHAR(64) NOT NULL, size_bytes INTEGER NOT NULL, jpeg BLOB NOT "
+                             "NULL, received_at FLOAT NOT NULL)"))
+        conn.execute(sa.text("INSERT INTO snapshots VALUES ('unit-a', 'ab', 2, x'ffd8', 5.0)"))
+        conn.execute(db.schema_version.insert(), [{"version": 3, "applied_at": 1.0}])
+    assert db.migrate(engine) == db.LATEST_VERSION >= 4
+    with engine.begin() as conn:
+        row = conn.execute(sa.select(db.snapshots)).one()
+        assert (row.unit, row.received_at, row.request_id) == ("unit-a", 5.0, None)
+        db.upsert_snapshots(conn, [{"unit": "unit-a", "sha256": "cd", "size_bytes": 2,
+                                    "jpeg": b"\xff\xd8", "received_at": 6.0,
+                                    "request_id": "r1"}])
+        assert conn.execute(sa.select(db.snapshots.c.request_id)).scalar() == "r1"
+    engine.dispose()
+
+
 def test_example_config_loads() -> None:
     cfg = load_config(Path(__file__).resolve().parents[2] / "deploy" / "controlroom" /
                       "controlroom.toml")

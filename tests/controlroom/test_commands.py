@@ -239,9 +239,12 @@ def test_snapshot_from_a_unit_is_shown_and_bad_ones_are_counted(
     r = client.get("/units/unit-a/snapshot.jpg")
     assert r.status_code == 200 and r.content == first
     assert r.headers["content-type"] == "image/jpeg" and r.headers["cache-control"] == "no-store"
-    publisher.publish("phonewatch/unit-a/snapshot", second)
+    assert "not tied to a request" in client.get("/units/unit-a").text
+    publisher.publish("phonewatch/unit-a/snapshot", second,
+                      user_properties=[("request_id", "3f2a9c01d4e5")])
     assert wait_until(lambda: receiver.stats().get("snapshots", 0) >= 2)
     assert client.get("/units/unit-a/snapshot.jpg").content == second  # newest one kept
+    assert '<code id="snapshot-request">3f2a9c01d4e5</code>' in client.get("/units/unit-a").text
 
     publisher.publish("phonewatch/unit-a/snapshot", b"GIF89a not a jpeg")
     publisher.publish("phonewatch/unit-a/snapshot", b"\xff\xd8\xff" + bytes(3 * 1024 * 1024)
@@ -254,7 +257,12 @@ def test_snapshot_from_a_unit_is_shown_and_bad_ones_are_counted(
     with engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(db.snapshots)).scalar() == 1
 
+    # A request id that is not a plain token is not stored (nor shown).
+    publisher.publish("phonewatch/unit-a/snapshot", first,
+                      user_properties=[("request_id", "<script>x</script>")])
+    assert wait_until(lambda: receiver.stats().get("snapshots", 0) >= 3)
     page = client.get("/units/unit-a").text
+    assert "not tied to a request" in page and "<script>x" not in page
     assert 'src="/units/unit-a/snapshot.jpg' in page and "Taken 20" in page
     assert re.search(r'<a href="/units/unit-a">20\d\d-', client.get("/units").text)
     client.cookies.clear()

@@ -52,6 +52,7 @@ class Received:
     topic: str
     payload: bytes
     retain: bool
+    user_properties: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -118,7 +119,8 @@ def subscribe(broker: LocalBroker, *, client_id: str = "controlroom-test",
 
     def on_message(client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         with sub.cond:
-            sub.messages.append(Received(msg.topic, msg.payload, bool(msg.retain)))
+            user = tuple(getattr(msg.properties, "UserProperty", None) or ())
+            sub.messages.append(Received(msg.topic, msg.payload, bool(msg.retain), user))
             sub.cond.notify_all()
 
     def on_connect(client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any) -> None:

@@ -200,6 +200,7 @@ def test_snapshot_is_one_jpeg_at_most_1280_wide_with_the_rois(
     assert sub.wait(lambda ms: len(ms) >= 1, 15)
     time.sleep(0.5)
     assert len(sub.messages) == 1 and not sub.messages[0].retain
+    assert sub.messages[0].user_properties == (("request_id", "s1"),)  # which request it answers
     jpeg = sub.messages[0].payload
     img = decode(jpeg)
     assert img.shape == (720, 1280, 3) and len(jpeg) <= 2_000_000
