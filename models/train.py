@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import logging
 import os
@@ -171,10 +172,21 @@ def _stages(cfg: TrainConfig) -> list[str]:
     return [*earlier, command_line(cfg, out=f"STAGE{n}", init=init)]
 
 
+def renderer_id() -> str:
+    """Short SHA-256 of the renderer's source: rendered crops depend on it as much as on the
+    seed, so it keys the crop cache and goes into the training-data fingerprint."""
+    import models.synth.render as render_module
+
+    return hashlib.sha256(Path(render_module.__file__).read_bytes()).hexdigest()[:12]
+
+
 def _render_synth(seed: int, count: int,
                   cache: Path | None = None) -> tuple[list[np.ndarray], np.ndarray]:
+    cache_file = None
     if cache is not None:
-        f = cache / f"synth_{seed}_{count}.pkl"
+        # Keyed by the renderer too: a changed renderer must not reuse crops drawn by the old.
+        cache_file = cache / f"synth_{seed}_{count}_{renderer_id()}.pkl"
+        f = cache_file
         if f.is_file():
             with f.open("rb") as fh:
                 crops_c, labels_c = pickle.load(fh)
@@ -184,9 +196,9 @@ def _render_synth(seed: int, count: int,
         img, meta = render_crop(seed, i, phone=(i % 2 == 0))
         crops.append(img)
         labels.append(int(meta.phone))
-    if cache is not None:
+    if cache is not None and cache_file is not None:
         cache.mkdir(parents=True, exist_ok=True)
-        with (cache / f"synth_{seed}_{count}.pkl").open("wb") as fh:
+        with cache_file.open("wb") as fh:
             pickle.dump((crops, labels), fh)
     return crops, np.array(labels, np.int64)
 
@@ -245,7 +257,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     val_y = np.concatenate([real_va_y, syn_va_y])
     val_domain = np.array(["real"] * len(real_va_img) + ["synthetic"] * len(syn_va))
     data_fp = mdata.fingerprint(real_train + real_val,
-                                extra=f"synthetic:{cfg.seed + SYNTH_TRAIN_SEED}:{cfg.synthetic}")
+                                extra=f"synthetic:{cfg.seed + SYNTH_TRAIN_SEED}:{cfg.synthetic}"
+                                      f":renderer:{renderer_id()}")
     log.info("data ready in %.0f s; fingerprint %s", time.monotonic() - t_start, data_fp[:16])
 
     # -- model --------------------------------------------------------------------------------

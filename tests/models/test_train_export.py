@@ -49,7 +49,7 @@ def test_tiny_training_run_exports_a_loadable_full_int8_model(tmp_path: Path) ->
     assert spec.threshold == pytest.approx(record["threshold"], abs=1e-6)
     assert spec.provenance["training_data_sha256"] == mdata.fingerprint(
         mdata.list_folder(site, domain=f"{tmp_path.name}/site"),
-        extra=f"synthetic:{train.SYNTH_TRAIN_SEED}:0")
+        extra=f"synthetic:{train.SYNTH_TRAIN_SEED}:0:renderer:{train.renderer_id()}")
     par = spec.metrics["int8_float_parity"]
     # ~18 validation crops: one flipped decision is 5.5 %; the parity of the export itself is
     # checked on 200 crops below.
@@ -182,3 +182,15 @@ def test_a_continued_run_keeps_the_settings_of_the_model_it_starts_from(tmp_path
     assert (got.size, got.arch, got.alpha, got.weights, got.batchnorm, got.act_noise) == \
         (128, "mobilenetv1", 0.25, "/w/mnv1.tflite", True, 0.014)
     assert (got.lr, got.epochs) == (cfg.lr, cfg.epochs)  # the new stage's own schedule
+
+
+def test_the_crop_cache_is_keyed_by_the_renderer(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    crops, _ = train._render_synth(5, 4, tmp_path)
+    (cached,) = tmp_path.glob("synth_5_4_*.pkl")
+    assert cached.name == f"synth_5_4_{train.renderer_id()}.pkl"
+    again, _ = train._render_synth(5, 4, tmp_path)  # read back, same pixels
+    assert all((a == b).all() for a, b in zip(crops, again, strict=True))
+    monkeypatch.setattr(train, "renderer_id", lambda: "otherrender0")
+    train._render_synth(5, 4, tmp_path)  # another renderer: drawn again, not read
+    assert len(list(tmp_path.glob("synth_5_4_*.pkl"))) == 2
