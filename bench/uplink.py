@@ -6,9 +6,12 @@
 * durable outbox throughput with fsync on (target >= 200 alerts/s): the raw ``Outbox.add`` and
   the whole ``send()`` path, each with an evidence JPEG of ``--evidence-kb``;
 * drain rate after an outage: alerts committed while the broker is down, then the broker comes
-  back; alerts/s until the outbox is empty.
+  back; alerts/s until the outbox is empty;
+* opening a full outbox (``--open-mb``, the default quota): the integrity check at open reads
+  the whole file, so this is the start-up delay after a long outage (cold = page cache
+  dropped, which needs root).
 
-Usage: ``.venv/bin/python bench/uplink.py [--alerts N] [--evidence-kb KB]``
+Usage: ``.venv/bin/python bench/uplink.py [--alerts N] [--evidence-kb KB] [--open-mb MB]``
 """
 
 from __future__ import annotations
@@ -168,11 +171,46 @@ def bench_drain(n: int, evidence_kb: int, tmp: Path) -> tuple[float, float]:
         broker.close()
 
 
+def _drop_page_cache() -> bool:
+    """Ask Linux to forget cached file pages (root only) so the next read comes from disk."""
+    try:
+        os.sync()
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+        return True
+    except OSError:
+        return False
+
+
+def bench_open(quota_mb: int, evidence_kb: int, tmp: Path) -> tuple[int, float | None, float]:
+    """Fill an outbox to ``quota_mb`` and time opening it (the integrity check reads it all):
+    (alerts, cold ms or None without root, warm ms median of three)."""
+    path = tmp / "full.sqlite"
+    ev = os.urandom(evidence_kb * 1024)
+    quota = quota_mb * 1024 * 1024
+    with Outbox(path, fsync=False, quota_bytes=quota) as ob:
+        n = 0
+        while ob.stats()["used_bytes"] + len(ev) + 2048 <= quota:  # up to the quota, no pruning
+            ob.add(lambda s: b'{"alert_id":"u-%d","pad":"%s"}' % (s, b"x" * 1200), evidence=ev)
+            n += 1
+
+    def open_ms() -> float:
+        t = time.perf_counter()
+        Outbox(path).close()
+        return (time.perf_counter() - t) * 1e3
+
+    cold = open_ms() if _drop_page_cache() else None
+    warm = statistics.median(open_ms() for _ in range(3))
+    return n, cold, warm
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--alerts", type=int, default=300)
     ap.add_argument("--evidence-kb", type=int, default=150,
                     help="evidence JPEG size (a 1080p frame at quality 92 is ~150-400 kB)")
+    ap.add_argument("--open-mb", type=int, default=512,
+                    help="fill an outbox to this quota and time opening it (0: skip)")
     args = ap.parse_args()
     n, kb = args.alerts, args.evidence_kb
     rows: list[tuple[str, str, str]] = []
@@ -194,6 +232,11 @@ def main() -> int:
         drain, conn_ms = bench_drain(n, kb, tmp)
         rows.append((f"drain {n} after outage", f"{drain:.0f} alerts/s (+evidence); "
                      f"reconnect {conn_ms:.0f} ms", "(report)"))
+        if args.open_mb > 0:
+            full, cold, warm = bench_open(args.open_mb, kb, tmp)
+            rows.append((f"open a full {args.open_mb} MiB outbox ({full} alerts)",
+                         (f"cold {cold:.0f} ms, " if cold is not None else
+                          "cold n/a (needs root), ") + f"warm {warm:.0f} ms", "(report)"))
     print(f"\nphonewatch uplink bench: {n} alerts, evidence {kb} kB, {machine()}, "
           f"tmp on {tempfile.gettempdir()}\n")
     w = max(len(r[0]) for r in rows)
