@@ -46,6 +46,8 @@ class ModelResult:
     threshold: float
     per_data: dict[str, dict[str, Any]] = field(default_factory=dict)
     scores: dict[str, np.ndarray] = field(default_factory=dict)
+    files: dict[str, list[str]] = field(default_factory=dict)
+    """The images behind ``scores``, in the same order (``phone/x.png``, relative to the folder)."""
     ms_per_crop: float = math.nan
 
 
@@ -128,11 +130,13 @@ def evaluate(models: list[tuple[Path, Path | None]], folders: list[Path], *,
     from edge.adapters.classifier import LiteRTClassifier
 
     data: dict[str, list[tuple[Path, int]]] = {}
+    folder_of: dict[str, Path] = {}
     for folder in folders:
         name = _dataset_name(folder)
         if name in data:
             raise EvalDataError(f"evaluation folder {folder} given twice")
         data[name] = list_images(folder)
+        folder_of[name] = folder
     images: dict[str, list[np.ndarray]] = {}
     for name, items in data.items():
         loaded = []
@@ -157,6 +161,8 @@ def evaluate(models: list[tuple[Path, Path | None]], folders: list[Path], *,
                 total_s += time.perf_counter() - t0
                 total_n += len(imgs)
                 res.scores[name] = scores
+                res.files[name] = [p.relative_to(folder_of[name]).as_posix()
+                                   for p, _ in data[name]]
                 res.per_data[name] = metrics.summary(labels[name], scores, res.threshold)
             res.ms_per_crop = 1000.0 * total_s / max(1, total_n)
         results.append(res)
@@ -225,9 +231,11 @@ def write_outputs(results: list[ModelResult], labels: dict[str, np.ndarray],
                                    legend_low=False))
         with (out / f"{slug}_scores.csv").open("w", newline="", encoding="utf-8") as f:
             wr = csv.writer(f)
-            wr.writerow(["index", "label", *[r.name for r in results]])
+            files = results[0].files.get(dataset) or [""] * len(y)
+            wr.writerow(["index", "file", "label", *[r.name for r in results]])
             for i, lab in enumerate(y):
-                wr.writerow([i, int(lab), *[f"{r.scores[dataset][i]:.6f}" for r in results]])
+                wr.writerow([i, files[i], int(lab),
+                             *[f"{r.scores[dataset][i]:.6f}" for r in results]])
         written.append(out / f"{slug}_scores.csv")
     return written
 

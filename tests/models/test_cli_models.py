@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -49,7 +50,14 @@ def test_eval_scores_every_image_and_reports_side_by_side(
     for png in ("site_crops_roc.png", "site_crops_pr.png"):
         img = cv2.imread(str(out / png))
         assert img is not None and img.shape[0] > 100
-    assert (out / "site_crops_scores.csv").read_text(encoding="utf-8").count("\n") == 10
+    rows = list(csv.DictReader((out / "site_crops_scores.csv").open(encoding="utf-8")))
+    assert len(rows) == 9
+    # each score names its image: the dark phone image (90) is the miss
+    by_file = {r["file"]: float(r["brightness-int8 test-1"]) for r in rows}
+    assert set(by_file) == {f"phone/{i:03d}.png" for i in range(4)} | {
+        f"no_phone/{i:03d}.png" for i in range(5)}
+    assert min(by_file, key=lambda f: by_file[f]) == "no_phone/004.png"  # the darkest, 20
+    assert by_file["phone/003.png"] < min(by_file[f"phone/{i:03d}.png"] for i in range(3))
 
 
 def test_eval_matches_the_classifier_it_wraps(tmp_path: Path) -> None:
