@@ -142,29 +142,30 @@ def command_line(cfg: TrainConfig, *, out: str = "OUT", init: str | None = None)
     return " ".join(parts)
 
 
-def _continued(cfg: TrainConfig, size: int) -> TrainConfig:
+def _init_provenance(init: Path | None) -> dict[str, Any]:
+    """The provenance in the sidecar beside the ``.keras`` a run continues (empty if none)."""
+    side = init.with_suffix(".json") if init is not None else None
+    if side is None or not side.is_file():
+        return {}
+    prov = json.loads(side.read_text(encoding="utf-8")).get("provenance", {})
+    return prov if isinstance(prov, dict) else {}
+
+
+def _continued(cfg: TrainConfig, size: int, prov: dict[str, Any]) -> TrainConfig:
     """``cfg`` for a run that continues ``cfg.init``: the input size is the model's, and arch,
-    width, weights, batch norm and activation noise are those its sidecar records."""
-    assert cfg.init is not None
-    prov: dict[str, Any] = {}
-    side = cfg.init.with_suffix(".json")
-    if side.is_file():
-        prov = json.loads(side.read_text(encoding="utf-8")).get("provenance", {})
+    width, weights, batch norm and activation noise are those its sidecar (``prov``) records."""
     return replace(cfg, size=size, arch=prov.get("arch", cfg.arch),
                    alpha=prov.get("alpha", cfg.alpha), weights=prov.get("weights", cfg.weights),
                    batchnorm=bool(prov.get("batchnorm", cfg.batchnorm)),
                    act_noise=float(prov.get("act_noise", cfg.act_noise)))
 
 
-def _stages(cfg: TrainConfig) -> list[str]:
+def _stages(cfg: TrainConfig, prov: dict[str, Any]) -> list[str]:
     """The commands that made this model, earliest first: an ``--init`` run continues the
-    stages recorded in the sidecar beside the ``.keras`` it starts from."""
+    stages recorded in ``prov``, the provenance of the ``.keras`` it starts from."""
     earlier: list[str] = []
     if cfg.init is not None:
-        side = cfg.init.with_suffix(".json")
-        if side.is_file():
-            prov = json.loads(side.read_text(encoding="utf-8")).get("provenance", {})
-            earlier = [str(x) for x in prov.get("stages", [])]
+        earlier = [str(x) for x in prov.get("stages", [])]
         if not earlier:
             earlier = [f"(an earlier run that wrote {cfg.init})"]
     n = len(earlier) + 1
@@ -182,22 +183,19 @@ def renderer_id() -> str:
 
 def _render_synth(seed: int, count: int,
                   cache: Path | None = None) -> tuple[list[np.ndarray], np.ndarray]:
-    cache_file = None
-    if cache is not None:
-        # Keyed by the renderer too: a changed renderer must not reuse crops drawn by the old.
-        cache_file = cache / f"synth_{seed}_{count}_{renderer_id()}.pkl"
-        f = cache_file
-        if f.is_file():
-            with f.open("rb") as fh:
-                crops_c, labels_c = pickle.load(fh)
-            return list(crops_c), np.asarray(labels_c, np.int64)
+    # Keyed by the renderer too: a changed renderer must not reuse crops drawn by the old.
+    cache_file = None if cache is None else cache / f"synth_{seed}_{count}_{renderer_id()}.pkl"
+    if cache_file is not None and cache_file.is_file():
+        with cache_file.open("rb") as fh:
+            crops_c, labels_c = pickle.load(fh)
+        return list(crops_c), np.asarray(labels_c, np.int64)
     crops, labels = [], []
     for i in range(count):
         img, meta = render_crop(seed, i, phone=(i % 2 == 0))
         crops.append(img)
         labels.append(int(meta.phone))
-    if cache is not None and cache_file is not None:
-        cache.mkdir(parents=True, exist_ok=True)
+    if cache_file is not None:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
         with cache_file.open("wb") as fh:
             pickle.dump((crops, labels), fh)
     return crops, np.array(labels, np.int64)
@@ -227,11 +225,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     keras.utils.set_random_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     init_model = None
+    init_prov = _init_provenance(cfg.init)
     if cfg.init is not None:
         # A continued run keeps the model it starts from: its input size, and (for the record)
         # the architecture settings its sidecar states.
         init_model = keras.models.load_model(cfg.init)
-        cfg = _continued(cfg, int(init_model.input_shape[1]))
+        cfg = _continued(cfg, int(init_model.input_shape[1]), init_prov)
     spec = InputSpec(width=cfg.size, height=cfg.size, layout="NHWC", colour="RGB",
                      mean=(127.5, 127.5, 127.5), std=(127.5, 127.5, 127.5))
 
@@ -347,12 +346,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     val_metrics["all"] = metrics.summary(val_y, int8_p, threshold)
     import keras as _k
 
-    stages = _stages(cfg)
-    total_epochs = cfg.epochs
-    if cfg.init is not None and cfg.init.with_suffix(".json").is_file():
-        before = json.loads(cfg.init.with_suffix(".json").read_text(encoding="utf-8"))
-        prov0 = before.get("provenance", {})
-        total_epochs += int(prov0.get("total_epochs", prov0.get("epochs", 0)))
+    total_epochs = cfg.epochs + int(init_prov.get("total_epochs", init_prov.get("epochs", 0)))
     provenance = {
         "trained_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "training_data_sha256": data_fp,
@@ -367,7 +361,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         "batch": cfg.batch, "lr": cfg.lr, "seed": cfg.seed, "real_repeat": cfg.real_repeat,
         "tensorflow": tf.__version__, "keras": _k.__version__,
         "continued_from": str(cfg.init) if cfg.init else None,
-        "stages": stages,
+        "stages": _stages(cfg, init_prov),
         "total_epochs": total_epochs,
         "train_seconds": round(time.monotonic() - t_start, 1),
         "history": history,

@@ -161,7 +161,7 @@ def test_a_continued_run_records_every_stage(tmp_path: Path) -> None:
         "stages": ["python -m models.train --out STAGE1 --arch tiny"], "total_epochs": 3}}))
     cfg = train.TrainConfig(out=tmp_path / "s2", real=[Path("/x/shared/data/datasets/k/train")],
                             init=first / "m.keras", lr=3e-4, epochs=2)
-    stages = train._stages(cfg)
+    stages = train._stages(cfg, train._init_provenance(cfg.init))
     assert stages[0] == "python -m models.train --out STAGE1 --arch tiny"
     assert stages[1].startswith("python -m models.train --out STAGE2 "
                                 "--real ../shared/data/datasets/k/train ")
@@ -169,7 +169,7 @@ def test_a_continued_run_records_every_stage(tmp_path: Path) -> None:
     assert "--arch" not in stages[1]  # the architecture comes from the model it continues
     fresh = train.TrainConfig(out=tmp_path / "o", real=[], arch="mobilenetv1", batchnorm=True,
                               weights="/w/shared/data/models/mnv1.tflite", act_noise=0.014)
-    (only,) = train._stages(fresh)
+    (only,) = train._stages(fresh, {})
     assert "--weights ../shared/data/models/mnv1.tflite --batchnorm --act-noise 0.014" in only
 
 
@@ -178,7 +178,8 @@ def test_a_continued_run_keeps_the_settings_of_the_model_it_starts_from(tmp_path
         "arch": "mobilenetv1", "alpha": 0.25, "weights": "/w/mnv1.tflite", "batchnorm": True,
         "act_noise": 0.014}}))
     cfg = train.TrainConfig(out=tmp_path / "o", real=[], init=tmp_path / "m.keras")
-    got = train._continued(cfg, 128)  # the defaults (mobilenetv2, 96 px) would not fit it
+    # the defaults (mobilenetv2, 96 px) would not fit it
+    got = train._continued(cfg, 128, train._init_provenance(cfg.init))
     assert (got.size, got.arch, got.alpha, got.weights, got.batchnorm, got.act_noise) == \
         (128, "mobilenetv1", 0.25, "/w/mnv1.tflite", True, 0.014)
     assert (got.lr, got.epochs) == (cfg.lr, cfg.epochs)  # the new stage's own schedule
