@@ -440,6 +440,11 @@ class MqttUplink:
         except OutboxError:
             return -1
 
+    def media_stats(self) -> dict[str, int]:
+        """The crop and snapshot counters (``collect_*``, ``snapshot_*``), without touching the
+        outbox: what the unit's heartbeat adds from the uplink."""
+        return {k: v for k, v in self._counts.items() if k.startswith(("collect_", "snapshot_"))}
+
     def stats(self) -> dict[str, Any]:
         out: dict[str, Any] = dict(self._counts)
         out["connected"] = self.is_connected

@@ -247,9 +247,9 @@ class Unit:
         if self.collector is not None:
             out.update(self.collector.stats())
         out.update(self._counts)
-        uplink_stats = getattr(self.sink, "stats", None)
-        if callable(uplink_stats):
-            out.update({k: v for k, v in uplink_stats().items() if k.startswith("snapshot_")})
+        media_stats = getattr(self.sink, "media_stats", None)  # the MQTT uplink
+        if callable(media_stats):
+            out.update({k: v for k, v in media_stats().items() if k.startswith("snapshot_")})
         return out
 
     def _on_status(self, status: str) -> None:
