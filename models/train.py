@@ -72,6 +72,9 @@ class TrainConfig:
     """mobilenetv1: training-only Gaussian noise after each ReLU6 (int8 rounding stand-in)."""
     init: Path | None = None
     """A ``.keras`` model (from an earlier run) to continue training from."""
+    resize: int | None = None
+    """With ``init``: continue at this input size instead of the model's (the weights carry
+    over unchanged: the networks are convolutional up to a global average pool)."""
     cache: Path | None = None
     """Folder to keep rendered synthetic crops between runs (rendering takes minutes)."""
 
@@ -136,6 +139,8 @@ def command_line(cfg: TrainConfig, *, out: str = "OUT", init: str | None = None)
             parts.append(f"--act-noise {cfg.act_noise:g}")
     else:
         parts.append(f"--init {init or cfg.init}")
+        if cfg.resize is not None:
+            parts.append(f"--size {cfg.resize}")
     parts += [f"--lr {cfg.lr:g}", f"--epochs {cfg.epochs}", f"--batch {cfg.batch}",
               f"--real-repeat {cfg.real_repeat}", f"--seed {cfg.seed}",
               f"--target-fpr {cfg.target_fpr:g}"]
@@ -152,9 +157,10 @@ def _init_provenance(init: Path | None) -> dict[str, Any]:
 
 
 def _continued(cfg: TrainConfig, size: int, prov: dict[str, Any]) -> TrainConfig:
-    """``cfg`` for a run that continues ``cfg.init``: the input size is the model's, and arch,
-    width, weights, batch norm and activation noise are those its sidecar (``prov``) records."""
-    return replace(cfg, size=size, arch=prov.get("arch", cfg.arch),
+    """``cfg`` for a run that continues ``cfg.init``: the input size is the model's (``size``)
+    unless ``cfg.resize`` asks for another, and arch, width, weights, batch norm and activation
+    noise are those its sidecar (``prov``) records."""
+    return replace(cfg, size=cfg.resize or size, arch=prov.get("arch", cfg.arch),
                    alpha=prov.get("alpha", cfg.alpha), weights=prov.get("weights", cfg.weights),
                    batchnorm=bool(prov.get("batchnorm", cfg.batchnorm)),
                    act_noise=float(prov.get("act_noise", cfg.act_noise)))
@@ -181,24 +187,54 @@ def renderer_id() -> str:
     return hashlib.sha256(Path(render_module.__file__).read_bytes()).hexdigest()[:12]
 
 
+def _cached_prefix(cache: Path, seed: int, count: int) -> tuple[list[np.ndarray], list[int]]:
+    """The crops ``0..n-1`` (n <= ``count``, as many as there are) of ``seed`` already in
+    ``cache`` from this renderer: crop ``i`` is a pure function of (seed, i), so a set of
+    another size shares its first crops and only the rest need rendering."""
+    best: tuple[int, int, Path] | None = None  # (usable crops, -file size, file)
+    for f in cache.glob(f"synth_{seed}_*_{renderer_id()}.pkl"):
+        n = f.name.split("_")[2]
+        if n.isdigit():
+            key = (min(int(n), count), -int(n), f)
+            best = key if best is None or key[:2] > best[:2] else best
+    if best is None or best[0] == 0:
+        return [], []
+    with best[2].open("rb") as fh:
+        crops_c, labels_c = pickle.load(fh)
+    return list(crops_c)[:count], [int(v) for v in labels_c][:count]
+
+
 def _render_synth(seed: int, count: int,
                   cache: Path | None = None) -> tuple[list[np.ndarray], np.ndarray]:
     # Keyed by the renderer too: a changed renderer must not reuse crops drawn by the old.
     cache_file = None if cache is None else cache / f"synth_{seed}_{count}_{renderer_id()}.pkl"
-    if cache_file is not None and cache_file.is_file():
-        with cache_file.open("rb") as fh:
-            crops_c, labels_c = pickle.load(fh)
-        return list(crops_c), np.asarray(labels_c, np.int64)
-    crops, labels = [], []
-    for i in range(count):
+    crops: list[np.ndarray] = []
+    labels: list[int] = []
+    if cache is not None:
+        crops, labels = _cached_prefix(cache, seed, count)
+        if len(crops) == count:
+            return crops, np.asarray(labels, np.int64)
+    for i in range(len(crops), count):
         img, meta = render_crop(seed, i, phone=(i % 2 == 0))
         crops.append(img)
         labels.append(int(meta.phone))
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        with cache_file.open("wb") as fh:
+        part = cache_file.with_suffix(".part")  # a run stopped mid-write leaves no bad cache
+        with part.open("wb") as fh:
             pickle.dump((crops, labels), fh)
+        part.replace(cache_file)
     return crops, np.array(labels, np.int64)
+
+
+def _resized(model: Any, size: int) -> Any:
+    """``model`` rebuilt for ``size`` x ``size`` inputs with the same layers and weights."""
+    import keras
+
+    out = keras.models.clone_model(model, input_tensors=keras.Input((size, size, 3),
+                                                                     name="image"))
+    out.set_weights(model.get_weights())
+    return out
 
 
 def _epoch_arrays(real: list[np.ndarray], real_y: np.ndarray, synth: list[np.ndarray],
@@ -231,6 +267,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         # the architecture settings its sidecar states.
         init_model = keras.models.load_model(cfg.init)
         cfg = _continued(cfg, int(init_model.input_shape[1]), init_prov)
+        if cfg.size != int(init_model.input_shape[1]):
+            init_model = _resized(init_model, cfg.size)
     spec = InputSpec(width=cfg.size, height=cfg.size, layout="NHWC", colour="RGB",
                      mean=(127.5, 127.5, 127.5), std=(127.5, 127.5, 127.5))
 
@@ -388,7 +426,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--synthetic", type=int, default=6000, help="synthetic training crops")
     ap.add_argument("--epoch-synthetic", type=int, default=1800,
                     help="synthetic crops used in each epoch (drawn from --synthetic)")
-    ap.add_argument("--size", type=int, default=96, help="input width = height (px)")
+    ap.add_argument("--size", type=int,
+                    help="input width = height (px; default 96, or with --init the model's: "
+                    "a different size continues the same weights at that size)")
     ap.add_argument("--alpha", type=float, default=0.35, help="MobileNetV2 width multiplier")
     ap.add_argument("--arch", choices=["mobilenetv2", "mobilenetv1", "tiny"],
                     default="mobilenetv2")
@@ -420,20 +460,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "a lower value is recorded in the sidecar")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    if a.synthetic < 0 or a.epochs < 1 or not 32 <= a.size <= 512:
+    size = a.size if a.size is not None else 96
+    if a.synthetic < 0 or a.epochs < 1 or not 32 <= size <= 512:
         ap.error("need --synthetic >= 0, --epochs >= 1 and 32 <= --size <= 512")
     if not a.real and a.synthetic < 20:
         ap.error("no data: give --real folders and/or --synthetic N")
     for r in a.real:
         if r.name == "test" or "test" in r.parts[-1:]:
             ap.error(f"{r} looks like a test split: test data is for evaluation only")
-    cfg = TrainConfig(out=a.out, real=a.real, synthetic=a.synthetic, size=a.size, alpha=a.alpha,
+    cfg = TrainConfig(out=a.out, real=a.real, synthetic=a.synthetic, size=size, alpha=a.alpha,
                       arch=a.arch, weights=a.weights, epochs=a.epochs, batch=a.batch, lr=a.lr,
                       seed=a.seed, val_share=a.val_share, real_repeat=a.real_repeat,
                       target_fpr=a.target_fpr, version=a.version, threads=a.threads,
                       epoch_synthetic=a.epoch_synthetic, cache=a.cache, init=a.init,
                       parity_min=a.parity_min, batchnorm=a.batchnorm,
-                      act_noise=a.act_noise)
+                      act_noise=a.act_noise, resize=a.size if a.init else None)
     record = train(cfg)
     print(json.dumps({k: record[k] for k in ("model", "threshold")}))
     return 0

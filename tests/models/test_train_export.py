@@ -195,3 +195,52 @@ def test_the_crop_cache_is_keyed_by_the_renderer(tmp_path: Path,
     monkeypatch.setattr(train, "renderer_id", lambda: "otherrender0")
     train._render_synth(5, 4, tmp_path)  # another renderer: drawn again, not read
     assert len(list(tmp_path.glob("synth_5_4_*.pkl"))) == 2
+
+
+def test_a_larger_crop_set_renders_only_the_crops_the_cache_lacks(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    four, _ = train._render_synth(5, 4, tmp_path)
+    drawn: list[int] = []
+
+    def counting(seed: int, index: int, **kw: object) -> tuple[np.ndarray, object]:
+        drawn.append(index)
+        return render_crop(seed, index, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(train, "render_crop", counting)
+    six, six_y = train._render_synth(5, 6, tmp_path)
+    assert drawn == [4, 5]  # the first four came from the cache
+    assert all((a == b).all() for a, b in zip(four, six[:4], strict=True))
+    assert six_y.tolist() == [1, 0, 1, 0, 1, 0]
+    three, three_y = train._render_synth(5, 3, tmp_path)  # a smaller set: nothing drawn
+    assert drawn == [4, 5] and len(three) == 3 and three_y.tolist() == [1, 0, 1]
+    assert all((a == b).all() for a, b in zip(four[:3], three, strict=True))
+    assert not list(tmp_path.glob("*.part"))
+
+
+def test_a_continued_run_can_change_the_input_size(tmp_path: Path) -> None:
+    site = _site_folder(tmp_path / "site", 12)
+    common = {"real": [site], "synthetic": 0, "epoch_synthetic": 0, "batch": 16,
+              "real_repeat": 2, "val_share": 0.3, "target_fpr": 0.1, "parity_min": 0.0}
+    train.train(train.TrainConfig(out=tmp_path / "s1", arch="tiny", size=32, epochs=1,
+                                  **common))  # type: ignore[arg-type]
+    argv = ["--out", str(tmp_path / "s2"), "--real", str(site), "--synthetic", "0",
+            "--init", str(tmp_path / "s1" / "phone_in_hand.keras"), "--size", "48"]
+    cfg = train.TrainConfig(out=tmp_path / "s2", init=tmp_path / "s1" / "phone_in_hand.keras",
+                            resize=48, epochs=1, **common)  # type: ignore[arg-type]
+    assert "--size 48" in train.command_line(cfg)
+    assert train.main([*argv, "--epochs", "1", "--epoch-synthetic", "0", "--batch", "16",
+                       "--val-share", "0.3", "--target-fpr", "0.1", "--parity-min", "0"]) == 0
+    spec = load_spec(tmp_path / "s2" / "phone_in_hand.json")
+    assert (spec.input.width, spec.input.height) == (48, 48)
+    assert spec.provenance["input_size"] == 48 and spec.provenance["total_epochs"] == 2
+    assert "--size 48" in spec.provenance["stages"][-1]
+    with LiteRTClassifier.open(tmp_path / "s2" / "phone_in_hand.tflite") as clf:
+        assert clf.score(np.full((60, 80, 3), 200, np.uint8)) >= 0.0
+
+
+def test_resizing_a_model_keeps_its_weights() -> None:
+    model = train.build_model("tiny", 32, 1.0, "none")
+    bigger = train._resized(model, 56)
+    assert bigger.input_shape == (None, 56, 56, 3)
+    assert all((a == b).all() for a, b in zip(model.get_weights(), bigger.get_weights(),
+                                              strict=True))
