@@ -41,6 +41,7 @@ from gpiozero.pins.mock import MockFactory  # noqa: E402
 from edge.adapters import supervisor as link  # noqa: E402
 from edge.adapters.gpio import FieldIo  # noqa: E402
 from edge.app.config_field import GpioConfig  # noqa: E402
+from edge.app.stats import grid  # noqa: E402
 from edge.app.systemd import FrameWatchdog, SystemdNotifier  # noqa: E402
 
 
@@ -111,10 +112,8 @@ def main() -> int:
     rows.append(("UBX VALSET encode (3 items)",
                  *per_call_us(lambda: ubx.valset(items), 20_000, args.repeats)))
 
-    print(f"machine: {machine()}")
-    print(f"{'what':<44} {'median µs':>10} {'worst µs':>10}")
-    for name, med, worst in rows:
-        print(f"{name:<44} {med:>10.2f} {worst:>10.2f}")
+    print(grid([(name, f"{med:.2f}", f"{worst:.2f}") for name, med, worst in rows],
+               header=("what", "median µs", "worst µs"), title=f"machine: {machine()}"))
     return 0
 
 

@@ -35,6 +35,7 @@ from _common import REPO, machine
 
 from edge.adapters.gps import ReplayGpsSource, SerialGpsSource
 from edge.app.config_gps import GpsConfig
+from edge.app.stats import grid
 from edge.core.errors import NmeaError
 from edge.core.gps import FixAssembler
 from edge.core.nmea import parse_sentence
@@ -167,10 +168,10 @@ def main() -> int:
                                                    args.runs)),
         ]
     print(f"GPS: CPU per 1,000 NMEA sentences ({what}; median of {args.runs} runs)")
-    print(f"machine: {machine()}")
-    print(f"{'path':<24}{'CPU ms / 1k':>14}{'sentences/s':>14}{'CPU % at 150/s':>16}")
-    for name, ms, rate in rows:
-        print(f"{name:<24}{ms:>14.2f}{rate:>14.0f}{ms * 0.015:>15.3f}%")
+    print(grid([(name, f"{ms:.2f}", f"{rate:.0f}", f"{ms * 0.015:.3f}%")
+                for name, ms, rate in rows],
+               header=("path", "CPU ms / 1k", "sentences/s", "CPU % at 150/s"),
+               title=f"machine: {machine()}"))
     print("sentences/s is wall clock including each source's start-up: a floor, not a limit.")
     return 0
 

@@ -19,6 +19,7 @@ import numpy as np
 from _common import REPO, machine
 
 from edge.adapters.classifier import LiteRTClassifier
+from edge.app.stats import grid
 from models.synth.render import render_crop
 
 DEFAULT_MODEL = REPO / "models" / "phone_in_hand" / "phone_in_hand.tflite"
@@ -66,12 +67,11 @@ def main() -> int:
     for name, m, sc in models:
         for threads in (1, 2):
             rows.append((name, threads, bench(m, sc, threads, crops, a.runs)))
-    print(f"machine: {machine()} (shared); {a.runs} crops of 160x120 each")
-    print(f"{'model':44s} {'thr':>3s} {'pre ms':>7s} {'invoke ms':>10s} {'inv p90':>8s} "
-          f"{'total ms':>9s} {'tot p90':>8s}")
-    for name, threads, r in rows:
-        print(f"{name:44s} {threads:3d} {r['pre_med']:7.3f} {r['inv_med']:10.3f} "
-              f"{r['inv_p90']:8.3f} {r['tot_med']:9.3f} {r['tot_p90']:8.3f}")
+    print(grid([(name, str(threads), *(f"{r[k]:.3f}" for k in
+                                       ("pre_med", "inv_med", "inv_p90", "tot_med", "tot_p90")))
+                for name, threads, r in rows],
+               header=("model", "thr", "pre ms", "invoke ms", "inv p90", "total ms", "tot p90"),
+               title=f"machine: {machine()} (shared); {a.runs} crops of 160x120 each"))
     return 0
 
 

@@ -36,6 +36,7 @@ from edge.adapters.mqtt import MqttUplink, build_mqtt_sink
 from edge.adapters.outbox import Outbox
 from edge.app.config_uplink import MqttSinkConfig
 from edge.app.local_broker import CONTROLROOM, LocalBroker
+from edge.app.stats import grid
 from edge.core.ports import Detection, EvidenceRecord
 
 UNIT = "bench-unit"
@@ -244,12 +245,7 @@ def main() -> int:
                           "cold n/a (needs root), ") + f"warm {warm:.0f} ms", "(report)"))
     print(f"\nphonewatch uplink bench: {n} alerts, evidence {kb} kB, {machine()}, "
           f"tmp on {tempfile.gettempdir()}\n")
-    w = max(len(r[0]) for r in rows)
-    v = max(len(r[1]) for r in rows)
-    print(f"{'measure':<{w}}  {'result':<{v}}  target")
-    print(f"{'-' * w}  {'-' * v}  ------")
-    for name, val, target in rows:
-        print(f"{name:<{w}}  {val:<{v}}  {target}")
+    print(grid(rows, header=("measure", "result", "target"), align="lll"))
     return 0
 
 
