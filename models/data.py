@@ -155,6 +155,35 @@ def _background_patch(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
+def partial_view(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``img`` as a fixed ROI sees it while the car rolls in or out: the window scene slid
+    sideways by 30-70 % of the crop, the rest of the crop the car's pillar and bodywork.
+
+    For phone-free crops only (a slide can push a phone out of view, so it would make the
+    label of a phone crop wrong). Trained as *no phone*, these teach the network what the
+    junction ROI shows between stopped cars, where a half-seen driver with a hand near the
+    face or the wheel was flagged (the demo clip).
+    """
+    h, w = img.shape[:2]
+    gone = min(w - 1, max(1, round(rng.uniform(0.3, 0.7) * w)))  # columns that left the crop
+    body = rng.integers(20, 236, 3).astype(np.float32)
+    if float(np.abs(img.astype(np.int16) - img.mean(axis=2, keepdims=True)).mean()) < 3:
+        body[:] = body.mean()  # a greyscale (infrared) crop: grey bodywork
+    out = np.empty(img.shape, np.float32)
+    out[:] = body * rng.uniform(0.85, 1.0)
+    if rng.random() < 0.6:  # door line: the panel below it in shade
+        out[round(h * rng.uniform(0.55, 0.9)):] = body * rng.uniform(0.4, 0.7)
+    pillar = max(1, round(w * rng.uniform(0.05, 0.15)))
+    dark = rng.uniform(10, 60)  # black trim
+    if rng.random() < 0.5:  # entering: the front of the window is in, the car's front beside it
+        out[:, :w - gone] = img[:, gone:]
+        out[:, w - gone:w - gone + pillar] = dark
+    else:  # leaving: the back of the window is still in, the rear of the car beside it
+        out[:, gone:] = img[:, :w - gone]
+        out[:, max(0, gone - pillar):gone] = dark
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
 def augment(img: np.ndarray, rng: np.random.Generator, *, strong: bool = True) -> np.ndarray:
     """A random, label-preserving variant of a BGR ``uint8`` crop.
 

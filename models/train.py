@@ -77,6 +77,8 @@ class TrainConfig:
     over unchanged: the networks are convolutional up to a global average pool)."""
     cache: Path | None = None
     """Folder to keep rendered synthetic crops between runs (rendering takes minutes)."""
+    partial_view: float = 0.0
+    """Share of phone-free training crops shown part-way out of view (``data.partial_view``)."""
 
 
 def build_model(arch: str, size: int, alpha: float, weights: str, *,
@@ -141,6 +143,8 @@ def command_line(cfg: TrainConfig, *, out: str = "OUT", init: str | None = None)
         parts.append(f"--init {init or cfg.init}")
         if cfg.resize is not None:
             parts.append(f"--size {cfg.resize}")
+    if cfg.partial_view:
+        parts.append(f"--partial-view {cfg.partial_view:g}")
     parts += [f"--lr {cfg.lr:g}", f"--epochs {cfg.epochs}", f"--batch {cfg.batch}",
               f"--real-repeat {cfg.real_repeat}", f"--seed {cfg.seed}",
               f"--target-fpr {cfg.target_fpr:g}"]
@@ -237,12 +241,24 @@ def _resized(model: Any, size: int) -> Any:
     return out
 
 
+def _slide_negatives(items: list[tuple[np.ndarray, int, bool]], rng: np.random.Generator,
+                     share: float) -> list[tuple[np.ndarray, int, bool]]:
+    """``items`` (crop, label, strong) with about ``share`` of the phone-free crops replaced by
+    a partial view of themselves; phone crops are never touched."""
+    if share <= 0:
+        return items
+    return [(mdata.partial_view(c, rng), y, strong) if y == 0 and rng.random() < share
+            else (c, y, strong) for c, y, strong in items]
+
+
 def _epoch_arrays(real: list[np.ndarray], real_y: np.ndarray, synth: list[np.ndarray],
                   synth_y: np.ndarray, spec: InputSpec, rng: np.random.Generator,
-                  repeat: int, n_synth: int) -> tuple[np.ndarray, np.ndarray]:
+                  repeat: int, n_synth: int,
+                  partial: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     items = [(c, int(y), True) for c, y in zip(real, real_y, strict=True)] * repeat
     pick = rng.permutation(len(synth))[:n_synth]
     items += [(synth[i], int(synth_y[i]), False) for i in pick]
+    items = _slide_negatives(items, rng, partial)
     order = rng.permutation(len(items))
     crops = [mdata.augment(items[i][0], rng, strong=items[i][2]) for i in order]
     y = np.array([items[i][1] for i in order], np.int64)
@@ -324,7 +340,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     for epoch in range(cfg.epochs):
         t0 = time.monotonic()
         x, y = _epoch_arrays(real_tr_img, real_tr_y, syn_tr, syn_tr_y, spec, rng,
-                             cfg.real_repeat, n_synth_epoch)
+                             cfg.real_repeat, n_synth_epoch, cfg.partial_view)
         # Class balance: weight each class by the inverse of its share this epoch.
         share = np.bincount(y, minlength=2) / y.size
         weights = (0.5 / np.maximum(share, 1e-6))[y]
@@ -395,7 +411,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         "synthetic_validation": {"seed": cfg.seed + SYNTH_TRAIN_SEED + 1, "count": n_syn_val},
         "arch": cfg.arch, "input_size": cfg.size, "alpha": cfg.alpha, "weights": cfg.weights,
         "batchnorm": cfg.batchnorm, "act_noise": cfg.act_noise,
-        "epochs": cfg.epochs,
+        "partial_view": cfg.partial_view, "epochs": cfg.epochs,
         "batch": cfg.batch, "lr": cfg.lr, "seed": cfg.seed, "real_repeat": cfg.real_repeat,
         "tensorflow": tf.__version__, "keras": _k.__version__,
         "continued_from": str(cfg.init) if cfg.init else None,
@@ -442,6 +458,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--act-noise", type=float, default=0.0,
                     help="mobilenetv1: std of training-only noise after each ReLU6, standing in "
                     "for int8 rounding (0.0068 = one uint8 step of 0..6); helps int8/float parity")
+    ap.add_argument("--partial-view", type=float, default=0.0,
+                    help="share of phone-free training crops shown slid part-way out of view, "
+                    "as a fixed ROI sees a car rolling in or out (0..1)")
     ap.add_argument("--epochs", type=int, default=22)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=3e-3)
@@ -461,8 +480,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     size = a.size if a.size is not None else 96
-    if a.synthetic < 0 or a.epochs < 1 or not 32 <= size <= 512:
-        ap.error("need --synthetic >= 0, --epochs >= 1 and 32 <= --size <= 512")
+    if a.synthetic < 0 or a.epochs < 1 or not 32 <= size <= 512 or not 0 <= a.partial_view <= 1:
+        ap.error("need --synthetic >= 0, --epochs >= 1, 32 <= --size <= 512 and "
+                 "0 <= --partial-view <= 1")
     if not a.real and a.synthetic < 20:
         ap.error("no data: give --real folders and/or --synthetic N")
     for r in a.real:
@@ -474,7 +494,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                       target_fpr=a.target_fpr, version=a.version, threads=a.threads,
                       epoch_synthetic=a.epoch_synthetic, cache=a.cache, init=a.init,
                       parity_min=a.parity_min, batchnorm=a.batchnorm,
-                      act_noise=a.act_noise, resize=a.size if a.init else None)
+                      act_noise=a.act_noise, resize=a.size if a.init else None,
+                      partial_view=a.partial_view)
     record = train(cfg)
     print(json.dumps({k: record[k] for k in ("model", "threshold")}))
     return 0

@@ -5,11 +5,13 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
 from edge.core.preprocess import InputSpec
 from models import data as mdata
+from models.synth.render import render_crop
 from models.synth.render_dataset import render_dataset
 
 
@@ -68,3 +70,34 @@ def test_augment_is_seeded_and_feeds_the_shared_preprocess() -> None:
     x = mdata.to_tensors([a, img], spec)
     assert x.shape == (2, 48, 48, 3) and x.dtype == np.float32
     assert x.min() >= -1.0001 and x.max() <= 1.0001
+
+
+def test_partial_view_slides_the_scene_out_of_the_crop() -> None:
+    img, _ = render_crop(7, 1)
+    w = img.shape[1]
+    seen = set()
+    for k in range(40):
+        out = mdata.partial_view(img, np.random.default_rng(k))
+        assert out.shape == img.shape and out.dtype == np.uint8
+        # some leading or trailing block of columns is the scene, slid sideways
+        entering = next((g for g in range(1, w) if (out[:, :w - g] == img[:, g:]).all()), None)
+        leaving = next((g for g in range(1, w) if (out[:, g:] == img[:, :w - g]).all()), None)
+        gone = entering if entering is not None else leaving
+        assert gone is not None and 0.3 * w - 1 <= gone <= 0.7 * w + 1
+        seen.add(entering is not None)
+    assert seen == {True, False}  # both directions
+    grey = cv2.cvtColor(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
+    out = mdata.partial_view(grey, np.random.default_rng(0))
+    assert (out[..., 0] == out[..., 1]).all() and (out[..., 1] == out[..., 2]).all()
+
+
+def test_only_phone_free_crops_are_slid() -> None:
+    from models import train
+
+    crops = [render_crop(7, i)[0] for i in range(6)]
+    items = [(c, int(i % 2 == 0), False) for i, c in enumerate(crops)]
+    out = train._slide_negatives(items, np.random.default_rng(0), 1.0)
+    for (c, y, _), (o, y2, _) in zip(items, out, strict=True):
+        assert y == y2
+        assert (o is c) == (y == 1)  # every phone-free crop replaced, no phone crop touched
+    assert train._slide_negatives(items, np.random.default_rng(0), 0.0) == items

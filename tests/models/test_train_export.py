@@ -168,9 +168,11 @@ def test_a_continued_run_records_every_stage(tmp_path: Path) -> None:
     assert "--init STAGE1/m.keras" in stages[1] and "--lr 0.0003 --epochs 2" in stages[1]
     assert "--arch" not in stages[1]  # the architecture comes from the model it continues
     fresh = train.TrainConfig(out=tmp_path / "o", real=[], arch="mobilenetv1", batchnorm=True,
-                              weights="/w/shared/data/models/mnv1.tflite", act_noise=0.014)
+                              weights="/w/shared/data/models/mnv1.tflite", act_noise=0.014,
+                              partial_view=0.15)
     (only,) = train._stages(fresh, {})
-    assert "--weights ../shared/data/models/mnv1.tflite --batchnorm --act-noise 0.014" in only
+    assert "--weights ../shared/data/models/mnv1.tflite --batchnorm --act-noise 0.014 " \
+        "--partial-view 0.15 " in only
 
 
 def test_a_continued_run_keeps_the_settings_of_the_model_it_starts_from(tmp_path: Path) -> None:
