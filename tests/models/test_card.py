@@ -3,6 +3,8 @@ recipe reproduces the committed model's own training settings."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -48,3 +50,20 @@ def test_card_retraining_recipe_is_the_model_own_stages_plus_site_data() -> None
     assert recipe == [f"nice -n 10 {st} --real site/train" for st in prov["stages"]]
     assert all("../shared/data/" in r for r in recipe)  # shared data named as the repo sees it
     assert "- Inference" not in text  # no speed figure given, none claimed
+
+
+def test_card_says_whether_half_seen_drivers_were_trained_as_phone_free(tmp_path: Path) -> None:
+    doc = _eval_doc({"real/test": ([1, 0], [0.9, 0.1])})
+    texts = {}
+    for share in (0.0, 0.15):
+        side = json.loads(MODEL.with_suffix(".json").read_text(encoding="utf-8"))
+        side["provenance"]["partial_view"] = share
+        model = tmp_path / f"m{share}" / MODEL.name
+        model.parent.mkdir()
+        shutil.copy(MODEL, model)
+        model.with_suffix(".json").write_text(json.dumps(side), encoding="utf-8")
+        texts[share] = card.render(model, doc, bench_ms=None, bench_machine="", domains={})
+    assert "15% of phone-free crops" in texts[0.15] and "`--partial-view`" in texts[0.15]
+    assert "A half-seen driver was trained as *no phone*" in texts[0.15]
+    assert "phone-free crops (real" not in texts[0.0]
+    assert "training with `--partial-view` is the fix" in texts[0.0]
