@@ -167,9 +167,11 @@ def render(model: Path, eval_doc: dict[str, Any], *, bench_ms: float | None,
                   + (f"at least {need:.2f}." if need is not None else "more than 1.")]
     lines += ["", "What would close the gaps: real crops from the unit's own viewpoint (outside, "
               "through glass, day and IR night) from many cars and drivers - the unit's "
-              "`collect` command gathers them; a larger input (160 px) or a wider backbone once "
-              "a Pi 5 / Edge TPU budget allows; longer training on the synthetic hard "
-              "negatives.", ""]
+              "`collect` command gathers them; "
+              + ("a larger input (160 px) or " if int(prov.get("input_size") or 0) < 160
+                 else "")
+              + "a wider backbone once a Pi 5 / Edge TPU budget allows; longer training on "
+              "more synthetic crops.", ""]
     val = met.get("validation", {})
     val_cols = [(k, val[k]) for k in ("real", "synthetic") if k in val]
     if val_cols:
