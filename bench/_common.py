@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmarks: machine description, RSS, tables."""
+"""Helpers shared by the benchmarks: machine description and RSS (tables: ``edge.app.stats``)."""
 
 from __future__ import annotations
 

@@ -191,12 +191,13 @@ def renderer_id() -> str:
     return hashlib.sha256(Path(render_module.__file__).read_bytes()).hexdigest()[:12]
 
 
-def _cached_prefix(cache: Path, seed: int, count: int) -> tuple[list[np.ndarray], list[int]]:
+def _cached_prefix(cache: Path, seed: int, count: int,
+                   rid: str) -> tuple[list[np.ndarray], list[int]]:
     """The crops ``0..n-1`` (n <= ``count``, as many as there are) of ``seed`` already in
-    ``cache`` from this renderer: crop ``i`` is a pure function of (seed, i), so a set of
+    ``cache`` from the renderer ``rid``: crop ``i`` is a pure function of (seed, i), so a set of
     another size shares its first crops and only the rest need rendering."""
     best: tuple[int, int, Path] | None = None  # (usable crops, -file size, file)
-    for f in cache.glob(f"synth_{seed}_*_{renderer_id()}.pkl"):
+    for f in cache.glob(f"synth_{seed}_*_{rid}.pkl"):
         n = f.name.split("_")[2]
         if n.isdigit():
             key = (min(int(n), count), -int(n), f)
@@ -211,11 +212,12 @@ def _cached_prefix(cache: Path, seed: int, count: int) -> tuple[list[np.ndarray]
 def _render_synth(seed: int, count: int,
                   cache: Path | None = None) -> tuple[list[np.ndarray], np.ndarray]:
     # Keyed by the renderer too: a changed renderer must not reuse crops drawn by the old.
-    cache_file = None if cache is None else cache / f"synth_{seed}_{count}_{renderer_id()}.pkl"
+    rid = renderer_id()
+    cache_file = None if cache is None else cache / f"synth_{seed}_{count}_{rid}.pkl"
     crops: list[np.ndarray] = []
     labels: list[int] = []
     if cache is not None:
-        crops, labels = _cached_prefix(cache, seed, count)
+        crops, labels = _cached_prefix(cache, seed, count, rid)
         if len(crops) == count:
             return crops, np.asarray(labels, np.int64)
     for i in range(len(crops), count):
@@ -282,8 +284,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         # A continued run keeps the model it starts from: its input size, and (for the record)
         # the architecture settings its sidecar states.
         init_model = keras.models.load_model(cfg.init)
-        cfg = _continued(cfg, int(init_model.input_shape[1]), init_prov)
-        if cfg.size != int(init_model.input_shape[1]):
+        init_size = int(init_model.input_shape[1])
+        cfg = _continued(cfg, init_size, init_prov)
+        if cfg.size != init_size:
             init_model = _resized(init_model, cfg.size)
     spec = InputSpec(width=cfg.size, height=cfg.size, layout="NHWC", colour="RGB",
                      mean=(127.5, 127.5, 127.5), std=(127.5, 127.5, 127.5))
