@@ -191,13 +191,19 @@ def renderer_id() -> str:
     return hashlib.sha256(Path(render_module.__file__).read_bytes()).hexdigest()[:12]
 
 
+def _cache_file(cache: Path, seed: int, count: str | int, rid: str) -> Path:
+    """Where the first ``count`` crops of ``seed`` from renderer ``rid`` are kept (``count``
+    may be ``"*"`` for a glob)."""
+    return cache / f"synth_{seed}_{count}_{rid}.pkl"
+
+
 def _cached_prefix(cache: Path, seed: int, count: int,
                    rid: str) -> tuple[list[np.ndarray], list[int]]:
     """The crops ``0..n-1`` (n <= ``count``, as many as there are) of ``seed`` already in
     ``cache`` from the renderer ``rid``: crop ``i`` is a pure function of (seed, i), so a set of
     another size shares its first crops and only the rest need rendering."""
     best: tuple[int, int, Path] | None = None  # (usable crops, -file size, file)
-    for f in cache.glob(f"synth_{seed}_*_{rid}.pkl"):
+    for f in cache.glob(_cache_file(cache, seed, "*", rid).name):
         n = f.name.split("_")[2]
         if n.isdigit():
             key = (min(int(n), count), -int(n), f)
@@ -213,7 +219,7 @@ def _render_synth(seed: int, count: int,
                   cache: Path | None = None) -> tuple[list[np.ndarray], np.ndarray]:
     # Keyed by the renderer too: a changed renderer must not reuse crops drawn by the old.
     rid = renderer_id()
-    cache_file = None if cache is None else cache / f"synth_{seed}_{count}_{rid}.pkl"
+    cache_file = None if cache is None else _cache_file(cache, seed, count, rid)
     crops: list[np.ndarray] = []
     labels: list[int] = []
     if cache is not None:
