@@ -470,7 +470,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--partial-view", type=float, default=0.0,
                     help="share of phone-free training crops shown slid part-way out of view, "
                     "as a fixed ROI sees a car rolling in or out (0..1)")
-    ap.add_argument("--epochs", type=int, default=22)
+    ap.add_argument("--epochs", type=int, default=22,
+                    help="0 with --init: no training, export again (e.g. for another "
+                    "--target-fpr, on the same validation set when --synthetic and --real "
+                    "are the same)")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--seed", type=int, default=0)
@@ -489,9 +492,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     size = a.size if a.size is not None else 96
-    if a.synthetic < 0 or a.epochs < 1 or not 32 <= size <= 512 or not 0 <= a.partial_view <= 1:
-        ap.error("need --synthetic >= 0, --epochs >= 1, 32 <= --size <= 512 and "
+    if a.synthetic < 0 or a.epochs < 0 or not 32 <= size <= 512 or not 0 <= a.partial_view <= 1:
+        ap.error("need --synthetic >= 0, --epochs >= 0, 32 <= --size <= 512 and "
                  "0 <= --partial-view <= 1")
+    if a.epochs == 0 and a.init is None:
+        ap.error("--epochs 0 (export only) needs --init")
     if not a.real and a.synthetic < 20:
         ap.error("no data: give --real folders and/or --synthetic N")
     for r in a.real:

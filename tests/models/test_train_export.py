@@ -246,3 +246,30 @@ def test_resizing_a_model_keeps_its_weights() -> None:
     assert bigger.input_shape == (None, 56, 56, 3)
     assert all((a == b).all() for a, b in zip(model.get_weights(), bigger.get_weights(),
                                               strict=True))
+
+
+def test_zero_epochs_exports_the_same_weights_at_another_operating_point(tmp_path: Path) -> None:
+    import keras
+
+    site = _site_folder(tmp_path / "site", 20)
+    common = ["--real", str(site), "--synthetic", "0", "--epoch-synthetic", "0", "--batch", "16",
+              "--val-share", "0.4", "--parity-min", "0", "--seed", "3"]
+    with pytest.raises(SystemExit):  # nothing to export without a model
+        train.main(["--out", str(tmp_path / "x"), *common, "--epochs", "0"])
+    assert train.main(["--out", str(tmp_path / "s1"), *common, "--arch", "tiny", "--size", "32",
+                       "--epochs", "2", "--lr", "0.01", "--target-fpr", "0.0"]) == 0
+    first = load_spec(tmp_path / "s1" / "phone_in_hand.json")
+    init = tmp_path / "s1" / "phone_in_hand.keras"
+    assert train.main(["--out", str(tmp_path / "s2"), *common, "--init", str(init),
+                       "--epochs", "0", "--target-fpr", "0.5"]) == 0
+    again = load_spec(tmp_path / "s2" / "phone_in_hand.json")
+    a, b = keras.models.load_model(init), keras.models.load_model(tmp_path / "s2" / init.name)
+    assert all((u == v).all() for u, v in zip(a.get_weights(), b.get_weights(), strict=True))
+    assert again.provenance["total_epochs"] == first.provenance["total_epochs"] == 2
+    assert "--epochs 0" in again.provenance["stages"][-1]
+    assert "--target-fpr 0.5" in again.provenance["stages"][-1]
+    val_first, val_again = first.metrics["validation"], again.metrics["validation"]
+    assert (val_first["target_fpr"], val_again["target_fpr"]) == (0.0, 0.5)
+    assert val_first["all"]["fpr"] == 0.0 and val_again["all"]["fpr"] <= 0.5
+    # a higher false-positive target can only lower the threshold
+    assert again.threshold <= first.threshold
