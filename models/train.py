@@ -427,7 +427,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         "stages": _stages(cfg, init_prov),
         "total_epochs": total_epochs,
         "train_seconds": round(time.monotonic() - t_start, 1),
-        "history": history,
+        # an export-only run (--epochs 0) keeps the curve of the training that made its weights
+        "history": history if cfg.epochs else init_prov.get("history", []),
     }
     spec_out = export.write_sidecar(
         tfl, spec_in=spec, labels=mdata.LABELS, positive=["phone"], threshold=threshold,

@@ -266,6 +266,7 @@ def test_zero_epochs_exports_the_same_weights_at_another_operating_point(tmp_pat
     a, b = keras.models.load_model(init), keras.models.load_model(tmp_path / "s2" / init.name)
     assert all((u == v).all() for u, v in zip(a.get_weights(), b.get_weights(), strict=True))
     assert again.provenance["total_epochs"] == first.provenance["total_epochs"] == 2
+    assert again.provenance["history"] == first.provenance["history"] != []
     assert "--epochs 0" in again.provenance["stages"][-1]
     assert "--target-fpr 0.5" in again.provenance["stages"][-1]
     val_first, val_again = first.metrics["validation"], again.metrics["validation"]
