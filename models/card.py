@@ -122,13 +122,16 @@ def render(model: Path, eval_doc: dict[str, Any], *, bench_ms: float | None,
         *(["Made by (each `--init` continues the stage before):", "", "```"]
           + [f"nice -n 10 {st}" for st in prov.get("stages", [])] + ["```", ""]
           if prov.get("stages") else []),
+        *(["A stage with `--epochs 0` trains nothing: it exports the weights of the stage "
+           "before again, with the threshold chosen for its `--target-fpr`.", ""]
+          if any(" --epochs 0 " in st for st in prov.get("stages", [])) else []),
         "Augmentation (real crops): random resized crops, flips, rotation, exposure / contrast / "
         "colour jitter, greyscale (as under IR), blur, noise, JPEG, random erasing and "
         "replacement of a border strip by a rendered background - all aimed at the shortcut "
         "the kmitl set invites (two cars, two drivers).",
-        *([f"In the last stage {float(prov['partial_view']):.0%} of phone-free crops (real and "
-           "synthetic) were also slid 30-70 % out of the crop, bodywork and a pillar in the "
-           "rest, as a junction ROI sees a car rolling in (`--partial-view`); phone crops are "
+        *([f"In the stages with `--partial-view`, {float(prov['partial_view']):.0%} of "
+           "phone-free crops (real and synthetic) were also slid 30-70 % out of the crop, bodywork and a pillar in the "
+           "rest, as a junction ROI sees a car rolling in; phone crops are "
            "never slid, since that could push the phone out of view."]
           if prov.get("partial_view") else []),
         "",

@@ -23,12 +23,29 @@ def _eval_doc(scores: dict[str, tuple[list[int], list[float]]]) -> dict:
                         "ms_per_crop": 1.0, "data": data}]}
 
 
+def _with_provenance(tmp_path: Path, name: str, **changes: object) -> Path:
+    """A copy of the committed model whose sidecar has ``changes`` in its provenance (or, for
+    ``target_fpr``, in its validation metrics)."""
+    side = json.loads(MODEL.with_suffix(".json").read_text(encoding="utf-8"))
+    for key, value in changes.items():
+        if key == "target_fpr":
+            side["metrics"]["validation"]["target_fpr"] = value
+        else:
+            side["provenance"][key] = value
+    model = tmp_path / name / MODEL.name
+    model.parent.mkdir()
+    shutil.copy(MODEL, model)
+    model.with_suffix(".json").write_text(json.dumps(side), encoding="utf-8")
+    return model
+
+
 def test_card_says_met_or_not_met_from_the_numbers(tmp_path: Path) -> None:
     perfect = ([1, 1, 1, 0, 0, 0], [0.9, 0.8, 0.7, 0.1, 0.2, 0.3])
     poor = ([1, 1, 0, 0], [0.6, 0.1, 0.7, 0.2])
     doc = _eval_doc({"real/test": perfect, "synth/test": poor,
                      "others/neg": ([0, 0, 0], [0.9, 0.1, 0.2])})
-    text = card.render(MODEL, doc, bench_ms=0.9, bench_machine="test box",
+    text = card.render(_with_provenance(tmp_path, "m5", target_fpr=0.05), doc, bench_ms=0.9,
+                       bench_machine="test box",
                        domains={"synth/test": "synthetic, seed 7, held out"})
     assert "| recall >= 0.90 at FPR <= 5 % on real/test | 1.000 (met) |" in text
     assert "| recall >= 0.90 at FPR <= 5 % on synth/test | 0.000 (not met) |" in text
@@ -39,6 +56,12 @@ def test_card_says_met_or_not_met_from_the_numbers(tmp_path: Path) -> None:
     # At a 5 % FPR threshold, F1 0.97 on a balanced set needs recall 0.99 (precision <= 0.95).
     assert "F1 >= 0.97 there needs recall of at least 0.99." in text
     assert abs(card._f1_balanced(1.0, 0.05) - 2 * (1 / 1.05) / (1 / 1.05 + 1)) < 1e-12
+    # At 3 %, recall 0.97 gives precision 0.97 and so F1 0.97 exactly.
+    text3 = card.render(_with_provenance(tmp_path, "m3", target_fpr=0.03), doc, bench_ms=0.9,
+                        bench_machine="test box",
+                        domains={"synth/test": "synthetic, seed 7, held out"})
+    assert "set for 3% FPR on validation" in text3
+    assert "F1 >= 0.97 there needs recall of at least 0.97." in text3
 
 
 def test_card_retraining_recipe_is_the_model_own_stages_plus_site_data() -> None:
@@ -54,16 +77,21 @@ def test_card_retraining_recipe_is_the_model_own_stages_plus_site_data() -> None
 
 def test_card_says_whether_half_seen_drivers_were_trained_as_phone_free(tmp_path: Path) -> None:
     doc = _eval_doc({"real/test": ([1, 0], [0.9, 0.1])})
-    texts = {}
-    for share in (0.0, 0.15):
-        side = json.loads(MODEL.with_suffix(".json").read_text(encoding="utf-8"))
-        side["provenance"]["partial_view"] = share
-        model = tmp_path / f"m{share}" / MODEL.name
-        model.parent.mkdir()
-        shutil.copy(MODEL, model)
-        model.with_suffix(".json").write_text(json.dumps(side), encoding="utf-8")
-        texts[share] = card.render(model, doc, bench_ms=None, bench_machine="", domains={})
-    assert "15% of phone-free crops" in texts[0.15] and "`--partial-view`" in texts[0.15]
+    texts = {share: card.render(_with_provenance(tmp_path, f"m{share}", partial_view=share), doc,
+                                bench_ms=None, bench_machine="", domains={})
+             for share in (0.0, 0.15)}
+    assert "`--partial-view`, 15% of phone-free crops" in texts[0.15]
     assert "A half-seen driver was trained as *no phone*" in texts[0.15]
     assert "phone-free crops (real" not in texts[0.0]
     assert "training with `--partial-view` is the fix" in texts[0.0]
+
+
+def test_card_explains_an_export_only_stage(tmp_path: Path) -> None:
+    doc = _eval_doc({"real/test": ([1, 0], [0.9, 0.1])})
+    stages = ["python -m models.train --out STAGE1 --arch tiny --epochs 3 --target-fpr 0.05",
+              "python -m models.train --out STAGE2 --init STAGE1/m.keras --epochs 0 "
+              "--target-fpr 0.03"]
+    texts = [card.render(_with_provenance(tmp_path, f"s{n}", stages=stages[:n]), doc,
+                         bench_ms=None, bench_machine="", domains={}) for n in (1, 2)]
+    assert "`--epochs 0` trains nothing" not in texts[0]
+    assert "`--epochs 0` trains nothing" in texts[1]
