@@ -130,9 +130,9 @@ def render(model: Path, eval_doc: dict[str, Any], *, bench_ms: float | None,
         "replacement of a border strip by a rendered background - all aimed at the shortcut "
         "the kmitl set invites (two cars, two drivers).",
         *([f"In the stages with `--partial-view`, {float(prov['partial_view']):.0%} of "
-           "phone-free crops (real and synthetic) were also slid 30-70 % out of the crop, bodywork and a pillar in the "
-           "rest, as a junction ROI sees a car rolling in; phone crops are "
-           "never slid, since that could push the phone out of view."]
+           "phone-free crops (real and synthetic) were also slid 30-70 % out of the crop, "
+           "bodywork and a pillar in the rest, as a junction ROI sees a car rolling in; phone "
+           "crops are never slid, since that could push the phone out of view."]
           if prov.get("partial_view") else []),
         "",
         "## Results",
