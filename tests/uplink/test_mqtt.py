@@ -208,6 +208,12 @@ def test_commands_validated_bad_ones_rejected_unit_keeps_running(
     cr.publish(base + "mute", b'{"duration_s": 5}', qos=1, retain=True).wait_for_publish(5)
     up = uplinks(broker, on_command=on_command, command_max_bytes=1024)
     assert up.wait_connected(10)
+    # The broker sends the retained command once it has the unit's subscription: from then on
+    # every command below is routed to the unit (before it, a first connect can miss them).
+    deadline = time.monotonic() + 10
+    while up.stats()["commands_rejected"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert up.stats()["commands_rejected"] == 1
     bad = [("reboot", b"{}"), ("mute", b"{}"), ("mute", b'{"duration_s": "x"}'),
            ("mute", b"not json"), ("mute", b'{"duration_s": 1e999}'),
            ("snapshot", b'{"reason": "' + b"A" * 5000 + b'"}'), ("snapshot", b"\x00" * 2000),
