@@ -23,6 +23,7 @@ from edge.app.config_uplink import MqttSinkConfig
 from edge.app.local_broker import LocalBroker
 from edge.core import messages as m
 from edge.core.ports import Detection
+from tests.controlroom.conftest import wait_until
 from tests.uplink.conftest import (
     UNIT_A,
     FakeFix,
@@ -210,9 +211,7 @@ def test_commands_validated_bad_ones_rejected_unit_keeps_running(
     assert up.wait_connected(10)
     # The broker sends the retained command once it has the unit's subscription: from then on
     # every command below is routed to the unit (before it, a first connect can miss them).
-    deadline = time.monotonic() + 10
-    while up.stats()["commands_rejected"] < 1 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: up.stats()["commands_rejected"] >= 1, 10)
     assert up.stats()["commands_rejected"] == 1
     bad = [("reboot", b"{}"), ("mute", b"{}"), ("mute", b'{"duration_s": "x"}'),
            ("mute", b"not json"), ("mute", b'{"duration_s": 1e999}'),
