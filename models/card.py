@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.core.model_spec import load_spec, sidecar_path
+from models.train import HARD_POOL
 
 
 def _f(v: Any) -> str:
@@ -134,6 +135,10 @@ def render(model: Path, eval_doc: dict[str, Any], *, bench_ms: float | None,
            "bodywork and a pillar in the rest, as a junction ROI sees a car rolling in; phone "
            "crops are never slid, since that could push the phone out of view."]
           if prov.get("partial_view") else []),
+        *([f"In the stages with `--hard-share`, {float(prov['hard_share']):.0%} of each "
+           "epoch's synthetic crops were the ones the model then got most wrong (the highest "
+           f"loss in a random pool {HARD_POOL} times as large); the rest were drawn at random."]
+          if prov.get("hard_share") else []),
         "",
         "## Results",
         "",

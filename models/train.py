@@ -23,7 +23,7 @@ import os
 import pickle
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -79,6 +79,9 @@ class TrainConfig:
     """Folder to keep rendered synthetic crops between runs (rendering takes minutes)."""
     partial_view: float = 0.0
     """Share of phone-free training crops shown part-way out of view (``data.partial_view``)."""
+    hard_share: float = 0.0
+    """Share of each epoch's synthetic crops chosen as the ones the model currently gets most
+    wrong (``_pick_synthetic``); the rest are drawn at random."""
 
 
 def build_model(arch: str, size: int, alpha: float, weights: str, *,
@@ -145,6 +148,8 @@ def command_line(cfg: TrainConfig, *, out: str = "OUT", init: str | None = None)
             parts.append(f"--size {cfg.resize}")
     if cfg.partial_view:
         parts.append(f"--partial-view {cfg.partial_view:g}")
+    if cfg.hard_share:
+        parts.append(f"--hard-share {cfg.hard_share:g}")
     parts += [f"--lr {cfg.lr:g}", f"--epochs {cfg.epochs}", f"--batch {cfg.batch}",
               f"--real-repeat {cfg.real_repeat}", f"--seed {cfg.seed}",
               f"--target-fpr {cfg.target_fpr:g}"]
@@ -259,12 +264,38 @@ def _slide_negatives(items: list[tuple[np.ndarray, int, bool]], rng: np.random.G
             else (c, y, strong) for c, y, strong in items]
 
 
+HARD_POOL = 3
+"""With ``--hard-share``, the hardest crops are picked from a random pool this many times
+their number."""
+
+
+def _pick_synthetic(n_pool: int, n_synth: int, rng: np.random.Generator, hard_share: float = 0.0,
+                    loss_of: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+    """Indices of one epoch's ``n_synth`` synthetic crops (of ``n_pool``), none twice.
+
+    Without ``hard_share`` they are a random draw. With it, that share are the crops with the
+    highest ``loss_of`` (the current model's loss on the plain crops) among a random candidate
+    pool ``HARD_POOL`` times their number, disjoint from the random part: training dwells on
+    what the model still gets wrong (small, glared, infrared crops) without dropping the rest.
+    """
+    order = rng.permutation(n_pool)
+    n_hard = round(min(n_synth, n_pool) * hard_share) if loss_of is not None else 0
+    uniform = order[:n_synth - n_hard]
+    if n_hard <= 0:
+        return uniform
+    cand = order[n_synth - n_hard:n_synth - n_hard + HARD_POOL * n_hard]
+    loss = np.asarray(loss_of(cand), np.float64)
+    if loss.shape != cand.shape:
+        raise ValueError(f"loss_of gave {loss.shape} values for {cand.size} crops")
+    hard = cand[np.argsort(-loss, kind="stable")[:n_hard]]
+    return np.concatenate([uniform, hard])
+
+
 def _epoch_arrays(real: list[np.ndarray], real_y: np.ndarray, synth: list[np.ndarray],
                   synth_y: np.ndarray, spec: InputSpec, rng: np.random.Generator,
-                  repeat: int, n_synth: int,
+                  repeat: int, pick: np.ndarray,
                   partial: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     items = [(c, int(y), True) for c, y in zip(real, real_y, strict=True)] * repeat
-    pick = rng.permutation(len(synth))[:n_synth]
     items += [(synth[i], int(synth_y[i]), False) for i in pick]
     items = _slide_negatives(items, rng, partial)
     order = rng.permutation(len(items))
@@ -345,11 +376,18 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     model.compile(optimizer=keras.optimizers.Adam(schedule),
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.05),
                   metrics=["accuracy"])
+    def synth_loss(idx: np.ndarray) -> np.ndarray:
+        p = model.predict(mdata.to_tensors([syn_tr[i] for i in idx], spec), batch_size=256,
+                          verbose=0)
+        return -np.log(np.clip(p[np.arange(idx.size), syn_tr_y[idx]], 1e-7, 1.0))
+
     history = []
     for epoch in range(cfg.epochs):
         t0 = time.monotonic()
+        pick = _pick_synthetic(len(syn_tr), n_synth_epoch, rng, cfg.hard_share,
+                               synth_loss if cfg.hard_share else None)
         x, y = _epoch_arrays(real_tr_img, real_tr_y, syn_tr, syn_tr_y, spec, rng,
-                             cfg.real_repeat, n_synth_epoch, cfg.partial_view)
+                             cfg.real_repeat, pick, cfg.partial_view)
         # Class balance: weight each class by the inverse of its share this epoch.
         share = np.bincount(y, minlength=2) / y.size
         weights = (0.5 / np.maximum(share, 1e-6))[y]
@@ -420,7 +458,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         "synthetic_validation": {"seed": cfg.seed + SYNTH_TRAIN_SEED + 1, "count": n_syn_val},
         "arch": cfg.arch, "input_size": cfg.size, "alpha": cfg.alpha, "weights": cfg.weights,
         "batchnorm": cfg.batchnorm, "act_noise": cfg.act_noise,
-        "partial_view": cfg.partial_view, "epochs": cfg.epochs,
+        "partial_view": cfg.partial_view, "hard_share": cfg.hard_share, "epochs": cfg.epochs,
         "batch": cfg.batch, "lr": cfg.lr, "seed": cfg.seed, "real_repeat": cfg.real_repeat,
         "tensorflow": tf.__version__, "keras": _k.__version__,
         "continued_from": str(cfg.init) if cfg.init else None,
@@ -471,6 +509,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--partial-view", type=float, default=0.0,
                     help="share of phone-free training crops shown slid part-way out of view, "
                     "as a fixed ROI sees a car rolling in or out (0..1)")
+    ap.add_argument("--hard-share", type=float, default=0.0,
+                    help="share of each epoch's synthetic crops picked as those the model "
+                    f"currently gets most wrong (of a random pool {HARD_POOL} times as large; "
+                    "0..0.5)")
     ap.add_argument("--epochs", type=int, default=22,
                     help="0 with --init: no training, export again (e.g. for another "
                     "--target-fpr, on the same validation set when --synthetic and --real "
@@ -493,9 +535,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     size = a.size if a.size is not None else 96
-    if a.synthetic < 0 or a.epochs < 0 or not 32 <= size <= 512 or not 0 <= a.partial_view <= 1:
-        ap.error("need --synthetic >= 0, --epochs >= 0, 32 <= --size <= 512 and "
-                 "0 <= --partial-view <= 1")
+    if (a.synthetic < 0 or a.epochs < 0 or not 32 <= size <= 512
+            or not 0 <= a.partial_view <= 1 or not 0 <= a.hard_share <= 0.5):
+        ap.error("need --synthetic >= 0, --epochs >= 0, 32 <= --size <= 512, "
+                 "0 <= --partial-view <= 1 and 0 <= --hard-share <= 0.5")
     if a.epochs == 0 and a.init is None:
         ap.error("--epochs 0 (export only) needs --init")
     if not a.real and a.synthetic < 20:
@@ -510,7 +553,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       epoch_synthetic=a.epoch_synthetic, cache=a.cache, init=a.init,
                       parity_min=a.parity_min, batchnorm=a.batchnorm,
                       act_noise=a.act_noise, resize=a.size if a.init else None,
-                      partial_view=a.partial_view)
+                      partial_view=a.partial_view, hard_share=a.hard_share)
     record = train(cfg)
     print(json.dumps({k: record[k] for k in ("model", "threshold")}))
     return 0

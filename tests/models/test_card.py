@@ -86,6 +86,16 @@ def test_card_says_whether_half_seen_drivers_were_trained_as_phone_free(tmp_path
     assert "training with `--partial-view` is the fix" in texts[0.0]
 
 
+def test_card_says_when_training_dwelt_on_the_hardest_crops(tmp_path: Path) -> None:
+    doc = _eval_doc({"real/test": ([1, 0], [0.9, 0.1])})
+    texts = {share: card.render(_with_provenance(tmp_path, f"h{share}", hard_share=share), doc,
+                                bench_ms=None, bench_machine="", domains={})
+             for share in (0.0, 0.3)}
+    assert "`--hard-share`, 30% of each epoch's synthetic crops" in texts[0.3]
+    assert "pool 3 times as large" in texts[0.3]
+    assert "--hard-share" not in texts[0.0]
+
+
 def test_card_explains_an_export_only_stage(tmp_path: Path) -> None:
     doc = _eval_doc({"real/test": ([1, 0], [0.9, 0.1])})
     stages = ["python -m models.train --out STAGE1 --arch tiny --epochs 3 --target-fpr 0.05",

@@ -169,10 +169,10 @@ def test_a_continued_run_records_every_stage(tmp_path: Path) -> None:
     assert "--arch" not in stages[1]  # the architecture comes from the model it continues
     fresh = train.TrainConfig(out=tmp_path / "o", real=[], arch="mobilenetv1", batchnorm=True,
                               weights="/w/shared/data/models/mnv1.tflite", act_noise=0.014,
-                              partial_view=0.15)
+                              partial_view=0.15, hard_share=0.3)
     (only,) = train._stages(fresh, {})
     assert "--weights ../shared/data/models/mnv1.tflite --batchnorm --act-noise 0.014 " \
-        "--partial-view 0.15 " in only
+        "--partial-view 0.15 --hard-share 0.3 " in only
 
 
 def test_a_continued_run_keeps_the_settings_of_the_model_it_starts_from(tmp_path: Path) -> None:
@@ -274,3 +274,56 @@ def test_zero_epochs_exports_the_same_weights_at_another_operating_point(tmp_pat
     assert val_first["all"]["fpr"] == 0.0 and val_again["all"]["fpr"] <= 0.5
     # a higher false-positive target can only lower the threshold
     assert again.threshold <= first.threshold
+
+
+def test_hard_share_adds_the_highest_loss_crops_of_a_random_pool() -> None:
+    losses = np.random.default_rng(5).random(1000)
+    plain = train._pick_synthetic(1000, 100, np.random.default_rng(9))
+    # without --hard-share: a random draw without repeats (the draw earlier stages made)
+    assert np.array_equal(plain, np.random.default_rng(9).permutation(1000)[:100])
+    asked: list[np.ndarray] = []
+
+    def loss_of(idx: np.ndarray) -> np.ndarray:
+        asked.append(idx.copy())
+        return losses[idx]
+
+    got = train._pick_synthetic(1000, 100, np.random.default_rng(9), 0.3, loss_of)
+    assert got.size == 100 == np.unique(got).size
+    assert np.array_equal(got[:70], plain[:70])  # the random part is unchanged
+    (pool,) = asked
+    assert pool.size == 30 * train.HARD_POOL and not set(pool) & set(got[:70])
+    hard = got[70:]
+    assert set(hard) <= set(pool)
+    left = np.setdiff1d(pool, hard)
+    assert losses[hard].min() >= losses[left].max()  # the 30 hardest of the pool
+    assert losses[hard].mean() > losses[got[:70]].mean()
+    with pytest.raises(ValueError, match="90 crops"):
+        train._pick_synthetic(1000, 100, np.random.default_rng(9), 0.3, lambda i: i[:5] * 1.0)
+
+
+def test_a_run_with_hard_share_scores_synthetic_crops_with_the_model_in_training(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_pick = train._pick_synthetic
+    scored: list[np.ndarray] = []
+
+    def recording(n_pool: int, n_synth: int, rng: np.random.Generator, hard_share: float = 0.0,
+                  loss_of: object = None) -> np.ndarray:
+        assert callable(loss_of)
+
+        def spy(idx: np.ndarray) -> np.ndarray:
+            out = loss_of(idx)
+            scored.append(out)
+            return out
+        return real_pick(n_pool, n_synth, rng, hard_share, spy)
+
+    monkeypatch.setattr(train, "_pick_synthetic", recording)
+    cfg = train.TrainConfig(out=tmp_path / "out", real=[], synthetic=60, epoch_synthetic=20,
+                            arch="tiny", size=32, epochs=2, batch=16, lr=1e-2, hard_share=0.5,
+                            target_fpr=0.1, parity_min=0.0)
+    train.train(cfg)
+    assert len(scored) == 2  # once per epoch, on 10 hard crops' pool of 30
+    assert all(s.shape == (10 * train.HARD_POOL,) and np.isfinite(s).all() and (s >= 0).all()
+               for s in scored)
+    spec = load_spec(tmp_path / "out" / "phone_in_hand.json")
+    assert spec.provenance["hard_share"] == 0.5
+    assert "--hard-share 0.5 " in spec.provenance["stages"][-1]
