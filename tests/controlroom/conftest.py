@@ -11,7 +11,7 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,15 +37,6 @@ from edge.core.ports import Detection, EvidenceRecord
 FIX = {"time": "2026-05-01T10:20:30.5Z", "lat": 51.5007, "lon": -0.1246, "alt_m": 12.0,
        "speed_mps": 13.4, "track_deg": 91.5, "mode": "3d", "quality": 1, "hdop": 0.9, "sats": 9,
        "age_s": 0.3}
-
-
-def wait_until(pred: Callable[[], Any], timeout_s: float = 10.0, step_s: float = 0.02) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = pred()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(step_s)
 
 
 def status_and_heartbeat(unit: str, now: float) -> tuple[dict[str, Any], dict[str, Any]]:

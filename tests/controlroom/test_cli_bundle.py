@@ -204,7 +204,7 @@ def test_demo_control_room_receives_and_serves(tmp_path: Path, broker: LocalBrok
     import httpx
 
     from controlroom.demo import DEMO_PASSWORD, DEMO_USER, demo_control_room
-    from tests.controlroom.conftest import wait_until
+    from tests.waiting import wait_until
 
     unit = Unit("demo-junction", generate_key())
     pub = tmp_path / "demo-junction.pub"
@@ -234,7 +234,7 @@ def test_serve_prints_its_url_and_stops_cleanly(tmp_path: Path, broker: LocalBro
 
     import httpx
 
-    from tests.controlroom.conftest import wait_until
+    from tests.waiting import wait_until
 
     port = free_port()
     cfg = write_config(tmp_path, f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\n'

@@ -26,8 +26,9 @@ from controlroom.receiver import CommandPublisher, Receiver
 from controlroom.web import create_app
 from edge.app.local_broker import LocalBroker
 from edge.core import messages as m
-from tests.controlroom.conftest import Publisher, Unit, jpeg_bytes, mqtt_cfg, wait_until
+from tests.controlroom.conftest import Publisher, Unit, jpeg_bytes, mqtt_cfg
 from tests.controlroom.test_web import PASSWORD, audit_actions, csrf_of, login
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
 

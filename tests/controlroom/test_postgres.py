@@ -18,7 +18,8 @@ from controlroom.ingest import Ingest, Message
 from controlroom.receiver import Receiver
 from edge.adapters.signing import generate_key
 from edge.app.local_broker import LocalBroker
-from tests.controlroom.conftest import Publisher, Unit, mqtt_cfg, raw_pub_b64, wait_until
+from tests.controlroom.conftest import Publisher, Unit, mqtt_cfg, raw_pub_b64
+from tests.waiting import wait_until
 
 
 @pytest.fixture()

@@ -24,9 +24,9 @@ from tests.controlroom.conftest import (
     jpeg_bytes,
     mqtt_cfg,
     raw_pub_b64,
-    wait_until,
 )
 from tests.uplink.conftest import make_detection  # noqa: F401  (fixture)
+from tests.waiting import wait_until
 
 T = "phonewatch/unit-a"
 

@@ -19,7 +19,8 @@ import sqlalchemy as sa
 from controlroom import db
 from edge.adapters.signing import generate_key
 from edge.app.local_broker import LocalBroker
-from tests.controlroom.conftest import Publisher, Unit, raw_pub_b64, wait_until
+from tests.controlroom.conftest import Publisher, Unit, raw_pub_b64
+from tests.waiting import wait_until
 
 N_ALERTS = 10_000
 N_UNITS = 10

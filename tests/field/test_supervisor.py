@@ -17,9 +17,10 @@ import pytest
 from edge.adapters import supervisor as pi_side
 from edge.app.config_field import load_pin_map
 from edge.core.errors import SupervisorError
+from tests.waiting import wait_until
 
 from . import fake_machine
-from .conftest import REPO, wait_for
+from .conftest import REPO
 
 sys.path.insert(0, str(REPO / "firmware" / "supervisor"))
 sys.modules.setdefault("machine", fake_machine)  # type: ignore[arg-type]
@@ -314,17 +315,17 @@ def test_pi_and_pico_talk_over_a_pty(
     ignition_reports: list[bool] = []
     with pi_side.SupervisorLink(uart.path, heartbeat_s=0.1) as link:
         link.on_ignition = ignition_reports.append
-        assert wait_for(lambda: pico.state == "running")
+        assert wait_until(lambda: pico.state == "running")
         link.query()
-        assert wait_for(lambda: link.status is not None and link.status.state == "running")
+        assert wait_until(lambda: link.status is not None and link.status.state == "running")
         assert link.status is not None and link.status.ignition_on and link.status.firmware
         pin[pins.IGNITION_RAW].drive(1)  # ignition off at the Pico
-        assert wait_for(lambda: ignition_reports == [False])
+        assert wait_until(lambda: ignition_reports == [False])
         link.announce_shutdown(15)
         assert link.wait_ack("SD", 5)
-        assert wait_for(lambda: pico.state == "halting")
+        assert wait_until(lambda: pico.state == "halting")
         link.set_strobe(500, 20)
-        assert wait_for(lambda: link.errors_from_pico == ["no strobe"])  # no strobe fitted
+        assert wait_until(lambda: link.errors_from_pico == ["no strobe"])  # no strobe fitted
         assert "IR" not in link.acks
         assert link.bad_lines == 0
     assert pico.bad_lines == 0

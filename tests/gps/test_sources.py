@@ -13,7 +13,7 @@ import subprocess
 import threading
 import time
 import tty
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from edge.core.errors import GpsError
 from edge.core.gps import Fix, FixAssembler, gps_state
 from edge.core.nmea import with_checksum
 from tests.gps.nmea_gen import drive, epoch
+from tests.waiting import wait_until
 
 T0 = dt.datetime(2026, 3, 1, 12, 0, 0, tzinfo=dt.UTC)
 GSV = [  # the 9 satellites the GSA of nmea_gen.epoch uses; gpsd counts used-and-seen ones
@@ -44,15 +45,6 @@ GSV = [  # the 9 satellites the GSA of nmea_gen.epoch uses; gpsd counts used-and
 ]
 FAST = {"reconnect_min_s": 0.05, "reconnect_max_s": 0.2, "silence_timeout_s": 0.5,
         "max_fix_age_s": 0.5}
-
-
-def wait_for(pred: Callable[[], bool], timeout_s: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.01)
-    return pred()
 
 
 def lines_bytes(lines: list[str]) -> bytes:
@@ -75,11 +67,11 @@ def test_loop_port_gives_fixes_and_counts_bad_sentences() -> None:
     assert src.state == "no_receiver" and src.latest() is None
     src.start()
     try:
-        assert wait_for(lambda: bool(ports))
+        assert wait_until(lambda: bool(ports))
         bad = epoch(T0, 0, 0)[0][:-2] + "00"
         ports[0].write(lines_bytes([*drive(T0, 3), bad, "$GPGGA,no,checksum", "noise"]))
-        assert wait_for(lambda: src.state == "fix_3d")
-        assert wait_for(lambda: len(got) == 2)  # the 3rd epoch is still open
+        assert wait_until(lambda: src.state == "fix_3d")
+        assert wait_until(lambda: len(got) == 2)  # the 3rd epoch is still open
         fix = src.latest()
         assert fix is not None and fix.time == T0 + dt.timedelta(seconds=2)
         assert fix.lat == pytest.approx(51.5 + 2e-5, abs=1e-6)
@@ -100,9 +92,9 @@ def test_spy_url_on_a_pty_logs_the_traffic(tmp_path: Path,
     src = build_gps_source(GpsConfig(source=f"spy://{rx.link}", **FAST))
     src.start()
     try:
-        assert wait_for(lambda: src.stats["connected"])
+        assert wait_until(lambda: src.stats["connected"])
         rx.send(drive(T0, 2))
-        assert wait_for(lambda: src.state == "fix_3d")
+        assert wait_until(lambda: src.state == "fix_3d")
     finally:
         src.close()
         rx.unplug()
@@ -147,8 +139,8 @@ def test_socket_url_reconnects_after_the_peer_hangs_up() -> None:
     src = build_gps_source(cfg)
     src.start()
     try:
-        assert wait_for(lambda: server.accepted == 2 and src.stats["reconnects"] >= 1), src.stats
-        assert wait_for(lambda: (f := src.latest()) is not None and f.time is not None
+        assert wait_until(lambda: server.accepted == 2 and src.stats["reconnects"] >= 1), src.stats
+        assert wait_until(lambda: (f := src.latest()) is not None and f.time is not None
                         and f.time >= T0 + dt.timedelta(seconds=12)), (src.stats, src.latest())
         assert "socket disconnected" in (src.stats["last_error"] or "")
     finally:
@@ -189,20 +181,20 @@ def test_pty_unplug_and_replug(tmp_path: Path) -> None:
     src = build_gps_source(cfg)
     src.start()
     try:
-        assert wait_for(lambda: src.stats["connected"])
+        assert wait_until(lambda: src.stats["connected"])
         rx.send(drive(T0, 2))
-        assert wait_for(lambda: src.state == "fix_3d")
+        assert wait_until(lambda: src.state == "fix_3d")
         rx.unplug()
-        assert wait_for(lambda: not src.stats["connected"])
-        assert wait_for(lambda: src.state == "stale")  # the last fix, now too old
+        assert wait_until(lambda: not src.stats["connected"])
+        assert wait_until(lambda: src.state == "stale")  # the last fix, now too old
         fix = src.latest()
         assert fix is not None and fix.has_position and fix.age_s > cfg.max_fix_age_s
-        assert src.stats["open_failures"] >= 1 or wait_for(
+        assert src.stats["open_failures"] >= 1 or wait_until(
             lambda: src.stats["open_failures"] >= 1)
         rx.plug()
-        assert wait_for(lambda: src.stats["connected"])
+        assert wait_until(lambda: src.stats["connected"])
         rx.send(drive(T0 + dt.timedelta(seconds=60), 2))
-        assert wait_for(lambda: src.state == "fix_3d")
+        assert wait_until(lambda: src.state == "fix_3d")
         assert src.stats["reconnects"] == 1
         new = src.latest()
         assert new is not None and new.time == T0 + dt.timedelta(seconds=61)
@@ -218,13 +210,13 @@ def test_silent_port_is_no_receiver(tmp_path: Path) -> None:
     src = build_gps_source(GpsConfig(source=str(rx.link), **FAST))
     src.start()
     try:
-        assert wait_for(lambda: src.stats["connected"])
+        assert wait_until(lambda: src.stats["connected"])
         rx.send(epoch(T0, 0, 0, valid=False) + epoch(T0 + dt.timedelta(seconds=1), 0, 0,
                                                      valid=False))
-        assert wait_for(lambda: src.state == "no_fix")
+        assert wait_until(lambda: src.state == "no_fix")
         fix = src.latest()
         assert fix is not None and fix.mode == "none" and fix.lat is None
-        assert wait_for(lambda: src.state == "no_receiver", 3.0)  # talked, then went silent
+        assert wait_until(lambda: src.state == "no_receiver", 3.0)  # talked, then went silent
     finally:
         src.close()
         rx.unplug()
@@ -367,7 +359,7 @@ class Gpsd:
         self.proc = subprocess.Popen(
             [self.exe, "-N", "-n", "-b", "-S", str(self.port), os.ttyname(self.slave)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        return wait_for(lambda: _can_connect(self.port), 5.0)
+        return wait_until(lambda: _can_connect(self.port), 5.0)
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -433,25 +425,25 @@ def test_real_gpsd_reports_the_fix_we_fed_it(gpsd: Gpsd) -> None:
     src.start()
     feeder = Feeder(gpsd.master)
     try:
-        assert wait_for(lambda: src.state == "fix_3d", 10.0), src.stats
+        assert wait_until(lambda: src.state == "fix_3d", 10.0), src.stats
         fix = src.latest()
         assert fix is not None and fix.time is not None and fix.time >= T0
         assert fix.lat == pytest.approx(48.1, abs=1e-6)
         assert fix.lon == pytest.approx(11.5, abs=1e-6)
         assert fix.speed_mps == pytest.approx(12.5 * 1852 / 3600, abs=1e-3)
-        assert wait_for(lambda: (f := src.latest()) is not None and f.sats is not None)
+        assert wait_until(lambda: (f := src.latest()) is not None and f.sats is not None)
         fix = src.latest()
         assert fix is not None and fix.sats == 9 and fix.hdop == pytest.approx(0.9)
-        assert wait_for(lambda: len(got) >= 2)
+        assert wait_until(lambda: len(got) >= 2)
         assert json.dumps(fix.to_dict())
 
         # gpsd restarts (an upgrade, a crash): the state degrades, then the fix comes back
         gpsd.stop()
-        assert wait_for(lambda: not src.stats["connected"])
-        assert wait_for(lambda: src.state == "stale")
+        assert wait_until(lambda: not src.stats["connected"])
+        assert wait_until(lambda: src.state == "stale")
         assert gpsd.start()
-        assert wait_for(lambda: src.stats["reconnects"] >= 1, 10.0), src.stats
-        assert wait_for(lambda: src.state == "fix_3d", 10.0), src.stats
+        assert wait_until(lambda: src.stats["reconnects"] >= 1, 10.0), src.stats
+        assert wait_until(lambda: src.state == "fix_3d", 10.0), src.stats
     finally:
         feeder.stop()
         src.close()
@@ -465,7 +457,7 @@ def test_gpsd_not_running_is_no_receiver() -> None:
     src = GpsdSource(GpsConfig(source=f"gpsd://127.0.0.1:{port}", **FAST))
     src.start()
     try:
-        assert wait_for(lambda: src.stats["open_failures"] >= 2)
+        assert wait_until(lambda: src.stats["open_failures"] >= 2)
         assert src.state == "no_receiver" and "gpsd" in (src.stats["last_error"] or "")
     finally:
         src.close()

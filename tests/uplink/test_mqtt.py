@@ -23,7 +23,6 @@ from edge.app.config_uplink import MqttSinkConfig
 from edge.app.local_broker import LocalBroker
 from edge.core import messages as m
 from edge.core.ports import Detection
-from tests.controlroom.conftest import wait_until
 from tests.uplink.conftest import (
     UNIT_A,
     FakeFix,
@@ -33,6 +32,7 @@ from tests.uplink.conftest import (
     fix_dict,
     subscribe,
 )
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.usefixtures("need_mosquitto")
 

@@ -22,6 +22,7 @@ from edge.app.local_broker import CERT_SCRIPT, LocalBroker
 from edge.core import messages as m
 from edge.core.ports import Detection
 from tests.uplink.conftest import UNIT_A, UNIT_B, connect_client, subscribe
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.usefixtures("need_mosquitto")
 
@@ -147,19 +148,14 @@ def test_unit_reads_only_its_own_commands(tls_broker: LocalBroker) -> None:
     a.loop_start()
     a.subscribe("phonewatch/+/cmd/+", qos=1)
     a.subscribe("phonewatch/#", qos=1)
-    deadline = time.monotonic() + 5
-    while len(subacks) < 2 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert len(subacks) == 2
+    assert wait_until(lambda: len(subacks) >= 2, 5) and len(subacks) == 2
     cr = connect_client(tls_broker, "cr-commander", certs_for="controlroom")
     cr.loop_start()
     time.sleep(0.3)
     cr.publish(f"phonewatch/{UNIT_B}/cmd/mute", b'{"duration_s": 5}', qos=1).wait_for_publish(5)
     cr.publish(f"phonewatch/{UNIT_B}/alert", b"{}", qos=1).wait_for_publish(5)
     cr.publish(f"phonewatch/{UNIT_A}/cmd/reload", b"{}", qos=1).wait_for_publish(5)
-    deadline = time.monotonic() + 5
-    while f"phonewatch/{UNIT_A}/cmd/reload" not in got and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: f"phonewatch/{UNIT_A}/cmd/reload" in got, 5)
     time.sleep(0.3)
     # (two overlapping subscriptions may deliver it twice; nothing of unit B's may come)
     assert set(got) == {f"phonewatch/{UNIT_A}/cmd/reload"}
@@ -188,9 +184,7 @@ def test_uplink_publishes_crops_and_snapshots_only_under_its_own_id(
         assert imp.wait_connected(10)
         assert imp.publish_collect("lane1-1", b"\xff\xd8\xff\xd9")
         assert imp.publish_snapshot(b"\xff\xd8\xff\xd9")
-        deadline = time.monotonic() + 5
-        while imp.stats()["snapshot_refused"] == 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: imp.stats()["snapshot_refused"] and imp.stats()["collect_refused"], 5)
         st = imp.stats()
         assert st["collect_refused"] == 1 and st["snapshot_refused"] == 1
     finally:
@@ -211,9 +205,7 @@ def test_unit_claiming_another_id_is_refused_and_keeps_its_alert(
     try:
         assert up.wait_connected(10)
         up.send(make_detection())
-        deadline = time.monotonic() + 5
-        while up.stats()["refused"] == 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: up.stats()["refused"], 5)
         st = up.stats()
         assert st["refused"] >= 1 and st["outbox_depth"] == 1  # refused, never deleted
     finally:

@@ -28,6 +28,7 @@ from edge.app.config import load_config
 from edge.app.local_broker import LocalBroker
 from edge.core.roi import Roi
 from tests.uplink.conftest import UNIT_A, connect_client, subscribe
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.usefixtures("need_mosquitto")
 
@@ -98,10 +99,7 @@ def start_unit(tmp_path: Path, broker: LocalBroker,
         run.thread.start()
         made.append((run, unit))
         assert unit.sink is not None and unit.sink.wait_connected(10)
-        deadline = time.monotonic() + 10
-        while run.frames() < 3 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert run.frames() >= 3, "the unit processes no frames"
+        assert wait_until(lambda: run.frames() >= 3, 10), "the unit processes no frames"
         return run
 
     yield start
@@ -255,10 +253,7 @@ def test_reload_with_a_broken_config_keeps_running_a_valid_one_ends_with_75(
     caplog.set_level(logging.INFO, logger="edge")
     cfg_path.write_text(good.replace("[model]", "[decider]\nwindw = 8\n\n[model]"))
     send(cr, "reload", {"request_id": "rl1"})
-    deadline = time.monotonic() + 10
-    while "reload rl1 refused" not in caplog.text and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert "reload rl1 refused" in caplog.text
+    assert wait_until(lambda: "reload rl1 refused" in caplog.text, 10)
     assert "decider.windw" in caplog.text  # the error names the key
     n = run.frames()
     time.sleep(1.0)
@@ -266,9 +261,7 @@ def test_reload_with_a_broken_config_keeps_running_a_valid_one_ends_with_75(
     # a model file that is not there would not start: refused too
     cfg_path.write_text(good.replace("brightness_int8.tflite", "missing.tflite"))
     send(cr, "reload", {"request_id": "rl2"})
-    deadline = time.monotonic() + 10
-    while "reload rl2 refused" not in caplog.text and time.monotonic() < deadline:
-        time.sleep(0.05)
+    assert wait_until(lambda: "reload rl2 refused" in caplog.text, 10)
     assert "model.path" in caplog.text and run.thread.is_alive()
     # a valid new config: the run ends, asking for exit status 75
     cfg_path.write_text(good.replace("heartbeat_interval_s = 3600", "heartbeat_interval_s = 60"))
@@ -343,9 +336,7 @@ def test_collected_crops_land_in_the_control_rooms_labelling_queue(
             with engine.connect() as conn:
                 return list(conn.execute(sa.select(db.labels.c.unit, db.labels.c.name)))
 
-        deadline = time.monotonic() + 15
-        while len(queued()) < 4 and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_until(lambda: len(queued()) >= 4, 15, step_s=0.1)
         rows = queued()
         assert len(rows) == 4 and {u for u, _ in rows} == {UNIT_A}
         assert sorted(n.rsplit("-", 1)[0] for _, n in rows) == ["lane1", "lane1", "lane2",

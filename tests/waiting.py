@@ -1,0 +1,19 @@
+"""Waiting for something another thread or process does (a broker delivery, a database commit,
+a supervisor restart), without sleeping a fixed time."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+
+def wait_until(pred: Callable[[], Any], timeout_s: float = 10.0, step_s: float = 0.01) -> Any:
+    """Call ``pred`` until it returns something true or ``timeout_s`` passes; returns its last
+    value (so ``assert wait_until(...)`` fails with what it saw last)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = pred()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(step_s)
