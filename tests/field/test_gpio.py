@@ -48,10 +48,10 @@ def test_starts_blinking_then_steady_on_when_running(factory: MockFactory) -> No
     led = factory.pin(LED_PIN)
     try:
         assert io.status == "starting"
-        assert wait_until(lambda: len(led.states) >= 4)
+        assert wait_until(lambda: len(led.states) >= 4, timeout_s=5)
         assert values(led)[:4] == [False, True, False, True]
         io.set_status("running")
-        assert wait_until(lambda: led.state)
+        assert wait_until(lambda: led.state, timeout_s=5)
         n = len(led.states)
         time.sleep(0.3)
         assert led.state is True and len(led.states) == n  # steady: no more edges
@@ -67,9 +67,9 @@ def test_status_pattern_pulse_train(factory: MockFactory, state: str) -> None:
     pattern = LED_PATTERNS[state]
     try:
         io.set_status("running")
-        assert wait_until(lambda: led.state)
+        assert wait_until(lambda: led.state, timeout_s=5)
         io.set_status(state)
-        assert wait_until(lambda: not led.state)
+        assert wait_until(lambda: not led.state, timeout_s=5)
         led.clear_states()  # states[0] is now "off", the start of a cycle
         n_edges = 2 * len(pattern) + 1
         assert wait_until(lambda: len(led.states) > n_edges, timeout_s=10)
@@ -98,12 +98,12 @@ def test_hit_in_patrol_beeps_and_flashes_then_resumes(factory: MockFactory) -> N
     led, buzzer = factory.pin(LED_PIN), factory.pin(BUZZER_PIN)
     try:
         io.set_status("running")
-        assert wait_until(lambda: led.state)
+        assert wait_until(lambda: led.state, timeout_s=5)
         led.clear_states()
         io.on_hit("lane1")
-        assert wait_until(lambda: len(buzzer.states) >= 5)
+        assert wait_until(lambda: len(buzzer.states) >= 5, timeout_s=5)
         # off, then 3 flashes, then back to steady on for "running"
-        assert wait_until(lambda: len(led.states) >= 8)
+        assert wait_until(lambda: len(led.states) >= 8, timeout_s=5)
         time.sleep(0.1)
     finally:
         io.close()
@@ -139,7 +139,7 @@ def test_short_press_mutes_and_unmutes(factory: MockFactory, clock: ManualClock)
         assert button.state is True  # pulled up, not pressed
         button.drive_low()
         button.drive_high()
-        assert wait_until(lambda: io.is_muted)
+        assert wait_until(lambda: io.is_muted, timeout_s=5)
         io.on_hit("lane1")
         time.sleep(0.15)
         buzzer.assert_states([False])
@@ -147,9 +147,9 @@ def test_short_press_mutes_and_unmutes(factory: MockFactory, clock: ManualClock)
         assert io.is_muted
         button.drive_low()
         button.drive_high()
-        assert wait_until(lambda: not io.is_muted)
+        assert wait_until(lambda: not io.is_muted, timeout_s=5)
         io.on_hit("lane1")
-        assert wait_until(lambda: len(buzzer.states) >= 5)
+        assert wait_until(lambda: len(buzzer.states) >= 5, timeout_s=5)
         assert io.take_mark() is False  # short presses never mark
     finally:
         io.close()
@@ -169,7 +169,7 @@ def test_control_room_mute_expires(factory: MockFactory, clock: ManualClock) -> 
         io.mute(0)
         assert not io.is_muted
         io.on_hit("lane2")
-        assert wait_until(lambda: len(buzzer.states) >= 5)
+        assert wait_until(lambda: len(buzzer.states) >= 5, timeout_s=5)
     finally:
         io.close()
     buzzer.assert_states([False, True, False, True, False])
@@ -180,10 +180,11 @@ def test_long_press_marks_the_next_alert_once(factory: MockFactory) -> None:
     button, led = factory.pin(BUTTON_PIN), factory.pin(LED_PIN)
     try:
         io.set_status("running")
-        assert wait_until(lambda: led.state)
+        assert wait_until(lambda: led.state, timeout_s=5)
         led.clear_states()
         button.drive_low()
-        assert wait_until(lambda: len(led.states) >= 2 * MARK_ACK_FLASHES + 2)  # acknowledged
+        # acknowledged
+        assert wait_until(lambda: len(led.states) >= 2 * MARK_ACK_FLASHES + 2, timeout_s=5)
         button.drive_high()
         assert io.take_mark() is True
         assert io.take_mark() is False

@@ -315,17 +315,19 @@ def test_pi_and_pico_talk_over_a_pty(
     ignition_reports: list[bool] = []
     with pi_side.SupervisorLink(uart.path, heartbeat_s=0.1) as link:
         link.on_ignition = ignition_reports.append
-        assert wait_until(lambda: pico.state == "running")
+        assert wait_until(lambda: pico.state == "running", timeout_s=5)
         link.query()
-        assert wait_until(lambda: link.status is not None and link.status.state == "running")
+        assert wait_until(lambda: link.status is not None and link.status.state == "running",
+                          timeout_s=5)
         assert link.status is not None and link.status.ignition_on and link.status.firmware
         pin[pins.IGNITION_RAW].drive(1)  # ignition off at the Pico
-        assert wait_until(lambda: ignition_reports == [False])
+        assert wait_until(lambda: ignition_reports == [False], timeout_s=5)
         link.announce_shutdown(15)
         assert link.wait_ack("SD", 5)
-        assert wait_until(lambda: pico.state == "halting")
+        assert wait_until(lambda: pico.state == "halting", timeout_s=5)
         link.set_strobe(500, 20)
-        assert wait_until(lambda: link.errors_from_pico == ["no strobe"])  # no strobe fitted
+        # no strobe fitted
+        assert wait_until(lambda: link.errors_from_pico == ["no strobe"], timeout_s=5)
         assert "IR" not in link.acks
         assert link.bad_lines == 0
     assert pico.bad_lines == 0
