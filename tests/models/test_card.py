@@ -39,6 +39,14 @@ def _with_provenance(tmp_path: Path, name: str, **changes: object) -> Path:
     return model
 
 
+def _card_with(tmp_path: Path, name: str, **changes: object) -> str:
+    """The card of ``_with_provenance(tmp_path, name, **changes)`` for a two-photo evaluation
+    and no speed figure."""
+    doc = _eval_doc({"real/test": ([1, 0], [0.9, 0.1])})
+    return card.render(_with_provenance(tmp_path, name, **changes), doc, bench_ms=None,
+                       bench_machine="", domains={})
+
+
 def test_card_says_met_or_not_met_from_the_numbers(tmp_path: Path) -> None:
     perfect = ([1, 1, 1, 0, 0, 0], [0.9, 0.8, 0.7, 0.1, 0.2, 0.3])
     poor = ([1, 1, 0, 0], [0.6, 0.1, 0.7, 0.2])
@@ -76,10 +84,7 @@ def test_card_retraining_recipe_is_the_model_own_stages_plus_site_data() -> None
 
 
 def test_card_says_whether_half_seen_drivers_were_trained_as_phone_free(tmp_path: Path) -> None:
-    doc = _eval_doc({"real/test": ([1, 0], [0.9, 0.1])})
-    texts = {share: card.render(_with_provenance(tmp_path, f"m{share}", partial_view=share), doc,
-                                bench_ms=None, bench_machine="", domains={})
-             for share in (0.0, 0.15)}
+    texts = {share: _card_with(tmp_path, f"m{share}", partial_view=share) for share in (0.0, 0.15)}
     assert "`--partial-view`, 15% of phone-free crops" in texts[0.15]
     assert "A half-seen driver was trained as *no phone*" in texts[0.15]
     assert "phone-free crops (real" not in texts[0.0]
@@ -87,21 +92,16 @@ def test_card_says_whether_half_seen_drivers_were_trained_as_phone_free(tmp_path
 
 
 def test_card_says_when_training_dwelt_on_the_hardest_crops(tmp_path: Path) -> None:
-    doc = _eval_doc({"real/test": ([1, 0], [0.9, 0.1])})
-    texts = {share: card.render(_with_provenance(tmp_path, f"h{share}", hard_share=share), doc,
-                                bench_ms=None, bench_machine="", domains={})
-             for share in (0.0, 0.3)}
+    texts = {share: _card_with(tmp_path, f"h{share}", hard_share=share) for share in (0.0, 0.3)}
     assert "`--hard-share`, 30% of each epoch's synthetic crops" in texts[0.3]
     assert "pool 3 times as large" in texts[0.3]
     assert "--hard-share" not in texts[0.0]
 
 
 def test_card_explains_an_export_only_stage(tmp_path: Path) -> None:
-    doc = _eval_doc({"real/test": ([1, 0], [0.9, 0.1])})
     stages = ["python -m models.train --out STAGE1 --arch tiny --epochs 3 --target-fpr 0.05",
               "python -m models.train --out STAGE2 --init STAGE1/m.keras --epochs 0 "
               "--target-fpr 0.03"]
-    texts = [card.render(_with_provenance(tmp_path, f"s{n}", stages=stages[:n]), doc,
-                         bench_ms=None, bench_machine="", domains={}) for n in (1, 2)]
+    texts = [_card_with(tmp_path, f"s{n}", stages=stages[:n]) for n in (1, 2)]
     assert "`--epochs 0` trains nothing" not in texts[0]
     assert "`--epochs 0` trains nothing" in texts[1]
