@@ -66,6 +66,37 @@ def list_images(folder: Path) -> list[tuple[Path, int]]:
     return items
 
 
+def read_conditions(folder: Path, files: list[str],
+                    labels: list[int]) -> dict[str, list[str]]:
+    """Per-image conditions from ``folder/index.csv``, if the folder has one.
+
+    The index has a ``file`` column (``phone/x.png``, relative to the folder), optionally a
+    ``phone`` column (1 / 0, checked against the subfolder) and any others (e.g. ``pose``,
+    ``lighting``, as ``models.synth.render_dataset`` writes); returns each other column's value
+    for every entry of ``files``, in order. ``{}`` when there is no index.
+    """
+    index = folder / "index.csv"
+    if not index.is_file():
+        return {}
+    with index.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        columns = [c for c in (reader.fieldnames or []) if c not in ("file", "phone")]
+        if "file" not in (reader.fieldnames or []):
+            raise EvalDataError(f"{index} has no 'file' column")
+        rows = {row["file"]: row for row in reader}
+    out: dict[str, list[str]] = {c: [] for c in columns}
+    for name, label in zip(files, labels, strict=True):
+        row = rows.get(name)
+        if row is None:
+            raise EvalDataError(f"{index} has no row for {name}")
+        if row.get("phone") not in (None, "", str(label)):
+            raise EvalDataError(f"{index} says phone={row['phone']} for {name}, "
+                                f"but the image is in {name.split('/')[0]}/")
+        for c in columns:
+            out[c].append(row.get(c) or "")
+    return out
+
+
 def _model_arg(text: str) -> tuple[Path, Path | None]:
     """``MODEL`` or ``MODEL:SIDECAR``."""
     model, sep, sidecar = text.partition(":")
@@ -147,6 +178,10 @@ def evaluate(models: list[tuple[Path, Path | None]], folders: list[Path], *,
             loaded.append(img)
         images[name] = loaded
     labels = {name: np.array([lab for _, lab in items], np.int64) for name, items in data.items()}
+    files = {name: [p.relative_to(folder_of[name]).as_posix() for p, _ in items]
+             for name, items in data.items()}
+    conditions = {name: read_conditions(folder_of[name], files[name], [lab for _, lab in items])
+                  for name, items in data.items()}
 
     results = []
     for model_path, sidecar in models:
@@ -161,9 +196,11 @@ def evaluate(models: list[tuple[Path, Path | None]], folders: list[Path], *,
                 total_s += time.perf_counter() - t0
                 total_n += len(imgs)
                 res.scores[name] = scores
-                res.files[name] = [p.relative_to(folder_of[name]).as_posix()
-                                   for p, _ in data[name]]
+                res.files[name] = files[name]
                 res.per_data[name] = metrics.summary(labels[name], scores, res.threshold)
+                if conditions[name]:
+                    res.per_data[name]["by_condition"] = metrics.by_condition(
+                        labels[name], scores, res.threshold, conditions[name])
             res.ms_per_crop = 1000.0 * total_s / max(1, total_n)
         results.append(res)
     return results, labels
@@ -202,6 +239,25 @@ def format_table(results: list[ModelResult], dataset: str) -> str:
              "".ljust(w0) + "".join(h.rjust(widths[i]) for i, h in enumerate(head))]
     for label, vals in rows:
         lines.append(label.ljust(w0) + "".join(v.rjust(widths[i]) for i, v in enumerate(vals)))
+    return "\n".join(lines)
+
+
+def format_conditions(result: ModelResult, dataset: str) -> str:
+    """One model's recall and false-positive rate per condition of ``dataset`` (from its
+    ``index.csv``), at the model's threshold; ``""`` when the folder has no index."""
+    groups = result.per_data[dataset].get("by_condition") or {}
+    lines = []
+    for cond, values in groups.items():
+        lines.append(f"-- {result.name} on {dataset}, by {cond} (threshold {result.threshold:.3f})")
+        w = max(len(v) for v in values)
+        for value, g in values.items():
+            parts = []
+            if g["positives"]:
+                parts.append(f"phone found {g['tp']}/{g['positives']} "
+                             f"(recall {g['recall']:.3f})")
+            if g["negatives"]:
+                parts.append(f"no-phone flagged {g['fp']}/{g['negatives']} (FPR {g['fpr']:.3f})")
+            lines.append(f"  {value.ljust(w)}  " + "; ".join(parts))
     return "\n".join(lines)
 
 
@@ -245,6 +301,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     models += [_model_arg(m) for m in args.compare]
     results, labels = evaluate(models, [Path(d) for d in args.data], threads=args.threads)
     print("\n\n".join(format_table(results, d) for d in labels))
+    by = [t for t in (format_conditions(results[0], d) for d in labels) if t]
+    if by:
+        print("\n" + "\n\n".join(by))
     if args.out:
         written = write_outputs(results, labels, Path(args.out))
         print(f"\nwrote {len(written)} files to {args.out} (metrics.json, ROC and PR curves)")

@@ -72,6 +72,32 @@ def confusion(labels: Any, scores: Any, threshold: float) -> Confusion:
                      tn=int((~flagged & ~y).sum()), fn=int((~flagged & y).sum()))
 
 
+def by_condition(labels: Any, scores: Any, threshold: float,
+                 conditions: dict[str, list[str]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Counts and rates at ``threshold`` within each group of images that share a condition.
+
+    ``conditions`` maps a condition (e.g. ``lighting``) to one value per image (``day``, ...).
+    Each group reports ``n``, ``positives``, ``negatives``, ``tp``, ``fp``, and ``recall`` / ``fpr``
+    (``None`` where the group holds no images of that class).
+    """
+    y, s = _check(labels, scores)
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for name, values in conditions.items():
+        if len(values) != y.size:
+            raise ValueError(f"condition {name!r} has {len(values)} values for {y.size} images")
+        col = np.asarray(values, dtype=object)
+        groups: dict[str, dict[str, Any]] = {}
+        for value in sorted(set(values)):
+            m = col == value
+            c = confusion(y[m], s[m], threshold)
+            pos, neg = c.tp + c.fn, c.fp + c.tn
+            groups[value] = {"n": pos + neg, "positives": pos, "negatives": neg,
+                             "tp": c.tp, "fp": c.fp,
+                             "recall": c.recall if pos else None, "fpr": c.fpr if neg else None}
+        out[name] = groups
+    return out
+
+
 def roc_curve(labels: Any, scores: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(fpr, tpr, thresholds), thresholds descending from ``+inf`` (nothing flagged) to the
     lowest score (everything flagged); one point per distinct score."""

@@ -71,6 +71,53 @@ def test_eval_matches_the_classifier_it_wraps(tmp_path: Path) -> None:
     assert labels["a/b"].tolist() == [0, 0, 1, 1]  # no_phone first, then phone
 
 
+def _index(folder: Path, rows: list[tuple[str, int, str]]) -> None:
+    with (folder / "index.csv").open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["file", "phone", "lighting"])
+        w.writerows(rows)
+
+
+def test_eval_reports_each_condition_of_an_index(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Bright = day, dark = night: the dark phone image is the night miss; the bright phone-free
+    # image (215) is flagged by day.
+    data = _folder(tmp_path / "site" / "crops", [230, 220, 90], [215, 20, 30])
+    _index(data, [("phone/000.png", 1, "day"), ("phone/001.png", 1, "day"),
+                  ("phone/002.png", 1, "night"), ("no_phone/000.png", 0, "day"),
+                  ("no_phone/001.png", 0, "night"), ("no_phone/002.png", 0, "night")])
+    out = tmp_path / "out"
+    assert cli.main(["eval", "--model", str(BRIGHTNESS), "--data", str(data),
+                     "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "by lighting" in text and "phone found 0/1 (recall 0.000)" in text
+    doc = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    light = doc["models"][0]["data"]["site/crops"]["by_condition"]["lighting"]
+    thr = doc["models"][0]["threshold"]
+    scores = {r["file"]: float(r["brightness-int8 test-1"]) for r in
+              csv.DictReader((out / "site_crops_scores.csv").open(encoding="utf-8"))}
+    assert scores["no_phone/000.png"] >= thr > scores["phone/002.png"]  # the premise
+    assert (light["day"]["tp"], light["day"]["positives"], light["day"]["fp"]) == (2, 2, 1)
+    assert (light["night"]["recall"], light["night"]["fpr"]) == (0.0, 0.0)
+    # without an index there is no breakdown
+    (data / "index.csv").unlink()
+    assert "by_condition" not in evaluate([(BRIGHTNESS, None)], [data])[0][0].per_data[
+        "site/crops"]
+
+
+def test_an_index_that_disagrees_with_the_folders_is_refused(tmp_path: Path) -> None:
+    data = _folder(tmp_path / "d", [200], [50])
+    _index(data, [("phone/000.png", 1, "day")])
+    with pytest.raises(EvalDataError, match=r"no row for no_phone/000\.png"):
+        evaluate([(BRIGHTNESS, None)], [data])
+    _index(data, [("phone/000.png", 0, "day"), ("no_phone/000.png", 0, "day")])
+    with pytest.raises(EvalDataError, match=r"phone=0 for phone/000\.png"):
+        evaluate([(BRIGHTNESS, None)], [data])
+    (data / "index.csv").write_text("name,pose\nphone/000.png,x\n", encoding="utf-8")
+    with pytest.raises(EvalDataError, match="no 'file' column"):
+        evaluate([(BRIGHTNESS, None)], [data])
+
+
 def test_bad_folders_get_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["eval", "--model", str(BRIGHTNESS), "--data", str(tmp_path / "nope")]) == 1
     assert "does not exist" in capsys.readouterr().err

@@ -105,3 +105,19 @@ def test_threshold_needs_negatives_and_a_sane_target() -> None:
         metrics.threshold_for_fpr([1, 1], [0.1, 0.2], 0.05)
     with pytest.raises(ValueError, match="target_fpr"):
         metrics.threshold_for_fpr([0, 1], [0.1, 0.2], 1.5)
+
+
+def test_by_condition_counts_each_group_at_the_threshold() -> None:
+    labels = [1, 1, 0, 0, 1, 0]
+    scores = [0.9, 0.2, 0.6, 0.1, 0.7, 0.3]
+    by = metrics.by_condition(labels, scores, 0.5,
+                              {"light": ["day", "night", "night", "day", "day", "day"]})
+    assert by["light"]["day"] == {"n": 4, "positives": 2, "negatives": 2, "tp": 2, "fp": 0,
+                                  "recall": 1.0, "fpr": 0.0}
+    assert by["light"]["night"] == {"n": 2, "positives": 1, "negatives": 1, "tp": 0, "fp": 1,
+                                    "recall": 0.0, "fpr": 1.0}
+    # a group with one class has no rate for the other
+    pose = metrics.by_condition(labels, scores, 0.5, {"pose": ["a", "a", "b", "b", "a", "b"]})
+    assert pose["pose"]["a"]["fpr"] is None and pose["pose"]["b"]["recall"] is None
+    with pytest.raises(ValueError, match="2 values for 6 images"):
+        metrics.by_condition(labels, scores, 0.5, {"light": ["day", "day"]})
