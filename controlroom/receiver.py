@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 
 _RETRY_S = 1.0
 PUBACK_TIMEOUT_S = 5.0
+NO_MATCHING_SUBSCRIBERS = 0x10
+"""MQTT 5 PUBACK reason code: accepted, but no subscription matched, so the message is gone."""
 
 
 def _configure(client: mqtt.Client, cfg: MqttConfig) -> None:
@@ -92,6 +94,13 @@ def publish_command(client: mqtt.Client, acks: _Acks, cfg: MqttConfig, *, connec
                              "delivered")
     if rc.is_failure:
         return commands.Sent(False, f"the broker refused it: {rc}")
+    if rc.value == NO_MATCHING_SUBSCRIBERS:
+        # The broker accepted it and dropped it: no session is subscribed to the unit's
+        # commands (the unit has never connected, or was away longer than its session expiry).
+        # A unit that is merely offline keeps its session, and the broker queues for it.
+        return commands.Sent(False, f"the broker has no subscriber on {topic}: the unit has "
+                             "not connected since it was set up or since its session expired, "
+                             "so nothing will reach it; send again once it shows online")
     return commands.Sent(True, f"published on {topic}")
 
 

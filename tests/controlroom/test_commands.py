@@ -17,6 +17,8 @@ import paho.mqtt.client as mqtt
 import pytest
 import sqlalchemy as sa
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from sqlalchemy.engine import Engine
 
 from controlroom import db, users
@@ -199,6 +201,52 @@ def test_no_broker_connection_says_so_and_sends_nothing(cfg: Config, engine: Eng
         assert detail["sent"] is False
     finally:
         dead.close()
+
+
+def test_a_command_no_session_subscribes_to_is_reported_not_sent(
+        client: Any, engine: Engine, broker: LocalBroker) -> None:
+    # A unit registered but never connected: no session on the broker subscribes to its
+    # commands, so the broker drops the command (PUBACK "No matching subscribers").
+    db.upsert_unit(engine, "unit-new", "B" * 43 + "=", "0" * 16)
+    token = login(client)
+    r = client.post("/units/unit-new/cmd/snapshot", data={"csrf": token})
+    assert "Snapshot request NOT sent to unit-new: the broker has no subscriber" in r.text
+    with engine.connect() as conn:
+        detail = json.loads(conn.execute(sa.select(db.audit.c.detail).where(
+            db.audit.c.action == "cmd_snapshot")).scalar())
+    assert detail["sent"] is False
+
+    # Once the unit has connected with its persistent session (as MqttUplink does: clean
+    # start off, a session expiry), a command sent while it is away is queued and delivered.
+    got: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
+    subscribed = []
+
+    def unit_session() -> mqtt.Client:
+        c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="unit-new",
+                        protocol=mqtt.MQTTv5)
+        c.on_message = lambda cl, u, msg: got.put(msg)
+        c.on_subscribe = lambda *a: subscribed.append(1)
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 3600
+        c.connect(broker.host, broker.port, clean_start=False, properties=props)
+        c.loop_start()
+        return c
+
+    unit = unit_session()
+    unit.subscribe("phonewatch/unit-new/cmd/+", qos=1)
+    assert wait_until(lambda: subscribed, 10)
+    unit.disconnect()
+    unit.loop_stop()
+    r = client.post("/units/unit-new/cmd/mute", data={"csrf": token, "minutes": "5"})
+    assert "Mute for 5 min sent to unit-new" in r.text
+    unit = unit_session()
+    try:
+        msg = got.get(timeout=10)
+        assert msg.topic == "phonewatch/unit-new/cmd/mute"
+        assert json.loads(msg.payload)["duration_s"] == 300
+    finally:
+        unit.disconnect()
+        unit.loop_stop()
 
 
 def test_dashboard_without_receiver_publishes_on_its_own_connection(
