@@ -77,6 +77,22 @@ def _table(headers: list[str], columns: list[list[tuple[str, str]]]) -> list[str
     return lines
 
 
+def _teacher_lines(prov: dict[str, Any]) -> list[str]:
+    """What a distilled stage learned from, with each teacher's own training commands."""
+    teachers = [t for t in prov.get("teachers", []) if isinstance(t, dict)]
+    if not teachers:
+        return []
+    lines = [f"In the stages with `--teacher`, each synthetic crop's target was "
+             f"{float(prov.get('distill', 0.5)):.0%} the mean P(phone) of earlier models "
+             "(knowledge distillation; int8 models, each read at its own input size) and the "
+             "rest its label. The teachers, and the commands that made them:", ""]
+    for t in teachers:
+        lines.append(f"- `{t.get('name')}` (stage {t.get('stage')}; {t.get('input_size')} px; "
+                     f"SHA-256 `{str(t.get('sha256'))[:16]}...`):")
+        lines += ["", "  ```"] + [f"  {st}" for st in t.get("stages", [])] + ["  ```", ""]
+    return lines
+
+
 def _condition_table(by: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
     """Rows of phone drivers found and phone-free drivers flagged, per condition value."""
     lines = ["| condition | phone found (recall) | phone-free flagged (FPR) |", "|---|---|---|"]
@@ -166,6 +182,7 @@ def render(model: Path, eval_doc: dict[str, Any], *, bench_ms: float | None,
            "epoch's synthetic crops were the ones the model then got most wrong (the highest "
            f"loss in a random pool {HARD_POOL} times as large); the rest were drawn at random."]
           if prov.get("hard_share") else []),
+        *_teacher_lines(prov),
         "",
         "## Results",
         "",

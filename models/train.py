@@ -24,7 +24,7 @@ import pickle
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +82,12 @@ class TrainConfig:
     hard_share: float = 0.0
     """Share of each epoch's synthetic crops chosen as the ones the model currently gets most
     wrong (``_pick_synthetic``); the rest are drawn at random."""
+    teachers: list[Path] = field(default_factory=list)
+    """Earlier int8 models (each with its sidecar) whose mean P(phone) on each synthetic
+    training crop goes into that crop's target (knowledge distillation)."""
+    distill: float = 0.5
+    """With ``teachers``: the teachers' share of a synthetic crop's target (the label has the
+    rest)."""
 
 
 def build_model(arch: str, size: int, alpha: float, weights: str, *,
@@ -150,6 +156,9 @@ def command_line(cfg: TrainConfig, *, out: str = "OUT", init: str | None = None)
         parts.append(f"--partial-view {cfg.partial_view:g}")
     if cfg.hard_share:
         parts.append(f"--hard-share {cfg.hard_share:g}")
+    if cfg.teachers:
+        parts += [f"--teacher TEACHER{k + 1}" for k in range(len(cfg.teachers))]
+        parts.append(f"--distill {cfg.distill:g}")
     parts += [f"--lr {cfg.lr:g}", f"--epochs {cfg.epochs}", f"--batch {cfg.batch}",
               f"--real-repeat {cfg.real_repeat}", f"--seed {cfg.seed}",
               f"--target-fpr {cfg.target_fpr:g}"]
@@ -173,6 +182,22 @@ def _continued(cfg: TrainConfig, size: int, prov: dict[str, Any]) -> TrainConfig
                    alpha=prov.get("alpha", cfg.alpha), weights=prov.get("weights", cfg.weights),
                    batchnorm=bool(prov.get("batchnorm", cfg.batchnorm)),
                    act_noise=float(prov.get("act_noise", cfg.act_noise)))
+
+
+def _teachers(cfg: TrainConfig, prov: dict[str, Any]) -> list[dict[str, Any]]:
+    """The teachers of every stage so far: those recorded in ``prov`` (the model continued),
+    then this run's, each with its SHA-256 and the stages that made it (from its sidecar), so
+    ``--teacher TEACHERk`` in a stage command can be traced and repeated."""
+    from edge.adapters.classifier import file_sha256
+
+    out = [dict(t) for t in prov.get("teachers", []) if isinstance(t, dict)]
+    stage = len(_stages(cfg, prov))
+    for k, t in enumerate(cfg.teachers):
+        tprov = _init_provenance(t)
+        out.append({"stage": stage, "name": f"TEACHER{k + 1}", "file": t.name,
+                    "sha256": file_sha256(t), "stages": tprov.get("stages", []),
+                    "input_size": tprov.get("input_size")})
+    return out
 
 
 def _stages(cfg: TrainConfig, prov: dict[str, Any]) -> list[str]:
@@ -293,15 +318,37 @@ def _pick_synthetic(n_pool: int, n_synth: int, rng: np.random.Generator, hard_sh
 
 def _epoch_arrays(real: list[np.ndarray], real_y: np.ndarray, synth: list[np.ndarray],
                   synth_y: np.ndarray, spec: InputSpec, rng: np.random.Generator,
-                  repeat: int, pick: np.ndarray,
-                  partial: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+                  repeat: int, pick: np.ndarray, partial: float = 0.0,
+                  synth_target: np.ndarray | None = None,
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One epoch's augmented, shuffled tensors, labels and targets (P(phone) to learn: the
+    label, or for synthetic crops ``synth_target`` when distilling)."""
+    target = synth_y.astype(np.float32) if synth_target is None else synth_target
     items = [(c, int(y), True) for c, y in zip(real, real_y, strict=True)] * repeat
     items += [(synth[i], int(synth_y[i]), False) for i in pick]
+    targets = [float(y) for y in real_y] * repeat + [float(target[i]) for i in pick]
     items = _slide_negatives(items, rng, partial)
     order = rng.permutation(len(items))
     crops = [mdata.augment(items[i][0], rng, strong=items[i][2]) for i in order]
     y = np.array([items[i][1] for i in order], np.int64)
-    return mdata.to_tensors(crops, spec), y
+    t = np.array([targets[i] for i in order], np.float32)
+    return mdata.to_tensors(crops, spec), y, t
+
+
+def teacher_scores(teachers: Sequence[Path], crops: list[np.ndarray],
+                   chunk: int = 2000) -> np.ndarray:
+    """Mean P(phone) of ``teachers`` (TFLite models, each read with its own sidecar's input
+    size and positive label) on ``crops``, scored in chunks to bound memory."""
+    from edge.core.model_spec import load_spec, sidecar_path
+
+    total = np.zeros(len(crops), np.float64)
+    for t in teachers:
+        spec = load_spec(sidecar_path(t))
+        for i in range(0, len(crops), chunk):
+            x = mdata.to_tensors(crops[i:i + chunk], spec.input)
+            total[i:i + chunk] += export.tflite_scores(
+                t, x, positive_index=spec.positive_indices[0])
+    return total / max(1, len(teachers))
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
@@ -349,6 +396,14 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     val_x = mdata.to_tensors(real_va_img + syn_va, spec)
     val_y = np.concatenate([real_va_y, syn_va_y])
     val_domain = np.array(["real"] * len(real_va_img) + ["synthetic"] * len(syn_va))
+    synth_target = None
+    if cfg.teachers:
+        log.info("scoring the synthetic training crops with %d teacher(s) ...",
+                 len(cfg.teachers))
+        soft = teacher_scores(cfg.teachers, syn_tr)
+        synth_target = (cfg.distill * soft + (1 - cfg.distill) * syn_tr_y).astype(np.float32)
+        log.info("teachers agree with the labels on %.4f of the synthetic training crops",
+                 float(((soft >= 0.5) == (syn_tr_y == 1)).mean()))
     data_fp = mdata.fingerprint(real_train + real_val,
                                 extra=f"synthetic:{cfg.seed + SYNTH_TRAIN_SEED}:{cfg.synthetic}"
                                       f":renderer:{renderer_id()}")
@@ -386,13 +441,13 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         t0 = time.monotonic()
         pick = _pick_synthetic(len(syn_tr), n_synth_epoch, rng, cfg.hard_share,
                                synth_loss if cfg.hard_share else None)
-        x, y = _epoch_arrays(real_tr_img, real_tr_y, syn_tr, syn_tr_y, spec, rng,
-                             cfg.real_repeat, pick, cfg.partial_view)
+        x, y, target = _epoch_arrays(real_tr_img, real_tr_y, syn_tr, syn_tr_y, spec, rng,
+                                     cfg.real_repeat, pick, cfg.partial_view, synth_target)
         # Class balance: weight each class by the inverse of its share this epoch.
         share = np.bincount(y, minlength=2) / y.size
         weights = (0.5 / np.maximum(share, 1e-6))[y]
         t_aug = time.monotonic() - t0
-        h = model.fit(x, keras.utils.to_categorical(y, 2), sample_weight=weights,
+        h = model.fit(x, np.stack([1 - target, target], axis=1), sample_weight=weights,
                       batch_size=cfg.batch, epochs=1, verbose=0)
         p = model.predict(val_x, batch_size=256, verbose=0)[:, 1]
         auc = metrics.roc_auc(val_y, p)
@@ -459,6 +514,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         "arch": cfg.arch, "input_size": cfg.size, "alpha": cfg.alpha, "weights": cfg.weights,
         "batchnorm": cfg.batchnorm, "act_noise": cfg.act_noise,
         "partial_view": cfg.partial_view, "hard_share": cfg.hard_share, "epochs": cfg.epochs,
+        "teachers": _teachers(cfg, init_prov), "distill": cfg.distill if cfg.teachers else 0.0,
         "batch": cfg.batch, "lr": cfg.lr, "seed": cfg.seed, "real_repeat": cfg.real_repeat,
         "tensorflow": tf.__version__, "keras": _k.__version__,
         "continued_from": str(cfg.init) if cfg.init else None,
@@ -513,6 +569,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="share of each epoch's synthetic crops picked as those the model "
                     f"currently gets most wrong (of a random pool {HARD_POOL} times as large; "
                     "0..0.5)")
+    ap.add_argument("--teacher", type=Path, action="append", default=[],
+                    help="an earlier .tflite model (with its sidecar) to learn from: the "
+                    "teachers' mean P(phone) goes into each synthetic crop's target; repeatable")
+    ap.add_argument("--distill", type=float, default=0.5,
+                    help="with --teacher: the teachers' share of a synthetic crop's target "
+                    "(0..1; the label has the rest)")
     ap.add_argument("--epochs", type=int, default=22,
                     help="0 with --init: no training, export again (e.g. for another "
                     "--target-fpr, on the same validation set when --synthetic and --real "
@@ -536,9 +598,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     size = a.size if a.size is not None else 96
     if (a.synthetic < 0 or a.epochs < 0 or not 32 <= size <= 512
-            or not 0 <= a.partial_view <= 1 or not 0 <= a.hard_share <= 0.5):
+            or not 0 <= a.partial_view <= 1 or not 0 <= a.hard_share <= 0.5
+            or not 0 <= a.distill <= 1):
         ap.error("need --synthetic >= 0, --epochs >= 0, 32 <= --size <= 512, "
-                 "0 <= --partial-view <= 1 and 0 <= --hard-share <= 0.5")
+                 "0 <= --partial-view <= 1, 0 <= --hard-share <= 0.5 and 0 <= --distill <= 1")
+    for t in a.teacher:
+        if not t.is_file() or not t.with_suffix(".json").is_file():
+            ap.error(f"teacher {t} needs to be a .tflite file with its sidecar .json beside it")
     if a.epochs == 0 and a.init is None:
         ap.error("--epochs 0 (export only) needs --init")
     if not a.real and a.synthetic < 20:
@@ -553,7 +619,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                       epoch_synthetic=a.epoch_synthetic, cache=a.cache, init=a.init,
                       parity_min=a.parity_min, batchnorm=a.batchnorm,
                       act_noise=a.act_noise, resize=a.size if a.init else None,
-                      partial_view=a.partial_view, hard_share=a.hard_share)
+                      partial_view=a.partial_view, hard_share=a.hard_share,
+                      teachers=a.teacher, distill=a.distill)
     record = train(cfg)
     print(json.dumps({k: record[k] for k in ("model", "threshold")}))
     return 0

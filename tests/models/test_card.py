@@ -98,6 +98,17 @@ def test_card_says_when_training_dwelt_on_the_hardest_crops(tmp_path: Path) -> N
     assert "--hard-share" not in texts[0.0]
 
 
+def test_card_names_the_teachers_of_a_distilled_stage(tmp_path: Path) -> None:
+    teacher = {"stage": 5, "name": "TEACHER1", "file": "t.tflite", "sha256": "ab" * 32,
+               "input_size": 176, "stages": ["python -m models.train --out STAGE1 --x 1"]}
+    texts = {n: _card_with(tmp_path, f"t{n}", teachers=[teacher] * n, distill=0.4)
+             for n in (0, 1)}
+    assert "`--teacher`, each synthetic crop's target was 40% the mean P(phone)" in texts[1]
+    assert "- `TEACHER1` (stage 5; 176 px; SHA-256 `abababababababab...`)" in texts[1]
+    assert "  python -m models.train --out STAGE1 --x 1" in texts[1]
+    assert "--teacher" not in texts[0]
+
+
 def test_card_explains_an_export_only_stage(tmp_path: Path) -> None:
     stages = ["python -m models.train --out STAGE1 --arch tiny --epochs 3 --target-fpr 0.05",
               "python -m models.train --out STAGE2 --init STAGE1/m.keras --epochs 0 "

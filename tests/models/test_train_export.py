@@ -327,3 +327,65 @@ def test_a_run_with_hard_share_scores_synthetic_crops_with_the_model_in_training
     spec = load_spec(tmp_path / "out" / "phone_in_hand.json")
     assert spec.provenance["hard_share"] == 0.5
     assert "--hard-share 0.5 " in spec.provenance["stages"][-1]
+
+
+DEFAULT = Path(__file__).resolve().parents[2] / "models" / "phone_in_hand" / "phone_in_hand.tflite"
+BRIGHTNESS = Path(__file__).resolve().parents[2] / "tests" / "data" / "brightness_int8.tflite"
+
+
+def test_teacher_scores_are_the_mean_of_each_teachers_own_reading() -> None:
+    # Two teachers with different input sizes and normalisation: each is read as its sidecar
+    # says, as the unit's classifier reads it.
+    crops = [render_crop(21, i)[0] for i in range(7)]
+    got = train.teacher_scores([DEFAULT, BRIGHTNESS], crops, chunk=3)  # chunks of 3, 3, 1
+    expect = np.zeros(len(crops))
+    for model in (DEFAULT, BRIGHTNESS):
+        with LiteRTClassifier.open(model) as clf:
+            expect += np.array([clf.score(c) for c in crops])
+    np.testing.assert_allclose(got, expect / 2, atol=1e-6)
+    assert np.ptp(got) > 0.05  # the crops are told apart, not all one value
+
+
+def test_distillation_targets_replace_synthetic_labels_only() -> None:
+    spec = InputSpec(width=32, height=32, layout="NHWC", colour="RGB", mean=(127.5,) * 3,
+                     std=(127.5,) * 3)
+    real = [render_crop(22, i)[0] for i in range(4)]
+    real_y = np.array([1, 0, 1, 0])
+    synth = [render_crop(23, i)[0] for i in range(6)]
+    synth_y = np.array([1, 0, 1, 0, 1, 0])
+    soft = np.array([0.9, 0.2, 0.6, 0.05, 0.75, 0.4], np.float32)
+    pick = np.array([0, 2, 3, 5])
+    args = (real, real_y, synth, synth_y, spec)
+    x0, y0, t0 = train._epoch_arrays(*args, np.random.default_rng(5), 2, pick, 0.5)
+    x1, y1, t1 = train._epoch_arrays(*args, np.random.default_rng(5), 2, pick, 0.5, soft)
+    # Same crops, order and labels either way: only the targets differ.
+    np.testing.assert_array_equal(x0, x1)
+    np.testing.assert_array_equal(y0, y1)
+    np.testing.assert_array_equal(t0, y0.astype(np.float32))
+    assert sorted(t1.tolist()) == pytest.approx(sorted([1.0, 0.0, 1.0, 0.0] * 2
+                                                       + [0.9, 0.6, 0.05, 0.4]))
+
+
+def test_a_distilled_run_records_its_teachers(tmp_path: Path) -> None:
+    cfg = train.TrainConfig(out=tmp_path / "out", real=[], synthetic=40, epoch_synthetic=40,
+                            arch="tiny", size=32, epochs=1, batch=16, lr=1e-2,
+                            teachers=[DEFAULT], distill=0.7, target_fpr=0.1, parity_min=0.0)
+    train.train(cfg)
+    prov = load_spec(tmp_path / "out" / "phone_in_hand.json").provenance
+    assert prov["distill"] == 0.7
+    assert "--teacher TEACHER1 --distill 0.7 " in prov["stages"][-1]
+    (teacher,) = prov["teachers"]
+    assert teacher["name"] == "TEACHER1" and teacher["stage"] == 1
+    assert teacher["sha256"] == load_spec(DEFAULT.with_suffix(".json")).sha256
+    assert teacher["stages"] == load_spec(DEFAULT.with_suffix(".json")).provenance["stages"]
+
+
+def test_train_cli_refuses_bad_teachers(tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    lone = tmp_path / "lone.tflite"
+    lone.write_bytes(DEFAULT.read_bytes())
+    for extra, msg in ((["--teacher", str(lone)], "sidecar"),
+                       (["--teacher", str(DEFAULT), "--distill", "1.5"], "--distill")):
+        with pytest.raises(SystemExit):
+            train.main(["--out", str(tmp_path / "o"), "--synthetic", "40", *extra])
+        assert msg in capsys.readouterr().err
