@@ -65,8 +65,8 @@ class Comparator:
     file: str
     name: str
     label_offset: int = 0
-    layout_mean: tuple[float, float, float] | None = None
-    layout_std: tuple[float, float, float] | None = None
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
     activation: str = "none"
 
 
@@ -76,8 +76,8 @@ COMPARATORS = (
     Comparator("mobilenet_v1_0.25_128_quant.tflite", "imagenet-mobilenet_v1_0.25_128_quant"),
     # The NCHW int8 MobileNetV2 has no background class and takes torchvision's normalisation.
     Comparator("mobilenet_v2_quantized_1x3x224x224.tflite", "imagenet-mobilenet_v2_nchw_int8",
-               label_offset=-1, layout_mean=(123.675, 116.28, 103.53),
-               layout_std=(58.395, 57.12, 57.375), activation="softmax"),
+               label_offset=-1, mean=(123.675, 116.28, 103.53),
+               std=(58.395, 57.12, 57.375), activation="softmax"),
 )
 POSITIVE = "cellular telephone"
 
@@ -162,8 +162,8 @@ def comparator_sidecars(shared: Path, work: Path) -> list[tuple[Path, Path]]:
             continue
         d = cli_models.make_sidecar(
             model, positive=[POSITIVE], labels_file=models / "imagenet_labels.txt", labels=None,
-            label_offset=c.label_offset, mean=list(c.layout_mean) if c.layout_mean else None,
-            std=list(c.layout_std) if c.layout_std else None, activation=c.activation,
+            label_offset=c.label_offset, mean=list(c.mean) if c.mean else None,
+            std=list(c.std) if c.std else None, activation=c.activation,
             threshold=0.1, name=c.name)
         side = out / model.with_suffix(".json").name
         side.write_text(json.dumps(d, indent=1) + "\n", encoding="utf-8")
