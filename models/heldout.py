@@ -183,10 +183,9 @@ def run(model: Path, shared: Path, work: Path, *, synth_count: int = SYNTH_COUNT
     if compare:
         models += comparator_sidecars(shared, work)
     results, labels = cli_models.evaluate(models, folders)
-    print("\n\n".join(cli_models.format_table(results, d) for d in labels))
+    print(cli_models.report(results, labels))
     cli_models.write_outputs(results, labels, work / "eval")
-    doc: dict[str, Any] = json.loads((work / "eval" / "metrics.json").read_text(encoding="utf-8"))
-    return doc
+    return cli_models.eval_document(results)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -261,14 +261,27 @@ def format_conditions(result: ModelResult, dataset: str) -> str:
     return "\n".join(lines)
 
 
+def report(results: list[ModelResult], labels: dict[str, np.ndarray]) -> str:
+    """What ``phonewatch eval`` prints: the side-by-side tables, then the first model's
+    results per condition for the folders that have an ``index.csv``."""
+    text = "\n\n".join(format_table(results, d) for d in labels)
+    by = [t for t in (format_conditions(results[0], d) for d in labels) if t]
+    return text + ("\n\n" + "\n\n".join(by) if by else "")
+
+
+def eval_document(results: list[ModelResult]) -> dict[str, Any]:
+    """The ``metrics.json`` document (what ``models.card`` reads)."""
+    return {
+        "models": [{"name": r.name, "model": r.model, "threshold": r.threshold,
+                    "ms_per_crop": r.ms_per_crop, "data": r.per_data} for r in results],
+    }
+
+
 def write_outputs(results: list[ModelResult], labels: dict[str, np.ndarray],
                   out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    doc = {
-        "models": [{"name": r.name, "model": r.model, "threshold": r.threshold,
-                    "ms_per_crop": r.ms_per_crop, "data": r.per_data} for r in results],
-    }
+    doc = eval_document(results)
     (out / "metrics.json").write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
     written.append(out / "metrics.json")
     for dataset, y in labels.items():
@@ -300,10 +313,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     models = [(Path(args.model), Path(args.sidecar) if args.sidecar else None)]
     models += [_model_arg(m) for m in args.compare]
     results, labels = evaluate(models, [Path(d) for d in args.data], threads=args.threads)
-    print("\n\n".join(format_table(results, d) for d in labels))
-    by = [t for t in (format_conditions(results[0], d) for d in labels) if t]
-    if by:
-        print("\n" + "\n\n".join(by))
+    print(report(results, labels))
     if args.out:
         written = write_outputs(results, labels, Path(args.out))
         print(f"\nwrote {len(written)} files to {args.out} (metrics.json, ROC and PR curves)")
