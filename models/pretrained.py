@@ -6,6 +6,10 @@ The TFLite model's batch norm is already folded into each convolution's weights 
 the rebuilt backbone is a plain stack of convolutions with bias and ReLU6 (dequantised from
 uint8 with each tensor's own scale and zero point). Everything before the average pool is kept;
 the 1001-way ImageNet head is dropped. Input scaling matches the original (pixels to -1..1).
+
+The same reader rebuilds the float network of an int8 MobileNet-V1 model that ``models.train``
+exported (per-channel int8 weights, a two-way head kept by :func:`read_head`), so training can
+continue from a shipped ``.tflite`` whose ``.keras`` is not at hand (``models.train --init``).
 """
 
 from __future__ import annotations
@@ -17,26 +21,41 @@ import numpy as np
 
 
 def _dequant(it: Any, index: int) -> np.ndarray:
+    """A constant tensor as float32: per-tensor (uint8 ImageNet models) or per-channel (the
+    int8 models ``models.train`` exports) scale and zero point."""
     d = it._get_tensor_details(index, 0)
     q = it.get_tensor(index)
-    scale, zero = d["quantization"]
-    if np.dtype(d["dtype"]).kind == "f" or scale == 0:
+    qp = d.get("quantization_parameters", {})
+    scales = np.asarray(qp.get("scales", []), np.float32)
+    zeros = np.asarray(qp.get("zero_points", []), np.float32)
+    if np.dtype(d["dtype"]).kind == "f" or scales.size == 0 or not scales.any():
         return np.asarray(q, np.float32)
-    return ((q.astype(np.float32) - np.float32(zero)) * np.float32(scale)).astype(np.float32)
+    if scales.size > 1:  # one scale per slice along the quantised dimension
+        shape = [1] * q.ndim
+        shape[int(qp.get("quantized_dimension", 0))] = scales.size
+        scales, zeros = scales.reshape(shape), zeros.reshape(shape)
+    return ((q.astype(np.float32) - zeros) * scales).astype(np.float32)
 
 
-def read_backbone(tflite: Path) -> list[dict[str, Any]]:
-    """The conv / depthwise-conv layers up to the average pool: kind, stride, weights, bias."""
+def _interpreter(tflite: Path) -> Any:
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     it = Interpreter(model_path=str(tflite),
                      experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     it.allocate_tensors()
+    return it
+
+
+def read_backbone(tflite: Path) -> list[dict[str, Any]]:
+    """The conv / depthwise-conv layers up to the average pool: kind, stride, weights, bias."""
+    it = _interpreter(tflite)
     layers: list[dict[str, Any]] = []
     for op in it._get_ops_details():
         name = op["op_name"]
         if name in ("AVERAGE_POOL_2D", "MEAN"):
             break
+        if name == "QUANTIZE" and not layers:  # an int8 model's uint8 input conversion
+            continue
         if name not in ("CONV_2D", "DEPTHWISE_CONV_2D"):
             raise ValueError(f"{tflite}: unexpected operator {name} in a MobileNet-V1 backbone")
         x_in, w_idx, b_idx = (int(i) for i in op["inputs"][:3])
@@ -51,6 +70,25 @@ def read_backbone(tflite: Path) -> list[dict[str, Any]]:
     if not layers:
         raise ValueError(f"{tflite}: no convolution layers found")
     return layers
+
+
+def input_size(tflite: Path) -> int:
+    """The input height (= width) of a square-input image model."""
+    return int(_interpreter(tflite).get_input_details()[0]["shape"][1])
+
+
+def read_head(tflite: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The fully connected layer after the pool as a Keras ``Dense`` kernel ``[in, out]`` and
+    bias: the two-way head of a model ``models.train`` exported (ImageNet models have none)."""
+    it = _interpreter(tflite)
+    pooled = False
+    for op in it._get_ops_details():
+        if op["op_name"] in ("AVERAGE_POOL_2D", "MEAN"):
+            pooled = True
+        elif pooled and op["op_name"] == "FULLY_CONNECTED":
+            w_idx, b_idx = (int(i) for i in op["inputs"][1:3])
+            return _dequant(it, w_idx).T.copy(), _dequant(it, b_idx)
+    raise ValueError(f"{tflite}: no fully connected layer after the pool")
 
 
 def mobilenet_v1_backbone(tflite: Path, inp: Any, *, batchnorm: bool = False,

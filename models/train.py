@@ -71,7 +71,8 @@ class TrainConfig:
     act_noise: float = 0.0
     """mobilenetv1: training-only Gaussian noise after each ReLU6 (int8 rounding stand-in)."""
     init: Path | None = None
-    """A ``.keras`` model (from an earlier run) to continue training from."""
+    """A model from an earlier run to continue training from: its ``.keras``, or its int8
+    ``.tflite`` (the float network is rebuilt from the dequantised weights, ``rebuild_float``)."""
     resize: int | None = None
     """With ``init``: continue at this input size instead of the model's (the weights carry
     over unchanged: the networks are convolutional up to a global average pool)."""
@@ -163,6 +164,23 @@ def command_line(cfg: TrainConfig, *, out: str = "OUT", init: str | None = None)
               f"--real-repeat {cfg.real_repeat}", f"--seed {cfg.seed}",
               f"--target-fpr {cfg.target_fpr:g}"]
     return " ".join(parts)
+
+
+def rebuild_float(tflite: Path, prov: dict[str, Any]) -> Any:
+    """The float Keras network of an int8 MobileNet-V1 classifier that this module exported:
+    convolutions and head from the dequantised weights (``models.pretrained``), with the batch
+    norm and activation noise of its training (``prov``, its sidecar's provenance) added back.
+    Batch-norm layers start untrained: call ``identity_batchnorm`` before training."""
+    from models.pretrained import input_size, read_head
+
+    if prov.get("arch") != "mobilenetv1":
+        raise ValueError(f"{tflite}: only MobileNet-V1 models (arch mobilenetv1 in the sidecar) "
+                         "can be rebuilt from a .tflite; continue from the run's .keras instead")
+    model = build_model("mobilenetv1", input_size(tflite), float(prov.get("alpha", 0.25)),
+                        str(tflite), batchnorm=bool(prov.get("batchnorm")),
+                        act_noise=float(prov.get("act_noise", 0.0)))
+    model.get_layer("p").set_weights(list(read_head(tflite)))
+    return model
 
 
 def _init_provenance(init: Path | None) -> dict[str, Any]:
@@ -358,8 +376,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     import keras
     import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(cfg.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(cfg.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:  # TensorFlow already ran in this process: its thread pools stay
+        log.info("TensorFlow is already initialised; --threads %d not applied", cfg.threads)
     keras.utils.set_random_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     init_model = None
@@ -367,7 +388,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.init is not None:
         # A continued run keeps the model it starts from: its input size, and (for the record)
         # the architecture settings its sidecar states.
-        init_model = keras.models.load_model(cfg.init)
+        if cfg.init.suffix == ".tflite":
+            init_model = rebuild_float(cfg.init, init_prov)
+        else:
+            init_model = keras.models.load_model(cfg.init)
         init_size = int(init_model.input_shape[1])
         cfg = _continued(cfg, init_size, init_prov)
         if cfg.size != init_size:
@@ -416,14 +440,16 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     else:
         model = build_model(cfg.arch, cfg.size, cfg.alpha, cfg.weights, batchnorm=cfg.batchnorm,
                             act_noise=cfg.act_noise)
-        if cfg.batchnorm:
-            from models.pretrained import identity_batchnorm
+    # New batch-norm layers (a fresh backbone, or one rebuilt from a .tflite, whose batch norm
+    # the converter folded away) start as the identity: training starts from the weights read.
+    if cfg.batchnorm and (cfg.init is None or cfg.init.suffix == ".tflite"):
+        from models.pretrained import identity_batchnorm
 
-            pick = rng.permutation(len(syn_tr))[:128]
-            sample = mdata.to_tensors([syn_tr[i] for i in pick] + real_tr_img[::8], spec)
-            n_bn = identity_batchnorm(model, sample)
-            log.info("%d batch-norm layers start as the identity (%d sample crops)", n_bn,
-                     len(sample))
+        pick = rng.permutation(len(syn_tr))[:128]
+        sample = mdata.to_tensors([syn_tr[i] for i in pick] + real_tr_img[::8], spec)
+        n_bn = identity_batchnorm(model, sample)
+        log.info("%d batch-norm layers start as the identity (%d sample crops)", n_bn,
+                 len(sample))
     n_synth_epoch = min(len(syn_tr), cfg.epoch_synthetic)
     n_per_epoch = len(real_tr_img) * cfg.real_repeat + n_synth_epoch
     steps = max(1, cfg.epochs * (n_per_epoch // cfg.batch))
@@ -591,7 +617,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--version", default="1.0.0")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cache", type=Path, help="keep rendered synthetic crops here between runs")
-    ap.add_argument("--init", type=Path, help="continue training a .keras model from a run")
+    ap.add_argument("--init", type=Path,
+                    help="continue training a model from a run: its .keras, or its int8 .tflite "
+                    "(MobileNet-V1, with its sidecar; the float network is rebuilt from it)")
     ap.add_argument("--parity-min", type=float, default=export.PARITY_MIN,
                     help="least int8/float decision agreement on validation (default 0.99); "
                     "a lower value is recorded in the sidecar")
@@ -608,6 +636,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             ap.error(f"teacher {t} needs to be a .tflite file with its sidecar .json beside it")
     if a.epochs == 0 and a.init is None:
         ap.error("--epochs 0 (export only) needs --init")
+    if a.init is not None:
+        if not a.init.is_file() or a.init.suffix not in (".keras", ".tflite"):
+            ap.error(f"--init {a.init} needs to be a .keras or .tflite file from a run")
+        if a.init.suffix == ".tflite" and not a.init.with_suffix(".json").is_file():
+            ap.error(f"--init {a.init}: a .tflite is continued from with its sidecar .json "
+                     "beside it (it says how the model was trained)")
     if not a.real and a.synthetic < 20:
         ap.error("no data: give --real folders and/or --synthetic N")
     for r in a.real:

@@ -389,3 +389,54 @@ def test_train_cli_refuses_bad_teachers(tmp_path: Path,
         with pytest.raises(SystemExit):
             train.main(["--out", str(tmp_path / "o"), "--synthetic", "40", *extra])
         assert msg in capsys.readouterr().err
+
+
+def test_the_float_network_is_rebuilt_from_a_shipped_int8_model() -> None:
+    from models.pretrained import identity_batchnorm
+
+    prov = json.loads(DEFAULT.with_suffix(".json").read_text())["provenance"]
+    spec = InputSpec(width=160, height=160)
+    x = mdata.to_tensors([render_crop(12, i)[0] for i in range(48)], spec)
+    int8 = export.tflite_scores(DEFAULT, x)
+    model = train.rebuild_float(DEFAULT, prov)
+    assert model.input_shape == (None, 160, 160, 3)
+    assert identity_batchnorm(model, x) == 27
+    rebuilt = model.predict(x, verbose=0)[:, 1]
+    # Per-channel int8 weights, dequantised, with the batch norm set to pass through: the float
+    # network scores as the int8 one does (activations are not rounded, so not to the bit).
+    assert np.abs(rebuilt - int8).mean() < 0.02
+    assert ((rebuilt >= 0.5) == (int8 >= 0.5)).mean() >= 0.95
+    with pytest.raises(ValueError, match="MobileNet-V1"):
+        train.rebuild_float(DEFAULT, {**prov, "arch": "mobilenetv2"})
+
+
+def test_a_run_continues_from_a_shipped_int8_model(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    shipped = tmp_path / "s5" / DEFAULT.name
+    shipped.parent.mkdir()
+    shipped.write_bytes(DEFAULT.read_bytes())
+    shipped.with_suffix(".json").write_bytes(DEFAULT.with_suffix(".json").read_bytes())
+    site = _site_folder(tmp_path / "site", 12)
+    common = ["--real", str(site), "--synthetic", "40", "--epoch-synthetic", "16",
+              "--batch", "16", "--val-share", "0.3", "--target-fpr", "0.1", "--parity-min", "0"]
+    lone = tmp_path / "lone.tflite"
+    lone.write_bytes(DEFAULT.read_bytes())
+    with pytest.raises(SystemExit):  # how it was trained is in the sidecar: needed
+        train.main(["--out", str(tmp_path / "x"), *common, "--init", str(lone)])
+    assert "sidecar" in capsys.readouterr().err
+    assert train.main(["--out", str(tmp_path / "s6"), *common, "--init", str(shipped),
+                       "--epochs", "1", "--lr", "1e-7"]) == 0
+    before = load_spec(shipped.with_suffix(".json"))
+    after = load_spec(tmp_path / "s6" / "phone_in_hand.json")
+    assert after.provenance["stages"][:-1] == before.provenance["stages"]
+    assert f"--out STAGE{len(before.provenance['stages']) + 1} " in after.provenance["stages"][-1]
+    assert f"--init STAGE{len(before.provenance['stages'])}/phone_in_hand.tflite" \
+        in after.provenance["stages"][-1]
+    assert after.provenance["total_epochs"] == before.provenance["total_epochs"] + 1
+    assert (after.input.width, after.provenance["arch"]) == (160, "mobilenetv1")
+    # At a learning rate too small to move the weights, the re-exported model is the shipped one.
+    x = mdata.to_tensors([render_crop(13, i)[0] for i in range(40)], InputSpec(160, 160))
+    old, new = export.tflite_scores(DEFAULT, x), export.tflite_scores(
+        tmp_path / "s6" / "phone_in_hand.tflite", x)
+    assert np.abs(old - new).mean() < 0.03
+    assert ((old >= 0.5) == (new >= 0.5)).mean() >= 0.9
