@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -119,12 +120,32 @@ def _night_vs_day(data: dict[str, dict[str, Any]]) -> str:
     return ""
 
 
+def site_stage(prov: dict[str, Any], model_file: str) -> str | None:
+    """One ``models.train`` command that continues the shipped model with a site folder added:
+    its last training stage (not an export-only one) with ``--init`` on the shipped ``.tflite``
+    and the final stage's ``--target-fpr``. None where the model cannot be continued from its
+    ``.tflite`` (only MobileNet-V1 can be rebuilt) or no stage continued an earlier one."""
+    stages = [str(st) for st in prov.get("stages", [])]
+    trained = [st for st in stages if " --epochs 0 " not in f"{st} "]
+    if prov.get("arch") != "mobilenetv1" or not trained or "--init " not in trained[-1]:
+        return None
+    cmd = re.sub(r"--out \S+", "--out SITE", trained[-1])
+    cmd = re.sub(r"--init \S+", f"--init models/phone_in_hand/{model_file}", cmd)
+    cmd = re.sub(r" --(size|teacher|distill) \S+", "", cmd)
+    final = re.search(r"--target-fpr (\S+)", stages[-1])
+    if final:
+        cmd = re.sub(r"--target-fpr \S+", f"--target-fpr {final.group(1)}", cmd)
+    return f"nice -n 10 {cmd} --real site/train"
+
+
 def render(model: Path, eval_doc: dict[str, Any], *, bench_ms: float | None,
            bench_machine: str, domains: dict[str, str]) -> str:
     spec = load_spec(sidecar_path(model))
     prov, met = spec.provenance, spec.metrics
     size_kb = model.stat().st_size / 1024
     ours = eval_doc["models"][0]
+    quick = site_stage(prov, model.name)
+    n_stages = max(1, len(prov.get("stages", [])))
     lines = [
         f"# Model card: {spec.name} {spec.version}",
         "",
@@ -320,14 +341,24 @@ def render(model: Path, eval_doc: dict[str, Any], *, bench_ms: float | None,
         "unit a `collect` command, its crops land in the labelling queue (`/labels`), and the "
         "export is a ZIP of `phone/` and `no_phone/`. Keep whole sessions (one day, one site) "
         "together and hold some out as `site/test`; put the rest in `site/train`.",
-        "2. Retrain: the same stages with the site folder added (with `--arch mobilenetv2 "
-        "--weights imagenet` instead where the internet is reachable):",
+        *(["2. Continue this model with the site folder added: its last training stage "
+           "again, starting from the shipped `.tflite` (the float network is rebuilt from it):",
+           "",
+           "   ```",
+           f"   {quick}",
+           "   ```",
+           "",
+           "   Or retrain from the start: the same stages with the site folder added (with "
+           "`--arch mobilenetv2 --weights imagenet` instead where the internet is reachable):"]
+          if quick else
+          ["2. Retrain: the same stages with the site folder added (with `--arch mobilenetv2 "
+           "--weights imagenet` instead where the internet is reachable):"]),
         "",
         "   ```",
         *[f"   nice -n 10 {st} --real site/train" for st in prov.get("stages", [])],
         "   ```",
         "",
-        f"3. `phonewatch eval --model STAGE{max(1, len(prov.get('stages', [])))}"
+        f"3. `phonewatch eval --model {'SITE' if quick else 'STAGE' + str(n_stages)}"
         "/phone_in_hand.tflite --data site/test "
         "--compare models/phone_in_hand/phone_in_hand.tflite --out eval/` and keep the model "
         "only if recall at the target FPR improves on data it has never seen.",

@@ -77,10 +77,31 @@ def test_card_retraining_recipe_is_the_model_own_stages_plus_site_data() -> None
     doc = _eval_doc({"real/test": ([1, 0], [0.9, 0.1])})
     text = card.render(MODEL, doc, bench_ms=None, bench_machine="", domains={})
     recipe = [line.strip() for line in text.split("## Retraining on site data")[1].splitlines()
-              if "python -m models.train" in line]
+              if "python -m models.train" in line and "--out SITE " not in line]
     assert recipe == [f"nice -n 10 {st} --real site/train" for st in prov["stages"]]
     assert all("../shared/data/" in r for r in recipe)  # shared data named as the repo sees it
     assert "- Inference" not in text  # no speed figure given, none claimed
+
+
+def test_card_offers_one_stage_that_continues_the_shipped_model(tmp_path: Path) -> None:
+    prov = load_spec(MODEL.with_suffix(".json")).provenance
+    stages = prov["stages"]
+    quick = card.site_stage(prov, MODEL.name)
+    assert quick is not None and quick.startswith("nice -n 10 python -m models.train --out SITE ")
+    assert quick.endswith(" --real site/train")
+    assert f" --init models/phone_in_hand/{MODEL.name} " in quick
+    last_trained = [st for st in stages if " --epochs 0 " not in st][-1]
+    assert last_trained.split("--lr ")[1].split(" --target-fpr")[0] in quick  # its schedule
+    assert quick.split("--target-fpr ")[1].split()[0] == stages[-1].split("--target-fpr ")[1]
+    assert " --epochs 0 " not in quick and " --size " not in quick
+    doc = _eval_doc({"real/test": ([1, 0], [0.9, 0.1])})
+    text = card.render(MODEL, doc, bench_ms=None, bench_machine="", domains={})
+    assert f"   {quick}" in text and "--model SITE/phone_in_hand.tflite" in text
+    # A network that cannot be rebuilt from its .tflite gets only the full recipe.
+    assert card.site_stage({**prov, "arch": "mobilenetv2"}, MODEL.name) is None
+    other = _card_with(tmp_path, "v2", arch="mobilenetv2")
+    assert "--out SITE" not in other and "2. Retrain: the same stages" in other
+    assert f"--model STAGE{len(stages)}/phone_in_hand.tflite" in other
 
 
 def test_card_says_whether_half_seen_drivers_were_trained_as_phone_free(tmp_path: Path) -> None:
