@@ -256,6 +256,11 @@ def render(model: Path, eval_doc: dict[str, Any], *, bench_ms: float | None,
     lines += ["### Test sets (never used for training, tuning or the threshold)", ""]
     lines += _table([f"{d} ({domains.get(d, 'real')})" for d in datasets],
                     [_metric_rows(ours["data"][d]) for d in datasets])
+    if any(domains.get(d, "real").startswith("synthetic") for d in datasets):
+        lines += ["", "The synthetic sets are drawn by the renderer as committed: in its crops "
+                  "labelled *phone* the phone is always visible (a scene where glare, a pillar "
+                  "or the dark hid it is drawn again with the same pose; "
+                  "`models/synth/render.py`)."]
     for d in datasets:
         by = ours["data"][d].get("by_condition")
         if by:

@@ -9,7 +9,8 @@ hats, glasses, window frame, glare and reflections, day / dusk / infrared night,
 defocus, sensor noise, JPEG quality, pillar and mirror occlusion, scale and angle.
 
 ``render_crop(seed, index)`` is a pure function of its arguments: the same seed and index give
-the same pixels on any machine with the same OpenCV build.
+the same pixels on any machine with the same OpenCV build. A crop labelled "phone" always shows
+its phone (at least ``MIN_PHONE_PIXELS`` visibly changed pixels; see ``render_crop``).
 """
 
 from __future__ import annotations
@@ -246,7 +247,10 @@ def _phone(img: np.ndarray, rng: np.random.Generator, d: _Driver, cx: float, cy:
         cv2.circle(img, _pt(bx, by), max(1, round(0.08 * length)), (10, 10, 10), -1, cv2.LINE_AA)
 
 
-def _draw_person(img: np.ndarray, rng: np.random.Generator, d: _Driver, pose: str) -> None:
+def _draw_person(img: np.ndarray, rng: np.random.Generator, d: _Driver, pose: str, *,
+                 phone_drawn: bool = True) -> None:
+    # A held phone left undrawn goes onto a scratch canvas: the same random draws, no pixels.
+    held = img if phone_drawn else np.empty_like(img)
     wx, wy, wr = _wheel(img, rng, d)
     wheel_top = (wx - d.face * 0.15 * wr, wy - 0.85 * wr)
     wheel_front = (wx + d.face * 0.2 * wr, wy - 0.3 * wr)
@@ -260,7 +264,7 @@ def _draw_person(img: np.ndarray, rng: np.random.Generator, d: _Driver, pose: st
     if pose in ("phone_ear_left", "phone_ear_right") and not near_holds:
         _body(img, rng, d)
         ex, ey = d.ear
-        _phone(img, rng, d, ex + d.face * 0.05 * d.r, ey - 0.05 * d.r,
+        _phone(held, rng, d, ex + d.face * 0.05 * d.r, ey - 0.05 * d.r,
                d.face * rng.uniform(-35, -5), screen=False)
         _hand(img, d, ex + d.face * 0.1 * d.r, ey + 0.4 * d.r, near=True)
         near = (wheel_front[0], wheel_front[1])
@@ -275,19 +279,19 @@ def _draw_person(img: np.ndarray, rng: np.random.Generator, d: _Driver, pose: st
     if pose == "phone_ear_left":
         hand = (ex + d.face * 0.05 * d.r, ey + 0.35 * d.r)
         _arm(img, d, hand, near=True, elbow_drop=1.6)
-        _phone(img, rng, d, ex + d.face * 0.1 * d.r, ey - 0.1 * d.r, d.face * rng.uniform(-35, -5),
+        _phone(held, rng, d, ex + d.face * 0.1 * d.r, ey - 0.1 * d.r, d.face * rng.uniform(-35, -5),
                screen=False)
         _hand(img, d, *hand)
     elif pose == "phone_low":
         hand = (d.cx + d.face * rng.uniform(0.9, 1.5) * d.r, d.cy + rng.uniform(2.0, 2.8) * d.r)
         _arm(img, d, hand, near=True, elbow_drop=0.3)
-        _phone(img, rng, d, hand[0] + d.face * 0.1 * d.r, hand[1] - 0.35 * d.r,
+        _phone(held, rng, d, hand[0] + d.face * 0.1 * d.r, hand[1] - 0.35 * d.r,
                d.face * rng.uniform(20, 70), screen=rng.random() < 0.6)
         _hand(img, d, *hand)
     elif pose == "phone_over_wheel":
         hand = (wheel_top[0] - d.face * 0.2 * d.r, wheel_top[1] - 0.1 * d.r)
         _arm(img, d, hand, near=True, elbow_drop=0.5)
-        _phone(img, rng, d, hand[0], hand[1] - 0.45 * d.r, d.face * rng.uniform(-15, 15),
+        _phone(held, rng, d, hand[0], hand[1] - 0.45 * d.r, d.face * rng.uniform(-15, 15),
                screen=rng.random() < 0.5)
         _hand(img, d, *hand)
     elif pose == "hands_on_wheel" or pose == "phone_in_cradle":
@@ -454,8 +458,12 @@ def pose_for(seed: int, index: int, phone: bool | None = None) -> tuple[bool, st
 
 def render_scene(rng: np.random.Generator, pose: str, light: str, *,
                  size: tuple[int, int] = (BASE_W, BASE_H), face: int | None = None,
-                 frame: bool = True) -> np.ndarray:
-    """Draw one clean window scene (no camera degradation) at ``size`` (w, h)."""
+                 frame: bool = True, phone_drawn: bool = True) -> np.ndarray:
+    """Draw one clean window scene (no camera degradation) at ``size`` (w, h).
+
+    ``phone_drawn=False`` leaves out a held phone (not a cradled one) but makes the same random
+    draws, so everything else in the scene is pixel for pixel the same.
+    """
     w, h = size
     img: np.ndarray = np.zeros((BASE_H, BASE_W, 3), np.uint8)
     _background(img, rng, light)
@@ -481,7 +489,7 @@ def render_scene(rng: np.random.Generator, pose: str, light: str, *,
         _draw_person(img, rng, d, "hands_on_wheel")
     else:
         _seat(img, rng, d, occupied=True)
-        _draw_person(img, rng, d, pose)
+        _draw_person(img, rng, d, pose, phone_drawn=phone_drawn)
     _glass(img, rng, light)
     if frame:
         _window_frame(img, rng)
@@ -491,21 +499,55 @@ def render_scene(rng: np.random.Generator, pose: str, light: str, *,
     return img
 
 
-def render_crop(seed: int, index: int, *, phone: bool | None = None,
-                size: tuple[int, int] | None = None) -> tuple[np.ndarray, CropMeta]:
-    """One labelled, camera-degraded driver-window crop (BGR uint8) and what it shows.
+MIN_PHONE_PIXELS = 24
+"""A phone crop must have at least this many pixels that the phone changes ..."""
+MIN_PHONE_CONTRAST = 24
+"""... by at least this much (0-255, in any channel) against the same crop without the phone."""
+REDRAWS = 8
 
-    ``size`` (w, h) fixes the output size; by default it varies like real ROIs (64..224 px).
-    """
-    is_phone, pose = pose_for(seed, index, phone)
-    rng = _rng(seed, index, 2)
+
+def _camera_view(seed: int, index: int, attempt: int, pose: str, size: tuple[int, int] | None,
+                 *, phone_drawn: bool = True) -> tuple[np.ndarray, str]:
+    rng = _rng(seed, index, 2 if attempt == 0 else 100 + attempt)
     light = LIGHTING[int(rng.choice(3, p=[0.6, 0.2, 0.2]))]
-    img = render_scene(rng, pose, light)
+    img = render_scene(rng, pose, light, phone_drawn=phone_drawn)
     _occlude(img, rng)
     img = _degrade(img, rng, light)
     if size is None:
         out_w = int(rng.integers(64, 225))
         size = (out_w, max(32, round(out_w * rng.uniform(0.6, 0.95))))
     img = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
-    img = _jpeg(img, rng)
-    return img, CropMeta(phone=is_phone, pose=pose, lighting=light, seed=seed, index=index)
+    return _jpeg(img, rng), light
+
+
+def phone_pixels(with_phone: np.ndarray, without: np.ndarray) -> int:
+    """How many pixels the phone visibly changes (``MIN_PHONE_CONTRAST`` or more)."""
+    diff = cv2.absdiff(with_phone, without).max(axis=2)
+    return int(np.count_nonzero(diff >= MIN_PHONE_CONTRAST))
+
+
+def render_crop(seed: int, index: int, *, phone: bool | None = None,
+                size: tuple[int, int] | None = None) -> tuple[np.ndarray, CropMeta]:
+    """One labelled, camera-degraded driver-window crop (BGR uint8) and what it shows.
+
+    ``size`` (w, h) fixes the output size; by default it varies like real ROIs (64..224 px).
+
+    A phone crop always shows its phone: the crop is rendered again without it (the same
+    random draws), and where fewer than ``MIN_PHONE_PIXELS`` pixels differ visibly (glare, a
+    pillar, the dark of an IR night, a tiny crop) the scene conditions are drawn afresh, up to
+    ``REDRAWS`` times, keeping the pose. A hidden phone is not evidence and no model can see it;
+    labelled "phone" it only teaches guessing from posture. ``extras`` records ``redraws`` and
+    ``phone_pixels``.
+    """
+    is_phone, pose = pose_for(seed, index, phone)
+    extras: dict[str, Any] = {}
+    for attempt in range(REDRAWS):
+        img, light = _camera_view(seed, index, attempt, pose, size)
+        if not is_phone:
+            break
+        without, _ = _camera_view(seed, index, attempt, pose, size, phone_drawn=False)
+        extras = {"redraws": attempt, "phone_pixels": phone_pixels(img, without)}
+        if extras["phone_pixels"] >= MIN_PHONE_PIXELS:
+            break
+    return img, CropMeta(phone=is_phone, pose=pose, lighting=light, seed=seed, index=index,
+                         extras=extras)

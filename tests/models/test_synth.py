@@ -59,6 +59,46 @@ def test_a_phone_is_drawn_where_the_label_says() -> None:
     assert np.abs(with_phone.astype(int) - no_phone.astype(int)).mean() > 1.0
 
 
+def test_leaving_the_phone_out_changes_only_the_phone() -> None:
+    from models.synth.render import render_scene
+
+    def scene(pose: str, drawn: bool) -> np.ndarray:
+        return render_scene(np.random.default_rng(9), pose, "day", face=1, phone_drawn=drawn)
+
+    for pose in POSITIVE_POSES:
+        changed = np.count_nonzero(cv2.absdiff(scene(pose, True), scene(pose, False)).max(axis=2))
+        assert 0 < changed < 0.1 * 224 * 168, pose
+    # A cradled phone is not a held one: it stays (the crop is phone-free either way).
+    assert np.array_equal(scene("phone_in_cradle", True), scene("phone_in_cradle", False))
+
+
+def test_a_phone_crop_always_shows_its_phone() -> None:
+    from models.synth import render as r
+
+    # Seed 7, crop 358 (in the held-out synthetic test set): the first draw of its scene hides
+    # the phone (an IR night); the crop is drawn again with the same pose.
+    _, pose = r.pose_for(7, 358, True)
+    first = r._camera_view(7, 358, 0, pose, None)[0]
+    hidden = r._camera_view(7, 358, 0, pose, None, phone_drawn=False)[0]
+    assert r.phone_pixels(first, hidden) < r.MIN_PHONE_PIXELS
+    img, meta = render_crop(7, 358, phone=True)
+    assert meta.pose == pose and meta.extras["redraws"] >= 1
+    assert meta.extras["phone_pixels"] >= r.MIN_PHONE_PIXELS
+    assert not np.array_equal(img, first)
+    # Every phone crop, at any size, shows its phone; the count is the recomputed one.
+    redrawn = 0
+    for i in range(80):
+        size = None if i % 2 else (64, 48)
+        img, meta = render_crop(11, i, phone=True, size=size)
+        k = meta.extras["redraws"]
+        without = r._camera_view(11, i, k, meta.pose, size, phone_drawn=False)[0]
+        assert meta.extras["phone_pixels"] == r.phone_pixels(img, without) >= r.MIN_PHONE_PIXELS
+        redrawn += k > 0
+    assert redrawn < 16  # most first draws show the phone: redrawing is the exception
+    # Phone-free crops are drawn once and carry no phone count.
+    assert all(render_crop(11, i, phone=False)[1].extras == {} for i in range(10))
+
+
 def test_render_dataset_writes_balanced_folders_and_an_index(tmp_path: Path) -> None:
     written = render_dataset(tmp_path / "a", count=12, seed=4)
     assert len(list((tmp_path / "a" / "phone").glob("*.png"))) == 6
