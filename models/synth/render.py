@@ -537,7 +537,9 @@ def render_crop(seed: int, index: int, *, phone: bool | None = None,
     pillar, the dark of an IR night, a tiny crop) the scene conditions are drawn afresh, up to
     ``REDRAWS`` times, keeping the pose. A hidden phone is not evidence and no model can see it;
     labelled "phone" it only teaches guessing from posture. ``extras`` records ``redraws`` and
-    ``phone_pixels``.
+    ``phone_pixels``; were no draw to show the phone, the last would be kept, its
+    ``phone_pixels`` below the floor (of the 18,000 phone crops of training seed 1000, 470
+    needed one redraw or two, none more).
     """
     is_phone, pose = pose_for(seed, index, phone)
     extras: dict[str, Any] = {}
