@@ -62,7 +62,7 @@ def export_int8(model: Any, representative: np.ndarray, out_path: Path) -> Path:
     return out_path
 
 
-def _interpreter(path: Path, *, plain: bool = False) -> Any:
+def interpreter(path: Path, *, plain: bool = False) -> Any:
     """A LiteRT interpreter; ``plain`` skips the default XNNPACK delegate (to list raw ops)."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
@@ -76,13 +76,13 @@ def _interpreter(path: Path, *, plain: bool = False) -> Any:
 
 def model_ops(path: Path) -> list[str]:
     """Operator names used by a TFLite model."""
-    it = _interpreter(path, plain=True)
+    it = interpreter(path, plain=True)
     return sorted({d["op_name"] for d in it._get_ops_details()})
 
 
 def check_full_int8(path: Path) -> list[str]:
     """Problems that would stop the model being full-integer / Edge TPU-ready (empty = fine)."""
-    it = _interpreter(path, plain=True)
+    it = interpreter(path, plain=True)
     problems = []
     for d in it.get_input_details() + it.get_output_details():
         if np.dtype(d["dtype"]) not in (np.dtype(np.uint8), np.dtype(np.int8)):
@@ -97,7 +97,7 @@ def check_full_int8(path: Path) -> list[str]:
 
 def tflite_scores(path: Path, tensors: np.ndarray, *, positive_index: int = 1) -> np.ndarray:
     """P(phone) from a TFLite model for preprocessed float inputs (NHWC), softmax in-graph."""
-    it = _interpreter(path)
+    it = interpreter(path)
     inp, out = it.get_input_details()[0], it.get_output_details()[0]
     in_scale, in_zero = float(inp["quantization"][0]), int(inp["quantization"][1])
     out_scale, out_zero = float(out["quantization"][0]), int(out["quantization"][1])

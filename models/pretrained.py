@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from models.export import interpreter
+
 
 def _dequant(it: Any, index: int) -> np.ndarray:
     """A constant tensor as float32: per-tensor (uint8 ImageNet models) or per-channel (the
@@ -37,18 +39,9 @@ def _dequant(it: Any, index: int) -> np.ndarray:
     return ((q.astype(np.float32) - zeros) * scales).astype(np.float32)
 
 
-def _interpreter(tflite: Path) -> Any:
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    it = Interpreter(model_path=str(tflite),
-                     experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-    it.allocate_tensors()
-    return it
-
-
 def read_backbone(tflite: Path) -> list[dict[str, Any]]:
     """The conv / depthwise-conv layers up to the average pool: kind, stride, weights, bias."""
-    it = _interpreter(tflite)
+    it = interpreter(tflite, plain=True)
     layers: list[dict[str, Any]] = []
     for op in it._get_ops_details():
         name = op["op_name"]
@@ -74,13 +67,13 @@ def read_backbone(tflite: Path) -> list[dict[str, Any]]:
 
 def input_size(tflite: Path) -> int:
     """The input height (= width) of a square-input image model."""
-    return int(_interpreter(tflite).get_input_details()[0]["shape"][1])
+    return int(interpreter(tflite, plain=True).get_input_details()[0]["shape"][1])
 
 
 def read_head(tflite: Path) -> tuple[np.ndarray, np.ndarray]:
     """The fully connected layer after the pool as a Keras ``Dense`` kernel ``[in, out]`` and
     bias: the two-way head of a model ``models.train`` exported (ImageNet models have none)."""
-    it = _interpreter(tflite)
+    it = interpreter(tflite, plain=True)
     pooled = False
     for op in it._get_ops_details():
         if op["op_name"] in ("AVERAGE_POOL_2D", "MEAN"):

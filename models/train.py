@@ -184,7 +184,8 @@ def rebuild_float(tflite: Path, prov: dict[str, Any]) -> Any:
 
 
 def _init_provenance(init: Path | None) -> dict[str, Any]:
-    """The provenance in the sidecar beside the ``.keras`` a run continues (empty if none)."""
+    """The provenance in the sidecar beside the model (``.keras`` or ``.tflite``) a run
+    continues (empty if none)."""
     side = init.with_suffix(".json") if init is not None else None
     if side is None or not side.is_file():
         return {}
@@ -385,10 +386,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     rng = np.random.default_rng(cfg.seed)
     init_model = None
     init_prov = _init_provenance(cfg.init)
+    from_tflite = cfg.init is not None and cfg.init.suffix == ".tflite"
     if cfg.init is not None:
         # A continued run keeps the model it starts from: its input size, and (for the record)
         # the architecture settings its sidecar states.
-        if cfg.init.suffix == ".tflite":
+        if from_tflite:
             init_model = rebuild_float(cfg.init, init_prov)
         else:
             init_model = keras.models.load_model(cfg.init)
@@ -442,7 +444,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                             act_noise=cfg.act_noise)
     # New batch-norm layers (a fresh backbone, or one rebuilt from a .tflite, whose batch norm
     # the converter folded away) start as the identity: training starts from the weights read.
-    if cfg.batchnorm and (cfg.init is None or cfg.init.suffix == ".tflite"):
+    if cfg.batchnorm and (cfg.init is None or from_tflite):
         from models.pretrained import identity_batchnorm
 
         pick = rng.permutation(len(syn_tr))[:128]
