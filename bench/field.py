@@ -40,7 +40,7 @@ from gpiozero.pins.mock import MockFactory  # noqa: E402
 
 from edge.adapters import supervisor as link  # noqa: E402
 from edge.adapters.gpio import FieldIo  # noqa: E402
-from edge.app.config_field import GpioConfig  # noqa: E402
+from edge.adapters.gpio_config import GpioConfig  # noqa: E402
 from edge.app.stats import grid  # noqa: E402
 from edge.app.systemd import FrameWatchdog, SystemdNotifier  # noqa: E402
 

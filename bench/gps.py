@@ -34,7 +34,7 @@ from pathlib import Path
 from _common import REPO, machine
 
 from edge.adapters.gps import ReplayGpsSource, SerialGpsSource
-from edge.app.config_gps import GpsConfig
+from edge.adapters.gps_config import GpsConfig
 from edge.app.stats import grid
 from edge.core.errors import NmeaError
 from edge.core.gps import FixAssembler

@@ -50,9 +50,9 @@ from controlroom import crypto, db, fastcheck
 from controlroom.config import MqttConfig
 from controlroom.ingest import Ingest, Message, StoredAlert
 from controlroom.receiver import Receiver
-from edge.adapters.signing import Ed25519PrivateKey, generate_key, sign_alert
 from edge.app.local_broker import LocalBroker, free_port
 from edge.app.stats import table
+from edge.common.signing import Ed25519PrivateKey, generate_key, sign_alert
 from edge.core import messages as m
 from edge.core.ports import Detection, EvidenceRecord
 
@@ -74,8 +74,7 @@ def make_alerts(keys: list[tuple[str, Ed25519PrivateKey]], n: int, *, t0: float,
         det = Detection(alert_id="x", roi_id="lane1", score=0.9, frames_over=5, window=8,
                         frame_index=i, t_wall_s=t, t_mono_s=0.0, model_name="bench",
                         model_version="1", model_sha256="ab" * 32, threshold=0.7, evidence=ev)
-        alert = sign_alert(m.build_alert(det, unit=unit, seq=seq0 + i // len(keys), fix=None,
-                                         gps_state=None), key)
+        alert = sign_alert(m.build_alert(det, unit=unit, seq=seq0 + i // len(keys)), key)
         out.append((f"phonewatch/{unit}/alert", m.encode(alert), t))
     return out
 

@@ -32,9 +32,10 @@ import paho.mqtt.client as mqtt
 from _common import machine
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge.adapters.mqtt import MqttUplink, build_mqtt_sink
+from edge.adapters.mqtt import MqttUplink
+from edge.adapters.mqtt_config import MqttSinkConfig
 from edge.adapters.outbox import Outbox
-from edge.app.config_uplink import MqttSinkConfig
+from edge.app.compose import build_uplink
 from edge.app.local_broker import CONTROLROOM, LocalBroker
 from edge.app.stats import grid
 from edge.core.ports import Detection, EvidenceRecord
@@ -91,7 +92,8 @@ def make_detections(folder: Path, n: int, evidence_kb: int) -> list[Detection]:
         p = folder / f"ev{i}.jpg"
         p.write_bytes(jpeg)
         h = hashlib.sha256(jpeg).hexdigest()
-        ev = EvidenceRecord(str(i), str(p), h, len(jpeg), str(p), h, len(jpeg))
+        ev = EvidenceRecord(str(i), str(p), h, len(jpeg), str(p), h, len(jpeg),
+                            frame_jpeg=jpeg)
         out.append(Detection(str(i), "lane1", 0.9, 5, 8, i, time.time(), time.monotonic(),
                              "bench-model", "1", "0" * 64, 0.7, ev))
     return out
@@ -101,8 +103,7 @@ def uplink_for(broker: LocalBroker, data: Path, **over: Any) -> MqttUplink:
     cfg = MqttSinkConfig(**broker.sink_settings(UNIT), signing_key_autogenerate=True,
                          heartbeat_interval_s=3600, reconnect_min_s=0.1, reconnect_max_s=0.5,
                          **over)
-    return build_mqtt_sink(cfg, unit_id=UNIT, data_dir=data, gps=None, stats=None,
-                           on_command=None)
+    return build_uplink(cfg, unit_id=UNIT, data_dir=data, on_command=None)
 
 
 def bench_latency(tls: bool, n: int, evidence_kb: int, tmp: Path) -> list[float]:

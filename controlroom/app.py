@@ -19,10 +19,10 @@ from sqlalchemy.engine import Engine
 from controlroom import db
 from controlroom.commands import CommandSink
 from controlroom.config import Config
+from controlroom.errors import ControlRoomError
 from controlroom.receiver import CommandPublisher, Receiver
 from controlroom.retention import Sweeper
 from controlroom.web import create_app
-from edge.core.errors import ControlRoomError
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from controlroom import crypto
+from controlroom.errors import BundleError
 from edge.core import messages as m
-from edge.core.errors import BundleError, MessageError, SignatureError
+from edge.core.errors import MessageError, SignatureError
 
 MAX_MEMBER_BYTES = 64 * 1024 * 1024
 FILES = ("alert.json", "signature.txt", "evidence.jpg", "unit_public_key.pem", "review.json",

@@ -11,7 +11,8 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from edge.core.errors import ControlRoomError, SignatureError
+from controlroom.errors import ControlRoomError
+from edge.core.errors import SignatureError
 
 if TYPE_CHECKING:  # the web stack is imported only by the commands that need it
     from sqlalchemy.engine import Engine

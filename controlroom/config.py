@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 
+from edge.common.config import StrictModel as _Strict
+from edge.common.config import Table, format_errors, resolve_paths
 from edge.core.errors import ConfigError
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
 class DatabaseConfig(_Strict):
@@ -125,16 +122,10 @@ class Config(_Strict):
         return self
 
 
-def _resolve(data: dict[str, Any], base: Path) -> dict[str, Any]:
-    """Make relative file paths (and a relative sqlite path) relative to the config's folder."""
-    out = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
-    for section, keys in (("mqtt", ("ca_file", "cert_file", "key_file")),
-                          ("web", ("secret_key_file",))):
-        sec = out.get(section)
-        if isinstance(sec, dict):
-            for k in keys:
-                if isinstance(sec.get(k), str) and not Path(sec[k]).is_absolute():
-                    sec[k] = str(base / sec[k])
+def _defaults(data: Table, base: Path) -> Table:
+    """The defaults that live beside the config file: the cookie secret and the SQLite file
+    (a relative SQLite path in the URL is relative to the file's folder too)."""
+    out = resolve_paths(Config, data, base)
     web = out.setdefault("web", {})
     if isinstance(web, dict) and "secret_key_file" not in web:
         web["secret_key_file"] = str(base / "controlroom.secret")
@@ -147,19 +138,12 @@ def _resolve(data: dict[str, Any], base: Path) -> dict[str, Any]:
     return out
 
 
-def _describe(e: ValidationError) -> str:
-    parts = []
-    for err in e.errors()[:5]:
-        key = ".".join(str(p) for p in err["loc"]) or "(config)"
-        parts.append(f"{key}: {err['msg']}")
-    return "; ".join(parts)
-
-
-def parse_config(data: dict[str, Any], *, base_dir: Path) -> Config:
+def parse_config(data: Table, *, base_dir: Path, source: str = "control-room config"
+                 ) -> Config:
     try:
-        return Config.model_validate(_resolve(data, base_dir))
+        return Config.model_validate(_defaults(data, base_dir))
     except ValidationError as e:
-        raise ConfigError(_describe(e)) from None
+        raise ConfigError(format_errors(e, source, Config)) from None
 
 
 def load_config(path: Path) -> Config:
@@ -171,7 +155,4 @@ def load_config(path: Path) -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
-    try:
-        return parse_config(data, base_dir=path.resolve().parent)
-    except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
+    return parse_config(data, base_dir=path.resolve().parent, source=str(path))

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
-from edge.core.errors import ControlRoomError
+from controlroom.errors import ControlRoomError
 
 log = logging.getLogger(__name__)
 

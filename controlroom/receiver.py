@@ -34,6 +34,7 @@ from sqlalchemy.engine import Engine
 from controlroom import commands
 from controlroom.config import MqttConfig
 from controlroom.ingest import Ingest, Message, StoredAlert
+from edge.common.mqtt_tls import configure_client
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +46,9 @@ NO_MATCHING_SUBSCRIBERS = 0x10
 
 def _configure(client: mqtt.Client, cfg: MqttConfig) -> None:
     """TLS and credentials from the control-room config (the same for every client)."""
-    if cfg.ca_file is not None:
-        client.tls_set(ca_certs=str(cfg.ca_file),
-                       certfile=str(cfg.cert_file) if cfg.cert_file else None,
-                       keyfile=str(cfg.key_file) if cfg.key_file else None)
-    if cfg.username:
-        client.username_pw_set(cfg.username,
-                               cfg.password.get_secret_value() if cfg.password else None)
+    configure_client(client, section="mqtt", ca_file=cfg.ca_file, cert_file=cfg.cert_file,
+                     key_file=cfg.key_file, username=cfg.username,
+                     password=cfg.password.get_secret_value() if cfg.password else None)
 
 
 class _Acks:

@@ -41,7 +41,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from controlroom import bundle, commands, crypto, db, users
 from controlroom.config import Config
-from edge.core.errors import ControlRoomError
+from controlroom.errors import ControlRoomError
 
 log = logging.getLogger(__name__)
 

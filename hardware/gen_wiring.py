@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from xml.sax.saxutils import escape
 
-from edge.app.config_field import PinMap, Signal, load_pin_map
+from edge.adapters.gpio_config import PinMap, Signal, load_pin_map
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent

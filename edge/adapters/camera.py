@@ -17,13 +17,22 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from edge.adapters.camera_config import (
+    CameraConfig,
+    FolderCameraConfig,
+    OpenCvCameraConfig,
+    PicameraConfig,
+    ReplayCameraConfig,
+)
 from edge.core.errors import CameraError
 from edge.core.frame import Frame
+from edge.core.ports import FrameSource
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +83,12 @@ class OpenCvSource(_CaptureBase):
         self._cap: Any = None
         self._count = _Counter()
         self._fps: float | None = None
+
+    @classmethod
+    def from_config(cls, cfg: OpenCvCameraConfig, *, speed: float | None = None
+                    ) -> OpenCvSource:
+        """A file is read as fast as it decodes whatever ``speed`` says."""
+        return cls(cfg.device, width=cfg.width, height=cfg.height, fps=cfg.fps)
 
     @property
     def is_live(self) -> bool:
@@ -130,6 +145,12 @@ class ReplaySource(_CaptureBase):
         self._t0: float | None = None
         self._n_since_t0 = 0
         self.frame_count: int | None = None
+
+    @classmethod
+    def from_config(cls, cfg: ReplayCameraConfig, *, speed: float | None = None
+                    ) -> ReplaySource:
+        """``speed`` (offline runs: 0) overrides the config's pace."""
+        return cls(cfg.path, loop=cfg.loop, speed=cfg.speed if speed is None else speed)
 
     @property
     def is_live(self) -> bool:
@@ -196,6 +217,12 @@ class FolderSource:
         self._count = _Counter()
         self._next_due: float | None = None
 
+    @classmethod
+    def from_config(cls, cfg: FolderCameraConfig, *, speed: float | None = None
+                    ) -> FolderSource:
+        """Any ``speed`` (an offline run) reads the images unpaced."""
+        return cls(cfg.path, fps=cfg.fps if speed is None else 0.0, loop=cfg.loop)
+
     @property
     def is_live(self) -> bool:
         return self._rate > 0
@@ -253,6 +280,12 @@ class PicameraSource:  # pragma: no cover - runs on a Raspberry Pi only
         self._cam: Any = None
         self._count = _Counter()
 
+    @classmethod
+    def from_config(cls, cfg: PicameraConfig, *, speed: float | None = None
+                    ) -> PicameraSource:
+        return cls(camera_num=cfg.camera_num, main_size=cfg.main_size,
+                   lores_size=cfg.lores_size, fps=cfg.fps)
+
     @property
     def is_live(self) -> bool:
         return True
@@ -306,3 +339,17 @@ class PicameraSource:  # pragma: no cover - runs on a Raspberry Pi only
                 self._cam.close()
             finally:
                 self._cam = None
+
+
+_SOURCES: dict[type[Any], Callable[..., FrameSource]] = {
+    OpenCvCameraConfig: OpenCvSource.from_config,
+    ReplayCameraConfig: ReplaySource.from_config,
+    FolderCameraConfig: FolderSource.from_config,
+    PicameraConfig: PicameraSource.from_config,
+}
+"""Each backend's config model and the source built from it (the ``type`` key ties them)."""
+
+
+def source_from_config(cfg: CameraConfig, *, speed: float | None = None) -> FrameSource:
+    """The source for ``[camera]``; ``speed`` overrides a paced file's pace (0: unpaced)."""
+    return _SOURCES[type(cfg)](cfg, speed=speed)

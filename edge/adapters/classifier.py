@@ -85,7 +85,7 @@ class LiteRTClassifier:
     """A TFLite phone-in-hand classifier (see module doc). Use :meth:`open`."""
 
     def __init__(self, interpreter: Any, spec: ModelSpec, *, model_path: Path, sha256: str,
-                 accelerator: str, runtime: str) -> None:
+                 accelerator: str, runtime: str, threshold: float | None = None) -> None:
         self._it = interpreter
         self.spec = spec
         self.model_path = model_path
@@ -94,7 +94,8 @@ class LiteRTClassifier:
         self.runtime = runtime
         self.name = spec.name
         self.version = spec.version
-        self.threshold = spec.threshold
+        self.threshold = spec.threshold if threshold is None else threshold
+        """The sidecar's threshold, unless the config overrides it (``model.threshold``)."""
         inp = interpreter.get_input_details()
         outs = interpreter.get_output_details()
         if len(inp) != 1:
@@ -118,7 +119,8 @@ class LiteRTClassifier:
     # -- construction -------------------------------------------------------------------------
     @classmethod
     def open(cls, model_path: Path | str, *, sidecar: Path | str | None = None,
-             accelerator: str = "cpu", threads: int = 2) -> LiteRTClassifier:
+             accelerator: str = "cpu", threads: int = 2,
+             threshold: float | None = None) -> LiteRTClassifier:
         model_path = Path(model_path)
         spec_path = Path(sidecar) if sidecar is not None else sidecar_path(model_path)
         if not model_path.is_file():
@@ -156,7 +158,8 @@ class LiteRTClassifier:
                     else:
                         log.info("model %s on the Edge TPU", twin)
                         return cls(it, spec, model_path=twin, sha256=file_sha256(twin),
-                                   accelerator="edgetpu", runtime=runtime)
+                                   accelerator="edgetpu", runtime=runtime,
+                                   threshold=threshold)
             if accelerator == "edgetpu":
                 raise AcceleratorError(f"accelerator = \"edgetpu\" but {reason}")
             log.warning("Edge TPU not used: %s; running on the CPU", reason)
@@ -167,7 +170,7 @@ class LiteRTClassifier:
         except (ValueError, RuntimeError) as e:
             raise _explain_load_error(model_path, e) from None
         return cls(it, spec, model_path=model_path, sha256=sha, accelerator="cpu",
-                   runtime=runtime)
+                   runtime=runtime, threshold=threshold)
 
     def _check_shapes(self) -> None:
         s = self.spec.input

@@ -106,6 +106,7 @@ class EvidenceStore:
             crop_bytes=len(crop_jpg),
             clip_path=str(clip_path) if clip_path else None,
             clip_sha256=clip_sha,
+            frame_jpeg=frame_jpg,
         )
         self.prune(keep=folder)
         return rec

@@ -21,7 +21,7 @@ from typing import Any
 
 from gpiozero import LED, BadPinFactory, Button, Buzzer, DigitalInputDevice, GPIOZeroError
 
-from edge.app.config_field import GpioConfig, PinMap
+from edge.adapters.gpio_config import GpioConfig, PinMap
 from edge.core.errors import GpioError
 from edge.core.ports import Clock, SystemClock
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import serial
 
-from edge.app.config_gps import GpsConfig, gpsd_address, source_kind
+from edge.adapters.gps_config import GpsConfig, gpsd_address, source_kind
 from edge.core import nmea
 from edge.core.errors import GpsError, NmeaError
 from edge.core.gps import Fix, FixAssembler, GpsSource, gps_state
@@ -527,15 +527,17 @@ def tpv_to_fix(tpv: dict[str, Any], sky: dict[str, Any], now_mono_s: float) -> F
     )
 
 
+SOURCES: dict[str, Callable[..., GpsSource]] = {
+    "serial": SerialGpsSource, "gpsd": GpsdSource, "replay": ReplayGpsSource,
+}
+"""Each kind of ``gps.source`` (see :func:`edge.adapters.gps_config.source_kind`) and the
+source class built for it."""
+
+
 def build_gps_source(cfg: GpsConfig, *, clock: Callable[[], float] = time.monotonic,
                      on_fix: OnFix | None = None) -> GpsSource:
-    """The source ``cfg.source`` names (not started)."""
-    kind = source_kind(cfg.source)
-    if kind == "replay":
-        return ReplayGpsSource(cfg, clock=clock, on_fix=on_fix)
-    if kind == "gpsd":
-        return GpsdSource(cfg, clock=clock, on_fix=on_fix)
-    return SerialGpsSource(cfg, clock=clock, on_fix=on_fix)
+    """The source ``cfg.source`` names (not started), looked up by its kind in SOURCES."""
+    return SOURCES[source_kind(cfg.source)](cfg, clock=clock, on_fix=on_fix)
 
 
 def check_gps(cfg: GpsConfig, timeout_s: float) -> tuple[bool, str]:

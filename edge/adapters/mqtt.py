@@ -1,12 +1,14 @@
 """The MQTT uplink (paho-mqtt 2.x, ``CallbackAPIVersion.VERSION2``, MQTT 5): all MQTT lives here.
 
-``MqttUplink.send(detection)`` builds the alert (unit, sequence number, GPS fix read *now*, never
-waited for), signs it, commits it with its evidence JPEG to the durable :class:`Outbox` and
-returns. One sender thread hands outbox rows to paho in sequence order, at most
-``max_inflight`` messages awaiting PUBACK, and deletes a row only when the broker has
-acknowledged every part of it with a success reason code. paho keeps unacknowledged QoS 1
-messages across reconnects and resends them; after a restart the outbox resends everything
-not yet acknowledged. The receiver de-duplicates on ``(unit, seq)``.
+A transport, not an app: ``MqttUplink.send(detection)`` builds the alert from the detection as
+the app stamped it (fix, GPS state and time are already on it), adds the unit's sequence number,
+signs it, commits it with the evidence JPEG bytes the detection carries to the durable
+:class:`Outbox` and returns. Heartbeats are built by the app (``edge.app.heartbeat``) and handed
+to :meth:`MqttUplink.publish_heartbeat`. One sender thread hands outbox rows to paho in
+sequence order, at most ``max_inflight`` messages awaiting PUBACK, and deletes a row only when
+the broker has acknowledged every part of it with a success reason code. paho keeps
+unacknowledged QoS 1 messages across reconnects and resends them; after a restart the outbox
+resends everything not yet acknowledged. The receiver de-duplicates on ``(unit, seq)``.
 
 Connection: TLS with a CA and a client certificate, or username/password; a persistent session
 (clean start off, session expiry); reconnect with exponential backoff; "connected" only on a
@@ -23,13 +25,11 @@ while few of them await a PUBACK; otherwise they are dropped and counted, never 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import queue
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -39,54 +39,39 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge import __version__
+from edge.adapters.mqtt_config import MqttSinkConfig
 from edge.adapters.outbox import Outbox, Part
-from edge.adapters.signing import (
+from edge.common.mqtt_tls import configure_client
+from edge.common.signing import (
     Ed25519PrivateKey,
-    load_private_key,
     sign_alert,
-    write_key_pair,
 )
-from edge.app.config_uplink import MqttSinkConfig
 from edge.core import messages as m
-from edge.core.errors import ConfigError, MessageError, OutboxError, SignatureError
+from edge.core.errors import MessageError, OutboxError
 from edge.core.ports import Detection
 
 log = logging.getLogger(__name__)
 
-CPU_TEMP_PATH = Path("/sys/class/thermal/thermal_zone0/temp")
 _FAILED_RETRY_S = 30.0
 """After the broker refuses a message (failure reason code), wait this long before resending."""
 _BEST_EFFORT_MAX_INFLIGHT = 8
 """Crops and snapshots awaiting PUBACK at once; beyond this they are dropped, so a slow link
 never lets training data crowd out alerts."""
 
-StatsFn = Callable[[], dict[str, Any]]
 CommandFn = Callable[[str, dict[str, Any]], None]
-
-
-def read_cpu_temp_c(path: Path = CPU_TEMP_PATH) -> float | None:
-    """CPU temperature in degrees C from sysfs (millidegrees), or None where there is none."""
-    try:
-        return round(int(path.read_text().strip()) / 1000.0, 1)
-    except (OSError, ValueError):
-        return None
 
 
 class MqttUplink:
     """An ``AlertSink`` that delivers signed alerts through a durable outbox to an MQTT broker."""
 
     def __init__(self, cfg: MqttSinkConfig, *, unit_id: str, outbox: Outbox,
-                 signing_key: Ed25519PrivateKey, gps: object | None = None,
-                 stats: StatsFn | None = None, on_command: CommandFn | None = None) -> None:
+                 signing_key: Ed25519PrivateKey, on_command: CommandFn | None = None) -> None:
         self.cfg = cfg
         self.unit_id = unit_id
         self.topics = m.Topics(cfg.topic_root, unit_id)
         self.outbox = outbox
         self._key = signing_key
-        self._gps = gps
-        self._stats_fn = stats
         self._on_command = on_command
-        self._t0_mono = time.monotonic()
 
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -102,7 +87,8 @@ class MqttUplink:
         self._best_effort: dict[int, str] = {}  # mid -> kind ("collect" / "snapshot")
         self._counts = {"alerts_committed": 0, "published": 0, "acked": 0, "refused": 0,
                         "connects": 0, "connect_failures": 0, "heartbeats": 0,
-                        "commands_accepted": 0, "commands_rejected": 0, "evidence_missing": 0,
+                        "heartbeats_dropped": 0, "commands_accepted": 0,
+                        "commands_rejected": 0, "evidence_missing": 0,
                         "collect_published": 0, "collect_dropped": 0, "collect_refused": 0,
                         "snapshot_published": 0, "snapshot_dropped": 0,
                         "snapshot_refused": 0}
@@ -120,8 +106,6 @@ class MqttUplink:
                              client_id=cfg.client_id or self.unit_id,
                              protocol=mqtt.MQTTv5)
         _set_tls(client, cfg)
-        if cfg.username:
-            client.username_pw_set(cfg.username, cfg.resolved_password())
         offline = m.build_status(self.unit_id, "offline", t_wall_s=time.time(),
                                  software=__version__, reason="connection lost")
         client.will_set(self.topics.status, m.encode(offline), qos=1, retain=True)
@@ -217,12 +201,10 @@ class MqttUplink:
         """Commit the alert for ``detection`` (with its evidence) to disk and return at once."""
         if self._closed:
             raise OutboxError("uplink is closed")
-        fix, gps_state = self._read_gps()
-        evidence, ev_state = self._read_evidence(detection)
+        evidence, ev_state = self._evidence_of(detection)
 
         def make_payload(seq: int) -> bytes:
-            alert = m.build_alert(detection, unit=self.unit_id, seq=seq, fix=fix,
-                                  gps_state=gps_state, fix_max_age_s=self.cfg.fix_max_age_s)
+            alert = m.build_alert(detection, unit=self.unit_id, seq=seq)
             signed = sign_alert(alert, self._key)
             m.validate(signed, m.ALERT_SCHEMA)
             return m.encode(signed)
@@ -233,60 +215,37 @@ class MqttUplink:
         log.debug("alert %s committed", m.alert_id(self.unit_id, seq))
         self._wake.set()
 
-    def _read_gps(self) -> tuple[dict[str, Any] | None, str | None]:
-        if self._gps is None:
-            return None, None
-        try:
-            state = getattr(self._gps, "state", None)
-            fix = self._gps.latest()  # type: ignore[attr-defined]
-            fixd = fix.to_dict() if fix is not None else None
-            return fixd, (str(state) if state is not None else None)
-        except Exception as e:  # a GPS bug must never cost an alert
-            log.warning("GPS read failed; alert carries no fix: %s", e)
-            return None, "error"
-
-    def _read_evidence(self, detection: Detection) -> tuple[bytes | None, str]:
+    def _evidence_of(self, detection: Detection) -> tuple[bytes | None, str]:
+        """The evidence JPEG to send, as the pipeline encoded it, and its outbox state."""
         if not self.cfg.publish_evidence:
             return None, "none"
-        ev = detection.evidence
-        path = Path(ev.frame_path)
-        try:
-            size = path.stat().st_size
-            if size > self.cfg.evidence_max_mb * 1024 * 1024:
-                log.warning("evidence %s is %d bytes, over evidence_max_mb: not sent", path, size)
-                return None, "none"
-            data = path.read_bytes()
-        except OSError as e:
+        data = detection.evidence.frame_jpeg
+        if data is None:
             self._counts["evidence_missing"] += 1
-            log.warning("evidence %s unreadable (%s); the alert goes without it", path, e)
+            log.warning("alert for %s has no evidence bytes; it goes without them",
+                        detection.alert_id)
             return None, "missing"
-        if hashlib.sha256(data).hexdigest() != ev.frame_sha256:
-            self._counts["evidence_missing"] += 1
-            log.error("evidence %s does not match its recorded SHA-256; not sent", path)
-            return None, "missing"
+        if len(data) > self.cfg.evidence_max_mb * 1024 * 1024:
+            log.warning("evidence of %s is %d bytes, over evidence_max_mb: not sent",
+                        detection.alert_id, len(data))
+            return None, "none"
         return data, "pending"
 
     # ------------------------------------------------------------------ sender thread
 
     def _sender_main(self) -> None:
-        next_heartbeat = time.monotonic() + min(2.0, self.cfg.heartbeat_interval_s)
         while not self._stop.is_set():
             try:
                 self._collect_acks()
                 if self._connected.is_set() and time.monotonic() >= self._hold_until_mono:
                     self._hand_over()
-                now = time.monotonic()
-                if now >= next_heartbeat:
-                    next_heartbeat = now + self.cfg.heartbeat_interval_s
-                    if self._connected.is_set():
-                        self._publish_heartbeat()
             except (OutboxError, MessageError) as e:
                 log.error("uplink sender: %s", e)
                 self._stop.wait(1.0)
             except Exception:  # keep sending whatever happens to one message
                 log.exception("uplink sender: unexpected error")
                 self._stop.wait(1.0)
-            self._wake.wait(timeout=max(0.01, min(0.5, next_heartbeat - time.monotonic())))
+            self._wake.wait(timeout=0.5)
             self._wake.clear()
 
     def _collect_acks(self) -> None:
@@ -345,22 +304,14 @@ class MqttUplink:
             with self._lock:
                 self._handed_upto = max(self._handed_upto, item.seq)
 
-    def _publish_heartbeat(self) -> None:
-        pipeline: dict[str, Any] = {}
-        if self._stats_fn is not None:
-            try:
-                pipeline = dict(self._stats_fn())
-            except Exception as e:
-                log.warning("stats() failed; heartbeat without pipeline figures: %s", e)
-        fix, gps_state = self._read_gps()
-        ob = self.outbox.stats()
-        hb = m.build_heartbeat(self.unit_id, t_wall_s=time.time(),
-                               uptime_s=time.monotonic() - self._t0_mono, pipeline=pipeline,
-                               outbox_depth=ob["depth"], evidence_pruned=ob["evidence_pruned"],
-                               alerts_pruned=ob["alerts_pruned"], gps_state=gps_state,
-                               fix=fix, cpu_temp_c=read_cpu_temp_c())
-        self._client.publish(self.topics.heartbeat, m.encode(hb), qos=0)
+    def publish_heartbeat(self, heartbeat: dict[str, Any]) -> bool:
+        """Publish a heartbeat the app built (QoS 0) if connected now; False if dropped."""
+        if self._closed or not self._connected.is_set():
+            self._counts["heartbeats_dropped"] += 1
+            return False
+        self._client.publish(self.topics.heartbeat, m.encode(heartbeat), qos=0)
         self._counts["heartbeats"] += 1
+        return True
 
     # ------------------------------------------------------------------ best effort
 
@@ -491,44 +442,9 @@ class MqttUplink:
 
 
 def _set_tls(client: mqtt.Client, cfg: MqttSinkConfig) -> None:
-    """TLS from the config; a missing or unreadable file is a ConfigError naming the key."""
-    if not cfg.uses_tls:
-        return
-    for key in ("ca_file", "cert_file", "key_file"):
-        path = getattr(cfg, key)
-        if path is not None and not Path(path).is_file():
-            raise ConfigError(f"sink.{key}: file not found: {path}")
-    try:
-        client.tls_set(ca_certs=str(cfg.ca_file),
-                       certfile=str(cfg.cert_file) if cfg.cert_file else None,
-                       keyfile=str(cfg.key_file) if cfg.key_file else None)
-    except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
-        raise ConfigError(f"sink.ca_file / cert_file / key_file: cannot load TLS files "
-                          f"({cfg.ca_file}, {cfg.cert_file}, {cfg.key_file}): {e}") from None
-
-
-def build_mqtt_sink(cfg: MqttSinkConfig, *, unit_id: str, data_dir: Path, gps: object | None,
-                    stats: StatsFn | None, on_command: CommandFn | None) -> MqttUplink:
-    """The composition root's builder: open the outbox, load the key, connect in the background."""
-    outbox_path = cfg.outbox_path or Path(data_dir) / "outbox.sqlite"
-    key_path = cfg.signing_key or Path(data_dir) / "keys" / f"{unit_id}.key"
-    if not key_path.exists() and cfg.signing_key_autogenerate:
-        if key_path.name != f"{unit_id}.key":
-            raise SignatureError(f"sink.signing_key: {key_path} must be named {unit_id}.key "
-                                 "to be generated")
-        _, pub, kid = write_key_pair(unit_id, key_path.parent)
-        log.warning("generated signing key %s (key id %s); give %s to the control room",
-                    key_path, kid, pub)
-    key = load_private_key(key_path)
-    outbox = Outbox(outbox_path, quota_bytes=int(cfg.outbox_quota_mb * 1024 * 1024),
-                    fsync=cfg.outbox_fsync)
-    try:
-        uplink = MqttUplink(cfg, unit_id=unit_id, outbox=outbox, signing_key=key, gps=gps,
-                            stats=stats, on_command=on_command)
-        return uplink.start()
-    except BaseException:
-        outbox.close()
-        raise
+    configure_client(client, section="sink", ca_file=cfg.ca_file, cert_file=cfg.cert_file,
+                     key_file=cfg.key_file, username=cfg.username,
+                     password=cfg.resolved_password() if cfg.username else None)
 
 
 def check_broker(cfg: object, *, unit_id: str, timeout_s: float = 5.0) -> tuple[bool, str]:
@@ -553,8 +469,6 @@ def check_broker(cfg: object, *, unit_id: str, timeout_s: float = 5.0) -> tuple[
     where = f"{cfg.host}:{cfg.port} ({'TLS' if cfg.uses_tls else 'plain'})"
     try:
         _set_tls(client, cfg)
-        if cfg.username:
-            client.username_pw_set(cfg.username, cfg.resolved_password())
         client.connect(cfg.host, cfg.port, keepalive=max(5, int(timeout_s)))
     except (OSError, ValueError) as e:
         return False, f"{where}: cannot connect: {e}"

@@ -7,14 +7,25 @@ import json
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import Field
+
+from edge.common.config import StrictModel
 from edge.core.errors import EvidenceError
 from edge.core.ports import Detection
 
 
+class JsonlSinkConfig(StrictModel):
+    type: Literal["jsonl"] = Field(description="Append one JSON line per alert to a file.")
+    path: Path | None = Field(None, description="File; default <unit.data_dir>/alerts.jsonl.")
+
+
 def detection_to_dict(d: Detection) -> dict[str, Any]:
-    return dataclasses.asdict(d)
+    """Every field, JSON-ready: the evidence's JPEG bytes stay out (they are on disk)."""
+    out = dataclasses.asdict(d)
+    out["evidence"].pop("frame_jpeg", None)
+    return out
 
 
 class JsonlSink:

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edge.app.config_field import GpioConfig, PinMap, load_pin_map
+from edge.adapters.gpio_config import GpioConfig, PinMap, load_pin_map
 from edge.core.errors import ConfigError, SupervisorError
 
 log = logging.getLogger(__name__)

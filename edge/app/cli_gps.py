@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from edge.adapters.gps import build_gps_source
-from edge.app.config_gps import GpsConfig
+from edge.adapters.gps_config import GpsConfig
 from edge.core.errors import ConfigError, GpsError
 from edge.core.gps import Fix
 

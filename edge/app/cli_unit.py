@@ -194,7 +194,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 # -- check -----------------------------------------------------------------------------------
 def run_checks(cfg: Config) -> list[tuple[str, bool, str]]:
-    from edge.app.compose import build_classifier, build_rois, build_source, disk_free_bytes
+    from edge.app.compose import (
+        Paths,
+        build_classifier,
+        build_rois,
+        build_source,
+        disk_free_bytes,
+    )
 
     results: list[tuple[str, bool, str]] = []
 
@@ -259,7 +265,7 @@ def run_checks(cfg: Config) -> list[tuple[str, bool, str]]:
     check("rois", rois)
 
     def disk() -> tuple[bool, str, Any]:
-        d = cfg.evidence_dir
+        d = Paths.of(cfg).evidence_dir
         d.mkdir(parents=True, exist_ok=True)
         probe = d / ".write-test"
         probe.write_bytes(b"ok")
@@ -418,9 +424,9 @@ def demo_config(out: Path, video: Path, truth: dict[str, Any], *, realtime: bool
 def cmd_demo(args: argparse.Namespace) -> int:
     import shutil
 
-    from edge.adapters.signing import write_key_pair
     from edge.app.demo import load_truth
     from edge.app.local_broker import AlertWatcher, LocalBroker, find_mosquitto
+    from edge.common.signing import write_key_pair
 
     out: Path = args.out
     video, truth_path = make_demo_clip(out, args.seed)

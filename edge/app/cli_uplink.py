@@ -52,7 +52,7 @@ def add_parsers(sub: Any) -> None:
 
 
 def _cmd_keys_generate(args: argparse.Namespace) -> int:
-    from edge.adapters.signing import write_key_pair
+    from edge.common.signing import write_key_pair
     from edge.core.messages import Topics
 
     Topics("phonewatch", args.unit)  # validates the unit id
@@ -64,7 +64,7 @@ def _cmd_keys_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_keys_verify(args: argparse.Namespace) -> int:
-    from edge.adapters.signing import load_public_key, verify_alert, verify_evidence
+    from edge.common.signing import load_public_key, verify_alert, verify_evidence
     from edge.core.messages import ALERT_SCHEMA, decode, validate
 
     pub = load_public_key(args.pub)
@@ -102,8 +102,8 @@ def _cmd_broker(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     """A self-contained round trip: unit -> outbox -> Mosquitto -> control-room subscriber."""
-    from edge.adapters.mqtt import build_mqtt_sink
-    from edge.app.config_uplink import MqttSinkConfig
+    from edge.adapters.mqtt_config import MqttSinkConfig
+    from edge.app.compose import build_uplink
     from edge.app.local_broker import AlertWatcher, LocalBroker
     from edge.core.ports import Detection, EvidenceRecord
 
@@ -113,8 +113,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             LocalBroker(tls=args.tls, units=[unit]) as broker, AlertWatcher(broker) as watcher:
         data = Path(tmp)
         cfg = MqttSinkConfig(**broker.sink_settings(unit), signing_key_autogenerate=True)
-        uplink = build_mqtt_sink(cfg, unit_id=unit, data_dir=data, gps=None, stats=None,
-                                 on_command=None)
+        uplink = build_uplink(cfg, unit_id=unit, data_dir=data, on_command=None)
         t0 = time.perf_counter()
         try:
             uplink.wait_connected(10.0)
@@ -124,7 +123,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                 path.write_bytes(jpeg)
                 sha = hashlib.sha256(jpeg).hexdigest()
                 ev = EvidenceRecord(f"local-{i}", str(path), sha, len(jpeg), str(path), sha,
-                                    len(jpeg))
+                                    len(jpeg), frame_jpeg=jpeg)
                 uplink.send(Detection(f"local-{i}", "lane1", 0.91, 6, 8, 100 * i, time.time(),
                                       time.monotonic(), "demo-model", "0", "0" * 64, 0.7, ev))
             watcher.wait_for(n, 30.0)

@@ -1,34 +1,39 @@
-"""The composition root: the only place that builds adapters from the config."""
+"""The composition root: the only place that builds adapters from the config.
+
+Everything a run needs is decided here: where each file lives (:class:`Paths`, the one place
+path defaults are resolved), which camera and GPS backend to build (looked up by the config's
+``type`` / source kind in the adapters' registries), the model's threshold, the outbox and the
+signing key the uplink is handed. Adapters get plain values and built parts, never the app.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import logging
 import shutil
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from edge.adapters.camera import FolderSource, OpenCvSource, PicameraSource, ReplaySource
+from edge.adapters.camera import source_from_config
 from edge.adapters.classifier import LiteRTClassifier
 from edge.adapters.evidence import EvidenceStore
-from edge.adapters.sinks import JsonlSink
-from edge.app.config import (
-    Config,
-    FolderCameraConfig,
-    JsonlSinkConfig,
-    OpenCvCameraConfig,
-    PicameraConfig,
-    ReplayCameraConfig,
-    load_config,
-)
+from edge.adapters.mqtt import MqttUplink
+from edge.adapters.mqtt_config import MqttSinkConfig
+from edge.adapters.outbox import Outbox
+from edge.adapters.sinks import JsonlSink, TeeSink
+from edge.app.config import Config, load_config
+from edge.app.heartbeat import StatsEmitter, stamp_position
 from edge.app.pipeline import Pipeline
 from edge.app.remote import CollectJob, Collector, render_snapshot
-from edge.core.errors import ConfigError, PhonewatchError
-from edge.core.ports import AlertSink, FrameSource
+from edge.common.signing import Ed25519PrivateKey, load_private_key, write_key_pair
+from edge.core.errors import ConfigError, PhonewatchError, SignatureError
+from edge.core.frame import Frame
+from edge.core.gps import GpsSource
+from edge.core.ports import AlertSink, Detection, FrameSource, Uplink
 from edge.core.roi import Roi
 
 log = logging.getLogger(__name__)
@@ -38,57 +43,68 @@ EXIT_RELOAD = 75
 ``phonewatch run`` exits with it and systemd restarts the service on the new config
 (``RestartForceExitStatus=75`` in deploy/systemd/phonewatch.service)."""
 
+CommandFn = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Paths:
+    """Where a unit keeps its files: every default under ``unit.data_dir`` is decided here."""
+
+    data_dir: Path
+    evidence_dir: Path
+    alerts_jsonl: Path
+    outbox: Path
+    signing_key: Path
+
+    @classmethod
+    def of(cls, cfg: Config) -> Paths:
+        data = cfg.unit.data_dir
+        sink = cfg.sink
+        mqtt = sink if isinstance(sink, MqttSinkConfig) else None
+        outbox, key = uplink_paths(mqtt, unit_id=cfg.unit.id, data_dir=data)
+        jsonl = getattr(sink, "path", None) if mqtt is None else None
+        return cls(data_dir=data, evidence_dir=cfg.evidence.dir or data / "evidence",
+                   alerts_jsonl=jsonl or data / "alerts.jsonl", outbox=outbox,
+                   signing_key=key)
+
+
+def uplink_paths(sink: MqttSinkConfig | None, *, unit_id: str, data_dir: Path
+                 ) -> tuple[Path, Path]:
+    """The outbox file and the signing key: as configured, else under ``data_dir``."""
+    outbox = sink.outbox_path if sink is not None and sink.outbox_path else None
+    key = sink.signing_key if sink is not None and sink.signing_key else None
+    return (outbox or data_dir / "outbox.sqlite",
+            key or data_dir / "keys" / f"{unit_id}.key")
+
 
 def build_source(cfg: Config, *, speed: float | None = None) -> FrameSource:
-    cam = cfg.camera
-    if isinstance(cam, ReplayCameraConfig):
-        return ReplaySource(cam.path, loop=cam.loop, speed=cam.speed if speed is None else speed)
-    if isinstance(cam, OpenCvCameraConfig):
-        return OpenCvSource(cam.device, width=cam.width, height=cam.height, fps=cam.fps)
-    if isinstance(cam, FolderCameraConfig):
-        return FolderSource(cam.path, fps=cam.fps if speed is None else 0.0, loop=cam.loop)
-    if isinstance(cam, PicameraConfig):
-        return PicameraSource(camera_num=cam.camera_num, main_size=cam.main_size,
-                              lores_size=cam.lores_size, fps=cam.fps)
-    raise ConfigError(f"camera.type {cam.type!r} is not supported")  # pragma: no cover
+    """The camera ``[camera] type`` names; ``speed`` overrides a paced file's pace."""
+    return source_from_config(cfg.camera, speed=speed)
 
 
 def is_file_source(cfg: Config) -> bool:
-    cam = cfg.camera
-    if isinstance(cam, ReplayCameraConfig | FolderCameraConfig):
-        return True
-    if isinstance(cam, OpenCvCameraConfig) and isinstance(cam.device, str):
-        return "://" not in cam.device and not cam.device.startswith("/dev/")
-    return False
+    return cfg.camera.is_file
 
 
 def build_classifier(cfg: Config) -> LiteRTClassifier:
-    m = cfg.model
-    clf = LiteRTClassifier.open(m.path, sidecar=m.sidecar, accelerator=m.accelerator,
-                                threads=m.threads)
-    if m.threshold is not None:
-        clf.threshold = m.threshold
-    return clf
+    m_ = cfg.model
+    return LiteRTClassifier.open(m_.path, sidecar=m_.sidecar, accelerator=m_.accelerator,
+                                 threads=m_.threads, threshold=m_.threshold)
 
 
 def build_rois(cfg: Config) -> list[Roi]:
     return [r.to_roi() for r in cfg.rois]
 
 
-def build_evidence(cfg: Config) -> EvidenceStore:
+def build_evidence(cfg: Config, paths: Paths | None = None) -> EvidenceStore:
     e = cfg.evidence
-    return EvidenceStore(cfg.evidence_dir, quota_bytes=int(e.quota_mb * 1e6),
+    paths = paths or Paths.of(cfg)
+    return EvidenceStore(paths.evidence_dir, quota_bytes=int(e.quota_mb * 1e6),
                          jpeg_quality=e.jpeg_quality)
 
 
-def module_available(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except ModuleNotFoundError:
-        return False
-
-
-def build_gps(cfg: Config) -> Any | None:
+def build_gps(cfg: Config) -> GpsSource | None:
+    """The GPS source ``gps.source`` names (not started), or None without ``[gps]``."""
     if cfg.gps is None:
         return None
     from edge.adapters.gps import build_gps_source
@@ -96,17 +112,41 @@ def build_gps(cfg: Config) -> Any | None:
     return build_gps_source(cfg.gps)
 
 
-def build_sink(cfg: Config, *, gps: Any | None = None,
-               stats: Callable[[], dict[str, Any]] | None = None,
-               on_command: Callable[[str, dict[str, Any]], None] | None = None) -> AlertSink:
-    s = cfg.sink
-    if isinstance(s, JsonlSinkConfig):
-        return JsonlSink(s.path or cfg.unit.data_dir / "alerts.jsonl")
-    from edge.adapters.mqtt import build_mqtt_sink
+def signing_key_for(path: Path, *, unit_id: str, autogenerate: bool) -> Ed25519PrivateKey:
+    """Load the unit's signing key, generating it first when allowed (demo and bench only)."""
+    if not path.exists() and autogenerate:
+        if path.name != f"{unit_id}.key":
+            raise SignatureError(f"sink.signing_key: {path} must be named {unit_id}.key "
+                                 "to be generated")
+        _, pub, kid = write_key_pair(unit_id, path.parent)
+        log.warning("generated signing key %s (key id %s); give %s to the control room",
+                    path, kid, pub)
+    return load_private_key(path)
 
-    sink: AlertSink = build_mqtt_sink(s, unit_id=cfg.unit.id, data_dir=cfg.unit.data_dir,
-                                      gps=gps, stats=stats, on_command=on_command)
-    return sink
+
+def build_uplink(cfg: MqttSinkConfig, *, unit_id: str, data_dir: Path,
+                 on_command: CommandFn | None = None) -> MqttUplink:
+    """Open the outbox, load the key and start the MQTT uplink (it connects in the
+    background, never blocking on the broker)."""
+    outbox_path, key_path = uplink_paths(cfg, unit_id=unit_id, data_dir=data_dir)
+    key = signing_key_for(key_path, unit_id=unit_id, autogenerate=cfg.signing_key_autogenerate)
+    outbox = Outbox(outbox_path, quota_bytes=int(cfg.outbox_quota_mb * 1024 * 1024),
+                    fsync=cfg.outbox_fsync)
+    try:
+        return MqttUplink(cfg, unit_id=unit_id, outbox=outbox, signing_key=key,
+                          on_command=on_command).start()
+    except BaseException:
+        outbox.close()
+        raise
+
+
+def build_sink(cfg: Config, *, on_command: CommandFn | None = None) -> AlertSink:
+    """The alert sink ``[sink] type`` names: a JSON-lines file, or the MQTT uplink."""
+    s = cfg.sink
+    if isinstance(s, MqttSinkConfig):
+        return build_uplink(s, unit_id=cfg.unit.id, data_dir=cfg.unit.data_dir,
+                            on_command=on_command)
+    return JsonlSink(Paths.of(cfg).alerts_jsonl)
 
 
 def check_reloadable(path: Path) -> Config:
@@ -138,6 +178,7 @@ class Unit:
     def __init__(self, cfg: Config, *, lossless: bool = False, speed: float | None = None,
                  extra_sink: AlertSink | None = None, config_path: Path | None = None) -> None:
         self.cfg = cfg
+        self.paths = Paths.of(cfg)
         self.config_path = config_path
         """The file ``cfg`` came from: what the ``reload`` command re-reads."""
         self._stack = contextlib.ExitStack()
@@ -145,20 +186,27 @@ class Unit:
         self.speed = speed
         self.extra_sink = extra_sink
         self.pipeline: Pipeline | None = None
-        self.gps: Any | None = None
-        self.field_io: Any | None = None
+        self.gps: GpsSource | None = None
+        self.field_io: Any | None = None  # edge.adapters.gpio.FieldIo (gpiozero: imported lazily)
         self.notifier: Any | None = None
         self.watchdog: Any | None = None
         self.supervisor: Any | None = None
-        self.sink: Any | None = None
+        self.sink: AlertSink | None = None
+        self.uplink: Uplink | None = None
+        """The MQTT uplink when ``[sink] type = "mqtt"``; None for a JSON-lines sink."""
+        self.emitter: StatsEmitter | None = None
         self.shutdown_requested = threading.Event()
         self.reload_requested = threading.Event()
         self.collector: Collector | None = None
-        self._latest: tuple[Any, dict[str, float]] | None = None
+        self._latest: tuple[Frame, dict[str, float]] | None = None
         self._counts = {"snapshot_failed": 0, "reloads_refused": 0}
         """``snapshot_failed``: snapshots not made (no frame yet, drawing failed). The uplink
         counts the ones it published, dropped or had refused; the heartbeat carries both."""
-        self._muted_until = 0.0
+        self._commands: dict[str, CommandFn] = {
+            "mute": self._mute, "collect": self._collect, "snapshot": self._snapshot,
+            "reload": self._reload,
+        }
+        """The control room's commands, by name (each already checked against the schema)."""
 
     def __enter__(self) -> Unit:
         try:
@@ -178,48 +226,35 @@ class Unit:
 
     def _build(self) -> None:
         cfg = self.cfg
-        cfg.unit.data_dir.mkdir(parents=True, exist_ok=True)
-        if module_available("edge.app.systemd"):
-            from edge.app.systemd import FrameWatchdog, SystemdNotifier
+        self.paths.data_dir.mkdir(parents=True, exist_ok=True)
+        from edge.app.systemd import FrameWatchdog, SystemdNotifier
 
-            self.notifier = SystemdNotifier()
-            self.watchdog = FrameWatchdog(self.notifier)
+        self.notifier = SystemdNotifier()
+        self.watchdog = FrameWatchdog(self.notifier)
         if cfg.gpio is not None:
-            from edge.adapters.gpio import FieldIo
-
-            self.field_io = FieldIo.from_config(cfg.gpio, mode=cfg.unit.mode)
-            self.field_io.on_shutdown_request = self.shutdown_requested.set
-            self._stack.callback(self.field_io.close)
-            self.field_io.set_status("starting")
-            g = cfg.gpio
-            if g.supervisor_port:
-                from edge.adapters.supervisor import SupervisorLink
-
-                self.supervisor = SupervisorLink(
-                    g.supervisor_port, baud=g.supervisor_baud, heartbeat_s=g.heartbeat_s,
-                    status_text=lambda: self.pipeline.status if self.pipeline else "starting")
-                self._stack.callback(self.supervisor.close)
-                if g.strobe_on_us:
-                    self.supervisor.set_strobe(g.strobe_on_us, g.strobe_max_duty_pct)
+            self._build_field(cfg)
         classifier = build_classifier(cfg)
         self._stack.callback(classifier.close)
         source = build_source(cfg, speed=self.speed)
-        evidence = build_evidence(cfg)
+        evidence = build_evidence(cfg, self.paths)
         self.gps = build_gps(cfg)
         if self.gps is not None:
             self.gps.start()
             self._stack.callback(self.gps.close)
-        sink = build_sink(cfg, gps=self.gps, stats=self._heartbeat_stats,
-                          on_command=self._on_command)
+        sink = build_sink(cfg, on_command=self._on_command)
         self._stack.callback(sink.close)
         self.sink = sink
-        if hasattr(sink, "publish_collect"):  # the MQTT uplink: crops and snapshots
-            self.collector = Collector(uplink=sink,  # type: ignore[arg-type]
-                                       jpeg_quality=cfg.evidence.jpeg_quality)
+        if isinstance(sink, MqttUplink) and isinstance(cfg.sink, MqttSinkConfig):
+            uplink: Uplink = sink
+            self.uplink = uplink
+            self.collector = Collector(uplink=uplink, jpeg_quality=cfg.evidence.jpeg_quality)
             self._stack.callback(self.collector.close)  # closed before the uplink
+            self.emitter = StatsEmitter(unit_id=cfg.unit.id, uplink=uplink,
+                                        interval_s=cfg.sink.heartbeat_interval_s,
+                                        pipeline_stats=self.heartbeat_stats, gps=self.gps)
+            self._stack.callback(self.emitter.close)  # stopped before the uplink closes
+            self.emitter.start()
         if self.extra_sink is not None:
-            from edge.adapters.sinks import TeeSink
-
             sink = TeeSink(sink, self.extra_sink)
         cam = cfg.camera
         self.pipeline = Pipeline(
@@ -229,12 +264,31 @@ class Unit:
             reconnect_min_s=cam.reconnect_min_s, reconnect_max_s=cam.reconnect_max_s,
             clip_before_s=cfg.evidence.clip_before_s, clip_after_s=cfg.evidence.clip_after_s,
             clip_width=cfg.evidence.clip_width, on_status=self._on_status, on_hit=self._on_hit,
-            on_frame=self._on_frame, detection_extra=self._detection_extra,
+            on_frame=self._on_frame, stamp=self.stamp,
         )
         if is_file_source(cfg):
             # A missing or unreadable file fails here, clearly. A camera that is absent at
             # boot does not: the unit starts degraded and keeps trying.
             self.pipeline.open_source()
+
+    def _build_field(self, cfg: Config) -> None:
+        from edge.adapters.gpio import FieldIo
+
+        g = cfg.gpio
+        assert g is not None
+        self.field_io = FieldIo.from_config(g, mode=cfg.unit.mode)
+        self.field_io.on_shutdown_request = self.shutdown_requested.set
+        self._stack.callback(self.field_io.close)
+        self.field_io.set_status("starting")
+        if g.supervisor_port:
+            from edge.adapters.supervisor import SupervisorLink
+
+            self.supervisor = SupervisorLink(
+                g.supervisor_port, baud=g.supervisor_baud, heartbeat_s=g.heartbeat_s,
+                status_text=lambda: self.pipeline.status if self.pipeline else "starting")
+            self._stack.callback(self.supervisor.close)
+            if g.strobe_on_us:
+                self.supervisor.set_strobe(g.strobe_on_us, g.strobe_max_duty_pct)
 
     @property
     def exit_code(self) -> int:
@@ -242,15 +296,27 @@ class Unit:
         return EXIT_RELOAD if self.reload_requested.is_set() else 0
 
     # -- hooks --------------------------------------------------------------------------------
-    def _heartbeat_stats(self) -> dict[str, Any]:
+    def heartbeat_stats(self) -> dict[str, Any]:
+        """What the heartbeat carries under ``pipeline``: the pipeline's figures, the crop
+        collector's, the unit's own counters and the uplink's media counters."""
         out = self.pipeline.snapshot() if self.pipeline is not None else {}
         if self.collector is not None:
             out.update(self.collector.stats())
         out.update(self._counts)
-        media_stats = getattr(self.sink, "media_stats", None)  # the MQTT uplink
-        if callable(media_stats):
-            out.update({k: v for k, v in media_stats().items() if k.startswith("snapshot_")})
+        if self.uplink is not None:
+            out.update({k: v for k, v in self.uplink.stats().items()
+                        if k.startswith("snapshot_")})
         return out
+
+    def stamp(self, det: Detection) -> Detection:
+        """The pipeline's evidence thread, once per hit: attach what the app knows (GPS fix
+        and state, the alert time by the one rule, the unit mode, an officer's mark), so every
+        sink records the same alert."""
+        extra: dict[str, Any] = {**det.extra, "mode": self.cfg.unit.mode}
+        if self.field_io is not None and self.field_io.take_mark():
+            extra["officer_marked"] = True
+        max_age = self.cfg.gps.max_fix_age_s if self.cfg.gps is not None else 0.0
+        return stamp_position(replace(det, extra=extra), self.gps, max_fix_age_s=max_age)
 
     def _on_status(self, status: str) -> None:
         if self.field_io is not None and status in ("running", "degraded"):
@@ -260,7 +326,7 @@ class Unit:
 
     def _field_state(self) -> str:
         """What the status LED shows while frames flow: the most urgent problem first."""
-        if getattr(self.sink, "is_connected", True) is False:  # the MQTT uplink says so
+        if self.uplink is not None and not self.uplink.is_connected:
             return "broker_offline"
         if self.gps is not None and self.gps.state in ("no_fix", "stale", "no_receiver"):
             return "no_gps"
@@ -277,7 +343,7 @@ class Unit:
         poweroff()
         return True
 
-    def _on_frame(self, frame: Any, scores: dict[str, float]) -> None:
+    def _on_frame(self, frame: Frame, scores: dict[str, float]) -> None:
         """Inference thread, every frame: keep it cheap (references and comparisons only)."""
         if self.watchdog is not None:
             self.watchdog.frame_seen()
@@ -285,35 +351,35 @@ class Unit:
         if self.collector is not None:
             self.collector.on_frame(frame)
 
-    def _on_hit(self, det: Any) -> None:
+    def _on_hit(self, det: Detection) -> None:
         if self.field_io is not None:
             self.field_io.on_hit(det.roi_id)
 
-    def _detection_extra(self) -> dict[str, Any]:
-        extra: dict[str, Any] = {"mode": self.cfg.unit.mode}
-        if self.field_io is not None and self.field_io.take_mark():
-            extra["officer_marked"] = True
-        return extra
-
+    # -- commands (the uplink's command thread; payloads already checked) ---------------------
     def _on_command(self, name: str, payload: dict[str, Any]) -> None:
-        """The uplink's command thread, with a payload already checked against the schema."""
         log.info("command from the control room: %s %s", name, payload)
-        if name == "mute" and self.field_io is not None:
-            self.field_io.mute(float(payload.get("duration_s", 600)))
-        elif name == "collect":
-            if self.collector is None or self.pipeline is None:
-                log.warning("collect ignored: no uplink for crops or the unit is starting")
-                return
-            self.collector.start(CollectJob.from_command(payload, self.pipeline.rois))
-        elif name == "snapshot":
-            self._snapshot(payload)
-        elif name == "reload":
-            self._reload(payload)
+        handler = self._commands.get(name)
+        if handler is None:
+            log.warning("command %s has no handler on this unit", name)
+            return
+        handler(name, payload)
 
-    def _snapshot(self, payload: dict[str, Any]) -> None:
+    def _mute(self, name: str, payload: dict[str, Any]) -> None:
+        if self.field_io is None:
+            log.info("mute ignored: this unit has no buzzer ([gpio] not configured)")
+            return
+        self.field_io.mute(float(payload.get("duration_s", 600)))
+
+    def _collect(self, name: str, payload: dict[str, Any]) -> None:
+        if self.collector is None or self.pipeline is None:
+            log.warning("collect ignored: no uplink for crops or the unit is starting")
+            return
+        self.collector.start(CollectJob.from_command(payload, self.pipeline.rois))
+
+    def _snapshot(self, name: str, payload: dict[str, Any]) -> None:
         rid = payload.get("request_id") or "-"
-        latest, p, sink = self._latest, self.pipeline, self.sink
-        if latest is None or p is None or sink is None or not hasattr(sink, "publish_snapshot"):
+        latest, p, uplink = self._latest, self.pipeline, self.uplink
+        if latest is None or p is None or uplink is None:
             self._counts["snapshot_failed"] += 1
             log.warning("snapshot %s: no frame processed yet", rid)
             return
@@ -325,12 +391,12 @@ class Unit:
             log.error("snapshot %s not made: %s", rid, e)
             return
         # The uplink counts it, published or dropped.
-        if sink.publish_snapshot(jpeg, request_id=payload.get("request_id")):
+        if uplink.publish_snapshot(jpeg, request_id=payload.get("request_id")):
             log.info("snapshot %s: frame %d, %d bytes published", rid, frame.index, len(jpeg))
         else:
             log.warning("snapshot %s dropped: broker offline", rid)
 
-    def _reload(self, payload: dict[str, Any]) -> None:
+    def _reload(self, name: str, payload: dict[str, Any]) -> None:
         rid = payload.get("request_id") or "-"
         if self.config_path is None:
             self._counts["reloads_refused"] += 1

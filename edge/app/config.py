@@ -13,10 +13,12 @@ from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from edge.app.config_base import StrictModel
-from edge.app.config_field import GpioConfig
-from edge.app.config_gps import GpsConfig
-from edge.app.config_uplink import MqttSinkConfig
+from edge.adapters.camera_config import CameraConfig
+from edge.adapters.gpio_config import GpioConfig
+from edge.adapters.gps_config import GpsConfig
+from edge.adapters.mqtt_config import MqttSinkConfig
+from edge.adapters.sinks import JsonlSinkConfig
+from edge.common.config import StrictModel, Table, format_errors, resolve_paths
 from edge.core.decider import DeciderParams
 from edge.core.errors import ConfigError, RoiError
 from edge.core.roi import Roi
@@ -33,69 +35,6 @@ class UnitConfig(StrictModel):
     data_dir: Path = Field(
         Path("var/unit"), description="Where the unit keeps evidence, outbox and state."
     )
-
-
-class _CameraBase(StrictModel):
-    reconnect_min_s: float = Field(
-        1.0, description="First wait before reopening a lost stream.", gt=0, le=60
-    )
-    reconnect_max_s: float = Field(
-        30.0, description="Longest wait between reopen attempts (backoff doubles).", gt=0, le=600
-    )
-
-
-class OpenCvCameraConfig(_CameraBase):
-    type: Literal["opencv"] = Field(description="OpenCV VideoCapture: a device, a URL or a file.")
-    device: int | str = Field(
-        description="Device index (0), RTSP/HTTP URL, or a video file (read as fast as it "
-        "decodes)."
-    )
-    width: int | None = Field(None, description="Requested capture width (px).", ge=16, le=8192)
-    height: int | None = Field(None, description="Requested capture height (px).", ge=16, le=8192)
-    fps: float | None = Field(None, description="Requested capture rate.", gt=0, le=240)
-
-
-class ReplayCameraConfig(_CameraBase):
-    type: Literal["replay"] = Field(description="A video file paced at its own frame rate.")
-    path: Path = Field(description="Video file (anything OpenCV/FFmpeg decodes).")
-    loop: bool = Field(False, description="Start again at the end instead of stopping.")
-    speed: float = Field(
-        1.0, description="Playback speed; 1 = real time, 0 = as fast as possible.", ge=0, le=100
-    )
-
-
-class FolderCameraConfig(_CameraBase):
-    type: Literal["folder"] = Field(description="A folder of images, in name order.")
-    path: Path = Field(description="Folder holding .jpg/.jpeg/.png/.bmp images.")
-    fps: float = Field(
-        0.0, description="Frames per second to pace at; 0 = as fast as possible.", ge=0, le=240
-    )
-    loop: bool = Field(False, description="Start again at the end instead of stopping.")
-
-
-class PicameraConfig(_CameraBase):
-    type: Literal["picamera2"] = Field(description="Raspberry Pi camera through picamera2.")
-    camera_num: int = Field(0, description="Which camera on the Pi.", ge=0, le=7)
-    main_size: tuple[int, int] = Field(
-        (1920, 1080), description="Evidence (main) stream size, width x height."
-    )
-    lores_size: tuple[int, int] = Field(
-        (640, 360), description="Inference (lores) stream size, width x height."
-    )
-    fps: float = Field(30.0, description="Frame rate asked of the sensor.", gt=0, le=240)
-
-    @field_validator("main_size", "lores_size")
-    @classmethod
-    def _size(cls, v: tuple[int, int]) -> tuple[int, int]:
-        if not (16 <= v[0] <= 8192 and 16 <= v[1] <= 8192):
-            raise ValueError("width and height must be within 16..8192")
-        return v
-
-
-CameraConfig = Annotated[
-    OpenCvCameraConfig | ReplayCameraConfig | FolderCameraConfig | PicameraConfig,
-    Field(discriminator="type"),
-]
 
 
 class RoiConfig(StrictModel):
@@ -198,11 +137,6 @@ class EvidenceConfig(StrictModel):
     )
 
 
-class JsonlSinkConfig(StrictModel):
-    type: Literal["jsonl"] = Field(description="Append one JSON line per alert to a file.")
-    path: Path | None = Field(None, description="File; default <unit.data_dir>/alerts.jsonl.")
-
-
 SinkConfig = Annotated[JsonlSinkConfig | MqttSinkConfig, Field(discriminator="type")]
 
 
@@ -238,66 +172,16 @@ class Config(StrictModel):
             raise ValueError(f"roi ids must be unique; repeated: {dup}")
         return v
 
-    @property
-    def evidence_dir(self) -> Path:
-        return self.evidence.dir or self.unit.data_dir / "evidence"
 
-
-def _format_errors(err: ValidationError, source: str) -> str:
-    lines = [f"{source}: invalid configuration"]
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"] if not (isinstance(p, str) and p in _UNION_TAGS))
-        msg = e["msg"]
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key (check the spelling; see the example configs)"
-        elif e["type"] == "missing":
-            msg = "required key is missing"
-        lines.append(f"  {loc or '(top level)'}: {msg}")
-    return "\n".join(lines)
-
-
-_UNION_TAGS = {"opencv", "replay", "folder", "picamera2", "jsonl", "mqtt"}
-
-
-def _resolve_paths(data: dict, base: Path) -> None:
-    """Make relative paths in the file relative to the file's folder."""
-
-    def fix(table: dict, key: str) -> None:
-        v = table.get(key)
-        if isinstance(v, str) and v and not v.startswith(("rtsp:", "http:", "https:")):
-            p = Path(v).expanduser()
-            table[key] = str(p if p.is_absolute() else (base / p))
-
-    for section, keys in {
-        "unit": ["data_dir"], "camera": ["path"], "model": ["path", "sidecar"],
-        "evidence": ["dir"], "gpio": ["pin_map"],
-        "sink": ["path", "ca_file", "cert_file", "key_file", "password_file", "outbox_path",
-                 "signing_key"],
-    }.items():
-        table = data.get(section)
-        if isinstance(table, dict):
-            for k in keys:
-                fix(table, k)
-    cam = data.get("camera")
-    if isinstance(cam, dict) and cam.get("type") == "opencv" and isinstance(cam.get("device"), str):
-        dev = cam["device"]
-        if "://" not in dev and not dev.startswith("/dev/"):
-            fix(cam, "device")
-    gps = data.get("gps")
-    if isinstance(gps, dict):
-        src = gps.get("source")
-        if isinstance(src, str) and src.startswith("replay:"):
-            p = Path(src[len("replay:"):]).expanduser()
-            gps["source"] = "replay:" + str(p if p.is_absolute() else base / p)
-
-
-def parse_config(data: dict, *, source: str = "config", base_dir: Path | None = None) -> Config:
+def parse_config(data: Table, *, source: str = "config", base_dir: Path | None = None
+                 ) -> Config:
+    """Validate a parsed TOML table; relative paths are taken from ``base_dir`` if given."""
     if base_dir is not None:
-        _resolve_paths(data, base_dir)
+        data = resolve_paths(Config, data, base_dir)
     try:
         return Config.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(_format_errors(e, source)) from None
+        raise ConfigError(format_errors(e, source, Config)) from None
 
 
 def load_config(path: Path | str) -> Config:

@@ -314,7 +314,7 @@ class AlertWatcher:
 
     def check(self, pub_key: Path | None) -> dict[str, int]:
         """Counts: received, schema_ok, verified (None key: not checked), evidence_ok, ..."""
-        from edge.adapters.signing import load_public_key, verify_alert, verify_evidence
+        from edge.common.signing import load_public_key, verify_alert, verify_evidence
         from edge.core.messages import ALERT_SCHEMA, schema_errors
 
         key = load_public_key(pub_key) if pub_key is not None and pub_key.exists() else None

@@ -154,7 +154,7 @@ class Pipeline:
         on_status: Callable[[str], None] | None = None,
         on_hit: Callable[[Detection], None] | None = None,
         on_frame: Callable[[Frame, dict[str, float]], None] | None = None,
-        detection_extra: Callable[[], dict[str, Any]] | None = None,
+        stamp: Callable[[Detection], Detection] | None = None,
     ) -> None:
         self.source = source
         self.classifier = classifier
@@ -174,7 +174,8 @@ class Pipeline:
         self.on_status = on_status
         self.on_hit = on_hit
         self.on_frame = on_frame
-        self.detection_extra = detection_extra
+        self.stamp = stamp
+        """Adds what the app knows to each hit's detection (GPS fix, alert time, mode)."""
         self.stats = PipelineStats()
         self.stop_event = threading.Event()
         self._hits: queue.Queue[_Pending | None] = queue.Queue(maxsize=64)
@@ -398,8 +399,9 @@ class Pipeline:
             t_wall_s=frame.t_wall_s, t_mono_s=frame.t_mono_s,
             model_name=self.classifier.name, model_version=self.classifier.version,
             model_sha256=self.classifier.sha256, threshold=self.params.score_on, evidence=rec,
-            extra=self.detection_extra() if self.detection_extra else {},
         )
+        if self.stamp is not None:
+            det = self.stamp(det)
         self.stats.evidence_ms.add((time.perf_counter() - t0) * 1e3)
         try:
             self.sink.send(det)

@@ -69,11 +69,3 @@ class GpioError(PhonewatchError, OSError):
 
 class SupervisorError(PhonewatchError, OSError):
     """The Pico power supervisor link failed (serial port, malformed or unanswered message)."""
-
-
-class ControlRoomError(PhonewatchError, RuntimeError):
-    """The control room cannot start or run: database, broker, config or user store."""
-
-
-class BundleError(PhonewatchError, ValueError):
-    """An evidence bundle is malformed, incomplete or fails verification."""

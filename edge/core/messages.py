@@ -4,12 +4,13 @@ their validation. Pure (stdlib only), so the control room can import it without 
 The schemas are committed JSON Schema files in ``edge/core/schemas/``; :func:`validate` checks a
 document against them with a small built-in validator covering the keywords those files use
 (the tests cross-check it against the ``jsonschema`` package). Signing lives in
-``edge.adapters.signing`` because it needs the ``cryptography`` package; this module only defines
+``edge.common.signing`` because it needs the ``cryptography`` package; this module only defines
 *what* is signed: :func:`signing_bytes`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -175,26 +176,46 @@ def is_fix_fresh(fix: Mapping[str, Any] | None, *, max_age_s: float) -> bool:
     return isinstance(age, int | float) and 0 <= age <= max_age_s
 
 
-def build_alert(detection: Detection, *, unit: str, seq: int,
-                fix: Mapping[str, Any] | None, gps_state: str | None,
-                fix_max_age_s: float = 2.0) -> dict[str, Any]:
-    """The unsigned alert for ``detection`` (add ``signature`` with the signing adapter).
+def alert_time(fix: Mapping[str, Any] | None, *, t_wall_s: float, max_age_s: float
+               ) -> tuple[str, str]:
+    """The one rule for an alert's time: ``(UTC ISO text, "gps" | "system")``.
 
-    Time is the fix's UTC when it is a valid, fresh fix, else the detection's system wall time;
-    ``time_source`` says which. The fix is carried as given (with its age), or null: never made up.
-    """
+    The fix's UTC moved on by its age when it is a valid 2D/3D fix no older than
+    ``max_age_s`` (``gps.max_fix_age_s``, the same age past which the GPS state is ``stale``);
+    otherwise the system wall clock at the hit."""
     fixd = fix_dict(fix)
-    time_text: str | None = None
-    source = "system"
-    if fixd is not None and is_fix_fresh(fixd, max_age_s=fix_max_age_s):
+    if fixd is not None and is_fix_fresh(fixd, max_age_s=max_age_s):
         try:
             # The fix was taken age_s before it was read: advance it to "now" (the hit).
-            time_text = utc_iso(parse_utc_iso(str(fixd["time"])) + float(fixd.get("age_s") or 0))
-            source = "gps"
-        except MessageError:
-            time_text = None
-    if time_text is None:
-        time_text = utc_iso(detection.t_wall_s)
+            return (utc_iso(parse_utc_iso(str(fixd["time"])) + float(fixd.get("age_s") or 0)),
+                    "gps")
+        except (MessageError, OverflowError, ValueError):
+            pass
+    return utc_iso(t_wall_s), "system"
+
+
+def stamp_detection(detection: Detection, *, fix: Mapping[str, Any] | None,
+                    gps_state: str | None, max_fix_age_s: float) -> Detection:
+    """``detection`` with its position (the fix as :func:`fix_dict` keeps it, and the GPS
+    state) and its alert time by :func:`alert_time`."""
+    fixd = fix_dict(fix)
+    time_utc, source = alert_time(fixd, t_wall_s=detection.t_wall_s, max_age_s=max_fix_age_s)
+    return dataclasses.replace(detection, fix=fixd, gps_state=gps_state, time_utc=time_utc,
+                               time_source=source)
+
+
+def build_alert(detection: Detection, *, unit: str, seq: int) -> dict[str, Any]:
+    """The unsigned alert for ``detection`` (add ``signature`` with the signing adapter).
+
+    Time, fix and GPS state are the ones the app stamped on the detection; the fix is carried
+    as given (with its age), or null: never made up.
+    """
+    if detection.time_utc is not None:
+        time_text, source = detection.time_utc, detection.time_source
+    else:
+        time_text, source = utc_iso(detection.t_wall_s), "system"
+    fixd = fix_dict(detection.fix)
+    gps_state = detection.gps_state
     ev = detection.evidence
     return {
         "schema": "phonewatch.alert",

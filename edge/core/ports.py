@@ -73,13 +73,18 @@ class EvidenceRecord:
     crop_bytes: int
     clip_path: str | None = None
     clip_sha256: str | None = None
+    frame_jpeg: bytes | None = field(default=None, repr=False, compare=False)
+    """The frame's JPEG bytes as written: the uplink sends these, nobody re-reads the file
+    (None where a record is rebuilt from disk)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Detection:
-    """A confirmed hit with its evidence, ready for an ``AlertSink``.
+    """A confirmed hit with its evidence, position and time, ready for any ``AlertSink``.
 
-    The uplink turns this into a signed alert (adding unit id, sequence number, GPS fix).
+    The app stamps it (GPS fix read when the hit is recorded, the alert time by the one rule
+    in :func:`edge.core.messages.alert_time`); the uplink only adds what the wire needs (the
+    sequence number and the signature), so a JSON-lines sink records the same position.
     """
 
     alert_id: str
@@ -97,6 +102,28 @@ class Detection:
     threshold: float
     evidence: EvidenceRecord
     extra: dict[str, Any] = field(default_factory=dict)
+    fix: dict[str, Any] | None = None
+    """The GPS fix as :func:`edge.core.messages.fix_dict` keeps it (with its age), or None."""
+    gps_state: str | None = None
+    """What the GPS source said when the hit was recorded; None: the unit has no GPS."""
+    time_utc: str | None = None
+    """The alert's UTC time (ISO 8601 ``Z``); None: from ``t_wall_s``."""
+    time_source: str = "system"
+    """``gps`` when ``time_utc`` came from a fresh fix, else ``system``."""
+
+
+class Uplink(Protocol):
+    """The link to the control room: alerts through a durable outbox, plus best-effort media
+    and heartbeats. Commands arrive through the ``on_command`` callback it was built with."""
+
+    def send(self, detection: Detection) -> None: ...
+    def close(self) -> None: ...
+    @property
+    def is_connected(self) -> bool: ...
+    def publish_heartbeat(self, heartbeat: dict[str, Any]) -> bool: ...
+    def publish_collect(self, name: str, jpeg: bytes) -> bool: ...
+    def publish_snapshot(self, jpeg: bytes, *, request_id: str | None = None) -> bool: ...
+    def stats(self) -> dict[str, Any]: ...
 
 
 class AlertSink(Protocol):

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from edge.app.compose import Paths
 from edge.app.config import load_config, parse_config
 from edge.core.errors import ConfigError
 
@@ -46,7 +47,7 @@ def test_minimal_config_gets_defaults_and_resolves_paths(tmp_path: Path) -> None
     p = cfg.decider.params(model_threshold=0.8)
     assert p.score_on == 0.8 and p.score_off == pytest.approx(0.48)
     assert cfg.sink.type == "jsonl"
-    assert cfg.evidence_dir == cfg.unit.data_dir / "evidence"
+    assert Paths.of(cfg).evidence_dir == cfg.unit.data_dir / "evidence"
 
 
 @pytest.mark.parametrize("text, key", [
@@ -101,7 +102,9 @@ def test_every_field_is_described_and_numbers_are_bounded() -> None:
                 assert f.metadata, f"{model.__name__}.{name} has no bounds"
 
     walk(c.Config)
-    assert c.DeciderConfig in seen and c.ReplayCameraConfig in seen
+    from edge.adapters.camera_config import ReplayCameraConfig
+
+    assert c.DeciderConfig in seen and ReplayCameraConfig in seen
 
 
 def test_parse_config_without_a_file() -> None:

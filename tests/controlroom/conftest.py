@@ -29,8 +29,8 @@ from sqlalchemy.engine import Engine
 from controlroom import db
 from controlroom.config import MqttConfig
 from controlroom.receiver import Receiver
-from edge.adapters.signing import Ed25519PrivateKey, generate_key, sign_alert
 from edge.app.local_broker import LocalBroker, find_mosquitto, free_port
+from edge.common.signing import Ed25519PrivateKey, generate_key, sign_alert
 from edge.core import messages as m
 from edge.core.ports import Detection, EvidenceRecord
 
@@ -95,7 +95,8 @@ class Unit:
                         t_mono_s=time.monotonic(), model_name="phone-cls",
                         model_version="1.2.0", model_sha256="ab" * 32, threshold=0.7,
                         evidence=ev)
-        alert = m.build_alert(det, unit=self.unit_id, seq=seq, fix=fix, gps_state="fix")
+        det = m.stamp_detection(det, fix=fix, gps_state="fix", max_fix_age_s=2.0)
+        alert = m.build_alert(det, unit=self.unit_id, seq=seq)
         if sign:
             alert = sign_alert(alert, self.key)
         return m.encode(alert), jpeg

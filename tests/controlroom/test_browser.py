@@ -16,8 +16,8 @@ from controlroom import db, users
 from controlroom.app import ControlRoom
 from controlroom.bundle import verify_bundle
 from controlroom.config import parse_config
-from edge.adapters.signing import generate_key
 from edge.app.local_broker import LocalBroker
+from edge.common.signing import generate_key
 from tests.controlroom.conftest import Publisher, Unit, raw_pub_b64
 
 CHROMIUM = os.environ.get("PHONEWATCH_CHROMIUM", "/usr/bin/chromium")

@@ -13,9 +13,9 @@ import sqlalchemy as sa
 
 from controlroom import bundle, db, users
 from controlroom.config import load_config
-from edge.adapters.signing import generate_key, save_public_key
 from edge.app.cli import main
 from edge.app.local_broker import LocalBroker, free_port
+from edge.common.signing import generate_key, save_public_key
 from tests.controlroom.conftest import Publisher, Unit, jpeg_bytes, pub_pem
 
 

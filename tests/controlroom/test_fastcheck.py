@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from controlroom import crypto, fastcheck
-from edge.adapters.signing import generate_key, sign_alert
+from edge.common.signing import generate_key, sign_alert
 from edge.core import messages as m
 from edge.core.errors import MessageError
 from tests.controlroom.conftest import Unit, status_and_heartbeat

@@ -16,8 +16,8 @@ from controlroom import db, retention, users
 from controlroom.config import RetentionConfig
 from controlroom.ingest import Ingest, Message
 from controlroom.receiver import Receiver
-from edge.adapters.signing import generate_key
 from edge.app.local_broker import LocalBroker
+from edge.common.signing import generate_key
 from tests.controlroom.conftest import Publisher, Unit, mqtt_cfg, raw_pub_b64
 from tests.waiting import wait_until
 

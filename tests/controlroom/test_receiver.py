@@ -13,10 +13,10 @@ from sqlalchemy.engine import Engine
 
 from controlroom import db
 from controlroom.receiver import Receiver
-from edge.adapters.mqtt import build_mqtt_sink
-from edge.adapters.signing import generate_key, sign_alert, write_key_pair
-from edge.app.config_uplink import MqttSinkConfig
+from edge.adapters.mqtt_config import MqttSinkConfig
+from edge.app.compose import build_uplink
 from edge.app.local_broker import LocalBroker
+from edge.common.signing import generate_key, sign_alert, write_key_pair
 from edge.core import messages as m
 from tests.controlroom.conftest import (
     Publisher,
@@ -203,8 +203,10 @@ def test_unit_registered_while_running_is_accepted(receiver: Receiver, publisher
 
 def test_real_uplink_to_receiver(broker: LocalBroker, receiver: Receiver, engine: Engine,
                                  tmp_path: Path, make_detection) -> None:  # noqa: F811
-    """The unit's own MqttUplink (outbox, signing, evidence) into the control room."""
+    """The unit's own MqttUplink (outbox, signing, evidence) and heartbeat emitter into the
+    control room."""
     from controlroom import crypto
+    from edge.app.heartbeat import StatsEmitter
 
     data = tmp_path / "unit"
     _, pub_path, _ = write_key_pair("unit-r", data / "keys")
@@ -214,8 +216,9 @@ def test_real_uplink_to_receiver(broker: LocalBroker, receiver: Receiver, engine
     receiver.ingest.reload_keys()
     cfg = MqttSinkConfig(**broker.sink_settings("unit-r"), outbox_fsync=False,
                          heartbeat_interval_s=1.0)
-    uplink = build_mqtt_sink(cfg, unit_id="unit-r", data_dir=data, gps=None, stats=None,
-                             on_command=None)
+    uplink = build_uplink(cfg, unit_id="unit-r", data_dir=data, on_command=None)
+    emitter = StatsEmitter(unit_id="unit-r", uplink=uplink, interval_s=1.0,
+                           pipeline_stats=lambda: {"fps": 30.0}).start()
     try:
         for _ in range(3):
             uplink.send(make_detection())
@@ -223,6 +226,7 @@ def test_real_uplink_to_receiver(broker: LocalBroker, receiver: Receiver, engine
         assert wait_until(lambda: receiver.stats().get("evidence_stored", 0) == 3
                           and count(engine) == 3 and receiver.stats().get("heartbeats"))
     finally:
+        emitter.close()
         uplink.close()
     with engine.connect() as conn:
         seqs = sorted(r[0] for r in conn.execute(sa.select(db.alerts.c.seq)))

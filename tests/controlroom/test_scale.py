@@ -17,8 +17,8 @@ import pytest
 import sqlalchemy as sa
 
 from controlroom import db
-from edge.adapters.signing import generate_key
 from edge.app.local_broker import LocalBroker
+from edge.common.signing import generate_key
 from tests.controlroom.conftest import Publisher, Unit, raw_pub_b64
 from tests.waiting import wait_until
 

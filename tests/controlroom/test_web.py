@@ -159,7 +159,7 @@ def test_alert_page_shows_evidence_position_and_fix(client: Any, ingest: Ingest,
 
 def test_filters_by_unit_status_and_time(client: Any, ingest: Ingest, unit_a: Unit,
                                          engine: Engine) -> None:
-    from edge.adapters.signing import generate_key
+    from edge.common.signing import generate_key
     from tests.controlroom.conftest import raw_pub_b64
 
     unit_b = Unit("unit-b", generate_key())

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from edge.adapters.gpio_config import load_pin_map
 from edge.app.config import load_config
-from edge.app.config_field import load_pin_map
 
 from .conftest import REPO
 

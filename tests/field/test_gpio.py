@@ -11,7 +11,7 @@ from gpiozero import GPIOZeroError
 from gpiozero.pins.mock import MockFactory
 
 from edge.adapters.gpio import LED_PATTERNS, MARK_ACK_FLASHES, FieldIo
-from edge.app.config_field import GpioConfig, load_pin_map
+from edge.adapters.gpio_config import GpioConfig, load_pin_map
 from edge.core.errors import ConfigError, GpioError, PhonewatchError
 from tests.waiting import wait_until
 

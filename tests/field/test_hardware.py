@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.app.config_field import PI_HEADER_GPIO, PICO_PIN_GP, load_pin_map, parse_pin_map
+from edge.adapters.gpio_config import PI_HEADER_GPIO, PICO_PIN_GP, load_pin_map, parse_pin_map
 from edge.core.errors import ConfigError
 
 from .conftest import REPO

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from edge.adapters import supervisor as pi_side
-from edge.app.config_field import load_pin_map
+from edge.adapters.gpio_config import load_pin_map
 from edge.core.errors import SupervisorError
 from tests.waiting import wait_until
 

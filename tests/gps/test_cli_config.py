@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from edge.adapters.gps_config import GpsConfig, gpsd_address
 from edge.app.cli import main
 from edge.app.cli_gps import JSON_FIELDS
-from edge.app.config_gps import GpsConfig, gpsd_address
 from tests.gps.nmea_gen import drive, epoch
 
 T0 = dt.datetime(2026, 3, 1, 12, 0, 0, tzinfo=dt.UTC)

@@ -30,7 +30,7 @@ from edge.adapters.gps import (
     check_gps,
     tpv_to_fix,
 )
-from edge.app.config_gps import GpsConfig
+from edge.adapters.gps_config import GpsConfig
 from edge.core.errors import GpsError
 from edge.core.gps import Fix, FixAssembler, gps_state
 from edge.core.nmea import with_checksum

@@ -159,7 +159,7 @@ def make_detection(tmp_path: Path) -> Callable[..., Detection]:
             alert_id=f"local-{i}", frame_path=str(frame),
             frame_sha256=hashlib.sha256(jpeg).hexdigest(), frame_bytes=len(jpeg),
             crop_path=str(crop), crop_sha256=hashlib.sha256(crop.read_bytes()).hexdigest(),
-            crop_bytes=crop.stat().st_size,
+            crop_bytes=crop.stat().st_size, frame_jpeg=jpeg,
         )
         return Detection(
             alert_id=f"local-{i}", roi_id=roi_id, score=score, frames_over=5, window=8,

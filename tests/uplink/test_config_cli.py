@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from edge.adapters.mqtt import build_mqtt_sink, check_broker
+from edge.adapters.mqtt import check_broker
+from edge.adapters.mqtt_config import MqttSinkConfig
 from edge.app.cli import main as cli_main
+from edge.app.compose import build_uplink
 from edge.app.config import parse_config
-from edge.app.config_uplink import MqttSinkConfig
 from edge.app.local_broker import LocalBroker, free_port
 from edge.core.errors import BrokerError, ConfigError, SignatureError
 from tests.uplink.conftest import UNIT_A
@@ -74,8 +75,7 @@ def test_password_file_and_secret_not_printed(tmp_path: Path) -> None:
 def test_missing_signing_key_refuses_to_start(tmp_path: Path) -> None:
     cfg = MqttSinkConfig(type="mqtt", port=free_port())
     with pytest.raises(SignatureError, match="keys generate"):
-        build_mqtt_sink(cfg, unit_id=UNIT_A, data_dir=tmp_path, gps=None, stats=None,
-                        on_command=None)
+        build_uplink(cfg, unit_id=UNIT_A, data_dir=tmp_path, on_command=None)
     assert not (tmp_path / "outbox.sqlite").exists()
 
 
@@ -107,7 +107,7 @@ def test_cli_uplink_demo(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_missing_tls_file_is_a_config_error_naming_the_key(tmp_path: Path) -> None:
-    from edge.adapters.signing import write_key_pair
+    from edge.common.signing import write_key_pair
 
     write_key_pair(UNIT_A, tmp_path / "keys")
     ca = tmp_path / "ca.crt"
@@ -119,8 +119,7 @@ def test_missing_tls_file_is_a_config_error_naming_the_key(tmp_path: Path) -> No
                         key_file=tmp_path / "u.key"), "sink.cert_file"),
     ]:
         with pytest.raises(ConfigError, match=key):
-            build_mqtt_sink(cfg, unit_id=UNIT_A, data_dir=tmp_path, gps=None, stats=None,
-                            on_command=None)
+            build_uplink(cfg, unit_id=UNIT_A, data_dir=tmp_path, on_command=None)
     ok, detail = check_broker(MqttSinkConfig(type="mqtt", ca_file=tmp_path / "absent.crt"),
                               unit_id=UNIT_A, timeout_s=1)
     assert not ok and "sink.ca_file" in detail
@@ -134,8 +133,7 @@ def test_composition_root_builds_the_mqtt_sink(tmp_path: Path) -> None:
     with LocalBroker() as b:
         data = _config({**b.sink_settings(UNIT_A), "signing_key_autogenerate": True})
         data["unit"]["data_dir"] = str(tmp_path / "unit")
-        sink = build_sink(parse_config(data), gps=None, stats=lambda: {"fps": 1.0},
-                          on_command=None)
+        sink = build_sink(parse_config(data), on_command=None)
         try:
             assert isinstance(sink, MqttUplink) and sink.wait_connected(10)
             assert (tmp_path / "unit" / "outbox.sqlite").exists()

@@ -12,7 +12,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from edge.adapters.signing import generate_key, sign_alert
+from edge.common.signing import generate_key, sign_alert
 from edge.core import messages as m
 from edge.core.errors import MessageError
 from edge.core.ports import Detection
@@ -26,8 +26,9 @@ def _jsonschema_ok(doc: Any, name: str) -> bool:
 
 
 def _signed_alert(det: Detection, **kw: Any) -> dict[str, Any]:
-    alert = m.build_alert(det, unit="unit-a", seq=kw.pop("seq", 7), fix=kw.pop("fix", None),
-                          gps_state=kw.pop("gps_state", None), **kw)
+    det = m.stamp_detection(det, fix=kw.pop("fix", None), gps_state=kw.pop("gps_state", None),
+                            max_fix_age_s=kw.pop("fix_max_age_s", 2.0))
+    alert = m.build_alert(det, unit="unit-a", seq=kw.pop("seq", 7), **kw)
     return sign_alert(alert, generate_key())
 
 
@@ -93,7 +94,7 @@ def test_validation_error_names_the_field(make_detection: Callable[..., Detectio
 
 def test_alert_content_and_ids(make_detection: Callable[..., Detection]) -> None:
     det = make_detection(roi_id="lane2", score=0.812345678)
-    a = m.build_alert(det, unit="unit-a", seq=42, fix=None, gps_state=None)
+    a = m.build_alert(det, unit="unit-a", seq=42)
     assert a["alert_id"] == "unit-a-42" and a["seq"] == 42 and a["unit"] == "unit-a"
     assert a["roi"] == "lane2" and a["score"] == pytest.approx(0.812346)
     assert a["frames_over"] == 5 and a["window"] == 8 and a["threshold"] == 0.7
@@ -106,22 +107,22 @@ def test_alert_content_and_ids(make_detection: Callable[..., Detection]) -> None
 
 def test_time_from_fresh_gps_fix_else_system(make_detection: Callable[..., Detection]) -> None:
     det = make_detection(t_wall_s=1_700_000_000.25)
-    fresh = m.build_alert(det, unit="u", seq=1, fix=fix_dict(age_s=0.4), gps_state="3d",
-                          fix_max_age_s=2.0)
+    def alert(fix: dict[str, Any] | None, gps_state: str) -> dict[str, Any]:
+        stamped = m.stamp_detection(det, fix=fix, gps_state=gps_state, max_fix_age_s=2.0)
+        return m.build_alert(stamped, unit="u", seq=1)
+
+    fresh = alert(fix_dict(age_s=0.4), "3d")
     # the fix (10:20:30.5) was 0.4 s old when read: the alert time is the fix time + its age
     assert fresh["time_source"] == "gps" and fresh["time"] == "2026-05-01T10:20:30.900000Z"
-    stale = m.build_alert(det, unit="u", seq=1, fix=fix_dict(age_s=30.0), gps_state="stale",
-                          fix_max_age_s=2.0)
+    stale = alert(fix_dict(age_s=30.0), "stale")
     assert stale["time_source"] == "system"
     assert stale["time"] == "2023-11-14T22:13:20.250000Z"
     # the stale fix is still carried, with its age, never replaced by a made-up position
     assert stale["fix"]["lat"] == 51.5007 and stale["fix"]["age_s"] == 30.0
-    nofix = m.build_alert(det, unit="u", seq=1, fix=fix_dict(mode="none", lat=None, lon=None),
-                          gps_state="searching")
+    nofix = alert(fix_dict(mode="none", lat=None, lon=None), "searching")
     assert nofix["time_source"] == "system" and nofix["fix"]["lat"] is None
     # extra keys a GPS source might add are not carried (the schema is closed)
-    extra = m.build_alert(det, unit="u", seq=1, fix={**fix_dict(), "raw": "$GPGGA"},
-                          gps_state="3d")
+    extra = alert({**fix_dict(), "raw": "$GPGGA"}, "3d")
     assert "raw" not in extra["fix"]
 
 

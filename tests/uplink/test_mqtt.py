@@ -3,6 +3,7 @@ commands, outages, restarts and crashes."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -17,10 +18,12 @@ from typing import Any
 
 import pytest
 
-from edge.adapters.mqtt import MqttUplink, build_mqtt_sink, read_cpu_temp_c
-from edge.adapters.signing import load_public_key, verify_alert, verify_evidence
-from edge.app.config_uplink import MqttSinkConfig
+from edge.adapters.mqtt import MqttUplink
+from edge.adapters.mqtt_config import MqttSinkConfig
+from edge.app.compose import build_uplink
+from edge.app.heartbeat import StatsEmitter, read_cpu_temp_c, stamp_position
 from edge.app.local_broker import LocalBroker
+from edge.common.signing import load_public_key, verify_alert, verify_evidence
 from edge.core import messages as m
 from edge.core.ports import Detection
 from tests.uplink.conftest import (
@@ -51,13 +54,11 @@ def sink_config(broker: LocalBroker, unit: str = UNIT_A, **over: Any) -> MqttSin
 def uplinks(tmp_path: Path) -> Iterator[Callable[..., MqttUplink]]:
     made: list[MqttUplink] = []
 
-    def make(broker: LocalBroker, unit: str = UNIT_A, *, gps: object | None = None,
-             stats: Callable[[], dict[str, Any]] | None = None,
+    def make(broker: LocalBroker, unit: str = UNIT_A, *,
              on_command: Callable[[str, dict[str, Any]], None] | None = None,
              **over: Any) -> MqttUplink:
-        up = build_mqtt_sink(sink_config(broker, unit, **over), unit_id=unit,
-                             data_dir=tmp_path / unit, gps=gps, stats=stats,
-                             on_command=on_command)
+        up = build_uplink(sink_config(broker, unit, **over), unit_id=unit,
+                          data_dir=tmp_path / unit, on_command=on_command)
         made.append(up)
         return up
 
@@ -124,24 +125,30 @@ def test_online_status_is_retained_and_offline_on_close(
     late.close()
 
 
-def test_alert_reads_the_gps_fix_when_built_never_waits(
+def test_alert_carries_the_gps_fix_stamped_when_recorded_never_waits(
         broker: LocalBroker, uplinks: Callable[..., MqttUplink],
         make_detection: Callable[..., Detection]) -> None:
+    """The app stamps the fix on the detection (edge.app.heartbeat.stamp_position, what
+    Unit.stamp calls); the uplink carries it as stamped."""
     gps = SettableGps()
     sub = subscribe(broker, certs_for=None, topics=("phonewatch/+/alert",))
-    up = uplinks(broker, gps=gps)
+    up = uplinks(broker)
+
+    def send() -> None:
+        up.send(stamp_position(make_detection(), gps, max_fix_age_s=2.0))  # type: ignore[arg-type]
+
     gps.fix, gps.state = FakeFix(fix_dict(age_s=0.2)), "3d"
-    up.send(make_detection())
+    send()
     gps.fix, gps.state = FakeFix(fix_dict(age_s=45.0)), "stale"
-    up.send(make_detection())
+    send()
     gps.fix, gps.state = None, "no-fix"
-    up.send(make_detection())
+    send()
 
     def broken() -> None:
         raise RuntimeError("serial port gone")
 
     gps.latest = broken  # type: ignore[method-assign]
-    up.send(make_detection())
+    send()
     assert sub.wait_alerts(4)
     a1, a2, a3, a4 = sub.alerts()
     assert a1["time_source"] == "gps" and a1["fix"]["lat"] == 51.5007 and a1["gps_state"] == "3d"
@@ -165,8 +172,14 @@ def test_heartbeat_carries_pipeline_outbox_gps_and_temperature(
                 "frames": 900}
 
     sub = subscribe(broker, certs_for=None, topics=("phonewatch/+/heartbeat",))
-    uplinks(broker, gps=gps, stats=stats, heartbeat_interval_s=1)
-    assert sub.wait(lambda ms: len(ms) >= 3, timeout_s=10)
+    up = uplinks(broker)
+    emitter = StatsEmitter(unit_id=UNIT_A, uplink=up, interval_s=1, pipeline_stats=stats,
+                           gps=gps)  # type: ignore[arg-type]
+    emitter.start()
+    try:
+        assert sub.wait(lambda ms: len(ms) >= 3, timeout_s=10)
+    finally:
+        emitter.close()
     beats = [json.loads(r.payload) for r in sub.messages]
     for hb in beats:
         assert m.schema_errors(hb, m.HEARTBEAT_SCHEMA) == []
@@ -237,11 +250,17 @@ def test_commands_validated_bad_ones_rejected_unit_keeps_running(
 def test_missing_or_altered_evidence_still_sends_the_alert(
         broker: LocalBroker, uplinks: Callable[..., MqttUplink],
         make_detection: Callable[..., Detection]) -> None:
+    """The uplink sends the bytes the pipeline encoded, never re-reading the file: a detection
+    that arrives without them (a record rebuilt from disk) still sends its alert."""
     sub = subscribe(broker, certs_for=None)
     up = uplinks(broker)
+
+    def without_bytes(d: Detection) -> Detection:
+        return dataclasses.replace(d, evidence=dataclasses.replace(d.evidence, frame_jpeg=None))
+
     gone, altered, fine = make_detection(), make_detection(), make_detection()
-    Path(gone.evidence.frame_path).unlink()
-    Path(altered.evidence.frame_path).write_bytes(b"\xff\xd8 not the same image")
+    Path(fine.evidence.frame_path).unlink()  # the file is not what is sent
+    gone, altered = without_bytes(gone), without_bytes(altered)
     for d in (gone, altered, fine):
         up.send(d)
     assert sub.wait_alerts(3)
@@ -346,15 +365,14 @@ def test_broker_down_60_s_while_100_alerts_are_raised(
 CHILD = textwrap.dedent("""
     import hashlib, json, sys, time
     from pathlib import Path
-    from edge.adapters.mqtt import build_mqtt_sink
-    from edge.app.config_uplink import MqttSinkConfig
+    from edge.app.compose import build_uplink
+    from edge.adapters.mqtt_config import MqttSinkConfig
     from edge.core.ports import Detection, EvidenceRecord
 
     cfg = MqttSinkConfig(**json.loads(sys.argv[1]))
     data = Path(sys.argv[2])
     mode = sys.argv[3]
-    up = build_mqtt_sink(cfg, unit_id="unit-a", data_dir=data, gps=None, stats=None,
-                         on_command=None)
+    up = build_uplink(cfg, unit_id="unit-a", data_dir=data, on_command=None)
     if mode == "drain":
         up.wait_connected(10)
         ok = up.wait_drained(30)
@@ -366,7 +384,8 @@ CHILD = textwrap.dedent("""
         p = data / f"ev{i}.jpg"
         p.write_bytes(jpeg)
         h = hashlib.sha256(jpeg).hexdigest()
-        ev = EvidenceRecord(str(i), str(p), h, len(jpeg), str(p), h, len(jpeg))
+        ev = EvidenceRecord(str(i), str(p), h, len(jpeg), str(p), h, len(jpeg),
+                            frame_jpeg=jpeg)
         up.send(Detection(str(i), "lane1", 0.9, 5, 8, i, time.time(), time.monotonic(),
                           "m", "1", "0" * 64, 0.7, ev))
         print(i + 1, flush=True)

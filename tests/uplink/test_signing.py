@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge.adapters import signing as sg
 from edge.app.cli import main as cli_main
+from edge.common import signing as sg
 from edge.core import messages as m
 from edge.core.errors import SignatureError
 from edge.core.ports import Detection
@@ -26,7 +26,8 @@ from tests.uplink.conftest import fix_dict
 @pytest.fixture()
 def signed(make_detection: Callable[..., Detection]) -> tuple[dict, sg.Ed25519PrivateKey]:
     key = sg.generate_key()
-    alert = m.build_alert(make_detection(), unit="unit-a", seq=3, fix=fix_dict(), gps_state="3d")
+    det = m.stamp_detection(make_detection(), fix=fix_dict(), gps_state="3d", max_fix_age_s=2.0)
+    alert = m.build_alert(det, unit="unit-a", seq=3)
     return sg.sign_alert(alert, key), key
 
 
@@ -81,7 +82,7 @@ def test_unencodable_alert_does_not_raise(signed: tuple[dict, sg.Ed25519PrivateK
 def test_evidence_bound_by_hash_and_size(make_detection: Callable[..., Detection]) -> None:
     det = make_detection()
     jpeg = Path(det.evidence.frame_path).read_bytes()
-    alert = m.build_alert(det, unit="unit-a", seq=1, fix=None, gps_state=None)
+    alert = m.build_alert(det, unit="unit-a", seq=1)
     assert sg.verify_evidence(alert, jpeg)
     assert not sg.verify_evidence(alert, jpeg[:-1])
     assert not sg.verify_evidence(alert, jpeg[:-1] + b"\x00")
@@ -130,7 +131,7 @@ def test_cli_keys_generate_and_verify(tmp_path: Path, capsys: pytest.CaptureFixt
     assert cli_main(["keys", "generate", "--unit", "bad/id", "--out", str(out)]) == 1
 
     det = make_detection()
-    alert = sg.sign_alert(m.build_alert(det, unit="unit-7", seq=1, fix=None, gps_state=None),
+    alert = sg.sign_alert(m.build_alert(det, unit="unit-7", seq=1),
                           sg.load_private_key(out / "unit-7.key"))
     (tmp_path / "a.json").write_bytes(m.encode(alert))
     args = ["keys", "verify", "--pub", str(out / "unit-7.pub"), str(tmp_path / "a.json"),

@@ -15,10 +15,11 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge.adapters.mqtt import MqttUplink, build_mqtt_sink
-from edge.adapters.signing import generate_key, load_public_key, sign_alert, verify_alert
-from edge.app.config_uplink import MqttSinkConfig
+from edge.adapters.mqtt import MqttUplink
+from edge.adapters.mqtt_config import MqttSinkConfig
+from edge.app.compose import build_uplink
 from edge.app.local_broker import CERT_SCRIPT, LocalBroker
+from edge.common.signing import generate_key, load_public_key, sign_alert, verify_alert
 from edge.core import messages as m
 from edge.core.ports import Detection
 from tests.uplink.conftest import UNIT_A, UNIT_B, connect_client, subscribe
@@ -31,8 +32,7 @@ pytestmark = pytest.mark.usefixtures("need_mosquitto")
 def uplink_a(tls_broker: LocalBroker, tmp_path: Path) -> Iterator[MqttUplink]:
     cfg = MqttSinkConfig(**tls_broker.sink_settings(UNIT_A), signing_key_autogenerate=True,
                          reconnect_min_s=0.2, reconnect_max_s=1.0, heartbeat_interval_s=3600)
-    up = build_mqtt_sink(cfg, unit_id=UNIT_A, data_dir=tmp_path / UNIT_A, gps=None, stats=None,
-                         on_command=None)
+    up = build_uplink(cfg, unit_id=UNIT_A, data_dir=tmp_path / UNIT_A, on_command=None)
     yield up
     up.close(drain_timeout_s=0)
 
@@ -177,9 +177,8 @@ def test_uplink_publishes_crops_and_snapshots_only_under_its_own_id(
     # unit A's certificate configured as unit B: the ACL refuses (PUBACK failure), counted
     cfg = MqttSinkConfig(**tls_broker.sink_settings(UNIT_A), signing_key_autogenerate=True,
                          heartbeat_interval_s=3600)
-    imp = build_mqtt_sink(cfg.model_copy(update={"client_id": "impostor-media"}),
-                          unit_id=UNIT_B, data_dir=tmp_path / "impostor", gps=None, stats=None,
-                          on_command=None)
+    imp = build_uplink(cfg.model_copy(update={"client_id": "impostor-media"}),
+                          unit_id=UNIT_B, data_dir=tmp_path / "impostor", on_command=None)
     try:
         assert imp.wait_connected(10)
         assert imp.publish_collect("lane1-1", b"\xff\xd8\xff\xd9")
@@ -200,8 +199,8 @@ def test_unit_claiming_another_id_is_refused_and_keeps_its_alert(
     # unit A's certificate, configured as unit B: the broker refuses every publish (PUBACK 0x87)
     cfg = MqttSinkConfig(**tls_broker.sink_settings(UNIT_A),
                          signing_key_autogenerate=True, heartbeat_interval_s=3600)
-    up = build_mqtt_sink(cfg.model_copy(update={"client_id": "impostor"}), unit_id=UNIT_B,
-                         data_dir=tmp_path / "impostor", gps=None, stats=None, on_command=None)
+    up = build_uplink(cfg.model_copy(update={"client_id": "impostor"}), unit_id=UNIT_B,
+                         data_dir=tmp_path / "impostor", on_command=None)
     try:
         assert up.wait_connected(10)
         up.send(make_detection())

@@ -160,7 +160,7 @@ def test_collect_publishes_count_crops_per_roi_then_stops(
     time.sleep(0.8)
     assert len(sub.messages) == 8
     assert all("/collect/lane2-" in r.topic for r in sub.messages[6:])
-    hb = run.unit._heartbeat_stats()  # what the heartbeat carries under "pipeline"
+    hb = run.unit.heartbeat_stats()  # what the heartbeat carries under "pipeline"
     assert hb["collect_published"] == 8 and hb["collect_dropped"] == 0
     assert run.thread.is_alive()
     cr.loop_stop()
@@ -180,7 +180,7 @@ def test_collect_while_the_broker_goes_away_drops_and_counts(
     cr.disconnect()
     broker.stop()
     assert run.unit.collector is not None and run.unit.collector.wait_idle(15)
-    st = run.unit._heartbeat_stats()
+    st = run.unit.heartbeat_stats()
     # the first sample went out; the last (2 x 2.5 s later) found no broker
     published, dropped = st["collect_published"], st["collect_dropped"]
     assert published >= 2 and dropped >= 2 and published + dropped == 6, (published, dropped)
@@ -207,7 +207,7 @@ def test_snapshot_is_one_jpeg_at_most_1280_wide_with_the_rois(
     patch = img[300:420, x - 3:x + 4].reshape(-1, 3).astype(int)
     b, g, r = patch[:, 0], patch[:, 1], patch[:, 2]
     assert ((g - np.maximum(b, r) > 80) | (r - np.maximum(b, g) > 80)).any()
-    hb = run.unit._heartbeat_stats()
+    hb = run.unit.heartbeat_stats()
     assert hb["snapshot_published"] == 1 and hb["snapshot_failed"] == 0
     cr.loop_stop()
     cr.disconnect()
@@ -269,7 +269,7 @@ def test_reload_with_a_broken_config_keeps_running_a_valid_one_ends_with_75(
     run.thread.join(15)
     assert not run.thread.is_alive()
     assert run.unit.exit_code == EXIT_RELOAD == 75
-    assert run.unit._heartbeat_stats()["reloads_refused"] == 2
+    assert run.unit.heartbeat_stats()["reloads_refused"] == 2
     cr.loop_stop()
     cr.disconnect()
 
@@ -315,7 +315,7 @@ def test_collected_crops_land_in_the_control_rooms_labelling_queue(
     from controlroom import db
     from controlroom.config import MqttConfig
     from controlroom.receiver import Receiver
-    from edge.adapters.signing import key_id, load_public_key
+    from edge.common.signing import key_id, load_public_key
 
     run = start_unit()
     pub = load_public_key(tmp_path / "unit" / "keys" / f"{UNIT_A}.pub")

@@ -11,11 +11,12 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from edge.app.config_base import StrictModel
+from edge.common.config import StrictModel, Table, resolve_path_text
 
 GPSD_DEFAULT_PORT = 2947
 
@@ -75,6 +76,12 @@ class GpsConfig(StrictModel):
                 f"{v!r} is not a serial device (/dev/...), a pyserial URL (loop://, socket://h:p),"
                 " 'gpsd://host:port' or 'replay:FILE'")
         return v
+
+    @classmethod
+    def resolve_extra_paths(cls, table: Table, base: Path) -> None:
+        src = table.get("source")
+        if isinstance(src, str) and src.startswith("replay:"):
+            table["source"] = "replay:" + resolve_path_text(src[len("replay:"):], base)
 
     @model_validator(mode="after")
     def _backoff(self) -> GpsConfig:

@@ -1,6 +1,7 @@
-"""Alert uplink configuration (``[sink]`` with ``type = "mqtt"``). Owned by the uplink work.
+"""Alert uplink configuration (``[sink]`` with ``type = "mqtt"``), beside the uplink.
 
-Paths left empty default to files under ``unit.data_dir`` (see :mod:`edge.adapters.mqtt`).
+Paths left empty default to files under ``unit.data_dir`` (decided in one place:
+:class:`edge.app.compose.Paths`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 
-from edge.app.config_base import StrictModel
+from edge.common.config import StrictModel
 from edge.core.errors import ConfigError
 
 
@@ -91,10 +92,6 @@ class MqttSinkConfig(StrictModel):
     )
     heartbeat_interval_s: float = Field(
         30.0, description="Seconds between heartbeats (QoS 0).", ge=1, le=3600,
-    )
-    fix_max_age_s: float = Field(
-        2.0, description="A GPS fix older than this is carried but not used as the alert time.",
-        ge=0, le=3600,
     )
     command_max_bytes: int = Field(
         4096, description="Commands larger than this are rejected unread.", ge=64, le=1 << 20,

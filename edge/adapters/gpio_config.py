@@ -15,7 +15,7 @@ from typing import Literal
 
 from pydantic import Field, ValidationError, model_validator
 
-from edge.app.config_base import StrictModel
+from edge.common.config import StrictModel
 from edge.core.errors import ConfigError
 
 REPO_PIN_MAP = Path(__file__).resolve().parents[2] / "hardware" / "pinmap.toml"
