@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from gpiozero import LED, BadPinFactory, Button, Buzzer, DigitalInputDevice, GPIOZeroError
 
 from edge.adapters.gpio_config import GpioConfig, PinMap
 from edge.core.errors import GpioError
-from edge.core.ports import Clock, SystemClock
+from edge.core.ports import Clock, Scheduled, SystemClock
 
 log = logging.getLogger(__name__)
 
@@ -58,15 +58,23 @@ class FieldIo:
         self._cfg = cfg
         self._mode = mode
         self._clock = clock or SystemClock()
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._closing = threading.Event()
+        self._lock = threading.RLock()
         self._status = "starting"
         self._flash_pending = 0
         self._muted_until = 0.0
         self._mark = False
         self._held = False
-        self._shutdown_timer: threading.Timer | None = None
+        # The LED and the buzzer play "steps" (value, seconds) scheduled on the clock; a new
+        # sequence bumps the generation so a step already due from the old one does nothing.
+        self._led_steps: Sequence[tuple[bool, float | None]] = ()
+        self._led_i = 0
+        self._led_is_flashing = False
+        self._led_gen = 0
+        self._led_next: Scheduled | None = None
+        self._beeps_left = 0
+        self._beep_gen = 0
+        self._beep_next: Scheduled | None = None
+        self._shutdown_timer: Scheduled | None = None
         self._shutdown_requested = False
         self._closed = False
         self._on_shutdown_request: Callable[[], None] | None = None
@@ -117,8 +125,8 @@ class FieldIo:
                 log.warning("ignition is off at start; shutting down in %.0f s unless it comes on",
                             cfg.shutdown_delay_s)
                 self._on_ignition_off()
-        self._thread = threading.Thread(target=self._run_led, name="status-led", daemon=True)
-        self._thread.start()
+        with self._lock:
+            self._play_led()
 
     @classmethod
     def from_config(
@@ -140,44 +148,59 @@ class FieldIo:
                 return
             log.info("status %s -> %s", self._status, state)
             self._status = state
-        self._wake.set()
+            if not self._led_is_flashing:  # a flash plays to its end, then the new pattern
+                self._play_led()
 
     def _flash(self, n: int) -> None:
         if n <= 0:
             return
         with self._lock:
             self._flash_pending = max(self._flash_pending, n)
-        self._wake.set()
+            if not self._led_is_flashing:
+                self._play_led()
 
-    def _run_led(self) -> None:
-        scale = self._cfg.pattern_scale
-        while not self._closing.is_set():
-            with self._lock:
-                self._wake.clear()
-                flashes, self._flash_pending = self._flash_pending, 0
-                pattern = LED_PATTERNS[self._status]
-            if flashes:
-                # A hit or a mark: play it to the end (it is short), then resume the pattern.
-                self._led.off()
-                if self._closing.wait(self._cfg.hit_flash_s):
-                    break
-                for _ in range(flashes):
-                    self._led.on()
-                    if self._closing.wait(self._cfg.hit_flash_s):
-                        break
-                    self._led.off()
-                    if self._closing.wait(self._cfg.hit_flash_s):
-                        break
-                continue
-            if not pattern:
-                self._led.on()
-                self._wake.wait()
-                continue
-            for i, duration_s in enumerate(pattern):
-                self._led.value = 1 if i % 2 == 0 else 0
-                if self._wake.wait(duration_s * scale):
-                    break
-        self._led.off()
+    def _play_led(self) -> None:
+        """Start what the LED shows now (lock held): pending flashes, else the status pattern."""
+        if self._closed:
+            return
+        self._led_gen += 1
+        if self._led_next is not None:
+            self._led_next.cancel()
+            self._led_next = None
+        if self._flash_pending:
+            # A hit or a mark: off, then n flashes; played to the end (it is short).
+            f = self._cfg.hit_flash_s
+            n, self._flash_pending = self._flash_pending, 0
+            self._led_steps = [(False, f)] + [(True, f), (False, f)] * n
+            self._led_is_flashing = True
+        else:
+            pattern = LED_PATTERNS[self._status]
+            scale = self._cfg.pattern_scale
+            self._led_steps = ([(i % 2 == 0, d * scale) for i, d in enumerate(pattern)]
+                               if pattern else [(True, None)])  # None: hold (steady on)
+            self._led_is_flashing = False
+        self._led_i = 0
+        self._led_step(self._led_gen)
+
+    def _led_step(self, gen: int) -> None:
+        with self._lock:
+            if gen != self._led_gen or self._closed:
+                return  # superseded by a newer sequence
+            if self._led_i == len(self._led_steps):
+                if self._led_is_flashing:
+                    self._play_led()  # the pattern resumes (or the next flashes play)
+                    return
+                self._led_i = 0  # patterns repeat
+            value, duration_s = self._led_steps[self._led_i]
+            self._led_i += 1
+            try:
+                self._led.value = 1 if value else 0
+            except GPIOZeroError as e:  # closed under us during shutdown
+                log.debug("status LED: %s", e)
+                return
+            if duration_s is not None:
+                self._led_next = self._clock.call_later(duration_s,
+                                                        lambda: self._led_step(gen))
 
     # -- hits, mute and mark ----------------------------------------------------------------
 
@@ -188,12 +211,41 @@ class FieldIo:
             log.debug("hit in %s: signals muted", roi_id)
             return
         if self._buzzer is not None:
+            with self._lock:
+                self._beep_gen += 1
+                self._beeps_left = self._cfg.hit_beeps
+                self._beep_step(self._beep_gen, on=True)
+        self._flash(self._cfg.hit_flashes)
+
+    def _beep_step(self, gen: int, *, on: bool) -> None:
+        """``hit_beeps`` beeps of ``hit_beep_s`` on, ``hit_beep_s`` off, on the clock."""
+        with self._lock:
+            if gen != self._beep_gen or self._closed or self._buzzer is None:
+                return
+            if self._beep_next is not None:
+                self._beep_next.cancel()
+                self._beep_next = None
+            if on and self._beeps_left <= 0:
+                return
             try:
-                self._buzzer.beep(on_time=self._cfg.hit_beep_s, off_time=self._cfg.hit_beep_s,
-                                  n=self._cfg.hit_beeps, background=True)
+                if on:
+                    self._beeps_left -= 1
+                    self._buzzer.on()
+                else:
+                    self._buzzer.off()
             except GPIOZeroError as e:  # closed under us during shutdown
                 log.debug("buzzer: %s", e)
-        self._flash(self._cfg.hit_flashes)
+                return
+            self._beep_next = self._clock.call_later(
+                self._cfg.hit_beep_s, lambda: self._beep_step(gen, on=not on))
+
+    def _stop_beeping(self) -> None:
+        with self._lock:
+            self._beep_gen += 1
+            self._beeps_left = 0
+            if self._beep_next is not None:
+                self._beep_next.cancel()
+                self._beep_next = None
 
     def mute(self, duration_s: float) -> None:
         """Silence hit signals for ``duration_s`` seconds; 0 (or less) unmutes."""
@@ -203,6 +255,7 @@ class FieldIo:
             else:
                 self._muted_until = self._clock.monotonic() + duration_s
         if duration_s > 0 and self._buzzer is not None and not self._closed:
+            self._stop_beeping()
             try:
                 self._buzzer.off()
             except GPIOZeroError as e:
@@ -266,12 +319,10 @@ class FieldIo:
         with self._lock:
             if self._closed or self._shutdown_timer is not None or self._shutdown_requested:
                 return
-            timer = threading.Timer(self._cfg.shutdown_delay_s, self._ignition_timeout)
-            timer.daemon = True
-            self._shutdown_timer = timer
+            self._shutdown_timer = self._clock.call_later(self._cfg.shutdown_delay_s,
+                                                          self._ignition_timeout)
         log.info("ignition off: clean shutdown in %.0f s unless it comes back",
                  self._cfg.shutdown_delay_s)
-        timer.start()
 
     def _on_ignition_on(self) -> None:
         with self._lock:
@@ -304,11 +355,20 @@ class FieldIo:
                 return
             self._closed = True
             timer, self._shutdown_timer = self._shutdown_timer, None
-        if timer is not None:
-            timer.cancel()
-        self._closing.set()
-        self._wake.set()
-        self._thread.join(timeout=5)
+            for step in (self._led_next, self._beep_next):
+                if step is not None:
+                    step.cancel()
+            self._led_next = self._beep_next = None
+            self._led_gen += 1
+            self._beep_gen += 1
+            if timer is not None:
+                timer.cancel()
+            try:
+                self._led.off()
+                if self._buzzer is not None:
+                    self._buzzer.off()
+            except GPIOZeroError as e:  # pragma: no cover - hardware-specific
+                log.debug("switching off: %s", e)
         self._close_devices()
 
     def _close_devices(self) -> None:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import serial
 
 from edge.core.errors import SupervisorError
+from edge.core.ports import Clock, SystemClock
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,7 @@ class SupervisorLink:
         heartbeat_s: float | None = 2.0,
         is_healthy: Callable[[], bool] | None = None,
         status_text: Callable[[], str] | None = None,
+        clock: Clock | None = None,
     ) -> None:
         try:
             self._serial = serial.serial_for_url(port, baudrate=baud, timeout=0.2)
@@ -94,6 +96,7 @@ class SupervisorLink:
             raise SupervisorError(f"supervisor port {port}: {e}") from e
         self.port = port
         self.heartbeat_s = heartbeat_s
+        self._clock = clock or SystemClock()
         self._is_healthy = is_healthy or (lambda: True)
         self._status_text = status_text or (lambda: "run")
         self._write_lock = threading.Lock()
@@ -146,7 +149,7 @@ class SupervisorLink:
 
     def _beat_loop(self) -> None:
         wait_s = 0.0
-        while not self._stop.wait(wait_s):
+        while not self._clock.wait(self._stop, wait_s):
             wait_s = self.heartbeat_s or 1.0
             try:
                 if self._is_healthy():
@@ -163,7 +166,7 @@ class SupervisorLink:
             except (serial.SerialException, OSError, TypeError) as e:
                 if not self._stop.is_set():
                     log.warning("supervisor port %s: %s", self.port, e)
-                    self._stop.wait(1.0)
+                    self._clock.wait(self._stop, 1.0)
                 continue
             if line:
                 self._handle(line)

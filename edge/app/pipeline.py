@@ -16,13 +16,14 @@ All stages stop on one shared ``Event``; shutdown drains in reverse order of sta
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -78,14 +79,24 @@ class LatestSlot:
             return self._closed and self._frame is None
 
 
+ClipCallback = Callable[[list[np.ndarray]], None]
+
+
 class ClipBuffer:
-    """Small copies of recent frames for pre/post-hit clips (bounded by age)."""
+    """Small copies of recent frames for pre/post-hit clips (bounded by age).
+
+    A clip whose end is still to come waits (:meth:`when_recorded`) until a frame at or past
+    its end arrives: frame time, not a timer, says when the post-roll is complete, so a file
+    read faster than real time and a slow one both get the whole clip.
+    """
 
     def __init__(self, *, keep_s: float, width: int) -> None:
         self.keep_s = keep_s
         self.width = width
         self._frames: deque[tuple[float, np.ndarray]] = deque()
         self._lock = threading.Lock()
+        self._waiting: list[tuple[float, float, ClipCallback]] = []
+        self.latest_t_s: float | None = None
 
     def add(self, frame: Frame) -> None:
         import cv2
@@ -101,10 +112,52 @@ class ClipBuffer:
             self._frames.append((frame.t_mono_s, img))
             while self._frames and frame.t_mono_s - self._frames[0][0] > self.keep_s:
                 self._frames.popleft()
+            self.latest_t_s = frame.t_mono_s
+            done = self._take(lambda t1: t1 <= frame.t_mono_s)
+        for on_clip, clip in done:
+            on_clip(clip)
 
     def between(self, t0: float, t1: float) -> list[np.ndarray]:
         with self._lock:
-            return [img for t, img in self._frames if t0 <= t <= t1]
+            return self._between(t0, t1)
+
+    def _between(self, t0: float, t1: float) -> list[np.ndarray]:
+        return [img for t, img in self._frames if t0 <= t <= t1]
+
+    def when_recorded(self, t0: float, t1: float, on_clip: ClipCallback) -> None:
+        """Call ``on_clip(frames from t0 to t1)`` once a frame at or past ``t1`` is in (at once
+        if one is). It runs on the thread that adds that frame: keep it short."""
+        with self._lock:
+            ready = self.latest_t_s is not None and self.latest_t_s >= t1
+            if ready:
+                clip = self._between(t0, t1)
+            else:
+                self._waiting.append((t0, t1, on_clip))
+        if ready:
+            on_clip(clip)
+
+    @property
+    def first_waiting_end_s(self) -> float | None:
+        with self._lock:
+            return min((t1 for _, t1, _ in self._waiting), default=None)
+
+    def finish(self, ended_by_s: float | None = None) -> None:
+        """Hand out the waiting clips (ending by ``ended_by_s``, or all) with the frames there
+        are: the source ended, the unit is stopping, or the camera stalled."""
+        with self._lock:
+            done = self._take(lambda t1: ended_by_s is None or t1 <= ended_by_s)
+        for on_clip, clip in done:
+            on_clip(clip)
+
+    def _take(
+        self, is_done: Callable[[float], bool]
+    ) -> list[tuple[ClipCallback, list[np.ndarray]]]:
+        done = [w for w in self._waiting if is_done(w[1])]
+        if not done:
+            return []
+        self._waiting = [w for w in self._waiting if not is_done(w[1])]
+        done.sort(key=lambda w: w[1])
+        return [(on_clip, self._between(t0, t1)) for t0, t1, on_clip in done]
 
 
 @dataclass
@@ -130,6 +183,13 @@ class PipelineStats:
 class _Pending:
     hit: Hit[Frame]
     roi: Roi
+    clip: list[np.ndarray] | None = None
+    """The hit's clip, once its post-roll is in (only when clips are kept)."""
+
+
+CLIP_STALL_S = 2.0
+"""A clip still waiting for frames this long after its end is kept with what there is (a
+stalled or unplugged camera must not hold an alert back)."""
 
 
 class Pipeline:
@@ -365,28 +425,62 @@ class Pipeline:
         return any(t.name == "pw-inference" and t.is_alive() for t in self._threads)
 
     def _evidence_loop(self) -> None:
-        while True:
-            item = self._hits.get()
-            if item is None:
-                break
+        """Records hits in turn. A hit whose clip still needs its post-roll waits in the clip
+        buffer and comes back through the queue when its frames are in; hits behind it go on."""
+        overflow: deque[_Pending] = deque()  # clips done while the queue was full
+
+        def clip_done(item: _Pending, clip: list[np.ndarray]) -> None:
+            done = replace(item, clip=clip)
             try:
-                self._record(item)
-            except PhonewatchError as e:
-                self.stats.evidence_errors += 1
-                log.error("evidence for %s not recorded: %s", item.hit.roi_id, e)
-            except Exception:
-                self.stats.evidence_errors += 1
-                log.exception("evidence for %s not recorded", item.hit.roi_id)
+                self._hits.put_nowait(done)
+            except queue.Full:
+                overflow.append(done)
+
+        ended = False
+        while True:
+            while overflow:
+                self._record_logged(overflow.popleft())
+            try:
+                if ended:
+                    item = self._hits.get_nowait()
+                else:
+                    item = self._hits.get(timeout=self._clip_stall_wait_s())
+            except queue.Empty:
+                if ended:
+                    break
+                if self.clips is not None:  # a clip overdue: its frames are not coming
+                    self.clips.finish(ended_by_s=time.monotonic() - CLIP_STALL_S)
+                continue
+            if item is None:  # the source ended or the unit stops: keep what there is
+                ended = True
+                if self.clips is not None:
+                    self.clips.finish()
+                continue
+            if self.clips is not None and item.clip is None:
+                t = item.hit.best.t_mono_s
+                self.clips.when_recorded(t - self.clip_before_s, t + self.clip_after_s,
+                                         functools.partial(clip_done, item))
+                continue
+            self._record_logged(item)
+
+    def _clip_stall_wait_s(self) -> float | None:
+        end = self.clips.first_waiting_end_s if self.clips is not None else None
+        return None if end is None else max(0.0, end + CLIP_STALL_S - time.monotonic())
+
+    def _record_logged(self, item: _Pending) -> None:
+        try:
+            self._record(item)
+        except PhonewatchError as e:
+            self.stats.evidence_errors += 1
+            log.error("evidence for %s not recorded: %s", item.hit.roi_id, e)
+        except Exception:
+            self.stats.evidence_errors += 1
+            log.exception("evidence for %s not recorded", item.hit.roi_id)
 
     def _record(self, item: _Pending) -> None:
         t0 = time.perf_counter()
         hit, frame = item.hit, item.hit.best
-        clip = None
-        if self.clips is not None:
-            end = frame.t_mono_s + self.clip_after_s
-            while time.monotonic() < end and not self.stop_event.is_set():
-                time.sleep(0.05)
-            clip = self.clips.between(frame.t_mono_s - self.clip_before_s, end)
+        clip = item.clip  # complete (or all there is) by now: see _evidence_loop
         ev_id = evidence_id(frame.t_wall_s, hit.roi_id)
         alert_id = f"{self.unit_id}-{ev_id}"
         rec = self.evidence.save(

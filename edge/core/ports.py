@@ -6,28 +6,19 @@ camera, ``loop://`` or a replayed log for GPS, gpiozero's ``MockFactory`` for GP
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
 import numpy as np
 
+from edge.core.clock import Clock, ManualClock, Scheduled, Scheduler, SystemClock
 from edge.core.frame import Frame
 
-
-@runtime_checkable
-class Clock(Protocol):
-    def monotonic(self) -> float: ...
-    def wall(self) -> float: ...
-
-
-class SystemClock:
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-    def wall(self) -> float:
-        return time.time()
+__all__ = [
+    "AlertSink", "Classifier", "Clock", "Detection", "EvidenceRecord", "FrameSource",
+    "ManualClock", "Scheduled", "Scheduler", "SystemClock",
+]
 
 
 class FrameSource(Protocol):

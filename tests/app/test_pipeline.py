@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,8 @@ from edge.adapters.camera import ReplaySource
 from edge.adapters.classifier import LiteRTClassifier
 from edge.adapters.evidence import EvidenceStore
 from edge.adapters.sinks import JsonlSink, MemorySink
-from edge.app.pipeline import LatestSlot, Pipeline
+from edge.app import pipeline as pipeline_mod
+from edge.app.pipeline import ClipBuffer, LatestSlot, Pipeline
 from edge.core.decider import DeciderParams
 from edge.core.errors import CameraError
 from edge.core.frame import Frame
@@ -65,10 +67,12 @@ def test_a_slow_consumer_drops_frames_and_counts_them(tmp_path: Path, make_video
     real_process = p._process
 
     def slow(*args) -> None:  # type: ignore[no-untyped-def]
-        time.sleep(0.02)  # 50 fps of inference against a 200 fps camera
+        # Inference slower than the camera: each frame takes until two more have come in.
+        seen = p.stats.captured
+        wait_until(lambda: p.stats.captured >= min(40, seen + 2), timeout_s=5)
         real_process(*args)
 
-    p._process = slow  # type: ignore[method-assign]
+    p._process = slow  # type: ignore[method-assign,assignment]
     p.start()
     assert p.wait(30)
     s = p.snapshot()
@@ -96,7 +100,7 @@ class UnpluggableCamera:
     unplugged, like OpenCV on a USB device that vanished; frames come from a real file."""
 
     def __init__(self, video: Path) -> None:
-        self._inner = ReplaySource(video, speed=0.0, loop=True)
+        self._inner = ReplaySource(video, speed=1.0, loop=True)  # paced like a live camera
         self.name = "unpluggable"
         self.plugged = threading.Event()
         self.plugged.set()
@@ -114,7 +118,6 @@ class UnpluggableCamera:
     def read(self) -> Frame | None:
         if not self.plugged.is_set():
             raise CameraError("device disconnected")
-        time.sleep(0.01)
         return self._inner.read()
 
     def close(self) -> None:
@@ -122,8 +125,8 @@ class UnpluggableCamera:
 
 
 def test_camera_unplugged_mid_run_reports_degraded_and_recovers(
-        tmp_path: Path, make_video, brightness_model: Path) -> None:  # type: ignore[no-untyped-def]
-    cam = UnpluggableCamera(make_video([60] * 5))
+        tmp_path: Path, make_video: Callable[..., Path], brightness_model: Path) -> None:
+    cam = UnpluggableCamera(make_video([60] * 5, fps=100.0))
     statuses: list[str] = []
     p = build(tmp_path, cam, brightness_model, lossless=False, reconnect_min_s=0.05,
               reconnect_max_s=0.2, on_status=statuses.append)
@@ -136,8 +139,7 @@ def test_camera_unplugged_mid_run_reports_degraded_and_recovers(
     wait_until(lambda: p.stats.processed >= 5, left())
     cam.plugged.clear()
     assert wait_until(lambda: p.status == "degraded", left())
-    time.sleep(0.5)
-    assert cam.opens >= 3  # kept retrying with backoff
+    assert wait_until(lambda: cam.opens >= 3, left())  # kept retrying with backoff
     before = p.stats.processed
     cam.plugged.set()
     recovered = wait_until(lambda: p.stats.processed > before + 5, left())
@@ -166,7 +168,8 @@ def test_a_failing_sink_loses_no_evidence(tmp_path: Path, make_video,  # type: i
     assert len(frames) == 1 and "right" in frames[0].parent.name
 
 
-def test_jsonl_output_and_clip(tmp_path: Path, make_video, brightness_model: Path) -> None:  # type: ignore[no-untyped-def]
+def test_jsonl_output_and_clip(tmp_path: Path, make_video: Callable[..., Path],
+                               brightness_model: Path) -> None:
     video = make_video([20] * 10 + [240] * 10 + [20] * 10, box=(0.1, 0.2, 0.4, 0.8))
     sink = JsonlSink(tmp_path / "alerts.jsonl")
     p = build(tmp_path, ReplaySource(video, speed=0.0), brightness_model, sink=sink,
@@ -194,7 +197,7 @@ def test_real_traffic_clip_runs_clean(tmp_path: Path, shared_data: Path,
 
 
 def test_a_frame_that_fails_inference_is_counted_and_the_stage_goes_on(
-        tmp_path: Path, make_video, brightness_model: Path) -> None:  # type: ignore[no-untyped-def]
+        tmp_path: Path, make_video: Callable[..., Path], brightness_model: Path) -> None:
     p = build(tmp_path, ReplaySource(make_video([100] * 12), speed=0.0), brightness_model)
     real = p.classifier.score_batch
     calls = {"n": 0}
@@ -210,3 +213,96 @@ def test_a_frame_that_fails_inference_is_counted_and_the_stage_goes_on(
     assert p.wait(30)
     s = p.snapshot()
     assert s["stage_errors"] == 1 and s["frames_processed"] == 11
+
+
+def _frame(t_s: float, level: int = 0) -> Frame:
+    return Frame(int(t_s * 10), t_s, 1.7e9 + t_s, np.full((4, 4, 3), level, np.uint8))
+
+
+def test_a_clip_is_handed_out_when_a_frame_past_its_end_comes_in() -> None:
+    clips = ClipBuffer(keep_s=10.0, width=64)
+    got: list[list[int]] = []
+
+    def note(clip: list[np.ndarray]) -> None:
+        got.append([int(img[0, 0, 0]) for img in clip])
+
+    for k in range(5):  # t = 0.0 .. 0.4
+        clips.add(_frame(k / 10, level=k))
+    clips.when_recorded(0.2, 0.6, note)  # post-roll still to come
+    clips.when_recorded(0.1, 0.3, note)  # already in: at once
+    assert got == [[1, 2, 3]] and clips.first_waiting_end_s == 0.6
+    clips.add(_frame(0.5, level=5))
+    assert len(got) == 1
+    clips.add(_frame(0.7, level=7))  # past 0.6 (no frame exactly at the end is needed)
+    assert got[1] == [2, 3, 4, 5] and clips.first_waiting_end_s is None
+
+
+def test_waiting_clips_are_finished_with_what_there_is() -> None:
+    clips = ClipBuffer(keep_s=10.0, width=64)
+    got: list[tuple[str, int]] = []
+    clips.add(_frame(0.0))
+    clips.when_recorded(0.0, 1.0, lambda c: got.append(("early", len(c))))
+    clips.when_recorded(0.0, 5.0, lambda c: got.append(("late", len(c))))
+    clips.finish(ended_by_s=2.0)  # overdue: the camera stalled
+    assert got == [("early", 1)]
+    clips.finish()  # the source ended
+    assert got == [("early", 1), ("late", 1)]
+
+
+class StallingCamera:
+    """A live camera that stops delivering (hangs in ``read``) after ``frames`` frames."""
+
+    def __init__(self, video: Path, frames: int) -> None:
+        self._inner = ReplaySource(video, speed=0.0)
+        self._left = frames
+        self.release = threading.Event()
+        self.name = "stalling"
+
+    is_live = True
+    fps = 25.0
+
+    def open(self) -> None:
+        self._inner.open()
+
+    def read(self) -> Frame | None:
+        if self._left == 0:
+            self.release.wait(30)
+            return None
+        self._left -= 1
+        return self._inner.read()
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def test_a_stalled_camera_does_not_hold_an_alert_back(
+        tmp_path: Path, make_video: Callable[..., Path], brightness_model: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pipeline_mod, "CLIP_STALL_S", 0.05)
+    video = make_video([20] * 3 + [240] * 8, box=(0.1, 0.2, 0.4, 0.8))
+    cam = StallingCamera(video, frames=11)
+    sink = MemorySink()
+    p = build(tmp_path, cam, brightness_model, sink=sink, clip_before_s=0.2, clip_after_s=0.2,
+              clip_width=64)
+    p.start()
+    try:
+        # the camera hangs after the hit: the clip is kept with the frames there are
+        assert wait_until(lambda: len(sink.detections) == 1, timeout_s=10)
+        assert not p.is_finished and sink.detections[0].evidence.clip_path
+    finally:
+        cam.release.set()
+        p.stop()
+
+
+def test_a_file_ending_inside_a_post_roll_does_not_wait_it_out(
+        tmp_path: Path, make_video: Callable[..., Path], brightness_model: Path) -> None:
+    # The clip waits for frame time to pass its end, not for a timer: the file ends long
+    # before 30 s of post-roll, and the hit is recorded then with the frames there are.
+    video = make_video([20] * 12 + [240] * 8, box=(0.1, 0.2, 0.4, 0.8))
+    sink = MemorySink()
+    p = build(tmp_path, ReplaySource(video, speed=0.0), brightness_model, sink=sink,
+              clip_before_s=0.1, clip_after_s=30.0, clip_width=64)
+    p.start()
+    assert p.wait(10)
+    assert [d.roi_id for d in sink.detections] == ["left"]
+    assert sink.detections[0].evidence.clip_path

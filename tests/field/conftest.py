@@ -1,4 +1,4 @@
-"""Shared fixtures for the field tests: gpiozero's own MockFactory, a hand-set clock."""
+"""Shared fixtures for the field tests: gpiozero's own MockFactory, a hand-stepped clock."""
 
 from __future__ import annotations
 
@@ -8,18 +8,11 @@ from pathlib import Path
 import pytest
 from gpiozero.pins.mock import MockFactory
 
+from edge.core.clock import ManualClock
+
+__all__ = ["REPO", "ManualClock", "clock", "factory"]
+
 REPO = Path(__file__).resolve().parents[2]
-
-
-class ManualClock:
-    def __init__(self, t_s: float = 1000.0) -> None:
-        self.t_s = t_s
-
-    def monotonic(self) -> float:
-        return self.t_s
-
-    def wall(self) -> float:
-        return 1.7e9 + self.t_s
 
 
 @pytest.fixture

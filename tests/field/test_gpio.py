@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -43,17 +42,19 @@ def test_pins_come_from_the_pin_map() -> None:
     assert (LED_PIN, BUZZER_PIN, BUTTON_PIN, IGNITION_PIN) == (17, 27, 22, 23)
 
 
-def test_starts_blinking_then_steady_on_when_running(factory: MockFactory) -> None:
-    io = make(factory)
+def test_starts_blinking_then_steady_on_when_running(factory: MockFactory,
+                                                     clock: ManualClock) -> None:
+    io = make(factory, clock=clock)
     led = factory.pin(LED_PIN)
+    step_s = LED_PATTERNS["starting"][0] * 0.2  # FAST's pattern_scale
     try:
         assert io.status == "starting"
-        assert wait_until(lambda: len(led.states) >= 4, timeout_s=5)
+        clock.advance(2 * step_s)
         assert values(led)[:4] == [False, True, False, True]
         io.set_status("running")
-        assert wait_until(lambda: led.state, timeout_s=5)
+        assert led.state is True
         n = len(led.states)
-        time.sleep(0.3)
+        clock.advance(60.0)
         assert led.state is True and len(led.states) == n  # steady: no more edges
     finally:
         io.close()
@@ -93,40 +94,44 @@ def test_unknown_status_is_refused(factory: MockFactory) -> None:
         io.set_status("happy")
 
 
-def test_hit_in_patrol_beeps_and_flashes_then_resumes(factory: MockFactory) -> None:
-    io = make(factory, hit_beeps=2, hit_flashes=3)
+def test_hit_in_patrol_beeps_and_flashes_then_resumes(factory: MockFactory,
+                                                      clock: ManualClock) -> None:
+    io = make(factory, clock=clock, hit_beeps=2, hit_flashes=3)
     led, buzzer = factory.pin(LED_PIN), factory.pin(BUZZER_PIN)
     try:
         io.set_status("running")
-        assert wait_until(lambda: led.state, timeout_s=5)
+        assert led.state is True
         led.clear_states()
         io.on_hit("lane1")
-        assert wait_until(lambda: len(buzzer.states) >= 5, timeout_s=5)
+        assert buzzer.state is True and led.state is False  # at once
+        clock.advance(0.03)  # hit_beep_s, hit_flash_s
+        assert buzzer.state is False and led.state is True
+        clock.advance(1.0)
         # off, then 3 flashes, then back to steady on for "running"
-        assert wait_until(lambda: len(led.states) >= 8, timeout_s=5)
-        time.sleep(0.1)
+        assert values(led) == [True] + [False, True] * 3 + [False, True]
+        buzzer.assert_states([False, True, False, True, False])
     finally:
         io.close()
     buzzer.assert_states([False, True, False, True, False])
     assert values(led)[:8] == [True] + [False, True] * 3 + [False]
 
 
-def test_hit_at_a_junction_is_silent(factory: MockFactory) -> None:
-    io = make(factory, mode="junction")
+def test_hit_at_a_junction_is_silent(factory: MockFactory, clock: ManualClock) -> None:
+    io = make(factory, mode="junction", clock=clock)
     buzzer = factory.pin(BUZZER_PIN)
     try:
         io.on_hit("lane1")
-        time.sleep(0.2)
+        clock.advance(1.0)
     finally:
         io.close()
     buzzer.assert_states([False])
 
 
-def test_buzzer_can_be_left_unfitted(factory: MockFactory) -> None:
-    io = make(factory, buzzer=False)
+def test_buzzer_can_be_left_unfitted(factory: MockFactory, clock: ManualClock) -> None:
+    io = make(factory, buzzer=False, clock=clock)
     try:
         io.on_hit("lane1")
-        time.sleep(0.1)
+        clock.advance(1.0)
         assert factory.pin(BUZZER_PIN).function == "input"  # never claimed
     finally:
         io.close()
@@ -141,15 +146,16 @@ def test_short_press_mutes_and_unmutes(factory: MockFactory, clock: ManualClock)
         button.drive_high()
         assert wait_until(lambda: io.is_muted, timeout_s=5)
         io.on_hit("lane1")
-        time.sleep(0.15)
+        clock.advance(0.15)
         buzzer.assert_states([False])
-        clock.t_s += 599
+        clock.advance(599 - 0.15)
         assert io.is_muted
         button.drive_low()
         button.drive_high()
         assert wait_until(lambda: not io.is_muted, timeout_s=5)
         io.on_hit("lane1")
-        assert wait_until(lambda: len(buzzer.states) >= 5, timeout_s=5)
+        clock.advance(1.0)
+        assert len(buzzer.states) >= 5
         assert io.take_mark() is False  # short presses never mark
     finally:
         io.close()
@@ -161,18 +167,45 @@ def test_control_room_mute_expires(factory: MockFactory, clock: ManualClock) -> 
     try:
         io.mute(30.0)
         io.on_hit("lane1")
-        clock.t_s += 29.9
+        clock.advance(29.9)
         assert io.is_muted
-        clock.t_s += 0.2
+        clock.advance(0.2)
         assert not io.is_muted
         io.mute(30.0)
         io.mute(0)
         assert not io.is_muted
         io.on_hit("lane2")
-        assert wait_until(lambda: len(buzzer.states) >= 5, timeout_s=5)
+        clock.advance(1.0)
+        assert len(buzzer.states) >= 5
     finally:
         io.close()
     buzzer.assert_states([False, True, False, True, False])
+
+
+def test_a_mute_silences_a_beep_under_way(factory: MockFactory, clock: ManualClock) -> None:
+    io = make(factory, clock=clock, hit_beeps=3)
+    buzzer = factory.pin(BUZZER_PIN)
+    try:
+        io.on_hit("lane1")
+        assert buzzer.state is True
+        io.mute(60.0)
+        clock.advance(1.0)
+        buzzer.assert_states([False, True, False])  # no more beeps once muted
+    finally:
+        io.close()
+
+
+def test_close_cancels_a_pending_shutdown_and_the_led_steps(factory: MockFactory,
+                                                            clock: ManualClock) -> None:
+    io = make(factory, clock=clock, shutdown_delay_s=5.0)
+    calls: list[int] = []
+    io.on_shutdown_request = lambda: calls.append(1)
+    factory.pin(IGNITION_PIN).drive_low()
+    assert clock.pending()  # the shutdown delay and the LED pattern's next step
+    io.close()
+    assert clock.pending() == []
+    clock.advance(10.0)
+    assert calls == []
 
 
 def test_long_press_marks_the_next_alert_once(factory: MockFactory) -> None:
@@ -196,55 +229,53 @@ def test_long_press_marks_the_next_alert_once(factory: MockFactory) -> None:
     ]
 
 
-def test_ignition_off_for_the_delay_requests_shutdown_once(factory: MockFactory) -> None:
-    io = make(factory, shutdown_delay_s=0.2)
+def test_ignition_off_for_the_delay_requests_shutdown_once(factory: MockFactory,
+                                                           clock: ManualClock) -> None:
+    io = make(factory, clock=clock, shutdown_delay_s=0.2)
     ign = factory.pin(IGNITION_PIN)
-    called = threading.Event()
     calls: list[float] = []
-
-    def request() -> None:
-        calls.append(time.monotonic())
-        called.set()
-
-    io.on_shutdown_request = request
+    io.on_shutdown_request = lambda: calls.append(clock.monotonic())
     try:
         assert io.ignition_on is True
-        t0 = time.monotonic()
+        t0 = clock.monotonic()
         ign.drive_low()
-        assert called.wait(5)
+        clock.advance(0.19)
+        assert calls == []
+        clock.advance(0.01)
+        assert len(calls) == 1
         assert calls[0] - t0 >= 0.19
         ign.drive_high()
         ign.drive_low()
-        time.sleep(0.4)
+        clock.advance(0.4)
         assert len(calls) == 1
     finally:
         io.close()
 
 
-def test_ignition_back_on_cancels_shutdown(factory: MockFactory) -> None:
-    io = make(factory, shutdown_delay_s=0.6)
+def test_ignition_back_on_cancels_shutdown(factory: MockFactory, clock: ManualClock) -> None:
+    io = make(factory, clock=clock, shutdown_delay_s=0.6)
     ign = factory.pin(IGNITION_PIN)
     calls: list[int] = []
     io.on_shutdown_request = lambda: calls.append(1)
     try:
         for _ in range(3):  # a flickering ignition (cranking) never shuts the unit down
             ign.drive_low()
-            time.sleep(0.05)
+            clock.advance(0.05)
             ign.drive_high()
-        time.sleep(0.8)  # longer than the delay: a timer left running would have fired
+        clock.advance(0.8)  # longer than the delay: a timer left running would have fired
         assert calls == []
     finally:
         io.close()
 
 
-def test_ignition_off_at_start_counts_too(factory: MockFactory) -> None:
+def test_ignition_off_at_start_counts_too(factory: MockFactory, clock: ManualClock) -> None:
     factory.pin(IGNITION_PIN).drive_low()
     called = threading.Event()
-    io = make(factory, ignition_on=False, shutdown_delay_s=0.05)
+    io = make(factory, clock=clock, ignition_on=False, shutdown_delay_s=0.05)
     try:
-        time.sleep(0.2)  # the request comes before anyone listens ...
+        clock.advance(0.2)  # the request comes before anyone listens ...
         io.on_shutdown_request = called.set
-        assert called.wait(5)  # ... and is delivered when the handler is set
+        assert called.is_set()  # ... and is delivered when the handler is set
     finally:
         io.close()
 

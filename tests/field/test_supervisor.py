@@ -298,7 +298,7 @@ def pico_on_pty() -> Iterator[tuple[sup.Supervisor, PtyUart, dict[int, fake_mach
     def loop() -> None:
         while not stop.is_set():
             s.tick()
-            time.sleep(0.005)
+            stop.wait(0.005)  # the Pico's main loop pace, not a wait for anything
 
     t = threading.Thread(target=loop, daemon=True)
     t.start()

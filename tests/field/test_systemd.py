@@ -125,15 +125,15 @@ def test_frame_watchdog_pets_only_while_frames_flow(listener: tuple[socket.socke
     assert wd.interval_s == 10.0 and wd.stale_s == 10.0
     assert wd.tick() is False  # no frame yet: a pipeline that never starts is restarted
     for _ in range(6):  # frames for 6 s, ticked every second: pets every 5 s
-        clock.t_s += 1.0
+        clock.advance(1.0)
         wd.frame_seen()
         wd.tick()
     assert wd.pets == 2  # t=1 and t=6; the next is due at t=11
     for _ in range(2):
         assert sock.recv(100) == b"WATCHDOG=1"
-    clock.t_s += 5.0
+    clock.advance(5.0)
     assert wd.tick() is True  # last frame 5 s ago: still fresh
-    clock.t_s += 6.0
+    clock.advance(6.0)
     assert wd.tick() is False  # frames stopped 11 s ago: systemd will restart us
     assert wd.withheld == 1
     wd.frame_seen()

@@ -35,8 +35,22 @@ def test_sequence_persists_across_reopen_and_is_never_reused(tmp_path: Path) -> 
         assert ob.pending()[0].alert_id == "u-4"
 
 
+class _TimeLater:
+    """The ``time`` module as the outbox sees it: the wall clock ``ahead_s`` seconds on."""
+
+    def __init__(self, ahead_s: float) -> None:
+        self.ahead_s = ahead_s
+
+    def time(self) -> float:
+        return time.time() + self.ahead_s
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(time, name)
+
+
 def test_a_new_outbox_numbers_from_the_clock_so_a_replaced_one_is_never_reused(
-        tmp_path: Path) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from edge.adapters import outbox as outbox_mod
     from edge.adapters.outbox import SEQ_FLOOR_MIN, first_seq_for_new_outbox
 
     before = int(time.time())
@@ -44,7 +58,7 @@ def test_a_new_outbox_numbers_from_the_clock_so_a_replaced_one_is_never_reused(
         first = [ob.add(payload, evidence=None) for _ in range(3)]
     after = int(time.time())
     assert before <= first[0] <= after and first == [first[0], first[0] + 1, first[0] + 2]
-    time.sleep(3.2)
+    monkeypatch.setattr(outbox_mod, "time", _TimeLater(3.2))  # the unit runs on, 3.2 s
     # The storage is replaced (a new file): numbering resumes above the old outbox's numbers,
     # because it used fewer than one number per second of its life.
     with Outbox(tmp_path / "replacement.sqlite") as ob:
