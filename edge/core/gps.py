@@ -284,6 +284,11 @@ class FixAssembler:
         self._publish(fix)
         return fix
 
+    @property
+    def latest_date(self) -> dt.date:
+        """The last date this assembler accepts from a receiver (after rollover correction)."""
+        return self._latest
+
     # --- output --------------------------------------------------------------------------
 
     def current(self) -> Fix | None:
