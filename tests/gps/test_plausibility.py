@@ -208,3 +208,28 @@ def test_hostile_lines_are_counted_and_the_assembler_keeps_going() -> None:
     fix = asm.current()
     assert fix is not None and fix.has_position
     assert fix.time == dt.datetime(2017, 3, 15, 12, 0, 1, tzinfo=dt.UTC)
+
+
+# --- the date window and two dates in one epoch ---------------------------------------------
+
+
+def test_the_date_window_follows_the_rollover_floor() -> None:
+    # one 1024-week window after the later of the floor and the software's own date
+    assert FixAssembler(rollover_floor=dt.date(1980, 1, 6)).latest_date == dt.date(2043, 8, 17)
+    assert FixAssembler().latest_date == dt.date(2043, 8, 17)
+    assert FixAssembler(rollover_floor=dt.date(2040, 1, 1)).latest_date == (
+        dt.date(2040, 1, 1) + dt.timedelta(weeks=1024))
+    asm = FixAssembler(rollover_floor=dt.date(2024, 1, 1))
+    feed(asm, [f"GPRMC,120000.00,A,{LONDON},1.0,90.0,170843,,,A"])   # last day accepted
+    feed(asm, [f"GPRMC,120001.00,A,{LONDON},1.0,90.0,180843,,,A"])   # one day too late
+    assert asm.stats["implausible"] == 1 and asm.stats["sentences_ok"] == 1
+
+
+def test_two_dates_in_one_epoch_keep_the_position_but_not_the_time() -> None:
+    asm = FixAssembler(rollover_floor=FLOOR)
+    feed(asm, [f"GPRMC,120000.00,A,{LONDON},1.0,90.0,150317,,,A",
+               "GNZDA,120000.00,16,03,2017,00,00"])
+    fix = asm.current()
+    assert fix is not None and fix.has_position and fix.time is None
+    assert fix.reason == "date_conflict"
+    assert alert_time(fix.aged(0.1), now_wall_s=NOW_WALL_S, max_age_s=2.0)[1] == "system"
