@@ -9,6 +9,13 @@ Every number is range-checked: a record never carries a latitude outside +-90 de
 outside +-180 deg, a time of day that does not exist or a negative speed. A field that is empty
 is ``None``; a field that is present but malformed rejects the whole sentence (a half-understood
 sentence is worth less than none when it carries a position).
+
+Values that are well-formed but cannot come from a real receiver raise
+:class:`NmeaImplausibleError` (a kind of :class:`NmeaError`, counted apart): a date before the GPS
+epoch (1980-01-06) or after :data:`LATEST_DATE`, a second 60 anywhere but 23:59:60 at the end of
+June or December, a speed over the 1,000-knot export (COCOM) limit. Whether an FAA mode or GGA
+quality means "not a GNSS fix" (simulator, manual, estimated) is left to the assembler: the
+record carries the receiver's word unchanged.
 """
 
 from __future__ import annotations
@@ -27,6 +34,21 @@ MAX_SENTENCE_CHARS = 160
 
 TALKERS = frozenset({"GP", "GN", "GL", "GA", "GB", "BD", "GQ", "GI"})
 """GPS, multi-GNSS, GLONASS, Galileo, BeiDou (two spellings), QZSS, NavIC."""
+
+GPS_EPOCH_DATE = dt.date(1980, 1, 6)
+"""GPS time began here: no receiver can report an earlier date."""
+LATEST_DATE = dt.date(2099, 12, 31)
+"""A sanity bound on any date (a ZDA year 9999 would overflow date arithmetic). The assembler
+applies a tighter window that follows its week-rollover floor."""
+MAX_SPEED_KNOTS = 1000.0
+"""Civilian receivers stop reporting above 1,000 knots (the COCOM export limit, 514 m/s)."""
+LEAP_SECOND_DAYS = frozenset({(6, 30), (12, 31)})
+"""(month, day) on which a leap second (23:59:60 UTC) has ever been inserted."""
+
+
+class NmeaImplausibleError(NmeaError):
+    """A well-formed sentence whose values no real receiver can report (dropped and counted)."""
+
 
 _TIME_RE = re.compile(r"^(\d\d)(\d\d)(\d\d)(?:\.(\d{1,9}))?$")
 _LATLON_RE = re.compile(r"^(\d{1,5})\.(\d*)$")
@@ -234,7 +256,7 @@ def _int(v: str, name: str, lo: int, hi: int) -> int | None:
 
 
 def parse_time(v: str) -> TimeOfDay | None:
-    """``hhmmss[.sss]`` -> :class:`TimeOfDay`; empty -> None; a leap second (60) is allowed."""
+    """``hhmmss[.sss]`` -> :class:`TimeOfDay`; empty -> None; second 60 only at 23:59:60."""
     if v == "":
         return None
     m = _TIME_RE.match(v)
@@ -243,12 +265,33 @@ def parse_time(v: str) -> TimeOfDay | None:
     hour, minute, second = int(m[1]), int(m[2]), int(m[3])
     if hour > 23 or minute > 59 or second > 60:
         raise NmeaError(f"time: no such time of day {v!r}")
+    if second == 60 and (hour, minute) != (23, 59):
+        raise NmeaImplausibleError(f"time: a leap second exists only at 23:59:60, not {v!r}")
     frac = (m[4] or "0")[:6].ljust(6, "0")
     return TimeOfDay(hour, minute, second, int(frac))
 
 
+def is_leap_second_day(date: dt.date) -> bool:
+    """A day that can end in 23:59:60 (the last day of June or December)."""
+    return (date.month, date.day) in LEAP_SECOND_DAYS
+
+
+def check_date(date: dt.date, tod: TimeOfDay | None = None, *, name: str = "date") -> dt.date:
+    """``date`` if a receiver can report it (with ``tod``, a leap second on a leap-second day);
+    else raises :class:`NmeaImplausibleError`."""
+    if not GPS_EPOCH_DATE <= date <= LATEST_DATE:
+        raise NmeaImplausibleError(
+            f"{name}: {date.isoformat()} is outside {GPS_EPOCH_DATE}..{LATEST_DATE}")
+    if tod is not None and tod.second == 60 and not is_leap_second_day(date):
+        raise NmeaImplausibleError(
+            f"{name}: no leap second at the end of {date.isoformat()} (only 30 June, 31 December)")
+    return date
+
+
 def parse_ddmmyy(v: str) -> dt.date | None:
-    """RMC ``ddmmyy``: years 80..99 are 1980..1999 (GPS began in 1980), else 2000..2079."""
+    """RMC ``ddmmyy``: years 80..99 are 1980..1999 (GPS began in 1980), else 2000..2079; a date
+    before 1980-01-06 is implausible. Whether 2079 is plausible is for the assembler, which
+    knows the week-rollover floor."""
     if v == "":
         return None
     if len(v) != 6 or not v.isdigit():
@@ -256,9 +299,10 @@ def parse_ddmmyy(v: str) -> dt.date | None:
     day, month, yy = int(v[:2]), int(v[2:4]), int(v[4:])
     year = 2000 + yy if yy < 80 else 1900 + yy
     try:
-        return dt.date(year, month, day)
+        date = dt.date(year, month, day)
     except ValueError:
         raise NmeaError(f"date: no such date {v!r}") from None
+    return check_date(date)
 
 
 def _coord(value: str, hemi: str, name: str, max_deg: int, hemis: str) -> float | None:
@@ -312,20 +356,33 @@ def _rmc(s: Sentence) -> Rmc:
     faa = _faa(_field(f, 11))
     lat, lon = _latlon(f, 2)
     is_valid = status == "A" and faa != "N" and lat is not None
+    tod = parse_time(_field(f, 0))
+    date = parse_ddmmyy(_field(f, 8))
+    if date is not None:
+        check_date(date, tod, name="RMC date")
     return Rmc(
         talker=s.talker,
-        time=parse_time(_field(f, 0)),
+        time=tod,
         is_valid=is_valid,
         lat=lat, lon=lon,
-        speed_mps=_speed(_float_range(_field(f, 6), "RMC speed", 0, 1e5), KNOTS_TO_MPS),
+        speed_mps=_speed(_knots(_field(f, 6), "RMC speed"), KNOTS_TO_MPS),
         track_deg=_float_range(_field(f, 7), "RMC track", 0, 360),
-        date=parse_ddmmyy(_field(f, 8)),
+        date=date,
         faa_mode=faa,
     )
 
 
 def _speed(v: float | None, factor: float) -> float | None:
     return None if v is None else v * factor
+
+
+def _knots(v: str, name: str, factor: float = 1.0) -> float | None:
+    """A speed field (knots, or km/h with ``factor`` = knots per km/h): >= 0 and no faster
+    than :data:`MAX_SPEED_KNOTS`."""
+    x = _float_range(v, name, 0, 1e9)
+    if x is not None and x * factor > MAX_SPEED_KNOTS * (1 + 1e-9):
+        raise NmeaImplausibleError(f"{name}: {x:g} is faster than {MAX_SPEED_KNOTS:g} knots")
+    return x
 
 
 def _gga(s: Sentence) -> Gga:
@@ -366,15 +423,15 @@ def _vtg(s: Sentence) -> Vtg:
     if len(f) >= 8 and _field(f, 1) in ("T", ""):
         # track T, track M, knots N, kph K, [faa]
         faa = _faa(_field(f, 8))
-        knots = _float_range(_field(f, 4), "VTG speed", 0, 1e5)
-        kph = _float_range(_field(f, 6), "VTG speed km/h", 0, 2e5)
+        knots = _knots(_field(f, 4), "VTG speed")
+        kph = _knots(_field(f, 6), "VTG speed km/h", KPH_TO_MPS / KNOTS_TO_MPS)
         speed = _speed(knots, KNOTS_TO_MPS) if knots is not None else _speed(kph, KPH_TO_MPS)
         track = _float_range(_field(f, 0), "VTG track", 0, 360)
     elif len(f) == 4:
         # NMEA 1.5: track true, track magnetic, knots, kph (no unit letters)
         faa = None
         track = _float_range(_field(f, 0), "VTG track", 0, 360)
-        speed = _speed(_float_range(_field(f, 2), "VTG speed", 0, 1e5), KNOTS_TO_MPS)
+        speed = _speed(_knots(_field(f, 2), "VTG speed"), KNOTS_TO_MPS)
     else:
         raise NmeaError(f"VTG: unrecognised layout with {len(f)} fields")
     if faa == "N":
@@ -404,6 +461,7 @@ def _zda(s: Sentence) -> Zda:
     day = _int(_field(f, 1), "ZDA day", 1, 31)
     month = _int(_field(f, 2), "ZDA month", 1, 12)
     year_s = _field(f, 3)
+    tod = parse_time(_field(f, 0))
     date = None
     if day is not None and month is not None and year_s:
         if len(year_s) != 4 or not year_s.isdigit():
@@ -412,7 +470,8 @@ def _zda(s: Sentence) -> Zda:
             date = dt.date(int(year_s), month, day)
         except ValueError:
             raise NmeaError("ZDA: no such date") from None
-    return Zda(talker=s.talker, time=parse_time(_field(f, 0)), date=date)
+        check_date(date, tod, name="ZDA date")
+    return Zda(talker=s.talker, time=tod, date=date)
 
 
 def _gns(s: Sentence) -> Gns:

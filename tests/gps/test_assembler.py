@@ -37,7 +37,7 @@ def test_one_epoch_merges_into_one_3d_fix() -> None:
         "time": "2017-01-10T00:09:41.000Z", "lat": pytest.approx(44.068897833),
         "lon": pytest.approx(-121.314271333), "alt_m": 1144.8,
         "speed_mps": pytest.approx(0.029 * 1852 / 3600, abs=1e-3), "track_deg": None,
-        "mode": "3d", "quality": 1, "hdop": 1.01, "sats": 12, "age_s": 1.0,
+        "mode": "3d", "quality": 1, "hdop": 1.01, "sats": 12, "age_s": 1.0, "reason": None,
     }
     assert asm.stats["bad_checksum"] == 0 and asm.stats["epochs"] == 1
 
