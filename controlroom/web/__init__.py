@@ -44,7 +44,8 @@ def create_app(cfg: Config, engine: Engine, *, stats: StatsFn | None = None,
     app.add_middleware(SessionMiddleware, secret_key=load_secret(cfg.web.secret_key_file),
                        session_cookie="phonewatch_session", max_age=cfg.web.session_max_age_s,
                        same_site="strict", https_only=cfg.web.https_only)
-    app.add_middleware(SecurityHeaders, csp=content_security_policy(cfg.web.tile_url))
+    app.add_middleware(SecurityHeaders, csp=content_security_policy(cfg.web.tile_url),
+                       https_only=cfg.web.https_only)
     app.add_exception_handler(NeedLogin, need_login_handler)
     app.mount("/static", StaticFiles(directory=PACKAGE_DIR / "static"), name="static")
     for router in (auth.public, auth.router, alerts.router, units.router, audit.router,

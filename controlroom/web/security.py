@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
+import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -12,23 +14,56 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edge.core.errors import ControlRoomError
 
+SECRET_MIN_BYTES = 32
+HSTS = b"max-age=31536000"
+
 
 def load_secret(path: Path) -> str:
-    """The session-signing secret; created (mode 0600) on first use."""
+    """The session-signing secret, at least :data:`SECRET_MIN_BYTES` long; made on first use
+    (mode 0600, written whole or not at all)."""
     try:
-        return path.read_text(encoding="ascii").strip()
+        raw = path.read_bytes().strip()
     except FileNotFoundError:
-        pass
+        return _create_secret(path)
     except OSError as e:
         raise ControlRoomError(f"cannot read web.secret_key_file {path}: {e.strerror}") from None
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if len(raw) < SECRET_MIN_BYTES:
+        raise ControlRoomError(
+            f"web.secret_key_file {path} holds {len(raw)} bytes; the session secret needs at "
+            f"least {SECRET_MIN_BYTES} bytes (delete the file and a new one is made at start)")
+    return raw.decode("latin-1")  # any bytes; the ones written here are ASCII
+
+
+def _create_secret(path: Path) -> str:
+    """Write a new secret to a temporary file in the same folder, fsync it, then link it into
+    place: readers see the whole secret or no file (a crash never leaves an empty one), and
+    a secret another process has just made is never replaced."""
     secret = secrets.token_urlsafe(48)
+    tmp: str | None = None
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text(encoding="ascii").strip()
-    with os.fdopen(fd, "w") as f:
-        f.write(secret + "\n")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="ascii") as f:  # mkstemp makes it 0600
+            f.write(secret + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return load_secret(path)
+        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as e:
+        raise ControlRoomError(
+            f"cannot create web.secret_key_file {path}: {e.strerror} (make its folder writable, "
+            "e.g. the service's StateDirectory under ProtectSystem=strict)") from None
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
     return secret
 
 
@@ -45,11 +80,19 @@ def content_security_policy(tile_url: str) -> str:
             "base-uri 'none'; object-src 'none'")
 
 
-class SecurityHeaders:
-    """Pure ASGI middleware (safe with streaming responses) adding CSP and friends."""
+def _secure(set_cookie: bytes) -> bytes:
+    attributes = [a.strip().lower() for a in set_cookie.split(b";")[1:]]
+    return set_cookie if b"secure" in attributes else set_cookie + b"; secure"
 
-    def __init__(self, app: ASGIApp, *, csp: str) -> None:
+
+class SecurityHeaders:
+    """Pure ASGI middleware (safe with streaming responses) adding CSP and friends. Over TLS
+    (the request's scheme is https, or ``https_only`` says TLS ends at a proxy that does not
+    tell) it also sends HSTS and marks every cookie ``Secure``."""
+
+    def __init__(self, app: ASGIApp, *, csp: str, https_only: bool = False) -> None:
         self.app = app
+        self.https_only = https_only
         self.headers = [(b"content-security-policy", csp.encode()),
                         (b"x-content-type-options", b"nosniff"),
                         (b"x-frame-options", b"DENY"),
@@ -60,9 +103,16 @@ class SecurityHeaders:
             await self.app(scope, receive, send)
             return
 
+        tls = self.https_only or scope.get("scheme") == "https"
+
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *self.headers]
+                headers = [*message.get("headers", []), *self.headers]
+                if tls:
+                    headers = [(k, _secure(v) if k.lower() == b"set-cookie" else v)
+                               for k, v in headers]
+                    headers.append((b"strict-transport-security", HSTS))
+                message["headers"] = headers
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
