@@ -16,7 +16,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response, Streamin
 from sqlalchemy.engine import Connection
 from starlette.concurrency import run_in_threadpool
 
-from controlroom import bundle, crypto, db
+from controlroom import bundle, crypto, db, users
 from controlroom.web.deps import (
     State,
     User,
@@ -25,6 +25,7 @@ from controlroom.web.deps import (
     protected_router,
     remote,
     render,
+    session_id,
 )
 
 log = logging.getLogger(__name__)
@@ -100,11 +101,17 @@ def alert_list(request: Request, st: State, unit: str = "", status: str = "", si
 async def events(request: Request, st: State, after: int = 0, unit: str = "", status: str = "",
                  since: str = "", until: str = "") -> StreamingResponse:
     """New alerts as server-sent events, found by polling the database every
-    ``web.live_poll_s``; the polls run in the thread pool, never on the event loop."""
+    ``web.live_poll_s``; the polls run in the thread pool, never on the event loop. Each poll
+    also checks the session again: once it has ended (log-out elsewhere, new password,
+    ``disable-user``, expiry) the stream sends ``event: logout`` and closes."""
     since_s, until_s = parse_when(since), parse_when(until)
     poll_s = st.cfg.web.live_poll_s
+    sid = session_id(request) or ""
 
-    def fetch(after_id: int) -> list[Any]:
+    def poll(after_id: int) -> list[Any] | None:
+        """New alerts, or None when the session is no longer valid."""
+        if users.session_user(st.engine, sid, now=time.time()) is None:
+            return None
         with st.engine.connect() as conn:
             return query_alerts(conn, unit=unit or None, status=status or None,
                                 since_s=since_s, until_s=until_s, after_id=after_id, limit=200)
@@ -114,7 +121,10 @@ async def events(request: Request, st: State, after: int = 0, unit: str = "", st
         quiet_s = 0.0
         yield "retry: 1000\n\n"
         while not await request.is_disconnected():
-            rows = await run_in_threadpool(fetch, last)
+            rows = await run_in_threadpool(poll, last)
+            if rows is None:
+                yield "event: logout\ndata: {}\n\n"
+                return
             for r in rows:
                 last = max(last, r.id)
                 yield f"event: alert\nid: {r.id}\ndata: {json.dumps(alert_summary(r))}\n\n"

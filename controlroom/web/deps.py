@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,7 +21,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from controlroom import db
+from controlroom import users
 from controlroom.commands import CommandSink
 from controlroom.config import Config
 
@@ -55,21 +56,24 @@ def web_state(request: Request) -> WebState:
     return st
 
 
+def session_id(request: Request) -> str | None:
+    sid = request.session.get("sid")
+    return sid if isinstance(sid, str) and sid else None
+
+
 def current_user(request: Request) -> str:
-    """The logged-in operator; a user removed or disabled since logging in is logged out.
-    A plain ``def``: FastAPI runs it in the thread pool, so its database lookup never blocks
-    the event loop (``/events`` is async)."""
-    user = request.session.get("user")
-    if not user:
-        raise NeedLogin()
-    with web_state(request).engine.connect() as conn:
-        active = conn.execute(sa.select(db.users.c.is_active).where(
-            db.users.c.username == str(user))).scalar()
-    if not active:
+    """The logged-in operator: the cookie's session must still exist on the server (not
+    logged out, not expired, password unchanged) and its user be active; otherwise the
+    session is cleared and the visitor must log in. A plain ``def``: FastAPI runs it in the
+    thread pool, so its database lookup never blocks the event loop (``/events`` is async)."""
+    sid = session_id(request)
+    user = None if sid is None else users.session_user(web_state(request).engine, sid,
+                                                       now=time.time())
+    if user is None:
         request.session.clear()
         raise NeedLogin()
-    request.state.user = str(user)
-    return str(user)
+    request.state.user = user
+    return user
 
 
 async def csrf(request: Request) -> None:
