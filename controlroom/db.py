@@ -140,6 +140,16 @@ snapshots = sa.Table(
     sa.Column("request_id", sa.String(64)),  # the snapshot command it answers, if the unit said
 )
 
+web_sessions = sa.Table(
+    "web_sessions", metadata,  # dashboard log-ins (controlroom/users.py); a row per session
+    sa.Column("sid_sha256", sa.String(64), primary_key=True),  # SHA-256 of the cookie's id
+    sa.Column("username", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("remote", sa.String(64)),
+    sa.Index("ix_web_sessions_username", "username"),
+)
+
 
 def _v1(conn: Connection) -> None:
     for t in (units, alerts, evidence, users, audit):
@@ -161,11 +171,16 @@ def _v4(conn: Connection) -> None:
         conn.execute(sa.text("ALTER TABLE snapshots ADD COLUMN request_id VARCHAR(64)"))
 
 
+def _v5(conn: Connection) -> None:
+    web_sessions.create(conn, checkfirst=True)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "units, alerts, evidence, users, audit", _v1),
     (2, "labelling queue", _v2),
     (3, "newest snapshot per unit", _v3),
     (4, "snapshot request id", _v4),
+    (5, "dashboard sessions", _v5),
 ]
 LATEST_VERSION = MIGRATIONS[-1][0]
 

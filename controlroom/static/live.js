@@ -7,6 +7,11 @@
   var es = new EventSource("/events?" + params.toString());
   es.onopen = function () { live.textContent = "Live: new alerts appear here as they arrive."; };
   es.onerror = function () { live.textContent = "Live: reconnecting…"; };
+  // The session ended (logged out elsewhere, disabled, expired): stop and go to the log-in page.
+  es.addEventListener("logout", function () {
+    es.close();
+    window.location.assign("/login?next=" + encodeURIComponent(window.location.pathname));
+  });
   function cell(tr, text) { var td = document.createElement("td"); td.textContent = text; tr.appendChild(td); return td; }
   es.addEventListener("alert", function (ev) {
     var a = JSON.parse(ev.data);

@@ -114,3 +114,9 @@ def test_login_live_alert_review_export_verify(browser: Any, room: ControlRoom,
     assert result.alert["alert_id"] == alert_id
     # the failed log-in's 401 is the only error; nothing blocked by the CSP, no script errors
     assert [e for e in console_errors if "401" not in e] == [], console_errors
+
+    # disabling the operator ends the open live list too: the page goes to the log-in form
+    page.goto(room.url)
+    page.wait_for_selector("#live >> text=Live: new alerts appear here")
+    users.set_active(room.engine, "alice", False)
+    page.wait_for_url("**/login?next=%2F")

@@ -338,3 +338,24 @@ def test_a_disabled_user_is_logged_out(client: Any, engine: Engine) -> None:
     r = client.post("/login", data={"username": "alice", "password": PASSWORD,
                                     "csrf": csrf_of(client.get("/login").text)})
     assert r.status_code == 401
+
+
+
+def test_every_route_needs_a_login_and_every_change_a_csrf_token(client: Any) -> None:
+    """Both checks are router dependencies, so a new route cannot forget them: every route
+    but the log-in form and /healthz refuses a visitor, every POST a missing token."""
+    public = {("get", "/login"), ("post", "/login"), ("get", "/healthz")}
+    spec = client.app.openapi()["paths"]
+    routes = [(method, re.sub(r"\{[a-z_]+\}", "1", path))
+              for path, ops in spec.items() for method in ops
+              if (method, path) not in public]
+    assert len(routes) >= 15
+    for method, path in routes:
+        r = client.request(method.upper(), path, follow_redirects=False)
+        assert r.status_code in (303, 401), (method, path, r.status_code)
+    login(client)
+    posts = [path for method, path in routes if method != "get"]
+    assert len(posts) >= 4
+    for path in posts:
+        assert client.post(path, data={"action": "confirm", "label": "phone"}
+                           ).status_code == 403, path

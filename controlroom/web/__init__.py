@@ -1,0 +1,54 @@
+"""The review dashboard (FastAPI, server-rendered Jinja2 pages, a little JavaScript).
+
+Every page needs a log-in (argon2 password hashes, a signed session cookie); every state change
+is a POST carrying the session's CSRF token and is written to the audit log. The live list
+follows new alerts over server-sent events by polling the database, so it sees alerts stored by
+any receiver process.
+
+One router per area (``auth``, ``alerts``, ``units``, ``labels``, ``audit``); what they share
+(config, engine, templates, receiver stats, command sink) is on ``app.state.web``
+(:class:`~controlroom.web.deps.WebState`), and the log-in and CSRF checks are dependencies of
+the routers (:func:`~controlroom.web.deps.protected_router`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from sqlalchemy.engine import Engine
+from starlette.middleware.sessions import SessionMiddleware
+
+from controlroom import commands
+from controlroom.config import Config
+from controlroom.web import alerts, audit, auth, labels, units
+from controlroom.web.auth import login_retry_after_s
+from controlroom.web.deps import NeedLogin, StatsFn, WebState, fmt_time, need_login_handler
+from controlroom.web.security import SecurityHeaders, content_security_policy, load_secret
+
+__all__ = ["content_security_policy", "create_app", "load_secret", "login_retry_after_s"]
+
+PACKAGE_DIR = Path(__file__).resolve().parent.parent  # controlroom/: templates/, static/
+
+
+def create_app(cfg: Config, engine: Engine, *, stats: StatsFn | None = None,
+               commander: commands.CommandSink | None = None) -> FastAPI:
+    app = FastAPI(title="phonewatch control room", docs_url=None, redoc_url=None,
+                  openapi_url=None)
+    templates = Jinja2Templates(directory=PACKAGE_DIR / "templates")
+    templates.env.globals["fmt_time"] = fmt_time
+    app.state.web = WebState(cfg=cfg, engine=engine, templates=templates, stats=stats,
+                             commander=commander)
+    app.add_middleware(SessionMiddleware, secret_key=load_secret(cfg.web.secret_key_file),
+                       session_cookie="phonewatch_session", max_age=cfg.web.session_max_age_s,
+                       same_site="strict", https_only=cfg.web.https_only)
+    app.add_middleware(SecurityHeaders, csp=content_security_policy(cfg.web.tile_url),
+                       https_only=cfg.web.https_only)
+    app.add_exception_handler(NeedLogin, need_login_handler)
+    app.mount("/static", StaticFiles(directory=PACKAGE_DIR / "static"), name="static")
+    for router in (auth.public, auth.router, alerts.router, units.router, audit.router,
+                   labels.router, audit.public):
+        app.include_router(router)
+    return app
