@@ -16,9 +16,9 @@ from sqlalchemy.engine import Engine
 from controlroom import users
 from controlroom.app import ControlRoom
 from controlroom.config import Config, load_config, parse_config
+from controlroom.errors import ControlRoomError
 from controlroom.web import create_app, load_secret
 from edge.app.cli import main
-from edge.core.errors import ControlRoomError
 from tests.controlroom.test_web import PASSWORD, login
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
