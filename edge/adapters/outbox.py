@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Literal
 
 from edge.core.errors import OutboxError
+from edge.core.ports import Clock, SystemClock
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,7 @@ CREATE TABLE IF NOT EXISTS alerts (
     evidence BLOB,
     evidence_state TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS notes (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('evidence_pruned', 0);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('alerts_pruned', 0);
 """
@@ -57,61 +60,223 @@ class OutboxItem:
     alert_acked: bool
 
 
-SEQ_FLOOR_MIN = 1_735_689_600
-"""2025-01-01T00:00:00Z in seconds: the lowest first sequence number a new outbox takes, even
+SEQ_FLOOR_MIN = 1_735_689_600_000
+"""2025-01-01T00:00:00Z in milliseconds: the lowest first sequence number a new outbox takes, even
 when the clock has not been set yet (a Pi without a real-time clock boots in the past)."""
+
+SEQ_RESERVE_BLOCK = 1000
+"""Sequence numbers are reserved in the sequence file this many at a time, so the file is
+rewritten (two fsyncs) once per this many alerts, not once per alert."""
+
+SEQ_FILE_SUFFIX = ".seq"
+"""The sequence file sits beside the outbox: ``outbox.sqlite.seq``."""
 
 
 def first_seq_for_new_outbox(now_wall_s: float | None = None) -> int:
-    """The first sequence number of a *new* outbox: the current Unix time in seconds.
+    """The clock's floor for the first sequence number of a *new* outbox: the current Unix time
+    in milliseconds (never below :data:`SEQ_FLOOR_MIN`).
 
-    The counter lives in the outbox, so a unit whose storage is replaced starts a new one. Had
-    it restarted at 1, the control room would see ``(unit, seq)`` pairs it already holds and
-    refuse the new alerts as conflicts. Starting at the clock instead puts the new numbers
-    above every number the old outbox can have used, as long as the old one averaged under one
-    alert per second over its life (a unit's cooldown keeps it far below that). Afterwards the
-    counter only ever goes up by one per alert; the clock is never read again.
+    This is the last line of defence, for when the outbox *and* its sequence file are gone
+    (storage replaced). It keeps the new numbers above every number used before as long as the
+    clock is right and the unit averaged under 1,000 alerts per second since its first outbox
+    was made; an outbox commit takes milliseconds and the decider's cooldown keeps a unit far
+    below that. A clock that is behind is covered only by the sequence file.
     """
     now = time.time() if now_wall_s is None else now_wall_s
-    return max(SEQ_FLOOR_MIN, int(now))
+    return max(SEQ_FLOOR_MIN, int(now * 1000))
+
+
+class _Corrupt(Exception):
+    """The outbox file is damaged (not a database, malformed, or fails its integrity check)."""
+
+
+_CORRUPT_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
 
 
 class Outbox:
-    """Durable, ordered, quota-bounded alert store. Thread-safe (one connection, one lock)."""
+    """Durable, ordered, quota-bounded alert store. Thread-safe (one connection, one lock).
+
+    Sequence numbers never go backwards, whatever happens to the file. Three sources are read
+    at open and the highest wins: the outbox's own counter, the *sequence file* beside it
+    (``<path>.seq``, rewritten atomically with a reservation ahead of the numbers used, so
+    every number ever handed out is below the number it holds), and, for a new outbox, the
+    clock in milliseconds (:func:`first_seq_for_new_outbox`). An outbox older than its sequence
+    file (restored from a copy) jumps to the file's number.
+
+    A damaged outbox does not stop the unit: it is renamed to
+    ``<path>.corrupt-<UTC time>`` (with its ``-wal`` and ``-shm``), a fresh one continues the
+    sequence, and :attr:`problem` says so until the kept file is taken away.
+    """
+
+    problem: str | None
+    """Why the outbox is degraded (e.g. it was corrupt and was replaced), or None."""
 
     def __init__(self, path: Path, *, quota_bytes: int = 512 * 1024 * 1024,
-                 fsync: bool = True, first_seq: int | None = None) -> None:
-        """``first_seq`` numbers a new outbox (default :func:`first_seq_for_new_outbox`); an
-        existing outbox keeps its own counter."""
+                 fsync: bool = True, first_seq: int | None = None,
+                 clock: Clock | None = None, seq_path: Path | None = None) -> None:
+        """``first_seq`` numbers a new outbox (default :func:`first_seq_for_new_outbox`), but
+        never below the sequence file; an existing outbox keeps its own counter. ``clock``
+        (wall time) gives the new-outbox floor and the time in a corrupt file's new name.
+        ``seq_path`` overrides where the sequence file lives (default ``<path>.seq``)."""
         if quota_bytes < 64 * 1024:
             raise OutboxError(f"outbox quota of {quota_bytes} bytes is too small (min 64 KiB)")
-        start = first_seq if first_seq is not None else first_seq_for_new_outbox()
-        if start < 1:
-            raise OutboxError(f"first_seq must be >= 1, got {start}")
+        if first_seq is not None and first_seq < 1:
+            raise OutboxError(f"first_seq must be >= 1, got {first_seq}")
         self.path = Path(path)
+        self.seq_path = Path(seq_path) if seq_path is not None else \
+            self.path.with_name(self.path.name + SEQ_FILE_SUFFIX)
         self.quota_bytes = int(quota_bytes)
+        self.problem = None
+        self._fsync = fsync
+        self._clock: Clock = clock if clock is not None else SystemClock()
         self._lock = threading.Lock()
         self._closed = False
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                                       timeout=10.0)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
-            self._db.executescript(_SCHEMA)
-            self._db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('next_seq', ?)",
-                             (start,))
-            check = self._db.execute("PRAGMA quick_check").fetchone()[0]
-            if check != "ok":
-                raise sqlite3.DatabaseError(f"integrity check: {check}")
-            row = self._db.execute(
-                "SELECT COALESCE(SUM(LENGTH(payload)), 0) + COALESCE(SUM(LENGTH(evidence)), 0) "
-                "FROM alerts").fetchone()
-            self._used_bytes = int(row[0])
+            try:
+                self._db = self._connect()
+                salvaged = 0
+            except _Corrupt as e:
+                salvaged = self._set_aside(str(e))
+                self._db = self._connect()
+            try:
+                self._init_seq(first_seq, salvaged)
+                self._load_problem()
+                self._recount()
+            except BaseException:
+                self._db.close()
+                raise
+        except _Corrupt as e:
+            raise OutboxError(f"cannot open outbox {self.path}: {e}") from None
         except (sqlite3.Error, OSError) as e:
             raise OutboxError(f"cannot open outbox {self.path}: {e}") from None
         log.info("outbox %s: %d alert(s) pending, next seq %d", self.path, self.depth(),
                  self.next_seq)
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                             timeout=10.0)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA synchronous={'FULL' if self._fsync else 'NORMAL'}")
+            check = db.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                raise _Corrupt(f"integrity check: {check}")
+            db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as e:
+            db.close()
+            if getattr(e, "sqlite_errorcode", None) in _CORRUPT_CODES:
+                raise _Corrupt(str(e)) from None
+            raise
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    # ------------------------------------------------------------------ sequence numbers
+
+    def _init_seq(self, first_seq: int | None, salvaged: int) -> None:
+        """Take the highest of the outbox's counter, the sequence file and (new outbox) the
+        clock; make the file and the outbox agree on a reservation above it."""
+        meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+        file_r = self._read_seq_file()
+        if "next_seq" in meta:
+            # Every start resumes at the reservation, above any number handed out before, even
+            # if this file is an older copy of the outbox (restored, or reverted by the card).
+            nxt = int(meta["next_seq"])
+            db_r = int(meta.get("seq_reserved", nxt))
+            resume = max(nxt, db_r, file_r)
+            if file_r > db_r:
+                log.warning("outbox %s is behind its sequence file %s (restored from a copy, "
+                            "or replaced?): numbering continues at %d", self.path,
+                            self.seq_path, resume)
+            nxt = resume
+        else:
+            start = first_seq if first_seq is not None else \
+                first_seq_for_new_outbox(self._clock.wall())
+            nxt = max(start, file_r, salvaged)
+            db_r = 0
+        reserved = max(file_r, db_r)
+        if nxt >= reserved:
+            reserved = nxt + SEQ_RESERVE_BLOCK
+        if reserved != file_r:
+            self._write_seq_file(reserved)
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('next_seq', ?)",
+                             (nxt,))
+            self._db.execute("INSERT OR REPLACE INTO meta (key, value) "
+                             "VALUES ('seq_reserved', ?)", (reserved,))
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._reserved = reserved
+
+    def _read_seq_file(self) -> int:
+        """The number in the sequence file; 0 if there is none or it cannot be read."""
+        try:
+            text = self.seq_path.read_bytes()
+        except FileNotFoundError:
+            return 0
+        except OSError as e:
+            log.warning("outbox sequence file %s cannot be read (%s); ignored", self.seq_path, e)
+            return 0
+        try:
+            value = int(text.decode("ascii").strip())
+            if value < 1:
+                raise ValueError(value)
+        except (UnicodeDecodeError, ValueError):
+            log.warning("outbox sequence file %s is garbled (%r); ignored and rewritten",
+                        self.seq_path, text[:40])
+            return 0
+        return value
+
+    def _write_seq_file(self, value: int) -> None:
+        """Atomically: a temporary file, fsync, rename, fsync the folder."""
+        _write_file_atomic(self.seq_path, b"%d\n" % value, fsync=self._fsync)
+
+    # ------------------------------------------------------------------ damage
+
+    def _set_aside(self, reason: str) -> int:
+        """Rename the damaged outbox (and its -wal, -shm) out of the way; return the highest
+        next sequence number that could still be read from it (0 if none)."""
+        salvaged = _salvage_next_seq(self.path)
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(self._clock.wall()))
+        kept = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        n = 1
+        while kept.exists():
+            kept = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{n}")
+            n += 1
+        for suffix in ("", "-wal", "-shm"):
+            src = Path(f"{self.path}{suffix}")
+            if src.exists():
+                os.replace(src, f"{kept}{suffix}")
+        _fsync_dir(self.path.parent)
+        self._problem_reason = reason
+        self._problem_kept = kept
+        return salvaged
+
+    def _load_problem(self) -> None:
+        """Record a replacement made just now; report one made earlier while its kept file is
+        still there, so a restart does not hide it."""
+        kept: Path | None = getattr(self, "_problem_kept", None)
+        if kept is not None:
+            self.problem = (f"outbox was corrupt ({self._problem_reason}); kept as {kept.name}; "
+                            f"its unsent alerts are not sent; started fresh at seq "
+                            f"{self._next_seq_locked()}")
+            log.error("%s", self.problem)
+            self._db.execute("INSERT OR REPLACE INTO notes (key, value) VALUES ('problem', ?), "
+                             "('problem_file', ?)", (self.problem, kept.name))
+            return
+        notes = dict(self._db.execute("SELECT key, value FROM notes").fetchall())
+        if "problem" not in notes:
+            return
+        if (self.path.parent / str(notes.get("problem_file", ""))).exists():
+            self.problem = str(notes["problem"])
+            log.warning("outbox %s still degraded: %s", self.path, self.problem)
+        else:
+            self._db.execute("DELETE FROM notes WHERE key IN ('problem', 'problem_file')")
 
     # ------------------------------------------------------------------ writing
 
@@ -146,12 +311,19 @@ class Outbox:
                         (seq, _alert_id_of(payload, seq), created, payload, ev, state))
                     self._db.execute("UPDATE meta SET value = ? WHERE key = 'next_seq'",
                                      (seq + 1,))
+                    reserved = self._reserved
+                    if seq >= reserved:  # the file first: it must always be above seq
+                        reserved = seq + SEQ_RESERVE_BLOCK
+                        self._write_seq_file(reserved)
+                        self._db.execute("UPDATE meta SET value = ? WHERE key = 'seq_reserved'",
+                                         (reserved,))
                     self._db.execute("COMMIT")
+                    self._reserved = reserved
                 except BaseException:
                     self._db.execute("ROLLBACK")
                     self._recount()
                     raise
-            except sqlite3.Error as e:
+            except (sqlite3.Error, OSError) as e:
                 raise OutboxError(f"outbox {self.path}: cannot commit alert: {e}") from None
             self._used_bytes += len(payload) + (len(ev) if ev else 0)
             return seq
@@ -271,8 +443,10 @@ class Outbox:
     def next_seq(self) -> int:
         with self._lock:
             self._check_open()
-            return int(self._db.execute(
-                "SELECT value FROM meta WHERE key = 'next_seq'").fetchone()[0])
+            return self._next_seq_locked()
+
+    def _next_seq_locked(self) -> int:
+        return int(self._db.execute("SELECT value FROM meta WHERE key = 'next_seq'").fetchone()[0])
 
     def stats(self) -> dict[str, int]:
         with self._lock:
@@ -315,3 +489,52 @@ def _alert_id_of(payload: bytes, seq: int) -> str:
         return str(seq)
     j = payload.find(b'"', i + len(marker))
     return payload[i + len(marker):j].decode("utf-8", "replace") if j > 0 else str(seq)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_file_atomic(path: Path, data: bytes, *, fsync: bool = True) -> None:
+    """A crash leaves the old content or the new, never a mix: temporary file, fsync, rename,
+    fsync of the folder (so the rename itself is durable)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            if fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    if fsync:
+        _fsync_dir(path.parent)
+
+
+def _salvage_next_seq(path: Path) -> int:
+    """Best effort: the next sequence number a damaged outbox would have used (0 if unreadable).
+    Read-only and ``immutable``, so the damaged file and its WAL are not touched."""
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?immutable=1", uri=True)
+    except sqlite3.Error:
+        return 0
+    best = 0
+    try:
+        for sql in ("SELECT MAX(value) FROM meta WHERE key IN ('next_seq', 'seq_reserved')",
+                    "SELECT MAX(seq) + 1 FROM alerts"):
+            with contextlib.suppress(sqlite3.Error, TypeError, ValueError):
+                best = max(best, int(db.execute(sql).fetchone()[0]))
+    finally:
+        db.close()
+    return best
