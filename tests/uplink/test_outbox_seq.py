@@ -61,7 +61,8 @@ def test_the_sequence_file_carries_numbers_past_a_clock_that_went_back(
     assert used[0] == 1_900_000_000_000  # milliseconds since the epoch
     hwm = tmp_path / "outbox.sqlite.seq"
     assert int(hwm.read_text()) > max(used)
-    assert sorted(os.listdir(tmp_path)) == ["outbox.sqlite", "outbox.sqlite.seq"]
+    assert sorted(os.listdir(tmp_path)) == ["outbox.sqlite", "outbox.sqlite.seq",
+                                       "outbox.sqlite.spare"]
     remove_db(db)
     # the outbox is gone and the clock is back in 2025 (no RTC, no NTP yet)
     with Outbox(db, clock=FakeClock(1_750_000_000.0)) as ob:
