@@ -28,9 +28,9 @@ def test_saves_frame_and_crop_with_hashes(tmp_path: Path) -> None:
     assert hashlib.sha256(data).hexdigest() == rec.frame_sha256
     assert len(data) == rec.frame_bytes
     decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    assert decoded.shape == frame.shape
+    assert decoded is not None and decoded.shape == frame.shape
     crop = cv2.imread(rec.crop_path)
-    assert crop.shape == (80, 100, 3)
+    assert crop is not None and crop.shape == (80, 100, 3)
     assert hashlib.sha256(Path(rec.crop_path).read_bytes()).hexdigest() == rec.crop_sha256
     assert "20231114T221320.500Z_lane1" in rec.frame_path
 
