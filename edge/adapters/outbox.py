@@ -2,11 +2,14 @@
 
 An alert (its signed JSON and a copy of its evidence JPEG) is committed, with fsync, before
 anything is sent; each part is deleted only after the broker acknowledges it; rows are handed
-out in sequence order. The per-unit sequence number lives in the same database, so it survives
-restarts, ``kill -9`` and power loss, and is never reused.
+out in sequence order. The per-unit sequence number lives in the same database and, reserved
+ahead, in a sequence file beside it, so it survives restarts, ``kill -9``, power loss and the
+loss, replacement or corruption of the database, and is never reused.
 
-A disk quota bounds the database: the oldest evidence images are dropped first, alerts only when
-no evidence is left to drop, and every drop is logged and counted (``stats()``).
+A quota and the disk's free space (less a reserve) bound the evidence: the oldest evidence images
+are dropped first, alerts only when the quota has no evidence left to drop, and every drop is
+logged and counted (``stats()``). A spare file is given up when the disk is full, so
+acknowledgements and alerts can still be recorded.
 """
 
 from __future__ import annotations
