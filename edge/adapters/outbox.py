@@ -233,16 +233,15 @@ class Outbox:
         meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
         file_r = self._read_seq_file()
         if "next_seq" in meta:
-            # Every start resumes at the reservation, above any number handed out before, even
-            # if this file is an older copy of the outbox (restored, or reverted by the card).
             nxt = int(meta["next_seq"])
             db_r = int(meta.get("seq_reserved", nxt))
-            resume = max(nxt, db_r, file_r)
             if file_r > db_r:
+                # The file reserved numbers this outbox never saw: it is an older copy (restored,
+                # or reverted by the card), or a crash came between the file and the commit.
                 log.warning("outbox %s is behind its sequence file %s (restored from a copy, "
-                            "or replaced?): numbering continues at %d", self.path,
-                            self.seq_path, resume)
-            nxt = resume
+                            "or replaced?): numbering continues at %d, not %d", self.path,
+                            self.seq_path, max(nxt, file_r), nxt)
+                nxt = max(nxt, file_r)
         else:
             start = first_seq if first_seq is not None else \
                 first_seq_for_new_outbox(self._clock.wall())

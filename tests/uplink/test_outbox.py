@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.adapters.outbox import SEQ_RESERVE_BLOCK, Outbox
+from edge.adapters.outbox import Outbox
 from edge.core.errors import OutboxError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,11 +40,10 @@ def test_sequence_persists_across_reopen_and_is_never_reused(tmp_path: Path) -> 
         assert [ob.add(payload, evidence=None) for _ in range(3)] == [1, 2, 3]
         ob.ack([(1, "alert"), (2, "alert"), (3, "alert")])
         assert ob.depth() == 0
-    with Outbox(db, first_seq=500) as ob:  # an existing outbox keeps its own counter, ...
-        # ... resuming at its reservation: above anything an older copy of it could have used
-        assert ob.next_seq == 1 + SEQ_RESERVE_BLOCK
-        assert ob.add(payload, evidence=b"jpeg") == 1 + SEQ_RESERVE_BLOCK
-        assert ob.pending()[0].alert_id == f"u-{1 + SEQ_RESERVE_BLOCK}"
+    with Outbox(db, first_seq=500) as ob:  # an existing outbox keeps its own counter
+        assert ob.next_seq == 4
+        assert ob.add(payload, evidence=b"jpeg") == 4
+        assert ob.pending()[0].alert_id == "u-4"
 
 
 def test_a_new_outbox_numbers_from_the_clock_so_a_replaced_one_is_never_reused(
@@ -165,7 +164,7 @@ def test_closed_outbox_refuses_and_close_is_idempotent(tmp_path: Path) -> None:
 WRITER = textwrap.dedent("""
     import sys
     from pathlib import Path
-    from edge.adapters.outbox import SEQ_RESERVE_BLOCK, Outbox
+    from edge.adapters.outbox import Outbox
     ob = Outbox(Path(sys.argv[1]))
     while True:
         seq = ob.add(lambda s: b'{"alert_id":"u-%d"}' % s, evidence=b"J" * 30000)
@@ -195,4 +194,4 @@ def test_kill_9_while_writing_loses_no_committed_alert(tmp_path: Path) -> None:
         assert set(reported) <= set(seqs)
         assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
         assert all(i.evidence == b"J" * 30000 for i in ob.pending(limit=100_000))
-        assert ob.next_seq > seqs[-1]
+        assert ob.next_seq == seqs[-1] + 1
