@@ -9,12 +9,15 @@ Pruning is logged (never silent) and never touches the evidence being written.
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import hashlib
+import json
 import logging
 import os
 import shutil
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,14 +40,18 @@ def write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
     try:
-        view = memoryview(data)
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        try:
+            view = memoryview(data)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk must not leave half a file behind
+        raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
@@ -61,12 +68,40 @@ def encode_jpeg(img: np.ndarray, quality: int) -> bytes:
     return bytes(buf)
 
 
+DEFAULT_RESERVE_BYTES = 64 * 1024 * 1024
+"""Disk space the store leaves free for the system and the outbox (about 1/250 of a 16 GB
+card): the effective quota is the smaller of ``quota_bytes`` and what the disk can hold."""
+
+RECORD_NAME = "record.json"
+"""Each evidence folder's :class:`EvidenceRecord` as JSON, for deciding what to prune."""
+
+
 class EvidenceStore:
-    def __init__(self, root: Path | str, *, quota_bytes: int, jpeg_quality: int = 92) -> None:
+    """Evidence folders under ``root``, pruned oldest-first to stay within the quota *and* the
+    disk's free space less ``reserve_bytes``.
+
+    ``is_owed(record)`` (optional, also settable later as the ``is_owed`` attribute) says
+    whether the alert of a folder is still owed to the control room; folders not owed go
+    first, oldest first, then owed ones, oldest first. A folder whose record cannot be read
+    counts as owed. For the MQTT outbox: ``is_owed=lambda r: outbox.owes_frame(r.frame_sha256)``.
+
+    A hit whose evidence cannot be written for lack of space still gets its record back (the
+    hashes are computed from the encoded images; the files are absent, ``dropped_count`` is
+    raised and an ERROR logged), so its alert is still raised: the alert is tiny, evidence
+    can go.
+    """
+
+    def __init__(self, root: Path | str, *, quota_bytes: int, jpeg_quality: int = 92,
+                 reserve_bytes: int = DEFAULT_RESERVE_BYTES,
+                 is_owed: Callable[[EvidenceRecord], bool] | None = None) -> None:
         self.root = Path(root)
         self.quota_bytes = int(quota_bytes)
+        self.reserve_bytes = max(0, int(reserve_bytes))
         self.jpeg_quality = jpeg_quality
+        self.is_owed = is_owed
         self.pruned_count = 0
+        self.dropped_count = 0
+        """Hits whose evidence could not be written at all (disk full with nothing to prune)."""
         self._lock = threading.Lock()
         try:
             self.root.mkdir(parents=True, exist_ok=True)
@@ -76,26 +111,15 @@ class EvidenceStore:
 
     def _clean_partial(self) -> None:
         # Leftover temporary files from a power cut mid-write: the renamed files are whole.
-        for tmp in self.root.glob("*/.*.tmp"):
+        for tmp in self.root.glob("*/.*.tmp*"):
             log.warning("removing partial evidence file %s (interrupted write)", tmp)
             tmp.unlink(missing_ok=True)
 
     def save(self, *, alert_id: str, ev_id: str, frame: np.ndarray, crop: np.ndarray,
              clip: Sequence[np.ndarray] | None = None, clip_fps: float = 10.0) -> EvidenceRecord:
         folder = self.root / ev_id
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            frame_jpg = encode_jpeg(frame, self.jpeg_quality)
-            crop_jpg = encode_jpeg(crop, self.jpeg_quality)
-            write_atomic(folder / "frame.jpg", frame_jpg)
-            write_atomic(folder / "crop.jpg", crop_jpg)
-            clip_path: Path | None = None
-            clip_sha: str | None = None
-            if clip:
-                clip_path = folder / "clip.avi"
-                clip_sha = self._write_clip(clip_path, clip, clip_fps)
-        except OSError as e:
-            raise EvidenceError(f"cannot write evidence {folder}: {e}") from e
+        frame_jpg = encode_jpeg(frame, self.jpeg_quality)
+        crop_jpg = encode_jpeg(crop, self.jpeg_quality)
         rec = EvidenceRecord(
             alert_id=alert_id,
             frame_path=str(folder / "frame.jpg"),
@@ -104,12 +128,47 @@ class EvidenceStore:
             crop_path=str(folder / "crop.jpg"),
             crop_sha256=hashlib.sha256(crop_jpg).hexdigest(),
             crop_bytes=len(crop_jpg),
-            clip_path=str(clip_path) if clip_path else None,
-            clip_sha256=clip_sha,
             frame_jpeg=frame_jpg,
         )
+        # Room first: the images, the record, and a clip of about as many JPEG frames.
+        need = len(frame_jpg) + len(crop_jpg) + 4096 + (len(clip) * len(frame_jpg) if clip else 0)
+        self._prune(need=need, keep=folder)
+        for attempt in (1, 2):
+            try:
+                rec = self._write(folder, rec, frame_jpg, crop_jpg, clip, clip_fps)
+                break
+            except OSError as e:
+                self._remove_partial(folder)
+                if e.errno != errno.ENOSPC:
+                    raise EvidenceError(f"cannot write evidence {folder}: {e}") from e
+                if attempt == 1 and self._prune(need=need, keep=folder, disk_full=True):
+                    continue
+                shutil.rmtree(folder, ignore_errors=True)
+                self.dropped_count += 1
+                log.error("disk full: evidence %s NOT kept (nothing left to prune); its alert "
+                          "goes without it (%s)", folder.name, e.strerror)
+                return rec
         self.prune(keep=folder)
         return rec
+
+    def _write(self, folder: Path, rec: EvidenceRecord, frame_jpg: bytes, crop_jpg: bytes,
+               clip: Sequence[np.ndarray] | None, clip_fps: float) -> EvidenceRecord:
+        folder.mkdir(parents=True, exist_ok=True)
+        write_atomic(folder / "frame.jpg", frame_jpg)
+        write_atomic(folder / "crop.jpg", crop_jpg)
+        if clip:
+            clip_path = folder / "clip.avi"
+            rec = dataclasses.replace(rec, clip_path=str(clip_path),
+                                      clip_sha256=self._write_clip(clip_path, clip, clip_fps))
+        doc = dataclasses.asdict(rec)
+        doc.pop("frame_jpeg", None)  # the bytes are frame.jpg itself
+        write_atomic(folder / RECORD_NAME, json.dumps(doc).encode())
+        return rec
+
+    @staticmethod
+    def _remove_partial(folder: Path) -> None:
+        for tmp in folder.glob(".*.tmp*"):
+            tmp.unlink(missing_ok=True)
 
     def _write_clip(self, path: Path, frames: Sequence[np.ndarray], fps: float) -> str:
         import cv2
@@ -139,22 +198,52 @@ class EvidenceStore:
         return total
 
     def prune(self, *, keep: Path | None = None) -> list[Path]:
-        """Delete the oldest evidence folders until the store is within its quota."""
+        """Delete evidence folders until the store is within its quota and the disk keeps its
+        reserve free: folders whose alert is no longer owed first, oldest first."""
+        return self._prune(need=0, keep=keep)
+
+    def _prune(self, *, need: int, keep: Path | None, disk_full: bool = False) -> list[Path]:
         removed: list[Path] = []
         with self._lock:
             folders = sorted(p for p in self.root.iterdir() if p.is_dir())
             sizes = {p: sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) for p in folders}
             total = sum(sizes.values())
-            for p in folders:
-                if total <= self.quota_bytes:
+            budget = self.quota_bytes
+            try:
+                free = shutil.disk_usage(self.root).free
+                budget = min(budget, total + free - self.reserve_bytes)
+            except OSError as e:
+                log.warning("cannot read the free space of %s: %s", self.root, e)
+            if disk_full:  # the disk said no: whatever it claims, free what is needed
+                budget = min(budget, total - need)
+            if total + need <= budget:
+                return removed
+            candidates = [p for p in folders if p != keep]
+            if self.is_owed is not None:
+                owed = {p: self._owed(p) for p in candidates}
+                candidates = [p for p in candidates if not owed[p]] + \
+                    [p for p in candidates if owed[p]]
+            for p in candidates:
+                if total + need <= budget:
                     break
-                if keep is not None and p == keep:
-                    continue
                 shutil.rmtree(p, ignore_errors=True)
                 total -= sizes[p]
                 removed.append(p)
         if removed:
             self.pruned_count += len(removed)
-            log.warning("evidence quota %.1f MB reached: pruned %d oldest (%s ... %s)",
-                        self.quota_bytes / 1e6, len(removed), removed[0].name, removed[-1].name)
+            log.warning("evidence quota %.1f MB (disk: %.1f MB usable) reached: pruned %d "
+                        "(%s ... %s)", self.quota_bytes / 1e6, max(0, budget) / 1e6,
+                        len(removed), removed[0].name, removed[-1].name)
         return removed
+
+    def _owed(self, folder: Path) -> bool:
+        assert self.is_owed is not None
+        try:
+            rec = EvidenceRecord(**json.loads((folder / RECORD_NAME).read_bytes()))
+        except (OSError, ValueError, TypeError):
+            return True  # unknown: keep it as long as the others allow
+        try:
+            return bool(self.is_owed(rec))
+        except Exception as e:  # the outbox is closed or broken: do not lose evidence over it
+            log.warning("cannot tell whether evidence %s is still owed: %s", folder.name, e)
+            return True

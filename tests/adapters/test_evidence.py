@@ -3,13 +3,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from edge.adapters.evidence import EvidenceStore, evidence_id, write_atomic
+from edge.adapters.evidence import EvidenceStore, encode_jpeg, evidence_id, write_atomic
 from edge.adapters.sinks import JsonlSink
 from edge.core.ports import Detection
 
@@ -27,9 +28,9 @@ def test_saves_frame_and_crop_with_hashes(tmp_path: Path) -> None:
     assert hashlib.sha256(data).hexdigest() == rec.frame_sha256
     assert len(data) == rec.frame_bytes
     decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    assert decoded.shape == frame.shape
+    assert decoded is not None and decoded.shape == frame.shape
     crop = cv2.imread(rec.crop_path)
-    assert crop.shape == (80, 100, 3)
+    assert crop is not None and crop.shape == (80, 100, 3)
     assert hashlib.sha256(Path(rec.crop_path).read_bytes()).hexdigest() == rec.crop_sha256
     assert "20231114T221320.500Z_lane1" in rec.frame_path
 
@@ -100,3 +101,63 @@ def test_jsonl_sink_appends_and_survives_reopen(tmp_path: Path) -> None:
     assert len(lines) == 2
     rec = json.loads(lines[0])
     assert rec["roi_id"] == "lane1" and rec["evidence"]["frame_sha256"] == "a" * 64
+
+
+# --- the disk, not just the quota (issue 17 item 3): a real, small tmpfs ----------------------
+
+MB = 1024 * 1024
+
+
+def test_quota_larger_than_the_disk_follows_the_free_space(tmp_path: Path) -> None:
+    from tests.adapters.small_fs import small_tmpfs
+
+    with small_tmpfs(tmp_path / "fs", 8 * MB) as fs:
+        store = EvidenceStore(fs / "ev", quota_bytes=500_000_000, reserve_bytes=MB)
+        for i in range(80):  # ~300 kB a hit: 24 MB in all, on an 8 MB disk
+            rec = store.save(alert_id=f"u-{i}", ev_id=f"20250101T0000{i:02d}.000Z_l",
+                             frame=noise(480, 640, seed=i), crop=noise(40, 40, seed=i))
+            assert Path(rec.frame_path).exists() and Path(rec.crop_path).exists()
+            assert shutil.disk_usage(fs).free >= MB
+        assert store.dropped_count == 0 and store.pruned_count > 0
+        kept = sorted(p.name for p in (fs / "ev").iterdir())
+        assert kept[-1] == "20250101T000079.000Z_l"
+        assert kept == [f"20250101T0000{i:02d}.000Z_l" for i in range(80 - len(kept), 80)]
+
+
+def test_evidence_still_owed_is_pruned_last(tmp_path: Path) -> None:
+    owed = {"a0", "a1"}
+    store = EvidenceStore(tmp_path, quota_bytes=10**9, is_owed=lambda r: r.alert_id in owed)
+    recs = [store.save(alert_id=f"a{i}", ev_id=f"2025010{i}T000000.000Z_l", frame=noise(seed=i),
+                       crop=noise(20, 20, seed=i)) for i in range(3)]
+    one = sum(f.stat().st_size for f in Path(recs[0].frame_path).parent.iterdir())
+    store.quota_bytes = int(3.5 * one)
+    for i in range(3, 6):
+        store.save(alert_id=f"a{i}", ev_id=f"2025010{i}T000000.000Z_l", frame=noise(seed=i),
+                   crop=noise(20, 20, seed=i))
+    kept = sorted(p.name for p in tmp_path.iterdir())
+    assert kept == ["20250100T000000.000Z_l", "20250101T000000.000Z_l", "20250105T000000.000Z_l"]
+    owed.clear()  # the outbox delivered them: now they are the oldest, and go first
+    store.quota_bytes = int(1.5 * one)
+    store.prune()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["20250105T000000.000Z_l"]
+
+
+def test_a_full_disk_costs_the_evidence_never_the_hit(tmp_path: Path,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    from tests.adapters.small_fs import fill_disk, small_tmpfs
+
+    with small_tmpfs(tmp_path / "fs", 4 * MB) as fs:
+        store = EvidenceStore(fs / "ev", quota_bytes=500_000_000, reserve_bytes=0)
+        fill_disk(fs)  # by someone else: there is nothing of ours to prune
+        frame = noise()
+        rec = store.save(alert_id="u-1", ev_id="20250101T000000.000Z_l", frame=frame,
+                         crop=frame[:50, :50])
+        assert rec.frame_sha256 == hashlib.sha256(encode_jpeg(frame, 92)).hexdigest()
+        assert not Path(rec.frame_path).exists()
+        assert list((fs / "ev").rglob("*")) == []  # no half-written file left behind
+        assert store.dropped_count == 1
+        assert "NOT kept" in caplog.text
+        (fs / "filler").unlink()
+        rec = store.save(alert_id="u-2", ev_id="20250101T000001.000Z_l", frame=frame,
+                         crop=frame[:50, :50])
+        assert Path(rec.frame_path).exists()

@@ -23,6 +23,17 @@ def payload(seq: int) -> bytes:
     return b'{"alert_id":"u-%d","seq":%d}' % (seq, seq)
 
 
+class FakeClock:
+    def __init__(self, wall_s: float) -> None:
+        self.wall_s = wall_s
+
+    def monotonic(self) -> float:
+        return 0.0
+
+    def wall(self) -> float:
+        return self.wall_s
+
+
 def test_sequence_persists_across_reopen_and_is_never_reused(tmp_path: Path) -> None:
     db = tmp_path / "o.sqlite"
     with Outbox(db, first_seq=1) as ob:
@@ -35,36 +46,21 @@ def test_sequence_persists_across_reopen_and_is_never_reused(tmp_path: Path) -> 
         assert ob.pending()[0].alert_id == "u-4"
 
 
-class _TimeLater:
-    """The ``time`` module as the outbox sees it: the wall clock ``ahead_s`` seconds on."""
-
-    def __init__(self, ahead_s: float) -> None:
-        self.ahead_s = ahead_s
-
-    def time(self) -> float:
-        return time.time() + self.ahead_s
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(time, name)
-
-
 def test_a_new_outbox_numbers_from_the_clock_so_a_replaced_one_is_never_reused(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from edge.adapters import outbox as outbox_mod
+        tmp_path: Path) -> None:
     from edge.adapters.outbox import SEQ_FLOOR_MIN, first_seq_for_new_outbox
 
-    before = int(time.time())
-    with Outbox(tmp_path / "first.sqlite") as ob:
+    clock = FakeClock(1_800_000_000.25)
+    with Outbox(tmp_path / "first.sqlite", clock=clock) as ob:
         first = [ob.add(payload, evidence=None) for _ in range(3)]
-    after = int(time.time())
-    assert before <= first[0] <= after and first == [first[0], first[0] + 1, first[0] + 2]
-    monkeypatch.setattr(outbox_mod, "time", _TimeLater(3.2))  # the unit runs on, 3.2 s
-    # The storage is replaced (a new file): numbering resumes above the old outbox's numbers,
-    # because it used fewer than one number per second of its life.
-    with Outbox(tmp_path / "replacement.sqlite") as ob:
+    assert first == [1_800_000_000_250, 1_800_000_000_251, 1_800_000_000_252]
+    # The storage is replaced (a new folder, no sequence file) 10 ms later: numbering resumes
+    # above the old outbox's numbers, because it used fewer than one number per millisecond.
+    clock.wall_s += 0.01
+    with Outbox(tmp_path / "new" / "replacement.sqlite", clock=clock) as ob:
         assert ob.next_seq > first[-1]
         assert ob.add(payload, evidence=None) == ob.next_seq - 1
-    assert first_seq_for_new_outbox(1_800_000_000.7) == 1_800_000_000
+    assert first_seq_for_new_outbox(1_800_000_000.7) == 1_800_000_000_700
     # a clock that has not been set yet (a Pi without RTC boots in 1970) still starts high
     assert first_seq_for_new_outbox(0.0) == SEQ_FLOOR_MIN
     with pytest.raises(OutboxError, match="first_seq"):
@@ -148,11 +144,11 @@ def test_evidence_pruned_after_its_alert_was_delivered_frees_the_row(tmp_path: P
         assert [i.seq for i in ob.pending()] == [2]
 
 
-def test_corrupt_file_is_a_clear_error(tmp_path: Path) -> None:
+def test_corrupt_file_is_replaced_and_said_so(tmp_path: Path) -> None:
     db = tmp_path / "o.sqlite"
     db.write_bytes(b"this is not a database" * 100)
-    with pytest.raises(OutboxError, match=str(db)):
-        Outbox(db)
+    with Outbox(db) as ob:  # details in test_outbox_seq.py
+        assert ob.problem is not None and "corrupt" in ob.problem
     with pytest.raises(OutboxError, match="too small"):
         Outbox(tmp_path / "x.sqlite", quota_bytes=10)
 
