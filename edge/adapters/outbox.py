@@ -1,7 +1,7 @@
 """The durable alert outbox: SQLite in WAL mode, one row per alert, on the unit's disk.
 
 An alert (its signed JSON and a copy of its evidence JPEG) is committed, with fsync, before
-anything is sent; each part is deleted only after the broker acknowledges it; rows are handed
+anything is sent; each part is deleted only after the control room receipts it; rows are handed
 out in sequence order. The per-unit sequence number lives in the same database and, reserved
 ahead, in a sequence file beside it, so it survives restarts, ``kill -9``, power loss and the
 loss, replacement or corruption of the database, and is never reused.
@@ -460,7 +460,7 @@ class Outbox:
                 self._db.execute("ROLLBACK")
 
     def ack(self, parts: Iterable[tuple[int, Part]]) -> int:
-        """Record broker acknowledgements; rows with nothing left to send are deleted.
+        """Record the control room's receipts; rows with nothing left to send are deleted.
         Unknown sequence numbers (already deleted or pruned) are ignored. Returns rows deleted.
 
         Works on a full disk: deletes need only a little journal space (``secure_delete`` is
@@ -599,6 +599,22 @@ class Outbox:
                 raise OutboxError(f"outbox {self.path}: cannot read: {e}") from None
         return [OutboxItem(int(s), str(a), bytes(p), None if e is None else bytes(e), bool(k))
                 for s, a, p, e, k in rows]
+
+    def get(self, seq: int) -> OutboxItem | None:
+        """The alert ``seq`` if something of it is still owed, else None."""
+        with self._lock:
+            self._check_open()
+            try:
+                row = self._db.execute(
+                    "SELECT seq, alert_id, payload, "
+                    "CASE WHEN evidence_state = 'pending' THEN evidence END, alert_acked "
+                    "FROM alerts WHERE seq = ?", (seq,)).fetchone()
+            except sqlite3.Error as e:
+                raise OutboxError(f"outbox {self.path}: cannot read: {e}") from None
+        if row is None:
+            return None
+        s, a, p, e, k = row
+        return OutboxItem(int(s), str(a), bytes(p), None if e is None else bytes(e), bool(k))
 
     def owes_frame(self, frame_sha256: str) -> bool:
         """Is an alert whose evidence frame has this SHA-256 still owed to the broker (alert or
