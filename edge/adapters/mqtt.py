@@ -354,7 +354,7 @@ class MqttUplink:
             payload = None if item is None else (
                 item.payload if part == "alert" and not item.alert_acked
                 else item.evidence if part == "evidence" else None)
-            if payload is None:  # receipted meanwhile, or pruned by the quota
+            if item is None or payload is None:  # receipted meanwhile, or pruned by the quota
                 with self._lock:
                     self._awaiting.pop(key, None)
                     self._attempts.pop(key, None)

@@ -613,8 +613,9 @@ class Outbox:
                 raise OutboxError(f"outbox {self.path}: cannot read: {e}") from None
         if row is None:
             return None
-        s, a, p, e, k = row
-        return OutboxItem(int(s), str(a), bytes(p), None if e is None else bytes(e), bool(k))
+        seq_, alert_id, payload, evidence, acked = row
+        return OutboxItem(int(seq_), str(alert_id), bytes(payload),
+                          None if evidence is None else bytes(evidence), bool(acked))
 
     def owes_frame(self, frame_sha256: str) -> bool:
         """Is an alert whose evidence frame has this SHA-256 still owed to the broker (alert or

@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from edge.core.errors import MessageError
 from edge.core.ports import Detection
@@ -318,7 +318,7 @@ def build_receipt(unit: str, *, alerts: Iterable[int], evidence: Iterable[int],
 
 
 def parse_receipt(topic: str, payload: bytes, *, topics: Topics, max_bytes: int = 1 << 20
-                  ) -> list[tuple[int, str]]:
+                  ) -> list[tuple[int, Literal["alert", "evidence"]]]:
     """Validate a receipt for this unit; returns the ``(seq, part)`` pairs it acknowledges
     (part ``alert`` or ``evidence``) or raises MessageError."""
     if topic != topics.ack:
@@ -326,8 +326,9 @@ def parse_receipt(topic: str, payload: bytes, *, topics: Topics, max_bytes: int 
     doc = validate(decode(payload, max_bytes=max_bytes), RECEIPT_SCHEMA)
     if doc["unit"] != topics.unit:
         raise MessageError(f"receipt for unit {str(doc['unit'])[:64]!r} on {topics.unit}'s topic")
-    return ([(int(s), "alert") for s in doc["alerts"]]
-            + [(int(s), "evidence") for s in doc["evidence"]])
+    alerts: list[tuple[int, Literal["alert", "evidence"]]] = [
+        (int(s), "alert") for s in doc["alerts"]]
+    return alerts + [(int(s), "evidence") for s in doc["evidence"]]
 
 
 # ---------------------------------------------------------------- validation
