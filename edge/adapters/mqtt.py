@@ -80,6 +80,7 @@ class MqttUplink:
         self.outbox = outbox
         self._key = signing_key
         self._on_command = on_command
+        self._status: tuple[str, str | None] = ("online", None)
 
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -159,8 +160,9 @@ class MqttUplink:
             return
         self._counts["connects"] += 1
         client.subscribe([(self.topics.cmd_filter, 1), (self.topics.ack, 1)])
-        online = m.build_status(self.unit_id, "online", t_wall_s=time.time(),
-                                software=__version__)
+        state, reason = self._status
+        online = m.build_status(self.unit_id, state, t_wall_s=time.time(),
+                                software=__version__, reason=reason)
         client.publish(self.topics.status, m.encode(online), qos=1, retain=True)
         log.info("connected to %s:%d (session present: %s)", self.cfg.host, self.cfg.port,
                  flags.session_present)
@@ -395,6 +397,17 @@ class MqttUplink:
                     return
             with self._lock:
                 self._handed_upto = max(self._handed_upto, item.seq)
+
+    def set_status(self, state: str, reason: str | None = None) -> None:
+        """The retained status while connected: ``online``, or ``degraded`` with the reason
+        (published now if connected, and on every reconnect)."""
+        if (state, reason) == self._status:
+            return
+        self._status = (state, reason)
+        if self._connected.is_set() and not self._closed:
+            doc = m.build_status(self.unit_id, state, t_wall_s=time.time(),
+                                 software=__version__, reason=reason)
+            self._client.publish(self.topics.status, m.encode(doc), qos=1, retain=True)
 
     def publish_heartbeat(self, heartbeat: dict[str, Any]) -> bool:
         """Publish a heartbeat the app built (QoS 0) if connected now; False if dropped."""
