@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from controlroom import db
 from edge.adapters.signing import generate_key
 from edge.app.local_broker import LocalBroker
-from tests.controlroom.conftest import Publisher, Unit, raw_pub_b64
+from tests.controlroom.conftest import Publisher, Unit, pg_database, raw_pub_b64
 from tests.waiting import wait_until
 
 N_ALERTS = 10_000
@@ -58,17 +58,8 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'cr.sqlite'}"
         return
-    base = request.getfixturevalue("postgres_url")
-    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
-    name = f"scale_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f"CREATE DATABASE {name}"))
-    try:
-        yield base.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f"DROP DATABASE {name} WITH (FORCE)"))
-        admin.dispose()
+    with pg_database(request.getfixturevalue("postgres_url"), prefix="scale") as url:
+        yield url
 
 
 def test_two_receivers_store_10000_alerts_exactly_once(tmp_path: Path, broker: LocalBroker,
