@@ -70,6 +70,13 @@ class MqttConfig(_Strict):
                               "stored (payload and topic); the receiver stops reading from the "
                               "broker while they are held. A single larger message is still "
                               "taken when nothing else is held.", ge=1, le=65536)
+    orphan_evidence_max_count: int = Field(200, description="Most evidence JPEGs stored per "
+                                           "unit whose alert has not arrived; beyond it the "
+                                           "oldest are deleted (counted, logged).", ge=1,
+                                           le=1_000_000)
+    orphan_evidence_max_mb: int = Field(256, description="Most megabytes of such evidence per "
+                                        "unit; beyond it the oldest are deleted.", ge=1,
+                                        le=1 << 20)
 
 
 class WebConfig(_Strict):

@@ -171,7 +171,9 @@ class Receiver:
         self.ingest = Ingest(engine, topic_root=cfg.topic_root,
                              alert_max_bytes=cfg.alert_max_bytes,
                              evidence_max_bytes=cfg.evidence_max_bytes,
-                             snapshot_max_bytes=cfg.snapshot_max_bytes, on_stored=on_stored)
+                             snapshot_max_bytes=cfg.snapshot_max_bytes, on_stored=on_stored,
+                             orphan_evidence_max_count=cfg.orphan_evidence_max_count,
+                             orphan_evidence_max_bytes=cfg.orphan_evidence_max_mb * _MB)
         # SimpleQueue (C, no task accounting): the cheapest hand-off from paho's network thread
         # to the worker; its bounds are kept by _on_message (see _Budget).
         self._queue: queue.SimpleQueue[tuple[Message, int, int]] = queue.SimpleQueue()
