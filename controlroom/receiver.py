@@ -55,6 +55,9 @@ def _configure(client: mqtt.Client, cfg: MqttConfig) -> None:
 
 
 _MB = 1024 * 1024
+_BATCH_SHARE = 4
+"""One database transaction takes at most 1/_BATCH_SHARE of the byte budget (and at least one
+message)."""
 
 
 def _size(topic: str, payload: bytes) -> int:
@@ -260,11 +263,17 @@ class Receiver:
                     pending.append(self._queue.get(timeout=0.2))
                 except queue.Empty:
                     continue
-            while len(pending) < self.cfg.batch_max:
+            # A quarter of the byte budget at most per transaction: the database driver copies
+            # the batch it writes, so memory stays near the budget, not twice it.
+            batch_bytes = sum(_size(p[0].topic, p[0].payload) for p in pending)
+            while (len(pending) < self.cfg.batch_max
+                   and batch_bytes < self._budget.max_bytes // _BATCH_SHARE):
                 try:
-                    pending.append(self._queue.get_nowait())
+                    item = self._queue.get_nowait()
                 except queue.Empty:
                     break
+                pending.append(item)
+                batch_bytes += _size(item[0].topic, item[0].payload)
             try:
                 self.ingest.process([p[0] for p in pending])
             except sa.exc.SQLAlchemyError as e:
