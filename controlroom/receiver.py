@@ -297,7 +297,7 @@ class Receiver:
         if self._started:
             return self
         self._started = True
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self.cfg.session_expiry_s
         props.ReceiveMaximum = min(65535, max(20, self.cfg.batch_max * 2))
         self.ingest.reload_keys()

@@ -78,7 +78,7 @@ class Unit:
 
     unit_id: str
     key: Ed25519PrivateKey
-    seq: itertools.count = None  # type: ignore[assignment]
+    seq: itertools.count[int] = None  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         self.seq = itertools.count(1)
@@ -165,7 +165,7 @@ class Publisher:
                 user_properties: Sequence[tuple[str, str]] = ()) -> mqtt.MQTTMessageInfo:
         props = None
         if user_properties:
-            props = Properties(PacketTypes.PUBLISH)
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             props.UserProperty = list(user_properties)
         info = self.client.publish(topic, payload, qos=qos, retain=retain, properties=props)
         if wait:

@@ -80,7 +80,7 @@ def test_review_and_retention_on_postgres(pg: Engine) -> None:
     with pg.begin() as conn:
         conn.execute(db.alerts.update().values(status="rejected", reviewed_by="alice",
                                                reviewed_at=now))
-    out = retention.sweep(pg, RetentionConfig(), now=now + 3601)  # type: ignore[call-arg]
+    out = retention.sweep(pg, RetentionConfig(), now=now + 3601)
     assert out["rejected_evidence"] == 1
     with pg.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(db.evidence)).scalar() == 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -18,6 +19,7 @@ from edge.adapters.signing import generate_key, sign_alert, write_key_pair
 from edge.app.config_uplink import MqttSinkConfig
 from edge.app.local_broker import LocalBroker
 from edge.core import messages as m
+from edge.core.ports import Detection
 from tests.controlroom.conftest import (
     Publisher,
     Unit,
@@ -202,7 +204,9 @@ def test_unit_registered_while_running_is_accepted(receiver: Receiver, publisher
 
 
 def test_real_uplink_to_receiver(broker: LocalBroker, receiver: Receiver, engine: Engine,
-                                 tmp_path: Path, make_detection) -> None:  # noqa: F811
+                                 tmp_path: Path,
+                                 make_detection: Callable[..., Detection]  # noqa: F811
+                                 ) -> None:
     """The unit's own MqttUplink (outbox, signing, evidence) into the control room."""
     from controlroom import crypto
 
@@ -325,8 +329,9 @@ def test_queued_bytes_stay_within_queue_max_mb_while_the_database_is_locked(
         assert r.backlog() <= 2 * (bound // size) + 1, r.backlog()
         assert count(engine) == 0
         lock.execute("ROLLBACK")
-        assert wait_until(lambda: r.stats().get("evidence_stored") == n, timeout_s=60), \
-            r.stats()
+        # counted at the commit; handed back to the budget just after the PUBACKs
+        assert wait_until(lambda: r.stats().get("evidence_stored") == n
+                          and r.stats()["queued_messages"] == 0, timeout_s=60), r.stats()
         stats = r.stats()
     finally:
         lock.close()
