@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from edge.adapters.signing import generate_key
 from sqlalchemy.engine import Engine
 
 from controlroom import db
 from controlroom.config import MqttConfig
 from controlroom.ingest import Ingest, Message
+from edge.common.signing import generate_key
 from tests.controlroom.conftest import Unit, pg_database, raw_pub_b64
 
 
