@@ -75,7 +75,7 @@ class _RateLimitedLog:
         self.per_minute = per_minute
         self._window: dict[str, tuple[float, int]] = {}
 
-    def warn(self, reason: str, fmt: str, *args: Any) -> None:
+    def warn(self, reason: str, fmt: str, *args: Any, prefix: str = "rejected") -> None:
         now = time.monotonic()
         start, n = self._window.get(reason, (now, 0))
         if now - start > 60.0:
@@ -83,21 +83,25 @@ class _RateLimitedLog:
         n += 1
         self._window[reason] = (start, n)
         if n <= self.per_minute:
-            log.warning("rejected (%s): " + fmt, reason, *args)
+            log.warning(prefix + " (%s): " + fmt, reason, *args)
         elif n == self.per_minute + 1:
-            log.warning("rejected (%s): more this minute, only counted", reason)
+            log.warning(prefix + " (%s): more this minute, only counted", reason)
 
 
 class Ingest:
     def __init__(self, engine: Engine, *, topic_root: str = "phonewatch",
                  alert_max_bytes: int = 16 * 1024, evidence_max_bytes: int = 8 * 1024 * 1024,
                  snapshot_max_bytes: int = 2 * 1024 * 1024, key_refresh_s: float = 5.0,
-                 on_stored: Callable[[list[StoredAlert]], None] | None = None) -> None:
+                 on_stored: Callable[[list[StoredAlert]], None] | None = None,
+                 orphan_evidence_max_count: int = 200,
+                 orphan_evidence_max_bytes: int = 256 * 1024 * 1024) -> None:
         self.engine = engine
         self.prefix = topic_root.rstrip("/") + "/"
         self.alert_max_bytes = alert_max_bytes
         self.evidence_max_bytes = evidence_max_bytes
         self.snapshot_max_bytes = snapshot_max_bytes
+        self.orphan_evidence_max_count = orphan_evidence_max_count
+        self.orphan_evidence_max_bytes = orphan_evidence_max_bytes
         self.key_refresh_s = key_refresh_s
         self.on_stored = on_stored
         self.counts: Counter[str] = Counter()
@@ -323,7 +327,7 @@ class Ingest:
         known = {row.alert_id: row for row in conn.execute(
             sa.select(db.alerts.c.alert_id, db.alerts.c.payload, db.alerts.c.unit,
                       db.alerts.c.evidence_deleted_at).where(db.alerts.c.alert_id.in_(ids)))}
-        rows = []
+        rows: list[dict[str, Any]] = []
         for msg, unit, aid in msgs:
             sha = hashlib.sha256(msg.payload).hexdigest()
             row = known.get(aid)
@@ -347,6 +351,24 @@ class Ingest:
                                            db.evidence.c.id)
         counts["evidence_stored"] += len(added)
         counts["duplicates"] += len(rows) - len(added)
+        if added:
+            orphan_units = sorted({r["unit"] for r in rows if r["alert_id"] not in known})
+            for unit in orphan_units:
+                self._cap_orphans(conn, unit, counts)
+
+    def _cap_orphans(self, conn: sa.Connection, unit: str, counts: Counter[str]) -> None:
+        """Keep at most the newest ``orphan_evidence_max_count`` / ``_bytes`` of a unit's
+        evidence whose alert has not arrived (retention deletes the rest after a day anyway)."""
+        n, n_bytes = db.cap_orphan_evidence(conn, unit,
+                                            max_count=self.orphan_evidence_max_count,
+                                            max_bytes=self.orphan_evidence_max_bytes)
+        if n:
+            counts["orphans_dropped"] += n
+            counts["orphan_bytes_dropped"] += n_bytes
+            self._rlog.warn("orphan_cap", "unit %s: deleted its %d oldest evidence JPEG(s) "
+                            "(%d bytes) with no alert: over %d JPEGs or %d bytes", unit, n,
+                            n_bytes, self.orphan_evidence_max_count,
+                            self.orphan_evidence_max_bytes, prefix="dropped")
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
