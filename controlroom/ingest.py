@@ -88,6 +88,30 @@ class _RateLimitedLog:
             log.warning(prefix + " (%s): more this minute, only counted", reason)
 
 
+class Receipts:
+    """Per unit, the sequence numbers whose alert / evidence the control room holds."""
+
+    def __init__(self) -> None:
+        self.by_unit: dict[str, tuple[set[int], set[int]]] = {}
+
+    def alert(self, unit: str, seq: int) -> None:
+        self.by_unit.setdefault(unit, (set(), set()))[0].add(int(seq))
+
+    def evidence(self, unit: str, alert_id: str) -> None:
+        _, _, tail = alert_id.rpartition("-")
+        if tail.isdigit():
+            self.by_unit.setdefault(unit, (set(), set()))[1].add(int(tail))
+
+    def merge(self, other: Receipts) -> None:
+        for unit, (alerts, evidence) in other.by_unit.items():
+            mine = self.by_unit.setdefault(unit, (set(), set()))
+            mine[0].update(alerts)
+            mine[1].update(evidence)
+
+    def __bool__(self) -> bool:
+        return bool(self.by_unit)
+
+
 class Ingest:
     def __init__(self, engine: Engine, *, topic_root: str = "phonewatch",
                  alert_max_bytes: int = 16 * 1024, evidence_max_bytes: int = 8 * 1024 * 1024,
@@ -110,6 +134,7 @@ class Ingest:
         self._key_ids: dict[str, str] = {}
         self._keys_loaded_mono = -1e9
         self._lock = threading.Lock()
+        self._receipts = Receipts()
         self._rlog = _RateLimitedLog()
 
     # ------------------------------------------------------------------ keys
@@ -260,19 +285,23 @@ class Ingest:
                snapshots: dict[str, Message] | None = None) -> list[StoredAlert]:
         stored: list[StoredAlert] = []
         counts: Counter[str] = Counter()
+        receipts = Receipts()
         with self.engine.begin() as conn:
             if alert_rows:
                 new_ids = db.insert_ignore_returning(conn, db.alerts, ["unit", "seq"], alert_rows,
                                                      db.alerts.c.alert_id)
+                for r in alert_rows:
+                    if r["alert_id"] in new_ids:
+                        receipts.alert(r["unit"], r["seq"])
                 dups = [r for r in alert_rows if r["alert_id"] not in new_ids]
                 if dups:
-                    self._classify_duplicates(conn, dups, counts)
+                    self._classify_duplicates(conn, dups, counts, receipts)
                 stored = [StoredAlert(r["alert_id"], r["unit"], r["seq"], r["time_s"],
                                       r["received_at"]) for r in alert_rows
                           if r["alert_id"] in new_ids]
                 counts["stored"] += len(stored)
             if evidence_msgs:
-                self._store_evidence(conn, evidence_msgs, counts)
+                self._store_evidence(conn, evidence_msgs, counts, receipts)
             for unit, (doc, at) in statuses.items():
                 conn.execute(db.units.update().where(db.units.c.unit_id == unit).values(
                     status_state=doc["state"], status_time=doc["time"],
@@ -300,10 +329,18 @@ class Ingest:
                 counts["snapshots"] += len(snapshots)
         with self._lock:
             self.counts.update(counts)
+            self._receipts.merge(receipts)  # committed: now the units may forget these
         return stored
 
+    def take_receipts(self) -> Receipts:
+        """What the transactions since the last call committed, per unit: the receiver
+        publishes them as receipts (``<root>/<unit>/ack``) so the units may forget them."""
+        with self._lock:
+            out, self._receipts = self._receipts, Receipts()
+        return out
+
     def _classify_duplicates(self, conn: sa.Connection, dups: list[dict[str, Any]],
-                             counts: Counter[str]) -> None:
+                             counts: Counter[str], receipts: Receipts) -> None:
         ids = [r["alert_id"] for r in dups]
         existing = {row.alert_id: row for row in conn.execute(
             sa.select(db.alerts.c.alert_id, db.alerts.c.payload_sha256, db.alerts.c.received_at,
@@ -317,12 +354,16 @@ class Ingest:
                              "a different signed alert with this (unit, seq) is already stored; "
                              "kept the first")
             elif old.purged_at is not None or r["received_at"] - old.received_at > REPLAY_AFTER_S:
+                # The same signed alert: held (or purged by retention), so receipted again --
+                # the unit resends until a receipt reaches it.
                 self._reject("replay", r["alert_id"], "alert was stored before (or purged)")
+                receipts.alert(r["unit"], r["seq"])
             else:
                 counts["duplicates"] += 1
+                receipts.alert(r["unit"], r["seq"])
 
     def _store_evidence(self, conn: sa.Connection, msgs: list[tuple[Message, str, str]],
-                        counts: Counter[str]) -> None:
+                        counts: Counter[str], receipts: Receipts) -> None:
         ids = list({a for _, _, a in msgs})
         known = {row.alert_id: row for row in conn.execute(
             sa.select(db.alerts.c.alert_id, db.alerts.c.payload, db.alerts.c.unit,
@@ -337,6 +378,7 @@ class Ingest:
                     continue
                 if row.evidence_deleted_at is not None or row.payload is None:
                     self._reject("evidence_late", msg.topic, f"evidence of {aid} was deleted")
+                    receipts.evidence(unit, aid)  # deleted on purpose: the unit may forget it
                     continue
                 problem = crypto.evidence_problem(json.loads(row.payload), msg.payload)
                 if problem is not None:
@@ -347,6 +389,7 @@ class Ingest:
                 continue
             rows.append({"alert_id": aid, "unit": unit, "sha256": sha, "jpeg": msg.payload,
                          "received_at": msg.received_at})
+            receipts.evidence(unit, aid)  # stored now, or already (a duplicate)
         added = db.insert_ignore_returning(conn, db.evidence, ["alert_id", "sha256"], rows,
                                            db.evidence.c.id)
         counts["evidence_stored"] += len(added)

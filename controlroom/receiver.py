@@ -35,10 +35,13 @@ from controlroom import commands
 from controlroom.config import MqttConfig
 from controlroom.ingest import Ingest, Message, StoredAlert
 from edge.common.mqtt_tls import configure_client
+from edge.core import messages as m
 
 log = logging.getLogger(__name__)
 
 _RETRY_S = 1.0
+RECEIPT_MAX_ITEMS = 5000
+"""Sequence numbers per list in one receipt (the schema allows 10,000)."""
 PUBACK_TIMEOUT_S = 5.0
 NO_MATCHING_SUBSCRIBERS = 0x10
 """MQTT 5 PUBACK reason code: accepted, but no subscription matched, so the message is gone."""
@@ -184,6 +187,7 @@ class Receiver:
         self._started = False
         self._closed = False
         self.db_errors = 0
+        self.receipts_sent = 0
         self.connects = 0
         self.subscriptions_refused = 0
         self._acks = _Acks()
@@ -281,12 +285,30 @@ class Receiver:
                 continue
             except Exception:  # a bug must not stop the receiver; the batch is dropped
                 log.exception("could not process %d message(s); dropped", len(pending))
+            self._send_receipts()
             for _, mid, qos in pending:
                 if qos > 0:
                     self._client.ack(mid, qos)
             self._budget.give(sum(_size(msg.topic, msg.payload) for msg, _, _ in pending),
                               len(pending))
             pending = []
+
+    def _send_receipts(self) -> None:
+        """Tell each unit what is now committed (only the control room may, by the ACL): the
+        unit keeps an alert and its evidence until this receipt reaches it, resending
+        meanwhile, so a receipt lost here only costs a duplicate, never an alert."""
+        receipts = self.ingest.take_receipts()
+        for unit, (alerts, evidence) in receipts.by_unit.items():
+            a, e = sorted(alerts), sorted(evidence)
+            for i in range(0, max(len(a), len(e)), RECEIPT_MAX_ITEMS):
+                doc = m.build_receipt(unit, alerts=a[i:i + RECEIPT_MAX_ITEMS],
+                                      evidence=e[i:i + RECEIPT_MAX_ITEMS], t_wall_s=time.time())
+                topic = m.Topics(self.cfg.topic_root, unit).ack
+                info = self._client.publish(topic, m.encode(doc), qos=1, retain=False)
+                if info.rc == mqtt.MQTT_ERR_SUCCESS:
+                    self.receipts_sent += 1
+                else:  # not connected: the unit will send these again and be receipted then
+                    log.debug("receipt for %s not sent now: %s", unit, mqtt.error_string(info.rc))
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -324,7 +346,8 @@ class Receiver:
         out = self.ingest.stats()
         out.update(connected=self.is_connected, backlog=self.backlog(),
                    db_errors=self.db_errors, connects=self.connects,
-                   subscriptions_refused=self.subscriptions_refused)
+                   subscriptions_refused=self.subscriptions_refused,
+                   receipts_sent=self.receipts_sent)
         out.update(self._budget.stats())
         return out
 
