@@ -325,7 +325,7 @@ def _pick_synthetic(n_pool: int, n_synth: int, rng: np.random.Generator, hard_sh
     order = rng.permutation(n_pool)
     n_hard = round(min(n_synth, n_pool) * hard_share) if loss_of is not None else 0
     uniform = order[:n_synth - n_hard]
-    if n_hard <= 0:
+    if n_hard <= 0 or loss_of is None:
         return uniform
     cand = order[n_synth - n_hard:n_synth - n_hard + HARD_POOL * n_hard]
     loss = np.asarray(loss_of(cand), np.float64)
@@ -462,7 +462,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     def synth_loss(idx: np.ndarray) -> np.ndarray:
         p = model.predict(mdata.to_tensors([syn_tr[i] for i in idx], spec), batch_size=256,
                           verbose=0)
-        return -np.log(np.clip(p[np.arange(idx.size), syn_tr_y[idx]], 1e-7, 1.0))
+        loss: np.ndarray = -np.log(np.clip(p[np.arange(idx.size), syn_tr_y[idx]], 1e-7, 1.0))
+        return loss
 
     history = []
     for epoch in range(cfg.epochs):
