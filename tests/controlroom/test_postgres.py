@@ -21,6 +21,8 @@ from edge.app.local_broker import LocalBroker
 from tests.controlroom.conftest import Publisher, Unit, mqtt_cfg, raw_pub_b64
 from tests.waiting import wait_until
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture()
 def pg(postgres_url: str) -> Iterator[Engine]:

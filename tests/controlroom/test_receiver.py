@@ -8,6 +8,7 @@ import json
 import time
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
@@ -110,6 +111,7 @@ def test_every_bad_message_is_rejected_counted_and_not_stored(
     assert wait_until(lambda: count(engine) == 2)
 
 
+@pytest.mark.slow
 def test_replay_of_an_old_or_purged_alert_is_rejected(receiver: Receiver, publisher: Publisher,
                                                      unit_a: Unit, engine: Engine) -> None:
     payload, _ = unit_a.alert(seq=1)
@@ -141,6 +143,7 @@ def test_evidence_before_its_alert_is_kept_and_matched(receiver: Receiver,
     assert [r[0] for r in joined] == ["unit-a-1"]
 
 
+@pytest.mark.slow
 def test_status_and_heartbeat_update_the_unit(receiver: Receiver, publisher: Publisher,
                                               unit_a: Unit, engine: Engine) -> None:
     status = m.build_status("unit-a", "online", t_wall_s=time.time(), software="0.1.0")
@@ -157,6 +160,7 @@ def test_status_and_heartbeat_update_the_unit(receiver: Receiver, publisher: Pub
     assert json.loads(u.heartbeat)["fps"] == 29.5
 
 
+@pytest.mark.slow
 def test_retained_status_reaches_a_receiver_started_later(broker: LocalBroker,
                                                           publisher: Publisher, unit_a: Unit,
                                                           engine: Engine) -> None:
@@ -201,6 +205,7 @@ def test_unit_registered_while_running_is_accepted(receiver: Receiver, publisher
     assert wait_until(lambda: count(engine) == 1)
 
 
+@pytest.mark.slow
 def test_real_uplink_to_receiver(broker: LocalBroker, receiver: Receiver, engine: Engine,
                                  tmp_path: Path, make_detection) -> None:  # noqa: F811
     """The unit's own MqttUplink (outbox, signing, evidence) into the control room."""
@@ -231,6 +236,7 @@ def test_real_uplink_to_receiver(broker: LocalBroker, receiver: Receiver, engine
     assert receiver.stats()["rejected_total"] == 0
 
 
+@pytest.mark.slow
 def test_production_broker_tls_acl_and_shared_subscription(tmp_path: Path,
                                                            engine: Engine) -> None:
     """The production Mosquitto config (TLS, client certificates, per-unit ACL): the control
@@ -267,6 +273,7 @@ def test_production_broker_tls_acl_and_shared_subscription(tmp_path: Path,
     assert count(engine) == 1
 
 
+@pytest.mark.slow
 def test_database_failure_keeps_messages_until_it_recovers(receiver: Receiver,
                                                            publisher: Publisher, unit_a: Unit,
                                                            engine: Engine) -> None:

@@ -60,6 +60,7 @@ def test_starts_blinking_then_steady_on_when_running(factory: MockFactory) -> No
     assert led.state is False
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("state", ["no_gps", "broker_offline", "degraded"])
 def test_status_pattern_pulse_train(factory: MockFactory, state: str) -> None:
     io = make(factory, pattern_scale=0.5)  # long pauses stand out even on a loaded machine
@@ -221,6 +222,7 @@ def test_ignition_off_for_the_delay_requests_shutdown_once(factory: MockFactory)
         io.close()
 
 
+@pytest.mark.slow
 def test_ignition_back_on_cancels_shutdown(factory: MockFactory) -> None:
     io = make(factory, shutdown_delay_s=0.6)
     ign = factory.pin(IGNITION_PIN)
