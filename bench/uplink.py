@@ -220,7 +220,7 @@ def main() -> int:
                     help="fill an outbox to this quota and time opening it (0: skip)")
     args = ap.parse_args()
     n, kb = args.alerts, args.evidence_kb
-    rows: list[tuple[str, str, str]] = []
+    rows: list[tuple[str, ...]] = []
     with tempfile.TemporaryDirectory(prefix="pw-bench-uplink-") as t:
         tmp = Path(t)
         for tls in (False, True):

@@ -50,6 +50,7 @@ def notify_socket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ign
     sock.close()
 
 
+@pytest.mark.slow
 def test_ready_then_watchdog_while_frames_flow_then_stopping(
         tmp_path: Path, make_video, brightness_model: Path, notify_socket: list[str]) -> None:  # type: ignore[no-untyped-def]
     video = make_video([90] * 20, fps=25.0)
@@ -65,6 +66,7 @@ def test_ready_then_watchdog_while_frames_flow_then_stopping(
     assert notify_socket.index("READY=1") < notify_socket.index("WATCHDOG=1")
 
 
+@pytest.mark.slow
 def test_no_frames_no_watchdog(tmp_path: Path, make_video, brightness_model: Path,  # type: ignore[no-untyped-def]
                                notify_socket: list[str]) -> None:
     video = make_video([90] * 20, fps=25.0)
@@ -106,6 +108,7 @@ def mock_pins(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
     Device.pin_factory = None
 
 
+@pytest.mark.slow
 def test_patrol_hit_sounds_the_buzzer_on_the_mapped_pin(
         tmp_path: Path, make_video, brightness_model: Path, mock_pins) -> None:  # type: ignore[no-untyped-def]
     video = make_video([20] * 5 + [240] * 10 + [20] * 10, box=(0.1, 0.1, 0.5, 0.9), fps=25.0)

@@ -20,6 +20,8 @@ from edge.common.signing import generate_key
 from tests.controlroom.conftest import Publisher, Unit, mqtt_cfg, pg_database, raw_pub_b64
 from tests.waiting import wait_until
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture()
 def pg(postgres_url: str) -> Iterator[Engine]:

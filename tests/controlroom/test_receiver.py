@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
@@ -112,6 +113,7 @@ def test_every_bad_message_is_rejected_counted_and_not_stored(
     assert wait_until(lambda: count(engine) == 2)
 
 
+@pytest.mark.slow
 def test_replay_of_an_old_or_purged_alert_is_rejected(receiver: Receiver, publisher: Publisher,
                                                      unit_a: Unit, engine: Engine) -> None:
     payload, _ = unit_a.alert(seq=1)
@@ -143,6 +145,7 @@ def test_evidence_before_its_alert_is_kept_and_matched(receiver: Receiver,
     assert [r[0] for r in joined] == ["unit-a-1"]
 
 
+@pytest.mark.slow
 def test_status_and_heartbeat_update_the_unit(receiver: Receiver, publisher: Publisher,
                                               unit_a: Unit, engine: Engine) -> None:
     status = m.build_status("unit-a", "online", t_wall_s=time.time(), software="0.1.0")
@@ -159,6 +162,7 @@ def test_status_and_heartbeat_update_the_unit(receiver: Receiver, publisher: Pub
     assert json.loads(u.heartbeat)["fps"] == 29.5
 
 
+@pytest.mark.slow
 def test_retained_status_reaches_a_receiver_started_later(broker: LocalBroker,
                                                           publisher: Publisher, unit_a: Unit,
                                                           engine: Engine) -> None:
@@ -203,6 +207,7 @@ def test_unit_registered_while_running_is_accepted(receiver: Receiver, publisher
     assert wait_until(lambda: count(engine) == 1)
 
 
+@pytest.mark.slow
 def test_real_uplink_to_receiver(broker: LocalBroker, receiver: Receiver, engine: Engine,
                                  tmp_path: Path,
                                  make_detection: Callable[..., Detection]  # noqa: F811
@@ -239,6 +244,7 @@ def test_real_uplink_to_receiver(broker: LocalBroker, receiver: Receiver, engine
     assert receiver.stats()["rejected_total"] == 0
 
 
+@pytest.mark.slow
 def test_production_broker_tls_acl_and_shared_subscription(tmp_path: Path,
                                                            engine: Engine) -> None:
     """The production Mosquitto config (TLS, client certificates, per-unit ACL): the control
@@ -275,6 +281,7 @@ def test_production_broker_tls_acl_and_shared_subscription(tmp_path: Path,
     assert count(engine) == 1
 
 
+@pytest.mark.slow
 def test_database_failure_keeps_messages_until_it_recovers(receiver: Receiver,
                                                            publisher: Publisher, unit_a: Unit,
                                                            engine: Engine) -> None:

@@ -128,6 +128,7 @@ def test_alert_time_uses_a_fresh_fix_else_the_system_clock() -> None:
 _GOOD = [*EPOCH_1, NEXT]
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(idx=st.integers(0, len(_GOOD) - 1), pos=st.integers(1, 70), ch=st.characters(
     min_codepoint=32, max_codepoint=126))

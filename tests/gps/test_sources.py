@@ -133,6 +133,7 @@ class NmeaServer:
         self.sock.close()
 
 
+@pytest.mark.slow
 def test_socket_url_reconnects_after_the_peer_hangs_up() -> None:
     server = NmeaServer([drive(T0, 5), drive(T0 + dt.timedelta(seconds=10), 5)])
     cfg = GpsConfig(source=f"socket://127.0.0.1:{server.port}", **FAST)
@@ -329,6 +330,7 @@ _TPV_KEYS = st.sampled_from(["mode", "time", "lat", "lon", "alt", "altMSL", "spe
                              "status", "geoidSep"])
 
 
+@pytest.mark.slow
 @settings(max_examples=120, deadline=None)
 @given(tpv=st.dictionaries(_TPV_KEYS, _JSON, max_size=10),
        sky=st.dictionaries(st.sampled_from(["hdop", "uSat", "pdop", "vdop"]), _JSON))
@@ -418,6 +420,7 @@ def _can_connect(port: int) -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_real_gpsd_reports_the_fix_we_fed_it(gpsd: Gpsd) -> None:
     got: list[Fix] = []
     src = GpsdSource(GpsConfig(source=f"gpsd://127.0.0.1:{gpsd.port}", **FAST),

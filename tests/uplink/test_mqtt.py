@@ -37,7 +37,7 @@ from tests.uplink.conftest import (
 )
 from tests.waiting import wait_until
 
-pytestmark = pytest.mark.usefixtures("need_mosquitto")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("need_mosquitto")]
 
 REPO = Path(__file__).resolve().parents[2]
 

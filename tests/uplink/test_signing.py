@@ -153,6 +153,7 @@ _json = st.recursive(
 _KEY = sg.generate_key()
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None)
 @given(st.dictionaries(st.text(max_size=10), _json, max_size=8))
 def test_any_json_document_survives_the_wire_and_verifies(doc: dict) -> None:

@@ -25,7 +25,7 @@ from edge.core.ports import Detection
 from tests.uplink.conftest import UNIT_A, UNIT_B, connect_client, subscribe
 from tests.waiting import wait_until
 
-pytestmark = pytest.mark.usefixtures("need_mosquitto")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("need_mosquitto")]
 
 
 @pytest.fixture()

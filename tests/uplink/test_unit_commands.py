@@ -30,7 +30,7 @@ from edge.core.roi import Roi
 from tests.uplink.conftest import UNIT_A, connect_client, subscribe
 from tests.waiting import wait_until
 
-pytestmark = pytest.mark.usefixtures("need_mosquitto")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("need_mosquitto")]
 
 REPO = Path(__file__).resolve().parents[2]
 ROIS = {"lane1": [0.05, 0.1, 0.45, 0.9], "lane2": [0.55, 0.2, 0.95, 0.8]}
