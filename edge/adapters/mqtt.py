@@ -137,7 +137,7 @@ class MqttUplink:
         if self._started:
             return self
         self._started = True
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self.cfg.session_expiry_s
         self._client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s,
                                    clean_start=False, properties=props)
@@ -432,7 +432,7 @@ class MqttUplink:
         ``request_id``, so the control room can say which request the picture answers."""
         props = None
         if request_id:
-            props = Properties(PacketTypes.PUBLISH)
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             props.UserProperty = ("request_id", request_id)
         return self._publish_best_effort("snapshot", self.topics.snapshot, jpeg, props)
 
