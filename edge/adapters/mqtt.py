@@ -238,7 +238,7 @@ class MqttUplink:
             return m.encode(signed)
 
         seq = self.outbox.add(make_payload, evidence=evidence, evidence_state=ev_state,
-                              created_wall_s=detection.t_wall_s)
+                              created_wall_s=detection.t_wall_s, seq=detection.seq)
         self._counts["alerts_committed"] += 1
         log.debug("alert %s committed", m.alert_id(self.unit_id, seq))
         self._wake.set()

@@ -33,7 +33,7 @@ from edge.common.signing import Ed25519PrivateKey, load_private_key, write_key_p
 from edge.core.errors import ConfigError, PhonewatchError, SignatureError
 from edge.core.frame import Frame
 from edge.core.gps import GpsSource
-from edge.core.ports import AlertSink, Detection, FrameSource, Uplink
+from edge.core.ports import AlertNumbers, AlertSink, Detection, FrameSource, Uplink
 from edge.core.roi import Roi
 
 log = logging.getLogger(__name__)
@@ -268,6 +268,9 @@ class Unit:
                                         pipeline_stats=self.heartbeat_stats, gps=self.gps)
             self._stack.callback(self.emitter.close)  # stopped before the uplink closes
             self.emitter.start()
+        numbers: AlertNumbers | None = (
+            sink.outbox if isinstance(sink, MqttUplink)
+            else sink if isinstance(sink, JsonlSink) else None)
         if self.extra_sink is not None:
             sink = TeeSink(sink, self.extra_sink)
         cam = cfg.camera
@@ -278,7 +281,7 @@ class Unit:
             reconnect_min_s=cam.reconnect_min_s, reconnect_max_s=cam.reconnect_max_s,
             clip_before_s=cfg.evidence.clip_before_s, clip_after_s=cfg.evidence.clip_after_s,
             clip_width=cfg.evidence.clip_width, on_status=self._on_status, on_hit=self._on_hit,
-            on_frame=self._on_frame, stamp=self.stamp,
+            on_frame=self._on_frame, stamp=self.stamp, numbers=numbers,
         )
         if is_file_source(cfg):
             # A missing or unreadable file fails here, clearly. A camera that is absent at

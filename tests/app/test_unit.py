@@ -138,3 +138,39 @@ def test_ignition_off_ends_the_run_and_requests_power_off(
         unit.run(max_s=10)
         assert time.monotonic() - t0 < 5  # stopped by the ignition, not by max_s
         assert unit.shutdown_requested.is_set()
+
+
+def test_one_alert_id_on_disk_in_the_log_and_on_the_wire(
+        tmp_path: Path, make_video, brightness_model: Path) -> None:  # type: ignore[no-untyped-def]
+    """The id the dashboard shows (<unit>-<seq>) names the evidence on the unit too, and a
+    JSON-lines sink records the same id, sequence number, time and GPS state as the uplink
+    would (the app stamps them on the detection, not the uplink)."""
+    import json
+
+    from edge.adapters.sinks import MemorySink
+
+    video = make_video([20] * 10 + [240] * 12 + [20] * 10, box=(0.1, 0.2, 0.4, 0.8))
+    cfg = parse_config({
+        "unit": {"id": "jn-0001", "data_dir": str(tmp_path / "unit")},
+        "camera": {"type": "replay", "path": str(video), "speed": 0.0},
+        "rois": [{"id": "left", "rect": [0.1, 0.2, 0.4, 0.8]}],
+        "model": {"path": str(brightness_model), "accelerator": "cpu"},
+        "decider": {"window": 6, "min_frames": 3, "cooldown_s": 0},
+    })
+    seen = MemorySink()
+    with Unit(cfg, lossless=True, extra_sink=seen) as unit:
+        unit.run()
+    assert len(seen.detections) == 1
+    det = seen.detections[0]
+    assert det.seq is not None and det.alert_id == f"jn-0001-{det.seq}"
+    folder = Path(det.evidence.frame_path).parent
+    assert folder.name.endswith("_" + det.alert_id)  # find it on the unit by that id
+    line = json.loads((tmp_path / "unit" / "alerts.jsonl").read_text().splitlines()[0])
+    assert line["alert_id"] == det.alert_id and line["seq"] == det.seq
+    assert line["time_source"] == "system" and line["time_utc"].endswith("Z")
+    assert line["extra"] == {"mode": "junction"}
+    # numbers never go backwards: a second run continues above the first
+    seen2 = MemorySink()
+    with Unit(cfg, lossless=True, extra_sink=seen2) as unit:
+        unit.run()
+    assert seen2.detections[0].seq is not None and seen2.detections[0].seq > det.seq

@@ -65,7 +65,7 @@ def stored_evidence(engine: Engine) -> int:
             db.evidence.c.unit == UNIT)).scalar_one())
 
 
-@pytest.fixture()
+@pytest.fixture
 def unit(tmp_path: Path, engine: Engine) -> Iterator[Callable[[LocalBroker], MqttUplink]]:
     data = tmp_path / "unit"
     register(engine, data)

@@ -35,7 +35,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
             engine.dispose()
 
 
-@pytest.fixture()
+@pytest.fixture
 def units(store: Engine) -> dict[str, Unit]:
     out = {}
     for name in ("unit-a", "unit-b"):

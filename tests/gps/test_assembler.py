@@ -9,8 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge.core import nmea
-from edge.core.gps import Fix, FixAssembler, alert_time, format_utc, gps_state
+from edge.core.gps import Fix, FixAssembler, format_utc, gps_state
 from edge.core.nmea import with_checksum
+from tests.gps.timing import alert_time
 
 EPOCH_1 = [
     "$GNRMC,000941.00,A,4404.13387,N,12118.85628,W,0.029,,100117,,,A*7D",
