@@ -65,6 +65,7 @@ bench: bootstrap
 	$(PY) bench/uplink.py
 	$(PY) bench/gps.py
 	$(PY) bench/field.py
+	$(PY) bench/reliability.py
 
 model-card: bootstrap
 	@test -n "$(BENCH_MS)" || { echo "give BENCH_MS=<ms per invoke from bench/model.py>" \
