@@ -11,6 +11,7 @@ import pytest
 
 from edge.app.compose import Unit
 from edge.app.config import parse_config
+from tests.waiting import wait_until
 
 
 def unit_cfg(tmp_path: Path, video: Path, model: Path, *, loop: bool = True):  # type: ignore[no-untyped-def]
@@ -57,9 +58,9 @@ def test_ready_then_watchdog_while_frames_flow_then_stopping(
     with Unit(unit_cfg(tmp_path, video, brightness_model)) as unit:
         snap = unit.run(max_s=1.5)
     assert snap["frames_processed"] > 10
-    import time
-
-    time.sleep(0.3)
+    # the listener thread may still be reading the last datagrams
+    wait_until(lambda: "STOPPING=1" in notify_socket and notify_socket.count("WATCHDOG=1") >= 3,
+               5)
     assert "READY=1" in notify_socket
     assert notify_socket.count("WATCHDOG=1") >= 3
     assert "STOPPING=1" in notify_socket
@@ -80,6 +81,8 @@ def test_no_frames_no_watchdog(tmp_path: Path, make_video, brightness_model: Pat
 
         unit.pipeline._process = stuck  # type: ignore[method-assign]
         unit.run(max_s=1.5)
+    # datagrams arrive in order: once the last one (STOPPING) is read, any pet would have been
+    wait_until(lambda: "STOPPING=1" in notify_socket, 5)
     assert "READY=1" in notify_socket
     assert "WATCHDOG=1" not in notify_socket  # systemd would restart the unit
 
