@@ -112,6 +112,20 @@ class Receipts:
         return bool(self.by_unit)
 
 
+class _Pending:
+    """What :meth:`Ingest.process` has checked in one batch and will store, by kind."""
+
+    def __init__(self) -> None:
+        self.alert_rows: list[dict[str, Any]] = []
+        self.seen: set[str] = set()
+        """Alert ids already in ``alert_rows``."""
+        self.evidence_msgs: list[tuple[Message, str, str]] = []
+        self.statuses: dict[str, tuple[dict[str, Any], float]] = {}
+        self.heartbeats: dict[str, tuple[dict[str, Any], float]] = {}
+        self.collects: list[tuple[Message, str, str]] = []
+        self.snapshots: dict[str, Message] = {}
+
+
 class Ingest:
     def __init__(self, engine: Engine, *, topic_root: str = "phonewatch",
                  alert_max_bytes: int = 16 * 1024, evidence_max_bytes: int = 8 * 1024 * 1024,
@@ -208,13 +222,7 @@ class Ingest:
 
     def process(self, batch: Sequence[Message]) -> list[StoredAlert]:
         """Check and store one batch in one transaction; returns the alerts newly stored."""
-        alert_rows: list[dict[str, Any]] = []
-        evidence_msgs: list[tuple[Message, str, str]] = []
-        statuses: dict[str, tuple[dict[str, Any], float]] = {}
-        heartbeats: dict[str, tuple[dict[str, Any], float]] = {}
-        collects: list[tuple[Message, str, str]] = []
-        snapshots: dict[str, Message] = {}
-        seen: set[str] = set()
+        pending = _Pending()
         for msg in batch:
             with self._lock:
                 self.counts["received"] += 1
@@ -224,39 +232,51 @@ class Ingest:
                 continue
             unit, kind, sub = where
             if kind == "alert":
-                alert = self._check_alert(msg, unit)
-                if alert is not None and alert["alert_id"] not in seen:
-                    seen.add(alert["alert_id"])
-                    alert_rows.append(_alert_row(alert, msg))
-                elif alert is not None:
-                    with self._lock:
-                        self.counts["duplicates"] += 1
+                self._take_alert(pending, msg, unit)
             elif kind in ("evidence", "collect", "snapshot"):
-                limit = self.snapshot_max_bytes if kind == "snapshot" else self.evidence_max_bytes
-                if len(msg.payload) > limit:
-                    self._reject("oversized", msg.topic, f"{len(msg.payload)} bytes of {kind}")
-                elif not crypto.is_jpeg(msg.payload):
-                    self._reject("not_jpeg", msg.topic,
-                                 f"{len(msg.payload)} bytes that are not a JPEG")
-                elif self._key_for(unit) is None:
-                    self._reject("unknown_unit", msg.topic, f"unit {unit} is not registered")
-                elif kind == "snapshot":  # only the newest of a batch is kept
-                    old = snapshots.get(unit)
-                    if old is None or msg.received_at >= old.received_at:
-                        snapshots[unit] = msg
-                elif kind == "evidence" and sub is not None:
-                    evidence_msgs.append((msg, unit, sub))
-                elif sub is not None:
-                    collects.append((msg, unit, sub))
+                self._take_binary(pending, msg, unit, kind, sub)
             else:
                 doc = self._check_doc(msg, unit, kind)
                 if doc is not None:
-                    (statuses if kind == "status" else heartbeats)[unit] = (doc, msg.received_at)
-        stored = self._store(alert_rows, evidence_msgs, statuses, heartbeats, collects,
-                             snapshots)
+                    (pending.statuses if kind == "status" else pending.heartbeats)[unit] = (
+                        doc, msg.received_at)
+        stored = self._store(pending.alert_rows, pending.evidence_msgs, pending.statuses,
+                             pending.heartbeats, pending.collects, pending.snapshots)
         if stored and self.on_stored is not None:
             self.on_stored(stored)
         return stored
+
+    def _take_alert(self, pending: _Pending, msg: Message, unit: str) -> None:
+        """A checked alert joins the batch once; a repeat within the batch is a duplicate."""
+        alert = self._check_alert(msg, unit)
+        if alert is None:
+            return
+        if alert["alert_id"] in pending.seen:
+            with self._lock:
+                self.counts["duplicates"] += 1
+            return
+        pending.seen.add(alert["alert_id"])
+        pending.alert_rows.append(_alert_row(alert, msg))
+
+    def _take_binary(self, pending: _Pending, msg: Message, unit: str, kind: str,
+                     sub: str | None) -> None:
+        """An evidence, collect or snapshot JPEG: checked, then queued for storing (only the
+        newest snapshot of a batch per unit is kept)."""
+        limit = self.snapshot_max_bytes if kind == "snapshot" else self.evidence_max_bytes
+        if len(msg.payload) > limit:
+            self._reject("oversized", msg.topic, f"{len(msg.payload)} bytes of {kind}")
+        elif not crypto.is_jpeg(msg.payload):
+            self._reject("not_jpeg", msg.topic, f"{len(msg.payload)} bytes that are not a JPEG")
+        elif self._key_for(unit) is None:
+            self._reject("unknown_unit", msg.topic, f"unit {unit} is not registered")
+        elif kind == "snapshot":
+            old = pending.snapshots.get(unit)
+            if old is None or msg.received_at >= old.received_at:
+                pending.snapshots[unit] = msg
+        elif kind == "evidence" and sub is not None:
+            pending.evidence_msgs.append((msg, unit, sub))
+        elif sub is not None:
+            pending.collects.append((msg, unit, sub))
 
     def _check_doc(self, msg: Message, unit: str, kind: str) -> dict[str, Any] | None:
         schema = m.STATUS_SCHEMA if kind == "status" else m.HEARTBEAT_SCHEMA

@@ -15,7 +15,7 @@ import functools
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -382,59 +382,120 @@ def resolve_ref(ref: str, root: Mapping[str, Any]) -> Any:
 def _check(v: Any, s: Mapping[str, Any], root: Mapping[str, Any], at: str) -> list[str]:
     """A JSON Schema subset: $ref (local), type, const, enum, oneOf, properties, required,
     additionalProperties (bool), items, minItems/maxItems, minimum/maximum,
-    minLength/maxLength, pattern."""
-    where = at or "(message)"
+    minLength/maxLength, pattern.
+
+    The keywords in :data:`_GATES` are checked first, in order, and the first one ``v`` fails
+    is the only error; otherwise the keywords for ``v``'s kind (:data:`_KIND_CHECKS`) each add
+    theirs."""
     if "$ref" in s:
         return _check(v, resolve_ref(s["$ref"], root), root, at)
-    if "oneOf" in s:
-        matches = [sub for sub in s["oneOf"] if not _check(v, sub, root, at)]
-        if len(matches) != 1:
-            return [f"{where}: matches {len(matches)} of the allowed forms, not exactly one"]
-    if "const" in s and not (v == s["const"] and type(v) is type(s["const"])):
-        return [f"{where}: must be {s['const']!r}"]
-    if "enum" in s and v not in s["enum"]:
-        return [f"{where}: must be one of {s['enum']}"]
-    if "type" in s:
-        types = s["type"] if isinstance(s["type"], list) else [s["type"]]
-        if not any(_TYPES[t](v) for t in types):
-            return [f"{where}: must be {' or '.join(types)}, not {_json_type(v)}"]
-    errors: list[str] = []
-    if isinstance(v, dict):
-        props = s.get("properties", {})
-        for key in s.get("required", []):
-            if key not in v:
-                errors.append(f"{at + '.' if at else ''}{key}: required")
-        for key, val in v.items():
-            sub_at = f"{at}.{key}" if at else str(key)
-            if key in props:
-                errors.extend(_check(val, props[key], root, sub_at))
-            elif s.get("additionalProperties") is False:
-                errors.append(f"{sub_at}: unknown field")
-    elif isinstance(v, list):
-        if "minItems" in s and len(v) < s["minItems"]:
-            errors.append(f"{where}: fewer than {s['minItems']} items")
-        if "maxItems" in s and len(v) > s["maxItems"]:
-            errors.append(f"{where}: more than {s['maxItems']} items")
-        if "items" in s:
-            for i, item in enumerate(v):
-                errors.extend(_check(item, s["items"], root, f"{at}[{i}]"))
-    elif isinstance(v, int | float) and not isinstance(v, bool):
-        if isinstance(v, int) and not _fits_float(v):
-            return [f"{where}: number too large"]  # no field needs one; refuse, never crash
-        if not math.isfinite(v):
-            errors.append(f"{where}: must be finite")
-        if "minimum" in s and v < s["minimum"]:
-            errors.append(f"{where}: must be >= {s['minimum']}")
-        if "maximum" in s and v > s["maximum"]:
-            errors.append(f"{where}: must be <= {s['maximum']}")
-    elif isinstance(v, str):
-        if "minLength" in s and len(v) < s["minLength"]:
-            errors.append(f"{where}: shorter than {s['minLength']}")
-        if "maxLength" in s and len(v) > s["maxLength"]:
-            errors.append(f"{where}: longer than {s['maxLength']}")
-        if "pattern" in s and not re.search(s["pattern"], v):
-            errors.append(f"{where}: does not match {s['pattern']}")
+    for key, gate in _GATES:
+        if key in s:
+            error = gate(v, s, root, at)
+            if error is not None:
+                return [f"{at or '(message)'}: {error}"]
+    for is_kind, check_kind in _KIND_CHECKS:
+        if is_kind(v):
+            return check_kind(v, s, root, at)
+    return []
+
+
+_Gate = Callable[[Any, Mapping[str, Any], Mapping[str, Any], str], str | None]
+"""``(value, schema, root, at) -> the error (without its location), or None``."""
+_KindCheck = Callable[[Any, Mapping[str, Any], Mapping[str, Any], str], list[str]]
+
+
+def _gate_one_of(v: Any, s: Mapping[str, Any], root: Mapping[str, Any], at: str) -> str | None:
+    matches = sum(1 for sub in s["oneOf"] if not _check(v, sub, root, at))
+    return None if matches == 1 else f"matches {matches} of the allowed forms, not exactly one"
+
+
+def _gate_const(v: Any, s: Mapping[str, Any], root: Mapping[str, Any], at: str) -> str | None:
+    const = s["const"]
+    return None if v == const and type(v) is type(const) else f"must be {const!r}"
+
+
+def _gate_enum(v: Any, s: Mapping[str, Any], root: Mapping[str, Any], at: str) -> str | None:
+    return None if v in s["enum"] else f"must be one of {s['enum']}"
+
+
+def _gate_type(v: Any, s: Mapping[str, Any], root: Mapping[str, Any], at: str) -> str | None:
+    types = s["type"] if isinstance(s["type"], list) else [s["type"]]
+    if any(_TYPES[t](v) for t in types):
+        return None
+    return f"must be {' or '.join(types)}, not {_json_type(v)}"
+
+
+_GATES: tuple[tuple[str, _Gate], ...] = (
+    ("oneOf", _gate_one_of), ("const", _gate_const), ("enum", _gate_enum), ("type", _gate_type))
+"""Keywords whose failure is the only error reported for a value, checked in this order."""
+
+_Bound = tuple[str, Callable[[Any, Any], bool], str]
+"""``(keyword, fails(value, keyword's value), message with {} for the keyword's value)``."""
+
+_ARRAY_BOUNDS: tuple[_Bound, ...] = (
+    ("minItems", lambda v, n: len(v) < n, "fewer than {} items"),
+    ("maxItems", lambda v, n: len(v) > n, "more than {} items"),
+)
+_NUMBER_BOUNDS: tuple[_Bound, ...] = (
+    ("minimum", lambda v, n: v < n, "must be >= {}"),
+    ("maximum", lambda v, n: v > n, "must be <= {}"),
+)
+_STRING_BOUNDS: tuple[_Bound, ...] = (
+    ("minLength", lambda v, n: len(v) < n, "shorter than {}"),
+    ("maxLength", lambda v, n: len(v) > n, "longer than {}"),
+    ("pattern", lambda v, p: not re.search(p, v), "does not match {}"),
+)
+
+
+def _bound_errors(v: Any, s: Mapping[str, Any], at: str, bounds: tuple[_Bound, ...]
+                  ) -> list[str]:
+    where = at or "(message)"
+    return [f"{where}: {message.format(s[key])}" for key, fails, message in bounds
+            if key in s and fails(v, s[key])]
+
+
+def _check_object(v: dict[Any, Any], s: Mapping[str, Any], root: Mapping[str, Any], at: str
+                  ) -> list[str]:
+    props = s.get("properties", {})
+    closed = s.get("additionalProperties") is False
+    errors = [f"{at + '.' if at else ''}{key}: required"
+              for key in s.get("required", []) if key not in v]
+    for key, val in v.items():
+        sub_at = f"{at}.{key}" if at else str(key)
+        if key in props:
+            errors.extend(_check(val, props[key], root, sub_at))
+        elif closed:
+            errors.append(f"{sub_at}: unknown field")
     return errors
+
+
+def _check_array(v: list[Any], s: Mapping[str, Any], root: Mapping[str, Any], at: str
+                 ) -> list[str]:
+    errors = _bound_errors(v, s, at, _ARRAY_BOUNDS)
+    if "items" in s:
+        for i, item in enumerate(v):
+            errors.extend(_check(item, s["items"], root, f"{at}[{i}]"))
+    return errors
+
+
+def _check_number(v: int | float, s: Mapping[str, Any], root: Mapping[str, Any], at: str
+                  ) -> list[str]:
+    where = at or "(message)"
+    if isinstance(v, int) and not _fits_float(v):
+        return [f"{where}: number too large"]  # no field needs one; refuse, never crash
+    errors = [] if math.isfinite(v) else [f"{where}: must be finite"]
+    return errors + _bound_errors(v, s, at, _NUMBER_BOUNDS)
+
+
+def _check_string(v: str, s: Mapping[str, Any], root: Mapping[str, Any], at: str) -> list[str]:
+    return _bound_errors(v, s, at, _STRING_BOUNDS)
+
+
+_KIND_CHECKS: tuple[tuple[Callable[[Any], bool], _KindCheck], ...] = (
+    (_TYPES["object"], _check_object), (_TYPES["array"], _check_array),
+    (_TYPES["number"], _check_number), (_TYPES["string"], _check_string))
+"""The keywords that apply to a value of each kind (none for booleans and null)."""
 
 
 def _fits_float(v: int) -> bool:

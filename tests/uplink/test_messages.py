@@ -281,3 +281,69 @@ def test_topics_reject_wildcards_and_bad_ids() -> None:
     assert t.alert == "fleet/phonewatch/unit-a/alert"
     assert t.evidence("unit-a-3") == "fleet/phonewatch/unit-a/evidence/unit-a-3"
     assert t.cmd_filter == "fleet/phonewatch/unit-a/cmd/+"
+
+
+KEYWORD_SCHEMA: dict[str, Any] = {
+    "$defs": {"small": {"type": "number", "minimum": -5, "maximum": 5}},
+    "type": "object", "additionalProperties": False, "required": ["a", "b"],
+    "properties": {
+        "a": {"$ref": "#/$defs/small"},
+        "b": {"type": ["string", "null"], "minLength": 2, "maxLength": 4, "pattern": "^[a-z]+$"},
+        "c": {"type": "array", "minItems": 1, "maxItems": 3, "items": {"$ref": "#/$defs/small"}},
+        "d": {"oneOf": [{"type": "integer"}, {"type": "number", "minimum": 0}]},
+        "e": {"const": 1}, "f": {"enum": ["x", 1, None]}, "g": {"const": "k"},
+        "h": {"type": "boolean"},
+        "j": {"type": "object", "properties": {"k": {"type": "string"}}, "required": ["k"]},
+        "l": {"minimum": 1, "maxLength": 1, "maxItems": 0},
+    },
+}
+"""Every keyword of the validator's subset, for pinning its messages (and, in
+``tests/controlroom/test_fastcheck.py``, the compiled check's agreement)."""
+
+KEYWORD_CASES: list[tuple[Any, list[str]]] = [
+    ({"a": 1, "b": "ab"}, []),
+    ({"a": 1, "b": None, "c": [0], "d": 2.5, "e": 1, "f": None, "g": "k", "h": False,
+      "j": {"k": "v"}, "l": True}, []),
+    ({}, ["a: required", "b: required"]),
+    ({"a": 1, "b": "ab", "z": 0, "y": 1}, ["z: unknown field", "y: unknown field"]),
+    ("text", ["(message): must be object, not string"]),
+    ([], ["(message): must be object, not array"]),
+    ({"a": 9, "b": "ab"}, ["a: must be <= 5"]),
+    ({"a": -9.5, "b": "ab"}, ["a: must be >= -5"]),
+    ({"a": True, "b": "ab"}, ["a: must be number, not boolean"]),
+    ({"a": float("nan"), "b": "ab"}, ["a: must be finite"]),
+    ({"a": float("inf"), "b": "ab"}, ["a: must be finite", "a: must be <= 5"]),
+    ({"a": 10**400, "b": "ab"}, ["a: number too large"]),
+    ({"a": 1, "b": 3}, ["b: must be string or null, not integer"]),
+    ({"a": 1, "b": "a"}, ["b: shorter than 2"]),
+    ({"a": 1, "b": "ABCDE"}, ["b: longer than 4", "b: does not match ^[a-z]+$"]),
+    ({"a": 1, "b": "ab", "c": []}, ["c: fewer than 1 items"]),
+    ({"a": 1, "b": "ab", "c": [0, 9, "x", -9]},
+     ["c: more than 3 items", "c[1]: must be <= 5", "c[2]: must be number, not string",
+      "c[3]: must be >= -5"]),
+    ({"a": 1, "b": "ab", "d": -1.5}, ["d: matches 0 of the allowed forms, not exactly one"]),
+    ({"a": 1, "b": "ab", "d": 3}, ["d: matches 2 of the allowed forms, not exactly one"]),
+    ({"a": 1, "b": "ab", "e": True}, ["e: must be 1"]),
+    ({"a": 1, "b": "ab", "e": 1.0}, ["e: must be 1"]),
+    ({"a": 1, "b": "ab", "f": "y"}, ["f: must be one of ['x', 1, None]"]),
+    ({"a": 1, "b": "ab", "g": "kk"}, ["g: must be 'k'"]),
+    ({"a": 1, "b": "ab", "h": 0}, ["h: must be boolean, not integer"]),
+    ({"a": 1, "b": "ab", "h": 0.5}, ["h: must be boolean, not number"]),
+    ({"a": 1, "b": "ab", "h": {}}, ["h: must be boolean, not object"]),
+    ({"a": 1, "b": "ab", "j": {"k": 1, "m": 2}}, ["j.k: must be string, not integer"]),
+    ({"a": 1, "b": "ab", "j": {}}, ["j.k: required"]),
+    ({"a": 1, "b": "ab", "l": 0}, ["l: must be >= 1"]),
+    ({"a": 1, "b": "ab", "l": "xy"}, ["l: longer than 1"]),
+    ({"a": 1, "b": "ab", "l": [1]}, ["l: more than 0 items"]),
+    ({"a": 1, "b": "ab", "l": None}, []),
+    ({"c": "x", "z": 1}, ["a: required", "b: required", "c: must be array, not string",
+                          "z: unknown field"]),
+]
+
+
+@pytest.mark.parametrize(("doc", "errors"), KEYWORD_CASES)
+def test_validator_messages_for_every_keyword(doc: Any, errors: list[str]) -> None:
+    assert m._check(doc, KEYWORD_SCHEMA, KEYWORD_SCHEMA, "") == errors
+    if isinstance(doc, dict):  # below the top, every location is under the parent's
+        assert m._check(doc, KEYWORD_SCHEMA, KEYWORD_SCHEMA, "top") == [
+            f"top.{e}" for e in errors]
