@@ -95,6 +95,20 @@ evidence = sa.Table(
     sa.Index("ix_evidence_unit_received", "unit", "received_at"),  # the orphan cap, migration 5
 )
 
+crops = sa.Table(
+    "crops", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column("alert_id", sa.String(90), nullable=False),
+    sa.Column("unit", sa.String(64), nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("jpeg", sa.LargeBinary, nullable=False),
+    sa.Column("received_at", sa.Float, nullable=False),
+    sa.UniqueConstraint("alert_id", "sha256", name="uq_crops_alert_sha"),
+)
+"""The driver-window crop of an alert (its SHA-256 and size are in the signed alert): what the
+reviewer looks at first, and a labelled example once the alert is reviewed (migration 7)."""
+
 users = sa.Table(
     "users", metadata,
     sa.Column("username", sa.String(64), primary_key=True),
@@ -182,6 +196,10 @@ def _v6(conn: Connection) -> None:
         conn, checkfirst=True)
 
 
+def _v7(conn: Connection) -> None:
+    crops.create(conn, checkfirst=True)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "units, alerts, evidence, users, audit", _v1),
     (2, "labelling queue", _v2),
@@ -189,6 +207,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (4, "snapshot request id", _v4),
     (5, "dashboard sessions", _v5),
     (6, "evidence index by unit (orphan evidence cap)", _v6),
+    (7, "driver-window crops", _v7),
 ]
 LATEST_VERSION = MIGRATIONS[-1][0]
 

@@ -36,7 +36,7 @@ not a QoS 1 redelivery."""
 
 REJECT_REASONS = ("bad_topic", "oversized", "not_json", "schema", "unknown_unit", "topic_mismatch",
                   "bad_signature", "seq_conflict", "replay", "not_jpeg", "evidence_mismatch",
-                  "evidence_late")
+                  "evidence_late", "crop_mismatch")
 
 
 @dataclass(frozen=True)
@@ -92,21 +92,29 @@ class Receipts:
     """Per unit, the sequence numbers whose alert / evidence the control room holds."""
 
     def __init__(self) -> None:
-        self.by_unit: dict[str, tuple[set[int], set[int]]] = {}
+        self.by_unit: dict[str, tuple[set[int], set[int], set[int]]] = {}
+        """unit -> (alerts, evidence, crops) by sequence number."""
+
+    def _of(self, unit: str) -> tuple[set[int], set[int], set[int]]:
+        return self.by_unit.setdefault(unit, (set(), set(), set()))
 
     def alert(self, unit: str, seq: int) -> None:
-        self.by_unit.setdefault(unit, (set(), set()))[0].add(int(seq))
+        self._of(unit)[0].add(int(seq))
 
     def evidence(self, unit: str, alert_id: str) -> None:
         _, _, tail = alert_id.rpartition("-")
         if tail.isdigit():
-            self.by_unit.setdefault(unit, (set(), set()))[1].add(int(tail))
+            self._of(unit)[1].add(int(tail))
+
+    def crop(self, unit: str, alert_id: str) -> None:
+        _, _, tail = alert_id.rpartition("-")
+        if tail.isdigit():
+            self._of(unit)[2].add(int(tail))
 
     def merge(self, other: Receipts) -> None:
-        for unit, (alerts, evidence) in other.by_unit.items():
-            mine = self.by_unit.setdefault(unit, (set(), set()))
-            mine[0].update(alerts)
-            mine[1].update(evidence)
+        for unit, parts in other.by_unit.items():
+            for mine, theirs in zip(self._of(unit), parts, strict=True):
+                mine.update(theirs)
 
     def __bool__(self) -> bool:
         return bool(self.by_unit)
@@ -120,6 +128,7 @@ class _Pending:
         self.seen: set[str] = set()
         """Alert ids already in ``alert_rows``."""
         self.evidence_msgs: list[tuple[Message, str, str]] = []
+        self.crop_msgs: list[tuple[Message, str, str]] = []
         self.statuses: dict[str, tuple[dict[str, Any], float]] = {}
         self.heartbeats: dict[str, tuple[dict[str, Any], float]] = {}
         self.collects: list[tuple[Message, str, str]] = []
@@ -185,7 +194,7 @@ class Ingest:
         parts = topic[len(self.prefix):].split("/")
         if len(parts) == 2 and parts[1] in ("alert", "status", "heartbeat", "snapshot"):
             return parts[0], parts[1], None
-        if len(parts) == 3 and parts[1] in ("evidence", "collect"):
+        if len(parts) == 3 and parts[1] in ("evidence", "crop", "collect"):
             return parts[0], parts[1], parts[2]
         return None
 
@@ -233,7 +242,7 @@ class Ingest:
             unit, kind, sub = where
             if kind == "alert":
                 self._take_alert(pending, msg, unit)
-            elif kind in ("evidence", "collect", "snapshot"):
+            elif kind in ("evidence", "crop", "collect", "snapshot"):
                 self._take_binary(pending, msg, unit, kind, sub)
             else:
                 doc = self._check_doc(msg, unit, kind)
@@ -241,7 +250,8 @@ class Ingest:
                     (pending.statuses if kind == "status" else pending.heartbeats)[unit] = (
                         doc, msg.received_at)
         stored = self._store(pending.alert_rows, pending.evidence_msgs, pending.statuses,
-                             pending.heartbeats, pending.collects, pending.snapshots)
+                             pending.heartbeats, pending.collects, pending.snapshots,
+                             pending.crop_msgs)
         if stored and self.on_stored is not None:
             self.on_stored(stored)
         return stored
@@ -260,8 +270,8 @@ class Ingest:
 
     def _take_binary(self, pending: _Pending, msg: Message, unit: str, kind: str,
                      sub: str | None) -> None:
-        """An evidence, collect or snapshot JPEG: checked, then queued for storing (only the
-        newest snapshot of a batch per unit is kept)."""
+        """An evidence, crop, collect or snapshot JPEG: checked, then queued for storing (only
+        the newest snapshot of a batch per unit is kept)."""
         limit = self.snapshot_max_bytes if kind == "snapshot" else self.evidence_max_bytes
         if len(msg.payload) > limit:
             self._reject("oversized", msg.topic, f"{len(msg.payload)} bytes of {kind}")
@@ -275,6 +285,8 @@ class Ingest:
                 pending.snapshots[unit] = msg
         elif kind == "evidence" and sub is not None:
             pending.evidence_msgs.append((msg, unit, sub))
+        elif kind == "crop" and sub is not None:
+            pending.crop_msgs.append((msg, unit, sub))
         elif sub is not None:
             pending.collects.append((msg, unit, sub))
 
@@ -302,7 +314,8 @@ class Ingest:
                statuses: dict[str, tuple[dict[str, Any], float]],
                heartbeats: dict[str, tuple[dict[str, Any], float]],
                collects: list[tuple[Message, str, str]],
-               snapshots: dict[str, Message] | None = None) -> list[StoredAlert]:
+               snapshots: dict[str, Message] | None = None,
+               crop_msgs: list[tuple[Message, str, str]] | None = None) -> list[StoredAlert]:
         stored: list[StoredAlert] = []
         counts: Counter[str] = Counter()
         receipts = Receipts()
@@ -322,6 +335,8 @@ class Ingest:
                 counts["stored"] += len(stored)
             if evidence_msgs:
                 self._store_evidence(conn, evidence_msgs, counts, receipts)
+            if crop_msgs:
+                self._store_crops(conn, crop_msgs, counts, receipts)
             for unit, (doc, at) in statuses.items():
                 conn.execute(db.units.update().where(db.units.c.unit_id == unit).values(
                     status_state=doc["state"], status_time=doc["time"],
@@ -418,6 +433,41 @@ class Ingest:
             orphan_units = sorted({r["unit"] for r in rows if r["alert_id"] not in known})
             for unit in orphan_units:
                 self._cap_orphans(conn, unit, counts)
+
+    def _store_crops(self, conn: sa.Connection, msgs: list[tuple[Message, str, str]],
+                     counts: Counter[str], receipts: Receipts) -> None:
+        """Driver-window crops: checked against the signed alert's ``crop_sha256`` and size
+        when the alert is here; kept for the alert that will come otherwise (like evidence)."""
+        ids = list({a for _, _, a in msgs})
+        known = {row.alert_id: row for row in conn.execute(
+            sa.select(db.alerts.c.alert_id, db.alerts.c.payload, db.alerts.c.unit,
+                      db.alerts.c.evidence_deleted_at).where(db.alerts.c.alert_id.in_(ids)))}
+        rows: list[dict[str, Any]] = []
+        for msg, unit, aid in msgs:
+            sha = hashlib.sha256(msg.payload).hexdigest()
+            row = known.get(aid)
+            if row is not None:
+                if row.unit != unit:
+                    self._reject("topic_mismatch", msg.topic, f"crop for {aid} from {unit}")
+                    continue
+                if row.evidence_deleted_at is not None or row.payload is None:
+                    receipts.crop(unit, aid)  # deleted on purpose: the unit may forget it
+                    continue
+                ev = json.loads(row.payload).get("evidence") or {}
+                if ev.get("crop_sha256") != sha or ev.get("crop_bytes") != len(msg.payload):
+                    self._reject("crop_mismatch", msg.topic,
+                                 f"{aid}: the crop is not the one in the signed alert")
+                    continue
+            elif not aid.startswith(unit + "-"):
+                self._reject("topic_mismatch", msg.topic, f"crop id {aid} is not {unit}'s")
+                continue
+            rows.append({"alert_id": aid, "unit": unit, "sha256": sha, "jpeg": msg.payload,
+                         "received_at": msg.received_at})
+            receipts.crop(unit, aid)
+        added = db.insert_ignore_returning(conn, db.crops, ["alert_id", "sha256"], rows,
+                                           db.crops.c.id)
+        counts["crops_stored"] += len(added)
+        counts["duplicates"] += len(rows) - len(added)
 
     def _cap_orphans(self, conn: sa.Connection, unit: str, counts: Counter[str]) -> None:
         """Keep at most the newest ``orphan_evidence_max_count`` / ``_bytes`` of a unit's

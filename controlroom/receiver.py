@@ -197,7 +197,8 @@ class Receiver:
 
     def topics(self) -> list[tuple[str, int]]:
         root, group = self.cfg.topic_root, self.cfg.share_group
-        shared = [f"{root}/+/alert", f"{root}/+/evidence/+", f"{root}/+/heartbeat",
+        shared = [f"{root}/+/alert", f"{root}/+/evidence/+", f"{root}/+/crop/+",
+                  f"{root}/+/heartbeat",
                   f"{root}/+/collect/+", f"{root}/+/snapshot"]
         return [(f"$share/{group}/{t}", 1) for t in shared] + [(f"{root}/+/status", 1)]
 
@@ -298,11 +299,12 @@ class Receiver:
         unit keeps an alert and its evidence until this receipt reaches it, resending
         meanwhile, so a receipt lost here only costs a duplicate, never an alert."""
         receipts = self.ingest.take_receipts()
-        for unit, (alerts, evidence) in receipts.by_unit.items():
-            a, e = sorted(alerts), sorted(evidence)
-            for i in range(0, max(len(a), len(e)), RECEIPT_MAX_ITEMS):
+        for unit, (alerts, evidence, crops) in receipts.by_unit.items():
+            a, e, c = sorted(alerts), sorted(evidence), sorted(crops)
+            for i in range(0, max(len(a), len(e), len(c)), RECEIPT_MAX_ITEMS):
                 doc = m.build_receipt(unit, alerts=a[i:i + RECEIPT_MAX_ITEMS],
-                                      evidence=e[i:i + RECEIPT_MAX_ITEMS], t_wall_s=time.time())
+                                      evidence=e[i:i + RECEIPT_MAX_ITEMS],
+                                      crops=c[i:i + RECEIPT_MAX_ITEMS], t_wall_s=time.time())
                 topic = m.Topics(self.cfg.topic_root, unit).ack
                 info = self._client.publish(topic, m.encode(doc), qos=1, retain=False)
                 if info.rc == mqtt.MQTT_ERR_SUCCESS:

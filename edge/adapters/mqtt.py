@@ -230,6 +230,9 @@ class MqttUplink:
         if self._closed:
             raise OutboxError("uplink is closed")
         evidence, ev_state = self._evidence_of(detection)
+        crop = detection.evidence.crop_jpeg if self.cfg.publish_evidence else None
+        if crop is not None and len(crop) > self.cfg.evidence_max_mb * 1024 * 1024:
+            crop = None
 
         def make_payload(seq: int) -> bytes:
             alert = m.build_alert(detection, unit=self.unit_id, seq=seq)
@@ -238,7 +241,7 @@ class MqttUplink:
             return m.encode(signed)
 
         seq = self.outbox.add(make_payload, evidence=evidence, evidence_state=ev_state,
-                              created_wall_s=detection.t_wall_s, seq=detection.seq)
+                              created_wall_s=detection.t_wall_s, seq=detection.seq, crop=crop)
         self._counts["alerts_committed"] += 1
         log.debug("alert %s committed", m.alert_id(self.unit_id, seq))
         self._wake.set()
@@ -355,13 +358,16 @@ class MqttUplink:
             item = self.outbox.get(seq)
             payload = None if item is None else (
                 item.payload if part == "alert" and not item.alert_acked
-                else item.evidence if part == "evidence" else None)
+                else item.evidence if part == "evidence"
+                else item.crop if part == "crop" else None)
             if item is None or payload is None:  # receipted meanwhile, or pruned by the quota
                 with self._lock:
                     self._awaiting.pop(key, None)
                     self._attempts.pop(key, None)
                 continue
-            topic = self.topics.alert if part == "alert" else self.topics.evidence(item.alert_id)
+            topic = (self.topics.alert if part == "alert"
+                     else self.topics.crop(item.alert_id) if part == "crop"
+                     else self.topics.evidence(item.alert_id))
             if not self._publish_part(key, topic, payload):
                 return
             self._counts["retransmitted"] += 1
@@ -392,6 +398,8 @@ class MqttUplink:
                 parts.append(("alert", self.topics.alert, item.payload))
             if item.evidence is not None:
                 parts.append(("evidence", self.topics.evidence(item.alert_id), item.evidence))
+            if item.crop is not None:
+                parts.append(("crop", self.topics.crop(item.alert_id), item.crop))
             for part, topic, payload in parts:
                 if not self._publish_part((item.seq, part), topic, payload):
                     return

@@ -26,14 +26,14 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from edge.core.errors import OutboxError
 from edge.core.ports import Clock, SystemClock
 
 log = logging.getLogger(__name__)
 
-Part = Literal["alert", "evidence"]
+Part = Literal["alert", "evidence", "crop"]
 
 # evidence_state: 'pending' (kept, not yet acknowledged), 'acked', 'none' (there was none),
 # 'missing' (the file could not be read when the alert was raised), 'pruned' (dropped by quota)
@@ -47,7 +47,9 @@ CREATE TABLE IF NOT EXISTS alerts (
     alert_acked INTEGER NOT NULL DEFAULT 0,
     evidence BLOB,
     evidence_state TEXT NOT NULL,
-    frame_sha256 TEXT
+    frame_sha256 TEXT,
+    crop BLOB,
+    crop_state TEXT NOT NULL DEFAULT 'none'
 );
 CREATE TABLE IF NOT EXISTS notes (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('evidence_pruned', 0);
@@ -65,6 +67,8 @@ class OutboxItem:
     evidence: bytes | None
     """Evidence JPEG still to send, or None (sent, none, missing or pruned)."""
     alert_acked: bool
+    crop: bytes | None = None
+    """The driver-window crop JPEG still to send, or None."""
 
 
 SEQ_FLOOR_MIN = 1_735_689_600_000
@@ -354,7 +358,7 @@ class Outbox:
 
     def add(self, make_payload: Callable[[int], bytes], *, evidence: bytes | None,
             evidence_state: str | None = None, created_wall_s: float | None = None,
-            seq: int | None = None) -> int:
+            seq: int | None = None, crop: bytes | None = None) -> int:
         """Commit an alert (fsync) and return its sequence number: ``seq`` if it was taken
         with :meth:`reserve`, else the next one. ``make_payload(seq)`` runs inside the
         transaction, so a failure there (or a crash) leaves no trace and no gap.
@@ -367,7 +371,8 @@ class Outbox:
             self._check_open()
             try:
                 try:
-                    return self._add_locked(make_payload, evidence, state, created, seq=seq)
+                    return self._add_locked(make_payload, evidence, state, created, seq=seq,
+                                            crop=crop)
                 except sqlite3.Error as e:
                     if not _is_full(e):
                         raise
@@ -387,7 +392,7 @@ class Outbox:
 
     def _add_locked(self, make_payload: Callable[[int], bytes], evidence: bytes | None,
                     state: str, created: float, *, count_pruned: bool = False,
-                    seq: int | None = None) -> int:
+                    seq: int | None = None, crop: bytes | None = None) -> int:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             reserved_seq = seq
@@ -416,9 +421,10 @@ class Outbox:
                             quota=self.quota_bytes, alerts_too=True)
             self._db.execute(
                 "INSERT INTO alerts (seq, alert_id, created_wall_s, payload, evidence, "
-                "evidence_state, frame_sha256) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "evidence_state, frame_sha256, crop, crop_state) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (seq, _alert_id_of(payload, seq), created, payload, ev, state,
-                 _frame_sha256_of(payload)))
+                 _frame_sha256_of(payload), crop, "pending" if crop is not None else "none"))
             if reserved_seq is None:
                 self._advance_locked(seq)
             self._db.execute("COMMIT")
@@ -427,7 +433,7 @@ class Outbox:
             self._rollback()
             self._recount()
             raise
-        self._used_bytes += len(payload) + (len(ev) if ev else 0)
+        self._used_bytes += len(payload) + (len(ev) if ev else 0) + (len(crop) if crop else 0)
         return seq
 
     def _advance_locked(self, seq: int) -> None:
@@ -483,7 +489,7 @@ class Outbox:
     def _recount(self) -> None:
         row = self._db.execute(
             "SELECT COALESCE(SUM(LENGTH(payload)), 0) + COALESCE(SUM(LENGTH(evidence)), 0) "
-            "FROM alerts").fetchone()
+            "+ COALESCE(SUM(LENGTH(crop)), 0) FROM alerts").fetchone()
         self._used_bytes = int(row[0])
 
     def _rollback(self) -> None:
@@ -527,6 +533,14 @@ class Outbox:
                 seqs.add(seq)
                 if part == "alert":
                     self._db.execute("UPDATE alerts SET alert_acked = 1 WHERE seq = ?", (seq,))
+                elif part == "crop":
+                    row = self._db.execute(
+                        "SELECT LENGTH(crop) FROM alerts WHERE seq = ? AND crop_state = 'pending'",
+                        (seq,)).fetchone()
+                    if row is not None:
+                        freed += int(row[0] or 0)
+                        self._db.execute("UPDATE alerts SET crop = NULL, crop_state = 'acked' "
+                                         "WHERE seq = ?", (seq,))
                 else:
                     row = self._db.execute(
                         "SELECT LENGTH(evidence) FROM alerts WHERE seq = ? "
@@ -540,7 +554,8 @@ class Outbox:
             for seq in seqs:
                 row = self._db.execute(
                     "SELECT LENGTH(payload) FROM alerts WHERE seq = ? AND alert_acked = 1 "
-                    "AND evidence_state != 'pending'", (seq,)).fetchone()
+                    "AND evidence_state != 'pending' AND crop_state != 'pending'",
+                    (seq,)).fetchone()
                 if row is not None:
                     freed += int(row[0])
                     self._db.execute("DELETE FROM alerts WHERE seq = ?", (seq,))
@@ -624,14 +639,11 @@ class Outbox:
             self._check_open()
             try:
                 rows = self._db.execute(
-                    "SELECT seq, alert_id, payload, "
-                    "CASE WHEN evidence_state = 'pending' THEN evidence END, alert_acked "
-                    "FROM alerts WHERE seq > ? ORDER BY seq LIMIT ?",
+                    f"SELECT {_ITEM_COLUMNS} FROM alerts WHERE seq > ? ORDER BY seq LIMIT ?",
                     (after_seq, limit)).fetchall()
             except sqlite3.Error as e:
                 raise OutboxError(f"outbox {self.path}: cannot read: {e}") from None
-        return [OutboxItem(int(s), str(a), bytes(p), None if e is None else bytes(e), bool(k))
-                for s, a, p, e, k in rows]
+        return [_item(r) for r in rows]
 
     def get(self, seq: int) -> OutboxItem | None:
         """The alert ``seq`` if something of it is still owed, else None."""
@@ -639,16 +651,10 @@ class Outbox:
             self._check_open()
             try:
                 row = self._db.execute(
-                    "SELECT seq, alert_id, payload, "
-                    "CASE WHEN evidence_state = 'pending' THEN evidence END, alert_acked "
-                    "FROM alerts WHERE seq = ?", (seq,)).fetchone()
+                    f"SELECT {_ITEM_COLUMNS} FROM alerts WHERE seq = ?", (seq,)).fetchone()
             except sqlite3.Error as e:
                 raise OutboxError(f"outbox {self.path}: cannot read: {e}") from None
-        if row is None:
-            return None
-        seq_, alert_id, payload, evidence, acked = row
-        return OutboxItem(int(seq_), str(alert_id), bytes(payload),
-                          None if evidence is None else bytes(evidence), bool(acked))
+        return None if row is None else _item(row)
 
     def owes_frame(self, frame_sha256: str) -> bool:
         """Is an alert whose evidence frame has this SHA-256 still owed to the broker (alert or
@@ -791,6 +797,17 @@ def _frame_sha256_of(payload: bytes) -> str | None:
     return sha if isinstance(sha, str) else None
 
 
+_ITEM_COLUMNS = ("seq, alert_id, payload, CASE WHEN evidence_state = 'pending' THEN evidence END, "
+                 "alert_acked, CASE WHEN crop_state = 'pending' THEN crop END")
+
+
+def _item(row: tuple[Any, ...]) -> OutboxItem:
+    seq, alert_id, payload, evidence, acked, crop = row
+    return OutboxItem(int(seq), str(alert_id), bytes(payload),
+                      None if evidence is None else bytes(evidence), bool(acked),
+                      None if crop is None else bytes(crop))
+
+
 def _migrate(db: sqlite3.Connection) -> None:
     """Bring an outbox made by an older version up to date (idempotent)."""
     cols = {str(r[1]) for r in db.execute("PRAGMA table_info(alerts)").fetchall()}
@@ -806,4 +823,7 @@ def _migrate(db: sqlite3.Connection) -> None:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
+    if "crop" not in cols:
+        db.execute("ALTER TABLE alerts ADD COLUMN crop BLOB")
+        db.execute("ALTER TABLE alerts ADD COLUMN crop_state TEXT NOT NULL DEFAULT 'none'")
     db.execute("CREATE INDEX IF NOT EXISTS alerts_frame_sha256 ON alerts (frame_sha256)")

@@ -25,6 +25,7 @@ def detection_to_dict(d: Detection) -> dict[str, Any]:
     """Every field, JSON-ready: the evidence's JPEG bytes stay out (they are on disk)."""
     out = dataclasses.asdict(d)
     out["evidence"].pop("frame_jpeg", None)
+    out["evidence"].pop("crop_jpeg", None)
     return out
 
 

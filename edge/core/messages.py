@@ -101,6 +101,10 @@ class Topics:
     def evidence(self, alert_id_: str) -> str:
         return f"{self.root}/{self.unit}/evidence/{alert_id_}"
 
+    def crop(self, alert_id_: str) -> str:
+        """The driver-window crop of an alert (JPEG; SHA-256 and size in the signed alert)."""
+        return f"{self.root}/{self.unit}/crop/{alert_id_}"
+
     def collect(self, name: str) -> str:
         """Topic of one collected crop; ``name`` as made by :func:`collect_name`."""
         return f"{self.root}/{self.unit}/collect/{_checked_collect_name(name)}"
@@ -310,25 +314,31 @@ def parse_command(topic: str, payload: bytes, *, topics: Topics,
 
 
 def build_receipt(unit: str, *, alerts: Iterable[int], evidence: Iterable[int],
-                  t_wall_s: float) -> dict[str, Any]:
-    """The control room's receipt: these sequence numbers' alerts / evidence are stored."""
-    return {"schema": "phonewatch.receipt", "v": 1, "unit": unit,
-            "alerts": sorted(set(alerts)), "evidence": sorted(set(evidence)),
-            "time": utc_iso(t_wall_s)}
+                  t_wall_s: float, crops: Iterable[int] = ()) -> dict[str, Any]:
+    """The control room's receipt: these sequence numbers' alerts / evidence / crops are
+    stored."""
+    doc: dict[str, Any] = {"schema": "phonewatch.receipt", "v": 1, "unit": unit,
+                           "alerts": sorted(set(alerts)), "evidence": sorted(set(evidence)),
+                           "time": utc_iso(t_wall_s)}
+    crop_seqs = sorted(set(crops))
+    if crop_seqs:
+        doc["crops"] = crop_seqs
+    return doc
 
 
 def parse_receipt(topic: str, payload: bytes, *, topics: Topics, max_bytes: int = 1 << 20
-                  ) -> list[tuple[int, Literal["alert", "evidence"]]]:
+                  ) -> list[tuple[int, Literal["alert", "evidence", "crop"]]]:
     """Validate a receipt for this unit; returns the ``(seq, part)`` pairs it acknowledges
-    (part ``alert`` or ``evidence``) or raises MessageError."""
+    (part ``alert``, ``evidence`` or ``crop``) or raises MessageError."""
     if topic != topics.ack:
         raise MessageError(f"not this unit's receipt topic: {topic[:200]!r}")
     doc = validate(decode(payload, max_bytes=max_bytes), RECEIPT_SCHEMA)
     if doc["unit"] != topics.unit:
         raise MessageError(f"receipt for unit {str(doc['unit'])[:64]!r} on {topics.unit}'s topic")
-    alerts: list[tuple[int, Literal["alert", "evidence"]]] = [
+    parts: list[tuple[int, Literal["alert", "evidence", "crop"]]] = [
         (int(s), "alert") for s in doc["alerts"]]
-    return alerts + [(int(s), "evidence") for s in doc["evidence"]]
+    parts += [(int(s), "evidence") for s in doc["evidence"]]
+    return parts + [(int(s), "crop") for s in doc.get("crops", [])]
 
 
 # ---------------------------------------------------------------- validation

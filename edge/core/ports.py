@@ -67,6 +67,8 @@ class EvidenceRecord:
     frame_jpeg: bytes | None = field(default=None, repr=False, compare=False)
     """The frame's JPEG bytes as written: the uplink sends these, nobody re-reads the file
     (None where a record is rebuilt from disk)."""
+    crop_jpeg: bytes | None = field(default=None, repr=False, compare=False)
+    """The driver-window crop's JPEG bytes as written (sent with the alert, like the frame)."""
 
 
 @dataclass(frozen=True, slots=True)

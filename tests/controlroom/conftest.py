@@ -83,13 +83,18 @@ class Unit:
     def __post_init__(self) -> None:
         self.seq = itertools.count(1)
 
+    @staticmethod
+    def crop(seq: int) -> bytes:
+        """The driver-window crop JPEG of alert ``seq`` (its hash is in the signed alert)."""
+        return jpeg_bytes(10_000 + seq, size_px=(32, 24))
+
     def alert(self, *, seq: int | None = None, jpeg: bytes | None = None,
               fix: dict[str, Any] | None = FIX, score: float = 0.93,
               t_wall_s: float | None = None, sign: bool = True) -> tuple[bytes, bytes]:
         """(alert payload, evidence JPEG)."""
         seq = next(self.seq) if seq is None else seq
         jpeg = jpeg if jpeg is not None else jpeg_bytes(seq)
-        crop = jpeg[: len(jpeg) // 2]
+        crop = self.crop(seq)
         ev = EvidenceRecord(alert_id=f"local-{seq}", frame_path="/nonexistent/frame.jpg",
                             frame_sha256=hashlib.sha256(jpeg).hexdigest(),
                             frame_bytes=len(jpeg), crop_path="/nonexistent/crop.jpg",

@@ -59,10 +59,10 @@ def stored_seqs(engine: Engine) -> list[int]:
             sa.select(db.alerts.c.seq).where(db.alerts.c.unit == UNIT)))
 
 
-def stored_evidence(engine: Engine) -> int:
+def stored_evidence(engine: Engine, table: sa.Table = db.evidence) -> int:
     with engine.connect() as conn:
-        return int(conn.execute(sa.select(sa.func.count()).select_from(db.evidence).where(
-            db.evidence.c.unit == UNIT)).scalar_one())
+        return int(conn.execute(sa.select(sa.func.count()).select_from(table).where(
+            table.c.unit == UNIT)).scalar_one())
 
 
 @pytest.fixture
@@ -98,6 +98,7 @@ def assert_all_stored_once(engine: Engine, up: MqttUplink, n: int) -> None:
     assert len(seqs) == n and len(set(seqs)) == n  # every hit, once
     assert seqs == list(range(seqs[0], seqs[0] + n))
     assert stored_evidence(engine) == n
+    assert stored_evidence(engine, db.crops) == n  # the driver-window crop travels too
 
 
 def test_first_start_before_any_receiver_ever_connected(

@@ -137,9 +137,9 @@ def test_a_version_4_database_gains_the_evidence_unit_index(store: Engine) -> No
     a database made before it (one made now has it from the table definition already)."""
     with store.begin() as conn:
         conn.execute(sa.text("DROP INDEX ix_evidence_unit_received"))
-        conn.execute(db.schema_version.delete().where(db.schema_version.c.version == 6))
+        conn.execute(db.schema_version.delete().where(db.schema_version.c.version >= 6))
     assert "ix_evidence_unit_received" not in {
         ix["name"] for ix in sa.inspect(store).get_indexes("evidence")}
-    assert db.migrate(store) == 6
+    assert db.migrate(store) == db.LATEST_VERSION
     assert "ix_evidence_unit_received" in {
         ix["name"] for ix in sa.inspect(store).get_indexes("evidence")}

@@ -355,3 +355,24 @@ def test_queued_bytes_stay_within_queue_max_mb_while_the_database_is_locked(
             list(range(1, n + 1))
         ev = conn.execute(sa.select(db.evidence.c.alert_id, db.evidence.c.sha256)).all()
     assert len(ev) == len(set(ev)) == n
+
+
+def test_the_crop_is_stored_only_if_it_is_the_one_the_alert_signed(
+        receiver: Receiver, publisher: Publisher, unit_a: Unit, engine: Engine) -> None:
+    """The driver-window crop travels on <root>/<unit>/crop/<alert_id>: checked against the
+    signed alert's crop_sha256 and size; one that arrives first waits for its alert."""
+    early, _ = unit_a.alert(seq=2)
+    publisher.publish(f"{T}/crop/unit-a-2", Unit.crop(2))  # before its alert
+    good, _ = unit_a.alert(seq=1)
+    publisher.publish(f"{T}/alert", good)
+    publisher.publish(f"{T}/crop/unit-a-1", Unit.crop(99))  # a JPEG, but not the signed one
+    publisher.publish(f"{T}/crop/unit-a-1", b"not a jpeg")
+    publisher.publish(f"{T}/crop/unit-a-1", Unit.crop(1))
+    publisher.publish(f"{T}/alert", early)
+    assert wait_until(lambda: count(engine, db.crops) == 2 and count(engine) == 2)
+    stats = receiver.stats()
+    assert stats["rejected"].get("crop_mismatch") == 1
+    assert stats["rejected"].get("not_jpeg") == 1
+    with engine.connect() as conn:
+        got = dict(conn.execute(sa.select(db.crops.c.alert_id, db.crops.c.jpeg)).all())
+    assert got == {"unit-a-1": Unit.crop(1), "unit-a-2": Unit.crop(2)}

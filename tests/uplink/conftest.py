@@ -177,13 +177,16 @@ def make_detection(tmp_path: Path) -> Callable[..., Detection]:
         jpeg = buf.tobytes()
         frame = tmp_path / f"ev-{i}.jpg"
         frame.write_bytes(jpeg)
+        ok, cbuf = cv2.imencode(".jpg", img[: size_px[1] // 2, : size_px[0] // 2])
+        assert ok
+        crop_jpeg = cbuf.tobytes()
         crop = tmp_path / f"ev-{i}-crop.jpg"
-        crop.write_bytes(jpeg[: len(jpeg) // 2])
+        crop.write_bytes(crop_jpeg)
         ev = EvidenceRecord(
             alert_id=f"local-{i}", frame_path=str(frame),
             frame_sha256=hashlib.sha256(jpeg).hexdigest(), frame_bytes=len(jpeg),
             crop_path=str(crop), crop_sha256=hashlib.sha256(crop.read_bytes()).hexdigest(),
-            crop_bytes=crop.stat().st_size, frame_jpeg=jpeg,
+            crop_bytes=crop.stat().st_size, frame_jpeg=jpeg, crop_jpeg=crop_jpeg,
         )
         return Detection(
             alert_id=f"local-{i}", roi_id=roi_id, score=score, frames_over=5, window=8,
