@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from edge import __version__
-from edge.core.errors import PhonewatchError
+from edge.core.errors import ModelError, PhonewatchError
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class UsageError(PhonewatchError, ValueError):
+    """A command-line option that cannot work (a file where a folder is needed, ...)."""
+
+
+def explain(e: BaseException) -> str:
+    """The one-line message for an expected failure, with the next step where there is one."""
+    text = str(e)
+    if isinstance(e, ModelError) and "sidecar" in text and "is missing" in text:
+        text += ("; write one with 'phonewatch sidecar MODEL --positive LABEL ...' "
+                 "(phonewatch sidecar --help)")
+    elif isinstance(e, OSError) and not isinstance(e, PhonewatchError):
+        # An operating-system failure the commands did not foresee: name the file, not a
+        # traceback (-vv logs the traceback).
+        names = " -> ".join(str(f) for f in (e.filename, e.filename2) if f is not None)
+        what = e.strerror or type(e).__name__
+        text = f"{names}: {what}" if names else f"{what}: {e}"
+    return text
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -61,8 +80,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except PhonewatchError as e:
-        print(f"phonewatch: error: {e}", file=sys.stderr)
+    except (PhonewatchError, OSError) as e:
+        log.debug("%s failed", args.command, exc_info=True)
+        print(f"phonewatch: error: {explain(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
