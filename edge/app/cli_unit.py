@@ -12,7 +12,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -21,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edge.app.cli import UsageError
+from edge.app.cli import UsageError, explain, quiet_tflite
 from edge.app.config import Config, load_config
 from edge.core.errors import CameraError, ConfigError, PhonewatchError
 
@@ -178,39 +177,6 @@ def _signal_handlers(handler: Any) -> Iterator[None]:
     finally:
         for sig, h in old.items():
             signal.signal(sig, h)
-
-
-TFLITE_CHATTER = (b"Created TensorFlow Lite XNNPACK delegate",)
-"""Lines the TFLite runtime prints to the process's stderr (from C++, once per process) that
-say nothing to a user of the command line."""
-
-
-@contextlib.contextmanager
-def quiet_tflite() -> Iterator[None]:
-    """Drop the TFLite runtime's C++ INFO lines (:data:`TFLITE_CHATTER`) while a model is
-    loaded: file descriptor 2 goes to a temporary file inside the block, and everything else
-    written there (log lines from any thread) is passed on to stderr when it ends."""
-    sys.stderr.flush()
-    try:
-        saved = os.dup(2)
-    except OSError:  # no stderr at all: nothing to keep quiet
-        yield
-        return
-    with tempfile.TemporaryFile() as tmp:
-        os.dup2(tmp.fileno(), 2)
-        try:
-            yield
-        finally:
-            with contextlib.suppress(Exception):
-                sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            tmp.seek(0)
-            kept = b"".join(line for line in tmp.read().splitlines(keepends=True)
-                            if not any(c in line for c in TFLITE_CHATTER))
-            if kept:
-                sys.stderr.flush()
-                os.write(2, kept)
 
 
 class HitPrinter:
@@ -411,7 +377,7 @@ def run_checks(cfg: Config) -> list[tuple[str, bool, str]]:
         try:
             ok, detail, value = fn()
         except PhonewatchError as e:
-            ok, detail, value = False, str(e), None
+            ok, detail, value = False, explain(e), None
         except Exception as e:  # a check must report, never crash the report
             ok, detail, value = False, f"{type(e).__name__}: {e}", None
         results.append((name, ok, detail))

@@ -305,6 +305,10 @@ def test_a_missing_sidecar_names_the_command_that_writes_one(
     assert main(["classify", "--model", str(model), str(tmp_path / "a.png")]) == 1
     line = _one_line_error(capsys)
     assert "third_party.json is missing" in line and "phonewatch sidecar" in line
+    cfg = unit_config(tmp_path, tmp_path / "gone.mp4", model)
+    assert main(["check", "--config", str(cfg)]) == 1
+    fail = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("FAIL model"))
+    assert "third_party.json is missing" in fail and "phonewatch sidecar" in fail
 
 
 def test_commands_do_not_print_runtime_noise(tmp_path: Path, brightness_model: Path) -> None:
@@ -342,3 +346,14 @@ def test_roi_labels_are_drawn_once_on_a_box_with_a_legend() -> None:
     assert (np.all(corner == LABEL_BG_BGR, axis=2)).sum() > 1000
     assert (np.all(corner == HOT_BGR, axis=2)).sum() > 10
     assert (np.all(corner == COLD_BGR, axis=2)).sum() > 10
+
+
+def test_eval_does_not_print_the_runtime_line(tmp_path: Path, brightness_model: Path) -> None:
+    for label, level in (("phone", 240), ("no_phone", 10)):
+        (tmp_path / "data" / label).mkdir(parents=True)
+        for i in range(2):
+            cv2.imwrite(str(tmp_path / "data" / label / f"{i}.png"),
+                        np.full((40, 40, 3), level, np.uint8))
+    r = _run_cli("eval", "--model", str(brightness_model), "--data", str(tmp_path / "data"))
+    assert r.returncode == 0, r.stderr
+    assert "XNNPACK" not in r.stderr
