@@ -499,7 +499,11 @@ class Pipeline:
         t0 = time.perf_counter()
         hit, frame = item.hit, item.hit.best
         clip = item.clip  # complete (or all there is) by now: see _evidence_loop
-        ev_id = evidence_id(frame.t_wall_s, hit.roi_id)
+        ev_id = base_id = evidence_id(frame.t_wall_s, hit.roi_id)
+        n = 1
+        while (self.evidence.root / ev_id).exists():  # a file run again: its video time repeats
+            n += 1
+            ev_id = f"{base_id}-{n}"
         alert_id = f"{self.unit_id}-{ev_id}"
         rec = self.evidence.save(
             alert_id=alert_id, ev_id=ev_id, frame=frame.image, crop=item.roi.crop(frame.image),

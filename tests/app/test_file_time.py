@@ -125,3 +125,20 @@ def test_folder_frames_are_1_over_fps_apart_from_the_first_image(tmp_path: Path)
         paced.close()
     assert [f.t_wall_s for f in got if f is not None] == pytest.approx(
         [1_700_000_000.0, 1_700_000_000.5])
+
+
+def test_the_same_file_run_twice_keeps_both_runs_evidence(
+        tmp_path: Path, make_video: Callable[..., Path], brightness_model: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # Video time repeats when a file is run again into the same data_dir: the second run's
+    # evidence must not overwrite the first's (its alert still names those files).
+    video = make_video([20] * 5 + [240] * 8 + [20] * 5, box=(0.05, 0.1, 0.45, 0.9))
+    cfg = _config(tmp_path, video, brightness_model, cooldown_s=0)
+    for _ in range(2):
+        assert main(["run", "--config", str(cfg), "--offline"]) == 0
+    capsys.readouterr()
+    alerts = [json.loads(line) for line in
+              (tmp_path / "unit" / "alerts.jsonl").read_text().splitlines()]
+    assert len(alerts) == 2 and alerts[0]["alert_id"] != alerts[1]["alert_id"]
+    paths = [a["evidence"]["frame_path"] for a in alerts]
+    assert paths[0] != paths[1] and all(Path(p).is_file() for p in paths)
