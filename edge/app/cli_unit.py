@@ -290,9 +290,10 @@ def run_unit(cfg: Config, *, offline: bool, max_s: float | None = None,
         for problem in roi_mismatch(cfg, truth_data):
             print(f"warning: --truth {truth}: {problem}", file=sys.stderr)
         if roi_mismatch(cfg, truth_data):
-            print("warning: the score below compares hits with the ground truth's regions; "
-                  "use the regions the ground truth gives ('rois' in it) for a true score",
-                  file=sys.stderr, flush=True)
+            print("warning: the score below matches hits to the ground truth by region name "
+                  "and frame, so with other regions it means little: for a true score, use "
+                  "the regions the ground truth gives ('rois' in it)", file=sys.stderr,
+                  flush=True)
     check_data_dirs(cfg)
     memory = MemorySink()
     progress: Progress | None = None
