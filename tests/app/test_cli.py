@@ -251,7 +251,7 @@ def test_keys_generate_out_a_file_is_one_line(tmp_path: Path,
     assert f"{tmp_path / 'keys'} is a file, not a folder" in _one_line_error(capsys)
 
 
-@pytest.mark.parametrize("name, says", [("previews", "is a folder"),
+@pytest.mark.parametrize(("name", "says"), [("previews", "is a folder"),
                                          ("roi.xyz", "write a .png, .jpg, .jpeg image"),
                                          ("roi", "write a .png, .jpg, .jpeg image")])
 def test_roi_preview_out_problems_are_one_line(

@@ -61,7 +61,8 @@ def test_offline_run_keeps_the_cooldown_on_video_time(
               (tmp_path / "unit" / "alerts.jsonl").read_text().splitlines()]
     assert [a["roi_id"] for a in alerts] == ["left", "left"]
     first, second = alerts
-    assert 5 <= first["frame_index"] <= 15 and 50 <= second["frame_index"] <= 60
+    assert 5 <= first["frame_index"] <= 15
+    assert 50 <= second["frame_index"] <= 60
     # alert time = the file's start + the frame's video time
     for a in alerts:
         assert a["t_wall_s"] == pytest.approx(start + a["frame_index"], abs=1e-3)
@@ -139,6 +140,8 @@ def test_the_same_file_run_twice_keeps_both_runs_evidence(
     capsys.readouterr()
     alerts = [json.loads(line) for line in
               (tmp_path / "unit" / "alerts.jsonl").read_text().splitlines()]
-    assert len(alerts) == 2 and alerts[0]["alert_id"] != alerts[1]["alert_id"]
+    assert len(alerts) == 2
+    assert alerts[0]["alert_id"] != alerts[1]["alert_id"]
     paths = [a["evidence"]["frame_path"] for a in alerts]
-    assert paths[0] != paths[1] and all(Path(p).is_file() for p in paths)
+    assert paths[0] != paths[1]
+    assert all(Path(p).is_file() for p in paths)
