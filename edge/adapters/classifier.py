@@ -162,7 +162,7 @@ class LiteRTClassifier:
                                    threshold=threshold)
             if accelerator == "edgetpu":
                 raise AcceleratorError(f"accelerator = \"edgetpu\" but {reason}")
-            log.warning("Edge TPU not used: %s; running on the CPU", reason)
+            log.info("Edge TPU not used: %s; running on the CPU", reason)
 
         try:
             it = Interpreter(model_path=str(model_path), num_threads=threads)

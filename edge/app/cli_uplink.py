@@ -56,7 +56,14 @@ def _cmd_keys_generate(args: argparse.Namespace) -> int:
     from edge.core.messages import Topics
 
     Topics("phonewatch", args.unit)  # validates the unit id
-    key, pub, kid = write_key_pair(args.unit, args.out)
+    out: Path = args.out
+    above = out
+    while not above.exists() and above != above.parent:
+        above = above.parent
+    if above.exists() and not above.is_dir():
+        raise SignatureError(f"--out {out}: {above} is a file, not a folder; give the folder "
+                             f"for {args.unit}.key and {args.unit}.pub")
+    key, pub, kid = write_key_pair(args.unit, out)
     print(f"unit {args.unit}: key id {kid}")
     print(f"  secret key  {key}  (keep on the unit; sink.signing_key)")
     print(f"  public key  {pub}  (give to the control room)")
