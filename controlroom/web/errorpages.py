@@ -81,7 +81,8 @@ async def error_page(request: Request, status: int, message: str,
     request.state.user = await _user(request)
     label, href = back_link(request, status)
     resp = render(request, "error.html", status=status,
-                  heading=TITLES.get(status, "Something went wrong"), message=message,
+                  heading=TITLES.get(status, "Something went wrong"),
+                  message=message[:1].upper() + message[1:],
                   back_label=label, back_href=href)
     resp.status_code = status
     for k, v in (headers or {}).items():

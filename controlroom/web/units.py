@@ -13,7 +13,15 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.engine import Connection
 
 from controlroom import commands, db
-from controlroom.web.deps import State, User, flash, protected_router, remote, render
+from controlroom.web.deps import (
+    State,
+    User,
+    flash,
+    fmt_time,
+    protected_router,
+    remote,
+    render,
+)
 
 LIMITS = {"count_max": commands.COLLECT_COUNT_MAX, "interval_min": commands.COLLECT_INTERVAL_MIN_S,
           "interval_max": commands.COLLECT_INTERVAL_MAX_S,
@@ -76,7 +84,8 @@ def unit_health(r: Any, *, now: float, offline_after_s: float) -> dict[str, Any]
             state = "degraded"
             reasons.append(r.status_reason or "the unit reports itself degraded")
     facts: list[tuple[str, str, str]] = []  # (name, words, level)
-    facts.append(("Last heartbeat", _ago(hb_age) if hb_age is not None else "never",
+    facts.append(("Last heartbeat", f"{_ago(hb_age)} ({fmt_time(hb_at)})" if hb_age is not None
+                  else "never",
                   "bad" if hb_age is None or hb_age > offline_after_s else "good"))
     fps = hb.get("fps")
     if fps is not None:

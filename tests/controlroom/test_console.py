@@ -102,7 +102,8 @@ def test_browser_errors_are_pages_and_api_errors_stay_json(client: Any, ingest: 
         r = client.request(method.upper(), path, data=data, headers=HTML)
         assert r.status_code == status, (path, r.text[:300])
         assert r.headers["content-type"].startswith("text/html"), path
-        assert words in html.unescape(r.text), (path, main_of(r.text))
+        page = html.unescape(r.text)
+        assert words in page or words[:1].upper() + words[1:] in page, (path, main_of(r.text))
         assert '<a href="/queue" id="nav-queue"' in r.text, path  # the normal page, nav too
         assert ('id="back"' in r.text or 'id="filter-error"' in r.text) and \
             '"detail"' not in r.text
@@ -204,7 +205,7 @@ def test_reject_moves_on_and_undo_is_real_and_audited(client: Any, ingest: Inges
     assert "Undone: " in client.get(f"/alerts/{a1}").text
     # a second undo of the same decision: nothing to undo any more
     r = client.post("/review/undo", data={"alert_id": a1, "csrf": token}, headers=HTML)
-    assert r.status_code == 409 and "cannot undo" in r.text
+    assert r.status_code == 409 and "Cannot undo" in r.text
 
 
 def test_undo_only_own_decision_within_the_window_and_before_export(
@@ -268,7 +269,7 @@ def test_alert_page_time_threshold_map_links_and_crop_placeholder(
     assert "threshold 0.70" in page and "0.7)" not in page
     assert 'href="geo:51.500700,-0.124600"' in page
     assert "openstreetmap.org/?mlat=51.500700&amp;mlon=-0.124600" in page
-    assert "No map tiles are configured" in page and "web.tile_url" in page
+    assert "No map is shown: no tile server is configured" in page and "web.tile_url" in page
     assert 'id="roi-box"' not in page and "data-box" not in page  # alerts carry no box
     assert 'id="evidence"' in page and 'id="crop"' not in page and 'id="no-crop"' in page
     assert client.get(f"/alerts/{aid}/crop.jpg").status_code == 404
@@ -340,3 +341,29 @@ def test_thumbnail_of_a_missing_frame_is_404(client: Any, ingest: Ingest, unit_a
     assert client.get(f"/alerts/{aid}/thumb.jpg").status_code == 404
     assert "no frame yet" in client.get("/queue").text or \
         f'/alerts/{aid}/thumb.jpg' in client.get("/queue").text
+
+
+def test_with_a_tile_server_the_map_is_shown(tmp_path: Path, engine: Engine, ingest: Ingest,
+                                             unit_a: Unit) -> None:
+    from fastapi.testclient import TestClient
+
+    cfg = parse_config({"web": {"tile_url": "https://tiles.example/{z}/{x}/{y}.png",
+                                "tile_attribution": "© OpenStreetMap contributors"}},
+                       base_dir=tmp_path)
+    aid, _ = put(ingest, unit_a)
+    with TestClient(create_app(cfg, engine)) as c:
+        login(c)
+        page = c.get(f"/alerts/{aid}").text
+    assert 'data-tiles="https://tiles.example/{z}/{x}/{y}.png"' in page
+    assert 'src="/static/leaflet/leaflet.js"' in page and 'id="no-tiles"' not in page
+    assert 'href="geo:51.500700,-0.124600"' in page
+
+
+def test_roi_box_only_when_the_alert_carries_one() -> None:
+    from controlroom.web.alerts import roi_box, threshold_text
+
+    assert roi_box({"roi": "lane1"}) is None
+    assert roi_box({"roi_box": [10, 20, 300, 200]}) == [10.0, 20.0, 300.0, 200.0]
+    assert roi_box({"roi_box": [10, 20, 0, 200]}) is None
+    assert roi_box({"roi_box": "10,20,30,40"}) is None and roi_box(None) is None
+    assert threshold_text(0.453125) == "0.45" and threshold_text(None) == "—"
