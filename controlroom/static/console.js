@@ -63,6 +63,12 @@
     });
   }
 
+  // --- the undo bar goes when the server would no longer accept the undo
+  var undoBar = document.getElementById("undo-bar");
+  if (undoBar) {
+    window.setTimeout(function () { undoBar.remove(); }, Math.max(0, parseFloat(undoBar.dataset.left)) * 1000);
+  }
+
   // --- keys shared by every page
   window.pwTyping = function (ev) {
     var t = ev.target;
@@ -81,7 +87,8 @@
   if (filters && window.location.pathname === "/") {
     var FKEY = "phonewatch.filters";
     if (window.location.search) {
-      localStorage.setItem(FKEY, window.location.search.slice(1));
+      // a filter the server refused is not kept (the next visit would show the error again)
+      if (!document.getElementById("filter-error")) localStorage.setItem(FKEY, window.location.search.slice(1));
     } else if (localStorage.getItem(FKEY)) {
       var saved = localStorage.getItem(FKEY);
       if (saved && saved.replace(/(^|&)[a-z]+=(?=&|$)/g, "") !== "") window.location.replace("/?" + saved);

@@ -134,7 +134,7 @@ def pending_undo(request: Request, now: float | None = None) -> dict[str, Any] |
 def render(request: Request, name: str, **ctx: Any) -> HTMLResponse:
     user = getattr(request.state, "user", None)
     ctx.update(user=user, csrf=csrf_token(request), flashes=request.session.pop("flash", []),
-               undo_window_s=UNDO_WINDOW_S)
+               undo_window_s=UNDO_WINDOW_S, now=time.time())
     if user is not None:
         ctx.setdefault("undo", pending_undo(request))
         ctx["unreviewed"], ctx["last_alert_id"] = queue_counts(web_state(request).engine)

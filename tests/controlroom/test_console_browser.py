@@ -302,12 +302,20 @@ def test_error_pages_in_the_browser(browser: Any, room: ControlRoom) -> None:
     assert page.locator("#error").inner_text() == "No alert 'no-such-alert'"
     assert page.locator("#nav-queue").count() == 1  # the normal page, with the navigation
 
+    # the list's filters persist in this browser; a refused filter is not kept
+    page.goto("/?unit=junction-7&status=new")
     page.goto("/")
+    page.wait_for_url("**/?unit=junction-7&status=new")
+    page.click("#clear-filters")
+    page.wait_for_url("**/?unit=")
+    saved = "() => localStorage.getItem('phonewatch.filters')"
+    assert page.evaluate(saved) == "unit="  # nothing to bring back
     page.fill("input[name=since]", "2026-05-02T10:00")
     page.fill("input[name=until]", "2026-05-01T10:00")
     page.click("#filters button[type=submit]")
     page.wait_for_selector("#filter-error")
     assert "is after To" in page.locator("#filter-error").inner_text()
+    assert page.evaluate(saved) == "unit="  # the refused filter was not kept
 
     page.goto(f"/alerts/{aid}")
     with room.engine.begin() as conn:  # bob decides first
