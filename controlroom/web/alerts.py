@@ -411,9 +411,9 @@ def bulk_reject(request: Request, st: State, user: User,
     skipped = len(ids) - len(done)
     if done:
         remember_undo(request, done, f"Rejected {len(done)} alert{'s' if len(done) > 1 else ''}"
-                      + (f" ({skipped} already reviewed by someone else)." if skipped else "."))
+                      + (f" ({skipped} no longer new: reviewed meanwhile)." if skipped else "."))
     else:
-        flash(request, "error", "None rejected: all were already reviewed.")
+        flash(request, "error", "None rejected: none of them is new any more.")
     return RedirectResponse(f"/queue{_unit_qs(unit)}", status_code=303)
 
 

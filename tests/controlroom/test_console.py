@@ -241,7 +241,7 @@ def test_bulk_reject_of_the_selected_and_its_undo(client: Any, ingest: Ingest, u
     assert r.status_code == 303 and r.headers["location"] == "/queue"
     assert [status_of(engine, a) for a in ids] == ["rejected", "rejected", "confirmed", "new"]
     html = client.get("/queue").text
-    assert "Rejected 2 alerts (1 already reviewed by someone else)." in html
+    assert "Rejected 2 alerts (1 no longer new: reviewed meanwhile)." in html
     assert re.findall(r'data-alert-id="([^"]+)"', html) == [ids[3]]
     with engine.connect() as conn:
         notes = [r.detail for r in conn.execute(sa.select(db.audit).where(
