@@ -92,6 +92,7 @@ evidence = sa.Table(
     sa.Column("jpeg", sa.LargeBinary, nullable=False),
     sa.Column("received_at", sa.Float, nullable=False),
     sa.UniqueConstraint("alert_id", "sha256", name="uq_evidence_alert_sha"),
+    sa.Index("ix_evidence_unit_received", "unit", "received_at"),  # the orphan cap, migration 5
 )
 
 users = sa.Table(
@@ -175,12 +176,19 @@ def _v5(conn: Connection) -> None:
     web_sessions.create(conn, checkfirst=True)
 
 
+def _v6(conn: Connection) -> None:
+    # Made by _v1 already on a database created from the current table definition.
+    next(ix for ix in evidence.indexes if ix.name == "ix_evidence_unit_received").create(
+        conn, checkfirst=True)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "units, alerts, evidence, users, audit", _v1),
     (2, "labelling queue", _v2),
     (3, "newest snapshot per unit", _v3),
     (4, "snapshot request id", _v4),
     (5, "dashboard sessions", _v5),
+    (6, "evidence index by unit (orphan evidence cap)", _v6),
 ]
 LATEST_VERSION = MIGRATIONS[-1][0]
 
@@ -285,6 +293,34 @@ def upsert_snapshots(conn: Connection, rows: list[dict[str, Any]]) -> None:
               for c in ("sha256", "size_bytes", "jpeg", "received_at", "request_id")},
         where=ins.excluded.received_at >= snapshots.c.received_at)
     conn.execute(stmt, rows)
+
+
+def cap_orphan_evidence(conn: Connection, unit: str, *, max_count: int,
+                        max_bytes: int) -> tuple[int, int]:
+    """Delete ``unit``'s oldest evidence whose alert is not stored (orphans) beyond the newest
+    ``max_count`` rows and ``max_bytes`` bytes; returns (rows, bytes) deleted. The delete checks
+    again that no alert arrived meanwhile (another receiver may have just stored it)."""
+    known = sa.select(alerts.c.alert_id).where(alerts.c.alert_id == evidence.c.alert_id).exists()
+    rows = conn.execute(
+        sa.select(evidence.c.id, sa.func.length(evidence.c.jpeg))
+        .where(evidence.c.unit == unit, ~known)
+        .order_by(evidence.c.received_at.desc(), evidence.c.id.desc())).all()
+    kept = kept_bytes = 0
+    drop: list[int] = []
+    for row_id, size in rows:
+        size = int(size or 0)
+        if not drop and kept < max_count and kept_bytes + size <= max_bytes:
+            kept += 1
+            kept_bytes += size
+        else:  # this one and every older one
+            drop.append(row_id)
+    deleted = deleted_bytes = 0
+    for chunk in chunks(drop, 500):
+        for (size,) in conn.execute(evidence.delete().where(evidence.c.id.in_(chunk), ~known)
+                                    .returning(sa.func.length(evidence.c.jpeg))):
+            deleted += 1
+            deleted_bytes += int(size or 0)
+    return deleted, deleted_bytes
 
 
 @dataclass(frozen=True)

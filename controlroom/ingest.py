@@ -75,7 +75,7 @@ class _RateLimitedLog:
         self.per_minute = per_minute
         self._window: dict[str, tuple[float, int]] = {}
 
-    def warn(self, reason: str, fmt: str, *args: Any) -> None:
+    def warn(self, reason: str, fmt: str, *args: Any, prefix: str = "rejected") -> None:
         now = time.monotonic()
         start, n = self._window.get(reason, (now, 0))
         if now - start > 60.0:
@@ -83,21 +83,49 @@ class _RateLimitedLog:
         n += 1
         self._window[reason] = (start, n)
         if n <= self.per_minute:
-            log.warning("rejected (%s): " + fmt, reason, *args)
+            log.warning(prefix + " (%s): " + fmt, reason, *args)
         elif n == self.per_minute + 1:
-            log.warning("rejected (%s): more this minute, only counted", reason)
+            log.warning(prefix + " (%s): more this minute, only counted", reason)
+
+
+class Receipts:
+    """Per unit, the sequence numbers whose alert / evidence the control room holds."""
+
+    def __init__(self) -> None:
+        self.by_unit: dict[str, tuple[set[int], set[int]]] = {}
+
+    def alert(self, unit: str, seq: int) -> None:
+        self.by_unit.setdefault(unit, (set(), set()))[0].add(int(seq))
+
+    def evidence(self, unit: str, alert_id: str) -> None:
+        _, _, tail = alert_id.rpartition("-")
+        if tail.isdigit():
+            self.by_unit.setdefault(unit, (set(), set()))[1].add(int(tail))
+
+    def merge(self, other: Receipts) -> None:
+        for unit, (alerts, evidence) in other.by_unit.items():
+            mine = self.by_unit.setdefault(unit, (set(), set()))
+            mine[0].update(alerts)
+            mine[1].update(evidence)
+
+    def __bool__(self) -> bool:
+        return bool(self.by_unit)
 
 
 class Ingest:
     def __init__(self, engine: Engine, *, topic_root: str = "phonewatch",
                  alert_max_bytes: int = 16 * 1024, evidence_max_bytes: int = 8 * 1024 * 1024,
                  snapshot_max_bytes: int = 2 * 1024 * 1024, key_refresh_s: float = 5.0,
-                 on_stored: Callable[[list[StoredAlert]], None] | None = None) -> None:
+                 on_stored: Callable[[list[StoredAlert]], None] | None = None,
+                 orphan_evidence_max_count: int = 200,
+                 orphan_evidence_max_bytes: int = 256 * 1024 * 1024) -> None:
         self.engine = engine
         self.prefix = topic_root.rstrip("/") + "/"
         self.alert_max_bytes = alert_max_bytes
         self.evidence_max_bytes = evidence_max_bytes
         self.snapshot_max_bytes = snapshot_max_bytes
+        self.orphan_evidence_max_count = orphan_evidence_max_count
+        self.orphan_evidence_max_bytes = orphan_evidence_max_bytes
         self.key_refresh_s = key_refresh_s
         self.on_stored = on_stored
         self.counts: Counter[str] = Counter()
@@ -106,6 +134,7 @@ class Ingest:
         self._key_ids: dict[str, str] = {}
         self._keys_loaded_mono = -1e9
         self._lock = threading.Lock()
+        self._receipts = Receipts()
         self._rlog = _RateLimitedLog()
 
     # ------------------------------------------------------------------ keys
@@ -256,19 +285,23 @@ class Ingest:
                snapshots: dict[str, Message] | None = None) -> list[StoredAlert]:
         stored: list[StoredAlert] = []
         counts: Counter[str] = Counter()
+        receipts = Receipts()
         with self.engine.begin() as conn:
             if alert_rows:
                 new_ids = db.insert_ignore_returning(conn, db.alerts, ["unit", "seq"], alert_rows,
                                                      db.alerts.c.alert_id)
+                for r in alert_rows:
+                    if r["alert_id"] in new_ids:
+                        receipts.alert(r["unit"], r["seq"])
                 dups = [r for r in alert_rows if r["alert_id"] not in new_ids]
                 if dups:
-                    self._classify_duplicates(conn, dups, counts)
+                    self._classify_duplicates(conn, dups, counts, receipts)
                 stored = [StoredAlert(r["alert_id"], r["unit"], r["seq"], r["time_s"],
                                       r["received_at"]) for r in alert_rows
                           if r["alert_id"] in new_ids]
                 counts["stored"] += len(stored)
             if evidence_msgs:
-                self._store_evidence(conn, evidence_msgs, counts)
+                self._store_evidence(conn, evidence_msgs, counts, receipts)
             for unit, (doc, at) in statuses.items():
                 conn.execute(db.units.update().where(db.units.c.unit_id == unit).values(
                     status_state=doc["state"], status_time=doc["time"],
@@ -296,10 +329,18 @@ class Ingest:
                 counts["snapshots"] += len(snapshots)
         with self._lock:
             self.counts.update(counts)
+            self._receipts.merge(receipts)  # committed: now the units may forget these
         return stored
 
+    def take_receipts(self) -> Receipts:
+        """What the transactions since the last call committed, per unit: the receiver
+        publishes them as receipts (``<root>/<unit>/ack``) so the units may forget them."""
+        with self._lock:
+            out, self._receipts = self._receipts, Receipts()
+        return out
+
     def _classify_duplicates(self, conn: sa.Connection, dups: list[dict[str, Any]],
-                             counts: Counter[str]) -> None:
+                             counts: Counter[str], receipts: Receipts) -> None:
         ids = [r["alert_id"] for r in dups]
         existing = {row.alert_id: row for row in conn.execute(
             sa.select(db.alerts.c.alert_id, db.alerts.c.payload_sha256, db.alerts.c.received_at,
@@ -313,17 +354,21 @@ class Ingest:
                              "a different signed alert with this (unit, seq) is already stored; "
                              "kept the first")
             elif old.purged_at is not None or r["received_at"] - old.received_at > REPLAY_AFTER_S:
+                # The same signed alert: held (or purged by retention), so receipted again --
+                # the unit resends until a receipt reaches it.
                 self._reject("replay", r["alert_id"], "alert was stored before (or purged)")
+                receipts.alert(r["unit"], r["seq"])
             else:
                 counts["duplicates"] += 1
+                receipts.alert(r["unit"], r["seq"])
 
     def _store_evidence(self, conn: sa.Connection, msgs: list[tuple[Message, str, str]],
-                        counts: Counter[str]) -> None:
+                        counts: Counter[str], receipts: Receipts) -> None:
         ids = list({a for _, _, a in msgs})
         known = {row.alert_id: row for row in conn.execute(
             sa.select(db.alerts.c.alert_id, db.alerts.c.payload, db.alerts.c.unit,
                       db.alerts.c.evidence_deleted_at).where(db.alerts.c.alert_id.in_(ids)))}
-        rows = []
+        rows: list[dict[str, Any]] = []
         for msg, unit, aid in msgs:
             sha = hashlib.sha256(msg.payload).hexdigest()
             row = known.get(aid)
@@ -333,6 +378,7 @@ class Ingest:
                     continue
                 if row.evidence_deleted_at is not None or row.payload is None:
                     self._reject("evidence_late", msg.topic, f"evidence of {aid} was deleted")
+                    receipts.evidence(unit, aid)  # deleted on purpose: the unit may forget it
                     continue
                 problem = crypto.evidence_problem(json.loads(row.payload), msg.payload)
                 if problem is not None:
@@ -343,10 +389,29 @@ class Ingest:
                 continue
             rows.append({"alert_id": aid, "unit": unit, "sha256": sha, "jpeg": msg.payload,
                          "received_at": msg.received_at})
+            receipts.evidence(unit, aid)  # stored now, or already (a duplicate)
         added = db.insert_ignore_returning(conn, db.evidence, ["alert_id", "sha256"], rows,
                                            db.evidence.c.id)
         counts["evidence_stored"] += len(added)
         counts["duplicates"] += len(rows) - len(added)
+        if added:
+            orphan_units = sorted({r["unit"] for r in rows if r["alert_id"] not in known})
+            for unit in orphan_units:
+                self._cap_orphans(conn, unit, counts)
+
+    def _cap_orphans(self, conn: sa.Connection, unit: str, counts: Counter[str]) -> None:
+        """Keep at most the newest ``orphan_evidence_max_count`` / ``_bytes`` of a unit's
+        evidence whose alert has not arrived (retention deletes the rest after a day anyway)."""
+        n, n_bytes = db.cap_orphan_evidence(conn, unit,
+                                            max_count=self.orphan_evidence_max_count,
+                                            max_bytes=self.orphan_evidence_max_bytes)
+        if n:
+            counts["orphans_dropped"] += n
+            counts["orphan_bytes_dropped"] += n_bytes
+            self._rlog.warn("orphan_cap", "unit %s: deleted its %d oldest evidence JPEG(s) "
+                            "(%d bytes) with no alert: over %d JPEGs or %d bytes", unit, n,
+                            n_bytes, self.orphan_evidence_max_count,
+                            self.orphan_evidence_max_bytes, prefix="dropped")
 
     def stats(self) -> dict[str, Any]:
         with self._lock:

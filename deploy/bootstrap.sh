@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up a Debian / Raspberry Pi OS machine for phonewatch: system packages via apt (only the
-# missing ones), then a Python venv with the project installed from pyproject.toml.
+# missing ones), then a Python venv with the project installed from pyproject.toml, pinned by
+# deploy/constraints.txt (except on a Pi; see below).
 # Idempotent: a second run only checks. Called by `make bootstrap` (and so by demo and test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +10,14 @@ PYTHON="${PYTHON:-python3}"
 EXTRAS="${EXTRAS:-dev}"
 APT_PACKAGES="${APT_PACKAGES:-}"
 VENV=.venv
+on_pi=false
+if grep -qs "Raspberry Pi" /proc/device-tree/model; then on_pi=true; fi
+# The lock (exact versions of everything in the dev/CI venv). Not on a Pi: there the venv sees
+# apt's picamera2, built against apt's numpy, which a pinned numpy from PyPI would shadow; and
+# the lock was made on x86_64. CONSTRAINTS= (empty) installs unpinned anywhere.
+if [ -z "${CONSTRAINTS+set}" ]; then
+    if $on_pi; then CONSTRAINTS=""; else CONSTRAINTS=deploy/constraints.txt; fi
+fi
 
 sudo_cmd() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -33,17 +42,24 @@ fi
 if [ ! -x "$VENV/bin/python" ]; then
     venv_args=()
     # On a Raspberry Pi, picamera2 and libcamera come from apt: let the venv see them.
-    if grep -qs "Raspberry Pi" /proc/device-tree/model; then
+    if $on_pi; then
         venv_args+=(--system-site-packages)
     fi
     echo "bootstrap: creating $VENV ${venv_args[*]:-}"
     "$PYTHON" -m venv "${venv_args[@]}" "$VENV"
 fi
 
+# Re-install when pyproject.toml or the lock is newer than the last install of these extras.
 stamp="$VENV/.installed-$(echo "$EXTRAS" | tr ',' '-')"
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-    echo "bootstrap: installing phonewatch[$EXTRAS] into $VENV"
-    "$VENV/bin/python" -m pip install -q --upgrade pip
-    "$VENV/bin/python" -m pip install -q -e ".[$EXTRAS]"
+pin_args=()
+[ -z "$CONSTRAINTS" ] || pin_args=(-c "$CONSTRAINTS")
+stale=false
+for dep in pyproject.toml $CONSTRAINTS; do
+    if [ "$dep" -nt "$stamp" ]; then stale=true; fi
+done
+if [ ! -f "$stamp" ] || $stale; then
+    echo "bootstrap: installing phonewatch[$EXTRAS] into $VENV${CONSTRAINTS:+ (pinned by $CONSTRAINTS)}"
+    "$VENV/bin/python" -m pip install -q --upgrade pip "${pin_args[@]}"
+    "$VENV/bin/python" -m pip install -q -e ".[$EXTRAS]" "${pin_args[@]}"
     touch "$stamp"
 fi

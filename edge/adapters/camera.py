@@ -296,7 +296,7 @@ class PicameraSource:  # pragma: no cover - runs on a Raspberry Pi only
 
     def open(self) -> None:
         try:
-            from picamera2 import Picamera2  # type: ignore[import-not-found]
+            from picamera2 import Picamera2
         except ImportError as e:
             raise CameraError(
                 "picamera2 is not installed: on Raspberry Pi OS run 'sudo apt install "

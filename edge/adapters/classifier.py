@@ -38,7 +38,7 @@ def _runtime() -> tuple[Any, Callable[..., Any], str]:
     except ImportError:
         pass
     try:
-        from tflite_runtime.interpreter import (  # type: ignore[import-not-found]
+        from tflite_runtime.interpreter import (
             Interpreter,
             load_delegate,
         )

@@ -1,7 +1,7 @@
 """The durable alert outbox: SQLite in WAL mode, one row per alert, on the unit's disk.
 
 An alert (its signed JSON and a copy of its evidence JPEG) is committed, with fsync, before
-anything is sent; each part is deleted only after the broker acknowledges it; rows are handed
+anything is sent; each part is deleted only after the control room receipts it; rows are handed
 out in sequence order. The per-unit sequence number lives in the same database and, reserved
 ahead, in a sequence file beside it, so it survives restarts, ``kill -9``, power loss and the
 loss, replacement or corruption of the database, and is never reused.
@@ -263,6 +263,7 @@ class Outbox:
             self._db.execute("ROLLBACK")
             raise
         self._reserved = reserved
+        self._pending_reserved = reserved
 
     def _read_seq_file(self) -> int:
         """The number in the sequence file; 0 if there is none or it cannot be read."""
@@ -331,11 +332,32 @@ class Outbox:
 
     # ------------------------------------------------------------------ writing
 
+    def reserve(self) -> int:
+        """Take the next sequence number now, for an alert :meth:`add` commits later with
+        ``seq=``: the app names the alert (and its evidence folder) by it before the alert
+        exists. A number reserved and never added is a gap, never a reuse."""
+        with self._lock:
+            self._check_open()
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    seq = self._next_seq_locked()
+                    self._advance_locked(seq)
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._rollback()
+                    raise
+            except (sqlite3.Error, OSError) as e:
+                raise OutboxError(f"outbox {self.path}: cannot reserve a number: {e}") from None
+            self._reserved = max(self._reserved, self._pending_reserved)
+            return seq
+
     def add(self, make_payload: Callable[[int], bytes], *, evidence: bytes | None,
-            evidence_state: str | None = None, created_wall_s: float | None = None) -> int:
-        """Allocate the next sequence number, build the payload for it, commit (fsync) and
-        return the number. ``make_payload(seq)`` runs inside the transaction, so a failure
-        there (or a crash) leaves no trace and no gap.
+            evidence_state: str | None = None, created_wall_s: float | None = None,
+            seq: int | None = None) -> int:
+        """Commit an alert (fsync) and return its sequence number: ``seq`` if it was taken
+        with :meth:`reserve`, else the next one. ``make_payload(seq)`` runs inside the
+        transaction, so a failure there (or a crash) leaves no trace and no gap.
 
         On a full disk the alert is still kept: its evidence is dropped (counted), and if even
         the alert alone does not fit, the spare file is given up for it."""
@@ -345,7 +367,7 @@ class Outbox:
             self._check_open()
             try:
                 try:
-                    return self._add_locked(make_payload, evidence, state, created)
+                    return self._add_locked(make_payload, evidence, state, created, seq=seq)
                 except sqlite3.Error as e:
                     if not _is_full(e):
                         raise
@@ -354,21 +376,25 @@ class Outbox:
                                     "evidence (%d bytes)", self.path, len(evidence))
                         with contextlib.suppress(sqlite3.Error):
                             return self._add_locked(make_payload, None, "pruned", created,
-                                                    count_pruned=True)
+                                                    count_pruned=True, seq=seq)
                     if not self._release_spare():
                         raise
                     return self._add_locked(make_payload, None,
                                             "pruned" if evidence is not None else state, created,
-                                            count_pruned=evidence is not None)
+                                            count_pruned=evidence is not None, seq=seq)
             except (sqlite3.Error, OSError) as e:
                 raise OutboxError(f"outbox {self.path}: cannot commit alert: {e}") from None
 
     def _add_locked(self, make_payload: Callable[[int], bytes], evidence: bytes | None,
-                    state: str, created: float, *, count_pruned: bool = False) -> int:
+                    state: str, created: float, *, count_pruned: bool = False,
+                    seq: int | None = None) -> int:
         self._db.execute("BEGIN IMMEDIATE")
         try:
-            seq = int(self._db.execute(
-                "SELECT value FROM meta WHERE key = 'next_seq'").fetchone()[0])
+            reserved_seq = seq
+            if seq is None:
+                seq = self._next_seq_locked()
+            elif seq >= self._next_seq_locked():
+                raise OutboxError(f"outbox {self.path}: seq {seq} was never reserved")
             payload = make_payload(seq)
             ev = evidence
             if count_pruned:
@@ -393,21 +419,28 @@ class Outbox:
                 "evidence_state, frame_sha256) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (seq, _alert_id_of(payload, seq), created, payload, ev, state,
                  _frame_sha256_of(payload)))
-            self._db.execute("UPDATE meta SET value = ? WHERE key = 'next_seq'", (seq + 1,))
-            reserved = self._reserved
-            if seq >= reserved:  # the file first: it must always be above seq
-                reserved = seq + SEQ_RESERVE_BLOCK
-                self._write_seq_file(reserved)
-                self._db.execute("UPDATE meta SET value = ? WHERE key = 'seq_reserved'",
-                                 (reserved,))
+            if reserved_seq is None:
+                self._advance_locked(seq)
             self._db.execute("COMMIT")
-            self._reserved = reserved
+            self._reserved = max(self._reserved, self._pending_reserved)
         except BaseException:
             self._rollback()
             self._recount()
             raise
         self._used_bytes += len(payload) + (len(ev) if ev else 0)
         return seq
+
+    def _advance_locked(self, seq: int) -> None:
+        """Inside a transaction: ``seq`` is used; the next is ``seq + 1``. The sequence file is
+        written first when the reservation runs out: it must always be above any used seq."""
+        self._db.execute("UPDATE meta SET value = ? WHERE key = 'next_seq'", (seq + 1,))
+        reserved = self._reserved
+        if seq >= reserved:
+            reserved = seq + SEQ_RESERVE_BLOCK
+            self._write_seq_file(reserved)
+            self._db.execute("UPDATE meta SET value = ? WHERE key = 'seq_reserved'",
+                             (reserved,))
+        self._pending_reserved = reserved
 
     def _make_room(self, need: int, seq: int, *, quota: int, alerts_too: bool) -> None:
         """Inside a transaction: drop oldest evidence, then (if allowed) oldest alerts, until
@@ -460,7 +493,7 @@ class Outbox:
                 self._db.execute("ROLLBACK")
 
     def ack(self, parts: Iterable[tuple[int, Part]]) -> int:
-        """Record broker acknowledgements; rows with nothing left to send are deleted.
+        """Record the control room's receipts; rows with nothing left to send are deleted.
         Unknown sequence numbers (already deleted or pruned) are ignored. Returns rows deleted.
 
         Works on a full disk: deletes need only a little journal space (``secure_delete`` is
@@ -599,6 +632,23 @@ class Outbox:
                 raise OutboxError(f"outbox {self.path}: cannot read: {e}") from None
         return [OutboxItem(int(s), str(a), bytes(p), None if e is None else bytes(e), bool(k))
                 for s, a, p, e, k in rows]
+
+    def get(self, seq: int) -> OutboxItem | None:
+        """The alert ``seq`` if something of it is still owed, else None."""
+        with self._lock:
+            self._check_open()
+            try:
+                row = self._db.execute(
+                    "SELECT seq, alert_id, payload, "
+                    "CASE WHEN evidence_state = 'pending' THEN evidence END, alert_acked "
+                    "FROM alerts WHERE seq = ?", (seq,)).fetchone()
+            except sqlite3.Error as e:
+                raise OutboxError(f"outbox {self.path}: cannot read: {e}") from None
+        if row is None:
+            return None
+        seq_, alert_id, payload, evidence, acked = row
+        return OutboxItem(int(seq_), str(alert_id), bytes(payload),
+                          None if evidence is None else bytes(evidence), bool(acked))
 
     def owes_frame(self, frame_sha256: str) -> bool:
         """Is an alert whose evidence frame has this SHA-256 still owed to the broker (alert or

@@ -33,7 +33,7 @@ from edge.common.signing import Ed25519PrivateKey, load_private_key, write_key_p
 from edge.core.errors import ConfigError, PhonewatchError, SignatureError
 from edge.core.frame import Frame
 from edge.core.gps import GpsSource
-from edge.core.ports import AlertSink, Detection, FrameSource, Uplink
+from edge.core.ports import AlertNumbers, AlertSink, Detection, FrameSource, Uplink
 from edge.core.roi import Roi
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,8 @@ def build_evidence(cfg: Config, paths: Paths | None = None) -> EvidenceStore:
     e = cfg.evidence
     paths = paths or Paths.of(cfg)
     return EvidenceStore(paths.evidence_dir, quota_bytes=int(e.quota_mb * 1e6),
-                         jpeg_quality=e.jpeg_quality)
+                         jpeg_quality=e.jpeg_quality,
+                         reserve_bytes=int(cfg.unit.disk_reserve_mb * 1024 * 1024))
 
 
 def build_gps(cfg: Config) -> GpsSource | None:
@@ -125,13 +126,16 @@ def signing_key_for(path: Path, *, unit_id: str, autogenerate: bool) -> Ed25519P
 
 
 def build_uplink(cfg: MqttSinkConfig, *, unit_id: str, data_dir: Path,
-                 on_command: CommandFn | None = None) -> MqttUplink:
+                 on_command: CommandFn | None = None,
+                 reserve_bytes: int = 64 * 1024 * 1024) -> MqttUplink:
     """Open the outbox, load the key and start the MQTT uplink (it connects in the
     background, never blocking on the broker)."""
     outbox_path, key_path = uplink_paths(cfg, unit_id=unit_id, data_dir=data_dir)
     key = signing_key_for(key_path, unit_id=unit_id, autogenerate=cfg.signing_key_autogenerate)
     outbox = Outbox(outbox_path, quota_bytes=int(cfg.outbox_quota_mb * 1024 * 1024),
-                    fsync=cfg.outbox_fsync)
+                    fsync=cfg.outbox_fsync, reserve_bytes=reserve_bytes)
+    if outbox.problem:
+        log.error("outbox: %s", outbox.problem)
     try:
         return MqttUplink(cfg, unit_id=unit_id, outbox=outbox, signing_key=key,
                           on_command=on_command).start()
@@ -145,7 +149,8 @@ def build_sink(cfg: Config, *, on_command: CommandFn | None = None) -> AlertSink
     s = cfg.sink
     if isinstance(s, MqttSinkConfig):
         return build_uplink(s, unit_id=cfg.unit.id, data_dir=cfg.unit.data_dir,
-                            on_command=on_command)
+                            on_command=on_command,
+                            reserve_bytes=int(cfg.unit.disk_reserve_mb * 1024 * 1024))
     return JsonlSink(Paths.of(cfg).alerts_jsonl)
 
 
@@ -195,6 +200,9 @@ class Unit:
         self.uplink: Uplink | None = None
         """The MQTT uplink when ``[sink] type = "mqtt"``; None for a JSON-lines sink."""
         self.emitter: StatsEmitter | None = None
+        self.problem: str | None = None
+        """Why the unit is degraded though frames flow (e.g. its outbox was corrupt and set
+        aside); carried in the heartbeat and the retained status until restart."""
         self.shutdown_requested = threading.Event()
         self.reload_requested = threading.Event()
         self.collector: Collector | None = None
@@ -247,6 +255,12 @@ class Unit:
         if isinstance(sink, MqttUplink) and isinstance(cfg.sink, MqttSinkConfig):
             uplink: Uplink = sink
             self.uplink = uplink
+            outbox = sink.outbox
+            # Evidence whose alert the control room has receipted is pruned first.
+            evidence.is_owed = lambda r: outbox.owes_frame(r.frame_sha256)
+            self.problem = outbox.problem
+            if self.problem:
+                uplink.set_status("degraded", self.problem)
             self.collector = Collector(uplink=uplink, jpeg_quality=cfg.evidence.jpeg_quality)
             self._stack.callback(self.collector.close)  # closed before the uplink
             self.emitter = StatsEmitter(unit_id=cfg.unit.id, uplink=uplink,
@@ -254,6 +268,9 @@ class Unit:
                                         pipeline_stats=self.heartbeat_stats, gps=self.gps)
             self._stack.callback(self.emitter.close)  # stopped before the uplink closes
             self.emitter.start()
+        numbers: AlertNumbers | None = (
+            sink.outbox if isinstance(sink, MqttUplink)
+            else sink if isinstance(sink, JsonlSink) else None)
         if self.extra_sink is not None:
             sink = TeeSink(sink, self.extra_sink)
         cam = cfg.camera
@@ -264,7 +281,7 @@ class Unit:
             reconnect_min_s=cam.reconnect_min_s, reconnect_max_s=cam.reconnect_max_s,
             clip_before_s=cfg.evidence.clip_before_s, clip_after_s=cfg.evidence.clip_after_s,
             clip_width=cfg.evidence.clip_width, on_status=self._on_status, on_hit=self._on_hit,
-            on_frame=self._on_frame, stamp=self.stamp,
+            on_frame=self._on_frame, stamp=self.stamp, numbers=numbers,
         )
         if is_file_source(cfg):
             # A missing or unreadable file fails here, clearly. A camera that is absent at
@@ -303,6 +320,11 @@ class Unit:
         if self.collector is not None:
             out.update(self.collector.stats())
         out.update(self._counts)
+        if self.problem:
+            out["status"] = "degraded"
+            out["problem"] = self.problem
+        if self.pipeline is not None:
+            out["evidence_dropped"] = self.pipeline.evidence.dropped_count
         if self.uplink is not None:
             out.update({k: v for k, v in self.uplink.stats().items()
                         if k.startswith("snapshot_")})

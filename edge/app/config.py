@@ -35,6 +35,10 @@ class UnitConfig(StrictModel):
     data_dir: Path = Field(
         Path("var/unit"), description="Where the unit keeps evidence, outbox and state."
     )
+    disk_reserve_mb: float = Field(
+        64.0, description="Disk space evidence and the outbox always leave free: past it the "
+        "oldest evidence (receipted first) is pruned; alerts are always kept.", ge=0, le=1e6,
+    )
 
 
 class RoiConfig(StrictModel):

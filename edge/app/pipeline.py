@@ -33,7 +33,7 @@ from edge.app.stats import Series, fmt_ms, table
 from edge.core.decider import Decider, DeciderParams, Hit
 from edge.core.errors import CameraError, PhonewatchError
 from edge.core.frame import Frame
-from edge.core.ports import AlertSink, Classifier, Detection, FrameSource
+from edge.core.ports import AlertNumbers, AlertSink, Classifier, Detection, FrameSource
 from edge.core.roi import Roi
 
 log = logging.getLogger(__name__)
@@ -215,6 +215,7 @@ class Pipeline:
         on_hit: Callable[[Detection], None] | None = None,
         on_frame: Callable[[Frame, dict[str, float]], None] | None = None,
         stamp: Callable[[Detection], Detection] | None = None,
+        numbers: AlertNumbers | None = None,
     ) -> None:
         self.source = source
         self.classifier = classifier
@@ -235,6 +236,9 @@ class Pipeline:
         self.on_hit = on_hit
         self.on_frame = on_frame
         self.stamp = stamp
+        self.numbers = numbers
+        """Reserves each hit's sequence number before its evidence is saved (the outbox, or
+        the JSON-lines sink's counter); None: ids from the frame time (benches, tests)."""
         """Adds what the app knows to each hit's detection (GPS fix, alert time, mode)."""
         self.stats = PipelineStats()
         self.stop_event = threading.Event()
@@ -481,8 +485,12 @@ class Pipeline:
         t0 = time.perf_counter()
         hit, frame = item.hit, item.hit.best
         clip = item.clip  # complete (or all there is) by now: see _evidence_loop
-        ev_id = evidence_id(frame.t_wall_s, hit.roi_id)
-        alert_id = f"{self.unit_id}-{ev_id}"
+        seq = self.numbers.reserve() if self.numbers is not None else None
+        alert_id = (f"{self.unit_id}-{seq}" if seq is not None
+                    else f"{self.unit_id}-{evidence_id(frame.t_wall_s, hit.roi_id)}")
+        # Folders sort by time (pruning takes the oldest first) and carry the alert id.
+        ev_id = f"{evidence_id(frame.t_wall_s, hit.roi_id)}_{alert_id}" if seq is not None \
+            else evidence_id(frame.t_wall_s, hit.roi_id)
         rec = self.evidence.save(
             alert_id=alert_id, ev_id=ev_id, frame=frame.image, crop=item.roi.crop(frame.image),
             clip=clip, clip_fps=self._clip_fps(),
@@ -493,6 +501,7 @@ class Pipeline:
             t_wall_s=frame.t_wall_s, t_mono_s=frame.t_mono_s,
             model_name=self.classifier.name, model_version=self.classifier.version,
             model_sha256=self.classifier.sha256, threshold=self.params.score_on, evidence=rec,
+            seq=seq,
         )
         if self.stamp is not None:
             det = self.stamp(det)

@@ -155,21 +155,6 @@ def is_plausible_time(t: dt.datetime) -> bool:
             and nmea.GPS_EPOCH_DATE <= t.date() <= nmea.LATEST_DATE)
 
 
-def alert_time(fix: Fix | None, now_wall_s: float, max_age_s: float
-               ) -> tuple[dt.datetime, Literal["gps", "system"]]:
-    """UTC for an alert made now: the fix's time moved on by its age when the fix is a real,
-    plausible GNSS fix no older than ``max_age_s``; otherwise the system clock. Says which it
-    used. Never raises for any ``fix`` (``now_wall_s`` is the caller's ``time.time()``)."""
-    if (fix is not None and fix.has_position and fix.reason is None
-            and fix.time is not None and is_plausible_time(fix.time)
-            and 0.0 <= fix.age_s <= max_age_s):
-        try:
-            return fix.time + dt.timedelta(seconds=fix.age_s), "gps"
-        except (OverflowError, ValueError):  # an age no clock can add (max_age_s = inf)
-            pass
-    return dt.datetime.fromtimestamp(now_wall_s, tz=dt.UTC), "system"
-
-
 @dataclass(slots=True)
 class _Epoch:
     tod: nmea.TimeOfDay | None = None

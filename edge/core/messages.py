@@ -15,10 +15,10 @@ import functools
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from edge.core.errors import MessageError
 from edge.core.ports import Detection
@@ -28,6 +28,7 @@ ALERT_SCHEMA = "alert.v1"
 STATUS_SCHEMA = "status.v1"
 HEARTBEAT_SCHEMA = "heartbeat.v1"
 COMMAND_SCHEMA = "command.v1"
+RECEIPT_SCHEMA = "receipt.v1"
 
 COMMANDS = ("snapshot", "mute", "reload", "collect")
 """Command names the control room may send; anything else is rejected."""
@@ -94,6 +95,8 @@ class Topics:
         self.snapshot = f"{base}/snapshot"
         self.cmd_prefix = f"{base}/cmd/"
         self.cmd_filter = f"{base}/cmd/+"
+        self.ack = f"{base}/ack"
+        """Control room -> unit: delivery receipts (:func:`build_receipt`)."""
 
     def evidence(self, alert_id_: str) -> str:
         return f"{self.root}/{self.unit}/evidence/{alert_id_}"
@@ -304,6 +307,28 @@ def parse_command(topic: str, payload: bytes, *, topics: Topics,
     if errors:
         raise MessageError(f"command {name}: " + "; ".join(errors[:5]))
     return name, body
+
+
+def build_receipt(unit: str, *, alerts: Iterable[int], evidence: Iterable[int],
+                  t_wall_s: float) -> dict[str, Any]:
+    """The control room's receipt: these sequence numbers' alerts / evidence are stored."""
+    return {"schema": "phonewatch.receipt", "v": 1, "unit": unit,
+            "alerts": sorted(set(alerts)), "evidence": sorted(set(evidence)),
+            "time": utc_iso(t_wall_s)}
+
+
+def parse_receipt(topic: str, payload: bytes, *, topics: Topics, max_bytes: int = 1 << 20
+                  ) -> list[tuple[int, Literal["alert", "evidence"]]]:
+    """Validate a receipt for this unit; returns the ``(seq, part)`` pairs it acknowledges
+    (part ``alert`` or ``evidence``) or raises MessageError."""
+    if topic != topics.ack:
+        raise MessageError(f"not this unit's receipt topic: {topic[:200]!r}")
+    doc = validate(decode(payload, max_bytes=max_bytes), RECEIPT_SCHEMA)
+    if doc["unit"] != topics.unit:
+        raise MessageError(f"receipt for unit {str(doc['unit'])[:64]!r} on {topics.unit}'s topic")
+    alerts: list[tuple[int, Literal["alert", "evidence"]]] = [
+        (int(s), "alert") for s in doc["alerts"]]
+    return alerts + [(int(s), "evidence") for s in doc["evidence"]]
 
 
 # ---------------------------------------------------------------- validation

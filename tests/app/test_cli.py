@@ -122,6 +122,7 @@ def test_run_offline_scores_against_truth(tmp_path: Path, make_video,  # type: i
     assert len(lines) == 1 and json.loads(lines[0])["roi_id"] == "left"
 
 
+@pytest.mark.slow
 def test_expected_failures_print_one_line_not_a_traceback(tmp_path: Path,
                                                           brightness_model: Path) -> None:
     cfg = unit_config(tmp_path, tmp_path / "missing.mp4", brightness_model)
@@ -136,6 +137,7 @@ def test_expected_failures_print_one_line_not_a_traceback(tmp_path: Path,
     assert r.returncode == 1 and "Traceback" not in r.stderr and "not found" in r.stderr
 
 
+@pytest.mark.slow
 def test_help_teaches() -> None:
     r = subprocess.run([sys.executable, "-m", "edge.app.cli", "--help"], capture_output=True,
                        text=True, cwd=REPO, timeout=60)

@@ -4,11 +4,13 @@ signed alerts built with the unit's own message builder and signing helpers, rea
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import itertools
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -20,11 +22,13 @@ import cv2
 import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
+import sqlalchemy as sa
 from cryptography.hazmat.primitives import serialization
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from sqlalchemy.engine import Engine
+from sqlalchemy.pool import NullPool
 
 from controlroom import db
 from controlroom.config import MqttConfig
@@ -33,6 +37,7 @@ from edge.app.local_broker import LocalBroker, find_mosquitto, free_port
 from edge.common.signing import Ed25519PrivateKey, generate_key, sign_alert
 from edge.core import messages as m
 from edge.core.ports import Detection, EvidenceRecord
+from tests.waiting import wait_until
 
 FIX = {"time": "2026-05-01T10:20:30.5Z", "lat": 51.5007, "lon": -0.1246, "alt_m": 12.0,
        "speed_mps": 13.4, "track_deg": 91.5, "mode": "3d", "quality": 1, "hdop": 0.9, "sats": 9,
@@ -73,7 +78,7 @@ class Unit:
 
     unit_id: str
     key: Ed25519PrivateKey
-    seq: itertools.count = None  # type: ignore[assignment]
+    seq: itertools.count[int] = None  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         self.seq = itertools.count(1)
@@ -161,7 +166,7 @@ class Publisher:
                 user_properties: Sequence[tuple[str, str]] = ()) -> mqtt.MQTTMessageInfo:
         props = None
         if user_properties:
-            props = Properties(PacketTypes.PUBLISH)
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             props.UserProperty = list(user_properties)
         info = self.client.publish(topic, payload, qos=qos, retain=retain, properties=props)
         if wait:
@@ -189,15 +194,21 @@ def _pg_bin() -> Path | None:
 
 
 @pytest.fixture(scope="session")
-def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A throw-away PostgreSQL cluster (initdb + pg_ctl) in a temp dir on a free port."""
+def postgres_url() -> Iterator[str]:
+    """A throw-away PostgreSQL cluster (initdb + pg_ctl) in a temp dir on a free port.
+
+    The cluster lives in a directory of its own under the system temp dir, not under pytest's
+    ``pytest-of-<user>``: every pytest session that starts (another run on the same machine)
+    chmods that folder to 0700, and when we run as root the server runs as ``postgres``, which
+    then cannot reach its data directory: the next checkpoint PANICs, the server restarts and
+    fails, and whatever runs next sees "server closed the connection unexpectedly"."""
     if os.environ.get("PHONEWATCH_PG_URL"):
         yield os.environ["PHONEWATCH_PG_URL"]
         return
     bindir = _pg_bin()
     if bindir is None:
         pytest.skip("PostgreSQL is not installed (Debian package 'postgresql')")
-    base = tmp_path_factory.mktemp("pg")
+    base = Path(tempfile.mkdtemp(prefix="phonewatch-pg-"))
     data, sock = base / "data", base / "sock"
     sock.mkdir()
     run_as: list[str] = []
@@ -207,21 +218,58 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         run_as = ["runuser", "-u", "postgres", "--"]
         os.chmod(base, 0o777)
         shutil.chown(sock, "postgres")
-        for p in (base, *base.parents):
+        for p in base.parents:
             if p == Path("/"):
                 break
             os.chmod(p, os.stat(p).st_mode | 0o011)
     port = free_port()
-    subprocess.run([*run_as, str(bindir / "initdb"), "-D", str(data), "-U", "pw",
-                    "--auth=trust", "-E", "UTF8", "--no-sync"],
-                   check=True, capture_output=True)
-    opts = f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off"
-    subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-o", opts, "-w",
-                    "-l", str(base / "pg.log"), "start"], check=True, capture_output=True)
     try:
-        subprocess.run([str(bindir.parent / "bin" / "createdb"), "-h", "127.0.0.1", "-p",
-                        str(port), "-U", "pw", "phonewatch"], check=True, capture_output=True)
-        yield f"postgresql+psycopg://pw@127.0.0.1:{port}/phonewatch"
+        subprocess.run([*run_as, str(bindir / "initdb"), "-D", str(data), "-U", "pw",
+                        "--auth=trust", "-E", "UTF8", "--no-sync"],
+                       check=True, capture_output=True)
+        opts = f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off"
+        subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-o", opts, "-w",
+                        "-l", str(base / "pg.log"), "start"], check=True, capture_output=True)
+        try:
+            subprocess.run([str(bindir.parent / "bin" / "createdb"), "-h", "127.0.0.1", "-p",
+                            str(port), "-U", "pw", "phonewatch"], check=True,
+                           capture_output=True)
+            yield f"postgresql+psycopg://pw@127.0.0.1:{port}/phonewatch"
+        finally:
+            subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-m",
+                            "immediate", "stop"], capture_output=True, check=False)
     finally:
-        subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate",
-                        "stop"], capture_output=True, check=False)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _drop_pg_database(admin: Engine, name: str) -> bool:
+    """One attempt, on a new connection: end the database's sessions, then drop it."""
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                 "WHERE datname = :name AND pid <> pg_backend_pid()"),
+                         {"name": name})
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        return True
+    except sa.exc.OperationalError:  # the connection was lost: a fresh one next time
+        return False
+
+
+@contextlib.contextmanager
+def pg_database(base_url: str, prefix: str = "t") -> Iterator[str]:
+    """A new, empty database in the cluster of ``base_url``; its URL. Dropped afterwards even
+    if sessions are still connected to it or a server connection was lost meanwhile: every
+    statement runs on a connection of its own (no pool to hand back a dead one), and a drop
+    that fails on a lost connection is tried again (IF EXISTS: it may have gone through)."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(base_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"CREATE DATABASE {name}"))
+        try:
+            yield base_url.rsplit("/", 1)[0] + "/" + name
+        finally:
+            assert wait_until(lambda: _drop_pg_database(admin, name), timeout_s=60,
+                              step_s=0.2), f"could not drop database {name}"
+    finally:
+        admin.dispose()

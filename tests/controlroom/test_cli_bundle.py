@@ -98,6 +98,7 @@ def write_config(tmp_path: Path, extra: str = "") -> Path:
     return cfg
 
 
+@pytest.mark.slow
 def test_add_unit_add_user_and_migrate(tmp_path: Path, unit: Unit,
                                        capsys: pytest.CaptureFixture[str],
                                        monkeypatch: pytest.MonkeyPatch) -> None:
@@ -197,6 +198,7 @@ def test_example_config_loads() -> None:
     assert cfg.mqtt.share_group == "controlroom"
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
 def test_demo_control_room_receives_and_serves(tmp_path: Path, broker: LocalBroker,
                                                publisher: Publisher) -> None:
@@ -225,6 +227,7 @@ def test_demo_control_room_receives_and_serves(tmp_path: Path, broker: LocalBrok
         room.close()
 
 
+@pytest.mark.slow
 def test_serve_prints_its_url_and_stops_cleanly(tmp_path: Path, broker: LocalBroker) -> None:
     """`phonewatch controlroom serve` as a process: dashboard URL on stdout, /healthz answers,
     SIGTERM stops it with exit status 0 and its receiver's counters."""

@@ -32,7 +32,10 @@ from tests.controlroom.conftest import Publisher, Unit, jpeg_bytes, mqtt_cfg
 from tests.controlroom.test_web import PASSWORD, audit_actions, csrf_of, login
 from tests.waiting import wait_until
 
-pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`"),
+]
 
 
 class Listener:

@@ -73,6 +73,7 @@ def _samples() -> dict[str, dict[str, Any]]:
     return {"alert": alert, "alert_no_fix": no_fix, "heartbeat": hb, "status": st}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,sample", [(m.ALERT_SCHEMA, "alert"),
                                          (m.ALERT_SCHEMA, "alert_no_fix"),
                                          (m.HEARTBEAT_SCHEMA, "heartbeat"),

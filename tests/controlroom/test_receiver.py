@@ -6,8 +6,10 @@ from __future__ import annotations
 import base64
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
@@ -18,6 +20,7 @@ from edge.app.compose import build_uplink
 from edge.app.local_broker import LocalBroker
 from edge.common.signing import generate_key, sign_alert, write_key_pair
 from edge.core import messages as m
+from edge.core.ports import Detection
 from tests.controlroom.conftest import (
     Publisher,
     Unit,
@@ -110,6 +113,7 @@ def test_every_bad_message_is_rejected_counted_and_not_stored(
     assert wait_until(lambda: count(engine) == 2)
 
 
+@pytest.mark.slow
 def test_replay_of_an_old_or_purged_alert_is_rejected(receiver: Receiver, publisher: Publisher,
                                                      unit_a: Unit, engine: Engine) -> None:
     payload, _ = unit_a.alert(seq=1)
@@ -141,6 +145,7 @@ def test_evidence_before_its_alert_is_kept_and_matched(receiver: Receiver,
     assert [r[0] for r in joined] == ["unit-a-1"]
 
 
+@pytest.mark.slow
 def test_status_and_heartbeat_update_the_unit(receiver: Receiver, publisher: Publisher,
                                               unit_a: Unit, engine: Engine) -> None:
     status = m.build_status("unit-a", "online", t_wall_s=time.time(), software="0.1.0")
@@ -157,6 +162,7 @@ def test_status_and_heartbeat_update_the_unit(receiver: Receiver, publisher: Pub
     assert json.loads(u.heartbeat)["fps"] == 29.5
 
 
+@pytest.mark.slow
 def test_retained_status_reaches_a_receiver_started_later(broker: LocalBroker,
                                                           publisher: Publisher, unit_a: Unit,
                                                           engine: Engine) -> None:
@@ -201,8 +207,11 @@ def test_unit_registered_while_running_is_accepted(receiver: Receiver, publisher
     assert wait_until(lambda: count(engine) == 1)
 
 
+@pytest.mark.slow
 def test_real_uplink_to_receiver(broker: LocalBroker, receiver: Receiver, engine: Engine,
-                                 tmp_path: Path, make_detection) -> None:  # noqa: F811
+                                 tmp_path: Path,
+                                 make_detection: Callable[..., Detection]  # noqa: F811
+                                 ) -> None:
     """The unit's own MqttUplink (outbox, signing, evidence) and heartbeat emitter into the
     control room."""
     from controlroom import crypto
@@ -235,6 +244,7 @@ def test_real_uplink_to_receiver(broker: LocalBroker, receiver: Receiver, engine
     assert receiver.stats()["rejected_total"] == 0
 
 
+@pytest.mark.slow
 def test_production_broker_tls_acl_and_shared_subscription(tmp_path: Path,
                                                            engine: Engine) -> None:
     """The production Mosquitto config (TLS, client certificates, per-unit ACL): the control
@@ -271,6 +281,7 @@ def test_production_broker_tls_acl_and_shared_subscription(tmp_path: Path,
     assert count(engine) == 1
 
 
+@pytest.mark.slow
 def test_database_failure_keeps_messages_until_it_recovers(receiver: Receiver,
                                                            publisher: Publisher, unit_a: Unit,
                                                            engine: Engine) -> None:
@@ -287,3 +298,60 @@ def test_database_failure_keeps_messages_until_it_recovers(receiver: Receiver,
     assert wait_until(lambda: receiver.stats().get("stored") == 5, timeout_s=15), \
         receiver.stats()
     assert count(engine) == 5
+
+
+def big_jpeg(i: int, size: int) -> bytes:
+    """A distinct JPEG-framed payload of ``size`` bytes (the receiver checks the markers and,
+    against the signed alert, the size and SHA-256; it never decodes the image)."""
+    head = b"\xff\xd8\xff\xe0" + i.to_bytes(4, "big")
+    return head + bytes(size - len(head) - 2) + b"\xff\xd9"
+
+
+def test_queued_bytes_stay_within_queue_max_mb_while_the_database_is_locked(
+        broker: LocalBroker, publisher: Publisher, unit_a: Unit, engine: Engine,
+        tmp_path: Path) -> None:
+    """Issue 17: large evidence arriving while another process holds the SQLite write lock.
+    The receiver holds at most ``queue_max_mb`` of received, unstored messages and leaves the
+    rest at the broker (paho stops reading; un-PUBACKed messages count against ReceiveMaximum);
+    once the lock is released every alert and JPEG is stored exactly once."""
+    import sqlite3
+
+    n, size = 12, 1024 * 1024
+    bound = 3 * 1024 * 1024
+    # its own topic root: retained status messages of other tests stay out of the counts
+    r = Receiver(mqtt_cfg(broker, queue_max_mb=3, topic_root="big"), engine).start()
+    lock = sqlite3.connect(tmp_path / "cr.sqlite", isolation_level=None)
+    try:
+        assert r.wait_ready(10)
+        lock.execute("BEGIN IMMEDIATE")  # the database write lock, as a busy writer holds it
+        sent = [unit_a.alert(jpeg=big_jpeg(i, size)) for i in range(n)]
+        infos = []
+        for seq, (payload, jpeg) in enumerate(sent, start=1):
+            infos.append(publisher.publish("big/unit-a/alert", payload, wait=False))
+            infos.append(publisher.publish(f"big/unit-a/evidence/unit-a-{seq}", jpeg,
+                                           wait=False))
+        for info in infos:
+            info.wait_for_publish(30)  # all of it is at the broker
+        # The receiver has filled its budget and stopped taking messages.
+        assert wait_until(lambda: r.stats()["flow_paused"] >= 1, timeout_s=20), r.stats()
+        held = r.stats()
+        assert held["queued_bytes"] <= bound < held["queued_bytes"] + size, held
+        # the rest stayed at the broker: at most two JPEGs (and their small alerts) here
+        assert r.backlog() <= 2 * (bound // size) + 1, r.backlog()
+        assert count(engine) == 0
+        lock.execute("ROLLBACK")
+        # counted at the commit; handed back to the budget just after the PUBACKs
+        assert wait_until(lambda: r.stats().get("evidence_stored") == n
+                          and r.stats()["queued_messages"] == 0, timeout_s=60), r.stats()
+        stats = r.stats()
+    finally:
+        lock.close()
+        r.close()
+    assert stats["queued_bytes_peak"] <= bound == stats["queue_max_bytes"], stats
+    assert stats["queued_bytes"] == 0 and stats["queued_messages"] == 0, stats
+    assert stats["stored"] == n and stats["rejected_total"] == 0, stats
+    with engine.connect() as conn:
+        assert sorted(x[0] for x in conn.execute(sa.select(db.alerts.c.seq))) == \
+            list(range(1, n + 1))
+        ev = conn.execute(sa.select(db.evidence.c.alert_id, db.evidence.c.sha256)).all()
+    assert len(ev) == len(set(ev)) == n

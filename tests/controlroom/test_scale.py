@@ -3,6 +3,7 @@ store each of 10,000 signed alerts exactly once, with QoS 1 duplicates mixed in.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -19,7 +20,7 @@ import sqlalchemy as sa
 from controlroom import db
 from edge.app.local_broker import LocalBroker
 from edge.common.signing import generate_key
-from tests.controlroom.conftest import Publisher, Unit, raw_pub_b64
+from tests.controlroom.conftest import Publisher, Unit, pg_database, raw_pub_b64
 from tests.waiting import wait_until
 
 N_ALERTS = 10_000
@@ -46,6 +47,10 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(5)
 
 
+def _says(log: Path, text: str) -> bool:
+    return text in log.read_text()
+
+
 def final_stats(log: Path) -> dict[str, object]:
     for line in reversed(log.read_text().splitlines()):
         if line.startswith("receiver stats: "):
@@ -58,17 +63,8 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'cr.sqlite'}"
         return
-    base = request.getfixturevalue("postgres_url")
-    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
-    name = f"scale_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f"CREATE DATABASE {name}"))
-    try:
-        yield base.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f"DROP DATABASE {name} WITH (FORCE)"))
-        admin.dispose()
+    with pg_database(request.getfixturevalue("postgres_url"), prefix="scale") as url:
+        yield url
 
 
 def test_two_receivers_store_10000_alerts_exactly_once(tmp_path: Path, broker: LocalBroker,
@@ -92,7 +88,7 @@ def test_two_receivers_store_10000_alerts_exactly_once(tmp_path: Path, broker: L
     procs = [start_receiver(cfg, ids[0], logs[0]), start_receiver(cfg, ids[1], logs[1])]
     try:
         for log in logs:
-            assert wait_until(lambda log=log: "receiving from" in log.read_text(), 60), \
+            assert wait_until(functools.partial(_says, log, "receiving from"), 60), \
                 log.read_text()
         t0 = time.monotonic()
         infos = [publisher.publish(f"phonewatch/{unit}/alert", p, wait=False)
@@ -114,7 +110,7 @@ def test_two_receivers_store_10000_alerts_exactly_once(tmp_path: Path, broker: L
     with engine.connect() as conn:
         n, distinct = conn.execute(sa.select(sa.func.count(), sa.func.count(sa.distinct(
             db.alerts.c.alert_id)))).one()
-        per_unit = dict(conn.execute(sa.select(db.alerts.c.unit, sa.func.count())
+        per_unit: dict[str, int] = dict(conn.execute(sa.select(db.alerts.c.unit, sa.func.count())
                                      .group_by(db.alerts.c.unit)).all())
     engine.dispose()
     assert n == distinct == N_ALERTS

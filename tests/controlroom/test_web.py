@@ -25,7 +25,10 @@ from controlroom.web import create_app
 from edge.core import messages as m
 from tests.controlroom.conftest import Unit, jpeg_bytes, status_and_heartbeat
 
-pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`"),
+]
 
 PASSWORD = "correct horse battery"
 HTML = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}

@@ -26,12 +26,12 @@ pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.te
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture()
+@pytest.fixture
 def cfg(tmp_path: Path) -> Config:
     return parse_config({"web": {"live_poll_s": 0.05}}, base_dir=tmp_path)
 
 
-@pytest.fixture()
+@pytest.fixture
 def operators(engine: Engine) -> None:
     users.add_user(engine, "alice", PASSWORD)
 

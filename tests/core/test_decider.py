@@ -73,6 +73,7 @@ def test_params_validated(bad: dict) -> None:
         DeciderParams(**{**dict(window=5, min_frames=3), **bad})
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.floats(0, 1), max_size=120), st.integers(1, 8), st.data())
 def test_never_hits_without_enough_frames_over_threshold(scores, window, data) -> None:  # type: ignore[no-untyped-def]

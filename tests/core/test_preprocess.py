@@ -22,6 +22,7 @@ def test_resize_area_average_of_exact_blocks() -> None:
     np.testing.assert_allclose(out, [[2.5, 4.5], [10.5, 12.5]])
 
 
+@pytest.mark.slow
 def test_resize_keeps_a_constant_image_constant_at_any_size() -> None:
     img = np.full((1080, 1920, 3), 77, np.uint8)
     for w, h in ((96, 96), (224, 160), (3000, 2000)):

@@ -35,6 +35,7 @@ def _env() -> dict[str, str]:
     return env
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(_tool("ansible-playbook") is None, reason="ansible-core not installed")
 def test_playbook_syntax_check() -> None:
     r = subprocess.run(
@@ -44,6 +45,7 @@ def test_playbook_syntax_check() -> None:
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(_tool("ansible-lint") is None, reason="ansible-lint not installed")
 def test_ansible_lint_production_profile() -> None:
     r = subprocess.run([_tool("ansible-lint"), "--offline", "--nocolor"],  # type: ignore[list-item]
@@ -52,6 +54,7 @@ def test_ansible_lint_production_profile() -> None:
     assert "Profile 'production' was required, and it passed" in r.stdout + r.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(_tool("ansible") is None, reason="ansible-core not installed")
 def test_rendered_unit_config_loads(tmp_path: Path) -> None:
     mode = "patrol"

@@ -50,6 +50,7 @@ def test_supervisor_status_over_a_pty(pico_on_pty: tuple,  # noqa: F811
     assert pico.last_hb_ms is None  # the tool never sends heartbeats
 
 
+@pytest.mark.slow
 def test_supervisor_strobe_refused_is_reported(pico_on_pty: tuple,  # noqa: F811
                                                capsys: pytest.CaptureFixture[str]) -> None:
     _, uart, _ = pico_on_pty

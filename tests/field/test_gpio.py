@@ -61,6 +61,7 @@ def test_starts_blinking_then_steady_on_when_running(factory: MockFactory,
     assert led.state is False
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("state", ["no_gps", "broker_offline", "degraded"])
 def test_status_pattern_pulse_train(factory: MockFactory, state: str) -> None:
     io = make(factory, pattern_scale=0.5)  # long pauses stand out even on a loaded machine

@@ -402,6 +402,7 @@ def _mpy_cross() -> str | None:
     return str(local) if local.exists() else shutil.which("mpy-cross")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(_mpy_cross() is None, reason="mpy-cross not installed")
 @pytest.mark.parametrize("name", ["protocol", "pins", "supervisor", "main"])
 def test_firmware_compiles_for_micropython(name: str, tmp_path: Path) -> None:

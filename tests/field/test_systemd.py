@@ -91,6 +91,7 @@ def test_listener_gone_is_counted_not_raised(tmp_path: Path) -> None:
     assert n.send_errors == 1
 
 
+@pytest.mark.slow
 def test_child_process_notifies_with_its_own_pid(listener: tuple[socket.socket, str]) -> None:
     """As under systemd (NotifyAccess=main): the datagram's sender credentials are the service's."""
     sock, path = listener

@@ -9,8 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge.core import nmea
-from edge.core.gps import Fix, FixAssembler, alert_time, format_utc, gps_state
+from edge.core.gps import Fix, FixAssembler, format_utc, gps_state
 from edge.core.nmea import with_checksum
+from tests.gps.timing import alert_time
 
 EPOCH_1 = [
     "$GNRMC,000941.00,A,4404.13387,N,12118.85628,W,0.029,,100117,,,A*7D",
@@ -128,6 +129,7 @@ def test_alert_time_uses_a_fresh_fix_else_the_system_clock() -> None:
 _GOOD = [*EPOCH_1, NEXT]
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(idx=st.integers(0, len(_GOOD) - 1), pos=st.integers(1, 70), ch=st.characters(
     min_codepoint=32, max_codepoint=126))

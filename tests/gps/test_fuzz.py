@@ -18,8 +18,9 @@ from hypothesis import strategies as st
 
 from edge.core import nmea
 from edge.core.errors import NmeaError
-from edge.core.gps import Fix, FixAssembler, alert_time, is_plausible_time
+from edge.core.gps import Fix, FixAssembler, is_plausible_time
 from edge.core.nmea import with_checksum
+from tests.gps.timing import alert_time
 
 NOW_WALL_S = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 MAX_SPEED_MPS = nmea.MAX_SPEED_KNOTS * nmea.KNOTS_TO_MPS

@@ -26,6 +26,7 @@ KNOWN_UNEXPLAINED = {
 }
 
 
+@pytest.mark.slow
 def test_every_gpsd_position_report_matches_or_says_why(nmea_dir: Path) -> None:
     logs = sorted(nmea_dir.glob("*.log.chk"))
     assert len(logs) == 36

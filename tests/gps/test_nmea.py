@@ -146,6 +146,7 @@ def _check_record(r: object) -> None:
     assert speed is None or speed >= 0
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None)
 @given(base=st.sampled_from(_SAMPLES), pos=st.integers(0, 90), junk=st.lists(_ALPHABET,
        max_size=4), fix_checksum=st.booleans())
@@ -163,6 +164,7 @@ def test_mutated_sentences_never_crash_or_leave_the_globe(
         pytest.fail(f"accepted a sentence with a wrong checksum: {line!r}")
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(st.text(max_size=120) | st.binary(max_size=120))
 def test_random_input_never_crashes(data: str | bytes) -> None:

@@ -9,8 +9,9 @@ import pytest
 
 from edge.core import nmea
 from edge.core.errors import NmeaError
-from edge.core.gps import Fix, FixAssembler, alert_time
+from edge.core.gps import Fix, FixAssembler
 from edge.core.nmea import with_checksum
+from tests.gps.timing import alert_time
 
 FLOOR = dt.date(2000, 1, 1)
 NOW_WALL_S = 1_767_225_600.0  # 2026-01-01T00:00:00Z

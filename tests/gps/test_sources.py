@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import json
 import os
 import shutil
@@ -13,7 +14,7 @@ import subprocess
 import threading
 import time
 import tty
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -105,9 +106,12 @@ def test_spy_url_on_a_pty_logs_the_traffic(tmp_path: Path,
 # --- socket:// with a feeding thread, reconnect after the peer drops ------------------------
 
 class NmeaServer:
-    """A TCP server that streams each accepted client one batch of epochs, then hangs up.
-    (pyserial's socket:// discards what arrived before open() returns, so we stream slowly,
-    as a real receiver behind a serial-to-TCP bridge would.)"""
+    """A TCP server that sends each accepted client one batch of epochs, then hangs up.
+
+    pyserial's socket:// discards what arrived before ``open()`` returns, and a ``read()`` that
+    meets the hang-up drops what it had read in the same call. So the n-th batch goes out only
+    once ``opened(n)`` says the client has opened its n-th connection, and the server hangs
+    up only once ``read(lines)`` says the client has taken every line sent so far."""
 
     def __init__(self, batches: list[list[str]]) -> None:
         self.sock = socket.create_server(("127.0.0.1", 0))
@@ -115,9 +119,14 @@ class NmeaServer:
         self.batches = batches
         self.accepted = 0
         self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    def start(self, *, opened: Callable[[int], bool], read: Callable[[int], bool]) -> None:
+        """Serve (connections made before this wait in the listen backlog)."""
+        self.opened, self.read = opened, read
         self.thread.start()
 
     def _serve(self) -> None:
+        sent = 0
         for batch in self.batches:
             try:
                 conn, _ = self.sock.accept()
@@ -125,18 +134,22 @@ class NmeaServer:
                 return
             self.accepted += 1
             with conn, contextlib.suppress(OSError):  # the test may close first
-                for i in range(0, len(batch), 3):
-                    conn.sendall(lines_bytes(batch[i:i + 3]))
-                    time.sleep(0.05)
+                if wait_until(functools.partial(self.opened, self.accepted), 10):
+                    conn.sendall(lines_bytes(batch))
+                    sent += len(batch)
+                    wait_until(functools.partial(self.read, sent), 10)
 
     def close(self) -> None:
         self.sock.close()
 
 
+@pytest.mark.slow
 def test_socket_url_reconnects_after_the_peer_hangs_up() -> None:
     server = NmeaServer([drive(T0, 5), drive(T0 + dt.timedelta(seconds=10), 5)])
     cfg = GpsConfig(source=f"socket://127.0.0.1:{server.port}", **FAST)
     src = build_gps_source(cfg)
+    server.start(opened=lambda n: src.stats["connects"] >= n,  # counted once open() returned
+                 read=lambda lines: src.stats["sentences_ok"] >= lines)
     src.start()
     try:
         assert wait_until(lambda: server.accepted == 2 and src.stats["reconnects"] >= 1), src.stats
@@ -329,6 +342,7 @@ _TPV_KEYS = st.sampled_from(["mode", "time", "lat", "lon", "alt", "altMSL", "spe
                              "status", "geoidSep"])
 
 
+@pytest.mark.slow
 @settings(max_examples=120, deadline=None)
 @given(tpv=st.dictionaries(_TPV_KEYS, _JSON, max_size=10),
        sky=st.dictionaries(st.sampled_from(["hdop", "uSat", "pdop", "vdop"]), _JSON))
@@ -418,6 +432,7 @@ def _can_connect(port: int) -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_real_gpsd_reports_the_fix_we_fed_it(gpsd: Gpsd) -> None:
     got: list[Fix] = []
     src = GpsdSource(GpsConfig(source=f"gpsd://127.0.0.1:{gpsd.port}", **FAST),

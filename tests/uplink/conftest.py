@@ -20,6 +20,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge.app.local_broker import LocalBroker, find_mosquitto
+from edge.core import messages as m
 from edge.core.ports import Detection, EvidenceRecord
 
 UNIT_A = "unit-a"
@@ -112,16 +113,39 @@ def connect_client(broker: LocalBroker, client_id: str, *, certs_for: str | None
 
 def subscribe(broker: LocalBroker, *, client_id: str = "controlroom-test",
               topics: tuple[str, ...] = ("phonewatch/#",), persistent: bool = False,
-              certs_for: str | None = "controlroom") -> Subscriber:
+              certs_for: str | None = "controlroom", receipts: bool = False) -> Subscriber:
+    """A control-room stand-in for transport tests. With ``receipts`` it answers like the
+    control room's receiver: a receipt on ``<root>/<unit>/ack`` for each alert and evidence
+    image it has recorded (the end-to-end tests use the real receiver instead)."""
     c = connect_client(broker, client_id, certs_for=certs_for, persistent=persistent)
     sub = Subscriber(c)
     subscribed = threading.Event()
+
+    def receipt(client: mqtt.Client, topic: str, payload: bytes) -> None:
+        parts = topic.split("/")  # <root...>/<unit>/alert or <root...>/<unit>/evidence/<id>
+        alerts: list[int] = []
+        evidence: list[int] = []
+        try:
+            if parts[-1] == "alert":
+                unit, root = parts[-2], "/".join(parts[:-2])
+                alerts.append(int(json.loads(payload)["seq"]))
+            elif len(parts) >= 4 and parts[-2] == "evidence":
+                unit, root = parts[-3], "/".join(parts[:-3])
+                evidence.append(int(parts[-1].rsplit("-", 1)[1]))
+            else:
+                return
+        except (ValueError, KeyError, IndexError):
+            return
+        doc = m.build_receipt(unit, alerts=alerts, evidence=evidence, t_wall_s=time.time())
+        client.publish(f"{root}/{unit}/ack", m.encode(doc), qos=1)
 
     def on_message(client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         with sub.cond:
             user = tuple(getattr(msg.properties, "UserProperty", None) or ())
             sub.messages.append(Received(msg.topic, msg.payload, bool(msg.retain), user))
             sub.cond.notify_all()
+        if receipts:
+            receipt(client, msg.topic, bytes(msg.payload))
 
     def on_connect(client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
         if not rc.is_failure:

@@ -79,6 +79,7 @@ def test_missing_signing_key_refuses_to_start(tmp_path: Path) -> None:
     assert not (tmp_path / "outbox.sqlite").exists()
 
 
+@pytest.mark.slow
 def test_check_broker(tmp_path: Path) -> None:
     with LocalBroker(tls=True, units=[UNIT_A]) as b:
         ok, detail = check_broker(MqttSinkConfig(**b.sink_settings(UNIT_A)), unit_id=UNIT_A,
@@ -100,6 +101,7 @@ def test_local_broker_reports_a_bad_start() -> None:
         LocalBroker().client_certs("x")
 
 
+@pytest.mark.slow
 def test_cli_uplink_demo(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_main(["uplink", "demo", "--alerts", "3"]) == 0
     out = capsys.readouterr().out
@@ -125,6 +127,7 @@ def test_missing_tls_file_is_a_config_error_naming_the_key(tmp_path: Path) -> No
     assert not ok and "sink.ca_file" in detail
 
 
+@pytest.mark.slow
 def test_composition_root_builds_the_mqtt_sink(tmp_path: Path) -> None:
     """The lead's composition root (edge.app.compose.build_sink) with a [sink] type = "mqtt"."""
     from edge.adapters.mqtt import MqttUplink

@@ -37,7 +37,7 @@ from tests.uplink.conftest import (
 )
 from tests.waiting import wait_until
 
-pytestmark = pytest.mark.usefixtures("need_mosquitto")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("need_mosquitto")]
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -85,7 +85,7 @@ def seqs_in_order(sub: Subscriber) -> list[int]:
 def test_round_trip_alert_and_evidence_signed_and_verified(
         broker: LocalBroker, tmp_path: Path, uplinks: Callable[..., MqttUplink],
         make_detection: Callable[..., Detection]) -> None:
-    sub = subscribe(broker, certs_for=None)
+    sub = subscribe(broker, certs_for=None, receipts=True)
     up = uplinks(broker)
     assert up.wait_connected(10)
     dets = [make_detection(roi_id=f"lane{i}") for i in range(3)]
@@ -252,7 +252,7 @@ def test_missing_or_altered_evidence_still_sends_the_alert(
         make_detection: Callable[..., Detection]) -> None:
     """The uplink sends the bytes the pipeline encoded, never re-reading the file: a detection
     that arrives without them (a record rebuilt from disk) still sends its alert."""
-    sub = subscribe(broker, certs_for=None)
+    sub = subscribe(broker, certs_for=None, receipts=True)
     up = uplinks(broker)
 
     def without_bytes(d: Detection) -> Detection:
@@ -298,7 +298,8 @@ def test_unit_restart_resends_what_was_never_acknowledged(
         assert not first.is_connected
         first.close()
         b.start()
-        sub = subscribe(b, certs_for=None, topics=("phonewatch/+/alert",))
+        sub = subscribe(b, certs_for=None, receipts=True,
+                        topics=("phonewatch/+/alert", "phonewatch/+/evidence/+"))
         second = uplinks(b)
         second.send(make_detection())
         assert sub.wait_alerts(6)
@@ -315,18 +316,21 @@ def test_broker_restart_with_persistence_loses_nothing(
         make_detection: Callable[..., Detection]) -> None:
     # the control room has a persistent session and is offline while alerts arrive
     cr = subscribe(broker, certs_for=None, client_id="cr-persistent", persistent=True,
-                   topics=("phonewatch/+/alert",))
+                   topics=("phonewatch/+/alert", "phonewatch/+/evidence/+"))
     cr.close()
     up = uplinks(broker)
     for _ in range(10):
         up.send(make_detection())
-    assert up.wait_drained(10)  # the broker holds them for the control room
+    # the broker holds them for the control room; the unit keeps them until it receipts them
+    assert wait_until(lambda: up.stats()["published"] >= 10 and up.stats()["inflight"] == 0)
+    assert up.outbox.depth() == 10
     broker.restart()  # SIGTERM: mosquitto saves its persistence file
     for _ in range(5):
         up.send(make_detection())  # raised across the restart
     cr2 = subscribe(broker, certs_for=None, client_id="cr-persistent", persistent=True,
-                    topics=("phonewatch/+/alert",))
+                    topics=("phonewatch/+/alert", "phonewatch/+/evidence/+"), receipts=True)
     assert cr2.wait_alerts(15, timeout_s=20), seqs_in_order(cr2)
+    assert up.wait_drained(10)
     got = seqs_in_order(cr2)
     assert got == list(range(got[0], got[0] + 15))
     pub = public_key(tmp_path)
@@ -344,11 +348,11 @@ def test_broker_down_while_100_alerts_are_raised(
         broker: LocalBroker, tmp_path: Path, uplinks: Callable[..., MqttUplink],
         make_detection: Callable[..., Detection]) -> None:
     cr = subscribe(broker, certs_for=None, client_id="cr-outage", persistent=True,
-                   topics=("phonewatch/+/alert", "phonewatch/+/evidence/+"))
+                   topics=("phonewatch/+/alert", "phonewatch/+/evidence/+"), receipts=True)
     up = uplinks(broker, reconnect_min_s=0.1, reconnect_max_s=0.5)
     assert up.wait_connected(10)
     up.send(make_detection())
-    assert cr.wait_alerts(1)
+    assert cr.wait_alerts(1) and up.wait_drained(10)  # receipted: the unit forgot it
     broker.stop()
     failed_at_stop = up.stats()["connect_failures"]
 
@@ -408,7 +412,7 @@ def test_kill_9_mid_publish_then_restart_loses_nothing(
         broker: LocalBroker, tmp_path: Path) -> None:
     cr = subscribe(broker, certs_for=None, client_id="cr-kill", persistent=True,
                    topics=("phonewatch/+/alert", "phonewatch/+/evidence/+",
-                           "phonewatch/+/status"))
+                           "phonewatch/+/status"), receipts=True)
     data = tmp_path / "unit"
     data.mkdir()
     cfg = {**sink_config(broker).model_dump(mode="json", exclude_none=True)}
@@ -439,3 +443,71 @@ def test_kill_9_mid_publish_then_restart_loses_nothing(
     assert all(verify_alert(a, pub) for a in cr.alerts())
     cr.close()
 
+
+
+# --- end-to-end delivery: a PUBACK is not delivery; the control room's receipt is ----------
+
+
+def test_no_subscriber_puback_is_not_delivery_the_alert_is_sent_again(
+        broker: LocalBroker, uplinks: Callable[..., MqttUplink],
+        make_detection: Callable[..., Detection]) -> None:
+    """First start, before any control room ever connected: the broker accepts each publish
+    with PUBACK 0x10 'no matching subscribers' and drops it. The unit keeps the alerts and
+    sends them again once a control room is there to receipt them."""
+    up = uplinks(broker, receipt_timeout_s=0.3, receipt_timeout_max_s=1.0)
+    assert up.wait_connected(10)
+    for _ in range(3):
+        up.send(make_detection())
+    assert wait_until(lambda: up.stats()["no_subscribers"] >= 6)  # 3 alerts + 3 images
+    assert up.outbox.depth() == 3  # nothing forgotten on the broker's word
+    cr = subscribe(broker, certs_for=None, receipts=True,
+                   topics=("phonewatch/+/alert", "phonewatch/+/evidence/+"))
+    assert cr.wait_alerts(3, timeout_s=15)
+    assert up.wait_drained(15)
+    st = up.stats()
+    assert st["retransmitted"] >= 6 and st["receipts"] >= 6 and st["awaiting_receipt"] == 0
+    cr.close()
+
+
+def test_unreceipted_parts_are_sent_again_with_a_growing_wait(
+        broker: LocalBroker, uplinks: Callable[..., MqttUplink],
+        make_detection: Callable[..., Detection]) -> None:
+    """A subscriber that takes the alert but never receipts it (a control room that cannot
+    commit): the unit resends, waiting longer each time, and keeps the alert."""
+    silent = subscribe(broker, certs_for=None, topics=("phonewatch/+/alert",))
+    up = uplinks(broker, receipt_timeout_s=0.2, receipt_timeout_max_s=0.8,
+                 publish_evidence=False)
+    up.send(make_detection())
+    assert silent.wait(lambda ms: len(ms) >= 4, timeout_s=20)  # the first send + 3 resends
+    arrivals = [r for r in silent.messages]
+    assert len({json.loads(r.payload)["seq"] for r in arrivals}) == 1  # one alert, resent
+    assert up.outbox.depth() == 1 and up.stats()["retransmitted"] >= 3
+    assert up._attempts and max(up._attempts.values()) >= 3  # the wait doubles per attempt
+    assert up._timeout_s(next(iter(up._attempts))) == 0.8  # capped at receipt_timeout_max_s
+    silent.close()
+
+
+@pytest.mark.parametrize("payload", [
+    b"not json",
+    b'{"schema":"phonewatch.receipt","v":1,"unit":"unit-b","alerts":[1],"evidence":[]}',
+    b'{"schema":"phonewatch.receipt","v":1,"unit":"unit-a","alerts":["1"],"evidence":[]}',
+    b'{"schema":"phonewatch.receipt","v":1,"unit":"unit-a","alerts":[-1],"evidence":[]}',
+    b'{"schema":"phonewatch.receipt","v":1,"unit":"unit-a","alerts":[1]}',
+    b'{"schema":"phonewatch.receipt","v":1,"unit":"unit-a","alerts":[],"evidence":[],"x":1}',
+])
+def test_hostile_receipts_are_rejected_and_forget_nothing(
+        broker: LocalBroker, uplinks: Callable[..., MqttUplink],
+        make_detection: Callable[..., Detection], payload: bytes) -> None:
+    up = uplinks(broker, publish_evidence=False)
+    assert up.wait_connected(10)
+    up.send(make_detection())
+    assert wait_until(lambda: up.stats()["inflight"] == 0 and up.stats()["published"] >= 1)
+    seq = up.outbox.pending()[0].seq
+    forged = payload.replace(b'"alerts":[1]', b'"alerts":[%d]' % seq)
+    attacker = connect_client(broker, "attacker")
+    attacker.loop_start()
+    attacker.publish(f"phonewatch/{UNIT_A}/ack", forged, qos=1).wait_for_publish(5)
+    assert wait_until(lambda: up.stats()["receipts_rejected"] >= 1)
+    assert up.outbox.depth() == 1 and up.stats()["receipts"] == 0
+    attacker.loop_stop()
+    attacker.disconnect()

@@ -46,6 +46,7 @@ def test_sequence_persists_across_reopen_and_is_never_reused(tmp_path: Path) -> 
         assert ob.pending()[0].alert_id == "u-4"
 
 
+@pytest.mark.slow
 def test_a_new_outbox_numbers_from_the_clock_so_a_replaced_one_is_never_reused(
         tmp_path: Path) -> None:
     from edge.adapters.outbox import SEQ_FLOOR_MIN, first_seq_for_new_outbox

@@ -153,6 +153,7 @@ _json = st.recursive(
 _KEY = sg.generate_key()
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None)
 @given(st.dictionaries(st.text(max_size=10), _json, max_size=8))
 def test_any_json_document_survives_the_wire_and_verifies(doc: dict) -> None:
@@ -161,3 +162,25 @@ def test_any_json_document_survives_the_wire_and_verifies(doc: dict) -> None:
     received = json.loads(m.encode(signed).decode("utf-8"))
     assert m.signing_bytes(received) == m.signing_bytes(doc)
     assert sg.verify_alert(received, _KEY.public_key())
+
+
+def test_only_the_canonical_base64_of_a_signature_is_accepted(
+        signed: tuple[dict, sg.Ed25519PrivateKey]) -> None:
+    """64 bytes encode to 88 base64 characters whose last data character carries 4 unused
+    low bits: flipping them decodes to the same signature. Such a re-encoding (or padding and
+    line-break variants) is refused, so a replayed alert is byte for byte the one stored."""
+    import base64
+
+    alert, key = signed
+    value = alert["signature"]["value"]
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    last = alphabet.index(value[-3])
+    twin = value[:-3] + alphabet[last ^ 0b0001] + value[-2:]
+    assert twin != value
+    assert base64.b64decode(twin) == base64.b64decode(value)  # the same 64 bytes
+    for variant in (twin, value[:-2], value[:44] + "\n" + value[44:]):
+        forged = {**alert, "signature": {**alert["signature"], "value": variant}}
+        assert not sg.verify_alert(forged, key.public_key())
+        assert "canonical" in (sg.signature_problem(forged, key.public_key()) or "") or \
+            "base64" in (sg.signature_problem(forged, key.public_key()) or "")
+    assert sg.signature_problem(alert, key.public_key()) is None
