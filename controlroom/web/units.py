@@ -62,70 +62,74 @@ def _ago(seconds: float) -> str:
     return f"{round(s / 86400)} days ago"
 
 
-def unit_health(r: Any, *, now: float, offline_after_s: float) -> dict[str, Any]:
-    """A unit's health in plain words: ``state`` online / degraded / offline, why, and each
-    figure of its last heartbeat with a level (good / warn / bad) for its colour."""
-    hb = json.loads(r.heartbeat) if r.heartbeat else {}
-    hb_at = r.heartbeat_received_at
-    hb_age = now - hb_at if hb_at else None
-    reasons: list[str] = []
-    if r.status_state is None and hb_at is None:
-        state, reasons = "offline", ["never heard from"]
-    elif r.status_state == "offline":
-        state = "offline"
-        reasons.append("it said it went offline" + (f" ({r.status_reason})" if r.status_reason
-                                                    else ""))
-    elif hb_age is not None and hb_age > offline_after_s:
-        state = "offline"
-        reasons.append(f"no heartbeat for {_ago(hb_age).removesuffix(' ago')}")
-    else:
-        state = "online"
-        if r.status_state == "degraded":
-            state = "degraded"
-            reasons.append(r.status_reason or "the unit reports itself degraded")
-    facts: list[tuple[str, str, str]] = []  # (name, words, level)
-    facts.append(("Last heartbeat", f"{_ago(hb_age)} ({fmt_time(hb_at)})" if hb_age is not None
-                  else "never",
-                  "bad" if hb_age is None or hb_age > offline_after_s else "good"))
+def _liveness(r: Any, hb_age: float | None, offline_after_s: float) -> tuple[str, list[str]]:
+    """online / degraded / offline from the status and the heartbeat's age, and why."""
+    if r.status_state is None and r.heartbeat_received_at is None:
+        return "offline", ["never heard from"]
+    if r.status_state == "offline":
+        why = f" ({r.status_reason})" if r.status_reason else ""
+        return "offline", [f"it said it went offline{why}"]
+    if hb_age is not None and hb_age > offline_after_s:
+        return "offline", [f"no heartbeat for {_ago(hb_age).removesuffix(' ago')}"]
+    if r.status_state == "degraded":
+        return "degraded", [r.status_reason or "the unit reports itself degraded"]
+    return "online", []
+
+
+def _figures(hb: dict[str, Any]) -> tuple[list[tuple[str, str, str]], list[str]]:
+    """The heartbeat's figures as (name, words, level), and the problems among them."""
+    facts: list[tuple[str, str, str]] = []
+    problems: list[str] = []
     fps = hb.get("fps")
     if fps is not None:
-        low = fps < FPS_WARN
-        facts.append(("Frame rate", f"{fps:.1f} frames/s", "warn" if low else "good"))
-        if low and state != "offline":
-            state = "degraded"
-            reasons.append(f"only {fps:.1f} frames/s")
+        facts.append(("Frame rate", f"{fps:.1f} frames/s", "warn" if fps < FPS_WARN else "good"))
+        if fps < FPS_WARN:
+            problems.append(f"only {fps:.1f} frames/s")
     dropped = hb.get("dropped_frames")
     if dropped is not None:
-        facts.append(("Dropped frames", f"{dropped} since start", "good" if dropped == 0
-                      else "warn"))
+        facts.append(("Dropped frames", f"{dropped} since start",
+                      "good" if dropped == 0 else "warn"))
     depth = hb.get("outbox_depth")
     if depth is not None:
         words = "empty: everything sent" if depth == 0 else \
             f"{depth} alert{'s' if depth != 1 else ''} waiting to be sent"
         facts.append(("Outbox", words, "warn" if depth >= OUTBOX_WARN else "good"))
-        if depth >= OUTBOX_WARN and state != "offline":
-            state = "degraded"
-            reasons.append(f"{depth} alerts waiting to be sent")
+        if depth >= OUTBOX_WARN:
+            problems.append(f"{depth} alerts waiting to be sent")
     gps = hb.get("gps_state")
     if gps:
-        facts.append(("GPS", GPS_WORDS.get(gps, str(gps)), "warn" if gps in GPS_BAD
-                      else "good"))
-        if gps in GPS_BAD and state != "offline":
-            state = "degraded"
-            reasons.append(f"GPS: {GPS_WORDS[gps]}")
+        facts.append(("GPS", GPS_WORDS.get(gps, str(gps)), "warn" if gps in GPS_BAD else "good"))
+        if gps in GPS_BAD:
+            problems.append(f"GPS: {GPS_WORDS[gps]}")
     temp = hb.get("cpu_temp_c")
     if temp is not None:
         level = "bad" if temp >= CPU_BAD_C else "warn" if temp >= CPU_WARN_C else "good"
         facts.append(("CPU temperature", f"{temp:.1f} °C" + (" (hot)" if level != "good"
                                                               else ""), level))
-        if level != "good" and state != "offline":
-            state = "degraded"
-            reasons.append(f"CPU at {temp:.0f} °C")
+        if level != "good":
+            problems.append(f"CPU at {temp:.0f} °C")
+    return facts, problems
+
+
+def unit_health(r: Any, *, now: float, offline_after_s: float) -> dict[str, Any]:
+    """A unit's health in plain words: ``state`` online / degraded / offline, why, and each
+    figure of its last heartbeat with a level (good / warn / bad) for its colour. A unit that
+    is up but whose last heartbeat shows a problem is degraded."""
+    hb = json.loads(r.heartbeat) if r.heartbeat else {}
+    hb_at = r.heartbeat_received_at
+    hb_age = now - hb_at if hb_at else None
+    state, reasons = _liveness(r, hb_age, offline_after_s)
+    figures, problems = _figures(hb)
+    if state != "offline" and problems:
+        state = "degraded"
+        reasons += problems
     if state != "offline" and not reasons:
         reasons.append("working normally")
+    last = ("Last heartbeat", f"{_ago(hb_age)} ({fmt_time(hb_at)})" if hb_age is not None
+            else "never", "bad" if hb_age is None or hb_age > offline_after_s else "good")
     why = "; ".join(reasons)
-    return {"state": state, "why": why[:1].upper() + why[1:], "facts": facts, "hb": hb,
-            "heartbeat_age_s": hb_age, "heartbeat_at": hb_at}
+    return {"state": state, "why": why[:1].upper() + why[1:], "facts": [last, *figures],
+            "hb": hb, "heartbeat_age_s": hb_age, "heartbeat_at": hb_at}
 
 
 COMMAND_WORDS = {"cmd_snapshot": "Snapshot", "cmd_collect": "Collect crops",

@@ -44,23 +44,23 @@ class FakeSink:
         return commands.Sent(True, "acknowledged")
 
 
-@pytest.fixture()
+@pytest.fixture
 def cfg(tmp_path: Path) -> Config:
     return parse_config({"web": {"tile_url": "", "live_poll_s": 0.05}}, base_dir=tmp_path)
 
 
-@pytest.fixture()
+@pytest.fixture
 def ingest(engine: Engine, unit_a: Unit) -> Ingest:
     users.add_user(engine, "alice", PASSWORD)
     return Ingest(engine)
 
 
-@pytest.fixture()
+@pytest.fixture
 def sink() -> FakeSink:
     return FakeSink()
 
 
-@pytest.fixture()
+@pytest.fixture
 def client(cfg: Config, engine: Engine, ingest: Ingest, sink: FakeSink) -> Iterator[Any]:
     from fastapi.testclient import TestClient
 
@@ -105,8 +105,8 @@ def test_browser_errors_are_pages_and_api_errors_stay_json(client: Any, ingest: 
         page = html.unescape(r.text)
         assert words in page or words[:1].upper() + words[1:] in page, (path, main_of(r.text))
         assert '<a href="/queue" id="nav-queue"' in r.text, path  # the normal page, nav too
-        assert ('id="back"' in r.text or 'id="filter-error"' in r.text) and \
-            '"detail"' not in r.text
+        assert ('id="back"' in r.text or 'id="filter-error"' in r.text)
+        assert '"detail"' not in r.text
         r = client.request(method.upper(), path, data=data, headers=JSON)
         detail = r.json()["detail"]  # FastAPI's JSON, unchanged
         assert r.status_code == status, (path, detail)
@@ -127,9 +127,11 @@ def test_a_bad_filter_re_shows_the_list_and_says_what_is_wrong(client: Any, inge
     assert r.status_code == 400
     assert ("From (2026-05-02T10:00) is after To (2026-05-01T10:00): no alert can match. "
             "Swap them, or clear one.") in r.text
-    assert 'value="2026-05-02T10:00"' in r.text and 'id="filters"' in r.text  # fix it there
+    assert 'value="2026-05-02T10:00"' in r.text
+    assert 'id="filters"' in r.text
     r = client.get("/", params={"since": "2026-05-02T10:00", "until": "2026-05-01T10:00"})
-    assert r.status_code == 400 and "is after To" in r.json()["detail"]
+    assert r.status_code == 400
+    assert "is after To" in r.json()["detail"]
     assert client.get("/events", params={"since": "x"}).status_code == 400
 
 
@@ -142,7 +144,8 @@ def test_a_form_post_after_the_session_ended_says_nothing_changed(client: Any, i
         conn.execute(db.web_sessions.delete())
     r = client.post(f"/alerts/{aid}/review", data={"action": "reject", "csrf": token},
                     headers={**HTML, "Referer": f"http://testserver/alerts/{aid}"})
-    assert r.status_code == 401 and "nothing was changed" in r.text
+    assert r.status_code == 401
+    assert "nothing was changed" in r.text
     assert f'href="/login?next=/alerts/{aid}"' in r.text
     assert status_of(engine, aid) == "new"
 
@@ -162,23 +165,29 @@ def test_queue_thumbnails_next_previous_and_count(client: Any, ingest: Ingest, u
 
     r = client.get(f"/alerts/{ids[0]}/thumb.jpg")
     img = cv2.imdecode(np.frombuffer(r.content, np.uint8), cv2.IMREAD_COLOR)
-    assert r.status_code == 200 and img is not None and img.shape[:2] == (240, 320)
+    assert r.status_code == 200
+    assert img is not None
+    assert img.shape[:2] == (240, 320)
     assert r.headers["cache-control"] == "private, no-cache"
     st = client.app.state.web
     assert (st.thumbs.misses, st.thumbs.hits) == (1, 0)
     assert client.get(f"/alerts/{ids[0]}/thumb.jpg").content == r.content
     assert st.thumbs.hits == 1  # scaled once
     r304 = client.get(f"/alerts/{ids[0]}/thumb.jpg", headers={"If-None-Match": r.headers["etag"]})
-    assert r304.status_code == 304 and r304.content == b""
+    assert r304.status_code == 304
+    assert r304.content == b""
     small = client.get(f"/alerts/{ids[1]}/thumb.jpg")  # 64 px wide: never enlarged
     gray = cv2.imdecode(np.frombuffer(small.content, np.uint8), 0)
-    assert gray is not None and gray.shape == (48, 64)
+    assert gray is not None
+    assert gray.shape == (48, 64)
 
     page = client.get(f"/alerts/{ids[1]}").text
     assert f'id="prev" href="/alerts/{ids[0]}"' in page
-    assert f'id="next" href="/alerts/{ids[2]}"' in page and ">2 / 3<" in page
+    assert f'id="next" href="/alerts/{ids[2]}"' in page
+    assert ">2 / 3<" in page
     first = client.get(f"/alerts/{ids[0]}?unit=unit-a").text
-    assert 'id="prev"' not in first and f'href="/alerts/{ids[1]}?unit=unit-a"' in first
+    assert 'id="prev"' not in first
+    assert f'href="/alerts/{ids[1]}?unit=unit-a"' in first
 
 
 def test_reject_moves_on_and_undo_is_real_and_audited(client: Any, ingest: Ingest,
@@ -187,13 +196,16 @@ def test_reject_moves_on_and_undo_is_real_and_audited(client: Any, ingest: Inges
     token = login(client)
     r = client.post(f"/alerts/{a1}/review", data={"action": "reject", "note": "no phone",
                                                   "csrf": token}, follow_redirects=False)
-    assert r.status_code == 303 and r.headers["location"] == f"/alerts/{a2}"
+    assert r.status_code == 303
+    assert r.headers["location"] == f"/alerts/{a2}"
     page = client.get(f"/alerts/{a2}").text
-    assert 'id="undo-bar"' in page and f'name="alert_id" value="{a1}"' in page
+    assert 'id="undo-bar"' in page
+    assert f'name="alert_id" value="{a1}"' in page
     assert "<title>(1) " in page
     r = client.post("/review/undo", data={"alert_id": a1, "csrf": token},
                     follow_redirects=False)
-    assert r.status_code == 303 and r.headers["location"] == f"/alerts/{a1}"
+    assert r.status_code == 303
+    assert r.headers["location"] == f"/alerts/{a1}"
     with engine.connect() as conn:
         row = conn.execute(sa.select(db.alerts).where(db.alerts.c.alert_id == a1)).one()
         undo = conn.execute(sa.select(db.audit.c.detail).where(
@@ -205,7 +217,8 @@ def test_reject_moves_on_and_undo_is_real_and_audited(client: Any, ingest: Inges
     assert "Undone: " in client.get(f"/alerts/{a1}").text
     # a second undo of the same decision: nothing to undo any more
     r = client.post("/review/undo", data={"alert_id": a1, "csrf": token}, headers=HTML)
-    assert r.status_code == 409 and "Cannot undo" in r.text
+    assert r.status_code == 409
+    assert "Cannot undo" in r.text
 
 
 def test_undo_only_own_decision_within_the_window_and_before_export(
@@ -238,7 +251,8 @@ def test_bulk_reject_of_the_selected_and_its_undo(client: Any, ingest: Ingest, u
             status="confirmed", reviewed_by="bob", reviewed_at=time.time()))
     r = client.post("/queue/reject", data={"alert_id": ids[:3], "note": "empty road",
                                            "csrf": token}, follow_redirects=False)
-    assert r.status_code == 303 and r.headers["location"] == "/queue"
+    assert r.status_code == 303
+    assert r.headers["location"] == "/queue"
     assert [status_of(engine, a) for a in ids] == ["rejected", "rejected", "confirmed", "new"]
     html = client.get("/queue").text
     assert "Rejected 2 alerts (1 no longer new: reviewed meanwhile)." in html
@@ -263,17 +277,24 @@ def test_alert_page_time_threshold_map_links_and_crop_placeholder(
     aid, _ = put(ingest, unit_a, t_wall_s=t)
     login(client)
     page = client.get(f"/alerts/{aid}").text
-    assert fmt_time(t) in page and f'title="{iso_time(t)}"' not in page  # hover: the unit's
+    assert fmt_time(t) in page
+    assert f'title="{iso_time(t)}"' not in page
     assert re.search(rf'<time datetime="{iso_time(t)}" title="2026-05-01T10:20:30(\.\d+)?Z">'
                      + re.escape(fmt_time(t)), page)
-    assert "threshold 0.70" in page and "0.7)" not in page
+    assert "threshold 0.70" in page
+    assert "0.7)" not in page
     assert 'href="geo:51.500700,-0.124600"' in page
     assert "openstreetmap.org/?mlat=51.500700&amp;mlon=-0.124600" in page
-    assert "No map is shown: no tile server is configured" in page and "web.tile_url" in page
-    assert 'id="roi-box"' not in page and "data-box" not in page  # alerts carry no box
-    assert 'id="evidence"' in page and 'id="crop"' not in page and 'id="no-crop"' in page
+    assert "No map is shown: no tile server is configured" in page
+    assert "web.tile_url" in page
+    assert 'id="roi-box"' not in page
+    assert "data-box" not in page
+    assert 'id="evidence"' in page
+    assert 'id="crop"' not in page
+    assert 'id="no-crop"' in page
     assert client.get(f"/alerts/{aid}/crop.jpg").status_code == 404
-    assert 'id="confirm-step" hidden' in page and 'id="actionbar"' in page
+    assert 'id="confirm-step" hidden' in page
+    assert 'id="actionbar"' in page
 
 
 def test_every_time_on_every_page_has_one_format(client: Any, ingest: Ingest,
@@ -309,13 +330,18 @@ def test_units_page_says_queued_for_an_offline_unit_and_has_no_raw_values(
                                                    "interval_s": "2"})
     html = client.get("/units/unit-a").text
     assert "Collect 25 crops, one every 2 s — <span class=\"good\">sent</span>" in html
-    assert '"payload"' not in html and "{&#34;" not in html
-    assert "<label>Crops (1–500) <input" in html and "<label>Minutes (0 unmutes) <input" in html
+    assert '"payload"' not in html
+    assert "{&#34;" not in html
+    assert "<label>Crops (1–500) <input" in html
+    assert "<label>Minutes (0 unmutes) <input" in html
     audit = client.get("/audit").text
-    assert "Take a snapshot" not in audit and "Snapshot — <span class=\"good\">sent" in audit
-    assert '"payload"' not in audit and "&#34;payload&#34;" not in audit
+    assert "Take a snapshot" not in audit
+    assert "Snapshot — <span class=\"good\">sent" in audit
+    assert '"payload"' not in audit
+    assert "&#34;payload&#34;" not in audit
     units = client.get("/units").text
-    assert 'class="unit-card health-offline"' in units and "0 online" in units
+    assert 'class="unit-card health-offline"' in units
+    assert "0 online" in units
 
 
 def test_receiver_counters_in_words() -> None:
@@ -327,7 +353,8 @@ def test_receiver_counters_in_words() -> None:
                                                 ("Waiting to be stored", 0)],
                    "rejected": [], "rejected_total": 0}
     off = receiver_facts({"connected": False, "rejected": {"schema": 2}, "rejected_total": 2})
-    assert off is not None and off["rejected"] == [("schema", 2)]
+    assert off is not None
+    assert off["rejected"] == [("schema", 2)]
 
 
 def test_thumbnail_of_a_missing_frame_is_404(client: Any, ingest: Ingest, unit_a: Unit,
@@ -355,7 +382,8 @@ def test_with_a_tile_server_the_map_is_shown(tmp_path: Path, engine: Engine, ing
         login(c)
         page = c.get(f"/alerts/{aid}").text
     assert 'data-tiles="https://tiles.example/{z}/{x}/{y}.png"' in page
-    assert 'src="/static/leaflet/leaflet.js"' in page and 'id="no-tiles"' not in page
+    assert 'src="/static/leaflet/leaflet.js"' in page
+    assert 'id="no-tiles"' not in page
     assert 'href="geo:51.500700,-0.124600"' in page
 
 
@@ -365,5 +393,7 @@ def test_roi_box_only_when_the_alert_carries_one() -> None:
     assert roi_box({"roi": "lane1"}) is None
     assert roi_box({"roi_box": [10, 20, 300, 200]}) == [10.0, 20.0, 300.0, 200.0]
     assert roi_box({"roi_box": [10, 20, 0, 200]}) is None
-    assert roi_box({"roi_box": "10,20,30,40"}) is None and roi_box(None) is None
-    assert threshold_text(0.453125) == "0.45" and threshold_text(None) == "—"
+    assert roi_box({"roi_box": "10,20,30,40"}) is None
+    assert roi_box(None) is None
+    assert threshold_text(0.453125) == "0.45"
+    assert threshold_text(None) == "—"

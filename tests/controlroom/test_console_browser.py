@@ -95,7 +95,7 @@ class Seeder:
                              Message(f"phonewatch/{unit_id}/heartbeat", m.encode(beat), now)])
 
 
-@pytest.fixture()
+@pytest.fixture
 def browser() -> Iterator[Any]:
     if not os.access(CHROMIUM, os.X_OK):
         pytest.skip(f"no chromium at {CHROMIUM} (Debian package 'chromium')")
@@ -108,7 +108,7 @@ def browser() -> Iterator[Any]:
             b.close()
 
 
-@pytest.fixture()
+@pytest.fixture
 def room(tmp_path: Path, broker: LocalBroker) -> Iterator[ControlRoom]:
     cfg = parse_config({"database": {"url": "sqlite:///cr.sqlite"},
                         "mqtt": {"host": broker.host, "port": broker.port,
@@ -211,8 +211,9 @@ def test_every_page_fits_a_phone_and_a_desktop(browser: Any, room: ControlRoom) 
                 # the decision buttons are on screen without scrolling
                 for sel in ("#confirm", "#reject"):
                     box = page.locator(sel).bounding_box()
-                    assert box is not None and box["y"] >= 0 and \
-                        box["y"] + box["height"] <= page.viewport_size["height"], (width, sel)
+                    assert box is not None, (width, sel)
+                    assert box["y"] >= 0, (width, sel)
+                    assert box["y"] + box["height"] <= page.viewport_size["height"], (width, sel)
             if SHOTS and name in ("queue", "alert", "alerts", "units", "unit", "not-found"):
                 Path(SHOTS).mkdir(parents=True, exist_ok=True)
                 page.screenshot(path=str(Path(SHOTS) / f"{name}-{width}.png"))
