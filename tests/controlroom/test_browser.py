@@ -98,12 +98,19 @@ def test_login_live_alert_review_export_verify(browser: Any, room: ControlRoom,
         "document.getElementById('evidence').complete && "
         "document.getElementById('evidence').naturalWidth > 0")
     assert page.eval_on_selector("#evidence", "e => e.naturalWidth") == 64
-    page.locator("#map .leaflet-marker-icon").wait_for()  # marker with no tile server
+    # no tile server configured: a note saying so and how, and links to a map app
+    assert "No map is shown: no tile server is configured" in page.locator("#no-tiles"
+                                                                          ).inner_text()
+    assert page.get_attribute("#geo-link", "href") == "geo:51.500700,-0.124600"
 
     page.fill("textarea[name=note]", "phone at the ear, clear view")
-    page.click("button.confirm")
+    page.click("button.confirm")  # the second step: confirming starts a prosecution
+    page.locator("#confirm-step").wait_for(state="visible")
+    page.click("#confirm-yes")
+    page.wait_for_url("**/queue")  # on to the next alert; this was the only one
+    page.goto(f"{room.url}alerts/{alert_id}")
     page.wait_for_selector("#status:text('confirmed')")
-    assert "Confirmed by alice" in page.content()
+    assert "Confirmed by alice" in page.content() and "phone at the ear" in page.content()
 
     with page.expect_download() as dl:
         page.click("#bundle")
