@@ -24,8 +24,6 @@ ALLOWED: dict[str, tuple[int, str]] = {
     "tests/waiting.py": (1, "wait_until's own poll step, between looks at the condition"),
     "tests/uplink/test_mqtt.py": (
         1, "in the CHILD script: paces the child's publishing so the kill lands mid-stream"),
-    "tests/controlroom/test_web.py": (
-        1, "owned by the test_web.py work (issue 16); drop this entry when that sleep goes"),
 }
 
 

@@ -224,21 +224,15 @@ def roi_box(alert: dict[str, Any] | None) -> list[float] | None:
 
 
 def load_crop(conn: Connection, row: Any) -> bytes | None:
-    """The ROI crop the unit sent for this alert, if the database has a place for crops.
-
-    PLACEHOLDER for the unit-side crop upload (another change): it is expected to add a
-    ``crops`` table (``alert_id``, ``sha256``, ``jpeg``) to ``controlroom/db.py``. Until then
-    there is none and every alert has no crop. A crop is shown only if its SHA-256 is the
-    signed alert's ``crop_sha256``."""
-    crops = getattr(db, "crops", None)
-    if not isinstance(crops, sa.Table) or not {"alert_id", "jpeg"} <= set(crops.c.keys()):
-        return None
-    q = sa.select(crops.c.jpeg).where(crops.c.alert_id == row.alert_id)
+    """The driver-window crop the unit sent with this alert (``crops`` table), if it is the
+    one the signed alert names (its ``crop_sha256``); None until it has arrived."""
     alert = json.loads(row.payload) if row.payload else {}
     want = (alert.get("evidence") or {}).get("crop_sha256")
-    if "sha256" in crops.c and want:
-        q = q.where(crops.c.sha256 == want)
-    jpeg = conn.execute(q.limit(1)).scalar()
+    if not want:
+        return None
+    c = db.crops
+    jpeg = conn.execute(sa.select(c.c.jpeg).where(c.c.alert_id == row.alert_id,
+                                                  c.c.sha256 == want).limit(1)).scalar()
     return bytes(jpeg) if jpeg is not None else None
 
 

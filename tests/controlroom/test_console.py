@@ -20,7 +20,7 @@ from sqlalchemy.engine import Engine
 
 from controlroom import commands, db, users
 from controlroom.config import Config, parse_config
-from controlroom.ingest import Ingest
+from controlroom.ingest import Ingest, Message
 from controlroom.web import create_app
 from controlroom.web.deps import UNDO_WINDOW_S, fmt_time, iso_time
 from tests.controlroom.conftest import Unit, jpeg_bytes
@@ -295,6 +295,20 @@ def test_alert_page_time_threshold_map_links_and_crop_placeholder(
     assert client.get(f"/alerts/{aid}/crop.jpg").status_code == 404
     assert 'id="confirm-step" hidden' in page
     assert 'id="actionbar"' in page
+
+
+def test_the_crop_the_unit_sent_is_shown_beside_the_frame(
+        client: Any, ingest: Ingest, unit_a: Unit) -> None:
+    aid, _ = put(ingest, unit_a)
+    seq = int(aid.rsplit("-", 1)[1])
+    ingest.process([Message(f"phonewatch/unit-a/crop/{aid}", Unit.crop(seq), time.time())])
+    login(client)
+    page = client.get(f"/alerts/{aid}").text
+    assert 'id="crop"' in page
+    assert 'id="no-crop"' not in page
+    r = client.get(f"/alerts/{aid}/crop.jpg")
+    assert r.status_code == 200
+    assert r.content == Unit.crop(seq)
 
 
 def test_every_time_on_every_page_has_one_format(client: Any, ingest: Ingest,
