@@ -89,14 +89,16 @@ def set_label(request: Request, st: State, user: User, label_id: int,
 
 @router.get("/labels/export.zip")
 def export_labels(request: Request, st: State, user: User) -> Response:
-    """The labelled crops as the image folder the training script reads:
-    ``phone/*.jpg`` and ``no_phone/*.jpg``."""
+    """The hand-labelled collected crops as the image folder the training script reads:
+    ``phone/*.jpg`` and ``no_phone/*.jpg``. Review labels are not in it: they leave the
+    control room only in a dataset version (``phonewatch controlroom dataset export``)."""
     buf = io.BytesIO()
     n = 0
     with st.engine.begin() as conn, zipfile.ZipFile(buf, "w") as z:
         for r in conn.execute(sa.select(db.labels.c.unit, db.labels.c.sha256, db.labels.c.label,
                                         db.labels.c.jpeg).where(
-                db.labels.c.label.in_(("phone", "no_phone")))):
+                db.labels.c.label.in_(("phone", "no_phone")),
+                db.labels.c.source == "collect")):
             z.writestr(f"{r.label}/{r.unit}-{r.sha256[:16]}.jpg", bytes(r.jpeg),
                        compress_type=zipfile.ZIP_STORED)
             n += 1

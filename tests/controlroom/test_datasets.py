@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -126,9 +128,11 @@ def test_a_review_is_a_labelled_example_with_its_provenance(
     a3, _ = put(ingest, unit_a)
     assert client.post("/queue/reject", data={"alert_id": a3, "csrf": token}).status_code == 200
     assert review_labels(engine)[a3].label == "no_phone"
-    # the Labels page counts them
+    # the Labels page counts them; its ZIP of hand-labelled collected crops leaves them out
     page = client.get("/labels").text
     assert '<span id="review-labels">1 phone, 2 no phone</span>' in page
+    with zipfile.ZipFile(io.BytesIO(client.get("/labels/export.zip").content)) as z:
+        assert z.namelist() == []
 
 
 def test_undo_of_a_review_takes_its_label_back(
