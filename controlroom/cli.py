@@ -7,6 +7,7 @@ import getpass
 import json
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -165,6 +166,62 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dataset_create(args: argparse.Namespace) -> int:
+    from controlroom import datasets
+
+    made = datasets.create_dataset(_engine(args), user="cli", note=args.note)
+    c = made.manifest["counts"]
+    print(f"{'created' if made.new else 'unchanged, already'} dataset {made.id}")
+    for split in datasets.SPLITS:
+        print(f"  {split}: {c[split]['phone']} phone, {c[split]['no_phone']} no_phone "
+              f"({made.manifest['unit_days'][split]} unit-days)")
+    if not sum(c["heldout"].values()):
+        print("warning: the held-out split is empty (too few unit-days yet)", file=sys.stderr)
+    return 0
+
+
+def cmd_dataset_export(args: argparse.Namespace) -> int:
+    from controlroom import datasets
+
+    manifest = datasets.export_dataset(_engine(args), args.id, Path(args.out))
+    print(f"dataset {manifest['id']}: {manifest['examples']} examples written to {args.out} "
+          f"(evaluate with: phonewatch eval --model M --data {Path(args.out) / 'heldout'})")
+    return 0
+
+
+def cmd_dataset_list(args: argparse.Namespace) -> int:
+    from controlroom import datasets
+
+    with _engine(args).connect() as conn:
+        for d in datasets.list_datasets(conn, limit=1000):
+            c = d["counts"]
+            print(f"{d['id']}  {d['created']}  train {sum(c['train'].values())}  heldout "
+                  f"{sum(c['heldout'].values())}  {d.get('note') or ''}".rstrip())
+    return 0
+
+
+def _add_dataset_parsers(crs: argparse._SubParsersAction,  # type: ignore[type-arg]
+                         with_config: Callable[[argparse.ArgumentParser],
+                                               argparse.ArgumentParser]) -> None:
+    ds = crs.add_parser("dataset", help="labelled-example dataset versions (create, export, "
+                        "list)", description="Immutable, content-addressed snapshots of the "
+                        "labelled examples (reviews and labelled collected crops), split into "
+                        "train and held-out by unit and day.")
+    dss = ds.add_subparsers(dest="dataset_command", metavar="ACTION", required=True)
+    p = with_config(dss.add_parser("create", help="snapshot every labelled example; prints "
+                                   "the id (the same id again when nothing changed)"))
+    p.add_argument("--note", help="a note kept with the version (only when it is new)")
+    p.set_defaults(func=cmd_dataset_create)
+    p = with_config(dss.add_parser("export", help="write a version as an image folder: "
+                                   "<split>/<label>/<sha256>.jpg, index.csv, MANIFEST.json"))
+    p.add_argument("id", metavar="ID", help="the dataset id, or its first 8+ hex digits")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="a new (or empty) folder; a non-empty one is refused")
+    p.set_defaults(func=cmd_dataset_export)
+    p = with_config(dss.add_parser("list", help="the dataset versions, newest first"))
+    p.set_defaults(func=cmd_dataset_list)
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from controlroom.bundle import verify_bundle
 
@@ -217,6 +274,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
 
     p = with_config(crs.add_parser("migrate", help="bring the database schema up to date"))
     p.set_defaults(func=cmd_migrate)
+    _add_dataset_parsers(crs, with_config)
 
     v = sub.add_parser("verify", help="check an evidence bundle offline",
                        description="Check an evidence bundle ZIP offline and say exactly what "

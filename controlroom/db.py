@@ -142,7 +142,19 @@ labels = sa.Table(
     sa.Column("label", sa.String(16)),  # None (queued), "phone", "no_phone", "skip"
     sa.Column("labelled_by", sa.String(64)),
     sa.Column("labelled_at", sa.Float),
+    # Provenance (migration 8). source "collect": a crop the unit sent after a collect
+    # command, labelled by hand on /labels (roi and time are in its name). source "review":
+    # an alert's crop, labelled by its review (confirmed = phone, rejected = no_phone), with
+    # the signed alert's roi, time and model, and the review as labelled_by / labelled_at.
+    sa.Column("source", sa.String(16), nullable=False, server_default="collect"),
+    sa.Column("alert_id", sa.String(90)),
+    sa.Column("roi", sa.String(32)),
+    sa.Column("taken_at", sa.Float),
+    sa.Column("model_name", sa.String(128)),
+    sa.Column("model_version", sa.String(64)),
+    sa.Column("score", sa.Float),
     sa.UniqueConstraint("unit", "sha256", name="uq_labels_unit_sha"),
+    sa.Index("ix_labels_alert", "alert_id"),
 )
 
 snapshots = sa.Table(
@@ -163,6 +175,44 @@ web_sessions = sa.Table(
     sa.Column("expires_at", sa.Float, nullable=False),
     sa.Column("remote", sa.String(64)),
     sa.Index("ix_web_sessions_username", "username"),
+)
+
+# -- datasets (migration 8; controlroom/datasets.py) -------------------------------------------
+
+datasets = sa.Table(
+    "datasets", metadata,  # one immutable, content-addressed dataset version per row
+    sa.Column("id", sa.String(64), primary_key=True),  # SHA-256 of its (sha256, label, split)
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("created_by", sa.String(64), nullable=False),
+    sa.Column("note", sa.Text),
+    sa.Column("examples", sa.Integer, nullable=False),
+    sa.Column("manifest", sa.Text, nullable=False),  # MANIFEST.json as exported
+)
+
+dataset_examples = sa.Table(
+    "dataset_examples", metadata,  # the rows of each version, provenance as it was then
+    sa.Column("dataset_id", sa.String(64), primary_key=True),
+    sa.Column("sha256", sa.String(64), primary_key=True),
+    sa.Column("label", sa.String(16), nullable=False),
+    sa.Column("split", sa.String(16), nullable=False),
+    sa.Column("unit", sa.String(64), nullable=False),
+    sa.Column("day", sa.String(10), nullable=False),
+    sa.Column("roi", sa.String(32)),
+    sa.Column("taken_at", sa.Float),
+    sa.Column("source", sa.String(16), nullable=False),
+    sa.Column("alert_id", sa.String(90)),
+    sa.Column("labelled_by", sa.String(64)),
+    sa.Column("labelled_at", sa.Float),
+    sa.Column("model_name", sa.String(128)),
+    sa.Column("model_version", sa.String(64)),
+    sa.Column("score", sa.Float),
+)
+
+example_blobs = sa.Table(
+    "example_blobs", metadata,  # each example's JPEG once, by SHA-256; never changed
+    sa.Column("sha256", sa.String(64), primary_key=True),
+    sa.Column("jpeg", sa.LargeBinary, nullable=False),
+    sa.Column("stored_at", sa.Float, nullable=False),
 )
 
 
@@ -200,6 +250,21 @@ def _v7(conn: Connection) -> None:
     crops.create(conn, checkfirst=True)
 
 
+def _v8(conn: Connection) -> None:
+    # A database made before version 8 has labels without the provenance columns; one made
+    # from scratch got them (and the index) from the current table definition in _v2.
+    have = {c["name"] for c in sa.inspect(conn).get_columns("labels")}
+    for col in labels.columns:
+        if col.name not in have:
+            default = " NOT NULL DEFAULT 'collect'" if col.name == "source" else ""
+            ddl = col.type.compile(dialect=conn.dialect)
+            conn.execute(sa.text(f"ALTER TABLE labels ADD COLUMN {col.name} {ddl}{default}"))
+    next(ix for ix in labels.indexes if ix.name == "ix_labels_alert").create(conn,
+                                                                             checkfirst=True)
+    for t in (datasets, dataset_examples, example_blobs):
+        t.create(conn, checkfirst=True)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "units, alerts, evidence, users, audit", _v1),
     (2, "labelling queue", _v2),
@@ -208,6 +273,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (5, "dashboard sessions", _v5),
     (6, "evidence index by unit (orphan evidence cap)", _v6),
     (7, "driver-window crops", _v7),
+    (8, "labelled examples with provenance; dataset versions", _v8),
 ]
 LATEST_VERSION = MIGRATIONS[-1][0]
 

@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response, Streamin
 from sqlalchemy.engine import Connection
 from starlette.concurrency import run_in_threadpool
 
-from controlroom import bundle, crypto, db, users
+from controlroom import bundle, crypto, datasets, db, users
 from controlroom.web import thumbs
 from controlroom.web.deps import (
     UNDO_WINDOW_S,
@@ -371,6 +371,7 @@ def review(request: Request, st: State, user: User, alert_id: str, action: str =
                                 "nothing was changed")
         db.record_audit(conn, username=user, action=status, target=alert_id,
                         detail=note[:2000] or None, remote=remote(request))
+        datasets.label_review(conn, alert_id)  # the review is a label (issue 18)
         go = _after_decision(request, conn, row, unit)
     remember_undo(request, [alert_id], f"{status.capitalize()} {alert_id}.")
     return RedirectResponse(go, status_code=303)
@@ -398,6 +399,7 @@ def bulk_reject(request: Request, st: State, user: User,
                 review_note=note[:2000] or None))
             if res.rowcount == 1:
                 done.append(aid)
+                datasets.label_review(conn, aid)
                 db.record_audit(conn, username=user, action="rejected", target=aid,
                                 detail=f"bulk reject of {len(ids)}" + (f": {note[:2000]}"
                                                                        if note else ""),
@@ -435,6 +437,7 @@ def undo(request: Request, st: State, user: User,
                 status="new", reviewed_by=None, reviewed_at=None, review_note=None))
             if res is not None and res.rowcount == 1:
                 undone.append(aid)
+                datasets.unlabel_review(conn, aid)  # and so is its undo
                 db.record_audit(conn, username=user, action="undo", target=aid,
                                 detail=f"{row.status} by {row.reviewed_by} undone "
                                 f"{now - (row.reviewed_at or now):.1f} s after; new again",
