@@ -29,6 +29,7 @@ from edge.app.config import Config, load_config
 from edge.app.heartbeat import StatsEmitter, stamp_position
 from edge.app.pipeline import Pipeline
 from edge.app.remote import CollectJob, Collector, render_snapshot
+from edge.app.sampler import CalibrationJob, Sampler
 from edge.common.signing import Ed25519PrivateKey, load_private_key, write_key_pair
 from edge.core.errors import ConfigError, PhonewatchError, SignatureError
 from edge.core.frame import Frame
@@ -55,6 +56,8 @@ class Paths:
     alerts_jsonl: Path
     outbox: Path
     signing_key: Path
+    sampler_state: Path
+    """The background sampler's counts for the current UTC day (survive a restart)."""
 
     @classmethod
     def of(cls, cfg: Config) -> Paths:
@@ -65,7 +68,7 @@ class Paths:
         jsonl = getattr(sink, "path", None) if mqtt is None else None
         return cls(data_dir=data, evidence_dir=cfg.evidence.dir or data / "evidence",
                    alerts_jsonl=jsonl or data / "alerts.jsonl", outbox=outbox,
-                   signing_key=key)
+                   signing_key=key, sampler_state=data / "sampler.json")
 
 
 def uplink_paths(sink: MqttSinkConfig | None, *, unit_id: str, data_dir: Path
@@ -206,13 +209,15 @@ class Unit:
         self.shutdown_requested = threading.Event()
         self.reload_requested = threading.Event()
         self.collector: Collector | None = None
+        self.sampler: Sampler | None = None
+        self._alerts_done = 0
         self._latest: tuple[Frame, dict[str, float]] | None = None
         self._counts = {"snapshot_failed": 0, "reloads_refused": 0}
         """``snapshot_failed``: snapshots not made (no frame yet, drawing failed). The uplink
         counts the ones it published, dropped or had refused; the heartbeat carries both."""
         self._commands: dict[str, CommandFn] = {
             "mute": self._mute, "collect": self._collect, "snapshot": self._snapshot,
-            "reload": self._reload,
+            "reload": self._reload, "calibrate": self._calibrate,
         }
         """The control room's commands, by name (each already checked against the schema)."""
 
@@ -249,6 +254,8 @@ class Unit:
         if self.gps is not None:
             self.gps.start()
             self._stack.callback(self.gps.close)
+        params = cfg.decider.params(classifier.threshold)
+        rois = build_rois(cfg)
         sink = build_sink(cfg, on_command=self._on_command)
         self._stack.callback(sink.close)
         self.sink = sink
@@ -263,6 +270,11 @@ class Unit:
                 uplink.set_status("degraded", self.problem)
             self.collector = Collector(uplink=uplink, jpeg_quality=cfg.evidence.jpeg_quality)
             self._stack.callback(self.collector.close)  # closed before the uplink
+            self.sampler = Sampler(
+                uplink=uplink, rois=rois, cfg=cfg.sampling, threshold=params.score_on,
+                model_version=classifier.version, state_path=self.paths.sampler_state,
+                jpeg_quality=cfg.evidence.jpeg_quality, hold=self._alerts_pending)
+            self._stack.callback(self.sampler.close)
             self.emitter = StatsEmitter(unit_id=cfg.unit.id, uplink=uplink,
                                         interval_s=cfg.sink.heartbeat_interval_s,
                                         pipeline_stats=self.heartbeat_stats, gps=self.gps)
@@ -275,8 +287,8 @@ class Unit:
             sink = TeeSink(sink, self.extra_sink)
         cam = cfg.camera
         self.pipeline = Pipeline(
-            source=source, classifier=classifier, rois=build_rois(cfg),
-            decider=cfg.decider.params(classifier.threshold), evidence=evidence, sink=sink,
+            source=source, classifier=classifier, rois=rois, decider=params,
+            evidence=evidence, sink=sink,
             unit_id=cfg.unit.id, lossless=self.lossless,
             reconnect_min_s=cam.reconnect_min_s, reconnect_max_s=cam.reconnect_max_s,
             clip_before_s=cfg.evidence.clip_before_s, clip_after_s=cfg.evidence.clip_after_s,
@@ -319,6 +331,8 @@ class Unit:
         out = self.pipeline.snapshot() if self.pipeline is not None else {}
         if self.collector is not None:
             out.update(self.collector.stats())
+        if self.sampler is not None:
+            out.update(self.sampler.stats())
         out.update(self._counts)
         if self.problem:
             out["status"] = "degraded"
@@ -372,10 +386,21 @@ class Unit:
         self._latest = (frame, scores)
         if self.collector is not None:
             self.collector.on_frame(frame)
+        if self.sampler is not None:
+            self.sampler.on_frame(frame, scores)
 
     def _on_hit(self, det: Detection) -> None:
         if self.field_io is not None:
             self.field_io.on_hit(det.roi_id)
+        self._alerts_done += 1
+
+    def _alerts_pending(self) -> bool:
+        """A hit is being recorded or handed to the sink: sampled crops wait behind it."""
+        p = self.pipeline
+        if p is None:
+            return False
+        st = p.stats  # every hit ends in _on_hit, an evidence error or a sink error
+        return st.hits > self._alerts_done + st.evidence_errors + st.sink_errors
 
     # -- commands (the uplink's command thread; payloads already checked) ---------------------
     def _on_command(self, name: str, payload: dict[str, Any]) -> None:
@@ -397,6 +422,12 @@ class Unit:
             log.warning("collect ignored: no uplink for crops or the unit is starting")
             return
         self.collector.start(CollectJob.from_command(payload, self.pipeline.rois))
+
+    def _calibrate(self, name: str, payload: dict[str, Any]) -> None:
+        if self.sampler is None or self.pipeline is None:
+            log.warning("calibrate ignored: no uplink for crops or the unit is starting")
+            return
+        self.sampler.calibrate(CalibrationJob.from_command(payload, self.pipeline.rois))
 
     def _snapshot(self, name: str, payload: dict[str, Any]) -> None:
         rid = payload.get("request_id") or "-"

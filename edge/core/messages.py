@@ -30,7 +30,7 @@ HEARTBEAT_SCHEMA = "heartbeat.v1"
 COMMAND_SCHEMA = "command.v1"
 RECEIPT_SCHEMA = "receipt.v1"
 
-COMMANDS = ("snapshot", "mute", "reload", "collect")
+COMMANDS = ("snapshot", "mute", "reload", "collect", "calibrate")
 """Command names the control room may send; anything else is rejected."""
 
 SIGNING_CONTEXT = b"phonewatch.alert.v1\n"
@@ -42,6 +42,10 @@ FIX_KEYS = ("time", "lat", "lon", "alt_m", "speed_mps", "track_deg", "mode", "qu
 _UNIT_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _TOPIC_ROOT_RE = re.compile(r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
 _COLLECT_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+_SAMPLE_NAME_RE = re.compile(
+    r"^(rnd|unc|cal(\d{1,15}))-(\d{1,15})-(\d{1,5})-([A-Za-z0-9_]{1,24})-([A-Za-z0-9_-]{1,64})$")
+SAMPLE_REASONS = {"random": "rnd", "uncertain": "unc", "calibration": "cal"}
+"""Why a sampled crop was taken, and its tag in the crop's name (:func:`sample_name`)."""
 
 
 # ---------------------------------------------------------------- names and times
@@ -54,6 +58,63 @@ def alert_id(unit: str, seq: int) -> str:
 def collect_name(roi_id: str, t_wall_s: float) -> str:
     """The name of a collected crop: ``<roi_id>-<frame wall time in integer ms>``."""
     return _checked_collect_name(f"{roi_id}-{int(t_wall_s * 1000)}")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SampleName:
+    """The provenance a sampled crop's name carries (the unit is the topic's, which the
+    broker's ACL vouches for)."""
+
+    reason: Literal["random", "uncertain", "calibration"]
+    t_wall_ms: int
+    """The frame's wall-clock time, integer milliseconds."""
+    score: float
+    """The crop's score, to 4 decimals."""
+    model: str
+    """The model version, each character other than a letter or digit as ``_``."""
+    roi: str
+    run_ms: int | None = None
+    """Calibration only: the run's start (wall clock, ms); one run's crops share it."""
+
+
+def sample_name(reason: str, roi_id: str, t_wall_s: float, score: float, model_version: str,
+                *, run_ms: int | None = None) -> str:
+    """The name of a crop the sampler took: ``<tag>-<ms>-<score>-<model>-<roi_id>``.
+
+    ``tag`` is ``rnd`` (random), ``unc`` (uncertain) or ``cal<run start ms>`` (a calibration
+    run); ``ms`` the frame's wall-clock time in integer ms; ``score`` the score x 10^4 as an
+    integer (0..10000); ``model`` the model version with every character other than a letter
+    or digit replaced by ``_`` (at most 24). Parsed back by :func:`parse_sample_name`."""
+    if reason not in SAMPLE_REASONS:
+        raise MessageError(f"unknown sample reason {reason!r}")
+    tag = SAMPLE_REASONS[reason]
+    if reason == "calibration":
+        if run_ms is None:
+            raise MessageError("a calibration crop needs its run's start time")
+        tag += str(int(run_ms))
+    if not math.isfinite(score):
+        raise MessageError(f"sample score {score!r} is not a number")
+    myriads = min(10000, max(0, round(score * 10000)))
+    model = re.sub(r"[^A-Za-z0-9]", "_", model_version)[:24] or "_"
+    name = f"{tag}-{int(t_wall_s * 1000)}-{myriads}-{model}-{roi_id}"
+    if not _SAMPLE_NAME_RE.match(name):
+        raise MessageError(f"bad sample name {name[:140]!r}")
+    return _checked_collect_name(name)
+
+
+def parse_sample_name(name: str) -> SampleName | None:
+    """What :func:`sample_name` put in ``name``; None for any other name (a ``collect``
+    crop's ``<roi_id>-<ms>``)."""
+    mt = _SAMPLE_NAME_RE.match(name)
+    if mt is None or len(name) > 128:
+        return None
+    tag, run, ms, myriads, model, roi = mt.groups()
+    reason: Literal["random", "uncertain", "calibration"] = (
+        "random" if tag == "rnd" else "uncertain" if tag == "unc" else "calibration")
+    if int(myriads) > 10000:
+        return None
+    return SampleName(reason=reason, t_wall_ms=int(ms), score=int(myriads) / 10000,
+                      model=model, roi=roi, run_ms=int(run) if run is not None else None)
 
 
 def _checked_collect_name(name: str) -> str:
