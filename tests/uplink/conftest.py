@@ -115,8 +115,9 @@ def subscribe(broker: LocalBroker, *, client_id: str = "controlroom-test",
               topics: tuple[str, ...] = ("phonewatch/#",), persistent: bool = False,
               certs_for: str | None = "controlroom", receipts: bool = False) -> Subscriber:
     """A control-room stand-in for transport tests. With ``receipts`` it answers like the
-    control room's receiver: a receipt on ``<root>/<unit>/ack`` for each alert and evidence
-    image it has recorded (the end-to-end tests use the real receiver instead)."""
+    control room's receiver: a receipt on ``<root>/<unit>/ack`` for each alert, evidence image
+    and crop it receives (it also takes the crops, unrecorded, so the unit can forget them;
+    the end-to-end tests use the real receiver instead)."""
     c = connect_client(broker, client_id, certs_for=certs_for, persistent=persistent)
     sub = Subscriber(c)
     subscribed = threading.Event()
@@ -125,31 +126,35 @@ def subscribe(broker: LocalBroker, *, client_id: str = "controlroom-test",
         parts = topic.split("/")  # <root...>/<unit>/alert or <root...>/<unit>/evidence/<id>
         alerts: list[int] = []
         evidence: list[int] = []
+        crops: list[int] = []
         try:
             if parts[-1] == "alert":
                 unit, root = parts[-2], "/".join(parts[:-2])
                 alerts.append(int(json.loads(payload)["seq"]))
-            elif len(parts) >= 4 and parts[-2] == "evidence":
+            elif len(parts) >= 4 and parts[-2] in ("evidence", "crop"):
                 unit, root = parts[-3], "/".join(parts[:-3])
-                evidence.append(int(parts[-1].rsplit("-", 1)[1]))
+                seq = int(parts[-1].rsplit("-", 1)[1])
+                (evidence if parts[-2] == "evidence" else crops).append(seq)
             else:
                 return
         except (ValueError, KeyError, IndexError):
             return
-        doc = m.build_receipt(unit, alerts=alerts, evidence=evidence, t_wall_s=time.time())
+        doc = m.build_receipt(unit, alerts=alerts, evidence=evidence, crops=crops,
+                              t_wall_s=time.time())
         client.publish(f"{root}/{unit}/ack", m.encode(doc), qos=1)
 
     def on_message(client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        with sub.cond:
-            user = tuple(getattr(msg.properties, "UserProperty", None) or ())
-            sub.messages.append(Received(msg.topic, msg.payload, bool(msg.retain), user))
-            sub.cond.notify_all()
+        if any(mqtt.topic_matches_sub(t, msg.topic) for t in topics):
+            with sub.cond:
+                user = tuple(getattr(msg.properties, "UserProperty", None) or ())
+                sub.messages.append(Received(msg.topic, msg.payload, bool(msg.retain), user))
+                sub.cond.notify_all()
         if receipts:
             receipt(client, msg.topic, bytes(msg.payload))
 
     def on_connect(client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
         if not rc.is_failure:
-            for t in topics:
+            for t in (*topics, "phonewatch/+/crop/+") if receipts else topics:
                 client.subscribe(t, qos=1)
 
     c.on_message = on_message

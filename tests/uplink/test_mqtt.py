@@ -45,7 +45,8 @@ REPO = Path(__file__).resolve().parents[2]
 def sink_config(broker: LocalBroker, unit: str = UNIT_A, **over: Any) -> MqttSinkConfig:
     settings: dict[str, Any] = {**broker.sink_settings(unit), "signing_key_autogenerate": True,
                                 "reconnect_min_s": 0.2, "reconnect_max_s": 1.0,
-                                "heartbeat_interval_s": 3600, "keepalive_s": 5}
+                                "heartbeat_interval_s": 3600, "keepalive_s": 5,
+                                "receipt_timeout_s": 2.0, "receipt_timeout_max_s": 8.0}
     settings.update(over)
     return MqttSinkConfig(**settings)
 
@@ -316,7 +317,8 @@ def test_broker_restart_with_persistence_loses_nothing(
         make_detection: Callable[..., Detection]) -> None:
     # the control room has a persistent session and is offline while alerts arrive
     cr = subscribe(broker, certs_for=None, client_id="cr-persistent", persistent=True,
-                   topics=("phonewatch/+/alert", "phonewatch/+/evidence/+"))
+                   topics=("phonewatch/+/alert", "phonewatch/+/evidence/+",
+                           "phonewatch/+/crop/+"))
     cr.close()
     up = uplinks(broker)
     for _ in range(10):
