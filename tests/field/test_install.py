@@ -163,3 +163,74 @@ def test_make_help_lists_the_install_targets() -> None:
                        text=True, timeout=60, check=True)
     assert "make install-unit" in r.stdout
     assert "make install-controlroom" in r.stdout
+
+
+# -- one naming scheme for a unit's keys, from the tools to the unit --------------------------
+
+def test_key_round_trip_make_certs_keys_generate_playbook_config(tmp_path: Path) -> None:
+    import yaml
+
+    from edge.app.cli import main as cli_main
+    from edge.app.compose import uplink_paths
+    from edge.app.config import load_config
+
+    unit = "junction-0001"
+    secrets = tmp_path / "secrets" / unit
+    certs = REPO / "deploy" / "certs" / "make-certs.sh"
+    for step in (["ca", str(secrets)], ["client", str(secrets), unit]):
+        subprocess.run(["bash", str(certs), *step], check=True, capture_output=True, timeout=60)
+    # the signing pair goes into the same folder as the TLS pair without a clash
+    assert cli_main(["keys", "generate", "--unit", unit, "--out", str(secrets)]) == 0
+    made = {p.name for p in secrets.iterdir()}
+
+    # the playbook copies exactly these names from the secrets folder ...
+    defaults = yaml.safe_load((REPO / "deploy" / "ansible" / "group_vars" / "all.yml").read_text())
+    wanted = {f["name"].replace("{{ phonewatch_unit_id }}", unit)
+              for f in defaults["phonewatch_key_files"]}
+    assert wanted <= made, f"the playbook wants {wanted - made}, which no tool makes"
+    assert f"{unit}.sign.pub" in made  # for the control room, not the unit
+    # ... into the folder the shipped config reads them from
+    cfg = load_config(REPO / "deploy" / "config" / "junction.toml")
+    sink = cfg.sink
+    assert sink.type == "mqtt"
+    files = [sink.ca_file, sink.cert_file, sink.key_file, sink.signing_key]  # type: ignore[union-attr]
+    assert {p.name for p in files if p is not None} == wanted
+    assert {str(p.parent) for p in files if p is not None} == {defaults["phonewatch_keys_dir"]}
+    # and the default, when a config names no signing key, is the same name under data_dir
+    _, key = uplink_paths(None, unit_id=unit, data_dir=tmp_path / "data")
+    assert key == tmp_path / "data" / "keys" / f"{unit}.sign.key"
+
+
+# -- the shipped configs are the real deployment -----------------------------------------------
+
+SHIPPED = sorted((REPO / "deploy" / "config").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
+def test_shipped_config_is_a_deployment(path: Path) -> None:
+    from edge.adapters.gpio_config import load_pin_map
+    from edge.app.config import load_config
+
+    cfg = load_config(path)
+    assert cfg.sink.type == "mqtt"
+    assert cfg.sink.uses_tls  # type: ignore[union-attr]
+    assert cfg.sink.port == 8883  # type: ignore[union-attr]
+    assert cfg.gps is not None
+    assert cfg.gps.source == "/dev/ttyAMA0"
+    assert cfg.gpio is not None
+    assert str(cfg.gpio.pin_map) == "/etc/phonewatch/pinmap.toml"
+    assert cfg.gpio.ignition_sense is (cfg.unit.mode == "patrol")
+    load_pin_map()  # the map the playbook installs at that path is valid
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
+def test_check_on_a_shipped_config_reports_gps_and_broker(path: Path, tmp_path: Path) -> None:
+    r = subprocess.run([sys.executable, "-m", "edge.app.cli", "check", "--config", str(path)],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
+                       env={**os.environ, "PYTHONPATH": str(REPO)})
+    lines = {line.split()[1]: line for line in r.stdout.splitlines() if len(line.split()) > 1}
+    for part in ("config", "model", "camera", "rois", "disk", "gps", "broker"):
+        assert part in lines, r.stdout + r.stderr
+    assert "/dev/ttyAMA0" in lines["gps"]  # checked, not "not configured"
+    assert "broker.example.org:8883 (TLS)" in lines["broker"]
