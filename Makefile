@@ -15,7 +15,8 @@ EXTRAS ?= dev
 # The shared third-party data (models, kmitl photos) the model card is evaluated on.
 SHARED ?= ../shared/data
 
-.PHONY: help bootstrap demo test check lint typecheck unit bench model-card clean
+.PHONY: help bootstrap install-unit install-controlroom demo test check lint typecheck unit bench \
+	model-card clean
 
 help:
 	@echo "make demo      - set up, then run the unit on the demo clip end to end and print a summary"
@@ -24,6 +25,10 @@ help:
 	@echo "                 (under a minute on 2 cores; run it before each commit)"
 	@echo "make bootstrap - apt packages when missing, .venv, phonewatch[EXTRAS] pinned to"
 	@echo "                 deploy/constraints.txt (done first by demo, test, check, bench)"
+	@echo "make install-unit        - a camera unit: runtime only (phonewatch, no extras, no dev"
+	@echo "                 tools, no broker); apt python3-venv, and python3-picamera2 on a Pi"
+	@echo "make install-controlroom - the control room: phonewatch[controlroom]; apt mosquitto"
+	@echo "                 (DRY_RUN=1 on either prints what it would install; deploy/bootstrap.sh)"
 	@echo "make lint      - ruff over every Python file in the repo"
 	@echo "make typecheck - mypy (strict over models/ and bench/; see pyproject.toml)"
 	@echo "make unit      - every test, no setup, lint or type-check (pytest -q)"
@@ -33,7 +38,14 @@ help:
 	@echo "make clean     - remove .venv, var/, build/ and the tool caches"
 
 bootstrap:
-	@APT_PACKAGES="$(APT_PACKAGES)" PYTHON="$(PYTHON)" EXTRAS="$(EXTRAS)" bash deploy/bootstrap.sh
+	@APT_PACKAGES="$(APT_PACKAGES)" PYTHON="$(PYTHON)" EXTRAS="$(EXTRAS)" bash deploy/bootstrap.sh dev
+
+# The lean profiles: their packages are listed in deploy/bootstrap.sh (one place per profile).
+install-unit:
+	@PYTHON="$(PYTHON)" bash deploy/bootstrap.sh unit
+
+install-controlroom:
+	@PYTHON="$(PYTHON)" bash deploy/bootstrap.sh controlroom
 
 demo: EXTRAS = dev,controlroom
 demo: bootstrap

@@ -46,8 +46,11 @@ def _runtime() -> tuple[Any, Callable[..., Any], str]:
         return Interpreter, load_delegate, "tflite-runtime"
     except ImportError:
         raise ModelError(
-            "no TFLite runtime is installed: pip install ai-edge-litert "
-            "(or tflite-runtime on older systems)"
+            "no TFLite runtime is installed: pip install ai-edge-litert (into the unit's venv; "
+            "PyPI has aarch64 wheels for Python 3.11 to 3.13, manylinux_2_27, so Raspberry Pi OS "
+            "Bookworm and Trixie both take one). Neither Debian nor Raspberry Pi OS packages a "
+            "TFLite runtime (no python3-tflite-runtime or python3-litert in apt), and the older "
+            "tflite-runtime wheel stops at Python 3.11"
         ) from None
 
 

@@ -663,7 +663,7 @@ def fresh_demo_folders(out: Path, *, serve: bool) -> list[str]:
 def _demo(args: argparse.Namespace) -> int:
     from edge.app.demo import load_truth
     from edge.app.local_broker import AlertWatcher, LocalBroker, find_mosquitto
-    from edge.common.signing import write_key_pair
+    from edge.common.signing import public_key_name, signing_key_name, write_key_pair
 
     out: Path = args.out
     video, truth_path = make_demo_clip(out, args.seed)
@@ -682,7 +682,7 @@ def _demo(args: argparse.Namespace) -> int:
         broker = stack.enter_context(LocalBroker())
         watcher = stack.enter_context(AlertWatcher(broker, client_id="demo-watcher"))
         keys = out / "unit" / "keys"
-        if not (keys / f"{unit_id}.key").is_file():
+        if not (keys / signing_key_name(unit_id)).is_file():
             write_key_pair(unit_id, keys)  # the control room must know the key before any alert
         room = None
         if importlib.util.find_spec("fastapi") is not None:
@@ -690,12 +690,13 @@ def _demo(args: argparse.Namespace) -> int:
 
             room = demo_control_room(out / "controlroom", mqtt_host=broker.host,
                                      mqtt_port=broker.port,
-                                     unit_keys={unit_id: keys / f"{unit_id}.pub"})
+                                     unit_keys={unit_id: keys / public_key_name(unit_id)})
             stack.callback(room.close)
             print(f"demo: control room dashboard at {room.url} "
                   f"(log in as {DEMO_USER} / {DEMO_PASSWORD})"
                   + ("" if args.serve else "; it stops when the demo ends (--serve keeps it)"))
-        sink = {**broker.sink_settings(unit_id), "signing_key": str(keys / f"{unit_id}.key")}
+        sink = {**broker.sink_settings(unit_id),
+                "signing_key": str(keys / signing_key_name(unit_id))}
         cfg = demo_config(out, video, truth, realtime=args.realtime, sink=sink,
                           model=args.model)
         print(f"demo: alerts go through a local Mosquitto on {broker.host}:{broker.port}; "
@@ -704,7 +705,7 @@ def _demo(args: argparse.Namespace) -> int:
         before = room.stats().get("stored", 0) if room is not None else 0
         result = run_unit(cfg, offline=not args.realtime, truth=truth_path)
         n = len(result["detections"])
-        print(watcher.summary(pub_key=keys / f"{unit_id}.pub", expected=n, wait_s=15))
+        print(watcher.summary(pub_key=keys / public_key_name(unit_id), expected=n, wait_s=15))
         if room is not None:
             deadline = time.monotonic() + 15
             while room.stats().get("stored", 0) - before < n and time.monotonic() < deadline:

@@ -30,7 +30,12 @@ from edge.app.heartbeat import StatsEmitter, stamp_position
 from edge.app.pipeline import Pipeline
 from edge.app.remote import CollectJob, Collector, render_snapshot
 from edge.app.sampler import CalibrationJob, Sampler
-from edge.common.signing import Ed25519PrivateKey, load_private_key, write_key_pair
+from edge.common.signing import (
+    Ed25519PrivateKey,
+    load_private_key,
+    signing_key_name,
+    write_key_pair,
+)
 from edge.core.errors import ConfigError, PhonewatchError, SignatureError
 from edge.core.frame import Frame
 from edge.core.gps import GpsSource
@@ -77,7 +82,7 @@ def uplink_paths(sink: MqttSinkConfig | None, *, unit_id: str, data_dir: Path
     outbox = sink.outbox_path if sink is not None and sink.outbox_path else None
     key = sink.signing_key if sink is not None and sink.signing_key else None
     return (outbox or data_dir / "outbox.sqlite",
-            key or data_dir / "keys" / f"{unit_id}.key")
+            key or data_dir / "keys" / signing_key_name(unit_id))
 
 
 def build_source(cfg: Config, *, speed: float | None = None) -> FrameSource:
@@ -119,9 +124,9 @@ def build_gps(cfg: Config) -> GpsSource | None:
 def signing_key_for(path: Path, *, unit_id: str, autogenerate: bool) -> Ed25519PrivateKey:
     """Load the unit's signing key, generating it first when allowed (demo and bench only)."""
     if not path.exists() and autogenerate:
-        if path.name != f"{unit_id}.key":
-            raise SignatureError(f"sink.signing_key: {path} must be named {unit_id}.key "
-                                 "to be generated")
+        if path.name != signing_key_name(unit_id):
+            raise SignatureError(f"sink.signing_key: {path} must be named "
+                                 f"{signing_key_name(unit_id)} to be generated")
         _, pub, kid = write_key_pair(unit_id, path.parent)
         log.warning("generated signing key %s (key id %s); give %s to the control room",
                     path, kid, pub)

@@ -258,7 +258,7 @@ class AlertWatcher:
 
     >>> with LocalBroker() as broker, AlertWatcher(broker) as watcher:   # doctest: +SKIP
     ...     run_the_unit(sink=broker.sink_settings("demo-junction"))
-    ...     print(watcher.summary(pub_key=data_dir / "keys" / "demo-junction.pub"))
+    ...     print(watcher.summary(pub_key=data_dir / "keys" / "demo-junction.sign.pub"))
     """
 
     def __init__(self, broker: LocalBroker, *, client_id: str = "controlroom-demo") -> None:

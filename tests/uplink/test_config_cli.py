@@ -140,7 +140,7 @@ def test_composition_root_builds_the_mqtt_sink(tmp_path: Path) -> None:
         try:
             assert isinstance(sink, MqttUplink) and sink.wait_connected(10)
             assert (tmp_path / "unit" / "outbox.sqlite").exists()
-            assert (tmp_path / "unit" / "keys" / f"{UNIT_A}.pub").exists()
+            assert (tmp_path / "unit" / "keys" / f"{UNIT_A}.sign.pub").exists()
         finally:
             sink.close()
 

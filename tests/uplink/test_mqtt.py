@@ -69,7 +69,7 @@ def uplinks(tmp_path: Path) -> Iterator[Callable[..., MqttUplink]]:
 
 
 def public_key(tmp_path: Path, unit: str = UNIT_A) -> Any:
-    return load_public_key(tmp_path / unit / "keys" / f"{unit}.pub")
+    return load_public_key(tmp_path / unit / "keys" / f"{unit}.sign.pub")
 
 
 def seqs_in_order(sub: Subscriber) -> list[int]:
@@ -441,7 +441,7 @@ def test_kill_9_mid_publish_then_restart_loses_nothing(
     assert got[:top] == list(range(got[0], got[0] + top))
     assert got == list(range(got[0], got[0] + len(got)))
     assert cr.wait(lambda ms: len({r.topic for r in ms if "/evidence/" in r.topic}) >= top, 20)
-    pub = load_public_key(data / "keys" / "unit-a.pub")
+    pub = load_public_key(data / "keys" / "unit-a.sign.pub")
     assert all(verify_alert(a, pub) for a in cr.alerts())
     cr.close()
 

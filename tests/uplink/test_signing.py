@@ -125,16 +125,16 @@ def test_cli_keys_generate_and_verify(tmp_path: Path, capsys: pytest.CaptureFixt
     out = tmp_path / "k"
     assert cli_main(["keys", "generate", "--unit", "unit-7", "--out", str(out)]) == 0
     assert "key id" in capsys.readouterr().out
-    assert (out / "unit-7.key").exists() and (out / "unit-7.pub").exists()
+    assert (out / "unit-7.sign.key").exists() and (out / "unit-7.sign.pub").exists()
     assert cli_main(["keys", "generate", "--unit", "unit-7", "--out", str(out)]) == 1
     assert "refusing to overwrite" in capsys.readouterr().err
     assert cli_main(["keys", "generate", "--unit", "bad/id", "--out", str(out)]) == 1
 
     det = make_detection()
     alert = sg.sign_alert(m.build_alert(det, unit="unit-7", seq=1),
-                          sg.load_private_key(out / "unit-7.key"))
+                          sg.load_private_key(out / "unit-7.sign.key"))
     (tmp_path / "a.json").write_bytes(m.encode(alert))
-    args = ["keys", "verify", "--pub", str(out / "unit-7.pub"), str(tmp_path / "a.json"),
+    args = ["keys", "verify", "--pub", str(out / "unit-7.sign.pub"), str(tmp_path / "a.json"),
             "--evidence", det.evidence.frame_path]
     assert cli_main(args) == 0
     assert "signature OK" in capsys.readouterr().out

@@ -72,7 +72,7 @@ def test_tls_round_trip_verified(tls_broker: LocalBroker, uplink_a: MqttUplink, 
     uplink_a.send(det)
     assert cr.wait_alerts(1) and cr.wait(lambda ms: any("/evidence/" in r.topic for r in ms))
     alert = cr.alerts()[0]
-    assert verify_alert(alert, load_public_key(tmp_path / UNIT_A / "keys" / f"{UNIT_A}.pub"))
+    assert verify_alert(alert, load_public_key(tmp_path / UNIT_A / "keys" / f"{UNIT_A}.sign.pub"))
     assert cr.evidence()[alert["alert_id"]] == Path(det.evidence.frame_path).read_bytes()
     cr.close()
 
@@ -234,7 +234,7 @@ def test_alert_forged_with_another_key_fails_verification(
     assert wait_until(b.is_connected, 10)
     b.publish(f"phonewatch/{UNIT_B}/alert", m.encode(forged), qos=1).wait_for_publish(5)
     assert cr.wait_alerts(2)
-    pub_a = load_public_key(tmp_path / UNIT_A / "keys" / f"{UNIT_A}.pub")
+    pub_a = load_public_key(tmp_path / UNIT_A / "keys" / f"{UNIT_A}.sign.pub")
     received = {a["seq"]: a for a in cr.alerts()}
     assert verify_alert(received[genuine["seq"]], pub_a)
     assert not verify_alert(received[99], pub_a)

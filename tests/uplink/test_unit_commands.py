@@ -331,7 +331,7 @@ def test_collected_crops_land_in_the_control_rooms_labelling_queue(
     from edge.common.signing import key_id, load_public_key
 
     run = start_unit()
-    pub = load_public_key(tmp_path / "unit" / "keys" / f"{UNIT_A}.pub")
+    pub = load_public_key(tmp_path / "unit" / "keys" / f"{UNIT_A}.sign.pub")
     raw = pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     engine = db.make_engine(f"sqlite:///{tmp_path / 'cr.sqlite'}")
     db.migrate(engine)
