@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -274,6 +274,17 @@ def startup_line(unit: Any) -> str:
             f"alerts to {where}")
 
 
+def warn_truth_mismatch(cfg: Config, truth: Path | None, truth_data: dict[str, Any]) -> None:
+    """Warn when the ground truth's regions are not the config's (the score would mislead)."""
+    for problem in roi_mismatch(cfg, truth_data):
+        print(f"warning: --truth {truth}: {problem}", file=sys.stderr)
+    if roi_mismatch(cfg, truth_data):
+        print("warning: the score below matches hits to the ground truth by region name "
+              "and frame, so with other regions it means little: for a true score, use "
+              "the regions the ground truth gives ('rois' in it)", file=sys.stderr,
+              flush=True)
+
+
 def run_unit(cfg: Config, *, offline: bool, max_s: float | None = None,
              truth: Path | None = None, extra_sink: Any | None = None,
              config_path: Path | None = None) -> dict[str, Any]:
@@ -287,13 +298,7 @@ def run_unit(cfg: Config, *, offline: bool, max_s: float | None = None,
 
     truth_data = load_truth(truth) if truth is not None else None
     if truth_data is not None:
-        for problem in roi_mismatch(cfg, truth_data):
-            print(f"warning: --truth {truth}: {problem}", file=sys.stderr)
-        if roi_mismatch(cfg, truth_data):
-            print("warning: the score below matches hits to the ground truth by region name "
-                  "and frame, so with other regions it means little: for a true score, use "
-                  "the regions the ground truth gives ('rois' in it)", file=sys.stderr,
-                  flush=True)
+        warn_truth_mismatch(cfg, truth, truth_data)
     check_data_dirs(cfg)
     memory = MemorySink()
     progress: Progress | None = None
@@ -363,18 +368,111 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 # -- check -----------------------------------------------------------------------------------
-def run_checks(cfg: Config) -> list[tuple[str, bool, str]]:
-    from edge.app.compose import (
-        Paths,
-        build_classifier,
-        build_rois,
-        build_source,
-        disk_free_bytes,
-    )
+# Each check returns (ok, detail, value): the value (the loaded model, the first frame) feeds
+# the checks after it.
+CheckResult = tuple[bool, str, Any]
 
+
+def _check_model(cfg: Config) -> CheckResult:
+    from edge.app.compose import build_classifier
+
+    with quiet_tflite():
+        clf = build_classifier(cfg)
+    return True, (f"{clf.name} {clf.version} sha256 {clf.sha256[:12]} "
+                  f"({clf.spec.input.width}x{clf.spec.input.height} {clf.spec.input.colour}, "
+                  f"threshold {clf.threshold:.2f})"), clf
+
+
+def _check_accelerator(cfg: Config, clf: Any) -> CheckResult:
+    if clf is None:
+        return False, "no model loaded", None
+    want = cfg.model.accelerator
+    if clf.accelerator == "edgetpu":
+        return True, "Edge TPU (Coral)", None
+    if want == "auto":
+        from edge.adapters.classifier import edgetpu_twin
+
+        twin = edgetpu_twin(Path(cfg.model.path))
+        why = (f"no {twin.name} next to the model" if not twin.is_file()
+               else "the Edge TPU is not usable; -v says why")
+        return True, f"CPU (auto: {why})", None
+    return True, "CPU", None
+
+
+def _check_camera(cfg: Config) -> CheckResult:
+    from edge.app.compose import build_source
+
+    src = build_source(cfg, speed=0.0)
+    src.open()
+    try:
+        frame = src.read()
+    finally:
+        src.close()
+    if frame is None:
+        raise CameraError(f"{src.name} delivered no frame")
+    w, h = frame.size
+    fps = f", {src.fps:.1f} fps" if src.fps else ""
+    return True, f"{src.name}: {w}x{h}{fps}", frame
+
+
+def _check_rois(cfg: Config, frame: Any) -> CheckResult:
+    from edge.app.compose import build_rois
+
+    rs = build_rois(cfg)
+    if frame is None:
+        return True, f"{len(rs)} region(s) (not checked against a frame)", None
+    img = frame.inference_image
+    sizes = []
+    for r in rs:
+        crop = r.crop(img)
+        if min(crop.shape[:2]) < 16:
+            return False, f"roi {r.id!r} crops only {crop.shape[1]}x{crop.shape[0]} px", None
+        sizes.append(f"{r.id} {crop.shape[1]}x{crop.shape[0]}")
+    return True, ", ".join(sizes), None
+
+
+def _check_disk(cfg: Config) -> CheckResult:
+    from edge.app.compose import Paths, disk_free_bytes
+
+    # A check changes nothing: it looks at the evidence folder, or at the nearest folder
+    # above it that exists (where 'run' would make it), and never creates either.
+    check_data_dirs(cfg)
+    d = Paths.of(cfg).evidence_dir
+    existing = d
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    writable = os.access(existing, os.W_OK | os.X_OK)
+    if existing == d:
+        where = f"{d} {'writable' if writable else 'NOT writable'}"
+    else:
+        where = (f"{d} does not exist yet; {existing} (the nearest folder above it) is "
+                 f"{'writable: run will create it' if writable else 'NOT writable'}")
+    free = disk_free_bytes(d)
+    quota = cfg.evidence.quota_mb * 1e6
+    ok = writable and free >= min(quota, 200e6)
+    return ok, (f"{where}, {free / 1e9:.1f} GB free, quota {quota / 1e9:.2f} GB"
+                + ("" if free >= min(quota, 200e6) else " (less free space than needed)")
+                ), None
+
+
+def _check_gps(cfg: Config) -> CheckResult:
+    from edge.adapters.gps import check_gps
+
+    ok, detail = check_gps(cfg.gps, timeout_s=5.0)  # type: ignore[arg-type]
+    return ok, detail, None
+
+
+def _check_broker(cfg: Config) -> CheckResult:
+    from edge.adapters.mqtt import check_broker
+
+    ok, detail = check_broker(cfg.sink, unit_id=cfg.unit.id, timeout_s=5.0)
+    return ok, detail, None
+
+
+def run_checks(cfg: Config) -> list[tuple[str, bool, str]]:
     results: list[tuple[str, bool, str]] = []
 
-    def check(name: str, fn: Any) -> Any:
+    def check(name: str, fn: Callable[[], CheckResult]) -> Any:
         try:
             ok, detail, value = fn()
         except PhonewatchError as e:
@@ -384,104 +482,17 @@ def run_checks(cfg: Config) -> list[tuple[str, bool, str]]:
         results.append((name, ok, detail))
         return value
 
-    def model() -> tuple[bool, str, Any]:
-        with quiet_tflite():
-            clf = build_classifier(cfg)
-        return True, (f"{clf.name} {clf.version} sha256 {clf.sha256[:12]} "
-                      f"({clf.spec.input.width}x{clf.spec.input.height} {clf.spec.input.colour}, "
-                      f"threshold {clf.threshold:.2f})"), clf
-
-    clf = check("model", model)
-
-    def accel() -> tuple[bool, str, Any]:
-        if clf is None:
-            return False, "no model loaded", None
-        want = cfg.model.accelerator
-        if clf.accelerator == "edgetpu":
-            return True, "Edge TPU (Coral)", None
-        if want == "auto":
-            from edge.adapters.classifier import edgetpu_twin
-
-            twin = edgetpu_twin(Path(cfg.model.path))
-            why = (f"no {twin.name} next to the model" if not twin.is_file()
-                   else "the Edge TPU is not usable; -v says why")
-            return True, f"CPU (auto: {why})", None
-        return True, "CPU", None
-
-    check("accelerator", accel)
-
-    def camera() -> tuple[bool, str, Any]:
-        src = build_source(cfg, speed=0.0)
-        src.open()
-        try:
-            frame = src.read()
-        finally:
-            src.close()
-        if frame is None:
-            raise CameraError(f"{src.name} delivered no frame")
-        w, h = frame.size
-        fps = f", {src.fps:.1f} fps" if src.fps else ""
-        return True, f"{src.name}: {w}x{h}{fps}", frame
-
-    frame = check("camera", camera)
-
-    def rois() -> tuple[bool, str, Any]:
-        rs = build_rois(cfg)
-        if frame is None:
-            return True, f"{len(rs)} region(s) (not checked against a frame)", None
-        img = frame.inference_image
-        sizes = []
-        for r in rs:
-            crop = r.crop(img)
-            if min(crop.shape[:2]) < 16:
-                return False, f"roi {r.id!r} crops only {crop.shape[1]}x{crop.shape[0]} px", None
-            sizes.append(f"{r.id} {crop.shape[1]}x{crop.shape[0]}")
-        return True, ", ".join(sizes), None
-
-    check("rois", rois)
-
-    def disk() -> tuple[bool, str, Any]:
-        # A check changes nothing: it looks at the evidence folder, or at the nearest folder
-        # above it that exists (where 'run' would make it), and never creates either.
-        check_data_dirs(cfg)
-        d = Paths.of(cfg).evidence_dir
-        existing = d
-        while not existing.exists() and existing != existing.parent:
-            existing = existing.parent
-        writable = os.access(existing, os.W_OK | os.X_OK)
-        if existing == d:
-            where = f"{d} {'writable' if writable else 'NOT writable'}"
-        else:
-            where = (f"{d} does not exist yet; {existing} (the nearest folder above it) is "
-                     f"{'writable: run will create it' if writable else 'NOT writable'}")
-        free = disk_free_bytes(d)
-        quota = cfg.evidence.quota_mb * 1e6
-        ok = writable and free >= min(quota, 200e6)
-        return ok, (f"{where}, {free / 1e9:.1f} GB free, quota {quota / 1e9:.2f} GB"
-                    + ("" if free >= min(quota, 200e6) else " (less free space than needed)")
-                    ), None
-
-    check("disk", disk)
-
+    clf = check("model", lambda: _check_model(cfg))
+    check("accelerator", lambda: _check_accelerator(cfg, clf))
+    frame = check("camera", lambda: _check_camera(cfg))
+    check("rois", lambda: _check_rois(cfg, frame))
+    check("disk", lambda: _check_disk(cfg))
     if cfg.gps is not None:
-        def gps() -> tuple[bool, str, Any]:
-            from edge.adapters.gps import check_gps
-
-            ok, detail = check_gps(cfg.gps, timeout_s=5.0)  # type: ignore[arg-type]
-            return ok, detail, None
-
-        check("gps", gps)
+        check("gps", lambda: _check_gps(cfg))
     else:
         results.append(("gps", True, "not configured (alerts carry no position)"))
-
     if cfg.sink.type == "mqtt":
-        def broker() -> tuple[bool, str, Any]:
-            from edge.adapters.mqtt import check_broker
-
-            ok, detail = check_broker(cfg.sink, unit_id=cfg.unit.id, timeout_s=5.0)
-            return ok, detail, None
-
-        check("broker", broker)
+        check("broker", lambda: _check_broker(cfg))
     else:
         results.append(("broker", True, f"not used (alerts go to {cfg.sink.type})"))
     if clf is not None:

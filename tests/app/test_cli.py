@@ -46,7 +46,7 @@ cooldown_s = 0
     return p
 
 
-def test_check_all_ok(tmp_path: Path, make_video, brightness_model: Path,  # type: ignore[no-untyped-def]
+def test_check_all_ok(tmp_path: Path, make_video: Callable[..., Path], brightness_model: Path,
                       capsys: pytest.CaptureFixture[str]) -> None:
     cfg = unit_config(tmp_path, make_video([100] * 3), brightness_model)
     assert main(["check", "--config", str(cfg)]) == 0
@@ -61,8 +61,10 @@ def test_check_reports_each_failure_and_exits_1(tmp_path: Path, brightness_model
     cfg = unit_config(tmp_path, tmp_path / "gone.mp4", brightness_model, accelerator="edgetpu")
     assert main(["check", "--config", str(cfg)]) == 1
     out = capsys.readouterr().out
-    assert "FAIL model" in out and "edgetpu" in out
-    assert "FAIL camera" in out and "does not exist" in out
+    assert "FAIL model" in out
+    assert "edgetpu" in out
+    assert "FAIL camera" in out
+    assert "does not exist" in out
     assert "OK   disk" in out
 
 
@@ -82,12 +84,14 @@ def test_classify_prints_json_lines(tmp_path: Path, brightness_model: Path,
                str(tmp_path / "bright.png"), str(tmp_path / "junk.png")])
     assert rc == 1  # one unreadable image
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert rows[0]["label"] == "no_phone" and rows[0]["is_phone"] is False
-    assert rows[1]["label"] == "phone" and rows[1]["score"] > 0.95
+    assert rows[0]["label"] == "no_phone"
+    assert rows[0]["is_phone"] is False
+    assert rows[1]["label"] == "phone"
+    assert rows[1]["score"] > 0.95
     assert rows[2]["error"] == "not a readable image"
 
 
-def test_roi_preview_draws_rois_and_scores(tmp_path: Path, make_video,  # type: ignore[no-untyped-def]
+def test_roi_preview_draws_rois_and_scores(tmp_path: Path, make_video: Callable[..., Path],
                                            brightness_model: Path,
                                            capsys: pytest.CaptureFixture[str]) -> None:
     video = make_video([240] * 3, box=(0.05, 0.1, 0.45, 0.9), size=(320, 240))
@@ -100,12 +104,14 @@ def test_roi_preview_draws_rois_and_scores(tmp_path: Path, make_video,  # type: 
     text = capsys.readouterr().out
     left = float(text.split("left: score ")[1].split()[0])
     right = float(text.split("right: score ")[1].split()[0])
-    assert left > 0.9 and right < 0.1
+    assert left > 0.9
+    assert right < 0.1
     # the ROI outlines are drawn: red (hot) on the left, green on the right
-    assert (img[:, :, 2] > 200).sum() > 100 and (img[:, :, 1] > 150).sum() > 100
+    assert (img[:, :, 2] > 200).sum() > 100
+    assert (img[:, :, 1] > 150).sum() > 100
 
 
-def test_run_offline_scores_against_truth(tmp_path: Path, make_video,  # type: ignore[no-untyped-def]
+def test_run_offline_scores_against_truth(tmp_path: Path, make_video: Callable[..., Path],
                                           brightness_model: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     levels = [20] * 10 + [240] * 10 + [20] * 10
@@ -121,7 +127,8 @@ def test_run_offline_scores_against_truth(tmp_path: Path, make_video,  # type: i
     assert "frames processed" in out
     assert "found 1, missed 1; false alerts 0" in out
     lines = (tmp_path / "unit" / "alerts.jsonl").read_text().splitlines()
-    assert len(lines) == 1 and json.loads(lines[0])["roi_id"] == "left"
+    assert len(lines) == 1
+    assert json.loads(lines[0])["roi_id"] == "left"
 
 
 @pytest.mark.slow
@@ -136,7 +143,9 @@ def test_expected_failures_print_one_line_not_a_traceback(tmp_path: Path,
     r = subprocess.run([sys.executable, "-m", "edge.app.cli", "run", "--config",
                         str(tmp_path / "nope.toml")], capture_output=True, text=True, cwd=REPO,
                        timeout=60)
-    assert r.returncode == 1 and "Traceback" not in r.stderr and "not found" in r.stderr
+    assert r.returncode == 1
+    assert "Traceback" not in r.stderr
+    assert "not found" in r.stderr
 
 
 @pytest.mark.slow
@@ -165,8 +174,10 @@ def test_run_exits_non_zero_when_the_camera_never_opens(
     assert main(["run", "--config", str(cfg), "--max-seconds", "1"]) == 1
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("phonewatch: error:")]
-    assert len(errors) == 1 and "camera opencv:97" in errors[0]
-    assert "delivered" in errors[0] and "Traceback" not in err
+    assert len(errors) == 1
+    assert "camera opencv:97" in errors[0]
+    assert "delivered" in errors[0]
+    assert "Traceback" not in err
 
 
 def test_run_prints_a_startup_line_and_each_hit_as_it_happens(
@@ -182,7 +193,8 @@ def test_run_prints_a_startup_line_and_each_hit_as_it_happens(
     assert "accelerator CPU" in first
     assert f"alerts to {tmp_path / 'unit' / 'alerts.jsonl'}" in first
     hits = [line for line in out.splitlines() if line.startswith("  hit ")]
-    assert len(hits) == 1 and "roi left" in hits[0]
+    assert len(hits) == 1
+    assert "roi left" in hits[0]
     assert out.index("  hit ") < out.index("frames captured")  # before the closing table
 
 
@@ -194,7 +206,8 @@ def test_check_creates_no_folders(tmp_path: Path, make_video: Callable[..., Path
     out = capsys.readouterr().out
     assert not (tmp_path / "unit").exists()
     disk = next(line for line in out.splitlines() if line.startswith("OK   disk"))
-    assert "does not exist yet" in disk and f"{tmp_path} (the nearest folder" in disk
+    assert "does not exist yet" in disk
+    assert f"{tmp_path} (the nearest folder" in disk
     assert "writable" in disk
 
 
@@ -230,7 +243,8 @@ def test_truth_with_the_same_regions_does_not_warn(
 def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("phonewatch: error: "), err
+    assert len(lines) == 1, err
+    assert lines[0].startswith("phonewatch: error: "), err
     return lines[0]
 
 
@@ -306,11 +320,13 @@ def test_a_missing_sidecar_names_the_command_that_writes_one(
     cv2.imwrite(str(tmp_path / "a.png"), np.full((40, 40, 3), 10, np.uint8))
     assert main(["classify", "--model", str(model), str(tmp_path / "a.png")]) == 1
     line = _one_line_error(capsys)
-    assert "third_party.json is missing" in line and "phonewatch sidecar" in line
+    assert "third_party.json is missing" in line
+    assert "phonewatch sidecar" in line
     cfg = unit_config(tmp_path, tmp_path / "gone.mp4", model)
     assert main(["check", "--config", str(cfg)]) == 1
     fail = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("FAIL model"))
-    assert "third_party.json is missing" in fail and "phonewatch sidecar" in fail
+    assert "third_party.json is missing" in fail
+    assert "phonewatch sidecar" in fail
 
 
 def test_commands_do_not_print_runtime_noise(tmp_path: Path, brightness_model: Path) -> None:
@@ -319,11 +335,13 @@ def test_commands_do_not_print_runtime_noise(tmp_path: Path, brightness_model: P
     cv2.imwrite(str(tmp_path / "a.png"), np.full((40, 40, 3), 10, np.uint8))
     r = _run_cli("classify", "--accelerator", "auto", "--model", str(brightness_model),
                  str(tmp_path / "a.png"))
-    assert r.returncode == 0 and json.loads(r.stdout)["label"] == "no_phone"
+    assert r.returncode == 0
+    assert json.loads(r.stdout)["label"] == "no_phone"
     assert r.stderr == ""
     r = _run_cli("-v", "classify", "--accelerator", "auto", "--model", str(brightness_model),
                  str(tmp_path / "a.png"))
-    assert r.stderr.count("Edge TPU not used") == 1 and "XNNPACK" not in r.stderr
+    assert r.stderr.count("Edge TPU not used") == 1
+    assert "XNNPACK" not in r.stderr
 
 
 def test_roi_labels_are_drawn_once_on_a_box_with_a_legend() -> None:

@@ -30,7 +30,8 @@ def test_score_hits_counts_found_missed_false_and_repeats() -> None:
     ]}
     sc = score_hits([("lane1", 20), ("lane1", 45), ("lane2", 30), ("lane1", 70)], truth)
     assert (sc.found, sc.missed, sc.false, sc.duplicate) == (1, 1, 2, 1)
-    assert sc.recall == 0.5 and sc.precision == pytest.approx(1 / 3)
+    assert sc.recall == 0.5
+    assert sc.precision == pytest.approx(1 / 3)
     assert score_hits([("lane2", 95)], truth, slack_frames=5).found == 1
 
 
@@ -99,7 +100,8 @@ def _serve_until_ready(out: Path) -> tuple[subprocess.Popen[str], list[str], int
         lines.append(line)
         if line.startswith("demo: review them at"):
             break
-    assert lines and lines[-1].startswith("demo: review them at"), "".join(lines)
+    assert lines, "".join(lines)
+    assert lines[-1].startswith("demo: review them at"), "".join(lines)
     brokers = [c for c in _children(proc.pid)
                if Path(f"/proc/{c}/comm").read_text().strip() == "mosquitto"]
     assert len(brokers) == 1

@@ -7,6 +7,7 @@ import itertools
 import threading
 import time
 from collections.abc import Iterable
+from typing import Any
 
 import cv2
 import numpy as np
@@ -50,7 +51,7 @@ def frame(i: int, t: float, *, w: int = 320, h: int = 240) -> Frame:
     return Frame(index=i, t_mono_s=t, t_wall_s=1_700_000_000.0 + t, image=img)
 
 
-def job(body: dict) -> CollectJob:  # type: ignore[type-arg]
+def job(body: dict[str, Any]) -> CollectJob:
     return CollectJob.from_command(body, ROIS)
 
 
@@ -75,7 +76,9 @@ def test_job_from_command_defaults_and_unknown_rois(caplog: pytest.LogCaptureFix
     assert (j.count, j.interval_s, [r.id for r in j.rois]) == (3, 2.0, ["lane1", "lane2"])
     j = job({"count": 1, "rois": ["lane2", "nope", "lane2"], "interval_s": 0.5,
              "request_id": "r9"})
-    assert [r.id for r in j.rois] == ["lane2"] and j.interval_s == 0.5 and j.request_id == "r9"
+    assert [r.id for r in j.rois] == ["lane2"]
+    assert j.interval_s == 0.5
+    assert j.request_id == "r9"
     assert "nope" in caplog.text
     assert [r.id for r in job({"count": 1, "rois": ["nope"]}).rois] == ["lane1", "lane2"]
     assert [r.id for r in job({"count": 1, "rois": []}).rois] == ["lane1", "lane2"]
@@ -93,15 +96,19 @@ def test_samples_count_frames_interval_apart_and_crops_are_the_roi_crops() -> No
         c.close()
     names = [n for n, _ in up.crops]
     stamps = sorted({int(n.rsplit("-", 1)[1]) for n in names})
-    assert len(names) == 6 and sorted({n.rsplit("-", 1)[0] for n in names}) == ["lane1", "lane2"]
-    assert len(stamps) == 3 and all(b - a >= 1000 for a, b in itertools.pairwise(stamps))
+    assert len(names) == 6
+    assert sorted({n.rsplit("-", 1)[0] for n in names}) == ["lane1", "lane2"]
+    assert len(stamps) == 3
+    assert all(b - a >= 1000 for a, b in itertools.pairwise(stamps))
     for name, jpeg in up.crops:
         img = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+        assert img is not None
         roi = ROIS[0] if name.startswith("lane1") else ROIS[1]
         x0, y0, x1, y1 = roi.crop_box(320, 240)
         assert img.shape == (y1 - y0, x1 - x0, 3)
     st = c.stats()
-    assert st["collect_samples"] == 3 and st["collect_published"] == 6
+    assert st["collect_samples"] == 3
+    assert st["collect_published"] == 6
 
 
 def test_a_busy_worker_defers_the_sample_never_blocks_the_caller() -> None:
@@ -122,7 +129,8 @@ def test_a_busy_worker_defers_the_sample_never_blocks_the_caller() -> None:
         assert c.wait_idle(5)
     finally:
         c.close()
-    assert c.stats()["collect_busy"] >= 1 and len(up.crops) == 3
+    assert c.stats()["collect_busy"] >= 1
+    assert len(up.crops) == 3
 
 
 def test_a_new_command_replaces_the_running_one() -> None:
@@ -150,7 +158,8 @@ def test_offline_crops_are_dropped_and_counted() -> None:
     finally:
         c.close()
     st = c.stats()
-    assert st["collect_dropped"] == 4 and st["collect_published"] == 0
+    assert st["collect_dropped"] == 4
+    assert st["collect_published"] == 0
 
 
 def test_snapshot_is_downscaled_drawn_and_fits_the_byte_limit() -> None:
@@ -159,7 +168,9 @@ def test_snapshot_is_downscaled_drawn_and_fits_the_byte_limit() -> None:
     img[:, :] //= 4  # dark noise, so the outlines stand out
     jpeg = render_snapshot(img, ROIS, {"lane1": 0.95, "lane2": 0.1}, 0.7)
     out = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
-    assert out.shape == (720, 1280, 3) and len(jpeg) <= 2_000_000
+    assert out is not None
+    assert out.shape == (720, 1280, 3)
+    assert len(jpeg) <= 2_000_000
 
     def near(x: int, y: int, bgr: tuple[int, int, int]) -> bool:
         patch = out[y - 2:y + 3, x - 2:x + 3].reshape(-1, 3).astype(int)
@@ -172,4 +183,6 @@ def test_snapshot_is_downscaled_drawn_and_fits_the_byte_limit() -> None:
     with pytest.raises(EvidenceError):
         render_snapshot(img, ROIS, {}, 0.7, max_bytes=1000)
     narrow = render_snapshot(img[:, :640], ROIS, {}, 0.7)  # never upscaled
-    assert cv2.imdecode(np.frombuffer(narrow, np.uint8), cv2.IMREAD_COLOR).shape[1] == 640
+    decoded = cv2.imdecode(np.frombuffer(narrow, np.uint8), cv2.IMREAD_COLOR)
+    assert decoded is not None
+    assert decoded.shape[1] == 640

@@ -14,7 +14,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -78,10 +78,7 @@ class Unit:
 
     unit_id: str
     key: Ed25519PrivateKey
-    seq: itertools.count[int] = None  # type: ignore[assignment]
-
-    def __post_init__(self) -> None:
-        self.seq = itertools.count(1)
+    seq: itertools.count[int] = field(init=False, default_factory=lambda: itertools.count(1))
 
     @staticmethod
     def crop(seq: int) -> bytes:
@@ -124,7 +121,7 @@ def broker() -> Iterator[LocalBroker]:
         yield b
 
 
-@pytest.fixture()
+@pytest.fixture
 def engine(tmp_path: Path) -> Iterator[Engine]:
     e = db.make_engine(f"sqlite:///{tmp_path / 'cr.sqlite'}")
     db.migrate(e)
@@ -132,7 +129,7 @@ def engine(tmp_path: Path) -> Iterator[Engine]:
     e.dispose()
 
 
-@pytest.fixture()
+@pytest.fixture
 def unit_a(engine: Engine) -> Unit:
     u = Unit("unit-a", generate_key())
     db.upsert_unit(engine, u.unit_id, raw_pub_b64(u.key), "0" * 16)
@@ -147,7 +144,7 @@ def mqtt_cfg(broker: LocalBroker, **kw: Any) -> MqttConfig:
     return MqttConfig(**settings)
 
 
-@pytest.fixture()
+@pytest.fixture
 def receiver(broker: LocalBroker, engine: Engine, unit_a: Unit) -> Iterator[Receiver]:
     """A receiver on its own share group; unit A is registered before it starts."""
     r = Receiver(mqtt_cfg(broker), engine).start()
@@ -171,7 +168,7 @@ class Publisher:
                 user_properties: Sequence[tuple[str, str]] = ()) -> mqtt.MQTTMessageInfo:
         props = None
         if user_properties:
-            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]  # paho: untyped
             props.UserProperty = list(user_properties)
         info = self.client.publish(topic, payload, qos=qos, retain=retain, properties=props)
         if wait:
@@ -183,7 +180,7 @@ class Publisher:
         self.client.loop_stop()
 
 
-@pytest.fixture()
+@pytest.fixture
 def publisher(broker: LocalBroker) -> Iterator[Publisher]:
     p = Publisher(broker)
     yield p

@@ -95,7 +95,8 @@ def assert_all_stored_once(engine: Engine, up: MqttUplink, n: int) -> None:
                       timeout_s=60), f"stored {len(stored_seqs(engine))} of {n}"
     assert up.wait_drained(30), f"outbox still holds {up.outbox.depth()}"
     seqs = stored_seqs(engine)
-    assert len(seqs) == n and len(set(seqs)) == n  # every hit, once
+    assert len(seqs) == n
+    assert len(set(seqs)) == n  # every hit, once
     assert seqs == list(range(seqs[0], seqs[0] + n))
     assert stored_evidence(engine) == n
     assert stored_evidence(engine, db.crops) == n  # the driver-window crop travels too
@@ -188,7 +189,8 @@ def test_receiver_killed_9_mid_batch_loses_nothing(
         child = subprocess.Popen([sys.executable, "-c", RECEIVER_CHILD, url, json.dumps(cfg)],
                                  stdout=subprocess.PIPE, cwd=REPO, env=env)
         try:
-            assert child.stdout is not None and child.stdout.readline().strip() == b"ready"
+            assert child.stdout is not None
+            assert child.stdout.readline().strip() == b"ready"
             up = unit(broker)
             assert up.wait_connected(10)
             for _ in range(40):

@@ -76,7 +76,8 @@ def test_orphans_over_the_count_cap_drop_the_oldest_of_that_unit_only(
     assert orphans(store) == {"unit-a": ["unit-a-5", "unit-a-6", "unit-a-7"],
                               "unit-b": ["unit-b-1"]}
     stats = ingest.stats()
-    assert stats["evidence_stored"] == 8 and stats["orphans_dropped"] == 4, stats
+    assert stats["evidence_stored"] == 8, stats
+    assert stats["orphans_dropped"] == 4, stats
     assert stats["orphan_bytes_dropped"] == 4 * 1000
     assert "unit unit-a: deleted its 2 oldest evidence JPEG(s) (2000 bytes)" in caplog.text
 

@@ -23,7 +23,7 @@ from tests.waiting import wait_until
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture()
+@pytest.fixture
 def pg(postgres_url: str) -> Iterator[Engine]:
     """A fresh schema per test: a new database in the session's cluster."""
     with pg_database(postgres_url) as url:

@@ -51,7 +51,8 @@ def test_signed_alert_and_evidence_are_stored(receiver: Receiver, publisher: Pub
     assert (row.unit, row.seq, row.alert_id, row.status) == ("unit-a", 1, "unit-a-1", "new")
     assert row.payload.encode() == payload  # byte-exact, so it can be re-verified later
     assert (row.lat, row.lon, row.fix_mode) == (51.5007, -0.1246, "3d")
-    assert bytes(ev.jpeg) == jpeg and ev.sha256 == row.frame_sha256
+    assert bytes(ev.jpeg) == jpeg
+    assert ev.sha256 == row.frame_sha256
     assert receiver.stats()["rejected_total"] == 0
 
 
@@ -62,7 +63,8 @@ def test_qos1_duplicates_and_redelivery_store_once(receiver: Receiver, publisher
         publisher.publish(f"{T}/alert", payload)
         publisher.publish(f"{T}/evidence/unit-a-1", jpeg)
     assert wait_until(lambda: receiver.stats().get("duplicates") == 4)
-    assert count(engine) == 1 and count(engine, db.evidence) == 1
+    assert count(engine) == 1
+    assert count(engine, db.evidence) == 1
     assert receiver.stats()["rejected_total"] == 0
 
 
@@ -105,7 +107,8 @@ def test_every_bad_message_is_rejected_counted_and_not_stored(
     assert rejected == {"unknown_unit": 1, "bad_signature": 2, "schema": 4, "oversized": 1,
                         "not_json": 2, "topic_mismatch": 1, "not_jpeg": 1,
                         "evidence_mismatch": 1}, rejected
-    assert count(engine) == 1 and count(engine, db.evidence) == 1
+    assert count(engine) == 1
+    assert count(engine, db.evidence) == 1
     with engine.connect() as conn:
         assert conn.execute(sa.select(db.alerts.c.score)).scalar() == 0.93
     assert receiver.is_connected  # still running and still storing:
@@ -158,7 +161,8 @@ def test_status_and_heartbeat_update_the_unit(receiver: Receiver, publisher: Pub
                       and receiver.stats().get("status_updates") == 1)
     with engine.connect() as conn:
         u = conn.execute(sa.select(db.units).where(db.units.c.unit_id == "unit-a")).one()
-    assert u.status_state == "online" and u.software == "0.1.0"
+    assert u.status_state == "online"
+    assert u.software == "0.1.0"
     assert json.loads(u.heartbeat)["fps"] == 29.5
 
 
@@ -348,8 +352,10 @@ def test_queued_bytes_stay_within_queue_max_mb_while_the_database_is_locked(
         lock.close()
         r.close()
     assert stats["queued_bytes_peak"] <= bound == stats["queue_max_bytes"], stats
-    assert stats["queued_bytes"] == 0 and stats["queued_messages"] == 0, stats
-    assert stats["stored"] == n and stats["rejected_total"] == 0, stats
+    assert stats["queued_bytes"] == 0, stats
+    assert stats["queued_messages"] == 0, stats
+    assert stats["stored"] == n, stats
+    assert stats["rejected_total"] == 0, stats
     with engine.connect() as conn:
         assert sorted(x[0] for x in conn.execute(sa.select(db.alerts.c.seq))) == \
             list(range(1, n + 1))

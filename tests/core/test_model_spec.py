@@ -22,12 +22,13 @@ GOOD = {
 def test_good_sidecar_round_trips() -> None:
     spec = parse_spec(GOOD)
     assert spec.positive_indices == (1,)
-    assert spec.input.width == 96 and spec.activation == "softmax"
+    assert spec.input.width == 96
+    assert spec.activation == "softmax"
     again = parse_spec(json.loads(json.dumps(spec.to_dict())))
     assert again == spec
 
 
-@pytest.mark.parametrize("mutate, key", [
+@pytest.mark.parametrize(("mutate", "key"), [
     (lambda d: d.update(colour="RGB"), "'colour'"),
     (lambda d: d.pop("threshold"), "'threshold'"),
     (lambda d: d.update(threshold=1.5), "'threshold'"),
@@ -40,7 +41,8 @@ def test_good_sidecar_round_trips() -> None:
     (lambda d: d["output"].update(activation="relu"), "output.activation"),
     (lambda d: d.update(schema=2), "'schema'"),
 ])
-def test_bad_sidecars_name_the_key(mutate, key) -> None:  # type: ignore[no-untyped-def]
+def test_bad_sidecars_name_the_key(
+        mutate: Callable[[dict[str, Any]], object], key: str) -> None:
     d = json.loads(json.dumps(GOOD))
     mutate(d)
     with pytest.raises(ModelError, match=key.replace(".", r"\.")):

@@ -28,6 +28,12 @@ def _tool(name: str) -> str | None:
     return str(local) if local.exists() else shutil.which(name)
 
 
+def _found(name: str) -> str:
+    path = _tool(name)
+    assert path is not None, f"{name}: the test's skipif should have skipped it"
+    return path
+
+
 def _env() -> dict[str, str]:
     env = {**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_LOCAL_TEMP": "/tmp/.ansible-tmp",
            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
@@ -39,7 +45,7 @@ def _env() -> dict[str, str]:
 @pytest.mark.skipif(_tool("ansible-playbook") is None, reason="ansible-core not installed")
 def test_playbook_syntax_check() -> None:
     r = subprocess.run(
-        [_tool("ansible-playbook"), "--syntax-check", "-i", "inventory.example.yml", "site.yml"],  # type: ignore[list-item]
+        [_found("ansible-playbook"), "--syntax-check", "-i", "inventory.example.yml", "site.yml"],
         cwd=ANSIBLE_DIR, capture_output=True, text=True, timeout=120, env=_env(),
     )
     assert r.returncode == 0, r.stdout + r.stderr
@@ -48,7 +54,7 @@ def test_playbook_syntax_check() -> None:
 @pytest.mark.slow
 @pytest.mark.skipif(_tool("ansible-lint") is None, reason="ansible-lint not installed")
 def test_ansible_lint_production_profile() -> None:
-    r = subprocess.run([_tool("ansible-lint"), "--offline", "--nocolor"],  # type: ignore[list-item]
+    r = subprocess.run([_found("ansible-lint"), "--offline", "--nocolor"],
                        cwd=ANSIBLE_DIR, capture_output=True, text=True, timeout=240, env=_env())
     assert r.returncode == 0, r.stdout + r.stderr
     assert "Profile 'production' was required, and it passed" in r.stdout + r.stderr
@@ -65,7 +71,7 @@ def test_rendered_unit_config_loads(tmp_path: Path) -> None:
              "phonewatch_pi_model": "Raspberry Pi 5 Model B Rev 1.0",  # the playbook reads it
              "ansible_python_interpreter": sys.executable}
     r = subprocess.run(
-        [_tool("ansible"), "localhost", "-c", "local", "-i", "localhost,",  # type: ignore[list-item]
+        [_found("ansible"), "localhost", "-c", "local", "-i", "localhost,",
          "-m", "ansible.builtin.template",
          "-a", f"src={ANSIBLE_DIR / 'templates' / 'unit.toml.j2'} dest={dest}",
          "-e", f"@{ANSIBLE_DIR / 'group_vars' / 'all.yml'}", "-e", json.dumps(extra)],
@@ -73,9 +79,11 @@ def test_rendered_unit_config_loads(tmp_path: Path) -> None:
     )
     assert r.returncode == 0, r.stdout + r.stderr
     cfg = load_config(dest)  # the real loader: unknown keys or bad values would fail here
-    assert cfg.unit.id == f"{mode}-0042" and cfg.unit.mode == mode
+    assert cfg.unit.id == f"{mode}-0042"
+    assert cfg.unit.mode == mode
     assert [roi.id for roi in cfg.rois] == ["lane1", "lane2"]
-    assert cfg.gpio is not None and cfg.gpio.ignition_sense is (mode == "patrol")
+    assert cfg.gpio is not None
+    assert cfg.gpio.ignition_sense is (mode == "patrol")
     assert str(cfg.gpio.pin_map) == "/etc/phonewatch/pinmap.toml"
     assert cfg.sink.type == "mqtt"
 
@@ -97,7 +105,8 @@ def test_playbook_promises() -> None:
     assert "board model" in " ".join(tasks)  # read from /proc/device-tree/model
     pm = load_pin_map()
     pps = pm.signals["gnss_pps"].pi
-    assert pps is not None and defaults["phonewatch_pps_gpio"] == pps.gpio  # same as the pin map
+    assert pps is not None
+    assert defaults["phonewatch_pps_gpio"] == pps.gpio  # same as the pin map
     version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
     assert defaults["phonewatch_version"] == version  # the wheel name the playbook expects
     unit = (REPO / "deploy" / "systemd" / "phonewatch.service").read_text()

@@ -34,7 +34,7 @@ def need_mosquitto() -> None:
         pytest.skip("mosquitto is not installed ('make bootstrap' installs it)")
 
 
-@pytest.fixture()
+@pytest.fixture
 def broker(need_mosquitto: None) -> Iterator[LocalBroker]:
     """A plain Mosquitto (anonymous, persistence on) for one test."""
     with LocalBroker() as b:
@@ -102,8 +102,8 @@ def connect_client(broker: LocalBroker, client_id: str, *, certs_for: str | None
     if broker.tls and certs_for is not None:
         files = broker.client_certs(certs_for)
         c.tls_set(str(files["ca_file"]), str(files["cert_file"]), str(files["key_file"]))
-    c.reconnect_delay_set(0.2, 1)  # type: ignore[arg-type]
-    props = Properties(PacketTypes.CONNECT)
+    c.reconnect_delay_set(0.2, 1)  # type: ignore[arg-type]  # paho says int; seconds work as float
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho: untyped
     if persistent:
         props.SessionExpiryInterval = 3600
     c.connect("localhost" if broker.tls else broker.host, broker.port, keepalive=30,
@@ -147,7 +147,8 @@ def subscribe(broker: LocalBroker, *, client_id: str = "controlroom-test",
         if any(mqtt.topic_matches_sub(t, msg.topic) for t in topics):
             with sub.cond:
                 user = tuple(getattr(msg.properties, "UserProperty", None) or ())
-                sub.messages.append(Received(msg.topic, msg.payload, bool(msg.retain), user))
+                sub.messages.append(Received(msg.topic, bytes(msg.payload), bool(msg.retain),
+                                             user))
                 sub.cond.notify_all()
         if receipts:
             receipt(client, msg.topic, bytes(msg.payload))
@@ -165,7 +166,7 @@ def subscribe(broker: LocalBroker, *, client_id: str = "controlroom-test",
     return sub
 
 
-@pytest.fixture()
+@pytest.fixture
 def make_detection(tmp_path: Path) -> Callable[..., Detection]:
     """Detections whose evidence frame is a real JPEG written to disk."""
     import cv2

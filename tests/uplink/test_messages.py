@@ -95,13 +95,19 @@ def test_validation_error_names_the_field(make_detection: Callable[..., Detectio
 def test_alert_content_and_ids(make_detection: Callable[..., Detection]) -> None:
     det = make_detection(roi_id="lane2", score=0.812345678)
     a = m.build_alert(det, unit="unit-a", seq=42)
-    assert a["alert_id"] == "unit-a-42" and a["seq"] == 42 and a["unit"] == "unit-a"
-    assert a["roi"] == "lane2" and a["score"] == pytest.approx(0.812346)
-    assert a["frames_over"] == 5 and a["window"] == 8 and a["threshold"] == 0.7
+    assert a["alert_id"] == "unit-a-42"
+    assert a["seq"] == 42
+    assert a["unit"] == "unit-a"
+    assert a["roi"] == "lane2"
+    assert a["score"] == pytest.approx(0.812346)
+    assert a["frames_over"] == 5
+    assert a["window"] == 8
+    assert a["threshold"] == 0.7
     assert a["model"] == {"name": "phone-cls", "version": "1.2.0", "sha256": "ab" * 32}
     assert a["evidence"]["frame_sha256"] == det.evidence.frame_sha256
     assert a["evidence"]["frame_bytes"] == det.evidence.frame_bytes
-    assert a["fix"] is None and a["time_source"] == "system"
+    assert a["fix"] is None
+    assert a["time_source"] == "system"
     assert math.isclose(m.parse_utc_iso(a["time"]), det.t_wall_s, abs_tol=1e-5)
 
 
@@ -113,14 +119,17 @@ def test_time_from_fresh_gps_fix_else_system(make_detection: Callable[..., Detec
 
     fresh = alert(fix_dict(age_s=0.4), "3d")
     # the fix (10:20:30.5) was 0.4 s old when read: the alert time is the fix time + its age
-    assert fresh["time_source"] == "gps" and fresh["time"] == "2026-05-01T10:20:30.900000Z"
+    assert fresh["time_source"] == "gps"
+    assert fresh["time"] == "2026-05-01T10:20:30.900000Z"
     stale = alert(fix_dict(age_s=30.0), "stale")
     assert stale["time_source"] == "system"
     assert stale["time"] == "2023-11-14T22:13:20.250000Z"
     # the stale fix is still carried, with its age, never replaced by a made-up position
-    assert stale["fix"]["lat"] == 51.5007 and stale["fix"]["age_s"] == 30.0
+    assert stale["fix"]["lat"] == 51.5007
+    assert stale["fix"]["age_s"] == 30.0
     nofix = alert(fix_dict(mode="none", lat=None, lon=None), "searching")
-    assert nofix["time_source"] == "system" and nofix["fix"]["lat"] is None
+    assert nofix["time_source"] == "system"
+    assert nofix["fix"]["lat"] is None
     # extra keys a GPS source might add are not carried (the schema is closed)
     extra = alert({**fix_dict(), "raw": "$GPGGA"}, "3d")
     assert "raw" not in extra["fix"]
@@ -141,7 +150,8 @@ def test_canonical_encoding_is_deterministic_and_excludes_signature() -> None:
 
 def test_status_and_heartbeat_validate() -> None:
     s = m.build_status("unit-a", "online", t_wall_s=1.7e9, software="0.1.0")
-    assert m.schema_errors(s, m.STATUS_SCHEMA) == [] and _jsonschema_ok(s, m.STATUS_SCHEMA)
+    assert m.schema_errors(s, m.STATUS_SCHEMA) == []
+    assert _jsonschema_ok(s, m.STATUS_SCHEMA)
     hb = m.build_heartbeat(
         "unit-a", t_wall_s=1.7e9, uptime_s=12.0,
         pipeline={"fps": 29.7, "dropped_frames": 3, "invoke_ms_p50": 8.1, "invoke_ms_p99": 14.0,
@@ -150,13 +160,17 @@ def test_status_and_heartbeat_validate() -> None:
         fix=fix_dict())
     assert m.schema_errors(hb, m.HEARTBEAT_SCHEMA) == []
     assert _jsonschema_ok(hb, m.HEARTBEAT_SCHEMA)
-    assert hb["fps"] == 29.7 and hb["dropped_frames"] == 3 and hb["outbox_depth"] == 4
+    assert hb["fps"] == 29.7
+    assert hb["dropped_frames"] == 3
+    assert hb["outbox_depth"] == 4
     assert hb["fix"] == fix_dict()
     assert hb["pipeline"] == {"frames": 1000}  # unencodable figures are dropped, not fatal
     bare = m.build_heartbeat("unit-a", t_wall_s=1.7e9, uptime_s=1.0,
                              pipeline={"fps": "fast", "dropped_frames": -1}, outbox_depth=0,
                              evidence_pruned=0, alerts_pruned=0, gps_state=None, cpu_temp_c=None)
-    assert bare["fps"] is None and bare["dropped_frames"] is None and bare["fix"] is None
+    assert bare["fps"] is None
+    assert bare["dropped_frames"] is None
+    assert bare["fix"] is None
     assert _jsonschema_ok(bare, m.HEARTBEAT_SCHEMA)
 
 
@@ -241,7 +255,7 @@ def test_deeply_nested_command_is_rejected_not_crashing() -> None:
         m.parse_command(TOPICS.cmd("snapshot"), payload, topics=TOPICS, max_bytes=1 << 20)
 
 
-@pytest.mark.parametrize("payload, expected", [
+@pytest.mark.parametrize(("payload", "expected"), [
     (b'{"a":1}', {"a": 1}), (b'{"a":"\\ud800"}', {"a": "\ud800"}), (b'{"a":1,"a":2}', {"a": 2}),
     (b'{"a":NaN}', "NaN is not allowed"), (b'{"a":-Infinity}', "-Infinity is not allowed"),
     (b"[1]", "must be a JSON object, not list"), (b"1" * 100, "must be a JSON object, not int"),

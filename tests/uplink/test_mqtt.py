@@ -51,7 +51,7 @@ def sink_config(broker: LocalBroker, unit: str = UNIT_A, **over: Any) -> MqttSin
     return MqttSinkConfig(**settings)
 
 
-@pytest.fixture()
+@pytest.fixture
 def uplinks(tmp_path: Path) -> Iterator[Callable[..., MqttUplink]]:
     made: list[MqttUplink] = []
 
@@ -102,13 +102,17 @@ def test_round_trip_alert_and_evidence_signed_and_verified(
     for a, d in zip(alerts, dets, strict=True):
         assert m.schema_errors(a, m.ALERT_SCHEMA) == []
         assert verify_alert(a, pub)
-        assert a["roi"] == d.roi_id and a["fix"] is None and a["time_source"] == "system"
+        assert a["roi"] == d.roi_id
+        assert a["fix"] is None
+        assert a["time_source"] == "system"
         assert evidence[a["alert_id"]] == Path(d.evidence.frame_path).read_bytes()
         assert verify_evidence(a, evidence[a["alert_id"]])
     status = [json.loads(r.payload) for r in sub.on("/unit-a/status")]
-    assert status and status[0]["state"] == "online"
+    assert status
+    assert status[0]["state"] == "online"
     assert m.schema_errors(status[0], m.STATUS_SCHEMA) == []
-    assert up.wait_drained(5) and up.stats()["inflight"] == 0
+    assert up.wait_drained(5)
+    assert up.stats()["inflight"] == 0
     sub.close()
 
 
@@ -122,13 +126,14 @@ def test_online_status_is_retained_and_offline_on_close(
     up.close()
     assert late.wait(lambda ms: any(json.loads(r.payload)["state"] == "offline" for r in ms))
     offline = json.loads(late.messages[-1].payload)
-    assert offline["reason"] == "stopped" and m.schema_errors(offline, m.STATUS_SCHEMA) == []
+    assert offline["reason"] == "stopped"
+    assert m.schema_errors(offline, m.STATUS_SCHEMA) == []
     late.close()
 
 
 def test_alert_carries_the_gps_fix_stamped_when_recorded_never_waits(
         broker: LocalBroker, uplinks: Callable[..., MqttUplink],
-        make_detection: Callable[..., Detection]) -> None:
+        make_detection: Callable[..., Detection], monkeypatch: pytest.MonkeyPatch) -> None:
     """The app stamps the fix on the detection (edge.app.heartbeat.stamp_position, what
     Unit.stamp calls); the uplink carries it as stamped."""
     gps = SettableGps()
@@ -136,7 +141,8 @@ def test_alert_carries_the_gps_fix_stamped_when_recorded_never_waits(
     up = uplinks(broker)
 
     def send() -> None:
-        up.send(stamp_position(make_detection(), gps, max_fix_age_s=2.0))  # type: ignore[arg-type]
+        up.send(stamp_position(make_detection(), gps,  # type: ignore[arg-type]  # a duck-typed GPS
+                               max_fix_age_s=2.0))
 
     gps.fix, gps.state = FakeFix(fix_dict(age_s=0.2)), "3d"
     send()
@@ -148,14 +154,19 @@ def test_alert_carries_the_gps_fix_stamped_when_recorded_never_waits(
     def broken() -> None:
         raise RuntimeError("serial port gone")
 
-    gps.latest = broken  # type: ignore[method-assign]
+    monkeypatch.setattr(gps, "latest", broken)
     send()
     assert sub.wait_alerts(4)
     a1, a2, a3, a4 = sub.alerts()
-    assert a1["time_source"] == "gps" and a1["fix"]["lat"] == 51.5007 and a1["gps_state"] == "3d"
-    assert a2["time_source"] == "system" and a2["fix"]["age_s"] == 45.0
-    assert a3["fix"] is None and a3["gps_state"] == "no-fix"
-    assert a4["fix"] is None and a4["gps_state"] == "error"
+    assert a1["time_source"] == "gps"
+    assert a1["fix"]["lat"] == 51.5007
+    assert a1["gps_state"] == "3d"
+    assert a2["time_source"] == "system"
+    assert a2["fix"]["age_s"] == 45.0
+    assert a3["fix"] is None
+    assert a3["gps_state"] == "no-fix"
+    assert a4["fix"] is None
+    assert a4["gps_state"] == "error"
     sub.close()
 
 
@@ -175,7 +186,7 @@ def test_heartbeat_carries_pipeline_outbox_gps_and_temperature(
     sub = subscribe(broker, certs_for=None, topics=("phonewatch/+/heartbeat",))
     up = uplinks(broker)
     emitter = StatsEmitter(unit_id=UNIT_A, uplink=up, interval_s=1, pipeline_stats=stats,
-                           gps=gps)  # type: ignore[arg-type]
+                           gps=gps)  # type: ignore[arg-type]  # a duck-typed GPS
     emitter.start()
     try:
         assert sub.wait(lambda ms: len(ms) >= 3, timeout_s=10)
@@ -184,11 +195,14 @@ def test_heartbeat_carries_pipeline_outbox_gps_and_temperature(
     beats = [json.loads(r.payload) for r in sub.messages]
     for hb in beats:
         assert m.schema_errors(hb, m.HEARTBEAT_SCHEMA) == []
-        assert hb["outbox_depth"] == 0 and hb["gps_state"] == "3d"
-        assert hb["fix"]["lat"] == 51.5007 and hb["fix"]["age_s"] == 0.5
+        assert hb["outbox_depth"] == 0
+        assert hb["gps_state"] == "3d"
+        assert hb["fix"]["lat"] == 51.5007
+        assert hb["fix"]["age_s"] == 0.5
         assert hb["cpu_temp_c"] == pytest.approx(read_cpu_temp_c(), abs=15) \
             if read_cpu_temp_c() is not None else hb["cpu_temp_c"] is None
-    assert beats[0]["fps"] == 29.5 and beats[0]["dropped_frames"] == 12
+    assert beats[0]["fps"] == 29.5
+    assert beats[0]["dropped_frames"] == 12
     assert beats[0]["pipeline"] == {"frames": 900}
     assert beats[1]["fps"] is None  # stats() failed: heartbeat still sent
     sub.close()
@@ -238,7 +252,8 @@ def test_commands_validated_bad_ones_rejected_unit_keeps_running(
     assert done.wait(10)
     assert got == [("snapshot", {}), ("mute", {"duration_s": 60}), ("reload", {})]
     st = up.stats()
-    assert st["commands_rejected"] == len(bad) + 1 and st["commands_accepted"] == 3
+    assert st["commands_rejected"] == len(bad) + 1
+    assert st["commands_accepted"] == 3
     assert up.is_connected
     sub = subscribe(broker, certs_for=None, topics=("phonewatch/+/alert",))
     up.send(make_detection())
@@ -284,7 +299,9 @@ def test_username_password_and_connected_only_on_success(
         bad.send(make_detection())
         assert wait_until(lambda: bad.stats()["connect_failures"] >= 2)  # refused CONNACKs
         st = bad.stats()
-        assert not bad.is_connected and st["connects"] == 0 and st["connect_failures"] >= 1
+        assert not bad.is_connected
+        assert st["connects"] == 0
+        assert st["connect_failures"] >= 1
         assert st["outbox_depth"] == 1  # kept, not lost
 
 
@@ -354,7 +371,8 @@ def test_broker_down_while_100_alerts_are_raised(
     up = uplinks(broker, reconnect_min_s=0.1, reconnect_max_s=0.5)
     assert up.wait_connected(10)
     up.send(make_detection())
-    assert cr.wait_alerts(1) and up.wait_drained(10)  # receipted: the unit forgot it
+    assert cr.wait_alerts(1)
+    assert up.wait_drained(10)  # receipted: the unit forgot it
     broker.stop()
     failed_at_stop = up.stats()["connect_failures"]
 
@@ -467,7 +485,9 @@ def test_no_subscriber_puback_is_not_delivery_the_alert_is_sent_again(
     assert cr.wait_alerts(3, timeout_s=15)
     assert up.wait_drained(15)
     st = up.stats()
-    assert st["retransmitted"] >= 6 and st["receipts"] >= 6 and st["awaiting_receipt"] == 0
+    assert st["retransmitted"] >= 6
+    assert st["receipts"] >= 6
+    assert st["awaiting_receipt"] == 0
     cr.close()
 
 
@@ -485,7 +505,8 @@ def test_unreceipted_parts_are_sent_again_with_a_growing_wait(
     assert len({json.loads(r.payload)["seq"] for r in arrivals}) == 1  # one alert, resent
     assert wait_until(lambda: up.stats()["retransmitted"] >= 3)  # counted after the publish
     assert up.outbox.depth() == 1
-    assert up._attempts and max(up._attempts.values()) >= 3  # the wait doubles per attempt
+    assert up._attempts
+    assert max(up._attempts.values()) >= 3  # the wait doubles per attempt
     assert up._timeout_s(next(iter(up._attempts))) == 0.8  # capped at receipt_timeout_max_s
     silent.close()
 
@@ -511,6 +532,7 @@ def test_hostile_receipts_are_rejected_and_forget_nothing(
     attacker.loop_start()
     attacker.publish(f"phonewatch/{UNIT_A}/ack", forged, qos=1).wait_for_publish(5)
     assert wait_until(lambda: up.stats()["receipts_rejected"] >= 1)
-    assert up.outbox.depth() == 1 and up.stats()["receipts"] == 0
+    assert up.outbox.depth() == 1
+    assert up.stats()["receipts"] == 0
     attacker.loop_stop()
     attacker.disconnect()

@@ -27,7 +27,7 @@ from tests.waiting import wait_until
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("need_mosquitto")]
 
 
-@pytest.fixture()
+@pytest.fixture
 def uplink_a(tls_broker: LocalBroker, tmp_path: Path) -> Iterator[MqttUplink]:
     cfg = MqttSinkConfig(**tls_broker.sink_settings(UNIT_A), signing_key_autogenerate=True,
                          reconnect_min_s=0.2, reconnect_max_s=1.0, heartbeat_interval_s=3600)
@@ -70,7 +70,8 @@ def test_tls_round_trip_verified(tls_broker: LocalBroker, uplink_a: MqttUplink, 
     assert uplink_a.wait_connected(10)
     det = make_detection()
     uplink_a.send(det)
-    assert cr.wait_alerts(1) and cr.wait(lambda ms: any("/evidence/" in r.topic for r in ms))
+    assert cr.wait_alerts(1)
+    assert cr.wait(lambda ms: any("/evidence/" in r.topic for r in ms))
     alert = cr.alerts()[0]
     assert verify_alert(alert, load_public_key(tmp_path / UNIT_A / "keys" / f"{UNIT_A}.sign.pub"))
     assert cr.evidence()[alert["alert_id"]] == Path(det.evidence.frame_path).read_bytes()
@@ -151,7 +152,8 @@ def test_unit_reads_only_its_own_commands(tls_broker: LocalBroker) -> None:
     a.loop_start()
     a.subscribe("phonewatch/+/cmd/+", qos=1)
     a.subscribe("phonewatch/#", qos=1)
-    assert wait_until(lambda: len(subacks) >= 2, 5) and len(subacks) == 2
+    assert wait_until(lambda: len(subacks) >= 2, 5)
+    assert len(subacks) == 2
     cr = connect_client(tls_broker, "cr-commander", certs_for="controlroom")
     cr.loop_start()
     assert wait_until(cr.is_connected, 10)
@@ -189,7 +191,8 @@ def test_uplink_publishes_crops_and_snapshots_only_under_its_own_id(
         assert imp.publish_snapshot(b"\xff\xd8\xff\xd9")
         wait_until(lambda: imp.stats()["snapshot_refused"] and imp.stats()["collect_refused"], 5)
         st = imp.stats()
-        assert st["collect_refused"] == 1 and st["snapshot_refused"] == 1
+        assert st["collect_refused"] == 1
+        assert st["snapshot_refused"] == 1
     finally:
         imp.close(drain_timeout_s=0)
     # A marker published after the broker refused the impostor's (PUBACKs seen above): once it
@@ -214,7 +217,8 @@ def test_unit_claiming_another_id_is_refused_and_keeps_its_alert(
         up.send(make_detection())
         wait_until(lambda: up.stats()["refused"], 5)
         st = up.stats()
-        assert st["refused"] >= 1 and st["outbox_depth"] == 1  # refused, never deleted
+        assert st["refused"] >= 1
+        assert st["outbox_depth"] == 1  # refused, never deleted
     finally:
         up.close(drain_timeout_s=0)
 
