@@ -111,6 +111,7 @@ def test_jsonl_sink_appends_and_survives_reopen(tmp_path: Path) -> None:
 MB = 1024 * 1024
 
 
+@pytest.mark.slow
 def test_quota_larger_than_the_disk_follows_the_free_space(tmp_path: Path) -> None:
     from tests.adapters.small_fs import small_tmpfs
 

@@ -278,6 +278,7 @@ def test_roi_preview_out_problems_are_one_line(
     assert says in _one_line_error(capsys)
 
 
+@pytest.mark.slow
 def test_every_option_has_help_and_no_literal_percent() -> None:
     import argparse
 
@@ -329,6 +330,7 @@ def test_a_missing_sidecar_names_the_command_that_writes_one(
     assert "phonewatch sidecar" in fail
 
 
+@pytest.mark.slow
 def test_commands_do_not_print_runtime_noise(tmp_path: Path, brightness_model: Path) -> None:
     # No Edge TPU on this host: 'auto' falls back to the CPU; that is INFO (-v), not a warning
     # on every command, and TFLite's XNNPACK line is not shown.
@@ -368,6 +370,7 @@ def test_roi_labels_are_drawn_once_on_a_box_with_a_legend() -> None:
     assert (np.all(corner == COLD_BGR, axis=2)).sum() > 10
 
 
+@pytest.mark.slow
 def test_eval_does_not_print_the_runtime_line(tmp_path: Path, brightness_model: Path) -> None:
     for label, level in (("phone", 240), ("no_phone", 10)):
         (tmp_path / "data" / label).mkdir(parents=True)

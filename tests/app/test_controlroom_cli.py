@@ -16,6 +16,7 @@ EXAMPLE = REPO / "deploy" / "controlroom" / "controlroom.toml"
 pytest.importorskip("sqlalchemy")
 
 
+@pytest.mark.slow
 def test_receive_without_a_receiver_refuses_instead_of_sitting_silently(
         tmp_path: Path) -> None:
     cfg = tmp_path / "cr.toml"

@@ -239,6 +239,7 @@ def run_random_day(data_dir: Path, seed: int) -> list[m.SampleName]:
         s.close()
 
 
+@pytest.mark.slow
 def test_random_samples_are_bounded_uniform_over_the_day_and_rois(tmp_path: Path) -> None:
     got = run_random_day(tmp_path / "a", seed=11)
     assert all(p.reason == "random" for p in got)

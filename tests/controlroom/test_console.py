@@ -26,7 +26,8 @@ from controlroom.web.deps import UNDO_WINDOW_S, fmt_time, iso_time
 from tests.controlroom.conftest import Unit, jpeg_bytes
 from tests.controlroom.test_web import HTML, PASSWORD, audit_actions, login, put
 
-pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")]
 JSON = {"Accept": "application/json"}
 
 

@@ -17,6 +17,8 @@ from controlroom.ingest import Ingest, Message
 from edge.common.signing import generate_key
 from tests.controlroom.conftest import Unit, pg_database, raw_pub_b64
 
+pytestmark = pytest.mark.slow  # over a second a test (make check skips it)
+
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:

@@ -15,6 +15,8 @@ from sqlalchemy.pool import NullPool
 from controlroom import db
 from tests.controlroom.conftest import pg_database
 
+pytestmark = pytest.mark.slow  # over a second a test (make check skips it)
+
 
 def _scalar(url: str, sql: str) -> object:
     engine = sa.create_engine(url, poolclass=NullPool)

@@ -21,7 +21,8 @@ from controlroom.web import create_app
 from edge.app.cli import main
 from tests.controlroom.test_web import PASSWORD, audit_actions, csrf_of, login
 
-pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")]
 
 @pytest.fixture
 def cfg(tmp_path: Path) -> Config:

@@ -21,7 +21,8 @@ from controlroom.web import create_app, load_secret
 from edge.app.cli import main
 from tests.controlroom.test_web import PASSWORD, login
 
-pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")]
 
 REPO = Path(__file__).resolve().parents[2]
 

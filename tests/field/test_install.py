@@ -193,7 +193,7 @@ def test_key_round_trip_make_certs_keys_generate_playbook_config(tmp_path: Path)
     cfg = load_config(REPO / "deploy" / "config" / "junction.toml")
     sink = cfg.sink
     assert sink.type == "mqtt"
-    files = [sink.ca_file, sink.cert_file, sink.key_file, sink.signing_key]  # type: ignore[union-attr]
+    files = [sink.ca_file, sink.cert_file, sink.key_file, sink.signing_key]
     assert {p.name for p in files if p is not None} == wanted
     assert {str(p.parent) for p in files if p is not None} == {defaults["phonewatch_keys_dir"]}
     # and the default, when a config names no signing key, is the same name under data_dir
@@ -213,8 +213,8 @@ def test_shipped_config_is_a_deployment(path: Path) -> None:
 
     cfg = load_config(path)
     assert cfg.sink.type == "mqtt"
-    assert cfg.sink.uses_tls  # type: ignore[union-attr]
-    assert cfg.sink.port == 8883  # type: ignore[union-attr]
+    assert cfg.sink.uses_tls
+    assert cfg.sink.port == 8883
     assert cfg.gps is not None
     assert cfg.gps.source == "/dev/ttyAMA0"
     assert cfg.gpio is not None

@@ -13,6 +13,7 @@ import datetime as dt
 import math
 import string
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -21,6 +22,8 @@ from edge.core.errors import NmeaError
 from edge.core.gps import Fix, FixAssembler, is_plausible_time
 from edge.core.nmea import with_checksum
 from tests.gps.timing import alert_time
+
+pytestmark = pytest.mark.slow  # over a second a test (make check skips it)
 
 NOW_WALL_S = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 MAX_SPEED_MPS = nmea.MAX_SPEED_KNOTS * nmea.KNOTS_TO_MPS
