@@ -82,30 +82,28 @@ alerts = sa.Table(
     sa.Index("ix_alerts_status", "status", "received_at"),
 )
 
-evidence = sa.Table(
-    "evidence", metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
-              autoincrement=True),
-    sa.Column("alert_id", sa.String(90), nullable=False),
-    sa.Column("unit", sa.String(64), nullable=False),
-    sa.Column("sha256", sa.String(64), nullable=False),
-    sa.Column("jpeg", sa.LargeBinary, nullable=False),
-    sa.Column("received_at", sa.Float, nullable=False),
-    sa.UniqueConstraint("alert_id", "sha256", name="uq_evidence_alert_sha"),
-    sa.Index("ix_evidence_unit_received", "unit", "received_at"),  # the orphan cap, migration 5
+def _image_table(name: str, unique: str, *extra: sa.Index) -> sa.Table:
+    """A JPEG that belongs to an alert (by ``alert_id``), stored once per content."""
+    return sa.Table(
+        name, metadata,
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+                  autoincrement=True),
+        sa.Column("alert_id", sa.String(90), nullable=False),
+        sa.Column("unit", sa.String(64), nullable=False),
+        sa.Column("sha256", sa.String(64), nullable=False),
+        sa.Column("jpeg", sa.LargeBinary, nullable=False),
+        sa.Column("received_at", sa.Float, nullable=False),
+        sa.UniqueConstraint("alert_id", "sha256", name=unique),
+        *extra,
+    )
+
+
+evidence = _image_table(
+    "evidence", "uq_evidence_alert_sha",
+    sa.Index("ix_evidence_unit_received", "unit", "received_at"),  # the orphan cap, migration 6
 )
 
-crops = sa.Table(
-    "crops", metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
-              autoincrement=True),
-    sa.Column("alert_id", sa.String(90), nullable=False),
-    sa.Column("unit", sa.String(64), nullable=False),
-    sa.Column("sha256", sa.String(64), nullable=False),
-    sa.Column("jpeg", sa.LargeBinary, nullable=False),
-    sa.Column("received_at", sa.Float, nullable=False),
-    sa.UniqueConstraint("alert_id", "sha256", name="uq_crops_alert_sha"),
-)
+crops = _image_table("crops", "uq_crops_alert_sha")
 """The driver-window crop of an alert (its SHA-256 and size are in the signed alert): what the
 reviewer looks at first, and a labelled example once the alert is reviewed (migration 7)."""
 

@@ -88,6 +88,31 @@ class _RateLimitedLog:
             log.warning(prefix + " (%s): more this minute, only counted", reason)
 
 
+def _crop_problem(alert: dict[str, Any], jpeg: bytes) -> str | None:
+    ev = alert.get("evidence") or {}
+    if ev.get("crop_sha256") != hashlib.sha256(jpeg).hexdigest() \
+            or ev.get("crop_bytes") != len(jpeg):
+        return "the crop is not the one in the signed alert"
+    return None
+
+
+@dataclass(frozen=True)
+class _ImageKind:
+    """What differs between storing an alert's evidence frame and its crop."""
+
+    name: str
+    table: sa.Table
+    problem: Callable[[dict[str, Any], bytes], str | None]
+    mismatch_reason: str
+    late_reason: str | None
+    stored_count: str
+
+
+_EVIDENCE = _ImageKind("evidence", db.evidence, crypto.evidence_problem, "evidence_mismatch",
+                       "evidence_late", "evidence_stored")
+_CROP = _ImageKind("crop", db.crops, _crop_problem, "crop_mismatch", None, "crops_stored")
+
+
 class Receipts:
     """Per unit, the sequence numbers whose alert / evidence the control room holds."""
 
@@ -399,75 +424,55 @@ class Ingest:
 
     def _store_evidence(self, conn: sa.Connection, msgs: list[tuple[Message, str, str]],
                         counts: Counter[str], receipts: Receipts) -> None:
-        ids = list({a for _, _, a in msgs})
-        known = {row.alert_id: row for row in conn.execute(
-            sa.select(db.alerts.c.alert_id, db.alerts.c.payload, db.alerts.c.unit,
-                      db.alerts.c.evidence_deleted_at).where(db.alerts.c.alert_id.in_(ids)))}
-        rows: list[dict[str, Any]] = []
-        for msg, unit, aid in msgs:
-            sha = hashlib.sha256(msg.payload).hexdigest()
-            row = known.get(aid)
-            if row is not None:
-                if row.unit != unit:
-                    self._reject("topic_mismatch", msg.topic, f"evidence for {aid} from {unit}")
-                    continue
-                if row.evidence_deleted_at is not None or row.payload is None:
-                    self._reject("evidence_late", msg.topic, f"evidence of {aid} was deleted")
-                    receipts.evidence(unit, aid)  # deleted on purpose: the unit may forget it
-                    continue
-                problem = crypto.evidence_problem(json.loads(row.payload), msg.payload)
-                if problem is not None:
-                    self._reject("evidence_mismatch", msg.topic, f"{aid}: {problem}")
-                    continue
-            elif not aid.startswith(unit + "-"):
-                self._reject("topic_mismatch", msg.topic, f"evidence id {aid} is not {unit}'s")
-                continue
-            rows.append({"alert_id": aid, "unit": unit, "sha256": sha, "jpeg": msg.payload,
-                         "received_at": msg.received_at})
-            receipts.evidence(unit, aid)  # stored now, or already (a duplicate)
-        added = db.insert_ignore_returning(conn, db.evidence, ["alert_id", "sha256"], rows,
-                                           db.evidence.c.id)
-        counts["evidence_stored"] += len(added)
-        counts["duplicates"] += len(rows) - len(added)
+        added = self._store_images(conn, msgs, _EVIDENCE, counts, receipts.evidence)
         if added:
-            orphan_units = sorted({r["unit"] for r in rows if r["alert_id"] not in known})
-            for unit in orphan_units:
+            for unit in added:
                 self._cap_orphans(conn, unit, counts)
 
     def _store_crops(self, conn: sa.Connection, msgs: list[tuple[Message, str, str]],
                      counts: Counter[str], receipts: Receipts) -> None:
-        """Driver-window crops: checked against the signed alert's ``crop_sha256`` and size
-        when the alert is here; kept for the alert that will come otherwise (like evidence)."""
+        self._store_images(conn, msgs, _CROP, counts, receipts.crop)
+
+    def _store_images(self, conn: sa.Connection, msgs: list[tuple[Message, str, str]],
+                      kind: _ImageKind, counts: Counter[str],
+                      receipt: Callable[[str, str], None]) -> set[str]:
+        """Evidence frames or driver-window crops of alerts: each checked against the signed
+        alert's hash and size when the alert is here, kept for the alert that will come
+        otherwise, receipted once stored (or once retention deleted it on purpose). Returns
+        the units that gained orphans (images whose alert has not arrived)."""
         ids = list({a for _, _, a in msgs})
         known = {row.alert_id: row for row in conn.execute(
             sa.select(db.alerts.c.alert_id, db.alerts.c.payload, db.alerts.c.unit,
                       db.alerts.c.evidence_deleted_at).where(db.alerts.c.alert_id.in_(ids)))}
         rows: list[dict[str, Any]] = []
         for msg, unit, aid in msgs:
-            sha = hashlib.sha256(msg.payload).hexdigest()
             row = known.get(aid)
             if row is not None:
                 if row.unit != unit:
-                    self._reject("topic_mismatch", msg.topic, f"crop for {aid} from {unit}")
+                    self._reject("topic_mismatch", msg.topic, f"{kind.name} for {aid} from {unit}")
                     continue
                 if row.evidence_deleted_at is not None or row.payload is None:
-                    receipts.crop(unit, aid)  # deleted on purpose: the unit may forget it
+                    if kind.late_reason:
+                        self._reject(kind.late_reason, msg.topic,
+                                     f"{kind.name} of {aid} was deleted")
+                    receipt(unit, aid)  # deleted on purpose: the unit may forget it
                     continue
-                ev = json.loads(row.payload).get("evidence") or {}
-                if ev.get("crop_sha256") != sha or ev.get("crop_bytes") != len(msg.payload):
-                    self._reject("crop_mismatch", msg.topic,
-                                 f"{aid}: the crop is not the one in the signed alert")
+                problem = kind.problem(json.loads(row.payload), msg.payload)
+                if problem is not None:
+                    self._reject(kind.mismatch_reason, msg.topic, f"{aid}: {problem}")
                     continue
             elif not aid.startswith(unit + "-"):
-                self._reject("topic_mismatch", msg.topic, f"crop id {aid} is not {unit}'s")
+                self._reject("topic_mismatch", msg.topic, f"{kind.name} id {aid} is not {unit}'s")
                 continue
-            rows.append({"alert_id": aid, "unit": unit, "sha256": sha, "jpeg": msg.payload,
+            rows.append({"alert_id": aid, "unit": unit,
+                         "sha256": hashlib.sha256(msg.payload).hexdigest(), "jpeg": msg.payload,
                          "received_at": msg.received_at})
-            receipts.crop(unit, aid)
-        added = db.insert_ignore_returning(conn, db.crops, ["alert_id", "sha256"], rows,
-                                           db.crops.c.id)
-        counts["crops_stored"] += len(added)
+            receipt(unit, aid)  # stored now, or already (a duplicate)
+        added = db.insert_ignore_returning(conn, kind.table, ["alert_id", "sha256"], rows,
+                                           kind.table.c.id)
+        counts[kind.stored_count] += len(added)
         counts["duplicates"] += len(rows) - len(added)
+        return {r["unit"] for r in rows if r["alert_id"] not in known} if added else set()
 
     def _cap_orphans(self, conn: sa.Connection, unit: str, counts: Counter[str]) -> None:
         """Keep at most the newest ``orphan_evidence_max_count`` / ``_bytes`` of a unit's
