@@ -275,3 +275,26 @@ def pg_database(base_url: str, prefix: str = "t") -> Iterator[str]:
                               step_s=0.2), f"could not drop database {name}"
     finally:
         admin.dispose()
+
+
+# ---------------------------------------------------------------- a real browser
+
+CHROMIUM = os.environ.get("PHONEWATCH_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+"""Debian's chromium, driven by Playwright (no browser download); the background-networking
+flags keep it from calling out of a closed network."""
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.skip(f"no chromium at {CHROMIUM} (Debian package 'chromium')")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()

@@ -5,7 +5,6 @@ the map marker and the coordinate readout, confirm it, export the bundle and ver
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,26 +19,9 @@ from edge.app.local_broker import LocalBroker
 from edge.common.signing import generate_key
 from tests.controlroom.conftest import Publisher, Unit, raw_pub_b64
 
-CHROMIUM = os.environ.get("PHONEWATCH_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
 PASSWORD = "operator password 1"
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture()
-def browser() -> Iterator[Any]:
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.skip(f"no chromium at {CHROMIUM} (Debian package 'chromium')")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 @pytest.fixture()

@@ -30,7 +30,7 @@ from edge.app.local_broker import LocalBroker
 from edge.common.signing import generate_key
 from edge.core import messages as m
 from tests.controlroom.conftest import Unit, raw_pub_b64, status_and_heartbeat
-from tests.controlroom.test_browser import CHROMIUM, CHROMIUM_ARGS, PASSWORD
+from tests.controlroom.test_browser import PASSWORD
 
 pytestmark = pytest.mark.slow
 WIDTHS = (375, 1366)
@@ -93,19 +93,6 @@ class Seeder:
                                      cpu_temp_c=hb.get("temp", 51.0))
         self.ingest.process([Message(f"phonewatch/{unit_id}/status", m.encode(st), now),
                              Message(f"phonewatch/{unit_id}/heartbeat", m.encode(beat), now)])
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.skip(f"no chromium at {CHROMIUM} (Debian package 'chromium')")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 @pytest.fixture
