@@ -41,7 +41,7 @@ def test_site_render_writes_an_export_split_by_whole_sessions(tmp_path: Path) ->
     assert len(rows) == 24
     on_disk = _rows(tmp_path / "a")
     assert [row["path"] for row in on_disk] == [row["path"] for row in rows]
-    for col in sd.REQUIRED_COLUMNS + ("session", "day", "file", "phone"):
+    for col in (*sd.REQUIRED_COLUMNS, "session", "day", "file", "phone"):
         assert all(row[col] for row in on_disk), col
     sides: dict[str, set[str]] = {}
     for row in on_disk:
