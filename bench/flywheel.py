@@ -115,9 +115,9 @@ def plans(quick: bool) -> Plan:
         return Plan(cycles=[40, 100], sessions=16, per_session=16, test_share=0.35,
                     train=msite.TrainOptions(epochs=1, synthetic=200, epoch_synthetic=100,
                                              site_repeat=2))
-    return Plan(cycles=[100, 250, 500, 1000], sessions=70, per_session=36, test_share=0.3,
-                train=msite.TrainOptions(epochs=6, synthetic=2000, epoch_synthetic=600,
-                                         site_repeat=3))
+    return Plan(cycles=[100, 250, 500, 1000], sessions=56, per_session=30, test_share=0.3,
+                train=msite.TrainOptions(epochs=3, synthetic=2000, epoch_synthetic=300,
+                                         site_repeat=2))
 
 
 def run(work: Path, plan: Plan, *, seed: int = 0, source: LabelSource = labels_arrive,

@@ -149,7 +149,7 @@ def train_candidate(dataset: Path, init: Path, out: Path,
         target_fpr=o.target_fpr, name=NAME, version=f"site-{fp[:12]}", threads=o.threads,
         init=init, cache=o.cache, site_train=tr, site_val=va, site_repeat=o.site_repeat,
         site_record=record, stage_command=command, verbose=o.verbose,
-        parity_min=o.parity_min)
+        parity_min=o.parity_min, parity_by="metrics")
     t0 = time.monotonic()
     result = mtrain.train(cfg)
     model = Path(result["model"])
@@ -188,7 +188,12 @@ def write_card(model: Path, record: dict[str, Any], result: dict[str, Any], *,
     lines += ["", f"int8/float decision agreement {mop['agreement']:.4f} on {par['n']} "
               f"validation crops at matched operating points (required {par['required']}); "
               "by domain: " + ", ".join(f"{k} {v:.4f}" for k, v in par["by_domain"].items())
-              + f"; mean |dP| {par['mean_abs_diff']:.4f}.", "",
+              + f"; mean |dP| {par['mean_abs_diff']:.4f}."]
+    for dom, m in par.get("metrics_by_domain", {}).items():
+        lines.append(f"- {dom} validation ({m['n']} crops): ROC-AUC float {m['auc_float']:.3f}, "
+                     f"int8 {m['auc_int8']:.3f}; recall @ {val['target_fpr']:.0%} FPR float "
+                     f"{m['recall_float']:.3f}, int8 {m['recall_int8']:.3f}")
+    lines += ["",
               "Validation is not a test: judge the candidate with `python -m models.site gate`, "
               "on the held-out sessions and the standing test sets. Figures on synthetic sites "
               "say nothing about accuracy in the field.", ""]

@@ -103,6 +103,9 @@ class TrainConfig:
     """The command recorded for this stage (default: the ``models.train`` one)."""
     verbose: int = 0
     """Keras ``fit`` verbosity (1: a progress bar per epoch)."""
+    parity_by: str = "decisions"
+    """The export gate: ``decisions`` (agreement at matched operating points >= parity_min)
+    or ``metrics`` (per validation domain, int8 no worse than float; ``_metric_parity``)."""
 
 
 def build_model(arch: str, size: int, alpha: float, weights: str, *,
@@ -368,6 +371,33 @@ def _epoch_arrays(real: list[np.ndarray], real_y: np.ndarray, synth: list[np.nda
     return mdata.to_tensors(crops, spec), y, t
 
 
+AUC_TOLERANCE = 0.01
+"""With ``parity_by="metrics"``: how much lower the int8 model's validation ROC-AUC may be."""
+
+
+def _metric_parity(y: np.ndarray, domain: np.ndarray, float_p: np.ndarray, int8_p: np.ndarray,
+                   fpr: float) -> dict[str, dict[str, Any]]:
+    """Per validation domain: float and int8 ROC-AUC and recall at ``fpr``, and what is worse
+    in int8 beyond ``AUC_TOLERANCE`` / one phone crop."""
+    out: dict[str, dict[str, Any]] = {}
+    for d in sorted(set(domain.tolist())):
+        m = domain == d
+        yy = y[m]
+        if yy.min() == yy.max():
+            continue
+        fa, ia = metrics.roc_auc(yy, float_p[m]), metrics.roc_auc(yy, int8_p[m])
+        fr, ir = metrics.recall_at_fpr(yy, float_p[m], fpr), metrics.recall_at_fpr(
+            yy, int8_p[m], fpr)
+        worse = []
+        if ia < fa - AUC_TOLERANCE:
+            worse.append(f"ROC-AUC {ia:.3f} vs {fa:.3f}")
+        if ir < fr - 1.0 / max(1, int(yy.sum())) - 1e-9:
+            worse.append(f"recall at {fpr:.0%} FPR {ir:.3f} vs {fr:.3f}")
+        out[str(d)] = {"n": int(m.sum()), "auc_float": fa, "auc_int8": ia,
+                       "recall_float": fr, "recall_int8": ir, "worse": worse}
+    return out
+
+
 def teacher_scores(teachers: Sequence[Path], crops: list[np.ndarray],
                    chunk: int = 2000) -> np.ndarray:
     """Mean P(phone) of ``teachers`` (TFLite models, each read with its own sidecar's input
@@ -551,7 +581,19 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     par["by_domain"] = {str(d): float(decided[val_domain == d].mean())
                         for d in sorted(set(val_domain.tolist()))}
     par["required"] = cfg.parity_min
-    if agree < cfg.parity_min:
+    if cfg.parity_by == "metrics":
+        # Decision agreement counts the crops that lie within the int8 noise of the threshold:
+        # many where the model is unsure (a new site), few where it is sure. What must not
+        # happen is that int8 does worse: per validation domain, its ROC-AUC and its recall
+        # at the target FPR must be no lower than the float model's (beyond one crop).
+        par["metrics_by_domain"] = _metric_parity(val_y, val_domain, float_p, int8_p,
+                                                  cfg.target_fpr)
+        worse = [f"{d}: {w}" for d, m in par["metrics_by_domain"].items() for w in m["worse"]]
+        par["mode"] = "metrics"
+        if worse:
+            raise RuntimeError("the int8 model does worse than the float model on validation: "
+                               + "; ".join(worse))
+    elif agree < cfg.parity_min:
         raise RuntimeError(f"int8 model agrees with the float model on only {agree:.2%} "
                            f"of validation crops (need {cfg.parity_min:.1%})")
 

@@ -13,7 +13,7 @@ on near-copies of training crops.
 
 The site ``gantry_tint`` is a camera on an overhead gantry of a dual carriageway looking down
 through tinted side windows: steep viewpoint (keystone, roll and a vertical squash that
-differ per unit), dark tinted glass (20-45 % transmission, green-grey or bronze), the bright
+differ per unit), dark tinted glass (45-70 % transmission, green-grey or bronze), the bright
 outside world reflected in that glass (sky, lamp posts, gantry beams), low winter sun
 (a warm wash and a hard streak) by day and an infrared flash by night, small far-away crops.
 The default model never saw any of it. Everything is a pure function of (site, seed, crop
@@ -69,8 +69,8 @@ SITES: dict[str, Site] = {
         name="gantry_tint",
         description="overhead gantry camera looking down through tinted side windows; low "
                     "winter sun and glass reflections by day, infrared flash by night",
-        units=4, night_share=0.3, tint=(0.2, 0.45), reflection=(0.18, 0.4),
-        keystone=(0.2, 0.35), roll=(12.0, 25.0), crop_px=(64, 128)),
+        units=4, night_share=0.2, tint=(0.45, 0.7), reflection=(0.08, 0.2),
+        keystone=(0.2, 0.35), roll=(15.0, 28.0), crop_px=(96, 176)),
 }
 
 SALT_SESSION = 7001
