@@ -373,12 +373,15 @@ def _epoch_arrays(real: list[np.ndarray], real_y: np.ndarray, synth: list[np.nda
 
 AUC_TOLERANCE = 0.01
 """With ``parity_by="metrics"``: how much lower the int8 model's validation ROC-AUC may be."""
+RECALL_TOLERANCE = 0.02
+"""... and its recall at the target FPR (or one phone crop, if more): recall at a fixed FPR
+on a few hundred crops moves by about this much when one phone-free crop changes places."""
 
 
 def _metric_parity(y: np.ndarray, domain: np.ndarray, float_p: np.ndarray, int8_p: np.ndarray,
                    fpr: float) -> dict[str, dict[str, Any]]:
     """Per validation domain: float and int8 ROC-AUC and recall at ``fpr``, and what is worse
-    in int8 beyond ``AUC_TOLERANCE`` / one phone crop."""
+    in int8 beyond ``AUC_TOLERANCE`` / ``RECALL_TOLERANCE``."""
     out: dict[str, dict[str, Any]] = {}
     for d in sorted(set(domain.tolist())):
         m = domain == d
@@ -391,7 +394,7 @@ def _metric_parity(y: np.ndarray, domain: np.ndarray, float_p: np.ndarray, int8_
         worse = []
         if ia < fa - AUC_TOLERANCE:
             worse.append(f"ROC-AUC {ia:.3f} vs {fa:.3f}")
-        if ir < fr - 1.0 / max(1, int(yy.sum())) - 1e-9:
+        if ir < fr - max(RECALL_TOLERANCE, 1.0 / max(1, int(yy.sum()))) - 1e-9:
             worse.append(f"recall at {fpr:.0%} FPR {ir:.3f} vs {fr:.3f}")
         out[str(d)] = {"n": int(m.sum()), "auc_float": fa, "auc_int8": ia,
                        "recall_float": fr, "recall_int8": ir, "worse": worse}
@@ -585,7 +588,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         # Decision agreement counts the crops that lie within the int8 noise of the threshold:
         # many where the model is unsure (a new site), few where it is sure. What must not
         # happen is that int8 does worse: per validation domain, its ROC-AUC and its recall
-        # at the target FPR must be no lower than the float model's (beyond one crop).
+        # at the target FPR must be no lower than the float model's (beyond a tolerance).
         par["metrics_by_domain"] = _metric_parity(val_y, val_domain, float_p, int8_p,
                                                   cfg.target_fpr)
         worse = [f"{d}: {w}" for d, m in par["metrics_by_domain"].items() for w in m["worse"]]
