@@ -95,6 +95,8 @@ class TrainOptions:
     verbose: int = 0
     parity_min: float = 0.99
     """Least int8/float decision agreement on validation (``models.train``'s export gate)."""
+    parity_auc_tolerance: float = 0.01
+    """How much lower the int8 model's validation ROC-AUC may be than the float model's."""
 
 
 def _samples(rows: Sequence[sd.SiteRow]) -> list[mdata.Sample]:
@@ -150,7 +152,8 @@ def train_candidate(dataset: Path, init: Path, out: Path,
         target_fpr=o.target_fpr, name=NAME, version=f"site-{fp[:12]}", threads=o.threads,
         init=init, cache=o.cache, site_train=tr, site_val=va, site_repeat=o.site_repeat,
         site_record=record, stage_command=command, verbose=o.verbose,
-        parity_min=o.parity_min, parity_by="metrics")
+        parity_min=o.parity_min, parity_by="metrics",
+        parity_auc_tolerance=o.parity_auc_tolerance)
     t0 = time.monotonic()
     result = mtrain.train(cfg)
     model = Path(result["model"])

@@ -24,7 +24,7 @@ PASSWORD = "operator password 1"
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture()
+@pytest.fixture
 def room(tmp_path: Path, broker: LocalBroker) -> Iterator[ControlRoom]:
     cfg = parse_config({"database": {"url": "sqlite:///cr.sqlite"},
                         "mqtt": {"host": broker.host, "port": broker.port,
@@ -34,7 +34,8 @@ def room(tmp_path: Path, broker: LocalBroker) -> Iterator[ControlRoom]:
     try:
         users.add_user(r.engine, "alice", PASSWORD)
         r.start()
-        assert r.receiver is not None and r.receiver.wait_ready(10)
+        assert r.receiver is not None
+        assert r.receiver.wait_ready(10)
         yield r
     finally:
         r.close()
@@ -92,7 +93,8 @@ def test_login_live_alert_review_export_verify(browser: Any, room: ControlRoom,
     page.wait_for_url("**/queue")  # on to the next alert; this was the only one
     page.goto(f"{room.url}alerts/{alert_id}")
     page.wait_for_selector("#status:text('confirmed')")
-    assert "Confirmed by alice" in page.content() and "phone at the ear" in page.content()
+    assert "Confirmed by alice" in page.content()
+    assert "phone at the ear" in page.content()
 
     with page.expect_download() as dl:
         page.click("#bundle")

@@ -325,6 +325,26 @@ def test_export_writes_images_index_and_manifest_and_rehashes_to_the_id(
     assert all(len(s) == 1 for s in sides.values())
 
 
+def test_the_site_trainer_reads_the_export_as_it_is(
+        made: datasets.Created, engine: Engine, tmp_path: Path) -> None:
+    """The hop from the control room to training: ``models.site train --dataset DIR`` reads
+    the export folder itself (index.csv, paths, labels, unit-day sessions, the held-out
+    split), with no conversion step between them."""
+    from models.site_data import read_dataset
+
+    out = tmp_path / "export"
+    datasets.export_dataset(engine, made.id, out)
+    rows = read_dataset(out)
+    assert len(rows) == made.manifest["examples"]
+    assert {r.split for r in rows} <= {"train", "test"}
+    index = {r["path"]: r for r in csv.DictReader((out / "index.csv").open(encoding="utf-8"))}
+    for row in rows:
+        rec = index[row.rel]
+        assert row.label == (1 if rec["label"] == "phone" else 0)
+        assert row.split == ("test" if rec["split"] == "heldout" else "train")
+        assert row.session == f"{rec['unit']}/{rec['day']}"
+
+
 def test_evals_reader_and_eval_itself_accept_the_export(
         made: datasets.Created, engine: Engine, tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:

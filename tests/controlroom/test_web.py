@@ -34,12 +34,12 @@ PASSWORD = "correct horse battery"
 HTML = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
 
 
-@pytest.fixture()
+@pytest.fixture
 def cfg(tmp_path: Path) -> Config:
     return parse_config({"web": {"tile_url": "", "live_poll_s": 0.05}}, base_dir=tmp_path)
 
 
-@pytest.fixture()
+@pytest.fixture
 def ingest(engine: Engine, unit_a: Unit) -> Ingest:
     users.add_user(engine, "alice", PASSWORD)
     users.add_user(engine, "bob", PASSWORD)
@@ -55,7 +55,7 @@ def put(ingest: Ingest, unit: Unit, **kw: Any) -> tuple[str, bytes]:
     return aid, jpeg
 
 
-@pytest.fixture()
+@pytest.fixture
 def client(cfg: Config, engine: Engine, ingest: Ingest) -> Iterator[Any]:
     from fastapi.testclient import TestClient
 
@@ -88,7 +88,8 @@ def test_every_page_needs_a_login(client: Any, ingest: Ingest, unit_a: Unit) -> 
     for path in ("/", "/units", "/audit", "/labels", f"/alerts/{aid}",
                  f"/alerts/{aid}/evidence.jpg", f"/alerts/{aid}/bundle.zip"):
         r = client.get(path, follow_redirects=False)
-        assert r.status_code == 303 and r.headers["location"].startswith("/login"), path
+        assert r.status_code == 303, path
+        assert r.headers["location"].startswith("/login"), path
     assert client.get("/events", follow_redirects=False).status_code == 401
     r = client.post(f"/alerts/{aid}/review", data={"action": "confirm", "csrf": "x"},
                     follow_redirects=False)
@@ -100,7 +101,8 @@ def test_wrong_password_unknown_user_and_csrf(client: Any, engine: Engine) -> No
     token = csrf_of(client.get("/login").text)
     for user, pw in (("alice", "wrong password!"), ("mallory", PASSWORD)):
         r = client.post("/login", data={"username": user, "password": pw, "csrf": token})
-        assert r.status_code == 401 and "Wrong user name or password" in r.text
+        assert r.status_code == 401
+        assert "Wrong user name or password" in r.text
     r = client.post("/login", data={"username": "alice", "password": PASSWORD})
     assert r.status_code == 403  # no CSRF token
     assert client.get("/", follow_redirects=False).status_code == 303
@@ -123,26 +125,33 @@ def test_review_needs_csrf_and_is_audited(client: Any, ingest: Ingest, unit_a: U
     # confirming starts a prosecution: without the second step (sure=yes) nothing changes
     r = client.post(f"/alerts/{aid}/review", data={"action": "confirm", "note": "clear view",
                                                    "csrf": token}, follow_redirects=False)
-    assert r.status_code == 400 and "sure=yes" in r.json()["detail"]
+    assert r.status_code == 400
+    assert "sure=yes" in r.json()["detail"]
     r = client.post(f"/alerts/{aid}/review", data={"action": "confirm", "note": "clear view",
                                                    "csrf": token}, headers=HTML,
                     follow_redirects=False)
-    assert r.status_code == 200 and "Confirming starts a prosecution" in r.text
-    assert 'id="confirm-step" hidden' not in r.text and 'value="clear view"' in r.text
+    assert r.status_code == 200
+    assert "Confirming starts a prosecution" in r.text
+    assert 'id="confirm-step" hidden' not in r.text
+    assert 'value="clear view"' in r.text
     with engine.connect() as conn:
         assert conn.execute(sa.select(db.alerts.c.status)).scalar() == "new"
     r = client.post(f"/alerts/{aid}/review", data={"action": "confirm", "note": "clear view",
                                                    "sure": "yes", "csrf": token},
                     follow_redirects=False)
-    assert r.status_code == 303 and r.headers["location"] == "/queue"  # nothing left
+    assert r.status_code == 303
+    assert r.headers["location"] == "/queue"  # nothing left
     r = client.post(f"/alerts/{aid}/review", data={"action": "reject", "csrf": token})
-    assert r.status_code == 409 and "already confirmed" in r.text
+    assert r.status_code == 409
+    assert "already confirmed" in r.text
     with engine.connect() as conn:
         row = conn.execute(sa.select(db.alerts)).one()
     assert (row.status, row.reviewed_by, row.review_note) == ("confirmed", "alice", "clear view")
     assert ("alice", "confirmed", aid) in audit_actions(engine)
     page = client.get(f"/alerts/{aid}").text
-    assert "Confirmed by alice" in page and "clear view" in page and 'id="bundle"' in page
+    assert "Confirmed by alice" in page
+    assert "clear view" in page
+    assert 'id="bundle"' in page
 
 
 def test_logout_needs_csrf_and_ends_the_session(client: Any) -> None:
@@ -161,18 +170,24 @@ def test_alert_page_shows_evidence_position_and_fix(client: Any, ingest: Ingest,
     page = client.get(f"/alerts/{aid}").text
     assert "51.500700, -0.124600" in page            # the plain coordinate readout
     assert "Fix 3d, quality 1, HDOP 0.9, 9 satellites, age 0.3 s" in page
-    assert "phone-cls 1.2.0" in page and "source: gps" in page
+    assert "phone-cls 1.2.0" in page
+    assert "source: gps" in page
     assert re.search(r'<dd id="score"><span title="exactly 0.875; threshold exactly 0.7">0.88'
                      r'</span> \(threshold 0.70;', page)
     # no tile server configured: no empty map, a note saying how, links to map apps
-    assert 'src="/static/leaflet/leaflet.js"' not in page and 'id="map"' not in page
-    assert 'id="no-tiles"' in page and 'href="geo:51.500700,-0.124600"' in page
+    assert 'src="/static/leaflet/leaflet.js"' not in page
+    assert 'id="map"' not in page
+    assert 'id="no-tiles"' in page
+    assert 'href="geo:51.500700,-0.124600"' in page
     r = client.get(f"/alerts/{aid}/evidence.jpg")
-    assert r.status_code == 200 and r.content == jpeg and r.headers["content-type"] == \
+    assert r.status_code == 200
+    assert r.content == jpeg
+    assert r.headers["content-type"] == \
         "image/jpeg"
     assert client.get("/static/leaflet/leaflet.js").status_code == 200
     page = client.get(f"/alerts/{no_fix}").text
-    assert "No position: the unit had no GPS fix" in page and 'id="map"' not in page
+    assert "No position: the unit had no GPS fix" in page
+    assert 'id="map"' not in page
     assert client.get("/alerts/unit-a-999").status_code == 404
 
 
@@ -216,7 +231,8 @@ def test_retention_deletes_rejected_evidence_after_an_hour(client: Any, ingest: 
     assert retention.sweep(engine, cfg.retention, now=now + 3500)["rejected_evidence"] == 0
     assert client.get(f"/alerts/{rejected}/evidence.jpg").status_code == 200
     out = retention.sweep(engine, cfg.retention, now=now + 3601)
-    assert out["rejected_evidence"] == 1 and out["confirmed_purged"] == 0
+    assert out["rejected_evidence"] == 1
+    assert out["confirmed_purged"] == 0
     assert client.get(f"/alerts/{rejected}/evidence.jpg").status_code == 404
     assert "deleted by retention" in client.get(f"/alerts/{rejected}").text
     assert client.get(f"/alerts/{confirmed}/evidence.jpg").status_code == 200
@@ -226,7 +242,9 @@ def test_retention_deletes_rejected_evidence_after_an_hour(client: Any, ingest: 
     with engine.connect() as conn:
         row = conn.execute(sa.select(db.alerts).where(db.alerts.c.alert_id == confirmed)).one()
         n_evidence = conn.execute(sa.select(sa.func.count()).select_from(db.evidence)).scalar()
-    assert row.status == "purged" and row.payload is None and row.lat is None
+    assert row.status == "purged"
+    assert row.payload is None
+    assert row.lat is None
     assert n_evidence == 0
     assert ("system", "retention", None) in audit_actions(engine)
 
@@ -241,7 +259,8 @@ def test_bundle_only_for_confirmed_and_it_verifies(client: Any, ingest: Ingest, 
     client.post(f"/alerts/{aid}/review", data={"action": "confirm", "sure": "yes",
                                                "csrf": token})
     r = client.get(f"/alerts/{aid}/bundle.zip")
-    assert r.status_code == 200 and r.headers["content-type"] == "application/zip"
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "application/zip"
     path = tmp_path / "b.zip"
     path.write_bytes(r.content)
     with zipfile.ZipFile(io.BytesIO(r.content)) as z:
@@ -264,7 +283,8 @@ def test_units_page_shows_health_in_words(client: Any, ingest: Ingest) -> None:
     html = client.get("/units").text
     card = re.search(r'<article class="unit-card health-(\w+)" id="unit-unit-a".*?</article>',
                      html, re.S)
-    assert card and card.group(1) == "online"
+    assert card
+    assert card.group(1) == "online"
     facts = dict(re.findall(r"<dt>(.*?)</dt><dd[^>]*>(.*?)</dd>", card.group(0)))
     assert re.fullmatch(r"\d+ s ago \(\d{4}-.*\)", facts.pop("Last heartbeat"))
     assert facts == {"Frame rate": "14.5 frames/s",
@@ -336,7 +356,8 @@ def test_live_list_pushes_new_alerts_over_sse(cfg: Config, engine: Engine, inges
                     elif line.startswith("data: ") and event == "alert":
                         got.append(json.loads(line[6:]))
                         break
-        assert got[0]["alert_id"] == "unit-a-1" and got[0]["status"] == "new"
+        assert got[0]["alert_id"] == "unit-a-1"
+        assert got[0]["status"] == "new"
         assert counts[0] == 0  # the unreviewed count comes first, then with each change
     finally:
         room.close()
@@ -345,14 +366,16 @@ def test_live_list_pushes_new_alerts_over_sse(cfg: Config, engine: Engine, inges
 def test_security_headers_and_no_open_redirect(client: Any) -> None:
     r = client.get("/login")
     csp = r.headers["content-security-policy"]
-    assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert "script-src 'self'" in csp
+    assert "frame-ancestors 'none'" in csp
     assert r.headers["x-frame-options"] == "DENY"
     assert "<script>" not in client.get("/login").text  # no inline script for CSP to allow
     token = csrf_of(r.text)
     for evil in ("//evil.example/", "/\\evil.example", "https://evil.example/"):
         r = client.post("/login", data={"username": "alice", "password": PASSWORD,
                                         "csrf": token, "next": evil}, follow_redirects=False)
-        assert r.status_code == 303 and r.headers["location"] == "/", evil
+        assert r.status_code == 303, evil
+        assert r.headers["location"] == "/", evil
         token = csrf_of(client.get("/login").text)
     r = client.post("/login", data={"username": "alice", "password": PASSWORD, "csrf": token,
                                     "next": "/units"}, follow_redirects=False)

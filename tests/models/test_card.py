@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -16,7 +17,7 @@ from models import card
 MODEL = Path(__file__).resolve().parents[2] / "models" / "phone_in_hand" / "phone_in_hand.tflite"
 
 
-def _eval_doc(scores: dict[str, tuple[list[int], list[float]]]) -> dict:
+def _eval_doc(scores: dict[str, tuple[list[int], list[float]]]) -> dict[str, Any]:
     data = {name: metrics.summary(np.array(y), np.array(p), 0.5) for name, (y, p) in
             scores.items()}
     return {"models": [{"name": "ours", "model": str(MODEL), "threshold": 0.5,
@@ -87,20 +88,24 @@ def test_card_offers_one_stage_that_continues_the_shipped_model(tmp_path: Path) 
     prov = load_spec(MODEL.with_suffix(".json")).provenance
     stages = prov["stages"]
     quick = card.site_stage(prov, MODEL.name)
-    assert quick is not None and quick.startswith("nice -n 10 python -m models.train --out SITE ")
+    assert quick is not None
+    assert quick.startswith("nice -n 10 python -m models.train --out SITE ")
     assert quick.endswith(" --real site/train")
     assert f" --init models/phone_in_hand/{MODEL.name} " in quick
     last_trained = [st for st in stages if " --epochs 0 " not in st][-1]
     assert last_trained.split("--lr ")[1].split(" --target-fpr")[0] in quick  # its schedule
     assert quick.split("--target-fpr ")[1].split()[0] == stages[-1].split("--target-fpr ")[1]
-    assert " --epochs 0 " not in quick and " --size " not in quick
+    assert " --epochs 0 " not in quick
+    assert " --size " not in quick
     doc = _eval_doc({"real/test": ([1, 0], [0.9, 0.1])})
     text = card.render(MODEL, doc, bench_ms=None, bench_machine="", domains={})
-    assert f"   {quick}" in text and "--model SITE/phone_in_hand.tflite" in text
+    assert f"   {quick}" in text
+    assert "--model SITE/phone_in_hand.tflite" in text
     # A network that cannot be rebuilt from its .tflite gets only the full recipe.
     assert card.site_stage({**prov, "arch": "mobilenetv2"}, MODEL.name) is None
     other = _card_with(tmp_path, "v2", arch="mobilenetv2")
-    assert "--out SITE" not in other and "2. Retrain: the same stages" in other
+    assert "--out SITE" not in other
+    assert "2. Retrain: the same stages" in other
     assert f"--model STAGE{len(stages)}/phone_in_hand.tflite" in other
 
 

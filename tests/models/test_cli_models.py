@@ -39,7 +39,9 @@ def test_eval_scores_every_image_and_reports_side_by_side(
                      "--out", str(out)])
     assert code == 0
     text = capsys.readouterr().out
-    assert "site/crops" in text and "recall @ 5% FPR" in text and "ROC-AUC" in text
+    assert "site/crops" in text
+    assert "recall @ 5% FPR" in text
+    assert "ROC-AUC" in text
     assert text.count("brightness-int8 test-1") >= 2  # two columns
     doc = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     m = doc["models"][0]["data"]["site/crops"]
@@ -49,7 +51,8 @@ def test_eval_scores_every_image_and_reports_side_by_side(
     assert m["roc_auc"] == pytest.approx(18 / 20)  # 90 beats 70, 80, 20; not 100 or 110
     for png in ("site_crops_roc.png", "site_crops_pr.png"):
         img = cv2.imread(str(out / png))
-        assert img is not None and img.shape[0] > 100
+        assert img is not None
+        assert img.shape[0] > 100
     rows = list(csv.DictReader((out / "site_crops_scores.csv").open(encoding="utf-8")))
     assert len(rows) == 9
     # each score names its image: the dark phone image (90) is the miss
@@ -90,7 +93,8 @@ def test_eval_reports_each_condition_of_an_index(
     assert cli.main(["eval", "--model", str(BRIGHTNESS), "--data", str(data),
                      "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "by lighting" in text and "phone found 0/1 (recall 0.000)" in text
+    assert "by lighting" in text
+    assert "phone found 0/1 (recall 0.000)" in text
     doc = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     light = doc["models"][0]["data"]["site/crops"]["by_condition"]["lighting"]
     thr = doc["models"][0]["threshold"]
@@ -136,7 +140,8 @@ def test_sidecar_for_a_labelled_model(tmp_path: Path) -> None:
     d = make_sidecar(BRIGHTNESS, positive=["phone"], labels_file=None,
                      labels=["no_phone", "phone"], label_offset=0, mean=[0, 0, 0],
                      std=[255, 255, 255], activation="none", threshold=0.5, name="b")
-    assert d["input"]["width"] == 32 and d["input"]["layout"] == "NHWC"
+    assert d["input"]["width"] == 32
+    assert d["input"]["layout"] == "NHWC"
     with pytest.raises(ModelError, match="outputs"):
         make_sidecar(BRIGHTNESS, positive=["phone"], labels_file=None,
                      labels=["no_phone", "phone", "other"], label_offset=0, mean=None, std=None,
@@ -191,4 +196,5 @@ def test_eval_kmitl_test_side_by_side(shared_data: Path, tmp_path: Path,
                      str(sidecars[name]), "--data",
                      str(shared_data / "datasets" / "kmitl" / "test")]) == 0
     text = capsys.readouterr().out
-    assert "kmitl/test" in text and "56 (36 / 20)" in text
+    assert "kmitl/test" in text
+    assert "56 (36 / 20)" in text

@@ -64,13 +64,17 @@ def test_augment_is_seeded_and_feeds_the_shared_preprocess() -> None:
     img = np.random.default_rng(0).integers(0, 255, (90, 120, 3), dtype=np.uint8)
     a = mdata.augment(img, np.random.default_rng(5))
     b = mdata.augment(img, np.random.default_rng(5))
-    assert np.array_equal(a, b) and a.dtype == np.uint8 and a.ndim == 3
+    assert np.array_equal(a, b)
+    assert a.dtype == np.uint8
+    assert a.ndim == 3
     outs = {mdata.augment(img, np.random.default_rng(s)).tobytes() for s in range(8)}
     assert len(outs) == 8
     spec = InputSpec(width=48, height=48)
     x = mdata.to_tensors([a, img], spec)
-    assert x.shape == (2, 48, 48, 3) and x.dtype == np.float32
-    assert x.min() >= -1.0001 and x.max() <= 1.0001
+    assert x.shape == (2, 48, 48, 3)
+    assert x.dtype == np.float32
+    assert x.min() >= -1.0001
+    assert x.max() <= 1.0001
 
 
 @pytest.mark.slow
@@ -80,17 +84,20 @@ def test_partial_view_slides_the_scene_out_of_the_crop() -> None:
     seen = set()
     for k in range(40):
         out = mdata.partial_view(img, np.random.default_rng(k))
-        assert out.shape == img.shape and out.dtype == np.uint8
+        assert out.shape == img.shape
+        assert out.dtype == np.uint8
         # some leading or trailing block of columns is the scene, slid sideways
         entering = next((g for g in range(1, w) if (out[:, :w - g] == img[:, g:]).all()), None)
         leaving = next((g for g in range(1, w) if (out[:, g:] == img[:, :w - g]).all()), None)
         gone = entering if entering is not None else leaving
-        assert gone is not None and 0.3 * w - 1 <= gone <= 0.7 * w + 1
+        assert gone is not None
+        assert 0.3 * w - 1 <= gone <= 0.7 * w + 1
         seen.add(entering is not None)
     assert seen == {True, False}  # both directions
     grey = cv2.cvtColor(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
     out = mdata.partial_view(grey, np.random.default_rng(0))
-    assert (out[..., 0] == out[..., 1]).all() and (out[..., 1] == out[..., 2]).all()
+    assert (out[..., 0] == out[..., 1]).all()
+    assert (out[..., 1] == out[..., 2]).all()
 
 
 def test_only_phone_free_crops_are_slid() -> None:

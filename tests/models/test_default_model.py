@@ -23,7 +23,8 @@ def test_default_model_is_small_and_its_sidecar_is_valid() -> None:
     spec = load_spec(MODEL.with_suffix(".json"))
     assert spec.file == MODEL.name
     assert spec.sha256 == hashlib.sha256(MODEL.read_bytes()).hexdigest()
-    assert spec.labels == ("no_phone", "phone") and spec.positive_labels == ("phone",)
+    assert spec.labels == ("no_phone", "phone")
+    assert spec.positive_labels == ("phone",)
     assert 0.0 < spec.threshold < 1.0
     assert len(spec.provenance["training_data_sha256"]) == 64
     # The threshold keeps within the target false-positive rate on validation, the target is in

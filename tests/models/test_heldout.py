@@ -37,7 +37,8 @@ def test_demo_crops_cut_each_stop_and_keep_clips_apart(tmp_path: Path) -> None:
         k = [e for s, e in events if s == seed].index(ev)
         names = phone if ev["phone"] else none
         frames = [int(n[-8:-4]) for n in names if n.startswith(f"s{seed}_e{k:02d}_")]
-        assert len(frames) == 3 and all(ev["start_frame"] < f < ev["end_frame"] for f in frames)
+        assert len(frames) == 3
+        assert all(ev["start_frame"] < f < ev["end_frame"] for f in frames)
     for seed, ev in events[:2]:
         k = [e for s, e in events if s == seed].index(ev)
         name = next(p for p in (out / ("phone" if ev["phone"] else "no_phone")).iterdir()
@@ -55,7 +56,8 @@ def test_run_builds_scores_and_reports_every_set(shared_data: Path, tmp_path: Pa
     doc = heldout.run(MODEL, shared_data, work, synth_count=24, demo_seeds=(0,),
                       demo_seconds=12)
     names = [m["name"] for m in doc["models"]]
-    assert names[0].startswith("phone-in-hand") and len(names) == 1 + len(heldout.COMPARATORS)
+    assert names[0].startswith("phone-in-hand")
+    assert len(names) == 1 + len(heldout.COMPARATORS)
     ours = doc["models"][0]["data"]
     assert list(ours) == list(heldout.DOMAINS)
     assert (ours["synthetic/test"]["positives"], ours["synthetic/test"]["negatives"]) == (12, 12)

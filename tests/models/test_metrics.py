@@ -27,8 +27,10 @@ def test_hand_worked_example() -> None:
     s = [0.9, 0.8, 0.3, 0.7, 0.2, 0.1, 0.05, 0.6]
     c = metrics.confusion(y, s, 0.5)
     assert (c.tp, c.fp, c.tn, c.fn) == (3, 1, 3, 1)
-    assert c.precision == pytest.approx(0.75) and c.recall == pytest.approx(0.75)
-    assert c.f1 == pytest.approx(0.75) and c.fpr == pytest.approx(0.25)
+    assert c.precision == pytest.approx(0.75)
+    assert c.recall == pytest.approx(0.75)
+    assert c.f1 == pytest.approx(0.75)
+    assert c.fpr == pytest.approx(0.25)
     # 16 pos/neg pairs; the positive loses to 0.7 twice (0.3 and 0.6 vs 0.7): 14/16.
     assert metrics.roc_auc(y, s) == pytest.approx(14 / 16)
     assert metrics.recall_at_fpr(y, s, 0.0) == pytest.approx(0.5)
@@ -70,8 +72,12 @@ def test_threshold_and_recall_at_fpr_match_brute_force(xs: list[tuple[int, float
 def test_curves_match_confusions(xs: list[tuple[int, float]]) -> None:
     y, s = _split(xs)
     fpr, tpr, thr = metrics.roc_curve(y, s)
-    assert fpr[0] == 0 and tpr[0] == 0 and fpr[-1] == 1 and tpr[-1] == 1
-    assert (np.diff(fpr) >= 0).all() and (np.diff(tpr) >= 0).all()
+    assert fpr[0] == 0
+    assert tpr[0] == 0
+    assert fpr[-1] == 1
+    assert tpr[-1] == 1
+    assert (np.diff(fpr) >= 0).all()
+    assert (np.diff(tpr) >= 0).all()
     for f, r, t in zip(fpr[1:], tpr[1:], thr[1:], strict=True):
         c = metrics.confusion(y, s, t)
         assert (c.fpr, c.recall) == pytest.approx((f, r))
@@ -121,6 +127,7 @@ def test_by_condition_counts_each_group_at_the_threshold() -> None:
                                     "recall": 0.0, "fpr": 1.0}
     # a group with one class has no rate for the other
     pose = metrics.by_condition(labels, scores, 0.5, {"pose": ["a", "a", "b", "b", "a", "b"]})
-    assert pose["pose"]["a"]["fpr"] is None and pose["pose"]["b"]["recall"] is None
+    assert pose["pose"]["a"]["fpr"] is None
+    assert pose["pose"]["b"]["recall"] is None
     with pytest.raises(ValueError, match="2 values for 6 images"):
         metrics.by_condition(labels, scores, 0.5, {"light": ["day", "day"]})

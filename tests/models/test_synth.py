@@ -18,7 +18,9 @@ from models.synth.render_dataset import render_dataset
 def test_same_seed_and_index_give_the_same_pixels() -> None:
     a, ma = render_crop(5, 17)
     b, mb = render_crop(5, 17)
-    assert a.dtype == np.uint8 and a.ndim == 3 and a.shape[2] == 3
+    assert a.dtype == np.uint8
+    assert a.ndim == 3
+    assert a.shape[2] == 3
     assert np.array_equal(a, b)
     assert ma == mb
 
@@ -85,7 +87,8 @@ def test_a_phone_crop_always_shows_its_phone() -> None:
     hidden = r._camera_view(7, 358, 0, pose, None, phone_drawn=False)[0]
     assert r.phone_pixels(first, hidden) < r.MIN_PHONE_PIXELS
     img, meta = render_crop(7, 358, phone=True)
-    assert meta.pose == pose and meta.extras["redraws"] >= 1
+    assert meta.pose == pose
+    assert meta.extras["redraws"] >= 1
     assert meta.extras["phone_pixels"] >= r.MIN_PHONE_PIXELS
     assert not np.array_equal(img, first)
     # Every phone crop, at any size, shows its phone; the count is the recomputed one.
@@ -127,20 +130,24 @@ def test_demo_rois_are_the_same_for_every_seed() -> None:
     _, t1 = demo_clip.frames(123, 12.0, 5.0)
     assert t0["rois"] == t1["rois"]
     for x0, y0, x1, y1 in t0["rois"].values():
-        assert 0.0 <= x0 < x1 <= 1.0 and 0.0 <= y0 < y1 <= 1.0
+        assert 0.0 <= x0 < x1 <= 1.0
+        assert 0.0 <= y0 < y1 <= 1.0
 
 
 @pytest.mark.slow
 def test_demo_truth_matches_the_pixels() -> None:
     fps = 5.0
     it, truth = demo_clip.frames(3, 30.0, fps)
-    assert truth["frames"] == 150 and truth["fps"] == fps
+    assert truth["frames"] == 150
+    assert truth["fps"] == fps
     events = truth["events"]
     assert {e["roi"] for e in events} == {"lane1", "lane2"}
-    assert any(e["phone"] for e in events) and not all(e["phone"] for e in events)
+    assert any(e["phone"] for e in events)
+    assert not all(e["phone"] for e in events)
     bg = demo_clip._background(3).astype(np.float32)
     frames = list(it)
-    assert len(frames) == 150 and frames[0].shape == (720, 1280, 3)
+    assert len(frames) == 150
+    assert frames[0].shape == (720, 1280, 3)
     for name, (x0, y0, x1, y1) in truth["rois"].items():
         sl = (slice(round(y0 * 720), round(y1 * 720)), slice(round(x0 * 1280), round(x1 * 1280)))
         in_event = np.zeros(150, bool)

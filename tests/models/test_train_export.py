@@ -44,7 +44,8 @@ def test_tiny_training_run_exports_a_loadable_full_int8_model(tmp_path: Path) ->
     assert Path(record["model"]) == model
     assert export.check_full_int8(model) == []
     spec = load_spec(model.with_suffix(".json"))
-    assert spec.labels == ("no_phone", "phone") and spec.positive_labels == ("phone",)
+    assert spec.labels == ("no_phone", "phone")
+    assert spec.positive_labels == ("phone",)
     assert (spec.input.width, spec.input.height) == (32, 32)
     assert spec.threshold == pytest.approx(record["threshold"], abs=1e-6)
     assert spec.provenance["training_data_sha256"] == mdata.fingerprint(
@@ -76,7 +77,8 @@ def test_export_keeps_int8_decisions_equal_to_float(tmp_path: Path) -> None:
     val = mdata.to_tensors([render_crop(12, i)[0] for i in range(200)], spec)
     tfl = export.export_int8(model, rep, tmp_path / "m.tflite")
     assert export.check_full_int8(tfl) == []
-    assert export.model_ops(tfl) and "DELEGATE" not in export.model_ops(tfl)
+    assert export.model_ops(tfl)
+    assert "DELEGATE" not in export.model_ops(tfl)
     float_p = model.predict(val, verbose=0)[:, 1].astype(np.float64)
     int8_p = export.tflite_scores(tfl, val)
     assert float_p.std() > 0.05  # a real spread of scores, not a constant
@@ -165,7 +167,8 @@ def test_a_continued_run_records_every_stage(tmp_path: Path) -> None:
     assert stages[0] == "python -m models.train --out STAGE1 --arch tiny"
     assert stages[1].startswith("python -m models.train --out STAGE2 "
                                 "--real ../shared/data/datasets/k/train ")
-    assert "--init STAGE1/m.keras" in stages[1] and "--lr 0.0003 --epochs 2" in stages[1]
+    assert "--init STAGE1/m.keras" in stages[1]
+    assert "--lr 0.0003 --epochs 2" in stages[1]
     assert "--arch" not in stages[1]  # the architecture comes from the model it continues
     fresh = train.TrainConfig(out=tmp_path / "o", real=[], arch="mobilenetv1", batchnorm=True,
                               weights="/w/shared/data/models/mnv1.tflite", act_noise=0.014,
@@ -214,7 +217,9 @@ def test_a_larger_crop_set_renders_only_the_crops_the_cache_lacks(
     assert all((a == b).all() for a, b in zip(four, six[:4], strict=True))
     assert six_y.tolist() == [1, 0, 1, 0, 1, 0]
     three, three_y = train._render_synth(5, 3, tmp_path)  # a smaller set: nothing drawn
-    assert drawn == [4, 5] and len(three) == 3 and three_y.tolist() == [1, 0, 1]
+    assert drawn == [4, 5]
+    assert len(three) == 3
+    assert three_y.tolist() == [1, 0, 1]
     assert all((a == b).all() for a, b in zip(four[:3], three, strict=True))
     assert not list(tmp_path.glob("*.part"))
 
@@ -234,7 +239,8 @@ def test_a_continued_run_can_change_the_input_size(tmp_path: Path) -> None:
                        "--val-share", "0.3", "--target-fpr", "0.1", "--parity-min", "0"]) == 0
     spec = load_spec(tmp_path / "s2" / "phone_in_hand.json")
     assert (spec.input.width, spec.input.height) == (48, 48)
-    assert spec.provenance["input_size"] == 48 and spec.provenance["total_epochs"] == 2
+    assert spec.provenance["input_size"] == 48
+    assert spec.provenance["total_epochs"] == 2
     assert "--size 48" in spec.provenance["stages"][-1]
     with LiteRTClassifier.open(tmp_path / "s2" / "phone_in_hand.tflite") as clf:
         assert clf.score(np.full((60, 80, 3), 200, np.uint8)) >= 0.0
@@ -271,7 +277,8 @@ def test_zero_epochs_exports_the_same_weights_at_another_operating_point(tmp_pat
     assert "--target-fpr 0.5" in again.provenance["stages"][-1]
     val_first, val_again = first.metrics["validation"], again.metrics["validation"]
     assert (val_first["target_fpr"], val_again["target_fpr"]) == (0.0, 0.5)
-    assert val_first["all"]["fpr"] == 0.0 and val_again["all"]["fpr"] <= 0.5
+    assert val_first["all"]["fpr"] == 0.0
+    assert val_again["all"]["fpr"] <= 0.5
     # a higher false-positive target can only lower the threshold
     assert again.threshold <= first.threshold
 
@@ -285,13 +292,15 @@ def test_hard_share_adds_the_highest_loss_crops_of_a_random_pool() -> None:
 
     def loss_of(idx: np.ndarray) -> np.ndarray:
         asked.append(idx.copy())
-        return losses[idx]
+        picked: np.ndarray = losses[idx]
+        return picked
 
     got = train._pick_synthetic(1000, 100, np.random.default_rng(9), 0.3, loss_of)
     assert got.size == 100 == np.unique(got).size
     assert np.array_equal(got[:70], plain[:70])  # the random part is unchanged
     (pool,) = asked
-    assert pool.size == 30 * train.HARD_POOL and not set(pool) & set(got[:70])
+    assert pool.size == 30 * train.HARD_POOL
+    assert not set(pool) & set(got[:70])
     hard = got[70:]
     assert set(hard) <= set(pool)
     left = np.setdiff1d(pool, hard)
@@ -311,7 +320,7 @@ def test_a_run_with_hard_share_scores_synthetic_crops_with_the_model_in_training
         assert callable(loss_of)
 
         def spy(idx: np.ndarray) -> np.ndarray:
-            out = loss_of(idx)
+            out: np.ndarray = loss_of(idx)
             scored.append(out)
             return out
         return real_pick(n_pool, n_synth, rng, hard_share, spy)
@@ -375,7 +384,8 @@ def test_a_distilled_run_records_its_teachers(tmp_path: Path) -> None:
     assert prov["distill"] == 0.7
     assert "--teacher TEACHER1 --distill 0.7 " in prov["stages"][-1]
     (teacher,) = prov["teachers"]
-    assert teacher["name"] == "TEACHER1" and teacher["stage"] == 1
+    assert teacher["name"] == "TEACHER1"
+    assert teacher["stage"] == 1
     assert teacher["sha256"] == load_spec(DEFAULT.with_suffix(".json")).sha256
     assert teacher["stages"] == load_spec(DEFAULT.with_suffix(".json")).provenance["stages"]
 
