@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO / "firmware" / "supervisor"))
 sys.path.insert(0, str(REPO / "firmware" / "gnss"))
 import fake_machine
 
-sys.modules.setdefault("machine", fake_machine)  # type: ignore[arg-type]
+sys.modules.setdefault("machine", fake_machine)
 import main as pico_main  # noqa: E402
 import pins  # noqa: E402
 import supervisor as sup  # noqa: E402

@@ -188,7 +188,7 @@ def run(url: str, broker: LocalBroker, keys: list[tuple[str, Ed25519PrivateKey]]
     stop, out = ctx.Event(), ctx.Queue()
     procs, readies = [], []
     for i in range(receivers):
-        cfg = MqttConfig(host=broker.host, port=broker.port,  # type: ignore[call-arg]
+        cfg = MqttConfig(host=broker.host, port=broker.port,
                          client_id=f"{group}-{i}", share_group=group, session_expiry_s=0)
         ready = ctx.Event()
         readies.append(ready)
@@ -231,7 +231,7 @@ def drain_rate(url: str, broker: LocalBroker, keys: list[tuple[str, Ed25519Priva
     stored alerts/s, and the rows stored."""
     ctx = mp.get_context("fork")
     group = f"bench{uuid.uuid4().hex[:6]}"
-    cfgs = [MqttConfig(host=broker.host, port=broker.port,  # type: ignore[call-arg]
+    cfgs = [MqttConfig(host=broker.host, port=broker.port,
                        client_id=f"{group}-{i}", share_group=group, session_expiry_s=3600)
             for i in range(receivers)]
     engine = db.make_engine(url)

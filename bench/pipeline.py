@@ -74,7 +74,8 @@ def make_1080p_clip(work: Path, seconds: float) -> tuple[Path, list[Roi]]:
         subprocess.run([sys.executable, "-m", "models.synth.demo_clip", "--out", str(demo),
                         "--seconds", str(max(seconds, 10)), "--fps", "30"], check=True, cwd=REPO)
     truth = load_truth(demo / "junction.truth.json")
-    rois = [Roi.rect(rid, *box, margin=0.1) for rid, box in sorted(truth["rois"].items())]
+    rois = [Roi.rect(rid, x0, y0, x1, y1, margin=0.1)
+            for rid, (x0, y0, x1, y1) in sorted(truth["rois"].items())]
     out = work / "junction_1080p30.mp4"
     if not out.is_file():
         cap = cv2.VideoCapture(str(demo / "junction.mp4"))
@@ -142,7 +143,7 @@ def main() -> int:
 
     # Frames in memory, and the exact tensors the pipeline will feed.
     cap = cv2.VideoCapture(str(clip))
-    images = []
+    images: list[np.ndarray] = []
     while len(images) < args.frames:
         ok, img = cap.read()
         if not ok:

@@ -29,7 +29,7 @@ def time_invoke(model: Path, threads: int, runs: int) -> tuple[float, float]:
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:  # pragma: no cover - the tflite-runtime fallback, as the unit does
-        from tflite_runtime.interpreter import Interpreter  # type: ignore[no-redef]
+        from tflite_runtime.interpreter import Interpreter
     it = Interpreter(model_path=str(model), num_threads=threads)
     it.allocate_tensors()
     inp = it.get_input_details()[0]

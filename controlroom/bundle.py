@@ -9,7 +9,6 @@ network or database and reports every check it made.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import io
 import json
@@ -176,6 +175,3 @@ def verify_bundle(path: Path) -> Verification:
           "evidence.jpg is a JPEG image" if crypto.is_jpeg(jpeg) else "evidence.jpg is not JPEG")
     return v
 
-
-def signature_bytes(alert: dict[str, Any]) -> bytes:
-    return base64.b64decode(alert["signature"]["value"])

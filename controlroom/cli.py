@@ -7,6 +7,7 @@ import getpass
 import json
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -23,7 +24,28 @@ if TYPE_CHECKING:  # the web stack is imported only by the commands that need it
 def _config(args: argparse.Namespace) -> Config:
     from controlroom.config import load_config
 
-    return load_config(Path(args.config))
+    cfg = load_config(Path(args.config))
+    _check_database_folder(cfg.database.url)
+    return cfg
+
+
+def _check_database_folder(url: str) -> None:
+    """A SQLite database's folder must exist (it is not made here): say so, naming it."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        u = make_url(url)
+    except ArgumentError:
+        return  # the database layer reports a malformed URL
+    if not u.drivername.startswith("sqlite") or u.database in (None, "", ":memory:"):
+        return
+    folder = Path(u.database).parent
+    if not folder.is_dir():
+        raise ControlRoomError(
+            f"database.url {url}: the folder {folder} does not exist; create it (writable by "
+            "the control room's user; the systemd unit's StateDirectory= makes "
+            "/var/lib/phonewatch-controlroom) or point database.url elsewhere")
 
 
 def _engine(args: argparse.Namespace) -> Engine:
@@ -37,6 +59,11 @@ def _engine(args: argparse.Namespace) -> Engine:
 def cmd_serve(args: argparse.Namespace) -> int:
     from controlroom.app import ControlRoom
 
+    if args.no_receiver and (args.command_name == "receive" or args.no_web):
+        what = ("'controlroom receive' is a receiver only (no dashboard)"
+                if args.command_name == "receive" else "--no-web with --no-receiver")
+        raise ControlRoomError(f"nothing to run: {what}, and --no-receiver turns the receiver "
+                               "off; for a dashboard only use 'controlroom serve --no-receiver'")
     cfg = _config(args)
     if args.client_id:
         cfg = cfg.model_copy(update={"mqtt": cfg.mqtt.model_copy(
@@ -53,6 +80,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         room.start()
         if web:
             print(f"phonewatch control room: dashboard at {room.url}", flush=True)
+        if room.receiver is None:
+            print("no receiver (--no-receiver): this process stores no alerts; run "
+                  "'controlroom receive' (or serve) elsewhere for that", flush=True)
         if room.receiver is not None:
             if not room.receiver.wait_ready(30):
                 print(f"warning: broker {cfg.mqtt.host}:{cfg.mqtt.port} not reachable yet; "
@@ -136,6 +166,62 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dataset_create(args: argparse.Namespace) -> int:
+    from controlroom import datasets
+
+    made = datasets.create_dataset(_engine(args), user="cli", note=args.note)
+    c = made.manifest["counts"]
+    print(f"{'created' if made.new else 'unchanged, already'} dataset {made.id}")
+    for split in datasets.SPLITS:
+        print(f"  {split}: {c[split]['phone']} phone, {c[split]['no_phone']} no_phone "
+              f"({made.manifest['unit_days'][split]} unit-days)")
+    if not sum(c["heldout"].values()):
+        print("warning: the held-out split is empty (too few unit-days yet)", file=sys.stderr)
+    return 0
+
+
+def cmd_dataset_export(args: argparse.Namespace) -> int:
+    from controlroom import datasets
+
+    manifest = datasets.export_dataset(_engine(args), args.id, Path(args.out))
+    print(f"dataset {manifest['id']}: {manifest['examples']} examples written to {args.out} "
+          f"(evaluate with: phonewatch eval --model M --data {Path(args.out) / 'heldout'})")
+    return 0
+
+
+def cmd_dataset_list(args: argparse.Namespace) -> int:
+    from controlroom import datasets
+
+    with _engine(args).connect() as conn:
+        for d in datasets.list_datasets(conn, limit=1000):
+            c = d["counts"]
+            print(f"{d['id']}  {d['created']}  train {sum(c['train'].values())}  heldout "
+                  f"{sum(c['heldout'].values())}  {d.get('note') or ''}".rstrip())
+    return 0
+
+
+def _add_dataset_parsers(crs: argparse._SubParsersAction,  # type: ignore[type-arg]
+                         with_config: Callable[[argparse.ArgumentParser],
+                                               argparse.ArgumentParser]) -> None:
+    ds = crs.add_parser("dataset", help="labelled-example dataset versions (create, export, "
+                        "list)", description="Immutable, content-addressed snapshots of the "
+                        "labelled examples (reviews and labelled collected crops), split into "
+                        "train and held-out by unit and day.")
+    dss = ds.add_subparsers(dest="dataset_command", metavar="ACTION", required=True)
+    p = with_config(dss.add_parser("create", help="snapshot every labelled example; prints "
+                                   "the id (the same id again when nothing changed)"))
+    p.add_argument("--note", help="a note kept with the version (only when it is new)")
+    p.set_defaults(func=cmd_dataset_create)
+    p = with_config(dss.add_parser("export", help="write a version as an image folder: "
+                                   "<split>/<label>/<sha256>.jpg, index.csv, MANIFEST.json"))
+    p.add_argument("id", metavar="ID", help="the dataset id, or its first 8+ hex digits")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="a new (or empty) folder; a non-empty one is refused")
+    p.set_defaults(func=cmd_dataset_export)
+    p = with_config(dss.add_parser("list", help="the dataset versions, newest first"))
+    p.set_defaults(func=cmd_dataset_list)
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from controlroom.bundle import verify_bundle
 
@@ -159,18 +245,22 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
                            ("receive", "a receiver only (run several to share the load)")):
         p = with_config(crs.add_parser(name, help=helptext))
         p.add_argument("--client-id", help="MQTT client id (overrides mqtt.client_id)")
-        p.add_argument("--no-receiver", action="store_true", help="dashboard only")
-        p.add_argument("--no-web", action="store_true", help="no dashboard")
+        if name == "serve":
+            p.add_argument("--no-receiver", action="store_true", help="dashboard only")
+            p.add_argument("--no-web", action="store_true", help="no dashboard")
+        else:  # accepted, but a receiver has no dashboard, and no receiver is nothing
+            p.add_argument("--no-receiver", action="store_true", help=argparse.SUPPRESS)
+            p.add_argument("--no-web", action="store_true", help=argparse.SUPPRESS)
         p.set_defaults(func=cmd_serve, command_name=name)
 
     p = with_config(crs.add_parser("add-unit", help="register a unit's Ed25519 public key"))
-    p.add_argument("unit_id", metavar="ID")
+    p.add_argument("unit_id", metavar="ID", help="the unit's id, as in its unit.id")
     p.add_argument("--public-key", required=True, metavar="K",
                    help="the unit's public key: a PEM file (<unit>.pub) or base64 of 32 bytes")
     p.set_defaults(func=cmd_add_unit)
 
     p = with_config(crs.add_parser("add-user", help="add an operator (argon2 password hash)"))
-    p.add_argument("username")
+    p.add_argument("username", help="the operator's login name")
     p.add_argument("--password-file", help="read the password from the first line of a file "
                    "(else from stdin, or a prompt)")
     p.add_argument("--replace", action="store_true", help="set a new password for a user")
@@ -178,15 +268,17 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
 
     p = with_config(crs.add_parser("disable-user", help="disable an operator (ends their "
                                    "sessions); --enable undoes it"))
-    p.add_argument("username")
+    p.add_argument("username", help="the operator's login name")
     p.add_argument("--enable", action="store_true", help="enable instead")
     p.set_defaults(func=cmd_disable_user)
 
     p = with_config(crs.add_parser("migrate", help="bring the database schema up to date"))
     p.set_defaults(func=cmd_migrate)
+    _add_dataset_parsers(crs, with_config)
 
     v = sub.add_parser("verify", help="check an evidence bundle offline",
                        description="Check an evidence bundle ZIP offline and say exactly what "
                        "was verified. Exit 0 when every check passes, 1 otherwise.")
-    v.add_argument("bundle", metavar="BUNDLE.zip")
+    v.add_argument("bundle", metavar="BUNDLE.zip",
+                   help="an evidence bundle exported from the dashboard")
     v.set_defaults(func=cmd_verify)

@@ -62,6 +62,19 @@ class MqttConfig(_Strict):
                            "receiver stops reading from the broker while it is full.", ge=10,
                            le=1_000_000)
 
+    # Memory and storage bounds for large messages (issue 17): bytes, not only message counts.
+    queue_max_mb: int = Field(256, description="Megabytes of messages received and not yet "
+                              "stored (payload and topic); the receiver stops reading from the "
+                              "broker while they are held. A single larger message is still "
+                              "taken when nothing else is held.", ge=1, le=65536)
+    orphan_evidence_max_count: int = Field(200, description="Most evidence JPEGs stored per "
+                                           "unit whose alert has not arrived; beyond it the "
+                                           "oldest are deleted (counted, logged).", ge=1,
+                                           le=1_000_000)
+    orphan_evidence_max_mb: int = Field(256, description="Most megabytes of such evidence per "
+                                        "unit; beyond it the oldest are deleted.", ge=1,
+                                        le=1 << 20)
+
 
 class WebConfig(_Strict):
     host: str = Field("127.0.0.1", description="Address the dashboard listens on.")
@@ -107,10 +120,10 @@ class RetentionConfig(_Strict):
 
 
 class Config(_Strict):
-    database: DatabaseConfig = Field(default_factory=DatabaseConfig)  # type: ignore[arg-type]
-    mqtt: MqttConfig = Field(default_factory=MqttConfig)  # type: ignore[arg-type]
-    web: WebConfig = Field(default_factory=WebConfig)  # type: ignore[arg-type]
-    retention: RetentionConfig = Field(default_factory=RetentionConfig)  # type: ignore[arg-type]
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig)
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    web: WebConfig = Field(default_factory=WebConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
 
     @model_validator(mode="after")
     def _tls_pairs(self) -> Config:

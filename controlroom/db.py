@@ -82,17 +82,30 @@ alerts = sa.Table(
     sa.Index("ix_alerts_status", "status", "received_at"),
 )
 
-evidence = sa.Table(
-    "evidence", metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
-              autoincrement=True),
-    sa.Column("alert_id", sa.String(90), nullable=False),
-    sa.Column("unit", sa.String(64), nullable=False),
-    sa.Column("sha256", sa.String(64), nullable=False),
-    sa.Column("jpeg", sa.LargeBinary, nullable=False),
-    sa.Column("received_at", sa.Float, nullable=False),
-    sa.UniqueConstraint("alert_id", "sha256", name="uq_evidence_alert_sha"),
+def _image_table(name: str, unique: str, *extra: sa.Index) -> sa.Table:
+    """A JPEG that belongs to an alert (by ``alert_id``), stored once per content."""
+    return sa.Table(
+        name, metadata,
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+                  autoincrement=True),
+        sa.Column("alert_id", sa.String(90), nullable=False),
+        sa.Column("unit", sa.String(64), nullable=False),
+        sa.Column("sha256", sa.String(64), nullable=False),
+        sa.Column("jpeg", sa.LargeBinary, nullable=False),
+        sa.Column("received_at", sa.Float, nullable=False),
+        sa.UniqueConstraint("alert_id", "sha256", name=unique),
+        *extra,
+    )
+
+
+evidence = _image_table(
+    "evidence", "uq_evidence_alert_sha",
+    sa.Index("ix_evidence_unit_received", "unit", "received_at"),  # the orphan cap, migration 6
 )
+
+crops = _image_table("crops", "uq_crops_alert_sha")
+"""The driver-window crop of an alert (its SHA-256 and size are in the signed alert): what the
+reviewer looks at first, and a labelled example once the alert is reviewed (migration 7)."""
 
 users = sa.Table(
     "users", metadata,
@@ -127,7 +140,19 @@ labels = sa.Table(
     sa.Column("label", sa.String(16)),  # None (queued), "phone", "no_phone", "skip"
     sa.Column("labelled_by", sa.String(64)),
     sa.Column("labelled_at", sa.Float),
+    # Provenance (migration 8). source "collect": a crop the unit sent after a collect
+    # command, labelled by hand on /labels (roi and time are in its name). source "review":
+    # an alert's crop, labelled by its review (confirmed = phone, rejected = no_phone), with
+    # the signed alert's roi, time and model, and the review as labelled_by / labelled_at.
+    sa.Column("source", sa.String(16), nullable=False, server_default="collect"),
+    sa.Column("alert_id", sa.String(90)),
+    sa.Column("roi", sa.String(32)),
+    sa.Column("taken_at", sa.Float),
+    sa.Column("model_name", sa.String(128)),
+    sa.Column("model_version", sa.String(64)),
+    sa.Column("score", sa.Float),
     sa.UniqueConstraint("unit", "sha256", name="uq_labels_unit_sha"),
+    sa.Index("ix_labels_alert", "alert_id"),
 )
 
 snapshots = sa.Table(
@@ -148,6 +173,44 @@ web_sessions = sa.Table(
     sa.Column("expires_at", sa.Float, nullable=False),
     sa.Column("remote", sa.String(64)),
     sa.Index("ix_web_sessions_username", "username"),
+)
+
+# -- datasets (migration 8; controlroom/datasets.py) -------------------------------------------
+
+datasets = sa.Table(
+    "datasets", metadata,  # one immutable, content-addressed dataset version per row
+    sa.Column("id", sa.String(64), primary_key=True),  # SHA-256 of its (sha256, label, split)
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("created_by", sa.String(64), nullable=False),
+    sa.Column("note", sa.Text),
+    sa.Column("examples", sa.Integer, nullable=False),
+    sa.Column("manifest", sa.Text, nullable=False),  # MANIFEST.json as exported
+)
+
+dataset_examples = sa.Table(
+    "dataset_examples", metadata,  # the rows of each version, provenance as it was then
+    sa.Column("dataset_id", sa.String(64), primary_key=True),
+    sa.Column("sha256", sa.String(64), primary_key=True),
+    sa.Column("label", sa.String(16), nullable=False),
+    sa.Column("split", sa.String(16), nullable=False),
+    sa.Column("unit", sa.String(64), nullable=False),
+    sa.Column("day", sa.String(10), nullable=False),
+    sa.Column("roi", sa.String(32)),
+    sa.Column("taken_at", sa.Float),
+    sa.Column("source", sa.String(16), nullable=False),
+    sa.Column("alert_id", sa.String(90)),
+    sa.Column("labelled_by", sa.String(64)),
+    sa.Column("labelled_at", sa.Float),
+    sa.Column("model_name", sa.String(128)),
+    sa.Column("model_version", sa.String(64)),
+    sa.Column("score", sa.Float),
+)
+
+example_blobs = sa.Table(
+    "example_blobs", metadata,  # each example's JPEG once, by SHA-256; never changed
+    sa.Column("sha256", sa.String(64), primary_key=True),
+    sa.Column("jpeg", sa.LargeBinary, nullable=False),
+    sa.Column("stored_at", sa.Float, nullable=False),
 )
 
 
@@ -175,12 +238,40 @@ def _v5(conn: Connection) -> None:
     web_sessions.create(conn, checkfirst=True)
 
 
+def _v6(conn: Connection) -> None:
+    # Made by _v1 already on a database created from the current table definition.
+    next(ix for ix in evidence.indexes if ix.name == "ix_evidence_unit_received").create(
+        conn, checkfirst=True)
+
+
+def _v7(conn: Connection) -> None:
+    crops.create(conn, checkfirst=True)
+
+
+def _v8(conn: Connection) -> None:
+    # A database made before version 8 has labels without the provenance columns; one made
+    # from scratch got them (and the index) from the current table definition in _v2.
+    have = {c["name"] for c in sa.inspect(conn).get_columns("labels")}
+    for col in labels.columns:
+        if col.name not in have:
+            default = " NOT NULL DEFAULT 'collect'" if col.name == "source" else ""
+            ddl = col.type.compile(dialect=conn.dialect)
+            conn.execute(sa.text(f"ALTER TABLE labels ADD COLUMN {col.name} {ddl}{default}"))
+    next(ix for ix in labels.indexes if ix.name == "ix_labels_alert").create(conn,
+                                                                             checkfirst=True)
+    for t in (datasets, dataset_examples, example_blobs):
+        t.create(conn, checkfirst=True)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "units, alerts, evidence, users, audit", _v1),
     (2, "labelling queue", _v2),
     (3, "newest snapshot per unit", _v3),
     (4, "snapshot request id", _v4),
     (5, "dashboard sessions", _v5),
+    (6, "evidence index by unit (orphan evidence cap)", _v6),
+    (7, "driver-window crops", _v7),
+    (8, "labelled examples with provenance; dataset versions", _v8),
 ]
 LATEST_VERSION = MIGRATIONS[-1][0]
 
@@ -285,6 +376,34 @@ def upsert_snapshots(conn: Connection, rows: list[dict[str, Any]]) -> None:
               for c in ("sha256", "size_bytes", "jpeg", "received_at", "request_id")},
         where=ins.excluded.received_at >= snapshots.c.received_at)
     conn.execute(stmt, rows)
+
+
+def cap_orphan_evidence(conn: Connection, unit: str, *, max_count: int,
+                        max_bytes: int) -> tuple[int, int]:
+    """Delete ``unit``'s oldest evidence whose alert is not stored (orphans) beyond the newest
+    ``max_count`` rows and ``max_bytes`` bytes; returns (rows, bytes) deleted. The delete checks
+    again that no alert arrived meanwhile (another receiver may have just stored it)."""
+    known = sa.select(alerts.c.alert_id).where(alerts.c.alert_id == evidence.c.alert_id).exists()
+    rows = conn.execute(
+        sa.select(evidence.c.id, sa.func.length(evidence.c.jpeg))
+        .where(evidence.c.unit == unit, ~known)
+        .order_by(evidence.c.received_at.desc(), evidence.c.id.desc())).all()
+    kept = kept_bytes = 0
+    drop: list[int] = []
+    for row_id, size in rows:
+        size = int(size or 0)
+        if not drop and kept < max_count and kept_bytes + size <= max_bytes:
+            kept += 1
+            kept_bytes += size
+        else:  # this one and every older one
+            drop.append(row_id)
+    deleted = deleted_bytes = 0
+    for chunk in chunks(drop, 500):
+        for (size,) in conn.execute(evidence.delete().where(evidence.c.id.in_(chunk), ~known)
+                                    .returning(sa.func.length(evidence.c.jpeg))):
+            deleted += 1
+            deleted_bytes += int(size or 0)
+    return deleted, deleted_bytes
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,32 @@ def compile_schema(schema: Mapping[str, Any], root: Mapping[str, Any] | None = N
     if leaf is not None:
         return leaf
 
-    gates: list[Check] = []  # each, when False, ends the check (as the reference returns early)
+    gates = _gates(s, root)  # each, when False, ends the check (as the reference returns early)
+    on_object = _object_check(s, root)
+    on_array = _array_check(s, root)
+    on_number = _number_check(s)
+    on_string = _string_check(s)
+
+    def check(v: Any) -> bool:
+        for gate in gates:
+            if not gate(v):
+                return False
+        if isinstance(v, dict):
+            return on_object(v)
+        if isinstance(v, list):
+            return on_array(v)
+        if _is_number(v):
+            return on_number(v)
+        if isinstance(v, str):
+            return on_string(v)
+        return True
+
+    return check
+
+
+def _gates(s: Mapping[str, Any], root: Mapping[str, Any]) -> list[Check]:
+    """The checks of ``oneOf``, ``const``, ``enum`` and ``type``, in the reference's order."""
+    gates: list[Check] = []
     if "oneOf" in s:
         alts = [compile_schema(sub, root) for sub in s["oneOf"]]
         gates.append(lambda v: sum(1 for f in alts if f(v)) == 1)
@@ -73,45 +98,53 @@ def compile_schema(schema: Mapping[str, Any], root: Mapping[str, Any] | None = N
             gates.append(tests[0])
         else:
             gates.append(lambda v: any(t(v) for t in tests))
+    return gates
 
+
+def _object_check(s: Mapping[str, Any], root: Mapping[str, Any]) -> Check:
+    """``properties``, ``required`` and ``additionalProperties`` of a dict."""
     props = {k: compile_schema(sub, root) for k, sub in s.get("properties", {}).items()}
     required = list(s.get("required", []))
     closed = s.get("additionalProperties") is False
-    items = compile_schema(s["items"], root) if "items" in s else None
-    min_items, max_items = s.get("minItems"), s.get("maxItems")
-    lo, hi = s.get("minimum"), s.get("maximum")
-    min_len, max_len = s.get("minLength"), s.get("maxLength")
-    pattern = re.compile(s["pattern"]) if "pattern" in s else None
 
-    def check(v: Any) -> bool:
-        for gate in gates:
-            if not gate(v):
+    def check_object(v: dict[Any, Any]) -> bool:
+        for key in required:
+            if key not in v:
                 return False
-        if isinstance(v, dict):
-            for key in required:
-                if key not in v:
+        for key, val in v.items():
+            sub = props.get(key)
+            if sub is not None:
+                if not sub(val):
                     return False
-            for key, val in v.items():
-                sub = props.get(key)
-                if sub is not None:
-                    if not sub(val):
-                        return False
-                elif closed:
-                    return False
-            return True
-        if isinstance(v, list):
-            return ((min_items is None or len(v) >= min_items)
-                    and (max_items is None or len(v) <= max_items)
-                    and (items is None or all(items(x) for x in v)))
-        if _is_number(v):
-            return _finite(v) and (lo is None or v >= lo) and (hi is None or v <= hi)
-        if isinstance(v, str):
-            return ((min_len is None or len(v) >= min_len)
-                    and (max_len is None or len(v) <= max_len)
-                    and (pattern is None or pattern.search(v) is not None))
+            elif closed:
+                return False
         return True
 
-    return check
+    return check_object
+
+
+def _array_check(s: Mapping[str, Any], root: Mapping[str, Any]) -> Check:
+    """``items``, ``minItems`` and ``maxItems`` of a list."""
+    items = compile_schema(s["items"], root) if "items" in s else None
+    min_items, max_items = s.get("minItems"), s.get("maxItems")
+    return lambda v: ((min_items is None or len(v) >= min_items)
+                      and (max_items is None or len(v) <= max_items)
+                      and (items is None or all(items(x) for x in v)))
+
+
+def _number_check(s: Mapping[str, Any]) -> Check:
+    """Finite, and ``minimum`` / ``maximum``, for a number (not a bool)."""
+    lo, hi = s.get("minimum"), s.get("maximum")
+    return lambda v: _finite(v) and (lo is None or v >= lo) and (hi is None or v <= hi)
+
+
+def _string_check(s: Mapping[str, Any]) -> Check:
+    """``minLength``, ``maxLength`` and ``pattern`` (``re.search``) of a string."""
+    min_len, max_len = s.get("minLength"), s.get("maxLength")
+    pattern = re.compile(s["pattern"]) if "pattern" in s else None
+    return lambda v: ((min_len is None or len(v) >= min_len)
+                      and (max_len is None or len(v) <= max_len)
+                      and (pattern is None or pattern.search(v) is not None))
 
 
 _ANNOTATIONS = {"description", "title", "$comment"}

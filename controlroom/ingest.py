@@ -36,7 +36,7 @@ not a QoS 1 redelivery."""
 
 REJECT_REASONS = ("bad_topic", "oversized", "not_json", "schema", "unknown_unit", "topic_mismatch",
                   "bad_signature", "seq_conflict", "replay", "not_jpeg", "evidence_mismatch",
-                  "evidence_late")
+                  "evidence_late", "crop_mismatch")
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ class _RateLimitedLog:
         self.per_minute = per_minute
         self._window: dict[str, tuple[float, int]] = {}
 
-    def warn(self, reason: str, fmt: str, *args: Any) -> None:
+    def warn(self, reason: str, fmt: str, *args: Any, prefix: str = "rejected") -> None:
         now = time.monotonic()
         start, n = self._window.get(reason, (now, 0))
         if now - start > 60.0:
@@ -83,21 +83,97 @@ class _RateLimitedLog:
         n += 1
         self._window[reason] = (start, n)
         if n <= self.per_minute:
-            log.warning("rejected (%s): " + fmt, reason, *args)
+            log.warning(prefix + " (%s): " + fmt, reason, *args)
         elif n == self.per_minute + 1:
-            log.warning("rejected (%s): more this minute, only counted", reason)
+            log.warning(prefix + " (%s): more this minute, only counted", reason)
+
+
+def _crop_problem(alert: dict[str, Any], jpeg: bytes) -> str | None:
+    ev = alert.get("evidence") or {}
+    if ev.get("crop_sha256") != hashlib.sha256(jpeg).hexdigest() \
+            or ev.get("crop_bytes") != len(jpeg):
+        return "the crop is not the one in the signed alert"
+    return None
+
+
+@dataclass(frozen=True)
+class _ImageKind:
+    """What differs between storing an alert's evidence frame and its crop."""
+
+    name: str
+    table: sa.Table
+    problem: Callable[[dict[str, Any], bytes], str | None]
+    mismatch_reason: str
+    late_reason: str | None
+    stored_count: str
+
+
+_EVIDENCE = _ImageKind("evidence", db.evidence, crypto.evidence_problem, "evidence_mismatch",
+                       "evidence_late", "evidence_stored")
+_CROP = _ImageKind("crop", db.crops, _crop_problem, "crop_mismatch", None, "crops_stored")
+
+
+class Receipts:
+    """Per unit, the sequence numbers whose alert / evidence the control room holds."""
+
+    def __init__(self) -> None:
+        self.by_unit: dict[str, tuple[set[int], set[int], set[int]]] = {}
+        """unit -> (alerts, evidence, crops) by sequence number."""
+
+    def _of(self, unit: str) -> tuple[set[int], set[int], set[int]]:
+        return self.by_unit.setdefault(unit, (set(), set(), set()))
+
+    def alert(self, unit: str, seq: int) -> None:
+        self._of(unit)[0].add(int(seq))
+
+    def evidence(self, unit: str, alert_id: str) -> None:
+        _, _, tail = alert_id.rpartition("-")
+        if tail.isdigit():
+            self._of(unit)[1].add(int(tail))
+
+    def crop(self, unit: str, alert_id: str) -> None:
+        _, _, tail = alert_id.rpartition("-")
+        if tail.isdigit():
+            self._of(unit)[2].add(int(tail))
+
+    def merge(self, other: Receipts) -> None:
+        for unit, parts in other.by_unit.items():
+            for mine, theirs in zip(self._of(unit), parts, strict=True):
+                mine.update(theirs)
+
+    def __bool__(self) -> bool:
+        return bool(self.by_unit)
+
+
+class _Pending:
+    """What :meth:`Ingest.process` has checked in one batch and will store, by kind."""
+
+    def __init__(self) -> None:
+        self.alert_rows: list[dict[str, Any]] = []
+        self.seen: set[str] = set()
+        """Alert ids already in ``alert_rows``."""
+        self.evidence_msgs: list[tuple[Message, str, str]] = []
+        self.crop_msgs: list[tuple[Message, str, str]] = []
+        self.statuses: dict[str, tuple[dict[str, Any], float]] = {}
+        self.heartbeats: dict[str, tuple[dict[str, Any], float]] = {}
+        self.collects: list[tuple[Message, str, str]] = []
+        self.snapshots: dict[str, Message] = {}
 
 
 class Ingest:
     def __init__(self, engine: Engine, *, topic_root: str = "phonewatch",
                  alert_max_bytes: int = 16 * 1024, evidence_max_bytes: int = 8 * 1024 * 1024,
                  snapshot_max_bytes: int = 2 * 1024 * 1024, key_refresh_s: float = 5.0,
-                 on_stored: Callable[[list[StoredAlert]], None] | None = None) -> None:
+                 on_stored: Callable[[list[StoredAlert]], None] | None = None,
+                 orphan_evidence_max_count: int = 200,
+                 orphan_evidence_max_bytes: int = 256 * 1024 * 1024) -> None:
         self.engine = engine
         self.prefix = topic_root.rstrip("/") + "/"
         self.alert_max_bytes = alert_max_bytes
         self.evidence_max_bytes = evidence_max_bytes
         self.snapshot_max_bytes = snapshot_max_bytes
+        self.orphan_evidence_max_count = orphan_evidence_max_count
+        self.orphan_evidence_max_bytes = orphan_evidence_max_bytes
         self.key_refresh_s = key_refresh_s
         self.on_stored = on_stored
         self.counts: Counter[str] = Counter()
@@ -106,6 +182,7 @@ class Ingest:
         self._key_ids: dict[str, str] = {}
         self._keys_loaded_mono = -1e9
         self._lock = threading.Lock()
+        self._receipts = Receipts()
         self._rlog = _RateLimitedLog()
 
     # ------------------------------------------------------------------ keys
@@ -142,7 +219,7 @@ class Ingest:
         parts = topic[len(self.prefix):].split("/")
         if len(parts) == 2 and parts[1] in ("alert", "status", "heartbeat", "snapshot"):
             return parts[0], parts[1], None
-        if len(parts) == 3 and parts[1] in ("evidence", "collect"):
+        if len(parts) == 3 and parts[1] in ("evidence", "crop", "collect"):
             return parts[0], parts[1], parts[2]
         return None
 
@@ -179,13 +256,7 @@ class Ingest:
 
     def process(self, batch: Sequence[Message]) -> list[StoredAlert]:
         """Check and store one batch in one transaction; returns the alerts newly stored."""
-        alert_rows: list[dict[str, Any]] = []
-        evidence_msgs: list[tuple[Message, str, str]] = []
-        statuses: dict[str, tuple[dict[str, Any], float]] = {}
-        heartbeats: dict[str, tuple[dict[str, Any], float]] = {}
-        collects: list[tuple[Message, str, str]] = []
-        snapshots: dict[str, Message] = {}
-        seen: set[str] = set()
+        pending = _Pending()
         for msg in batch:
             with self._lock:
                 self.counts["received"] += 1
@@ -195,39 +266,54 @@ class Ingest:
                 continue
             unit, kind, sub = where
             if kind == "alert":
-                alert = self._check_alert(msg, unit)
-                if alert is not None and alert["alert_id"] not in seen:
-                    seen.add(alert["alert_id"])
-                    alert_rows.append(_alert_row(alert, msg))
-                elif alert is not None:
-                    with self._lock:
-                        self.counts["duplicates"] += 1
-            elif kind in ("evidence", "collect", "snapshot"):
-                limit = self.snapshot_max_bytes if kind == "snapshot" else self.evidence_max_bytes
-                if len(msg.payload) > limit:
-                    self._reject("oversized", msg.topic, f"{len(msg.payload)} bytes of {kind}")
-                elif not crypto.is_jpeg(msg.payload):
-                    self._reject("not_jpeg", msg.topic,
-                                 f"{len(msg.payload)} bytes that are not a JPEG")
-                elif self._key_for(unit) is None:
-                    self._reject("unknown_unit", msg.topic, f"unit {unit} is not registered")
-                elif kind == "snapshot":  # only the newest of a batch is kept
-                    old = snapshots.get(unit)
-                    if old is None or msg.received_at >= old.received_at:
-                        snapshots[unit] = msg
-                elif kind == "evidence" and sub is not None:
-                    evidence_msgs.append((msg, unit, sub))
-                elif sub is not None:
-                    collects.append((msg, unit, sub))
+                self._take_alert(pending, msg, unit)
+            elif kind in ("evidence", "crop", "collect", "snapshot"):
+                self._take_binary(pending, msg, unit, kind, sub)
             else:
                 doc = self._check_doc(msg, unit, kind)
                 if doc is not None:
-                    (statuses if kind == "status" else heartbeats)[unit] = (doc, msg.received_at)
-        stored = self._store(alert_rows, evidence_msgs, statuses, heartbeats, collects,
-                             snapshots)
+                    (pending.statuses if kind == "status" else pending.heartbeats)[unit] = (
+                        doc, msg.received_at)
+        stored = self._store(pending.alert_rows, pending.evidence_msgs, pending.statuses,
+                             pending.heartbeats, pending.collects, pending.snapshots,
+                             pending.crop_msgs)
         if stored and self.on_stored is not None:
             self.on_stored(stored)
         return stored
+
+    def _take_alert(self, pending: _Pending, msg: Message, unit: str) -> None:
+        """A checked alert joins the batch once; a repeat within the batch is a duplicate."""
+        alert = self._check_alert(msg, unit)
+        if alert is None:
+            return
+        if alert["alert_id"] in pending.seen:
+            with self._lock:
+                self.counts["duplicates"] += 1
+            return
+        pending.seen.add(alert["alert_id"])
+        pending.alert_rows.append(_alert_row(alert, msg))
+
+    def _take_binary(self, pending: _Pending, msg: Message, unit: str, kind: str,
+                     sub: str | None) -> None:
+        """An evidence, crop, collect or snapshot JPEG: checked, then queued for storing (only
+        the newest snapshot of a batch per unit is kept)."""
+        limit = self.snapshot_max_bytes if kind == "snapshot" else self.evidence_max_bytes
+        if len(msg.payload) > limit:
+            self._reject("oversized", msg.topic, f"{len(msg.payload)} bytes of {kind}")
+        elif not crypto.is_jpeg(msg.payload):
+            self._reject("not_jpeg", msg.topic, f"{len(msg.payload)} bytes that are not a JPEG")
+        elif self._key_for(unit) is None:
+            self._reject("unknown_unit", msg.topic, f"unit {unit} is not registered")
+        elif kind == "snapshot":
+            old = pending.snapshots.get(unit)
+            if old is None or msg.received_at >= old.received_at:
+                pending.snapshots[unit] = msg
+        elif kind == "evidence" and sub is not None:
+            pending.evidence_msgs.append((msg, unit, sub))
+        elif kind == "crop" and sub is not None:
+            pending.crop_msgs.append((msg, unit, sub))
+        elif sub is not None:
+            pending.collects.append((msg, unit, sub))
 
     def _check_doc(self, msg: Message, unit: str, kind: str) -> dict[str, Any] | None:
         schema = m.STATUS_SCHEMA if kind == "status" else m.HEARTBEAT_SCHEMA
@@ -253,22 +339,29 @@ class Ingest:
                statuses: dict[str, tuple[dict[str, Any], float]],
                heartbeats: dict[str, tuple[dict[str, Any], float]],
                collects: list[tuple[Message, str, str]],
-               snapshots: dict[str, Message] | None = None) -> list[StoredAlert]:
+               snapshots: dict[str, Message] | None = None,
+               crop_msgs: list[tuple[Message, str, str]] | None = None) -> list[StoredAlert]:
         stored: list[StoredAlert] = []
         counts: Counter[str] = Counter()
+        receipts = Receipts()
         with self.engine.begin() as conn:
             if alert_rows:
                 new_ids = db.insert_ignore_returning(conn, db.alerts, ["unit", "seq"], alert_rows,
                                                      db.alerts.c.alert_id)
+                for r in alert_rows:
+                    if r["alert_id"] in new_ids:
+                        receipts.alert(r["unit"], r["seq"])
                 dups = [r for r in alert_rows if r["alert_id"] not in new_ids]
                 if dups:
-                    self._classify_duplicates(conn, dups, counts)
+                    self._classify_duplicates(conn, dups, counts, receipts)
                 stored = [StoredAlert(r["alert_id"], r["unit"], r["seq"], r["time_s"],
                                       r["received_at"]) for r in alert_rows
                           if r["alert_id"] in new_ids]
                 counts["stored"] += len(stored)
             if evidence_msgs:
-                self._store_evidence(conn, evidence_msgs, counts)
+                self._store_evidence(conn, evidence_msgs, counts, receipts)
+            if crop_msgs:
+                self._store_crops(conn, crop_msgs, counts, receipts)
             for unit, (doc, at) in statuses.items():
                 conn.execute(db.units.update().where(db.units.c.unit_id == unit).values(
                     status_state=doc["state"], status_time=doc["time"],
@@ -296,10 +389,18 @@ class Ingest:
                 counts["snapshots"] += len(snapshots)
         with self._lock:
             self.counts.update(counts)
+            self._receipts.merge(receipts)  # committed: now the units may forget these
         return stored
 
+    def take_receipts(self) -> Receipts:
+        """What the transactions since the last call committed, per unit: the receiver
+        publishes them as receipts (``<root>/<unit>/ack``) so the units may forget them."""
+        with self._lock:
+            out, self._receipts = self._receipts, Receipts()
+        return out
+
     def _classify_duplicates(self, conn: sa.Connection, dups: list[dict[str, Any]],
-                             counts: Counter[str]) -> None:
+                             counts: Counter[str], receipts: Receipts) -> None:
         ids = [r["alert_id"] for r in dups]
         existing = {row.alert_id: row for row in conn.execute(
             sa.select(db.alerts.c.alert_id, db.alerts.c.payload_sha256, db.alerts.c.received_at,
@@ -313,40 +414,79 @@ class Ingest:
                              "a different signed alert with this (unit, seq) is already stored; "
                              "kept the first")
             elif old.purged_at is not None or r["received_at"] - old.received_at > REPLAY_AFTER_S:
+                # The same signed alert: held (or purged by retention), so receipted again --
+                # the unit resends until a receipt reaches it.
                 self._reject("replay", r["alert_id"], "alert was stored before (or purged)")
+                receipts.alert(r["unit"], r["seq"])
             else:
                 counts["duplicates"] += 1
+                receipts.alert(r["unit"], r["seq"])
 
     def _store_evidence(self, conn: sa.Connection, msgs: list[tuple[Message, str, str]],
-                        counts: Counter[str]) -> None:
+                        counts: Counter[str], receipts: Receipts) -> None:
+        added = self._store_images(conn, msgs, _EVIDENCE, counts, receipts.evidence)
+        if added:
+            for unit in added:
+                self._cap_orphans(conn, unit, counts)
+
+    def _store_crops(self, conn: sa.Connection, msgs: list[tuple[Message, str, str]],
+                     counts: Counter[str], receipts: Receipts) -> None:
+        self._store_images(conn, msgs, _CROP, counts, receipts.crop)
+
+    def _store_images(self, conn: sa.Connection, msgs: list[tuple[Message, str, str]],
+                      kind: _ImageKind, counts: Counter[str],
+                      receipt: Callable[[str, str], None]) -> set[str]:
+        """Evidence frames or driver-window crops of alerts: each checked against the signed
+        alert's hash and size when the alert is here, kept for the alert that will come
+        otherwise, receipted once stored (or once retention deleted it on purpose). Returns
+        the units that gained orphans (images whose alert has not arrived)."""
         ids = list({a for _, _, a in msgs})
         known = {row.alert_id: row for row in conn.execute(
             sa.select(db.alerts.c.alert_id, db.alerts.c.payload, db.alerts.c.unit,
                       db.alerts.c.evidence_deleted_at).where(db.alerts.c.alert_id.in_(ids)))}
-        rows = []
+        rows: list[dict[str, Any]] = []
         for msg, unit, aid in msgs:
-            sha = hashlib.sha256(msg.payload).hexdigest()
             row = known.get(aid)
             if row is not None:
                 if row.unit != unit:
-                    self._reject("topic_mismatch", msg.topic, f"evidence for {aid} from {unit}")
+                    self._reject("topic_mismatch", msg.topic, f"{kind.name} for {aid} from {unit}")
                     continue
                 if row.evidence_deleted_at is not None or row.payload is None:
-                    self._reject("evidence_late", msg.topic, f"evidence of {aid} was deleted")
+                    if kind.late_reason:
+                        self._reject(kind.late_reason, msg.topic,
+                                     f"{kind.name} of {aid} was deleted")
+                    receipt(unit, aid)  # deleted on purpose: the unit may forget it
                     continue
-                problem = crypto.evidence_problem(json.loads(row.payload), msg.payload)
+                problem = kind.problem(json.loads(row.payload), msg.payload)
                 if problem is not None:
-                    self._reject("evidence_mismatch", msg.topic, f"{aid}: {problem}")
+                    self._reject(kind.mismatch_reason, msg.topic, f"{aid}: {problem}")
                     continue
             elif not aid.startswith(unit + "-"):
-                self._reject("topic_mismatch", msg.topic, f"evidence id {aid} is not {unit}'s")
+                self._reject("topic_mismatch", msg.topic, f"{kind.name} id {aid} is not {unit}'s")
                 continue
-            rows.append({"alert_id": aid, "unit": unit, "sha256": sha, "jpeg": msg.payload,
+            rows.append({"alert_id": aid, "unit": unit,
+                         "sha256": hashlib.sha256(msg.payload).hexdigest(), "jpeg": msg.payload,
                          "received_at": msg.received_at})
-        added = db.insert_ignore_returning(conn, db.evidence, ["alert_id", "sha256"], rows,
-                                           db.evidence.c.id)
-        counts["evidence_stored"] += len(added)
+            receipt(unit, aid)  # stored now, or already (a duplicate)
+        added = db.insert_ignore_returning(conn, kind.table, ["alert_id", "sha256"], rows,
+                                           kind.table.c.id)
+        counts[kind.stored_count] += len(added)
         counts["duplicates"] += len(rows) - len(added)
+        return {r["unit"] for r in rows if r["alert_id"] not in known} if added else set()
+
+    def _cap_orphans(self, conn: sa.Connection, unit: str, counts: Counter[str]) -> None:
+        """Keep at most the newest ``orphan_evidence_max_count`` / ``_bytes`` of a unit's
+        evidence whose alert has not arrived (retention deletes the rest after a day anyway)."""
+        n, n_bytes = db.cap_orphan_evidence(conn, unit,
+                                            max_count=self.orphan_evidence_max_count,
+                                            max_bytes=self.orphan_evidence_max_bytes)
+        if n:
+            counts["orphans_dropped"] += n
+            counts["orphan_bytes_dropped"] += n_bytes
+            self._rlog.warn("orphan_cap", "unit %s: deleted its %d oldest evidence JPEG(s) "
+                            "(%d bytes) with no alert: over %d JPEGs or %d bytes", unit, n,
+                            n_bytes, self.orphan_evidence_max_count,
+                            self.orphan_evidence_max_bytes, prefix="dropped")
 
     def stats(self) -> dict[str, Any]:
         with self._lock:

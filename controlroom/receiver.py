@@ -35,10 +35,13 @@ from controlroom import commands
 from controlroom.config import MqttConfig
 from controlroom.ingest import Ingest, Message, StoredAlert
 from edge.common.mqtt_tls import configure_client
+from edge.core import messages as m
 
 log = logging.getLogger(__name__)
 
 _RETRY_S = 1.0
+RECEIPT_MAX_ITEMS = 5000
+"""Sequence numbers per list in one receipt (the schema allows 10,000)."""
 PUBACK_TIMEOUT_S = 5.0
 NO_MATCHING_SUBSCRIBERS = 0x10
 """MQTT 5 PUBACK reason code: accepted, but no subscription matched, so the message is gone."""
@@ -49,6 +52,69 @@ def _configure(client: mqtt.Client, cfg: MqttConfig) -> None:
     configure_client(client, section="mqtt", ca_file=cfg.ca_file, cert_file=cfg.cert_file,
                      key_file=cfg.key_file, username=cfg.username,
                      password=cfg.password.get_secret_value() if cfg.password else None)
+
+
+_MB = 1024 * 1024
+_BATCH_SHARE = 4
+"""One database transaction takes at most 1/_BATCH_SHARE of the byte budget (and at least one
+message)."""
+
+
+def _size(topic: str, payload: bytes) -> int:
+    """What a received message is charged against the byte budget."""
+    return len(payload) + len(topic)
+
+
+class _Budget:
+    """Messages (and their bytes) received and not yet stored and acknowledged.
+
+    paho's network thread :meth:`take` s a message's share before queueing it and waits while
+    that would go over either bound; the worker :meth:`give` s it back once the batch is
+    stored and PUBACKed (or dropped). A message larger than the whole byte budget is let in
+    when nothing else is held, so it cannot wait forever.
+    """
+
+    def __init__(self, *, max_count: int, max_bytes: int) -> None:
+        self.max_count = max_count
+        self.max_bytes = max_bytes
+        self._cond = threading.Condition()
+        self.count = 0
+        self.bytes = 0
+        self.peak_bytes = 0
+        self.waits = 0
+        self.wait_s = 0.0
+
+    def _fits(self, n_bytes: int) -> bool:
+        return self.count == 0 or (self.count < self.max_count
+                                   and self.bytes + n_bytes <= self.max_bytes)
+
+    def take(self, n_bytes: int, stop: threading.Event) -> None:
+        with self._cond:
+            if not self._fits(n_bytes) and not stop.is_set():
+                self.waits += 1
+                t0 = time.monotonic()
+                while not self._fits(n_bytes) and not stop.is_set():
+                    self._cond.wait(0.5)
+                self.wait_s += time.monotonic() - t0
+            self.count += 1
+            self.bytes += n_bytes
+            self.peak_bytes = max(self.peak_bytes, self.bytes)
+
+    def give(self, n_bytes: int, n_messages: int) -> None:
+        with self._cond:
+            self.count -= n_messages
+            self.bytes -= n_bytes
+            self._cond.notify_all()
+
+    def wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    def stats(self) -> dict[str, Any]:
+        with self._cond:
+            return {"queued_messages": self.count, "queued_bytes": self.bytes,
+                    "queued_bytes_peak": self.peak_bytes, "queue_max_bytes": self.max_bytes,
+                    "flow_paused": self.waits, "flow_paused_s": round(self.wait_s, 3)}
 
 
 class _Acks:
@@ -108,16 +174,20 @@ class Receiver:
         self.ingest = Ingest(engine, topic_root=cfg.topic_root,
                              alert_max_bytes=cfg.alert_max_bytes,
                              evidence_max_bytes=cfg.evidence_max_bytes,
-                             snapshot_max_bytes=cfg.snapshot_max_bytes, on_stored=on_stored)
+                             snapshot_max_bytes=cfg.snapshot_max_bytes, on_stored=on_stored,
+                             orphan_evidence_max_count=cfg.orphan_evidence_max_count,
+                             orphan_evidence_max_bytes=cfg.orphan_evidence_max_mb * _MB)
         # SimpleQueue (C, no task accounting): the cheapest hand-off from paho's network thread
-        # to the worker; its bound (queue_max) is kept by _on_message.
+        # to the worker; its bounds are kept by _on_message (see _Budget).
         self._queue: queue.SimpleQueue[tuple[Message, int, int]] = queue.SimpleQueue()
+        self._budget = _Budget(max_count=cfg.queue_max, max_bytes=cfg.queue_max_mb * _MB)
         self._stop = threading.Event()
         self._connected = threading.Event()
         self._subscribed = threading.Event()
         self._started = False
         self._closed = False
         self.db_errors = 0
+        self.receipts_sent = 0
         self.connects = 0
         self.subscriptions_refused = 0
         self._acks = _Acks()
@@ -127,7 +197,8 @@ class Receiver:
 
     def topics(self) -> list[tuple[str, int]]:
         root, group = self.cfg.topic_root, self.cfg.share_group
-        shared = [f"{root}/+/alert", f"{root}/+/evidence/+", f"{root}/+/heartbeat",
+        shared = [f"{root}/+/alert", f"{root}/+/evidence/+", f"{root}/+/crop/+",
+                  f"{root}/+/heartbeat",
                   f"{root}/+/collect/+", f"{root}/+/snapshot"]
         return [(f"$share/{group}/{t}", 1) for t in shared] + [(f"{root}/+/status", 1)]
 
@@ -175,14 +246,14 @@ class Receiver:
         self._subscribed.set()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        # Blocks the network thread while the queue is full: back-pressure to the broker (it
-        # stops sending once ReceiveMaximum messages are unacknowledged).
-        while self._queue.qsize() >= self.cfg.queue_max and not self._stop.is_set():
-            self._stop.wait(0.01)
+        # Blocks the network thread while the budget is full: back-pressure to the broker. paho
+        # stops reading the socket, and the broker stops sending once ReceiveMaximum messages
+        # are unacknowledged; what it has not sent stays queued there.
+        payload = bytes(msg.payload)
+        self._budget.take(_size(msg.topic, payload), self._stop)
         user = tuple((str(k), str(v)) for k, v in
                      (getattr(msg.properties, "UserProperty", None) or ())[:8])
-        self._queue.put((Message(msg.topic, bytes(msg.payload), time.time(), user), msg.mid,
-                         msg.qos))
+        self._queue.put((Message(msg.topic, payload, time.time(), user), msg.mid, msg.qos))
 
     # ------------------------------------------------------------------ worker
 
@@ -194,11 +265,17 @@ class Receiver:
                     pending.append(self._queue.get(timeout=0.2))
                 except queue.Empty:
                     continue
-            while len(pending) < self.cfg.batch_max:
+            # A quarter of the byte budget at most per transaction: the database driver copies
+            # the batch it writes, so memory stays near the budget, not twice it.
+            batch_bytes = sum(_size(p[0].topic, p[0].payload) for p in pending)
+            while (len(pending) < self.cfg.batch_max
+                   and batch_bytes < self._budget.max_bytes // _BATCH_SHARE):
                 try:
-                    pending.append(self._queue.get_nowait())
+                    item = self._queue.get_nowait()
                 except queue.Empty:
                     break
+                pending.append(item)
+                batch_bytes += _size(item[0].topic, item[0].payload)
             try:
                 self.ingest.process([p[0] for p in pending])
             except sa.exc.SQLAlchemyError as e:
@@ -209,10 +286,31 @@ class Receiver:
                 continue
             except Exception:  # a bug must not stop the receiver; the batch is dropped
                 log.exception("could not process %d message(s); dropped", len(pending))
+            self._send_receipts()
             for _, mid, qos in pending:
                 if qos > 0:
                     self._client.ack(mid, qos)
+            self._budget.give(sum(_size(msg.topic, msg.payload) for msg, _, _ in pending),
+                              len(pending))
             pending = []
+
+    def _send_receipts(self) -> None:
+        """Tell each unit what is now committed (only the control room may, by the ACL): the
+        unit keeps an alert and its evidence until this receipt reaches it, resending
+        meanwhile, so a receipt lost here only costs a duplicate, never an alert."""
+        receipts = self.ingest.take_receipts()
+        for unit, (alerts, evidence, crops) in receipts.by_unit.items():
+            a, e, c = sorted(alerts), sorted(evidence), sorted(crops)
+            for i in range(0, max(len(a), len(e), len(c)), RECEIPT_MAX_ITEMS):
+                doc = m.build_receipt(unit, alerts=a[i:i + RECEIPT_MAX_ITEMS],
+                                      evidence=e[i:i + RECEIPT_MAX_ITEMS],
+                                      crops=c[i:i + RECEIPT_MAX_ITEMS], t_wall_s=time.time())
+                topic = m.Topics(self.cfg.topic_root, unit).ack
+                info = self._client.publish(topic, m.encode(doc), qos=1, retain=False)
+                if info.rc == mqtt.MQTT_ERR_SUCCESS:
+                    self.receipts_sent += 1
+                else:  # not connected: the unit will send these again and be receipted then
+                    log.debug("receipt for %s not sent now: %s", unit, mqtt.error_string(info.rc))
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -220,7 +318,7 @@ class Receiver:
         if self._started:
             return self
         self._started = True
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self.cfg.session_expiry_s
         props.ReceiveMaximum = min(65535, max(20, self.cfg.batch_max * 2))
         self.ingest.reload_keys()
@@ -250,7 +348,9 @@ class Receiver:
         out = self.ingest.stats()
         out.update(connected=self.is_connected, backlog=self.backlog(),
                    db_errors=self.db_errors, connects=self.connects,
-                   subscriptions_refused=self.subscriptions_refused)
+                   subscriptions_refused=self.subscriptions_refused,
+                   receipts_sent=self.receipts_sent)
+        out.update(self._budget.stats())
         return out
 
     def close(self, *, drain_timeout_s: float = 5.0) -> None:
@@ -263,6 +363,7 @@ class Receiver:
             while not self._queue.empty() and time.monotonic() < deadline:
                 time.sleep(0.02)
             self._stop.set()
+            self._budget.wake()
             self._worker.join(timeout=drain_timeout_s)
             self._client.disconnect()
             self._client.loop_stop()

@@ -138,6 +138,73 @@ def site_stage(prov: dict[str, Any], model_file: str) -> str | None:
     return f"nice -n 10 {cmd} --real site/train"
 
 
+def _target_lines(ours: dict[str, Any], met: dict[str, Any], prov: dict[str, Any], *,
+                  size_kb: float, bench_ms: float | None, domains: dict[str, str]) -> list[str]:
+    """The card's "Against the targets" table and what would close the gaps."""
+    lines = ["### Against the targets", "", "| target | reached |", "|---|---|"]
+    for d, m in ours["data"].items():
+        if m["positives"] and m["negatives"]:
+            r5 = m["recall_at_fpr"]["0.05"]
+            lines.append(f"| recall >= 0.90 at FPR <= 5 % on {d} | {r5:.3f} "
+                         f"({'met' if r5 >= 0.9 else 'not met'}) |")
+        elif m["negatives"]:
+            lines.append(f"| phone-free photos from other sources ({d}) flagged | "
+                         f"{m['confusion']['fp']} of {m['negatives']} at the threshold |")
+    syn = [m for d, m in ours["data"].items() if domains.get(d, "").startswith("synthetic, seed")]
+    if syn:
+        f1 = syn[0]["f1"]
+        lines.append(f"| F1 >= 0.97 on held-out synthetic | {f1:.3f} "
+                     f"({'met' if f1 >= 0.97 else 'not met'}) |")
+    lines.append(f"| <= 1 MB | {size_kb:.0f} KB (met) |")
+    if bench_ms is not None:
+        lines.append(f"| <= 2 ms per crop on this CPU | {bench_ms:.2f} ms invoke "
+                     f"({'met' if bench_ms <= 2 else 'not met'}) |")
+    target_fpr = float(met.get("validation", {}).get("target_fpr", 0.05))
+    if syn and syn[0]["f1"] < 0.97 and target_fpr > 0:
+        # Balanced classes: precision = recall / (recall + FPR). Find the recall F1 0.97 needs.
+        need = next((r / 1000 for r in range(900, 1001)
+                     if _f1_balanced(r / 1000, target_fpr) >= 0.97), None)
+        lines += ["", f"F1 is read at the shipped threshold, set for {target_fpr:.0%} FPR on "
+                  "validation: on a balanced test set that caps precision near "
+                  f"{1 / (1 + target_fpr):.2f}, so F1 >= 0.97 there needs recall of "
+                  + (f"at least {need:.2f}." if need is not None else "more than 1.")]
+    lines += ["", "What would close the gaps: real crops from the unit's own viewpoint (outside, "
+              "through glass, day and IR night) from many cars and drivers - the unit's "
+              "`collect` command gathers them; "
+              + ("a larger input (160 px) or " if int(prov.get("input_size") or 0) < 160
+                 else "")
+              + "a wider backbone once a Pi 5 / Edge TPU budget allows; longer training on "
+              "more synthetic crops.", ""]
+    return lines
+
+
+def _export_lines(met: dict[str, Any], *, bench_ms: float | None,
+                  bench_machine: str) -> list[str]:
+    """int8 / float parity and speed, the first lines of "Export and speed"."""
+    lines: list[str] = []
+    par = met.get("int8_float_parity", {})
+    if par:
+        agree = ", ".join(f"{v:.4f} at threshold {k}" for k, v in par["agreement"].items())
+        mop = par.get("matched_operating_point", {})
+        lines.append(f"- int8 vs float decisions on {par['n']} validation crops: agreement "
+                     f"**{mop.get('agreement', float('nan')):.4f}** at matched operating points "
+                     f"(each model's threshold for {mop.get('target_fpr', 0.05):.0%} FPR); raw "
+                     f"{agree}; mean |dP| {par['mean_abs_diff']:.4f}.")
+        if par.get("required", 0.99) < 0.99:
+            lines.append(f"- **Short of the 99 % parity target**: the export gate was lowered to "
+                         f"{par['required']:.1%} for this model. Post-training quantisation "
+                         f"moves P(phone) by {par['mean_abs_diff']:.2f} on average, and "
+                         "validation crops that score near the threshold change side. "
+                         "Quantisation-aware training is the fix; not done yet.")
+    if bench_ms is not None:
+        lines.append(f"- Inference {bench_ms:.2f} ms per crop (median, `bench/model.py`, "
+                     f"{bench_machine}). On a Raspberry Pi 5 expect roughly "
+                     f"{bench_ms:.1f}-{bench_ms * 1.5:.1f} ms: an estimate from published Pi 4 / "
+                     "Pi 5 figures, not a measurement (docs/performance.md shows how it was "
+                     "made); the Edge TPU twin well under 1 ms plus USB transfer.")
+    return lines
+
+
 def render(model: Path, eval_doc: dict[str, Any], *, bench_ms: float | None,
            bench_machine: str, domains: dict[str, str]) -> str:
     spec = load_spec(sidecar_path(model))
@@ -211,40 +278,8 @@ def render(model: Path, eval_doc: dict[str, Any], *, bench_ms: float | None,
         "phone-free drivers than offenders, and every false flag costs a reviewer's time.",
         "",
     ]
-    lines += ["### Against the targets", "", "| target | reached |", "|---|---|"]
-    for d, m in ours["data"].items():
-        if m["positives"] and m["negatives"]:
-            r5 = m["recall_at_fpr"]["0.05"]
-            lines.append(f"| recall >= 0.90 at FPR <= 5 % on {d} | {r5:.3f} "
-                         f"({'met' if r5 >= 0.9 else 'not met'}) |")
-        elif m["negatives"]:
-            lines.append(f"| phone-free photos from other sources ({d}) flagged | "
-                         f"{m['confusion']['fp']} of {m['negatives']} at the threshold |")
-    syn = [m for d, m in ours["data"].items() if domains.get(d, "").startswith("synthetic, seed")]
-    if syn:
-        f1 = syn[0]["f1"]
-        lines.append(f"| F1 >= 0.97 on held-out synthetic | {f1:.3f} "
-                     f"({'met' if f1 >= 0.97 else 'not met'}) |")
-    lines.append(f"| <= 1 MB | {size_kb:.0f} KB (met) |")
-    if bench_ms is not None:
-        lines.append(f"| <= 2 ms per crop on this CPU | {bench_ms:.2f} ms invoke "
-                     f"({'met' if bench_ms <= 2 else 'not met'}) |")
-    target_fpr = float(met.get("validation", {}).get("target_fpr", 0.05))
-    if syn and syn[0]["f1"] < 0.97 and target_fpr > 0:
-        # Balanced classes: precision = recall / (recall + FPR). Find the recall F1 0.97 needs.
-        need = next((r / 1000 for r in range(900, 1001)
-                     if _f1_balanced(r / 1000, target_fpr) >= 0.97), None)
-        lines += ["", f"F1 is read at the shipped threshold, set for {target_fpr:.0%} FPR on "
-                  "validation: on a balanced test set that caps precision near "
-                  f"{1 / (1 + target_fpr):.2f}, so F1 >= 0.97 there needs recall of "
-                  + (f"at least {need:.2f}." if need is not None else "more than 1.")]
-    lines += ["", "What would close the gaps: real crops from the unit's own viewpoint (outside, "
-              "through glass, day and IR night) from many cars and drivers - the unit's "
-              "`collect` command gathers them; "
-              + ("a larger input (160 px) or " if int(prov.get("input_size") or 0) < 160
-                 else "")
-              + "a wider backbone once a Pi 5 / Edge TPU budget allows; longer training on "
-              "more synthetic crops.", ""]
+    lines += _target_lines(ours, met, prov, size_kb=size_kb, bench_ms=bench_ms,
+                           domains=domains)
     val = met.get("validation", {})
     val_cols = [(k, val[k]) for k in ("real", "synthetic") if k in val]
     if val_cols:
@@ -285,26 +320,7 @@ def render(model: Path, eval_doc: dict[str, Any], *, bench_ms: float | None,
         "### Export and speed",
         "",
     ]
-    par = met.get("int8_float_parity", {})
-    if par:
-        agree = ", ".join(f"{v:.4f} at threshold {k}" for k, v in par["agreement"].items())
-        mop = par.get("matched_operating_point", {})
-        lines.append(f"- int8 vs float decisions on {par['n']} validation crops: agreement "
-                     f"**{mop.get('agreement', float('nan')):.4f}** at matched operating points "
-                     f"(each model's threshold for {mop.get('target_fpr', 0.05):.0%} FPR); raw "
-                     f"{agree}; mean |dP| {par['mean_abs_diff']:.4f}.")
-        if par.get("required", 0.99) < 0.99:
-            lines.append(f"- **Short of the 99 % parity target**: the export gate was lowered to "
-                         f"{par['required']:.1%} for this model. Post-training quantisation "
-                         f"moves P(phone) by {par['mean_abs_diff']:.2f} on average, and "
-                         "validation crops that score near the threshold change side. "
-                         "Quantisation-aware training is the fix; not done yet.")
-    if bench_ms is not None:
-        lines.append(f"- Inference {bench_ms:.2f} ms per crop (median, `bench/model.py`, "
-                     f"{bench_machine}). On a Raspberry Pi 5 expect roughly "
-                     f"{bench_ms:.1f}-{bench_ms * 1.5:.1f} ms: an estimate from published Pi 4 / "
-                     "Pi 5 figures, not a measurement (docs/performance.md shows how it was "
-                     "made); the Edge TPU twin well under 1 ms plus USB transfer.")
+    lines += _export_lines(met, bench_ms=bench_ms, bench_machine=bench_machine)
     lines += [
         "- Edge TPU: `edgetpu_compiler -s phone_in_hand.tflite` makes "
         "`phone_in_hand_edgetpu.tflite` (all ops are Edge TPU ops). The compiler is not "

@@ -26,7 +26,7 @@ def _dequant(it: Any, index: int) -> np.ndarray:
     """A constant tensor as float32: per-tensor (uint8 ImageNet models) or per-channel (the
     int8 models ``models.train`` exports) scale and zero point."""
     d = it._get_tensor_details(index, 0)
-    q = it.get_tensor(index)
+    q = np.asarray(it.get_tensor(index))
     qp = d.get("quantization_parameters", {})
     scales = np.asarray(qp.get("scales", []), np.float32)
     zeros = np.asarray(qp.get("zero_points", []), np.float32)

@@ -342,7 +342,7 @@ def _pick_synthetic(n_pool: int, n_synth: int, rng: np.random.Generator, hard_sh
     order = rng.permutation(n_pool)
     n_hard = round(min(n_synth, n_pool) * hard_share) if loss_of is not None else 0
     uniform = order[:n_synth - n_hard]
-    if n_hard <= 0:
+    if n_hard <= 0 or loss_of is None:
         return uniform
     cand = order[n_synth - n_hard:n_synth - n_hard + HARD_POOL * n_hard]
     loss = np.asarray(loss_of(cand), np.float64)
@@ -417,6 +417,40 @@ def teacher_scores(teachers: Sequence[Path], crops: list[np.ndarray],
     return total / max(1, len(teachers))
 
 
+def _load_init(cfg: TrainConfig, init_prov: dict[str, Any]) -> tuple[TrainConfig, Any]:
+    """The model ``cfg.init`` names (None without one), and ``cfg`` as that continued run
+    keeps it: its input size and (for the record) the architecture settings its sidecar
+    states."""
+    if cfg.init is None:
+        return cfg, None
+    import keras
+
+    if cfg.init.suffix == ".tflite":
+        init_model = rebuild_float(cfg.init, init_prov)
+    else:
+        init_model = keras.models.load_model(cfg.init)
+    init_size = int(init_model.input_shape[1])
+    cfg = _continued(cfg, init_size, init_prov)
+    if cfg.size != init_size:
+        init_model = _resized(init_model, cfg.size)
+    return cfg, init_model
+
+
+def _split_real(cfg: TrainConfig) -> tuple[list[mdata.Sample], list[mdata.Sample]]:
+    """The real training and validation samples of every ``cfg.real`` folder (validation:
+    whole groups, ``cfg.val_share`` of each folder)."""
+    real_train: list[mdata.Sample] = []
+    real_val: list[mdata.Sample] = []
+    for folder in cfg.real:
+        samples = mdata.list_folder(folder, domain=folder.parent.name + "/" + folder.name)
+        tr, va = mdata.split_groups(samples, val_share=cfg.val_share, seed=cfg.seed)
+        log.info("%s: %d train, %d validation (%d groups held out)", folder, len(tr), len(va),
+                 len({s.group for s in va}))
+        real_train += tr
+        real_val += va
+    return real_train, real_val
+
+
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Train, export and write the sidecar into ``cfg.out``; returns the training record."""
     t_start = time.monotonic()
@@ -431,33 +465,14 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         log.info("TensorFlow is already initialised; --threads %d not applied", cfg.threads)
     keras.utils.set_random_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    init_model = None
     init_prov = _init_provenance(cfg.init)
     from_tflite = cfg.init is not None and cfg.init.suffix == ".tflite"
-    if cfg.init is not None:
-        # A continued run keeps the model it starts from: its input size, and (for the record)
-        # the architecture settings its sidecar states.
-        if from_tflite:
-            init_model = rebuild_float(cfg.init, init_prov)
-        else:
-            init_model = keras.models.load_model(cfg.init)
-        init_size = int(init_model.input_shape[1])
-        cfg = _continued(cfg, init_size, init_prov)
-        if cfg.size != init_size:
-            init_model = _resized(init_model, cfg.size)
+    cfg, init_model = _load_init(cfg, init_prov)
     spec = InputSpec(width=cfg.size, height=cfg.size, layout="NHWC", colour="RGB",
                      mean=(127.5, 127.5, 127.5), std=(127.5, 127.5, 127.5))
 
     # -- data ---------------------------------------------------------------------------------
-    real_train: list[mdata.Sample] = []
-    real_val: list[mdata.Sample] = []
-    for folder in cfg.real:
-        samples = mdata.list_folder(folder, domain=folder.parent.name + "/" + folder.name)
-        tr, va = mdata.split_groups(samples, val_share=cfg.val_share, seed=cfg.seed)
-        log.info("%s: %d train, %d validation (%d groups held out)", folder, len(tr), len(va),
-                 len({s.group for s in va}))
-        real_train += tr
-        real_val += va
+    real_train, real_val = _split_real(cfg)
     real_tr_img = [mdata.load_image(s.path) for s in real_train]
     real_tr_y = np.array([s.label for s in real_train], np.int64)
     real_va_img = [mdata.load_image(s.path) for s in real_val]
@@ -519,7 +534,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     def synth_loss(idx: np.ndarray) -> np.ndarray:
         p = model.predict(mdata.to_tensors([syn_tr[i] for i in idx], spec), batch_size=256,
                           verbose=0)
-        return -np.log(np.clip(p[np.arange(idx.size), syn_tr_y[idx]], 1e-7, 1.0))
+        loss: np.ndarray = -np.log(np.clip(p[np.arange(idx.size), syn_tr_y[idx]], 1e-7, 1.0))
+        return loss
 
     history = []
     for epoch in range(cfg.epochs):

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
-def wait_until(pred: Callable[[], Any], timeout_s: float = 10.0, step_s: float = 0.01) -> Any:
+def wait_until(pred: Callable[[], T], timeout_s: float = 10.0, step_s: float = 0.01) -> T:
     """Call ``pred`` until it returns something true or ``timeout_s`` passes; returns its last
     value (so ``assert wait_until(...)`` fails with what it saw last)."""
     deadline = time.monotonic() + timeout_s

@@ -1,29 +1,33 @@
-// Live alert list: server-sent events from /events, same filters as the page.
+// Live alert list: new alerts from the page's event stream (console.js), same filters as the page.
 (function () {
-  var params = new URLSearchParams(window.location.search);
-  params.set("after", document.getElementById("alerts").dataset.lastId);
   var live = document.getElementById("live");
   var body = document.querySelector("#alerts tbody");
-  var es = new EventSource("/events?" + params.toString());
-  es.onopen = function () { live.textContent = "Live: new alerts appear here as they arrive."; };
-  es.onerror = function () { live.textContent = "Live: reconnecting…"; };
-  // The session ended (logged out elsewhere, disabled, expired): stop and go to the log-in page.
-  es.addEventListener("logout", function () {
-    es.close();
-    window.location.assign("/login?next=" + encodeURIComponent(window.location.pathname));
-  });
-  function cell(tr, text) { var td = document.createElement("td"); td.textContent = text; tr.appendChild(td); return td; }
-  es.addEventListener("alert", function (ev) {
-    var a = JSON.parse(ev.data);
-    if (document.querySelector('tr[data-id="' + a.id + '"]')) return;
+  if (!live || !body) return;
+  document.addEventListener("pw:open", function () { live.textContent = "Live: new alerts appear here as they arrive."; });
+  document.addEventListener("pw:error", function () { live.textContent = "Live: reconnecting…"; });
+  function time(text, iso, title) {
+    var t = document.createElement("time"); t.dateTime = iso; t.title = title || iso; t.textContent = text; return t;
+  }
+  function cell(tr, label, content) {
+    var td = document.createElement("td"); td.dataset.label = label;
+    if (typeof content === "string") td.textContent = content; else td.appendChild(content);
+    tr.appendChild(td); return td;
+  }
+  document.addEventListener("pw:alert", function (ev) {
+    var a = ev.detail;
+    if (document.querySelector('#alerts tr[data-id="' + a.id + '"]')) return;
+    var empty = body.querySelector("tr.empty"); if (empty) empty.remove();
     var tr = document.createElement("tr");
     tr.dataset.id = a.id; tr.className = "status-" + a.status + " fresh";
     var link = document.createElement("a"); link.href = "/alerts/" + encodeURIComponent(a.alert_id); link.textContent = a.alert_id;
-    cell(tr, "").appendChild(link);
-    cell(tr, a.unit); cell(tr, a.time);
-    cell(tr, a.score === null ? "—" : a.score.toFixed(2));
-    cell(tr, a.lat === null ? "no fix" : a.lat.toFixed(5) + ", " + a.lon.toFixed(5));
-    cell(tr, a.status); cell(tr, a.received);
+    cell(tr, "Alert", link);
+    cell(tr, "Unit", a.unit);
+    cell(tr, "Time", a.time_s === null ? "—" : time(a.time_local, a.time_iso, a.time));
+    cell(tr, "Score", a.score === null ? "—" : a.score.toFixed(2));
+    cell(tr, "Position", a.lat === null ? "no fix" : a.lat.toFixed(5) + ", " + a.lon.toFixed(5));
+    var badge = document.createElement("span"); badge.className = "badge status-" + a.status; badge.textContent = a.status;
+    cell(tr, "Status", badge);
+    cell(tr, "Received", time(a.received, a.received_iso));
     body.insertBefore(tr, body.firstChild);
   });
 })();

@@ -16,16 +16,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.engine import Engine
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 
 from controlroom import commands
 from controlroom.config import Config
-from controlroom.web import alerts, audit, auth, labels, units
+from controlroom.web import alerts, audit, auth, errorpages, labels, units
 from controlroom.web.auth import login_retry_after_s
-from controlroom.web.deps import NeedLogin, StatsFn, WebState, fmt_time, need_login_handler
+from controlroom.web.deps import NeedLogin, StatsFn, WebState, fmt_time, iso_time, local_zone, when
 from controlroom.web.security import SecurityHeaders, content_security_policy, load_secret
 
 __all__ = ["content_security_policy", "create_app", "load_secret", "login_retry_after_s"]
@@ -38,7 +40,8 @@ def create_app(cfg: Config, engine: Engine, *, stats: StatsFn | None = None,
     app = FastAPI(title="phonewatch control room", docs_url=None, redoc_url=None,
                   openapi_url=None)
     templates = Jinja2Templates(directory=PACKAGE_DIR / "templates")
-    templates.env.globals["fmt_time"] = fmt_time
+    templates.env.globals.update(fmt_time=fmt_time, when=when, local_zone=local_zone,
+                                 iso_time=iso_time, describe_command=units.describe_command)
     app.state.web = WebState(cfg=cfg, engine=engine, templates=templates, stats=stats,
                              commander=commander)
     app.add_middleware(SessionMiddleware, secret_key=load_secret(cfg.web.secret_key_file),
@@ -46,7 +49,9 @@ def create_app(cfg: Config, engine: Engine, *, stats: StatsFn | None = None,
                        same_site="strict", https_only=cfg.web.https_only)
     app.add_middleware(SecurityHeaders, csp=content_security_policy(cfg.web.tile_url),
                        https_only=cfg.web.https_only)
-    app.add_exception_handler(NeedLogin, need_login_handler)
+    app.add_exception_handler(NeedLogin, errorpages.need_login)
+    app.add_exception_handler(StarletteHTTPException, errorpages.http_error)
+    app.add_exception_handler(RequestValidationError, errorpages.validation_error)
     app.mount("/static", StaticFiles(directory=PACKAGE_DIR / "static"), name="static")
     for router in (auth.public, auth.router, alerts.router, units.router, audit.router,
                    labels.router, audit.public):

@@ -12,18 +12,20 @@ import hmac
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, HTTPException, Request
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
 
-from controlroom import users
+from controlroom import db, users
 from controlroom.commands import CommandSink
 from controlroom.config import Config
+from controlroom.web.thumbs import ThumbCache
 
 StatsFn = Callable[[], dict[str, Any]]
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -38,16 +40,11 @@ class WebState:
     templates: Jinja2Templates
     stats: StatsFn | None = None
     commander: CommandSink | None = None
+    thumbs: ThumbCache = field(default_factory=ThumbCache)
 
 
 class NeedLogin(Exception):
     """Raised by :func:`current_user`; pages redirect to the log-in form, the rest get 401."""
-
-
-async def need_login_handler(request: Request, exc: Exception) -> Response:
-    if request.method == "GET" and request.url.path != "/events":
-        return RedirectResponse("/login?next=" + request.url.path, status_code=303)
-    return JSONResponse({"detail": "log in first"}, status_code=401)
 
 
 def web_state(request: Request) -> WebState:
@@ -109,9 +106,38 @@ def remote(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
+UNDO_WINDOW_S = 10.0  # a decision can be undone by its operator this long after it
+
+
+def queue_counts(engine: sa.Engine) -> tuple[int, int]:
+    """(unreviewed alerts, newest alert id): the tab title's count and where the live feed
+    of every page starts."""
+    a = db.alerts
+    with engine.connect() as conn:
+        n = conn.execute(sa.select(sa.func.count()).select_from(a).where(
+            a.c.status == "new")).scalar()
+        last = conn.execute(sa.select(sa.func.max(a.c.id))).scalar()
+    return int(n or 0), int(last or 0)
+
+
+def pending_undo(request: Request, now: float | None = None) -> dict[str, Any] | None:
+    """The operator's last decision while it can still be undone (kept in the session)."""
+    undo = request.session.get("undo")
+    if not isinstance(undo, dict):
+        return None
+    if float(undo.get("until", 0)) < (time.time() if now is None else now):
+        request.session.pop("undo", None)
+        return None
+    return undo
+
+
 def render(request: Request, name: str, **ctx: Any) -> HTMLResponse:
-    ctx.update(user=getattr(request.state, "user", None), csrf=csrf_token(request),
-               flashes=request.session.pop("flash", []))
+    user = getattr(request.state, "user", None)
+    ctx.update(user=user, csrf=csrf_token(request), flashes=request.session.pop("flash", []),
+               undo_window_s=UNDO_WINDOW_S, now=time.time())
+    if user is not None:
+        ctx.setdefault("undo", pending_undo(request))
+        ctx["unreviewed"], ctx["last_alert_id"] = queue_counts(web_state(request).engine)
     return web_state(request).templates.TemplateResponse(request, name, ctx)
 
 
@@ -120,19 +146,41 @@ def flash(request: Request, kind: str, text: str) -> None:
 
 
 def fmt_time(t: float | None) -> str:
+    """The one time format of the dashboard: the control room's local time with its zone
+    (the process's ``TZ``), e.g. ``2026-05-01 11:20:30 BST``."""
     if t is None:
         return "—"
-    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return datetime.fromtimestamp(t).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
-def parse_when(text: str | None) -> float | None:
-    """``2026-11-26T10:20`` / ``...:30`` / ``...Z`` (taken as UTC) -> epoch seconds."""
+def iso_time(t: float) -> str:
+    """UTC ISO 8601 to the second, e.g. ``2026-05-01T10:20:30Z`` (shown on hover)."""
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def when(t: float | None, exact: str | None = None) -> Markup:
+    """``fmt_time`` in a ``<time>`` element whose hover (and ``datetime``) is the UTC ISO
+    time; ``exact`` (e.g. the unit's own signed time string) replaces the hover text."""
+    if t is None:
+        return Markup("—")
+    iso = iso_time(t)
+    return Markup('<time datetime="{}" title="{}">{}</time>').format(iso, exact or iso,
+                                                                     fmt_time(t))
+
+
+def local_zone() -> str:
+    """The abbreviation of the local zone now (the filters' times are in it)."""
+    return datetime.now().astimezone().strftime("%Z")
+
+
+def parse_when(text: str | None, what: str = "time") -> float | None:
+    """``2026-11-26T10:20`` / ``...:30`` (local time, as shown everywhere) or with a zone
+    (``...Z``, ``...+01:00``) -> epoch seconds."""
     if not text:
         return None
     try:
         dt = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise HTTPException(400, f"bad time {text[:40]!r}: use YYYY-MM-DDTHH:MM (UTC)") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.timestamp()
+        raise HTTPException(400, f"{what}: {text[:40]!r} is not a date and time; use "
+                            f"YYYY-MM-DDTHH:MM ({local_zone()})") from None
+    return (dt.astimezone() if dt.tzinfo is None else dt).timestamp()

@@ -13,7 +13,15 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.engine import Connection
 
 from controlroom import commands, db
-from controlroom.web.deps import State, User, flash, protected_router, remote, render
+from controlroom.web.deps import (
+    State,
+    User,
+    flash,
+    fmt_time,
+    protected_router,
+    remote,
+    render,
+)
 
 LIMITS = {"count_max": commands.COLLECT_COUNT_MAX, "interval_min": commands.COLLECT_INTERVAL_MIN_S,
           "interval_max": commands.COLLECT_INTERVAL_MAX_S,
@@ -34,6 +42,120 @@ def load_unit(conn: Connection, unit_id: str) -> Any:
     return row
 
 
+GPS_WORDS = {"fix_3d": "3D fix", "fix_2d": "2D fix", "3d-fix": "3D fix", "2d-fix": "2D fix",
+             "fix": "fix", "stale": "fix too old", "no_fix": "no fix (receiver working)",
+             "no_receiver": "no GPS receiver"}
+GPS_BAD = frozenset({"stale", "no_fix", "no_receiver"})
+OUTBOX_WARN = 20  # alerts waiting on the unit before it counts as degraded
+CPU_WARN_C, CPU_BAD_C = 70.0, 80.0
+FPS_WARN = 2.0
+
+
+def _ago(seconds: float) -> str:
+    s = max(0, int(seconds))
+    if s < 90:
+        return f"{s} s ago"
+    if s < 5400:
+        return f"{round(s / 60)} min ago"
+    if s < 172800:
+        return f"{round(s / 3600)} h ago"
+    return f"{round(s / 86400)} days ago"
+
+
+def _liveness(r: Any, hb_age: float | None, offline_after_s: float) -> tuple[str, list[str]]:
+    """online / degraded / offline from the status and the heartbeat's age, and why."""
+    if r.status_state is None and r.heartbeat_received_at is None:
+        return "offline", ["never heard from"]
+    if r.status_state == "offline":
+        why = f" ({r.status_reason})" if r.status_reason else ""
+        return "offline", [f"it said it went offline{why}"]
+    if hb_age is not None and hb_age > offline_after_s:
+        return "offline", [f"no heartbeat for {_ago(hb_age).removesuffix(' ago')}"]
+    if r.status_state == "degraded":
+        return "degraded", [r.status_reason or "the unit reports itself degraded"]
+    return "online", []
+
+
+def _figures(hb: dict[str, Any]) -> tuple[list[tuple[str, str, str]], list[str]]:
+    """The heartbeat's figures as (name, words, level), and the problems among them."""
+    facts: list[tuple[str, str, str]] = []
+    problems: list[str] = []
+    fps = hb.get("fps")
+    if fps is not None:
+        facts.append(("Frame rate", f"{fps:.1f} frames/s", "warn" if fps < FPS_WARN else "good"))
+        if fps < FPS_WARN:
+            problems.append(f"only {fps:.1f} frames/s")
+    dropped = hb.get("dropped_frames")
+    if dropped is not None:
+        facts.append(("Dropped frames", f"{dropped} since start",
+                      "good" if dropped == 0 else "warn"))
+    depth = hb.get("outbox_depth")
+    if depth is not None:
+        words = "empty: everything sent" if depth == 0 else \
+            f"{depth} alert{'s' if depth != 1 else ''} waiting to be sent"
+        facts.append(("Outbox", words, "warn" if depth >= OUTBOX_WARN else "good"))
+        if depth >= OUTBOX_WARN:
+            problems.append(f"{depth} alerts waiting to be sent")
+    gps = hb.get("gps_state")
+    if gps:
+        facts.append(("GPS", GPS_WORDS.get(gps, str(gps)), "warn" if gps in GPS_BAD else "good"))
+        if gps in GPS_BAD:
+            problems.append(f"GPS: {GPS_WORDS[gps]}")
+    temp = hb.get("cpu_temp_c")
+    if temp is not None:
+        level = "bad" if temp >= CPU_BAD_C else "warn" if temp >= CPU_WARN_C else "good"
+        facts.append(("CPU temperature", f"{temp:.1f} °C" + (" (hot)" if level != "good"
+                                                              else ""), level))
+        if level != "good":
+            problems.append(f"CPU at {temp:.0f} °C")
+    return facts, problems
+
+
+def unit_health(r: Any, *, now: float, offline_after_s: float) -> dict[str, Any]:
+    """A unit's health in plain words: ``state`` online / degraded / offline, why, and each
+    figure of its last heartbeat with a level (good / warn / bad) for its colour. A unit that
+    is up but whose last heartbeat shows a problem is degraded."""
+    hb = json.loads(r.heartbeat) if r.heartbeat else {}
+    hb_at = r.heartbeat_received_at
+    hb_age = now - hb_at if hb_at else None
+    state, reasons = _liveness(r, hb_age, offline_after_s)
+    figures, problems = _figures(hb)
+    if state != "offline" and problems:
+        state = "degraded"
+        reasons += problems
+    if state != "offline" and not reasons:
+        reasons.append("working normally")
+    last = ("Last heartbeat", f"{_ago(hb_age)} ({fmt_time(hb_at)})" if hb_age is not None
+            else "never", "bad" if hb_age is None or hb_age > offline_after_s else "good")
+    why = "; ".join(reasons)
+    return {"state": state, "why": why[:1].upper() + why[1:], "facts": [last, *figures],
+            "hb": hb, "heartbeat_age_s": hb_age, "heartbeat_at": hb_at}
+
+
+COMMAND_WORDS = {"cmd_snapshot": "Snapshot", "cmd_collect": "Collect crops",
+                 "cmd_mute": "Mute"}
+
+
+def describe_command(action: str, detail: str | None) -> dict[str, Any] | None:
+    """An audited command in words: what was asked, whether the broker took it, and why not;
+    None if ``action`` is not a command or its detail is not the JSON this module writes."""
+    if action not in COMMAND_WORDS or not detail:
+        return None
+    try:
+        d = json.loads(detail)
+        body = d["payload"]
+        what = COMMAND_WORDS[action]
+        if action == "cmd_collect":
+            what = f"Collect {body['count']} crops, one every {body['interval_s']:g} s"
+        elif action == "cmd_mute":
+            mins = int(body["duration_s"]) // 60
+            what = "Unmute" if mins == 0 else f"Mute for {mins} min"
+        return {"what": what, "sent": bool(d["sent"]), "result": str(d.get("result") or ""),
+                "request_id": str(body.get("request_id", ""))}
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 def _broker(st: State) -> dict[str, bool]:
     return {"broker_connected": st.commander is not None and st.commander.is_connected,
             "commands_enabled": st.commander is not None}
@@ -47,29 +169,50 @@ def units_page(request: Request, st: State) -> HTMLResponse:
         snaps = snapshot_times(conn)
     out = []
     for r in rows:
-        hb = json.loads(r.heartbeat) if r.heartbeat else {}
-        hb_age = now - r.heartbeat_received_at if r.heartbeat_received_at else None
-        online = r.status_state in ("online", "degraded") and (
-            hb_age is None or hb_age < st.cfg.web.offline_after_s)
-        out.append({"unit": r.unit_id, "key_id": r.key_id, "state": r.status_state or
-                    "unknown", "online": online, "status_time": r.status_time,
-                    "reason": r.status_reason, "software": r.software,
-                    "heartbeat_age_s": hb_age, "hb": hb, "snapshot_at": snaps.get(r.unit_id)})
+        out.append({"unit": r.unit_id, "key_id": r.key_id, "software": r.software,
+                    "status_received_at": r.status_received_at,
+                    "snapshot_at": snaps.get(r.unit_id),
+                    **unit_health(r, now=now, offline_after_s=st.cfg.web.offline_after_s)})
+    counts = {k: sum(1 for u in out if u["state"] == k) for k in ("online", "degraded",
+                                                                 "offline")}
     return render(request, "units.html", units=out, limits=LIMITS, **_broker(st),
-                  receiver=st.stats() if st.stats is not None else None)
+                  counts=counts, receiver=receiver_facts(st.stats() if st.stats else None))
+
+
+RECEIVER_WORDS = {"received": "Messages received", "stored": "Alerts stored",
+                  "duplicates": "Duplicate deliveries (ignored)",
+                  "status_updates": "Status updates", "heartbeats": "Heartbeats",
+                  "crops_queued": "Crops queued for labelling", "snapshots": "Snapshots",
+                  "backlog": "Waiting to be stored", "db_errors": "Database errors",
+                  "connects": "Connections to the broker",
+                  "subscriptions_refused": "Subscriptions refused by the broker"}
+
+
+def receiver_facts(stats: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The receiver's counters in words: connected yes/no, each count, each reject reason."""
+    if stats is None:
+        return None
+    rejected = stats.get("rejected") or {}
+    facts = [(RECEIVER_WORDS.get(k, k.replace("_", " ").capitalize()), v)
+             for k, v in stats.items()
+             if k not in ("connected", "rejected", "rejected_total") and not isinstance(v, dict)]
+    return {"connected": bool(stats.get("connected")), "facts": facts,
+            "rejected": sorted(rejected.items()),
+            "rejected_total": int(stats.get("rejected_total") or 0)}
 
 
 @router.get("/units/{unit_id}", response_class=HTMLResponse)
 def unit_page(request: Request, st: State, unit_id: str) -> HTMLResponse:
     with st.engine.connect() as conn:
         row = load_unit(conn, unit_id)
+        health = unit_health(row, now=time.time(), offline_after_s=st.cfg.web.offline_after_s)
         snap = conn.execute(sa.select(db.snapshots.c.received_at, db.snapshots.c.size_bytes,
                                       db.snapshots.c.sha256, db.snapshots.c.request_id)
                             .where(db.snapshots.c.unit == unit_id)).first()
         history = list(conn.execute(sa.select(db.audit).where(
             db.audit.c.target == unit_id).order_by(db.audit.c.id.desc()).limit(20)))
     return render(request, "unit.html", u=row, snap=snap, history=history, limits=LIMITS,
-                  **_broker(st))
+                  health=health, **_broker(st))
 
 
 @router.get("/units/{unit_id}/snapshot.jpg")
@@ -106,7 +249,8 @@ def send_command(request: Request, st: State, user: User, unit_id: str, name: st
     if name not in commands.NAMES:
         raise HTTPException(404, f"no command {name[:40]!r}; known: {', '.join(commands.NAMES)}")
     with st.engine.connect() as conn:
-        load_unit(conn, unit_id)
+        health = unit_health(load_unit(conn, unit_id), now=time.time(),
+                             offline_after_s=st.cfg.web.offline_after_s)
     try:
         body = command_body(name, user=user, count=count, interval_s=interval_s,
                             minutes=minutes)
@@ -124,7 +268,14 @@ def send_command(request: Request, st: State, user: User, unit_id: str, name: st
     what = {"snapshot": "Snapshot request", "collect": f"Collect {body.get('count')} crops",
             "mute": ("Unmute" if body.get("duration_s") == 0 else
                      f"Mute for {minutes.strip()} min")}[name]
-    if sent.ok:
+    if sent.ok and health["state"] == "offline":
+        then = {"snapshot": "the snapshot then appears on its page",
+                "collect": "its crops then arrive in the Labelling queue",
+                "mute": "the mute then starts"}[name]
+        flash(request, "info", f"{what} sent to {unit_id} (request {body['request_id']}) and "
+              f"queued: {unit_id} is offline ({health['why']}), so the broker keeps it and "
+              f"delivers it when the unit reconnects; {then}.")
+    elif sent.ok:
         flash(request, "ok", f"{what} sent to {unit_id} (request {body['request_id']}).")
     else:
         flash(request, "error", f"{what} NOT sent to {unit_id}: {sent.detail}")

@@ -8,6 +8,8 @@
 # A client certificate's CN is the MQTT username (Mosquitto `use_identity_as_username`), so NAME
 # must be the unit id (letters, digits, '-', '_'), or the control room's name in the ACL.
 # Keys are EC P-256, mode 0600. Nothing is overwritten. Keep ca.key offline in production.
+# A unit's alert-signing pair shares the folder without a clash: `phonewatch keys generate
+# --unit NAME --out DIR` writes DIR/NAME.sign.key and DIR/NAME.sign.pub (docs/field.md).
 set -euo pipefail
 
 usage() { sed -n '2,10p' "$0" >&2; exit 2; }

@@ -11,6 +11,15 @@
 Every source returns frozen :class:`~edge.core.frame.Frame` objects with BGR ``uint8`` arrays.
 ``read()`` returns ``None`` at the end of a file; a live stream that fails raises
 :class:`CameraError` and the pipeline reopens it with backoff.
+
+**Time.** A live camera stamps each frame with the clocks at capture. A file source (a replay,
+a video file through OpenCV, an image folder) runs on *video time* instead, however fast it is
+read: frame ``i`` is ``i / fps`` after the file's start (:class:`FileTime`), so the decider's
+window and cooldown, clip windows and alert times see the recording's own timing, whether a
+30 s clip is processed in 6 s or in 60 s. ``t_mono_s`` is the monotonic clock at the first
+open plus the video time; ``t_wall_s`` is the file's start plus the video time, where the start
+is derived from the file: a video's modification time minus its duration (a recorder closes the
+file at the end of the recording), an image folder's first image's modification time.
 """
 
 from __future__ import annotations
@@ -38,6 +47,11 @@ log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
+DEFAULT_FILE_FPS = 25.0
+"""The frame rate of a video file that does not say."""
+DEFAULT_FOLDER_FPS = 10.0
+"""The frame rate of an image folder whose config gives none (``camera.fps = 0``)."""
+
 
 def _cv2() -> Any:
     import cv2
@@ -55,16 +69,58 @@ class _Counter:
         return n
 
 
+class FileTime:
+    """Video time for a file source: frame ``index`` is ``index / fps`` seconds in.
+
+    Anchored once, at the first open (a reopened or looping file goes on from there, so time
+    never runs backwards): ``t_mono_s`` = the monotonic clock then + video time, ``t_wall_s`` =
+    the file's start (``start_wall_s``) + video time.
+    """
+
+    def __init__(self) -> None:
+        self.fps: float | None = None
+        self.mono0_s: float | None = None
+        self.start_wall_s: float | None = None
+
+    def anchor(self, *, fps: float, start_wall_s: float) -> None:
+        self.fps = fps
+        if self.mono0_s is None:
+            self.mono0_s = time.monotonic()
+            self.start_wall_s = start_wall_s
+
+    def stamp(self, index: int) -> tuple[float, float]:
+        """``(t_mono_s, t_wall_s)`` of frame ``index``."""
+        if self.fps is None or self.mono0_s is None or self.start_wall_s is None:
+            raise CameraError("file time used before the file was opened")
+        t = index / self.fps
+        return self.mono0_s + t, self.start_wall_s + t
+
+
+def video_start_wall_s(path: Path, *, frames: int | None, fps: float) -> float:
+    """When the recording in ``path`` started: its modification time minus its duration."""
+    try:
+        mtime = path.stat().st_mtime
+    except OSError:
+        mtime = time.time()
+    return mtime - (frames / fps if frames else 0.0)
+
+
 class _CaptureBase:
     """What the two ``cv2.VideoCapture`` sources share: the capture, framing, closing."""
 
     name: str
     _cap: Any
     _count: _Counter
+    _file_time: FileTime | None = None
+    """Set while reading a file: frames are stamped with video time."""
 
     def _frame(self, img: np.ndarray) -> Frame:
-        return Frame(index=self._count.next(), t_mono_s=time.monotonic(), t_wall_s=time.time(),
-                     image=img, source=self.name)
+        index = self._count.next()
+        if self._file_time is not None:
+            t_mono, t_wall = self._file_time.stamp(index)
+        else:
+            t_mono, t_wall = time.monotonic(), time.time()
+        return Frame(index=index, t_mono_s=t_mono, t_wall_s=t_wall, image=img, source=self.name)
 
     def close(self) -> None:
         if self._cap is not None:
@@ -118,6 +174,13 @@ class OpenCvSource(_CaptureBase):
             cap.set(cv2.CAP_PROP_FPS, f)
         rate = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
         self._fps = rate if 0 < rate < 1000 else None
+        if not self.is_live:  # a video file: run on its own time
+            fps = self._fps or DEFAULT_FILE_FPS
+            n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+            if self._file_time is None:
+                self._file_time = FileTime()
+            self._file_time.anchor(fps=fps, start_wall_s=video_start_wall_s(
+                Path(str(self.device)), frames=n if n > 0 else None, fps=fps))
         self._cap = cap
 
     def read(self) -> Frame | None:
@@ -174,9 +237,13 @@ class ReplaySource(_CaptureBase):
             raise CameraError(f"video file {self.path} has no readable frames")
         cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
         rate = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
-        self._fps = rate if 0 < rate < 1000 else 25.0
+        self._fps = rate if 0 < rate < 1000 else DEFAULT_FILE_FPS
         n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         self.frame_count = n if n > 0 else None
+        if self._file_time is None:
+            self._file_time = FileTime()
+        self._file_time.anchor(fps=self._fps, start_wall_s=video_start_wall_s(
+            self.path, frames=self.frame_count, fps=self._fps))
         self._cap = cap
         self._t0 = None
 
@@ -205,23 +272,31 @@ class ReplaySource(_CaptureBase):
 
 
 class FolderSource:
-    """Images from a folder, in name order (optionally paced at ``fps``)."""
+    """Images from a folder, in name order (optionally paced at ``fps``).
 
-    def __init__(self, path: Path | str, *, fps: float = 0.0, loop: bool = False) -> None:
+    The images are ``1 / time_fps`` seconds apart in video time (``time_fps`` defaults to the
+    pace ``fps``, else :data:`DEFAULT_FOLDER_FPS`), from the first image's modification time.
+    """
+
+    def __init__(self, path: Path | str, *, fps: float = 0.0, loop: bool = False,
+                 time_fps: float | None = None) -> None:
         self.path = Path(path)
         self.name = f"folder:{self.path.name}"
         self._rate = fps
+        self._time_fps = time_fps or fps or DEFAULT_FOLDER_FPS
         self.loop = loop
         self._files: list[Path] = []
         self._i = 0
         self._count = _Counter()
         self._next_due: float | None = None
+        self._file_time = FileTime()
 
     @classmethod
     def from_config(cls, cfg: FolderCameraConfig, *, speed: float | None = None
                     ) -> FolderSource:
-        """Any ``speed`` (an offline run) reads the images unpaced."""
-        return cls(cfg.path, fps=cfg.fps if speed is None else 0.0, loop=cfg.loop)
+        """Any ``speed`` (an offline run) reads the images unpaced (on the same video time)."""
+        return cls(cfg.path, fps=cfg.fps if speed is None else 0.0, loop=cfg.loop,
+                   time_fps=cfg.fps or None)
 
     @property
     def is_live(self) -> bool:
@@ -229,7 +304,8 @@ class FolderSource:
 
     @property
     def fps(self) -> float | None:
-        return self._rate or None
+        """The rate of the frames' video time (what a clip of them is played at)."""
+        return self._time_fps
 
     def open(self) -> None:
         if not self.path.is_dir():
@@ -240,6 +316,8 @@ class FolderSource:
             kinds = ", ".join(IMAGE_SUFFIXES)
             raise CameraError(f"image folder {self.path} holds no images ({kinds})")
         self._i = 0
+        self._file_time.anchor(fps=self._time_fps, start_wall_s=video_start_wall_s(
+            self._files[0], frames=None, fps=self._time_fps))
 
     def read(self) -> Frame | None:
         cv2 = _cv2()
@@ -260,8 +338,10 @@ class FolderSource:
             if self._next_due is not None and self._next_due > now:
                 time.sleep(self._next_due - now)
             self._next_due = max(now, self._next_due or now) + 1.0 / self._rate
-        return Frame(index=self._count.next(), t_mono_s=time.monotonic(), t_wall_s=time.time(),
-                     image=img, source=f"{self.name}/{path.name}")
+        index = self._count.next()
+        t_mono, t_wall = self._file_time.stamp(index)
+        return Frame(index=index, t_mono_s=t_mono, t_wall_s=t_wall, image=img,
+                     source=f"{self.name}/{path.name}")
 
     def close(self) -> None:
         self._files = []
@@ -296,7 +376,7 @@ class PicameraSource:  # pragma: no cover - runs on a Raspberry Pi only
 
     def open(self) -> None:
         try:
-            from picamera2 import Picamera2  # type: ignore[import-not-found]
+            from picamera2 import Picamera2
         except ImportError as e:
             raise CameraError(
                 "picamera2 is not installed: on Raspberry Pi OS run 'sudo apt install "

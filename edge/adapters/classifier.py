@@ -38,7 +38,7 @@ def _runtime() -> tuple[Any, Callable[..., Any], str]:
     except ImportError:
         pass
     try:
-        from tflite_runtime.interpreter import (  # type: ignore[import-not-found]
+        from tflite_runtime.interpreter import (
             Interpreter,
             load_delegate,
         )
@@ -46,8 +46,11 @@ def _runtime() -> tuple[Any, Callable[..., Any], str]:
         return Interpreter, load_delegate, "tflite-runtime"
     except ImportError:
         raise ModelError(
-            "no TFLite runtime is installed: pip install ai-edge-litert "
-            "(or tflite-runtime on older systems)"
+            "no TFLite runtime is installed: pip install ai-edge-litert (into the unit's venv; "
+            "PyPI has aarch64 wheels for Python 3.11 to 3.13, manylinux_2_27, so Raspberry Pi OS "
+            "Bookworm and Trixie both take one). Neither Debian nor Raspberry Pi OS packages a "
+            "TFLite runtime (no python3-tflite-runtime or python3-litert in apt), and the older "
+            "tflite-runtime wheel stops at Python 3.11"
         ) from None
 
 
@@ -162,7 +165,7 @@ class LiteRTClassifier:
                                    threshold=threshold)
             if accelerator == "edgetpu":
                 raise AcceleratorError(f"accelerator = \"edgetpu\" but {reason}")
-            log.warning("Edge TPU not used: %s; running on the CPU", reason)
+            log.info("Edge TPU not used: %s; running on the CPU", reason)
 
         try:
             it = Interpreter(model_path=str(model_path), num_threads=threads)

@@ -129,6 +129,7 @@ class EvidenceStore:
             crop_sha256=hashlib.sha256(crop_jpg).hexdigest(),
             crop_bytes=len(crop_jpg),
             frame_jpeg=frame_jpg,
+            crop_jpeg=crop_jpg,
         )
         # Room first: the images, the record, and a clip of about as many JPEG frames.
         need = len(frame_jpg) + len(crop_jpg) + 4096 + (len(clip) * len(frame_jpg) if clip else 0)
@@ -161,7 +162,8 @@ class EvidenceStore:
             rec = dataclasses.replace(rec, clip_path=str(clip_path),
                                       clip_sha256=self._write_clip(clip_path, clip, clip_fps))
         doc = dataclasses.asdict(rec)
-        doc.pop("frame_jpeg", None)  # the bytes are frame.jpg itself
+        doc.pop("frame_jpeg", None)  # the bytes are frame.jpg and crop.jpg themselves
+        doc.pop("crop_jpeg", None)
         write_atomic(folder / RECORD_NAME, json.dumps(doc).encode())
         return rec
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
@@ -134,7 +134,7 @@ class PinMap(StrictModel):
         return s, s.pi
 
 
-def parse_pin_map(data: dict, *, source: str = "pin map") -> PinMap:
+def parse_pin_map(data: dict[str, Any], *, source: str = "pin map") -> PinMap:
     try:
         return PinMap.model_validate(data)
     except ValidationError as e:

@@ -4,11 +4,17 @@ A transport, not an app: ``MqttUplink.send(detection)`` builds the alert from th
 the app stamped it (fix, GPS state and time are already on it), adds the unit's sequence number,
 signs it, commits it with the evidence JPEG bytes the detection carries to the durable
 :class:`Outbox` and returns. Heartbeats are built by the app (``edge.app.heartbeat``) and handed
-to :meth:`MqttUplink.publish_heartbeat`. One sender thread hands outbox rows to paho in
-sequence order, at most ``max_inflight`` messages awaiting PUBACK, and deletes a row only when
-the broker has acknowledged every part of it with a success reason code. paho keeps
-unacknowledged QoS 1 messages across reconnects and resends them; after a restart the outbox
-resends everything not yet acknowledged. The receiver de-duplicates on ``(unit, seq)``.
+to :meth:`MqttUplink.publish_heartbeat`.
+
+Delivery is end to end. One sender thread hands outbox rows to paho in sequence order (at most
+``max_inflight`` awaiting PUBACK, at most ``max_unreceipted`` awaiting the control room). A
+broker's PUBACK is *not* delivery -- with no receiver subscribed (first start, a broker that
+lost the control room's shared subscription, an expired session, a full queue) the broker
+accepts a message and drops it (PUBACK 0x10 "no matching subscribers", or even 0x00). A part
+is deleted from the outbox only when the control room's receipt on ``<root>/<unit>/ack`` says
+it has committed it; a part not receipted within ``receipt_timeout_s`` is sent again, the wait
+doubling up to ``receipt_timeout_max_s``, and sooner once a receipt shows the control room is
+back. The receiver de-duplicates on ``(unit, seq)`` and receipts duplicates too.
 
 Connection: TLS with a CA and a client certificate, or username/password; a persistent session
 (clean start off, session expiry); reconnect with exponential backoff; "connected" only on a
@@ -52,8 +58,10 @@ from edge.core.ports import Detection
 
 log = logging.getLogger(__name__)
 
-_FAILED_RETRY_S = 30.0
-"""After the broker refuses a message (failure reason code), wait this long before resending."""
+NO_MATCHING_SUBSCRIBERS = 0x10
+"""MQTT 5 PUBACK reason code: accepted, but no subscription matched, so nobody got it."""
+Key = tuple[int, Part]
+"""One part of one alert: ``(seq, "alert" | "evidence")``."""
 _BEST_EFFORT_MAX_INFLIGHT = 8
 """Crops and snapshots awaiting PUBACK at once; beyond this they are dropped, so a slow link
 never lets training data crowd out alerts."""
@@ -72,6 +80,7 @@ class MqttUplink:
         self.outbox = outbox
         self._key = signing_key
         self._on_command = on_command
+        self._status: tuple[str, str | None] = ("online", None)
 
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -79,13 +88,17 @@ class MqttUplink:
         self._connected = threading.Event()
         self._closed = False
         self._started = False
-        self._inflight: dict[int, tuple[int, Part]] = {}
+        self._inflight: dict[int, Key] = {}  # mid -> part awaiting the broker's PUBACK
+        self._awaiting: dict[Key, float] = {}  # part -> when to send it again (monotonic)
+        self._attempts: dict[Key, int] = {}  # part -> times sent
         self._handed_upto = 0
-        self._hold_until_mono = 0.0
-        self._acks: queue.SimpleQueue[tuple[int, bool]] = queue.SimpleQueue()
+        self._acks: queue.SimpleQueue[tuple[int, int]] = queue.SimpleQueue()  # (mid, reason)
+        self._receipts: queue.SimpleQueue[list[Key]] = queue.SimpleQueue()
         self._commands: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue(maxsize=16)
         self._best_effort: dict[int, str] = {}  # mid -> kind ("collect" / "snapshot")
         self._counts = {"alerts_committed": 0, "published": 0, "acked": 0, "refused": 0,
+                        "retransmitted": 0, "no_subscribers": 0, "receipts": 0,
+                        "receipts_rejected": 0,
                         "connects": 0, "connect_failures": 0, "heartbeats": 0,
                         "heartbeats_dropped": 0, "commands_accepted": 0,
                         "commands_rejected": 0, "evidence_missing": 0,
@@ -124,7 +137,7 @@ class MqttUplink:
         if self._started:
             return self
         self._started = True
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self.cfg.session_expiry_s
         self._client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s,
                                    clean_start=False, properties=props)
@@ -146,9 +159,10 @@ class MqttUplink:
             self._connected.clear()
             return
         self._counts["connects"] += 1
-        client.subscribe(self.topics.cmd_filter, qos=1)
-        online = m.build_status(self.unit_id, "online", t_wall_s=time.time(),
-                                software=__version__)
+        client.subscribe([(self.topics.cmd_filter, 1), (self.topics.ack, 1)])
+        state, reason = self._status
+        online = m.build_status(self.unit_id, state, t_wall_s=time.time(),
+                                software=__version__, reason=reason)
         client.publish(self.topics.status, m.encode(online), qos=1, retain=True)
         log.info("connected to %s:%d (session present: %s)", self.cfg.host, self.cfg.port,
                  flags.session_present)
@@ -172,10 +186,13 @@ class MqttUplink:
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int,
                     reason_code: ReasonCode, properties: Properties | None) -> None:
-        self._acks.put((mid, not reason_code.is_failure))
+        self._acks.put((mid, reason_code.value))
         self._wake.set()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic == self.topics.ack:
+            self._on_receipt(msg)
+            return
         if msg.retain:  # a retained command would replay on every reconnect
             self._counts["commands_rejected"] += 1
             log.warning("rejected retained command on %s: commands must not be retained",
@@ -195,6 +212,17 @@ class MqttUplink:
             self._counts["commands_rejected"] += 1
             log.warning("rejected command %s: too many commands waiting", name)
 
+    def _on_receipt(self, msg: mqtt.MQTTMessage) -> None:
+        try:
+            keys = m.parse_receipt(msg.topic, bytes(msg.payload), topics=self.topics)
+        except MessageError as e:
+            self._counts["receipts_rejected"] += 1
+            log.warning("rejected receipt on %s: %s", msg.topic[:200], e)
+            return
+        self._counts["receipts"] += 1
+        self._receipts.put(keys)
+        self._wake.set()
+
     # ------------------------------------------------------------------ AlertSink
 
     def send(self, detection: Detection) -> None:
@@ -202,6 +230,9 @@ class MqttUplink:
         if self._closed:
             raise OutboxError("uplink is closed")
         evidence, ev_state = self._evidence_of(detection)
+        crop = detection.evidence.crop_jpeg if self.cfg.publish_evidence else None
+        if crop is not None and len(crop) > self.cfg.evidence_max_mb * 1024 * 1024:
+            crop = None
 
         def make_payload(seq: int) -> bytes:
             alert = m.build_alert(detection, unit=self.unit_id, seq=seq)
@@ -210,7 +241,7 @@ class MqttUplink:
             return m.encode(signed)
 
         seq = self.outbox.add(make_payload, evidence=evidence, evidence_state=ev_state,
-                              created_wall_s=detection.t_wall_s)
+                              created_wall_s=detection.t_wall_s, seq=detection.seq, crop=crop)
         self._counts["alerts_committed"] += 1
         log.debug("alert %s committed", m.alert_id(self.unit_id, seq))
         self._wake.set()
@@ -237,7 +268,9 @@ class MqttUplink:
         while not self._stop.is_set():
             try:
                 self._collect_acks()
-                if self._connected.is_set() and time.monotonic() >= self._hold_until_mono:
+                self._collect_receipts()
+                if self._connected.is_set():
+                    self._resend_due()
                     self._hand_over()
             except (OutboxError, MessageError) as e:
                 log.error("uplink sender: %s", e)
@@ -245,43 +278,117 @@ class MqttUplink:
             except Exception:  # keep sending whatever happens to one message
                 log.exception("uplink sender: unexpected error")
                 self._stop.wait(1.0)
-            self._wake.wait(timeout=0.5)
+            self._wake.wait(timeout=self._next_wake_s())
             self._wake.clear()
 
+    def _next_wake_s(self) -> float:
+        with self._lock:
+            due = min(self._awaiting.values(), default=None)
+        if due is None:
+            return 0.5
+        return max(0.01, min(0.5, due - time.monotonic()))
+
+    def _timeout_s(self, key: Key) -> float:
+        tries = max(1, self._attempts.get(key, 1))
+        return float(min(self.cfg.receipt_timeout_s * 2 ** (tries - 1),
+                         self.cfg.receipt_timeout_max_s))
+
     def _collect_acks(self) -> None:
-        done: list[tuple[int, Part]] = []
+        """PUBACKs: a part the broker took now waits for the control room's receipt."""
+        now = time.monotonic()
         while True:
             try:
-                mid, ok = self._acks.get_nowait()
+                mid, reason = self._acks.get_nowait()
             except queue.Empty:
                 break
             with self._lock:
-                entry = self._inflight.pop(mid, None)
-                kind = self._best_effort.pop(mid, None) if entry is None else None
-            if kind is not None and not ok:
+                key = self._inflight.pop(mid, None)
+                kind = self._best_effort.pop(mid, None) if key is None else None
+            if kind is not None and reason >= 0x80:
                 self._counts[f"{kind}_refused"] += 1
                 log.warning("broker refused a %s message (check the ACL allows "
                             "%s/<unit>/%s)", kind, self.topics.root,
                             "collect/+" if kind == "collect" else kind)
-            if entry is None:
+            if key is None:
                 continue  # status / heartbeat / crop / snapshot, or a duplicate
-            if ok:
-                done.append(entry)
-            else:
-                seq, part = entry
+            seq, part = key
+            if reason >= 0x80:
                 self._counts["refused"] += 1
-                log.error("broker refused %s of alert %s; keeping it, retry in %.0f s", part,
-                          m.alert_id(self.unit_id, seq), _FAILED_RETRY_S)
+                log.error("broker refused %s of alert %s (reason %#x); keeping it, sending it "
+                          "again in %.0f s", part, m.alert_id(self.unit_id, seq), reason,
+                          self._timeout_s(key))
+            elif reason == NO_MATCHING_SUBSCRIBERS:
+                self._counts["no_subscribers"] += 1
+                log.info("%s of alert %s reached no subscriber (no control room connected); "
+                         "sending it again in %.0f s", part, m.alert_id(self.unit_id, seq),
+                         self._timeout_s(key))
+            with self._lock:
+                self._awaiting[key] = now + self._timeout_s(key)
+
+    def _collect_receipts(self) -> None:
+        """The control room has committed these parts: now, and only now, forget them."""
+        done: list[Key] = []
+        while True:
+            try:
+                done.extend(self._receipts.get_nowait())
+            except queue.Empty:
+                break
+        if not done:
+            return
+        soon = time.monotonic() + min(1.0, self.cfg.receipt_timeout_s)
+        with self._lock:
+            for key in done:
+                self._awaiting.pop(key, None)
+                self._attempts.pop(key, None)
+            # The control room is there: what it missed while away goes again soon.
+            for key, due in self._awaiting.items():
+                if self._attempts.get(key, 1) > 1 and due > soon:
+                    self._awaiting[key] = soon
+        self.outbox.ack(done)
+        self._counts["acked"] += len(done)
+
+    def _resend_due(self) -> None:
+        """Parts the control room has not receipted in time go out again."""
+        now = time.monotonic()
+        with self._lock:
+            free = self.cfg.max_inflight - len(self._inflight)
+            due = sorted(k for k, t in self._awaiting.items() if t <= now)[:max(0, free)]
+        for key in due:
+            seq, part = key
+            item = self.outbox.get(seq)
+            payload = None if item is None else (
+                item.payload if part == "alert" and not item.alert_acked
+                else item.evidence if part == "evidence"
+                else item.crop if part == "crop" else None)
+            if item is None or payload is None:  # receipted meanwhile, or pruned by the quota
                 with self._lock:
-                    self._handed_upto = min(self._handed_upto, seq - 1)
-                self._hold_until_mono = time.monotonic() + _FAILED_RETRY_S
-        if done:
-            self.outbox.ack(done)
-            self._counts["acked"] += len(done)
+                    self._awaiting.pop(key, None)
+                    self._attempts.pop(key, None)
+                continue
+            topic = (self.topics.alert if part == "alert"
+                     else self.topics.crop(item.alert_id) if part == "crop"
+                     else self.topics.evidence(item.alert_id))
+            if not self._publish_part(key, topic, payload):
+                return
+            self._counts["retransmitted"] += 1
+
+    def _publish_part(self, key: Key, topic: str, payload: bytes) -> bool:
+        with self._lock:  # hold the lock so a fast PUBACK finds its entry
+            info = self._client.publish(topic, payload, qos=1)
+            if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+                log.warning("paho would not take %s of seq %d: %s", key[1], key[0],
+                            mqtt.error_string(info.rc))
+                return False
+            self._awaiting.pop(key, None)
+            self._inflight[info.mid] = key
+            self._attempts[key] = self._attempts.get(key, 0) + 1
+        self._counts["published"] += 1
+        return True
 
     def _hand_over(self) -> None:
         with self._lock:
-            free = self.cfg.max_inflight - len(self._inflight)
+            free = min(self.cfg.max_inflight - len(self._inflight),
+                       self.cfg.max_unreceipted - len(self._inflight) - len(self._awaiting))
             after = self._handed_upto
         if free <= 0:
             return
@@ -291,18 +398,24 @@ class MqttUplink:
                 parts.append(("alert", self.topics.alert, item.payload))
             if item.evidence is not None:
                 parts.append(("evidence", self.topics.evidence(item.alert_id), item.evidence))
+            if item.crop is not None:
+                parts.append(("crop", self.topics.crop(item.alert_id), item.crop))
             for part, topic, payload in parts:
-                with self._lock:  # hold the lock so a fast PUBACK finds its entry
-                    info = self._client.publish(topic, payload, qos=1)
-                    if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS,
-                                       MQTTErrorCode.MQTT_ERR_NO_CONN):
-                        log.warning("paho would not take %s of seq %d: %s", part, item.seq,
-                                    mqtt.error_string(info.rc))
-                        return
-                    self._inflight[info.mid] = (item.seq, part)
-                self._counts["published"] += 1
+                if not self._publish_part((item.seq, part), topic, payload):
+                    return
             with self._lock:
                 self._handed_upto = max(self._handed_upto, item.seq)
+
+    def set_status(self, state: str, reason: str | None = None) -> None:
+        """The retained status while connected: ``online``, or ``degraded`` with the reason
+        (published now if connected, and on every reconnect)."""
+        if (state, reason) == self._status:
+            return
+        self._status = (state, reason)
+        if self._connected.is_set() and not self._closed:
+            doc = m.build_status(self.unit_id, state, t_wall_s=time.time(),
+                                 software=__version__, reason=reason)
+            self._client.publish(self.topics.status, m.encode(doc), qos=1, retain=True)
 
     def publish_heartbeat(self, heartbeat: dict[str, Any]) -> bool:
         """Publish a heartbeat the app built (QoS 0) if connected now; False if dropped."""
@@ -327,7 +440,7 @@ class MqttUplink:
         ``request_id``, so the control room can say which request the picture answers."""
         props = None
         if request_id:
-            props = Properties(PacketTypes.PUBLISH)
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             props.UserProperty = ("request_id", request_id)
         return self._publish_best_effort("snapshot", self.topics.snapshot, jpeg, props)
 
@@ -377,7 +490,8 @@ class MqttUplink:
         return self._connected.wait(timeout_s)
 
     def wait_drained(self, timeout_s: float) -> bool:
-        """Wait until the outbox is empty (every alert acknowledged); False on timeout."""
+        """Wait until the outbox is empty (every alert receipted by the control room); False
+        on timeout."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.outbox.depth() == 0:
@@ -401,6 +515,7 @@ class MqttUplink:
         out["connected"] = self.is_connected
         with self._lock:
             out["inflight"] = len(self._inflight)
+            out["awaiting_receipt"] = len(self._awaiting)
         out.update({f"outbox_{k}": v for k, v in self.outbox.stats().items()})
         return out
 

@@ -93,6 +93,19 @@ class MqttSinkConfig(StrictModel):
     heartbeat_interval_s: float = Field(
         30.0, description="Seconds between heartbeats (QoS 0).", ge=1, le=3600,
     )
+    receipt_timeout_s: float = Field(
+        30.0, description="An alert or evidence image the control room has not receipted this "
+        "long after it was sent is sent again (the wait doubles on each try).", gt=0, le=3600,
+    )
+    receipt_timeout_max_s: float = Field(
+        600.0, description="Longest wait between two sends of one unreceipted alert.", gt=0,
+        le=86400,
+    )
+    max_unreceipted: int = Field(
+        1000, description="Alerts sent and awaiting the control room's receipt at once; newer "
+        "ones wait in the outbox (bounds the duplicates a control-room outage can cause).",
+        ge=1, le=100_000,
+    )
     command_max_bytes: int = Field(
         4096, description="Commands larger than this are rejected unread.", ge=64, le=1 << 20,
     )
@@ -109,6 +122,8 @@ class MqttSinkConfig(StrictModel):
             raise ValueError("give password or password_file, not both")
         if self.reconnect_min_s > self.reconnect_max_s:
             raise ValueError("reconnect_min_s must not exceed reconnect_max_s")
+        if self.receipt_timeout_s > self.receipt_timeout_max_s:
+            raise ValueError("receipt_timeout_s must not exceed receipt_timeout_max_s")
         return self
 
     @property

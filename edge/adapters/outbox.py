@@ -1,7 +1,7 @@
 """The durable alert outbox: SQLite in WAL mode, one row per alert, on the unit's disk.
 
 An alert (its signed JSON and a copy of its evidence JPEG) is committed, with fsync, before
-anything is sent; each part is deleted only after the broker acknowledges it; rows are handed
+anything is sent; each part is deleted only after the control room receipts it; rows are handed
 out in sequence order. The per-unit sequence number lives in the same database and, reserved
 ahead, in a sequence file beside it, so it survives restarts, ``kill -9``, power loss and the
 loss, replacement or corruption of the database, and is never reused.
@@ -26,14 +26,14 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from edge.core.errors import OutboxError
 from edge.core.ports import Clock, SystemClock
 
 log = logging.getLogger(__name__)
 
-Part = Literal["alert", "evidence"]
+Part = Literal["alert", "evidence", "crop"]
 
 # evidence_state: 'pending' (kept, not yet acknowledged), 'acked', 'none' (there was none),
 # 'missing' (the file could not be read when the alert was raised), 'pruned' (dropped by quota)
@@ -47,7 +47,9 @@ CREATE TABLE IF NOT EXISTS alerts (
     alert_acked INTEGER NOT NULL DEFAULT 0,
     evidence BLOB,
     evidence_state TEXT NOT NULL,
-    frame_sha256 TEXT
+    frame_sha256 TEXT,
+    crop BLOB,
+    crop_state TEXT NOT NULL DEFAULT 'none'
 );
 CREATE TABLE IF NOT EXISTS notes (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('evidence_pruned', 0);
@@ -65,6 +67,8 @@ class OutboxItem:
     evidence: bytes | None
     """Evidence JPEG still to send, or None (sent, none, missing or pruned)."""
     alert_acked: bool
+    crop: bytes | None = None
+    """The driver-window crop JPEG still to send, or None."""
 
 
 SEQ_FLOOR_MIN = 1_735_689_600_000
@@ -263,6 +267,7 @@ class Outbox:
             self._db.execute("ROLLBACK")
             raise
         self._reserved = reserved
+        self._pending_reserved = reserved
 
     def _read_seq_file(self) -> int:
         """The number in the sequence file; 0 if there is none or it cannot be read."""
@@ -331,11 +336,32 @@ class Outbox:
 
     # ------------------------------------------------------------------ writing
 
+    def reserve(self) -> int:
+        """Take the next sequence number now, for an alert :meth:`add` commits later with
+        ``seq=``: the app names the alert (and its evidence folder) by it before the alert
+        exists. A number reserved and never added is a gap, never a reuse."""
+        with self._lock:
+            self._check_open()
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    seq = self._next_seq_locked()
+                    self._advance_locked(seq)
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._rollback()
+                    raise
+            except (sqlite3.Error, OSError) as e:
+                raise OutboxError(f"outbox {self.path}: cannot reserve a number: {e}") from None
+            self._reserved = max(self._reserved, self._pending_reserved)
+            return seq
+
     def add(self, make_payload: Callable[[int], bytes], *, evidence: bytes | None,
-            evidence_state: str | None = None, created_wall_s: float | None = None) -> int:
-        """Allocate the next sequence number, build the payload for it, commit (fsync) and
-        return the number. ``make_payload(seq)`` runs inside the transaction, so a failure
-        there (or a crash) leaves no trace and no gap.
+            evidence_state: str | None = None, created_wall_s: float | None = None,
+            seq: int | None = None, crop: bytes | None = None) -> int:
+        """Commit an alert (fsync) and return its sequence number: ``seq`` if it was taken
+        with :meth:`reserve`, else the next one. ``make_payload(seq)`` runs inside the
+        transaction, so a failure there (or a crash) leaves no trace and no gap.
 
         On a full disk the alert is still kept: its evidence is dropped (counted), and if even
         the alert alone does not fit, the spare file is given up for it."""
@@ -345,7 +371,8 @@ class Outbox:
             self._check_open()
             try:
                 try:
-                    return self._add_locked(make_payload, evidence, state, created)
+                    return self._add_locked(make_payload, evidence, state, created, seq=seq,
+                                            crop=crop)
                 except sqlite3.Error as e:
                     if not _is_full(e):
                         raise
@@ -354,21 +381,25 @@ class Outbox:
                                     "evidence (%d bytes)", self.path, len(evidence))
                         with contextlib.suppress(sqlite3.Error):
                             return self._add_locked(make_payload, None, "pruned", created,
-                                                    count_pruned=True)
+                                                    count_pruned=True, seq=seq)
                     if not self._release_spare():
                         raise
                     return self._add_locked(make_payload, None,
                                             "pruned" if evidence is not None else state, created,
-                                            count_pruned=evidence is not None)
+                                            count_pruned=evidence is not None, seq=seq)
             except (sqlite3.Error, OSError) as e:
                 raise OutboxError(f"outbox {self.path}: cannot commit alert: {e}") from None
 
     def _add_locked(self, make_payload: Callable[[int], bytes], evidence: bytes | None,
-                    state: str, created: float, *, count_pruned: bool = False) -> int:
+                    state: str, created: float, *, count_pruned: bool = False,
+                    seq: int | None = None, crop: bytes | None = None) -> int:
         self._db.execute("BEGIN IMMEDIATE")
         try:
-            seq = int(self._db.execute(
-                "SELECT value FROM meta WHERE key = 'next_seq'").fetchone()[0])
+            reserved_seq = seq
+            if seq is None:
+                seq = self._next_seq_locked()
+            elif seq >= self._next_seq_locked():
+                raise OutboxError(f"outbox {self.path}: seq {seq} was never reserved")
             payload = make_payload(seq)
             ev = evidence
             if count_pruned:
@@ -390,24 +421,32 @@ class Outbox:
                             quota=self.quota_bytes, alerts_too=True)
             self._db.execute(
                 "INSERT INTO alerts (seq, alert_id, created_wall_s, payload, evidence, "
-                "evidence_state, frame_sha256) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "evidence_state, frame_sha256, crop, crop_state) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (seq, _alert_id_of(payload, seq), created, payload, ev, state,
-                 _frame_sha256_of(payload)))
-            self._db.execute("UPDATE meta SET value = ? WHERE key = 'next_seq'", (seq + 1,))
-            reserved = self._reserved
-            if seq >= reserved:  # the file first: it must always be above seq
-                reserved = seq + SEQ_RESERVE_BLOCK
-                self._write_seq_file(reserved)
-                self._db.execute("UPDATE meta SET value = ? WHERE key = 'seq_reserved'",
-                                 (reserved,))
+                 _frame_sha256_of(payload), crop, "pending" if crop is not None else "none"))
+            if reserved_seq is None:
+                self._advance_locked(seq)
             self._db.execute("COMMIT")
-            self._reserved = reserved
+            self._reserved = max(self._reserved, self._pending_reserved)
         except BaseException:
             self._rollback()
             self._recount()
             raise
-        self._used_bytes += len(payload) + (len(ev) if ev else 0)
+        self._used_bytes += len(payload) + (len(ev) if ev else 0) + (len(crop) if crop else 0)
         return seq
+
+    def _advance_locked(self, seq: int) -> None:
+        """Inside a transaction: ``seq`` is used; the next is ``seq + 1``. The sequence file is
+        written first when the reservation runs out: it must always be above any used seq."""
+        self._db.execute("UPDATE meta SET value = ? WHERE key = 'next_seq'", (seq + 1,))
+        reserved = self._reserved
+        if seq >= reserved:
+            reserved = seq + SEQ_RESERVE_BLOCK
+            self._write_seq_file(reserved)
+            self._db.execute("UPDATE meta SET value = ? WHERE key = 'seq_reserved'",
+                             (reserved,))
+        self._pending_reserved = reserved
 
     def _make_room(self, need: int, seq: int, *, quota: int, alerts_too: bool) -> None:
         """Inside a transaction: drop oldest evidence, then (if allowed) oldest alerts, until
@@ -450,7 +489,7 @@ class Outbox:
     def _recount(self) -> None:
         row = self._db.execute(
             "SELECT COALESCE(SUM(LENGTH(payload)), 0) + COALESCE(SUM(LENGTH(evidence)), 0) "
-            "FROM alerts").fetchone()
+            "+ COALESCE(SUM(LENGTH(crop)), 0) FROM alerts").fetchone()
         self._used_bytes = int(row[0])
 
     def _rollback(self) -> None:
@@ -460,7 +499,7 @@ class Outbox:
                 self._db.execute("ROLLBACK")
 
     def ack(self, parts: Iterable[tuple[int, Part]]) -> int:
-        """Record broker acknowledgements; rows with nothing left to send are deleted.
+        """Record the control room's receipts; rows with nothing left to send are deleted.
         Unknown sequence numbers (already deleted or pruned) are ignored. Returns rows deleted.
 
         Works on a full disk: deletes need only a little journal space (``secure_delete`` is
@@ -494,6 +533,14 @@ class Outbox:
                 seqs.add(seq)
                 if part == "alert":
                     self._db.execute("UPDATE alerts SET alert_acked = 1 WHERE seq = ?", (seq,))
+                elif part == "crop":
+                    row = self._db.execute(
+                        "SELECT LENGTH(crop) FROM alerts WHERE seq = ? AND crop_state = 'pending'",
+                        (seq,)).fetchone()
+                    if row is not None:
+                        freed += int(row[0] or 0)
+                        self._db.execute("UPDATE alerts SET crop = NULL, crop_state = 'acked' "
+                                         "WHERE seq = ?", (seq,))
                 else:
                     row = self._db.execute(
                         "SELECT LENGTH(evidence) FROM alerts WHERE seq = ? "
@@ -507,7 +554,8 @@ class Outbox:
             for seq in seqs:
                 row = self._db.execute(
                     "SELECT LENGTH(payload) FROM alerts WHERE seq = ? AND alert_acked = 1 "
-                    "AND evidence_state != 'pending'", (seq,)).fetchone()
+                    "AND evidence_state != 'pending' AND crop_state != 'pending'",
+                    (seq,)).fetchone()
                 if row is not None:
                     freed += int(row[0])
                     self._db.execute("DELETE FROM alerts WHERE seq = ?", (seq,))
@@ -591,14 +639,22 @@ class Outbox:
             self._check_open()
             try:
                 rows = self._db.execute(
-                    "SELECT seq, alert_id, payload, "
-                    "CASE WHEN evidence_state = 'pending' THEN evidence END, alert_acked "
-                    "FROM alerts WHERE seq > ? ORDER BY seq LIMIT ?",
+                    f"SELECT {_ITEM_COLUMNS} FROM alerts WHERE seq > ? ORDER BY seq LIMIT ?",
                     (after_seq, limit)).fetchall()
             except sqlite3.Error as e:
                 raise OutboxError(f"outbox {self.path}: cannot read: {e}") from None
-        return [OutboxItem(int(s), str(a), bytes(p), None if e is None else bytes(e), bool(k))
-                for s, a, p, e, k in rows]
+        return [_item(r) for r in rows]
+
+    def get(self, seq: int) -> OutboxItem | None:
+        """The alert ``seq`` if something of it is still owed, else None."""
+        with self._lock:
+            self._check_open()
+            try:
+                row = self._db.execute(
+                    f"SELECT {_ITEM_COLUMNS} FROM alerts WHERE seq = ?", (seq,)).fetchone()
+            except sqlite3.Error as e:
+                raise OutboxError(f"outbox {self.path}: cannot read: {e}") from None
+        return None if row is None else _item(row)
 
     def owes_frame(self, frame_sha256: str) -> bool:
         """Is an alert whose evidence frame has this SHA-256 still owed to the broker (alert or
@@ -741,6 +797,17 @@ def _frame_sha256_of(payload: bytes) -> str | None:
     return sha if isinstance(sha, str) else None
 
 
+_ITEM_COLUMNS = ("seq, alert_id, payload, CASE WHEN evidence_state = 'pending' THEN evidence END, "
+                 "alert_acked, CASE WHEN crop_state = 'pending' THEN crop END")
+
+
+def _item(row: tuple[Any, ...]) -> OutboxItem:
+    seq, alert_id, payload, evidence, acked, crop = row
+    return OutboxItem(int(seq), str(alert_id), bytes(payload),
+                      None if evidence is None else bytes(evidence), bool(acked),
+                      None if crop is None else bytes(crop))
+
+
 def _migrate(db: sqlite3.Connection) -> None:
     """Bring an outbox made by an older version up to date (idempotent)."""
     cols = {str(r[1]) for r in db.execute("PRAGMA table_info(alerts)").fetchall()}
@@ -756,4 +823,7 @@ def _migrate(db: sqlite3.Connection) -> None:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
+    if "crop" not in cols:
+        db.execute("ALTER TABLE alerts ADD COLUMN crop BLOB")
+        db.execute("ALTER TABLE alerts ADD COLUMN crop_state TEXT NOT NULL DEFAULT 'none'")
     db.execute("CREATE INDEX IF NOT EXISTS alerts_frame_sha256 ON alerts (frame_sha256)")

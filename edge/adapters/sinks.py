@@ -25,22 +25,54 @@ def detection_to_dict(d: Detection) -> dict[str, Any]:
     """Every field, JSON-ready: the evidence's JPEG bytes stay out (they are on disk)."""
     out = dataclasses.asdict(d)
     out["evidence"].pop("frame_jpeg", None)
+    out["evidence"].pop("crop_jpeg", None)
     return out
 
 
+class SeqFile:
+    """Alert sequence numbers for a unit without an outbox (a JSON-lines sink): the next
+    number lives in a small file, rewritten atomically (fsync, rename) on every reservation.
+    A new file starts at the clock in milliseconds, like a new outbox."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+
+    def reserve(self) -> int:
+        from edge.adapters.evidence import write_atomic
+        from edge.adapters.outbox import first_seq_for_new_outbox
+
+        with self._lock:
+            try:
+                nxt = int(self.path.read_text(encoding="ascii").strip())
+            except (OSError, ValueError):
+                nxt = 0
+            seq = max(nxt, first_seq_for_new_outbox() if nxt == 0 else 0)
+            try:
+                write_atomic(self.path, b"%d\n" % (seq + 1))
+            except OSError as e:
+                raise EvidenceError(f"cannot write alert numbers {self.path}: {e}") from e
+            return seq
+
+
 class JsonlSink:
-    """Appends one JSON object per detection to a file, fsync'd before ``send`` returns."""
+    """Appends one JSON object per detection to a file, fsync'd before ``send`` returns.
+    Its alert numbers are kept beside it (``<file>.seq``, :class:`SeqFile`)."""
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        self.numbers = SeqFile(self.path.with_name(self.path.name + ".seq"))
         self.sent = 0
         try:
             self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND,
                                            0o640)
         except OSError as e:
             raise EvidenceError(f"cannot open alert log {self.path}: {e.strerror}") from e
+
+    def reserve(self) -> int:
+        return self.numbers.reserve()
 
     def send(self, detection: Detection) -> None:
         line = (json.dumps(detection_to_dict(detection), sort_keys=True) + "\n").encode()

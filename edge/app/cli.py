@@ -8,14 +8,17 @@ Subcommands of other parts of the unit (GPS, uplink, keys, models ...) live in t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.util
 import logging
+import os
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
 
 from edge import __version__
-from edge.core.errors import PhonewatchError
+from edge.core.errors import ModelError, PhonewatchError
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +54,63 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+TFLITE_CHATTER = (b"Created TensorFlow Lite XNNPACK delegate",)
+"""Lines the TFLite runtime prints to the process's stderr (from C++, once per process) that
+say nothing to a user of the command line."""
+
+
+@contextlib.contextmanager
+def quiet_tflite() -> Iterator[None]:
+    """Drop the TFLite runtime's C++ INFO lines (:data:`TFLITE_CHATTER`) while a model is
+    loaded: file descriptor 2 goes to a temporary file inside the block, and everything else
+    written there (log lines from any thread) is passed on to stderr when it ends."""
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr at all: nothing to keep quiet
+        yield
+        return
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(Exception):
+                sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            kept = b"".join(line for line in tmp.read().splitlines(keepends=True)
+                            if not any(c in line for c in TFLITE_CHATTER))
+            if kept:
+                sys.stderr.flush()
+                os.write(2, kept)
+
+
+QUIET_COMMANDS = frozenset({"eval", "sidecar"})
+"""Batch commands that load models as they go and write nothing but logs to stderr: the whole
+command runs under :func:`quiet_tflite` (the others wrap just their model loading)."""
+
+
+class UsageError(PhonewatchError, ValueError):
+    """A command-line option that cannot work (a file where a folder is needed, ...)."""
+
+
+def explain(e: BaseException) -> str:
+    """The one-line message for an expected failure, with the next step where there is one."""
+    text = str(e)
+    if isinstance(e, ModelError) and "sidecar" in text and "is missing" in text:
+        text += ("; write one with 'phonewatch sidecar MODEL --positive LABEL ...' "
+                 "(phonewatch sidecar --help)")
+    elif isinstance(e, OSError) and not isinstance(e, PhonewatchError):
+        # An operating-system failure the commands did not foresee: name the file, not a
+        # traceback (-vv logs the traceback).
+        names = " -> ".join(str(f) for f in (e.filename, e.filename2) if f is not None)
+        what = e.strerror or type(e).__name__
+        text = f"{names}: {what}" if names else f"{what}: {e}"
+    return text
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -60,9 +120,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        if args.command in QUIET_COMMANDS:
+            with quiet_tflite():
+                return int(args.func(args) or 0)
         return int(args.func(args) or 0)
-    except PhonewatchError as e:
-        print(f"phonewatch: error: {e}", file=sys.stderr)
+    except (PhonewatchError, OSError) as e:
+        log.debug("%s failed", args.command, exc_info=True)
+        print(f"phonewatch: error: {explain(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -33,7 +33,8 @@ def add_parsers(sub: Any) -> None:
                        "time is up. --mock runs on gpiozero's MockFactory (no Pi needed).")
     p.add_argument("--config", type=Path, default=None, help="unit config (uses its [gpio])")
     p.add_argument("--pin-map", type=Path, default=None, help="pin map file")
-    p.add_argument("--mode", choices=["junction", "patrol"], default="patrol")
+    p.add_argument("--mode", choices=["junction", "patrol"], default="patrol",
+                   help="patrol (default) beeps and flashes on a hit; junction does not")
     p.add_argument("--step-s", type=float, default=3.0, help="seconds per LED pattern")
     p.add_argument("--listen-s", type=float, default=10.0,
                    help="seconds to report button and ignition after the patterns")
@@ -43,11 +44,17 @@ def add_parsers(sub: Any) -> None:
     p = sub.add_parser("supervisor", help="talk to the Pico power supervisor",
                        description="Query the Pico supervisor's status, or send it a command.")
     p.add_argument("--port", default="/dev/ttyAMA2", help="supervisor serial port / URL")
-    p.add_argument("--baud", type=int, default=115200)
-    p.add_argument("--timeout-s", type=float, default=3.0)
-    p.add_argument("action", choices=["status", "strobe"], nargs="?", default="status")
-    p.add_argument("--on-us", type=int, default=0, help="strobe pulse length (0 = off)")
-    p.add_argument("--max-duty-pct", type=int, default=25)
+    p.add_argument("--baud", type=int, default=115200,
+                   help="serial speed (default 115200, as the Pico firmware)")
+    p.add_argument("--timeout-s", type=float, default=3.0,
+                   help="how long to wait for the Pico's answer (default 3 s)")
+    p.add_argument("action", choices=["status", "strobe"], nargs="?", default="status",
+                   help="status (default): print the Pico's state; strobe: set the IR strobe "
+                   "(--on-us, --max-duty-pct), then print the state")
+    p.add_argument("--on-us", type=int, default=0,
+                   help="strobe: IR pulse per frame in microseconds (0 = off)")
+    p.add_argument("--max-duty-pct", type=int, default=25,
+                   help="strobe: the most of the time the IR may be on, 1..50 %% (default 25)")
     p.set_defaults(func=cmd_supervisor)
 
 

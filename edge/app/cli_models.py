@@ -388,7 +388,7 @@ def add_parsers(sub: Any) -> None:
     p = sub.add_parser(
         "eval", help="evaluate classifiers on labelled image folders (phone/, no_phone/)",
         description="Score image folders with one or more TFLite classifiers and report "
-        "precision, recall, F1, ROC-AUC, recall at 1/5/10%% FPR and the confusion matrix, "
+        "precision, recall, F1, ROC-AUC, recall at 1/5/10% FPR and the confusion matrix, "
         "side by side; --out also writes metrics.json, per-image scores and ROC / PR curves.",
     )
     p.add_argument("--model", required=True, help="the .tflite model to judge")
@@ -398,7 +398,8 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--compare", action="append", default=[], metavar="MODEL[:SIDECAR]",
                    help="another model to print side by side (repeatable)")
     p.add_argument("--out", help="folder for metrics.json, scores and PNG curves")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2,
+                   help="CPU threads per interpreter (default 2)")
     p.set_defaults(func=cmd_eval)
 
     s = sub.add_parser(
@@ -416,9 +417,16 @@ def add_parsers(sub: Any) -> None:
                    "file has one the model lacks")
     s.add_argument("--mean", type=float, nargs="+", help="per-channel mean (0..255 scale)")
     s.add_argument("--std", type=float, nargs="+", help="per-channel std (0..255 scale)")
-    s.add_argument("--colour", choices=["RGB", "BGR", "GRAY"], default="RGB")
-    s.add_argument("--activation", choices=["none", "softmax", "sigmoid"], default="none")
-    s.add_argument("--threshold", type=float, default=0.1)
-    s.add_argument("--name")
+    s.add_argument("--colour", choices=["RGB", "BGR", "GRAY"], default="RGB",
+                   help="channel order the model was trained on (default RGB; a one-channel "
+                   "input is GRAY whatever this says)")
+    s.add_argument("--activation", choices=["none", "softmax", "sigmoid"], default="none",
+                   help="what turns the outputs into probabilities: none if the model ends in "
+                   "softmax already (default), softmax or sigmoid for raw logits")
+    s.add_argument("--threshold", type=float, default=0.1,
+                   help="P(phone) at or above which a crop counts as phone (default 0.1; "
+                   "tune it with 'phonewatch eval')")
+    s.add_argument("--name", help="model name in alerts and the model card (default: the "
+                   "model file's stem)")
     s.add_argument("--out", help="where to write (default: MODEL with .json)")
     s.set_defaults(func=cmd_sidecar)

@@ -8,23 +8,32 @@ import importlib.util
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edge.app.cli import UsageError, explain, quiet_tflite
 from edge.app.config import Config, load_config
-from edge.core.errors import CameraError, PhonewatchError
+from edge.core.errors import CameraError, ConfigError, PhonewatchError
+
+if TYPE_CHECKING:
+    from edge.core.ports import Detection
 
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEMO_MODEL = REPO_ROOT / "models" / "phone_in_hand" / "phone_in_hand.tflite"
+DEFAULT_DEMO_OUT = REPO_ROOT / "var" / "demo"
+DEMO_COOLDOWN_S = 5.0
+"""The demo's decider cooldown: shorter than the gap between two cars in one lane of the clip."""
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -56,7 +65,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     )
     p.add_argument("--model", "-m", required=True, type=Path, help=".tflite model")
     p.add_argument("--sidecar", type=Path, default=None, help="sidecar JSON if not <model>.json")
-    p.add_argument("--accelerator", choices=["auto", "cpu", "edgetpu"], default="cpu")
+    p.add_argument("--accelerator", choices=["auto", "cpu", "edgetpu"], default="cpu",
+                   help="cpu (default); edgetpu: the MODEL_edgetpu.tflite twin on a Coral, "
+                   "or fail; auto: the Coral when there is one, else the CPU")
     p.add_argument("images", nargs="+", type=Path, help="image files")
     p.set_defaults(func=cmd_classify)
 
@@ -67,7 +78,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         "the aim by eye.",
     )
     p.add_argument("--config", "-c", required=True, type=Path, help="unit config (TOML)")
-    p.add_argument("--out", "-o", required=True, type=Path, help="PNG to write")
+    p.add_argument("--out", "-o", required=True, type=Path,
+                   help="image to write: .png, .jpg or .jpeg")
     p.add_argument("--skip", type=int, default=0, help="frames to skip first (file sources)")
     p.set_defaults(func=cmd_roi_preview)
 
@@ -77,7 +89,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         "when the MQTT uplink is available, runs the unit on the clip with the default model and "
         "prints a summary: frames, fps, hits, and hits found / missed / false.",
     )
-    p.add_argument("--out", type=Path, default=REPO_ROOT / "var" / "demo",
+    p.add_argument("--out", type=Path, default=DEFAULT_DEMO_OUT,
                    help="working folder (clip, evidence, alerts)")
     p.add_argument("--seed", type=int, default=7, help="seed of the demo clip")
     p.add_argument("--realtime", action="store_true",
@@ -85,7 +97,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--model", type=Path, default=DEMO_MODEL,
                    help="model to run (default: the shipped phone-in-hand model)")
     p.add_argument("--serve", action="store_true",
-                   help="keep the control-room dashboard running afterwards (Ctrl-C stops it)")
+                   help="keep the control-room dashboard running afterwards (Ctrl-C or SIGTERM "
+                   "stops it); its database, and so the reviews, is kept between runs in "
+                   "OUT/controlroom")
     p.set_defaults(func=cmd_demo)
 
 
@@ -122,55 +136,214 @@ class Progress:
         if self.tty and self.total:
             sys.stderr.write("\n")
 
+    def clear_line(self) -> None:
+        """Clear the bar so a line printed now does not land in the middle of it."""
+        if self.tty and self.total:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
 
-def _install_signal_stop(stop: threading.Event) -> None:
+
+@contextlib.contextmanager
+def stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGINT and SIGTERM set ``stop`` inside the block; the previous handlers come back after
+    it (so a Ctrl-C after the run, e.g. in ``demo --serve``, interrupts as usual)."""
     def handler(signum: int, _frame: Any) -> None:
         log.info("signal %d: stopping", signum)
         stop.set()
 
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
+    with _signal_handlers(handler):
+        yield
+
+
+@contextlib.contextmanager
+def interrupt_on_signals() -> Iterator[None]:
+    """SIGTERM (as SIGINT already does) raises KeyboardInterrupt inside the block, so a
+    ``kill`` unwinds the ``with`` blocks and stops what they started (a local Mosquitto)."""
+    def handler(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    with _signal_handlers(handler):
+        yield
+
+
+@contextlib.contextmanager
+def _signal_handlers(handler: Any) -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals are the main thread's; a run in another thread is stopped otherwise
+        return
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+
+
+class HitPrinter:
+    """An alert sink that prints one line per hit as it happens."""
+
+    def __init__(self, progress: Progress | None = None) -> None:
+        self.progress = progress
+
+    def send(self, d: Detection) -> None:
+        if self.progress is not None:
+            self.progress.clear_line()
+        print(hit_line(d), flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+def hit_line(d: Detection) -> str:
+    when = d.time_utc or ""
+    return (f"  hit {d.alert_id}: roi {d.roi_id} frame {d.frame_index}"
+            f"{' at ' + when if when else ''} score {d.score:.3f} "
+            f"({d.frames_over}/{d.window} frames) -> {d.evidence.frame_path}")
+
+
+def check_data_dirs(cfg: Config) -> None:
+    """Refuse, in one line, folders that are files (before anything is built)."""
+    from edge.app.compose import Paths
+
+    paths = Paths.of(cfg)
+    for key, d in (("unit.data_dir", paths.data_dir), ("evidence.dir", paths.evidence_dir)):
+        if d.exists() and not d.is_dir():
+            raise ConfigError(f"{key}: {d} is a file, not a folder")
+        parent = d
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if parent.exists() and not parent.is_dir():
+            raise ConfigError(f"{key}: {d} cannot be made: {parent} is a file, not a folder")
+
+
+def roi_mismatch(cfg: Config, truth: dict[str, Any], *, tolerance: float = 0.02) -> list[str]:
+    """How the config's regions differ from the ones the ground truth was labelled in: the
+    score compares hits by region id and frame, so other regions make it meaningless."""
+    truth_rois = truth.get("rois") or {}
+    if not isinstance(truth_rois, dict) or not truth_rois:
+        return []
+    ours = {r.id: r.to_roi().bbox() for r in cfg.rois}
+    out: list[str] = []
+    only_truth = sorted(set(truth_rois) - set(ours))
+    only_cfg = sorted(set(ours) - set(truth_rois))
+    if only_truth:
+        out.append(f"region(s) {', '.join(only_truth)} of the ground truth are not in the "
+                   "config: phones there cannot be found")
+    if only_cfg:
+        out.append(f"region(s) {', '.join(only_cfg)} of the config are not in the ground truth: "
+                   "every hit there counts as false")
+    for rid in sorted(set(ours) & set(truth_rois)):
+        try:
+            theirs = tuple(float(v) for v in truth_rois[rid])
+        except (TypeError, ValueError):
+            continue
+        mine = ours[rid]
+        if (len(theirs) != 4
+                or max(abs(a - b) for a, b in zip(mine, theirs, strict=True)) > tolerance):
+            out.append(f"region {rid}: the config has {_box(mine)}, the ground truth "
+                       f"{_box(theirs)}")
+    return out
+
+
+def _box(b: Sequence[float]) -> str:
+    return "[" + ", ".join(f"{v:.3f}" for v in b) + "]"
+
+
+def startup_line(unit: Any) -> str:
+    """What the run uses, in one line: camera (fps), model, accelerator, where alerts go."""
+    from edge.adapters.classifier import edgetpu_twin
+    from edge.adapters.mqtt_config import MqttSinkConfig
+
+    cfg: Config = unit.cfg
+    p = unit.pipeline
+    src, clf = p.source, p.classifier
+    fps = f"{src.fps:.1f} fps" if src.fps else "fps not known until it opens"
+    accel = "Edge TPU (Coral)" if clf.accelerator == "edgetpu" else "CPU"
+    if clf.accelerator != "edgetpu" and cfg.model.accelerator == "auto":
+        twin = edgetpu_twin(Path(cfg.model.path))
+        accel += (f" (auto: no {twin.name})" if not twin.is_file()
+                  else " (auto: the Edge TPU is not usable; -v says why)")
+    sink = cfg.sink
+    if isinstance(sink, MqttSinkConfig):
+        where = (f"MQTT broker {sink.host}:{sink.port}{' (TLS)' if sink.uses_tls else ''}, "
+                 f"outbox {unit.paths.outbox}")
+    else:
+        where = f"{unit.paths.alerts_jsonl}"
+    return (f"phonewatch {cfg.unit.id}: camera {src.name} ({fps}), model {clf.name} "
+            f"{clf.version} ({Path(clf.model_path).name}), accelerator {accel}, "
+            f"alerts to {where}")
+
+
+def warn_truth_mismatch(cfg: Config, truth: Path | None, truth_data: dict[str, Any]) -> None:
+    """Warn when the ground truth's regions are not the config's (the score would mislead)."""
+    for problem in roi_mismatch(cfg, truth_data):
+        print(f"warning: --truth {truth}: {problem}", file=sys.stderr)
+    if roi_mismatch(cfg, truth_data):
+        print("warning: the score below matches hits to the ground truth by region name "
+              "and frame, so with other regions it means little: for a true score, use "
+              "the regions the ground truth gives ('rois' in it)", file=sys.stderr,
+              flush=True)
 
 
 def run_unit(cfg: Config, *, offline: bool, max_s: float | None = None,
              truth: Path | None = None, extra_sink: Any | None = None,
              config_path: Path | None = None) -> dict[str, Any]:
     """Run the unit; ``result["exit_code"]`` is the status to exit with (EXIT_RELOAD after a
-    valid ``reload`` command, which re-reads ``config_path``)."""
+    valid ``reload`` command, which re-reads ``config_path``; 1 when the camera failed) and
+    ``result["error"]`` says why when it is 1."""
     from edge.adapters.camera import ReplaySource
-    from edge.adapters.sinks import MemorySink
-    from edge.app.compose import Unit
+    from edge.adapters.sinks import MemorySink, TeeSink
+    from edge.app.compose import Unit, is_file_source
     from edge.app.demo import load_truth, score_hits
 
-    memory = MemorySink()
-    sinks: Any = memory
-    if extra_sink is not None:
-        from edge.adapters.sinks import TeeSink
-
-        sinks = TeeSink(memory, extra_sink)
     truth_data = load_truth(truth) if truth is not None else None
+    if truth_data is not None:
+        warn_truth_mismatch(cfg, truth, truth_data)
+    check_data_dirs(cfg)
+    memory = MemorySink()
+    progress: Progress | None = None
+    printer = HitPrinter()
+    sinks: Any = TeeSink(memory, printer)
+    if extra_sink is not None:
+        sinks = TeeSink(memory, printer, extra_sink)
     stop = threading.Event()
-    _install_signal_stop(stop)
-    with Unit(cfg, lossless=offline, speed=0.0 if offline else None, extra_sink=sinks,
-              config_path=config_path) as unit:
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(stop_on_signals(stop))
+        with quiet_tflite():
+            unit = stack.enter_context(Unit(cfg, lossless=offline,
+                                            speed=0.0 if offline else None, extra_sink=sinks,
+                                            config_path=config_path))
         assert unit.pipeline is not None
+        print(startup_line(unit), flush=True)
         total = None
         src = unit.pipeline.source
         if isinstance(src, ReplaySource):
             total = src.frame_count
         progress = Progress(total) if offline else None
+        printer.progress = progress
         snap = unit.run(stop=stop, max_s=max_s, progress=progress)
         if progress is not None:
             progress.done()
         print(unit.pipeline.summary_table())
         ignition_off = unit.shutdown_requested.is_set()
+        stats = unit.pipeline.stats
+        camera_name = unit.pipeline.source.name
     if ignition_off:  # everything above is closed and flushed: now power off
         unit.shutdown_if_requested()
     result: dict[str, Any] = {"stats": snap, "detections": memory.detections,
-                              "exit_code": unit.exit_code}
-    for d in memory.detections:
-        print(f"  hit {d.alert_id}: roi {d.roi_id} frame {d.frame_index} score {d.score:.3f} "
-              f"({d.frames_over}/{d.window} frames) -> {d.evidence.frame_path}")
+                              "exit_code": unit.exit_code, "error": None}
+    if result["exit_code"]:  # a reload: restart on the new config (it may fix the camera)
+        pass
+    elif stats.capture_error is not None:
+        result["exit_code"] = 1
+        result["error"] = f"camera {camera_name} failed: {stats.capture_error}"
+    elif snap["frames_captured"] == 0 and stats.last_camera_error is not None:
+        result["exit_code"] = 1
+        result["error"] = (f"camera {camera_name} never delivered a frame "
+                           f"({stats.camera_errors} attempt(s)): {stats.last_camera_error}")
+    elif snap["frames_captured"] == 0 and not is_file_source(cfg) and not stop.is_set():
+        result["exit_code"] = 1
+        result["error"] = f"camera {camera_name} delivered no frame"
     if truth_data is not None:
         fps = float(truth_data.get("fps") or 25.0)
         sc = score_hits([(d.roi_id, d.frame_index) for d in memory.detections], truth_data,
@@ -186,117 +359,140 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     result = run_unit(cfg, offline=args.offline, max_s=args.max_seconds, truth=args.truth,
                       config_path=args.config)
-    if result["exit_code"]:
+    if result["error"]:
+        print(f"phonewatch: error: {result['error']}", file=sys.stderr)
+    elif result["exit_code"]:
         print(f"phonewatch: stopped to restart on a reloaded {args.config} "
               f"(exit status {result['exit_code']})", file=sys.stderr)
     return int(result["exit_code"])
 
 
 # -- check -----------------------------------------------------------------------------------
-def run_checks(cfg: Config) -> list[tuple[str, bool, str]]:
-    from edge.app.compose import (
-        Paths,
-        build_classifier,
-        build_rois,
-        build_source,
-        disk_free_bytes,
-    )
+# Each check returns (ok, detail, value): the value (the loaded model, the first frame) feeds
+# the checks after it.
+CheckResult = tuple[bool, str, Any]
 
+
+def _check_model(cfg: Config) -> CheckResult:
+    from edge.app.compose import build_classifier
+
+    with quiet_tflite():
+        clf = build_classifier(cfg)
+    return True, (f"{clf.name} {clf.version} sha256 {clf.sha256[:12]} "
+                  f"({clf.spec.input.width}x{clf.spec.input.height} {clf.spec.input.colour}, "
+                  f"threshold {clf.threshold:.2f})"), clf
+
+
+def _check_accelerator(cfg: Config, clf: Any) -> CheckResult:
+    if clf is None:
+        return False, "no model loaded", None
+    want = cfg.model.accelerator
+    if clf.accelerator == "edgetpu":
+        return True, "Edge TPU (Coral)", None
+    if want == "auto":
+        from edge.adapters.classifier import edgetpu_twin
+
+        twin = edgetpu_twin(Path(cfg.model.path))
+        why = (f"no {twin.name} next to the model" if not twin.is_file()
+               else "the Edge TPU is not usable; -v says why")
+        return True, f"CPU (auto: {why})", None
+    return True, "CPU", None
+
+
+def _check_camera(cfg: Config) -> CheckResult:
+    from edge.app.compose import build_source
+
+    src = build_source(cfg, speed=0.0)
+    src.open()
+    try:
+        frame = src.read()
+    finally:
+        src.close()
+    if frame is None:
+        raise CameraError(f"{src.name} delivered no frame")
+    w, h = frame.size
+    fps = f", {src.fps:.1f} fps" if src.fps else ""
+    return True, f"{src.name}: {w}x{h}{fps}", frame
+
+
+def _check_rois(cfg: Config, frame: Any) -> CheckResult:
+    from edge.app.compose import build_rois
+
+    rs = build_rois(cfg)
+    if frame is None:
+        return True, f"{len(rs)} region(s) (not checked against a frame)", None
+    img = frame.inference_image
+    sizes = []
+    for r in rs:
+        crop = r.crop(img)
+        if min(crop.shape[:2]) < 16:
+            return False, f"roi {r.id!r} crops only {crop.shape[1]}x{crop.shape[0]} px", None
+        sizes.append(f"{r.id} {crop.shape[1]}x{crop.shape[0]}")
+    return True, ", ".join(sizes), None
+
+
+def _check_disk(cfg: Config) -> CheckResult:
+    from edge.app.compose import Paths, disk_free_bytes
+
+    # A check changes nothing: it looks at the evidence folder, or at the nearest folder
+    # above it that exists (where 'run' would make it), and never creates either.
+    check_data_dirs(cfg)
+    d = Paths.of(cfg).evidence_dir
+    existing = d
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    writable = os.access(existing, os.W_OK | os.X_OK)
+    if existing == d:
+        where = f"{d} {'writable' if writable else 'NOT writable'}"
+    else:
+        where = (f"{d} does not exist yet; {existing} (the nearest folder above it) is "
+                 f"{'writable: run will create it' if writable else 'NOT writable'}")
+    free = disk_free_bytes(d)
+    quota = cfg.evidence.quota_mb * 1e6
+    ok = writable and free >= min(quota, 200e6)
+    return ok, (f"{where}, {free / 1e9:.1f} GB free, quota {quota / 1e9:.2f} GB"
+                + ("" if free >= min(quota, 200e6) else " (less free space than needed)")
+                ), None
+
+
+def _check_gps(cfg: Config) -> CheckResult:
+    from edge.adapters.gps import check_gps
+
+    ok, detail = check_gps(cfg.gps, timeout_s=5.0)  # type: ignore[arg-type]
+    return ok, detail, None
+
+
+def _check_broker(cfg: Config) -> CheckResult:
+    from edge.adapters.mqtt import check_broker
+
+    ok, detail = check_broker(cfg.sink, unit_id=cfg.unit.id, timeout_s=5.0)
+    return ok, detail, None
+
+
+def run_checks(cfg: Config) -> list[tuple[str, bool, str]]:
     results: list[tuple[str, bool, str]] = []
 
-    def check(name: str, fn: Any) -> Any:
+    def check(name: str, fn: Callable[[], CheckResult]) -> Any:
         try:
             ok, detail, value = fn()
         except PhonewatchError as e:
-            ok, detail, value = False, str(e), None
+            ok, detail, value = False, explain(e), None
         except Exception as e:  # a check must report, never crash the report
             ok, detail, value = False, f"{type(e).__name__}: {e}", None
         results.append((name, ok, detail))
         return value
 
-    def model() -> tuple[bool, str, Any]:
-        clf = build_classifier(cfg)
-        return True, (f"{clf.name} {clf.version} sha256 {clf.sha256[:12]} "
-                      f"({clf.spec.input.width}x{clf.spec.input.height} {clf.spec.input.colour}, "
-                      f"threshold {clf.threshold:.2f})"), clf
-
-    clf = check("model", model)
-
-    def accel() -> tuple[bool, str, Any]:
-        if clf is None:
-            return False, "no model loaded", None
-        want = cfg.model.accelerator
-        if clf.accelerator == "edgetpu":
-            return True, "Edge TPU (Coral)", None
-        if want == "auto":
-            return True, "CPU (auto: no Edge TPU found)", None
-        return True, "CPU", None
-
-    check("accelerator", accel)
-
-    def camera() -> tuple[bool, str, Any]:
-        src = build_source(cfg, speed=0.0)
-        src.open()
-        try:
-            frame = src.read()
-        finally:
-            src.close()
-        if frame is None:
-            raise CameraError(f"{src.name} delivered no frame")
-        w, h = frame.size
-        fps = f", {src.fps:.1f} fps" if src.fps else ""
-        return True, f"{src.name}: {w}x{h}{fps}", frame
-
-    frame = check("camera", camera)
-
-    def rois() -> tuple[bool, str, Any]:
-        rs = build_rois(cfg)
-        if frame is None:
-            return True, f"{len(rs)} region(s) (not checked against a frame)", None
-        img = frame.inference_image
-        sizes = []
-        for r in rs:
-            crop = r.crop(img)
-            if min(crop.shape[:2]) < 16:
-                return False, f"roi {r.id!r} crops only {crop.shape[1]}x{crop.shape[0]} px", None
-            sizes.append(f"{r.id} {crop.shape[1]}x{crop.shape[0]}")
-        return True, ", ".join(sizes), None
-
-    check("rois", rois)
-
-    def disk() -> tuple[bool, str, Any]:
-        d = Paths.of(cfg).evidence_dir
-        d.mkdir(parents=True, exist_ok=True)
-        probe = d / ".write-test"
-        probe.write_bytes(b"ok")
-        probe.unlink()
-        free = disk_free_bytes(d)
-        quota = cfg.evidence.quota_mb * 1e6
-        ok = free >= min(quota, 200e6)
-        return ok, (f"{d} writable, {free / 1e9:.1f} GB free, quota {quota / 1e9:.2f} GB"
-                    + ("" if ok else " (less free space than needed)")), None
-
-    check("disk", disk)
-
+    clf = check("model", lambda: _check_model(cfg))
+    check("accelerator", lambda: _check_accelerator(cfg, clf))
+    frame = check("camera", lambda: _check_camera(cfg))
+    check("rois", lambda: _check_rois(cfg, frame))
+    check("disk", lambda: _check_disk(cfg))
     if cfg.gps is not None:
-        def gps() -> tuple[bool, str, Any]:
-            from edge.adapters.gps import check_gps
-
-            ok, detail = check_gps(cfg.gps, timeout_s=5.0)  # type: ignore[arg-type]
-            return ok, detail, None
-
-        check("gps", gps)
+        check("gps", lambda: _check_gps(cfg))
     else:
         results.append(("gps", True, "not configured (alerts carry no position)"))
-
     if cfg.sink.type == "mqtt":
-        def broker() -> tuple[bool, str, Any]:
-            from edge.adapters.mqtt import check_broker
-
-            ok, detail = check_broker(cfg.sink, unit_id=cfg.unit.id, timeout_s=5.0)
-            return ok, detail, None
-
-        check("broker", broker)
+        check("broker", lambda: _check_broker(cfg))
     else:
         results.append(("broker", True, f"not used (alerts go to {cfg.sink.type})"))
     if clf is not None:
@@ -324,8 +520,10 @@ def cmd_classify(args: argparse.Namespace) -> int:
     from edge.adapters.classifier import LiteRTClassifier
 
     failed = 0
-    with LiteRTClassifier.open(args.model, sidecar=args.sidecar,
-                               accelerator=args.accelerator) as clf:
+    with quiet_tflite():
+        clf = LiteRTClassifier.open(args.model, sidecar=args.sidecar,
+                                    accelerator=args.accelerator)
+    with clf:
         for path in args.images:
             img = cv2.imread(str(path), cv2.IMREAD_COLOR)
             if img is None:
@@ -343,6 +541,15 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 
 # -- roi-preview -----------------------------------------------------------------------------
+PREVIEW_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def legend_text(threshold: float) -> str:
+    from edge.app.overlay import legend_lines
+
+    return "legend: " + "; ".join(legend_lines(threshold))
+
+
 def draw_preview(img: np.ndarray, cfg: Config, scores: dict[str, float],
                  threshold: float) -> np.ndarray:
     from edge.app.compose import build_rois
@@ -356,6 +563,15 @@ def cmd_roi_preview(args: argparse.Namespace) -> int:
 
     from edge.app.compose import build_classifier, build_rois, build_source
 
+    out: Path = args.out
+    if out.is_dir():
+        raise UsageError(f"--out {out} is a folder; give an image file name, e.g. "
+                         f"{out / 'roi.png'}")
+    if out.suffix.lower() not in PREVIEW_SUFFIXES:
+        raise UsageError(f"--out {out}: write a {', '.join(PREVIEW_SUFFIXES)} image "
+                         f"(not {out.suffix or 'a name without an extension'})")
+    if out.parent.exists() and not out.parent.is_dir():
+        raise UsageError(f"--out {out}: {out.parent} is a file, not a folder")
     cfg = load_config(args.config)
     src = build_source(cfg, speed=0.0)
     src.open()
@@ -370,20 +586,26 @@ def cmd_roi_preview(args: argparse.Namespace) -> int:
     scores: dict[str, float] = {}
     threshold = 0.5
     try:
-        with build_classifier(cfg) as clf:
+        with quiet_tflite():
+            clf = build_classifier(cfg)
+        with clf:
             threshold = clf.threshold
             for r in build_rois(cfg):
                 img = frame.inference_image
                 scores[r.id] = clf.score(r.crop(img), r.mask(img))
     except PhonewatchError as e:
         print(f"warning: no scores drawn: {e}", file=sys.stderr)
-    out = draw_preview(frame.image, cfg, scores, threshold)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(args.out), out):
-        raise CameraError(f"cannot write {args.out}")
+    img = draw_preview(frame.image, cfg, scores, threshold)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        ok = cv2.imwrite(str(out), img)
+    except cv2.error as e:
+        raise UsageError(f"cannot write {out}: {str(e).strip().splitlines()[-1]}") from None
+    if not ok:
+        raise UsageError(f"cannot write {out}")
     for rid, s in scores.items():
         print(f"{rid}: score {s:.3f}")
-    print(f"wrote {args.out} ({frame.size[0]}x{frame.size[1]})")
+    print(f"wrote {out} ({frame.size[0]}x{frame.size[1]}); {legend_text(threshold)}")
     return 0
 
 
@@ -412,7 +634,9 @@ def demo_config(out: Path, video: Path, truth: dict[str, Any], *, realtime: bool
         "rois": [{"id": rid, "rect": list(box), "margin": 0.1}
                  for rid, box in sorted(truth["rois"].items())],
         "model": {"path": str(model), "accelerator": "auto"},
-        "decider": {"window": 8, "min_frames": 5, "cooldown_s": 0.0},
+        # Frames of a file are on the clip's own time however fast they are read, so the
+        # cooldown is real: 5 s, as the clip's cars queue about 7 s apart in one lane.
+        "decider": {"window": 8, "min_frames": 5, "cooldown_s": DEMO_COOLDOWN_S},
         "evidence": {"quota_mb": 200},
         "stats": {"log_interval_s": 10},
     }
@@ -422,18 +646,41 @@ def demo_config(out: Path, video: Path, truth: dict[str, Any], *, realtime: bool
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    import shutil
+    """SIGTERM stops it as Ctrl-C does: the ``with`` blocks unwind and stop the local Mosquitto
+    and the control room, whichever stage it is in."""
+    with interrupt_on_signals():
+        return _demo(args)
 
+
+def fresh_demo_folders(out: Path, *, serve: bool) -> list[str]:
+    """What a demo run wipes first: the unit always; the control room (its database, so the
+    reviews) only without ``--serve``. With ``--serve`` the control room and the unit's key pair
+    (which the control room knows) are kept, so reviews survive from one run to the next; a new
+    outbox numbers its alerts from the clock, after the ones already stored."""
+    keep_keys = serve and (out / "unit" / "keys").is_dir()
+    kept = out / "unit-keys.kept"
+    if keep_keys:
+        shutil.rmtree(kept, ignore_errors=True)
+        (out / "unit" / "keys").rename(kept)
+    wiped = ["unit"] if serve else ["unit", "controlroom"]
+    for name in wiped:
+        shutil.rmtree(out / name, ignore_errors=True)
+    if keep_keys:
+        (out / "unit").mkdir(parents=True, exist_ok=True)
+        kept.rename(out / "unit" / "keys")
+    return wiped
+
+
+def _demo(args: argparse.Namespace) -> int:
     from edge.app.demo import load_truth
     from edge.app.local_broker import AlertWatcher, LocalBroker, find_mosquitto
-    from edge.common.signing import write_key_pair
+    from edge.common.signing import public_key_name, signing_key_name, write_key_pair
 
     out: Path = args.out
     video, truth_path = make_demo_clip(out, args.seed)
     truth = load_truth(truth_path)
     unit_id = "demo-junction"
-    for fresh in ("unit", "controlroom"):  # each demo starts from a fresh unit and control room
-        shutil.rmtree(out / fresh, ignore_errors=True)
+    fresh_demo_folders(out, serve=args.serve)
     print(f"demo: {video.name} ({truth.get('frames')} frames at {truth.get('fps')} fps), "
           f"model {args.model}, ROIs {', '.join(sorted(truth['rois']))}")
     if find_mosquitto() is None:
@@ -446,36 +693,48 @@ def cmd_demo(args: argparse.Namespace) -> int:
         broker = stack.enter_context(LocalBroker())
         watcher = stack.enter_context(AlertWatcher(broker, client_id="demo-watcher"))
         keys = out / "unit" / "keys"
-        write_key_pair(unit_id, keys)  # the control room must know the key before any alert
+        if not (keys / signing_key_name(unit_id)).is_file():
+            write_key_pair(unit_id, keys)  # the control room must know the key before any alert
         room = None
         if importlib.util.find_spec("fastapi") is not None:
             from controlroom.demo import DEMO_PASSWORD, DEMO_USER, demo_control_room
 
             room = demo_control_room(out / "controlroom", mqtt_host=broker.host,
                                      mqtt_port=broker.port,
-                                     unit_keys={unit_id: keys / f"{unit_id}.pub"})
+                                     unit_keys={unit_id: keys / public_key_name(unit_id)})
             stack.callback(room.close)
             print(f"demo: control room dashboard at {room.url} "
-                  f"(log in as {DEMO_USER} / {DEMO_PASSWORD})")
-        sink = {**broker.sink_settings(unit_id), "signing_key": str(keys / f"{unit_id}.key")}
+                  f"(log in as {DEMO_USER} / {DEMO_PASSWORD})"
+                  + ("" if args.serve else "; it stops when the demo ends (--serve keeps it)"))
+        sink = {**broker.sink_settings(unit_id),
+                "signing_key": str(keys / signing_key_name(unit_id))}
         cfg = demo_config(out, video, truth, realtime=args.realtime, sink=sink,
                           model=args.model)
         print(f"demo: alerts go through a local Mosquitto on {broker.host}:{broker.port}; "
               f"watch them live with:\n  mosquitto_sub -h {broker.host} -p {broker.port} "
               f"-t '{broker.root}/+/alert' -v")
+        before = room.stats().get("stored", 0) if room is not None else 0
         result = run_unit(cfg, offline=not args.realtime, truth=truth_path)
         n = len(result["detections"])
-        print(watcher.summary(pub_key=keys / f"{unit_id}.pub", expected=n, wait_s=15))
+        print(watcher.summary(pub_key=keys / public_key_name(unit_id), expected=n, wait_s=15))
         if room is not None:
             deadline = time.monotonic() + 15
-            while room.stats().get("stored", 0) < n and time.monotonic() < deadline:
+            while room.stats().get("stored", 0) - before < n and time.monotonic() < deadline:
                 time.sleep(0.1)
             st = room.stats()
-            print(f"dashboard database: {st.get('stored', 0)} alert(s) verified and stored, "
-                  f"{st.get('evidence_stored', 0)} evidence image(s), "
+            print(f"dashboard database: {st.get('stored', 0) - before} alert(s) verified and "
+                  f"stored, {st.get('evidence_stored', 0)} evidence image(s), "
                   f"{st.get('rejected_total', 0)} rejected")
             if args.serve:
-                print(f"demo: review them at {room.url} — Ctrl-C to stop")
-                with contextlib.suppress(KeyboardInterrupt):
+                with contextlib.suppress(KeyboardInterrupt):  # from the first line on
+                    print(f"demo: review them at {room.url} (log in as {DEMO_USER} / "
+                          f"{DEMO_PASSWORD}); reviews are kept in {out / 'controlroom'} for "
+                          "the next 'demo --serve'. Ctrl-C stops it.", flush=True)
                     room.wait()
+                print("demo: control room stopped", flush=True)
+            else:
+                print("demo: the dashboard stopped with the demo; to review the alerts, run "
+                      f"'{Path(sys.executable).parent / 'phonewatch'} demo --serve"
+                      f"{'' if out == DEFAULT_DEMO_OUT else f' --out {out}'}' (it keeps the "
+                      "dashboard up until Ctrl-C, and its reviews from one run to the next)")
     return 0

@@ -1,6 +1,8 @@
 """``phonewatch keys ...`` and ``phonewatch uplink ...``: unit keys and the alert uplink.
 
-* ``keys generate --unit ID [--out DIR]`` makes the unit's Ed25519 pair (``ID.key``, ``ID.pub``);
+* ``keys generate --unit ID [--out DIR]`` makes the unit's Ed25519 pair (``ID.sign.key``,
+  ``ID.sign.pub``), named so it can share a folder with the unit's TLS pair from
+  ``deploy/certs/make-certs.sh client DIR ID`` (``ID.key``, ``ID.crt``);
 * ``keys verify --pub FILE ALERT.json`` checks a received alert's signature;
 * ``uplink broker [--tls --unit ID ...]`` runs a local Mosquitto (as the tests do) until Ctrl-C;
 * ``uplink demo`` starts a local Mosquitto, sends signed alerts with evidence through the
@@ -25,13 +27,15 @@ log = logging.getLogger(__name__)
 def add_parsers(sub: Any) -> None:
     keys = sub.add_parser("keys", help="unit signing keys (Ed25519)")
     ksub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
-    gen = ksub.add_parser("generate", help="make a unit's key pair: ID.key (secret) and ID.pub")
+    gen = ksub.add_parser("generate", help="make a unit's signing pair: ID.sign.key (secret) and "
+                          "ID.sign.pub")
     gen.add_argument("--unit", required=True, help="unit id (letters, digits, '-', '_')")
     gen.add_argument("--out", type=Path, default=Path("var/keys"),
-                     help="folder for the key files (default: var/keys)")
+                     help="folder for the key files (default: var/keys); may hold the "
+                     "unit's TLS ID.key and ID.crt already")
     gen.set_defaults(func=_cmd_keys_generate)
     ver = ksub.add_parser("verify", help="check the signature of a received alert (JSON file)")
-    ver.add_argument("--pub", type=Path, required=True, help="the unit's public key (ID.pub)")
+    ver.add_argument("--pub", type=Path, required=True, help="the unit's public key (ID.sign.pub)")
     ver.add_argument("alert", type=Path, help="alert JSON as received")
     ver.add_argument("--evidence", type=Path, help="evidence JPEG to check against the alert")
     ver.set_defaults(func=_cmd_keys_verify)
@@ -52,11 +56,18 @@ def add_parsers(sub: Any) -> None:
 
 
 def _cmd_keys_generate(args: argparse.Namespace) -> int:
-    from edge.common.signing import write_key_pair
+    from edge.common.signing import public_key_name, signing_key_name, write_key_pair
     from edge.core.messages import Topics
 
     Topics("phonewatch", args.unit)  # validates the unit id
-    key, pub, kid = write_key_pair(args.unit, args.out)
+    out: Path = args.out
+    above = out
+    while not above.exists() and above != above.parent:
+        above = above.parent
+    if above.exists() and not above.is_dir():
+        raise SignatureError(f"--out {out}: {above} is a file, not a folder; give the folder "
+                             f"for {signing_key_name(args.unit)} and {public_key_name(args.unit)}")
+    key, pub, kid = write_key_pair(args.unit, out)
     print(f"unit {args.unit}: key id {kid}")
     print(f"  secret key  {key}  (keep on the unit; sink.signing_key)")
     print(f"  public key  {pub}  (give to the control room)")
@@ -105,6 +116,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from edge.adapters.mqtt_config import MqttSinkConfig
     from edge.app.compose import build_uplink
     from edge.app.local_broker import AlertWatcher, LocalBroker
+    from edge.common.signing import public_key_name
     from edge.core.ports import Detection, EvidenceRecord
 
     unit = "demo-unit"
@@ -130,9 +142,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             elapsed_s = time.perf_counter() - t0
         finally:
             uplink.close()
-        counts = watcher.check(data / "keys" / f"{unit}.pub")
+        counts = watcher.check(data / "keys" / public_key_name(unit))
         print(f"uplink demo: {n} alert(s) from {unit} in {elapsed_s:.2f} s")
-        print("  " + watcher.summary(pub_key=data / "keys" / f"{unit}.pub"))
+        print("  " + watcher.summary(pub_key=data / "keys" / public_key_name(unit)))
         print(f"  watch a real broker: mosquitto_sub -h HOST -p {broker.port} -t "
               f"'{broker.root}/+/alert' -v")
         ok = counts["received"] == counts["verified"] == counts["evidence_ok"] == n

@@ -29,11 +29,17 @@ from edge.app.config import Config, load_config
 from edge.app.heartbeat import StatsEmitter, stamp_position
 from edge.app.pipeline import Pipeline
 from edge.app.remote import CollectJob, Collector, render_snapshot
-from edge.common.signing import Ed25519PrivateKey, load_private_key, write_key_pair
+from edge.app.sampler import CalibrationJob, Sampler
+from edge.common.signing import (
+    Ed25519PrivateKey,
+    load_private_key,
+    signing_key_name,
+    write_key_pair,
+)
 from edge.core.errors import ConfigError, PhonewatchError, SignatureError
 from edge.core.frame import Frame
 from edge.core.gps import GpsSource
-from edge.core.ports import AlertSink, Detection, FrameSource, Uplink
+from edge.core.ports import AlertNumbers, AlertSink, Detection, FrameSource, Uplink
 from edge.core.roi import Roi
 
 log = logging.getLogger(__name__)
@@ -55,6 +61,8 @@ class Paths:
     alerts_jsonl: Path
     outbox: Path
     signing_key: Path
+    sampler_state: Path
+    """The background sampler's counts for the current UTC day (survive a restart)."""
 
     @classmethod
     def of(cls, cfg: Config) -> Paths:
@@ -65,7 +73,7 @@ class Paths:
         jsonl = getattr(sink, "path", None) if mqtt is None else None
         return cls(data_dir=data, evidence_dir=cfg.evidence.dir or data / "evidence",
                    alerts_jsonl=jsonl or data / "alerts.jsonl", outbox=outbox,
-                   signing_key=key)
+                   signing_key=key, sampler_state=data / "sampler.json")
 
 
 def uplink_paths(sink: MqttSinkConfig | None, *, unit_id: str, data_dir: Path
@@ -74,7 +82,7 @@ def uplink_paths(sink: MqttSinkConfig | None, *, unit_id: str, data_dir: Path
     outbox = sink.outbox_path if sink is not None and sink.outbox_path else None
     key = sink.signing_key if sink is not None and sink.signing_key else None
     return (outbox or data_dir / "outbox.sqlite",
-            key or data_dir / "keys" / f"{unit_id}.key")
+            key or data_dir / "keys" / signing_key_name(unit_id))
 
 
 def build_source(cfg: Config, *, speed: float | None = None) -> FrameSource:
@@ -100,7 +108,8 @@ def build_evidence(cfg: Config, paths: Paths | None = None) -> EvidenceStore:
     e = cfg.evidence
     paths = paths or Paths.of(cfg)
     return EvidenceStore(paths.evidence_dir, quota_bytes=int(e.quota_mb * 1e6),
-                         jpeg_quality=e.jpeg_quality)
+                         jpeg_quality=e.jpeg_quality,
+                         reserve_bytes=int(cfg.unit.disk_reserve_mb * 1024 * 1024))
 
 
 def build_gps(cfg: Config) -> GpsSource | None:
@@ -115,9 +124,9 @@ def build_gps(cfg: Config) -> GpsSource | None:
 def signing_key_for(path: Path, *, unit_id: str, autogenerate: bool) -> Ed25519PrivateKey:
     """Load the unit's signing key, generating it first when allowed (demo and bench only)."""
     if not path.exists() and autogenerate:
-        if path.name != f"{unit_id}.key":
-            raise SignatureError(f"sink.signing_key: {path} must be named {unit_id}.key "
-                                 "to be generated")
+        if path.name != signing_key_name(unit_id):
+            raise SignatureError(f"sink.signing_key: {path} must be named "
+                                 f"{signing_key_name(unit_id)} to be generated")
         _, pub, kid = write_key_pair(unit_id, path.parent)
         log.warning("generated signing key %s (key id %s); give %s to the control room",
                     path, kid, pub)
@@ -125,13 +134,16 @@ def signing_key_for(path: Path, *, unit_id: str, autogenerate: bool) -> Ed25519P
 
 
 def build_uplink(cfg: MqttSinkConfig, *, unit_id: str, data_dir: Path,
-                 on_command: CommandFn | None = None) -> MqttUplink:
+                 on_command: CommandFn | None = None,
+                 reserve_bytes: int = 64 * 1024 * 1024) -> MqttUplink:
     """Open the outbox, load the key and start the MQTT uplink (it connects in the
     background, never blocking on the broker)."""
     outbox_path, key_path = uplink_paths(cfg, unit_id=unit_id, data_dir=data_dir)
     key = signing_key_for(key_path, unit_id=unit_id, autogenerate=cfg.signing_key_autogenerate)
     outbox = Outbox(outbox_path, quota_bytes=int(cfg.outbox_quota_mb * 1024 * 1024),
-                    fsync=cfg.outbox_fsync)
+                    fsync=cfg.outbox_fsync, reserve_bytes=reserve_bytes)
+    if outbox.problem:
+        log.error("outbox: %s", outbox.problem)
     try:
         return MqttUplink(cfg, unit_id=unit_id, outbox=outbox, signing_key=key,
                           on_command=on_command).start()
@@ -145,7 +157,8 @@ def build_sink(cfg: Config, *, on_command: CommandFn | None = None) -> AlertSink
     s = cfg.sink
     if isinstance(s, MqttSinkConfig):
         return build_uplink(s, unit_id=cfg.unit.id, data_dir=cfg.unit.data_dir,
-                            on_command=on_command)
+                            on_command=on_command,
+                            reserve_bytes=int(cfg.unit.disk_reserve_mb * 1024 * 1024))
     return JsonlSink(Paths.of(cfg).alerts_jsonl)
 
 
@@ -195,16 +208,21 @@ class Unit:
         self.uplink: Uplink | None = None
         """The MQTT uplink when ``[sink] type = "mqtt"``; None for a JSON-lines sink."""
         self.emitter: StatsEmitter | None = None
+        self.problem: str | None = None
+        """Why the unit is degraded though frames flow (e.g. its outbox was corrupt and set
+        aside); carried in the heartbeat and the retained status until restart."""
         self.shutdown_requested = threading.Event()
         self.reload_requested = threading.Event()
         self.collector: Collector | None = None
+        self.sampler: Sampler | None = None
+        self._alerts_done = 0
         self._latest: tuple[Frame, dict[str, float]] | None = None
         self._counts = {"snapshot_failed": 0, "reloads_refused": 0}
         """``snapshot_failed``: snapshots not made (no frame yet, drawing failed). The uplink
         counts the ones it published, dropped or had refused; the heartbeat carries both."""
         self._commands: dict[str, CommandFn] = {
             "mute": self._mute, "collect": self._collect, "snapshot": self._snapshot,
-            "reload": self._reload,
+            "reload": self._reload, "calibrate": self._calibrate,
         }
         """The control room's commands, by name (each already checked against the schema)."""
 
@@ -241,30 +259,46 @@ class Unit:
         if self.gps is not None:
             self.gps.start()
             self._stack.callback(self.gps.close)
+        params = cfg.decider.params(classifier.threshold)
+        rois = build_rois(cfg)
         sink = build_sink(cfg, on_command=self._on_command)
         self._stack.callback(sink.close)
         self.sink = sink
         if isinstance(sink, MqttUplink) and isinstance(cfg.sink, MqttSinkConfig):
             uplink: Uplink = sink
             self.uplink = uplink
+            outbox = sink.outbox
+            # Evidence whose alert the control room has receipted is pruned first.
+            evidence.is_owed = lambda r: outbox.owes_frame(r.frame_sha256)
+            self.problem = outbox.problem
+            if self.problem:
+                uplink.set_status("degraded", self.problem)
             self.collector = Collector(uplink=uplink, jpeg_quality=cfg.evidence.jpeg_quality)
             self._stack.callback(self.collector.close)  # closed before the uplink
+            self.sampler = Sampler(
+                uplink=uplink, rois=rois, cfg=cfg.sampling, threshold=params.score_on,
+                model_version=classifier.version, state_path=self.paths.sampler_state,
+                jpeg_quality=cfg.evidence.jpeg_quality, hold=self._alerts_pending)
+            self._stack.callback(self.sampler.close)
             self.emitter = StatsEmitter(unit_id=cfg.unit.id, uplink=uplink,
                                         interval_s=cfg.sink.heartbeat_interval_s,
                                         pipeline_stats=self.heartbeat_stats, gps=self.gps)
             self._stack.callback(self.emitter.close)  # stopped before the uplink closes
             self.emitter.start()
+        numbers: AlertNumbers | None = (
+            sink.outbox if isinstance(sink, MqttUplink)
+            else sink if isinstance(sink, JsonlSink) else None)
         if self.extra_sink is not None:
             sink = TeeSink(sink, self.extra_sink)
         cam = cfg.camera
         self.pipeline = Pipeline(
-            source=source, classifier=classifier, rois=build_rois(cfg),
-            decider=cfg.decider.params(classifier.threshold), evidence=evidence, sink=sink,
+            source=source, classifier=classifier, rois=rois, decider=params,
+            evidence=evidence, sink=sink,
             unit_id=cfg.unit.id, lossless=self.lossless,
             reconnect_min_s=cam.reconnect_min_s, reconnect_max_s=cam.reconnect_max_s,
             clip_before_s=cfg.evidence.clip_before_s, clip_after_s=cfg.evidence.clip_after_s,
             clip_width=cfg.evidence.clip_width, on_status=self._on_status, on_hit=self._on_hit,
-            on_frame=self._on_frame, stamp=self.stamp,
+            on_frame=self._on_frame, stamp=self.stamp, numbers=numbers,
         )
         if is_file_source(cfg):
             # A missing or unreadable file fails here, clearly. A camera that is absent at
@@ -302,7 +336,14 @@ class Unit:
         out = self.pipeline.snapshot() if self.pipeline is not None else {}
         if self.collector is not None:
             out.update(self.collector.stats())
+        if self.sampler is not None:
+            out.update(self.sampler.stats())
         out.update(self._counts)
+        if self.problem:
+            out["status"] = "degraded"
+            out["problem"] = self.problem
+        if self.pipeline is not None:
+            out["evidence_dropped"] = self.pipeline.evidence.dropped_count
         if self.uplink is not None:
             out.update({k: v for k, v in self.uplink.stats().items()
                         if k.startswith("snapshot_")})
@@ -350,10 +391,21 @@ class Unit:
         self._latest = (frame, scores)
         if self.collector is not None:
             self.collector.on_frame(frame)
+        if self.sampler is not None:
+            self.sampler.on_frame(frame, scores)
 
     def _on_hit(self, det: Detection) -> None:
         if self.field_io is not None:
             self.field_io.on_hit(det.roi_id)
+        self._alerts_done += 1
+
+    def _alerts_pending(self) -> bool:
+        """A hit is being recorded or handed to the sink: sampled crops wait behind it."""
+        p = self.pipeline
+        if p is None:
+            return False
+        st = p.stats  # every hit ends in _on_hit, an evidence error or a sink error
+        return st.hits > self._alerts_done + st.evidence_errors + st.sink_errors
 
     # -- commands (the uplink's command thread; payloads already checked) ---------------------
     def _on_command(self, name: str, payload: dict[str, Any]) -> None:
@@ -375,6 +427,12 @@ class Unit:
             log.warning("collect ignored: no uplink for crops or the unit is starting")
             return
         self.collector.start(CollectJob.from_command(payload, self.pipeline.rois))
+
+    def _calibrate(self, name: str, payload: dict[str, Any]) -> None:
+        if self.sampler is None or self.pipeline is None:
+            log.warning("calibrate ignored: no uplink for crops or the unit is starting")
+            return
+        self.sampler.calibrate(CalibrationJob.from_command(payload, self.pipeline.rois))
 
     def _snapshot(self, name: str, payload: dict[str, Any]) -> None:
         rid = payload.get("request_id") or "-"

@@ -35,6 +35,10 @@ class UnitConfig(StrictModel):
     data_dir: Path = Field(
         Path("var/unit"), description="Where the unit keeps evidence, outbox and state."
     )
+    disk_reserve_mb: float = Field(
+        64.0, description="Disk space evidence and the outbox always leave free: past it the "
+        "oldest evidence (receipted first) is pruned; alerts are always kept.", ge=0, le=1e6,
+    )
 
 
 class RoiConfig(StrictModel):
@@ -146,6 +150,30 @@ class StatsConfig(StrictModel):
     )
 
 
+class SamplingConfig(StrictModel):
+    """Background sampling of ROI crops for the labelling queue (edge/app/sampler.py)."""
+
+    enabled: bool = Field(
+        False, description="Sample crops without a command: random ones (for recall and the "
+        "false-positive rate) and ones scored near the threshold. Needs [sink] type = 'mqtt'.",
+    )
+    random_per_day: int = Field(
+        50, description="Random crops per UTC day, spread uniformly over the day.", ge=0,
+        le=10000,
+    )
+    uncertain_per_day: int = Field(
+        50, description="Crops per UTC day scoring within 'band' of the decider's score_on.",
+        ge=0, le=10000,
+    )
+    band: float = Field(
+        0.1, description="Half-width of the uncertainty band around score_on.", ge=0, le=0.5
+    )
+    min_interval_s: float = Field(
+        60.0, description="Least time between two samples of one kind (random, uncertain) (s).",
+        ge=0, le=86400,
+    )
+
+
 class Config(StrictModel):
     unit: UnitConfig = Field(description="Who this unit is.")
     camera: CameraConfig = Field(description="The frame source, chosen by 'type'.")
@@ -162,6 +190,9 @@ class Config(StrictModel):
     gps: GpsConfig | None = Field(None, description="GPS receiver; none = alerts carry no fix.")
     gpio: GpioConfig | None = Field(None, description="Status LED, buzzer, buttons, ignition.")
     stats: StatsConfig = Field(default_factory=StatsConfig, description="Periodic statistics.")
+    sampling: SamplingConfig = Field(
+        default_factory=SamplingConfig, description="Crops sampled for labelling, unasked."
+    )
 
     @field_validator("rois")
     @classmethod

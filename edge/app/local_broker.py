@@ -62,7 +62,7 @@ class LocalBroker:
     def __init__(self, *, tls: bool = False, units: Sequence[str] = (), root: str = "phonewatch",
                  port: int | None = None, workdir: Path | None = None,
                  passwords: Mapping[str, str] | None = None,
-                 start_timeout_s: float = 10.0) -> None:
+                 start_timeout_s: float = 10.0, max_queued_messages: int = 100000) -> None:
         binary = find_mosquitto()
         if binary is None:
             raise BrokerError("mosquitto is not installed (Debian package 'mosquitto'; "
@@ -76,6 +76,9 @@ class LocalBroker:
             raise BrokerError("passwords are for the plain broker; TLS uses client certificates")
         self.port = port or free_port(self.host)
         self.start_timeout_s = start_timeout_s
+        self.max_queued_messages = max_queued_messages
+        """Per-session queue of the plain broker (deploy/mosquitto keeps 10,000); tests make it
+        small to overflow it."""
         self._own_dir = workdir is None
         self.dir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="pw-mosquitto-"))
         self.certs_dir = self.dir / "certs"
@@ -102,7 +105,7 @@ class LocalBroker:
                 "persistence true",
                 f"persistence_location {self.dir / 'data'}/",
                 "autosave_interval 30",
-                "max_queued_messages 100000",
+                f"max_queued_messages {self.max_queued_messages}",
                 f"listener {self.port} {self.host}",
             ])
         conf += "\n" + "\n".join([
@@ -255,7 +258,7 @@ class AlertWatcher:
 
     >>> with LocalBroker() as broker, AlertWatcher(broker) as watcher:   # doctest: +SKIP
     ...     run_the_unit(sink=broker.sink_settings("demo-junction"))
-    ...     print(watcher.summary(pub_key=data_dir / "keys" / "demo-junction.pub"))
+    ...     print(watcher.summary(pub_key=data_dir / "keys" / "demo-junction.sign.pub"))
     """
 
     def __init__(self, broker: LocalBroker, *, client_id: str = "controlroom-demo") -> None:

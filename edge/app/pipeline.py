@@ -33,7 +33,7 @@ from edge.app.stats import Series, fmt_ms, table
 from edge.core.decider import Decider, DeciderParams, Hit
 from edge.core.errors import CameraError, PhonewatchError
 from edge.core.frame import Frame
-from edge.core.ports import AlertSink, Classifier, Detection, FrameSource
+from edge.core.ports import AlertNumbers, AlertSink, Classifier, Detection, FrameSource
 from edge.core.roi import Roi
 
 log = logging.getLogger(__name__)
@@ -97,6 +97,7 @@ class ClipBuffer:
         self._lock = threading.Lock()
         self._waiting: list[tuple[float, float, ClipCallback]] = []
         self.latest_t_s: float | None = None
+        self._latest_added_s = 0.0
 
     def add(self, frame: Frame) -> None:
         import cv2
@@ -113,6 +114,7 @@ class ClipBuffer:
             while self._frames and frame.t_mono_s - self._frames[0][0] > self.keep_s:
                 self._frames.popleft()
             self.latest_t_s = frame.t_mono_s
+            self._latest_added_s = time.monotonic()
             done = self._take(lambda t1: t1 <= frame.t_mono_s)
         for on_clip, clip in done:
             on_clip(clip)
@@ -135,6 +137,14 @@ class ClipBuffer:
                 self._waiting.append((t0, t1, on_clip))
         if ready:
             on_clip(clip)
+
+    def now_s(self) -> float:
+        """Now on the frames' clock: the newest frame's time plus the real time since it came
+        (a file's frames run on video time, ahead of or behind the monotonic clock)."""
+        with self._lock:
+            if self.latest_t_s is None:
+                return time.monotonic()
+            return self.latest_t_s + (time.monotonic() - self._latest_added_s)
 
     @property
     def first_waiting_end_s(self) -> float | None:
@@ -171,6 +181,11 @@ class PipelineStats:
     camera_errors: int = 0
     stage_errors: int = 0
     reconnects: int = 0
+    last_camera_error: str | None = None
+    """The latest reason the camera failed to open or read (it is retried)."""
+    capture_error: str | None = None
+    """Why the capture stage gave up (an unexpected failure); None while it runs or after a
+    source ended."""
     last_processed_mono_s: float | None = None
     invoke_ms: Series = field(default_factory=Series)
     prep_ms: Series = field(default_factory=Series)
@@ -215,6 +230,7 @@ class Pipeline:
         on_hit: Callable[[Detection], None] | None = None,
         on_frame: Callable[[Frame, dict[str, float]], None] | None = None,
         stamp: Callable[[Detection], Detection] | None = None,
+        numbers: AlertNumbers | None = None,
     ) -> None:
         self.source = source
         self.classifier = classifier
@@ -235,6 +251,9 @@ class Pipeline:
         self.on_hit = on_hit
         self.on_frame = on_frame
         self.stamp = stamp
+        self.numbers = numbers
+        """Reserves each hit's sequence number before its evidence is saved (the outbox, or
+        the JSON-lines sink's counter); None: ids from the frame time (benches, tests)."""
         """Adds what the app knows to each hit's detection (GPS fix, alert time, mode)."""
         self.stats = PipelineStats()
         self.stop_event = threading.Event()
@@ -312,6 +331,7 @@ class Pipeline:
                     frame = self.source.read()
                 except CameraError as e:
                     self.stats.camera_errors += 1
+                    self.stats.last_camera_error = str(e)
                     self._set_status("degraded")
                     log.warning("camera problem (%s); retrying in %.1f s", e, backoff)
                     self._close_source()
@@ -328,8 +348,9 @@ class Pipeline:
                 if self.clips is not None:
                     self.clips.add(frame)
                 self.slot.put(frame, self.stop_event)
-        except Exception:
+        except Exception as e:
             log.exception("capture stage failed")
+            self.stats.capture_error = f"{type(e).__name__}: {e}"
             self._set_status("degraded")
         finally:
             self._close_source()
@@ -449,7 +470,7 @@ class Pipeline:
                 if ended:
                     break
                 if self.clips is not None:  # a clip overdue: its frames are not coming
-                    self.clips.finish(ended_by_s=time.monotonic() - CLIP_STALL_S)
+                    self.clips.finish(ended_by_s=self.clips.now_s() - CLIP_STALL_S)
                 continue
             if item is None:  # the source ended or the unit stops: keep what there is
                 ended = True
@@ -464,8 +485,9 @@ class Pipeline:
             self._record_logged(item)
 
     def _clip_stall_wait_s(self) -> float | None:
-        end = self.clips.first_waiting_end_s if self.clips is not None else None
-        return None if end is None else max(0.0, end + CLIP_STALL_S - time.monotonic())
+        if self.clips is None or (end := self.clips.first_waiting_end_s) is None:
+            return None
+        return max(0.0, end + CLIP_STALL_S - self.clips.now_s())
 
     def _record_logged(self, item: _Pending) -> None:
         try:
@@ -481,8 +503,16 @@ class Pipeline:
         t0 = time.perf_counter()
         hit, frame = item.hit, item.hit.best
         clip = item.clip  # complete (or all there is) by now: see _evidence_loop
-        ev_id = evidence_id(frame.t_wall_s, hit.roi_id)
-        alert_id = f"{self.unit_id}-{ev_id}"
+        seq = self.numbers.reserve() if self.numbers is not None else None
+        # Folders sort by time (pruning takes the oldest first) and carry the alert id.
+        base_id = evidence_id(frame.t_wall_s, hit.roi_id)
+        if seq is not None:
+            base_id = f"{base_id}_{self.unit_id}-{seq}"
+        ev_id, n = base_id, 1
+        while (self.evidence.root / ev_id).exists():  # a file run again: its video time repeats
+            n += 1
+            ev_id = f"{base_id}-{n}"
+        alert_id = f"{self.unit_id}-{seq}" if seq is not None else f"{self.unit_id}-{ev_id}"
         rec = self.evidence.save(
             alert_id=alert_id, ev_id=ev_id, frame=frame.image, crop=item.roi.crop(frame.image),
             clip=clip, clip_fps=self._clip_fps(),
@@ -493,6 +523,7 @@ class Pipeline:
             t_wall_s=frame.t_wall_s, t_mono_s=frame.t_mono_s,
             model_name=self.classifier.name, model_version=self.classifier.version,
             model_sha256=self.classifier.sha256, threshold=self.params.score_on, evidence=rec,
+            seq=seq,
         )
         if self.stamp is not None:
             det = self.stamp(det)

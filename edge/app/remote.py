@@ -59,17 +59,22 @@ class CollectJob:
     def from_command(cls, body: Mapping[str, Any], rois: Sequence[Roi]) -> CollectJob:
         """From a payload already checked against ``command.v1.json``. Unknown ROI ids are
         logged and ignored; when none is left (or none was named) every ROI is collected."""
-        wanted = list(dict.fromkeys(body.get("rois") or []))
-        by_id = {r.id: r for r in rois}
-        unknown = [rid for rid in wanted if rid not in by_id]
-        if unknown:
-            log.warning("collect %s: unknown roi id(s) %s ignored; this unit has %s",
-                        body.get("request_id") or "-", ", ".join(map(repr, unknown)),
-                        ", ".join(by_id))
-        chosen = tuple(by_id[rid] for rid in wanted if rid in by_id) or tuple(rois)
         return cls(request_id=body.get("request_id"), count=int(body["count"]),
                    interval_s=float(body.get("interval_s", COLLECT_DEFAULT_INTERVAL_S)),
-                   rois=chosen)
+                   rois=choose_rois("collect", body, rois))
+
+
+def choose_rois(command: str, body: Mapping[str, Any], rois: Sequence[Roi]) -> tuple[Roi, ...]:
+    """The ROIs a command's ``rois`` names, in its order. Unknown ids are logged and ignored;
+    when none is left (or none was named) every ROI."""
+    wanted = list(dict.fromkeys(body.get("rois") or []))
+    by_id = {r.id: r for r in rois}
+    unknown = [rid for rid in wanted if rid not in by_id]
+    if unknown:
+        log.warning("%s %s: unknown roi id(s) %s ignored; this unit has %s", command,
+                    body.get("request_id") or "-", ", ".join(map(repr, unknown)),
+                    ", ".join(by_id))
+    return tuple(by_id[rid] for rid in wanted if rid in by_id) or tuple(rois)
 
 
 @dataclass(slots=True)

@@ -44,7 +44,7 @@ def resolve_path_text(value: str, base: Path) -> str:
 
 def resolve_paths(model: type[BaseModel], data: Table, base: Path) -> Table:
     """A copy of ``data`` (a parsed TOML table for ``model``) with relative paths resolved."""
-    out = _copy(data)
+    out: Table = _copy(data)
     _resolve_table(model, out, base)
     return out
 

@@ -30,9 +30,24 @@ log = logging.getLogger(__name__)
 ALG = "Ed25519"
 
 __all__ = [
-    "ALG", "Ed25519PrivateKey", "Ed25519PublicKey", "evidence_problem", "generate_key", "key_id",
-    "load_private_key", "load_public_key", "public_pem", "raw_public_bytes", "save_private_key",
-    "save_public_key", "sign_alert", "signature_problem", "verify_alert", "verify_evidence",
+    "ALG",
+    "Ed25519PrivateKey",
+    "Ed25519PublicKey",
+    "evidence_problem",
+    "generate_key",
+    "key_id",
+    "load_private_key",
+    "load_public_key",
+    "public_key_name",
+    "public_pem",
+    "raw_public_bytes",
+    "save_private_key",
+    "save_public_key",
+    "sign_alert",
+    "signature_problem",
+    "signing_key_name",
+    "verify_alert",
+    "verify_evidence",
     "write_key_pair",
 ]
 
@@ -66,11 +81,26 @@ def save_public_key(key: Ed25519PublicKey, path: Path) -> None:
     _write_new(path, public_pem(key), mode=0o644)
 
 
+# One naming scheme for a unit's files, wherever they sit (secrets folder, /etc/phonewatch/keys):
+#   <unit>.key, <unit>.crt            TLS client key and certificate (deploy/certs/make-certs.sh)
+#   <unit>.sign.key, <unit>.sign.pub  Ed25519 alert-signing pair ('phonewatch keys generate')
+# so both can share a folder.
+def signing_key_name(unit: str) -> str:
+    """File name of a unit's secret signing key: ``<unit>.sign.key``."""
+    return f"{unit}.sign.key"
+
+
+def public_key_name(unit: str) -> str:
+    """File name of a unit's public signing key (the control room's copy): ``<unit>.sign.pub``."""
+    return f"{unit}.sign.pub"
+
+
 def write_key_pair(unit: str, out_dir: Path) -> tuple[Path, Path, str]:
-    """Generate ``<unit>.key`` and ``<unit>.pub`` in ``out_dir``; returns (key, pub, key id)."""
+    """Generate ``<unit>.sign.key`` and ``<unit>.sign.pub`` in ``out_dir``; returns (key, pub,
+    key id)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     key = generate_key()
-    key_path, pub_path = out_dir / f"{unit}.key", out_dir / f"{unit}.pub"
+    key_path, pub_path = out_dir / signing_key_name(unit), out_dir / public_key_name(unit)
     for p in (key_path, pub_path):
         if p.exists():
             raise SignatureError(f"{p} already exists; refusing to overwrite a unit key")

@@ -155,21 +155,6 @@ def is_plausible_time(t: dt.datetime) -> bool:
             and nmea.GPS_EPOCH_DATE <= t.date() <= nmea.LATEST_DATE)
 
 
-def alert_time(fix: Fix | None, now_wall_s: float, max_age_s: float
-               ) -> tuple[dt.datetime, Literal["gps", "system"]]:
-    """UTC for an alert made now: the fix's time moved on by its age when the fix is a real,
-    plausible GNSS fix no older than ``max_age_s``; otherwise the system clock. Says which it
-    used. Never raises for any ``fix`` (``now_wall_s`` is the caller's ``time.time()``)."""
-    if (fix is not None and fix.has_position and fix.reason is None
-            and fix.time is not None and is_plausible_time(fix.time)
-            and 0.0 <= fix.age_s <= max_age_s):
-        try:
-            return fix.time + dt.timedelta(seconds=fix.age_s), "gps"
-        except (OverflowError, ValueError):  # an age no clock can add (max_age_s = inf)
-            pass
-    return dt.datetime.fromtimestamp(now_wall_s, tz=dt.UTC), "system"
-
-
 @dataclass(slots=True)
 class _Epoch:
     tod: nmea.TimeOfDay | None = None
@@ -330,6 +315,7 @@ class FixAssembler:
             self._last_position_fix = fix
 
     def _merge(self, r: nmea.Record, now: float) -> Fix | None:
+        """Add one sentence to the epoch; returns the previous epoch's fix if ``r`` closed it."""
         closed: Fix | None = None
         tod = getattr(r, "time", None)
         ep = self._epoch
@@ -343,77 +329,97 @@ class FixAssembler:
         ep.received_mono_s = now
         match r:
             case nmea.Rmc():
-                self._flag_faa(ep, r.faa_mode)
-                if r.date is not None and r.faa_mode not in ("S", "M"):
-                    self._set_date(ep, r.date, tod, now)
-                if r.is_valid:
-                    self._position(ep, r.lat, r.lon)
-                    ep.speed_mps = r.speed_mps if r.speed_mps is not None else ep.speed_mps
-                    ep.track_deg = r.track_deg if r.track_deg is not None else ep.track_deg
-                    ep.faa = r.faa_mode or ep.faa
-                else:
-                    ep.is_invalid = True
-                    ep.notes.add("rmc_invalid")
+                self._merge_rmc(ep, r, tod, now)
             case nmea.Gga():
-                if r.quality in _NOT_GNSS_GGA:
-                    self._flag(ep, _NOT_GNSS_GGA[r.quality])
-                elif r.quality == 0 or r.lat is None:
-                    ep.is_invalid = True
-                    ep.notes.add("gga_no_fix")
-                elif r.sats is not None and r.sats < 3:
-                    # Fewer than 3 satellites cannot give a position: a per-constellation
-                    # GGA (SiRFstarV, Telit send one per GNSS) or a bogus one. Not used.
-                    ep.notes.add("gga_few_sats")
-                else:
-                    self._position(ep, r.lat, r.lon)
-                    ep.quality = r.quality
-                    if r.alt_m is not None:
-                        ep.alt_m = r.alt_m
-                        # a height needs a 4th satellite
-                        ep.has_altitude_fix = r.sats is None or r.sats >= 4
-                        if not ep.has_altitude_fix:
-                            ep.notes.add("gga_alt_few_sats")
-                    ep.geoid_sep_m = r.geoid_sep_m
-                ep.sats = r.sats if r.sats is not None else ep.sats
-                ep.hdop = r.hdop if r.hdop is not None else ep.hdop
+                self._merge_gga(ep, r)
             case nmea.Gns():
-                if not any(c in _REAL_GNSS_FAA for c in r.modes):
-                    for c in r.modes:
-                        self._flag_faa(ep, c)
-                if not r.is_valid:
-                    ep.is_invalid = True
-                    ep.notes.add("gns_invalid")
-                else:
-                    self._position(ep, r.lat, r.lon)
-                    if r.alt_m is not None:
-                        ep.alt_m, ep.has_altitude_fix = r.alt_m, True
-                    ep.geoid_sep_m = r.geoid_sep_m
-                ep.sats = r.sats if r.sats is not None else ep.sats
-                ep.hdop = r.hdop if r.hdop is not None else ep.hdop
+                self._merge_gns(ep, r)
             case nmea.Gll():
-                self._flag_faa(ep, r.faa_mode)
-                if r.is_valid:
-                    self._position(ep, r.lat, r.lon)
-                else:
-                    ep.is_invalid = True
-                    ep.notes.add("gll_invalid")
+                self._merge_gll(ep, r)
             case nmea.Gsa():
-                if r.mode is not None:
-                    ep.notes.add(f"gsa_mode_{r.mode}")
-                    ep.gsa_mode = r.mode if ep.gsa_mode is None else max(ep.gsa_mode, r.mode)
-                ep.gsa_prns.update(r.prns)
-                ep.pdop = r.pdop if r.pdop is not None else ep.pdop
-                ep.hdop = ep.hdop if ep.hdop is not None else r.hdop
-                ep.vdop = r.vdop if r.vdop is not None else ep.vdop
+                self._merge_gsa(ep, r)
             case nmea.Vtg():
-                self._flag_faa(ep, r.faa_mode)
-                if r.faa_mode != "N":
-                    ep.speed_mps = r.speed_mps if r.speed_mps is not None else ep.speed_mps
-                    ep.track_deg = r.track_deg if r.track_deg is not None else ep.track_deg
+                self._merge_vtg(ep, r)
             case nmea.Zda():
                 if r.date is not None:
                     self._set_date(ep, r.date, tod, now)
         return closed
+
+    def _merge_rmc(self, ep: _Epoch, r: nmea.Rmc, tod: nmea.TimeOfDay | None,
+                   now: float) -> None:
+        self._flag_faa(ep, r.faa_mode)
+        if r.date is not None and r.faa_mode not in ("S", "M"):
+            self._set_date(ep, r.date, tod, now)
+        if r.is_valid:
+            self._position(ep, r.lat, r.lon)
+            ep.speed_mps = r.speed_mps if r.speed_mps is not None else ep.speed_mps
+            ep.track_deg = r.track_deg if r.track_deg is not None else ep.track_deg
+            ep.faa = r.faa_mode or ep.faa
+        else:
+            ep.is_invalid = True
+            ep.notes.add("rmc_invalid")
+
+    def _merge_gga(self, ep: _Epoch, r: nmea.Gga) -> None:
+        if r.quality in _NOT_GNSS_GGA:
+            self._flag(ep, _NOT_GNSS_GGA[r.quality])
+        elif r.quality == 0 or r.lat is None:
+            ep.is_invalid = True
+            ep.notes.add("gga_no_fix")
+        elif r.sats is not None and r.sats < 3:
+            # Fewer than 3 satellites cannot give a position: a per-constellation
+            # GGA (SiRFstarV, Telit send one per GNSS) or a bogus one. Not used.
+            ep.notes.add("gga_few_sats")
+        else:
+            self._position(ep, r.lat, r.lon)
+            ep.quality = r.quality
+            if r.alt_m is not None:
+                ep.alt_m = r.alt_m
+                # a height needs a 4th satellite
+                ep.has_altitude_fix = r.sats is None or r.sats >= 4
+                if not ep.has_altitude_fix:
+                    ep.notes.add("gga_alt_few_sats")
+            ep.geoid_sep_m = r.geoid_sep_m
+        ep.sats = r.sats if r.sats is not None else ep.sats
+        ep.hdop = r.hdop if r.hdop is not None else ep.hdop
+
+    def _merge_gns(self, ep: _Epoch, r: nmea.Gns) -> None:
+        if not any(c in _REAL_GNSS_FAA for c in r.modes):
+            for c in r.modes:
+                self._flag_faa(ep, c)
+        if not r.is_valid:
+            ep.is_invalid = True
+            ep.notes.add("gns_invalid")
+        else:
+            self._position(ep, r.lat, r.lon)
+            if r.alt_m is not None:
+                ep.alt_m, ep.has_altitude_fix = r.alt_m, True
+            ep.geoid_sep_m = r.geoid_sep_m
+        ep.sats = r.sats if r.sats is not None else ep.sats
+        ep.hdop = r.hdop if r.hdop is not None else ep.hdop
+
+    def _merge_gll(self, ep: _Epoch, r: nmea.Gll) -> None:
+        self._flag_faa(ep, r.faa_mode)
+        if r.is_valid:
+            self._position(ep, r.lat, r.lon)
+        else:
+            ep.is_invalid = True
+            ep.notes.add("gll_invalid")
+
+    @staticmethod
+    def _merge_gsa(ep: _Epoch, r: nmea.Gsa) -> None:
+        if r.mode is not None:
+            ep.notes.add(f"gsa_mode_{r.mode}")
+            ep.gsa_mode = r.mode if ep.gsa_mode is None else max(ep.gsa_mode, r.mode)
+        ep.gsa_prns.update(r.prns)
+        ep.pdop = r.pdop if r.pdop is not None else ep.pdop
+        ep.hdop = ep.hdop if ep.hdop is not None else r.hdop
+        ep.vdop = r.vdop if r.vdop is not None else ep.vdop
+
+    def _merge_vtg(self, ep: _Epoch, r: nmea.Vtg) -> None:
+        self._flag_faa(ep, r.faa_mode)
+        if r.faa_mode != "N":
+            ep.speed_mps = r.speed_mps if r.speed_mps is not None else ep.speed_mps
+            ep.track_deg = r.track_deg if r.track_deg is not None else ep.track_deg
 
     def _flag(self, ep: _Epoch, reason: str) -> None:
         """Mark the epoch as not a GNSS measurement; the strongest word wins."""

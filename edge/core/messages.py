@@ -15,10 +15,10 @@ import functools
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from edge.core.errors import MessageError
 from edge.core.ports import Detection
@@ -28,8 +28,9 @@ ALERT_SCHEMA = "alert.v1"
 STATUS_SCHEMA = "status.v1"
 HEARTBEAT_SCHEMA = "heartbeat.v1"
 COMMAND_SCHEMA = "command.v1"
+RECEIPT_SCHEMA = "receipt.v1"
 
-COMMANDS = ("snapshot", "mute", "reload", "collect")
+COMMANDS = ("snapshot", "mute", "reload", "collect", "calibrate")
 """Command names the control room may send; anything else is rejected."""
 
 SIGNING_CONTEXT = b"phonewatch.alert.v1\n"
@@ -41,6 +42,10 @@ FIX_KEYS = ("time", "lat", "lon", "alt_m", "speed_mps", "track_deg", "mode", "qu
 _UNIT_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _TOPIC_ROOT_RE = re.compile(r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
 _COLLECT_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+_SAMPLE_NAME_RE = re.compile(
+    r"^(rnd|unc|cal(\d{1,15}))-(\d{1,15})-(\d{1,5})-([A-Za-z0-9_]{1,24})-([A-Za-z0-9_-]{1,64})$")
+SAMPLE_REASONS = {"random": "rnd", "uncertain": "unc", "calibration": "cal"}
+"""Why a sampled crop was taken, and its tag in the crop's name (:func:`sample_name`)."""
 
 
 # ---------------------------------------------------------------- names and times
@@ -53,6 +58,63 @@ def alert_id(unit: str, seq: int) -> str:
 def collect_name(roi_id: str, t_wall_s: float) -> str:
     """The name of a collected crop: ``<roi_id>-<frame wall time in integer ms>``."""
     return _checked_collect_name(f"{roi_id}-{int(t_wall_s * 1000)}")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SampleName:
+    """The provenance a sampled crop's name carries (the unit is the topic's, which the
+    broker's ACL vouches for)."""
+
+    reason: Literal["random", "uncertain", "calibration"]
+    t_wall_ms: int
+    """The frame's wall-clock time, integer milliseconds."""
+    score: float
+    """The crop's score, to 4 decimals."""
+    model: str
+    """The model version, each character other than a letter or digit as ``_``."""
+    roi: str
+    run_ms: int | None = None
+    """Calibration only: the run's start (wall clock, ms); one run's crops share it."""
+
+
+def sample_name(reason: str, roi_id: str, t_wall_s: float, score: float, model_version: str,
+                *, run_ms: int | None = None) -> str:
+    """The name of a crop the sampler took: ``<tag>-<ms>-<score>-<model>-<roi_id>``.
+
+    ``tag`` is ``rnd`` (random), ``unc`` (uncertain) or ``cal<run start ms>`` (a calibration
+    run); ``ms`` the frame's wall-clock time in integer ms; ``score`` the score x 10^4 as an
+    integer (0..10000); ``model`` the model version with every character other than a letter
+    or digit replaced by ``_`` (at most 24). Parsed back by :func:`parse_sample_name`."""
+    if reason not in SAMPLE_REASONS:
+        raise MessageError(f"unknown sample reason {reason!r}")
+    tag = SAMPLE_REASONS[reason]
+    if reason == "calibration":
+        if run_ms is None:
+            raise MessageError("a calibration crop needs its run's start time")
+        tag += str(int(run_ms))
+    if not math.isfinite(score):
+        raise MessageError(f"sample score {score!r} is not a number")
+    myriads = min(10000, max(0, round(score * 10000)))
+    model = re.sub(r"[^A-Za-z0-9]", "_", model_version)[:24] or "_"
+    name = f"{tag}-{int(t_wall_s * 1000)}-{myriads}-{model}-{roi_id}"
+    if not _SAMPLE_NAME_RE.match(name):
+        raise MessageError(f"bad sample name {name[:140]!r}")
+    return _checked_collect_name(name)
+
+
+def parse_sample_name(name: str) -> SampleName | None:
+    """What :func:`sample_name` put in ``name``; None for any other name (a ``collect``
+    crop's ``<roi_id>-<ms>``)."""
+    mt = _SAMPLE_NAME_RE.match(name)
+    if mt is None or len(name) > 128:
+        return None
+    tag, run, ms, myriads, model, roi = mt.groups()
+    reason: Literal["random", "uncertain", "calibration"] = (
+        "random" if tag == "rnd" else "uncertain" if tag == "unc" else "calibration")
+    if int(myriads) > 10000:
+        return None
+    return SampleName(reason=reason, t_wall_ms=int(ms), score=int(myriads) / 10000,
+                      model=model, roi=roi, run_ms=int(run) if run is not None else None)
 
 
 def _checked_collect_name(name: str) -> str:
@@ -94,9 +156,15 @@ class Topics:
         self.snapshot = f"{base}/snapshot"
         self.cmd_prefix = f"{base}/cmd/"
         self.cmd_filter = f"{base}/cmd/+"
+        self.ack = f"{base}/ack"
+        """Control room -> unit: delivery receipts (:func:`build_receipt`)."""
 
     def evidence(self, alert_id_: str) -> str:
         return f"{self.root}/{self.unit}/evidence/{alert_id_}"
+
+    def crop(self, alert_id_: str) -> str:
+        """The driver-window crop of an alert (JPEG; SHA-256 and size in the signed alert)."""
+        return f"{self.root}/{self.unit}/crop/{alert_id_}"
 
     def collect(self, name: str) -> str:
         """Topic of one collected crop; ``name`` as made by :func:`collect_name`."""
@@ -306,6 +374,34 @@ def parse_command(topic: str, payload: bytes, *, topics: Topics,
     return name, body
 
 
+def build_receipt(unit: str, *, alerts: Iterable[int], evidence: Iterable[int],
+                  t_wall_s: float, crops: Iterable[int] = ()) -> dict[str, Any]:
+    """The control room's receipt: these sequence numbers' alerts / evidence / crops are
+    stored."""
+    doc: dict[str, Any] = {"schema": "phonewatch.receipt", "v": 1, "unit": unit,
+                           "alerts": sorted(set(alerts)), "evidence": sorted(set(evidence)),
+                           "time": utc_iso(t_wall_s)}
+    crop_seqs = sorted(set(crops))
+    if crop_seqs:
+        doc["crops"] = crop_seqs
+    return doc
+
+
+def parse_receipt(topic: str, payload: bytes, *, topics: Topics, max_bytes: int = 1 << 20
+                  ) -> list[tuple[int, Literal["alert", "evidence", "crop"]]]:
+    """Validate a receipt for this unit; returns the ``(seq, part)`` pairs it acknowledges
+    (part ``alert``, ``evidence`` or ``crop``) or raises MessageError."""
+    if topic != topics.ack:
+        raise MessageError(f"not this unit's receipt topic: {topic[:200]!r}")
+    doc = validate(decode(payload, max_bytes=max_bytes), RECEIPT_SCHEMA)
+    if doc["unit"] != topics.unit:
+        raise MessageError(f"receipt for unit {str(doc['unit'])[:64]!r} on {topics.unit}'s topic")
+    parts: list[tuple[int, Literal["alert", "evidence", "crop"]]] = [
+        (int(s), "alert") for s in doc["alerts"]]
+    parts += [(int(s), "evidence") for s in doc["evidence"]]
+    return parts + [(int(s), "crop") for s in doc.get("crops", [])]
+
+
 # ---------------------------------------------------------------- validation
 
 
@@ -357,59 +453,120 @@ def resolve_ref(ref: str, root: Mapping[str, Any]) -> Any:
 def _check(v: Any, s: Mapping[str, Any], root: Mapping[str, Any], at: str) -> list[str]:
     """A JSON Schema subset: $ref (local), type, const, enum, oneOf, properties, required,
     additionalProperties (bool), items, minItems/maxItems, minimum/maximum,
-    minLength/maxLength, pattern."""
-    where = at or "(message)"
+    minLength/maxLength, pattern.
+
+    The keywords in :data:`_GATES` are checked first, in order, and the first one ``v`` fails
+    is the only error; otherwise the keywords for ``v``'s kind (:data:`_KIND_CHECKS`) each add
+    theirs."""
     if "$ref" in s:
         return _check(v, resolve_ref(s["$ref"], root), root, at)
-    if "oneOf" in s:
-        matches = [sub for sub in s["oneOf"] if not _check(v, sub, root, at)]
-        if len(matches) != 1:
-            return [f"{where}: matches {len(matches)} of the allowed forms, not exactly one"]
-    if "const" in s and not (v == s["const"] and type(v) is type(s["const"])):
-        return [f"{where}: must be {s['const']!r}"]
-    if "enum" in s and v not in s["enum"]:
-        return [f"{where}: must be one of {s['enum']}"]
-    if "type" in s:
-        types = s["type"] if isinstance(s["type"], list) else [s["type"]]
-        if not any(_TYPES[t](v) for t in types):
-            return [f"{where}: must be {' or '.join(types)}, not {_json_type(v)}"]
-    errors: list[str] = []
-    if isinstance(v, dict):
-        props = s.get("properties", {})
-        for key in s.get("required", []):
-            if key not in v:
-                errors.append(f"{at + '.' if at else ''}{key}: required")
-        for key, val in v.items():
-            sub_at = f"{at}.{key}" if at else str(key)
-            if key in props:
-                errors.extend(_check(val, props[key], root, sub_at))
-            elif s.get("additionalProperties") is False:
-                errors.append(f"{sub_at}: unknown field")
-    elif isinstance(v, list):
-        if "minItems" in s and len(v) < s["minItems"]:
-            errors.append(f"{where}: fewer than {s['minItems']} items")
-        if "maxItems" in s and len(v) > s["maxItems"]:
-            errors.append(f"{where}: more than {s['maxItems']} items")
-        if "items" in s:
-            for i, item in enumerate(v):
-                errors.extend(_check(item, s["items"], root, f"{at}[{i}]"))
-    elif isinstance(v, int | float) and not isinstance(v, bool):
-        if isinstance(v, int) and not _fits_float(v):
-            return [f"{where}: number too large"]  # no field needs one; refuse, never crash
-        if not math.isfinite(v):
-            errors.append(f"{where}: must be finite")
-        if "minimum" in s and v < s["minimum"]:
-            errors.append(f"{where}: must be >= {s['minimum']}")
-        if "maximum" in s and v > s["maximum"]:
-            errors.append(f"{where}: must be <= {s['maximum']}")
-    elif isinstance(v, str):
-        if "minLength" in s and len(v) < s["minLength"]:
-            errors.append(f"{where}: shorter than {s['minLength']}")
-        if "maxLength" in s and len(v) > s["maxLength"]:
-            errors.append(f"{where}: longer than {s['maxLength']}")
-        if "pattern" in s and not re.search(s["pattern"], v):
-            errors.append(f"{where}: does not match {s['pattern']}")
+    for key, gate in _GATES:
+        if key in s:
+            error = gate(v, s, root, at)
+            if error is not None:
+                return [f"{at or '(message)'}: {error}"]
+    for is_kind, check_kind in _KIND_CHECKS:
+        if is_kind(v):
+            return check_kind(v, s, root, at)
+    return []
+
+
+_Gate = Callable[[Any, Mapping[str, Any], Mapping[str, Any], str], str | None]
+"""``(value, schema, root, at) -> the error (without its location), or None``."""
+_KindCheck = Callable[[Any, Mapping[str, Any], Mapping[str, Any], str], list[str]]
+
+
+def _gate_one_of(v: Any, s: Mapping[str, Any], root: Mapping[str, Any], at: str) -> str | None:
+    matches = sum(1 for sub in s["oneOf"] if not _check(v, sub, root, at))
+    return None if matches == 1 else f"matches {matches} of the allowed forms, not exactly one"
+
+
+def _gate_const(v: Any, s: Mapping[str, Any], root: Mapping[str, Any], at: str) -> str | None:
+    const = s["const"]
+    return None if v == const and type(v) is type(const) else f"must be {const!r}"
+
+
+def _gate_enum(v: Any, s: Mapping[str, Any], root: Mapping[str, Any], at: str) -> str | None:
+    return None if v in s["enum"] else f"must be one of {s['enum']}"
+
+
+def _gate_type(v: Any, s: Mapping[str, Any], root: Mapping[str, Any], at: str) -> str | None:
+    types = s["type"] if isinstance(s["type"], list) else [s["type"]]
+    if any(_TYPES[t](v) for t in types):
+        return None
+    return f"must be {' or '.join(types)}, not {_json_type(v)}"
+
+
+_GATES: tuple[tuple[str, _Gate], ...] = (
+    ("oneOf", _gate_one_of), ("const", _gate_const), ("enum", _gate_enum), ("type", _gate_type))
+"""Keywords whose failure is the only error reported for a value, checked in this order."""
+
+_Bound = tuple[str, Callable[[Any, Any], bool], str]
+"""``(keyword, fails(value, keyword's value), message with {} for the keyword's value)``."""
+
+_ARRAY_BOUNDS: tuple[_Bound, ...] = (
+    ("minItems", lambda v, n: len(v) < n, "fewer than {} items"),
+    ("maxItems", lambda v, n: len(v) > n, "more than {} items"),
+)
+_NUMBER_BOUNDS: tuple[_Bound, ...] = (
+    ("minimum", lambda v, n: v < n, "must be >= {}"),
+    ("maximum", lambda v, n: v > n, "must be <= {}"),
+)
+_STRING_BOUNDS: tuple[_Bound, ...] = (
+    ("minLength", lambda v, n: len(v) < n, "shorter than {}"),
+    ("maxLength", lambda v, n: len(v) > n, "longer than {}"),
+    ("pattern", lambda v, p: not re.search(p, v), "does not match {}"),
+)
+
+
+def _bound_errors(v: Any, s: Mapping[str, Any], at: str, bounds: tuple[_Bound, ...]
+                  ) -> list[str]:
+    where = at or "(message)"
+    return [f"{where}: {message.format(s[key])}" for key, fails, message in bounds
+            if key in s and fails(v, s[key])]
+
+
+def _check_object(v: dict[Any, Any], s: Mapping[str, Any], root: Mapping[str, Any], at: str
+                  ) -> list[str]:
+    props = s.get("properties", {})
+    closed = s.get("additionalProperties") is False
+    errors = [f"{at + '.' if at else ''}{key}: required"
+              for key in s.get("required", []) if key not in v]
+    for key, val in v.items():
+        sub_at = f"{at}.{key}" if at else str(key)
+        if key in props:
+            errors.extend(_check(val, props[key], root, sub_at))
+        elif closed:
+            errors.append(f"{sub_at}: unknown field")
     return errors
+
+
+def _check_array(v: list[Any], s: Mapping[str, Any], root: Mapping[str, Any], at: str
+                 ) -> list[str]:
+    errors = _bound_errors(v, s, at, _ARRAY_BOUNDS)
+    if "items" in s:
+        for i, item in enumerate(v):
+            errors.extend(_check(item, s["items"], root, f"{at}[{i}]"))
+    return errors
+
+
+def _check_number(v: int | float, s: Mapping[str, Any], root: Mapping[str, Any], at: str
+                  ) -> list[str]:
+    where = at or "(message)"
+    if isinstance(v, int) and not _fits_float(v):
+        return [f"{where}: number too large"]  # no field needs one; refuse, never crash
+    errors = [] if math.isfinite(v) else [f"{where}: must be finite"]
+    return errors + _bound_errors(v, s, at, _NUMBER_BOUNDS)
+
+
+def _check_string(v: str, s: Mapping[str, Any], root: Mapping[str, Any], at: str) -> list[str]:
+    return _bound_errors(v, s, at, _STRING_BOUNDS)
+
+
+_KIND_CHECKS: tuple[tuple[Callable[[Any], bool], _KindCheck], ...] = (
+    (_TYPES["object"], _check_object), (_TYPES["array"], _check_array),
+    (_TYPES["number"], _check_number), (_TYPES["string"], _check_string))
+"""The keywords that apply to a value of each kind (none for booleans and null)."""
 
 
 def _fits_float(v: int) -> bool:

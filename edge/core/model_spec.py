@@ -128,75 +128,11 @@ def parse_spec(d: Any, *, where: str = "sidecar", base_dir: Path | None = None) 
     name = str(_need(d, "name", where))
     version = str(_need(d, "version", where))
     file = str(_need(d, "file", where))
-    sha = d.get("sha256")
-    if sha is not None and (not isinstance(sha, str) or len(sha) != 64
-                            or any(c not in "0123456789abcdef" for c in sha)):
-        raise ModelError(f"{where}: 'sha256' must be 64 lower-case hex digits")
-
-    inp = _need(d, "input", where)
-    if not isinstance(inp, dict):
-        raise ModelError(f"{where}: 'input' must be an object")
-    _unknown(inp, _INPUT_KEYS, f"{where}: input")
-    layout = inp.get("layout", "NHWC")
-    if layout not in ("NHWC", "NCHW"):
-        raise ModelError(f"{where}: 'input.layout' must be NHWC or NCHW, got {layout!r}")
-    colour = inp.get("colour", "RGB")
-    if colour not in ("RGB", "BGR", "GRAY"):
-        raise ModelError(f"{where}: 'input.colour' must be RGB, BGR or GRAY, got {colour!r}")
-    channels = 1 if colour == "GRAY" else 3
-    mean = inp.get("mean", [127.5] * channels)
-    std = inp.get("std", [127.5] * channels)
-    for key, vals in (("mean", mean), ("std", std)):
-        if not isinstance(vals, list) or len(vals) != channels:
-            raise ModelError(f"{where}: 'input.{key}' must be a list of {channels} numbers")
-        for v in vals:
-            _number(v, f"input.{key}", where, -1e6 if key == "mean" else 1e-9, 1e6)
-    spec_in = InputSpec(
-        width=_int(_need(inp, "width", f"{where}: input"), "input.width", where, 8, 4096),
-        height=_int(_need(inp, "height", f"{where}: input"), "input.height", where, 8, 4096),
-        layout=layout, colour=colour,
-        mean=tuple(float(v) for v in mean), std=tuple(float(v) for v in std),
-    )
-
-    out = d.get("output", {})
-    if not isinstance(out, dict):
-        raise ModelError(f"{where}: 'output' must be an object")
-    _unknown(out, _OUTPUT_KEYS, f"{where}: output")
-    activation = out.get("activation", "none")
-    if activation not in ("none", "softmax", "sigmoid"):
-        raise ModelError(
-            f"{where}: 'output.activation' must be none, softmax or sigmoid, got {activation!r}"
-        )
-    out_index = _int(out.get("index", 0), "output.index", where, 0, 16)
-
-    if "labels" in d and "labels_file" in d:
-        raise ModelError(f"{where}: give 'labels' or 'labels_file', not both")
-    if "labels" in d:
-        labels = d["labels"]
-        if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
-            raise ModelError(f"{where}: 'labels' must be a list of strings")
-    elif "labels_file" in d:
-        lf = Path(str(d["labels_file"]))
-        if not lf.is_absolute() and base_dir is not None:
-            lf = base_dir / lf
-        try:
-            lines = lf.read_text(encoding="utf-8").splitlines()
-        except OSError as e:
-            raise ModelError(f"{where}: 'labels_file' {lf} cannot be read: {e.strerror}") from e
-        offset = _int(d.get("label_offset", 0), "label_offset", where, -16, 16)
-        labels = [_strip_label(x) for x in lines if x.strip()]
-        labels = ["__background__"] * offset + labels if offset > 0 else labels[-offset:]
-    else:
-        raise ModelError(f"{where}: missing required key 'labels' (or 'labels_file')")
-    if len(labels) < 1:
-        raise ModelError(f"{where}: 'labels' is empty")
-
-    positive = _need(d, "positive_labels", where)
-    if not isinstance(positive, list) or not positive:
-        raise ModelError(f"{where}: 'positive_labels' must be a non-empty list")
-    missing = [p for p in positive if not positive_indices(labels, [p])]
-    if missing:
-        raise ModelError(f"{where}: positive label(s) {missing} are not among the labels")
+    sha = _parse_sha256(d.get("sha256"), where)
+    spec_in = _parse_input(_need(d, "input", where), where)
+    activation, out_index = _parse_output(d.get("output", {}), where)
+    labels = _parse_labels(d, where, base_dir)
+    positive = _parse_positive_labels(_need(d, "positive_labels", where), labels, where)
     threshold = _number(_need(d, "threshold", where), "threshold", where, 0.0, 1.0)
     for key in ("provenance", "metrics"):
         if key in d and not isinstance(d[key], dict):
@@ -208,6 +144,100 @@ def parse_spec(d: Any, *, where: str = "sidecar", base_dir: Path | None = None) 
         provenance=dict(d.get("provenance", {})), metrics=dict(d.get("metrics", {})),
         description=str(d.get("description", "")),
     )
+
+
+def _parse_sha256(sha: Any, where: str) -> str | None:
+    if sha is not None and (not isinstance(sha, str) or len(sha) != 64
+                            or any(c not in "0123456789abcdef" for c in sha)):
+        raise ModelError(f"{where}: 'sha256' must be 64 lower-case hex digits")
+    return sha
+
+
+def _parse_input(inp: Any, where: str) -> InputSpec:
+    """The sidecar's ``input`` object: size, layout, colour order and normalisation."""
+    if not isinstance(inp, dict):
+        raise ModelError(f"{where}: 'input' must be an object")
+    _unknown(inp, _INPUT_KEYS, f"{where}: input")
+    layout = inp.get("layout", "NHWC")
+    if layout not in ("NHWC", "NCHW"):
+        raise ModelError(f"{where}: 'input.layout' must be NHWC or NCHW, got {layout!r}")
+    colour = inp.get("colour", "RGB")
+    if colour not in ("RGB", "BGR", "GRAY"):
+        raise ModelError(f"{where}: 'input.colour' must be RGB, BGR or GRAY, got {colour!r}")
+    channels = 1 if colour == "GRAY" else 3
+    mean = _per_channel(inp.get("mean", [127.5] * channels), "mean", channels, where, -1e6)
+    std = _per_channel(inp.get("std", [127.5] * channels), "std", channels, where, 1e-9)
+    return InputSpec(
+        width=_int(_need(inp, "width", f"{where}: input"), "input.width", where, 8, 4096),
+        height=_int(_need(inp, "height", f"{where}: input"), "input.height", where, 8, 4096),
+        layout=layout, colour=colour, mean=mean, std=std,
+    )
+
+
+def _per_channel(vals: Any, key: str, channels: int, where: str, lo: float
+                 ) -> tuple[float, ...]:
+    """``input.mean`` / ``input.std``: one number in ``lo..1e6`` per channel."""
+    if not isinstance(vals, list) or len(vals) != channels:
+        raise ModelError(f"{where}: 'input.{key}' must be a list of {channels} numbers")
+    for v in vals:
+        _number(v, f"input.{key}", where, lo, 1e6)
+    return tuple(float(v) for v in vals)
+
+
+def _parse_output(out: Any, where: str) -> tuple[str, int]:
+    """The sidecar's ``output`` object: ``(activation, output index)``."""
+    if not isinstance(out, dict):
+        raise ModelError(f"{where}: 'output' must be an object")
+    _unknown(out, _OUTPUT_KEYS, f"{where}: output")
+    activation = out.get("activation", "none")
+    if activation not in ("none", "softmax", "sigmoid"):
+        raise ModelError(
+            f"{where}: 'output.activation' must be none, softmax or sigmoid, got {activation!r}"
+        )
+    return activation, _int(out.get("index", 0), "output.index", where, 0, 16)
+
+
+def _parse_labels(d: dict[str, Any], where: str, base_dir: Path | None) -> list[str]:
+    """``labels`` as given, or read from ``labels_file`` (exactly one of them); not empty."""
+    if "labels" in d and "labels_file" in d:
+        raise ModelError(f"{where}: give 'labels' or 'labels_file', not both")
+    labels: list[str]
+    if "labels" in d:
+        given = d["labels"]
+        if not isinstance(given, list) or not all(isinstance(x, str) for x in given):
+            raise ModelError(f"{where}: 'labels' must be a list of strings")
+        labels = given
+    elif "labels_file" in d:
+        labels = _read_labels_file(d, where, base_dir)
+    else:
+        raise ModelError(f"{where}: missing required key 'labels' (or 'labels_file')")
+    if len(labels) < 1:
+        raise ModelError(f"{where}: 'labels' is empty")
+    return labels
+
+
+def _read_labels_file(d: dict[str, Any], where: str, base_dir: Path | None) -> list[str]:
+    """The labels in ``labels_file`` (relative to ``base_dir``), shifted by ``label_offset``."""
+    lf = Path(str(d["labels_file"]))
+    if not lf.is_absolute() and base_dir is not None:
+        lf = base_dir / lf
+    try:
+        lines = lf.read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise ModelError(f"{where}: 'labels_file' {lf} cannot be read: {e.strerror}") from e
+    offset = _int(d.get("label_offset", 0), "label_offset", where, -16, 16)
+    labels = [_strip_label(x) for x in lines if x.strip()]
+    return ["__background__"] * offset + labels if offset > 0 else labels[-offset:]
+
+
+def _parse_positive_labels(positive: Any, labels: Sequence[str], where: str) -> list[Any]:
+    """``positive_labels``: a non-empty list, each matching one of ``labels``."""
+    if not isinstance(positive, list) or not positive:
+        raise ModelError(f"{where}: 'positive_labels' must be a non-empty list")
+    missing = [p for p in positive if not positive_indices(labels, [p])]
+    if missing:
+        raise ModelError(f"{where}: positive label(s) {missing} are not among the labels")
+    return positive
 
 
 def label_matches(label: str, wanted: str) -> bool:

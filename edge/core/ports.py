@@ -67,6 +67,8 @@ class EvidenceRecord:
     frame_jpeg: bytes | None = field(default=None, repr=False, compare=False)
     """The frame's JPEG bytes as written: the uplink sends these, nobody re-reads the file
     (None where a record is rebuilt from disk)."""
+    crop_jpeg: bytes | None = field(default=None, repr=False, compare=False)
+    """The driver-window crop's JPEG bytes as written (sent with the alert, like the frame)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +103,16 @@ class Detection:
     """The alert's UTC time (ISO 8601 ``Z``); None: from ``t_wall_s``."""
     time_source: str = "system"
     """``gps`` when ``time_utc`` came from a fresh fix, else ``system``."""
+    seq: int | None = None
+    """The unit's sequence number, reserved before the evidence was saved, so ``alert_id``
+    (``<unit>-<seq>``) is the one id on the unit's disk, in its log and on the dashboard.
+    None: the sink numbers the alert itself."""
+
+
+class AlertNumbers(Protocol):
+    """Hands out a unit's alert sequence numbers: durable, never reused, never backwards."""
+
+    def reserve(self) -> int: ...
 
 
 class Uplink(Protocol):
@@ -112,6 +124,7 @@ class Uplink(Protocol):
     @property
     def is_connected(self) -> bool: ...
     def publish_heartbeat(self, heartbeat: dict[str, Any]) -> bool: ...
+    def set_status(self, state: str, reason: str | None = None) -> None: ...
     def publish_collect(self, name: str, jpeg: bytes) -> bool: ...
     def publish_snapshot(self, jpeg: bytes, *, request_id: str | None = None) -> bool: ...
     def stats(self) -> dict[str, Any]: ...

@@ -88,7 +88,7 @@ def to_colour(img_bgr: np.ndarray, colour: Colour) -> np.ndarray:
         return img_bgr[:, :, ::-1]
     # ITU-R BT.601 luma, the same weights OpenCV and PIL use.
     f = img_bgr.astype(np.float32, copy=False)
-    grey = f[:, :, 0] * 0.114 + f[:, :, 1] * 0.587 + f[:, :, 2] * 0.299
+    grey: np.ndarray = f[:, :, 0] * 0.114 + f[:, :, 1] * 0.587 + f[:, :, 2] * 0.299
     return grey[:, :, None]
 
 
@@ -119,7 +119,7 @@ def preprocess(
     img = to_colour(img, spec.colour)
     mean = np.asarray(spec.mean[: spec.channels], dtype=np.float32)
     inv_std = np.float32(1.0) / np.asarray(spec.std[: spec.channels], dtype=np.float32)
-    out = np.subtract(img, mean, dtype=np.float32)  # also makes the RGB view contiguous
+    out: np.ndarray = np.subtract(img, mean, dtype=np.float32)  # makes the RGB view contiguous
     out *= inv_std
     return out
 
@@ -142,7 +142,8 @@ def quantise(x: np.ndarray, scale: float, zero_point: int, dtype: np.dtype) -> n
         return x.astype(dt, copy=False)
     info = np.iinfo(dt)
     q = np.rint(x / scale) + zero_point
-    return np.clip(q, info.min, info.max).astype(dt)
+    out: np.ndarray = np.clip(q, info.min, info.max).astype(dt)
+    return out
 
 
 def dequantise(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:

@@ -245,6 +245,14 @@ class Supervisor:
         self._last_tick_ms = now
         if self._wdt is not None:
             self._wdt.feed()
+        self._read_uart(now)
+        self._update_ignition(now)
+        self._step(now)
+        if self._elapsed_s(self._last_status_ms, now) >= self.s.status_every_s:
+            self._last_status_ms = now
+            self._send("ST", *self._status_fields(now))
+
+    def _read_uart(self, now):
         n = self._uart.any()
         if n:
             data = self._uart.read(n)
@@ -252,41 +260,52 @@ class Supervisor:
                 for line in self._lines.feed(data):
                     self._handle(line, now)
 
+    def _update_ignition(self, now):
         changed = self.ignition.update(self._read_ign(), now, self._diff)
         if changed is not None:
             self._ign_out.value(1 if changed else 0)
             self._send("IG", 1 if changed else 0)
             self._ign_off_ms = None if changed else now
 
-        s = self.s
+    def _step(self, now):
+        """The power state machine: one step per tick."""
         st = self.state
         if st == "off":
             if self.ignition.state:
                 self._power_on(now)
         elif st == "cycling":
-            if self._elapsed_s(self._state_ms, now) >= s.cycle_off_s:
-                if self.ignition.state:
-                    self._power_on(now)
-                else:
-                    self._enter("off", now)
+            self._step_cycling(now)
         elif st == "halting":
-            quiet_since = self.last_hb_ms if self.last_hb_ms is not None else self._shutdown_ms
-            if (self._elapsed_s(quiet_since, now) >= s.halt_s
-                    and self._elapsed_s(self._shutdown_ms, now) >= s.halt_s):
-                if self.ignition.state:
-                    self._power_cycle(now, "halted with ignition on")  # bring it back up
-                else:
-                    self._power_off(now)
+            self._step_halting(now)
         elif st in ("booting", "running"):
-            if not self.ignition.state:
-                if self._elapsed_s(self._ign_off_ms, now) >= s.hard_off_s:
-                    self._power_off(now)  # the Pi never said goodbye: save the battery
-            elif st == "booting" and self._elapsed_s(self._state_ms, now) >= s.boot_grace_s:
-                self._power_cycle(now, "no heartbeat after boot")
-            elif (st == "running" and self.last_hb_ms is not None
-                    and self._elapsed_s(self.last_hb_ms, now) >= s.hb_timeout_s):
-                self._power_cycle(now, "heartbeat lost")
+            self._step_up(now)
 
-        if self._elapsed_s(self._last_status_ms, now) >= s.status_every_s:
-            self._last_status_ms = now
-            self._send("ST", *self._status_fields(now))
+    def _step_cycling(self, now):
+        if self._elapsed_s(self._state_ms, now) >= self.s.cycle_off_s:
+            if self.ignition.state:
+                self._power_on(now)
+            else:
+                self._enter("off", now)
+
+    def _step_halting(self, now):
+        halt_s = self.s.halt_s
+        quiet_since = self.last_hb_ms if self.last_hb_ms is not None else self._shutdown_ms
+        if (self._elapsed_s(quiet_since, now) >= halt_s
+                and self._elapsed_s(self._shutdown_ms, now) >= halt_s):
+            if self.ignition.state:
+                self._power_cycle(now, "halted with ignition on")  # bring it back up
+            else:
+                self._power_off(now)
+
+    def _step_up(self, now):
+        """Booting or running: the watchdog on the Pi, and the hard-off timer once the ignition
+        is off."""
+        s, st = self.s, self.state
+        if not self.ignition.state:
+            if self._elapsed_s(self._ign_off_ms, now) >= s.hard_off_s:
+                self._power_off(now)  # the Pi never said goodbye: save the battery
+        elif st == "booting" and self._elapsed_s(self._state_ms, now) >= s.boot_grace_s:
+            self._power_cycle(now, "no heartbeat after boot")
+        elif (st == "running" and self.last_hb_ms is not None
+                and self._elapsed_s(self.last_hb_ms, now) >= s.hb_timeout_s):
+            self._power_cycle(now, "heartbeat lost")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -11,9 +12,11 @@ import pytest
 
 from edge.adapters.camera import FolderSource, OpenCvSource, ReplaySource
 from edge.core.errors import CameraError
+from edge.core.frame import Frame
+from edge.core.ports import FrameSource
 
 
-def read_all(src) -> list:  # type: ignore[no-untyped-def]
+def read_all(src: FrameSource) -> list[Frame]:
     out = []
     src.open()
     try:
@@ -24,33 +27,37 @@ def read_all(src) -> list:  # type: ignore[no-untyped-def]
     return out
 
 
-def test_opencv_file_reads_every_frame_in_order(make_video) -> None:  # type: ignore[no-untyped-def]
+def test_opencv_file_reads_every_frame_in_order(make_video: Callable[..., Path]) -> None:
     path = make_video([10, 60, 110, 160, 210])
     frames = read_all(OpenCvSource(str(path)))
     assert [f.index for f in frames] == [0, 1, 2, 3, 4]
     levels = [int(f.image.mean()) for f in frames]
     assert all(abs(a - b) <= 3 for a, b in zip(levels, [10, 60, 110, 160, 210], strict=True))
-    assert frames[0].image.shape == (120, 160, 3) and frames[0].image.dtype == np.uint8
+    assert frames[0].image.shape == (120, 160, 3)
+    assert frames[0].image.dtype == np.uint8
     assert frames[0].size == (160, 120)
 
 
-def test_replay_is_paced_at_the_files_frame_rate(make_video) -> None:  # type: ignore[no-untyped-def]
+def test_replay_is_paced_at_the_files_frame_rate(make_video: Callable[..., Path]) -> None:
     path = make_video([100] * 10, fps=20.0)
     src = ReplaySource(path)
     t0 = time.monotonic()
     frames = read_all(src)
     elapsed = time.monotonic() - t0
-    assert len(frames) == 10 and src.fps == pytest.approx(20.0)
+    assert len(frames) == 10
+    assert src.fps == pytest.approx(20.0)
     assert elapsed >= 9 / 20 * 0.9  # 10 frames at 20 fps: ~0.45 s, never faster
     assert src.is_live
     fast = ReplaySource(path, speed=0.0)
-    assert not fast.is_live and len(read_all(fast)) == 10
+    assert not fast.is_live
+    assert len(read_all(fast)) == 10
 
 
-def test_replay_loops(make_video) -> None:  # type: ignore[no-untyped-def]
+def test_replay_loops(make_video: Callable[..., Path]) -> None:
     src = ReplaySource(make_video([50, 150], fps=50.0), loop=True, speed=0.0)
     src.open()
-    idx = [src.read().index for _ in range(5)]  # type: ignore[union-attr]
+    frames = [src.read() for _ in range(5)]
+    idx = [f.index if f is not None else None for f in frames]
     src.close()
     assert idx == [0, 1, 2, 3, 4]
 
@@ -69,7 +76,8 @@ def test_folder_source_in_name_order_skips_unreadable(tmp_path: Path) -> None:
     lambda p: OpenCvSource(str(p / "missing.mp4")),
     lambda p: FolderSource(p / "nothing"),
 ])
-def test_missing_inputs_raise_camera_error(tmp_path: Path, make) -> None:  # type: ignore[no-untyped-def]
+def test_missing_inputs_raise_camera_error(tmp_path: Path,
+                                           make: Callable[[Path], FrameSource]) -> None:
     with pytest.raises(CameraError, match="does not exist"):
         make(tmp_path).open()
 
@@ -91,6 +99,7 @@ def test_real_traffic_clip(shared_data: Path) -> None:
     try:
         assert src.fps == pytest.approx(12.5, rel=0.01)
         f = src.read()
-        assert f is not None and f.size == (768, 432)
+        assert f is not None
+        assert f.size == (768, 432)
     finally:
         src.close()

@@ -32,7 +32,7 @@ def top5(clf: LiteRTClassifier, img: np.ndarray) -> list[str]:
 
 def imagenet_sidecar(tmp: Path, models: Path, model: str, **over: object) -> Path:
     d = dict(IMAGENET_SIDECAR, file=model, labels_file=str(models / "imagenet_labels.txt"))
-    d.update(over)  # type: ignore[arg-type]
+    d.update(over)
     p = tmp / (Path(model).stem + ".json")
     p.write_text(json.dumps(d))
     return p
@@ -46,7 +46,8 @@ def test_score_follows_the_model(name: str, brightness_model: Path) -> None:
         dark = clf.score(np.full((60, 80, 3), 20, np.uint8))
         bright = clf.score(np.full((60, 80, 3), 230, np.uint8))
         assert dark < 0.05 < 0.95 < bright
-        assert clf.threshold == 0.5 and clf.version == "test-1"
+        assert clf.threshold == 0.5
+        assert clf.version == "test-1"
         # Quantisation comes from the model: the int8 twin's input is uint8 with its own scale.
         t = clf.preprocess(np.full((10, 10, 3), 255, np.uint8))
         assert t.shape == (1, 32, 32, 3)
@@ -102,7 +103,7 @@ def test_corrupt_and_missing_model_files(brightness_model: Path, tmp_path: Path)
 
 
 # -- third-party models (../shared/data/models) --------------------------------------------
-@pytest.mark.parametrize("model, size", [
+@pytest.mark.parametrize(("model", "size"), [
     ("mobilenet_v1_0.25_128_quant.tflite", 128),
     ("mobilenet_v1_0.5_160_quant.tflite", 160),
     ("mobilenet_v2_1.0_224_quant.tflite", 224),
@@ -116,6 +117,7 @@ def test_imagenet_uint8_nhwc_models(shared_data: Path, tmp_path: Path, model: st
     with LiteRTClassifier.open(models / model, sidecar=sc) as clf:
         assert len(clf.spec.labels) == 1001
         img = cv2.imread(str(shared_data / "images" / "coral_grace_hopper.bmp"))
+        assert img is not None
         # Grace Hopper in uniform: a real ImageNet model sees clothes, not phones.
         assert any(w in lab for lab in top5(clf, img) for w in CLOTHES)
         assert clf.score(img) < 0.1
@@ -132,8 +134,10 @@ def test_int8_nchw_model_with_logits(shared_data: Path, tmp_path: Path) -> None:
     with LiteRTClassifier.open(models / model, sidecar=sc) as clf:
         assert len(clf.spec.labels) == 1000
         t = clf.preprocess(np.zeros((50, 50, 3), np.uint8))
-        assert t.shape == (1, 3, 224, 224) and t.dtype == np.int8
+        assert t.shape == (1, 3, 224, 224)
+        assert t.dtype == np.int8
         img = cv2.imread(str(shared_data / "images" / "coral_grace_hopper.bmp"))
+        assert img is not None
         assert any(w in lab for lab in top5(clf, img) for w in CLOTHES)
         assert 0.0 <= clf.score(img) <= 1.0
 

@@ -28,9 +28,11 @@ def test_saves_frame_and_crop_with_hashes(tmp_path: Path) -> None:
     assert hashlib.sha256(data).hexdigest() == rec.frame_sha256
     assert len(data) == rec.frame_bytes
     decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    assert decoded is not None and decoded.shape == frame.shape
+    assert decoded is not None
+    assert decoded.shape == frame.shape
     crop = cv2.imread(rec.crop_path)
-    assert crop is not None and crop.shape == (80, 100, 3)
+    assert crop is not None
+    assert crop.shape == (80, 100, 3)
     assert hashlib.sha256(Path(rec.crop_path).read_bytes()).hexdigest() == rec.crop_sha256
     assert "20231114T221320.500Z_lane1" in rec.frame_path
 
@@ -100,7 +102,8 @@ def test_jsonl_sink_appends_and_survives_reopen(tmp_path: Path) -> None:
     lines = (tmp_path / "alerts.jsonl").read_text().splitlines()
     assert len(lines) == 2
     rec = json.loads(lines[0])
-    assert rec["roi_id"] == "lane1" and rec["evidence"]["frame_sha256"] == "a" * 64
+    assert rec["roi_id"] == "lane1"
+    assert rec["evidence"]["frame_sha256"] == "a" * 64
 
 
 # --- the disk, not just the quota (issue 17 item 3): a real, small tmpfs ----------------------
@@ -108,6 +111,7 @@ def test_jsonl_sink_appends_and_survives_reopen(tmp_path: Path) -> None:
 MB = 1024 * 1024
 
 
+@pytest.mark.slow
 def test_quota_larger_than_the_disk_follows_the_free_space(tmp_path: Path) -> None:
     from tests.adapters.small_fs import small_tmpfs
 
@@ -116,9 +120,11 @@ def test_quota_larger_than_the_disk_follows_the_free_space(tmp_path: Path) -> No
         for i in range(80):  # ~300 kB a hit: 24 MB in all, on an 8 MB disk
             rec = store.save(alert_id=f"u-{i}", ev_id=f"20250101T0000{i:02d}.000Z_l",
                              frame=noise(480, 640, seed=i), crop=noise(40, 40, seed=i))
-            assert Path(rec.frame_path).exists() and Path(rec.crop_path).exists()
+            assert Path(rec.frame_path).exists()
+            assert Path(rec.crop_path).exists()
             assert shutil.disk_usage(fs).free >= MB
-        assert store.dropped_count == 0 and store.pruned_count > 0
+        assert store.dropped_count == 0
+        assert store.pruned_count > 0
         kept = sorted(p.name for p in (fs / "ev").iterdir())
         assert kept[-1] == "20250101T000079.000Z_l"
         assert kept == [f"20250101T0000{i:02d}.000Z_l" for i in range(80 - len(kept), 80)]

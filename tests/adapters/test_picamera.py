@@ -19,9 +19,12 @@ def test_main_and_lores_streams_are_copied_out_per_frame() -> None:
         src.close()
     assert all(f is not None for f in frames)
     f0, f9 = frames[0], frames[9]
-    assert f0 is not None and f9 is not None
-    assert f0.image.shape == (720, 1280, 3) and f0.image.dtype == np.uint8
-    assert f0.lores is not None and f0.lores.shape == (180, 320, 3)
+    assert f0 is not None
+    assert f9 is not None
+    assert f0.image.shape == (720, 1280, 3)
+    assert f0.image.dtype == np.uint8
+    assert f0.lores is not None
+    assert f0.lores.shape == (180, 320, 3)
     assert not np.shares_memory(f0.image, f9.image)  # copies, not recycled buffers
     assert [f.index for f in frames if f] == list(range(10))
     assert f9.t_mono_s > f0.t_mono_s

@@ -42,15 +42,16 @@ def test_shipped_examples_are_valid(name: str) -> None:
 def test_minimal_config_gets_defaults_and_resolves_paths(tmp_path: Path) -> None:
     cfg = load_config(write(tmp_path, MINIMAL))
     assert cfg.camera.type == "replay"
-    assert cfg.camera.path == tmp_path / "clip.mp4"  # type: ignore[union-attr]
+    assert cfg.camera.path == tmp_path / "clip.mp4"
     assert cfg.model.accelerator == "auto"
     p = cfg.decider.params(model_threshold=0.8)
-    assert p.score_on == 0.8 and p.score_off == pytest.approx(0.48)
+    assert p.score_on == 0.8
+    assert p.score_off == pytest.approx(0.48)
     assert cfg.sink.type == "jsonl"
     assert Paths.of(cfg).evidence_dir == cfg.unit.data_dir / "evidence"
 
 
-@pytest.mark.parametrize("text, key", [
+@pytest.mark.parametrize(("text", "key"), [
     (MINIMAL.replace('id = "u1"', 'id = "u1"\nmood = "x"'), "unit.mood: unknown key"),
     (MINIMAL + "\n[decider]\nwindwo = 3\n", "decider.windwo: unknown key"),
     (MINIMAL.replace('rect = [0.1, 0.2, 0.4, 0.6]', 'rect = [0.1, 0.2, 1.4, 0.6]'),
@@ -104,7 +105,8 @@ def test_every_field_is_described_and_numbers_are_bounded() -> None:
     walk(c.Config)
     from edge.adapters.camera_config import ReplayCameraConfig
 
-    assert c.DeciderConfig in seen and ReplayCameraConfig in seen
+    assert c.DeciderConfig in seen
+    assert ReplayCameraConfig in seen
 
 
 def test_parse_config_without_a_file() -> None:

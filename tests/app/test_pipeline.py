@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from edge.app.pipeline import ClipBuffer, LatestSlot, Pipeline
 from edge.core.decider import DeciderParams
 from edge.core.errors import CameraError
 from edge.core.frame import Frame
+from edge.core.ports import AlertSink, Detection, FrameSource
 from edge.core.roi import Roi
 from tests.waiting import wait_until
 
@@ -27,8 +29,8 @@ LEFT = (0.05, 0.1, 0.45, 0.9)
 RIGHT = (0.55, 0.1, 0.95, 0.9)
 
 
-def build(tmp_path: Path, source, model: Path, *, lossless: bool = True,  # type: ignore[no-untyped-def]
-          sink=None, **kw) -> Pipeline:
+def build(tmp_path: Path, source: FrameSource, model: Path, *, lossless: bool = True,
+          sink: AlertSink | None = None, **kw: Any) -> Pipeline:
     return Pipeline(
         source=source, classifier=LiteRTClassifier.open(model), evidence=EvidenceStore(
             tmp_path / "ev", quota_bytes=10**9),
@@ -39,8 +41,8 @@ def build(tmp_path: Path, source, model: Path, *, lossless: bool = True,  # type
     )
 
 
-def test_bright_driver_window_gives_one_hit_with_evidence(tmp_path: Path, make_video,  # type: ignore[no-untyped-def]
-                                                          brightness_model: Path) -> None:
+def test_bright_driver_window_gives_one_hit_with_evidence(
+        tmp_path: Path, make_video: Callable[..., Path], brightness_model: Path) -> None:
     # 10 dark frames, 12 frames with the left window bright ("phone"), 10 dark again.
     levels = [20] * 10 + [240] * 12 + [20] * 10
     video = make_video(levels, box=(0.1, 0.2, 0.4, 0.8))
@@ -53,26 +55,31 @@ def test_bright_driver_window_gives_one_hit_with_evidence(tmp_path: Path, make_v
     assert snap["dropped_frames"] == 0  # lossless: every frame scored
     assert [d.roi_id for d in sink.detections] == ["left"]
     d = sink.detections[0]
-    assert 10 <= d.frame_index <= 21 and d.score > 0.7 and d.frames_over >= 3
-    assert d.model_name == "brightness-int8" and len(d.model_sha256) == 64
-    assert Path(d.evidence.frame_path).is_file() and Path(d.evidence.crop_path).is_file()
+    assert 10 <= d.frame_index <= 21
+    assert d.score > 0.7
+    assert d.frames_over >= 3
+    assert d.model_name == "brightness-int8"
+    assert len(d.model_sha256) == 64
+    assert Path(d.evidence.frame_path).is_file()
+    assert Path(d.evidence.crop_path).is_file()
     assert p.status == "running"
     assert "frames dropped" in p.summary_table()
 
 
-def test_a_slow_consumer_drops_frames_and_counts_them(tmp_path: Path, make_video,  # type: ignore[no-untyped-def]
-                                                     brightness_model: Path) -> None:
+def test_a_slow_consumer_drops_frames_and_counts_them(
+        tmp_path: Path, make_video: Callable[..., Path], brightness_model: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     video = make_video([100] * 40, fps=200.0)
     p = build(tmp_path, ReplaySource(video, speed=1.0), brightness_model, lossless=False)
     real_process = p._process
 
-    def slow(*args) -> None:  # type: ignore[no-untyped-def]
+    def slow(frame: Frame, tensors: list[np.ndarray], prep_ms: float) -> None:
         # Inference slower than the camera: each frame takes until two more have come in.
         seen = p.stats.captured
         wait_until(lambda: p.stats.captured >= min(40, seen + 2), timeout_s=5)
-        real_process(*args)
+        real_process(frame, tensors, prep_ms)
 
-    p._process = slow  # type: ignore[method-assign,assignment]
+    monkeypatch.setattr(p, "_process", slow)
     p.start()
     assert p.wait(30)
     s = p.snapshot()
@@ -88,7 +95,8 @@ def test_latest_slot_keeps_only_the_newest() -> None:
     for f in frames:
         slot.put(f, stop)
     got = slot.get(0.1)
-    assert got is not None and got.index == 2
+    assert got is not None
+    assert got.index == 2
     assert slot.dropped == 2
     assert slot.get(0.01) is None
     slot.close()
@@ -150,10 +158,10 @@ def test_camera_unplugged_mid_run_reports_degraded_and_recovers(
     assert p.stats.camera_errors >= 1
 
 
-def test_a_failing_sink_loses_no_evidence(tmp_path: Path, make_video,  # type: ignore[no-untyped-def]
+def test_a_failing_sink_loses_no_evidence(tmp_path: Path, make_video: Callable[..., Path],
                                           brightness_model: Path) -> None:
     class BrokenSink:
-        def send(self, detection) -> None:  # type: ignore[no-untyped-def]
+        def send(self, detection: Detection) -> None:
             raise OSError("disk full")
 
         def close(self) -> None:
@@ -165,7 +173,8 @@ def test_a_failing_sink_loses_no_evidence(tmp_path: Path, make_video,  # type: i
     assert p.wait(30)
     assert p.stats.sink_errors == 1
     frames = list((tmp_path / "ev").glob("*/frame.jpg"))
-    assert len(frames) == 1 and "right" in frames[0].parent.name
+    assert len(frames) == 1
+    assert "right" in frames[0].parent.name
 
 
 def test_jsonl_output_and_clip(tmp_path: Path, make_video: Callable[..., Path],
@@ -181,7 +190,8 @@ def test_jsonl_output_and_clip(tmp_path: Path, make_video: Callable[..., Path],
     assert len(lines) == 1
     rec = json.loads(lines[0])
     assert rec["roi_id"] == "left"
-    assert rec["evidence"]["clip_path"] and Path(rec["evidence"]["clip_path"]).is_file()
+    assert rec["evidence"]["clip_path"]
+    assert Path(rec["evidence"]["clip_path"]).is_file()
 
 
 @pytest.mark.slow
@@ -193,26 +203,29 @@ def test_real_traffic_clip_runs_clean(tmp_path: Path, shared_data: Path,
     assert p.wait(120)
     s = p.snapshot()
     assert s["frames_processed"] == s["frames_captured"] > 300
-    assert s["evidence_errors"] == 0 and s["camera_errors"] == 0
+    assert s["evidence_errors"] == 0
+    assert s["camera_errors"] == 0
 
 
 def test_a_frame_that_fails_inference_is_counted_and_the_stage_goes_on(
-        tmp_path: Path, make_video: Callable[..., Path], brightness_model: Path) -> None:
+        tmp_path: Path, make_video: Callable[..., Path], brightness_model: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     p = build(tmp_path, ReplaySource(make_video([100] * 12), speed=0.0), brightness_model)
     real = p.classifier.score_batch
     calls = {"n": 0}
 
-    def flaky(tensors):  # type: ignore[no-untyped-def]
+    def flaky(tensors: Sequence[np.ndarray]) -> list[float]:
         calls["n"] += 1
         if calls["n"] == 4:
             raise RuntimeError("Node number 3 (CONV_2D) failed to invoke")
         return real(tensors)
 
-    p.classifier.score_batch = flaky  # type: ignore[method-assign]
+    monkeypatch.setattr(p.classifier, "score_batch", flaky)
     p.start()
     assert p.wait(30)
     s = p.snapshot()
-    assert s["stage_errors"] == 1 and s["frames_processed"] == 11
+    assert s["stage_errors"] == 1
+    assert s["frames_processed"] == 11
 
 
 def _frame(t_s: float, level: int = 0) -> Frame:
@@ -230,11 +243,13 @@ def test_a_clip_is_handed_out_when_a_frame_past_its_end_comes_in() -> None:
         clips.add(_frame(k / 10, level=k))
     clips.when_recorded(0.2, 0.6, note)  # post-roll still to come
     clips.when_recorded(0.1, 0.3, note)  # already in: at once
-    assert got == [[1, 2, 3]] and clips.first_waiting_end_s == 0.6
+    assert got == [[1, 2, 3]]
+    assert clips.first_waiting_end_s == 0.6
     clips.add(_frame(0.5, level=5))
     assert len(got) == 1
     clips.add(_frame(0.7, level=7))  # past 0.6 (no frame exactly at the end is needed)
-    assert got[1] == [2, 3, 4, 5] and clips.first_waiting_end_s is None
+    assert got[1] == [2, 3, 4, 5]
+    assert clips.first_waiting_end_s is None
 
 
 def test_waiting_clips_are_finished_with_what_there_is() -> None:
@@ -288,7 +303,8 @@ def test_a_stalled_camera_does_not_hold_an_alert_back(
     try:
         # the camera hangs after the hit: the clip is kept with the frames there are
         assert wait_until(lambda: len(sink.detections) == 1, timeout_s=10)
-        assert not p.is_finished and sink.detections[0].evidence.clip_path
+        assert not p.is_finished
+        assert sink.detections[0].evidence.clip_path
     finally:
         cam.release.set()
         p.stop()

@@ -37,4 +37,6 @@ def test_series_percentiles_cover_the_last_samples_only() -> None:
     assert s.percentile(50) is None
     for v in (100.0, 1.0, 2.0, 3.0):
         s.add(v)
-    assert s.count == 4 and s.percentile(50) == 2.0 and s.percentile(100) == 3.0
+    assert s.count == 4
+    assert s.percentile(50) == 2.0
+    assert s.percentile(100) == 3.0

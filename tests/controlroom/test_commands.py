@@ -32,7 +32,10 @@ from tests.controlroom.conftest import Publisher, Unit, jpeg_bytes, mqtt_cfg
 from tests.controlroom.test_web import PASSWORD, audit_actions, csrf_of, login
 from tests.waiting import wait_until
 
-pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`"),
+]
 
 
 class Listener:
@@ -66,17 +69,26 @@ class Listener:
         self.client.loop_stop()
 
 
-@pytest.fixture()
+def snapshot_detail(conn: sa.Connection) -> dict[str, Any]:
+    """The audit detail of the (first) snapshot command."""
+    raw = conn.execute(sa.select(db.audit.c.detail).where(
+        db.audit.c.action == "cmd_snapshot")).scalar()
+    assert raw is not None
+    detail: dict[str, Any] = json.loads(raw)
+    return detail
+
+
+@pytest.fixture
 def cfg(tmp_path: Path) -> Config:
     return parse_config({"web": {"tile_url": ""}}, base_dir=tmp_path)
 
 
-@pytest.fixture()
+@pytest.fixture
 def operators(engine: Engine, unit_a: Unit) -> None:
     users.add_user(engine, "alice", PASSWORD)
 
 
-@pytest.fixture()
+@pytest.fixture
 def client(cfg: Config, engine: Engine, operators: None, receiver: Receiver) -> Iterator[Any]:
     from fastapi.testclient import TestClient
 
@@ -84,7 +96,7 @@ def client(cfg: Config, engine: Engine, operators: None, receiver: Receiver) -> 
         yield c
 
 
-@pytest.fixture()
+@pytest.fixture
 def listener(broker: LocalBroker) -> Iterator[Listener]:
     li = Listener(broker)
     yield li
@@ -106,21 +118,28 @@ def test_each_command_form_publishes_exactly_its_json(client: Any, listener: Lis
         assert f'action="/units/unit-a/cmd/{name}"' in page
 
     r = client.post("/units/unit-a/cmd/snapshot", data={"csrf": token}, follow_redirects=False)
-    assert r.status_code == 303 and r.headers["location"] == "/units"
+    assert r.status_code == 303
+    assert r.headers["location"] == "/units"
     msg = listener.one()
     body = json.loads(msg.payload)
-    assert msg.topic == "phonewatch/unit-a/cmd/snapshot" and msg.qos == 1 and not msg.retain
-    assert set(body) == {"request_id", "reason"} and body["reason"] == "requested by alice"
+    assert msg.topic == "phonewatch/unit-a/cmd/snapshot"
+    assert msg.qos == 1
+    assert not msg.retain
+    assert set(body) == {"request_id", "reason"}
+    assert body["reason"] == "requested by alice"
     assert re.fullmatch(r"[0-9a-f]{12}", body["request_id"])
     assert "Snapshot request sent to unit-a" in client.get("/units").text  # flash, once
     assert "Snapshot request sent" not in client.get("/units").text
 
     r = client.post("/units/unit-a/cmd/collect", data={"csrf": token, "count": "25",
                                                        "interval_s": "2"})
-    assert r.status_code == 200 and "Collect 25 crops sent to unit-a" in r.text
+    assert r.status_code == 200
+    assert "Collect 25 crops sent to unit-a" in r.text
     msg = listener.one()
     collect = json.loads(msg.payload)
-    assert msg.topic == "phonewatch/unit-a/cmd/collect" and msg.qos == 1 and not msg.retain
+    assert msg.topic == "phonewatch/unit-a/cmd/collect"
+    assert msg.qos == 1
+    assert not msg.retain
     assert collect == {"request_id": collect["request_id"], "count": 25, "interval_s": 2}
     client.post("/units/unit-a/cmd/collect", data={"csrf": token, "count": "500",
                                                    "interval_s": "0.5"})
@@ -131,10 +150,13 @@ def test_each_command_form_publishes_exactly_its_json(client: Any, listener: Lis
         r = client.post("/units/unit-a/cmd/mute", data={"csrf": token, "minutes": minutes,
                                                         "back": "unit"},
                         follow_redirects=False)
-        assert r.status_code == 303 and r.headers["location"] == "/units/unit-a"
+        assert r.status_code == 303
+        assert r.headers["location"] == "/units/unit-a"
         msg = listener.one()
         mute = json.loads(msg.payload)
-        assert msg.topic == "phonewatch/unit-a/cmd/mute" and msg.qos == 1 and not msg.retain
+        assert msg.topic == "phonewatch/unit-a/cmd/mute"
+        assert msg.qos == 1
+        assert not msg.retain
         assert mute == {"request_id": mute["request_id"], "duration_s": seconds}
         bodies["mute"] = mute
     assert listener.nothing_more()
@@ -152,9 +174,9 @@ def test_each_command_form_publishes_exactly_its_json(client: Any, listener: Lis
     assert actions == [("alice", "cmd_snapshot", "unit-a")] + [
         ("alice", "cmd_collect", "unit-a")] * 2 + [("alice", "cmd_mute", "unit-a")] * 3
     with engine.connect() as conn:
-        detail = json.loads(conn.execute(sa.select(db.audit.c.detail).where(
-            db.audit.c.action == "cmd_snapshot")).scalar())
-    assert detail["sent"] is True and detail["payload"] == body
+        detail = snapshot_detail(conn)
+    assert detail["sent"] is True
+    assert detail["payload"] == body
 
 
 def test_commands_refused_without_csrf_for_unknown_units_and_bad_input(
@@ -164,7 +186,8 @@ def test_commands_refused_without_csrf_for_unknown_units_and_bad_input(
         r = client.post("/units/unit-a/cmd/snapshot", data=data)
         assert r.status_code == 403
     r = client.post("/units/unit-x/cmd/snapshot", data={"csrf": token})
-    assert r.status_code == 404 and "no registered unit" in r.text
+    assert r.status_code == 404
+    assert "no registered unit" in r.text
     assert client.post("/units/unit-a/cmd/reboot", data={"csrf": token}).status_code == 404
     bad = [("collect", {"count": "0"}), ("collect", {"count": "501"}),
            ("collect", {"count": "abc"}), ("collect", {"count": "2.5"}),
@@ -196,8 +219,7 @@ def test_no_broker_connection_says_so_and_sends_nothing(cfg: Config, engine: Eng
             assert "Snapshot request NOT sent to unit-a: not connected to the broker" in r.text
         assert listener.nothing_more(1.0)
         with engine.connect() as conn:
-            detail = json.loads(conn.execute(sa.select(db.audit.c.detail).where(
-                db.audit.c.action == "cmd_snapshot")).scalar())
+            detail = snapshot_detail(conn)
         assert detail["sent"] is False
     finally:
         dead.close()
@@ -212,8 +234,7 @@ def test_a_command_no_session_subscribes_to_is_reported_not_sent(
     r = client.post("/units/unit-new/cmd/snapshot", data={"csrf": token})
     assert "Snapshot request NOT sent to unit-new: the broker has no subscriber" in r.text
     with engine.connect() as conn:
-        detail = json.loads(conn.execute(sa.select(db.audit.c.detail).where(
-            db.audit.c.action == "cmd_snapshot")).scalar())
+        detail = snapshot_detail(conn)
     assert detail["sent"] is False
 
     # Once the unit has connected with its persistent session (as MqttUplink does: clean
@@ -226,7 +247,7 @@ def test_a_command_no_session_subscribes_to_is_reported_not_sent(
                         protocol=mqtt.MQTTv5)
         c.on_message = lambda cl, u, msg: got.put(msg)
         c.on_subscribe = lambda *a: subscribed.append(1)
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho: untyped
         props.SessionExpiryInterval = 3600
         c.connect(broker.host, broker.port, clean_start=False, properties=props)
         c.loop_start()
@@ -259,7 +280,8 @@ def test_dashboard_without_receiver_publishes_on_its_own_connection(
         users.add_user(room.engine, "alice", PASSWORD)
         db.upsert_unit(room.engine, "unit-b", "A" * 43 + "=", "0" * 16)
         room.start()
-        assert room.publisher is not None and room.publisher.wait_ready(10)
+        assert room.publisher is not None
+        assert room.publisher.wait_ready(10)
         import httpx
 
         with httpx.Client(base_url=room.url.rstrip("/"), timeout=10) as c:
@@ -286,8 +308,10 @@ def test_snapshot_from_a_unit_is_shown_and_bad_ones_are_counted(
     publisher.publish("phonewatch/unit-a/snapshot", first)
     assert wait_until(lambda: receiver.stats().get("snapshots", 0) >= 1)
     r = client.get("/units/unit-a/snapshot.jpg")
-    assert r.status_code == 200 and r.content == first
-    assert r.headers["content-type"] == "image/jpeg" and r.headers["cache-control"] == "no-store"
+    assert r.status_code == 200
+    assert r.content == first
+    assert r.headers["content-type"] == "image/jpeg"
+    assert r.headers["cache-control"] == "no-store"
     assert "not tied to a request" in client.get("/units/unit-a").text
     publisher.publish("phonewatch/unit-a/snapshot", second,
                       user_properties=[("request_id", "3f2a9c01d4e5")])
@@ -311,12 +335,15 @@ def test_snapshot_from_a_unit_is_shown_and_bad_ones_are_counted(
                       user_properties=[("request_id", "<script>x</script>")])
     assert wait_until(lambda: receiver.stats().get("snapshots", 0) >= 3)
     page = client.get("/units/unit-a").text
-    assert "not tied to a request" in page and "<script>x" not in page
-    assert 'src="/units/unit-a/snapshot.jpg' in page and "Taken 20" in page
+    assert "not tied to a request" in page
+    assert "<script>x" not in page
+    assert 'src="/units/unit-a/snapshot.jpg' in page
+    assert "Taken 20" in page
     assert re.search(r'<a href="/units/unit-a">20\d\d-', client.get("/units").text)
     client.cookies.clear()
     r = client.get("/units/unit-a/snapshot.jpg", follow_redirects=False)
-    assert r.status_code == 303 and r.headers["location"].startswith("/login")
+    assert r.status_code == 303
+    assert r.headers["location"].startswith("/login")
 
 
 # ---------------------------------------------------------------- log-in throttling
@@ -342,8 +369,10 @@ def test_failed_logins_are_throttled_per_user_and_audited(cfg: Config, engine: E
         for _ in range(5):
             assert attempt("alice", "wrong password!").status_code == 401
         r = attempt("alice", PASSWORD)  # the right password is refused too, for now
-        assert r.status_code == 429 and "Too many failed log-ins" in r.text
-        assert "Try again in 5 minutes" in r.text and 290 < int(r.headers["retry-after"]) <= 301
+        assert r.status_code == 429
+        assert "Too many failed log-ins" in r.text
+        assert "Try again in 5 minutes" in r.text
+        assert 290 < int(r.headers["retry-after"]) <= 301
         assert attempt("bob", PASSWORD).status_code == 303  # another name is not locked
         token = csrf_of(c.get("/login").text)
         for _ in range(5):  # unknown names are throttled the same way (no user enumeration)
@@ -387,7 +416,7 @@ def test_throttle_window_counts_only_recent_failures(engine: Engine) -> None:
         for age in (400, 250, 200, 100, 50):
             conn.execute(db.audit.insert().values(at=now - age, username="carol",
                                                   action="login_failed", remote="10.0.0.9"))
-        kw = {"username": "carol", "remote": "10.0.0.9", "now": now, "window_s": 300.0,
-              "max_per_ip": 100}
+        kw: dict[str, Any] = {"username": "carol", "remote": "10.0.0.9", "now": now,
+                              "window_s": 300.0, "max_per_ip": 100}
         assert login_retry_after_s(conn, max_per_user=5, **kw) == 0  # one is older than 300 s
         assert login_retry_after_s(conn, max_per_user=4, **kw) == pytest.approx(50)

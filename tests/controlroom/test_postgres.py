@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -18,25 +17,21 @@ from controlroom.ingest import Ingest, Message
 from controlroom.receiver import Receiver
 from edge.app.local_broker import LocalBroker
 from edge.common.signing import generate_key
-from tests.controlroom.conftest import Publisher, Unit, mqtt_cfg, raw_pub_b64
+from tests.controlroom.conftest import Publisher, Unit, mqtt_cfg, pg_database, raw_pub_b64
 from tests.waiting import wait_until
 
+pytestmark = pytest.mark.slow
 
-@pytest.fixture()
+
+@pytest.fixture
 def pg(postgres_url: str) -> Iterator[Engine]:
     """A fresh schema per test: a new database in the session's cluster."""
-    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    name = f"t_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f"CREATE DATABASE {name}"))
-    engine = db.make_engine(postgres_url.rsplit("/", 1)[0] + "/" + name)
-    try:
-        yield engine
-    finally:
-        engine.dispose()
-        with admin.connect() as conn:
-            conn.execute(sa.text(f"DROP DATABASE {name} WITH (FORCE)"))
-        admin.dispose()
+    with pg_database(postgres_url) as url:
+        engine = db.make_engine(url)
+        try:
+            yield engine
+        finally:
+            engine.dispose()
 
 
 def test_migrations_on_postgres(pg: Engine) -> None:
@@ -87,7 +82,7 @@ def test_review_and_retention_on_postgres(pg: Engine) -> None:
     with pg.begin() as conn:
         conn.execute(db.alerts.update().values(status="rejected", reviewed_by="alice",
                                                reviewed_at=now))
-    out = retention.sweep(pg, RetentionConfig(), now=now + 3601)  # type: ignore[call-arg]
+    out = retention.sweep(pg, RetentionConfig(), now=now + 3601)
     assert out["rejected_evidence"] == 1
     with pg.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(db.evidence)).scalar() == 0

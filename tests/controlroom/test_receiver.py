@@ -6,8 +6,10 @@ from __future__ import annotations
 import base64
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
@@ -18,6 +20,7 @@ from edge.app.compose import build_uplink
 from edge.app.local_broker import LocalBroker
 from edge.common.signing import generate_key, sign_alert, write_key_pair
 from edge.core import messages as m
+from edge.core.ports import Detection
 from tests.controlroom.conftest import (
     Publisher,
     Unit,
@@ -48,7 +51,8 @@ def test_signed_alert_and_evidence_are_stored(receiver: Receiver, publisher: Pub
     assert (row.unit, row.seq, row.alert_id, row.status) == ("unit-a", 1, "unit-a-1", "new")
     assert row.payload.encode() == payload  # byte-exact, so it can be re-verified later
     assert (row.lat, row.lon, row.fix_mode) == (51.5007, -0.1246, "3d")
-    assert bytes(ev.jpeg) == jpeg and ev.sha256 == row.frame_sha256
+    assert bytes(ev.jpeg) == jpeg
+    assert ev.sha256 == row.frame_sha256
     assert receiver.stats()["rejected_total"] == 0
 
 
@@ -59,7 +63,8 @@ def test_qos1_duplicates_and_redelivery_store_once(receiver: Receiver, publisher
         publisher.publish(f"{T}/alert", payload)
         publisher.publish(f"{T}/evidence/unit-a-1", jpeg)
     assert wait_until(lambda: receiver.stats().get("duplicates") == 4)
-    assert count(engine) == 1 and count(engine, db.evidence) == 1
+    assert count(engine) == 1
+    assert count(engine, db.evidence) == 1
     assert receiver.stats()["rejected_total"] == 0
 
 
@@ -102,7 +107,8 @@ def test_every_bad_message_is_rejected_counted_and_not_stored(
     assert rejected == {"unknown_unit": 1, "bad_signature": 2, "schema": 4, "oversized": 1,
                         "not_json": 2, "topic_mismatch": 1, "not_jpeg": 1,
                         "evidence_mismatch": 1}, rejected
-    assert count(engine) == 1 and count(engine, db.evidence) == 1
+    assert count(engine) == 1
+    assert count(engine, db.evidence) == 1
     with engine.connect() as conn:
         assert conn.execute(sa.select(db.alerts.c.score)).scalar() == 0.93
     assert receiver.is_connected  # still running and still storing:
@@ -110,6 +116,7 @@ def test_every_bad_message_is_rejected_counted_and_not_stored(
     assert wait_until(lambda: count(engine) == 2)
 
 
+@pytest.mark.slow
 def test_replay_of_an_old_or_purged_alert_is_rejected(receiver: Receiver, publisher: Publisher,
                                                      unit_a: Unit, engine: Engine) -> None:
     payload, _ = unit_a.alert(seq=1)
@@ -141,6 +148,7 @@ def test_evidence_before_its_alert_is_kept_and_matched(receiver: Receiver,
     assert [r[0] for r in joined] == ["unit-a-1"]
 
 
+@pytest.mark.slow
 def test_status_and_heartbeat_update_the_unit(receiver: Receiver, publisher: Publisher,
                                               unit_a: Unit, engine: Engine) -> None:
     status = m.build_status("unit-a", "online", t_wall_s=time.time(), software="0.1.0")
@@ -153,10 +161,12 @@ def test_status_and_heartbeat_update_the_unit(receiver: Receiver, publisher: Pub
                       and receiver.stats().get("status_updates") == 1)
     with engine.connect() as conn:
         u = conn.execute(sa.select(db.units).where(db.units.c.unit_id == "unit-a")).one()
-    assert u.status_state == "online" and u.software == "0.1.0"
+    assert u.status_state == "online"
+    assert u.software == "0.1.0"
     assert json.loads(u.heartbeat)["fps"] == 29.5
 
 
+@pytest.mark.slow
 def test_retained_status_reaches_a_receiver_started_later(broker: LocalBroker,
                                                           publisher: Publisher, unit_a: Unit,
                                                           engine: Engine) -> None:
@@ -201,8 +211,11 @@ def test_unit_registered_while_running_is_accepted(receiver: Receiver, publisher
     assert wait_until(lambda: count(engine) == 1)
 
 
+@pytest.mark.slow
 def test_real_uplink_to_receiver(broker: LocalBroker, receiver: Receiver, engine: Engine,
-                                 tmp_path: Path, make_detection) -> None:  # noqa: F811
+                                 tmp_path: Path,
+                                 make_detection: Callable[..., Detection]  # noqa: F811
+                                 ) -> None:
     """The unit's own MqttUplink (outbox, signing, evidence) and heartbeat emitter into the
     control room."""
     from controlroom import crypto
@@ -235,6 +248,7 @@ def test_real_uplink_to_receiver(broker: LocalBroker, receiver: Receiver, engine
     assert receiver.stats()["rejected_total"] == 0
 
 
+@pytest.mark.slow
 def test_production_broker_tls_acl_and_shared_subscription(tmp_path: Path,
                                                            engine: Engine) -> None:
     """The production Mosquitto config (TLS, client certificates, per-unit ACL): the control
@@ -271,6 +285,7 @@ def test_production_broker_tls_acl_and_shared_subscription(tmp_path: Path,
     assert count(engine) == 1
 
 
+@pytest.mark.slow
 def test_database_failure_keeps_messages_until_it_recovers(receiver: Receiver,
                                                            publisher: Publisher, unit_a: Unit,
                                                            engine: Engine) -> None:
@@ -287,3 +302,83 @@ def test_database_failure_keeps_messages_until_it_recovers(receiver: Receiver,
     assert wait_until(lambda: receiver.stats().get("stored") == 5, timeout_s=15), \
         receiver.stats()
     assert count(engine) == 5
+
+
+def big_jpeg(i: int, size: int) -> bytes:
+    """A distinct JPEG-framed payload of ``size`` bytes (the receiver checks the markers and,
+    against the signed alert, the size and SHA-256; it never decodes the image)."""
+    head = b"\xff\xd8\xff\xe0" + i.to_bytes(4, "big")
+    return head + bytes(size - len(head) - 2) + b"\xff\xd9"
+
+
+def test_queued_bytes_stay_within_queue_max_mb_while_the_database_is_locked(
+        broker: LocalBroker, publisher: Publisher, unit_a: Unit, engine: Engine,
+        tmp_path: Path) -> None:
+    """Issue 17: large evidence arriving while another process holds the SQLite write lock.
+    The receiver holds at most ``queue_max_mb`` of received, unstored messages and leaves the
+    rest at the broker (paho stops reading; un-PUBACKed messages count against ReceiveMaximum);
+    once the lock is released every alert and JPEG is stored exactly once."""
+    import sqlite3
+
+    n, size = 12, 1024 * 1024
+    bound = 3 * 1024 * 1024
+    # its own topic root: retained status messages of other tests stay out of the counts
+    r = Receiver(mqtt_cfg(broker, queue_max_mb=3, topic_root="big"), engine).start()
+    lock = sqlite3.connect(tmp_path / "cr.sqlite", isolation_level=None)
+    try:
+        assert r.wait_ready(10)
+        lock.execute("BEGIN IMMEDIATE")  # the database write lock, as a busy writer holds it
+        sent = [unit_a.alert(jpeg=big_jpeg(i, size)) for i in range(n)]
+        infos = []
+        for seq, (payload, jpeg) in enumerate(sent, start=1):
+            infos.append(publisher.publish("big/unit-a/alert", payload, wait=False))
+            infos.append(publisher.publish(f"big/unit-a/evidence/unit-a-{seq}", jpeg,
+                                           wait=False))
+        for info in infos:
+            info.wait_for_publish(30)  # all of it is at the broker
+        # The receiver has filled its budget and stopped taking messages.
+        assert wait_until(lambda: r.stats()["flow_paused"] >= 1, timeout_s=20), r.stats()
+        held = r.stats()
+        assert held["queued_bytes"] <= bound < held["queued_bytes"] + size, held
+        # the rest stayed at the broker: at most two JPEGs (and their small alerts) here
+        assert r.backlog() <= 2 * (bound // size) + 1, r.backlog()
+        assert count(engine) == 0
+        lock.execute("ROLLBACK")
+        # counted at the commit; handed back to the budget just after the PUBACKs
+        assert wait_until(lambda: r.stats().get("evidence_stored") == n
+                          and r.stats()["queued_messages"] == 0, timeout_s=60), r.stats()
+        stats = r.stats()
+    finally:
+        lock.close()
+        r.close()
+    assert stats["queued_bytes_peak"] <= bound == stats["queue_max_bytes"], stats
+    assert stats["queued_bytes"] == 0, stats
+    assert stats["queued_messages"] == 0, stats
+    assert stats["stored"] == n, stats
+    assert stats["rejected_total"] == 0, stats
+    with engine.connect() as conn:
+        assert sorted(x[0] for x in conn.execute(sa.select(db.alerts.c.seq))) == \
+            list(range(1, n + 1))
+        ev = conn.execute(sa.select(db.evidence.c.alert_id, db.evidence.c.sha256)).all()
+    assert len(ev) == len(set(ev)) == n
+
+
+def test_the_crop_is_stored_only_if_it_is_the_one_the_alert_signed(
+        receiver: Receiver, publisher: Publisher, unit_a: Unit, engine: Engine) -> None:
+    """The driver-window crop travels on <root>/<unit>/crop/<alert_id>: checked against the
+    signed alert's crop_sha256 and size; one that arrives first waits for its alert."""
+    early, _ = unit_a.alert(seq=2)
+    publisher.publish(f"{T}/crop/unit-a-2", Unit.crop(2))  # before its alert
+    good, _ = unit_a.alert(seq=1)
+    publisher.publish(f"{T}/alert", good)
+    publisher.publish(f"{T}/crop/unit-a-1", Unit.crop(99))  # a JPEG, but not the signed one
+    publisher.publish(f"{T}/crop/unit-a-1", b"not a jpeg")
+    publisher.publish(f"{T}/crop/unit-a-1", Unit.crop(1))
+    publisher.publish(f"{T}/alert", early)
+    assert wait_until(lambda: count(engine, db.crops) == 2 and count(engine) == 2)
+    stats = receiver.stats()
+    assert stats["rejected"].get("crop_mismatch") == 1
+    assert stats["rejected"].get("not_jpeg") == 1
+    with engine.connect() as conn:
+        got = dict(conn.execute(sa.select(db.crops.c.alert_id, db.crops.c.jpeg)).all())
+    assert got == {"unit-a-1": Unit.crop(1), "unit-a-2": Unit.crop(2)}

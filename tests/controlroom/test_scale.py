@@ -3,6 +3,7 @@ store each of 10,000 signed alerts exactly once, with QoS 1 duplicates mixed in.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -12,6 +13,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -19,7 +21,7 @@ import sqlalchemy as sa
 from controlroom import db
 from edge.app.local_broker import LocalBroker
 from edge.common.signing import generate_key
-from tests.controlroom.conftest import Publisher, Unit, raw_pub_b64
+from tests.controlroom.conftest import Publisher, Unit, pg_database, raw_pub_b64
 from tests.waiting import wait_until
 
 N_ALERTS = 10_000
@@ -46,10 +48,15 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(5)
 
 
-def final_stats(log: Path) -> dict[str, object]:
+def _says(log: Path, text: str) -> bool:
+    return text in log.read_text()
+
+
+def final_stats(log: Path) -> dict[str, Any]:
     for line in reversed(log.read_text().splitlines()):
         if line.startswith("receiver stats: "):
-            return json.loads(line[len("receiver stats: "):])  # type: ignore[no-any-return]
+            stats: dict[str, Any] = json.loads(line[len("receiver stats: "):])
+            return stats
     raise AssertionError(f"no stats in {log}:\n{log.read_text()[-2000:]}")
 
 
@@ -58,17 +65,8 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'cr.sqlite'}"
         return
-    base = request.getfixturevalue("postgres_url")
-    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
-    name = f"scale_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f"CREATE DATABASE {name}"))
-    try:
-        yield base.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f"DROP DATABASE {name} WITH (FORCE)"))
-        admin.dispose()
+    with pg_database(request.getfixturevalue("postgres_url"), prefix="scale") as url:
+        yield url
 
 
 def test_two_receivers_store_10000_alerts_exactly_once(tmp_path: Path, broker: LocalBroker,
@@ -92,7 +90,7 @@ def test_two_receivers_store_10000_alerts_exactly_once(tmp_path: Path, broker: L
     procs = [start_receiver(cfg, ids[0], logs[0]), start_receiver(cfg, ids[1], logs[1])]
     try:
         for log in logs:
-            assert wait_until(lambda log=log: "receiving from" in log.read_text(), 60), \
+            assert wait_until(functools.partial(_says, log, "receiving from"), 60), \
                 log.read_text()
         t0 = time.monotonic()
         infos = [publisher.publish(f"phonewatch/{unit}/alert", p, wait=False)
@@ -114,15 +112,15 @@ def test_two_receivers_store_10000_alerts_exactly_once(tmp_path: Path, broker: L
     with engine.connect() as conn:
         n, distinct = conn.execute(sa.select(sa.func.count(), sa.func.count(sa.distinct(
             db.alerts.c.alert_id)))).one()
-        per_unit = dict(conn.execute(sa.select(db.alerts.c.unit, sa.func.count())
+        per_unit: dict[str, int] = dict(conn.execute(sa.select(db.alerts.c.unit, sa.func.count())
                                      .group_by(db.alerts.c.unit)).all())
     engine.dispose()
     assert n == distinct == N_ALERTS
     assert set(per_unit.values()) == {N_ALERTS // N_UNITS}
-    stored_by = [int(s.get("stored", 0)) for s in stats]  # type: ignore[call-overload]
+    stored_by = [int(s.get("stored", 0)) for s in stats]
     assert sum(stored_by) == N_ALERTS
     assert all(s > N_ALERTS // 10 for s in stored_by), f"load not shared: {stored_by}"
-    received = sum(int(s.get("received", 0)) for s in stats)  # type: ignore[call-overload]
+    received = sum(int(s.get("received", 0)) for s in stats)
     assert received >= N_ALERTS + N_DUPLICATES
     assert all(s["rejected_total"] == 0 for s in stats), stats
     print(f"\n{N_ALERTS} alerts (+{N_DUPLICATES} duplicates) stored by two receivers "

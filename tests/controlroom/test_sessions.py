@@ -21,19 +21,20 @@ from controlroom.web import create_app
 from edge.app.cli import main
 from tests.controlroom.test_web import PASSWORD, audit_actions, csrf_of, login
 
-pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")]
 
-@pytest.fixture()
+@pytest.fixture
 def cfg(tmp_path: Path) -> Config:
     return parse_config({"web": {"live_poll_s": 0.05}}, base_dir=tmp_path)
 
 
-@pytest.fixture()
+@pytest.fixture
 def operators(engine: Engine) -> None:
     users.add_user(engine, "alice", PASSWORD)
 
 
-@pytest.fixture()
+@pytest.fixture
 def client(cfg: Config, engine: Engine, operators: None) -> Iterator[Any]:
     from fastapi.testclient import TestClient
 

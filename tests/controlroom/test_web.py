@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import re
-import threading
 import time
 import zipfile
 from collections.abc import Iterator
@@ -26,9 +25,13 @@ from controlroom.web import create_app
 from edge.core import messages as m
 from tests.controlroom.conftest import Unit, jpeg_bytes, status_and_heartbeat
 
-pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`"),
+]
 
 PASSWORD = "correct horse battery"
+HTML = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
 
 
 @pytest.fixture()
@@ -117,9 +120,21 @@ def test_review_needs_csrf_and_is_audited(client: Any, ingest: Ingest, unit_a: U
     assert r.status_code == 403
     with engine.connect() as conn:
         assert conn.execute(sa.select(db.alerts.c.status)).scalar() == "new"
+    # confirming starts a prosecution: without the second step (sure=yes) nothing changes
     r = client.post(f"/alerts/{aid}/review", data={"action": "confirm", "note": "clear view",
                                                    "csrf": token}, follow_redirects=False)
-    assert r.status_code == 303
+    assert r.status_code == 400 and "sure=yes" in r.json()["detail"]
+    r = client.post(f"/alerts/{aid}/review", data={"action": "confirm", "note": "clear view",
+                                                   "csrf": token}, headers=HTML,
+                    follow_redirects=False)
+    assert r.status_code == 200 and "Confirming starts a prosecution" in r.text
+    assert 'id="confirm-step" hidden' not in r.text and 'value="clear view"' in r.text
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(db.alerts.c.status)).scalar() == "new"
+    r = client.post(f"/alerts/{aid}/review", data={"action": "confirm", "note": "clear view",
+                                                   "sure": "yes", "csrf": token},
+                    follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/queue"  # nothing left
     r = client.post(f"/alerts/{aid}/review", data={"action": "reject", "csrf": token})
     assert r.status_code == 409 and "already confirmed" in r.text
     with engine.connect() as conn:
@@ -146,8 +161,12 @@ def test_alert_page_shows_evidence_position_and_fix(client: Any, ingest: Ingest,
     page = client.get(f"/alerts/{aid}").text
     assert "51.500700, -0.124600" in page            # the plain coordinate readout
     assert "Fix 3d, quality 1, HDOP 0.9, 9 satellites, age 0.3 s" in page
-    assert "0.875" in page and "phone-cls 1.2.0" in page and "source: gps" in page
-    assert 'src="/static/leaflet/leaflet.js"' in page and 'data-tiles=""' in page
+    assert "phone-cls 1.2.0" in page and "source: gps" in page
+    assert re.search(r'<dd id="score"><span title="exactly 0.875; threshold exactly 0.7">0.88'
+                     r'</span> \(threshold 0.70;', page)
+    # no tile server configured: no empty map, a note saying how, links to map apps
+    assert 'src="/static/leaflet/leaflet.js"' not in page and 'id="map"' not in page
+    assert 'id="no-tiles"' in page and 'href="geo:51.500700,-0.124600"' in page
     r = client.get(f"/alerts/{aid}/evidence.jpg")
     assert r.status_code == 200 and r.content == jpeg and r.headers["content-type"] == \
         "image/jpeg"
@@ -191,7 +210,8 @@ def test_retention_deletes_rejected_evidence_after_an_hour(client: Any, ingest: 
     confirmed, _ = put(ingest, unit_a)
     token = login(client)
     client.post(f"/alerts/{rejected}/review", data={"action": "reject", "csrf": token})
-    client.post(f"/alerts/{confirmed}/review", data={"action": "confirm", "csrf": token})
+    client.post(f"/alerts/{confirmed}/review", data={"action": "confirm", "sure": "yes",
+                                                      "csrf": token})
     now = time.time()
     assert retention.sweep(engine, cfg.retention, now=now + 3500)["rejected_evidence"] == 0
     assert client.get(f"/alerts/{rejected}/evidence.jpg").status_code == 200
@@ -218,7 +238,8 @@ def test_bundle_only_for_confirmed_and_it_verifies(client: Any, ingest: Ingest, 
     aid, jpeg = put(ingest, unit_a)
     token = login(client)
     assert client.get(f"/alerts/{aid}/bundle.zip").status_code == 409
-    client.post(f"/alerts/{aid}/review", data={"action": "confirm", "csrf": token})
+    client.post(f"/alerts/{aid}/review", data={"action": "confirm", "sure": "yes",
+                                               "csrf": token})
     r = client.get(f"/alerts/{aid}/bundle.zip")
     assert r.status_code == 200 and r.headers["content-type"] == "application/zip"
     path = tmp_path / "b.zip"
@@ -234,22 +255,39 @@ def test_bundle_only_for_confirmed_and_it_verifies(client: Any, ingest: Ingest, 
     assert ("alice", "export", aid) in audit_actions(engine)
 
 
-def test_units_page_shows_status_and_heartbeat(client: Any, ingest: Ingest) -> None:
+def test_units_page_shows_health_in_words(client: Any, ingest: Ingest) -> None:
     now = time.time()
     st, hb = status_and_heartbeat("unit-a", now)
     ingest.process([Message("phonewatch/unit-a/status", m.encode(st), now),
                     Message("phonewatch/unit-a/heartbeat", m.encode(hb), now)])
     login(client)
     html = client.get("/units").text
-    row = re.search(r'<tr class="(online|offline)">(.*?)</tr>', html, re.S)
-    assert row and row.group(1) == "online"
-    cells = [re.sub(r"<.*?>", "", c).strip() for c in re.findall(r"<td>(.*?)</td>",
-                                                                  row.group(2), re.S)]
-    assert cells[0] == "unit-a" and cells[4:9] == ["14.5", "7", "3", "3d-fix", "48.5"]
+    card = re.search(r'<article class="unit-card health-(\w+)" id="unit-unit-a".*?</article>',
+                     html, re.S)
+    assert card and card.group(1) == "online"
+    facts = dict(re.findall(r"<dt>(.*?)</dt><dd[^>]*>(.*?)</dd>", card.group(0)))
+    assert re.fullmatch(r"\d+ s ago \(\d{4}-.*\)", facts.pop("Last heartbeat"))
+    assert facts == {"Frame rate": "14.5 frames/s",
+                     "Dropped frames": "7 since start", "Outbox": "3 alerts waiting to be sent",
+                     "GPS": "3D fix", "CPU temperature": "48.5 °C"}
+    assert "Working normally" in card.group(0)
     off = m.build_status("unit-a", "offline", t_wall_s=now, software="0.1.0",
                          reason="connection lost")
     ingest.process([Message("phonewatch/unit-a/status", m.encode(off), now)])
-    assert '<tr class="offline">' in client.get("/units").text
+    html = client.get("/units").text
+    assert 'class="unit-card health-offline" id="unit-unit-a"' in html
+    assert "It said it went offline (connection lost)" in html
+    # a hot unit with a backlog and no GPS is degraded, and the page says why
+    hot = m.build_heartbeat("unit-a", t_wall_s=now, uptime_s=9.0,
+                            pipeline={"fps": 14.0, "dropped_frames": 0}, outbox_depth=40,
+                            evidence_pruned=0, alerts_pruned=0, gps_state="no_fix",
+                            cpu_temp_c=83.0)
+    ingest.process([Message("phonewatch/unit-a/status", m.encode(st), now),
+                    Message("phonewatch/unit-a/heartbeat", m.encode(hot), now)])
+    html = client.get("/units/unit-a").text
+    assert 'id="health">degraded<' in html
+    assert "40 alerts waiting to be sent; GPS: no fix (receiver working); CPU at 83 °C" in html
+    assert '<dd class="bad">83.0 °C (hot)</dd>' in html
 
 
 def test_labelling_queue_and_export(client: Any, ingest: Ingest, engine: Engine) -> None:
@@ -275,30 +313,31 @@ def test_labelling_queue_and_export(client: Any, ingest: Ingest, engine: Engine)
 
 def test_live_list_pushes_new_alerts_over_sse(cfg: Config, engine: Engine, ingest: Ingest,
                                               unit_a: Unit) -> None:
-    """A real server: the event stream delivers an alert stored after the page was opened."""
+    """A real server: the event stream delivers an alert stored after the stream opened (once
+    its first event, the unreviewed count, has arrived: no sleeping)."""
     room = ControlRoom(cfg, receiver=False, retention=False, engine=engine).start()
     try:
         with httpx.Client(base_url=room.url.rstrip("/"), timeout=10) as c:
             token = csrf_of(c.get("/login").text)
             c.post("/login", data={"username": "alice", "password": PASSWORD, "csrf": token})
             got: list[dict[str, Any]] = []
-            t_stored: list[float] = []
-
-            def later() -> None:
-                time.sleep(0.3)
-                put(ingest, unit_a)
-                t_stored.append(time.monotonic())  # latency: see bench/ingest.py
-
-            threading.Thread(target=later, daemon=True).start()
+            counts: list[int] = []
             with c.stream("GET", "/events", params={"after": 0}) as r:
                 assert r.status_code == 200
                 assert r.headers["content-type"].startswith("text/event-stream")
+                event = ""
                 for line in r.iter_lines():
-                    if line.startswith("data: "):
+                    if line.startswith("event: "):
+                        event = line[7:]
+                    elif line.startswith("data: ") and event == "count":
+                        counts.append(int(line[6:]))
+                        if len(counts) == 1:  # the stream is polling: store an alert now
+                            put(ingest, unit_a)
+                    elif line.startswith("data: ") and event == "alert":
                         got.append(json.loads(line[6:]))
                         break
         assert got[0]["alert_id"] == "unit-a-1" and got[0]["status"] == "new"
-        assert t_stored, "the alert came before it was stored?"
+        assert counts[0] == 0  # the unreviewed count comes first, then with each change
     finally:
         room.close()
 

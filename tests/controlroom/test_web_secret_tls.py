@@ -21,17 +21,18 @@ from controlroom.web import create_app, load_secret
 from edge.app.cli import main
 from tests.controlroom.test_web import PASSWORD, login
 
-pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")]
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture()
+@pytest.fixture
 def cfg(tmp_path: Path) -> Config:
     return parse_config({"web": {"live_poll_s": 0.05}}, base_dir=tmp_path)
 
 
-@pytest.fixture()
+@pytest.fixture
 def operators(engine: Engine) -> None:
     users.add_user(engine, "alice", PASSWORD)
 
@@ -47,7 +48,8 @@ def test_an_empty_or_short_secret_is_refused(tmp_path: Path, engine: Engine,
     cfg = parse_config({"web": {"secret_key_file": str(path)}}, base_dir=tmp_path)
     with pytest.raises(ControlRoomError, match="at least 32 bytes") as e:
         create_app(cfg, engine)
-    assert str(path) in str(e.value) and "\n" not in str(e.value)
+    assert str(path) in str(e.value)
+    assert "\n" not in str(e.value)
     path.write_bytes(b"y" * 32 + b"\n")
     assert load_secret(path) == "y" * 32
 
@@ -55,7 +57,8 @@ def test_an_empty_or_short_secret_is_refused(tmp_path: Path, engine: Engine,
 def test_a_missing_secret_is_written_whole_with_mode_0600(tmp_path: Path) -> None:
     path = tmp_path / "state" / "controlroom.secret"
     secret = load_secret(path)
-    assert len(secret) >= 32 and path.read_text().strip() == secret
+    assert len(secret) >= 32
+    assert path.read_text().strip() == secret
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert os.listdir(path.parent) == ["controlroom.secret"]  # no temporary file left
     assert load_secret(path) == secret
@@ -73,7 +76,8 @@ def test_an_unwritable_secret_path_is_a_one_line_error(
     assert main(["controlroom", "serve", "--no-receiver", "--config", str(cfg)]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("phonewatch: error: cannot create web.secret_key_file /sys/")
-    assert "\n" not in err and "Traceback" not in err
+    assert "\n" not in err
+    assert "Traceback" not in err
 
 
 # ---------------------------------------------------------------- TLS
@@ -112,12 +116,19 @@ def test_over_https_the_cookie_is_secure_and_hsts_is_sent(cfg: Config, engine: E
 # ---------------------------------------------------------------- systemd unit, example config
 
 
+class CaseKeepingParser(configparser.ConfigParser):
+    """systemd keys are case-sensitive (``UMask``): keep them as written."""
+
+    def optionxform(self, optionstr: str) -> str:
+        return optionstr
+
+
 def test_service_and_example_config_keep_state_in_the_state_directory() -> None:
-    unit = configparser.ConfigParser(strict=False, interpolation=None)
-    unit.optionxform = str  # type: ignore[assignment,method-assign]
+    unit = CaseKeepingParser(strict=False, interpolation=None)
     unit.read(REPO / "deploy" / "controlroom" / "phonewatch-controlroom.service")
     svc = unit["Service"]
-    assert svc["UMask"] == "0077" and svc["ProtectSystem"] == "strict"
+    assert svc["UMask"] == "0077"
+    assert svc["ProtectSystem"] == "strict"
     state = Path("/var/lib") / svc["StateDirectory"]
     cfg = load_config(REPO / "deploy" / "controlroom" / "controlroom.toml")
     assert cfg.web.secret_key_file.parent == state

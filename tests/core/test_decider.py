@@ -1,13 +1,16 @@
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge.core.decider import Decider, DeciderParams, RoiDecider
+from edge.core.decider import Decider, DeciderParams, Hit, RoiDecider
 
 
-def feed(d: RoiDecider[int], scores: list[float], *, t0: float = 0.0, dt: float = 0.1) -> list:
+def feed(d: RoiDecider[int], scores: list[float], *, t0: float = 0.0,
+         dt: float = 0.1) -> list[Hit[int]]:
     hits = []
     for i, s in enumerate(scores):
         h = d.update(s, t0 + i * dt, i)
@@ -26,8 +29,11 @@ def test_needs_min_frames_of_window() -> None:
     hits = feed(d, [0.9, 0.1, 0.8, 0.95, 0.2])
     assert len(hits) == 1
     h = hits[0]
-    assert h.roi_id == "lane1" and h.frames_over == 3 and h.window == 5
-    assert h.score == 0.95 and h.best == 3  # the best frame travels with the hit
+    assert h.roi_id == "lane1"
+    assert h.frames_over == 3
+    assert h.window == 5
+    assert h.score == 0.95
+    assert h.best == 3  # the best frame travels with the hit
     assert h.t_mono_s == pytest.approx(0.3)
 
 
@@ -62,20 +68,26 @@ def test_rois_are_independent() -> None:
     for i in range(5):
         hits += d.update({"a": 0.9, "b": 0.1}, i * 0.1, {"a": i, "b": i})
     assert [h.roi_id for h in hits] == ["a"]
-    assert d["a"].is_latched and not d["b"].is_latched
+    assert d["a"].is_latched
+    assert not d["b"].is_latched
 
 
-@pytest.mark.parametrize("bad", [
-    dict(window=0), dict(min_frames=6), dict(score_on=0.2, score_off=0.5), dict(cooldown_s=-1),
+@pytest.mark.parametrize(("bad", "match"), [
+    (dict(window=0), "window must be"),
+    (dict(min_frames=6), "min_frames must be within"),
+    (dict(score_on=0.2, score_off=0.5), "score_off <= score_on"),
+    (dict(cooldown_s=-1), "cooldown_s must be"),
 ])
-def test_params_validated(bad: dict) -> None:
-    with pytest.raises(ValueError):
+def test_params_validated(bad: dict[str, Any], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
         DeciderParams(**{**dict(window=5, min_frames=3), **bad})
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.floats(0, 1), max_size=120), st.integers(1, 8), st.data())
-def test_never_hits_without_enough_frames_over_threshold(scores, window, data) -> None:  # type: ignore[no-untyped-def]
+def test_never_hits_without_enough_frames_over_threshold(
+        scores: list[float], window: int, data: st.DataObject) -> None:
     min_frames = data.draw(st.integers(1, window))
     p = DeciderParams(window=window, min_frames=min_frames, score_on=0.6, score_off=0.3,
                       cooldown_s=1.0)

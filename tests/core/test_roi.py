@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 
@@ -24,8 +26,10 @@ def test_polygon_mask_marks_inside_pixels() -> None:
     img = np.zeros((100, 100, 3), np.uint8)
     tri = Roi.polygon("t", [(0.0, 0.0), (1.0, 0.0), (0.0, 1.0)], margin=0.0)
     m = tri.mask(img)
-    assert m is not None and m.shape == (100, 100)
-    assert m[5, 5] and not m[95, 95]
+    assert m is not None
+    assert m.shape == (100, 100)
+    assert m[5, 5]
+    assert not m[95, 95]
     assert abs(m.mean() - 0.5) < 0.02
     assert tri.mask(img) is m  # cached per frame size
 
@@ -41,7 +45,7 @@ def test_polygon_mask_marks_inside_pixels() -> None:
         lambda: Roi.rect("a", 0.1, 0.2, 0.3, 0.4, margin=2.0),
     ],
 )
-def test_bad_rois_are_refused_with_the_roi_named(make) -> None:  # type: ignore[no-untyped-def]
+def test_bad_rois_are_refused_with_the_roi_named(make: Callable[[], Roi]) -> None:
     with pytest.raises(RoiError, match="'a'"):
         make()
 

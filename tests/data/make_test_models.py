@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -19,7 +21,8 @@ SIZE = 32
 GAIN = 12.0  # logit slope per unit of mean brightness (0..1)
 
 
-def build():  # type: ignore[no-untyped-def]
+def build() -> tuple[Any, Any]:
+    """TensorFlow (imported here: only this script needs it) and the Keras model."""
     import tensorflow as tf
 
     inp = tf.keras.Input((SIZE, SIZE, 3))
@@ -33,7 +36,7 @@ def build():  # type: ignore[no-untyped-def]
     return tf, model
 
 
-def sidecar(name: str, file: Path) -> dict:
+def sidecar(name: str, file: Path) -> dict[str, Any]:
     return {
         "schema": 1, "name": name, "version": "test-1", "file": file.name,
         "sha256": hashlib.sha256(file.read_bytes()).hexdigest(),
@@ -49,7 +52,7 @@ def main() -> None:
     tf, model = build()
     rng = np.random.default_rng(0)
 
-    def representative():  # type: ignore[no-untyped-def]
+    def representative() -> Iterator[list[np.ndarray]]:
         for _ in range(64):
             level = rng.uniform(0, 1)
             yield [np.clip(rng.normal(level, 0.1, (1, SIZE, SIZE, 3)), 0, 1).astype(np.float32)]

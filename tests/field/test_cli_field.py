@@ -9,13 +9,14 @@ import pytest
 
 from edge.app.cli import main
 
-from .test_supervisor import pico_on_pty  # noqa: F401  (fixture)
+from .test_supervisor import PicoOnPty, pico_on_pty  # noqa: F401  (fixture)
 
 
 def test_pins_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["pins"]) == 0
     out = capsys.readouterr().out
-    assert "status_led" in out and "GPIO17 pin 11 out" in out
+    assert "status_led" in out
+    assert "GPIO17 pin 11 out" in out
     assert "GP6 pin 9 out" in out  # pi_power_en on the Pico
 
 
@@ -29,7 +30,8 @@ def test_pins_missing_file_is_a_clean_error(tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["pins", "--pin-map", str(tmp_path / "nope.toml")]) == 1
     err = capsys.readouterr().err
-    assert "nope.toml: pin map not found" in err and "Traceback" not in err
+    assert "nope.toml: pin map not found" in err
+    assert "Traceback" not in err
 
 
 def test_gpio_test_on_mock_pins(capsys: pytest.CaptureFixture[str]) -> None:
@@ -41,7 +43,7 @@ def test_gpio_test_on_mock_pins(capsys: pytest.CaptureFixture[str]) -> None:
     assert out.rstrip().endswith("gpio-test done")
 
 
-def test_supervisor_status_over_a_pty(pico_on_pty: tuple,  # noqa: F811
+def test_supervisor_status_over_a_pty(pico_on_pty: PicoOnPty,  # noqa: F811
                                       capsys: pytest.CaptureFixture[str]) -> None:
     pico, uart, _ = pico_on_pty
     assert main(["supervisor", "--port", uart.path, "--timeout-s", "5"]) == 0
@@ -50,7 +52,8 @@ def test_supervisor_status_over_a_pty(pico_on_pty: tuple,  # noqa: F811
     assert pico.last_hb_ms is None  # the tool never sends heartbeats
 
 
-def test_supervisor_strobe_refused_is_reported(pico_on_pty: tuple,  # noqa: F811
+@pytest.mark.slow
+def test_supervisor_strobe_refused_is_reported(pico_on_pty: PicoOnPty,  # noqa: F811
                                                capsys: pytest.CaptureFixture[str]) -> None:
     _, uart, _ = pico_on_pty
     assert main(["supervisor", "--port", uart.path, "strobe", "--on-us", "500",

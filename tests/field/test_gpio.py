@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from gpiozero import GPIOZeroError
-from gpiozero.pins.mock import MockFactory
+from gpiozero.pins.mock import MockFactory, MockPin
 
 from edge.adapters.gpio import LED_PATTERNS, MARK_ACK_FLASHES, FieldIo
 from edge.adapters.gpio_config import GpioConfig, load_pin_map
@@ -17,10 +17,18 @@ from tests.waiting import wait_until
 from .conftest import ManualClock
 
 PIN_MAP = load_pin_map()
-LED_PIN = PIN_MAP.signals["status_led"].pi.gpio  # type: ignore[union-attr]
-BUZZER_PIN = PIN_MAP.signals["buzzer"].pi.gpio  # type: ignore[union-attr]
-BUTTON_PIN = PIN_MAP.signals["button"].pi.gpio  # type: ignore[union-attr]
-IGNITION_PIN = PIN_MAP.signals["ignition"].pi.gpio  # type: ignore[union-attr]
+
+
+def _pi_gpio(signal: str) -> int:
+    pi = PIN_MAP.signals[signal].pi
+    assert pi is not None, f"{signal} has no Pi end in the pin map"
+    return pi.gpio
+
+
+LED_PIN = _pi_gpio("status_led")
+BUZZER_PIN = _pi_gpio("buzzer")
+BUTTON_PIN = _pi_gpio("button")
+IGNITION_PIN = _pi_gpio("ignition")
 
 FAST = {"pattern_scale": 0.2, "hit_flash_s": 0.03, "hit_beep_s": 0.03, "bounce_s": None,
         "long_press_s": 0.25, "shutdown_delay_s": 0.2}
@@ -34,8 +42,8 @@ def make(factory: MockFactory, *, mode: str = "patrol", clock: ManualClock | Non
     return FieldIo.from_config(cfg, mode=mode, pin_factory=factory, clock=clock)
 
 
-def values(pin: object) -> list[bool]:
-    return [s.state for s in pin.states]  # type: ignore[attr-defined]
+def values(pin: MockPin) -> list[bool]:
+    return [s.state for s in pin.states]
 
 
 def test_pins_come_from_the_pin_map() -> None:
@@ -55,12 +63,14 @@ def test_starts_blinking_then_steady_on_when_running(factory: MockFactory,
         assert led.state is True
         n = len(led.states)
         clock.advance(60.0)
-        assert led.state is True and len(led.states) == n  # steady: no more edges
+        assert led.state is True
+        assert len(led.states) == n  # steady: no more edges
     finally:
         io.close()
     assert led.state is False
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("state", ["no_gps", "broker_offline", "degraded"])
 def test_status_pattern_pulse_train(factory: MockFactory, state: str) -> None:
     io = make(factory, pattern_scale=0.5)  # long pauses stand out even on a loaded machine
@@ -103,9 +113,11 @@ def test_hit_in_patrol_beeps_and_flashes_then_resumes(factory: MockFactory,
         assert led.state is True
         led.clear_states()
         io.on_hit("lane1")
-        assert buzzer.state is True and led.state is False  # at once
+        assert buzzer.state is True
+        assert led.state is False  # at once
         clock.advance(0.03)  # hit_beep_s, hit_flash_s
-        assert buzzer.state is False and led.state is True
+        assert buzzer.state is False
+        assert led.state is True
         clock.advance(1.0)
         # off, then 3 flashes, then back to steady on for "running"
         assert values(led) == [True] + [False, True] * 3 + [False, True]
@@ -294,7 +306,9 @@ def test_close_is_idempotent_and_releases_the_pins(factory: MockFactory) -> None
     io.close()
     io.on_hit("lane1")  # after close: ignored, no error
     io.mute(60)  # a late control-room command: no error either
-    assert io.is_muted and io.ignition_on is None and io.take_mark() is False
+    assert io.is_muted
+    assert io.ignition_on is None
+    assert io.take_mark() is False
     again = make(factory)  # the pins are free again
     again.close()
 
@@ -306,7 +320,8 @@ def test_pin_already_in_use_is_a_gpio_error(factory: MockFactory) -> None:
     try:
         with pytest.raises(GpioError, match="GPIO") as exc:
             make(factory)
-        assert isinstance(exc.value, PhonewatchError) and isinstance(exc.value, OSError)
+        assert isinstance(exc.value, PhonewatchError)
+        assert isinstance(exc.value, OSError)
     finally:
         squatter.close()
     make(factory).close()  # nothing was left claimed by the failed attempt

@@ -5,7 +5,9 @@ from __future__ import annotations
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,7 +17,7 @@ from edge.core.errors import ConfigError
 from .conftest import REPO
 
 sys.path.insert(0, str(REPO / "hardware"))
-import gen_wiring  # type: ignore[import-not-found]
+import gen_wiring
 
 PIN_MAP_TEXT = (REPO / "hardware" / "pinmap.toml").read_text()
 
@@ -66,7 +68,7 @@ def test_header_tables_are_complete() -> None:
     assert sorted(PICO_PIN_GP.values()) == [*range(23), 26, 27, 28]
 
 
-def _data() -> dict:
+def _data() -> dict[str, Any]:
     import tomllib
 
     return tomllib.loads(PIN_MAP_TEXT)
@@ -84,9 +86,9 @@ def _data() -> dict:
         (lambda d: d["signals"]["status_led"]["pi"].update(pin=1), "header pin 1 is 3V3"),
     ],
 )
-def test_pin_map_mistakes_are_named(edit: object, match: str) -> None:
+def test_pin_map_mistakes_are_named(edit: Callable[[dict[str, Any]], object], match: str) -> None:
     d = _data()
-    edit(d)  # type: ignore[operator]
+    edit(d)
     with pytest.raises(ConfigError, match=match):
         parse_pin_map(d, source="pinmap.toml")
 

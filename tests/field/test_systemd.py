@@ -36,7 +36,8 @@ def listener(tmp_path: Path) -> Iterator[tuple[socket.socket, str]]:
 def test_ready_status_watchdog_stopping_datagrams(listener: tuple[socket.socket, str]) -> None:
     sock, path = listener
     n = SystemdNotifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "30000000"})
-    assert n.enabled and n.watchdog_interval_s == 15.0
+    assert n.enabled
+    assert n.watchdog_interval_s == 15.0
     assert n.ready("camera, model and outbox up")
     assert sock.recv(4096) == b"READY=1\nSTATUS=camera, model and outbox up"
     assert n.watchdog()
@@ -68,7 +69,9 @@ def test_no_op_outside_systemd() -> None:
     n = SystemdNotifier({})
     assert not n.enabled
     assert n.watchdog_interval_s is None
-    assert n.ready() is False and n.watchdog() is False and n.stopping() is False
+    assert n.ready() is False
+    assert n.watchdog() is False
+    assert n.stopping() is False
 
 
 @pytest.mark.parametrize(
@@ -91,6 +94,7 @@ def test_listener_gone_is_counted_not_raised(tmp_path: Path) -> None:
     assert n.send_errors == 1
 
 
+@pytest.mark.slow
 def test_child_process_notifies_with_its_own_pid(listener: tuple[socket.socket, str]) -> None:
     """As under systemd (NotifyAccess=main): the datagram's sender credentials are the service's."""
     sock, path = listener
@@ -122,7 +126,8 @@ def test_frame_watchdog_pets_only_while_frames_flow(listener: tuple[socket.socke
     clock = ManualClock()
     wd = FrameWatchdog(SystemdNotifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "20000000"}),
                        clock=clock)
-    assert wd.interval_s == 10.0 and wd.stale_s == 10.0
+    assert wd.interval_s == 10.0
+    assert wd.stale_s == 10.0
     assert wd.tick() is False  # no frame yet: a pipeline that never starts is restarted
     for _ in range(6):  # frames for 6 s, ticked every second: pets every 5 s
         clock.advance(1.0)
@@ -143,7 +148,8 @@ def test_frame_watchdog_pets_only_while_frames_flow(listener: tuple[socket.socke
 def test_frame_watchdog_off_without_watchdog_usec() -> None:
     wd = FrameWatchdog(SystemdNotifier({}), clock=ManualClock())
     wd.frame_seen()
-    assert wd.tick() is False and wd.pets == 0
+    assert wd.tick() is False
+    assert wd.pets == 0
 
 
 def test_poweroff_asks_systemctl() -> None:
@@ -187,7 +193,8 @@ def test_systemd_analyze_verify_and_security(tmp_path: Path) -> None:
     r = subprocess.run(["systemd-analyze", "verify", "--man=no", str(unit)],
                        capture_output=True, text=True, timeout=60)
     problems = [ln for ln in (r.stdout + r.stderr).splitlines() if "phonewatch.service" in ln]
-    assert r.returncode == 0 and problems == [], r.stdout + r.stderr
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert problems == [], r.stdout + r.stderr
     r = subprocess.run(["systemd-analyze", "security", "--offline=true", str(unit)],
                        capture_output=True, text=True, timeout=60)
     m = re.search(r"Overall exposure level for \S+: ([0-9.]+)", r.stdout + r.stderr)

@@ -7,7 +7,7 @@ import os
 import sys
 import threading
 import tty
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import serial
@@ -15,8 +15,8 @@ import serial
 from .conftest import REPO
 
 sys.path.insert(0, str(REPO / "firmware" / "gnss"))
-import configure  # type: ignore[import-not-found]
-import ubx  # type: ignore[import-not-found]
+import configure
+import ubx
 
 pyubx2 = pytest.importorskip("pyubx2")
 
@@ -49,8 +49,8 @@ def h(text: str) -> bytes:
          "b5 62 06 01 08 00 f0 00 00 00 00 00 00 01 00 24"),
     ],
 )
-def test_published_frames_byte_for_byte(built: object, expected: str) -> None:
-    assert built().hex(" ") == expected  # type: ignore[operator]
+def test_published_frames_byte_for_byte(built: Callable[[], bytes], expected: str) -> None:
+    assert built().hex(" ") == expected
 
 
 def test_checksum_is_fletcher_over_class_to_payload() -> None:
@@ -100,13 +100,15 @@ def test_whole_valset_plan_decodes_with_pyubx2() -> None:
     decoded = {}
     for f in frames:
         msg = UBXReader.parse(f, msgmode=SET)
-        assert msg.identity == "CFG-VALSET" and (msg.ram, msg.bbr, msg.flash) == (1, 1, 1)
+        assert msg.identity == "CFG-VALSET"
+        assert (msg.ram, msg.bbr, msg.flash) == (1, 1, 1)
         decoded.update({k: v for k, v in vars(msg).items() if k.startswith("CFG_")})
     assert decoded["CFG_RATE_MEAS"] == 100
     assert decoded["CFG_MSGOUT_NMEA_ID_GGA_UART1"] == 1
     assert decoded["CFG_MSGOUT_NMEA_ID_GSV_UART1"] == 0
     assert decoded["CFG_MSGOUT_NMEA_ID_ZDA_UART1"] == 1
-    assert decoded["CFG_SIGNAL_GAL_ENA"] == 1 and decoded["CFG_SIGNAL_GLO_ENA"] == 0
+    assert decoded["CFG_SIGNAL_GAL_ENA"] == 1
+    assert decoded["CFG_SIGNAL_GLO_ENA"] == 0
     assert decoded["CFG_UART1_BAUDRATE"] == 230400
     assert frames[-1] == ubx.valset([("CFG-UART1-BAUDRATE", 230400)], layers=7)  # baud last
 
@@ -122,7 +124,8 @@ def test_legacy_plan() -> None:
     assert frames[0] == ubx.cfg_rate(200)
     rmc = ubx.cfg_msg((0xF0, 0x04), (0, 1, 0, 1, 0, 0))
     gga_off = ubx.cfg_msg((0xF0, 0x00), (0, 0, 0, 0, 0, 0))
-    assert rmc in frames and gga_off in frames
+    assert rmc in frames
+    assert gga_off in frames
     assert frames[-2] == ubx.cfg_cfg_save()
     assert frames[-1] == ubx.cfg_prt_uart(115200)
 
@@ -138,7 +141,7 @@ def test_legacy_plan() -> None:
 )
 def test_bad_settings_are_refused(kwargs: dict[str, object], match: str) -> None:
     with pytest.raises(ubx.UbxError, match=match):
-        ubx.GnssSettings(**kwargs)  # type: ignore[arg-type]
+        ubx.GnssSettings(**kwargs)
 
 
 def test_value_range_is_checked() -> None:

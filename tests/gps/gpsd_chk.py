@@ -99,40 +99,55 @@ def compare(r: Report) -> dict[str, str]:
 
 def classify(r: Report, key: str) -> str | None:
     """The documented reason for one difference, verified; None if unexplained."""
-    tpv, ours, prev = r.tpv, r.ours, r.previous
     if key in ("speed", "track"):
-        if ours is not None and getattr(ours, "speed_mps" if key == "speed" else "track_deg") \
-                is None and prev is not None:
-            was = prev.speed_mps if key == "speed" else prev.track_deg
-            if was is not None and abs(was - tpv[key]) <= 1e-3:
-                return "carried"
-        if ours is not None and getattr(ours, "speed_mps" if key == "speed" else "track_deg") \
-                is None:
-            return "computed_by_gpsd"
-        return None
+        return _classify_motion(r, key)
     if key == "time":
-        if ours is not None and ours.time is not None and "time" in tpv:
-            gpsd_t = dt.datetime.fromisoformat(tpv["time"].replace("Z", "+00:00"))
-            weeks = (gpsd_t - ours.time) / dt.timedelta(weeks=1)
-            if abs(abs(weeks) - 1024) <= 1 / 7 + 1e-9:
-                return "rollover"
-        return None
+        return _classify_time(r)
     if key == "mode":
-        gpsd_mode = _mode(tpv)
-        our_mode = ours.mode if ours is not None else "none"
-        if our_mode == "none" and r.notes & _INVALID_NOTES:
-            return "receiver_said_invalid"
-        if our_mode == "none" and "gsa_mode_1" in r.notes and not (
-                {"gsa_mode_2", "gsa_mode_3"} & r.notes):
-            return "gsa_says_no_fix"
-        if our_mode == "2d" and gpsd_mode == "3d" and (
-                {"gsa_mode_2", "gga_alt_few_sats"} & r.notes):
-            return "gsa_says_2d"
-        if gpsd_mode != "none" and "lat" not in tpv:
-            return "gpsd_mode_without_position"
-        if "gga_few_sats" in r.notes:
-            return "gga_few_sats"
-        if prev is not None and prev.mode == gpsd_mode:
-            return "carried"
+        return _classify_mode(r)
+    return None
+
+
+_MOTION_ATTRS = {"speed": "speed_mps", "track": "track_deg"}
+
+
+def _classify_motion(r: Report, key: str) -> str | None:
+    """Speed or track that gpsd has and we do not: ``carried`` or ``computed_by_gpsd``."""
+    attr = _MOTION_ATTRS[key]
+    if r.ours is None or getattr(r.ours, attr) is not None:
         return None
+    was = getattr(r.previous, attr) if r.previous is not None else None
+    if was is not None and abs(was - r.tpv[key]) <= 1e-3:
+        return "carried"
+    return "computed_by_gpsd"
+
+
+def _classify_time(r: Report) -> str | None:
+    """A time 1024 weeks (one GPS week rollover) from gpsd's: ``rollover``."""
+    ours = r.ours
+    if ours is None or ours.time is None or "time" not in r.tpv:
+        return None
+    gpsd_t = dt.datetime.fromisoformat(r.tpv["time"].replace("Z", "+00:00"))
+    weeks = (gpsd_t - ours.time) / dt.timedelta(weeks=1)
+    return "rollover" if abs(abs(weeks) - 1024) <= 1 / 7 + 1e-9 else None
+
+
+def _classify_mode(r: Report) -> str | None:
+    """A different fix mode: the first of the mode reasons whose condition holds."""
+    gpsd_mode = _mode(r.tpv)
+    our_mode = r.ours.mode if r.ours is not None else "none"
+    notes = r.notes
+    if our_mode == "none" and notes & _INVALID_NOTES:
+        return "receiver_said_invalid"
+    if our_mode == "none" and "gsa_mode_1" in notes and not (
+            {"gsa_mode_2", "gsa_mode_3"} & notes):
+        return "gsa_says_no_fix"
+    if our_mode == "2d" and gpsd_mode == "3d" and ({"gsa_mode_2", "gga_alt_few_sats"} & notes):
+        return "gsa_says_2d"
+    if gpsd_mode != "none" and "lat" not in r.tpv:
+        return "gpsd_mode_without_position"
+    if "gga_few_sats" in notes:
+        return "gga_few_sats"
+    if r.previous is not None and r.previous.mode == gpsd_mode:
+        return "carried"
     return None

@@ -9,8 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge.core import nmea
-from edge.core.gps import Fix, FixAssembler, alert_time, format_utc, gps_state
+from edge.core.gps import Fix, FixAssembler, format_utc, gps_state
 from edge.core.nmea import with_checksum
+from tests.gps.timing import alert_time
 
 EPOCH_1 = [
     "$GNRMC,000941.00,A,4404.13387,N,12118.85628,W,0.029,,100117,,,A*7D",
@@ -39,7 +40,8 @@ def test_one_epoch_merges_into_one_3d_fix() -> None:
         "speed_mps": pytest.approx(0.029 * 1852 / 3600, abs=1e-3), "track_deg": None,
         "mode": "3d", "quality": 1, "hdop": 1.01, "sats": 12, "age_s": 1.0, "reason": None,
     }
-    assert asm.stats["bad_checksum"] == 0 and asm.stats["epochs"] == 1
+    assert asm.stats["bad_checksum"] == 0
+    assert asm.stats["epochs"] == 1
 
 
 def test_invalid_epoch_has_no_position_even_if_another_sentence_has_one() -> None:
@@ -49,18 +51,26 @@ def test_invalid_epoch_has_no_position_even_if_another_sentence_has_one() -> Non
         with_checksum("GPGGA,125106,3854.5087,N,07726.4523,W,8,10,2.0,268.8,M,-33.9,M,,"),
     ])
     fix = asm.current()
-    assert fix is not None and fix.mode == "none" and fix.lat is None and fix.lon is None
-    assert fix.to_dict()["lat"] is None and not fix.has_position
+    assert fix is not None
+    assert fix.mode == "none"
+    assert fix.lat is None
+    assert fix.lon is None
+    assert fix.to_dict()["lat"] is None
+    assert not fix.has_position
 
 
 def test_gsa_2d_and_rmc_only_epochs_are_2d() -> None:
     asm = FixAssembler(rollover_floor=FLOOR)
     feed(asm, [with_checksum("GPRMC,120000,A,4221.3871,N,01322.0800,E,000.0,000.0,150305,,")])
-    assert asm.current() is not None and asm.current().mode == "2d"  # type: ignore[union-attr]
+    fix = asm.current()
+    assert fix is not None
+    assert fix.mode == "2d"
     feed(asm, [with_checksum("GPGGA,120000,4221.3871,N,01322.0800,E,1,05,3.1,746.1,M,44.2,M,,"),
                with_checksum("GPGSA,A,2,01,03,,14,,,,,,,,,3.1,3.1,")])
     fix = asm.current()
-    assert fix is not None and fix.mode == "2d" and fix.alt_m is None
+    assert fix is not None
+    assert fix.mode == "2d"
+    assert fix.alt_m is None
 
 
 def test_gga_time_takes_the_date_from_rmc_and_rolls_over_midnight() -> None:
@@ -68,14 +78,16 @@ def test_gga_time_takes_the_date_from_rmc_and_rolls_over_midnight() -> None:
     feed(asm, [with_checksum("GPRMC,235959,A,4221.3871,N,01322.0800,E,0,0,311224,,"),
                with_checksum("GPGGA,000000,4221.3871,N,01322.0800,E,1,05,3.1,746.1,M,44.2,M,,")])
     fix = asm.current()
-    assert fix is not None and fix.time == dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+    assert fix is not None
+    assert fix.time == dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
 
 
 def test_week_rollover_date_is_corrected() -> None:
     asm = FixAssembler(rollover_floor=dt.date(2019, 1, 1))
     feed(asm, ["$GPRMC,000231.42,A,4829.0005,N,00022.0016,E,0.16,212.28,220899,,,A*59"])
     fix = asm.current()
-    assert fix is not None and fix.time is not None
+    assert fix is not None
+    assert fix.time is not None
     assert fix.time.date() == dt.date(1999, 8, 22) + dt.timedelta(weeks=1024)
     assert asm.stats["rollover_corrected"] == 1
 
@@ -88,9 +100,13 @@ def test_bad_lines_are_counted_and_lose_nothing() -> None:
     asm.feed(with_checksum("GPGGA,garbage"))  # malformed
     asm.feed("")                              # blank: not even a line
     feed(asm, EPOCH_1[2:])
-    assert asm.stats["bad_checksum"] == 1 and asm.stats["no_checksum"] == 1
-    assert asm.stats["malformed"] == 1 and asm.stats["sentences_ok"] == 5
-    assert asm.current() is not None and asm.current().mode == "3d"  # type: ignore[union-attr]
+    assert asm.stats["bad_checksum"] == 1
+    assert asm.stats["no_checksum"] == 1
+    assert asm.stats["malformed"] == 1
+    assert asm.stats["sentences_ok"] == 5
+    fix = asm.current()
+    assert fix is not None
+    assert fix.mode == "3d"
 
 
 def test_latest_prefers_the_last_position_and_ages_it() -> None:
@@ -103,7 +119,9 @@ def test_latest_prefers_the_last_position_and_ages_it() -> None:
     asm.feed(with_checksum("GNRMC,000943.00,V,,,,,,,100117,,,N"), 7.0)
     now[0] = 9.0
     fix = asm.latest()
-    assert fix is not None and fix.mode == "3d" and fix.age_s == pytest.approx(4.0)
+    assert fix is not None
+    assert fix.mode == "3d"
+    assert fix.age_s == pytest.approx(4.0)
     assert gps_state(fix, is_receiving=True, max_age_s=5) == "fix_3d"
     assert gps_state(fix, is_receiving=True, max_age_s=2) == "stale"
     assert gps_state(None, is_receiving=True, max_age_s=2) == "no_fix"
@@ -116,10 +134,12 @@ def test_alert_time_uses_a_fresh_fix_else_the_system_clock() -> None:
     fix = asm.latest(0.25)
     assert fix is not None
     when, src = alert_time(fix, now_wall_s=1e9, max_age_s=2.0)
-    assert src == "gps" and format_utc(when) == "2017-01-10T00:09:41.250Z"
+    assert src == "gps"
+    assert format_utc(when) == "2017-01-10T00:09:41.250Z"
     old = asm.latest(10.0)
     when2, src2 = alert_time(old, now_wall_s=1e9, max_age_s=2.0)
-    assert src2 == "system" and when2 == dt.datetime.fromtimestamp(1e9, tz=dt.UTC)
+    assert src2 == "system"
+    assert when2 == dt.datetime.fromtimestamp(1e9, tz=dt.UTC)
     assert alert_time(None, now_wall_s=0.0, max_age_s=2.0)[1] == "system"
 
 
@@ -128,6 +148,7 @@ def test_alert_time_uses_a_fresh_fix_else_the_system_clock() -> None:
 _GOOD = [*EPOCH_1, NEXT]
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(idx=st.integers(0, len(_GOOD) - 1), pos=st.integers(1, 70), ch=st.characters(
     min_codepoint=32, max_codepoint=126))
@@ -139,5 +160,6 @@ def test_a_sentence_with_a_corrupted_byte_never_makes_a_fix(idx: int, pos: int, 
     asm.feed(bad)
     if bad == line or nmea.checksum(bad[1:-3]) == int(bad[-2:], 16):
         return  # not a corruption the checksum can see (same char, or a colliding change)
-    assert asm.current() is None and asm.latest() is None
+    assert asm.current() is None
+    assert asm.latest() is None
     assert asm.stats["bad_checksum"] + asm.stats["malformed"] + asm.stats["no_checksum"] == 1

@@ -28,18 +28,26 @@ def test_gps_json_lines_from_a_replay(tmp_path: Path, capsys: pytest.CaptureFixt
     assert main(["gps", "--source", f"replay:{log}", "--fast", "--json"]) == 0
     out, err = capsys.readouterr()
     rows = [json.loads(x) for x in out.splitlines()]
-    assert len(rows) == 5 and all(tuple(r) == JSON_FIELDS for r in rows)
-    assert rows[0]["time"] == "2026-03-01T12:00:00.000Z" and rows[0]["mode"] == "3d"
-    assert rows[0]["lat"] == pytest.approx(51.5, abs=1e-6) and rows[0]["sats"] == 9
-    assert rows[-1]["mode"] == "none" and rows[-1]["lat"] is None and rows[-1]["lon"] is None
-    assert "5 fixes printed" in err and "bad_checksum 0" in err
+    assert len(rows) == 5
+    assert all(tuple(r) == JSON_FIELDS for r in rows)
+    assert rows[0]["time"] == "2026-03-01T12:00:00.000Z"
+    assert rows[0]["mode"] == "3d"
+    assert rows[0]["lat"] == pytest.approx(51.5, abs=1e-6)
+    assert rows[0]["sats"] == 9
+    assert rows[-1]["mode"] == "none"
+    assert rows[-1]["lat"] is None
+    assert rows[-1]["lon"] is None
+    assert "5 fixes printed" in err
+    assert "bad_checksum 0" in err
 
 
 def test_gps_count_and_text_lines(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     log = write_log(tmp_path / "d.nmea", drive(T0, 6))
     assert main(["gps", "--source", f"replay:{log}", "--fast", "--count", "2"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert len(out) == 2 and out[0].startswith("2026-03-01T12:00:00.000Z") and " 3d " in out[0]
+    assert len(out) == 2
+    assert out[0].startswith("2026-03-01T12:00:00.000Z")
+    assert " 3d " in out[0]
 
 
 def test_gps_bad_source_is_an_error_not_a_traceback(capsys: pytest.CaptureFixture[str]) -> None:
@@ -52,7 +60,9 @@ def test_gps_bad_source_is_an_error_not_a_traceback(capsys: pytest.CaptureFixtur
 def test_gps_no_receiver_times_out(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["gps", "--source", str(tmp_path / "ttyNONE"), "--timeout-s", "0.5"]) == 1
     err = capsys.readouterr().err
-    assert "no fix epoch in 0.5 s" in err and "no_receiver" in err and "ttyNONE" in err
+    assert "no fix epoch in 0.5 s" in err
+    assert "no_receiver" in err
+    assert "ttyNONE" in err
 
 
 def test_gps_config_rejects_typos_and_nonsense() -> None:

@@ -13,13 +13,17 @@ import datetime as dt
 import math
 import string
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edge.core import nmea
 from edge.core.errors import NmeaError
-from edge.core.gps import Fix, FixAssembler, alert_time, is_plausible_time
+from edge.core.gps import Fix, FixAssembler, is_plausible_time
 from edge.core.nmea import with_checksum
+from tests.gps.timing import alert_time
+
+pytestmark = pytest.mark.slow  # over a second a test (make check skips it)
 
 NOW_WALL_S = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 MAX_SPEED_MPS = nmea.MAX_SPEED_KNOTS * nmea.KNOTS_TO_MPS
@@ -115,16 +119,21 @@ def check_fix(fix: Fix | None, *, latest: dt.date) -> None:
     if fix is None:
         return
     if fix.time is not None:
-        assert fix.time.tzinfo is not None and is_plausible_time(fix.time)
+        assert fix.time.tzinfo is not None
+        assert is_plausible_time(fix.time)
         assert nmea.GPS_EPOCH_DATE <= fix.time.date() <= latest, fix
     if fix.has_position:
-        assert fix.lat is not None and fix.lon is not None
-        assert -90.0 <= fix.lat <= 90.0 and -180.0 <= fix.lon <= 180.0
+        assert fix.lat is not None
+        assert fix.lon is not None
+        assert -90.0 <= fix.lat <= 90.0
+        assert -180.0 <= fix.lon <= 180.0
         # a real position; its time may be withheld (two dates, or 23:59:60 on a wrong day)
         assert fix.reason in (None, "date_conflict", "leap_second"), fix
         assert fix.quality not in (0, 6, 7, 8), fix
     else:
-        assert fix.lat is None and fix.lon is None and fix.speed_mps is None, fix
+        assert fix.lat is None, fix
+        assert fix.lon is None, fix
+        assert fix.speed_mps is None, fix
     if fix.reason in ("date_conflict", "leap_second", "simulator", "manual"):
         assert fix.time is None, fix
     assert fix.speed_mps is None or 0.0 <= fix.speed_mps <= MAX_SPEED_MPS + 1e-9
@@ -137,8 +146,10 @@ def check_fix(fix: Fix | None, *, latest: dt.date) -> None:
             when, source = alert_time(aged, NOW_WALL_S, max_age)
             assert when.tzinfo is not None
             if source == "gps":
-                assert aged.has_position and aged.time is not None
-                assert is_plausible_time(aged.time) and 0.0 <= aged.age_s <= max_age
+                assert aged.has_position
+                assert aged.time is not None
+                assert is_plausible_time(aged.time)
+                assert 0.0 <= aged.age_s <= max_age
 
 
 def run(lines: list[str], *, floor: dt.date, step_s: float) -> FixAssembler:
@@ -192,6 +203,7 @@ def test_a_dateless_epoch_is_dated_within_12_hours_of_the_clock(
     asm.feed(with_checksum(f"GPGGA,{seen:%H%M%S}.00,5130.0000,N,00007.2000,W,1,09,0.9,35.0,M,"
                            "47.0,M,,"), later_s)
     fix = asm.current()
-    assert fix is not None and fix.time is not None
+    assert fix is not None
+    assert fix.time is not None
     if seen.time() != t0.time():  # else the GGA joins the RMC's epoch (same time of day)
         assert fix.time == seen

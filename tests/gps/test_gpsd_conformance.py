@@ -26,6 +26,7 @@ KNOWN_UNEXPLAINED = {
 }
 
 
+@pytest.mark.slow
 def test_every_gpsd_position_report_matches_or_says_why(nmea_dir: Path) -> None:
     logs = sorted(nmea_dir.glob("*.log.chk"))
     assert len(logs) == 36
@@ -98,7 +99,8 @@ def test_week_rollover_capture_is_moved_to_2019(nmea_dir: Path) -> None:
     last = reports[-1]
     # gpsd prints 1999-08-22 (the receiver's rolled-over date); we correct it by 1024 weeks
     assert last.tpv["time"].startswith("1999-08-22")
-    assert last.ours is not None and last.ours.time is not None
+    assert last.ours is not None
+    assert last.ours.time is not None
     assert last.ours.time.date() == dt.date(2019, 4, 7)
     assert asm.stats["rollover_corrected"] == 1
 

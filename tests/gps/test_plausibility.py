@@ -9,8 +9,9 @@ import pytest
 
 from edge.core import nmea
 from edge.core.errors import NmeaError
-from edge.core.gps import Fix, FixAssembler, alert_time
+from edge.core.gps import Fix, FixAssembler
 from edge.core.nmea import with_checksum
+from tests.gps.timing import alert_time
 
 FLOOR = dt.date(2000, 1, 1)
 NOW_WALL_S = 1_767_225_600.0  # 2026-01-01T00:00:00Z
@@ -35,11 +36,14 @@ def test_zda_year_9999_is_rejected_and_alert_time_never_overflows() -> None:
     feed(asm, [f"GPGGA,235959.50,{LONDON},1,09,0.9,35.0,M,47.0,M,,",
                "GPZDA,235959.50,31,12,9999,00,00"])
     fix = asm.latest(1.5)
-    assert fix is not None and fix.has_position
+    assert fix is not None
+    assert fix.has_position
     when, source = alert_time(fix, now_wall_s=NOW_WALL_S, max_age_s=2.0)  # raised OverflowError
-    assert source == "system" and when.year == 2026
+    assert source == "system"
+    assert when.year == 2026
     assert fix.time is None
-    assert asm.stats["implausible"] == 1 and asm.last_error is not None
+    assert asm.stats["implausible"] == 1
+    assert asm.last_error is not None
 
 
 # --- RMC two-digit year 79 -----------------------------------------------------------------
@@ -69,12 +73,14 @@ def test_second_60_at_noon_is_rejected() -> None:
         nmea.parse_sentence(with_checksum(f"GPGGA,120060.00,{LONDON},1,09,0.9,35.0,M,47.0,M,,"))
     asm = FixAssembler(rollover_floor=FLOOR)
     feed(asm, [f"GPRMC,120060.00,A,{LONDON},10.0,90.0,150317,,,A"])
-    assert asm.current() is None and asm.stats["implausible"] == 1
+    assert asm.current() is None
+    assert asm.stats["implausible"] == 1
 
 
 def test_leap_second_only_on_the_last_day_of_june_or_december() -> None:
     real = nmea.parse_sentence(with_checksum(f"GPRMC,235960.00,A,{LONDON},1.0,90.0,311216,,,A"))
-    assert isinstance(real, nmea.Rmc) and real.time == nmea.TimeOfDay(23, 59, 60, 0)
+    assert isinstance(real, nmea.Rmc)
+    assert real.time == nmea.TimeOfDay(23, 59, 60, 0)
     with pytest.raises(NmeaError):
         nmea.parse_sentence(with_checksum(f"GPRMC,235960.00,A,{LONDON},1.0,90.0,150317,,,A"))
     with pytest.raises(NmeaError):
@@ -84,7 +90,9 @@ def test_leap_second_only_on_the_last_day_of_june_or_december() -> None:
     feed(asm, [f"GPRMC,235959.00,A,{LONDON},1.0,90.0,150317,,,A",
                f"GPGGA,235960.00,{LONDON},1,09,0.9,35.0,M,47.0,M,,"])
     fix = asm.current()
-    assert fix is not None and fix.time is None and fix.reason == "leap_second"
+    assert fix is not None
+    assert fix.time is None
+    assert fix.reason == "leap_second"
     assert alert_time(fix.aged(0.1), now_wall_s=NOW_WALL_S, max_age_s=2.0)[1] == "system"
 
 
@@ -99,9 +107,12 @@ def test_rmc_faa_simulator_manual_estimated_are_not_gnss_fixes(
     asm = FixAssembler(rollover_floor=FLOOR)
     feed(asm, [f"GPRMC,120000.00,A,{LONDON},10.0,90.0,150317,,,{faa}"])
     fix = asm.latest(0.1)
-    assert fix is not None and not fix.has_position and fix.lat is None
+    assert fix is not None
+    assert not fix.has_position
+    assert fix.lat is None
     assert (fix.mode, fix.quality, fix.reason) == ("none", quality, reason)
-    assert fix.to_dict()["quality"] == quality and fix.to_dict()["reason"] == reason
+    assert fix.to_dict()["quality"] == quality
+    assert fix.to_dict()["reason"] == reason
     assert alert_time(fix, now_wall_s=NOW_WALL_S, max_age_s=2.0)[1] == "system"
 
 
@@ -112,11 +123,13 @@ def test_gga_quality_6_7_8_are_not_gnss_fixes(quality: int, reason: str) -> None
     feed(asm, [f"GPRMC,120000.00,A,{LONDON},10.0,90.0,150317,,,A",
                f"GPGGA,120000.00,{LONDON},{quality},09,0.9,35.0,M,47.0,M,,"])
     fix = asm.latest(0.1)
-    assert fix is not None and not fix.has_position
+    assert fix is not None
+    assert not fix.has_position
     assert (fix.mode, fix.quality, fix.reason) == ("none", quality, reason)
     assert alert_time(fix, now_wall_s=NOW_WALL_S, max_age_s=2.0)[1] == "system"
     asm.flush()
-    assert asm.stats["not_gnss"] == 1 and asm.stats["fixes"] == 0
+    assert asm.stats["not_gnss"] == 1
+    assert asm.stats["fixes"] == 0
 
 
 # --- 100,000 knots -------------------------------------------------------------------------
@@ -140,10 +153,13 @@ def test_two_talkers_430_km_apart_give_no_position() -> None:
                # 3.867 deg of latitude north (about 430 km), same time of day, other talker
                "GNGGA,120000.00,5522.0000,N,00007.2000,W,1,09,0.9,35.0,M,47.0,M,,"])
     fix = asm.current()
-    assert fix is not None and not fix.has_position and fix.lat is None
+    assert fix is not None
+    assert not fix.has_position
+    assert fix.lat is None
     assert fix.reason == "position_conflict"
     asm.flush()
-    assert asm.stats["conflicts"] == 1 and asm.stats["fixes"] == 0
+    assert asm.stats["conflicts"] == 1
+    assert asm.stats["fixes"] == 0
 
 
 def test_talkers_that_agree_within_metres_still_give_a_fix() -> None:
@@ -151,7 +167,9 @@ def test_talkers_that_agree_within_metres_still_give_a_fix() -> None:
     feed(asm, [f"GPRMC,120000.00,A,{LONDON},10.0,90.0,150317,,,A",
                "GLGGA,120000.00,5130.0010,N,00007.2010,W,1,09,0.9,35.0,M,47.0,M,,"])
     fix = asm.current()
-    assert fix is not None and fix.has_position and fix.reason is None
+    assert fix is not None
+    assert fix.has_position
+    assert fix.reason is None
 
 
 # --- a date-less epoch that steps back across midnight ---------------------------------------
@@ -163,7 +181,8 @@ def test_dateless_epoch_stepping_back_across_midnight_keeps_yesterdays_date() ->
     # a late GGA from two seconds before midnight (out of order, no date of its own)
     closed = feed(asm, [f"GPGGA,235958.00,{LONDON},1,09,0.9,35.0,M,47.0,M,,"], 10.1)
     fix = asm.current()
-    assert len(closed) == 1 and fix is not None
+    assert len(closed) == 1
+    assert fix is not None
     assert fix.time == dt.datetime(2024, 12, 31, 23, 59, 58, tzinfo=dt.UTC)
 
 
@@ -203,10 +222,12 @@ def test_hostile_lines_are_counted_and_the_assembler_keeps_going() -> None:
         f"GPRMC,120000.00,A,{LONDON},100000.0,90.0,150317,,,A",
     ]
     feed(asm, hostile)
-    assert rejected(asm) == len(hostile) and asm.stats["errors"] == 0
+    assert rejected(asm) == len(hostile)
+    assert asm.stats["errors"] == 0
     feed(asm, [f"GPRMC,120001.00,A,{LONDON},10.0,90.0,150317,,,A"])
     fix = asm.current()
-    assert fix is not None and fix.has_position
+    assert fix is not None
+    assert fix.has_position
     assert fix.time == dt.datetime(2017, 3, 15, 12, 0, 1, tzinfo=dt.UTC)
 
 
@@ -222,7 +243,8 @@ def test_the_date_window_follows_the_rollover_floor() -> None:
     asm = FixAssembler(rollover_floor=dt.date(2024, 1, 1))
     feed(asm, [f"GPRMC,120000.00,A,{LONDON},1.0,90.0,170843,,,A"])   # last day accepted
     feed(asm, [f"GPRMC,120001.00,A,{LONDON},1.0,90.0,180843,,,A"])   # one day too late
-    assert asm.stats["implausible"] == 1 and asm.stats["sentences_ok"] == 1
+    assert asm.stats["implausible"] == 1
+    assert asm.stats["sentences_ok"] == 1
 
 
 def test_two_dates_in_one_epoch_keep_the_position_but_not_the_time() -> None:
@@ -230,6 +252,8 @@ def test_two_dates_in_one_epoch_keep_the_position_but_not_the_time() -> None:
     feed(asm, [f"GPRMC,120000.00,A,{LONDON},1.0,90.0,150317,,,A",
                "GNZDA,120000.00,16,03,2017,00,00"])
     fix = asm.current()
-    assert fix is not None and fix.has_position and fix.time is None
+    assert fix is not None
+    assert fix.has_position
+    assert fix.time is None
     assert fix.reason == "date_conflict"
     assert alert_time(fix.aged(0.1), now_wall_s=NOW_WALL_S, max_age_s=2.0)[1] == "system"

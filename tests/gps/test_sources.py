@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import json
 import os
 import shutil
@@ -13,7 +14,7 @@ import subprocess
 import threading
 import time
 import tty
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +65,8 @@ def test_loop_port_gives_fixes_and_counts_bad_sentences() -> None:
     got: list[Fix] = []
     cfg = GpsConfig(source="loop://", baud=115200)
     src = SerialGpsSource(cfg, serial_factory=factory, on_fix=got.append)
-    assert src.state == "no_receiver" and src.latest() is None
+    assert src.state == "no_receiver"
+    assert src.latest() is None
     src.start()
     try:
         assert wait_until(lambda: bool(ports))
@@ -73,12 +75,15 @@ def test_loop_port_gives_fixes_and_counts_bad_sentences() -> None:
         assert wait_until(lambda: src.state == "fix_3d")
         assert wait_until(lambda: len(got) == 2)  # the 3rd epoch is still open
         fix = src.latest()
-        assert fix is not None and fix.time == T0 + dt.timedelta(seconds=2)
+        assert fix is not None
+        assert fix.time == T0 + dt.timedelta(seconds=2)
         assert fix.lat == pytest.approx(51.5 + 2e-5, abs=1e-6)
         assert fix.speed_mps == pytest.approx(12.5 * 1852 / 3600, abs=1e-6)
         stats = src.stats
-        assert stats["bad_checksum"] == 1 and stats["no_checksum"] == 1
-        assert stats["sentences_ok"] == 9 and stats["connected"] is True
+        assert stats["bad_checksum"] == 1
+        assert stats["no_checksum"] == 1
+        assert stats["sentences_ok"] == 9
+        assert stats["connected"] is True
     finally:
         src.close()
         src.close()  # idempotent
@@ -99,15 +104,19 @@ def test_spy_url_on_a_pty_logs_the_traffic(tmp_path: Path,
         src.close()
         rx.unplug()
     err = capsys.readouterr().err
-    assert " RX " in err and "GPRMC,120000.00," in err, err[:500]  # spy's hex dump
+    assert " RX " in err, err[:500]  # spy's hex dump
+    assert "GPRMC,120000.00," in err, err[:500]
 
 
 # --- socket:// with a feeding thread, reconnect after the peer drops ------------------------
 
 class NmeaServer:
-    """A TCP server that streams each accepted client one batch of epochs, then hangs up.
-    (pyserial's socket:// discards what arrived before open() returns, so we stream slowly,
-    as a real receiver behind a serial-to-TCP bridge would.)"""
+    """A TCP server that sends each accepted client one batch of epochs, then hangs up.
+
+    pyserial's socket:// discards what arrived before ``open()`` returns, and a ``read()`` that
+    meets the hang-up drops what it had read in the same call. So the n-th batch goes out only
+    once ``opened(n)`` says the client has opened its n-th connection, and the server hangs
+    up only once ``read(lines)`` says the client has taken every line sent so far."""
 
     def __init__(self, batches: list[list[str]]) -> None:
         self.sock = socket.create_server(("127.0.0.1", 0))
@@ -115,9 +124,14 @@ class NmeaServer:
         self.batches = batches
         self.accepted = 0
         self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    def start(self, *, opened: Callable[[int], bool], read: Callable[[int], bool]) -> None:
+        """Serve (connections made before this wait in the listen backlog)."""
+        self.opened, self.read = opened, read
         self.thread.start()
 
     def _serve(self) -> None:
+        sent = 0
         for batch in self.batches:
             try:
                 conn, _ = self.sock.accept()
@@ -125,18 +139,22 @@ class NmeaServer:
                 return
             self.accepted += 1
             with conn, contextlib.suppress(OSError):  # the test may close first
-                for i in range(0, len(batch), 3):
-                    conn.sendall(lines_bytes(batch[i:i + 3]))
-                    time.sleep(0.05)
+                if wait_until(functools.partial(self.opened, self.accepted), 10):
+                    conn.sendall(lines_bytes(batch))
+                    sent += len(batch)
+                    wait_until(functools.partial(self.read, sent), 10)
 
     def close(self) -> None:
         self.sock.close()
 
 
+@pytest.mark.slow
 def test_socket_url_reconnects_after_the_peer_hangs_up() -> None:
     server = NmeaServer([drive(T0, 5), drive(T0 + dt.timedelta(seconds=10), 5)])
     cfg = GpsConfig(source=f"socket://127.0.0.1:{server.port}", **FAST)
     src = build_gps_source(cfg)
+    server.start(opened=lambda n: src.stats["connects"] >= n,  # counted once open() returned
+                 read=lambda lines: src.stats["sentences_ok"] >= lines)
     src.start()
     try:
         assert wait_until(lambda: server.accepted == 2 and src.stats["reconnects"] >= 1), src.stats
@@ -188,7 +206,9 @@ def test_pty_unplug_and_replug(tmp_path: Path) -> None:
         assert wait_until(lambda: not src.stats["connected"])
         assert wait_until(lambda: src.state == "stale")  # the last fix, now too old
         fix = src.latest()
-        assert fix is not None and fix.has_position and fix.age_s > cfg.max_fix_age_s
+        assert fix is not None
+        assert fix.has_position
+        assert fix.age_s > cfg.max_fix_age_s
         assert src.stats["open_failures"] >= 1 or wait_until(
             lambda: src.stats["open_failures"] >= 1)
         rx.plug()
@@ -197,7 +217,8 @@ def test_pty_unplug_and_replug(tmp_path: Path) -> None:
         assert wait_until(lambda: src.state == "fix_3d")
         assert src.stats["reconnects"] == 1
         new = src.latest()
-        assert new is not None and new.time == T0 + dt.timedelta(seconds=61)
+        assert new is not None
+        assert new.time == T0 + dt.timedelta(seconds=61)
     finally:
         src.close()
         if rx.link.exists():
@@ -215,7 +236,9 @@ def test_silent_port_is_no_receiver(tmp_path: Path) -> None:
                                                      valid=False))
         assert wait_until(lambda: src.state == "no_fix")
         fix = src.latest()
-        assert fix is not None and fix.mode == "none" and fix.lat is None
+        assert fix is not None
+        assert fix.mode == "none"
+        assert fix.lat is None
         assert wait_until(lambda: src.state == "no_receiver", 3.0)  # talked, then went silent
     finally:
         src.close()
@@ -237,7 +260,8 @@ def test_replay_fast_and_paced(tmp_path: Path) -> None:
     fast.start()
     assert fast.finished.wait(5)
     assert [f.time for f in got] == [T0 + dt.timedelta(seconds=i) for i in range(3)]
-    assert fast.stats["sentences_ok"] == 9 and fast.stats["malformed"] == 0
+    assert fast.stats["sentences_ok"] == 9
+    assert fast.stats["malformed"] == 0
     fast.close()
 
     paced = ReplayGpsSource(GpsConfig(source=f"replay:{log}", replay_speed=10))
@@ -261,7 +285,8 @@ def test_replay_of_a_real_capture(nmea_dir: Path) -> None:
     assert src.finished.wait(10)
     s = src.stats
     src.close()
-    assert s["fixes"] >= 50 and s["bad_checksum"] == 0
+    assert s["fixes"] >= 50
+    assert s["bad_checksum"] == 0
 
 
 def test_demo_drive_replay_keeps_the_last_position_through_the_tunnel() -> None:
@@ -272,7 +297,9 @@ def test_demo_drive_replay_keeps_the_last_position_through_the_tunnel() -> None:
     assert src.finished.wait(5)
     src.close()
     modes = [f.mode for f in got]
-    assert len(got) == 60 and modes[30:35] == ["none"] * 5 and modes.count("3d") == 55
+    assert len(got) == 60
+    assert modes[30:35] == ["none"] * 5
+    assert modes.count("3d") == 55
     assert all(f.lat is None for f in got[30:35])
     assert got[29].speed_mps == pytest.approx(13.0, abs=0.05)
 
@@ -287,8 +314,11 @@ def test_demo_drive_replay_keeps_the_last_position_through_the_tunnel() -> None:
         if not line.startswith("#"):
             asm.feed(line, t_s)
     fix = asm.latest(33.5)
-    assert fix is not None and fix.time is not None and fix.time.second == 29
-    assert fix.has_position and fix.age_s == pytest.approx(4.5)
+    assert fix is not None
+    assert fix.time is not None
+    assert fix.time.second == 29
+    assert fix.has_position
+    assert fix.age_s == pytest.approx(4.5)
     assert gps_state(fix, is_receiving=True, max_age_s=3.0) == "stale"
 
 
@@ -298,14 +328,20 @@ def test_check_gps_reports_each_state(tmp_path: Path) -> None:
     good = write_log(tmp_path / "good.nmea", drive(T0, 2))
     ok, msg = check_gps(GpsConfig(source=f"replay:{good}", replay_speed=0, max_fix_age_s=60),
                         timeout_s=3)
-    assert ok and msg.startswith("GPS fix_3d: 51.5") and "sats 9" in msg
+    assert ok
+    assert msg.startswith("GPS fix_3d: 51.5")
+    assert "sats 9" in msg
     nofix = write_log(tmp_path / "nofix.nmea", epoch(T0, 0, 0, valid=False))
     ok, msg = check_gps(GpsConfig(source=f"replay:{nofix}", replay_speed=0), timeout_s=2)
-    assert not ok and msg.startswith("GPS no_fix: the receiver talks")
+    assert not ok
+    assert msg.startswith("GPS no_fix: the receiver talks")
     ok, msg = check_gps(GpsConfig(source=str(tmp_path / "ttyNOPE"), **FAST), timeout_s=0.5)
-    assert not ok and msg.startswith("GPS no_receiver") and "ttyNOPE" in msg
+    assert not ok
+    assert msg.startswith("GPS no_receiver")
+    assert "ttyNOPE" in msg
     ok, msg = check_gps(GpsConfig(source=f"replay:{tmp_path / 'missing'}"), timeout_s=0.5)
-    assert not ok and "not found" in msg
+    assert not ok
+    assert "not found" in msg
 
 
 # --- gpsd ----------------------------------------------------------------------------------
@@ -314,11 +350,15 @@ def test_tpv_to_fix_rejects_nonsense() -> None:
     assert tpv_to_fix({"class": "TPV", "mode": 7}, {}, 0.0) is None
     assert tpv_to_fix({"class": "TPV", "mode": 3, "time": "yesterday"}, {}, 0.0) is None
     no_pos = tpv_to_fix({"class": "TPV", "mode": 3, "lat": 95.0, "lon": 1.0}, {}, 0.0)
-    assert no_pos is not None and no_pos.mode == "none" and no_pos.lat is None
+    assert no_pos is not None
+    assert no_pos.mode == "none"
+    assert no_pos.lat is None
     fix = tpv_to_fix({"class": "TPV", "mode": 2, "time": "2026-03-01T12:00:00.000Z",
                       "lat": 1.5, "lon": -2.5, "speed": 3.0, "track": 45.0, "status": 2},
                      {"hdop": 0.9, "uSat": 7}, 1.0)
-    assert fix is not None and fix.to_dict()["mode"] == "2d" and fix.quality == 2
+    assert fix is not None
+    assert fix.to_dict()["mode"] == "2d"
+    assert fix.quality == 2
     assert (fix.hdop, fix.sats, fix.time) == (0.9, 7, T0)
 
 
@@ -329,6 +369,7 @@ _TPV_KEYS = st.sampled_from(["mode", "time", "lat", "lon", "alt", "altMSL", "spe
                              "status", "geoidSep"])
 
 
+@pytest.mark.slow
 @settings(max_examples=120, deadline=None)
 @given(tpv=st.dictionaries(_TPV_KEYS, _JSON, max_size=10),
        sky=st.dictionaries(st.sampled_from(["hdop", "uSat", "pdop", "vdop"]), _JSON))
@@ -418,6 +459,7 @@ def _can_connect(port: int) -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_real_gpsd_reports_the_fix_we_fed_it(gpsd: Gpsd) -> None:
     got: list[Fix] = []
     src = GpsdSource(GpsConfig(source=f"gpsd://127.0.0.1:{gpsd.port}", **FAST),
@@ -427,13 +469,17 @@ def test_real_gpsd_reports_the_fix_we_fed_it(gpsd: Gpsd) -> None:
     try:
         assert wait_until(lambda: src.state == "fix_3d", 10.0), src.stats
         fix = src.latest()
-        assert fix is not None and fix.time is not None and fix.time >= T0
+        assert fix is not None
+        assert fix.time is not None
+        assert fix.time >= T0
         assert fix.lat == pytest.approx(48.1, abs=1e-6)
         assert fix.lon == pytest.approx(11.5, abs=1e-6)
         assert fix.speed_mps == pytest.approx(12.5 * 1852 / 3600, abs=1e-3)
         assert wait_until(lambda: (f := src.latest()) is not None and f.sats is not None)
         fix = src.latest()
-        assert fix is not None and fix.sats == 9 and fix.hdop == pytest.approx(0.9)
+        assert fix is not None
+        assert fix.sats == 9
+        assert fix.hdop == pytest.approx(0.9)
         assert wait_until(lambda: len(got) >= 2)
         assert json.dumps(fix.to_dict())
 
@@ -458,6 +504,7 @@ def test_gpsd_not_running_is_no_receiver() -> None:
     src.start()
     try:
         assert wait_until(lambda: src.stats["open_failures"] >= 2)
-        assert src.state == "no_receiver" and "gpsd" in (src.stats["last_error"] or "")
+        assert src.state == "no_receiver"
+        assert "gpsd" in (src.stats["last_error"] or "")
     finally:
         src.close()

@@ -180,6 +180,7 @@ def test_imagenet_sidecars_read_real_models_right(shared_data: Path, tmp_path: P
             assert clf.score(photo) < 0.05
 
 
+@pytest.mark.slow
 def test_eval_kmitl_test_side_by_side(shared_data: Path, tmp_path: Path,
                                       capsys: pytest.CaptureFixture[str]) -> None:
     models = shared_data / "models"

@@ -15,6 +15,7 @@ from models.synth.render import render_crop
 from models.synth.render_dataset import render_dataset
 
 
+@pytest.mark.slow
 def test_split_never_shares_a_group(tmp_path: Path) -> None:
     render_dataset(tmp_path / "d", count=40, seed=2, size=(40, 30))
     samples = mdata.list_folder(tmp_path / "d")
@@ -72,6 +73,7 @@ def test_augment_is_seeded_and_feeds_the_shared_preprocess() -> None:
     assert x.min() >= -1.0001 and x.max() <= 1.0001
 
 
+@pytest.mark.slow
 def test_partial_view_slides_the_scene_out_of_the_crop() -> None:
     img, _ = render_crop(7, 1)
     w = img.shape[1]

@@ -6,6 +6,7 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from edge.adapters.classifier import LiteRTClassifier
 from edge.core import metrics
@@ -43,6 +44,7 @@ def test_default_model_is_full_integer_with_edge_tpu_ops() -> None:
     assert export.check_full_int8(MODEL) == []
 
 
+@pytest.mark.slow
 def test_default_model_separates_held_out_synthetic_crops() -> None:
     # Seed 7 is the held-out synthetic test seed (training used 1000, validation 1001).
     crops = [render_crop(7, i, phone=(i % 2 == 0)) for i in range(60)]

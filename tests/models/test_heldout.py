@@ -16,6 +16,7 @@ MODEL = heldout.DEFAULT_MODEL
 CARD = MODEL.parent / "MODEL_CARD.md"
 
 
+@pytest.mark.slow
 def test_demo_crops_cut_each_stop_and_keep_clips_apart(tmp_path: Path) -> None:
     out = tmp_path / "crops"
     for sub in ("phone", "no_phone"):
@@ -48,6 +49,7 @@ def test_demo_crops_cut_each_stop_and_keep_clips_apart(tmp_path: Path) -> None:
         assert abs(crop.shape[0] - (y1 - y0) * truth["height"]) <= 1
 
 
+@pytest.mark.slow
 def test_run_builds_scores_and_reports_every_set(shared_data: Path, tmp_path: Path) -> None:
     work = tmp_path / "work"
     doc = heldout.run(MODEL, shared_data, work, synth_count=24, demo_seeds=(0,),
@@ -74,6 +76,7 @@ def test_run_builds_scores_and_reports_every_set(shared_data: Path, tmp_path: Pa
     assert f"| pose: {pose} |" in text
 
 
+@pytest.mark.slow
 def test_committed_card_matches_a_fresh_evaluation(shared_data: Path, tmp_path: Path) -> None:
     # The card's test columns must be what the committed model scores on the sets as the
     # committed renderer draws them today: a changed renderer or model needs a new card.

@@ -38,6 +38,7 @@ def test_hand_worked_example() -> None:
     assert metrics.confusion(y, s, t).fp == 0
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None)
 @given(scores_st)
 def test_auc_equals_pairwise_probability(xs: list[tuple[int, float]]) -> None:
@@ -47,6 +48,7 @@ def test_auc_equals_pairwise_probability(xs: list[tuple[int, float]]) -> None:
     assert metrics.roc_auc(y, s) == pytest.approx(wins / (pos.size * neg.size))
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None)
 @given(scores_st, st.sampled_from([0.0, 0.01, 0.05, 0.1, 0.3, 1.0]))
 def test_threshold_and_recall_at_fpr_match_brute_force(xs: list[tuple[int, float]],
@@ -62,6 +64,7 @@ def test_threshold_and_recall_at_fpr_match_brute_force(xs: list[tuple[int, float
     assert c.recall == pytest.approx(best)
 
 
+@pytest.mark.slow
 @settings(max_examples=100, deadline=None)
 @given(scores_st)
 def test_curves_match_confusions(xs: list[tuple[int, float]]) -> None:

@@ -31,6 +31,7 @@ def test_different_seeds_or_indices_differ() -> None:
     assert not np.array_equal(a, c)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("phone", [True, False])
 def test_requested_label_and_pose_agree(phone: bool) -> None:
     for i in range(20):
@@ -40,6 +41,7 @@ def test_requested_label_and_pose_agree(phone: bool) -> None:
         assert meta.pose in (POSITIVE_POSES if phone else NEGATIVE_POSES)
 
 
+@pytest.mark.slow
 def test_unforced_labels_are_roughly_balanced_and_cover_the_hard_negatives() -> None:
     metas = [render_crop(2, i, size=(48, 48))[1] for i in range(120)]
     share = sum(m.phone for m in metas) / len(metas)
@@ -72,6 +74,7 @@ def test_leaving_the_phone_out_changes_only_the_phone() -> None:
     assert np.array_equal(scene("phone_in_cradle", True), scene("phone_in_cradle", False))
 
 
+@pytest.mark.slow
 def test_a_phone_crop_always_shows_its_phone() -> None:
     from models.synth import render as r
 
@@ -99,6 +102,7 @@ def test_a_phone_crop_always_shows_its_phone() -> None:
     assert all(render_crop(11, i, phone=False)[1].extras == {} for i in range(10))
 
 
+@pytest.mark.slow
 def test_render_dataset_writes_balanced_folders_and_an_index(tmp_path: Path) -> None:
     written = render_dataset(tmp_path / "a", count=12, seed=4)
     assert len(list((tmp_path / "a" / "phone").glob("*.png"))) == 6
@@ -126,6 +130,7 @@ def test_demo_rois_are_the_same_for_every_seed() -> None:
         assert 0.0 <= x0 < x1 <= 1.0 and 0.0 <= y0 < y1 <= 1.0
 
 
+@pytest.mark.slow
 def test_demo_truth_matches_the_pixels() -> None:
     fps = 5.0
     it, truth = demo_clip.frames(3, 30.0, fps)
@@ -152,6 +157,7 @@ def test_demo_truth_matches_the_pixels() -> None:
         assert diff[~in_event].min() < 5, name
 
 
+@pytest.mark.slow
 def test_demo_clip_writes_video_and_truth(tmp_path: Path) -> None:
     truth = demo_clip.write_clip(tmp_path, seed=1, seconds=10.0, fps=4.0)
     saved = json.loads((tmp_path / "junction.truth.json").read_text(encoding="utf-8"))
@@ -171,6 +177,7 @@ def test_demo_clip_writes_video_and_truth(tmp_path: Path) -> None:
     assert n == saved["frames"] == 40
 
 
+@pytest.mark.slow
 def test_demo_clip_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert demo_clip.main(["--out", str(tmp_path), "--seconds", "8", "--fps", "2"]) == 0
     assert "16 frames" in capsys.readouterr().out

@@ -20,6 +20,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge.app.local_broker import LocalBroker, find_mosquitto
+from edge.core import messages as m
 from edge.core.ports import Detection, EvidenceRecord
 
 UNIT_A = "unit-a"
@@ -33,7 +34,7 @@ def need_mosquitto() -> None:
         pytest.skip("mosquitto is not installed ('make bootstrap' installs it)")
 
 
-@pytest.fixture()
+@pytest.fixture
 def broker(need_mosquitto: None) -> Iterator[LocalBroker]:
     """A plain Mosquitto (anonymous, persistence on) for one test."""
     with LocalBroker() as b:
@@ -101,8 +102,8 @@ def connect_client(broker: LocalBroker, client_id: str, *, certs_for: str | None
     if broker.tls and certs_for is not None:
         files = broker.client_certs(certs_for)
         c.tls_set(str(files["ca_file"]), str(files["cert_file"]), str(files["key_file"]))
-    c.reconnect_delay_set(0.2, 1)  # type: ignore[arg-type]
-    props = Properties(PacketTypes.CONNECT)
+    c.reconnect_delay_set(0.2, 1)  # type: ignore[arg-type]  # paho says int; seconds work as float
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho: untyped
     if persistent:
         props.SessionExpiryInterval = 3600
     c.connect("localhost" if broker.tls else broker.host, broker.port, keepalive=30,
@@ -112,20 +113,49 @@ def connect_client(broker: LocalBroker, client_id: str, *, certs_for: str | None
 
 def subscribe(broker: LocalBroker, *, client_id: str = "controlroom-test",
               topics: tuple[str, ...] = ("phonewatch/#",), persistent: bool = False,
-              certs_for: str | None = "controlroom") -> Subscriber:
+              certs_for: str | None = "controlroom", receipts: bool = False) -> Subscriber:
+    """A control-room stand-in for transport tests. With ``receipts`` it answers like the
+    control room's receiver: a receipt on ``<root>/<unit>/ack`` for each alert, evidence image
+    and crop it receives (it also takes the crops, unrecorded, so the unit can forget them;
+    the end-to-end tests use the real receiver instead)."""
     c = connect_client(broker, client_id, certs_for=certs_for, persistent=persistent)
     sub = Subscriber(c)
     subscribed = threading.Event()
 
+    def receipt(client: mqtt.Client, topic: str, payload: bytes) -> None:
+        parts = topic.split("/")  # <root...>/<unit>/alert or <root...>/<unit>/evidence/<id>
+        alerts: list[int] = []
+        evidence: list[int] = []
+        crops: list[int] = []
+        try:
+            if parts[-1] == "alert":
+                unit, root = parts[-2], "/".join(parts[:-2])
+                alerts.append(int(json.loads(payload)["seq"]))
+            elif len(parts) >= 4 and parts[-2] in ("evidence", "crop"):
+                unit, root = parts[-3], "/".join(parts[:-3])
+                seq = int(parts[-1].rsplit("-", 1)[1])
+                (evidence if parts[-2] == "evidence" else crops).append(seq)
+            else:
+                return
+        except (ValueError, KeyError, IndexError):
+            return
+        doc = m.build_receipt(unit, alerts=alerts, evidence=evidence, crops=crops,
+                              t_wall_s=time.time())
+        client.publish(f"{root}/{unit}/ack", m.encode(doc), qos=1)
+
     def on_message(client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        with sub.cond:
-            user = tuple(getattr(msg.properties, "UserProperty", None) or ())
-            sub.messages.append(Received(msg.topic, msg.payload, bool(msg.retain), user))
-            sub.cond.notify_all()
+        if any(mqtt.topic_matches_sub(t, msg.topic) for t in topics):
+            with sub.cond:
+                user = tuple(getattr(msg.properties, "UserProperty", None) or ())
+                sub.messages.append(Received(msg.topic, bytes(msg.payload), bool(msg.retain),
+                                             user))
+                sub.cond.notify_all()
+        if receipts:
+            receipt(client, msg.topic, bytes(msg.payload))
 
     def on_connect(client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
         if not rc.is_failure:
-            for t in topics:
+            for t in (*topics, "phonewatch/+/crop/+") if receipts else topics:
                 client.subscribe(t, qos=1)
 
     c.on_message = on_message
@@ -136,7 +166,7 @@ def subscribe(broker: LocalBroker, *, client_id: str = "controlroom-test",
     return sub
 
 
-@pytest.fixture()
+@pytest.fixture
 def make_detection(tmp_path: Path) -> Callable[..., Detection]:
     """Detections whose evidence frame is a real JPEG written to disk."""
     import cv2
@@ -153,13 +183,16 @@ def make_detection(tmp_path: Path) -> Callable[..., Detection]:
         jpeg = buf.tobytes()
         frame = tmp_path / f"ev-{i}.jpg"
         frame.write_bytes(jpeg)
+        ok, cbuf = cv2.imencode(".jpg", img[: size_px[1] // 2, : size_px[0] // 2])
+        assert ok
+        crop_jpeg = cbuf.tobytes()
         crop = tmp_path / f"ev-{i}-crop.jpg"
-        crop.write_bytes(jpeg[: len(jpeg) // 2])
+        crop.write_bytes(crop_jpeg)
         ev = EvidenceRecord(
             alert_id=f"local-{i}", frame_path=str(frame),
             frame_sha256=hashlib.sha256(jpeg).hexdigest(), frame_bytes=len(jpeg),
             crop_path=str(crop), crop_sha256=hashlib.sha256(crop.read_bytes()).hexdigest(),
-            crop_bytes=crop.stat().st_size, frame_jpeg=jpeg,
+            crop_bytes=crop.stat().st_size, frame_jpeg=jpeg, crop_jpeg=crop_jpeg,
         )
         return Detection(
             alert_id=f"local-{i}", roi_id=roi_id, score=score, frames_over=5, window=8,

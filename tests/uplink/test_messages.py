@@ -95,13 +95,19 @@ def test_validation_error_names_the_field(make_detection: Callable[..., Detectio
 def test_alert_content_and_ids(make_detection: Callable[..., Detection]) -> None:
     det = make_detection(roi_id="lane2", score=0.812345678)
     a = m.build_alert(det, unit="unit-a", seq=42)
-    assert a["alert_id"] == "unit-a-42" and a["seq"] == 42 and a["unit"] == "unit-a"
-    assert a["roi"] == "lane2" and a["score"] == pytest.approx(0.812346)
-    assert a["frames_over"] == 5 and a["window"] == 8 and a["threshold"] == 0.7
+    assert a["alert_id"] == "unit-a-42"
+    assert a["seq"] == 42
+    assert a["unit"] == "unit-a"
+    assert a["roi"] == "lane2"
+    assert a["score"] == pytest.approx(0.812346)
+    assert a["frames_over"] == 5
+    assert a["window"] == 8
+    assert a["threshold"] == 0.7
     assert a["model"] == {"name": "phone-cls", "version": "1.2.0", "sha256": "ab" * 32}
     assert a["evidence"]["frame_sha256"] == det.evidence.frame_sha256
     assert a["evidence"]["frame_bytes"] == det.evidence.frame_bytes
-    assert a["fix"] is None and a["time_source"] == "system"
+    assert a["fix"] is None
+    assert a["time_source"] == "system"
     assert math.isclose(m.parse_utc_iso(a["time"]), det.t_wall_s, abs_tol=1e-5)
 
 
@@ -113,14 +119,17 @@ def test_time_from_fresh_gps_fix_else_system(make_detection: Callable[..., Detec
 
     fresh = alert(fix_dict(age_s=0.4), "3d")
     # the fix (10:20:30.5) was 0.4 s old when read: the alert time is the fix time + its age
-    assert fresh["time_source"] == "gps" and fresh["time"] == "2026-05-01T10:20:30.900000Z"
+    assert fresh["time_source"] == "gps"
+    assert fresh["time"] == "2026-05-01T10:20:30.900000Z"
     stale = alert(fix_dict(age_s=30.0), "stale")
     assert stale["time_source"] == "system"
     assert stale["time"] == "2023-11-14T22:13:20.250000Z"
     # the stale fix is still carried, with its age, never replaced by a made-up position
-    assert stale["fix"]["lat"] == 51.5007 and stale["fix"]["age_s"] == 30.0
+    assert stale["fix"]["lat"] == 51.5007
+    assert stale["fix"]["age_s"] == 30.0
     nofix = alert(fix_dict(mode="none", lat=None, lon=None), "searching")
-    assert nofix["time_source"] == "system" and nofix["fix"]["lat"] is None
+    assert nofix["time_source"] == "system"
+    assert nofix["fix"]["lat"] is None
     # extra keys a GPS source might add are not carried (the schema is closed)
     extra = alert({**fix_dict(), "raw": "$GPGGA"}, "3d")
     assert "raw" not in extra["fix"]
@@ -141,7 +150,8 @@ def test_canonical_encoding_is_deterministic_and_excludes_signature() -> None:
 
 def test_status_and_heartbeat_validate() -> None:
     s = m.build_status("unit-a", "online", t_wall_s=1.7e9, software="0.1.0")
-    assert m.schema_errors(s, m.STATUS_SCHEMA) == [] and _jsonschema_ok(s, m.STATUS_SCHEMA)
+    assert m.schema_errors(s, m.STATUS_SCHEMA) == []
+    assert _jsonschema_ok(s, m.STATUS_SCHEMA)
     hb = m.build_heartbeat(
         "unit-a", t_wall_s=1.7e9, uptime_s=12.0,
         pipeline={"fps": 29.7, "dropped_frames": 3, "invoke_ms_p50": 8.1, "invoke_ms_p99": 14.0,
@@ -150,13 +160,17 @@ def test_status_and_heartbeat_validate() -> None:
         fix=fix_dict())
     assert m.schema_errors(hb, m.HEARTBEAT_SCHEMA) == []
     assert _jsonschema_ok(hb, m.HEARTBEAT_SCHEMA)
-    assert hb["fps"] == 29.7 and hb["dropped_frames"] == 3 and hb["outbox_depth"] == 4
+    assert hb["fps"] == 29.7
+    assert hb["dropped_frames"] == 3
+    assert hb["outbox_depth"] == 4
     assert hb["fix"] == fix_dict()
     assert hb["pipeline"] == {"frames": 1000}  # unencodable figures are dropped, not fatal
     bare = m.build_heartbeat("unit-a", t_wall_s=1.7e9, uptime_s=1.0,
                              pipeline={"fps": "fast", "dropped_frames": -1}, outbox_depth=0,
                              evidence_pruned=0, alerts_pruned=0, gps_state=None, cpu_temp_c=None)
-    assert bare["fps"] is None and bare["dropped_frames"] is None and bare["fix"] is None
+    assert bare["fps"] is None
+    assert bare["dropped_frames"] is None
+    assert bare["fix"] is None
     assert _jsonschema_ok(bare, m.HEARTBEAT_SCHEMA)
 
 
@@ -241,7 +255,7 @@ def test_deeply_nested_command_is_rejected_not_crashing() -> None:
         m.parse_command(TOPICS.cmd("snapshot"), payload, topics=TOPICS, max_bytes=1 << 20)
 
 
-@pytest.mark.parametrize("payload, expected", [
+@pytest.mark.parametrize(("payload", "expected"), [
     (b'{"a":1}', {"a": 1}), (b'{"a":"\\ud800"}', {"a": "\ud800"}), (b'{"a":1,"a":2}', {"a": 2}),
     (b'{"a":NaN}', "NaN is not allowed"), (b'{"a":-Infinity}', "-Infinity is not allowed"),
     (b"[1]", "must be a JSON object, not list"), (b"1" * 100, "must be a JSON object, not int"),
@@ -281,3 +295,69 @@ def test_topics_reject_wildcards_and_bad_ids() -> None:
     assert t.alert == "fleet/phonewatch/unit-a/alert"
     assert t.evidence("unit-a-3") == "fleet/phonewatch/unit-a/evidence/unit-a-3"
     assert t.cmd_filter == "fleet/phonewatch/unit-a/cmd/+"
+
+
+KEYWORD_SCHEMA: dict[str, Any] = {
+    "$defs": {"small": {"type": "number", "minimum": -5, "maximum": 5}},
+    "type": "object", "additionalProperties": False, "required": ["a", "b"],
+    "properties": {
+        "a": {"$ref": "#/$defs/small"},
+        "b": {"type": ["string", "null"], "minLength": 2, "maxLength": 4, "pattern": "^[a-z]+$"},
+        "c": {"type": "array", "minItems": 1, "maxItems": 3, "items": {"$ref": "#/$defs/small"}},
+        "d": {"oneOf": [{"type": "integer"}, {"type": "number", "minimum": 0}]},
+        "e": {"const": 1}, "f": {"enum": ["x", 1, None]}, "g": {"const": "k"},
+        "h": {"type": "boolean"},
+        "j": {"type": "object", "properties": {"k": {"type": "string"}}, "required": ["k"]},
+        "l": {"minimum": 1, "maxLength": 1, "maxItems": 0},
+    },
+}
+"""Every keyword of the validator's subset, for pinning its messages (and, in
+``tests/controlroom/test_fastcheck.py``, the compiled check's agreement)."""
+
+KEYWORD_CASES: list[tuple[Any, list[str]]] = [
+    ({"a": 1, "b": "ab"}, []),
+    ({"a": 1, "b": None, "c": [0], "d": 2.5, "e": 1, "f": None, "g": "k", "h": False,
+      "j": {"k": "v"}, "l": True}, []),
+    ({}, ["a: required", "b: required"]),
+    ({"a": 1, "b": "ab", "z": 0, "y": 1}, ["z: unknown field", "y: unknown field"]),
+    ("text", ["(message): must be object, not string"]),
+    ([], ["(message): must be object, not array"]),
+    ({"a": 9, "b": "ab"}, ["a: must be <= 5"]),
+    ({"a": -9.5, "b": "ab"}, ["a: must be >= -5"]),
+    ({"a": True, "b": "ab"}, ["a: must be number, not boolean"]),
+    ({"a": float("nan"), "b": "ab"}, ["a: must be finite"]),
+    ({"a": float("inf"), "b": "ab"}, ["a: must be finite", "a: must be <= 5"]),
+    ({"a": 10**400, "b": "ab"}, ["a: number too large"]),
+    ({"a": 1, "b": 3}, ["b: must be string or null, not integer"]),
+    ({"a": 1, "b": "a"}, ["b: shorter than 2"]),
+    ({"a": 1, "b": "ABCDE"}, ["b: longer than 4", "b: does not match ^[a-z]+$"]),
+    ({"a": 1, "b": "ab", "c": []}, ["c: fewer than 1 items"]),
+    ({"a": 1, "b": "ab", "c": [0, 9, "x", -9]},
+     ["c: more than 3 items", "c[1]: must be <= 5", "c[2]: must be number, not string",
+      "c[3]: must be >= -5"]),
+    ({"a": 1, "b": "ab", "d": -1.5}, ["d: matches 0 of the allowed forms, not exactly one"]),
+    ({"a": 1, "b": "ab", "d": 3}, ["d: matches 2 of the allowed forms, not exactly one"]),
+    ({"a": 1, "b": "ab", "e": True}, ["e: must be 1"]),
+    ({"a": 1, "b": "ab", "e": 1.0}, ["e: must be 1"]),
+    ({"a": 1, "b": "ab", "f": "y"}, ["f: must be one of ['x', 1, None]"]),
+    ({"a": 1, "b": "ab", "g": "kk"}, ["g: must be 'k'"]),
+    ({"a": 1, "b": "ab", "h": 0}, ["h: must be boolean, not integer"]),
+    ({"a": 1, "b": "ab", "h": 0.5}, ["h: must be boolean, not number"]),
+    ({"a": 1, "b": "ab", "h": {}}, ["h: must be boolean, not object"]),
+    ({"a": 1, "b": "ab", "j": {"k": 1, "m": 2}}, ["j.k: must be string, not integer"]),
+    ({"a": 1, "b": "ab", "j": {}}, ["j.k: required"]),
+    ({"a": 1, "b": "ab", "l": 0}, ["l: must be >= 1"]),
+    ({"a": 1, "b": "ab", "l": "xy"}, ["l: longer than 1"]),
+    ({"a": 1, "b": "ab", "l": [1]}, ["l: more than 0 items"]),
+    ({"a": 1, "b": "ab", "l": None}, []),
+    ({"c": "x", "z": 1}, ["a: required", "b: required", "c: must be array, not string",
+                          "z: unknown field"]),
+]
+
+
+@pytest.mark.parametrize(("doc", "errors"), KEYWORD_CASES)
+def test_validator_messages_for_every_keyword(doc: Any, errors: list[str]) -> None:
+    assert m._check(doc, KEYWORD_SCHEMA, KEYWORD_SCHEMA, "") == errors
+    if isinstance(doc, dict):  # below the top, every location is under the parent's
+        assert m._check(doc, KEYWORD_SCHEMA, KEYWORD_SCHEMA, "top") == [
+            f"top.{e}" for e in errors]

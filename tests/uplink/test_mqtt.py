@@ -37,7 +37,7 @@ from tests.uplink.conftest import (
 )
 from tests.waiting import wait_until
 
-pytestmark = pytest.mark.usefixtures("need_mosquitto")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("need_mosquitto")]
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -45,12 +45,13 @@ REPO = Path(__file__).resolve().parents[2]
 def sink_config(broker: LocalBroker, unit: str = UNIT_A, **over: Any) -> MqttSinkConfig:
     settings: dict[str, Any] = {**broker.sink_settings(unit), "signing_key_autogenerate": True,
                                 "reconnect_min_s": 0.2, "reconnect_max_s": 1.0,
-                                "heartbeat_interval_s": 3600, "keepalive_s": 5}
+                                "heartbeat_interval_s": 3600, "keepalive_s": 5,
+                                "receipt_timeout_s": 2.0, "receipt_timeout_max_s": 8.0}
     settings.update(over)
     return MqttSinkConfig(**settings)
 
 
-@pytest.fixture()
+@pytest.fixture
 def uplinks(tmp_path: Path) -> Iterator[Callable[..., MqttUplink]]:
     made: list[MqttUplink] = []
 
@@ -68,7 +69,7 @@ def uplinks(tmp_path: Path) -> Iterator[Callable[..., MqttUplink]]:
 
 
 def public_key(tmp_path: Path, unit: str = UNIT_A) -> Any:
-    return load_public_key(tmp_path / unit / "keys" / f"{unit}.pub")
+    return load_public_key(tmp_path / unit / "keys" / f"{unit}.sign.pub")
 
 
 def seqs_in_order(sub: Subscriber) -> list[int]:
@@ -85,7 +86,7 @@ def seqs_in_order(sub: Subscriber) -> list[int]:
 def test_round_trip_alert_and_evidence_signed_and_verified(
         broker: LocalBroker, tmp_path: Path, uplinks: Callable[..., MqttUplink],
         make_detection: Callable[..., Detection]) -> None:
-    sub = subscribe(broker, certs_for=None)
+    sub = subscribe(broker, certs_for=None, receipts=True)
     up = uplinks(broker)
     assert up.wait_connected(10)
     dets = [make_detection(roi_id=f"lane{i}") for i in range(3)]
@@ -101,13 +102,17 @@ def test_round_trip_alert_and_evidence_signed_and_verified(
     for a, d in zip(alerts, dets, strict=True):
         assert m.schema_errors(a, m.ALERT_SCHEMA) == []
         assert verify_alert(a, pub)
-        assert a["roi"] == d.roi_id and a["fix"] is None and a["time_source"] == "system"
+        assert a["roi"] == d.roi_id
+        assert a["fix"] is None
+        assert a["time_source"] == "system"
         assert evidence[a["alert_id"]] == Path(d.evidence.frame_path).read_bytes()
         assert verify_evidence(a, evidence[a["alert_id"]])
     status = [json.loads(r.payload) for r in sub.on("/unit-a/status")]
-    assert status and status[0]["state"] == "online"
+    assert status
+    assert status[0]["state"] == "online"
     assert m.schema_errors(status[0], m.STATUS_SCHEMA) == []
-    assert up.wait_drained(5) and up.stats()["inflight"] == 0
+    assert up.wait_drained(5)
+    assert up.stats()["inflight"] == 0
     sub.close()
 
 
@@ -121,13 +126,14 @@ def test_online_status_is_retained_and_offline_on_close(
     up.close()
     assert late.wait(lambda ms: any(json.loads(r.payload)["state"] == "offline" for r in ms))
     offline = json.loads(late.messages[-1].payload)
-    assert offline["reason"] == "stopped" and m.schema_errors(offline, m.STATUS_SCHEMA) == []
+    assert offline["reason"] == "stopped"
+    assert m.schema_errors(offline, m.STATUS_SCHEMA) == []
     late.close()
 
 
 def test_alert_carries_the_gps_fix_stamped_when_recorded_never_waits(
         broker: LocalBroker, uplinks: Callable[..., MqttUplink],
-        make_detection: Callable[..., Detection]) -> None:
+        make_detection: Callable[..., Detection], monkeypatch: pytest.MonkeyPatch) -> None:
     """The app stamps the fix on the detection (edge.app.heartbeat.stamp_position, what
     Unit.stamp calls); the uplink carries it as stamped."""
     gps = SettableGps()
@@ -135,7 +141,8 @@ def test_alert_carries_the_gps_fix_stamped_when_recorded_never_waits(
     up = uplinks(broker)
 
     def send() -> None:
-        up.send(stamp_position(make_detection(), gps, max_fix_age_s=2.0))  # type: ignore[arg-type]
+        up.send(stamp_position(make_detection(), gps,  # type: ignore[arg-type]  # a duck-typed GPS
+                               max_fix_age_s=2.0))
 
     gps.fix, gps.state = FakeFix(fix_dict(age_s=0.2)), "3d"
     send()
@@ -147,14 +154,19 @@ def test_alert_carries_the_gps_fix_stamped_when_recorded_never_waits(
     def broken() -> None:
         raise RuntimeError("serial port gone")
 
-    gps.latest = broken  # type: ignore[method-assign]
+    monkeypatch.setattr(gps, "latest", broken)
     send()
     assert sub.wait_alerts(4)
     a1, a2, a3, a4 = sub.alerts()
-    assert a1["time_source"] == "gps" and a1["fix"]["lat"] == 51.5007 and a1["gps_state"] == "3d"
-    assert a2["time_source"] == "system" and a2["fix"]["age_s"] == 45.0
-    assert a3["fix"] is None and a3["gps_state"] == "no-fix"
-    assert a4["fix"] is None and a4["gps_state"] == "error"
+    assert a1["time_source"] == "gps"
+    assert a1["fix"]["lat"] == 51.5007
+    assert a1["gps_state"] == "3d"
+    assert a2["time_source"] == "system"
+    assert a2["fix"]["age_s"] == 45.0
+    assert a3["fix"] is None
+    assert a3["gps_state"] == "no-fix"
+    assert a4["fix"] is None
+    assert a4["gps_state"] == "error"
     sub.close()
 
 
@@ -174,7 +186,7 @@ def test_heartbeat_carries_pipeline_outbox_gps_and_temperature(
     sub = subscribe(broker, certs_for=None, topics=("phonewatch/+/heartbeat",))
     up = uplinks(broker)
     emitter = StatsEmitter(unit_id=UNIT_A, uplink=up, interval_s=1, pipeline_stats=stats,
-                           gps=gps)  # type: ignore[arg-type]
+                           gps=gps)  # type: ignore[arg-type]  # a duck-typed GPS
     emitter.start()
     try:
         assert sub.wait(lambda ms: len(ms) >= 3, timeout_s=10)
@@ -183,11 +195,14 @@ def test_heartbeat_carries_pipeline_outbox_gps_and_temperature(
     beats = [json.loads(r.payload) for r in sub.messages]
     for hb in beats:
         assert m.schema_errors(hb, m.HEARTBEAT_SCHEMA) == []
-        assert hb["outbox_depth"] == 0 and hb["gps_state"] == "3d"
-        assert hb["fix"]["lat"] == 51.5007 and hb["fix"]["age_s"] == 0.5
+        assert hb["outbox_depth"] == 0
+        assert hb["gps_state"] == "3d"
+        assert hb["fix"]["lat"] == 51.5007
+        assert hb["fix"]["age_s"] == 0.5
         assert hb["cpu_temp_c"] == pytest.approx(read_cpu_temp_c(), abs=15) \
             if read_cpu_temp_c() is not None else hb["cpu_temp_c"] is None
-    assert beats[0]["fps"] == 29.5 and beats[0]["dropped_frames"] == 12
+    assert beats[0]["fps"] == 29.5
+    assert beats[0]["dropped_frames"] == 12
     assert beats[0]["pipeline"] == {"frames": 900}
     assert beats[1]["fps"] is None  # stats() failed: heartbeat still sent
     sub.close()
@@ -237,7 +252,8 @@ def test_commands_validated_bad_ones_rejected_unit_keeps_running(
     assert done.wait(10)
     assert got == [("snapshot", {}), ("mute", {"duration_s": 60}), ("reload", {})]
     st = up.stats()
-    assert st["commands_rejected"] == len(bad) + 1 and st["commands_accepted"] == 3
+    assert st["commands_rejected"] == len(bad) + 1
+    assert st["commands_accepted"] == 3
     assert up.is_connected
     sub = subscribe(broker, certs_for=None, topics=("phonewatch/+/alert",))
     up.send(make_detection())
@@ -252,7 +268,7 @@ def test_missing_or_altered_evidence_still_sends_the_alert(
         make_detection: Callable[..., Detection]) -> None:
     """The uplink sends the bytes the pipeline encoded, never re-reading the file: a detection
     that arrives without them (a record rebuilt from disk) still sends its alert."""
-    sub = subscribe(broker, certs_for=None)
+    sub = subscribe(broker, certs_for=None, receipts=True)
     up = uplinks(broker)
 
     def without_bytes(d: Detection) -> Detection:
@@ -283,7 +299,9 @@ def test_username_password_and_connected_only_on_success(
         bad.send(make_detection())
         assert wait_until(lambda: bad.stats()["connect_failures"] >= 2)  # refused CONNACKs
         st = bad.stats()
-        assert not bad.is_connected and st["connects"] == 0 and st["connect_failures"] >= 1
+        assert not bad.is_connected
+        assert st["connects"] == 0
+        assert st["connect_failures"] >= 1
         assert st["outbox_depth"] == 1  # kept, not lost
 
 
@@ -298,7 +316,8 @@ def test_unit_restart_resends_what_was_never_acknowledged(
         assert not first.is_connected
         first.close()
         b.start()
-        sub = subscribe(b, certs_for=None, topics=("phonewatch/+/alert",))
+        sub = subscribe(b, certs_for=None, receipts=True,
+                        topics=("phonewatch/+/alert", "phonewatch/+/evidence/+"))
         second = uplinks(b)
         second.send(make_detection())
         assert sub.wait_alerts(6)
@@ -315,18 +334,22 @@ def test_broker_restart_with_persistence_loses_nothing(
         make_detection: Callable[..., Detection]) -> None:
     # the control room has a persistent session and is offline while alerts arrive
     cr = subscribe(broker, certs_for=None, client_id="cr-persistent", persistent=True,
-                   topics=("phonewatch/+/alert",))
+                   topics=("phonewatch/+/alert", "phonewatch/+/evidence/+",
+                           "phonewatch/+/crop/+"))
     cr.close()
     up = uplinks(broker)
     for _ in range(10):
         up.send(make_detection())
-    assert up.wait_drained(10)  # the broker holds them for the control room
+    # the broker holds them for the control room; the unit keeps them until it receipts them
+    assert wait_until(lambda: up.stats()["published"] >= 10 and up.stats()["inflight"] == 0)
+    assert up.outbox.depth() == 10
     broker.restart()  # SIGTERM: mosquitto saves its persistence file
     for _ in range(5):
         up.send(make_detection())  # raised across the restart
     cr2 = subscribe(broker, certs_for=None, client_id="cr-persistent", persistent=True,
-                    topics=("phonewatch/+/alert",))
+                    topics=("phonewatch/+/alert", "phonewatch/+/evidence/+"), receipts=True)
     assert cr2.wait_alerts(15, timeout_s=20), seqs_in_order(cr2)
+    assert up.wait_drained(10)
     got = seqs_in_order(cr2)
     assert got == list(range(got[0], got[0] + 15))
     pub = public_key(tmp_path)
@@ -344,11 +367,12 @@ def test_broker_down_while_100_alerts_are_raised(
         broker: LocalBroker, tmp_path: Path, uplinks: Callable[..., MqttUplink],
         make_detection: Callable[..., Detection]) -> None:
     cr = subscribe(broker, certs_for=None, client_id="cr-outage", persistent=True,
-                   topics=("phonewatch/+/alert", "phonewatch/+/evidence/+"))
+                   topics=("phonewatch/+/alert", "phonewatch/+/evidence/+"), receipts=True)
     up = uplinks(broker, reconnect_min_s=0.1, reconnect_max_s=0.5)
     assert up.wait_connected(10)
     up.send(make_detection())
     assert cr.wait_alerts(1)
+    assert up.wait_drained(10)  # receipted: the unit forgot it
     broker.stop()
     failed_at_stop = up.stats()["connect_failures"]
 
@@ -408,7 +432,7 @@ def test_kill_9_mid_publish_then_restart_loses_nothing(
         broker: LocalBroker, tmp_path: Path) -> None:
     cr = subscribe(broker, certs_for=None, client_id="cr-kill", persistent=True,
                    topics=("phonewatch/+/alert", "phonewatch/+/evidence/+",
-                           "phonewatch/+/status"))
+                           "phonewatch/+/status"), receipts=True)
     data = tmp_path / "unit"
     data.mkdir()
     cfg = {**sink_config(broker).model_dump(mode="json", exclude_none=True)}
@@ -435,7 +459,80 @@ def test_kill_9_mid_publish_then_restart_loses_nothing(
     assert got[:top] == list(range(got[0], got[0] + top))
     assert got == list(range(got[0], got[0] + len(got)))
     assert cr.wait(lambda ms: len({r.topic for r in ms if "/evidence/" in r.topic}) >= top, 20)
-    pub = load_public_key(data / "keys" / "unit-a.pub")
+    pub = load_public_key(data / "keys" / "unit-a.sign.pub")
     assert all(verify_alert(a, pub) for a in cr.alerts())
     cr.close()
 
+
+
+# --- end-to-end delivery: a PUBACK is not delivery; the control room's receipt is ----------
+
+
+def test_no_subscriber_puback_is_not_delivery_the_alert_is_sent_again(
+        broker: LocalBroker, uplinks: Callable[..., MqttUplink],
+        make_detection: Callable[..., Detection]) -> None:
+    """First start, before any control room ever connected: the broker accepts each publish
+    with PUBACK 0x10 'no matching subscribers' and drops it. The unit keeps the alerts and
+    sends them again once a control room is there to receipt them."""
+    up = uplinks(broker, receipt_timeout_s=0.3, receipt_timeout_max_s=1.0)
+    assert up.wait_connected(10)
+    for _ in range(3):
+        up.send(make_detection())
+    assert wait_until(lambda: up.stats()["no_subscribers"] >= 6)  # 3 alerts + 3 images
+    assert up.outbox.depth() == 3  # nothing forgotten on the broker's word
+    cr = subscribe(broker, certs_for=None, receipts=True,
+                   topics=("phonewatch/+/alert", "phonewatch/+/evidence/+"))
+    assert cr.wait_alerts(3, timeout_s=15)
+    assert up.wait_drained(15)
+    st = up.stats()
+    assert st["retransmitted"] >= 6
+    assert st["receipts"] >= 6
+    assert st["awaiting_receipt"] == 0
+    cr.close()
+
+
+def test_unreceipted_parts_are_sent_again_with_a_growing_wait(
+        broker: LocalBroker, uplinks: Callable[..., MqttUplink],
+        make_detection: Callable[..., Detection]) -> None:
+    """A subscriber that takes the alert but never receipts it (a control room that cannot
+    commit): the unit resends, waiting longer each time, and keeps the alert."""
+    silent = subscribe(broker, certs_for=None, topics=("phonewatch/+/alert",))
+    up = uplinks(broker, receipt_timeout_s=0.2, receipt_timeout_max_s=0.8,
+                 publish_evidence=False)
+    up.send(make_detection())
+    assert silent.wait(lambda ms: len(ms) >= 4, timeout_s=20)  # the first send + 3 resends
+    arrivals = [r for r in silent.messages]
+    assert len({json.loads(r.payload)["seq"] for r in arrivals}) == 1  # one alert, resent
+    assert wait_until(lambda: up.stats()["retransmitted"] >= 3)  # counted after the publish
+    assert up.outbox.depth() == 1
+    assert up._attempts
+    assert max(up._attempts.values()) >= 3  # the wait doubles per attempt
+    assert up._timeout_s(next(iter(up._attempts))) == 0.8  # capped at receipt_timeout_max_s
+    silent.close()
+
+
+@pytest.mark.parametrize("payload", [
+    b"not json",
+    b'{"schema":"phonewatch.receipt","v":1,"unit":"unit-b","alerts":[1],"evidence":[]}',
+    b'{"schema":"phonewatch.receipt","v":1,"unit":"unit-a","alerts":["1"],"evidence":[]}',
+    b'{"schema":"phonewatch.receipt","v":1,"unit":"unit-a","alerts":[-1],"evidence":[]}',
+    b'{"schema":"phonewatch.receipt","v":1,"unit":"unit-a","alerts":[1]}',
+    b'{"schema":"phonewatch.receipt","v":1,"unit":"unit-a","alerts":[],"evidence":[],"x":1}',
+])
+def test_hostile_receipts_are_rejected_and_forget_nothing(
+        broker: LocalBroker, uplinks: Callable[..., MqttUplink],
+        make_detection: Callable[..., Detection], payload: bytes) -> None:
+    up = uplinks(broker, publish_evidence=False)
+    assert up.wait_connected(10)
+    up.send(make_detection())
+    assert wait_until(lambda: up.stats()["inflight"] == 0 and up.stats()["published"] >= 1)
+    seq = up.outbox.pending()[0].seq
+    forged = payload.replace(b'"alerts":[1]', b'"alerts":[%d]' % seq)
+    attacker = connect_client(broker, "attacker")
+    attacker.loop_start()
+    attacker.publish(f"phonewatch/{UNIT_A}/ack", forged, qos=1).wait_for_publish(5)
+    assert wait_until(lambda: up.stats()["receipts_rejected"] >= 1)
+    assert up.outbox.depth() == 1
+    assert up.stats()["receipts"] == 0
+    attacker.loop_stop()
+    attacker.disconnect()

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from edge.adapters.outbox import Outbox
+from edge.core.clock import ManualClock
 from edge.core.errors import OutboxError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -23,15 +24,9 @@ def payload(seq: int) -> bytes:
     return b'{"alert_id":"u-%d","seq":%d}' % (seq, seq)
 
 
-class FakeClock:
-    def __init__(self, wall_s: float) -> None:
-        self.wall_s = wall_s
-
-    def monotonic(self) -> float:
-        return 0.0
-
-    def wall(self) -> float:
-        return self.wall_s
+def clock_at(wall_s: float) -> ManualClock:
+    """A clock standing still at ``wall_s`` (monotonic time 0)."""
+    return ManualClock(0.0, wall_offset_s=wall_s)
 
 
 def test_sequence_persists_across_reopen_and_is_never_reused(tmp_path: Path) -> None:
@@ -46,17 +41,18 @@ def test_sequence_persists_across_reopen_and_is_never_reused(tmp_path: Path) -> 
         assert ob.pending()[0].alert_id == "u-4"
 
 
+@pytest.mark.slow
 def test_a_new_outbox_numbers_from_the_clock_so_a_replaced_one_is_never_reused(
         tmp_path: Path) -> None:
     from edge.adapters.outbox import SEQ_FLOOR_MIN, first_seq_for_new_outbox
 
-    clock = FakeClock(1_800_000_000.25)
+    clock = clock_at(1_800_000_000.25)
     with Outbox(tmp_path / "first.sqlite", clock=clock) as ob:
         first = [ob.add(payload, evidence=None) for _ in range(3)]
     assert first == [1_800_000_000_250, 1_800_000_000_251, 1_800_000_000_252]
     # The storage is replaced (a new folder, no sequence file) 10 ms later: numbering resumes
     # above the old outbox's numbers, because it used fewer than one number per millisecond.
-    clock.wall_s += 0.01
+    clock.advance(0.01)
     with Outbox(tmp_path / "new" / "replacement.sqlite", clock=clock) as ob:
         assert ob.next_seq > first[-1]
         assert ob.add(payload, evidence=None) == ob.next_seq - 1
@@ -74,15 +70,19 @@ def test_pending_in_order_and_deleted_only_when_every_part_acked(tmp_path: Path)
         ob.add(payload, evidence=None)
         items = ob.pending()
         assert [i.seq for i in items] == [1, 2, 3, 4, 5, 6]
-        assert items[0].evidence == b"E0" and items[5].evidence is None
+        assert items[0].evidence == b"E0"
+        assert items[5].evidence is None
         assert [i.seq for i in ob.pending(after_seq=2, limit=2)] == [3, 4]
         assert ob.ack([(1, "alert")]) == 0          # evidence still owed
-        assert ob.pending()[0].alert_acked and ob.pending()[0].evidence == b"E0"
+        assert ob.pending()[0].alert_acked
+        assert ob.pending()[0].evidence == b"E0"
         assert ob.ack([(1, "evidence"), (6, "alert"), (99, "alert")]) == 2
         assert [i.seq for i in ob.pending()] == [2, 3, 4, 5]
         assert ob.ack([(2, "evidence")]) == 0       # alert part still owed
         pend = ob.pending()[0]
-        assert pend.seq == 2 and not pend.alert_acked and pend.evidence is None
+        assert pend.seq == 2
+        assert not pend.alert_acked
+        assert pend.evidence is None
         assert ob.ack([(2, "alert"), (2, "alert")]) == 1  # duplicate PUBACKs are harmless
         assert ob.depth() == 3
 
@@ -94,10 +94,11 @@ def test_failed_payload_builder_leaves_no_row_and_no_gap(tmp_path: Path) -> None
         def broken(seq: int) -> bytes:
             raise ValueError("cannot sign")
 
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="cannot sign"):
             ob.add(broken, evidence=b"x" * 1000)
         assert ob.add(payload, evidence=None) == 2
-        assert ob.depth() == 2 and ob.stats()["used_bytes"] == 2 * len(payload(1))
+        assert ob.depth() == 2
+        assert ob.stats()["used_bytes"] == 2 * len(payload(1))
 
 
 def test_quota_prunes_evidence_first_then_alerts_never_silently(
@@ -111,7 +112,8 @@ def test_quota_prunes_evidence_first_then_alerts_never_silently(
             assert ob.stats()["evidence_pruned"] == 0
             ob.add(payload, evidence=ev)               # 4 x 20 kB > 64 KiB
         st = ob.stats()
-        assert st["evidence_pruned"] == 1 and st["alerts_pruned"] == 0
+        assert st["evidence_pruned"] == 1
+        assert st["alerts_pruned"] == 0
         assert st["used_bytes"] <= quota
         assert [i.evidence is None for i in ob.pending()] == [True, False, False, False]
         assert "dropped the unsent evidence of alert seq 1" in caplog.text
@@ -127,10 +129,12 @@ def test_quota_prunes_evidence_first_then_alerts_never_silently(
             for _ in range(8):
                 ob.add(fat, evidence=None)
         st = ob.stats()
-        assert st["evidence_pruned"] == 4 and st["alerts_pruned"] > 0
+        assert st["evidence_pruned"] == 4
+        assert st["alerts_pruned"] > 0
         assert st["used_bytes"] <= quota
         seqs = [i.seq for i in ob.pending()]
-        assert seqs == sorted(seqs) and seqs[-1] == 12   # the newest alerts are kept
+        assert seqs == sorted(seqs)
+        assert seqs[-1] == 12  # the newest alerts are kept
         assert "DROPPED unsent alert seq 1" in caplog.text
     with Outbox(tmp_path / "o.sqlite", quota_bytes=quota) as ob:  # counters are persisted
         assert ob.stats()["alerts_pruned"] == st["alerts_pruned"]
@@ -148,7 +152,8 @@ def test_corrupt_file_is_replaced_and_said_so(tmp_path: Path) -> None:
     db = tmp_path / "o.sqlite"
     db.write_bytes(b"this is not a database" * 100)
     with Outbox(db) as ob:  # details in test_outbox_seq.py
-        assert ob.problem is not None and "corrupt" in ob.problem
+        assert ob.problem is not None
+        assert "corrupt" in ob.problem
     with pytest.raises(OutboxError, match="too small"):
         Outbox(tmp_path / "x.sqlite", quota_bytes=10)
 

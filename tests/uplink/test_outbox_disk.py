@@ -28,7 +28,8 @@ def test_acknowledgements_are_recorded_on_a_full_disk(tmp_path: Path) -> None:
             assert ob.depth() == 20
             assert ob.ack([(s, p) for s in range(1, 21) for p in ("alert", "evidence")]) == 20
             assert ob.depth() == 0
-            assert ob.problem is not None and "disk full" in ob.problem
+            assert ob.problem is not None
+            assert "disk full" in ob.problem
             # the pages the acknowledgements freed take the next alert and its evidence
             seq = ob.add(payload, evidence=os.urandom(150_000))
             assert [i.seq for i in ob.pending()] == [seq]
@@ -47,9 +48,11 @@ def test_every_alert_is_kept_while_the_disk_fills(tmp_path: Path) -> None:
             items = ob.pending(limit=1000)
             assert [i.seq for i in items] == seqs  # all 60 alerts
             st = ob.stats()
-            assert st["alerts_pruned"] == 0 and st["evidence_pruned"] > 0
+            assert st["alerts_pruned"] == 0
+            assert st["evidence_pruned"] > 0
             kept = [i.seq for i in items if i.evidence is not None]
-            assert kept and kept == seqs[-len(kept):]  # the newest evidence is kept
+            assert kept
+            assert kept == seqs[-len(kept):]  # the newest evidence is kept
             assert shutil.disk_usage(fs).free >= MB - 600_000  # the reserve held (~ a WAL)
             # and the disk filled by someone else: still an alert for every hit
             fill_disk(fs)

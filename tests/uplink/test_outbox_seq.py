@@ -11,21 +11,16 @@ from pathlib import Path
 import pytest
 
 from edge.adapters.outbox import SEQ_RESERVE_BLOCK, Outbox
+from edge.core.clock import ManualClock
 
 
 def payload(seq: int) -> bytes:
     return b'{"alert_id":"u-%d","seq":%d}' % (seq, seq)
 
 
-class FakeClock:
-    def __init__(self, wall_s: float) -> None:
-        self.wall_s = wall_s
-
-    def monotonic(self) -> float:
-        return 0.0
-
-    def wall(self) -> float:
-        return self.wall_s
+def clock_at(wall_s: float) -> ManualClock:
+    """A clock standing still at ``wall_s`` (monotonic time 0)."""
+    return ManualClock(0.0, wall_offset_s=wall_s)
 
 
 def remove_db(db: Path) -> None:
@@ -58,7 +53,7 @@ def test_a_lost_or_replaced_outbox_never_numbers_below_what_was_used(
 def test_the_sequence_file_carries_numbers_past_a_clock_that_went_back(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     db = tmp_path / "outbox.sqlite"
-    with Outbox(db, clock=FakeClock(1_900_000_000.0)) as ob:  # 2030
+    with Outbox(db, clock=clock_at(1_900_000_000.0)) as ob:  # 2030
         used = [ob.add(payload, evidence=None) for _ in range(5)]
     assert used[0] == 1_900_000_000_000  # milliseconds since the epoch
     hwm = tmp_path / "outbox.sqlite.seq"
@@ -67,15 +62,15 @@ def test_the_sequence_file_carries_numbers_past_a_clock_that_went_back(
                                        "outbox.sqlite.spare"]
     remove_db(db)
     # the outbox is gone and the clock is back in 2025 (no RTC, no NTP yet)
-    with Outbox(db, clock=FakeClock(1_750_000_000.0)) as ob:
+    with Outbox(db, clock=clock_at(1_750_000_000.0)) as ob:
         assert ob.add(payload, evidence=None) > max(used)
         reopened_at = ob.next_seq
-    with Outbox(db, clock=FakeClock(1_750_000_000.0)) as ob:  # an intact outbox counts on
+    with Outbox(db, clock=clock_at(1_750_000_000.0)) as ob:  # an intact outbox counts on
         assert ob.next_seq == reopened_at
     # a garbled sequence file is ignored (logged) and rewritten; the outbox's counter stands
     hwm.write_bytes(b"\x00garbage")
     with caplog.at_level(logging.WARNING, logger="edge.adapters.outbox"), \
-            Outbox(db, clock=FakeClock(1_750_000_000.0)) as ob:
+            Outbox(db, clock=clock_at(1_750_000_000.0)) as ob:
         assert ob.next_seq == reopened_at
     assert "sequence file" in caplog.text
     assert int(hwm.read_text()) > reopened_at
@@ -96,7 +91,7 @@ def test_reservations_are_extended_before_they_run_out(tmp_path: Path) -> None:
 def test_a_corrupt_outbox_is_kept_aside_and_a_fresh_one_continues_the_sequence(
         tmp_path: Path, damage: str, caplog: pytest.LogCaptureFixture) -> None:
     db = tmp_path / "outbox.sqlite"
-    with Outbox(db, clock=FakeClock(1_800_000_000.0)) as ob:
+    with Outbox(db, clock=clock_at(1_800_000_000.0)) as ob:
         used = [ob.add(payload, evidence=b"J" * 50_000) for _ in range(4)]
         assert ob.problem is None
     data = db.read_bytes()
@@ -105,20 +100,23 @@ def test_a_corrupt_outbox_is_kept_aside_and_a_fresh_one_continues_the_sequence(
     else:
         db.write_bytes(data[: len(data) // 3])
     with caplog.at_level(logging.ERROR, logger="edge.adapters.outbox"):
-        ob = Outbox(db, clock=FakeClock(1_700_000_000.0))  # and the clock went back, too
+        ob = Outbox(db, clock=clock_at(1_700_000_000.0))  # and the clock went back, too
     with ob:
         assert ob.depth() == 0
         seq = ob.add(payload, evidence=None)
         assert seq > max(used)
         kept = sorted(p.name for p in tmp_path.glob("outbox.sqlite.corrupt-*"))
-        assert kept and kept[0].startswith("outbox.sqlite.corrupt-20231114T221320Z")
+        assert kept
+        assert kept[0].startswith("outbox.sqlite.corrupt-20231114T221320Z")
         assert ob.problem is not None
-        assert "corrupt" in ob.problem and kept[0] in ob.problem
+        assert "corrupt" in ob.problem
+        assert kept[0] in ob.problem
         assert f"started fresh at seq {seq}" in ob.problem
         assert ob.problem in caplog.text
     # the reason stays visible across restarts while the kept file is there ...
     with Outbox(db) as ob:
-        assert ob.problem is not None and kept[0] in ob.problem
+        assert ob.problem is not None
+        assert kept[0] in ob.problem
     # ... and clears once someone has taken the kept file away
     for name in kept:
         (tmp_path / name).unlink()

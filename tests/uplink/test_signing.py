@@ -8,6 +8,7 @@ import json
 import stat
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -22,16 +23,19 @@ from edge.core.errors import SignatureError
 from edge.core.ports import Detection
 from tests.uplink.conftest import fix_dict
 
+# A signed alert and the unit key that signed it.
+Signed = tuple[dict[str, Any], sg.Ed25519PrivateKey]
 
-@pytest.fixture()
-def signed(make_detection: Callable[..., Detection]) -> tuple[dict, sg.Ed25519PrivateKey]:
+
+@pytest.fixture
+def signed(make_detection: Callable[..., Detection]) -> Signed:
     key = sg.generate_key()
     det = m.stamp_detection(make_detection(), fix=fix_dict(), gps_state="3d", max_fix_age_s=2.0)
     alert = m.build_alert(det, unit="unit-a", seq=3)
     return sg.sign_alert(alert, key), key
 
 
-def test_round_trip_through_the_wire(signed: tuple[dict, sg.Ed25519PrivateKey]) -> None:
+def test_round_trip_through_the_wire(signed: Signed) -> None:
     alert, key = signed
     received = json.loads(m.encode(alert))
     assert sg.verify_alert(received, key.public_key())
@@ -45,7 +49,7 @@ def test_round_trip_through_the_wire(signed: tuple[dict, sg.Ed25519PrivateKey]) 
     (("evidence", "frame_sha256"), "0" * 64), (("evidence", "frame_bytes"), 1),
     (("fix", "lat"), 48.0), (("model", "sha256"), "cd" * 32), (("roi",), "lane9"),
 ])
-def test_any_change_breaks_the_signature(signed: tuple[dict, sg.Ed25519PrivateKey],
+def test_any_change_breaks_the_signature(signed: Signed,
                                          path: tuple[str, ...], value: object) -> None:
     alert, key = signed
     bad = copy.deepcopy(alert)
@@ -56,7 +60,7 @@ def test_any_change_breaks_the_signature(signed: tuple[dict, sg.Ed25519PrivateKe
     assert not sg.verify_alert(bad, key.public_key())
 
 
-def test_forged_with_another_key_fails(signed: tuple[dict, sg.Ed25519PrivateKey]) -> None:
+def test_forged_with_another_key_fails(signed: Signed) -> None:
     alert, key = signed
     forger = sg.generate_key()
     forged = sg.sign_alert({**alert, "score": 0.99}, forger)
@@ -69,12 +73,12 @@ def test_forged_with_another_key_fails(signed: tuple[dict, sg.Ed25519PrivateKey]
                                  {"alg": "HS256", "value": base64.b64encode(b"0" * 64).decode()},
                                  {"alg": "Ed25519", "value": base64.b64encode(b"0" * 64).decode()}])
 def test_malformed_signature_is_false_not_an_exception(
-        signed: tuple[dict, sg.Ed25519PrivateKey], sig: object) -> None:
+        signed: Signed, sig: object) -> None:
     alert, key = signed
     assert not sg.verify_alert({**alert, "signature": sig}, key.public_key())
 
 
-def test_unencodable_alert_does_not_raise(signed: tuple[dict, sg.Ed25519PrivateKey]) -> None:
+def test_unencodable_alert_does_not_raise(signed: Signed) -> None:
     alert, key = signed
     assert not sg.verify_alert({**alert, "score": float("nan")}, key.public_key())
 
@@ -125,16 +129,17 @@ def test_cli_keys_generate_and_verify(tmp_path: Path, capsys: pytest.CaptureFixt
     out = tmp_path / "k"
     assert cli_main(["keys", "generate", "--unit", "unit-7", "--out", str(out)]) == 0
     assert "key id" in capsys.readouterr().out
-    assert (out / "unit-7.key").exists() and (out / "unit-7.pub").exists()
+    assert (out / "unit-7.sign.key").exists()
+    assert (out / "unit-7.sign.pub").exists()
     assert cli_main(["keys", "generate", "--unit", "unit-7", "--out", str(out)]) == 1
     assert "refusing to overwrite" in capsys.readouterr().err
     assert cli_main(["keys", "generate", "--unit", "bad/id", "--out", str(out)]) == 1
 
     det = make_detection()
     alert = sg.sign_alert(m.build_alert(det, unit="unit-7", seq=1),
-                          sg.load_private_key(out / "unit-7.key"))
+                          sg.load_private_key(out / "unit-7.sign.key"))
     (tmp_path / "a.json").write_bytes(m.encode(alert))
-    args = ["keys", "verify", "--pub", str(out / "unit-7.pub"), str(tmp_path / "a.json"),
+    args = ["keys", "verify", "--pub", str(out / "unit-7.sign.pub"), str(tmp_path / "a.json"),
             "--evidence", det.evidence.frame_path]
     assert cli_main(args) == 0
     assert "signature OK" in capsys.readouterr().out
@@ -153,11 +158,34 @@ _json = st.recursive(
 _KEY = sg.generate_key()
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None)
 @given(st.dictionaries(st.text(max_size=10), _json, max_size=8))
-def test_any_json_document_survives_the_wire_and_verifies(doc: dict) -> None:
+def test_any_json_document_survives_the_wire_and_verifies(doc: dict[str, Any]) -> None:
     doc.pop("signature", None)
     signed = sg.sign_alert(doc, _KEY)
     received = json.loads(m.encode(signed).decode("utf-8"))
     assert m.signing_bytes(received) == m.signing_bytes(doc)
     assert sg.verify_alert(received, _KEY.public_key())
+
+
+def test_only_the_canonical_base64_of_a_signature_is_accepted(
+        signed: Signed) -> None:
+    """64 bytes encode to 88 base64 characters whose last data character carries 4 unused
+    low bits: flipping them decodes to the same signature. Such a re-encoding (or padding and
+    line-break variants) is refused, so a replayed alert is byte for byte the one stored."""
+    import base64
+
+    alert, key = signed
+    value = alert["signature"]["value"]
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    last = alphabet.index(value[-3])
+    twin = value[:-3] + alphabet[last ^ 0b0001] + value[-2:]
+    assert twin != value
+    assert base64.b64decode(twin) == base64.b64decode(value)  # the same 64 bytes
+    for variant in (twin, value[:-2], value[:44] + "\n" + value[44:]):
+        forged = {**alert, "signature": {**alert["signature"], "value": variant}}
+        assert not sg.verify_alert(forged, key.public_key())
+        assert "canonical" in (sg.signature_problem(forged, key.public_key()) or "") or \
+            "base64" in (sg.signature_problem(forged, key.public_key()) or "")
+    assert sg.signature_problem(alert, key.public_key()) is None
