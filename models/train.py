@@ -401,6 +401,25 @@ def _metric_parity(y: np.ndarray, domain: np.ndarray, float_p: np.ndarray, int8_
     return out
 
 
+def _parity_gate(cfg: TrainConfig, par: dict[str, Any], agree: float, y: np.ndarray,
+                 domain: np.ndarray, float_p: np.ndarray, int8_p: np.ndarray) -> None:
+    """Refuse an export whose int8 model does not decide like its float model."""
+    if cfg.parity_by == "metrics":
+        # Decision agreement counts the crops that lie within the int8 noise of the threshold:
+        # many where the model is unsure (a new site), few where it is sure. What must not
+        # happen is that int8 does worse: per validation domain, its ROC-AUC and its recall
+        # at the target FPR must be no lower than the float model's (beyond a tolerance).
+        par["metrics_by_domain"] = _metric_parity(y, domain, float_p, int8_p, cfg.target_fpr)
+        worse = [f"{d}: {w}" for d, m in par["metrics_by_domain"].items() for w in m["worse"]]
+        par["mode"] = "metrics"
+        if worse:
+            raise RuntimeError("the int8 model does worse than the float model on validation: "
+                               + "; ".join(worse))
+    elif agree < cfg.parity_min:
+        raise RuntimeError(f"int8 model agrees with the float model on only {agree:.2%} "
+                           f"of validation crops (need {cfg.parity_min:.1%})")
+
+
 def teacher_scores(teachers: Sequence[Path], crops: list[np.ndarray],
                    chunk: int = 2000) -> np.ndarray:
     """Mean P(phone) of ``teachers`` (TFLite models, each read with its own sidecar's input
@@ -600,21 +619,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     par["by_domain"] = {str(d): float(decided[val_domain == d].mean())
                         for d in sorted(set(val_domain.tolist()))}
     par["required"] = cfg.parity_min
-    if cfg.parity_by == "metrics":
-        # Decision agreement counts the crops that lie within the int8 noise of the threshold:
-        # many where the model is unsure (a new site), few where it is sure. What must not
-        # happen is that int8 does worse: per validation domain, its ROC-AUC and its recall
-        # at the target FPR must be no lower than the float model's (beyond a tolerance).
-        par["metrics_by_domain"] = _metric_parity(val_y, val_domain, float_p, int8_p,
-                                                  cfg.target_fpr)
-        worse = [f"{d}: {w}" for d, m in par["metrics_by_domain"].items() for w in m["worse"]]
-        par["mode"] = "metrics"
-        if worse:
-            raise RuntimeError("the int8 model does worse than the float model on validation: "
-                               + "; ".join(worse))
-    elif agree < cfg.parity_min:
-        raise RuntimeError(f"int8 model agrees with the float model on only {agree:.2%} "
-                           f"of validation crops (need {cfg.parity_min:.1%})")
+    _parity_gate(cfg, par, agree, val_y, val_domain, float_p, int8_p)
 
     val_metrics: dict[str, Any] = {"target_fpr": cfg.target_fpr}
     for dom in ("real", "site", "synthetic"):

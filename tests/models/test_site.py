@@ -36,6 +36,7 @@ def _write_rows(folder: Path, rows: list[dict[str, str]]) -> None:
 
 # -- the site renderer ---------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_site_render_writes_an_export_split_by_whole_sessions(tmp_path: Path) -> None:
     rows = synth_site.render_site(tmp_path / "a", sessions=6, per_session=4, test_share=0.34)
     assert len(rows) == 24
@@ -52,7 +53,8 @@ def test_site_render_writes_an_export_split_by_whole_sessions(tmp_path: Path) ->
     assert all(len(s) == 1 for s in sides.values())  # never crop by crop
     assert {row["split"] for row in on_disk} == {"train", "test"}
     parsed = sd.read_dataset(tmp_path / "a")
-    assert len(parsed) == 24 and sum(p.label for p in parsed) == 12
+    assert len(parsed) == 24
+    assert sum(p.label for p in parsed) == 12
     # Deterministic by seed, byte for byte; another seed, other crops.
     synth_site.render_site(tmp_path / "b", sessions=6, per_session=4, test_share=0.34)
     for row in rows:
@@ -73,7 +75,8 @@ def test_site_crops_keep_session_conditions_and_show_their_phone() -> None:
         k = c.extras["redraws"]
         without = synth_site._view(site, s, i, k, c.pose, phone_drawn=False)
         assert c.extras["phone_pixels"] == r.phone_pixels(c.image, without) >= r.MIN_PHONE_PIXELS
-        assert c.session == s and c.time >= s.start
+        assert c.session == s
+        assert c.time >= s.start
         w = c.image.shape[1]
         assert site.crop_px[0] <= w <= site.crop_px[1]
 
@@ -85,7 +88,8 @@ def test_split_by_unit_keeps_each_unit_on_one_side() -> None:
     by_unit: dict[str, set[str]] = {}
     for s in sess:
         by_unit.setdefault(s.unit, set()).add(splits[s.name])
-    assert all(len(v) == 1 for v in by_unit.values()) and len(by_unit) > 1
+    assert all(len(v) == 1 for v in by_unit.values())
+    assert len(by_unit) > 1
 
 
 # -- the export reader ---------------------------------------------------------------------------
@@ -180,6 +184,7 @@ def _bright_dark_standing(root: Path) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_gate_promotes_a_candidate_better_on_the_site_and_as_good_on_standing_sets(
         tmp_path: Path) -> None:
     site = _bright_dark_site(tmp_path / "site")
@@ -191,13 +196,15 @@ def test_gate_promotes_a_candidate_better_on_the_site_and_as_good_on_standing_se
     lo, hi = res.site["candidate"]["wilson95"]
     assert lo < 1.0 == hi  # an interval, not one point
     assert res.site["bootstrap95"]["difference"][0] > 0
-    assert "== site/heldout" in res.report and "brightness-int8" in res.report
+    assert "== site/heldout" in res.report
+    assert "brightness-int8" in res.report
     assert (tmp_path / "eval" / "metrics.json").is_file()
     assert json.loads((tmp_path / "eval" / "gate.json").read_text())["promote"] is True
     assert msite.main(["gate", "--candidate", str(BRIGHTNESS), "--deployed", str(SHIPPED),
                        "--dataset", str(site), "--standing", str(standing)]) == 0
 
 
+@pytest.mark.slow
 def test_gate_refuses_a_candidate_worse_on_the_site(tmp_path: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     site = _bright_dark_site(tmp_path / "site")
@@ -208,10 +215,12 @@ def test_gate_refuses_a_candidate_worse_on_the_site(tmp_path: Path,
     code = msite.main(["gate", "--candidate", str(SHIPPED), "--deployed", str(BRIGHTNESS),
                        "--dataset", str(site), "--standing", str(standing)])
     out = capsys.readouterr().out
-    assert code == 1 and "GATE: REFUSE: not better on the site" in out
+    assert code == 1
+    assert "GATE: REFUSE: not better on the site" in out
     assert "recall @ 5% FPR" in out
 
 
+@pytest.mark.slow
 def test_gate_refuses_a_candidate_worse_on_a_standing_set(tmp_path: Path) -> None:
     site = _bright_dark_site(tmp_path / "site")
     synth = tmp_path / "standing" / "synthetic"
@@ -249,7 +258,8 @@ def test_gate_refuses_a_dataset_it_cannot_judge(tmp_path: Path,
 
 def test_wilson_interval() -> None:
     lo, hi = msite.wilson(90, 100)
-    assert lo == pytest.approx(0.8256, abs=1e-3) and hi == pytest.approx(0.9448, abs=1e-3)
+    assert lo == pytest.approx(0.8256, abs=1e-3)
+    assert hi == pytest.approx(0.9448, abs=1e-3)
     assert msite.wilson(0, 0) == (0.0, 1.0)
 
 
@@ -272,18 +282,21 @@ def test_tiny_site_loop_every_hop(tmp_path: Path) -> None:
     site = tmp_path / "site"
     synth_site.render_site(site, sessions=10, per_session=8, test_share=0.3)
     opts = msite.TrainOptions(epochs=1, synthetic=40, epoch_synthetic=20, site_repeat=1,
-                              real=[], parity_min=0.9, cache=tmp_path / "cache")
+                              real=[], replay_kmitl=False, cache=tmp_path / "cache")
     cand = msite.train_candidate(site, SHIPPED, tmp_path / "cand", opts)
     spec = load_spec(cand.with_suffix(".json"))
     fp = sd.fingerprint(sd.split(sd.read_dataset(site), "train"))
-    assert spec.name == "phone-in-hand-site" and spec.version == f"site-{fp[:12]}"
+    assert spec.name == "phone-in-hand-site"
+    assert spec.version == f"site-{fp[:12]}"
     assert spec.provenance["site"]["dataset_sha256"] == fp
     assert spec.provenance["continued_from"] == str(SHIPPED)
     assert spec.provenance["stages"][-1].startswith("python -m models.site train")
     par = spec.metrics["int8_float_parity"]
-    assert "site" in par["by_domain"] and par["mode"] == "metrics"
+    assert "site" in par["by_domain"]
+    assert par["mode"] == "metrics"
     site_par = par["metrics_by_domain"]["site"]
-    assert site_par["worse"] == [] and site_par["auc_int8"] >= site_par["auc_float"] - 0.01
+    assert site_par["worse"] == []
+    assert site_par["auc_int8"] >= site_par["auc_float"] - 0.01
     assert spec.metrics["validation"]["site"]["n"] > 0
     assert "Candidate: phone-in-hand-site" in (cand.parent / "CARD.md").read_text()
     with pytest.raises(FileExistsError):
@@ -291,6 +304,7 @@ def test_tiny_site_loop_every_hop(tmp_path: Path) -> None:
     synth = tmp_path / "standing" / "synthetic"
     render_dataset(synth, count=40, seed=7)
     res = msite.gate(cand, SHIPPED, site, standing=[synth], n_boot=200)
-    assert res.checks and "== site/heldout" in res.report
+    assert res.checks
+    assert "== site/heldout" in res.report
     assert "phone-in-hand-site" in res.report
     assert res.promote == (not res.reasons)
