@@ -94,9 +94,11 @@ class TrainOptions:
     threads: int = 2
     verbose: int = 0
     parity_min: float = 0.99
-    """Least int8/float decision agreement on validation (``models.train``'s export gate)."""
-    parity_auc_tolerance: float = 0.01
-    """How much lower the int8 model's validation ROC-AUC may be than the float model's."""
+    """Least int8/float decision agreement on validation, with ``parity_by="decisions"``."""
+    parity_by: str = "metrics"
+    """The export gate (``models.train.TrainConfig.parity_by``)."""
+    replay_kmitl: bool = True
+    """Without ``real``: replay the shared kmitl ``train`` photos, where present."""
 
 
 def _samples(rows: Sequence[sd.SiteRow]) -> list[mdata.Sample]:
@@ -136,7 +138,7 @@ def train_candidate(dataset: Path, init: Path, out: Path,
     fp = sd.fingerprint(sd.split(rows, "train"))
     real = list(o.real)
     kmitl = shared_data() / "datasets" / "kmitl" / "train"
-    if not real and kmitl.is_dir():
+    if not real and o.replay_kmitl and kmitl.is_dir():
         real = [kmitl]
     record = {"dataset": str(dataset), "dataset_sha256": fp,
               "sessions_train": len({s.group for s in tr}),
@@ -152,8 +154,7 @@ def train_candidate(dataset: Path, init: Path, out: Path,
         target_fpr=o.target_fpr, name=NAME, version=f"site-{fp[:12]}", threads=o.threads,
         init=init, cache=o.cache, site_train=tr, site_val=va, site_repeat=o.site_repeat,
         site_record=record, stage_command=command, verbose=o.verbose,
-        parity_min=o.parity_min, parity_by="metrics",
-        parity_auc_tolerance=o.parity_auc_tolerance)
+        parity_min=o.parity_min, parity_by=o.parity_by)
     t0 = time.monotonic()
     result = mtrain.train(cfg)
     model = Path(result["model"])

@@ -72,24 +72,45 @@ def _day(time: str, where: str) -> str:
         raise DatasetError(f"{where}: time {time!r} is not ISO 8601") from None
 
 
+def _row(rec: dict[str, str], base: Path, where: str, *, check_files: bool) -> SiteRow:
+    """One ``index.csv`` record, checked."""
+    rel = (rec.get("path") or "").strip()
+    if not rel:
+        raise DatasetError(f"{where}: empty path")
+    if Path(rel).is_absolute() or ".." in Path(rel).parts:
+        raise DatasetError(f"{where}: path {rel!r} leaves the dataset folder")
+    path = base / rel
+    if check_files and not path.is_file():
+        raise DatasetError(f"{where}: {rel} does not exist")
+    label_text = (rec.get("label") or "").strip().lower()
+    if label_text not in LABEL_VALUES:
+        raise DatasetError(f"{where}: label {rec.get('label')!r} is not phone or no_phone")
+    label = LABEL_VALUES[label_text]
+    if rec.get("phone") not in (None, "", str(label)):
+        raise DatasetError(f"{where}: phone={rec['phone']} contradicts label {label_text}")
+    if rec.get("file") not in (None, "", rel):
+        raise DatasetError(f"{where}: file {rec['file']!r} is not path {rel!r}")
+    split = (rec.get("split") or "").strip().lower()
+    if split not in TRAIN_SPLITS + TEST_SPLITS:
+        raise DatasetError(f"{where}: split {rec.get('split')!r} is not train or test")
+    unit = (rec.get("unit") or "").strip()
+    time = (rec.get("time") or "").strip()
+    if not unit or not time:
+        raise DatasetError(f"{where}: every crop needs its unit and time")
+    day = (rec.get("day") or "").strip() or _day(time, where)
+    session = (rec.get("session") or "").strip() or f"{unit}/{day}"
+    extra = {k: v for k, v in rec.items()
+             if k and k not in REQUIRED_COLUMNS and k not in ("session", "day")}
+    return SiteRow(path=path, rel=rel, label=label, unit=unit, roi=(rec.get("roi") or "").strip(),
+                   time=time, source=(rec.get("source") or "").strip(),
+                   reviewer=(rec.get("reviewer") or "").strip(),
+                   split="test" if split in TEST_SPLITS else "train", session=session, day=day,
+                   extra=extra)
+
+
 def read_dataset(root: Path, *, check_files: bool = True) -> list[SiteRow]:
     """Every row of ``root/index.csv``, checked (see the module docstring), and the split
     checked for sessions on both sides (``check_leaks``)."""
-    index, raw = _read_index(root)
-    rows: list[SiteRow] = []
-    seen: set[str] = set()
-    base = root.resolve()
-    for n, rec in enumerate(raw, start=2):
-        row = _row(rec, f"{index}:{n}", base, check_files=check_files)
-        if row.rel in seen:
-            raise DatasetError(f"{index}:{n}: {row.rel} is listed twice")
-        seen.add(row.rel)
-        rows.append(row)
-    check_leaks(rows)
-    return rows
-
-
-def _read_index(root: Path) -> tuple[Path, list[dict[str, str]]]:
     index = root / "index.csv"
     if not root.is_dir():
         raise DatasetError(f"dataset folder {root} does not exist")
@@ -105,54 +126,17 @@ def _read_index(root: Path) -> tuple[Path, list[dict[str, str]]]:
         raw = list(reader)
     if not raw:
         raise DatasetError(f"{index} lists no crops")
-    return index, raw
-
-
-def _row_path(rec: dict[str, str], where: str, base: Path, *, check_files: bool
-              ) -> tuple[str, Path]:
-    rel = (rec.get("path") or "").strip()
-    if not rel:
-        raise DatasetError(f"{where}: empty path")
-    if Path(rel).is_absolute() or ".." in Path(rel).parts:
-        raise DatasetError(f"{where}: path {rel!r} leaves the dataset folder")
-    path = base / rel
-    if check_files and not path.is_file():
-        raise DatasetError(f"{where}: {rel} does not exist")
-    return rel, path
-
-
-def _row_label(rec: dict[str, str], where: str, rel: str) -> int:
-    label_text = (rec.get("label") or "").strip().lower()
-    if label_text not in LABEL_VALUES:
-        raise DatasetError(f"{where}: label {rec.get('label')!r} is not phone or no_phone")
-    label = LABEL_VALUES[label_text]
-    if rec.get("phone") not in (None, "", str(label)):
-        raise DatasetError(f"{where}: phone={rec['phone']} contradicts label {label_text}")
-    if rec.get("file") not in (None, "", rel):
-        raise DatasetError(f"{where}: file {rec['file']!r} is not path {rel!r}")
-    return label
-
-
-def _row(rec: dict[str, str], where: str, base: Path, *, check_files: bool) -> SiteRow:
-    rel, path = _row_path(rec, where, base, check_files=check_files)
-    label = _row_label(rec, where, rel)
-    split = (rec.get("split") or "").strip().lower()
-    if split not in TRAIN_SPLITS + TEST_SPLITS:
-        raise DatasetError(f"{where}: split {rec.get('split')!r} is not train or test")
-    unit = (rec.get("unit") or "").strip()
-    time = (rec.get("time") or "").strip()
-    if not unit or not time:
-        raise DatasetError(f"{where}: every crop needs its unit and time")
-    day = (rec.get("day") or "").strip() or _day(time, where)
-    session = (rec.get("session") or "").strip() or f"{unit}/{day}"
-    extra = {k: v for k, v in rec.items()
-             if k and k not in REQUIRED_COLUMNS and k not in ("session", "day")}
-    return SiteRow(path=path, rel=rel, label=label, unit=unit,
-                   roi=(rec.get("roi") or "").strip(), time=time,
-                   source=(rec.get("source") or "").strip(),
-                   reviewer=(rec.get("reviewer") or "").strip(),
-                   split="test" if split in TEST_SPLITS else "train",
-                   session=session, day=day, extra=extra)
+    rows: list[SiteRow] = []
+    seen: set[str] = set()
+    base = root.resolve()
+    for n, rec in enumerate(raw, start=2):
+        row = _row(rec, base, f"{index}:{n}", check_files=check_files)
+        if row.rel in seen:
+            raise DatasetError(f"{index}:{n}: {row.rel} is listed twice")
+        seen.add(row.rel)
+        rows.append(row)
+    check_leaks(rows)
+    return rows
 
 
 def check_leaks(rows: Iterable[SiteRow], by: str = "session") -> None:

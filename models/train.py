@@ -103,9 +103,6 @@ class TrainConfig:
     """The command recorded for this stage (default: the ``models.train`` one)."""
     verbose: int = 0
     """Keras ``fit`` verbosity (1: a progress bar per epoch)."""
-    parity_auc_tolerance: float = 0.01
-    """With ``parity_by="metrics"``: how much lower the int8 model's validation ROC-AUC may be
-    (``AUC_TOLERANCE``; a test's few validation crops need more)."""
     parity_by: str = "decisions"
     """The export gate: ``decisions`` (agreement at matched operating points >= parity_min)
     or ``metrics`` (per validation domain, int8 no worse than float; ``_metric_parity``)."""
@@ -382,8 +379,7 @@ on a few hundred crops moves by about this much when one phone-free crop changes
 
 
 def _metric_parity(y: np.ndarray, domain: np.ndarray, float_p: np.ndarray, int8_p: np.ndarray,
-                   fpr: float, auc_tolerance: float = AUC_TOLERANCE
-                   ) -> dict[str, dict[str, Any]]:
+                   fpr: float) -> dict[str, dict[str, Any]]:
     """Per validation domain: float and int8 ROC-AUC and recall at ``fpr``, and what is worse
     in int8 beyond ``AUC_TOLERANCE`` / ``RECALL_TOLERANCE``."""
     out: dict[str, dict[str, Any]] = {}
@@ -396,13 +392,32 @@ def _metric_parity(y: np.ndarray, domain: np.ndarray, float_p: np.ndarray, int8_
         fr, ir = metrics.recall_at_fpr(yy, float_p[m], fpr), metrics.recall_at_fpr(
             yy, int8_p[m], fpr)
         worse = []
-        if ia < fa - auc_tolerance:
+        if ia < fa - AUC_TOLERANCE:
             worse.append(f"ROC-AUC {ia:.3f} vs {fa:.3f}")
         if ir < fr - max(RECALL_TOLERANCE, 1.0 / max(1, int(yy.sum()))) - 1e-9:
             worse.append(f"recall at {fpr:.0%} FPR {ir:.3f} vs {fr:.3f}")
         out[str(d)] = {"n": int(m.sum()), "auc_float": fa, "auc_int8": ia,
                        "recall_float": fr, "recall_int8": ir, "worse": worse}
     return out
+
+
+def _parity_gate(cfg: TrainConfig, par: dict[str, Any], agree: float, y: np.ndarray,
+                 domain: np.ndarray, float_p: np.ndarray, int8_p: np.ndarray) -> None:
+    """Refuse an export whose int8 model does not decide like its float model."""
+    if cfg.parity_by == "metrics":
+        # Decision agreement counts the crops that lie within the int8 noise of the threshold:
+        # many where the model is unsure (a new site), few where it is sure. What must not
+        # happen is that int8 does worse: per validation domain, its ROC-AUC and its recall
+        # at the target FPR must be no lower than the float model's (beyond a tolerance).
+        par["metrics_by_domain"] = _metric_parity(y, domain, float_p, int8_p, cfg.target_fpr)
+        worse = [f"{d}: {w}" for d, m in par["metrics_by_domain"].items() for w in m["worse"]]
+        par["mode"] = "metrics"
+        if worse:
+            raise RuntimeError("the int8 model does worse than the float model on validation: "
+                               + "; ".join(worse))
+    elif agree < cfg.parity_min:
+        raise RuntimeError(f"int8 model agrees with the float model on only {agree:.2%} "
+                           f"of validation crops (need {cfg.parity_min:.1%})")
 
 
 def teacher_scores(teachers: Sequence[Path], crops: list[np.ndarray],
@@ -455,41 +470,6 @@ def _split_real(cfg: TrainConfig) -> tuple[list[mdata.Sample], list[mdata.Sample
     return real_train, real_val
 
 
-def _distill_targets(cfg: TrainConfig, syn_tr: list[np.ndarray], syn_tr_y: np.ndarray
-                     ) -> np.ndarray | None:
-    """With teachers: the synthetic crops' targets, a blend of the teachers' mean P(phone)
-    and the labels (``cfg.distill`` of the former); None without teachers."""
-    if not cfg.teachers:
-        return None
-    log.info("scoring the synthetic training crops with %d teacher(s) ...", len(cfg.teachers))
-    soft = teacher_scores(cfg.teachers, syn_tr)
-    log.info("teachers agree with the labels on %.4f of the synthetic training crops",
-             float(((soft >= 0.5) == (syn_tr_y == 1)).mean()))
-    target: np.ndarray = (cfg.distill * soft + (1 - cfg.distill) * syn_tr_y).astype(np.float32)
-    return target
-
-
-def _model_for(cfg: TrainConfig, init_model: Any) -> Any:
-    """The network to train: the one ``--init`` gave, or a new one from ``cfg``."""
-    if init_model is not None:
-        log.info("continuing from %s (%d px input)", cfg.init, cfg.size)
-        return init_model
-    return build_model(cfg.arch, cfg.size, cfg.alpha, cfg.weights, batchnorm=cfg.batchnorm,
-                       act_noise=cfg.act_noise)
-
-
-def _epoch_record(epoch: int, loss: float, val_y: np.ndarray, p: np.ndarray,
-                  val_domain: np.ndarray) -> tuple[dict[str, Any], str]:
-    """One epoch's validation figures; the "real" AUC is on site crops when there are any."""
-    real_dom = "site" if (val_domain == "site").any() else "real"
-    mask = val_domain == real_dom
-    real_auc = metrics.roc_auc(val_y[mask], p[mask]) if mask.any() else float("nan")
-    rec = {"epoch": epoch + 1, "loss": loss, "val_auc": metrics.roc_auc(val_y, p),
-           "val_real_auc": real_auc,
-           "val_recall_at_5pct_fpr": metrics.recall_at_fpr(val_y, p, 0.05)}
-    return rec, real_dom
-
-
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Train, export and write the sidecar into ``cfg.out``; returns the training record."""
     t_start = time.monotonic()
@@ -532,14 +512,26 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     fit_img = real_tr_img * cfg.real_repeat + site_tr_img * cfg.site_repeat
     fit_y = np.concatenate([np.zeros(0, np.int64), *[real_tr_y] * cfg.real_repeat,
                             *[site_tr_y] * cfg.site_repeat])
-    synth_target = _distill_targets(cfg, syn_tr, syn_tr_y)
+    synth_target = None
+    if cfg.teachers:
+        log.info("scoring the synthetic training crops with %d teacher(s) ...",
+                 len(cfg.teachers))
+        soft = teacher_scores(cfg.teachers, syn_tr)
+        synth_target = (cfg.distill * soft + (1 - cfg.distill) * syn_tr_y).astype(np.float32)
+        log.info("teachers agree with the labels on %.4f of the synthetic training crops",
+                 float(((soft >= 0.5) == (syn_tr_y == 1)).mean()))
     data_fp = mdata.fingerprint(real_train + real_val + cfg.site_train + cfg.site_val,
                                 extra=f"synthetic:{cfg.seed + SYNTH_TRAIN_SEED}:{cfg.synthetic}"
                                       f":renderer:{renderer_id()}")
     log.info("data ready in %.0f s; fingerprint %s", time.monotonic() - t_start, data_fp[:16])
 
     # -- model --------------------------------------------------------------------------------
-    model = _model_for(cfg, init_model)
+    if init_model is not None:
+        model = init_model
+        log.info("continuing from %s (%d px input)", cfg.init, cfg.size)
+    else:
+        model = build_model(cfg.arch, cfg.size, cfg.alpha, cfg.weights, batchnorm=cfg.batchnorm,
+                            act_noise=cfg.act_noise)
     # New batch-norm layers (a fresh backbone, or one rebuilt from a .tflite, whose batch norm
     # the converter folded away) start as the identity: training starts from the weights read.
     if cfg.batchnorm and (cfg.init is None or from_tflite):
@@ -578,11 +570,16 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         h = model.fit(x, np.stack([1 - target, target], axis=1), sample_weight=weights,
                       batch_size=cfg.batch, epochs=1, verbose=cfg.verbose)
         p = model.predict(val_x, batch_size=256, verbose=0)[:, 1]
-        rec, real_dom = _epoch_record(epoch, float(h.history["loss"][-1]), val_y, p, val_domain)
+        auc = metrics.roc_auc(val_y, p)
+        real_dom = "site" if (val_domain == "site").any() else "real"
+        real_auc = metrics.roc_auc(val_y[val_domain == real_dom], p[val_domain == real_dom]) \
+            if (val_domain == real_dom).any() else float("nan")
+        rec = {"epoch": epoch + 1, "loss": float(h.history["loss"][-1]),
+               "val_auc": auc, "val_real_auc": real_auc,
+               "val_recall_at_5pct_fpr": metrics.recall_at_fpr(val_y, p, 0.05)}
         history.append(rec)
-        print(f"epoch {epoch + 1:2d}/{cfg.epochs}  loss {rec['loss']:.4f}  val AUC "
-              f"{rec['val_auc']:.4f} ({real_dom} {rec['val_real_auc']:.4f})  recall@5%FPR "
-              f"{rec['val_recall_at_5pct_fpr']:.3f}  "
+        print(f"epoch {epoch + 1:2d}/{cfg.epochs}  loss {rec['loss']:.4f}  val AUC {auc:.4f} "
+              f"({real_dom} {real_auc:.4f})  recall@5%FPR {rec['val_recall_at_5pct_fpr']:.3f}  "
               f"[{t_aug:.0f} s data, {time.monotonic() - t0:.0f} s total]", flush=True)
 
     # -- export -------------------------------------------------------------------------------
@@ -622,21 +619,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     par["by_domain"] = {str(d): float(decided[val_domain == d].mean())
                         for d in sorted(set(val_domain.tolist()))}
     par["required"] = cfg.parity_min
-    if cfg.parity_by == "metrics":
-        # Decision agreement counts the crops that lie within the int8 noise of the threshold:
-        # many where the model is unsure (a new site), few where it is sure. What must not
-        # happen is that int8 does worse: per validation domain, its ROC-AUC and its recall
-        # at the target FPR must be no lower than the float model's (beyond a tolerance).
-        par["metrics_by_domain"] = _metric_parity(val_y, val_domain, float_p, int8_p,
-                                                  cfg.target_fpr, cfg.parity_auc_tolerance)
-        worse = [f"{d}: {w}" for d, m in par["metrics_by_domain"].items() for w in m["worse"]]
-        par["mode"] = "metrics"
-        if worse:
-            raise RuntimeError("the int8 model does worse than the float model on validation: "
-                               + "; ".join(worse))
-    elif agree < cfg.parity_min:
-        raise RuntimeError(f"int8 model agrees with the float model on only {agree:.2%} "
-                           f"of validation crops (need {cfg.parity_min:.1%})")
+    _parity_gate(cfg, par, agree, val_y, val_domain, float_p, int8_p)
 
     val_metrics: dict[str, Any] = {"target_fpr": cfg.target_fpr}
     for dom in ("real", "site", "synthetic"):

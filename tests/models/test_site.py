@@ -36,6 +36,7 @@ def _write_rows(folder: Path, rows: list[dict[str, str]]) -> None:
 
 # -- the site renderer ---------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_site_render_writes_an_export_split_by_whole_sessions(tmp_path: Path) -> None:
     rows = synth_site.render_site(tmp_path / "a", sessions=6, per_session=4, test_share=0.34)
     assert len(rows) == 24
@@ -183,6 +184,7 @@ def _bright_dark_standing(root: Path) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_gate_promotes_a_candidate_better_on_the_site_and_as_good_on_standing_sets(
         tmp_path: Path) -> None:
     site = _bright_dark_site(tmp_path / "site")
@@ -202,6 +204,7 @@ def test_gate_promotes_a_candidate_better_on_the_site_and_as_good_on_standing_se
                        "--dataset", str(site), "--standing", str(standing)]) == 0
 
 
+@pytest.mark.slow
 def test_gate_refuses_a_candidate_worse_on_the_site(tmp_path: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     site = _bright_dark_site(tmp_path / "site")
@@ -217,6 +220,7 @@ def test_gate_refuses_a_candidate_worse_on_the_site(tmp_path: Path,
     assert "recall @ 5% FPR" in out
 
 
+@pytest.mark.slow
 def test_gate_refuses_a_candidate_worse_on_a_standing_set(tmp_path: Path) -> None:
     site = _bright_dark_site(tmp_path / "site")
     synth = tmp_path / "standing" / "synthetic"
@@ -277,12 +281,8 @@ def test_tiny_site_loop_every_hop(tmp_path: Path) -> None:
 
     site = tmp_path / "site"
     synth_site.render_site(site, sessions=10, per_session=8, test_share=0.3)
-    # One epoch on a few crops: the hops are under test, not the model. Its site validation
-    # is a couple of dozen crops, where one crop moves ROC-AUC by more than the 0.01 a real
-    # run's export gate allows, so the tolerance is wider here.
     opts = msite.TrainOptions(epochs=1, synthetic=40, epoch_synthetic=20, site_repeat=1,
-                              real=[], parity_min=0.9, cache=tmp_path / "cache",
-                              parity_auc_tolerance=0.1)
+                              real=[], replay_kmitl=False, cache=tmp_path / "cache")
     cand = msite.train_candidate(site, SHIPPED, tmp_path / "cand", opts)
     spec = load_spec(cand.with_suffix(".json"))
     fp = sd.fingerprint(sd.split(sd.read_dataset(site), "train"))
