@@ -29,7 +29,7 @@ help:
 	@echo "                 tools, no broker); apt python3-venv, and python3-picamera2 on a Pi"
 	@echo "make install-controlroom - the control room: phonewatch[controlroom]; apt mosquitto"
 	@echo "                 (DRY_RUN=1 on either prints what it would install; deploy/bootstrap.sh)"
-	@echo "make lint      - ruff over every Python file in the repo"
+	@echo "make lint      - ruff check and ruff format --check over every Python file"
 	@echo "make typecheck - mypy (strict over models/ and bench/; see pyproject.toml)"
 	@echo "make unit      - every test, no setup, lint or type-check (pytest -q)"
 	@echo "make bench     - run the benchmarks in bench/ (prints tables)"
@@ -53,6 +53,7 @@ demo: bootstrap
 
 lint:
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 typecheck:
 	$(VENV)/bin/mypy

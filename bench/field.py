@@ -68,8 +68,9 @@ def main() -> int:
         rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         notifier = SystemdNotifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "30000000"})
         wd = FrameWatchdog(notifier)
-        rows.append(("FrameWatchdog.frame_seen", *per_call_us(wd.frame_seen, 100_000,
-                                                              args.repeats)))
+        rows.append(
+            ("FrameWatchdog.frame_seen", *per_call_us(wd.frame_seen, 100_000, args.repeats))
+        )
 
         def pet() -> None:
             notifier.watchdog()
@@ -83,11 +84,19 @@ def main() -> int:
     factory.pin(23).drive_high()
     io = FieldIo.from_config(GpioConfig(), mode="patrol", pin_factory=factory)
     try:
-        rows.append(("FieldIo.on_hit (MockFactory)",
-                     *per_call_us(lambda: io.on_hit("lane1"), 200, args.repeats)))
+        rows.append(
+            (
+                "FieldIo.on_hit (MockFactory)",
+                *per_call_us(lambda: io.on_hit("lane1"), 200, args.repeats),
+            )
+        )
         states = iter(["running", "degraded"] * 100_000)
-        rows.append(("FieldIo.set_status (MockFactory)",
-                     *per_call_us(lambda: io.set_status(next(states)), 2_000, args.repeats)))
+        rows.append(
+            (
+                "FieldIo.set_status (MockFactory)",
+                *per_call_us(lambda: io.set_status(next(states)), 2_000, args.repeats),
+            )
+        )
     finally:
         io.close()
 
@@ -103,17 +112,34 @@ def main() -> int:
         s._uart.tx.clear()
         t.sleep_ms(10)
 
-    rows.append(("Pico Supervisor.tick (CPython, 1 HB/tick)",
-                 *per_call_us(pico_tick, 20_000, args.repeats)))
-    rows.append(("supervisor line encode+decode (Pi side)",
-                 *per_call_us(lambda: link.decode(link.encode("ST", "1.0.0", "running", 1, 0,
-                                                              3600)), 20_000, args.repeats)))
+    rows.append(
+        ("Pico Supervisor.tick (CPython, 1 HB/tick)", *per_call_us(pico_tick, 20_000, args.repeats))
+    )
+    rows.append(
+        (
+            "supervisor line encode+decode (Pi side)",
+            *per_call_us(
+                lambda: link.decode(link.encode("ST", "1.0.0", "running", 1, 0, 3600)),
+                20_000,
+                args.repeats,
+            ),
+        )
+    )
     items = [("CFG-RATE-MEAS", 200), ("CFG-UART1-BAUDRATE", 115200), ("CFG-SIGNAL-GPS_ENA", 1)]
-    rows.append(("UBX VALSET encode (3 items)",
-                 *per_call_us(lambda: ubx.valset(items), 20_000, args.repeats)))
+    rows.append(
+        (
+            "UBX VALSET encode (3 items)",
+            *per_call_us(lambda: ubx.valset(items), 20_000, args.repeats),
+        )
+    )
 
-    print(grid([(name, f"{med:.2f}", f"{worst:.2f}") for name, med, worst in rows],
-               header=("what", "median µs", "worst µs"), title=f"machine: {machine()}"))
+    print(
+        grid(
+            [(name, f"{med:.2f}", f"{worst:.2f}") for name, med, worst in rows],
+            header=("what", "median µs", "worst µs"),
+            title=f"machine: {machine()}",
+        )
+    )
     return 0
 
 

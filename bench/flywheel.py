@@ -40,8 +40,7 @@ from models import site as msite
 from models import site_data as sd
 from models.synth import site as synth_site
 
-LabelSource = Callable[[Sequence[sd.SiteRow], Path, int, np.random.Generator],
-                       list[sd.SiteRow]]
+LabelSource = Callable[[Sequence[sd.SiteRow], Path, int, np.random.Generator], list[sd.SiteRow]]
 """``(unlabelled pool, deployed model, how many, rng) -> newly labelled crops``."""
 
 
@@ -54,8 +53,14 @@ def score(model: Path, rows: Sequence[sd.SiteRow]) -> np.ndarray:
         return np.array([clf.score(load_image(r.path)) for r in rows])
 
 
-def labels_arrive(pool: Sequence[sd.SiteRow], deployed: Path, n: int,
-                  rng: np.random.Generator, *, uncertain_share: float = 0.5) -> list[sd.SiteRow]:
+def labels_arrive(
+    pool: Sequence[sd.SiteRow],
+    deployed: Path,
+    n: int,
+    rng: np.random.Generator,
+    *,
+    uncertain_share: float = 0.5,
+) -> list[sd.SiteRow]:
     """The unit's sampler and the reviewers, simulated: ``n`` crops of ``pool``, half drawn at
     random (so the labelled set keeps the site's mix), half the crops whose score under the
     deployed model is nearest its threshold (what it is least sure of); the label is the
@@ -65,8 +70,7 @@ def labels_arrive(pool: Sequence[sd.SiteRow], deployed: Path, n: int,
     n = min(n, len(pool))
     if n <= 0:
         return []
-    thr = float(json.loads(deployed.with_suffix(".json").read_text(encoding="utf-8"))
-                ["threshold"])
+    thr = float(json.loads(deployed.with_suffix(".json").read_text(encoding="utf-8"))["threshold"])
     s = score(deployed, pool)
     n_unc = round(n * uncertain_share)
     band = np.argsort(np.abs(s - thr), kind="stable")[:n_unc]
@@ -86,11 +90,24 @@ def write_export(rows: Sequence[sd.SiteRow], dest: Path) -> Path:
         link = dest / rel
         if not link.exists():
             link.symlink_to(r.path.resolve())
-        out.append({"path": rel, "file": rel, "label": "phone" if r.label else "no_phone",
-                    "phone": str(r.label), "unit": r.unit, "roi": r.roi, "time": r.time,
-                    "source": r.source, "reviewer": "simulated", "split": r.split,
-                    "session": r.session, "day": r.day,
-                    "pose": r.extra.get("pose", ""), "lighting": r.extra.get("lighting", "")})
+        out.append(
+            {
+                "path": rel,
+                "file": rel,
+                "label": "phone" if r.label else "no_phone",
+                "phone": str(r.label),
+                "unit": r.unit,
+                "roi": r.roi,
+                "time": r.time,
+                "source": r.source,
+                "reviewer": "simulated",
+                "split": r.split,
+                "session": r.session,
+                "day": r.day,
+                "pose": r.extra.get("pose", ""),
+                "lighting": r.extra.get("lighting", ""),
+            }
+        )
     synth_site.write_index(dest, out)
     return dest
 
@@ -112,40 +129,71 @@ class Plan:
 
 def plans(quick: bool) -> Plan:
     if quick:
-        return Plan(cycles=[40, 100], sessions=16, per_session=16, test_share=0.35,
-                    train=msite.TrainOptions(epochs=1, synthetic=200, epoch_synthetic=100,
-                                             site_repeat=2))
-    return Plan(cycles=[100, 250, 500, 1000], sessions=56, per_session=30, test_share=0.3,
-                train=msite.TrainOptions(epochs=3, synthetic=2000, epoch_synthetic=300,
-                                         site_repeat=2))
+        return Plan(
+            cycles=[40, 100],
+            sessions=16,
+            per_session=16,
+            test_share=0.35,
+            train=msite.TrainOptions(epochs=1, synthetic=200, epoch_synthetic=100, site_repeat=2),
+        )
+    return Plan(
+        cycles=[100, 250, 500, 1000],
+        sessions=56,
+        per_session=30,
+        test_share=0.3,
+        train=msite.TrainOptions(epochs=3, synthetic=2000, epoch_synthetic=300, site_repeat=2),
+    )
 
 
-def run(work: Path, plan: Plan, *, seed: int = 0, source: LabelSource = labels_arrive,
-        deployed: Path = msite.DEFAULT_DEPLOYED) -> tuple[float, float, int]:
+def run(
+    work: Path,
+    plan: Plan,
+    *,
+    seed: int = 0,
+    source: LabelSource = labels_arrive,
+    deployed: Path = msite.DEFAULT_DEPLOYED,
+) -> tuple[float, float, int]:
     t_all = time.monotonic()
-    print(f"machine: {machine()}; {plan.cycles} labels; {plan.sessions} sessions of "
-          f"{plan.per_session} crops", flush=True)
+    print(
+        f"machine: {machine()}; {plan.cycles} labels; {plan.sessions} sessions of "
+        f"{plan.per_session} crops",
+        flush=True,
+    )
     world = work / "world"
     t0 = time.monotonic()
     if not (world / "index.csv").is_file():
         shutil.rmtree(world, ignore_errors=True)
-        synth_site.render_site(world, seed=seed, sessions=plan.sessions,
-                               per_session=plan.per_session, test_share=plan.test_share)
+        synth_site.render_site(
+            world,
+            seed=seed,
+            sessions=plan.sessions,
+            per_session=plan.per_session,
+            test_share=plan.test_share,
+        )
     rows = sd.read_dataset(world)
     test = sd.split(rows, "test")
     pool = sd.split(rows, "train")
-    print(f"site rendered in {time.monotonic() - t0:.0f} s: {len(pool)} crops in the pool "
-          f"({len({r.session for r in pool})} sessions), {len(test)} held out "
-          f"({len({r.session for r in test})} sessions)", flush=True)
+    print(
+        f"site rendered in {time.monotonic() - t0:.0f} s: {len(pool)} crops in the pool "
+        f"({len({r.session for r in pool})} sessions), {len(test)} held out "
+        f"({len({r.session for r in test})} sessions)",
+        flush=True,
+    )
     t0 = time.monotonic()
     standing = msite.standing_sets(work / "cache")
-    print(f"standing sets ready in {time.monotonic() - t0:.0f} s: "
-          f"{', '.join(str(p) for p in standing)}", flush=True)
+    print(
+        f"standing sets ready in {time.monotonic() - t0:.0f} s: "
+        f"{', '.join(str(p) for p in standing)}",
+        flush=True,
+    )
     y_test = np.array([r.label for r in test])
     s0 = score(deployed, test)
     before = metrics.recall_at_fpr(y_test, s0, msite.TARGET_FPR)
-    print(f"deployed {deployed.name}: site held-out recall @ 5% FPR "
-          f"{recall_ci(y_test, s0)} (ROC-AUC {metrics.roc_auc(y_test, s0):.3f})", flush=True)
+    print(
+        f"deployed {deployed.name}: site held-out recall @ 5% FPR "
+        f"{recall_ci(y_test, s0)} (ROC-AUC {metrics.roc_auc(y_test, s0):.3f})",
+        flush=True,
+    )
     rng = np.random.default_rng(seed)
     labelled: list[sd.SiteRow] = []
     deployed_labels = 0
@@ -155,8 +203,7 @@ def run(work: Path, plan: Plan, *, seed: int = 0, source: LabelSource = labels_a
     for k, total in enumerate(plan.cycles, start=1):
         t0 = time.monotonic()
         have = {r.rel for r in labelled}
-        fresh = source([r for r in pool if r.rel not in have], current, total - len(labelled),
-                       rng)
+        fresh = source([r for r in pool if r.rel not in have], current, total - len(labelled), rng)
         labelled += fresh
         export = write_export(labelled + test, work / f"cycle{k}" / "dataset")
         t_label = time.monotonic() - t0
@@ -167,9 +214,18 @@ def run(work: Path, plan: Plan, *, seed: int = 0, source: LabelSource = labels_a
             cand = msite.train_candidate(export, current, cand_dir, plan.train)
         except (RuntimeError, sd.DatasetError) as e:  # e.g. the parity gate
             print(f"cycle {k}: no candidate: {e}", flush=True)
-            table.append((str(k), str(len(labelled)), "-", "no candidate", recall_ci(
-                y_test, score(current, test)), f"{t_label:.0f}",
-                f"{time.monotonic() - t0:.0f}", "-"))
+            table.append(
+                (
+                    str(k),
+                    str(len(labelled)),
+                    "-",
+                    "no candidate",
+                    recall_ci(y_test, score(current, test)),
+                    f"{t_label:.0f}",
+                    f"{time.monotonic() - t0:.0f}",
+                    "-",
+                )
+            )
             continue
         t_train = time.monotonic() - t0
         t0 = time.monotonic()
@@ -182,29 +238,73 @@ def run(work: Path, plan: Plan, *, seed: int = 0, source: LabelSource = labels_a
         s = score(current, test)
         after = metrics.recall_at_fpr(y_test, s, msite.TARGET_FPR)
         c = res.site["candidate"]
-        table.append((str(k), str(len(labelled)),
-                      f"{c['recall']:.2f} [{c['wilson95'][0]:.2f}-{c['wilson95'][1]:.2f}]",
-                      "promote" if res.promote else "refuse", recall_ci(y_test, s),
-                      f"{t_label:.0f}", f"{t_train:.0f}", f"{t_gate:.0f}"))
-        print(grid(table, header=("cycle", "labels", "candidate recall", "gate",
-                                  "deployed recall @5% FPR", "label s", "train s", "gate s"),
-                   title=f"after cycle {k}"), flush=True)
-    print(grid(table, header=("cycle", "labels", "candidate recall", "gate",
-                              "deployed recall @5% FPR", "label s", "train s", "gate s"),
-               title=f"site flywheel ({(time.monotonic() - t_all) / 60:.1f} min in all; "
-                     "recall on the held-out site sessions, Wilson 95%)"))
-    print(f"site recall at 5% FPR: before {before:.2f}, after {after:.2f} "
-          f"({deployed_labels} labels)")
+        table.append(
+            (
+                str(k),
+                str(len(labelled)),
+                f"{c['recall']:.2f} [{c['wilson95'][0]:.2f}-{c['wilson95'][1]:.2f}]",
+                "promote" if res.promote else "refuse",
+                recall_ci(y_test, s),
+                f"{t_label:.0f}",
+                f"{t_train:.0f}",
+                f"{t_gate:.0f}",
+            )
+        )
+        print(
+            grid(
+                table,
+                header=(
+                    "cycle",
+                    "labels",
+                    "candidate recall",
+                    "gate",
+                    "deployed recall @5% FPR",
+                    "label s",
+                    "train s",
+                    "gate s",
+                ),
+                title=f"after cycle {k}",
+            ),
+            flush=True,
+        )
+    print(
+        grid(
+            table,
+            header=(
+                "cycle",
+                "labels",
+                "candidate recall",
+                "gate",
+                "deployed recall @5% FPR",
+                "label s",
+                "train s",
+                "gate s",
+            ),
+            title=f"site flywheel ({(time.monotonic() - t_all) / 60:.1f} min in all; "
+            "recall on the held-out site sessions, Wilson 95%)",
+        )
+    )
+    print(
+        f"site recall at 5% FPR: before {before:.2f}, after {after:.2f} ({deployed_labels} labels)"
+    )
     return before, after, deployed_labels
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--work", type=Path, default=REPO / "var" / "flywheel",
-                    help="working folder (the rendered site is kept and reused)")
-    ap.add_argument("--quick", action="store_true",
-                    help="a small site, two short cycles: checks the loop in minutes")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--work",
+        type=Path,
+        default=REPO / "var" / "flywheel",
+        help="working folder (the rendered site is kept and reused)",
+    )
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="a small site, two short cycles: checks the loop in minutes",
+    )
     ap.add_argument("--cycles", help="labels after each cycle, e.g. 100,250,500,1000")
     ap.add_argument("--epochs", type=int, help="training epochs per cycle")
     ap.add_argument("--seed", type=int, default=0)

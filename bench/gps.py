@@ -89,8 +89,9 @@ def bench_serial_pty(payload: bytes, n: int) -> int:
     the writer thread's CPU is counted too, so this slightly overstates our cost."""
     master, slave = os.openpty()
     tty.setraw(slave)
-    src = SerialGpsSource(GpsConfig(source=os.ttyname(slave), baud=115200,
-                                    rollover_floor=dt.date(1990, 1, 1)))
+    src = SerialGpsSource(
+        GpsConfig(source=os.ttyname(slave), baud=115200, rollover_floor=dt.date(1990, 1, 1))
+    )
     src.start()
     while not src.stats["connected"]:
         time.sleep(0.001)
@@ -127,8 +128,9 @@ def bench_socket(payload: bytes, n: int) -> int:
 
     t = threading.Thread(target=serve, daemon=True)
     t.start()
-    src = SerialGpsSource(GpsConfig(source=f"socket://127.0.0.1:{port}",
-                                    rollover_floor=dt.date(1990, 1, 1)))
+    src = SerialGpsSource(
+        GpsConfig(source=f"socket://127.0.0.1:{port}", rollover_floor=dt.date(1990, 1, 1))
+    )
     src.start()
     deadline = time.monotonic() + 60
     while src.stats["lines"] < n and time.monotonic() < deadline:
@@ -139,8 +141,9 @@ def bench_socket(payload: bytes, n: int) -> int:
 
 
 def bench_replay(path: Path, n: int) -> int:
-    src = ReplayGpsSource(GpsConfig(source=f"replay:{path}", replay_speed=0,
-                                    rollover_floor=dt.date(1990, 1, 1)))
+    src = ReplayGpsSource(
+        GpsConfig(source=f"replay:{path}", replay_speed=0, rollover_floor=dt.date(1990, 1, 1))
+    )
     src.start()
     src.finished.wait(60)
     src.close()
@@ -160,18 +163,27 @@ def main() -> int:
         rows = [
             ("parse (core)", *cpu_per_1000(lambda: bench_parse(lines), args.runs)),
             ("assemble (core)", *cpu_per_1000(lambda: bench_assemble(lines), args.runs)),
-            ("serial source (pty)", *cpu_per_1000(
-                lambda: bench_serial_pty(payload, len(clean)), args.runs)),
-            ("socket:// source", *cpu_per_1000(
-                lambda: bench_socket(payload, len(clean)), args.runs)),
-            ("replay --fast source", *cpu_per_1000(lambda: bench_replay(log, len(clean)),
-                                                   args.runs)),
+            (
+                "serial source (pty)",
+                *cpu_per_1000(lambda: bench_serial_pty(payload, len(clean)), args.runs),
+            ),
+            (
+                "socket:// source",
+                *cpu_per_1000(lambda: bench_socket(payload, len(clean)), args.runs),
+            ),
+            (
+                "replay --fast source",
+                *cpu_per_1000(lambda: bench_replay(log, len(clean)), args.runs),
+            ),
         ]
     print(f"GPS: CPU per 1,000 NMEA sentences ({what}; median of {args.runs} runs)")
-    print(grid([(name, f"{ms:.2f}", f"{rate:.0f}", f"{ms * 0.015:.3f}%")
-                for name, ms, rate in rows],
-               header=("path", "CPU ms / 1k", "sentences/s", "CPU % at 150/s"),
-               title=f"machine: {machine()}"))
+    print(
+        grid(
+            [(name, f"{ms:.2f}", f"{rate:.0f}", f"{ms * 0.015:.3f}%") for name, ms, rate in rows],
+            header=("path", "CPU ms / 1k", "sentences/s", "CPU % at 150/s"),
+            title=f"machine: {machine()}",
+        )
+    )
     print("sentences/s is wall clock including each source's start-up: a floor, not a limit.")
     return 0
 

@@ -71,11 +71,26 @@ def make_1080p_clip(work: Path, seconds: float) -> tuple[Path, list[Roi]]:
 
     demo = work / "demo"
     if not (demo / "junction.mp4").is_file():
-        subprocess.run([sys.executable, "-m", "models.synth.demo_clip", "--out", str(demo),
-                        "--seconds", str(max(seconds, 10)), "--fps", "30"], check=True, cwd=REPO)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "models.synth.demo_clip",
+                "--out",
+                str(demo),
+                "--seconds",
+                str(max(seconds, 10)),
+                "--fps",
+                "30",
+            ],
+            check=True,
+            cwd=REPO,
+        )
     truth = load_truth(demo / "junction.truth.json")
-    rois = [Roi.rect(rid, x0, y0, x1, y1, margin=0.1)
-            for rid, (x0, y0, x1, y1) in sorted(truth["rois"].items())]
+    rois = [
+        Roi.rect(rid, x0, y0, x1, y1, margin=0.1)
+        for rid, (x0, y0, x1, y1) in sorted(truth["rois"].items())
+    ]
     out = work / "junction_1080p30.mp4"
     if not out.is_file():
         cap = cv2.VideoCapture(str(demo / "junction.mp4"))
@@ -92,15 +107,27 @@ def make_1080p_clip(work: Path, seconds: float) -> tuple[Path, list[Roi]]:
 
 
 def build(source, clf, rois, work: Path, *, lossless: bool) -> Pipeline:  # type: ignore[no-untyped-def]
-    return Pipeline(source=source, classifier=clf, rois=rois,
-                    decider=DeciderParams(window=8, min_frames=5, score_on=clf.threshold,
-                                          score_off=clf.threshold * 0.6, cooldown_s=10),
-                    evidence=EvidenceStore(work / "evidence", quota_bytes=200_000_000),
-                    sink=MemorySink(), unit_id="bench", lossless=lossless)
+    return Pipeline(
+        source=source,
+        classifier=clf,
+        rois=rois,
+        decider=DeciderParams(
+            window=8,
+            min_frames=5,
+            score_on=clf.threshold,
+            score_off=clf.threshold * 0.6,
+            cooldown_s=10,
+        ),
+        evidence=EvidenceStore(work / "evidence", quota_bytes=200_000_000),
+        sink=MemorySink(),
+        unit_id="bench",
+        lossless=lossless,
+    )
 
 
-def memory_run(clip: Path, rois: list[Roi], clf: LiteRTClassifier, work: Path,
-               seconds: float) -> int:
+def memory_run(
+    clip: Path, rois: list[Roi], clf: LiteRTClassifier, work: Path, seconds: float
+) -> int:
     import json
 
     p = build(ReplaySource(clip, speed=1.0, loop=True), clf, rois, work, lossless=False)
@@ -165,8 +192,9 @@ def main() -> int:
     # 2. The pipeline, unpaced, on the same frames (median of 3 runs).
     pipe_fps, overhead = [], []
     for _ in range(3):
-        p = build(MemorySource(images, repeat=2), clf, rois, Path(tempfile.mkdtemp()),
-                  lossless=True)
+        p = build(
+            MemorySource(images, repeat=2), clf, rois, Path(tempfile.mkdtemp()), lossless=True
+        )
         p.start()
         p.wait()
         s = p.snapshot()
@@ -186,10 +214,25 @@ def main() -> int:
     import json
     import subprocess
 
-    mem = json.loads(subprocess.run(
-        [sys.executable, __file__, "--model", str(args.model), "--threads", str(args.threads),
-         "--memory-only", str(args.memory_s)], check=True, capture_output=True, text=True,
-    ).stdout.strip().splitlines()[-1])
+    mem = json.loads(
+        subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--model",
+                str(args.model),
+                "--threads",
+                str(args.threads),
+                "--memory-only",
+                str(args.memory_s),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     samples = mem["samples"]
     mem_dropped = mem["dropped"]
     half = [m for t, m in samples if t >= args.memory_s / 2] or [samples[-1][1]]
@@ -198,17 +241,24 @@ def main() -> int:
 
     rows = [
         ("machine", machine()),
-        ("model", f"{clf.name} {clf.version} ({clf.spec.input.width}x{clf.spec.input.height}, "
-                  f"{args.model.stat().st_size / 1e6:.2f} MB, {args.threads} threads)"),
+        (
+            "model",
+            f"{clf.name} {clf.version} ({clf.spec.input.width}x{clf.spec.input.height}, "
+            f"{args.model.stat().st_size / 1e6:.2f} MB, {args.threads} threads)",
+        ),
         ("ROIs per frame", f"{len(rois)} (1920x1080 frames)"),
         ("raw interpreter fps (2 invokes/frame)", f"{raw:.1f}"),
         ("pipeline fps, unpaced, same frames", f"{pipe:.1f}"),
         ("pipeline / raw (target >= 0.95)", f"{pipe / raw:.3f}"),
         ("overhead ms/frame excl. invoke, median (<= 2)", f"{statistics.median(overhead):.2f}"),
-        ("invoke ms p50 / p99 (pipeline)",
-         f"{rt['invoke_ms_p50']:.2f} / {rt['invoke_ms_p99']:.2f}"),
-        (f"real time {args.realtime_s:.0f} s @30 fps: frames in/out",
-         f"{rt['frames_captured']} / {rt['frames_processed']}"),
+        (
+            "invoke ms p50 / p99 (pipeline)",
+            f"{rt['invoke_ms_p50']:.2f} / {rt['invoke_ms_p99']:.2f}",
+        ),
+        (
+            f"real time {args.realtime_s:.0f} s @30 fps: frames in/out",
+            f"{rt['frames_captured']} / {rt['frames_processed']}",
+        ),
         ("real time: dropped frames (target 0)", str(rt["dropped_frames"])),
         (f"RSS after {args.memory_s:.0f} s, MB (<= 250)", f"{samples[-1][1]:.0f}"),
         ("RSS growth, 2nd half vs 1st half, MB", f"{growth:+.1f}"),

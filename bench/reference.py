@@ -21,8 +21,9 @@ from _common import REPO, machine
 
 from edge.app.stats import table
 
-DEFAULT = (REPO.parent / "shared" / "data" / "models"
-           / "coco_ssd_mobilenet_v1_1.0_quant_2018_06_29.tflite")
+DEFAULT = (
+    REPO.parent / "shared" / "data" / "models" / "coco_ssd_mobilenet_v1_1.0_quant_2018_06_29.tflite"
+)
 
 
 def time_invoke(model: Path, threads: int, runs: int) -> tuple[float, float]:
@@ -35,8 +36,11 @@ def time_invoke(model: Path, threads: int, runs: int) -> tuple[float, float]:
     inp = it.get_input_details()[0]
     rng = np.random.default_rng(0)
     dtype = np.dtype(inp["dtype"])
-    x = (rng.integers(0, 256, inp["shape"]).astype(dtype) if dtype.kind in "iu"
-         else rng.random(inp["shape"], dtype=np.float32))
+    x = (
+        rng.integers(0, 256, inp["shape"]).astype(dtype)
+        if dtype.kind in "iu"
+        else rng.random(inp["shape"], dtype=np.float32)
+    )
     it.set_tensor(inp["index"], x)
     for _ in range(10):
         it.invoke()
@@ -55,8 +59,11 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=200)
     args = ap.parse_args()
     if not args.model.is_file():
-        print(f"reference model not found, skipped: {args.model} (pass --model; the shared "
-              "data folder holds the default)", file=sys.stderr)
+        print(
+            f"reference model not found, skipped: {args.model} (pass --model; the shared "
+            "data folder holds the default)",
+            file=sys.stderr,
+        )
         return 0
     rows = [("machine", machine()), ("model", args.model.name)]
     for threads in (1, 2):

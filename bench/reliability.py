@@ -43,16 +43,22 @@ from edge.common.signing import key_id, load_public_key, raw_public_bytes, write
 from edge.core.ports import Detection, EvidenceRecord  # noqa: E402
 
 UNIT = "unit-rel"
-FAST = {"receipt_timeout_s": 0.5, "receipt_timeout_max_s": 2.0, "reconnect_min_s": 0.2,
-        "reconnect_max_s": 1.0, "outbox_fsync": True}
+FAST = {
+    "receipt_timeout_s": 0.5,
+    "receipt_timeout_max_s": 2.0,
+    "reconnect_min_s": 0.2,
+    "reconnect_max_s": 1.0,
+    "outbox_fsync": True,
+}
 
 
 def detection(i: int) -> Detection:
     jpeg = b"\xff\xd8\xff\xe0" + hashlib.sha256(b"%d" % i).digest() * 300 + b"\xff\xd9"
     sha = hashlib.sha256(jpeg).hexdigest()
     ev = EvidenceRecord(f"x-{i}", "-", sha, len(jpeg), "-", sha, len(jpeg), frame_jpeg=jpeg)
-    return Detection(f"x-{i}", "lane1", 0.9, 5, 8, i, time.time(), time.monotonic(), "m", "1",
-                     "0" * 64, 0.7, ev)
+    return Detection(
+        f"x-{i}", "lane1", 0.9, 5, 8, i, time.time(), time.monotonic(), "m", "1", "0" * 64, 0.7, ev
+    )
 
 
 class Site:
@@ -67,16 +73,22 @@ class Site:
         self.data = work / "unit"
         _, pub_path, _ = write_key_pair(UNIT, self.data / "keys")
         pub = load_public_key(pub_path)
-        db.upsert_unit(self.engine, UNIT, base64.b64encode(raw_public_bytes(pub)).decode(),
-                       key_id(pub))
+        db.upsert_unit(
+            self.engine, UNIT, base64.b64encode(raw_public_bytes(pub)).decode(), key_id(pub)
+        )
         self.receivers: list[Receiver] = []
 
     def sink_cfg(self) -> MqttSinkConfig:
         return MqttSinkConfig(**self.broker.sink_settings(UNIT), **FAST)
 
     def mqtt_cfg(self, client_id: str = "cr-rel") -> MqttConfig:
-        return MqttConfig(host=self.broker.host, port=self.broker.port, client_id=client_id,
-                          share_group="controlroom", batch_max=5)
+        return MqttConfig(
+            host=self.broker.host,
+            port=self.broker.port,
+            client_id=client_id,
+            share_group="controlroom",
+            batch_max=5,
+        )
 
     def uplink(self) -> MqttUplink:
         return build_uplink(self.sink_cfg(), unit_id=UNIT, data_dir=self.data)
@@ -162,8 +174,12 @@ CHILD = textwrap.dedent("""
 def receiver_kill_9(site: Site) -> tuple[int, str]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     cfg = site.mqtt_cfg("cr-killed").model_dump(mode="json", exclude_none=True)
-    child = subprocess.Popen([sys.executable, "-c", CHILD, site.url, json.dumps(cfg)],
-                             stdout=subprocess.PIPE, env=env, cwd=REPO)
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, site.url, json.dumps(cfg)],
+        stdout=subprocess.PIPE,
+        env=env,
+        cwd=REPO,
+    )
     assert child.stdout is not None
     child.stdout.readline()
     up = site.uplink()
@@ -201,9 +217,12 @@ def unit_kill_9(site: Site) -> tuple[int, str]:
     site.receiver()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     cfg = site.sink_cfg().model_dump(mode="json", exclude_none=True)
-    child = subprocess.Popen([sys.executable, "-c", UNIT_CHILD, json.dumps(cfg),
-                              str(site.data), str(REPO)], stdout=subprocess.PIPE, env=env,
-                             cwd=REPO)
+    child = subprocess.Popen(
+        [sys.executable, "-c", UNIT_CHILD, json.dumps(cfg), str(site.data), str(REPO)],
+        stdout=subprocess.PIPE,
+        env=env,
+        cwd=REPO,
+    )
     assert child.stdout is not None
     committed = 0
     while committed < 30:
@@ -228,8 +247,9 @@ SCENARIOS: dict[str, tuple[Callable[[Site], tuple[int, str]], dict[str, Any]]] =
 
 
 def main() -> int:
-    argparse.ArgumentParser(description=__doc__,
-                            formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
+    argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    ).parse_args()
     rows: list[tuple[str, str]] = []
     bad = 0
     for name, (run, kw) in SCENARIOS.items():
@@ -243,8 +263,13 @@ def main() -> int:
                 site.close()
         lost = recorded - stored
         bad += lost != 0
-        rows.append((name, f"recorded {recorded:3d}, stored {stored:3d}, duplicated {dups:3d}, "
-                           f"lost {lost} ({time.monotonic() - t0:.1f} s): {what}"))
+        rows.append(
+            (
+                name,
+                f"recorded {recorded:3d}, stored {stored:3d}, duplicated {dups:3d}, "
+                f"lost {lost} ({time.monotonic() - t0:.1f} s): {what}",
+            )
+        )
     print(table(rows, title="reliability: faults injected (real Mosquitto, real receiver)"))
     return 1 if bad else 0
 

@@ -57,8 +57,11 @@ class Arrivals:
     def __init__(self, broker: LocalBroker) -> None:
         self.t: dict[int, float] = {}
         self.cond = threading.Condition()
-        self.c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2,
-                             client_id="bench-cr", protocol=mqtt.MQTTv5)
+        self.c = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id="bench-cr",
+            protocol=mqtt.MQTTv5,
+        )
         if broker.tls:
             f = broker.client_certs(CONTROLROOM)
             self.c.tls_set(str(f["ca_file"]), str(f["cert_file"]), str(f["key_file"]))
@@ -78,8 +81,12 @@ class Arrivals:
         else:
             seq, alerts, evidence = int(parts[-1].rsplit("-", 1)[1]), False, True
         unit = parts[-2] if alerts else parts[-3]
-        receipt = m.build_receipt(unit, alerts=[seq] if alerts else [],
-                                  evidence=[seq] if evidence else [], t_wall_s=time.time())
+        receipt = m.build_receipt(
+            unit,
+            alerts=[seq] if alerts else [],
+            evidence=[seq] if evidence else [],
+            t_wall_s=time.time(),
+        )
         root = "/".join(parts[:-2] if alerts else parts[:-3])
         client.publish(f"{root}/{unit}/ack", m.encode(receipt), qos=1)
         if alerts:
@@ -105,17 +112,36 @@ def make_detections(folder: Path, n: int, evidence_kb: int) -> list[Detection]:
         p = folder / f"ev{i}.jpg"
         p.write_bytes(jpeg)
         h = hashlib.sha256(jpeg).hexdigest()
-        ev = EvidenceRecord(str(i), str(p), h, len(jpeg), str(p), h, len(jpeg),
-                            frame_jpeg=jpeg)
-        out.append(Detection(str(i), "lane1", 0.9, 5, 8, i, time.time(), time.monotonic(),
-                             "bench-model", "1", "0" * 64, 0.7, ev))
+        ev = EvidenceRecord(str(i), str(p), h, len(jpeg), str(p), h, len(jpeg), frame_jpeg=jpeg)
+        out.append(
+            Detection(
+                str(i),
+                "lane1",
+                0.9,
+                5,
+                8,
+                i,
+                time.time(),
+                time.monotonic(),
+                "bench-model",
+                "1",
+                "0" * 64,
+                0.7,
+                ev,
+            )
+        )
     return out
 
 
 def uplink_for(broker: LocalBroker, data: Path, **over: Any) -> MqttUplink:
-    cfg = MqttSinkConfig(**broker.sink_settings(UNIT), signing_key_autogenerate=True,
-                         heartbeat_interval_s=3600, reconnect_min_s=0.1, reconnect_max_s=0.5,
-                         **over)
+    cfg = MqttSinkConfig(
+        **broker.sink_settings(UNIT),
+        signing_key_autogenerate=True,
+        heartbeat_interval_s=3600,
+        reconnect_min_s=0.1,
+        reconnect_max_s=0.5,
+        **over,
+    )
     return build_uplink(cfg, unit_id=UNIT, data_dir=data, on_command=None)
 
 
@@ -229,10 +255,18 @@ def bench_open(quota_mb: int, evidence_kb: int, tmp: Path) -> tuple[int, float |
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--alerts", type=int, default=300)
-    ap.add_argument("--evidence-kb", type=int, default=150,
-                    help="evidence JPEG size (a 1080p frame at quality 92 is ~150-400 kB)")
-    ap.add_argument("--open-mb", type=int, default=512,
-                    help="fill an outbox to this quota and time opening it (0: skip)")
+    ap.add_argument(
+        "--evidence-kb",
+        type=int,
+        default=150,
+        help="evidence JPEG size (a 1080p frame at quality 92 is ~150-400 kB)",
+    )
+    ap.add_argument(
+        "--open-mb",
+        type=int,
+        default=512,
+        help="fill an outbox to this quota and time opening it (0: skip)",
+    )
     args = ap.parse_args()
     n, kb = args.alerts, args.evidence_kb
     rows: list[tuple[str, ...]] = []
@@ -241,26 +275,57 @@ def main() -> int:
         for tls in (False, True):
             lat = bench_latency(tls, n, kb, tmp)
             name = "TLS + client cert" if tls else "plain"
-            rows.append((f"hit -> alert at subscriber, {name}",
-                         f"p50 {percentile(lat, 50):.1f} ms, p99 {percentile(lat, 99):.1f} ms",
-                         "p99 <= 50 ms"))
-        rows.append(("outbox.add, fsync on", f"{bench_outbox(n, kb, tmp, True):.0f} alerts/s",
-                     ">= 200 alerts/s"))
-        rows.append(("outbox.add, fsync off", f"{bench_outbox(n, kb, tmp, False):.0f} alerts/s",
-                     "(reference)"))
+            rows.append(
+                (
+                    f"hit -> alert at subscriber, {name}",
+                    f"p50 {percentile(lat, 50):.1f} ms, p99 {percentile(lat, 99):.1f} ms",
+                    "p99 <= 50 ms",
+                )
+            )
+        rows.append(
+            (
+                "outbox.add, fsync on",
+                f"{bench_outbox(n, kb, tmp, True):.0f} alerts/s",
+                ">= 200 alerts/s",
+            )
+        )
+        rows.append(
+            (
+                "outbox.add, fsync off",
+                f"{bench_outbox(n, kb, tmp, False):.0f} alerts/s",
+                "(reference)",
+            )
+        )
         rate, med = bench_send_path(n, kb, tmp)
-        rows.append(("send() whole path, fsync on", f"{rate:.0f} alerts/s (median {med:.1f} ms)",
-                     ">= 200 alerts/s"))
+        rows.append(
+            (
+                "send() whole path, fsync on",
+                f"{rate:.0f} alerts/s (median {med:.1f} ms)",
+                ">= 200 alerts/s",
+            )
+        )
         drain, conn_ms = bench_drain(n, kb, tmp)
-        rows.append((f"drain {n} after outage", f"{drain:.0f} alerts/s (+evidence); "
-                     f"reconnect {conn_ms:.0f} ms", "(report)"))
+        rows.append(
+            (
+                f"drain {n} after outage",
+                f"{drain:.0f} alerts/s (+evidence); reconnect {conn_ms:.0f} ms",
+                "(report)",
+            )
+        )
         if args.open_mb > 0:
             full, cold, warm = bench_open(args.open_mb, kb, tmp)
-            rows.append((f"open a full {args.open_mb} MiB outbox ({full} alerts)",
-                         (f"cold {cold:.0f} ms, " if cold is not None else
-                          "cold n/a (needs root), ") + f"warm {warm:.0f} ms", "(report)"))
-    print(f"\nphonewatch uplink bench: {n} alerts, evidence {kb} kB, {machine()}, "
-          f"tmp on {tempfile.gettempdir()}\n")
+            rows.append(
+                (
+                    f"open a full {args.open_mb} MiB outbox ({full} alerts)",
+                    (f"cold {cold:.0f} ms, " if cold is not None else "cold n/a (needs root), ")
+                    + f"warm {warm:.0f} ms",
+                    "(report)",
+                )
+            )
+    print(
+        f"\nphonewatch uplink bench: {n} alerts, evidence {kb} kB, {machine()}, "
+        f"tmp on {tempfile.gettempdir()}\n"
+    )
     print(grid(rows, header=("measure", "result", "target"), align="lll"))
     return 0
 

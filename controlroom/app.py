@@ -34,8 +34,15 @@ def _free_port(host: str) -> int:
 
 
 class ControlRoom:
-    def __init__(self, cfg: Config, *, receiver: bool = True, web: bool = True,
-                 retention: bool = True, engine: Engine | None = None) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        receiver: bool = True,
+        web: bool = True,
+        retention: bool = True,
+        engine: Engine | None = None,
+    ) -> None:
         self.cfg = cfg
         self.engine = engine or db.make_engine(cfg.database.url)
         self.version = db.migrate(self.engine)
@@ -66,24 +73,34 @@ class ControlRoom:
         if self.publisher is not None:
             self.publisher.start()
         if self._web:
-            app = create_app(self.cfg, self.engine,
-                             stats=self.stats if self.receiver is not None else None,
-                             commander=self.commander)
+            app = create_app(
+                self.cfg,
+                self.engine,
+                stats=self.stats if self.receiver is not None else None,
+                commander=self.commander,
+            )
             # log_config=None: leave the host process's logging alone (uvicorn's dictConfig would
             # close handlers other code installed, e.g. absl's on sys.stderr).
-            config = uvicorn.Config(app, host=self.cfg.web.host, port=self.port, log_config=None,
-                                    log_level="warning", lifespan="off", access_log=False,
-                                    timeout_graceful_shutdown=1)
+            config = uvicorn.Config(
+                app,
+                host=self.cfg.web.host,
+                port=self.port,
+                log_config=None,
+                log_level="warning",
+                lifespan="off",
+                access_log=False,
+                timeout_graceful_shutdown=1,
+            )
             self._server = uvicorn.Server(config)
-            self._thread = threading.Thread(target=self._server.run, name="controlroom-web",
-                                            daemon=True)
+            self._thread = threading.Thread(
+                target=self._server.run, name="controlroom-web", daemon=True
+            )
             self._thread.start()
             deadline = time.monotonic() + timeout_s
             while not self._server.started:
                 if not self._thread.is_alive() or time.monotonic() > deadline:
                     self.close()
-                    raise ControlRoomError(f"dashboard did not start on {self.url} (port in "
-                                           "use?)")
+                    raise ControlRoomError(f"dashboard did not start on {self.url} (port in use?)")
                 time.sleep(0.02)
             log.info("dashboard at %s", self.url)
         return self

@@ -23,8 +23,14 @@ from edge.core import messages as m
 from edge.core.errors import MessageError, SignatureError
 
 MAX_MEMBER_BYTES = 64 * 1024 * 1024
-FILES = ("alert.json", "signature.txt", "evidence.jpg", "unit_public_key.pem", "review.json",
-         "VERIFY.txt")
+FILES = (
+    "alert.json",
+    "signature.txt",
+    "evidence.jpg",
+    "unit_public_key.pem",
+    "review.json",
+    "VERIFY.txt",
+)
 
 VERIFY_TEXT = """\
 phonewatch evidence bundle — alert {alert_id}
@@ -61,15 +67,27 @@ What it does not prove
 """
 
 
-def make_bundle(*, alert_payload: bytes, jpeg: bytes, public_key_pem: bytes,
-                review: dict[str, Any], zipname: str = "bundle.zip") -> bytes:
+def make_bundle(
+    *,
+    alert_payload: bytes,
+    jpeg: bytes,
+    public_key_pem: bytes,
+    review: dict[str, Any],
+    zipname: str = "bundle.zip",
+) -> bytes:
     alert = json.loads(alert_payload)
     key = crypto.parse_public_key(public_key_pem)
     text = VERIFY_TEXT.format(
-        alert_id=alert["alert_id"], unit=alert["unit"], time=alert["time"],
-        time_source=alert["time_source"], reviewer=review.get("reviewed_by"),
-        reviewed=m.utc_iso(float(review.get("reviewed_at") or 0.0)), zipname=zipname,
-        key_id=crypto.key_id(key), fingerprint=crypto.fingerprint(key))
+        alert_id=alert["alert_id"],
+        unit=alert["unit"],
+        time=alert["time"],
+        time_source=alert["time_source"],
+        reviewer=review.get("reviewed_by"),
+        reviewed=m.utc_iso(float(review.get("reviewed_at") or 0.0)),
+        zipname=zipname,
+        key_id=crypto.key_id(key),
+        fingerprint=crypto.fingerprint(key),
+    )
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as z:
         z.writestr("alert.json", alert_payload)
@@ -96,13 +114,18 @@ class Verification:
         return ok
 
     def report(self) -> str:
-        lines = [f"{'PASS' if ok else 'FAIL'}  {name}: {detail}" for name, ok, detail in
-                 self.checks]
+        lines = [
+            f"{'PASS' if ok else 'FAIL'}  {name}: {detail}" for name, ok, detail in self.checks
+        ]
         if self.ok:
             a = self.alert
             fix = a.get("fix") or {}
-            pos = (f"{fix.get('lat')}, {fix.get('lon')} (fix {fix.get('mode')}, age "
-                   f"{fix.get('age_s')} s)" if fix.get("lat") is not None else "no GPS fix")
+            pos = (
+                f"{fix.get('lat')}, {fix.get('lon')} (fix {fix.get('mode')}, age "
+                f"{fix.get('age_s')} s)"
+                if fix.get("lat") is not None
+                else "no GPS fix"
+            )
             lines += [
                 "",
                 f"VERIFIED: alert {a['alert_id']} from unit {a['unit']} at {a['time']} "
@@ -159,19 +182,35 @@ def verify_bundle(path: Path) -> Verification:
     v.fingerprint = crypto.fingerprint(key)
     kid = crypto.key_id(key)
     v.add("public key", True, f"unit_public_key.pem is an Ed25519 key, key id {kid}")
-    v.add("key id", alert["signature"]["key_id"] == kid,
-          f"the alert names key id {alert['signature']['key_id']}; the enclosed key is {kid}")
+    v.add(
+        "key id",
+        alert["signature"]["key_id"] == kid,
+        f"the alert names key id {alert['signature']['key_id']}; the enclosed key is {kid}",
+    )
     problem = crypto.signature_problem(alert, key)
-    v.add("signature", problem is None,
-          problem or "Ed25519 signature over the alert (all fields but 'signature') is valid")
-    v.add("signature.txt", sig_text == alert["signature"]["value"],
-          "matches the signature inside alert.json" if sig_text == alert["signature"]["value"]
-          else "differs from the signature inside alert.json")
+    v.add(
+        "signature",
+        problem is None,
+        problem or "Ed25519 signature over the alert (all fields but 'signature') is valid",
+    )
+    v.add(
+        "signature.txt",
+        sig_text == alert["signature"]["value"],
+        "matches the signature inside alert.json"
+        if sig_text == alert["signature"]["value"]
+        else "differs from the signature inside alert.json",
+    )
     ev_problem = crypto.evidence_problem(alert, jpeg)
-    v.add("evidence", ev_problem is None,
-          ev_problem or f"evidence.jpg is {len(jpeg)} bytes with SHA-256 "
-          f"{hashlib.sha256(jpeg).hexdigest()}, exactly as the signed alert records")
-    v.add("evidence is JPEG", crypto.is_jpeg(jpeg),
-          "evidence.jpg is a JPEG image" if crypto.is_jpeg(jpeg) else "evidence.jpg is not JPEG")
+    v.add(
+        "evidence",
+        ev_problem is None,
+        ev_problem
+        or f"evidence.jpg is {len(jpeg)} bytes with SHA-256 "
+        f"{hashlib.sha256(jpeg).hexdigest()}, exactly as the signed alert records",
+    )
+    v.add(
+        "evidence is JPEG",
+        crypto.is_jpeg(jpeg),
+        "evidence.jpg is a JPEG image" if crypto.is_jpeg(jpeg) else "evidence.jpg is not JPEG",
+    )
     return v
-

@@ -45,7 +45,8 @@ def _check_database_folder(url: str) -> None:
         raise ControlRoomError(
             f"database.url {url}: the folder {folder} does not exist; create it (writable by "
             "the control room's user; the systemd unit's StateDirectory= makes "
-            "/var/lib/phonewatch-controlroom) or point database.url elsewhere")
+            "/var/lib/phonewatch-controlroom) or point database.url elsewhere"
+        )
 
 
 def _engine(args: argparse.Namespace) -> Engine:
@@ -60,17 +61,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from controlroom.app import ControlRoom
 
     if args.no_receiver and (args.command_name == "receive" or args.no_web):
-        what = ("'controlroom receive' is a receiver only (no dashboard)"
-                if args.command_name == "receive" else "--no-web with --no-receiver")
-        raise ControlRoomError(f"nothing to run: {what}, and --no-receiver turns the receiver "
-                               "off; for a dashboard only use 'controlroom serve --no-receiver'")
+        what = (
+            "'controlroom receive' is a receiver only (no dashboard)"
+            if args.command_name == "receive"
+            else "--no-web with --no-receiver"
+        )
+        raise ControlRoomError(
+            f"nothing to run: {what}, and --no-receiver turns the receiver "
+            "off; for a dashboard only use 'controlroom serve --no-receiver'"
+        )
     cfg = _config(args)
     if args.client_id:
-        cfg = cfg.model_copy(update={"mqtt": cfg.mqtt.model_copy(
-            update={"client_id": args.client_id})})
+        cfg = cfg.model_copy(
+            update={"mqtt": cfg.mqtt.model_copy(update={"client_id": args.client_id})}
+        )
     web = args.command_name == "serve" and not args.no_web
-    room = ControlRoom(cfg, receiver=not args.no_receiver, web=web,
-                       retention=args.command_name == "serve")
+    room = ControlRoom(
+        cfg, receiver=not args.no_receiver, web=web, retention=args.command_name == "serve"
+    )
 
     def _stop(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
@@ -81,22 +89,33 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if web:
             print(f"phonewatch control room: dashboard at {room.url}", flush=True)
         if room.receiver is None:
-            print("no receiver (--no-receiver): this process stores no alerts; run "
-                  "'controlroom receive' (or serve) elsewhere for that", flush=True)
+            print(
+                "no receiver (--no-receiver): this process stores no alerts; run "
+                "'controlroom receive' (or serve) elsewhere for that",
+                flush=True,
+            )
         if room.receiver is not None:
             if not room.receiver.wait_ready(30):
-                print(f"warning: broker {cfg.mqtt.host}:{cfg.mqtt.port} not reachable yet; "
-                      "still trying", file=sys.stderr, flush=True)
-            print(f"receiving from {cfg.mqtt.host}:{cfg.mqtt.port} as {cfg.mqtt.client_id} "
-                  f"(shared group {cfg.mqtt.share_group})", flush=True)
+                print(
+                    f"warning: broker {cfg.mqtt.host}:{cfg.mqtt.port} not reachable yet; "
+                    "still trying",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            print(
+                f"receiving from {cfg.mqtt.host}:{cfg.mqtt.port} as {cfg.mqtt.client_id} "
+                f"(shared group {cfg.mqtt.share_group})",
+                flush=True,
+            )
         room.wait()
     except KeyboardInterrupt:
         pass
     finally:
         room.close()
         if room.receiver is not None:
-            print("receiver stats: " + json.dumps(room.receiver.stats(), sort_keys=True),
-                  flush=True)
+            print(
+                "receiver stats: " + json.dumps(room.receiver.stats(), sort_keys=True), flush=True
+            )
     return 0
 
 
@@ -112,8 +131,9 @@ def cmd_add_unit(args: argparse.Namespace) -> int:
     try:
         key = crypto.parse_public_key(data)
     except SignatureError as e:
-        raise ControlRoomError(f"--public-key: {e} (give a PEM file or base64 of the raw 32 "
-                               "bytes)") from None
+        raise ControlRoomError(
+            f"--public-key: {e} (give a PEM file or base64 of the raw 32 bytes)"
+        ) from None
     import base64
     import re
 
@@ -123,10 +143,17 @@ def cmd_add_unit(args: argparse.Namespace) -> int:
     raw_b64 = base64.b64encode(crypto.raw_public_bytes(key)).decode("ascii")
     new = db.upsert_unit(engine, args.unit_id, raw_b64, crypto.key_id(key))
     with engine.begin() as conn:
-        db.record_audit(conn, username="cli", action="unit_add" if new else "unit_rekey",
-                        target=args.unit_id, detail=crypto.key_id(key))
-    print(f"{'registered' if new else 're-keyed'} unit {args.unit_id}: key id "
-          f"{crypto.key_id(key)}, fingerprint {crypto.fingerprint(key)}")
+        db.record_audit(
+            conn,
+            username="cli",
+            action="unit_add" if new else "unit_rekey",
+            target=args.unit_id,
+            detail=crypto.key_id(key),
+        )
+    print(
+        f"{'registered' if new else 're-keyed'} unit {args.unit_id}: key id "
+        f"{crypto.key_id(key)}, fingerprint {crypto.fingerprint(key)}"
+    )
     return 0
 
 
@@ -137,8 +164,9 @@ def cmd_add_user(args: argparse.Namespace) -> int:
         try:
             password = Path(args.password_file).read_text(encoding="utf-8").splitlines()[0]
         except (OSError, IndexError) as e:
-            raise ControlRoomError(f"cannot read a password from {args.password_file}: "
-                                   f"{e}") from None
+            raise ControlRoomError(
+                f"cannot read a password from {args.password_file}: {e}"
+            ) from None
     elif not sys.stdin.isatty():
         password = sys.stdin.readline().rstrip("\n")
     else:
@@ -173,8 +201,10 @@ def cmd_dataset_create(args: argparse.Namespace) -> int:
     c = made.manifest["counts"]
     print(f"{'created' if made.new else 'unchanged, already'} dataset {made.id}")
     for split in datasets.SPLITS:
-        print(f"  {split}: {c[split]['phone']} phone, {c[split]['no_phone']} no_phone "
-              f"({made.manifest['unit_days'][split]} unit-days)")
+        print(
+            f"  {split}: {c[split]['phone']} phone, {c[split]['no_phone']} no_phone "
+            f"({made.manifest['unit_days'][split]} unit-days)"
+        )
     if not sum(c["heldout"].values()):
         print("warning: the held-out split is empty (too few unit-days yet)", file=sys.stderr)
     return 0
@@ -184,8 +214,10 @@ def cmd_dataset_export(args: argparse.Namespace) -> int:
     from controlroom import datasets
 
     manifest = datasets.export_dataset(_engine(args), args.id, Path(args.out))
-    print(f"dataset {manifest['id']}: {manifest['examples']} examples written to {args.out} "
-          f"(evaluate with: phonewatch eval --model M --data {Path(args.out) / 'heldout'})")
+    print(
+        f"dataset {manifest['id']}: {manifest['examples']} examples written to {args.out} "
+        f"(evaluate with: phonewatch eval --model M --data {Path(args.out) / 'heldout'})"
+    )
     return 0
 
 
@@ -195,28 +227,48 @@ def cmd_dataset_list(args: argparse.Namespace) -> int:
     with _engine(args).connect() as conn:
         for d in datasets.list_datasets(conn, limit=1000):
             c = d["counts"]
-            print(f"{d['id']}  {d['created']}  train {sum(c['train'].values())}  heldout "
-                  f"{sum(c['heldout'].values())}  {d.get('note') or ''}".rstrip())
+            print(
+                f"{d['id']}  {d['created']}  train {sum(c['train'].values())}  heldout "
+                f"{sum(c['heldout'].values())}  {d.get('note') or ''}".rstrip()
+            )
     return 0
 
 
-def _add_dataset_parsers(crs: argparse._SubParsersAction,  # type: ignore[type-arg]
-                         with_config: Callable[[argparse.ArgumentParser],
-                                               argparse.ArgumentParser]) -> None:
-    ds = crs.add_parser("dataset", help="labelled-example dataset versions (create, export, "
-                        "list)", description="Immutable, content-addressed snapshots of the "
-                        "labelled examples (reviews and labelled collected crops), split into "
-                        "train and held-out by unit and day.")
+def _add_dataset_parsers(
+    crs: argparse._SubParsersAction,  # type: ignore[type-arg]
+    with_config: Callable[[argparse.ArgumentParser], argparse.ArgumentParser],
+) -> None:
+    ds = crs.add_parser(
+        "dataset",
+        help="labelled-example dataset versions (create, export, list)",
+        description="Immutable, content-addressed snapshots of the "
+        "labelled examples (reviews and labelled collected crops), split into "
+        "train and held-out by unit and day.",
+    )
     dss = ds.add_subparsers(dest="dataset_command", metavar="ACTION", required=True)
-    p = with_config(dss.add_parser("create", help="snapshot every labelled example; prints "
-                                   "the id (the same id again when nothing changed)"))
+    p = with_config(
+        dss.add_parser(
+            "create",
+            help="snapshot every labelled example; prints "
+            "the id (the same id again when nothing changed)",
+        )
+    )
     p.add_argument("--note", help="a note kept with the version (only when it is new)")
     p.set_defaults(func=cmd_dataset_create)
-    p = with_config(dss.add_parser("export", help="write a version as an image folder: "
-                                   "<split>/<label>/<sha256>.jpg, index.csv, MANIFEST.json"))
+    p = with_config(
+        dss.add_parser(
+            "export",
+            help="write a version as an image folder: "
+            "<split>/<label>/<sha256>.jpg, index.csv, MANIFEST.json",
+        )
+    )
     p.add_argument("id", metavar="ID", help="the dataset id, or its first 8+ hex digits")
-    p.add_argument("--out", required=True, metavar="DIR",
-                   help="a new (or empty) folder; a non-empty one is refused")
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="a new (or empty) folder; a non-empty one is refused",
+    )
     p.set_defaults(func=cmd_dataset_export)
     p = with_config(dss.add_parser("list", help="the dataset versions, newest first"))
     p.set_defaults(func=cmd_dataset_list)
@@ -231,18 +283,26 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    cr = sub.add_parser("controlroom", help="control room: receive alerts, review dashboard",
-                        description="The control room: receives, verifies and stores alerts "
-                        "from every unit; operators review them on a dashboard.")
+    cr = sub.add_parser(
+        "controlroom",
+        help="control room: receive alerts, review dashboard",
+        description="The control room: receives, verifies and stores alerts "
+        "from every unit; operators review them on a dashboard.",
+    )
     crs = cr.add_subparsers(dest="controlroom_command", metavar="ACTION", required=True)
 
     def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--config", required=True, help="control-room config (TOML); see "
-                       "deploy/controlroom/controlroom.toml")
+        p.add_argument(
+            "--config",
+            required=True,
+            help="control-room config (TOML); see deploy/controlroom/controlroom.toml",
+        )
         return p
 
-    for name, helptext in (("serve", "receiver + retention + dashboard"),
-                           ("receive", "a receiver only (run several to share the load)")):
+    for name, helptext in (
+        ("serve", "receiver + retention + dashboard"),
+        ("receive", "a receiver only (run several to share the load)"),
+    ):
         p = with_config(crs.add_parser(name, help=helptext))
         p.add_argument("--client-id", help="MQTT client id (overrides mqtt.client_id)")
         if name == "serve":
@@ -255,19 +315,28 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
 
     p = with_config(crs.add_parser("add-unit", help="register a unit's Ed25519 public key"))
     p.add_argument("unit_id", metavar="ID", help="the unit's id, as in its unit.id")
-    p.add_argument("--public-key", required=True, metavar="K",
-                   help="the unit's public key: a PEM file (<unit>.pub) or base64 of 32 bytes")
+    p.add_argument(
+        "--public-key",
+        required=True,
+        metavar="K",
+        help="the unit's public key: a PEM file (<unit>.pub) or base64 of 32 bytes",
+    )
     p.set_defaults(func=cmd_add_unit)
 
     p = with_config(crs.add_parser("add-user", help="add an operator (argon2 password hash)"))
     p.add_argument("username", help="the operator's login name")
-    p.add_argument("--password-file", help="read the password from the first line of a file "
-                   "(else from stdin, or a prompt)")
+    p.add_argument(
+        "--password-file",
+        help="read the password from the first line of a file (else from stdin, or a prompt)",
+    )
     p.add_argument("--replace", action="store_true", help="set a new password for a user")
     p.set_defaults(func=cmd_add_user)
 
-    p = with_config(crs.add_parser("disable-user", help="disable an operator (ends their "
-                                   "sessions); --enable undoes it"))
+    p = with_config(
+        crs.add_parser(
+            "disable-user", help="disable an operator (ends their sessions); --enable undoes it"
+        )
+    )
     p.add_argument("username", help="the operator's login name")
     p.add_argument("--enable", action="store_true", help="enable instead")
     p.set_defaults(func=cmd_disable_user)
@@ -276,9 +345,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.set_defaults(func=cmd_migrate)
     _add_dataset_parsers(crs, with_config)
 
-    v = sub.add_parser("verify", help="check an evidence bundle offline",
-                       description="Check an evidence bundle ZIP offline and say exactly what "
-                       "was verified. Exit 0 when every check passes, 1 otherwise.")
-    v.add_argument("bundle", metavar="BUNDLE.zip",
-                   help="an evidence bundle exported from the dashboard")
+    v = sub.add_parser(
+        "verify",
+        help="check an evidence bundle offline",
+        description="Check an evidence bundle ZIP offline and say exactly what "
+        "was verified. Exit 0 when every check passes, 1 otherwise.",
+    )
+    v.add_argument(
+        "bundle", metavar="BUNDLE.zip", help="an evidence bundle exported from the dashboard"
+    )
     v.set_defaults(func=cmd_verify)

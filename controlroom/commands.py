@@ -57,22 +57,33 @@ def snapshot(*, user: str) -> dict[str, Any]:
 
 
 def collect(*, count: int, interval_s: float) -> dict[str, Any]:
-    if isinstance(count, bool) or not isinstance(count, int) or not (
-            1 <= count <= COLLECT_COUNT_MAX):
+    if (
+        isinstance(count, bool)
+        or not isinstance(count, int)
+        or not (1 <= count <= COLLECT_COUNT_MAX)
+    ):
         raise CommandError(f"count must be a whole number from 1 to {COLLECT_COUNT_MAX}")
-    if not (isinstance(interval_s, int | float) and math.isfinite(interval_s)
-            and COLLECT_INTERVAL_MIN_S <= interval_s <= COLLECT_INTERVAL_MAX_S):
-        raise CommandError(f"interval must be {COLLECT_INTERVAL_MIN_S} to "
-                           f"{COLLECT_INTERVAL_MAX_S:.0f} seconds")
+    if not (
+        isinstance(interval_s, int | float)
+        and math.isfinite(interval_s)
+        and COLLECT_INTERVAL_MIN_S <= interval_s <= COLLECT_INTERVAL_MAX_S
+    ):
+        raise CommandError(
+            f"interval must be {COLLECT_INTERVAL_MIN_S} to {COLLECT_INTERVAL_MAX_S:.0f} seconds"
+        )
     interval: int | float = int(interval_s) if float(interval_s).is_integer() else interval_s
     return {"request_id": request_id(), "count": count, "interval_s": interval}
 
 
 def mute(*, duration_s: int) -> dict[str, Any]:
-    if isinstance(duration_s, bool) or not isinstance(duration_s, int) or not (
-            0 <= duration_s <= MUTE_MAX_S):
-        raise CommandError(f"mute duration must be 0 to {MUTE_MAX_S} seconds "
-                           f"({MUTE_MAX_S // 60} minutes)")
+    if (
+        isinstance(duration_s, bool)
+        or not isinstance(duration_s, int)
+        or not (0 <= duration_s <= MUTE_MAX_S)
+    ):
+        raise CommandError(
+            f"mute duration must be 0 to {MUTE_MAX_S} seconds ({MUTE_MAX_S // 60} minutes)"
+        )
     return {"request_id": request_id(), "duration_s": duration_s}
 
 

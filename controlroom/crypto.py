@@ -20,8 +20,16 @@ from edge.common.signing import (
 )
 from edge.common.signing import load_public_key as parse_public_key
 
-__all__ = ["evidence_problem", "fingerprint", "is_jpeg", "key_id", "parse_public_key",
-           "public_pem", "raw_public_bytes", "signature_problem"]
+__all__ = [
+    "evidence_problem",
+    "fingerprint",
+    "is_jpeg",
+    "key_id",
+    "parse_public_key",
+    "public_pem",
+    "raw_public_bytes",
+    "signature_problem",
+]
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 JPEG_END = b"\xff\xd9"
@@ -30,7 +38,7 @@ JPEG_END = b"\xff\xd9"
 def fingerprint(key: Ed25519PublicKey) -> str:
     """Full SHA-256 of the raw key, grouped for reading aloud over a phone."""
     h = hashlib.sha256(raw_public_bytes(key)).hexdigest()
-    return ":".join(h[i:i + 4] for i in range(0, 64, 4))
+    return ":".join(h[i : i + 4] for i in range(0, 64, 4))
 
 
 def is_jpeg(data: bytes) -> bool:

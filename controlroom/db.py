@@ -29,13 +29,15 @@ log = logging.getLogger(__name__)
 metadata = sa.MetaData()
 
 schema_version = sa.Table(
-    "schema_version", metadata,
+    "schema_version",
+    metadata,
     sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("applied_at", sa.Float, nullable=False),
 )
 
 units = sa.Table(
-    "units", metadata,
+    "units",
+    metadata,
     sa.Column("unit_id", sa.String(64), primary_key=True),
     sa.Column("public_key", sa.String(64), nullable=False),  # base64 of the raw 32 bytes
     sa.Column("key_id", sa.String(16), nullable=False),
@@ -50,9 +52,14 @@ units = sa.Table(
 )
 
 alerts = sa.Table(
-    "alerts", metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
-              autoincrement=True),
+    "alerts",
+    metadata,
+    sa.Column(
+        "id",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
     sa.Column("unit", sa.String(64), nullable=False),
     sa.Column("seq", sa.BigInteger, nullable=False),
     sa.Column("alert_id", sa.String(90), nullable=False, unique=True),
@@ -82,12 +89,18 @@ alerts = sa.Table(
     sa.Index("ix_alerts_status", "status", "received_at"),
 )
 
+
 def _image_table(name: str, unique: str, *extra: sa.Index) -> sa.Table:
     """A JPEG that belongs to an alert (by ``alert_id``), stored once per content."""
     return sa.Table(
-        name, metadata,
-        sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
-                  autoincrement=True),
+        name,
+        metadata,
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+            primary_key=True,
+            autoincrement=True,
+        ),
         sa.Column("alert_id", sa.String(90), nullable=False),
         sa.Column("unit", sa.String(64), nullable=False),
         sa.Column("sha256", sa.String(64), nullable=False),
@@ -99,7 +112,8 @@ def _image_table(name: str, unique: str, *extra: sa.Index) -> sa.Table:
 
 
 evidence = _image_table(
-    "evidence", "uq_evidence_alert_sha",
+    "evidence",
+    "uq_evidence_alert_sha",
     sa.Index("ix_evidence_unit_received", "unit", "received_at"),  # the orphan cap, migration 6
 )
 
@@ -108,7 +122,8 @@ crops = _image_table("crops", "uq_crops_alert_sha")
 reviewer looks at first, and a labelled example once the alert is reviewed (migration 7)."""
 
 users = sa.Table(
-    "users", metadata,
+    "users",
+    metadata,
     sa.Column("username", sa.String(64), primary_key=True),
     sa.Column("password_hash", sa.String(256), nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
@@ -116,9 +131,14 @@ users = sa.Table(
 )
 
 audit = sa.Table(
-    "audit", metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
-              autoincrement=True),
+    "audit",
+    metadata,
+    sa.Column(
+        "id",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
     sa.Column("at", sa.Float, nullable=False),
     sa.Column("username", sa.String(64), nullable=False),
     sa.Column("action", sa.String(32), nullable=False),
@@ -129,9 +149,14 @@ audit = sa.Table(
 )
 
 labels = sa.Table(
-    "labels", metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
-              autoincrement=True),
+    "labels",
+    metadata,
+    sa.Column(
+        "id",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
     sa.Column("unit", sa.String(64), nullable=False),
     sa.Column("name", sa.String(128), nullable=False),
     sa.Column("sha256", sa.String(64), nullable=False),
@@ -156,7 +181,8 @@ labels = sa.Table(
 )
 
 snapshots = sa.Table(
-    "snapshots", metadata,  # the newest snapshot JPEG of each unit (answer to cmd/snapshot)
+    "snapshots",
+    metadata,  # the newest snapshot JPEG of each unit (answer to cmd/snapshot)
     sa.Column("unit", sa.String(64), primary_key=True),
     sa.Column("sha256", sa.String(64), nullable=False),
     sa.Column("size_bytes", sa.Integer, nullable=False),
@@ -166,7 +192,8 @@ snapshots = sa.Table(
 )
 
 web_sessions = sa.Table(
-    "web_sessions", metadata,  # dashboard log-ins (controlroom/users.py); a row per session
+    "web_sessions",
+    metadata,  # dashboard log-ins (controlroom/users.py); a row per session
     sa.Column("sid_sha256", sa.String(64), primary_key=True),  # SHA-256 of the cookie's id
     sa.Column("username", sa.String(64), nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
@@ -178,7 +205,8 @@ web_sessions = sa.Table(
 # -- datasets (migration 8; controlroom/datasets.py) -------------------------------------------
 
 datasets = sa.Table(
-    "datasets", metadata,  # one immutable, content-addressed dataset version per row
+    "datasets",
+    metadata,  # one immutable, content-addressed dataset version per row
     sa.Column("id", sa.String(64), primary_key=True),  # SHA-256 of its (sha256, label, split)
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("created_by", sa.String(64), nullable=False),
@@ -188,7 +216,8 @@ datasets = sa.Table(
 )
 
 dataset_examples = sa.Table(
-    "dataset_examples", metadata,  # the rows of each version, provenance as it was then
+    "dataset_examples",
+    metadata,  # the rows of each version, provenance as it was then
     sa.Column("dataset_id", sa.String(64), primary_key=True),
     sa.Column("sha256", sa.String(64), primary_key=True),
     sa.Column("label", sa.String(16), nullable=False),
@@ -207,7 +236,8 @@ dataset_examples = sa.Table(
 )
 
 example_blobs = sa.Table(
-    "example_blobs", metadata,  # each example's JPEG once, by SHA-256; never changed
+    "example_blobs",
+    metadata,  # each example's JPEG once, by SHA-256; never changed
     sa.Column("sha256", sa.String(64), primary_key=True),
     sa.Column("jpeg", sa.LargeBinary, nullable=False),
     sa.Column("stored_at", sa.Float, nullable=False),
@@ -241,7 +271,8 @@ def _v5(conn: Connection) -> None:
 def _v6(conn: Connection) -> None:
     # Made by _v1 already on a database created from the current table definition.
     next(ix for ix in evidence.indexes if ix.name == "ix_evidence_unit_received").create(
-        conn, checkfirst=True)
+        conn, checkfirst=True
+    )
 
 
 def _v7(conn: Connection) -> None:
@@ -257,8 +288,7 @@ def _v8(conn: Connection) -> None:
             default = " NOT NULL DEFAULT 'collect'" if col.name == "source" else ""
             ddl = col.type.compile(dialect=conn.dialect)
             conn.execute(sa.text(f"ALTER TABLE labels ADD COLUMN {col.name} {ddl}{default}"))
-    next(ix for ix in labels.indexes if ix.name == "ix_labels_alert").create(conn,
-                                                                             checkfirst=True)
+    next(ix for ix in labels.indexes if ix.name == "ix_labels_alert").create(conn, checkfirst=True)
     for t in (datasets, dataset_examples, example_blobs):
         t.create(conn, checkfirst=True)
 
@@ -333,14 +363,15 @@ def _migrate(engine: Engine, target: int) -> int:
                 if current_version(conn) >= version:
                     continue
                 fn(conn)
-                conn.execute(_insert_ignore(conn, schema_version, ["version"]),
-                             [{"version": version, "applied_at": time.time()}])
+                conn.execute(
+                    _insert_ignore(conn, schema_version, ["version"]),
+                    [{"version": version, "applied_at": time.time()}],
+                )
                 log.info("database migrated to version %d (%s)", version, what)
         with engine.connect() as conn:
             return current_version(conn)
     except sa.exc.OperationalError as e:
-        raise ControlRoomError(f"database {engine.url.render_as_string()}: "
-                               f"{e.orig or e}") from None
+        raise ControlRoomError(f"database {engine.url.render_as_string()}: {e.orig or e}") from None
 
 
 def _insert_ignore(conn: Connection, table: sa.Table, keys: Sequence[str]) -> Any:
@@ -352,8 +383,13 @@ def _insert_ignore(conn: Connection, table: sa.Table, keys: Sequence[str]) -> An
     raise ControlRoomError(f"unsupported database {dialect!r}: use SQLite or PostgreSQL")
 
 
-def insert_ignore_returning(conn: Connection, table: sa.Table, keys: Sequence[str],
-                            rows: list[dict[str, Any]], returning: sa.Column[Any]) -> set[Any]:
+def insert_ignore_returning(
+    conn: Connection,
+    table: sa.Table,
+    keys: Sequence[str],
+    rows: list[dict[str, Any]],
+    returning: sa.Column[Any],
+) -> set[Any]:
     """Insert ``rows``, skipping those that clash on ``keys``; the ``returning`` values of
     the rows that were actually inserted."""
     if not rows:
@@ -372,14 +408,18 @@ def upsert_snapshots(conn: Connection, rows: list[dict[str, Any]]) -> None:
     ins = sqlite.insert(snapshots) if dialect == "sqlite" else postgresql.insert(snapshots)
     stmt = ins.on_conflict_do_update(
         index_elements=["unit"],
-        set_={c: ins.excluded[c]
-              for c in ("sha256", "size_bytes", "jpeg", "received_at", "request_id")},
-        where=ins.excluded.received_at >= snapshots.c.received_at)
+        set_={
+            c: ins.excluded[c]
+            for c in ("sha256", "size_bytes", "jpeg", "received_at", "request_id")
+        },
+        where=ins.excluded.received_at >= snapshots.c.received_at,
+    )
     conn.execute(stmt, rows)
 
 
-def cap_orphan_evidence(conn: Connection, unit: str, *, max_count: int,
-                        max_bytes: int) -> tuple[int, int]:
+def cap_orphan_evidence(
+    conn: Connection, unit: str, *, max_count: int, max_bytes: int
+) -> tuple[int, int]:
     """Delete ``unit``'s oldest evidence whose alert is not stored (orphans) beyond the newest
     ``max_count`` rows and ``max_bytes`` bytes; returns (rows, bytes) deleted. The delete checks
     again that no alert arrived meanwhile (another receiver may have just stored it)."""
@@ -387,7 +427,8 @@ def cap_orphan_evidence(conn: Connection, unit: str, *, max_count: int,
     rows = conn.execute(
         sa.select(evidence.c.id, sa.func.length(evidence.c.jpeg))
         .where(evidence.c.unit == unit, ~known)
-        .order_by(evidence.c.received_at.desc(), evidence.c.id.desc())).all()
+        .order_by(evidence.c.received_at.desc(), evidence.c.id.desc())
+    ).all()
     kept = kept_bytes = 0
     drop: list[int] = []
     for row_id, size in rows:
@@ -399,8 +440,11 @@ def cap_orphan_evidence(conn: Connection, unit: str, *, max_count: int,
             drop.append(row_id)
     deleted = deleted_bytes = 0
     for chunk in chunks(drop, 500):
-        for (size,) in conn.execute(evidence.delete().where(evidence.c.id.in_(chunk), ~known)
-                                    .returning(sa.func.length(evidence.c.jpeg))):
+        for (size,) in conn.execute(
+            evidence.delete()
+            .where(evidence.c.id.in_(chunk), ~known)
+            .returning(sa.func.length(evidence.c.jpeg))
+        ):
             deleted += 1
             deleted_bytes += int(size or 0)
     return deleted, deleted_bytes
@@ -422,23 +466,46 @@ def unit_keys(engine: Engine) -> dict[str, UnitKey]:
 def upsert_unit(engine: Engine, unit_id: str, public_key_b64: str, key_id: str) -> bool:
     """Register a unit or replace its key; True when it was new."""
     with engine.begin() as conn:
-        exists = conn.execute(sa.select(units.c.unit_id).where(units.c.unit_id == unit_id)
-                              ).first() is not None
+        exists = (
+            conn.execute(sa.select(units.c.unit_id).where(units.c.unit_id == unit_id)).first()
+            is not None
+        )
         if exists:
-            conn.execute(units.update().where(units.c.unit_id == unit_id)
-                         .values(public_key=public_key_b64, key_id=key_id))
+            conn.execute(
+                units.update()
+                .where(units.c.unit_id == unit_id)
+                .values(public_key=public_key_b64, key_id=key_id)
+            )
         else:
-            conn.execute(units.insert().values(unit_id=unit_id, public_key=public_key_b64,
-                                               key_id=key_id, added_at=time.time()))
+            conn.execute(
+                units.insert().values(
+                    unit_id=unit_id, public_key=public_key_b64, key_id=key_id, added_at=time.time()
+                )
+            )
         return not exists
 
 
-def record_audit(conn: Connection, *, username: str, action: str, target: str | None = None,
-                 detail: str | None = None, remote: str | None = None) -> None:
-    conn.execute(audit.insert().values(at=time.time(), username=username, action=action,
-                                       target=target, detail=detail, remote=remote))
+def record_audit(
+    conn: Connection,
+    *,
+    username: str,
+    action: str,
+    target: str | None = None,
+    detail: str | None = None,
+    remote: str | None = None,
+) -> None:
+    conn.execute(
+        audit.insert().values(
+            at=time.time(),
+            username=username,
+            action=action,
+            target=target,
+            detail=detail,
+            remote=remote,
+        )
+    )
 
 
 def chunks(items: Sequence[Any], n: int) -> Iterable[Sequence[Any]]:
     for i in range(0, len(items), n):
-        yield items[i:i + n]
+        yield items[i : i + n]

@@ -127,9 +127,11 @@ def _array_check(s: Mapping[str, Any], root: Mapping[str, Any]) -> Check:
     """``items``, ``minItems`` and ``maxItems`` of a list."""
     items = compile_schema(s["items"], root) if "items" in s else None
     min_items, max_items = s.get("minItems"), s.get("maxItems")
-    return lambda v: ((min_items is None or len(v) >= min_items)
-                      and (max_items is None or len(v) <= max_items)
-                      and (items is None or all(items(x) for x in v)))
+    return lambda v: (
+        (min_items is None or len(v) >= min_items)
+        and (max_items is None or len(v) <= max_items)
+        and (items is None or all(items(x) for x in v))
+    )
 
 
 def _number_check(s: Mapping[str, Any]) -> Check:
@@ -142,9 +144,11 @@ def _string_check(s: Mapping[str, Any]) -> Check:
     """``minLength``, ``maxLength`` and ``pattern`` (``re.search``) of a string."""
     min_len, max_len = s.get("minLength"), s.get("maxLength")
     pattern = re.compile(s["pattern"]) if "pattern" in s else None
-    return lambda v: ((min_len is None or len(v) >= min_len)
-                      and (max_len is None or len(v) <= max_len)
-                      and (pattern is None or pattern.search(v) is not None))
+    return lambda v: (
+        (min_len is None or len(v) >= min_len)
+        and (max_len is None or len(v) <= max_len)
+        and (pattern is None or pattern.search(v) is not None)
+    )
 
 
 _ANNOTATIONS = {"description", "title", "$comment"}
@@ -169,14 +173,22 @@ def _leaf(s: Mapping[str, Any]) -> Check | None:
         if pattern is not None and lo_len == 0 and hi_len is None:
             search = pattern.search
             return lambda v: isinstance(v, str) and search(v) is not None
-        return lambda v: (isinstance(v, str) and len(v) >= lo_len
-                          and (hi_len is None or len(v) <= hi_len)
-                          and (pattern is None or pattern.search(v) is not None))
+        return lambda v: (
+            isinstance(v, str)
+            and len(v) >= lo_len
+            and (hi_len is None or len(v) <= hi_len)
+            and (pattern is None or pattern.search(v) is not None)
+        )
     if kind in ("integer", "number") and keys <= {"type", "minimum", "maximum"}:
         lo, hi = s.get("minimum"), s.get("maximum")
         types: Any = int if kind == "integer" else (int, float)
-        return lambda v: (isinstance(v, types) and not isinstance(v, bool) and _finite(v)
-                          and (lo is None or v >= lo) and (hi is None or v <= hi))
+        return lambda v: (
+            isinstance(v, types)
+            and not isinstance(v, bool)
+            and _finite(v)
+            and (lo is None or v >= lo)
+            and (hi is None or v <= hi)
+        )
     return None
 
 

@@ -34,9 +34,21 @@ REPLAY_AFTER_S = 600.0
 """A duplicate of an alert first stored longer ago than this (or purged) counts as a replay,
 not a QoS 1 redelivery."""
 
-REJECT_REASONS = ("bad_topic", "oversized", "not_json", "schema", "unknown_unit", "topic_mismatch",
-                  "bad_signature", "seq_conflict", "replay", "not_jpeg", "evidence_mismatch",
-                  "evidence_late", "crop_mismatch")
+REJECT_REASONS = (
+    "bad_topic",
+    "oversized",
+    "not_json",
+    "schema",
+    "unknown_unit",
+    "topic_mismatch",
+    "bad_signature",
+    "seq_conflict",
+    "replay",
+    "not_jpeg",
+    "evidence_mismatch",
+    "evidence_late",
+    "crop_mismatch",
+)
 
 
 @dataclass(frozen=True)
@@ -90,8 +102,9 @@ class _RateLimitedLog:
 
 def _crop_problem(alert: dict[str, Any], jpeg: bytes) -> str | None:
     ev = alert.get("evidence") or {}
-    if ev.get("crop_sha256") != hashlib.sha256(jpeg).hexdigest() \
-            or ev.get("crop_bytes") != len(jpeg):
+    if ev.get("crop_sha256") != hashlib.sha256(jpeg).hexdigest() or ev.get("crop_bytes") != len(
+        jpeg
+    ):
         return "the crop is not the one in the signed alert"
     return None
 
@@ -108,8 +121,14 @@ class _ImageKind:
     stored_count: str
 
 
-_EVIDENCE = _ImageKind("evidence", db.evidence, crypto.evidence_problem, "evidence_mismatch",
-                       "evidence_late", "evidence_stored")
+_EVIDENCE = _ImageKind(
+    "evidence",
+    db.evidence,
+    crypto.evidence_problem,
+    "evidence_mismatch",
+    "evidence_late",
+    "evidence_stored",
+)
 _CROP = _ImageKind("crop", db.crops, _crop_problem, "crop_mismatch", None, "crops_stored")
 
 
@@ -161,12 +180,19 @@ class _Pending:
 
 
 class Ingest:
-    def __init__(self, engine: Engine, *, topic_root: str = "phonewatch",
-                 alert_max_bytes: int = 16 * 1024, evidence_max_bytes: int = 8 * 1024 * 1024,
-                 snapshot_max_bytes: int = 2 * 1024 * 1024, key_refresh_s: float = 5.0,
-                 on_stored: Callable[[list[StoredAlert]], None] | None = None,
-                 orphan_evidence_max_count: int = 200,
-                 orphan_evidence_max_bytes: int = 256 * 1024 * 1024) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        topic_root: str = "phonewatch",
+        alert_max_bytes: int = 16 * 1024,
+        evidence_max_bytes: int = 8 * 1024 * 1024,
+        snapshot_max_bytes: int = 2 * 1024 * 1024,
+        key_refresh_s: float = 5.0,
+        on_stored: Callable[[list[StoredAlert]], None] | None = None,
+        orphan_evidence_max_count: int = 200,
+        orphan_evidence_max_bytes: int = 256 * 1024 * 1024,
+    ) -> None:
         self.engine = engine
         self.prefix = topic_root.rstrip("/") + "/"
         self.alert_max_bytes = alert_max_bytes
@@ -216,7 +242,7 @@ class Ingest:
         """``<root>/<unit>/<kind>[/<alert_id>]`` -> (unit, kind, alert_id)."""
         if not topic.startswith(self.prefix):
             return None
-        parts = topic[len(self.prefix):].split("/")
+        parts = topic[len(self.prefix) :].split("/")
         if len(parts) == 2 and parts[1] in ("alert", "status", "heartbeat", "snapshot"):
             return parts[0], parts[1], None
         if len(parts) == 3 and parts[1] in ("evidence", "crop", "collect"):
@@ -237,16 +263,23 @@ class Ingest:
             self._reject("schema", msg.topic, "; ".join(errors[:3]))
             return None
         if alert["unit"] != unit or alert["alert_id"] != m.alert_id(unit, alert["seq"]):
-            self._reject("topic_mismatch", msg.topic,
-                         f"alert {alert['alert_id']} of {alert['unit']} on {unit}'s topic")
+            self._reject(
+                "topic_mismatch",
+                msg.topic,
+                f"alert {alert['alert_id']} of {alert['unit']} on {unit}'s topic",
+            )
             return None
         key = self._key_for(unit)
         if key is None:
-            self._reject("unknown_unit", msg.topic,
-                         f"unit {unit} is not registered ('phonewatch controlroom add-unit')")
+            self._reject(
+                "unknown_unit",
+                msg.topic,
+                f"unit {unit} is not registered ('phonewatch controlroom add-unit')",
+            )
             return None
-        problem = crypto.signature_problem(alert, key, payload=msg.payload,
-                                           expected_key_id=self._key_ids.get(unit))
+        problem = crypto.signature_problem(
+            alert, key, payload=msg.payload, expected_key_id=self._key_ids.get(unit)
+        )
         if problem is not None:
             self._reject("bad_signature", msg.topic, f"{alert['alert_id']}: {problem}")
             return None
@@ -273,10 +306,18 @@ class Ingest:
                 doc = self._check_doc(msg, unit, kind)
                 if doc is not None:
                     (pending.statuses if kind == "status" else pending.heartbeats)[unit] = (
-                        doc, msg.received_at)
-        stored = self._store(pending.alert_rows, pending.evidence_msgs, pending.statuses,
-                             pending.heartbeats, pending.collects, pending.snapshots,
-                             pending.crop_msgs)
+                        doc,
+                        msg.received_at,
+                    )
+        stored = self._store(
+            pending.alert_rows,
+            pending.evidence_msgs,
+            pending.statuses,
+            pending.heartbeats,
+            pending.collects,
+            pending.snapshots,
+            pending.crop_msgs,
+        )
         if stored and self.on_stored is not None:
             self.on_stored(stored)
         return stored
@@ -293,8 +334,9 @@ class Ingest:
         pending.seen.add(alert["alert_id"])
         pending.alert_rows.append(_alert_row(alert, msg))
 
-    def _take_binary(self, pending: _Pending, msg: Message, unit: str, kind: str,
-                     sub: str | None) -> None:
+    def _take_binary(
+        self, pending: _Pending, msg: Message, unit: str, kind: str, sub: str | None
+    ) -> None:
         """An evidence, crop, collect or snapshot JPEG: checked, then queued for storing (only
         the newest snapshot of a batch per unit is kept)."""
         limit = self.snapshot_max_bytes if kind == "snapshot" else self.evidence_max_bytes
@@ -334,58 +376,90 @@ class Ingest:
             return None
         return doc
 
-    def _store(self, alert_rows: list[dict[str, Any]],
-               evidence_msgs: list[tuple[Message, str, str]],
-               statuses: dict[str, tuple[dict[str, Any], float]],
-               heartbeats: dict[str, tuple[dict[str, Any], float]],
-               collects: list[tuple[Message, str, str]],
-               snapshots: dict[str, Message] | None = None,
-               crop_msgs: list[tuple[Message, str, str]] | None = None) -> list[StoredAlert]:
+    def _store(
+        self,
+        alert_rows: list[dict[str, Any]],
+        evidence_msgs: list[tuple[Message, str, str]],
+        statuses: dict[str, tuple[dict[str, Any], float]],
+        heartbeats: dict[str, tuple[dict[str, Any], float]],
+        collects: list[tuple[Message, str, str]],
+        snapshots: dict[str, Message] | None = None,
+        crop_msgs: list[tuple[Message, str, str]] | None = None,
+    ) -> list[StoredAlert]:
         stored: list[StoredAlert] = []
         counts: Counter[str] = Counter()
         receipts = Receipts()
         with self.engine.begin() as conn:
             if alert_rows:
-                new_ids = db.insert_ignore_returning(conn, db.alerts, ["unit", "seq"], alert_rows,
-                                                     db.alerts.c.alert_id)
+                new_ids = db.insert_ignore_returning(
+                    conn, db.alerts, ["unit", "seq"], alert_rows, db.alerts.c.alert_id
+                )
                 for r in alert_rows:
                     if r["alert_id"] in new_ids:
                         receipts.alert(r["unit"], r["seq"])
                 dups = [r for r in alert_rows if r["alert_id"] not in new_ids]
                 if dups:
                     self._classify_duplicates(conn, dups, counts, receipts)
-                stored = [StoredAlert(r["alert_id"], r["unit"], r["seq"], r["time_s"],
-                                      r["received_at"]) for r in alert_rows
-                          if r["alert_id"] in new_ids]
+                stored = [
+                    StoredAlert(r["alert_id"], r["unit"], r["seq"], r["time_s"], r["received_at"])
+                    for r in alert_rows
+                    if r["alert_id"] in new_ids
+                ]
                 counts["stored"] += len(stored)
             if evidence_msgs:
                 self._store_evidence(conn, evidence_msgs, counts, receipts)
             if crop_msgs:
                 self._store_crops(conn, crop_msgs, counts, receipts)
             for unit, (doc, at) in statuses.items():
-                conn.execute(db.units.update().where(db.units.c.unit_id == unit).values(
-                    status_state=doc["state"], status_time=doc["time"],
-                    status_reason=doc.get("reason"), software=doc["software"],
-                    status_received_at=at))
+                conn.execute(
+                    db.units.update()
+                    .where(db.units.c.unit_id == unit)
+                    .values(
+                        status_state=doc["state"],
+                        status_time=doc["time"],
+                        status_reason=doc.get("reason"),
+                        software=doc["software"],
+                        status_received_at=at,
+                    )
+                )
                 counts["status_updates"] += 1
             for unit, (doc, at) in heartbeats.items():
-                conn.execute(db.units.update().where(db.units.c.unit_id == unit).values(
-                    heartbeat=json.dumps(doc), heartbeat_received_at=at))
+                conn.execute(
+                    db.units.update()
+                    .where(db.units.c.unit_id == unit)
+                    .values(heartbeat=json.dumps(doc), heartbeat_received_at=at)
+                )
                 counts["heartbeats"] += 1
             if collects:
-                rows = [{"unit": unit, "name": name[:128],
-                         "sha256": hashlib.sha256(msg.payload).hexdigest(), "jpeg": msg.payload,
-                         "received_at": msg.received_at} for msg, unit, name in collects]
-                added = db.insert_ignore_returning(conn, db.labels, ["unit", "sha256"], rows,
-                                                   db.labels.c.id)
+                rows = [
+                    {
+                        "unit": unit,
+                        "name": name[:128],
+                        "sha256": hashlib.sha256(msg.payload).hexdigest(),
+                        "jpeg": msg.payload,
+                        "received_at": msg.received_at,
+                    }
+                    for msg, unit, name in collects
+                ]
+                added = db.insert_ignore_returning(
+                    conn, db.labels, ["unit", "sha256"], rows, db.labels.c.id
+                )
                 counts["crops_queued"] += len(added)
             if snapshots:
-                db.upsert_snapshots(conn, [
-                    {"unit": unit, "jpeg": msg.payload,
-                     "sha256": hashlib.sha256(msg.payload).hexdigest(),
-                     "size_bytes": len(msg.payload), "received_at": msg.received_at,
-                     "request_id": request_id_of(msg)}
-                    for unit, msg in snapshots.items()])
+                db.upsert_snapshots(
+                    conn,
+                    [
+                        {
+                            "unit": unit,
+                            "jpeg": msg.payload,
+                            "sha256": hashlib.sha256(msg.payload).hexdigest(),
+                            "size_bytes": len(msg.payload),
+                            "received_at": msg.received_at,
+                            "request_id": request_id_of(msg),
+                        }
+                        for unit, msg in snapshots.items()
+                    ],
+                )
                 counts["snapshots"] += len(snapshots)
         with self._lock:
             self.counts.update(counts)
@@ -399,20 +473,36 @@ class Ingest:
             out, self._receipts = self._receipts, Receipts()
         return out
 
-    def _classify_duplicates(self, conn: sa.Connection, dups: list[dict[str, Any]],
-                             counts: Counter[str], receipts: Receipts) -> None:
+    def _classify_duplicates(
+        self,
+        conn: sa.Connection,
+        dups: list[dict[str, Any]],
+        counts: Counter[str],
+        receipts: Receipts,
+    ) -> None:
         ids = [r["alert_id"] for r in dups]
-        existing = {row.alert_id: row for row in conn.execute(
-            sa.select(db.alerts.c.alert_id, db.alerts.c.payload_sha256, db.alerts.c.received_at,
-                      db.alerts.c.purged_at).where(db.alerts.c.alert_id.in_(ids)))}
+        existing = {
+            row.alert_id: row
+            for row in conn.execute(
+                sa.select(
+                    db.alerts.c.alert_id,
+                    db.alerts.c.payload_sha256,
+                    db.alerts.c.received_at,
+                    db.alerts.c.purged_at,
+                ).where(db.alerts.c.alert_id.in_(ids))
+            )
+        }
         for r in dups:
             old = existing.get(r["alert_id"])
             if old is None:  # same (unit, seq) under another alert_id cannot pass the checks
                 counts["duplicates"] += 1
             elif old.payload_sha256 != r["payload_sha256"]:
-                self._reject("seq_conflict", r["alert_id"],
-                             "a different signed alert with this (unit, seq) is already stored; "
-                             "kept the first")
+                self._reject(
+                    "seq_conflict",
+                    r["alert_id"],
+                    "a different signed alert with this (unit, seq) is already stored; "
+                    "kept the first",
+                )
             elif old.purged_at is not None or r["received_at"] - old.received_at > REPLAY_AFTER_S:
                 # The same signed alert: held (or purged by retention), so receipted again --
                 # the unit resends until a receipt reaches it.
@@ -422,28 +512,51 @@ class Ingest:
                 counts["duplicates"] += 1
                 receipts.alert(r["unit"], r["seq"])
 
-    def _store_evidence(self, conn: sa.Connection, msgs: list[tuple[Message, str, str]],
-                        counts: Counter[str], receipts: Receipts) -> None:
+    def _store_evidence(
+        self,
+        conn: sa.Connection,
+        msgs: list[tuple[Message, str, str]],
+        counts: Counter[str],
+        receipts: Receipts,
+    ) -> None:
         added = self._store_images(conn, msgs, _EVIDENCE, counts, receipts.evidence)
         if added:
             for unit in added:
                 self._cap_orphans(conn, unit, counts)
 
-    def _store_crops(self, conn: sa.Connection, msgs: list[tuple[Message, str, str]],
-                     counts: Counter[str], receipts: Receipts) -> None:
+    def _store_crops(
+        self,
+        conn: sa.Connection,
+        msgs: list[tuple[Message, str, str]],
+        counts: Counter[str],
+        receipts: Receipts,
+    ) -> None:
         self._store_images(conn, msgs, _CROP, counts, receipts.crop)
 
-    def _store_images(self, conn: sa.Connection, msgs: list[tuple[Message, str, str]],
-                      kind: _ImageKind, counts: Counter[str],
-                      receipt: Callable[[str, str], None]) -> set[str]:
+    def _store_images(
+        self,
+        conn: sa.Connection,
+        msgs: list[tuple[Message, str, str]],
+        kind: _ImageKind,
+        counts: Counter[str],
+        receipt: Callable[[str, str], None],
+    ) -> set[str]:
         """Evidence frames or driver-window crops of alerts: each checked against the signed
         alert's hash and size when the alert is here, kept for the alert that will come
         otherwise, receipted once stored (or once retention deleted it on purpose). Returns
         the units that gained orphans (images whose alert has not arrived)."""
         ids = list({a for _, _, a in msgs})
-        known = {row.alert_id: row for row in conn.execute(
-            sa.select(db.alerts.c.alert_id, db.alerts.c.payload, db.alerts.c.unit,
-                      db.alerts.c.evidence_deleted_at).where(db.alerts.c.alert_id.in_(ids)))}
+        known = {
+            row.alert_id: row
+            for row in conn.execute(
+                sa.select(
+                    db.alerts.c.alert_id,
+                    db.alerts.c.payload,
+                    db.alerts.c.unit,
+                    db.alerts.c.evidence_deleted_at,
+                ).where(db.alerts.c.alert_id.in_(ids))
+            )
+        }
         rows: list[dict[str, Any]] = []
         for msg, unit, aid in msgs:
             row = known.get(aid)
@@ -453,8 +566,9 @@ class Ingest:
                     continue
                 if row.evidence_deleted_at is not None or row.payload is None:
                     if kind.late_reason:
-                        self._reject(kind.late_reason, msg.topic,
-                                     f"{kind.name} of {aid} was deleted")
+                        self._reject(
+                            kind.late_reason, msg.topic, f"{kind.name} of {aid} was deleted"
+                        )
                     receipt(unit, aid)  # deleted on purpose: the unit may forget it
                     continue
                 problem = kind.problem(json.loads(row.payload), msg.payload)
@@ -464,12 +578,19 @@ class Ingest:
             elif not aid.startswith(unit + "-"):
                 self._reject("topic_mismatch", msg.topic, f"{kind.name} id {aid} is not {unit}'s")
                 continue
-            rows.append({"alert_id": aid, "unit": unit,
-                         "sha256": hashlib.sha256(msg.payload).hexdigest(), "jpeg": msg.payload,
-                         "received_at": msg.received_at})
+            rows.append(
+                {
+                    "alert_id": aid,
+                    "unit": unit,
+                    "sha256": hashlib.sha256(msg.payload).hexdigest(),
+                    "jpeg": msg.payload,
+                    "received_at": msg.received_at,
+                }
+            )
             receipt(unit, aid)  # stored now, or already (a duplicate)
-        added = db.insert_ignore_returning(conn, kind.table, ["alert_id", "sha256"], rows,
-                                           kind.table.c.id)
+        added = db.insert_ignore_returning(
+            conn, kind.table, ["alert_id", "sha256"], rows, kind.table.c.id
+        )
         counts[kind.stored_count] += len(added)
         counts["duplicates"] += len(rows) - len(added)
         return {r["unit"] for r in rows if r["alert_id"] not in known} if added else set()
@@ -477,16 +598,26 @@ class Ingest:
     def _cap_orphans(self, conn: sa.Connection, unit: str, counts: Counter[str]) -> None:
         """Keep at most the newest ``orphan_evidence_max_count`` / ``_bytes`` of a unit's
         evidence whose alert has not arrived (retention deletes the rest after a day anyway)."""
-        n, n_bytes = db.cap_orphan_evidence(conn, unit,
-                                            max_count=self.orphan_evidence_max_count,
-                                            max_bytes=self.orphan_evidence_max_bytes)
+        n, n_bytes = db.cap_orphan_evidence(
+            conn,
+            unit,
+            max_count=self.orphan_evidence_max_count,
+            max_bytes=self.orphan_evidence_max_bytes,
+        )
         if n:
             counts["orphans_dropped"] += n
             counts["orphan_bytes_dropped"] += n_bytes
-            self._rlog.warn("orphan_cap", "unit %s: deleted its %d oldest evidence JPEG(s) "
-                            "(%d bytes) with no alert: over %d JPEGs or %d bytes", unit, n,
-                            n_bytes, self.orphan_evidence_max_count,
-                            self.orphan_evidence_max_bytes, prefix="dropped")
+            self._rlog.warn(
+                "orphan_cap",
+                "unit %s: deleted its %d oldest evidence JPEG(s) "
+                "(%d bytes) with no alert: over %d JPEGs or %d bytes",
+                unit,
+                n,
+                n_bytes,
+                self.orphan_evidence_max_count,
+                self.orphan_evidence_max_bytes,
+                prefix="dropped",
+            )
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
@@ -504,11 +635,19 @@ def _alert_row(alert: dict[str, Any], msg: Message) -> dict[str, Any]:
     except MessageError:
         time_s = None
     return {
-        "unit": alert["unit"], "seq": alert["seq"], "alert_id": alert["alert_id"],
-        "time": alert["time"], "time_s": time_s, "time_source": alert["time_source"],
-        "received_at": msg.received_at, "score": float(alert["score"]), "roi": alert["roi"],
+        "unit": alert["unit"],
+        "seq": alert["seq"],
+        "alert_id": alert["alert_id"],
+        "time": alert["time"],
+        "time_s": time_s,
+        "time_source": alert["time_source"],
+        "received_at": msg.received_at,
+        "score": float(alert["score"]),
+        "roi": alert["roi"],
         "model": f"{model['name']} {model['version']}"[:200],
-        "lat": fix.get("lat"), "lon": fix.get("lon"), "fix_mode": fix.get("mode"),
+        "lat": fix.get("lat"),
+        "lon": fix.get("lon"),
+        "fix_mode": fix.get("mode"),
         "fix_age_s": fix.get("age_s"),
         "frame_sha256": alert["evidence"]["frame_sha256"],
         "frame_bytes": alert["evidence"]["frame_bytes"],

@@ -49,9 +49,15 @@ NO_MATCHING_SUBSCRIBERS = 0x10
 
 def _configure(client: mqtt.Client, cfg: MqttConfig) -> None:
     """TLS and credentials from the control-room config (the same for every client)."""
-    configure_client(client, section="mqtt", ca_file=cfg.ca_file, cert_file=cfg.cert_file,
-                     key_file=cfg.key_file, username=cfg.username,
-                     password=cfg.password.get_secret_value() if cfg.password else None)
+    configure_client(
+        client,
+        section="mqtt",
+        ca_file=cfg.ca_file,
+        cert_file=cfg.cert_file,
+        key_file=cfg.key_file,
+        username=cfg.username,
+        password=cfg.password.get_secret_value() if cfg.password else None,
+    )
 
 
 _MB = 1024 * 1024
@@ -85,8 +91,9 @@ class _Budget:
         self.wait_s = 0.0
 
     def _fits(self, n_bytes: int) -> bool:
-        return self.count == 0 or (self.count < self.max_count
-                                   and self.bytes + n_bytes <= self.max_bytes)
+        return self.count == 0 or (
+            self.count < self.max_count and self.bytes + n_bytes <= self.max_bytes
+        )
 
     def take(self, n_bytes: int, stop: threading.Event) -> None:
         with self._cond:
@@ -112,9 +119,14 @@ class _Budget:
 
     def stats(self) -> dict[str, Any]:
         with self._cond:
-            return {"queued_messages": self.count, "queued_bytes": self.bytes,
-                    "queued_bytes_peak": self.peak_bytes, "queue_max_bytes": self.max_bytes,
-                    "flow_paused": self.waits, "flow_paused_s": round(self.wait_s, 3)}
+            return {
+                "queued_messages": self.count,
+                "queued_bytes": self.bytes,
+                "queued_bytes_peak": self.peak_bytes,
+                "queue_max_bytes": self.max_bytes,
+                "flow_paused": self.waits,
+                "flow_paused_s": round(self.wait_s, 3),
+            }
 
 
 class _Acks:
@@ -124,8 +136,14 @@ class _Acks:
         self._cond = threading.Condition()
         self._done: dict[int, ReasonCode] = {}
 
-    def on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason_code: ReasonCode,
-                   properties: Properties | None) -> None:
+    def on_publish(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        mid: int,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
         with self._cond:
             self._done[mid] = reason_code
             while len(self._done) > 1000:  # acks nobody waited for (timed out): forget them
@@ -138,45 +156,70 @@ class _Acks:
             return self._done.pop(mid, None)
 
 
-def publish_command(client: mqtt.Client, acks: _Acks, cfg: MqttConfig, *, connected: bool,
-                    unit: str, name: str, body: dict[str, Any],
-                    timeout_s: float = PUBACK_TIMEOUT_S) -> commands.Sent:
+def publish_command(
+    client: mqtt.Client,
+    acks: _Acks,
+    cfg: MqttConfig,
+    *,
+    connected: bool,
+    unit: str,
+    name: str,
+    body: dict[str, Any],
+    timeout_s: float = PUBACK_TIMEOUT_S,
+) -> commands.Sent:
     """Publish one command (QoS 1, not retained) and wait for the broker's PUBACK."""
     if not connected:
-        return commands.Sent(False, f"not connected to the broker {cfg.host}:{cfg.port}; "
-                             "nothing was sent")
+        return commands.Sent(
+            False, f"not connected to the broker {cfg.host}:{cfg.port}; nothing was sent"
+        )
     topic = commands.topic(cfg.topic_root, unit, name)
-    info = client.publish(topic, json.dumps(body, separators=(",", ":"), sort_keys=True),
-                          qos=1, retain=False)
+    info = client.publish(
+        topic, json.dumps(body, separators=(",", ":"), sort_keys=True), qos=1, retain=False
+    )
     if info.rc != mqtt.MQTT_ERR_SUCCESS:
         return commands.Sent(False, f"not sent: {mqtt.error_string(info.rc)}")
     rc = acks.wait(info.mid, timeout_s)
     if rc is None:
-        return commands.Sent(False, f"handed to the MQTT client, but the broker did not "
-                             f"acknowledge it within {timeout_s:.0f} s; it may still be "
-                             "delivered")
+        return commands.Sent(
+            False,
+            f"handed to the MQTT client, but the broker did not "
+            f"acknowledge it within {timeout_s:.0f} s; it may still be "
+            "delivered",
+        )
     if rc.is_failure:
         return commands.Sent(False, f"the broker refused it: {rc}")
     if rc.value == NO_MATCHING_SUBSCRIBERS:
         # The broker accepted it and dropped it: no session is subscribed to the unit's
         # commands (the unit has never connected, or was away longer than its session expiry).
         # A unit that is merely offline keeps its session, and the broker queues for it.
-        return commands.Sent(False, f"the broker has no subscriber on {topic}: the unit has "
-                             "not connected since it was set up or since its session expired, "
-                             "so nothing will reach it; send again once it shows online")
+        return commands.Sent(
+            False,
+            f"the broker has no subscriber on {topic}: the unit has "
+            "not connected since it was set up or since its session expired, "
+            "so nothing will reach it; send again once it shows online",
+        )
     return commands.Sent(True, f"published on {topic}")
 
 
 class Receiver:
-    def __init__(self, cfg: MqttConfig, engine: Engine, *,
-                 on_stored: Callable[[list[StoredAlert]], None] | None = None) -> None:
+    def __init__(
+        self,
+        cfg: MqttConfig,
+        engine: Engine,
+        *,
+        on_stored: Callable[[list[StoredAlert]], None] | None = None,
+    ) -> None:
         self.cfg = cfg
-        self.ingest = Ingest(engine, topic_root=cfg.topic_root,
-                             alert_max_bytes=cfg.alert_max_bytes,
-                             evidence_max_bytes=cfg.evidence_max_bytes,
-                             snapshot_max_bytes=cfg.snapshot_max_bytes, on_stored=on_stored,
-                             orphan_evidence_max_count=cfg.orphan_evidence_max_count,
-                             orphan_evidence_max_bytes=cfg.orphan_evidence_max_mb * _MB)
+        self.ingest = Ingest(
+            engine,
+            topic_root=cfg.topic_root,
+            alert_max_bytes=cfg.alert_max_bytes,
+            evidence_max_bytes=cfg.evidence_max_bytes,
+            snapshot_max_bytes=cfg.snapshot_max_bytes,
+            on_stored=on_stored,
+            orphan_evidence_max_count=cfg.orphan_evidence_max_count,
+            orphan_evidence_max_bytes=cfg.orphan_evidence_max_mb * _MB,
+        )
         # SimpleQueue (C, no task accounting): the cheapest hand-off from paho's network thread
         # to the worker; its bounds are kept by _on_message (see _Budget).
         self._queue: queue.SimpleQueue[tuple[Message, int, int]] = queue.SimpleQueue()
@@ -192,20 +235,29 @@ class Receiver:
         self.subscriptions_refused = 0
         self._acks = _Acks()
         self._client = self._make_client()
-        self._worker = threading.Thread(target=self._worker_main, name="controlroom-ingest",
-                                        daemon=True)
+        self._worker = threading.Thread(
+            target=self._worker_main, name="controlroom-ingest", daemon=True
+        )
 
     def topics(self) -> list[tuple[str, int]]:
         root, group = self.cfg.topic_root, self.cfg.share_group
-        shared = [f"{root}/+/alert", f"{root}/+/evidence/+", f"{root}/+/crop/+",
-                  f"{root}/+/heartbeat",
-                  f"{root}/+/collect/+", f"{root}/+/snapshot"]
+        shared = [
+            f"{root}/+/alert",
+            f"{root}/+/evidence/+",
+            f"{root}/+/crop/+",
+            f"{root}/+/heartbeat",
+            f"{root}/+/collect/+",
+            f"{root}/+/snapshot",
+        ]
         return [(f"$share/{group}/{t}", 1) for t in shared] + [(f"{root}/+/status", 1)]
 
     def _make_client(self) -> mqtt.Client:
         cfg = self.cfg
-        client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2,
-                             client_id=cfg.client_id, protocol=mqtt.MQTTv5)
+        client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=cfg.client_id,
+            protocol=mqtt.MQTTv5,
+        )
         _configure(client, cfg)
         client.manual_ack_set(True)
         client.reconnect_delay_set(1, 30)
@@ -218,28 +270,54 @@ class Receiver:
 
     # ------------------------------------------------------------------ paho callbacks
 
-    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags,
-                    reason_code: ReasonCode, properties: Properties | None) -> None:
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
         if reason_code.is_failure:
             log.warning("broker refused the receiver: %s", reason_code)
             return
         self.connects += 1
         self._connected.set()
         client.subscribe(self.topics())
-        log.info("receiver %s connected to %s:%d (session present: %s)", self.cfg.client_id,
-                 self.cfg.host, self.cfg.port, flags.session_present)
+        log.info(
+            "receiver %s connected to %s:%d (session present: %s)",
+            self.cfg.client_id,
+            self.cfg.host,
+            self.cfg.port,
+            flags.session_present,
+        )
 
-    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: mqtt.DisconnectFlags,
-                       reason_code: ReasonCode, properties: Properties | None) -> None:
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
         if self._connected.is_set() and not self._stop.is_set():
             log.warning("receiver disconnected (%s); reconnecting", reason_code)
         self._connected.clear()
         self._subscribed.clear()
 
-    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int,
-                      reason_codes: list[ReasonCode], properties: Properties | None) -> None:
-        bad = [(t, rc) for (t, _), rc in zip(self.topics(), reason_codes, strict=False)
-               if rc.is_failure]
+    def _on_subscribe(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        mid: int,
+        reason_codes: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
+        bad = [
+            (t, rc)
+            for (t, _), rc in zip(self.topics(), reason_codes, strict=False)
+            if rc.is_failure
+        ]
         for t, rc in bad:
             log.error("subscription to %s refused: %s", t, rc)
         self.subscriptions_refused = len(bad)
@@ -251,8 +329,9 @@ class Receiver:
         # are unacknowledged; what it has not sent stays queued there.
         payload = bytes(msg.payload)
         self._budget.take(_size(msg.topic, payload), self._stop)
-        user = tuple((str(k), str(v)) for k, v in
-                     (getattr(msg.properties, "UserProperty", None) or ())[:8])
+        user = tuple(
+            (str(k), str(v)) for k, v in (getattr(msg.properties, "UserProperty", None) or ())[:8]
+        )
         self._queue.put((Message(msg.topic, payload, time.time(), user), msg.mid, msg.qos))
 
     # ------------------------------------------------------------------ worker
@@ -268,8 +347,10 @@ class Receiver:
             # A quarter of the byte budget at most per transaction: the database driver copies
             # the batch it writes, so memory stays near the budget, not twice it.
             batch_bytes = sum(_size(p[0].topic, p[0].payload) for p in pending)
-            while (len(pending) < self.cfg.batch_max
-                   and batch_bytes < self._budget.max_bytes // _BATCH_SHARE):
+            while (
+                len(pending) < self.cfg.batch_max
+                and batch_bytes < self._budget.max_bytes // _BATCH_SHARE
+            ):
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
@@ -280,8 +361,12 @@ class Receiver:
                 self.ingest.process([p[0] for p in pending])
             except sa.exc.SQLAlchemyError as e:
                 self.db_errors += 1
-                log.error("database error; %d message(s) kept unacknowledged, retrying in "
-                          "%.0f s: %s", len(pending), _RETRY_S, e)
+                log.error(
+                    "database error; %d message(s) kept unacknowledged, retrying in %.0f s: %s",
+                    len(pending),
+                    _RETRY_S,
+                    e,
+                )
                 self._stop.wait(_RETRY_S)
                 continue
             except Exception:  # a bug must not stop the receiver; the batch is dropped
@@ -290,8 +375,9 @@ class Receiver:
             for _, mid, qos in pending:
                 if qos > 0:
                     self._client.ack(mid, qos)
-            self._budget.give(sum(_size(msg.topic, msg.payload) for msg, _, _ in pending),
-                              len(pending))
+            self._budget.give(
+                sum(_size(msg.topic, msg.payload) for msg, _, _ in pending), len(pending)
+            )
             pending = []
 
     def _send_receipts(self) -> None:
@@ -302,9 +388,13 @@ class Receiver:
         for unit, (alerts, evidence, crops) in receipts.by_unit.items():
             a, e, c = sorted(alerts), sorted(evidence), sorted(crops)
             for i in range(0, max(len(a), len(e), len(c)), RECEIPT_MAX_ITEMS):
-                doc = m.build_receipt(unit, alerts=a[i:i + RECEIPT_MAX_ITEMS],
-                                      evidence=e[i:i + RECEIPT_MAX_ITEMS],
-                                      crops=c[i:i + RECEIPT_MAX_ITEMS], t_wall_s=time.time())
+                doc = m.build_receipt(
+                    unit,
+                    alerts=a[i : i + RECEIPT_MAX_ITEMS],
+                    evidence=e[i : i + RECEIPT_MAX_ITEMS],
+                    crops=c[i : i + RECEIPT_MAX_ITEMS],
+                    t_wall_s=time.time(),
+                )
                 topic = m.Topics(self.cfg.topic_root, unit).ack
                 info = self._client.publish(topic, m.encode(doc), qos=1, retain=False)
                 if info.rc == mqtt.MQTT_ERR_SUCCESS:
@@ -322,8 +412,13 @@ class Receiver:
         props.SessionExpiryInterval = self.cfg.session_expiry_s
         props.ReceiveMaximum = min(65535, max(20, self.cfg.batch_max * 2))
         self.ingest.reload_keys()
-        self._client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s,
-                                   clean_start=False, properties=props)
+        self._client.connect_async(
+            self.cfg.host,
+            self.cfg.port,
+            keepalive=self.cfg.keepalive_s,
+            clean_start=False,
+            properties=props,
+        )
         self._client.loop_start()
         self._worker.start()
         return self
@@ -338,18 +433,29 @@ class Receiver:
 
     def publish_command(self, unit: str, name: str, body: dict[str, Any]) -> commands.Sent:
         """Send a command to a unit on the receiver's own connection."""
-        return publish_command(self._client, self._acks, self.cfg, connected=self.is_connected,
-                               unit=unit, name=name, body=body)
+        return publish_command(
+            self._client,
+            self._acks,
+            self.cfg,
+            connected=self.is_connected,
+            unit=unit,
+            name=name,
+            body=body,
+        )
 
     def backlog(self) -> int:
         return self._queue.qsize()
 
     def stats(self) -> dict[str, Any]:
         out = self.ingest.stats()
-        out.update(connected=self.is_connected, backlog=self.backlog(),
-                   db_errors=self.db_errors, connects=self.connects,
-                   subscriptions_refused=self.subscriptions_refused,
-                   receipts_sent=self.receipts_sent)
+        out.update(
+            connected=self.is_connected,
+            backlog=self.backlog(),
+            db_errors=self.db_errors,
+            connects=self.connects,
+            subscriptions_refused=self.subscriptions_refused,
+            receipts_sent=self.receipts_sent,
+        )
         out.update(self._budget.stats())
         return out
 
@@ -378,24 +484,38 @@ class CommandPublisher:
         self._acks = _Acks()
         self._connected = threading.Event()
         self._started = self._closed = False
-        self._client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2,
-                                   client_id=f"{cfg.client_id[:50]}-cmd-{secrets.token_hex(3)}",
-                                   protocol=mqtt.MQTTv5)
+        self._client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=f"{cfg.client_id[:50]}-cmd-{secrets.token_hex(3)}",
+            protocol=mqtt.MQTTv5,
+        )
         _configure(self._client, cfg)
         self._client.reconnect_delay_set(1, 30)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_publish = self._acks.on_publish
 
-    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags,
-                    reason_code: ReasonCode, properties: Properties | None) -> None:
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
         if reason_code.is_failure:
             log.warning("broker refused the command publisher: %s", reason_code)
             return
         self._connected.set()
 
-    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: mqtt.DisconnectFlags,
-                       reason_code: ReasonCode, properties: Properties | None) -> None:
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
         self._connected.clear()
 
     @property
@@ -405,8 +525,9 @@ class CommandPublisher:
     def start(self) -> CommandPublisher:
         if not self._started:
             self._started = True
-            self._client.connect_async(self.cfg.host, self.cfg.port,
-                                       keepalive=self.cfg.keepalive_s, clean_start=True)
+            self._client.connect_async(
+                self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s, clean_start=True
+            )
             self._client.loop_start()
         return self
 
@@ -414,8 +535,15 @@ class CommandPublisher:
         return self._connected.wait(timeout_s)
 
     def publish_command(self, unit: str, name: str, body: dict[str, Any]) -> commands.Sent:
-        return publish_command(self._client, self._acks, self.cfg, connected=self.is_connected,
-                               unit=unit, name=name, body=body)
+        return publish_command(
+            self._client,
+            self._acks,
+            self.cfg,
+            connected=self.is_connected,
+            unit=unit,
+            name=name,
+            body=body,
+        )
 
     def close(self) -> None:
         if self._closed:

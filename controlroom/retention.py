@@ -28,43 +28,75 @@ _DAY_S = 86400.0
 def sweep(engine: Engine, cfg: RetentionConfig, *, now: float | None = None) -> dict[str, int]:
     now = time.time() if now is None else now
     a, e, c = db.alerts, db.evidence, db.crops
-    out = {"rejected_evidence": 0, "confirmed_purged": 0, "unreviewed_purged": 0,
-           "orphan_evidence": 0}
+    out = {
+        "rejected_evidence": 0,
+        "confirmed_purged": 0,
+        "unreviewed_purged": 0,
+        "orphan_evidence": 0,
+    }
     with engine.begin() as conn:
-        ids = [r[0] for r in conn.execute(sa.select(a.c.alert_id).where(
-            a.c.status == "rejected", a.c.evidence_deleted_at.is_(None),
-            a.c.reviewed_at <= now - cfg.rejected_evidence_s))]
+        ids = [
+            r[0]
+            for r in conn.execute(
+                sa.select(a.c.alert_id).where(
+                    a.c.status == "rejected",
+                    a.c.evidence_deleted_at.is_(None),
+                    a.c.reviewed_at <= now - cfg.rejected_evidence_s,
+                )
+            )
+        ]
         for chunk in db.chunks(ids, 500):
             conn.execute(e.delete().where(e.c.alert_id.in_(chunk)))
             conn.execute(c.delete().where(c.c.alert_id.in_(chunk)))
-            conn.execute(a.update().where(a.c.alert_id.in_(chunk))
-                         .values(evidence_deleted_at=now))
+            conn.execute(a.update().where(a.c.alert_id.in_(chunk)).values(evidence_deleted_at=now))
         out["rejected_evidence"] = len(ids)
         for key, cond in (
-            ("confirmed_purged", sa.and_(a.c.status == "confirmed",
-                                         a.c.reviewed_at <= now - cfg.confirmed_days * _DAY_S)),
-            ("unreviewed_purged", sa.and_(a.c.status == "new",
-                                          a.c.received_at <= now - cfg.unreviewed_days * _DAY_S)),
+            (
+                "confirmed_purged",
+                sa.and_(
+                    a.c.status == "confirmed", a.c.reviewed_at <= now - cfg.confirmed_days * _DAY_S
+                ),
+            ),
+            (
+                "unreviewed_purged",
+                sa.and_(a.c.status == "new", a.c.received_at <= now - cfg.unreviewed_days * _DAY_S),
+            ),
         ):
             ids = [r[0] for r in conn.execute(sa.select(a.c.alert_id).where(cond))]
             for chunk in db.chunks(ids, 500):
                 conn.execute(e.delete().where(e.c.alert_id.in_(chunk)))
                 conn.execute(c.delete().where(c.c.alert_id.in_(chunk)))
-                conn.execute(a.update().where(a.c.alert_id.in_(chunk)).values(
-                    status="purged", purged_at=now, evidence_deleted_at=now, payload=None,
-                    lat=None, lon=None, fix_mode=None, fix_age_s=None, review_note=None,
-                    roi=None, score=None, model=None))
+                conn.execute(
+                    a.update()
+                    .where(a.c.alert_id.in_(chunk))
+                    .values(
+                        status="purged",
+                        purged_at=now,
+                        evidence_deleted_at=now,
+                        payload=None,
+                        lat=None,
+                        lon=None,
+                        fix_mode=None,
+                        fix_age_s=None,
+                        review_note=None,
+                        roi=None,
+                        score=None,
+                        model=None,
+                    )
+                )
             out[key] = len(ids)
         known = sa.select(a.c.alert_id).where(a.c.alert_id == e.c.alert_id).exists()
-        res = conn.execute(e.delete().where(e.c.received_at <= now - cfg.orphan_evidence_s,
-                                            ~known))
+        res = conn.execute(e.delete().where(e.c.received_at <= now - cfg.orphan_evidence_s, ~known))
         out["orphan_evidence"] = int(res.rowcount or 0)
         crop_known = sa.select(a.c.alert_id).where(a.c.alert_id == c.c.alert_id).exists()
-        conn.execute(c.delete().where(c.c.received_at <= now - cfg.orphan_evidence_s,
-                                      ~crop_known))
+        conn.execute(c.delete().where(c.c.received_at <= now - cfg.orphan_evidence_s, ~crop_known))
         if any(out.values()):
-            db.record_audit(conn, username="system", action="retention",
-                            detail=", ".join(f"{k}={v}" for k, v in out.items() if v))
+            db.record_audit(
+                conn,
+                username="system",
+                action="retention",
+                detail=", ".join(f"{k}={v}" for k, v in out.items() if v),
+            )
     if any(out.values()):
         log.info("retention: %s", out)
     return out
@@ -77,8 +109,9 @@ class Sweeper:
         self.engine = engine
         self.cfg = cfg
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._main, name="controlroom-retention",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._main, name="controlroom-retention", daemon=True
+        )
         self.last: dict[str, Any] = {}
 
     def _main(self) -> None:

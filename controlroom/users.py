@@ -35,27 +35,42 @@ def add_user(engine: Engine, username: str, password: str, *, replace: bool = Fa
         raise ControlRoomError(f"password too short: at least {MIN_PASSWORD_CHARS} characters")
     hashed = _hasher.hash(password)
     with engine.begin() as conn:
-        exists = conn.execute(sa.select(db.users.c.username)
-                              .where(db.users.c.username == username)).first() is not None
+        exists = (
+            conn.execute(
+                sa.select(db.users.c.username).where(db.users.c.username == username)
+            ).first()
+            is not None
+        )
         if exists and not replace:
-            raise ControlRoomError(f"user {username!r} exists (use --replace to set a new "
-                                   "password)")
+            raise ControlRoomError(
+                f"user {username!r} exists (use --replace to set a new password)"
+            )
         if exists:
-            conn.execute(db.users.update().where(db.users.c.username == username)
-                         .values(password_hash=hashed, is_active=True))
+            conn.execute(
+                db.users.update()
+                .where(db.users.c.username == username)
+                .values(password_hash=hashed, is_active=True)
+            )
             end_sessions(conn, username)  # a new password logs out every old session
         else:
-            conn.execute(db.users.insert().values(username=username, password_hash=hashed,
-                                                  created_at=time.time(), is_active=True))
-        db.record_audit(conn, username="cli", action="user_set" if exists else "user_add",
-                        target=username)
+            conn.execute(
+                db.users.insert().values(
+                    username=username, password_hash=hashed, created_at=time.time(), is_active=True
+                )
+            )
+        db.record_audit(
+            conn, username="cli", action="user_set" if exists else "user_add", target=username
+        )
 
 
 def check_password(engine: Engine, username: str, password: str) -> bool:
     """True for an active user with this password. Takes the same time for unknown users."""
     with engine.connect() as conn:
-        row = conn.execute(sa.select(db.users.c.password_hash, db.users.c.is_active)
-                           .where(db.users.c.username == username)).first()
+        row = conn.execute(
+            sa.select(db.users.c.password_hash, db.users.c.is_active).where(
+                db.users.c.username == username
+            )
+        ).first()
     hashed = row.password_hash if row is not None else _DUMMY_HASH
     ok: bool
     try:
@@ -64,37 +79,52 @@ def check_password(engine: Engine, username: str, password: str) -> bool:
         ok = False
     if ok and row is not None and _hasher.check_needs_rehash(hashed):
         with engine.begin() as conn:
-            conn.execute(db.users.update().where(db.users.c.username == username)
-                         .values(password_hash=_hasher.hash(password)))
+            conn.execute(
+                db.users.update()
+                .where(db.users.c.username == username)
+                .values(password_hash=_hasher.hash(password))
+            )
     return ok and row is not None and bool(row.is_active)
 
 
 def set_active(engine: Engine, username: str, is_active: bool) -> None:
     """Enable or disable a user; a disabled user's open sessions stop working at once."""
     with engine.begin() as conn:
-        res = conn.execute(db.users.update().where(db.users.c.username == username)
-                           .values(is_active=is_active))
+        res = conn.execute(
+            db.users.update().where(db.users.c.username == username).values(is_active=is_active)
+        )
         if res.rowcount != 1:
             raise ControlRoomError(f"no user {username!r}")
         if not is_active:
             end_sessions(conn, username)
-        db.record_audit(conn, username="cli", action="user_enable" if is_active else
-                        "user_disable", target=username)
+        db.record_audit(
+            conn,
+            username="cli",
+            action="user_enable" if is_active else "user_disable",
+            target=username,
+        )
 
 
 def _sid_key(sid: str) -> str:
     return hashlib.sha256(sid.encode("utf-8")).hexdigest()
 
 
-def start_session(conn: Connection, username: str, *, now: float, max_age_s: float,
-                  remote: str | None = None) -> str:
+def start_session(
+    conn: Connection, username: str, *, now: float, max_age_s: float, remote: str | None = None
+) -> str:
     """A new session for ``username``; returns its id (for the cookie only: the table keeps
     its SHA-256). Expired sessions of anyone are deleted on the way."""
     conn.execute(db.web_sessions.delete().where(db.web_sessions.c.expires_at <= now))
     sid = secrets.token_urlsafe(32)
-    conn.execute(db.web_sessions.insert().values(sid_sha256=_sid_key(sid), username=username,
-                                                 created_at=now, expires_at=now + max_age_s,
-                                                 remote=remote))
+    conn.execute(
+        db.web_sessions.insert().values(
+            sid_sha256=_sid_key(sid),
+            username=username,
+            created_at=now,
+            expires_at=now + max_age_s,
+            remote=remote,
+        )
+    )
     return sid
 
 
@@ -103,10 +133,13 @@ def session_user(engine: Engine, sid: str, *, now: float) -> str | None:
     disabled or gone."""
     s, u = db.web_sessions, db.users
     with engine.connect() as conn:
-        user = conn.execute(sa.select(u.c.username).select_from(
-            s.join(u, s.c.username == u.c.username)).where(
-            s.c.sid_sha256 == _sid_key(sid), s.c.expires_at > now,
-            u.c.is_active == sa.true())).scalar()
+        user = conn.execute(
+            sa.select(u.c.username)
+            .select_from(s.join(u, s.c.username == u.c.username))
+            .where(
+                s.c.sid_sha256 == _sid_key(sid), s.c.expires_at > now, u.c.is_active == sa.true()
+            )
+        ).scalar()
     return None if user is None else str(user)
 
 

@@ -107,49 +107,76 @@ def render_svg(pm: PinMap) -> str:
     ]
     pi_rows = [i for i, (_, s) in enumerate(rows) if s.pi is not None]
     pico_rows = [i for i, (_, s) in enumerate(rows) if s.pico is not None]
-    for (x0, x1, idx, label) in ((pi_x0, pi_x1, pi_rows, "Raspberry Pi 5 — 40-pin header"),
-                                 (pico_x0, pico_x1, pico_rows, "Raspberry Pi Pico")):
+    for x0, x1, idx, label in (
+        (pi_x0, pi_x1, pi_rows, "Raspberry Pi 5 — 40-pin header"),
+        (pico_x0, pico_x1, pico_rows, "Raspberry Pi Pico"),
+    ):
         if not idx:
             continue
         y0 = top + idx[0] * row_h - 8
         y1 = top + (idx[-1] + 1) * row_h - 8
-        out.append(f'<rect x="{x0}" y="{y0}" width="{x1 - x0}" height="{y1 - y0}" rx="8" '
-                   'fill="#eef5ee" stroke="#2e7d32" stroke-width="2"/>')
+        out.append(
+            f'<rect x="{x0}" y="{y0}" width="{x1 - x0}" height="{y1 - y0}" rx="8" '
+            'fill="#eef5ee" stroke="#2e7d32" stroke-width="2"/>'
+        )
         out.append(f'<text x="{x0}" y="{y0 - 10}" font-weight="bold">{escape(label)}</text>')
-    colours = {"Pi out": "#1565c0", "Pi in": "#6a1b9a", "Pico out": "#c62828",
-               "Pico in": "#ef6c00", "Pi → Pico": "#00838f", "Pico → Pi": "#2e7d32"}
+    colours = {
+        "Pi out": "#1565c0",
+        "Pi in": "#6a1b9a",
+        "Pico out": "#c62828",
+        "Pico in": "#ef6c00",
+        "Pi → Pico": "#00838f",
+        "Pico → Pi": "#2e7d32",
+    }
     for i, (name, s) in enumerate(rows):
         y = top + i * row_h + 10
         colour = colours[_direction(s)]
         if s.pi is not None:
-            out.append(f'<text x="{pi_x0 + 10}" y="{y + 4}">pin {s.pi.pin} · GPIO{s.pi.gpio}'
-                       f" · {escape(name)}</text>")
+            out.append(
+                f'<text x="{pi_x0 + 10}" y="{y + 4}">pin {s.pi.pin} · GPIO{s.pi.gpio}'
+                f" · {escape(name)}</text>"
+            )
             out.append(f'<circle cx="{pi_x1}" cy="{y}" r="4" fill="{colour}"/>')
         if s.pico is not None:
-            out.append(f'<text x="{pico_x1 - 10}" y="{y + 4}" text-anchor="end">'
-                       f"{escape(name)} · GP{s.pico.gp} · pin {s.pico.pin}</text>")
+            out.append(
+                f'<text x="{pico_x1 - 10}" y="{y + 4}" text-anchor="end">'
+                f"{escape(name)} · GP{s.pico.gp} · pin {s.pico.pin}</text>"
+            )
             out.append(f'<circle cx="{pico_x0}" cy="{y}" r="4" fill="{colour}"/>')
         if s.pi is not None and s.pico is not None:
-            out.append(f'<line x1="{pi_x1}" y1="{y}" x2="{pico_x0}" y2="{y}" stroke="{colour}" '
-                       'stroke-width="2"/>')
-            out.append(f'<text x="{(pi_x1 + pico_x0) // 2}" y="{y - 5}" text-anchor="middle" '
-                       f'fill="{colour}">{escape(_direction(s))}</text>')
+            out.append(
+                f'<line x1="{pi_x1}" y1="{y}" x2="{pico_x0}" y2="{y}" stroke="{colour}" '
+                'stroke-width="2"/>'
+            )
+            out.append(
+                f'<text x="{(pi_x1 + pico_x0) // 2}" y="{y - 5}" text-anchor="middle" '
+                f'fill="{colour}">{escape(_direction(s))}</text>'
+            )
         elif s.pi is not None:
-            out.append(f'<line x1="{pi_x1}" y1="{y}" x2="{pi_x1 + 60}" y2="{y}" '
-                       f'stroke="{colour}" stroke-width="2"/>')
-            out.append(f'<text x="{pi_x1 + 66}" y="{y + 4}" fill="{colour}">'
-                       f"{escape(_clip(s.to or s.description, 80))}</text>")
+            out.append(
+                f'<line x1="{pi_x1}" y1="{y}" x2="{pi_x1 + 60}" y2="{y}" '
+                f'stroke="{colour}" stroke-width="2"/>'
+            )
+            out.append(
+                f'<text x="{pi_x1 + 66}" y="{y + 4}" fill="{colour}">'
+                f"{escape(_clip(s.to or s.description, 80))}</text>"
+            )
         else:
-            out.append(f'<line x1="{pico_x0 - 60}" y1="{y}" x2="{pico_x0}" y2="{y}" '
-                       f'stroke="{colour}" stroke-width="2"/>')
-            out.append(f'<text x="{pico_x0 - 66}" y="{y + 4}" text-anchor="end" '
-                       f'fill="{colour}">{escape(_clip(s.to or s.description, 80))}</text>')
+            out.append(
+                f'<line x1="{pico_x0 - 60}" y1="{y}" x2="{pico_x0}" y2="{y}" '
+                f'stroke="{colour}" stroke-width="2"/>'
+            )
+            out.append(
+                f'<text x="{pico_x0 - 66}" y="{y + 4}" text-anchor="end" '
+                f'fill="{colour}">{escape(_clip(s.to or s.description, 80))}</text>'
+            )
     out.append(f'<text x="30" y="{power_top}" font-weight="bold">Power and ground</text>')
     for j, w in enumerate(pm.power):
         y = power_top + 24 + j * 22
         wire = f" ({w.wire})" if w.wire else ""
-        out.append(f'<text x="40" y="{y}">{escape(w.source)} → {escape(w.dest)}'
-                   f"{escape(wire)}</text>")
+        out.append(
+            f'<text x="40" y="{y}">{escape(w.source)} → {escape(w.dest)}{escape(wire)}</text>'
+        )
     out.append("</svg>")
     return "\n".join(out) + "\n"
 

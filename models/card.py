@@ -32,21 +32,31 @@ def _f(v: Any) -> str:
 def _arch_text(prov: dict[str, Any]) -> str:
     arch, weights = prov.get("arch"), str(prov.get("weights"))
     if arch == "mobilenetv1":
-        text = (f"MobileNet-V1 (width {prov.get('alpha')}, {prov.get('input_size')} px) whose "
-                f"backbone was initialised with ImageNet weights read from `{Path(weights).name}` "
-                "(Google, Apache-2.0; `models/pretrained.py`), because Keras cannot download "
-                "ImageNet weights on the build machine; new two-way head, then fine-tuned end to "
-                "end on real + synthetic crops.")
+        text = (
+            f"MobileNet-V1 (width {prov.get('alpha')}, {prov.get('input_size')} px) whose "
+            f"backbone was initialised with ImageNet weights read from `{Path(weights).name}` "
+            "(Google, Apache-2.0; `models/pretrained.py`), because Keras cannot download "
+            "ImageNet weights on the build machine; new two-way head, then fine-tuned end to "
+            "end on real + synthetic crops."
+        )
         if prov.get("batchnorm"):
-            text += (" For fine-tuning a batch-norm layer follows each convolution (set to the "
-                     "identity at the start, so training begins from the ImageNet network; the "
-                     "converter folds them back into the convolutions)")
+            text += (
+                " For fine-tuning a batch-norm layer follows each convolution (set to the "
+                "identity at the start, so training begins from the ImageNet network; the "
+                "converter folds them back into the convolutions)"
+            )
             noise = float(prov.get("act_noise") or 0.0)
-            text += (f", and Gaussian noise (std {noise:g}) after each activation, in training "
-                     "only, stands in for int8 rounding." if noise > 0 else ".")
+            text += (
+                f", and Gaussian noise (std {noise:g}) after each activation, in training "
+                "only, stands in for int8 rounding."
+                if noise > 0
+                else "."
+            )
         return text
-    return (f"{arch} (width {prov.get('alpha')}, {prov.get('input_size')} px), initialisation: "
-            f"{weights}.")
+    return (
+        f"{arch} (width {prov.get('alpha')}, {prov.get('input_size')} px), initialisation: "
+        f"{weights}."
+    )
 
 
 def _f1_balanced(recall: float, fpr: float) -> float:
@@ -83,13 +93,18 @@ def _teacher_lines(prov: dict[str, Any]) -> list[str]:
     teachers = [t for t in prov.get("teachers", []) if isinstance(t, dict)]
     if not teachers:
         return []
-    lines = [f"In the stages with `--teacher`, each synthetic crop's target was "
-             f"{float(prov.get('distill', 0.5)):.0%} the mean P(phone) of earlier models "
-             "(knowledge distillation; int8 models, each read at its own input size) and the "
-             "rest its label. The teachers, and the commands that made them:", ""]
+    lines = [
+        f"In the stages with `--teacher`, each synthetic crop's target was "
+        f"{float(prov.get('distill', 0.5)):.0%} the mean P(phone) of earlier models "
+        "(knowledge distillation; int8 models, each read at its own input size) and the "
+        "rest its label. The teachers, and the commands that made them:",
+        "",
+    ]
     for t in teachers:
-        lines.append(f"- `{t.get('name')}` (stage {t.get('stage')}; {t.get('input_size')} px; "
-                     f"SHA-256 `{str(t.get('sha256'))[:16]}...`):")
+        lines.append(
+            f"- `{t.get('name')}` (stage {t.get('stage')}; {t.get('input_size')} px; "
+            f"SHA-256 `{str(t.get('sha256'))[:16]}...`):"
+        )
         lines += ["", "  ```"] + [f"  {st}" for st in t.get("stages", [])] + ["  ```", ""]
     return lines
 
@@ -99,10 +114,8 @@ def _condition_table(by: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
     lines = ["| condition | phone found (recall) | phone-free flagged (FPR) |", "|---|---|---|"]
     for cond, groups in by.items():
         for value, g in groups.items():
-            found = (f"{g['tp']} of {g['positives']} ({g['recall']:.3f})" if g["positives"]
-                     else "-")
-            flagged = (f"{g['fp']} of {g['negatives']} ({g['fpr']:.3f})" if g["negatives"]
-                       else "-")
+            found = f"{g['tp']} of {g['positives']} ({g['recall']:.3f})" if g["positives"] else "-"
+            flagged = f"{g['fp']} of {g['negatives']} ({g['fpr']:.3f})" if g["negatives"] else "-"
             lines.append(f"| {cond}: {value} | {found} | {flagged} |")
     return lines
 
@@ -112,11 +125,19 @@ def _night_vs_day(data: dict[str, dict[str, Any]]) -> str:
     for d, m in data.items():
         light = (m.get("by_condition") or {}).get("lighting", {})
         night, day = light.get("ir_night"), light.get("day")
-        if night and day and night["positives"] and night["negatives"] and day["positives"] \
-                and day["negatives"]:
-            return (f" On {d} at the threshold, IR night: recall {night['recall']:.3f}, FPR "
-                    f"{night['fpr']:.3f} ({night['n']} crops); day: recall {day['recall']:.3f}, "
-                    f"FPR {day['fpr']:.3f} ({day['n']} crops).")
+        if (
+            night
+            and day
+            and night["positives"]
+            and night["negatives"]
+            and day["positives"]
+            and day["negatives"]
+        ):
+            return (
+                f" On {d} at the threshold, IR night: recall {night['recall']:.3f}, FPR "
+                f"{night['fpr']:.3f} ({night['n']} crops); day: recall {day['recall']:.3f}, "
+                f"FPR {day['fpr']:.3f} ({day['n']} crops)."
+            )
     return ""
 
 
@@ -138,75 +159,108 @@ def site_stage(prov: dict[str, Any], model_file: str) -> str | None:
     return f"nice -n 10 {cmd} --real site/train"
 
 
-def _target_lines(ours: dict[str, Any], met: dict[str, Any], prov: dict[str, Any], *,
-                  size_kb: float, bench_ms: float | None, domains: dict[str, str]) -> list[str]:
+def _target_lines(
+    ours: dict[str, Any],
+    met: dict[str, Any],
+    prov: dict[str, Any],
+    *,
+    size_kb: float,
+    bench_ms: float | None,
+    domains: dict[str, str],
+) -> list[str]:
     """The card's "Against the targets" table and what would close the gaps."""
     lines = ["### Against the targets", "", "| target | reached |", "|---|---|"]
     for d, m in ours["data"].items():
         if m["positives"] and m["negatives"]:
             r5 = m["recall_at_fpr"]["0.05"]
-            lines.append(f"| recall >= 0.90 at FPR <= 5 % on {d} | {r5:.3f} "
-                         f"({'met' if r5 >= 0.9 else 'not met'}) |")
+            lines.append(
+                f"| recall >= 0.90 at FPR <= 5 % on {d} | {r5:.3f} "
+                f"({'met' if r5 >= 0.9 else 'not met'}) |"
+            )
         elif m["negatives"]:
-            lines.append(f"| phone-free photos from other sources ({d}) flagged | "
-                         f"{m['confusion']['fp']} of {m['negatives']} at the threshold |")
+            lines.append(
+                f"| phone-free photos from other sources ({d}) flagged | "
+                f"{m['confusion']['fp']} of {m['negatives']} at the threshold |"
+            )
     syn = [m for d, m in ours["data"].items() if domains.get(d, "").startswith("synthetic, seed")]
     if syn:
         f1 = syn[0]["f1"]
-        lines.append(f"| F1 >= 0.97 on held-out synthetic | {f1:.3f} "
-                     f"({'met' if f1 >= 0.97 else 'not met'}) |")
+        lines.append(
+            f"| F1 >= 0.97 on held-out synthetic | {f1:.3f} "
+            f"({'met' if f1 >= 0.97 else 'not met'}) |"
+        )
     lines.append(f"| <= 1 MB | {size_kb:.0f} KB (met) |")
     if bench_ms is not None:
-        lines.append(f"| <= 2 ms per crop on this CPU | {bench_ms:.2f} ms invoke "
-                     f"({'met' if bench_ms <= 2 else 'not met'}) |")
+        lines.append(
+            f"| <= 2 ms per crop on this CPU | {bench_ms:.2f} ms invoke "
+            f"({'met' if bench_ms <= 2 else 'not met'}) |"
+        )
     target_fpr = float(met.get("validation", {}).get("target_fpr", 0.05))
     if syn and syn[0]["f1"] < 0.97 and target_fpr > 0:
         # Balanced classes: precision = recall / (recall + FPR). Find the recall F1 0.97 needs.
-        need = next((r / 1000 for r in range(900, 1001)
-                     if _f1_balanced(r / 1000, target_fpr) >= 0.97), None)
-        lines += ["", f"F1 is read at the shipped threshold, set for {target_fpr:.0%} FPR on "
-                  "validation: on a balanced test set that caps precision near "
-                  f"{1 / (1 + target_fpr):.2f}, so F1 >= 0.97 there needs recall of "
-                  + (f"at least {need:.2f}." if need is not None else "more than 1.")]
-    lines += ["", "What would close the gaps: real crops from the unit's own viewpoint (outside, "
-              "through glass, day and IR night) from many cars and drivers - the unit's "
-              "`collect` command gathers them; "
-              + ("a larger input (160 px) or " if int(prov.get("input_size") or 0) < 160
-                 else "")
-              + "a wider backbone once a Pi 5 / Edge TPU budget allows; longer training on "
-              "more synthetic crops.", ""]
+        need = next(
+            (r / 1000 for r in range(900, 1001) if _f1_balanced(r / 1000, target_fpr) >= 0.97), None
+        )
+        lines += [
+            "",
+            f"F1 is read at the shipped threshold, set for {target_fpr:.0%} FPR on "
+            "validation: on a balanced test set that caps precision near "
+            f"{1 / (1 + target_fpr):.2f}, so F1 >= 0.97 there needs recall of "
+            + (f"at least {need:.2f}." if need is not None else "more than 1."),
+        ]
+    lines += [
+        "",
+        "What would close the gaps: real crops from the unit's own viewpoint (outside, "
+        "through glass, day and IR night) from many cars and drivers - the unit's "
+        "`collect` command gathers them; "
+        + ("a larger input (160 px) or " if int(prov.get("input_size") or 0) < 160 else "")
+        + "a wider backbone once a Pi 5 / Edge TPU budget allows; longer training on "
+        "more synthetic crops.",
+        "",
+    ]
     return lines
 
 
-def _export_lines(met: dict[str, Any], *, bench_ms: float | None,
-                  bench_machine: str) -> list[str]:
+def _export_lines(met: dict[str, Any], *, bench_ms: float | None, bench_machine: str) -> list[str]:
     """int8 / float parity and speed, the first lines of "Export and speed"."""
     lines: list[str] = []
     par = met.get("int8_float_parity", {})
     if par:
         agree = ", ".join(f"{v:.4f} at threshold {k}" for k, v in par["agreement"].items())
         mop = par.get("matched_operating_point", {})
-        lines.append(f"- int8 vs float decisions on {par['n']} validation crops: agreement "
-                     f"**{mop.get('agreement', float('nan')):.4f}** at matched operating points "
-                     f"(each model's threshold for {mop.get('target_fpr', 0.05):.0%} FPR); raw "
-                     f"{agree}; mean |dP| {par['mean_abs_diff']:.4f}.")
+        lines.append(
+            f"- int8 vs float decisions on {par['n']} validation crops: agreement "
+            f"**{mop.get('agreement', float('nan')):.4f}** at matched operating points "
+            f"(each model's threshold for {mop.get('target_fpr', 0.05):.0%} FPR); raw "
+            f"{agree}; mean |dP| {par['mean_abs_diff']:.4f}."
+        )
         if par.get("required", 0.99) < 0.99:
-            lines.append(f"- **Short of the 99 % parity target**: the export gate was lowered to "
-                         f"{par['required']:.1%} for this model. Post-training quantisation "
-                         f"moves P(phone) by {par['mean_abs_diff']:.2f} on average, and "
-                         "validation crops that score near the threshold change side. "
-                         "Quantisation-aware training is the fix; not done yet.")
+            lines.append(
+                f"- **Short of the 99 % parity target**: the export gate was lowered to "
+                f"{par['required']:.1%} for this model. Post-training quantisation "
+                f"moves P(phone) by {par['mean_abs_diff']:.2f} on average, and "
+                "validation crops that score near the threshold change side. "
+                "Quantisation-aware training is the fix; not done yet."
+            )
     if bench_ms is not None:
-        lines.append(f"- Inference {bench_ms:.2f} ms per crop (median, `bench/model.py`, "
-                     f"{bench_machine}). On a Raspberry Pi 5 expect roughly "
-                     f"{bench_ms:.1f}-{bench_ms * 1.5:.1f} ms: an estimate from published Pi 4 / "
-                     "Pi 5 figures, not a measurement (docs/performance.md shows how it was "
-                     "made); the Edge TPU twin well under 1 ms plus USB transfer.")
+        lines.append(
+            f"- Inference {bench_ms:.2f} ms per crop (median, `bench/model.py`, "
+            f"{bench_machine}). On a Raspberry Pi 5 expect roughly "
+            f"{bench_ms:.1f}-{bench_ms * 1.5:.1f} ms: an estimate from published Pi 4 / "
+            "Pi 5 figures, not a measurement (docs/performance.md shows how it was "
+            "made); the Edge TPU twin well under 1 ms plus USB transfer."
+        )
     return lines
 
 
-def render(model: Path, eval_doc: dict[str, Any], *, bench_ms: float | None,
-           bench_machine: str, domains: dict[str, str]) -> str:
+def render(
+    model: Path,
+    eval_doc: dict[str, Any],
+    *,
+    bench_ms: float | None,
+    bench_machine: str,
+    domains: dict[str, str],
+) -> str:
     spec = load_spec(sidecar_path(model))
     prov, met = spec.provenance, spec.metrics
     size_kb = model.stat().st_size / 1024
@@ -235,7 +289,7 @@ def render(model: Path, eval_doc: dict[str, Any], *, bench_ms: float | None,
         "",
         "| source | what | licence |",
         "|---|---|---|",
-        "| kmitl `train/` (Roboflow Universe \"cv-driver-distraction\" by kmitlapkdtii, v6) | "
+        '| kmitl `train/` (Roboflow Universe "cv-driver-distraction" by kmitlapkdtii, v6) | '
         f"{prov.get('real_train_images')} train + {prov.get('real_validation_images')} validation "
         "images (5 augmented variants per source frame; validation = whole runs of neighbouring "
         "source frames) | CC BY 4.0 |",
@@ -251,25 +305,45 @@ def render(model: Path, eval_doc: dict[str, Any], *, bench_ms: float | None,
         f"{prov.get('total_epochs', prov.get('epochs'))} epochs on 2 shared CPU cores "
         f"(TensorFlow {prov.get('tensorflow')}, seed {prov.get('seed')}).",
         "",
-        *(["Made by (each `--init` continues the stage before):", "", "```"]
-          + [f"nice -n 10 {st}" for st in prov.get("stages", [])] + ["```", ""]
-          if prov.get("stages") else []),
-        *(["A stage with `--epochs 0` trains nothing: it exports the weights of the stage "
-           "before again, with the threshold chosen for its `--target-fpr`.", ""]
-          if any(" --epochs 0 " in st for st in prov.get("stages", [])) else []),
+        *(
+            ["Made by (each `--init` continues the stage before):", "", "```"]
+            + [f"nice -n 10 {st}" for st in prov.get("stages", [])]
+            + ["```", ""]
+            if prov.get("stages")
+            else []
+        ),
+        *(
+            [
+                "A stage with `--epochs 0` trains nothing: it exports the weights of the stage "
+                "before again, with the threshold chosen for its `--target-fpr`.",
+                "",
+            ]
+            if any(" --epochs 0 " in st for st in prov.get("stages", []))
+            else []
+        ),
         "Augmentation (real crops): random resized crops, flips, rotation, exposure / contrast / "
         "colour jitter, greyscale (as under IR), blur, noise, JPEG, random erasing and "
         "replacement of a border strip by a rendered background - all aimed at the shortcut "
         "the kmitl set invites (two cars, two drivers).",
-        *([f"In the stages with `--partial-view`, {float(prov['partial_view']):.0%} of "
-           "phone-free crops (real and synthetic) were also slid 30-70 % out of the crop, "
-           "bodywork and a pillar in the rest, as a junction ROI sees a car rolling in; phone "
-           "crops are never slid, since that could push the phone out of view."]
-          if prov.get("partial_view") else []),
-        *([f"In the stages with `--hard-share`, {float(prov['hard_share']):.0%} of each "
-           "epoch's synthetic crops were the ones the model then got most wrong (the highest "
-           f"loss in a random pool {HARD_POOL} times as large); the rest were drawn at random."]
-          if prov.get("hard_share") else []),
+        *(
+            [
+                f"In the stages with `--partial-view`, {float(prov['partial_view']):.0%} of "
+                "phone-free crops (real and synthetic) were also slid 30-70 % out of the crop, "
+                "bodywork and a pillar in the rest, as a junction ROI sees a car rolling in; phone "
+                "crops are never slid, since that could push the phone out of view."
+            ]
+            if prov.get("partial_view")
+            else []
+        ),
+        *(
+            [
+                f"In the stages with `--hard-share`, {float(prov['hard_share']):.0%} of each "
+                "epoch's synthetic crops were the ones the model then got most wrong (the highest "
+                f"loss in a random pool {HARD_POOL} times as large); the rest were drawn at random."
+            ]
+            if prov.get("hard_share")
+            else []
+        ),
         *_teacher_lines(prov),
         "",
         "## Results",
@@ -278,33 +352,47 @@ def render(model: Path, eval_doc: dict[str, Any], *, bench_ms: float | None,
         "phone-free drivers than offenders, and every false flag costs a reviewer's time.",
         "",
     ]
-    lines += _target_lines(ours, met, prov, size_kb=size_kb, bench_ms=bench_ms,
-                           domains=domains)
+    lines += _target_lines(ours, met, prov, size_kb=size_kb, bench_ms=bench_ms, domains=domains)
     val = met.get("validation", {})
     val_cols = [(k, val[k]) for k in ("real", "synthetic") if k in val]
     if val_cols:
         lines += ["### Validation (int8 model, what the threshold was chosen on)", ""]
-        lines += _table([f"{k} validation" for k, _ in val_cols],
-                        [_metric_rows(v) for _, v in val_cols])
+        lines += _table(
+            [f"{k} validation" for k, _ in val_cols], [_metric_rows(v) for _, v in val_cols]
+        )
         lines.append("")
     datasets = list(ours["data"])
     lines += ["### Test sets (never used for training, tuning or the threshold)", ""]
-    lines += _table([f"{d} ({domains.get(d, 'real')})" for d in datasets],
-                    [_metric_rows(ours["data"][d]) for d in datasets])
+    lines += _table(
+        [f"{d} ({domains.get(d, 'real')})" for d in datasets],
+        [_metric_rows(ours["data"][d]) for d in datasets],
+    )
     if any(domains.get(d, "real").startswith("synthetic") for d in datasets):
-        lines += ["", "The synthetic sets are drawn by the renderer as committed: in its crops "
-                  "labelled *phone* the phone is always visible (a scene where glare, a pillar "
-                  "or the dark hid it is drawn again with the same pose; "
-                  "`models/synth/render.py`)."]
+        lines += [
+            "",
+            "The synthetic sets are drawn by the renderer as committed: in its crops "
+            "labelled *phone* the phone is always visible (a scene where glare, a pillar "
+            "or the dark hid it is drawn again with the same pose; "
+            "`models/synth/render.py`).",
+        ]
     for d in datasets:
         by = ours["data"][d].get("by_condition")
         if by:
-            lines += ["", f"**{d} by condition** (from its `index.csv`, at the threshold; the "
-                      "groups are small, so one crop moves a rate by several points):", ""]
+            lines += [
+                "",
+                f"**{d} by condition** (from its `index.csv`, at the threshold; the "
+                "groups are small, so one crop moves a rate by several points):",
+                "",
+            ]
             lines += _condition_table(by)
-    lines += ["", "### Against the generic models a user could otherwise reach for", "",
-              "The ImageNet classifiers' *cellular telephone* class as P(phone) (their own "
-              "sidecars; threshold-free metrics are the fair comparison):", ""]
+    lines += [
+        "",
+        "### Against the generic models a user could otherwise reach for",
+        "",
+        "The ImageNet classifiers' *cellular telephone* class as P(phone) (their own "
+        "sidecars; threshold-free metrics are the fair comparison):",
+        "",
+    ]
     names = [m["name"] for m in eval_doc["models"]]
     for d in datasets:
         lines += [f"**{d}** ({domains.get(d, 'real')})", ""]
@@ -341,15 +429,21 @@ def render(model: Path, eval_doc: dict[str, Any], *, bench_ms: float | None,
         "only; a phone mounted near the driver's face may still be flagged.",
         "- The kmitl test split has 56 frames from the same two cars as training: neighbouring "
         "video frames look alike, so its numbers overstate performance on new cars and drivers.",
-        *(["- **Cars entering or leaving the ROI.** A half-seen driver was trained as *no "
-            "phone* (the slid crops above), so a phone driver rolling in is found once the car "
-            "stops, not before; the decider's several-frames rule filters the short spikes "
-            "left. No real footage of cars rolling in was available to check this."]
-          if prov.get("partial_view") else
-          ["- **Cars entering or leaving the ROI.** Training crops show the whole driver; a "
-           "driver half in view while the car rolls in can score high (the demo clip shows "
-           "this at the start of a stop). The decider's several-frames rule filters short "
-           "spikes; training with `--partial-view` is the fix."]),
+        *(
+            [
+                "- **Cars entering or leaving the ROI.** A half-seen driver was trained as *no "
+                "phone* (the slid crops above), so a phone driver rolling in is found once the car "
+                "stops, not before; the decider's several-frames rule filters the short spikes "
+                "left. No real footage of cars rolling in was available to check this."
+            ]
+            if prov.get("partial_view")
+            else [
+                "- **Cars entering or leaving the ROI.** Training crops show the whole driver; a "
+                "driver half in view while the car rolls in can score high (the demo clip shows "
+                "this at the start of a stop). The decider's several-frames rule filters short "
+                "spikes; training with `--partial-view` is the fix."
+            ]
+        ),
         "- **Other scenes.** The model has only seen driver windows and in-cabin views. "
         "Photographs of people elsewhere (a group photo, someone exercising with hands "
         "clasped at the chest: the phone-free photos from other sources above) can score above "
@@ -362,18 +456,25 @@ def render(model: Path, eval_doc: dict[str, Any], *, bench_ms: float | None,
         "unit a `collect` command, its crops land in the labelling queue (`/labels`), and the "
         "export is a ZIP of `phone/` and `no_phone/`. Keep whole sessions (one day, one site) "
         "together and hold some out as `site/test`; put the rest in `site/train`.",
-        *(["2. Continue this model with the site folder added: its last training stage "
-           "again, starting from the shipped `.tflite` (the float network is rebuilt from it):",
-           "",
-           "   ```",
-           f"   {quick}",
-           "   ```",
-           "",
-           "   Or retrain from the start: the same stages with the site folder added (with "
-           "`--arch mobilenetv2 --weights imagenet` instead where the internet is reachable):"]
-          if quick else
-          ["2. Retrain: the same stages with the site folder added (with `--arch mobilenetv2 "
-           "--weights imagenet` instead where the internet is reachable):"]),
+        *(
+            [
+                "2. Continue this model with the site folder added: its last training stage "
+                "again, starting from the shipped `.tflite` "
+                "(the float network is rebuilt from it):",
+                "",
+                "   ```",
+                f"   {quick}",
+                "   ```",
+                "",
+                "   Or retrain from the start: the same stages with the site folder added (with "
+                "`--arch mobilenetv2 --weights imagenet` instead where the internet is reachable):",
+            ]
+            if quick
+            else [
+                "2. Retrain: the same stages with the site folder added (with `--arch mobilenetv2 "
+                "--weights imagenet` instead where the internet is reachable):"
+            ]
+        ),
         "",
         "   ```",
         *[f"   nice -n 10 {st} --real site/train" for st in prov.get("stages", [])],
@@ -390,20 +491,27 @@ def render(model: Path, eval_doc: dict[str, Any], *, bench_ms: float | None,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m models.card", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m models.card",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--model", type=Path, required=True)
     ap.add_argument("--eval", type=Path, required=True, help="a phonewatch eval --out folder")
     ap.add_argument("--bench-ms", type=float)
     ap.add_argument("--bench-machine", default="")
-    ap.add_argument("--domain", action="append", default=[], metavar="DATASET=DOMAIN",
-                    help="label a data set's domain, e.g. synth/test=synthetic")
+    ap.add_argument(
+        "--domain",
+        action="append",
+        default=[],
+        metavar="DATASET=DOMAIN",
+        help="label a data set's domain, e.g. synth/test=synthetic",
+    )
     ap.add_argument("--out", type=Path, help="write here (default: stdout)")
     a = ap.parse_args(argv)
     doc = json.loads((a.eval / "metrics.json").read_text(encoding="utf-8"))
     domains = dict(d.split("=", 1) for d in a.domain)
-    text = render(a.model, doc, bench_ms=a.bench_ms, bench_machine=a.bench_machine,
-                  domains=domains)
+    text = render(a.model, doc, bench_ms=a.bench_ms, bench_machine=a.bench_machine, domains=domains)
     if a.out:
         a.out.write_text(text, encoding="utf-8")
     else:

@@ -47,8 +47,9 @@ def list_folder(root: Path, *, domain: str | None = None) -> list[Sample]:
     if not root.is_dir():
         raise FileNotFoundError(f"data folder {root} does not exist")
     groups: dict[str, str] = {}
-    labels_csv = root.parent / "labels.csv" if not (root / "labels.csv").exists() \
-        else root / "labels.csv"
+    labels_csv = (
+        root.parent / "labels.csv" if not (root / "labels.csv").exists() else root / "labels.csv"
+    )
     if labels_csv.is_file():
         with labels_csv.open(encoding="utf-8") as f:
             for row in csv.DictReader(f):
@@ -61,8 +62,7 @@ def list_folder(root: Path, *, domain: str | None = None) -> list[Sample]:
             raise FileNotFoundError(f"data folder {root} has no {name}/ subfolder")
         for p in sorted(folder.iterdir()):
             if p.suffix.lower() in IMAGE_SUFFIXES:
-                samples.append(Sample(p, label, groups.get(p.name, p.stem),
-                                      domain or root.name))
+                samples.append(Sample(p, label, groups.get(p.name, p.stem), domain or root.name))
     if not samples:
         raise FileNotFoundError(f"data folder {root} holds no images")
     return samples
@@ -77,11 +77,12 @@ def fingerprint(samples: Iterable[Sample], extra: str = "") -> str:
     return h.hexdigest()
 
 
-def split_groups(samples: Sequence[Sample], *, val_share: float, seed: int,
-                 run: int = 4) -> tuple[list[Sample], list[Sample]]:
+def split_groups(
+    samples: Sequence[Sample], *, val_share: float, seed: int, run: int = 4
+) -> tuple[list[Sample], list[Sample]]:
     """(train, validation): whole groups, held out in runs of ``run`` neighbouring groups."""
     groups = sorted({s.group for s in samples})
-    blocks = [groups[i:i + run] for i in range(0, len(groups), run)]
+    blocks = [groups[i : i + run] for i in range(0, len(groups), run)]
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(blocks))
     val_groups: set[str] = set()
@@ -107,8 +108,9 @@ def load_image(path: Path, max_side: int = LOAD_MAX_SIDE) -> np.ndarray:
     h, w = img.shape[:2]
     scale = max_side / max(h, w)
     if scale < 1.0:
-        img = cv2.resize(img, (max(1, round(w * scale)), max(1, round(h * scale))),
-                         interpolation=cv2.INTER_AREA)
+        img = cv2.resize(
+            img, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA
+        )
     return np.asarray(img, np.uint8)
 
 
@@ -122,6 +124,7 @@ def to_tensors(crops: Sequence[np.ndarray], spec: InputSpec) -> np.ndarray:
 
 # -- augmentation ------------------------------------------------------------------------------
 
+
 def _random_resized_crop(img: np.ndarray, rng: np.random.Generator, area_min: float) -> np.ndarray:
     h, w = img.shape[:2]
     area = rng.uniform(area_min, 1.0) * h * w
@@ -130,7 +133,7 @@ def _random_resized_crop(img: np.ndarray, rng: np.random.Generator, area_min: fl
     ch = int(min(h, round(np.sqrt(area / aspect))))
     x = int(rng.integers(0, w - cw + 1))
     y = int(rng.integers(0, h - ch + 1))
-    return img[y:y + ch, x:x + cw]
+    return img[y : y + ch, x : x + cw]
 
 
 def _background_patch(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -145,13 +148,13 @@ def _background_patch(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         out[:, :n] = bg[:, :n]
     elif side == 1:
         n = max(1, round(frac * w))
-        out[:, w - n:] = bg[:, w - n:]
+        out[:, w - n :] = bg[:, w - n :]
     elif side == 2:
         n = max(1, round(frac * h))
         out[:n] = bg[:n]
     else:
         n = max(1, round(frac * h))
-        out[h - n:] = bg[h - n:]
+        out[h - n :] = bg[h - n :]
     return out
 
 
@@ -172,15 +175,15 @@ def partial_view(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     out = np.empty(img.shape, np.float32)
     out[:] = body * rng.uniform(0.85, 1.0)
     if rng.random() < 0.6:  # door line: the panel below it in shade
-        out[round(h * rng.uniform(0.55, 0.9)):] = body * rng.uniform(0.4, 0.7)
+        out[round(h * rng.uniform(0.55, 0.9)) :] = body * rng.uniform(0.4, 0.7)
     pillar = max(1, round(w * rng.uniform(0.05, 0.15)))
     dark = rng.uniform(10, 60)  # black trim
     if rng.random() < 0.5:  # entering: the front of the window is in, the car's front beside it
-        out[:, :w - gone] = img[:, gone:]
-        out[:, w - gone:w - gone + pillar] = dark
+        out[:, : w - gone] = img[:, gone:]
+        out[:, w - gone : w - gone + pillar] = dark
     else:  # leaving: the back of the window is still in, the rear of the car beside it
-        out[:, gone:] = img[:, :w - gone]
-        out[:, max(0, gone - pillar):gone] = dark
+        out[:, gone:] = img[:, : w - gone]
+        out[:, max(0, gone - pillar) : gone] = dark
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
@@ -197,8 +200,7 @@ def augment(img: np.ndarray, rng: np.random.Generator, *, strong: bool = True) -
     h, w = out.shape[:2]
     if rng.random() < 0.5:
         m = cv2.getRotationMatrix2D((w / 2, h / 2), rng.uniform(-12, 12), 1.0)
-        out = cv2.warpAffine(np.ascontiguousarray(out), m, (w, h),
-                             borderMode=cv2.BORDER_REFLECT)
+        out = cv2.warpAffine(np.ascontiguousarray(out), m, (w, h), borderMode=cv2.BORDER_REFLECT)
     out = np.ascontiguousarray(out)
     if strong and rng.random() < 0.3:
         out = _background_patch(out, rng)
@@ -217,8 +219,11 @@ def augment(img: np.ndarray, rng: np.random.Generator, *, strong: bool = True) -
             eh = max(1, round(h * rng.uniform(0.1, 0.3)))
             ew = max(1, round(w * rng.uniform(0.1, 0.3)))
             y, x = int(rng.integers(0, h - eh + 1)), int(rng.integers(0, w - ew + 1))
-            f[y:y + eh, x:x + ew] = rng.uniform(0, 255, (1, 1, 3)) if rng.random() < 0.5 else \
-                rng.uniform(0, 255, (eh, ew, 3))
+            f[y : y + eh, x : x + ew] = (
+                rng.uniform(0, 255, (1, 1, 3))
+                if rng.random() < 0.5
+                else rng.uniform(0, 255, (eh, ew, 3))
+            )
     out = f.astype(np.uint8)
     if rng.random() < 0.25:
         out = cv2.GaussianBlur(out, (0, 0), rng.uniform(0.5, 1.8))

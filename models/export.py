@@ -29,9 +29,24 @@ from edge.core.preprocess import InputSpec, dequantise, quantise
 log = logging.getLogger(__name__)
 
 EDGETPU_OPS = {
-    "CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "MEAN", "AVERAGE_POOL_2D", "FULLY_CONNECTED",
-    "SOFTMAX", "QUANTIZE", "DEQUANTIZE", "RESHAPE", "MAX_POOL_2D", "CONCATENATION", "PAD",
-    "RELU", "RELU6", "LOGISTIC", "MUL", "SUB",
+    "CONV_2D",
+    "DEPTHWISE_CONV_2D",
+    "ADD",
+    "MEAN",
+    "AVERAGE_POOL_2D",
+    "FULLY_CONNECTED",
+    "SOFTMAX",
+    "QUANTIZE",
+    "DEQUANTIZE",
+    "RESHAPE",
+    "MAX_POOL_2D",
+    "CONCATENATION",
+    "PAD",
+    "RELU",
+    "RELU6",
+    "LOGISTIC",
+    "MUL",
+    "SUB",
 }
 """Operators the Edge TPU compiler maps (a subset of its documented list that small CNNs use)."""
 PARITY_MIN = 0.99
@@ -47,7 +62,7 @@ def export_int8(model: Any, representative: np.ndarray, out_path: Path) -> Path:
 
     def rep() -> Any:
         for i in range(representative.shape[0]):
-            yield [representative[i:i + 1].astype(np.float32)]
+            yield [representative[i : i + 1].astype(np.float32)]
 
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -103,7 +118,7 @@ def tflite_scores(path: Path, tensors: np.ndarray, *, positive_index: int = 1) -
     out_scale, out_zero = float(out["quantization"][0]), int(out["quantization"][1])
     scores = np.empty(tensors.shape[0], np.float64)
     for i in range(tensors.shape[0]):
-        q = quantise(tensors[i:i + 1], in_scale, in_zero, np.dtype(inp["dtype"]))
+        q = quantise(tensors[i : i + 1], in_scale, in_zero, np.dtype(inp["dtype"]))
         it.set_tensor(inp["index"], q)
         it.invoke()
         p = dequantise(it.get_tensor(out["index"]), out_scale, out_zero).reshape(-1)
@@ -111,8 +126,9 @@ def tflite_scores(path: Path, tensors: np.ndarray, *, positive_index: int = 1) -
     return scores
 
 
-def parity(float_scores: np.ndarray, int8_scores: np.ndarray,
-           thresholds: Sequence[float]) -> dict[str, Any]:
+def parity(
+    float_scores: np.ndarray, int8_scores: np.ndarray, thresholds: Sequence[float]
+) -> dict[str, Any]:
     """How often the int8 model makes the float model's decision, at each threshold."""
     d: dict[str, Any] = {
         "n": int(float_scores.size),
@@ -129,16 +145,34 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def write_sidecar(model_path: Path, *, spec_in: InputSpec, labels: Sequence[str],
-                  positive: Sequence[str], threshold: float, name: str, version: str,
-                  description: str, provenance: dict[str, Any],
-                  metrics: dict[str, Any]) -> ModelSpec:
+def write_sidecar(
+    model_path: Path,
+    *,
+    spec_in: InputSpec,
+    labels: Sequence[str],
+    positive: Sequence[str],
+    threshold: float,
+    name: str,
+    version: str,
+    description: str,
+    provenance: dict[str, Any],
+    metrics: dict[str, Any],
+) -> ModelSpec:
     """Write ``<model>.json`` beside the model (validated with the unit's own parser)."""
     spec = ModelSpec(
-        name=name, version=version, file=model_path.name, sha256=file_sha256(model_path),
-        input=spec_in, activation="none", output_index=0, labels=tuple(labels),
-        positive_labels=tuple(positive), threshold=round(float(threshold), 6),
-        provenance=provenance, metrics=metrics, description=description,
+        name=name,
+        version=version,
+        file=model_path.name,
+        sha256=file_sha256(model_path),
+        input=spec_in,
+        activation="none",
+        output_index=0,
+        labels=tuple(labels),
+        positive_labels=tuple(positive),
+        threshold=round(float(threshold), 6),
+        provenance=provenance,
+        metrics=metrics,
+        description=description,
     )
     d = spec.to_dict()
     parsed = parse_spec(json.loads(json.dumps(d)), where=str(model_path.with_suffix(".json")))

@@ -52,8 +52,7 @@ CROPS_PER_STOP = 5
 DOMAINS = {
     "kmitl/test": "real, in-cabin, same 2 cars as training",
     "synthetic/test": f"synthetic, seed {SYNTH_SEED}, held out",
-    "demo_clip/crops": "synthetic demo clip ROIs, seeds "
-                       f"{DEMO_SEEDS[0]}-{DEMO_SEEDS[-1]}",
+    "demo_clip/crops": f"synthetic demo clip ROIs, seeds {DEMO_SEEDS[0]}-{DEMO_SEEDS[-1]}",
     "other_photos/negatives": "real, other sources, no phone",
 }
 
@@ -75,9 +74,14 @@ COMPARATORS = (
     Comparator("mobilenet_v1_0.5_160_quant.tflite", "imagenet-mobilenet_v1_0.5_160_quant"),
     Comparator("mobilenet_v1_0.25_128_quant.tflite", "imagenet-mobilenet_v1_0.25_128_quant"),
     # The NCHW int8 MobileNetV2 has no background class and takes torchvision's normalisation.
-    Comparator("mobilenet_v2_quantized_1x3x224x224.tflite", "imagenet-mobilenet_v2_nchw_int8",
-               label_offset=-1, mean=(123.675, 116.28, 103.53),
-               std=(58.395, 57.12, 57.375), activation="softmax"),
+    Comparator(
+        "mobilenet_v2_quantized_1x3x224x224.tflite",
+        "imagenet-mobilenet_v2_nchw_int8",
+        label_offset=-1,
+        mean=(123.675, 116.28, 103.53),
+        std=(58.395, 57.12, 57.375),
+        activation="softmax",
+    ),
 )
 POSITIVE = "cellular telephone"
 
@@ -111,11 +115,10 @@ def demo_crops(clip_dir: Path, out: Path, *, prefix: str, per_stop: int = CROPS_
         for i in range(truth["frames"]):
             ok, frame = cap.read()
             if not ok:
-                raise OSError(f"{clip_dir / truth['video']} ends at frame {i} of "
-                              f"{truth['frames']}")
+                raise OSError(f"{clip_dir / truth['video']} ends at frame {i} of {truth['frames']}")
             for k, ev in wanted.get(i, []):
                 x0, y0, x1, y1 = truth["rois"][ev["roi"]]
-                crop = frame[round(y0 * h):round(y1 * h), round(x0 * w):round(x1 * w)]
+                crop = frame[round(y0 * h) : round(y1 * h), round(x0 * w) : round(x1 * w)]
                 label = "phone" if ev["phone"] else "no_phone"
                 path = out / label / f"{prefix}_e{k:02d}_f{i:04d}.png"
                 if not cv2.imwrite(str(path), crop):
@@ -161,24 +164,41 @@ def comparator_sidecars(shared: Path, work: Path) -> list[tuple[Path, Path]]:
             log.warning("comparator %s is not in %s; left out", c.file, models)
             continue
         d = cli_models.make_sidecar(
-            model, positive=[POSITIVE], labels_file=models / "imagenet_labels.txt", labels=None,
-            label_offset=c.label_offset, mean=list(c.mean) if c.mean else None,
-            std=list(c.std) if c.std else None, activation=c.activation,
-            threshold=0.1, name=c.name)
+            model,
+            positive=[POSITIVE],
+            labels_file=models / "imagenet_labels.txt",
+            labels=None,
+            label_offset=c.label_offset,
+            mean=list(c.mean) if c.mean else None,
+            std=list(c.std) if c.std else None,
+            activation=c.activation,
+            threshold=0.1,
+            name=c.name,
+        )
         side = out / model.with_suffix(".json").name
         side.write_text(json.dumps(d, indent=1) + "\n", encoding="utf-8")
         pairs.append((model, side))
     return pairs
 
 
-def run(model: Path, shared: Path, work: Path, *, synth_count: int = SYNTH_COUNT,
-        demo_seeds: Sequence[int] = DEMO_SEEDS, demo_seconds: float = 30.0,
-        compare: bool = True) -> dict[str, Any]:
+def run(
+    model: Path,
+    shared: Path,
+    work: Path,
+    *,
+    synth_count: int = SYNTH_COUNT,
+    demo_seeds: Sequence[int] = DEMO_SEEDS,
+    demo_seconds: float = 30.0,
+    compare: bool = True,
+) -> dict[str, Any]:
     """Build every set, score them, write ``WORK/eval``; returns the eval document."""
     kmitl = shared / "datasets" / "kmitl" / "test"
-    folders = [kmitl, build_synthetic(work, count=synth_count),
-               build_demo(work, seeds=demo_seeds, seconds=demo_seconds),
-               build_other_photos(shared, work)]
+    folders = [
+        kmitl,
+        build_synthetic(work, count=synth_count),
+        build_demo(work, seeds=demo_seeds, seconds=demo_seconds),
+        build_other_photos(shared, work),
+    ]
     models: list[tuple[Path, Path | None]] = [(model, None)]
     if compare:
         models += comparator_sidecars(shared, work)
@@ -189,15 +209,23 @@ def run(model: Path, shared: Path, work: Path, *, synth_count: int = SYNTH_COUNT
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m models.heldout", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m models.heldout",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--shared", type=Path, required=True, help="the shared data folder")
-    ap.add_argument("--work", type=Path, required=True,
-                    help="folder for the rendered sets and the eval output (rebuilt)")
+    ap.add_argument(
+        "--work",
+        type=Path,
+        required=True,
+        help="folder for the rendered sets and the eval output (rebuilt)",
+    )
     ap.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     ap.add_argument("--card", type=Path, help="write the model card here")
-    ap.add_argument("--bench-ms", type=float,
-                    help="ms per invoke from bench/model.py (needed with --card)")
+    ap.add_argument(
+        "--bench-ms", type=float, help="ms per invoke from bench/model.py (needed with --card)"
+    )
     ap.add_argument("--bench-machine", default="", help="what machine measured --bench-ms")
     a = ap.parse_args(argv)
     if a.card and a.bench_ms is None:
@@ -207,9 +235,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     doc = run(a.model, a.shared, a.work)
     if a.card:
-        a.card.write_text(card.render(a.model, doc, bench_ms=a.bench_ms,
-                                      bench_machine=a.bench_machine, domains=DOMAINS),
-                          encoding="utf-8")
+        a.card.write_text(
+            card.render(
+                a.model, doc, bench_ms=a.bench_ms, bench_machine=a.bench_machine, domains=DOMAINS
+            ),
+            encoding="utf-8",
+        )
         print(f"wrote {a.card}")
     return 0
 

@@ -58,8 +58,14 @@ def read_backbone(tflite: Path) -> list[dict[str, Any]]:
         b = _dequant(it, b_idx)
         # conv: [out, kh, kw, in] -> [kh, kw, in, out]; depthwise: [1, kh, kw, c] -> [kh, kw, c, 1]
         kernel = w.transpose(1, 2, 3, 0) if name == "CONV_2D" else w[0][:, :, :, None]
-        layers.append({"kind": "conv" if name == "CONV_2D" else "dw",
-                       "stride": max(1, in_h // out_h), "kernel": kernel, "bias": b})
+        layers.append(
+            {
+                "kind": "conv" if name == "CONV_2D" else "dw",
+                "stride": max(1, in_h // out_h),
+                "kernel": kernel,
+                "bias": b,
+            }
+        )
     if not layers:
         raise ValueError(f"{tflite}: no convolution layers found")
     return layers
@@ -84,8 +90,9 @@ def read_head(tflite: Path) -> tuple[np.ndarray, np.ndarray]:
     raise ValueError(f"{tflite}: no fully connected layer after the pool")
 
 
-def mobilenet_v1_backbone(tflite: Path, inp: Any, *, batchnorm: bool = False,
-                          act_noise: float = 0.0) -> Any:
+def mobilenet_v1_backbone(
+    tflite: Path, inp: Any, *, batchnorm: bool = False, act_noise: float = 0.0
+) -> Any:
     """Keras tensors: the backbone applied to ``inp`` (NHWC, values -1..1), ImageNet weights.
 
     With ``batchnorm`` a BatchNormalization layer (``mnv1_bn_<i>``) follows each convolution.
@@ -106,11 +113,17 @@ def mobilenet_v1_backbone(tflite: Path, inp: Any, *, batchnorm: bool = False,
     for i, spec in enumerate(read_backbone(tflite)):
         k = spec["kernel"]
         if spec["kind"] == "conv":
-            layer = keras.layers.Conv2D(k.shape[3], k.shape[:2], strides=spec["stride"],
-                                        padding="same", name=f"mnv1_conv_{i}")
+            layer = keras.layers.Conv2D(
+                k.shape[3],
+                k.shape[:2],
+                strides=spec["stride"],
+                padding="same",
+                name=f"mnv1_conv_{i}",
+            )
         else:
-            layer = keras.layers.DepthwiseConv2D(k.shape[:2], strides=spec["stride"],
-                                                 padding="same", name=f"mnv1_dw_{i}")
+            layer = keras.layers.DepthwiseConv2D(
+                k.shape[:2], strides=spec["stride"], padding="same", name=f"mnv1_dw_{i}"
+            )
         x = layer(x)
         layer.set_weights([k, spec["bias"]])
         if batchnorm:
@@ -142,6 +155,12 @@ def identity_batchnorm(model: Any, sample: np.ndarray) -> int:
         a = act.reshape(-1, act.shape[-1])
         mean, var = a.mean(axis=0), a.var(axis=0)
         gamma = np.sqrt(var + bn.epsilon)
-        bn.set_weights([gamma.astype(np.float32), mean.astype(np.float32),
-                        mean.astype(np.float32), var.astype(np.float32)])
+        bn.set_weights(
+            [
+                gamma.astype(np.float32),
+                mean.astype(np.float32),
+                mean.astype(np.float32),
+                var.astype(np.float32),
+            ]
+        )
     return len(bns)

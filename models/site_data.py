@@ -99,13 +99,25 @@ def _row(rec: dict[str, str], base: Path, where: str, *, check_files: bool) -> S
         raise DatasetError(f"{where}: every crop needs its unit and time")
     day = (rec.get("day") or "").strip() or _day(time, where)
     session = (rec.get("session") or "").strip() or f"{unit}/{day}"
-    extra = {k: v for k, v in rec.items()
-             if k and k not in REQUIRED_COLUMNS and k not in ("session", "day")}
-    return SiteRow(path=path, rel=rel, label=label, unit=unit, roi=(rec.get("roi") or "").strip(),
-                   time=time, source=(rec.get("source") or "").strip(),
-                   reviewer=(rec.get("reviewer") or "").strip(),
-                   split="test" if split in TEST_SPLITS else "train", session=session, day=day,
-                   extra=extra)
+    extra = {
+        k: v
+        for k, v in rec.items()
+        if k and k not in REQUIRED_COLUMNS and k not in ("session", "day")
+    }
+    return SiteRow(
+        path=path,
+        rel=rel,
+        label=label,
+        unit=unit,
+        roi=(rec.get("roi") or "").strip(),
+        time=time,
+        source=(rec.get("source") or "").strip(),
+        reviewer=(rec.get("reviewer") or "").strip(),
+        split="test" if split in TEST_SPLITS else "train",
+        session=session,
+        day=day,
+        extra=extra,
+    )
 
 
 def read_dataset(root: Path, *, check_files: bool = True) -> list[SiteRow]:
@@ -121,8 +133,9 @@ def read_dataset(root: Path, *, check_files: bool = True) -> list[SiteRow]:
         columns = list(reader.fieldnames or [])
         missing = [c for c in REQUIRED_COLUMNS if c not in columns]
         if missing:
-            raise DatasetError(f"{index} lacks column(s) {', '.join(missing)} "
-                               f"(needs {','.join(REQUIRED_COLUMNS)})")
+            raise DatasetError(
+                f"{index} lacks column(s) {', '.join(missing)} (needs {','.join(REQUIRED_COLUMNS)})"
+            )
         raw = list(reader)
     if not raw:
         raise DatasetError(f"{index} lists no crops")
@@ -147,9 +160,11 @@ def check_leaks(rows: Iterable[SiteRow], by: str = "session") -> None:
     both = sorted(g for g, s in sides.items() if len(s) > 1)
     if both:
         shown = ", ".join(both[:5]) + (f" and {len(both) - 5} more" if len(both) > 5 else "")
-        raise DatasetError(f"{by} {shown} has crops in both the train and the test split: "
-                           f"the test crops would be near-copies of training crops; split "
-                           f"whole {by}s")
+        raise DatasetError(
+            f"{by} {shown} has crops in both the train and the test split: "
+            f"the test crops would be near-copies of training crops; split "
+            f"whole {by}s"
+        )
 
 
 def split(rows: Sequence[SiteRow], name: str) -> list[SiteRow]:
@@ -159,8 +174,9 @@ def split(rows: Sequence[SiteRow], name: str) -> list[SiteRow]:
 def need_both_classes(rows: Sequence[SiteRow], what: str) -> None:
     n_pos = sum(r.label for r in rows)
     if n_pos == 0 or n_pos == len(rows):
-        raise DatasetError(f"{what} needs crops of both classes (has {n_pos} phone, "
-                           f"{len(rows) - n_pos} no_phone)")
+        raise DatasetError(
+            f"{what} needs crops of both classes (has {n_pos} phone, {len(rows) - n_pos} no_phone)"
+        )
 
 
 def fingerprint(rows: Iterable[SiteRow]) -> str:

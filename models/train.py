@@ -108,14 +108,24 @@ class TrainConfig:
     or ``metrics`` (per validation domain, int8 no worse than float; ``_metric_parity``)."""
 
 
-def build_model(arch: str, size: int, alpha: float, weights: str, *,
-                batchnorm: bool = False, act_noise: float = 0.0) -> Any:
+def build_model(
+    arch: str,
+    size: int,
+    alpha: float,
+    weights: str,
+    *,
+    batchnorm: bool = False,
+    act_noise: float = 0.0,
+) -> Any:
     import keras
 
     inp = keras.Input((size, size, 3), name="image")
     if arch == "mobilenetv2":
         base = keras.applications.MobileNetV2(
-            input_tensor=inp, alpha=alpha, include_top=False, pooling="avg",
+            input_tensor=inp,
+            alpha=alpha,
+            include_top=False,
+            pooling="avg",
             weights=None if weights == "none" else weights,
         )
         # Keras ships BatchNorm momentum 0.999 (for long ImageNet runs); on a short run from
@@ -131,8 +141,7 @@ def build_model(arch: str, size: int, alpha: float, weights: str, *,
 
         if weights in ("none", "imagenet"):
             raise ValueError("arch mobilenetv1 needs --weights PATH to a MobileNet-V1 .tflite")
-        x = mobilenet_v1_backbone(Path(weights), inp, batchnorm=batchnorm,
-                                  act_noise=act_noise)
+        x = mobilenet_v1_backbone(Path(weights), inp, batchnorm=batchnorm, act_noise=act_noise)
         x = keras.layers.GlobalAveragePooling2D()(x)
         x = keras.layers.Dropout(0.2)(x)
     elif arch == "tiny":  # for tests: seconds to train, same export path
@@ -177,9 +186,14 @@ def command_line(cfg: TrainConfig, *, out: str = "OUT", init: str | None = None)
     if cfg.teachers:
         parts += [f"--teacher TEACHER{k + 1}" for k in range(len(cfg.teachers))]
         parts.append(f"--distill {cfg.distill:g}")
-    parts += [f"--lr {cfg.lr:g}", f"--epochs {cfg.epochs}", f"--batch {cfg.batch}",
-              f"--real-repeat {cfg.real_repeat}", f"--seed {cfg.seed}",
-              f"--target-fpr {cfg.target_fpr:g}"]
+    parts += [
+        f"--lr {cfg.lr:g}",
+        f"--epochs {cfg.epochs}",
+        f"--batch {cfg.batch}",
+        f"--real-repeat {cfg.real_repeat}",
+        f"--seed {cfg.seed}",
+        f"--target-fpr {cfg.target_fpr:g}",
+    ]
     return " ".join(parts)
 
 
@@ -191,11 +205,18 @@ def rebuild_float(tflite: Path, prov: dict[str, Any]) -> Any:
     from models.pretrained import input_size, read_head
 
     if prov.get("arch") != "mobilenetv1":
-        raise ValueError(f"{tflite}: only MobileNet-V1 models (arch mobilenetv1 in the sidecar) "
-                         "can be rebuilt from a .tflite; continue from the run's .keras instead")
-    model = build_model("mobilenetv1", input_size(tflite), float(prov.get("alpha", 0.25)),
-                        str(tflite), batchnorm=bool(prov.get("batchnorm")),
-                        act_noise=float(prov.get("act_noise", 0.0)))
+        raise ValueError(
+            f"{tflite}: only MobileNet-V1 models (arch mobilenetv1 in the sidecar) "
+            "can be rebuilt from a .tflite; continue from the run's .keras instead"
+        )
+    model = build_model(
+        "mobilenetv1",
+        input_size(tflite),
+        float(prov.get("alpha", 0.25)),
+        str(tflite),
+        batchnorm=bool(prov.get("batchnorm")),
+        act_noise=float(prov.get("act_noise", 0.0)),
+    )
     model.get_layer("p").set_weights(list(read_head(tflite)))
     return model
 
@@ -214,10 +235,15 @@ def _continued(cfg: TrainConfig, size: int, prov: dict[str, Any]) -> TrainConfig
     """``cfg`` for a run that continues ``cfg.init``: the input size is the model's (``size``)
     unless ``cfg.resize`` asks for another, and arch, width, weights, batch norm and activation
     noise are those its sidecar (``prov``) records."""
-    return replace(cfg, size=cfg.resize or size, arch=prov.get("arch", cfg.arch),
-                   alpha=prov.get("alpha", cfg.alpha), weights=prov.get("weights", cfg.weights),
-                   batchnorm=bool(prov.get("batchnorm", cfg.batchnorm)),
-                   act_noise=float(prov.get("act_noise", cfg.act_noise)))
+    return replace(
+        cfg,
+        size=cfg.resize or size,
+        arch=prov.get("arch", cfg.arch),
+        alpha=prov.get("alpha", cfg.alpha),
+        weights=prov.get("weights", cfg.weights),
+        batchnorm=bool(prov.get("batchnorm", cfg.batchnorm)),
+        act_noise=float(prov.get("act_noise", cfg.act_noise)),
+    )
 
 
 def _teachers(cfg: TrainConfig, prov: dict[str, Any]) -> list[dict[str, Any]]:
@@ -230,9 +256,16 @@ def _teachers(cfg: TrainConfig, prov: dict[str, Any]) -> list[dict[str, Any]]:
     stage = len(_stages(cfg, prov))
     for k, t in enumerate(cfg.teachers):
         tprov = _init_provenance(t)
-        out.append({"stage": stage, "name": f"TEACHER{k + 1}", "file": t.name,
-                    "sha256": file_sha256(t), "stages": tprov.get("stages", []),
-                    "input_size": tprov.get("input_size")})
+        out.append(
+            {
+                "stage": stage,
+                "name": f"TEACHER{k + 1}",
+                "file": t.name,
+                "sha256": file_sha256(t),
+                "stages": tprov.get("stages", []),
+                "input_size": tprov.get("input_size"),
+            }
+        )
     return out
 
 
@@ -263,8 +296,9 @@ def _cache_file(cache: Path, seed: int, count: str | int, rid: str) -> Path:
     return cache / f"synth_{seed}_{count}_{rid}.pkl"
 
 
-def _cached_prefix(cache: Path, seed: int, count: int,
-                   rid: str) -> tuple[list[np.ndarray], list[int]]:
+def _cached_prefix(
+    cache: Path, seed: int, count: int, rid: str
+) -> tuple[list[np.ndarray], list[int]]:
     """The crops ``0..n-1`` (n <= ``count``, as many as there are) of ``seed`` already in
     ``cache`` from the renderer ``rid``: crop ``i`` is a pure function of (seed, i), so a set of
     another size shares its first crops and only the rest need rendering."""
@@ -281,8 +315,9 @@ def _cached_prefix(cache: Path, seed: int, count: int,
     return list(crops_c)[:count], [int(v) for v in labels_c][:count]
 
 
-def _render_synth(seed: int, count: int,
-                  cache: Path | None = None) -> tuple[list[np.ndarray], np.ndarray]:
+def _render_synth(
+    seed: int, count: int, cache: Path | None = None
+) -> tuple[list[np.ndarray], np.ndarray]:
     # Keyed by the renderer too: a changed renderer must not reuse crops drawn by the old.
     rid = renderer_id()
     cache_file = None if cache is None else _cache_file(cache, seed, count, rid)
@@ -309,20 +344,24 @@ def _resized(model: Any, size: int) -> Any:
     """``model`` rebuilt for ``size`` x ``size`` inputs with the same layers and weights."""
     import keras
 
-    out = keras.models.clone_model(model, input_tensors=keras.Input((size, size, 3),
-                                                                     name="image"))
+    out = keras.models.clone_model(model, input_tensors=keras.Input((size, size, 3), name="image"))
     out.set_weights(model.get_weights())
     return out
 
 
-def _slide_negatives(items: list[tuple[np.ndarray, int, bool]], rng: np.random.Generator,
-                     share: float) -> list[tuple[np.ndarray, int, bool]]:
+def _slide_negatives(
+    items: list[tuple[np.ndarray, int, bool]], rng: np.random.Generator, share: float
+) -> list[tuple[np.ndarray, int, bool]]:
     """``items`` (crop, label, strong) with about ``share`` of the phone-free crops replaced by
     a partial view of themselves; phone crops are never touched."""
     if share <= 0:
         return items
-    return [(mdata.partial_view(c, rng), y, strong) if y == 0 and rng.random() < share
-            else (c, y, strong) for c, y, strong in items]
+    return [
+        (mdata.partial_view(c, rng), y, strong)
+        if y == 0 and rng.random() < share
+        else (c, y, strong)
+        for c, y, strong in items
+    ]
 
 
 HARD_POOL = 3
@@ -330,8 +369,13 @@ HARD_POOL = 3
 their number."""
 
 
-def _pick_synthetic(n_pool: int, n_synth: int, rng: np.random.Generator, hard_share: float = 0.0,
-                    loss_of: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+def _pick_synthetic(
+    n_pool: int,
+    n_synth: int,
+    rng: np.random.Generator,
+    hard_share: float = 0.0,
+    loss_of: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> np.ndarray:
     """Indices of one epoch's ``n_synth`` synthetic crops (of ``n_pool``), none twice.
 
     Without ``hard_share`` they are a random draw. With it, that share are the crops with the
@@ -341,10 +385,10 @@ def _pick_synthetic(n_pool: int, n_synth: int, rng: np.random.Generator, hard_sh
     """
     order = rng.permutation(n_pool)
     n_hard = round(min(n_synth, n_pool) * hard_share) if loss_of is not None else 0
-    uniform = order[:n_synth - n_hard]
+    uniform = order[: n_synth - n_hard]
     if n_hard <= 0 or loss_of is None:
         return uniform
-    cand = order[n_synth - n_hard:n_synth - n_hard + HARD_POOL * n_hard]
+    cand = order[n_synth - n_hard : n_synth - n_hard + HARD_POOL * n_hard]
     loss = np.asarray(loss_of(cand), np.float64)
     if loss.shape != cand.shape:
         raise ValueError(f"loss_of gave {loss.shape} values for {cand.size} crops")
@@ -352,11 +396,18 @@ def _pick_synthetic(n_pool: int, n_synth: int, rng: np.random.Generator, hard_sh
     return np.concatenate([uniform, hard])
 
 
-def _epoch_arrays(real: list[np.ndarray], real_y: np.ndarray, synth: list[np.ndarray],
-                  synth_y: np.ndarray, spec: InputSpec, rng: np.random.Generator,
-                  repeat: int, pick: np.ndarray, partial: float = 0.0,
-                  synth_target: np.ndarray | None = None,
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _epoch_arrays(
+    real: list[np.ndarray],
+    real_y: np.ndarray,
+    synth: list[np.ndarray],
+    synth_y: np.ndarray,
+    spec: InputSpec,
+    rng: np.random.Generator,
+    repeat: int,
+    pick: np.ndarray,
+    partial: float = 0.0,
+    synth_target: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One epoch's augmented, shuffled tensors, labels and targets (P(phone) to learn: the
     label, or for synthetic crops ``synth_target`` when distilling)."""
     target = synth_y.astype(np.float32) if synth_target is None else synth_target
@@ -378,8 +429,9 @@ RECALL_TOLERANCE = 0.02
 on a few hundred crops moves by about this much when one phone-free crop changes places."""
 
 
-def _metric_parity(y: np.ndarray, domain: np.ndarray, float_p: np.ndarray, int8_p: np.ndarray,
-                   fpr: float) -> dict[str, dict[str, Any]]:
+def _metric_parity(
+    y: np.ndarray, domain: np.ndarray, float_p: np.ndarray, int8_p: np.ndarray, fpr: float
+) -> dict[str, dict[str, Any]]:
     """Per validation domain: float and int8 ROC-AUC and recall at ``fpr``, and what is worse
     in int8 beyond ``AUC_TOLERANCE`` / ``RECALL_TOLERANCE``."""
     out: dict[str, dict[str, Any]] = {}
@@ -389,20 +441,35 @@ def _metric_parity(y: np.ndarray, domain: np.ndarray, float_p: np.ndarray, int8_
         if yy.min() == yy.max():
             continue
         fa, ia = metrics.roc_auc(yy, float_p[m]), metrics.roc_auc(yy, int8_p[m])
-        fr, ir = metrics.recall_at_fpr(yy, float_p[m], fpr), metrics.recall_at_fpr(
-            yy, int8_p[m], fpr)
+        fr, ir = (
+            metrics.recall_at_fpr(yy, float_p[m], fpr),
+            metrics.recall_at_fpr(yy, int8_p[m], fpr),
+        )
         worse = []
         if ia < fa - AUC_TOLERANCE:
             worse.append(f"ROC-AUC {ia:.3f} vs {fa:.3f}")
         if ir < fr - max(RECALL_TOLERANCE, 1.0 / max(1, int(yy.sum()))) - 1e-9:
             worse.append(f"recall at {fpr:.0%} FPR {ir:.3f} vs {fr:.3f}")
-        out[str(d)] = {"n": int(m.sum()), "auc_float": fa, "auc_int8": ia,
-                       "recall_float": fr, "recall_int8": ir, "worse": worse}
+        out[str(d)] = {
+            "n": int(m.sum()),
+            "auc_float": fa,
+            "auc_int8": ia,
+            "recall_float": fr,
+            "recall_int8": ir,
+            "worse": worse,
+        }
     return out
 
 
-def _parity_gate(cfg: TrainConfig, par: dict[str, Any], agree: float, y: np.ndarray,
-                 domain: np.ndarray, float_p: np.ndarray, int8_p: np.ndarray) -> None:
+def _parity_gate(
+    cfg: TrainConfig,
+    par: dict[str, Any],
+    agree: float,
+    y: np.ndarray,
+    domain: np.ndarray,
+    float_p: np.ndarray,
+    int8_p: np.ndarray,
+) -> None:
     """Refuse an export whose int8 model does not decide like its float model."""
     if cfg.parity_by == "metrics":
         # Decision agreement counts the crops that lie within the int8 noise of the threshold:
@@ -413,15 +480,19 @@ def _parity_gate(cfg: TrainConfig, par: dict[str, Any], agree: float, y: np.ndar
         worse = [f"{d}: {w}" for d, m in par["metrics_by_domain"].items() for w in m["worse"]]
         par["mode"] = "metrics"
         if worse:
-            raise RuntimeError("the int8 model does worse than the float model on validation: "
-                               + "; ".join(worse))
+            raise RuntimeError(
+                "the int8 model does worse than the float model on validation: " + "; ".join(worse)
+            )
     elif agree < cfg.parity_min:
-        raise RuntimeError(f"int8 model agrees with the float model on only {agree:.2%} "
-                           f"of validation crops (need {cfg.parity_min:.1%})")
+        raise RuntimeError(
+            f"int8 model agrees with the float model on only {agree:.2%} "
+            f"of validation crops (need {cfg.parity_min:.1%})"
+        )
 
 
-def teacher_scores(teachers: Sequence[Path], crops: list[np.ndarray],
-                   chunk: int = 2000) -> np.ndarray:
+def teacher_scores(
+    teachers: Sequence[Path], crops: list[np.ndarray], chunk: int = 2000
+) -> np.ndarray:
     """Mean P(phone) of ``teachers`` (TFLite models, each read with its own sidecar's input
     size and positive label) on ``crops``, scored in chunks to bound memory."""
     from edge.core.model_spec import load_spec, sidecar_path
@@ -430,9 +501,10 @@ def teacher_scores(teachers: Sequence[Path], crops: list[np.ndarray],
     for t in teachers:
         spec = load_spec(sidecar_path(t))
         for i in range(0, len(crops), chunk):
-            x = mdata.to_tensors(crops[i:i + chunk], spec.input)
-            total[i:i + chunk] += export.tflite_scores(
-                t, x, positive_index=spec.positive_indices[0])
+            x = mdata.to_tensors(crops[i : i + chunk], spec.input)
+            total[i : i + chunk] += export.tflite_scores(
+                t, x, positive_index=spec.positive_indices[0]
+            )
     return total / max(1, len(teachers))
 
 
@@ -463,8 +535,13 @@ def _split_real(cfg: TrainConfig) -> tuple[list[mdata.Sample], list[mdata.Sample
     for folder in cfg.real:
         samples = mdata.list_folder(folder, domain=folder.parent.name + "/" + folder.name)
         tr, va = mdata.split_groups(samples, val_share=cfg.val_share, seed=cfg.seed)
-        log.info("%s: %d train, %d validation (%d groups held out)", folder, len(tr), len(va),
-                 len({s.group for s in va}))
+        log.info(
+            "%s: %d train, %d validation (%d groups held out)",
+            folder,
+            len(tr),
+            len(va),
+            len({s.group for s in va}),
+        )
         real_train += tr
         real_val += va
     return real_train, real_val
@@ -487,8 +564,14 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     init_prov = _init_provenance(cfg.init)
     from_tflite = cfg.init is not None and cfg.init.suffix == ".tflite"
     cfg, init_model = _load_init(cfg, init_prov)
-    spec = InputSpec(width=cfg.size, height=cfg.size, layout="NHWC", colour="RGB",
-                     mean=(127.5, 127.5, 127.5), std=(127.5, 127.5, 127.5))
+    spec = InputSpec(
+        width=cfg.size,
+        height=cfg.size,
+        layout="NHWC",
+        colour="RGB",
+        mean=(127.5, 127.5, 127.5),
+        std=(127.5, 127.5, 127.5),
+    )
 
     # -- data ---------------------------------------------------------------------------------
     real_train, real_val = _split_real(cfg)
@@ -506,23 +589,27 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     syn_va, syn_va_y = _render_synth(cfg.seed + SYNTH_TRAIN_SEED + 1, n_syn_val, cfg.cache)
     val_x = mdata.to_tensors(real_va_img + site_va_img + syn_va, spec)
     val_y = np.concatenate([real_va_y, site_va_y, syn_va_y])
-    val_domain = np.array(["real"] * len(real_va_img) + ["site"] * len(site_va_img)
-                          + ["synthetic"] * len(syn_va))
+    val_domain = np.array(
+        ["real"] * len(real_va_img) + ["site"] * len(site_va_img) + ["synthetic"] * len(syn_va)
+    )
     # Site crops train like real ones, each ``site_repeat`` times per epoch.
     fit_img = real_tr_img * cfg.real_repeat + site_tr_img * cfg.site_repeat
-    fit_y = np.concatenate([np.zeros(0, np.int64), *[real_tr_y] * cfg.real_repeat,
-                            *[site_tr_y] * cfg.site_repeat])
+    fit_y = np.concatenate(
+        [np.zeros(0, np.int64), *[real_tr_y] * cfg.real_repeat, *[site_tr_y] * cfg.site_repeat]
+    )
     synth_target = None
     if cfg.teachers:
-        log.info("scoring the synthetic training crops with %d teacher(s) ...",
-                 len(cfg.teachers))
+        log.info("scoring the synthetic training crops with %d teacher(s) ...", len(cfg.teachers))
         soft = teacher_scores(cfg.teachers, syn_tr)
         synth_target = (cfg.distill * soft + (1 - cfg.distill) * syn_tr_y).astype(np.float32)
-        log.info("teachers agree with the labels on %.4f of the synthetic training crops",
-                 float(((soft >= 0.5) == (syn_tr_y == 1)).mean()))
-    data_fp = mdata.fingerprint(real_train + real_val + cfg.site_train + cfg.site_val,
-                                extra=f"synthetic:{cfg.seed + SYNTH_TRAIN_SEED}:{cfg.synthetic}"
-                                      f":renderer:{renderer_id()}")
+        log.info(
+            "teachers agree with the labels on %.4f of the synthetic training crops",
+            float(((soft >= 0.5) == (syn_tr_y == 1)).mean()),
+        )
+    data_fp = mdata.fingerprint(
+        real_train + real_val + cfg.site_train + cfg.site_val,
+        extra=f"synthetic:{cfg.seed + SYNTH_TRAIN_SEED}:{cfg.synthetic}:renderer:{renderer_id()}",
+    )
     log.info("data ready in %.0f s; fingerprint %s", time.monotonic() - t_start, data_fp[:16])
 
     # -- model --------------------------------------------------------------------------------
@@ -530,57 +617,85 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         model = init_model
         log.info("continuing from %s (%d px input)", cfg.init, cfg.size)
     else:
-        model = build_model(cfg.arch, cfg.size, cfg.alpha, cfg.weights, batchnorm=cfg.batchnorm,
-                            act_noise=cfg.act_noise)
+        model = build_model(
+            cfg.arch,
+            cfg.size,
+            cfg.alpha,
+            cfg.weights,
+            batchnorm=cfg.batchnorm,
+            act_noise=cfg.act_noise,
+        )
     # New batch-norm layers (a fresh backbone, or one rebuilt from a .tflite, whose batch norm
     # the converter folded away) start as the identity: training starts from the weights read.
     if cfg.batchnorm and (cfg.init is None or from_tflite):
         from models.pretrained import identity_batchnorm
 
         pick = rng.permutation(len(syn_tr))[:128]
-        sample = mdata.to_tensors([syn_tr[i] for i in pick] + real_tr_img[::8]
-                                  + site_tr_img[::8], spec)
+        sample = mdata.to_tensors(
+            [syn_tr[i] for i in pick] + real_tr_img[::8] + site_tr_img[::8], spec
+        )
         n_bn = identity_batchnorm(model, sample)
-        log.info("%d batch-norm layers start as the identity (%d sample crops)", n_bn,
-                 len(sample))
+        log.info("%d batch-norm layers start as the identity (%d sample crops)", n_bn, len(sample))
     n_synth_epoch = min(len(syn_tr), cfg.epoch_synthetic)
     n_per_epoch = len(fit_img) + n_synth_epoch
     steps = max(1, cfg.epochs * (n_per_epoch // cfg.batch))
     schedule = keras.optimizers.schedules.CosineDecay(cfg.lr, steps, alpha=0.05)
-    model.compile(optimizer=keras.optimizers.Adam(schedule),
-                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.05),
-                  metrics=["accuracy"])
+    model.compile(
+        optimizer=keras.optimizers.Adam(schedule),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.05),
+        metrics=["accuracy"],
+    )
+
     def synth_loss(idx: np.ndarray) -> np.ndarray:
-        p = model.predict(mdata.to_tensors([syn_tr[i] for i in idx], spec), batch_size=256,
-                          verbose=0)
+        p = model.predict(
+            mdata.to_tensors([syn_tr[i] for i in idx], spec), batch_size=256, verbose=0
+        )
         loss: np.ndarray = -np.log(np.clip(p[np.arange(idx.size), syn_tr_y[idx]], 1e-7, 1.0))
         return loss
 
     history = []
     for epoch in range(cfg.epochs):
         t0 = time.monotonic()
-        pick = _pick_synthetic(len(syn_tr), n_synth_epoch, rng, cfg.hard_share,
-                               synth_loss if cfg.hard_share else None)
-        x, y, target = _epoch_arrays(fit_img, fit_y, syn_tr, syn_tr_y, spec, rng, 1, pick,
-                                     cfg.partial_view, synth_target)
+        pick = _pick_synthetic(
+            len(syn_tr), n_synth_epoch, rng, cfg.hard_share, synth_loss if cfg.hard_share else None
+        )
+        x, y, target = _epoch_arrays(
+            fit_img, fit_y, syn_tr, syn_tr_y, spec, rng, 1, pick, cfg.partial_view, synth_target
+        )
         # Class balance: weight each class by the inverse of its share this epoch.
         share = np.bincount(y, minlength=2) / y.size
         weights = (0.5 / np.maximum(share, 1e-6))[y]
         t_aug = time.monotonic() - t0
-        h = model.fit(x, np.stack([1 - target, target], axis=1), sample_weight=weights,
-                      batch_size=cfg.batch, epochs=1, verbose=cfg.verbose)
+        h = model.fit(
+            x,
+            np.stack([1 - target, target], axis=1),
+            sample_weight=weights,
+            batch_size=cfg.batch,
+            epochs=1,
+            verbose=cfg.verbose,
+        )
         p = model.predict(val_x, batch_size=256, verbose=0)[:, 1]
         auc = metrics.roc_auc(val_y, p)
         real_dom = "site" if (val_domain == "site").any() else "real"
-        real_auc = metrics.roc_auc(val_y[val_domain == real_dom], p[val_domain == real_dom]) \
-            if (val_domain == real_dom).any() else float("nan")
-        rec = {"epoch": epoch + 1, "loss": float(h.history["loss"][-1]),
-               "val_auc": auc, "val_real_auc": real_auc,
-               "val_recall_at_5pct_fpr": metrics.recall_at_fpr(val_y, p, 0.05)}
+        real_auc = (
+            metrics.roc_auc(val_y[val_domain == real_dom], p[val_domain == real_dom])
+            if (val_domain == real_dom).any()
+            else float("nan")
+        )
+        rec = {
+            "epoch": epoch + 1,
+            "loss": float(h.history["loss"][-1]),
+            "val_auc": auc,
+            "val_real_auc": real_auc,
+            "val_recall_at_5pct_fpr": metrics.recall_at_fpr(val_y, p, 0.05),
+        }
         history.append(rec)
-        print(f"epoch {epoch + 1:2d}/{cfg.epochs}  loss {rec['loss']:.4f}  val AUC {auc:.4f} "
-              f"({real_dom} {real_auc:.4f})  recall@5%FPR {rec['val_recall_at_5pct_fpr']:.3f}  "
-              f"[{t_aug:.0f} s data, {time.monotonic() - t0:.0f} s total]", flush=True)
+        print(
+            f"epoch {epoch + 1:2d}/{cfg.epochs}  loss {rec['loss']:.4f}  val AUC {auc:.4f} "
+            f"({real_dom} {real_auc:.4f})  recall@5%FPR {rec['val_recall_at_5pct_fpr']:.3f}  "
+            f"[{t_aug:.0f} s data, {time.monotonic() - t0:.0f} s total]",
+            flush=True,
+        )
 
     # -- export -------------------------------------------------------------------------------
     cfg.out.mkdir(parents=True, exist_ok=True)
@@ -610,14 +725,22 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     float_thr = metrics.threshold_for_fpr(val_y[thr_m], float_p[thr_m], cfg.target_fpr)
     par = export.parity(float_p, int8_p, [0.5, threshold])
     agree = float(((float_p >= float_thr) == (int8_p >= threshold)).mean())
-    par["matched_operating_point"] = {"target_fpr": cfg.target_fpr, "float_threshold": float_thr,
-                                      "int8_threshold": threshold, "agreement": agree}
-    print(f"int8/float agreement {agree:.4f} at matched {cfg.target_fpr:.0%}-FPR operating points "
-          f"on {val_y.size} validation crops (raw: {par['agreement']}, mean |dp| "
-          f"{par['mean_abs_diff']:.4f})", flush=True)
+    par["matched_operating_point"] = {
+        "target_fpr": cfg.target_fpr,
+        "float_threshold": float_thr,
+        "int8_threshold": threshold,
+        "agreement": agree,
+    }
+    print(
+        f"int8/float agreement {agree:.4f} at matched {cfg.target_fpr:.0%}-FPR operating points "
+        f"on {val_y.size} validation crops (raw: {par['agreement']}, mean |dp| "
+        f"{par['mean_abs_diff']:.4f})",
+        flush=True,
+    )
     decided = (float_p >= float_thr) == (int8_p >= threshold)
-    par["by_domain"] = {str(d): float(decided[val_domain == d].mean())
-                        for d in sorted(set(val_domain.tolist()))}
+    par["by_domain"] = {
+        str(d): float(decided[val_domain == d].mean()) for d in sorted(set(val_domain.tolist()))
+    }
     par["required"] = cfg.parity_min
     _parity_gate(cfg, par, agree, val_y, val_domain, float_p, int8_p)
 
@@ -634,17 +757,31 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         "trained_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "training_data_sha256": data_fp,
         "real_data": [str(p) for p in cfg.real],
-        "real_train_images": len(real_train), "real_validation_images": len(real_val),
-        "synthetic_train": {"seed": cfg.seed + SYNTH_TRAIN_SEED, "count": cfg.synthetic,
-                            "per_epoch": n_synth_epoch},
+        "real_train_images": len(real_train),
+        "real_validation_images": len(real_val),
+        "synthetic_train": {
+            "seed": cfg.seed + SYNTH_TRAIN_SEED,
+            "count": cfg.synthetic,
+            "per_epoch": n_synth_epoch,
+        },
         "synthetic_validation": {"seed": cfg.seed + SYNTH_TRAIN_SEED + 1, "count": n_syn_val},
-        "arch": cfg.arch, "input_size": cfg.size, "alpha": cfg.alpha, "weights": cfg.weights,
-        "batchnorm": cfg.batchnorm, "act_noise": cfg.act_noise,
-        "partial_view": cfg.partial_view, "hard_share": cfg.hard_share, "epochs": cfg.epochs,
+        "arch": cfg.arch,
+        "input_size": cfg.size,
+        "alpha": cfg.alpha,
+        "weights": cfg.weights,
+        "batchnorm": cfg.batchnorm,
+        "act_noise": cfg.act_noise,
+        "partial_view": cfg.partial_view,
+        "hard_share": cfg.hard_share,
+        "epochs": cfg.epochs,
         "teachers": _teachers(cfg, init_prov),
         "distill": cfg.distill if cfg.teachers else float(init_prov.get("distill", 0.0)),
-        "batch": cfg.batch, "lr": cfg.lr, "seed": cfg.seed, "real_repeat": cfg.real_repeat,
-        "tensorflow": tf.__version__, "keras": _k.__version__,
+        "batch": cfg.batch,
+        "lr": cfg.lr,
+        "seed": cfg.seed,
+        "real_repeat": cfg.real_repeat,
+        "tensorflow": tf.__version__,
+        "keras": _k.__version__,
         "continued_from": str(cfg.init) if cfg.init else None,
         "stages": _stages(cfg, init_prov),
         "total_epochs": total_epochs,
@@ -653,89 +790,166 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         "history": history if cfg.epochs else init_prov.get("history", []),
     }
     if cfg.site_train or cfg.site_record:
-        provenance["site"] = {**cfg.site_record, "train_crops": len(cfg.site_train),
-                              "validation_crops": len(cfg.site_val),
-                              "repeat": cfg.site_repeat}
+        provenance["site"] = {
+            **cfg.site_record,
+            "train_crops": len(cfg.site_train),
+            "validation_crops": len(cfg.site_val),
+            "repeat": cfg.site_repeat,
+        }
     spec_out = export.write_sidecar(
-        tfl, spec_in=spec, labels=mdata.LABELS, positive=["phone"], threshold=threshold,
-        name=cfg.name, version=cfg.version,
-        description=(f"P(driver holds a phone) from a driver-window crop; threshold set for "
-                     f"{cfg.target_fpr:.0%} false-positive rate on validation"),
+        tfl,
+        spec_in=spec,
+        labels=mdata.LABELS,
+        positive=["phone"],
+        threshold=threshold,
+        name=cfg.name,
+        version=cfg.version,
+        description=(
+            f"P(driver holds a phone) from a driver-window crop; threshold set for "
+            f"{cfg.target_fpr:.0%} false-positive rate on validation"
+        ),
         provenance=provenance,
         metrics={"validation": val_metrics, "int8_float_parity": par},
     )
-    print(f"wrote {tfl} ({tfl.stat().st_size} bytes) and its sidecar; threshold "
-          f"{spec_out.threshold:.4f}", flush=True)
+    print(
+        f"wrote {tfl} ({tfl.stat().st_size} bytes) and its sidecar; threshold "
+        f"{spec_out.threshold:.4f}",
+        flush=True,
+    )
     return {"model": str(tfl), "threshold": threshold, "parity": par, "validation": val_metrics}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m models.train", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m models.train",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--out", type=Path, required=True, help="output folder")
-    ap.add_argument("--real", type=Path, action="append", default=[],
-                    help="real image folder (phone/, no_phone/); repeatable")
+    ap.add_argument(
+        "--real",
+        type=Path,
+        action="append",
+        default=[],
+        help="real image folder (phone/, no_phone/); repeatable",
+    )
     ap.add_argument("--synthetic", type=int, default=6000, help="synthetic training crops")
-    ap.add_argument("--epoch-synthetic", type=int, default=1800,
-                    help="synthetic crops used in each epoch (drawn from --synthetic)")
-    ap.add_argument("--size", type=int,
-                    help="input width = height (px; default 96, or with --init the model's: "
-                    "a different size continues the same weights at that size)")
+    ap.add_argument(
+        "--epoch-synthetic",
+        type=int,
+        default=1800,
+        help="synthetic crops used in each epoch (drawn from --synthetic)",
+    )
+    ap.add_argument(
+        "--size",
+        type=int,
+        help="input width = height (px; default 96, or with --init the model's: "
+        "a different size continues the same weights at that size)",
+    )
     ap.add_argument("--alpha", type=float, default=0.35, help="MobileNetV2 width multiplier")
-    ap.add_argument("--arch", choices=["mobilenetv2", "mobilenetv1", "tiny"],
-                    default="mobilenetv2")
-    ap.add_argument("--weights", default="none",
-                    help="none, imagenet (MobileNetV2; Keras downloads it, needs the internet) "
-                    "or, with --arch mobilenetv1, a quantised MobileNet-V1 ImageNet .tflite "
-                    "whose weights initialise the backbone")
-    ap.add_argument("--batchnorm", action="store_true",
-                    help="mobilenetv1: add batch norm after each convolution (trains faster at "
-                    "a larger --lr; folded into the convolutions at export)")
-    ap.add_argument("--act-noise", type=float, default=0.0,
-                    help="mobilenetv1: std of training-only noise after each ReLU6, standing in "
-                    "for int8 rounding (0.0068 = one uint8 step of 0..6); helps int8/float parity")
-    ap.add_argument("--partial-view", type=float, default=0.0,
-                    help="share of phone-free training crops shown slid part-way out of view, "
-                    "as a fixed ROI sees a car rolling in or out (0..1)")
-    ap.add_argument("--hard-share", type=float, default=0.0,
-                    help="share of each epoch's synthetic crops picked as those the model "
-                    f"currently gets most wrong (of a random pool {HARD_POOL} times as large; "
-                    "0..0.5)")
-    ap.add_argument("--teacher", type=Path, action="append", default=[],
-                    help="an earlier .tflite model (with its sidecar) to learn from: the "
-                    "teachers' mean P(phone) goes into each synthetic crop's target; repeatable")
-    ap.add_argument("--distill", type=float, default=0.5,
-                    help="with --teacher: the teachers' share of a synthetic crop's target "
-                    "(0..1; the label has the rest)")
-    ap.add_argument("--epochs", type=int, default=22,
-                    help="0 with --init: no training, export again (e.g. for another "
-                    "--target-fpr, on the same validation set when --synthetic and --real "
-                    "are the same)")
+    ap.add_argument("--arch", choices=["mobilenetv2", "mobilenetv1", "tiny"], default="mobilenetv2")
+    ap.add_argument(
+        "--weights",
+        default="none",
+        help="none, imagenet (MobileNetV2; Keras downloads it, needs the internet) "
+        "or, with --arch mobilenetv1, a quantised MobileNet-V1 ImageNet .tflite "
+        "whose weights initialise the backbone",
+    )
+    ap.add_argument(
+        "--batchnorm",
+        action="store_true",
+        help="mobilenetv1: add batch norm after each convolution (trains faster at "
+        "a larger --lr; folded into the convolutions at export)",
+    )
+    ap.add_argument(
+        "--act-noise",
+        type=float,
+        default=0.0,
+        help="mobilenetv1: std of training-only noise after each ReLU6, standing in "
+        "for int8 rounding (0.0068 = one uint8 step of 0..6); helps int8/float parity",
+    )
+    ap.add_argument(
+        "--partial-view",
+        type=float,
+        default=0.0,
+        help="share of phone-free training crops shown slid part-way out of view, "
+        "as a fixed ROI sees a car rolling in or out (0..1)",
+    )
+    ap.add_argument(
+        "--hard-share",
+        type=float,
+        default=0.0,
+        help="share of each epoch's synthetic crops picked as those the model "
+        f"currently gets most wrong (of a random pool {HARD_POOL} times as large; "
+        "0..0.5)",
+    )
+    ap.add_argument(
+        "--teacher",
+        type=Path,
+        action="append",
+        default=[],
+        help="an earlier .tflite model (with its sidecar) to learn from: the "
+        "teachers' mean P(phone) goes into each synthetic crop's target; repeatable",
+    )
+    ap.add_argument(
+        "--distill",
+        type=float,
+        default=0.5,
+        help="with --teacher: the teachers' share of a synthetic crop's target "
+        "(0..1; the label has the rest)",
+    )
+    ap.add_argument(
+        "--epochs",
+        type=int,
+        default=22,
+        help="0 with --init: no training, export again (e.g. for another "
+        "--target-fpr, on the same validation set when --synthetic and --real "
+        "are the same)",
+    )
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--val-share", type=float, default=0.2)
-    ap.add_argument("--real-repeat", type=int, default=2,
-                    help="augmented copies of each real image per epoch")
-    ap.add_argument("--target-fpr", type=float, default=0.05,
-                    help="false-positive rate the threshold is chosen for (on validation)")
+    ap.add_argument(
+        "--real-repeat", type=int, default=2, help="augmented copies of each real image per epoch"
+    )
+    ap.add_argument(
+        "--target-fpr",
+        type=float,
+        default=0.05,
+        help="false-positive rate the threshold is chosen for (on validation)",
+    )
     ap.add_argument("--version", default="1.0.0")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cache", type=Path, help="keep rendered synthetic crops here between runs")
-    ap.add_argument("--init", type=Path,
-                    help="continue training a model from a run: its .keras, or its int8 .tflite "
-                    "(MobileNet-V1, with its sidecar; the float network is rebuilt from it)")
-    ap.add_argument("--parity-min", type=float, default=export.PARITY_MIN,
-                    help="least int8/float decision agreement on validation (default 0.99); "
-                    "a lower value is recorded in the sidecar")
+    ap.add_argument(
+        "--init",
+        type=Path,
+        help="continue training a model from a run: its .keras, or its int8 .tflite "
+        "(MobileNet-V1, with its sidecar; the float network is rebuilt from it)",
+    )
+    ap.add_argument(
+        "--parity-min",
+        type=float,
+        default=export.PARITY_MIN,
+        help="least int8/float decision agreement on validation (default 0.99); "
+        "a lower value is recorded in the sidecar",
+    )
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     size = a.size if a.size is not None else 96
-    if (a.synthetic < 0 or a.epochs < 0 or not 32 <= size <= 512
-            or not 0 <= a.partial_view <= 1 or not 0 <= a.hard_share <= 0.5
-            or not 0 <= a.distill <= 1):
-        ap.error("need --synthetic >= 0, --epochs >= 0, 32 <= --size <= 512, "
-                 "0 <= --partial-view <= 1, 0 <= --hard-share <= 0.5 and 0 <= --distill <= 1")
+    if (
+        a.synthetic < 0
+        or a.epochs < 0
+        or not 32 <= size <= 512
+        or not 0 <= a.partial_view <= 1
+        or not 0 <= a.hard_share <= 0.5
+        or not 0 <= a.distill <= 1
+    ):
+        ap.error(
+            "need --synthetic >= 0, --epochs >= 0, 32 <= --size <= 512, "
+            "0 <= --partial-view <= 1, 0 <= --hard-share <= 0.5 and 0 <= --distill <= 1"
+        )
     for t in a.teacher:
         if not t.is_file() or not t.with_suffix(".json").is_file():
             ap.error(f"teacher {t} needs to be a .tflite file with its sidecar .json beside it")
@@ -745,22 +959,44 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not a.init.is_file() or a.init.suffix not in (".keras", ".tflite"):
             ap.error(f"--init {a.init} needs to be a .keras or .tflite file from a run")
         if a.init.suffix == ".tflite" and not a.init.with_suffix(".json").is_file():
-            ap.error(f"--init {a.init}: a .tflite is continued from with its sidecar .json "
-                     "beside it (it says how the model was trained)")
+            ap.error(
+                f"--init {a.init}: a .tflite is continued from with its sidecar .json "
+                "beside it (it says how the model was trained)"
+            )
     if not a.real and a.synthetic < 20:
         ap.error("no data: give --real folders and/or --synthetic N")
     for r in a.real:
         if r.name == "test" or "test" in r.parts[-1:]:
             ap.error(f"{r} looks like a test split: test data is for evaluation only")
-    cfg = TrainConfig(out=a.out, real=a.real, synthetic=a.synthetic, size=size, alpha=a.alpha,
-                      arch=a.arch, weights=a.weights, epochs=a.epochs, batch=a.batch, lr=a.lr,
-                      seed=a.seed, val_share=a.val_share, real_repeat=a.real_repeat,
-                      target_fpr=a.target_fpr, version=a.version, threads=a.threads,
-                      epoch_synthetic=a.epoch_synthetic, cache=a.cache, init=a.init,
-                      parity_min=a.parity_min, batchnorm=a.batchnorm,
-                      act_noise=a.act_noise, resize=a.size if a.init else None,
-                      partial_view=a.partial_view, hard_share=a.hard_share,
-                      teachers=a.teacher, distill=a.distill)
+    cfg = TrainConfig(
+        out=a.out,
+        real=a.real,
+        synthetic=a.synthetic,
+        size=size,
+        alpha=a.alpha,
+        arch=a.arch,
+        weights=a.weights,
+        epochs=a.epochs,
+        batch=a.batch,
+        lr=a.lr,
+        seed=a.seed,
+        val_share=a.val_share,
+        real_repeat=a.real_repeat,
+        target_fpr=a.target_fpr,
+        version=a.version,
+        threads=a.threads,
+        epoch_synthetic=a.epoch_synthetic,
+        cache=a.cache,
+        init=a.init,
+        parity_min=a.parity_min,
+        batchnorm=a.batchnorm,
+        act_noise=a.act_noise,
+        resize=a.size if a.init else None,
+        partial_view=a.partial_view,
+        hard_share=a.hard_share,
+        teachers=a.teacher,
+        distill=a.distill,
+    )
     record = train(cfg)
     print(json.dumps({k: record[k] for k in ("model", "threshold")}))
     return 0

@@ -47,8 +47,14 @@ def make_video(tmp_path: Path) -> Callable[..., Path]:
     """``make_video(levels, fps=25, size=(160, 120), bright_box=None)``: a real MJPEG AVI whose
     frame i is grey at ``levels[i]``; ``bright_box`` (fractions) limits the level to a box."""
 
-    def make(levels: list[int], *, fps: float = 25.0, size: tuple[int, int] = (160, 120),
-             box: tuple[float, float, float, float] | None = None, name: str = "clip.avi") -> Path:
+    def make(
+        levels: list[int],
+        *,
+        fps: float = 25.0,
+        size: tuple[int, int] = (160, 120),
+        box: tuple[float, float, float, float] | None = None,
+        name: str = "clip.avi",
+    ) -> Path:
         w, h = size
         frames = []
         for lv in levels:
@@ -57,7 +63,7 @@ def make_video(tmp_path: Path) -> Callable[..., Path]:
             else:
                 img = np.full((h, w, 3), 20, np.uint8)
                 x0, y0, x1, y1 = box
-                img[int(y0 * h):int(y1 * h), int(x0 * w):int(x1 * w)] = lv
+                img[int(y0 * h) : int(y1 * h), int(x0 * w) : int(x1 * w)] = lv
             frames.append(img)
         return write_video(tmp_path / name, frames, fps)
 

@@ -23,7 +23,9 @@ ALLOWED: dict[str, tuple[int, str]] = {
     # path from the repo root: (at most this many sleep calls, why they are not synchronising)
     "tests/waiting.py": (1, "wait_until's own poll step, between looks at the condition"),
     "tests/uplink/test_mqtt.py": (
-        1, "in the CHILD script: paces the child's publishing so the kill lands mid-stream"),
+        1,
+        "in the CHILD script: paces the child's publishing so the kill lands mid-stream",
+    ),
 }
 
 
@@ -42,12 +44,16 @@ def sleep_calls(source: str, filename: str = "<test>") -> list[int]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Call):
             f = node.func
-            if ((isinstance(f, ast.Attribute) and f.attr == "sleep"
-                 and isinstance(f.value, ast.Name) and f.value.id in modules)
-                    or (isinstance(f, ast.Name) and f.id in functions)):
+            if (
+                isinstance(f, ast.Attribute)
+                and f.attr == "sleep"
+                and isinstance(f.value, ast.Name)
+                and f.value.id in modules
+            ) or (isinstance(f, ast.Name) and f.id in functions):
                 lines.append(node.lineno)
-        elif (isinstance(node, ast.Constant) and isinstance(node.value, str)
-              and "sleep" in node.value):
+        elif (
+            isinstance(node, ast.Constant) and isinstance(node.value, str) and "sleep" in node.value
+        ):
             try:
                 inner = sleep_calls(textwrap.dedent(node.value), filename)
             except SyntaxError:  # prose, not a script
@@ -70,11 +76,14 @@ def sleeps_under(root: Path) -> dict[str, list[int]]:
 def test_no_test_sleeps_to_synchronise() -> None:
     found = sleeps_under(REPO)
     assert "tests/waiting.py" in found, "the checker finds nothing: is it looking in tests/?"
-    over = {path: lines for path, lines in found.items()
-            if len(lines) > ALLOWED.get(path, (0, ""))[0]}
-    assert not over, (f"time.sleep in tests at {over}: wait for a positive signal instead "
-                      "(an event, a counter, tests.waiting.wait_until, a ManualClock), or add "
-                      "the file to ALLOWED with the reason it is not synchronisation")
+    over = {
+        path: lines for path, lines in found.items() if len(lines) > ALLOWED.get(path, (0, ""))[0]
+    }
+    assert not over, (
+        f"time.sleep in tests at {over}: wait for a positive signal instead "
+        "(an event, a counter, tests.waiting.wait_until, a ManualClock), or add "
+        "the file to ALLOWED with the reason it is not synchronisation"
+    )
 
 
 def test_every_allowance_has_a_reason() -> None:
@@ -84,19 +93,22 @@ def test_every_allowance_has_a_reason() -> None:
         assert reason.strip(), path
 
 
-@pytest.mark.parametrize(("source", "count"), [
-    ("import time\ntime.sleep(1)\n", 1),
-    ("import time as t\nt.sleep(0.1)\n", 1),
-    ("from time import sleep\nsleep(0.1)\n", 1),
-    ("from time import sleep as nap\nnap(0.1)\n", 1),
-    ("def f():\n    import time\n    time.sleep(0.5)\n", 1),
-    ('CHILD = """\nimport time\ntime.sleep(0.002)\n"""\n', 1),
-    ('CHILD = textwrap.dedent("""\n    import time\n    time.sleep(0.002)\n""")\n', 1),
-    ("import time\nx = 'time.sleep(1)'\n", 1),  # a one-line script is still a script
-    ("import time\nt0 = time.monotonic()\nev.wait(1)\n", 0),
-    ("def sleep(s): ...\nsleep(1)\nclock.sleep(1)\n", 0),  # not time's
-    ("'''time.sleep to synchronise: don't'''\n", 0),  # prose
-])
+@pytest.mark.parametrize(
+    ("source", "count"),
+    [
+        ("import time\ntime.sleep(1)\n", 1),
+        ("import time as t\nt.sleep(0.1)\n", 1),
+        ("from time import sleep\nsleep(0.1)\n", 1),
+        ("from time import sleep as nap\nnap(0.1)\n", 1),
+        ("def f():\n    import time\n    time.sleep(0.5)\n", 1),
+        ('CHILD = """\nimport time\ntime.sleep(0.002)\n"""\n', 1),
+        ('CHILD = textwrap.dedent("""\n    import time\n    time.sleep(0.002)\n""")\n', 1),
+        ("import time\nx = 'time.sleep(1)'\n", 1),  # a one-line script is still a script
+        ("import time\nt0 = time.monotonic()\nev.wait(1)\n", 0),
+        ("def sleep(s): ...\nsleep(1)\nclock.sleep(1)\n", 0),  # not time's
+        ("'''time.sleep to synchronise: don't'''\n", 0),  # prose
+    ],
+)
 def test_the_checker_finds_sleeps_however_spelt(source: str, count: int) -> None:
     assert len(sleep_calls(source)) == count
 

@@ -35,25 +35,50 @@ __all__ = ["content_security_policy", "create_app", "load_secret", "login_retry_
 PACKAGE_DIR = Path(__file__).resolve().parent.parent  # controlroom/: templates/, static/
 
 
-def create_app(cfg: Config, engine: Engine, *, stats: StatsFn | None = None,
-               commander: commands.CommandSink | None = None) -> FastAPI:
-    app = FastAPI(title="phonewatch control room", docs_url=None, redoc_url=None,
-                  openapi_url=None)
+def create_app(
+    cfg: Config,
+    engine: Engine,
+    *,
+    stats: StatsFn | None = None,
+    commander: commands.CommandSink | None = None,
+) -> FastAPI:
+    app = FastAPI(title="phonewatch control room", docs_url=None, redoc_url=None, openapi_url=None)
     templates = Jinja2Templates(directory=PACKAGE_DIR / "templates")
-    templates.env.globals.update(fmt_time=fmt_time, when=when, local_zone=local_zone,
-                                 iso_time=iso_time, describe_command=units.describe_command)
-    app.state.web = WebState(cfg=cfg, engine=engine, templates=templates, stats=stats,
-                             commander=commander)
-    app.add_middleware(SessionMiddleware, secret_key=load_secret(cfg.web.secret_key_file),
-                       session_cookie="phonewatch_session", max_age=cfg.web.session_max_age_s,
-                       same_site="strict", https_only=cfg.web.https_only)
-    app.add_middleware(SecurityHeaders, csp=content_security_policy(cfg.web.tile_url),
-                       https_only=cfg.web.https_only)
+    templates.env.globals.update(
+        fmt_time=fmt_time,
+        when=when,
+        local_zone=local_zone,
+        iso_time=iso_time,
+        describe_command=units.describe_command,
+    )
+    app.state.web = WebState(
+        cfg=cfg, engine=engine, templates=templates, stats=stats, commander=commander
+    )
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=load_secret(cfg.web.secret_key_file),
+        session_cookie="phonewatch_session",
+        max_age=cfg.web.session_max_age_s,
+        same_site="strict",
+        https_only=cfg.web.https_only,
+    )
+    app.add_middleware(
+        SecurityHeaders,
+        csp=content_security_policy(cfg.web.tile_url),
+        https_only=cfg.web.https_only,
+    )
     app.add_exception_handler(NeedLogin, errorpages.need_login)
     app.add_exception_handler(StarletteHTTPException, errorpages.http_error)
     app.add_exception_handler(RequestValidationError, errorpages.validation_error)
     app.mount("/static", StaticFiles(directory=PACKAGE_DIR / "static"), name="static")
-    for router in (auth.public, auth.router, alerts.router, units.router, audit.router,
-                   labels.router, audit.public):
+    for router in (
+        auth.public,
+        auth.router,
+        alerts.router,
+        units.router,
+        audit.router,
+        labels.router,
+        audit.public,
+    ):
         app.include_router(router)
     return app

@@ -41,30 +41,60 @@ KEEPALIVE_S = 15.0
 
 router = protected_router()
 _a = db.alerts
-SUMMARY_COLUMNS = (_a.c.id, _a.c.alert_id, _a.c.unit, _a.c.time, _a.c.time_s, _a.c.score,
-                   _a.c.status, _a.c.lat, _a.c.lon, _a.c.received_at, _a.c.frame_sha256,
-                   _a.c.evidence_deleted_at)
+SUMMARY_COLUMNS = (
+    _a.c.id,
+    _a.c.alert_id,
+    _a.c.unit,
+    _a.c.time,
+    _a.c.time_s,
+    _a.c.score,
+    _a.c.status,
+    _a.c.lat,
+    _a.c.lon,
+    _a.c.received_at,
+    _a.c.frame_sha256,
+    _a.c.evidence_deleted_at,
+)
 
 
 def alert_summary(r: Any) -> dict[str, Any]:
     """An alert as the list, the queue and the live feed show it (times already formatted, so
     the browser shows them exactly as the server-rendered rows)."""
-    return {"id": r.id, "alert_id": r.alert_id, "unit": r.unit, "time": r.time,
-            "time_s": r.time_s, "time_local": fmt_time(r.time_s),
-            "time_iso": iso_time(r.time_s) if r.time_s is not None else "",
-            "score": r.score, "status": r.status, "lat": r.lat, "lon": r.lon,
-            "received_at": r.received_at, "received": fmt_time(r.received_at),
-            "received_iso": iso_time(r.received_at), "has_evidence": _has_evidence(r)}
+    return {
+        "id": r.id,
+        "alert_id": r.alert_id,
+        "unit": r.unit,
+        "time": r.time,
+        "time_s": r.time_s,
+        "time_local": fmt_time(r.time_s),
+        "time_iso": iso_time(r.time_s) if r.time_s is not None else "",
+        "score": r.score,
+        "status": r.status,
+        "lat": r.lat,
+        "lon": r.lon,
+        "received_at": r.received_at,
+        "received": fmt_time(r.received_at),
+        "received_iso": iso_time(r.received_at),
+        "has_evidence": _has_evidence(r),
+    }
 
 
 def _has_evidence(r: Any) -> bool:
-    return bool(getattr(r, "frame_sha256", None)) and getattr(r, "evidence_deleted_at",
-                                                              None) is None
+    return (
+        bool(getattr(r, "frame_sha256", None)) and getattr(r, "evidence_deleted_at", None) is None
+    )
 
 
-def query_alerts(conn: Connection, *, unit: str | None, status: str | None,
-                 since_s: float | None, until_s: float | None, after_id: int = 0,
-                 limit: int = 100) -> list[Any]:
+def query_alerts(
+    conn: Connection,
+    *,
+    unit: str | None,
+    status: str | None,
+    since_s: float | None,
+    until_s: float | None,
+    after_id: int = 0,
+    limit: int = 100,
+) -> list[Any]:
     a = db.alerts
     q = sa.select(*SUMMARY_COLUMNS)
     if unit:
@@ -75,8 +105,7 @@ def query_alerts(conn: Connection, *, unit: str | None, status: str | None,
     if until_s is not None:
         q = q.where(a.c.time_s <= until_s)
     # after_id: the live list's "what is new since", oldest first; else newest first
-    q = q.where(a.c.id > after_id).order_by(a.c.id.asc()) if after_id else q.order_by(
-        a.c.id.desc())
+    q = q.where(a.c.id > after_id).order_by(a.c.id.asc()) if after_id else q.order_by(a.c.id.desc())
     return list(conn.execute(q.limit(limit)))
 
 
@@ -91,9 +120,11 @@ def load_evidence(conn: Connection, row: Any) -> bytes | None:
     """The evidence frame whose SHA-256 matches the signed alert; None if there is none."""
     if row.frame_sha256 is None or row.evidence_deleted_at is not None:
         return None
-    jpeg = conn.execute(sa.select(db.evidence.c.jpeg).where(
-        db.evidence.c.alert_id == row.alert_id,
-        db.evidence.c.sha256 == row.frame_sha256)).scalar()
+    jpeg = conn.execute(
+        sa.select(db.evidence.c.jpeg).where(
+            db.evidence.c.alert_id == row.alert_id, db.evidence.c.sha256 == row.frame_sha256
+        )
+    ).scalar()
     return bytes(jpeg) if jpeg is not None else None
 
 
@@ -103,14 +134,17 @@ def parse_filters(status: str, since: str, until: str) -> tuple[float | None, fl
         raise HTTPException(400, f"Status must be one of {', '.join(STATUSES)}.")
     since_s, until_s = parse_when(since, "From"), parse_when(until, "To")
     if since_s is not None and until_s is not None and since_s > until_s:
-        raise HTTPException(400, f"From ({since}) is after To ({until}): no alert can match. "
-                            "Swap them, or clear one.")
+        raise HTTPException(
+            400,
+            f"From ({since}) is after To ({until}): no alert can match. Swap them, or clear one.",
+        )
     return since_s, until_s
 
 
 @router.get("/", response_class=HTMLResponse)
-def alert_list(request: Request, st: State, unit: str = "", status: str = "", since: str = "",
-               until: str = "") -> HTMLResponse:
+def alert_list(
+    request: Request, st: State, unit: str = "", status: str = "", since: str = "", until: str = ""
+) -> HTMLResponse:
     f = {"unit": unit, "status": status, "since": since, "until": until}
     try:
         since_s, until_s = parse_filters(status, since, until)
@@ -118,27 +152,59 @@ def alert_list(request: Request, st: State, unit: str = "", status: str = "", si
         if not wants_html(request):
             raise
         with st.engine.connect() as conn:
-            unit_ids = [r[0] for r in conn.execute(sa.select(db.units.c.unit_id)
-                                                   .order_by(db.units.c.unit_id))]
-        resp = render(request, "alerts.html", alerts=[], units=unit_ids, statuses=STATUSES,
-                      last_id=0, f=f, filter_error=e.detail)
+            unit_ids = [
+                r[0]
+                for r in conn.execute(sa.select(db.units.c.unit_id).order_by(db.units.c.unit_id))
+            ]
+        resp = render(
+            request,
+            "alerts.html",
+            alerts=[],
+            units=unit_ids,
+            statuses=STATUSES,
+            last_id=0,
+            f=f,
+            filter_error=e.detail,
+        )
         resp.status_code = 400
         return resp
     with st.engine.connect() as conn:
-        rows = query_alerts(conn, unit=unit or None, status=status or None,
-                            since_s=since_s, until_s=until_s, limit=st.cfg.web.page_size)
-        unit_ids = [r[0] for r in conn.execute(sa.select(db.units.c.unit_id)
-                                               .order_by(db.units.c.unit_id))]
+        rows = query_alerts(
+            conn,
+            unit=unit or None,
+            status=status or None,
+            since_s=since_s,
+            until_s=until_s,
+            limit=st.cfg.web.page_size,
+        )
+        unit_ids = [
+            r[0] for r in conn.execute(sa.select(db.units.c.unit_id).order_by(db.units.c.unit_id))
+        ]
         last_id = max((r.id for r in rows), default=0)
         if not rows:
             last_id = int(conn.execute(sa.select(sa.func.max(db.alerts.c.id))).scalar() or 0)
-    return render(request, "alerts.html", alerts=[alert_summary(r) for r in rows],
-                  units=unit_ids, statuses=STATUSES, last_id=last_id, f=f, filter_error=None)
+    return render(
+        request,
+        "alerts.html",
+        alerts=[alert_summary(r) for r in rows],
+        units=unit_ids,
+        statuses=STATUSES,
+        last_id=last_id,
+        f=f,
+        filter_error=None,
+    )
 
 
 @router.get("/events")
-async def events(request: Request, st: State, after: int = 0, unit: str = "", status: str = "",
-                 since: str = "", until: str = "") -> StreamingResponse:
+async def events(
+    request: Request,
+    st: State,
+    after: int = 0,
+    unit: str = "",
+    status: str = "",
+    since: str = "",
+    until: str = "",
+) -> StreamingResponse:
     """New alerts as server-sent events, found by polling the database every
     ``web.live_poll_s``; the polls run in the thread pool, never on the event loop. Each poll
     also checks the session again: once it has ended (log-out elsewhere, new password,
@@ -153,10 +219,18 @@ async def events(request: Request, st: State, after: int = 0, unit: str = "", st
         if users.session_user(st.engine, sid, now=time.time()) is None:
             return None
         with st.engine.connect() as conn:
-            rows = query_alerts(conn, unit=unit or None, status=status or None,
-                                since_s=since_s, until_s=until_s, after_id=after_id, limit=200)
-            n = conn.execute(sa.select(sa.func.count()).select_from(db.alerts).where(
-                db.alerts.c.status == "new")).scalar()
+            rows = query_alerts(
+                conn,
+                unit=unit or None,
+                status=status or None,
+                since_s=since_s,
+                until_s=until_s,
+                after_id=after_id,
+                limit=200,
+            )
+            n = conn.execute(
+                sa.select(sa.func.count()).select_from(db.alerts).where(db.alerts.c.status == "new")
+            ).scalar()
         return rows, int(n or 0)
 
     async def stream() -> AsyncIterator[str]:
@@ -183,24 +257,34 @@ async def events(request: Request, st: State, after: int = 0, unit: str = "", st
                 yield ": keep-alive\n\n"
             await asyncio.sleep(poll_s)
 
-    return StreamingResponse(stream(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
 
 
-def queue_neighbours(conn: Connection, alert_db_id: int, unit: str | None
-                     ) -> tuple[str | None, str | None, int, int]:
+def queue_neighbours(
+    conn: Connection, alert_db_id: int, unit: str | None
+) -> tuple[str | None, str | None, int, int]:
     """(previous, next) unreviewed alert around ``alert_db_id`` in queue order (oldest first),
     this alert's place in the queue (1-based; 0 if it is not in it) and the queue's length."""
     a = db.alerts
     base = [a.c.status == "new"]
     if unit:
         base.append(a.c.unit == unit)
-    prev = conn.execute(sa.select(a.c.alert_id).where(*base, a.c.id < alert_db_id)
-                        .order_by(a.c.id.desc()).limit(1)).scalar()
-    nxt = conn.execute(sa.select(a.c.alert_id).where(*base, a.c.id > alert_db_id)
-                       .order_by(a.c.id.asc()).limit(1)).scalar()
-    before = conn.execute(sa.select(sa.func.count()).select_from(a).where(
-        *base, a.c.id < alert_db_id)).scalar() or 0
+    prev = conn.execute(
+        sa.select(a.c.alert_id).where(*base, a.c.id < alert_db_id).order_by(a.c.id.desc()).limit(1)
+    ).scalar()
+    nxt = conn.execute(
+        sa.select(a.c.alert_id).where(*base, a.c.id > alert_db_id).order_by(a.c.id.asc()).limit(1)
+    ).scalar()
+    before = (
+        conn.execute(
+            sa.select(sa.func.count()).select_from(a).where(*base, a.c.id < alert_db_id)
+        ).scalar()
+        or 0
+    )
     total = conn.execute(sa.select(sa.func.count()).select_from(a).where(*base)).scalar() or 0
     here = conn.execute(sa.select(a.c.id).where(*base, a.c.id == alert_db_id)).scalar()
     return prev, nxt, (before + 1 if here is not None else 0), int(total)
@@ -217,8 +301,13 @@ def roi_box(alert: dict[str, Any] | None) -> list[float] | None:
     """The ROI rectangle ``[x, y, w, h]`` in frame pixels if the alert carries one
     (``roi_box``); alerts today carry only the ROI's id, so usually None."""
     box = (alert or {}).get("roi_box")
-    if isinstance(box, list) and len(box) == 4 and all(
-            isinstance(v, int | float) and v >= 0 for v in box) and box[2] > 0 and box[3] > 0:
+    if (
+        isinstance(box, list)
+        and len(box) == 4
+        and all(isinstance(v, int | float) and v >= 0 for v in box)
+        and box[2] > 0
+        and box[3] > 0
+    ):
         return [float(v) for v in box]
     return None
 
@@ -231,8 +320,9 @@ def load_crop(conn: Connection, row: Any) -> bytes | None:
     if not want:
         return None
     c = db.crops
-    jpeg = conn.execute(sa.select(c.c.jpeg).where(c.c.alert_id == row.alert_id,
-                                                  c.c.sha256 == want).limit(1)).scalar()
+    jpeg = conn.execute(
+        sa.select(c.c.jpeg).where(c.c.alert_id == row.alert_id, c.c.sha256 == want).limit(1)
+    ).scalar()
     return bytes(jpeg) if jpeg is not None else None
 
 
@@ -250,10 +340,17 @@ def queue_page(request: Request, st: State, unit: str = "") -> HTMLResponse:
         if unit:
             q = q.where(a.c.unit == unit)
         rows = list(conn.execute(q.order_by(a.c.id.asc()).limit(st.cfg.web.page_size)))
-        unit_ids = [r[0] for r in conn.execute(sa.select(db.units.c.unit_id)
-                                               .order_by(db.units.c.unit_id))]
-    return render(request, "queue.html", alerts=[alert_summary(r) for r in rows],
-                  units=unit_ids, unit=unit, page_size=st.cfg.web.page_size)
+        unit_ids = [
+            r[0] for r in conn.execute(sa.select(db.units.c.unit_id).order_by(db.units.c.unit_id))
+        ]
+    return render(
+        request,
+        "queue.html",
+        alerts=[alert_summary(r) for r in rows],
+        units=unit_ids,
+        unit=unit,
+        page_size=st.cfg.web.page_size,
+    )
 
 
 @router.get("/alerts/{alert_id}", response_class=HTMLResponse)
@@ -261,23 +358,49 @@ def alert_page(request: Request, st: State, alert_id: str, unit: str = "") -> HT
     return _alert_page(request, st, alert_id, unit=unit)
 
 
-def _alert_page(request: Request, st: State, alert_id: str, *, unit: str,
-                confirm_step: bool = False, note: str = "") -> HTMLResponse:
+def _alert_page(
+    request: Request,
+    st: State,
+    alert_id: str,
+    *,
+    unit: str,
+    confirm_step: bool = False,
+    note: str = "",
+) -> HTMLResponse:
     with st.engine.connect() as conn:
         row = load_alert(conn, alert_id)
         has_evidence = load_evidence(conn, row) is not None
         has_crop = load_crop(conn, row) is not None
         prev, nxt, place, total = queue_neighbours(conn, row.id, unit or None)
-        history = list(conn.execute(sa.select(db.audit).where(
-            db.audit.c.target == alert_id).order_by(db.audit.c.at)))
+        history = list(
+            conn.execute(
+                sa.select(db.audit).where(db.audit.c.target == alert_id).order_by(db.audit.c.at)
+            )
+        )
     alert = json.loads(row.payload) if row.payload else None
     fix = (alert or {}).get("fix")
-    return render(request, "alert.html", row=row, alert=alert, has_evidence=has_evidence,
-                  has_crop=has_crop, fix=fix, history=history, roi_box=roi_box(alert),
-                  threshold=threshold_text((alert or {}).get("threshold")),
-                  prev=prev, next=nxt, place=place, total=total, unit=unit,
-                  qs=_unit_qs(unit), confirm_step=confirm_step, note=note,
-                  tile_url=st.cfg.web.tile_url, tile_attribution=st.cfg.web.tile_attribution)
+    return render(
+        request,
+        "alert.html",
+        row=row,
+        alert=alert,
+        has_evidence=has_evidence,
+        has_crop=has_crop,
+        fix=fix,
+        history=history,
+        roi_box=roi_box(alert),
+        threshold=threshold_text((alert or {}).get("threshold")),
+        prev=prev,
+        next=nxt,
+        place=place,
+        total=total,
+        unit=unit,
+        qs=_unit_qs(unit),
+        confirm_step=confirm_step,
+        note=note,
+        tile_url=st.cfg.web.tile_url,
+        tile_attribution=st.cfg.web.tile_attribution,
+    )
 
 
 @router.get("/alerts/{alert_id}/evidence.jpg")
@@ -286,8 +409,9 @@ def evidence_jpg(st: State, user: User, alert_id: str) -> Response:
         row = load_alert(conn, alert_id)
         jpeg = load_evidence(conn, row)
     if jpeg is None:
-        raise HTTPException(404, "no verified evidence for this alert (not received yet, "
-                            "or deleted by retention)")
+        raise HTTPException(
+            404, "no verified evidence for this alert (not received yet, or deleted by retention)"
+        )
     log.debug("%s viewed evidence of %s", user, alert_id)
     return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
@@ -299,13 +423,21 @@ def thumb_jpg(request: Request, st: State, alert_id: str) -> Response:
     deleted is never shown from a cache."""
     with st.engine.connect() as conn:
         row = load_alert(conn, alert_id)
-        present = row.frame_sha256 is not None and row.evidence_deleted_at is None and \
-            conn.execute(sa.select(db.evidence.c.id).where(
-                db.evidence.c.alert_id == row.alert_id,
-                db.evidence.c.sha256 == row.frame_sha256)).first() is not None
+        present = (
+            row.frame_sha256 is not None
+            and row.evidence_deleted_at is None
+            and conn.execute(
+                sa.select(db.evidence.c.id).where(
+                    db.evidence.c.alert_id == row.alert_id, db.evidence.c.sha256 == row.frame_sha256
+                )
+            ).first()
+            is not None
+        )
         if not present:
-            raise HTTPException(404, "no verified evidence for this alert (not received yet, "
-                                "or deleted by retention)")
+            raise HTTPException(
+                404,
+                "no verified evidence for this alert (not received yet, or deleted by retention)",
+            )
         etag = f'"{row.frame_sha256[:32]}-{thumbs.WIDTH}"'
         headers = {"Cache-Control": "private, no-cache", "ETag": etag}
         if request.headers.get("if-none-match") == etag:
@@ -326,8 +458,9 @@ def crop_jpg(st: State, alert_id: str) -> Response:
     with st.engine.connect() as conn:
         jpeg = load_crop(conn, load_alert(conn, alert_id))
     if jpeg is None:
-        raise HTTPException(404, "no crop for this alert: the unit keeps the crop and has not "
-                            "sent it")
+        raise HTTPException(
+            404, "no crop for this alert: the unit keeps the crop and has not sent it"
+        )
     return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
 
@@ -342,13 +475,24 @@ def _unit_qs(unit: str) -> str:
 
 
 def remember_undo(request: Request, ids: list[str], text: str) -> None:
-    request.session["undo"] = {"ids": ids[:UNDO_MAX], "text": text[:300],
-                               "until": time.time() + UNDO_WINDOW_S}
+    request.session["undo"] = {
+        "ids": ids[:UNDO_MAX],
+        "text": text[:300],
+        "until": time.time() + UNDO_WINDOW_S,
+    }
 
 
 @router.post("/alerts/{alert_id}/review", response_model=None)
-def review(request: Request, st: State, user: User, alert_id: str, action: str = Form(...),
-           note: str = Form(""), sure: str = Form(""), unit: str = Form("")) -> Response:
+def review(
+    request: Request,
+    st: State,
+    user: User,
+    alert_id: str,
+    action: str = Form(...),
+    note: str = Form(""),
+    sure: str = Form(""),
+    unit: str = Form(""),
+) -> Response:
     """Confirm (it starts a prosecution, so it needs the second step: ``sure=yes``) or
     reject a new alert; then on to the next unreviewed one. The decision can be undone by
     its operator for :data:`UNDO_WINDOW_S` seconds (``/review/undo``)."""
@@ -360,17 +504,27 @@ def review(request: Request, st: State, user: User, alert_id: str, action: str =
         return _alert_page(request, st, alert_id, unit=unit, confirm_step=True, note=note)
     status = "confirmed" if action == "confirm" else "rejected"
     with st.engine.begin() as conn:
-        res = conn.execute(db.alerts.update().where(
-            db.alerts.c.alert_id == alert_id, db.alerts.c.status == "new").values(
-            status=status, reviewed_by=user, reviewed_at=time.time(), review_note=note[:2000]))
+        res = conn.execute(
+            db.alerts.update()
+            .where(db.alerts.c.alert_id == alert_id, db.alerts.c.status == "new")
+            .values(
+                status=status, reviewed_by=user, reviewed_at=time.time(), review_note=note[:2000]
+            )
+        )
         row = load_alert(conn, alert_id)
         if res.rowcount != 1:
-            by = f" by {row.reviewed_by} at {fmt_time(row.reviewed_at)}" if row.reviewed_by \
-                else ""
-            raise HTTPException(409, f"alert {alert_id} is already {row.status}{by}; "
-                                "nothing was changed")
-        db.record_audit(conn, username=user, action=status, target=alert_id,
-                        detail=note[:2000] or None, remote=remote(request))
+            by = f" by {row.reviewed_by} at {fmt_time(row.reviewed_at)}" if row.reviewed_by else ""
+            raise HTTPException(
+                409, f"alert {alert_id} is already {row.status}{by}; nothing was changed"
+            )
+        db.record_audit(
+            conn,
+            username=user,
+            action=status,
+            target=alert_id,
+            detail=note[:2000] or None,
+            remote=remote(request),
+        )
         datasets.label_review(conn, alert_id)  # the review is a label (issue 18)
         go = _after_decision(request, conn, row, unit)
     remember_undo(request, [alert_id], f"{status.capitalize()} {alert_id}.")
@@ -381,9 +535,14 @@ UNDO_MAX = 100  # most alerts one bulk decision (and so one undo) covers
 
 
 @router.post("/queue/reject")
-def bulk_reject(request: Request, st: State, user: User,
-                alert_id: Annotated[list[str] | None, Form()] = None, note: str = Form(""),
-                unit: str = Form("")) -> RedirectResponse:
+def bulk_reject(
+    request: Request,
+    st: State,
+    user: User,
+    alert_id: Annotated[list[str] | None, Form()] = None,
+    note: str = Form(""),
+    unit: str = Form(""),
+) -> RedirectResponse:
     """Reject the selected alerts (those still new) in one go; each is audited."""
     ids = list(dict.fromkeys(alert_id or []))
     if not ids:
@@ -393,29 +552,44 @@ def bulk_reject(request: Request, st: State, user: User,
     now, done = time.time(), []
     with st.engine.begin() as conn:
         for aid in ids:
-            res = conn.execute(db.alerts.update().where(
-                db.alerts.c.alert_id == aid, db.alerts.c.status == "new").values(
-                status="rejected", reviewed_by=user, reviewed_at=now,
-                review_note=note[:2000] or None))
+            res = conn.execute(
+                db.alerts.update()
+                .where(db.alerts.c.alert_id == aid, db.alerts.c.status == "new")
+                .values(
+                    status="rejected",
+                    reviewed_by=user,
+                    reviewed_at=now,
+                    review_note=note[:2000] or None,
+                )
+            )
             if res.rowcount == 1:
                 done.append(aid)
                 datasets.label_review(conn, aid)
-                db.record_audit(conn, username=user, action="rejected", target=aid,
-                                detail=f"bulk reject of {len(ids)}" + (f": {note[:2000]}"
-                                                                       if note else ""),
-                                remote=remote(request))
+                db.record_audit(
+                    conn,
+                    username=user,
+                    action="rejected",
+                    target=aid,
+                    detail=f"bulk reject of {len(ids)}" + (f": {note[:2000]}" if note else ""),
+                    remote=remote(request),
+                )
     skipped = len(ids) - len(done)
     if done:
-        remember_undo(request, done, f"Rejected {len(done)} alert{'s' if len(done) > 1 else ''}"
-                      + (f" ({skipped} no longer new: reviewed meanwhile)." if skipped else "."))
+        remember_undo(
+            request,
+            done,
+            f"Rejected {len(done)} alert{'s' if len(done) > 1 else ''}"
+            + (f" ({skipped} no longer new: reviewed meanwhile)." if skipped else "."),
+        )
     else:
         flash(request, "error", "None rejected: none of them is new any more.")
     return RedirectResponse(f"/queue{_unit_qs(unit)}", status_code=303)
 
 
 @router.post("/review/undo")
-def undo(request: Request, st: State, user: User,
-         alert_id: Annotated[list[str] | None, Form()] = None) -> RedirectResponse:
+def undo(
+    request: Request, st: State, user: User, alert_id: Annotated[list[str] | None, Form()] = None
+) -> RedirectResponse:
     """Undo one's own decision(s) within :data:`UNDO_WINDOW_S` of making them: the alert is
     new again, and the audit log records the undo (the decision's own entry stays). Not
     after an evidence bundle was exported, and not someone else's decision."""
@@ -427,33 +601,64 @@ def undo(request: Request, st: State, user: User,
     with st.engine.begin() as conn:
         for aid in ids:
             row = load_alert(conn, aid)
-            exported = conn.execute(sa.select(db.audit.c.id).where(
-                db.audit.c.action == "export", db.audit.c.target == aid,
-                db.audit.c.at >= (row.reviewed_at or 0))).first() is not None
-            res = None if exported else conn.execute(a.update().where(
-                a.c.alert_id == aid, a.c.status.in_(("confirmed", "rejected")),
-                a.c.reviewed_by == user, a.c.reviewed_at >= now - UNDO_WINDOW_S,
-                a.c.evidence_deleted_at.is_(None)).values(
-                status="new", reviewed_by=None, reviewed_at=None, review_note=None))
+            exported = (
+                conn.execute(
+                    sa.select(db.audit.c.id).where(
+                        db.audit.c.action == "export",
+                        db.audit.c.target == aid,
+                        db.audit.c.at >= (row.reviewed_at or 0),
+                    )
+                ).first()
+                is not None
+            )
+            res = (
+                None
+                if exported
+                else conn.execute(
+                    a.update()
+                    .where(
+                        a.c.alert_id == aid,
+                        a.c.status.in_(("confirmed", "rejected")),
+                        a.c.reviewed_by == user,
+                        a.c.reviewed_at >= now - UNDO_WINDOW_S,
+                        a.c.evidence_deleted_at.is_(None),
+                    )
+                    .values(status="new", reviewed_by=None, reviewed_at=None, review_note=None)
+                )
+            )
             if res is not None and res.rowcount == 1:
                 undone.append(aid)
                 datasets.unlabel_review(conn, aid)  # and so is its undo
-                db.record_audit(conn, username=user, action="undo", target=aid,
-                                detail=f"{row.status} by {row.reviewed_by} undone "
-                                f"{now - (row.reviewed_at or now):.1f} s after; new again",
-                                remote=remote(request))
+                db.record_audit(
+                    conn,
+                    username=user,
+                    action="undo",
+                    target=aid,
+                    detail=f"{row.status} by {row.reviewed_by} undone "
+                    f"{now - (row.reviewed_at or now):.1f} s after; new again",
+                    remote=remote(request),
+                )
             else:
                 refused.append(aid)
     request.session.pop("undo", None)
     if refused and not undone:
-        raise HTTPException(409, f"cannot undo {', '.join(refused[:5])}: only your own "
-                            f"decision, within {UNDO_WINDOW_S:.0f} s, before any export")
-    flash(request, "ok", f"Undone: {', '.join(undone[:5])}"
-          + (f" and {len(undone) - 5} more" if len(undone) > 5 else "")
-          + (" is" if len(undone) == 1 else " are") + " unreviewed again."
-          + (f" Could not undo {len(refused)} (too late or not yours)." if refused else ""))
-    return RedirectResponse(f"/alerts/{undone[0]}" if len(undone) == 1 else "/queue",
-                            status_code=303)
+        raise HTTPException(
+            409,
+            f"cannot undo {', '.join(refused[:5])}: only your own "
+            f"decision, within {UNDO_WINDOW_S:.0f} s, before any export",
+        )
+    flash(
+        request,
+        "ok",
+        f"Undone: {', '.join(undone[:5])}"
+        + (f" and {len(undone) - 5} more" if len(undone) > 5 else "")
+        + (" is" if len(undone) == 1 else " are")
+        + " unreviewed again."
+        + (f" Could not undo {len(refused)} (too late or not yours)." if refused else ""),
+    )
+    return RedirectResponse(
+        f"/alerts/{undone[0]}" if len(undone) == 1 else "/queue", status_code=303
+    )
 
 
 @router.get("/alerts/{alert_id}/bundle.zip")
@@ -465,20 +670,33 @@ def export_bundle(request: Request, st: State, user: User, alert_id: str) -> Res
         jpeg = load_evidence(conn, row)
         if jpeg is None or row.payload is None:
             raise HTTPException(409, "this alert has no verified evidence to export")
-        key_b64 = conn.execute(sa.select(db.units.c.public_key).where(
-            db.units.c.unit_id == row.unit)).scalar()
+        key_b64 = conn.execute(
+            sa.select(db.units.c.public_key).where(db.units.c.unit_id == row.unit)
+        ).scalar()
         if key_b64 is None:
             raise HTTPException(409, f"unit {row.unit} is no longer registered")
-        db.record_audit(conn, username=user, action="export", target=alert_id,
-                        remote=remote(request))
+        db.record_audit(
+            conn, username=user, action="export", target=alert_id, remote=remote(request)
+        )
     name = f"phonewatch-{alert_id}.zip"
     data = bundle.make_bundle(
-        alert_payload=row.payload.encode("utf-8"), jpeg=jpeg,
+        alert_payload=row.payload.encode("utf-8"),
+        jpeg=jpeg,
         public_key_pem=crypto.public_pem(crypto.parse_public_key(key_b64)),
-        review={"alert_id": alert_id, "status": row.status, "reviewed_by": row.reviewed_by,
-                "reviewed_at": row.reviewed_at, "note": row.review_note,
-                "received_at": row.received_at, "exported_by": user,
-                "exported_at": time.time()},
-        zipname=name)
-    return Response(data, media_type="application/zip",
-                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
+        review={
+            "alert_id": alert_id,
+            "status": row.status,
+            "reviewed_by": row.reviewed_by,
+            "reviewed_at": row.reviewed_at,
+            "note": row.review_note,
+            "received_at": row.received_at,
+            "exported_by": user,
+            "exported_at": time.time(),
+        },
+        zipname=name,
+    )
+    return Response(
+        data,
+        media_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )

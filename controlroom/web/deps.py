@@ -64,8 +64,9 @@ def current_user(request: Request) -> str:
     session is cleared and the visitor must log in. A plain ``def``: FastAPI runs it in the
     thread pool, so its database lookup never blocks the event loop (``/events`` is async)."""
     sid = session_id(request)
-    user = None if sid is None else users.session_user(web_state(request).engine, sid,
-                                                       now=time.time())
+    user = (
+        None if sid is None else users.session_user(web_state(request).engine, sid, now=time.time())
+    )
     if user is None:
         request.session.clear()
         raise NeedLogin()
@@ -80,8 +81,11 @@ async def csrf(request: Request) -> None:
         return
     token = (await request.form()).get("csrf")
     expected = request.session.get("csrf")
-    if not expected or not isinstance(token, str) or not hmac.compare_digest(
-            str(expected).encode(), token.encode()):
+    if (
+        not expected
+        or not isinstance(token, str)
+        or not hmac.compare_digest(str(expected).encode(), token.encode())
+    ):
         raise HTTPException(403, "CSRF token missing or wrong; reload the page")
 
 
@@ -114,8 +118,9 @@ def queue_counts(engine: sa.Engine) -> tuple[int, int]:
     of every page starts."""
     a = db.alerts
     with engine.connect() as conn:
-        n = conn.execute(sa.select(sa.func.count()).select_from(a).where(
-            a.c.status == "new")).scalar()
+        n = conn.execute(
+            sa.select(sa.func.count()).select_from(a).where(a.c.status == "new")
+        ).scalar()
         last = conn.execute(sa.select(sa.func.max(a.c.id))).scalar()
     return int(n or 0), int(last or 0)
 
@@ -133,8 +138,13 @@ def pending_undo(request: Request, now: float | None = None) -> dict[str, Any] |
 
 def render(request: Request, name: str, **ctx: Any) -> HTMLResponse:
     user = getattr(request.state, "user", None)
-    ctx.update(user=user, csrf=csrf_token(request), flashes=request.session.pop("flash", []),
-               undo_window_s=UNDO_WINDOW_S, now=time.time())
+    ctx.update(
+        user=user,
+        csrf=csrf_token(request),
+        flashes=request.session.pop("flash", []),
+        undo_window_s=UNDO_WINDOW_S,
+        now=time.time(),
+    )
     if user is not None:
         ctx.setdefault("undo", pending_undo(request))
         ctx["unreviewed"], ctx["last_alert_id"] = queue_counts(web_state(request).engine)
@@ -164,8 +174,7 @@ def when(t: float | None, exact: str | None = None) -> Markup:
     if t is None:
         return Markup("—")
     iso = iso_time(t)
-    return Markup('<time datetime="{}" title="{}">{}</time>').format(iso, exact or iso,
-                                                                     fmt_time(t))
+    return Markup('<time datetime="{}" title="{}">{}</time>').format(iso, exact or iso, fmt_time(t))
 
 
 def local_zone() -> str:
@@ -181,6 +190,8 @@ def parse_when(text: str | None, what: str = "time") -> float | None:
     try:
         dt = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise HTTPException(400, f"{what}: {text[:40]!r} is not a date and time; use "
-                            f"YYYY-MM-DDTHH:MM ({local_zone()})") from None
+        raise HTTPException(
+            400,
+            f"{what}: {text[:40]!r} is not a date and time; use YYYY-MM-DDTHH:MM ({local_zone()})",
+        ) from None
     return (dt.astimezone() if dt.tzinfo is None else dt).timestamp()

@@ -22,9 +22,16 @@ from starlette.exceptions import HTTPException
 from controlroom import users
 from controlroom.web.deps import render, session_id, web_state
 
-TITLES = {400: "That request cannot be done", 401: "Log in first", 403: "Not allowed",
-          404: "Not found", 405: "Not allowed here", 409: "Already done",
-          422: "Something is missing or wrong in the form", 429: "Too many attempts"}
+TITLES = {
+    400: "That request cannot be done",
+    401: "Log in first",
+    403: "Not allowed",
+    404: "Not found",
+    405: "Not allowed here",
+    409: "Already done",
+    422: "Something is missing or wrong in the form",
+    429: "Too many attempts",
+}
 
 
 def _quality(params: str) -> float:
@@ -57,8 +64,13 @@ def back_link(request: Request, status: int) -> tuple[str, str]:
         label = "alert" if parts[0] == "alerts" else "unit"
         return f"Back to {label} {parts[1]}", f"/{parts[0]}/{parts[1]}"
     ref = urlsplit(request.headers.get("referer", ""))
-    if ref.netloc and ref.netloc == request.url.netloc and ref.path.startswith("/") \
-            and ref.path != request.url.path and not ref.path.startswith("/login"):
+    if (
+        ref.netloc
+        and ref.netloc == request.url.netloc
+        and ref.path.startswith("/")
+        and ref.path != request.url.path
+        and not ref.path.startswith("/login")
+    ):
         return "Back to the previous page", ref.path + (f"?{ref.query}" if ref.query else "")
     return "Back to the alert list", "/"
 
@@ -76,14 +88,20 @@ async def _user(request: Request) -> str | None:
     return await run_in_threadpool(users.session_user, engine, sid, now=time.time())
 
 
-async def error_page(request: Request, status: int, message: str,
-                     headers: Mapping[str, str] | None = None) -> Response:
+async def error_page(
+    request: Request, status: int, message: str, headers: Mapping[str, str] | None = None
+) -> Response:
     request.state.user = await _user(request)
     label, href = back_link(request, status)
-    resp = render(request, "error.html", status=status,
-                  heading=TITLES.get(status, "Something went wrong"),
-                  message=message[:1].upper() + message[1:],
-                  back_label=label, back_href=href)
+    resp = render(
+        request,
+        "error.html",
+        status=status,
+        heading=TITLES.get(status, "Something went wrong"),
+        message=message[:1].upper() + message[1:],
+        back_label=label,
+        back_href=href,
+    )
     resp.status_code = status
     for k, v in (headers or {}).items():
         resp.headers[k] = v
@@ -111,10 +129,16 @@ async def need_login(request: Request, exc: Exception) -> Response:
         request.state.user = None
         ref = urlsplit(request.headers.get("referer", ""))
         nxt = ref.path if ref.netloc == request.url.netloc and ref.path.startswith("/") else "/"
-        resp = render(request, "error.html", status=401, heading=TITLES[401],
-                      message="Your session has ended (logged out, expired or disabled), so "
-                      "nothing was changed. Log in again and repeat it.",
-                      back_label="Log in", back_href="/login?next=" + quote(nxt))
+        resp = render(
+            request,
+            "error.html",
+            status=401,
+            heading=TITLES[401],
+            message="Your session has ended (logged out, expired or disabled), so "
+            "nothing was changed. Log in again and repeat it.",
+            back_label="Log in",
+            back_href="/login?next=" + quote(nxt),
+        )
         resp.status_code = 401
         return resp
     return JSONResponse({"detail": "log in first"}, status_code=401)

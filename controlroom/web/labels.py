@@ -27,26 +27,46 @@ router = protected_router()
 def labels_page(request: Request, st: State) -> HTMLResponse:
     lb = db.labels
     with st.engine.connect() as conn:
-        queued = list(conn.execute(sa.select(lb.c.id, lb.c.unit, lb.c.name, lb.c.received_at)
-                                   .where(lb.c.label.is_(None)).order_by(lb.c.id).limit(50)))
-        by_label = sa.select(lb.c.label, sa.func.count()).where(
-            lb.c.source == "collect").group_by(lb.c.label)
+        queued = list(
+            conn.execute(
+                sa.select(lb.c.id, lb.c.unit, lb.c.name, lb.c.received_at)
+                .where(lb.c.label.is_(None))
+                .order_by(lb.c.id)
+                .limit(50)
+            )
+        )
+        by_label = (
+            sa.select(lb.c.label, sa.func.count())
+            .where(lb.c.source == "collect")
+            .group_by(lb.c.label)
+        )
         counts: dict[Any, int] = {r[0]: r[1] for r in conn.execute(by_label)}
-        by_review = sa.select(lb.c.label, sa.func.count()).where(
-            lb.c.source == "review").group_by(lb.c.label)
+        by_review = (
+            sa.select(lb.c.label, sa.func.count())
+            .where(lb.c.source == "review")
+            .group_by(lb.c.label)
+        )
         reviewed: dict[str, int] = {str(r[0]): r[1] for r in conn.execute(by_review)}
         versions = datasets.list_datasets(conn)
         per_unit = datasets.precision_by(conn, "unit")
         per_model = datasets.precision_by(conn, "model")
-    return render(request, "labels.html", queued=queued,
-                  counts={str(k or "queued"): v for k, v in counts.items()},
-                  reviewed=reviewed, choices=LABEL_CHOICES, versions=versions,
-                  per_unit=per_unit, per_model=per_model)
+    return render(
+        request,
+        "labels.html",
+        queued=queued,
+        counts={str(k or "queued"): v for k, v in counts.items()},
+        reviewed=reviewed,
+        choices=LABEL_CHOICES,
+        versions=versions,
+        per_unit=per_unit,
+        per_model=per_model,
+    )
 
 
 @router.post("/labels/datasets")
-def create_dataset(request: Request, st: State, user: User,
-                   note: str = Form("")) -> RedirectResponse:
+def create_dataset(
+    request: Request, st: State, user: User, note: str = Form("")
+) -> RedirectResponse:
     """Snapshot every labelled example into a dataset version (the same id again when
     nothing changed); ``phonewatch controlroom dataset export ID`` writes it out."""
     try:
@@ -55,35 +75,48 @@ def create_dataset(request: Request, st: State, user: User,
         flash(request, "error", str(e))
         return RedirectResponse("/labels", status_code=303)
     c = made.manifest["counts"]
-    flash(request, "ok", ("Created" if made.new else "Nothing changed since")
-          + f" dataset {made.id[:12]}: train {sum(c['train'].values())}, held-out "
-          f"{sum(c['heldout'].values())} examples. Export it with 'phonewatch controlroom "
-          f"dataset export {made.id[:12]} --out DIR'.")
+    flash(
+        request,
+        "ok",
+        ("Created" if made.new else "Nothing changed since")
+        + f" dataset {made.id[:12]}: train {sum(c['train'].values())}, held-out "
+        f"{sum(c['heldout'].values())} examples. Export it with 'phonewatch controlroom "
+        f"dataset export {made.id[:12]} --out DIR'.",
+    )
     return RedirectResponse("/labels", status_code=303)
 
 
 @router.get("/labels/{label_id}.jpg")
 def label_jpg(st: State, label_id: int) -> Response:
     with st.engine.connect() as conn:
-        jpeg = conn.execute(sa.select(db.labels.c.jpeg).where(db.labels.c.id == label_id)
-                            ).scalar()
+        jpeg = conn.execute(sa.select(db.labels.c.jpeg).where(db.labels.c.id == label_id)).scalar()
     if jpeg is None:
         raise HTTPException(404, "no such crop")
     return Response(bytes(jpeg), media_type="image/jpeg")
 
 
 @router.post("/labels/{label_id}")
-def set_label(request: Request, st: State, user: User, label_id: int,
-              label: str = Form(...)) -> RedirectResponse:
+def set_label(
+    request: Request, st: State, user: User, label_id: int, label: str = Form(...)
+) -> RedirectResponse:
     if label not in LABEL_CHOICES:
         raise HTTPException(400, f"label must be one of {', '.join(LABEL_CHOICES)}")
     with st.engine.begin() as conn:
-        res = conn.execute(db.labels.update().where(db.labels.c.id == label_id).values(
-            label=label, labelled_by=user, labelled_at=time.time()))
+        res = conn.execute(
+            db.labels.update()
+            .where(db.labels.c.id == label_id)
+            .values(label=label, labelled_by=user, labelled_at=time.time())
+        )
         if res.rowcount != 1:
             raise HTTPException(404, "no such crop")
-        db.record_audit(conn, username=user, action="label", target=f"crop-{label_id}",
-                        detail=label, remote=remote(request))
+        db.record_audit(
+            conn,
+            username=user,
+            action="label",
+            target=f"crop-{label_id}",
+            detail=label,
+            remote=remote(request),
+        )
     return RedirectResponse("/labels", status_code=303)
 
 
@@ -95,14 +128,22 @@ def export_labels(request: Request, st: State, user: User) -> Response:
     buf = io.BytesIO()
     n = 0
     with st.engine.begin() as conn, zipfile.ZipFile(buf, "w") as z:
-        for r in conn.execute(sa.select(db.labels.c.unit, db.labels.c.sha256, db.labels.c.label,
-                                        db.labels.c.jpeg).where(
-                db.labels.c.label.in_(("phone", "no_phone")),
-                db.labels.c.source == "collect")):
-            z.writestr(f"{r.label}/{r.unit}-{r.sha256[:16]}.jpg", bytes(r.jpeg),
-                       compress_type=zipfile.ZIP_STORED)
+        for r in conn.execute(
+            sa.select(
+                db.labels.c.unit, db.labels.c.sha256, db.labels.c.label, db.labels.c.jpeg
+            ).where(db.labels.c.label.in_(("phone", "no_phone")), db.labels.c.source == "collect")
+        ):
+            z.writestr(
+                f"{r.label}/{r.unit}-{r.sha256[:16]}.jpg",
+                bytes(r.jpeg),
+                compress_type=zipfile.ZIP_STORED,
+            )
             n += 1
-        db.record_audit(conn, username=user, action="labels_export", detail=f"{n} crops",
-                        remote=remote(request))
-    return Response(buf.getvalue(), media_type="application/zip", headers={
-        "Content-Disposition": 'attachment; filename="phonewatch-crops.zip"'})
+        db.record_audit(
+            conn, username=user, action="labels_export", detail=f"{n} crops", remote=remote(request)
+        )
+    return Response(
+        buf.getvalue(),
+        media_type="application/zip",
+        headers={"Content-Disposition": 'attachment; filename="phonewatch-crops.zip"'},
+    )

@@ -30,7 +30,8 @@ def load_secret(path: Path) -> str:
     if len(raw) < SECRET_MIN_BYTES:
         raise ControlRoomError(
             f"web.secret_key_file {path} holds {len(raw)} bytes; the session secret needs at "
-            f"least {SECRET_MIN_BYTES} bytes (delete the file and a new one is made at start)")
+            f"least {SECRET_MIN_BYTES} bytes (delete the file and a new one is made at start)"
+        )
     return raw.decode("latin-1")  # any bytes; the ones written here are ASCII
 
 
@@ -59,7 +60,8 @@ def _create_secret(path: Path) -> str:
     except OSError as e:
         raise ControlRoomError(
             f"cannot create web.secret_key_file {path}: {e.strerror} (make its folder writable, "
-            "e.g. the service's StateDirectory under ProtectSystem=strict)") from None
+            "e.g. the service's StateDirectory under ProtectSystem=strict)"
+        ) from None
     finally:
         if tmp is not None:
             with contextlib.suppress(OSError):
@@ -75,9 +77,11 @@ def content_security_policy(tile_url: str) -> str:
         if parts.scheme in ("http", "https") and parts.netloc:
             host = re.sub(r"\{[a-z]+\}", "*", parts.netloc)
             img += f" {parts.scheme}://{host}"
-    return ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-            f"img-src {img}; connect-src 'self'; frame-ancestors 'none'; form-action 'self'; "
-            "base-uri 'none'; object-src 'none'")
+    return (
+        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+        f"img-src {img}; connect-src 'self'; frame-ancestors 'none'; form-action 'self'; "
+        "base-uri 'none'; object-src 'none'"
+    )
 
 
 def _secure(set_cookie: bytes) -> bytes:
@@ -93,10 +97,12 @@ class SecurityHeaders:
     def __init__(self, app: ASGIApp, *, csp: str, https_only: bool = False) -> None:
         self.app = app
         self.https_only = https_only
-        self.headers = [(b"content-security-policy", csp.encode()),
-                        (b"x-content-type-options", b"nosniff"),
-                        (b"x-frame-options", b"DENY"),
-                        (b"referrer-policy", b"same-origin")]
+        self.headers = [
+            (b"content-security-policy", csp.encode()),
+            (b"x-content-type-options", b"nosniff"),
+            (b"x-frame-options", b"DENY"),
+            (b"referrer-policy", b"same-origin"),
+        ]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -109,8 +115,9 @@ class SecurityHeaders:
             if message["type"] == "http.response.start":
                 headers = [*message.get("headers", []), *self.headers]
                 if tls:
-                    headers = [(k, _secure(v) if k.lower() == b"set-cookie" else v)
-                               for k, v in headers]
+                    headers = [
+                        (k, _secure(v) if k.lower() == b"set-cookie" else v) for k, v in headers
+                    ]
                     headers.append((b"strict-transport-security", HSTS))
                 message["headers"] = headers
             await send(message)

@@ -23,8 +23,7 @@ def scale_jpeg(jpeg: bytes, width: int = WIDTH) -> bytes | None:
         return None
     h, w = img.shape[:2]
     if w > width:
-        img = cv2.resize(img, (width, max(1, round(h * width / w))),
-                         interpolation=cv2.INTER_AREA)
+        img = cv2.resize(img, (width, max(1, round(h * width / w))), interpolation=cv2.INTER_AREA)
     ok, out = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, QUALITY])
     return bytes(out.tobytes()) if ok else None
 

@@ -23,9 +23,12 @@ from controlroom.web.deps import (
     render,
 )
 
-LIMITS = {"count_max": commands.COLLECT_COUNT_MAX, "interval_min": commands.COLLECT_INTERVAL_MIN_S,
-          "interval_max": commands.COLLECT_INTERVAL_MAX_S,
-          "mute_max_min": commands.MUTE_MAX_S // 60}
+LIMITS = {
+    "count_max": commands.COLLECT_COUNT_MAX,
+    "interval_min": commands.COLLECT_INTERVAL_MIN_S,
+    "interval_max": commands.COLLECT_INTERVAL_MAX_S,
+    "mute_max_min": commands.MUTE_MAX_S // 60,
+}
 
 router = protected_router()
 
@@ -42,9 +45,16 @@ def load_unit(conn: Connection, unit_id: str) -> Any:
     return row
 
 
-GPS_WORDS = {"fix_3d": "3D fix", "fix_2d": "2D fix", "3d-fix": "3D fix", "2d-fix": "2D fix",
-             "fix": "fix", "stale": "fix too old", "no_fix": "no fix (receiver working)",
-             "no_receiver": "no GPS receiver"}
+GPS_WORDS = {
+    "fix_3d": "3D fix",
+    "fix_2d": "2D fix",
+    "3d-fix": "3D fix",
+    "2d-fix": "2D fix",
+    "fix": "fix",
+    "stale": "fix too old",
+    "no_fix": "no fix (receiver working)",
+    "no_receiver": "no GPS receiver",
+}
 GPS_BAD = frozenset({"stale", "no_fix", "no_receiver"})
 OUTBOX_WARN = 20  # alerts waiting on the unit before it counts as degraded
 CPU_WARN_C, CPU_BAD_C = 70.0, 80.0
@@ -87,12 +97,16 @@ def _figures(hb: dict[str, Any]) -> tuple[list[tuple[str, str, str]], list[str]]
             problems.append(f"only {fps:.1f} frames/s")
     dropped = hb.get("dropped_frames")
     if dropped is not None:
-        facts.append(("Dropped frames", f"{dropped} since start",
-                      "good" if dropped == 0 else "warn"))
+        facts.append(
+            ("Dropped frames", f"{dropped} since start", "good" if dropped == 0 else "warn")
+        )
     depth = hb.get("outbox_depth")
     if depth is not None:
-        words = "empty: everything sent" if depth == 0 else \
-            f"{depth} alert{'s' if depth != 1 else ''} waiting to be sent"
+        words = (
+            "empty: everything sent"
+            if depth == 0
+            else f"{depth} alert{'s' if depth != 1 else ''} waiting to be sent"
+        )
         facts.append(("Outbox", words, "warn" if depth >= OUTBOX_WARN else "good"))
         if depth >= OUTBOX_WARN:
             problems.append(f"{depth} alerts waiting to be sent")
@@ -104,8 +118,9 @@ def _figures(hb: dict[str, Any]) -> tuple[list[tuple[str, str, str]], list[str]]
     temp = hb.get("cpu_temp_c")
     if temp is not None:
         level = "bad" if temp >= CPU_BAD_C else "warn" if temp >= CPU_WARN_C else "good"
-        facts.append(("CPU temperature", f"{temp:.1f} °C" + (" (hot)" if level != "good"
-                                                              else ""), level))
+        facts.append(
+            ("CPU temperature", f"{temp:.1f} °C" + (" (hot)" if level != "good" else ""), level)
+        )
         if level != "good":
             problems.append(f"CPU at {temp:.0f} °C")
     return facts, problems
@@ -125,15 +140,23 @@ def unit_health(r: Any, *, now: float, offline_after_s: float) -> dict[str, Any]
         reasons += problems
     if state != "offline" and not reasons:
         reasons.append("working normally")
-    last = ("Last heartbeat", f"{_ago(hb_age)} ({fmt_time(hb_at)})" if hb_age is not None
-            else "never", "bad" if hb_age is None or hb_age > offline_after_s else "good")
+    last = (
+        "Last heartbeat",
+        f"{_ago(hb_age)} ({fmt_time(hb_at)})" if hb_age is not None else "never",
+        "bad" if hb_age is None or hb_age > offline_after_s else "good",
+    )
     why = "; ".join(reasons)
-    return {"state": state, "why": why[:1].upper() + why[1:], "facts": [last, *figures],
-            "hb": hb, "heartbeat_age_s": hb_age, "heartbeat_at": hb_at}
+    return {
+        "state": state,
+        "why": why[:1].upper() + why[1:],
+        "facts": [last, *figures],
+        "hb": hb,
+        "heartbeat_age_s": hb_age,
+        "heartbeat_at": hb_at,
+    }
 
 
-COMMAND_WORDS = {"cmd_snapshot": "Snapshot", "cmd_collect": "Collect crops",
-                 "cmd_mute": "Mute"}
+COMMAND_WORDS = {"cmd_snapshot": "Snapshot", "cmd_collect": "Collect crops", "cmd_mute": "Mute"}
 
 
 def describe_command(action: str, detail: str | None) -> dict[str, Any] | None:
@@ -150,15 +173,21 @@ def describe_command(action: str, detail: str | None) -> dict[str, Any] | None:
         elif action == "cmd_mute":
             mins = int(body["duration_s"]) // 60
             what = "Unmute" if mins == 0 else f"Mute for {mins} min"
-        return {"what": what, "sent": bool(d["sent"]), "result": str(d.get("result") or ""),
-                "request_id": str(body.get("request_id", ""))}
+        return {
+            "what": what,
+            "sent": bool(d["sent"]),
+            "result": str(d.get("result") or ""),
+            "request_id": str(body.get("request_id", "")),
+        }
     except (ValueError, KeyError, TypeError):
         return None
 
 
 def _broker(st: State) -> dict[str, bool]:
-    return {"broker_connected": st.commander is not None and st.commander.is_connected,
-            "commands_enabled": st.commander is not None}
+    return {
+        "broker_connected": st.commander is not None and st.commander.is_connected,
+        "commands_enabled": st.commander is not None,
+    }
 
 
 @router.get("/units", response_class=HTMLResponse)
@@ -169,23 +198,41 @@ def units_page(request: Request, st: State) -> HTMLResponse:
         snaps = snapshot_times(conn)
     out = []
     for r in rows:
-        out.append({"unit": r.unit_id, "key_id": r.key_id, "software": r.software,
-                    "status_received_at": r.status_received_at,
-                    "snapshot_at": snaps.get(r.unit_id),
-                    **unit_health(r, now=now, offline_after_s=st.cfg.web.offline_after_s)})
-    counts = {k: sum(1 for u in out if u["state"] == k) for k in ("online", "degraded",
-                                                                 "offline")}
-    return render(request, "units.html", units=out, limits=LIMITS, **_broker(st),
-                  counts=counts, receiver=receiver_facts(st.stats() if st.stats else None))
+        out.append(
+            {
+                "unit": r.unit_id,
+                "key_id": r.key_id,
+                "software": r.software,
+                "status_received_at": r.status_received_at,
+                "snapshot_at": snaps.get(r.unit_id),
+                **unit_health(r, now=now, offline_after_s=st.cfg.web.offline_after_s),
+            }
+        )
+    counts = {k: sum(1 for u in out if u["state"] == k) for k in ("online", "degraded", "offline")}
+    return render(
+        request,
+        "units.html",
+        units=out,
+        limits=LIMITS,
+        **_broker(st),
+        counts=counts,
+        receiver=receiver_facts(st.stats() if st.stats else None),
+    )
 
 
-RECEIVER_WORDS = {"received": "Messages received", "stored": "Alerts stored",
-                  "duplicates": "Duplicate deliveries (ignored)",
-                  "status_updates": "Status updates", "heartbeats": "Heartbeats",
-                  "crops_queued": "Crops queued for labelling", "snapshots": "Snapshots",
-                  "backlog": "Waiting to be stored", "db_errors": "Database errors",
-                  "connects": "Connections to the broker",
-                  "subscriptions_refused": "Subscriptions refused by the broker"}
+RECEIVER_WORDS = {
+    "received": "Messages received",
+    "stored": "Alerts stored",
+    "duplicates": "Duplicate deliveries (ignored)",
+    "status_updates": "Status updates",
+    "heartbeats": "Heartbeats",
+    "crops_queued": "Crops queued for labelling",
+    "snapshots": "Snapshots",
+    "backlog": "Waiting to be stored",
+    "db_errors": "Database errors",
+    "connects": "Connections to the broker",
+    "subscriptions_refused": "Subscriptions refused by the broker",
+}
 
 
 def receiver_facts(stats: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -193,12 +240,17 @@ def receiver_facts(stats: dict[str, Any] | None) -> dict[str, Any] | None:
     if stats is None:
         return None
     rejected = stats.get("rejected") or {}
-    facts = [(RECEIVER_WORDS.get(k, k.replace("_", " ").capitalize()), v)
-             for k, v in stats.items()
-             if k not in ("connected", "rejected", "rejected_total") and not isinstance(v, dict)]
-    return {"connected": bool(stats.get("connected")), "facts": facts,
-            "rejected": sorted(rejected.items()),
-            "rejected_total": int(stats.get("rejected_total") or 0)}
+    facts = [
+        (RECEIVER_WORDS.get(k, k.replace("_", " ").capitalize()), v)
+        for k, v in stats.items()
+        if k not in ("connected", "rejected", "rejected_total") and not isinstance(v, dict)
+    ]
+    return {
+        "connected": bool(stats.get("connected")),
+        "facts": facts,
+        "rejected": sorted(rejected.items()),
+        "rejected_total": int(stats.get("rejected_total") or 0),
+    }
 
 
 @router.get("/units/{unit_id}", response_class=HTMLResponse)
@@ -206,36 +258,67 @@ def unit_page(request: Request, st: State, unit_id: str) -> HTMLResponse:
     with st.engine.connect() as conn:
         row = load_unit(conn, unit_id)
         health = unit_health(row, now=time.time(), offline_after_s=st.cfg.web.offline_after_s)
-        snap = conn.execute(sa.select(db.snapshots.c.received_at, db.snapshots.c.size_bytes,
-                                      db.snapshots.c.sha256, db.snapshots.c.request_id)
-                            .where(db.snapshots.c.unit == unit_id)).first()
-        history = list(conn.execute(sa.select(db.audit).where(
-            db.audit.c.target == unit_id).order_by(db.audit.c.id.desc()).limit(20)))
-    return render(request, "unit.html", u=row, snap=snap, history=history, limits=LIMITS,
-                  health=health, **_broker(st))
+        snap = conn.execute(
+            sa.select(
+                db.snapshots.c.received_at,
+                db.snapshots.c.size_bytes,
+                db.snapshots.c.sha256,
+                db.snapshots.c.request_id,
+            ).where(db.snapshots.c.unit == unit_id)
+        ).first()
+        history = list(
+            conn.execute(
+                sa.select(db.audit)
+                .where(db.audit.c.target == unit_id)
+                .order_by(db.audit.c.id.desc())
+                .limit(20)
+            )
+        )
+    return render(
+        request,
+        "unit.html",
+        u=row,
+        snap=snap,
+        history=history,
+        limits=LIMITS,
+        health=health,
+        **_broker(st),
+    )
 
 
 @router.get("/units/{unit_id}/snapshot.jpg")
 def snapshot_jpg(st: State, unit_id: str) -> Response:
     with st.engine.connect() as conn:
-        row = conn.execute(sa.select(db.snapshots.c.jpeg, db.snapshots.c.received_at)
-                           .where(db.snapshots.c.unit == unit_id)).first()
+        row = conn.execute(
+            sa.select(db.snapshots.c.jpeg, db.snapshots.c.received_at).where(
+                db.snapshots.c.unit == unit_id
+            )
+        ).first()
     if row is None:
         raise HTTPException(404, f"no snapshot from {unit_id[:64]!r} yet")
-    return Response(bytes(row.jpeg), media_type="image/jpeg", headers={
-        "Cache-Control": "no-store",
-        "Last-Modified": datetime.fromtimestamp(row.received_at, UTC).strftime(
-            "%a, %d %b %Y %H:%M:%S GMT")})
+    return Response(
+        bytes(row.jpeg),
+        media_type="image/jpeg",
+        headers={
+            "Cache-Control": "no-store",
+            "Last-Modified": datetime.fromtimestamp(row.received_at, UTC).strftime(
+                "%a, %d %b %Y %H:%M:%S GMT"
+            ),
+        },
+    )
 
 
-def command_body(name: str, *, user: str, count: str, interval_s: str,
-                 minutes: str) -> dict[str, Any]:
+def command_body(
+    name: str, *, user: str, count: str, interval_s: str, minutes: str
+) -> dict[str, Any]:
     """The payload of command ``name`` from the form's fields; CommandError if out of bounds."""
     if name == "snapshot":
         return commands.snapshot(user=user)
     if name == "collect":
-        return commands.collect(count=commands.parse_int(count, "count"),
-                                interval_s=commands.parse_float(interval_s, "interval"))
+        return commands.collect(
+            count=commands.parse_int(count, "count"),
+            interval_s=commands.parse_float(interval_s, "interval"),
+        )
     mins = commands.parse_int(minutes, "minutes")
     if not 0 <= mins <= commands.MUTE_MAX_S // 60:
         raise commands.CommandError(f"minutes must be 0 (unmute) to {commands.MUTE_MAX_S // 60}")
@@ -243,17 +326,25 @@ def command_body(name: str, *, user: str, count: str, interval_s: str,
 
 
 @router.post("/units/{unit_id}/cmd/{name}")
-def send_command(request: Request, st: State, user: User, unit_id: str, name: str,
-                 count: str = Form(""), interval_s: str = Form("2"), minutes: str = Form(""),
-                 back: str = Form("")) -> RedirectResponse:
+def send_command(
+    request: Request,
+    st: State,
+    user: User,
+    unit_id: str,
+    name: str,
+    count: str = Form(""),
+    interval_s: str = Form("2"),
+    minutes: str = Form(""),
+    back: str = Form(""),
+) -> RedirectResponse:
     if name not in commands.NAMES:
         raise HTTPException(404, f"no command {name[:40]!r}; known: {', '.join(commands.NAMES)}")
     with st.engine.connect() as conn:
-        health = unit_health(load_unit(conn, unit_id), now=time.time(),
-                             offline_after_s=st.cfg.web.offline_after_s)
+        health = unit_health(
+            load_unit(conn, unit_id), now=time.time(), offline_after_s=st.cfg.web.offline_after_s
+        )
     try:
-        body = command_body(name, user=user, count=count, interval_s=interval_s,
-                            minutes=minutes)
+        body = command_body(name, user=user, count=count, interval_s=interval_s, minutes=minutes)
     except commands.CommandError as e:
         raise HTTPException(400, str(e)) from None
     if st.commander is None:
@@ -261,20 +352,34 @@ def send_command(request: Request, st: State, user: User, unit_id: str, name: st
     else:
         sent = st.commander.publish_command(unit_id, name, body)
     with st.engine.begin() as conn:
-        db.record_audit(conn, username=user, action=f"cmd_{name}", target=unit_id,
-                        detail=json.dumps({"payload": body, "sent": sent.ok,
-                                           "result": sent.detail}, sort_keys=True),
-                        remote=remote(request))
-    what = {"snapshot": "Snapshot request", "collect": f"Collect {body.get('count')} crops",
-            "mute": ("Unmute" if body.get("duration_s") == 0 else
-                     f"Mute for {minutes.strip()} min")}[name]
+        db.record_audit(
+            conn,
+            username=user,
+            action=f"cmd_{name}",
+            target=unit_id,
+            detail=json.dumps(
+                {"payload": body, "sent": sent.ok, "result": sent.detail}, sort_keys=True
+            ),
+            remote=remote(request),
+        )
+    what = {
+        "snapshot": "Snapshot request",
+        "collect": f"Collect {body.get('count')} crops",
+        "mute": ("Unmute" if body.get("duration_s") == 0 else f"Mute for {minutes.strip()} min"),
+    }[name]
     if sent.ok and health["state"] == "offline":
-        then = {"snapshot": "the snapshot then appears on its page",
-                "collect": "its crops then arrive in the Labelling queue",
-                "mute": "the mute then starts"}[name]
-        flash(request, "info", f"{what} sent to {unit_id} (request {body['request_id']}) and "
-              f"queued: {unit_id} is offline ({health['why']}), so the broker keeps it and "
-              f"delivers it when the unit reconnects; {then}.")
+        then = {
+            "snapshot": "the snapshot then appears on its page",
+            "collect": "its crops then arrive in the Labelling queue",
+            "mute": "the mute then starts",
+        }[name]
+        flash(
+            request,
+            "info",
+            f"{what} sent to {unit_id} (request {body['request_id']}) and "
+            f"queued: {unit_id} is offline ({health['why']}), so the broker keeps it and "
+            f"delivers it when the unit reconnects; {then}.",
+        )
     elif sent.ok:
         flash(request, "ok", f"{what} sent to {unit_id} (request {body['request_id']}).")
     else:

@@ -131,8 +131,14 @@ class _CaptureBase:
 class OpenCvSource(_CaptureBase):
     """OpenCV ``VideoCapture`` on a device index, a stream URL or a file (unpaced)."""
 
-    def __init__(self, device: int | str, *, width: int | None = None,
-                 height: int | None = None, fps: float | None = None) -> None:
+    def __init__(
+        self,
+        device: int | str,
+        *,
+        width: int | None = None,
+        height: int | None = None,
+        fps: float | None = None,
+    ) -> None:
         self.device = device
         self.name = f"opencv:{device}"
         self._want = (width, height, fps)
@@ -141,8 +147,7 @@ class OpenCvSource(_CaptureBase):
         self._fps: float | None = None
 
     @classmethod
-    def from_config(cls, cfg: OpenCvCameraConfig, *, speed: float | None = None
-                    ) -> OpenCvSource:
+    def from_config(cls, cfg: OpenCvCameraConfig, *, speed: float | None = None) -> OpenCvSource:
         """A file is read as fast as it decodes whatever ``speed`` says."""
         return cls(cfg.device, width=cfg.width, height=cfg.height, fps=cfg.fps)
 
@@ -163,8 +168,10 @@ class OpenCvSource(_CaptureBase):
         cap = cv2.VideoCapture(self.device)
         if not cap.isOpened():
             cap.release()
-            raise CameraError(f"cannot open {self.name} (no such device, unreachable stream, "
-                              "or a file OpenCV cannot decode)")
+            raise CameraError(
+                f"cannot open {self.name} (no such device, unreachable stream, "
+                "or a file OpenCV cannot decode)"
+            )
         w, h, f = self._want
         if w:
             cap.set(cv2.CAP_PROP_FRAME_WIDTH, w)
@@ -179,8 +186,12 @@ class OpenCvSource(_CaptureBase):
             n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
             if self._file_time is None:
                 self._file_time = FileTime()
-            self._file_time.anchor(fps=fps, start_wall_s=video_start_wall_s(
-                Path(str(self.device)), frames=n if n > 0 else None, fps=fps))
+            self._file_time.anchor(
+                fps=fps,
+                start_wall_s=video_start_wall_s(
+                    Path(str(self.device)), frames=n if n > 0 else None, fps=fps
+                ),
+            )
         self._cap = cap
 
     def read(self) -> Frame | None:
@@ -210,8 +221,7 @@ class ReplaySource(_CaptureBase):
         self.frame_count: int | None = None
 
     @classmethod
-    def from_config(cls, cfg: ReplayCameraConfig, *, speed: float | None = None
-                    ) -> ReplaySource:
+    def from_config(cls, cfg: ReplayCameraConfig, *, speed: float | None = None) -> ReplaySource:
         """``speed`` (offline runs: 0) overrides the config's pace."""
         return cls(cfg.path, loop=cfg.loop, speed=cfg.speed if speed is None else speed)
 
@@ -242,8 +252,10 @@ class ReplaySource(_CaptureBase):
         self.frame_count = n if n > 0 else None
         if self._file_time is None:
             self._file_time = FileTime()
-        self._file_time.anchor(fps=self._fps, start_wall_s=video_start_wall_s(
-            self.path, frames=self.frame_count, fps=self._fps))
+        self._file_time.anchor(
+            fps=self._fps,
+            start_wall_s=video_start_wall_s(self.path, frames=self.frame_count, fps=self._fps),
+        )
         self._cap = cap
         self._t0 = None
 
@@ -278,8 +290,14 @@ class FolderSource:
     pace ``fps``, else :data:`DEFAULT_FOLDER_FPS`), from the first image's modification time.
     """
 
-    def __init__(self, path: Path | str, *, fps: float = 0.0, loop: bool = False,
-                 time_fps: float | None = None) -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        fps: float = 0.0,
+        loop: bool = False,
+        time_fps: float | None = None,
+    ) -> None:
         self.path = Path(path)
         self.name = f"folder:{self.path.name}"
         self._rate = fps
@@ -292,11 +310,11 @@ class FolderSource:
         self._file_time = FileTime()
 
     @classmethod
-    def from_config(cls, cfg: FolderCameraConfig, *, speed: float | None = None
-                    ) -> FolderSource:
+    def from_config(cls, cfg: FolderCameraConfig, *, speed: float | None = None) -> FolderSource:
         """Any ``speed`` (an offline run) reads the images unpaced (on the same video time)."""
-        return cls(cfg.path, fps=cfg.fps if speed is None else 0.0, loop=cfg.loop,
-                   time_fps=cfg.fps or None)
+        return cls(
+            cfg.path, fps=cfg.fps if speed is None else 0.0, loop=cfg.loop, time_fps=cfg.fps or None
+        )
 
     @property
     def is_live(self) -> bool:
@@ -310,14 +328,17 @@ class FolderSource:
     def open(self) -> None:
         if not self.path.is_dir():
             raise CameraError(f"image folder {self.path} does not exist")
-        self._files = sorted(p for p in self.path.iterdir()
-                             if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        self._files = sorted(
+            p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+        )
         if not self._files:
             kinds = ", ".join(IMAGE_SUFFIXES)
             raise CameraError(f"image folder {self.path} holds no images ({kinds})")
         self._i = 0
-        self._file_time.anchor(fps=self._time_fps, start_wall_s=video_start_wall_s(
-            self._files[0], frames=None, fps=self._time_fps))
+        self._file_time.anchor(
+            fps=self._time_fps,
+            start_wall_s=video_start_wall_s(self._files[0], frames=None, fps=self._time_fps),
+        )
 
     def read(self) -> Frame | None:
         cv2 = _cv2()
@@ -340,8 +361,13 @@ class FolderSource:
             self._next_due = max(now, self._next_due or now) + 1.0 / self._rate
         index = self._count.next()
         t_mono, t_wall = self._file_time.stamp(index)
-        return Frame(index=index, t_mono_s=t_mono, t_wall_s=t_wall, image=img,
-                     source=f"{self.name}/{path.name}")
+        return Frame(
+            index=index,
+            t_mono_s=t_mono,
+            t_wall_s=t_wall,
+            image=img,
+            source=f"{self.name}/{path.name}",
+        )
 
     def close(self) -> None:
         self._files = []
@@ -350,8 +376,14 @@ class FolderSource:
 class PicameraSource:  # pragma: no cover - runs on a Raspberry Pi only
     """The Pi camera via picamera2: ``main`` (evidence) + ``lores`` (inference) streams."""
 
-    def __init__(self, *, camera_num: int = 0, main_size: tuple[int, int] = (1920, 1080),
-                 lores_size: tuple[int, int] = (640, 360), fps: float = 30.0) -> None:
+    def __init__(
+        self,
+        *,
+        camera_num: int = 0,
+        main_size: tuple[int, int] = (1920, 1080),
+        lores_size: tuple[int, int] = (640, 360),
+        fps: float = 30.0,
+    ) -> None:
         self.name = f"picamera2:{camera_num}"
         self.camera_num = camera_num
         self.main_size = main_size
@@ -361,10 +393,13 @@ class PicameraSource:  # pragma: no cover - runs on a Raspberry Pi only
         self._count = _Counter()
 
     @classmethod
-    def from_config(cls, cfg: PicameraConfig, *, speed: float | None = None
-                    ) -> PicameraSource:
-        return cls(camera_num=cfg.camera_num, main_size=cfg.main_size,
-                   lores_size=cfg.lores_size, fps=cfg.fps)
+    def from_config(cls, cfg: PicameraConfig, *, speed: float | None = None) -> PicameraSource:
+        return cls(
+            camera_num=cfg.camera_num,
+            main_size=cfg.main_size,
+            lores_size=cfg.lores_size,
+            fps=cfg.fps,
+        )
 
     @property
     def is_live(self) -> bool:
@@ -409,8 +444,14 @@ class PicameraSource:  # pragma: no cover - runs on a Raspberry Pi only
         except Exception as e:
             raise CameraError(f"{self.name} stopped delivering frames: {e}") from e
         # One monotonic clock for the whole pipeline (SensorTimestamp is CLOCK_BOOTTIME).
-        return Frame(index=self._count.next(), t_mono_s=time.monotonic(), t_wall_s=time.time(),
-                     image=main, lores=lores, source=self.name)
+        return Frame(
+            index=self._count.next(),
+            t_mono_s=time.monotonic(),
+            t_wall_s=time.time(),
+            image=main,
+            lores=lores,
+            source=self.name,
+        )
 
     def close(self) -> None:
         if self._cam is not None:

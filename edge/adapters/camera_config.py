@@ -31,8 +31,7 @@ class _CameraBase(StrictModel):
 class OpenCvCameraConfig(_CameraBase):
     type: Literal["opencv"] = Field(description="OpenCV VideoCapture: a device, a URL or a file.")
     device: int | str = Field(
-        description="Device index (0), RTSP/HTTP URL, or a video file (read as fast as it "
-        "decodes)."
+        description="Device index (0), RTSP/HTTP URL, or a video file (read as fast as it decodes)."
     )
     width: int | None = Field(None, description="Requested capture width (px).", ge=16, le=8192)
     height: int | None = Field(None, description="Requested capture height (px).", ge=16, le=8192)

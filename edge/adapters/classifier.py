@@ -75,7 +75,7 @@ def _explain_load_error(path: Path, e: Exception) -> ModelError:
         return AcceleratorError(
             f"{path} needs the Edge TPU: it was compiled for a Coral (edgetpu-custom-op) and "
             "cannot run on the CPU. Use the CPU model it was compiled from, or accelerator = "
-            "\"edgetpu\" on a unit with a Coral and libedgetpu installed."
+            '"edgetpu" on a unit with a Coral and libedgetpu installed.'
         )
     if "unresolved custom op" in str(e).lower():
         return ModelError(
@@ -87,8 +87,17 @@ def _explain_load_error(path: Path, e: Exception) -> ModelError:
 class LiteRTClassifier:
     """A TFLite phone-in-hand classifier (see module doc). Use :meth:`open`."""
 
-    def __init__(self, interpreter: Any, spec: ModelSpec, *, model_path: Path, sha256: str,
-                 accelerator: str, runtime: str, threshold: float | None = None) -> None:
+    def __init__(
+        self,
+        interpreter: Any,
+        spec: ModelSpec,
+        *,
+        model_path: Path,
+        sha256: str,
+        accelerator: str,
+        runtime: str,
+        threshold: float | None = None,
+    ) -> None:
         self._it = interpreter
         self.spec = spec
         self.model_path = model_path
@@ -111,19 +120,29 @@ class LiteRTClassifier:
         self._in = inp[0]
         self._out = outs[spec.output_index]
         self._check_shapes()
-        self._in_scale, self._in_zero = (float(self._in["quantization"][0]),
-                                         int(self._in["quantization"][1]))
-        self._out_scale, self._out_zero = (float(self._out["quantization"][0]),
-                                           int(self._out["quantization"][1]))
+        self._in_scale, self._in_zero = (
+            float(self._in["quantization"][0]),
+            int(self._in["quantization"][1]),
+        )
+        self._out_scale, self._out_zero = (
+            float(self._out["quantization"][0]),
+            int(self._out["quantization"][1]),
+        )
         self._in_dtype = np.dtype(self._in["dtype"])
         self._pos = np.array(spec.positive_indices, dtype=np.intp)
         self._closed = False
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
-    def open(cls, model_path: Path | str, *, sidecar: Path | str | None = None,
-             accelerator: str = "cpu", threads: int = 2,
-             threshold: float | None = None) -> LiteRTClassifier:
+    def open(
+        cls,
+        model_path: Path | str,
+        *,
+        sidecar: Path | str | None = None,
+        accelerator: str = "cpu",
+        threads: int = 2,
+        threshold: float | None = None,
+    ) -> LiteRTClassifier:
         model_path = Path(model_path)
         spec_path = Path(sidecar) if sidecar is not None else sidecar_path(model_path)
         if not model_path.is_file():
@@ -160,11 +179,17 @@ class LiteRTClassifier:
                         reason = f"the Edge TPU did not accept {twin.name}: {e}"
                     else:
                         log.info("model %s on the Edge TPU", twin)
-                        return cls(it, spec, model_path=twin, sha256=file_sha256(twin),
-                                   accelerator="edgetpu", runtime=runtime,
-                                   threshold=threshold)
+                        return cls(
+                            it,
+                            spec,
+                            model_path=twin,
+                            sha256=file_sha256(twin),
+                            accelerator="edgetpu",
+                            runtime=runtime,
+                            threshold=threshold,
+                        )
             if accelerator == "edgetpu":
-                raise AcceleratorError(f"accelerator = \"edgetpu\" but {reason}")
+                raise AcceleratorError(f'accelerator = "edgetpu" but {reason}')
             log.info("Edge TPU not used: %s; running on the CPU", reason)
 
         try:
@@ -172,14 +197,24 @@ class LiteRTClassifier:
             it.allocate_tensors()
         except (ValueError, RuntimeError) as e:
             raise _explain_load_error(model_path, e) from None
-        return cls(it, spec, model_path=model_path, sha256=sha, accelerator="cpu",
-                   runtime=runtime, threshold=threshold)
+        return cls(
+            it,
+            spec,
+            model_path=model_path,
+            sha256=sha,
+            accelerator="cpu",
+            runtime=runtime,
+            threshold=threshold,
+        )
 
     def _check_shapes(self) -> None:
         s = self.spec.input
         shape = tuple(int(x) for x in self._in["shape"])
-        want = ((1, s.height, s.width, s.channels) if s.layout == "NHWC"
-                else (1, s.channels, s.height, s.width))
+        want = (
+            (1, s.height, s.width, s.channels)
+            if s.layout == "NHWC"
+            else (1, s.channels, s.height, s.width)
+        )
         if shape != want:
             raise ModelError(
                 f"{self.model_path}: model input shape {list(shape)} does not match the sidecar "
@@ -195,8 +230,9 @@ class LiteRTClassifier:
     # -- inference ----------------------------------------------------------------------------
     def preprocess(self, crop_bgr: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
         """Crop (and polygon mask) -> the exact tensor (dtype, layout, batch) the model takes."""
-        x = preprocess_quantised(crop_bgr, self.spec.input, self._in_scale, self._in_zero,
-                                 self._in_dtype, mask)[None]
+        x = preprocess_quantised(
+            crop_bgr, self.spec.input, self._in_scale, self._in_zero, self._in_dtype, mask
+        )[None]
         return to_layout(x, self.spec.input.layout)
 
     def invoke(self, tensor: np.ndarray) -> np.ndarray:

@@ -91,9 +91,15 @@ class EvidenceStore:
     can go.
     """
 
-    def __init__(self, root: Path | str, *, quota_bytes: int, jpeg_quality: int = 92,
-                 reserve_bytes: int = DEFAULT_RESERVE_BYTES,
-                 is_owed: Callable[[EvidenceRecord], bool] | None = None) -> None:
+    def __init__(
+        self,
+        root: Path | str,
+        *,
+        quota_bytes: int,
+        jpeg_quality: int = 92,
+        reserve_bytes: int = DEFAULT_RESERVE_BYTES,
+        is_owed: Callable[[EvidenceRecord], bool] | None = None,
+    ) -> None:
         self.root = Path(root)
         self.quota_bytes = int(quota_bytes)
         self.reserve_bytes = max(0, int(reserve_bytes))
@@ -115,8 +121,16 @@ class EvidenceStore:
             log.warning("removing partial evidence file %s (interrupted write)", tmp)
             tmp.unlink(missing_ok=True)
 
-    def save(self, *, alert_id: str, ev_id: str, frame: np.ndarray, crop: np.ndarray,
-             clip: Sequence[np.ndarray] | None = None, clip_fps: float = 10.0) -> EvidenceRecord:
+    def save(
+        self,
+        *,
+        alert_id: str,
+        ev_id: str,
+        frame: np.ndarray,
+        crop: np.ndarray,
+        clip: Sequence[np.ndarray] | None = None,
+        clip_fps: float = 10.0,
+    ) -> EvidenceRecord:
         folder = self.root / ev_id
         frame_jpg = encode_jpeg(frame, self.jpeg_quality)
         crop_jpg = encode_jpeg(crop, self.jpeg_quality)
@@ -146,21 +160,35 @@ class EvidenceStore:
                     continue
                 shutil.rmtree(folder, ignore_errors=True)
                 self.dropped_count += 1
-                log.error("disk full: evidence %s NOT kept (nothing left to prune); its alert "
-                          "goes without it (%s)", folder.name, e.strerror)
+                log.error(
+                    "disk full: evidence %s NOT kept (nothing left to prune); its alert "
+                    "goes without it (%s)",
+                    folder.name,
+                    e.strerror,
+                )
                 return rec
         self.prune(keep=folder)
         return rec
 
-    def _write(self, folder: Path, rec: EvidenceRecord, frame_jpg: bytes, crop_jpg: bytes,
-               clip: Sequence[np.ndarray] | None, clip_fps: float) -> EvidenceRecord:
+    def _write(
+        self,
+        folder: Path,
+        rec: EvidenceRecord,
+        frame_jpg: bytes,
+        crop_jpg: bytes,
+        clip: Sequence[np.ndarray] | None,
+        clip_fps: float,
+    ) -> EvidenceRecord:
         folder.mkdir(parents=True, exist_ok=True)
         write_atomic(folder / "frame.jpg", frame_jpg)
         write_atomic(folder / "crop.jpg", crop_jpg)
         if clip:
             clip_path = folder / "clip.avi"
-            rec = dataclasses.replace(rec, clip_path=str(clip_path),
-                                      clip_sha256=self._write_clip(clip_path, clip, clip_fps))
+            rec = dataclasses.replace(
+                rec,
+                clip_path=str(clip_path),
+                clip_sha256=self._write_clip(clip_path, clip, clip_fps),
+            )
         doc = dataclasses.asdict(rec)
         doc.pop("frame_jpeg", None)  # the bytes are frame.jpg and crop.jpg themselves
         doc.pop("crop_jpeg", None)
@@ -223,8 +251,9 @@ class EvidenceStore:
             candidates = [p for p in folders if p != keep]
             if self.is_owed is not None:
                 owed = {p: self._owed(p) for p in candidates}
-                candidates = [p for p in candidates if not owed[p]] + \
-                    [p for p in candidates if owed[p]]
+                candidates = [p for p in candidates if not owed[p]] + [
+                    p for p in candidates if owed[p]
+                ]
             for p in candidates:
                 if total + need <= budget:
                     break
@@ -233,9 +262,14 @@ class EvidenceStore:
                 removed.append(p)
         if removed:
             self.pruned_count += len(removed)
-            log.warning("evidence quota %.1f MB (disk: %.1f MB usable) reached: pruned %d "
-                        "(%s ... %s)", self.quota_bytes / 1e6, max(0, budget) / 1e6,
-                        len(removed), removed[0].name, removed[-1].name)
+            log.warning(
+                "evidence quota %.1f MB (disk: %.1f MB usable) reached: pruned %d (%s ... %s)",
+                self.quota_bytes / 1e6,
+                max(0, budget) / 1e6,
+                len(removed),
+                removed[0].name,
+                removed[-1].name,
+            )
         return removed
 
     def _owed(self, folder: Path) -> bool:

@@ -31,10 +31,10 @@ STATUSES = ("starting", "running", "degraded", "no_gps", "broker_offline")
 
 LED_PATTERNS: dict[str, tuple[float, ...]] = {
     # Alternating on / off durations (s), starting with "on", repeated; () = steady on.
-    "starting": (0.5, 0.5),                          # slow even blink
-    "running": (),                                   # steady on
-    "degraded": (0.1, 0.1),                          # fast blink
-    "no_gps": (0.1, 0.2, 0.1, 1.2),                  # double blink
+    "starting": (0.5, 0.5),  # slow even blink
+    "running": (),  # steady on
+    "degraded": (0.1, 0.1),  # fast blink
+    "no_gps": (0.1, 0.2, 0.1, 1.2),  # double blink
     "broker_offline": (0.1, 0.2, 0.1, 0.2, 0.1, 1.2),  # triple blink
 }
 MARK_ACK_FLASHES = 2
@@ -84,19 +84,28 @@ class FieldIo:
         source = str(cfg.pin_map) if cfg.pin_map else "hardware/pinmap.toml"
         try:
             sig, end = pin_map.pi_signal("status_led", source=source)
-            self._led = LED(end.gpio, active_high=sig.active_high, initial_value=False,
-                            pin_factory=pin_factory)
+            self._led = LED(
+                end.gpio, active_high=sig.active_high, initial_value=False, pin_factory=pin_factory
+            )
             self._devices.append(self._led)
             self._buzzer: Buzzer | None = None
             if cfg.buzzer:
                 sig, end = pin_map.pi_signal("buzzer", source=source)
-                self._buzzer = Buzzer(end.gpio, active_high=sig.active_high, initial_value=False,
-                                      pin_factory=pin_factory)
+                self._buzzer = Buzzer(
+                    end.gpio,
+                    active_high=sig.active_high,
+                    initial_value=False,
+                    pin_factory=pin_factory,
+                )
                 self._devices.append(self._buzzer)
             sig, end = pin_map.pi_signal("button", source=source)
-            self._button = Button(end.gpio, **_input_kwargs(sig.pull, sig.active_high),
-                                  bounce_time=cfg.bounce_s or None, hold_time=cfg.long_press_s,
-                                  pin_factory=pin_factory)
+            self._button = Button(
+                end.gpio,
+                **_input_kwargs(sig.pull, sig.active_high),
+                bounce_time=cfg.bounce_s or None,
+                hold_time=cfg.long_press_s,
+                pin_factory=pin_factory,
+            )
             self._devices.append(self._button)
             self._ignition: DigitalInputDevice | None = None
             if cfg.ignition_sense:
@@ -122,8 +131,10 @@ class FieldIo:
             self._ignition.when_activated = self._on_ignition_on
             self._ignition.when_deactivated = self._on_ignition_off
             if not self._ignition.is_active:
-                log.warning("ignition is off at start; shutting down in %.0f s unless it comes on",
-                            cfg.shutdown_delay_s)
+                log.warning(
+                    "ignition is off at start; shutting down in %.0f s unless it comes on",
+                    cfg.shutdown_delay_s,
+                )
                 self._on_ignition_off()
         with self._lock:
             self._play_led()
@@ -176,8 +187,11 @@ class FieldIo:
         else:
             pattern = LED_PATTERNS[self._status]
             scale = self._cfg.pattern_scale
-            self._led_steps = ([(i % 2 == 0, d * scale) for i, d in enumerate(pattern)]
-                               if pattern else [(True, None)])  # None: hold (steady on)
+            self._led_steps = (
+                [(i % 2 == 0, d * scale) for i, d in enumerate(pattern)]
+                if pattern
+                else [(True, None)]
+            )  # None: hold (steady on)
             self._led_is_flashing = False
         self._led_i = 0
         self._led_step(self._led_gen)
@@ -199,8 +213,7 @@ class FieldIo:
                 log.debug("status LED: %s", e)
                 return
             if duration_s is not None:
-                self._led_next = self._clock.call_later(duration_s,
-                                                        lambda: self._led_step(gen))
+                self._led_next = self._clock.call_later(duration_s, lambda: self._led_step(gen))
 
     # -- hits, mute and mark ----------------------------------------------------------------
 
@@ -237,7 +250,8 @@ class FieldIo:
                 log.debug("buzzer: %s", e)
                 return
             self._beep_next = self._clock.call_later(
-                self._cfg.hit_beep_s, lambda: self._beep_step(gen, on=not on))
+                self._cfg.hit_beep_s, lambda: self._beep_step(gen, on=not on)
+            )
 
     def _stop_beeping(self) -> None:
         with self._lock:
@@ -319,10 +333,13 @@ class FieldIo:
         with self._lock:
             if self._closed or self._shutdown_timer is not None or self._shutdown_requested:
                 return
-            self._shutdown_timer = self._clock.call_later(self._cfg.shutdown_delay_s,
-                                                          self._ignition_timeout)
-        log.info("ignition off: clean shutdown in %.0f s unless it comes back",
-                 self._cfg.shutdown_delay_s)
+            self._shutdown_timer = self._clock.call_later(
+                self._cfg.shutdown_delay_s, self._ignition_timeout
+            )
+        log.info(
+            "ignition off: clean shutdown in %.0f s unless it comes back",
+            self._cfg.shutdown_delay_s,
+        )
 
     def _on_ignition_on(self) -> None:
         with self._lock:
@@ -342,8 +359,9 @@ class FieldIo:
             callback = self._on_shutdown_request
             if callback is None:
                 self._shutdown_pending = True  # delivered when a handler is set
-        log.warning("ignition off for %.0f s: requesting a clean shutdown",
-                    self._cfg.shutdown_delay_s)
+        log.warning(
+            "ignition off for %.0f s: requesting a clean shutdown", self._cfg.shutdown_delay_s
+        )
         if callback is not None:
             callback()
 

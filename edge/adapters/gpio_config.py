@@ -23,23 +23,93 @@ REPO_PIN_MAP = Path(__file__).resolve().parents[2] / "hardware" / "pinmap.toml"
 
 # Raspberry Pi 40-pin header: physical pin -> BCM GPIO (same on Pi 3, 4 and 5).
 PI_HEADER_GPIO: dict[int, int] = {
-    3: 2, 5: 3, 7: 4, 8: 14, 10: 15, 11: 17, 12: 18, 13: 27, 15: 22, 16: 23, 18: 24, 19: 10,
-    21: 9, 22: 25, 23: 11, 24: 8, 26: 7, 27: 0, 28: 1, 29: 5, 31: 6, 32: 12, 33: 13, 35: 19,
-    36: 16, 37: 26, 38: 20, 40: 21,
+    3: 2,
+    5: 3,
+    7: 4,
+    8: 14,
+    10: 15,
+    11: 17,
+    12: 18,
+    13: 27,
+    15: 22,
+    16: 23,
+    18: 24,
+    19: 10,
+    21: 9,
+    22: 25,
+    23: 11,
+    24: 8,
+    26: 7,
+    27: 0,
+    28: 1,
+    29: 5,
+    31: 6,
+    32: 12,
+    33: 13,
+    35: 19,
+    36: 16,
+    37: 26,
+    38: 20,
+    40: 21,
 }
 PI_HEADER_POWER: dict[int, str] = {
-    1: "3V3", 17: "3V3", 2: "5V", 4: "5V", 6: "GND", 9: "GND", 14: "GND", 20: "GND", 25: "GND",
-    30: "GND", 34: "GND", 39: "GND",
+    1: "3V3",
+    17: "3V3",
+    2: "5V",
+    4: "5V",
+    6: "GND",
+    9: "GND",
+    14: "GND",
+    20: "GND",
+    25: "GND",
+    30: "GND",
+    34: "GND",
+    39: "GND",
 }
 # Raspberry Pi Pico (RP2040) board pin -> GPxx.
 PICO_PIN_GP: dict[int, int] = {
-    1: 0, 2: 1, 4: 2, 5: 3, 6: 4, 7: 5, 9: 6, 10: 7, 11: 8, 12: 9, 14: 10, 15: 11, 16: 12,
-    17: 13, 19: 14, 20: 15, 21: 16, 22: 17, 24: 18, 25: 19, 26: 20, 27: 21, 29: 22, 31: 26,
-    32: 27, 34: 28,
+    1: 0,
+    2: 1,
+    4: 2,
+    5: 3,
+    6: 4,
+    7: 5,
+    9: 6,
+    10: 7,
+    11: 8,
+    12: 9,
+    14: 10,
+    15: 11,
+    16: 12,
+    17: 13,
+    19: 14,
+    20: 15,
+    21: 16,
+    22: 17,
+    24: 18,
+    25: 19,
+    26: 20,
+    27: 21,
+    29: 22,
+    31: 26,
+    32: 27,
+    34: 28,
 }
 PICO_POWER: dict[int, str] = {
-    3: "GND", 8: "GND", 13: "GND", 18: "GND", 23: "GND", 28: "GND", 38: "GND", 30: "RUN",
-    33: "AGND", 35: "ADC_VREF", 36: "3V3(OUT)", 37: "3V3_EN", 39: "VSYS", 40: "VBUS",
+    3: "GND",
+    8: "GND",
+    13: "GND",
+    18: "GND",
+    23: "GND",
+    28: "GND",
+    38: "GND",
+    30: "RUN",
+    33: "AGND",
+    35: "ADC_VREF",
+    36: "3V3(OUT)",
+    37: "3V3_EN",
+    39: "VSYS",
+    40: "VBUS",
 }
 
 
@@ -175,8 +245,10 @@ class GpioConfig(StrictModel):
         0.1, description="Length of one LED flash and of the gap (s).", gt=0, le=2
     )
     mute_s: float = Field(
-        900.0, description="How long a short press of the button mutes hit signals (s).",
-        gt=0, le=86400,
+        900.0,
+        description="How long a short press of the button mutes hit signals (s).",
+        gt=0,
+        le=86400,
     )
     long_press_s: float = Field(
         1.5, description="Hold the button this long to mark 'officer saw it' (s).", gt=0.2, le=10
@@ -194,8 +266,10 @@ class GpioConfig(StrictModel):
         1.0, description="Stretch (>1) or shrink (<1) every status LED timing.", gt=0, le=10
     )
     supervisor_port: str | None = Field(
-        None, description="Serial port of the Pico power supervisor (e.g. /dev/ttyAMA2); "
-        "none = no supervisor fitted.", min_length=1,
+        None,
+        description="Serial port of the Pico power supervisor (e.g. /dev/ttyAMA2); "
+        "none = no supervisor fitted.",
+        min_length=1,
     )
     supervisor_baud: int = Field(
         115200, description="Baud rate of the supervisor link.", ge=9600, le=921600
@@ -204,12 +278,17 @@ class GpioConfig(StrictModel):
         2.0, description="Heartbeat to the supervisor every this many seconds.", gt=0, le=30
     )
     halt_s: int = Field(
-        20, description="After a clean shutdown, the supervisor cuts power this long after the "
-        "last heartbeat (s).", ge=5, le=120,
+        20,
+        description="After a clean shutdown, the supervisor cuts power this long after the "
+        "last heartbeat (s).",
+        ge=5,
+        le=120,
     )
     strobe_on_us: int = Field(
-        0, description="IR strobe pulse per frame (µs) asked of the supervisor; 0 = off.",
-        ge=0, le=5000,
+        0,
+        description="IR strobe pulse per frame (µs) asked of the supervisor; 0 = off.",
+        ge=0,
+        le=5000,
     )
     strobe_max_duty_pct: int = Field(
         25, description="Highest IR strobe duty cycle the supervisor may use (%).", ge=1, le=50

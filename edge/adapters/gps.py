@@ -41,8 +41,14 @@ class _ThreadedSource:
 
     kind = "gps"
 
-    def __init__(self, name: str, cfg: GpsConfig, *, clock: Callable[[], float] = time.monotonic,
-                 on_fix: OnFix | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        cfg: GpsConfig,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        on_fix: OnFix | None = None,
+    ) -> None:
         self.name = name
         self._cfg = cfg
         self._clock = clock
@@ -64,8 +70,9 @@ class _ThreadedSource:
             return
         if self._stop.is_set():
             raise GpsError(f"{self.name}: source was closed; build a new one")
-        self._thread = threading.Thread(target=self._run_guarded, name=f"gps-{self.kind}",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._run_guarded, name=f"gps-{self.kind}", daemon=True
+        )
         self._thread.start()
 
     def latest(self) -> Fix | None:
@@ -78,8 +85,11 @@ class _ThreadedSource:
         now = self._clock()
         with self._lock:
             fix = self._latest_locked(now)
-            receiving = (self._is_connected and self._last_rx_mono is not None
-                         and now - self._last_rx_mono <= self._cfg.silence_timeout_s)
+            receiving = (
+                self._is_connected
+                and self._last_rx_mono is not None
+                and now - self._last_rx_mono <= self._cfg.silence_timeout_s
+            )
         return gps_state(fix, is_receiving=receiving, max_age_s=self._cfg.max_fix_age_s)
 
     @property
@@ -174,8 +184,11 @@ class _NmeaSource(_ThreadedSource):
 
     def __init__(self, name: str, cfg: GpsConfig, **kw: Any) -> None:
         super().__init__(name, cfg, **kw)
-        self._asm = FixAssembler(allow_no_checksum=cfg.allow_no_checksum,
-                                 rollover_floor=cfg.rollover_floor, clock=self._clock)
+        self._asm = FixAssembler(
+            allow_no_checksum=cfg.allow_no_checksum,
+            rollover_floor=cfg.rollover_floor,
+            clock=self._clock,
+        )
         self._overlong = 0
 
     def _latest_locked(self, now: float) -> Fix | None:
@@ -212,9 +225,13 @@ class SerialGpsSource(_NmeaSource):
     """Transports whose ``in_waiting`` is only 0 or 1: read in bulk with a short timeout
     (at most 50 ms added latency) instead of byte by byte (25x the CPU, measured)."""
 
-    def __init__(self, cfg: GpsConfig, *,
-                 serial_factory: Callable[..., serial.SerialBase] = serial.serial_for_url,
-                 **kw: Any) -> None:
+    def __init__(
+        self,
+        cfg: GpsConfig,
+        *,
+        serial_factory: Callable[..., serial.SerialBase] = serial.serial_for_url,
+        **kw: Any,
+    ) -> None:
         super().__init__(cfg.source, cfg, **kw)
         self._factory = serial_factory
         self._port: serial.SerialBase | None = None
@@ -233,16 +250,19 @@ class SerialGpsSource(_NmeaSource):
         logged_outage = False
         while not self._stop.is_set():
             try:
-                port = self._factory(self._cfg.source, baudrate=self._cfg.baud,
-                                     timeout=(self.BULK_READ_TIMEOUT_S if self._is_bulk
-                                              else self.READ_TIMEOUT_S))
+                port = self._factory(
+                    self._cfg.source,
+                    baudrate=self._cfg.baud,
+                    timeout=(self.BULK_READ_TIMEOUT_S if self._is_bulk else self.READ_TIMEOUT_S),
+                )
             except (serial.SerialException, OSError, ValueError) as e:
                 with self._lock:
                     self._counters["open_failures"] += 1
                 self._set_connected(False, f"cannot open: {e}")
                 if not logged_outage:
-                    log.warning("%s: cannot open GPS port: %s (retrying with backoff)",
-                                self.name, e)
+                    log.warning(
+                        "%s: cannot open GPS port: %s (retrying with backoff)", self.name, e
+                    )
                     logged_outage = True
                 if not backoff.wait():
                     return
@@ -260,8 +280,7 @@ class SerialGpsSource(_NmeaSource):
                 logged_outage = True
             except Exception as e:  # a transport bug must not end GPS for good: reopen
                 self._set_connected(False, f"reader error: {e!r}")
-                log.exception("%s: unexpected error reading the GPS port (reopening)",
-                              self.name)
+                log.exception("%s: unexpected error reading the GPS port (reopening)", self.name)
                 logged_outage = True
             finally:
                 self._port = None
@@ -288,7 +307,7 @@ class SerialGpsSource(_NmeaSource):
                 if end < 0:
                     break
                 line = bytes(buf[:end])
-                del buf[:end + 1]
+                del buf[: end + 1]
                 self._feed(line)
             if len(buf) > MAX_LINE_BYTES:
                 with self._lock:
@@ -304,7 +323,7 @@ class ReplayGpsSource(_NmeaSource):
     MAX_GAP_S = 5.0
 
     def __init__(self, cfg: GpsConfig, **kw: Any) -> None:
-        path = Path(cfg.source[len("replay:"):].strip()).expanduser()
+        path = Path(cfg.source[len("replay:") :].strip()).expanduser()
         super().__init__(cfg.source, cfg, **kw)
         if not path.is_file():
             raise GpsError(f"gps.source: replay file not found: {path}")
@@ -368,8 +387,15 @@ class GpsdSource(_ThreadedSource):
         self._last_position: Fix | None = None
         self._pending: Fix | None = None
         self._sky: dict[str, Any] = {}
-        self._counts = {"reports_ok": 0, "tpv": 0, "sky": 0, "bad_json": 0, "bad_tpv": 0,
-                        "epochs": 0, "fixes": 0}
+        self._counts = {
+            "reports_ok": 0,
+            "tpv": 0,
+            "sky": 0,
+            "bad_json": 0,
+            "bad_tpv": 0,
+            "epochs": 0,
+            "fixes": 0,
+        }
 
     def _latest_locked(self, now: float) -> Fix | None:
         newest = self._newest
@@ -436,7 +462,7 @@ class GpsdSource(_ThreadedSource):
             buf += chunk
             while (end := buf.find(b"\n")) >= 0:
                 line = bytes(buf[:end])
-                del buf[:end + 1]
+                del buf[: end + 1]
                 self._report(line)
             if len(buf) > 1 << 20:
                 buf.clear()
@@ -495,8 +521,7 @@ def tpv_to_fix(tpv: dict[str, Any], sky: dict[str, Any], now_mono_s: float) -> F
             parsed = dt.datetime.fromisoformat(t.replace("Z", "+00:00"))
         except ValueError:
             return None
-        when = (parsed.replace(tzinfo=dt.UTC) if parsed.tzinfo is None
-                else parsed.astimezone(dt.UTC))
+        when = parsed.replace(tzinfo=dt.UTC) if parsed.tzinfo is None else parsed.astimezone(dt.UTC)
     lat = _num(tpv, "lat", -90, 90)
     lon = _num(tpv, "lon", -180, 180)
     mode = {2: "2d", 3: "3d"}.get(mode_n, "none")
@@ -528,14 +553,17 @@ def tpv_to_fix(tpv: dict[str, Any], sky: dict[str, Any], now_mono_s: float) -> F
 
 
 SOURCES: dict[str, Callable[..., GpsSource]] = {
-    "serial": SerialGpsSource, "gpsd": GpsdSource, "replay": ReplayGpsSource,
+    "serial": SerialGpsSource,
+    "gpsd": GpsdSource,
+    "replay": ReplayGpsSource,
 }
 """Each kind of ``gps.source`` (see :func:`edge.adapters.gps_config.source_kind`) and the
 source class built for it."""
 
 
-def build_gps_source(cfg: GpsConfig, *, clock: Callable[[], float] = time.monotonic,
-                     on_fix: OnFix | None = None) -> GpsSource:
+def build_gps_source(
+    cfg: GpsConfig, *, clock: Callable[[], float] = time.monotonic, on_fix: OnFix | None = None
+) -> GpsSource:
     """The source ``cfg.source`` names (not started), looked up by its kind in SOURCES."""
     return SOURCES[source_kind(cfg.source)](cfg, clock=clock, on_fix=on_fix)
 
@@ -568,16 +596,22 @@ def check_gps(cfg: GpsConfig, timeout_s: float) -> tuple[bool, str]:
         fix = source.latest()
     finally:
         source.close()
-    summary = (f"{stats.get('sentences_ok', stats.get('reports_ok', 0))} sentences ok, "
-               f"{stats.get('bad_checksum', 0)} bad checksum")
+    summary = (
+        f"{stats.get('sentences_ok', stats.get('reports_ok', 0))} sentences ok, "
+        f"{stats.get('bad_checksum', 0)} bad checksum"
+    )
     if state in ("fix_2d", "fix_3d") and fix is not None:
         d = fix.to_dict()
-        return True, (f"GPS {state}: {d['lat']:.6f}, {d['lon']:.6f}, sats {d['sats']}, "
-                      f"hdop {d['hdop']}, time {d['time']} ({cfg.source}; {summary})")
+        return True, (
+            f"GPS {state}: {d['lat']:.6f}, {d['lon']:.6f}, sats {d['sats']}, "
+            f"hdop {d['hdop']}, time {d['time']} ({cfg.source}; {summary})"
+        )
     if state == "stale":
         return False, f"GPS stale: last fix is {fix.age_s if fix else 0:.0f} s old ({summary})"
     if state == "no_fix":
-        return False, (f"GPS no_fix: the receiver talks ({summary}) but has no valid fix yet; "
-                       "is the antenna outside with a clear view of the sky?")
+        return False, (
+            f"GPS no_fix: the receiver talks ({summary}) but has no valid fix yet; "
+            "is the antenna outside with a clear view of the sky?"
+        )
     err = stats.get("last_error") or f"nothing received in {timeout_s:g} s"
     return False, f"GPS no_receiver: {cfg.source}: {err}"

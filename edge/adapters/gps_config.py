@@ -28,36 +28,51 @@ class GpsConfig(StrictModel):
         min_length=1,
     )
     baud: int = Field(
-        9600, description="Serial speed (baud) of the receiver; most modules start at 9600.",
-        ge=1200, le=921600,
+        9600,
+        description="Serial speed (baud) of the receiver; most modules start at 9600.",
+        ge=1200,
+        le=921600,
     )
     max_fix_age_s: float = Field(
-        3.0, description="A fix older than this is 'stale': alerts still carry it with its age, "
-        "but take their time from the system clock.", gt=0, le=3600,
+        3.0,
+        description="A fix older than this is 'stale': alerts still carry it with its age, "
+        "but take their time from the system clock.",
+        gt=0,
+        le=3600,
     )
     silence_timeout_s: float = Field(
-        5.0, description="No sentence for this long means the receiver is gone ('no_receiver').",
-        gt=0, le=600,
+        5.0,
+        description="No sentence for this long means the receiver is gone ('no_receiver').",
+        gt=0,
+        le=600,
     )
     allow_no_checksum: bool = Field(
         False, description="Accept sentences without a '*hh' checksum (some old receivers)."
     )
     reconnect_min_s: float = Field(
-        1.0, description="First wait before reopening a lost port or gpsd connection (s).",
-        gt=0, le=60,
+        1.0,
+        description="First wait before reopening a lost port or gpsd connection (s).",
+        gt=0,
+        le=60,
     )
     reconnect_max_s: float = Field(
-        30.0, description="Longest wait between reopen attempts (backoff doubles) (s).",
-        gt=0, le=600,
+        30.0,
+        description="Longest wait between reopen attempts (backoff doubles) (s).",
+        gt=0,
+        le=600,
     )
     rollover_floor: dt.date = Field(
-        dt.date(2024, 1, 1), description="Receiver dates before this are GPS week-number "
+        dt.date(2024, 1, 1),
+        description="Receiver dates before this are GPS week-number "
         "rollovers and are moved forward by 1024 weeks.",
-        ge=dt.date(1980, 1, 6), le=dt.date(2100, 1, 1),
+        ge=dt.date(1980, 1, 6),
+        le=dt.date(2100, 1, 1),
     )
     replay_speed: float = Field(
-        1.0, description="Replay pace: 1 = the log's own pace, 0 = as fast as possible.",
-        ge=0, le=1000,
+        1.0,
+        description="Replay pace: 1 = the log's own pace, 0 = as fast as possible.",
+        ge=0,
+        le=1000,
     )
     replay_loop: bool = Field(False, description="Start the replay again at the end.")
 
@@ -66,7 +81,7 @@ class GpsConfig(StrictModel):
     def _source(cls, v: str) -> str:
         v = v.strip()
         kind = source_kind(v)
-        if kind == "replay" and not v[len("replay:"):].strip():
+        if kind == "replay" and not v[len("replay:") :].strip():
             raise ValueError("'replay:' needs a file, e.g. 'replay:demo/drive.nmea'")
         if kind == "gpsd":
             gpsd_address(v)  # raises ValueError with the reason
@@ -74,14 +89,15 @@ class GpsConfig(StrictModel):
         if kind == "serial" and not is_device:
             raise ValueError(
                 f"{v!r} is not a serial device (/dev/...), a pyserial URL (loop://, socket://h:p),"
-                " 'gpsd://host:port' or 'replay:FILE'")
+                " 'gpsd://host:port' or 'replay:FILE'"
+            )
         return v
 
     @classmethod
     def resolve_extra_paths(cls, table: Table, base: Path) -> None:
         src = table.get("source")
         if isinstance(src, str) and src.startswith("replay:"):
-            table["source"] = "replay:" + resolve_path_text(src[len("replay:"):], base)
+            table["source"] = "replay:" + resolve_path_text(src[len("replay:") :], base)
 
     @model_validator(mode="after")
     def _backoff(self) -> GpsConfig:
@@ -100,7 +116,7 @@ def source_kind(source: str) -> Literal["serial", "gpsd", "replay"]:
 
 def gpsd_address(source: str) -> tuple[str, int]:
     """``gpsd://host[:port]`` -> (host, port)."""
-    rest = source[len("gpsd://"):].strip("/")
+    rest = source[len("gpsd://") :].strip("/")
     host, sep, port_s = rest.rpartition(":") if ":" in rest else (rest, "", "")
     host = host or "localhost"
     if not sep:

@@ -72,8 +72,15 @@ CommandFn = Callable[[str, dict[str, Any]], None]
 class MqttUplink:
     """An ``AlertSink`` that delivers signed alerts through a durable outbox to an MQTT broker."""
 
-    def __init__(self, cfg: MqttSinkConfig, *, unit_id: str, outbox: Outbox,
-                 signing_key: Ed25519PrivateKey, on_command: CommandFn | None = None) -> None:
+    def __init__(
+        self,
+        cfg: MqttSinkConfig,
+        *,
+        unit_id: str,
+        outbox: Outbox,
+        signing_key: Ed25519PrivateKey,
+        on_command: CommandFn | None = None,
+    ) -> None:
         self.cfg = cfg
         self.unit_id = unit_id
         self.topics = m.Topics(cfg.topic_root, unit_id)
@@ -96,31 +103,52 @@ class MqttUplink:
         self._receipts: queue.SimpleQueue[list[Key]] = queue.SimpleQueue()
         self._commands: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue(maxsize=16)
         self._best_effort: dict[int, str] = {}  # mid -> kind ("collect" / "snapshot")
-        self._counts = {"alerts_committed": 0, "published": 0, "acked": 0, "refused": 0,
-                        "retransmitted": 0, "no_subscribers": 0, "receipts": 0,
-                        "receipts_rejected": 0,
-                        "connects": 0, "connect_failures": 0, "heartbeats": 0,
-                        "heartbeats_dropped": 0, "commands_accepted": 0,
-                        "commands_rejected": 0, "evidence_missing": 0,
-                        "collect_published": 0, "collect_dropped": 0, "collect_refused": 0,
-                        "snapshot_published": 0, "snapshot_dropped": 0,
-                        "snapshot_refused": 0}
+        self._counts = {
+            "alerts_committed": 0,
+            "published": 0,
+            "acked": 0,
+            "refused": 0,
+            "retransmitted": 0,
+            "no_subscribers": 0,
+            "receipts": 0,
+            "receipts_rejected": 0,
+            "connects": 0,
+            "connect_failures": 0,
+            "heartbeats": 0,
+            "heartbeats_dropped": 0,
+            "commands_accepted": 0,
+            "commands_rejected": 0,
+            "evidence_missing": 0,
+            "collect_published": 0,
+            "collect_dropped": 0,
+            "collect_refused": 0,
+            "snapshot_published": 0,
+            "snapshot_dropped": 0,
+            "snapshot_refused": 0,
+        }
         self._client = self._make_client()
-        self._sender = threading.Thread(target=self._sender_main, name="uplink-sender",
-                                        daemon=True)
-        self._commander = threading.Thread(target=self._command_main, name="uplink-commands",
-                                           daemon=True)
+        self._sender = threading.Thread(target=self._sender_main, name="uplink-sender", daemon=True)
+        self._commander = threading.Thread(
+            target=self._command_main, name="uplink-commands", daemon=True
+        )
 
     # ------------------------------------------------------------------ paho setup
 
     def _make_client(self) -> mqtt.Client:
         cfg = self.cfg
-        client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2,
-                             client_id=cfg.client_id or self.unit_id,
-                             protocol=mqtt.MQTTv5)
+        client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=cfg.client_id or self.unit_id,
+            protocol=mqtt.MQTTv5,
+        )
         _set_tls(client, cfg)
-        offline = m.build_status(self.unit_id, "offline", t_wall_s=time.time(),
-                                 software=__version__, reason="connection lost")
+        offline = m.build_status(
+            self.unit_id,
+            "offline",
+            t_wall_s=time.time(),
+            software=__version__,
+            reason="connection lost",
+        )
         client.will_set(self.topics.status, m.encode(offline), qos=1, retain=True)
         client.reconnect_delay_set(cfg.reconnect_min_s, cfg.reconnect_max_s)  # type: ignore[arg-type]
         client.max_inflight_messages_set(cfg.max_inflight)
@@ -139,20 +167,36 @@ class MqttUplink:
         self._started = True
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self.cfg.session_expiry_s
-        self._client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s,
-                                   clean_start=False, properties=props)
+        self._client.connect_async(
+            self.cfg.host,
+            self.cfg.port,
+            keepalive=self.cfg.keepalive_s,
+            clean_start=False,
+            properties=props,
+        )
         self._client.loop_start()
         self._sender.start()
         self._commander.start()
-        log.info("uplink %s -> %s:%d (%s), %d alert(s) waiting in the outbox", self.unit_id,
-                 self.cfg.host, self.cfg.port, "TLS" if self.cfg.uses_tls else "plain",
-                 self.outbox.depth())
+        log.info(
+            "uplink %s -> %s:%d (%s), %d alert(s) waiting in the outbox",
+            self.unit_id,
+            self.cfg.host,
+            self.cfg.port,
+            "TLS" if self.cfg.uses_tls else "plain",
+            self.outbox.depth(),
+        )
         return self
 
     # ------------------------------------------------------------ paho callbacks (network thread)
 
-    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags,
-                    reason_code: ReasonCode, properties: Properties | None) -> None:
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
         if reason_code.is_failure:
             self._counts["connect_failures"] += 1
             log.warning("broker refused the connection: %s", reason_code)
@@ -161,11 +205,16 @@ class MqttUplink:
         self._counts["connects"] += 1
         client.subscribe([(self.topics.cmd_filter, 1), (self.topics.ack, 1)])
         state, reason = self._status
-        online = m.build_status(self.unit_id, state, t_wall_s=time.time(),
-                                software=__version__, reason=reason)
+        online = m.build_status(
+            self.unit_id, state, t_wall_s=time.time(), software=__version__, reason=reason
+        )
         client.publish(self.topics.status, m.encode(online), qos=1, retain=True)
-        log.info("connected to %s:%d (session present: %s)", self.cfg.host, self.cfg.port,
-                 flags.session_present)
+        log.info(
+            "connected to %s:%d (session present: %s)",
+            self.cfg.host,
+            self.cfg.port,
+            flags.session_present,
+        )
         with self._lock:  # a best-effort message lost with the old session must not hold a slot
             self._best_effort.clear()
         self._connected.set()
@@ -175,17 +224,31 @@ class MqttUplink:
         self._counts["connect_failures"] += 1
         log.debug("connect to %s:%d failed; retrying with backoff", self.cfg.host, self.cfg.port)
 
-    def _on_disconnect(self, client: mqtt.Client, userdata: Any,
-                       flags: mqtt.DisconnectFlags, reason_code: ReasonCode,
-                       properties: Properties | None) -> None:
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
         was = self._connected.is_set()
         self._connected.clear()
         if was and not self._stop.is_set():
-            log.warning("disconnected from broker (%s); %d alert(s) wait in the outbox",
-                        reason_code, self._safe_depth())
+            log.warning(
+                "disconnected from broker (%s); %d alert(s) wait in the outbox",
+                reason_code,
+                self._safe_depth(),
+            )
 
-    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int,
-                    reason_code: ReasonCode, properties: Properties | None) -> None:
+    def _on_publish(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        mid: int,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
         self._acks.put((mid, reason_code.value))
         self._wake.set()
 
@@ -195,12 +258,17 @@ class MqttUplink:
             return
         if msg.retain:  # a retained command would replay on every reconnect
             self._counts["commands_rejected"] += 1
-            log.warning("rejected retained command on %s: commands must not be retained",
-                        msg.topic[:200])
+            log.warning(
+                "rejected retained command on %s: commands must not be retained", msg.topic[:200]
+            )
             return
         try:
-            name, body = m.parse_command(msg.topic, bytes(msg.payload), topics=self.topics,
-                                         max_bytes=self.cfg.command_max_bytes)
+            name, body = m.parse_command(
+                msg.topic,
+                bytes(msg.payload),
+                topics=self.topics,
+                max_bytes=self.cfg.command_max_bytes,
+            )
         except MessageError as e:
             self._counts["commands_rejected"] += 1
             log.warning("rejected command on %s: %s", msg.topic[:200], e)
@@ -240,8 +308,14 @@ class MqttUplink:
             m.validate(signed, m.ALERT_SCHEMA)
             return m.encode(signed)
 
-        seq = self.outbox.add(make_payload, evidence=evidence, evidence_state=ev_state,
-                              created_wall_s=detection.t_wall_s, seq=detection.seq, crop=crop)
+        seq = self.outbox.add(
+            make_payload,
+            evidence=evidence,
+            evidence_state=ev_state,
+            created_wall_s=detection.t_wall_s,
+            seq=detection.seq,
+            crop=crop,
+        )
         self._counts["alerts_committed"] += 1
         log.debug("alert %s committed", m.alert_id(self.unit_id, seq))
         self._wake.set()
@@ -253,12 +327,16 @@ class MqttUplink:
         data = detection.evidence.frame_jpeg
         if data is None:
             self._counts["evidence_missing"] += 1
-            log.warning("alert for %s has no evidence bytes; it goes without them",
-                        detection.alert_id)
+            log.warning(
+                "alert for %s has no evidence bytes; it goes without them", detection.alert_id
+            )
             return None, "missing"
         if len(data) > self.cfg.evidence_max_mb * 1024 * 1024:
-            log.warning("evidence of %s is %d bytes, over evidence_max_mb: not sent",
-                        detection.alert_id, len(data))
+            log.warning(
+                "evidence of %s is %d bytes, over evidence_max_mb: not sent",
+                detection.alert_id,
+                len(data),
+            )
             return None, "none"
         return data, "pending"
 
@@ -290,8 +368,9 @@ class MqttUplink:
 
     def _timeout_s(self, key: Key) -> float:
         tries = max(1, self._attempts.get(key, 1))
-        return float(min(self.cfg.receipt_timeout_s * 2 ** (tries - 1),
-                         self.cfg.receipt_timeout_max_s))
+        return float(
+            min(self.cfg.receipt_timeout_s * 2 ** (tries - 1), self.cfg.receipt_timeout_max_s)
+        )
 
     def _collect_acks(self) -> None:
         """PUBACKs: a part the broker took now waits for the control room's receipt."""
@@ -306,22 +385,34 @@ class MqttUplink:
                 kind = self._best_effort.pop(mid, None) if key is None else None
             if kind is not None and reason >= 0x80:
                 self._counts[f"{kind}_refused"] += 1
-                log.warning("broker refused a %s message (check the ACL allows "
-                            "%s/<unit>/%s)", kind, self.topics.root,
-                            "collect/+" if kind == "collect" else kind)
+                log.warning(
+                    "broker refused a %s message (check the ACL allows %s/<unit>/%s)",
+                    kind,
+                    self.topics.root,
+                    "collect/+" if kind == "collect" else kind,
+                )
             if key is None:
                 continue  # status / heartbeat / crop / snapshot, or a duplicate
             seq, part = key
             if reason >= 0x80:
                 self._counts["refused"] += 1
-                log.error("broker refused %s of alert %s (reason %#x); keeping it, sending it "
-                          "again in %.0f s", part, m.alert_id(self.unit_id, seq), reason,
-                          self._timeout_s(key))
+                log.error(
+                    "broker refused %s of alert %s (reason %#x); keeping it, sending it "
+                    "again in %.0f s",
+                    part,
+                    m.alert_id(self.unit_id, seq),
+                    reason,
+                    self._timeout_s(key),
+                )
             elif reason == NO_MATCHING_SUBSCRIBERS:
                 self._counts["no_subscribers"] += 1
-                log.info("%s of alert %s reached no subscriber (no control room connected); "
-                         "sending it again in %.0f s", part, m.alert_id(self.unit_id, seq),
-                         self._timeout_s(key))
+                log.info(
+                    "%s of alert %s reached no subscriber (no control room connected); "
+                    "sending it again in %.0f s",
+                    part,
+                    m.alert_id(self.unit_id, seq),
+                    self._timeout_s(key),
+                )
             with self._lock:
                 self._awaiting[key] = now + self._timeout_s(key)
 
@@ -352,22 +443,35 @@ class MqttUplink:
         now = time.monotonic()
         with self._lock:
             free = self.cfg.max_inflight - len(self._inflight)
-            due = sorted(k for k, t in self._awaiting.items() if t <= now)[:max(0, free)]
+            due = sorted(k for k, t in self._awaiting.items() if t <= now)[: max(0, free)]
         for key in due:
             seq, part = key
             item = self.outbox.get(seq)
-            payload = None if item is None else (
-                item.payload if part == "alert" and not item.alert_acked
-                else item.evidence if part == "evidence"
-                else item.crop if part == "crop" else None)
+            payload = (
+                None
+                if item is None
+                else (
+                    item.payload
+                    if part == "alert" and not item.alert_acked
+                    else item.evidence
+                    if part == "evidence"
+                    else item.crop
+                    if part == "crop"
+                    else None
+                )
+            )
             if item is None or payload is None:  # receipted meanwhile, or pruned by the quota
                 with self._lock:
                     self._awaiting.pop(key, None)
                     self._attempts.pop(key, None)
                 continue
-            topic = (self.topics.alert if part == "alert"
-                     else self.topics.crop(item.alert_id) if part == "crop"
-                     else self.topics.evidence(item.alert_id))
+            topic = (
+                self.topics.alert
+                if part == "alert"
+                else self.topics.crop(item.alert_id)
+                if part == "crop"
+                else self.topics.evidence(item.alert_id)
+            )
             if not self._publish_part(key, topic, payload):
                 return
             self._counts["retransmitted"] += 1
@@ -376,8 +480,12 @@ class MqttUplink:
         with self._lock:  # hold the lock so a fast PUBACK finds its entry
             info = self._client.publish(topic, payload, qos=1)
             if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
-                log.warning("paho would not take %s of seq %d: %s", key[1], key[0],
-                            mqtt.error_string(info.rc))
+                log.warning(
+                    "paho would not take %s of seq %d: %s",
+                    key[1],
+                    key[0],
+                    mqtt.error_string(info.rc),
+                )
                 return False
             self._awaiting.pop(key, None)
             self._inflight[info.mid] = key
@@ -387,8 +495,10 @@ class MqttUplink:
 
     def _hand_over(self) -> None:
         with self._lock:
-            free = min(self.cfg.max_inflight - len(self._inflight),
-                       self.cfg.max_unreceipted - len(self._inflight) - len(self._awaiting))
+            free = min(
+                self.cfg.max_inflight - len(self._inflight),
+                self.cfg.max_unreceipted - len(self._inflight) - len(self._awaiting),
+            )
             after = self._handed_upto
         if free <= 0:
             return
@@ -413,8 +523,9 @@ class MqttUplink:
             return
         self._status = (state, reason)
         if self._connected.is_set() and not self._closed:
-            doc = m.build_status(self.unit_id, state, t_wall_s=time.time(),
-                                 software=__version__, reason=reason)
+            doc = m.build_status(
+                self.unit_id, state, t_wall_s=time.time(), software=__version__, reason=reason
+            )
             self._client.publish(self.topics.status, m.encode(doc), qos=1, retain=True)
 
     def publish_heartbeat(self, heartbeat: dict[str, Any]) -> bool:
@@ -444,8 +555,9 @@ class MqttUplink:
             props.UserProperty = ("request_id", request_id)
         return self._publish_best_effort("snapshot", self.topics.snapshot, jpeg, props)
 
-    def _publish_best_effort(self, kind: str, topic: str, payload: bytes,
-                             properties: Properties | None = None) -> bool:
+    def _publish_best_effort(
+        self, kind: str, topic: str, payload: bytes, properties: Properties | None = None
+    ) -> bool:
         if self._closed or not self._connected.is_set():
             self._counts[f"{kind}_dropped"] += 1
             return False
@@ -453,8 +565,7 @@ class MqttUplink:
             if len(self._best_effort) >= _BEST_EFFORT_MAX_INFLIGHT:
                 self._counts[f"{kind}_dropped"] += 1
                 return False
-            info = self._client.publish(topic, payload, qos=1, retain=False,
-                                        properties=properties)
+            info = self._client.publish(topic, payload, qos=1, retain=False, properties=properties)
             if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 # paho keeps a QoS 1 message it could not send and resends it on reconnect;
                 # that is fine for a crop that was nearly out, but it counts as not sent now.
@@ -538,10 +649,16 @@ class MqttUplink:
             self._commander.join(timeout=5.0)
             self._collect_acks()
             if self._connected.is_set():
-                offline = m.build_status(self.unit_id, "offline", t_wall_s=time.time(),
-                                         software=__version__, reason="stopped")
-                info = self._client.publish(self.topics.status, m.encode(offline), qos=1,
-                                            retain=True)
+                offline = m.build_status(
+                    self.unit_id,
+                    "offline",
+                    t_wall_s=time.time(),
+                    software=__version__,
+                    reason="stopped",
+                )
+                info = self._client.publish(
+                    self.topics.status, m.encode(offline), qos=1, retain=True
+                )
                 with contextlib.suppress(RuntimeError, ValueError):
                     info.wait_for_publish(timeout=1.0)
             self._client.disconnect()
@@ -557,9 +674,15 @@ class MqttUplink:
 
 
 def _set_tls(client: mqtt.Client, cfg: MqttSinkConfig) -> None:
-    configure_client(client, section="sink", ca_file=cfg.ca_file, cert_file=cfg.cert_file,
-                     key_file=cfg.key_file, username=cfg.username,
-                     password=cfg.resolved_password() if cfg.username else None)
+    configure_client(
+        client,
+        section="sink",
+        ca_file=cfg.ca_file,
+        cert_file=cfg.cert_file,
+        key_file=cfg.key_file,
+        username=cfg.username,
+        password=cfg.resolved_password() if cfg.username else None,
+    )
 
 
 def check_broker(cfg: object, *, unit_id: str, timeout_s: float = 5.0) -> tuple[bool, str]:
@@ -571,8 +694,11 @@ def check_broker(cfg: object, *, unit_id: str, timeout_s: float = 5.0) -> tuple[
         return False, f"sink type {getattr(cfg, 'type', type(cfg).__name__)!r} has no broker"
     result: dict[str, str] = {}
     done = threading.Event()
-    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2,
-                         client_id=f"{cfg.client_id or unit_id}-check", protocol=mqtt.MQTTv5)
+    client = mqtt.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        client_id=f"{cfg.client_id or unit_id}-check",
+        protocol=mqtt.MQTTv5,
+    )
 
     def on_connect(c: mqtt.Client, u: Any, f: Any, rc: ReasonCode, p: Any) -> None:
         result["rc"] = str(rc)

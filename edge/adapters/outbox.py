@@ -143,11 +143,18 @@ class Outbox:
         parts = [p for p in (self._corrupt_problem, self._disk_problem) if p]
         return "; ".join(parts) if parts else None
 
-    def __init__(self, path: Path, *, quota_bytes: int = 512 * 1024 * 1024,
-                 fsync: bool = True, first_seq: int | None = None,
-                 clock: Clock | None = None, seq_path: Path | None = None,
-                 reserve_bytes: int = DEFAULT_RESERVE_BYTES,
-                 spare_bytes: int = DEFAULT_SPARE_BYTES) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        quota_bytes: int = 512 * 1024 * 1024,
+        fsync: bool = True,
+        first_seq: int | None = None,
+        clock: Clock | None = None,
+        seq_path: Path | None = None,
+        reserve_bytes: int = DEFAULT_RESERVE_BYTES,
+        spare_bytes: int = DEFAULT_SPARE_BYTES,
+    ) -> None:
         """``first_seq`` numbers a new outbox (default :func:`first_seq_for_new_outbox`), but
         never below the sequence file; an existing outbox keeps its own counter. ``clock``
         (wall time) gives the new-outbox floor and the time in a corrupt file's new name.
@@ -160,8 +167,11 @@ class Outbox:
         if first_seq is not None and first_seq < 1:
             raise OutboxError(f"first_seq must be >= 1, got {first_seq}")
         self.path = Path(path)
-        self.seq_path = Path(seq_path) if seq_path is not None else \
-            self.path.with_name(self.path.name + SEQ_FILE_SUFFIX)
+        self.seq_path = (
+            Path(seq_path)
+            if seq_path is not None
+            else self.path.with_name(self.path.name + SEQ_FILE_SUFFIX)
+        )
         self.quota_bytes = int(quota_bytes)
         self.spare_path = self.path.with_name(self.path.name + SPARE_FILE_SUFFIX)
         self.reserve_bytes = max(0, int(reserve_bytes))
@@ -186,8 +196,9 @@ class Outbox:
             raise OutboxError(f"cannot open outbox {self.path}: {e}") from None
         except (sqlite3.Error, OSError) as e:
             raise OutboxError(f"cannot open outbox {self.path}: {e}") from None
-        log.info("outbox %s: %d alert(s) pending, next seq %d", self.path, self.depth(),
-                 self.next_seq)
+        log.info(
+            "outbox %s: %d alert(s) pending, next seq %d", self.path, self.depth(), self.next_seq
+        )
 
     def _open(self, first_seq: int | None) -> None:
         try:
@@ -206,8 +217,7 @@ class Outbox:
             raise
 
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                             timeout=10.0)
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA synchronous={'FULL' if self._fsync else 'NORMAL'}")
@@ -242,13 +252,19 @@ class Outbox:
             if file_r > db_r:
                 # The file reserved numbers this outbox never saw: it is an older copy (restored,
                 # or reverted by the card), or a crash came between the file and the commit.
-                log.warning("outbox %s is behind its sequence file %s (restored from a copy, "
-                            "or replaced?): numbering continues at %d, not %d", self.path,
-                            self.seq_path, max(nxt, file_r), nxt)
+                log.warning(
+                    "outbox %s is behind its sequence file %s (restored from a copy, "
+                    "or replaced?): numbering continues at %d, not %d",
+                    self.path,
+                    self.seq_path,
+                    max(nxt, file_r),
+                    nxt,
+                )
                 nxt = max(nxt, file_r)
         else:
-            start = first_seq if first_seq is not None else \
-                first_seq_for_new_outbox(self._clock.wall())
+            start = (
+                first_seq if first_seq is not None else first_seq_for_new_outbox(self._clock.wall())
+            )
             nxt = max(start, file_r, salvaged)
             db_r = 0
         reserved = max(file_r, db_r)
@@ -258,10 +274,12 @@ class Outbox:
             self._write_seq_file(reserved)
         self._db.execute("BEGIN IMMEDIATE")
         try:
-            self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('next_seq', ?)",
-                             (nxt,))
-            self._db.execute("INSERT OR REPLACE INTO meta (key, value) "
-                             "VALUES ('seq_reserved', ?)", (reserved,))
+            self._db.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('next_seq', ?)", (nxt,)
+            )
+            self._db.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('seq_reserved', ?)", (reserved,)
+            )
             self._db.execute("COMMIT")
         except BaseException:
             self._db.execute("ROLLBACK")
@@ -283,8 +301,11 @@ class Outbox:
             if value < 1:
                 raise ValueError(value)
         except (UnicodeDecodeError, ValueError):
-            log.warning("outbox sequence file %s is garbled (%r); ignored and rewritten",
-                        self.seq_path, text[:40])
+            log.warning(
+                "outbox sequence file %s is garbled (%r); ignored and rewritten",
+                self.seq_path,
+                text[:40],
+            )
             return 0
         return value
 
@@ -320,10 +341,14 @@ class Outbox:
         if kept is not None:
             self._corrupt_problem = (
                 f"outbox was corrupt ({self._problem_reason}); kept as {kept.name}; its "
-                f"unsent alerts are not sent; started fresh at seq {self._next_seq_locked()}")
+                f"unsent alerts are not sent; started fresh at seq {self._next_seq_locked()}"
+            )
             log.error("%s", self._corrupt_problem)
-            self._db.execute("INSERT OR REPLACE INTO notes (key, value) VALUES ('problem', ?), "
-                             "('problem_file', ?)", (self._corrupt_problem, kept.name))
+            self._db.execute(
+                "INSERT OR REPLACE INTO notes (key, value) VALUES ('problem', ?), "
+                "('problem_file', ?)",
+                (self._corrupt_problem, kept.name),
+            )
             return
         notes = dict(self._db.execute("SELECT key, value FROM notes").fetchall())
         if "problem" not in notes:
@@ -356,9 +381,16 @@ class Outbox:
             self._reserved = max(self._reserved, self._pending_reserved)
             return seq
 
-    def add(self, make_payload: Callable[[int], bytes], *, evidence: bytes | None,
-            evidence_state: str | None = None, created_wall_s: float | None = None,
-            seq: int | None = None, crop: bytes | None = None) -> int:
+    def add(
+        self,
+        make_payload: Callable[[int], bytes],
+        *,
+        evidence: bytes | None,
+        evidence_state: str | None = None,
+        created_wall_s: float | None = None,
+        seq: int | None = None,
+        crop: bytes | None = None,
+    ) -> int:
         """Commit an alert (fsync) and return its sequence number: ``seq`` if it was taken
         with :meth:`reserve`, else the next one. ``make_payload(seq)`` runs inside the
         transaction, so a failure there (or a crash) leaves no trace and no gap.
@@ -371,28 +403,47 @@ class Outbox:
             self._check_open()
             try:
                 try:
-                    return self._add_locked(make_payload, evidence, state, created, seq=seq,
-                                            crop=crop)
+                    return self._add_locked(
+                        make_payload, evidence, state, created, seq=seq, crop=crop
+                    )
                 except sqlite3.Error as e:
                     if not _is_full(e):
                         raise
                     if evidence is not None:
-                        log.warning("outbox %s: disk full; the new alert goes without its "
-                                    "evidence (%d bytes)", self.path, len(evidence))
+                        log.warning(
+                            "outbox %s: disk full; the new alert goes without its "
+                            "evidence (%d bytes)",
+                            self.path,
+                            len(evidence),
+                        )
                         with contextlib.suppress(sqlite3.Error):
-                            return self._add_locked(make_payload, None, "pruned", created,
-                                                    count_pruned=True, seq=seq)
+                            return self._add_locked(
+                                make_payload, None, "pruned", created, count_pruned=True, seq=seq
+                            )
                     if not self._release_spare():
                         raise
-                    return self._add_locked(make_payload, None,
-                                            "pruned" if evidence is not None else state, created,
-                                            count_pruned=evidence is not None, seq=seq)
+                    return self._add_locked(
+                        make_payload,
+                        None,
+                        "pruned" if evidence is not None else state,
+                        created,
+                        count_pruned=evidence is not None,
+                        seq=seq,
+                    )
             except (sqlite3.Error, OSError) as e:
                 raise OutboxError(f"outbox {self.path}: cannot commit alert: {e}") from None
 
-    def _add_locked(self, make_payload: Callable[[int], bytes], evidence: bytes | None,
-                    state: str, created: float, *, count_pruned: bool = False,
-                    seq: int | None = None, crop: bytes | None = None) -> int:
+    def _add_locked(
+        self,
+        make_payload: Callable[[int], bytes],
+        evidence: bytes | None,
+        state: str,
+        created: float,
+        *,
+        count_pruned: bool = False,
+        seq: int | None = None,
+        crop: bytes | None = None,
+    ) -> int:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             reserved_seq = seq
@@ -412,19 +463,34 @@ class Outbox:
                 need = len(payload) + len(ev)
                 self._make_room(need, seq, quota=budget, alerts_too=False)
                 if self._used_bytes + need > budget:
-                    log.warning("outbox %s: evidence of alert seq %d not kept (%d bytes; "
-                                "%s)", self.path, seq, len(ev),
-                                "quota" if budget == self.quota_bytes else "disk nearly full")
+                    log.warning(
+                        "outbox %s: evidence of alert seq %d not kept (%d bytes; %s)",
+                        self.path,
+                        seq,
+                        len(ev),
+                        "quota" if budget == self.quota_bytes else "disk nearly full",
+                    )
                     self._bump("evidence_pruned")
                     ev, state = None, "pruned"
-            self._make_room(len(payload) + (len(ev) if ev else 0), seq,
-                            quota=self.quota_bytes, alerts_too=True)
+            self._make_room(
+                len(payload) + (len(ev) if ev else 0), seq, quota=self.quota_bytes, alerts_too=True
+            )
             self._db.execute(
                 "INSERT INTO alerts (seq, alert_id, created_wall_s, payload, evidence, "
                 "evidence_state, frame_sha256, crop, crop_state) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (seq, _alert_id_of(payload, seq), created, payload, ev, state,
-                 _frame_sha256_of(payload), crop, "pending" if crop is not None else "none"))
+                (
+                    seq,
+                    _alert_id_of(payload, seq),
+                    created,
+                    payload,
+                    ev,
+                    state,
+                    _frame_sha256_of(payload),
+                    crop,
+                    "pending" if crop is not None else "none",
+                ),
+            )
             if reserved_seq is None:
                 self._advance_locked(seq)
             self._db.execute("COMMIT")
@@ -444,8 +510,7 @@ class Outbox:
         if seq >= reserved:
             reserved = seq + SEQ_RESERVE_BLOCK
             self._write_seq_file(reserved)
-            self._db.execute("UPDATE meta SET value = ? WHERE key = 'seq_reserved'",
-                             (reserved,))
+            self._db.execute("UPDATE meta SET value = ? WHERE key = 'seq_reserved'", (reserved,))
         self._pending_reserved = reserved
 
     def _make_room(self, need: int, seq: int, *, quota: int, alerts_too: bool) -> None:
@@ -461,16 +526,23 @@ class Outbox:
                 return
             self._db.execute(
                 "UPDATE alerts SET evidence = NULL, evidence_state = 'pruned' WHERE seq = ?",
-                (old_seq,))
+                (old_seq,),
+            )
             self._used_bytes -= int(size)
             self._bump("evidence_pruned")
-            row = self._db.execute("SELECT LENGTH(payload) FROM alerts WHERE seq = ? "
-                                   "AND alert_acked = 1", (old_seq,)).fetchone()
+            row = self._db.execute(
+                "SELECT LENGTH(payload) FROM alerts WHERE seq = ? AND alert_acked = 1", (old_seq,)
+            ).fetchone()
             if row is not None:  # the alert itself was already delivered: nothing left to send
                 self._db.execute("DELETE FROM alerts WHERE seq = ?", (old_seq,))
                 self._used_bytes -= int(row[0])
-            log.warning("outbox quota (%d bytes): dropped the unsent evidence of alert seq %d "
-                        "to keep alert seq %d", quota, old_seq, seq)
+            log.warning(
+                "outbox quota (%d bytes): dropped the unsent evidence of alert seq %d "
+                "to keep alert seq %d",
+                quota,
+                old_seq,
+                seq,
+            )
         if not alerts_too:
             return
         rows = self._db.execute("SELECT seq, LENGTH(payload) FROM alerts ORDER BY seq").fetchall()
@@ -480,8 +552,12 @@ class Outbox:
             self._db.execute("DELETE FROM alerts WHERE seq = ?", (old_seq,))
             self._used_bytes -= int(size)
             self._bump("alerts_pruned")
-            log.error("outbox quota (%d bytes) exhausted with no evidence left to drop: "
-                      "DROPPED unsent alert seq %d", quota, old_seq)
+            log.error(
+                "outbox quota (%d bytes) exhausted with no evidence left to drop: "
+                "DROPPED unsent alert seq %d",
+                quota,
+                old_seq,
+            )
 
     def _bump(self, key: str) -> None:
         self._db.execute("UPDATE meta SET value = value + 1 WHERE key = ?", (key,))
@@ -489,7 +565,8 @@ class Outbox:
     def _recount(self) -> None:
         row = self._db.execute(
             "SELECT COALESCE(SUM(LENGTH(payload)), 0) + COALESCE(SUM(LENGTH(evidence)), 0) "
-            "+ COALESCE(SUM(LENGTH(crop)), 0) FROM alerts").fetchone()
+            "+ COALESCE(SUM(LENGTH(crop)), 0) FROM alerts"
+        ).fetchone()
         self._used_bytes = int(row[0])
 
     def _rollback(self) -> None:
@@ -518,8 +595,9 @@ class Outbox:
                         raise
                     done = self._ack_locked(parts)
             except sqlite3.Error as e:
-                raise OutboxError(f"outbox {self.path}: cannot record acknowledgement: {e}") \
-                    from None
+                raise OutboxError(
+                    f"outbox {self.path}: cannot record acknowledgement: {e}"
+                ) from None
             if self._spare_missing:
                 self._restore_spare()
             return done
@@ -536,26 +614,34 @@ class Outbox:
                 elif part == "crop":
                     row = self._db.execute(
                         "SELECT LENGTH(crop) FROM alerts WHERE seq = ? AND crop_state = 'pending'",
-                        (seq,)).fetchone()
+                        (seq,),
+                    ).fetchone()
                     if row is not None:
                         freed += int(row[0] or 0)
-                        self._db.execute("UPDATE alerts SET crop = NULL, crop_state = 'acked' "
-                                         "WHERE seq = ?", (seq,))
+                        self._db.execute(
+                            "UPDATE alerts SET crop = NULL, crop_state = 'acked' WHERE seq = ?",
+                            (seq,),
+                        )
                 else:
                     row = self._db.execute(
                         "SELECT LENGTH(evidence) FROM alerts WHERE seq = ? "
-                        "AND evidence_state = 'pending'", (seq,)).fetchone()
+                        "AND evidence_state = 'pending'",
+                        (seq,),
+                    ).fetchone()
                     if row is not None:
                         freed += int(row[0] or 0)
                         self._db.execute(
                             "UPDATE alerts SET evidence = NULL, evidence_state = 'acked' "
-                            "WHERE seq = ?", (seq,))
+                            "WHERE seq = ?",
+                            (seq,),
+                        )
             done = 0
             for seq in seqs:
                 row = self._db.execute(
                     "SELECT LENGTH(payload) FROM alerts WHERE seq = ? AND alert_acked = 1 "
                     "AND evidence_state != 'pending' AND crop_state != 'pending'",
-                    (seq,)).fetchone()
+                    (seq,),
+                ).fetchone()
                 if row is not None:
                     freed += int(row[0])
                     self._db.execute("DELETE FROM alerts WHERE seq = ?", (seq,))
@@ -580,13 +666,17 @@ class Outbox:
         overhead (measured: 2-3 % with 150 kB evidence)."""
         try:
             free = shutil.disk_usage(self.path.parent).free
-            sizes = [os.stat(f"{self.path}{sfx}").st_size if os.path.exists(f"{self.path}{sfx}")
-                     else 0 for sfx in ("", "-wal")]
+            sizes = [
+                os.stat(f"{self.path}{sfx}").st_size if os.path.exists(f"{self.path}{sfx}") else 0
+                for sfx in ("", "-wal")
+            ]
         except OSError:
             return None
         page_size = int(self._db.execute("PRAGMA page_size").fetchone()[0])
-        wal_max = int(self._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0]) * page_size \
+        wal_max = (
+            int(self._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0]) * page_size
             + _WAL_TXN_BYTES
+        )
         space = free + sum(sizes) - self.reserve_bytes - wal_max
         return max(0, space * 16 // 17)
 
@@ -598,12 +688,13 @@ class Outbox:
         except FileNotFoundError:
             return False
         except OSError as e:
-            log.error("outbox %s: disk full and the spare file cannot be removed: %s",
-                      self.path, e)
+            log.error("outbox %s: disk full and the spare file cannot be removed: %s", self.path, e)
             return False
         self._spare_missing = True
-        self._disk_problem = (f"disk full: gave up the outbox's {size}-byte spare file to keep "
-                              "recording alerts and acknowledgements")
+        self._disk_problem = (
+            f"disk full: gave up the outbox's {size}-byte spare file to keep "
+            "recording alerts and acknowledgements"
+        )
         log.error("outbox %s: %s", self.path, self._disk_problem)
         return True
 
@@ -622,8 +713,9 @@ class Outbox:
                 return
             _write_file_atomic(self.spare_path, bytes(self.spare_bytes), fsync=self._fsync)
         except OSError as e:
-            log.warning("outbox %s: cannot make the spare file %s: %s", self.path,
-                        self.spare_path, e)
+            log.warning(
+                "outbox %s: cannot make the spare file %s: %s", self.path, self.spare_path, e
+            )
             self._spare_missing = True
             return
         if self._spare_missing:
@@ -640,7 +732,8 @@ class Outbox:
             try:
                 rows = self._db.execute(
                     f"SELECT {_ITEM_COLUMNS} FROM alerts WHERE seq > ? ORDER BY seq LIMIT ?",
-                    (after_seq, limit)).fetchall()
+                    (after_seq, limit),
+                ).fetchall()
             except sqlite3.Error as e:
                 raise OutboxError(f"outbox {self.path}: cannot read: {e}") from None
         return [_item(r) for r in rows]
@@ -651,7 +744,8 @@ class Outbox:
             self._check_open()
             try:
                 row = self._db.execute(
-                    f"SELECT {_ITEM_COLUMNS} FROM alerts WHERE seq = ?", (seq,)).fetchone()
+                    f"SELECT {_ITEM_COLUMNS} FROM alerts WHERE seq = ?", (seq,)
+                ).fetchone()
             except sqlite3.Error as e:
                 raise OutboxError(f"outbox {self.path}: cannot read: {e}") from None
         return None if row is None else _item(row)
@@ -662,8 +756,9 @@ class Outbox:
         with self._lock:
             self._check_open()
             try:
-                row = self._db.execute("SELECT 1 FROM alerts WHERE frame_sha256 = ? LIMIT 1",
-                                       (frame_sha256,)).fetchone()
+                row = self._db.execute(
+                    "SELECT 1 FROM alerts WHERE frame_sha256 = ? LIMIT 1", (frame_sha256,)
+                ).fetchone()
             except sqlite3.Error as e:
                 raise OutboxError(f"outbox {self.path}: cannot read: {e}") from None
         return row is not None
@@ -688,10 +783,14 @@ class Outbox:
             self._check_open()
             meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
             depth = int(self._db.execute("SELECT COUNT(*) FROM alerts").fetchone()[0])
-            return {"depth": depth, "used_bytes": self._used_bytes,
-                    "quota_bytes": self.quota_bytes, "next_seq": int(meta["next_seq"]),
-                    "evidence_pruned": int(meta["evidence_pruned"]),
-                    "alerts_pruned": int(meta["alerts_pruned"])}
+            return {
+                "depth": depth,
+                "used_bytes": self._used_bytes,
+                "quota_bytes": self.quota_bytes,
+                "next_seq": int(meta["next_seq"]),
+                "evidence_pruned": int(meta["evidence_pruned"]),
+                "alerts_pruned": int(meta["alerts_pruned"]),
+            }
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -723,7 +822,7 @@ def _alert_id_of(payload: bytes, seq: int) -> str:
     if i < 0:
         return str(seq)
     j = payload.find(b'"', i + len(marker))
-    return payload[i + len(marker):j].decode("utf-8", "replace") if j > 0 else str(seq)
+    return payload[i + len(marker) : j].decode("utf-8", "replace") if j > 0 else str(seq)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -743,7 +842,7 @@ def _write_file_atomic(path: Path, data: bytes, *, fsync: bool = True) -> None:
         try:
             view = memoryview(data)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             if fsync:
                 os.fsync(fd)
         finally:
@@ -766,8 +865,10 @@ def _salvage_next_seq(path: Path) -> int:
         return 0
     best = 0
     try:
-        for sql in ("SELECT MAX(value) FROM meta WHERE key IN ('next_seq', 'seq_reserved')",
-                    "SELECT MAX(seq) + 1 FROM alerts"):
+        for sql in (
+            "SELECT MAX(value) FROM meta WHERE key IN ('next_seq', 'seq_reserved')",
+            "SELECT MAX(seq) + 1 FROM alerts",
+        ):
             with contextlib.suppress(sqlite3.Error, TypeError, ValueError):
                 best = max(best, int(db.execute(sql).fetchone()[0]))
     finally:
@@ -775,8 +876,14 @@ def _salvage_next_seq(path: Path) -> int:
     return best
 
 
-_FULL_CODES = frozenset({sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR_SHMSIZE,
-                         sqlite3.SQLITE_IOERR_WRITE, sqlite3.SQLITE_IOERR_TRUNCATE})
+_FULL_CODES = frozenset(
+    {
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_IOERR_SHMSIZE,
+        sqlite3.SQLITE_IOERR_WRITE,
+        sqlite3.SQLITE_IOERR_TRUNCATE,
+    }
+)
 
 
 def _is_full(e: BaseException) -> bool:
@@ -797,15 +904,22 @@ def _frame_sha256_of(payload: bytes) -> str | None:
     return sha if isinstance(sha, str) else None
 
 
-_ITEM_COLUMNS = ("seq, alert_id, payload, CASE WHEN evidence_state = 'pending' THEN evidence END, "
-                 "alert_acked, CASE WHEN crop_state = 'pending' THEN crop END")
+_ITEM_COLUMNS = (
+    "seq, alert_id, payload, CASE WHEN evidence_state = 'pending' THEN evidence END, "
+    "alert_acked, CASE WHEN crop_state = 'pending' THEN crop END"
+)
 
 
 def _item(row: tuple[Any, ...]) -> OutboxItem:
     seq, alert_id, payload, evidence, acked, crop = row
-    return OutboxItem(int(seq), str(alert_id), bytes(payload),
-                      None if evidence is None else bytes(evidence), bool(acked),
-                      None if crop is None else bytes(crop))
+    return OutboxItem(
+        int(seq),
+        str(alert_id),
+        bytes(payload),
+        None if evidence is None else bytes(evidence),
+        bool(acked),
+        None if crop is None else bytes(crop),
+    )
 
 
 def _migrate(db: sqlite3.Connection) -> None:
@@ -816,8 +930,10 @@ def _migrate(db: sqlite3.Connection) -> None:
         try:
             db.execute("ALTER TABLE alerts ADD COLUMN frame_sha256 TEXT")
             for seq, payload in db.execute("SELECT seq, payload FROM alerts").fetchall():
-                db.execute("UPDATE alerts SET frame_sha256 = ? WHERE seq = ?",
-                           (_frame_sha256_of(bytes(payload)), seq))
+                db.execute(
+                    "UPDATE alerts SET frame_sha256 = ? WHERE seq = ?",
+                    (_frame_sha256_of(bytes(payload)), seq),
+                )
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:

@@ -66,8 +66,7 @@ class JsonlSink:
         self.numbers = SeqFile(self.path.with_name(self.path.name + ".seq"))
         self.sent = 0
         try:
-            self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND,
-                                           0o640)
+            self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
         except OSError as e:
             raise EvidenceError(f"cannot open alert log {self.path}: {e.strerror}") from e
 

@@ -23,12 +23,12 @@ from edge.core.errors import ModelError, PhonewatchError
 log = logging.getLogger(__name__)
 
 _PLUGIN_MODULES = [
-    "edge.app.cli_unit",     # run, check, classify, roi-preview, demo
-    "edge.app.cli_gps",      # gps
-    "edge.app.cli_uplink",   # keys, uplink tools
-    "edge.app.cli_models",   # eval (model toolchain)
-    "edge.app.cli_field",    # gpio / supervisor / field tools
-    "controlroom.cli",       # controlroom ...
+    "edge.app.cli_unit",  # run, check, classify, roi-preview, demo
+    "edge.app.cli_gps",  # gps
+    "edge.app.cli_uplink",  # keys, uplink tools
+    "edge.app.cli_models",  # eval (model toolchain)
+    "edge.app.cli_field",  # gpio / supervisor / field tools
+    "controlroom.cli",  # controlroom ...
 ]
 
 
@@ -41,8 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
         "'phonewatch <command> --help' explains each command.",
     )
     parser.add_argument("--version", action="version", version=f"phonewatch {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0,
-                        help="more logging (-v info, -vv debug)")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _PLUGIN_MODULES:
         if importlib.util.find_spec(name.rsplit(".", 1)[0]) is None:
@@ -80,8 +81,11 @@ def quiet_tflite() -> Iterator[None]:
             os.dup2(saved, 2)
             os.close(saved)
             tmp.seek(0)
-            kept = b"".join(line for line in tmp.read().splitlines(keepends=True)
-                            if not any(c in line for c in TFLITE_CHATTER))
+            kept = b"".join(
+                line
+                for line in tmp.read().splitlines(keepends=True)
+                if not any(c in line for c in TFLITE_CHATTER)
+            )
             if kept:
                 sys.stderr.flush()
                 os.write(2, kept)
@@ -100,8 +104,10 @@ def explain(e: BaseException) -> str:
     """The one-line message for an expected failure, with the next step where there is one."""
     text = str(e)
     if isinstance(e, ModelError) and "sidecar" in text and "is missing" in text:
-        text += ("; write one with 'phonewatch sidecar MODEL --positive LABEL ...' "
-                 "(phonewatch sidecar --help)")
+        text += (
+            "; write one with 'phonewatch sidecar MODEL --positive LABEL ...' "
+            "(phonewatch sidecar --help)"
+        )
     elif isinstance(e, OSError) and not isinstance(e, PhonewatchError):
         # An operating-system failure the commands did not foresee: name the file, not a
         # traceback (-vv logs the traceback).

@@ -17,44 +17,87 @@ log = logging.getLogger(__name__)
 
 
 def add_parsers(sub: Any) -> None:
-    p = sub.add_parser("pins", help="print the pin map (what is wired where)",
-                       description="Print the one pin map: every signal, its Pi GPIO / header "
-                       "pin and its Pico GP / board pin.")
-    p.add_argument("--pin-map", type=Path, default=None,
-                   help="pin map file (default: hardware/pinmap.toml of this checkout)")
-    p.add_argument("--config", type=Path, default=None,
-                   help="take the pin map named by this unit config's [gpio] table")
+    p = sub.add_parser(
+        "pins",
+        help="print the pin map (what is wired where)",
+        description="Print the one pin map: every signal, its Pi GPIO / header "
+        "pin and its Pico GP / board pin.",
+    )
+    p.add_argument(
+        "--pin-map",
+        type=Path,
+        default=None,
+        help="pin map file (default: hardware/pinmap.toml of this checkout)",
+    )
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="take the pin map named by this unit config's [gpio] table",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_pins)
 
-    p = sub.add_parser("gpio-test", help="walk the status LED, buzzer, button and ignition",
-                       description="Installer's check: shows every status LED pattern, beeps "
-                       "once, then reports button presses and the ignition line until the "
-                       "time is up. --mock runs on gpiozero's MockFactory (no Pi needed).")
+    p = sub.add_parser(
+        "gpio-test",
+        help="walk the status LED, buzzer, button and ignition",
+        description="Installer's check: shows every status LED pattern, beeps "
+        "once, then reports button presses and the ignition line until the "
+        "time is up. --mock runs on gpiozero's MockFactory (no Pi needed).",
+    )
     p.add_argument("--config", type=Path, default=None, help="unit config (uses its [gpio])")
     p.add_argument("--pin-map", type=Path, default=None, help="pin map file")
-    p.add_argument("--mode", choices=["junction", "patrol"], default="patrol",
-                   help="patrol (default) beeps and flashes on a hit; junction does not")
+    p.add_argument(
+        "--mode",
+        choices=["junction", "patrol"],
+        default="patrol",
+        help="patrol (default) beeps and flashes on a hit; junction does not",
+    )
     p.add_argument("--step-s", type=float, default=3.0, help="seconds per LED pattern")
-    p.add_argument("--listen-s", type=float, default=10.0,
-                   help="seconds to report button and ignition after the patterns")
+    p.add_argument(
+        "--listen-s",
+        type=float,
+        default=10.0,
+        help="seconds to report button and ignition after the patterns",
+    )
     p.add_argument("--mock", action="store_true", help="gpiozero MockFactory instead of pins")
     p.set_defaults(func=cmd_gpio_test)
 
-    p = sub.add_parser("supervisor", help="talk to the Pico power supervisor",
-                       description="Query the Pico supervisor's status, or send it a command.")
+    p = sub.add_parser(
+        "supervisor",
+        help="talk to the Pico power supervisor",
+        description="Query the Pico supervisor's status, or send it a command.",
+    )
     p.add_argument("--port", default="/dev/ttyAMA2", help="supervisor serial port / URL")
-    p.add_argument("--baud", type=int, default=115200,
-                   help="serial speed (default 115200, as the Pico firmware)")
-    p.add_argument("--timeout-s", type=float, default=3.0,
-                   help="how long to wait for the Pico's answer (default 3 s)")
-    p.add_argument("action", choices=["status", "strobe"], nargs="?", default="status",
-                   help="status (default): print the Pico's state; strobe: set the IR strobe "
-                   "(--on-us, --max-duty-pct), then print the state")
-    p.add_argument("--on-us", type=int, default=0,
-                   help="strobe: IR pulse per frame in microseconds (0 = off)")
-    p.add_argument("--max-duty-pct", type=int, default=25,
-                   help="strobe: the most of the time the IR may be on, 1..50 %% (default 25)")
+    p.add_argument(
+        "--baud",
+        type=int,
+        default=115200,
+        help="serial speed (default 115200, as the Pico firmware)",
+    )
+    p.add_argument(
+        "--timeout-s",
+        type=float,
+        default=3.0,
+        help="how long to wait for the Pico's answer (default 3 s)",
+    )
+    p.add_argument(
+        "action",
+        choices=["status", "strobe"],
+        nargs="?",
+        default="status",
+        help="status (default): print the Pico's state; strobe: set the IR strobe "
+        "(--on-us, --max-duty-pct), then print the state",
+    )
+    p.add_argument(
+        "--on-us", type=int, default=0, help="strobe: IR pulse per frame in microseconds (0 = off)"
+    )
+    p.add_argument(
+        "--max-duty-pct",
+        type=int,
+        default=25,
+        help="strobe: the most of the time the IR may be on, 1..50 %% (default 25)",
+    )
     p.set_defaults(func=cmd_supervisor)
 
 
@@ -110,8 +153,11 @@ def cmd_gpio_test(args: argparse.Namespace) -> int:
         io.set_status("running")
         print("hit signal: buzzer and LED flash (patrol mode)", flush=True)
         io.on_hit("test")
-        print(f"ignition: {_onoff(io.ignition_on)}; press the button (short = mute, "
-              f"hold {cfg.long_press_s:.1f} s = mark) ...", flush=True)
+        print(
+            f"ignition: {_onoff(io.ignition_on)}; press the button (short = mute, "
+            f"hold {cfg.long_press_s:.1f} s = mark) ...",
+            flush=True,
+        )
         deadline = time.monotonic() + args.listen_s
         muted, ignition = io.is_muted, io.ignition_on
         while time.monotonic() < deadline:
@@ -146,17 +192,21 @@ def cmd_supervisor(args: argparse.Namespace) -> int:
             link.set_strobe(args.on_us, args.max_duty_pct)
             if not link.wait_ack("IR", args.timeout_s):
                 why = ", ".join(link.errors_from_pico) or "no answer"
-                raise SupervisorError(f"supervisor on {args.port} did not accept the strobe "
-                                      f"setting ({why})")
+                raise SupervisorError(
+                    f"supervisor on {args.port} did not accept the strobe setting ({why})"
+                )
             print(f"strobe: {args.on_us} µs per frame, at most {args.max_duty_pct} % duty")
         link.query()
         deadline = time.monotonic() + args.timeout_s
         while link.status is None and time.monotonic() < deadline:
             time.sleep(0.02)
         if link.status is None:
-            raise SupervisorError(f"no status from the supervisor on {args.port} "
-                                  f"within {args.timeout_s:.0f} s")
+            raise SupervisorError(
+                f"no status from the supervisor on {args.port} within {args.timeout_s:.0f} s"
+            )
         s = link.status
-        print(f"supervisor firmware {s.firmware}: state {s.state}, ignition "
-              f"{'on' if s.ignition_on else 'off'}, {s.resets} power cycles, up {s.uptime_s} s")
+        print(
+            f"supervisor firmware {s.firmware}: state {s.state}, ignition "
+            f"{'on' if s.ignition_on else 'off'}, {s.resets} power cycles, up {s.uptime_s} s"
+        )
     return 0

@@ -66,8 +66,7 @@ def list_images(folder: Path) -> list[tuple[Path, int]]:
     return items
 
 
-def read_conditions(folder: Path, files: list[str],
-                    labels: list[int]) -> dict[str, list[str]]:
+def read_conditions(folder: Path, files: list[str], labels: list[int]) -> dict[str, list[str]]:
     """Per-image conditions from ``folder/index.csv``, if the folder has one.
 
     The index has a ``file`` column (``phone/x.png``, relative to the folder), optionally a
@@ -90,8 +89,10 @@ def read_conditions(folder: Path, files: list[str],
         if row is None:
             raise EvalDataError(f"{index} has no row for {name}")
         if row.get("phone") not in (None, "", str(label)):
-            raise EvalDataError(f"{index} says phone={row['phone']} for {name}, "
-                                f"but the image is in {name.split('/')[0]}/")
+            raise EvalDataError(
+                f"{index} says phone={row['phone']} for {name}, "
+                f"but the image is in {name.split('/')[0]}/"
+            )
         for c in columns:
             out[c].append(row.get(c) or "")
     return out
@@ -110,13 +111,27 @@ def _dataset_name(folder: Path) -> str:
 
 # -- plotting (OpenCV only) -------------------------------------------------------------------
 
-_COLOURS = ((200, 80, 20), (30, 30, 220), (30, 160, 30), (180, 30, 180), (0, 140, 255),
-            (120, 120, 0), (90, 90, 90))
+_COLOURS = (
+    (200, 80, 20),
+    (30, 30, 220),
+    (30, 160, 30),
+    (180, 30, 180),
+    (0, 140, 255),
+    (120, 120, 0),
+    (90, 90, 90),
+)
 
 
-def draw_curves(curves: list[tuple[str, np.ndarray, np.ndarray]], *, title: str, xlabel: str,
-                ylabel: str, path: Path, diagonal: bool = False,
-                legend_low: bool = True) -> Path:
+def draw_curves(
+    curves: list[tuple[str, np.ndarray, np.ndarray]],
+    *,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    path: Path,
+    diagonal: bool = False,
+    legend_low: bool = True,
+) -> Path:
     """Line plot of ``(label, xs, ys)`` curves in the unit square, written as a PNG."""
     w, h, left, right, top, bottom = 720, 560, 70, 20, 40, 60
     img = np.full((h, w, 3), 255, np.uint8)
@@ -155,8 +170,10 @@ def draw_curves(curves: list[tuple[str, np.ndarray, np.ndarray]], *, title: str,
 
 # -- eval ---------------------------------------------------------------------------------------
 
-def evaluate(models: list[tuple[Path, Path | None]], folders: list[Path], *,
-             threads: int = 2) -> tuple[list[ModelResult], dict[str, np.ndarray]]:
+
+def evaluate(
+    models: list[tuple[Path, Path | None]], folders: list[Path], *, threads: int = 2
+) -> tuple[list[ModelResult], dict[str, np.ndarray]]:
     """Score every folder with every model; returns per-model results and labels per folder."""
     from edge.adapters.classifier import LiteRTClassifier
 
@@ -178,17 +195,24 @@ def evaluate(models: list[tuple[Path, Path | None]], folders: list[Path], *,
             loaded.append(img)
         images[name] = loaded
     labels = {name: np.array([lab for _, lab in items], np.int64) for name, items in data.items()}
-    files = {name: [p.relative_to(folder_of[name]).as_posix() for p, _ in items]
-             for name, items in data.items()}
-    conditions = {name: read_conditions(folder_of[name], files[name], [lab for _, lab in items])
-                  for name, items in data.items()}
+    files = {
+        name: [p.relative_to(folder_of[name]).as_posix() for p, _ in items]
+        for name, items in data.items()
+    }
+    conditions = {
+        name: read_conditions(folder_of[name], files[name], [lab for _, lab in items])
+        for name, items in data.items()
+    }
 
     results = []
     for model_path, sidecar in models:
         with LiteRTClassifier.open(model_path, sidecar=sidecar, threads=threads) as clf:
             v = clf.spec.version
-            res = ModelResult(name=clf.spec.name + ("" if v == "third-party" else f" {v}"),
-                              model=str(model_path), threshold=float(clf.spec.threshold))
+            res = ModelResult(
+                name=clf.spec.name + ("" if v == "third-party" else f" {v}"),
+                model=str(model_path),
+                threshold=float(clf.spec.threshold),
+            )
             total_s, total_n = 0.0, 0
             for name, imgs in images.items():
                 t0 = time.perf_counter()
@@ -200,7 +224,8 @@ def evaluate(models: list[tuple[Path, Path | None]], folders: list[Path], *,
                 res.per_data[name] = metrics.summary(labels[name], scores, res.threshold)
                 if conditions[name]:
                     res.per_data[name]["by_condition"] = metrics.by_condition(
-                        labels[name], scores, res.threshold, conditions[name])
+                        labels[name], scores, res.threshold, conditions[name]
+                    )
             res.ms_per_crop = 1000.0 * total_s / max(1, total_n)
         results.append(res)
     return results, labels
@@ -218,25 +243,41 @@ def format_table(results: list[ModelResult], dataset: str) -> str:
     """The side-by-side table for one dataset (rows = metrics, columns = models)."""
     rows: list[tuple[str, list[str]]] = []
     first = results[0].per_data[dataset]
-    rows.append(("images (phone / none)",
-                 [f"{first['n']} ({first['positives']} / {first['negatives']})"] * len(results)))
+    rows.append(
+        (
+            "images (phone / none)",
+            [f"{first['n']} ({first['positives']} / {first['negatives']})"] * len(results),
+        )
+    )
     for key, label in (("roc_auc", "ROC-AUC"),):
         rows.append((label, [_fmt(r.per_data[dataset][key]) for r in results]))
     for p in metrics.FPR_POINTS:
-        rows.append((f"recall @ {p:.0%} FPR",
-                     [_fmt(r.per_data[dataset]["recall_at_fpr"][f"{p:g}"]) for r in results]))
+        rows.append(
+            (
+                f"recall @ {p:.0%} FPR",
+                [_fmt(r.per_data[dataset]["recall_at_fpr"][f"{p:g}"]) for r in results],
+            )
+        )
     rows.append(("threshold (sidecar)", [_fmt(r.threshold) for r in results]))
     for key in ("precision", "recall", "f1", "fpr"):
         rows.append((f"  {key} @ threshold", [_fmt(r.per_data[dataset][key]) for r in results]))
-    rows.append(("  confusion tp/fp/tn/fn", [
-        "/".join(str(r.per_data[dataset]["confusion"][k]) for k in ("tp", "fp", "tn", "fn"))
-        for r in results]))
+    rows.append(
+        (
+            "  confusion tp/fp/tn/fn",
+            [
+                "/".join(str(r.per_data[dataset]["confusion"][k]) for k in ("tp", "fp", "tn", "fn"))
+                for r in results
+            ],
+        )
+    )
     rows.append(("ms per crop (CPU, incl. preprocess)", [f"{r.ms_per_crop:.2f}" for r in results]))
     head = [r.name for r in results]
     w0 = max(len(r[0]) for r in rows) + 2
     widths = [max(len(head[i]), *(len(r[1][i]) for r in rows)) + 2 for i in range(len(results))]
-    lines = [f"== {dataset}",
-             "".ljust(w0) + "".join(h.rjust(widths[i]) for i, h in enumerate(head))]
+    lines = [
+        f"== {dataset}",
+        "".ljust(w0) + "".join(h.rjust(widths[i]) for i, h in enumerate(head)),
+    ]
     for label, vals in rows:
         lines.append(label.ljust(w0) + "".join(v.rjust(widths[i]) for i, v in enumerate(vals)))
     return "\n".join(lines)
@@ -253,8 +294,7 @@ def format_conditions(result: ModelResult, dataset: str) -> str:
         for value, g in values.items():
             parts = []
             if g["positives"]:
-                parts.append(f"phone found {g['tp']}/{g['positives']} "
-                             f"(recall {g['recall']:.3f})")
+                parts.append(f"phone found {g['tp']}/{g['positives']} (recall {g['recall']:.3f})")
             if g["negatives"]:
                 parts.append(f"no-phone flagged {g['fp']}/{g['negatives']} (FPR {g['fpr']:.3f})")
             lines.append(f"  {value.ljust(w)}  " + "; ".join(parts))
@@ -272,13 +312,22 @@ def report(results: list[ModelResult], labels: dict[str, np.ndarray]) -> str:
 def eval_document(results: list[ModelResult]) -> dict[str, Any]:
     """The ``metrics.json`` document (what ``models.card`` reads)."""
     return {
-        "models": [{"name": r.name, "model": r.model, "threshold": r.threshold,
-                    "ms_per_crop": r.ms_per_crop, "data": r.per_data} for r in results],
+        "models": [
+            {
+                "name": r.name,
+                "model": r.model,
+                "threshold": r.threshold,
+                "ms_per_crop": r.ms_per_crop,
+                "data": r.per_data,
+            }
+            for r in results
+        ],
     }
 
 
-def write_outputs(results: list[ModelResult], labels: dict[str, np.ndarray],
-                  out: Path) -> list[Path]:
+def write_outputs(
+    results: list[ModelResult], labels: dict[str, np.ndarray], out: Path
+) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written = []
     doc = eval_document(results)
@@ -293,18 +342,34 @@ def write_outputs(results: list[ModelResult], labels: dict[str, np.ndarray],
             roc.append((f"{r.name} (AUC {_fmt(auc)})", fpr, tpr))
             prec, rec, _ = metrics.pr_curve(y, r.scores[dataset])
             pr.append((r.name, np.r_[0.0, rec], np.r_[1.0, prec]))
-        written.append(draw_curves(roc, title=f"ROC - {dataset}", xlabel="false-positive rate",
-                                   ylabel="recall", path=out / f"{slug}_roc.png", diagonal=True))
-        written.append(draw_curves(pr, title=f"Precision-recall - {dataset}", xlabel="recall",
-                                   ylabel="precision", path=out / f"{slug}_pr.png",
-                                   legend_low=False))
+        written.append(
+            draw_curves(
+                roc,
+                title=f"ROC - {dataset}",
+                xlabel="false-positive rate",
+                ylabel="recall",
+                path=out / f"{slug}_roc.png",
+                diagonal=True,
+            )
+        )
+        written.append(
+            draw_curves(
+                pr,
+                title=f"Precision-recall - {dataset}",
+                xlabel="recall",
+                ylabel="precision",
+                path=out / f"{slug}_pr.png",
+                legend_low=False,
+            )
+        )
         with (out / f"{slug}_scores.csv").open("w", newline="", encoding="utf-8") as f:
             wr = csv.writer(f)
             files = results[0].files.get(dataset) or [""] * len(y)
             wr.writerow(["index", "file", "label", *[r.name for r in results]])
             for i, lab in enumerate(y):
-                wr.writerow([i, files[i], int(lab),
-                             *[f"{r.scores[dataset][i]:.6f}" for r in results]])
+                wr.writerow(
+                    [i, files[i], int(lab), *[f"{r.scores[dataset][i]:.6f}" for r in results]]
+                )
         written.append(out / f"{slug}_scores.csv")
     return written
 
@@ -322,10 +387,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 # -- sidecar ------------------------------------------------------------------------------------
 
-def make_sidecar(model: Path, *, positive: list[str], labels_file: Path | None,
-                 labels: list[str] | None, label_offset: int, mean: list[float] | None,
-                 std: list[float] | None, activation: str, threshold: float,
-                 name: str | None, colour: str = "RGB") -> dict[str, Any]:
+
+def make_sidecar(
+    model: Path,
+    *,
+    positive: list[str],
+    labels_file: Path | None,
+    labels: list[str] | None,
+    label_offset: int,
+    mean: list[float] | None,
+    std: list[float] | None,
+    activation: str,
+    threshold: float,
+    name: str | None,
+    colour: str = "RGB",
+) -> dict[str, Any]:
     """A validated sidecar dict for a third-party classifier, shapes read from the model."""
     from edge.adapters.classifier import _runtime, file_sha256
 
@@ -346,13 +422,22 @@ def make_sidecar(model: Path, *, positive: list[str], labels_file: Path | None,
         colour = "GRAY"
     n = 1 if c == 1 else 3
     d: dict[str, Any] = {
-        "schema": SCHEMA_VERSION, "name": name or model.stem, "version": "third-party",
-        "file": model.name, "sha256": file_sha256(model),
-        "input": {"width": w, "height": h, "layout": "NCHW" if nchw else "NHWC",
-                  "colour": colour, "mean": (mean or [127.5] * n)[:n],
-                  "std": (std or [127.5] * n)[:n]},
+        "schema": SCHEMA_VERSION,
+        "name": name or model.stem,
+        "version": "third-party",
+        "file": model.name,
+        "sha256": file_sha256(model),
+        "input": {
+            "width": w,
+            "height": h,
+            "layout": "NCHW" if nchw else "NHWC",
+            "colour": colour,
+            "mean": (mean or [127.5] * n)[:n],
+            "std": (std or [127.5] * n)[:n],
+        },
         "output": {"activation": activation},
-        "positive_labels": positive, "threshold": threshold,
+        "positive_labels": positive,
+        "threshold": threshold,
         "description": f"third-party classifier {model.name}; positive labels {positive}",
     }
     if labels_file is not None:
@@ -365,17 +450,26 @@ def make_sidecar(model: Path, *, positive: list[str], labels_file: Path | None,
     spec = parse_spec(d, where=f"sidecar for {model}")
     n_out = int(np.prod(it.get_output_details()[0]["shape"]))
     if n_out != len(spec.labels):
-        raise ModelError(f"{model} has {n_out} outputs but the labels list {len(spec.labels)} "
-                         "(adjust --label-offset)")
+        raise ModelError(
+            f"{model} has {n_out} outputs but the labels list {len(spec.labels)} "
+            "(adjust --label-offset)"
+        )
     return d
 
 
 def cmd_sidecar(args: argparse.Namespace) -> int:
     model = Path(args.model)
     d = make_sidecar(
-        model, positive=args.positive, labels_file=Path(args.labels_file) if args.labels_file
-        else None, labels=args.labels, label_offset=args.label_offset, mean=args.mean,
-        std=args.std, activation=args.activation, threshold=args.threshold, name=args.name,
+        model,
+        positive=args.positive,
+        labels_file=Path(args.labels_file) if args.labels_file else None,
+        labels=args.labels,
+        label_offset=args.label_offset,
+        mean=args.mean,
+        std=args.std,
+        activation=args.activation,
+        threshold=args.threshold,
+        name=args.name,
         colour=args.colour,
     )
     out = Path(args.out) if args.out else sidecar_path(model)
@@ -386,47 +480,75 @@ def cmd_sidecar(args: argparse.Namespace) -> int:
 
 def add_parsers(sub: Any) -> None:
     p = sub.add_parser(
-        "eval", help="evaluate classifiers on labelled image folders (phone/, no_phone/)",
+        "eval",
+        help="evaluate classifiers on labelled image folders (phone/, no_phone/)",
         description="Score image folders with one or more TFLite classifiers and report "
         "precision, recall, F1, ROC-AUC, recall at 1/5/10% FPR and the confusion matrix, "
         "side by side; --out also writes metrics.json, per-image scores and ROC / PR curves.",
     )
     p.add_argument("--model", required=True, help="the .tflite model to judge")
     p.add_argument("--sidecar", help="its sidecar JSON (default: MODEL with .json)")
-    p.add_argument("--data", required=True, action="append",
-                   help="image folder with phone/ and no_phone/ (repeatable)")
-    p.add_argument("--compare", action="append", default=[], metavar="MODEL[:SIDECAR]",
-                   help="another model to print side by side (repeatable)")
+    p.add_argument(
+        "--data",
+        required=True,
+        action="append",
+        help="image folder with phone/ and no_phone/ (repeatable)",
+    )
+    p.add_argument(
+        "--compare",
+        action="append",
+        default=[],
+        metavar="MODEL[:SIDECAR]",
+        help="another model to print side by side (repeatable)",
+    )
     p.add_argument("--out", help="folder for metrics.json, scores and PNG curves")
-    p.add_argument("--threads", type=int, default=2,
-                   help="CPU threads per interpreter (default 2)")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads per interpreter (default 2)")
     p.set_defaults(func=cmd_eval)
 
     s = sub.add_parser(
-        "sidecar", help="write a sidecar JSON for a third-party TFLite classifier",
+        "sidecar",
+        help="write a sidecar JSON for a third-party TFLite classifier",
         description="Read a classifier's input shape and output count and write a validated "
         "sidecar naming its positive label(s), e.g. an ImageNet model's 'cellular telephone'.",
     )
     s.add_argument("model", help="the .tflite model")
-    s.add_argument("--positive", action="append", required=True,
-                   help="label that means 'phone' (repeatable)")
+    s.add_argument(
+        "--positive", action="append", required=True, help="label that means 'phone' (repeatable)"
+    )
     s.add_argument("--labels-file", help="labels, one per line")
     s.add_argument("--labels", nargs="+", help="labels given inline instead")
-    s.add_argument("--label-offset", type=int, default=0,
-                   help="+1 if the model has a background class the file lacks; -1 if the "
-                   "file has one the model lacks")
+    s.add_argument(
+        "--label-offset",
+        type=int,
+        default=0,
+        help="+1 if the model has a background class the file lacks; -1 if the "
+        "file has one the model lacks",
+    )
     s.add_argument("--mean", type=float, nargs="+", help="per-channel mean (0..255 scale)")
     s.add_argument("--std", type=float, nargs="+", help="per-channel std (0..255 scale)")
-    s.add_argument("--colour", choices=["RGB", "BGR", "GRAY"], default="RGB",
-                   help="channel order the model was trained on (default RGB; a one-channel "
-                   "input is GRAY whatever this says)")
-    s.add_argument("--activation", choices=["none", "softmax", "sigmoid"], default="none",
-                   help="what turns the outputs into probabilities: none if the model ends in "
-                   "softmax already (default), softmax or sigmoid for raw logits")
-    s.add_argument("--threshold", type=float, default=0.1,
-                   help="P(phone) at or above which a crop counts as phone (default 0.1; "
-                   "tune it with 'phonewatch eval')")
-    s.add_argument("--name", help="model name in alerts and the model card (default: the "
-                   "model file's stem)")
+    s.add_argument(
+        "--colour",
+        choices=["RGB", "BGR", "GRAY"],
+        default="RGB",
+        help="channel order the model was trained on (default RGB; a one-channel "
+        "input is GRAY whatever this says)",
+    )
+    s.add_argument(
+        "--activation",
+        choices=["none", "softmax", "sigmoid"],
+        default="none",
+        help="what turns the outputs into probabilities: none if the model ends in "
+        "softmax already (default), softmax or sigmoid for raw logits",
+    )
+    s.add_argument(
+        "--threshold",
+        type=float,
+        default=0.1,
+        help="P(phone) at or above which a crop counts as phone (default 0.1; "
+        "tune it with 'phonewatch eval')",
+    )
+    s.add_argument(
+        "--name", help="model name in alerts and the model card (default: the model file's stem)"
+    )
     s.add_argument("--out", help="where to write (default: MODEL with .json)")
     s.set_defaults(func=cmd_sidecar)

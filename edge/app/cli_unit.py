@@ -38,68 +38,96 @@ DEMO_COOLDOWN_S = 5.0
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
-        "run", help="run the unit: camera -> classifier -> alerts",
+        "run",
+        help="run the unit: camera -> classifier -> alerts",
         description="Run the unit until the camera ends (a file), Ctrl-C, SIGTERM or an "
         "ignition shutdown. Stats are logged periodically and printed as a table on exit.",
     )
     p.add_argument("--config", "-c", required=True, type=Path, help="unit config (TOML)")
-    p.add_argument("--offline", action="store_true",
-                   help="process a file source frame by frame as fast as possible (no drops), "
-                   "with a progress bar")
+    p.add_argument(
+        "--offline",
+        action="store_true",
+        help="process a file source frame by frame as fast as possible (no drops), "
+        "with a progress bar",
+    )
     p.add_argument("--max-seconds", type=float, default=None, help="stop after this long")
-    p.add_argument("--truth", type=Path, default=None,
-                   help="ground-truth JSON of the clip: score hits found / missed / false")
+    p.add_argument(
+        "--truth",
+        type=Path,
+        default=None,
+        help="ground-truth JSON of the clip: score hits found / missed / false",
+    )
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(
-        "check", help="check a unit's config, model, camera, disk, GPS and broker",
+        "check",
+        help="check a unit's config, model, camera, disk, GPS and broker",
         description="One line per check, OK or FAIL with the reason. Exit status 1 on any FAIL.",
     )
     p.add_argument("--config", "-c", required=True, type=Path, help="unit config (TOML)")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser(
-        "classify", help="score images with a model (one JSON line per image)",
+        "classify",
+        help="score images with a model (one JSON line per image)",
         description="Prints {path, score, label, is_phone} per image: score is P(phone) from the "
         "sidecar's positive labels, label the model's top label.",
     )
     p.add_argument("--model", "-m", required=True, type=Path, help=".tflite model")
     p.add_argument("--sidecar", type=Path, default=None, help="sidecar JSON if not <model>.json")
-    p.add_argument("--accelerator", choices=["auto", "cpu", "edgetpu"], default="cpu",
-                   help="cpu (default); edgetpu: the MODEL_edgetpu.tflite twin on a Coral, "
-                   "or fail; auto: the Coral when there is one, else the CPU")
+    p.add_argument(
+        "--accelerator",
+        choices=["auto", "cpu", "edgetpu"],
+        default="cpu",
+        help="cpu (default); edgetpu: the MODEL_edgetpu.tflite twin on a Coral, "
+        "or fail; auto: the Coral when there is one, else the CPU",
+    )
     p.add_argument("images", nargs="+", type=Path, help="image files")
     p.set_defaults(func=cmd_classify)
 
     p = sub.add_parser(
-        "roi-preview", help="draw the ROIs and current scores on a camera frame",
+        "roi-preview",
+        help="draw the ROIs and current scores on a camera frame",
         description="Grabs a frame from the configured camera, draws each driver-window region "
         "(and the margin crop) with its score, and writes a PNG so an installer can check "
         "the aim by eye.",
     )
     p.add_argument("--config", "-c", required=True, type=Path, help="unit config (TOML)")
-    p.add_argument("--out", "-o", required=True, type=Path,
-                   help="image to write: .png, .jpg or .jpeg")
+    p.add_argument(
+        "--out", "-o", required=True, type=Path, help="image to write: .png, .jpg or .jpeg"
+    )
     p.add_argument("--skip", type=int, default=0, help="frames to skip first (file sources)")
     p.set_defaults(func=cmd_roi_preview)
 
     p = sub.add_parser(
-        "demo", help="render the demo clip and run the unit on it end to end",
+        "demo",
+        help="render the demo clip and run the unit on it end to end",
         description="Makes the synthetic junction clip (if missing), starts a local Mosquitto "
         "when the MQTT uplink is available, runs the unit on the clip with the default model and "
         "prints a summary: frames, fps, hits, and hits found / missed / false.",
     )
-    p.add_argument("--out", type=Path, default=DEFAULT_DEMO_OUT,
-                   help="working folder (clip, evidence, alerts)")
+    p.add_argument(
+        "--out", type=Path, default=DEFAULT_DEMO_OUT, help="working folder (clip, evidence, alerts)"
+    )
     p.add_argument("--seed", type=int, default=7, help="seed of the demo clip")
-    p.add_argument("--realtime", action="store_true",
-                   help="replay at the clip's frame rate (drops possible) instead of offline")
-    p.add_argument("--model", type=Path, default=DEMO_MODEL,
-                   help="model to run (default: the shipped phone-in-hand model)")
-    p.add_argument("--serve", action="store_true",
-                   help="keep the control-room dashboard running afterwards (Ctrl-C or SIGTERM "
-                   "stops it); its database, and so the reviews, is kept between runs in "
-                   "OUT/controlroom")
+    p.add_argument(
+        "--realtime",
+        action="store_true",
+        help="replay at the clip's frame rate (drops possible) instead of offline",
+    )
+    p.add_argument(
+        "--model",
+        type=Path,
+        default=DEMO_MODEL,
+        help="model to run (default: the shipped phone-in-hand model)",
+    )
+    p.add_argument(
+        "--serve",
+        action="store_true",
+        help="keep the control-room dashboard running afterwards (Ctrl-C or SIGTERM "
+        "stops it); its database, and so the reviews, is kept between runs in "
+        "OUT/controlroom",
+    )
     p.set_defaults(func=cmd_demo)
 
 
@@ -124,13 +152,17 @@ class Progress:
                     return
                 self._last_draw = now
                 bar = "#" * int(frac * 30)
-                sys.stderr.write(f"\r[{bar:<30}] {n}/{self.total} frames  {snap['fps']:.1f} fps"
-                                 f"  hits {snap['hits']} ")
+                sys.stderr.write(
+                    f"\r[{bar:<30}] {n}/{self.total} frames  {snap['fps']:.1f} fps"
+                    f"  hits {snap['hits']} "
+                )
                 sys.stderr.flush()
             elif decile != self._last_decile:
                 self._last_decile = decile
-                sys.stderr.write(f"{decile * 10:3d}% {n}/{self.total} frames, "
-                                 f"{snap['fps']:.1f} fps, hits {snap['hits']}\n")
+                sys.stderr.write(
+                    f"{decile * 10:3d}% {n}/{self.total} frames, "
+                    f"{snap['fps']:.1f} fps, hits {snap['hits']}\n"
+                )
 
     def done(self) -> None:
         if self.tty and self.total:
@@ -147,6 +179,7 @@ class Progress:
 def stop_on_signals(stop: threading.Event) -> Iterator[None]:
     """SIGINT and SIGTERM set ``stop`` inside the block; the previous handlers come back after
     it (so a Ctrl-C after the run, e.g. in ``demo --serve``, interrupts as usual)."""
+
     def handler(signum: int, _frame: Any) -> None:
         log.info("signal %d: stopping", signum)
         stop.set()
@@ -159,6 +192,7 @@ def stop_on_signals(stop: threading.Event) -> Iterator[None]:
 def interrupt_on_signals() -> Iterator[None]:
     """SIGTERM (as SIGINT already does) raises KeyboardInterrupt inside the block, so a
     ``kill`` unwinds the ``with`` blocks and stops what they started (a local Mosquitto)."""
+
     def handler(signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt
 
@@ -196,9 +230,11 @@ class HitPrinter:
 
 def hit_line(d: Detection) -> str:
     when = d.time_utc or ""
-    return (f"  hit {d.alert_id}: roi {d.roi_id} frame {d.frame_index}"
-            f"{' at ' + when if when else ''} score {d.score:.3f} "
-            f"({d.frames_over}/{d.window} frames) -> {d.evidence.frame_path}")
+    return (
+        f"  hit {d.alert_id}: roi {d.roi_id} frame {d.frame_index}"
+        f"{' at ' + when if when else ''} score {d.score:.3f} "
+        f"({d.frames_over}/{d.window} frames) -> {d.evidence.frame_path}"
+    )
 
 
 def check_data_dirs(cfg: Config) -> None:
@@ -227,21 +263,28 @@ def roi_mismatch(cfg: Config, truth: dict[str, Any], *, tolerance: float = 0.02)
     only_truth = sorted(set(truth_rois) - set(ours))
     only_cfg = sorted(set(ours) - set(truth_rois))
     if only_truth:
-        out.append(f"region(s) {', '.join(only_truth)} of the ground truth are not in the "
-                   "config: phones there cannot be found")
+        out.append(
+            f"region(s) {', '.join(only_truth)} of the ground truth are not in the "
+            "config: phones there cannot be found"
+        )
     if only_cfg:
-        out.append(f"region(s) {', '.join(only_cfg)} of the config are not in the ground truth: "
-                   "every hit there counts as false")
+        out.append(
+            f"region(s) {', '.join(only_cfg)} of the config are not in the ground truth: "
+            "every hit there counts as false"
+        )
     for rid in sorted(set(ours) & set(truth_rois)):
         try:
             theirs = tuple(float(v) for v in truth_rois[rid])
         except (TypeError, ValueError):
             continue
         mine = ours[rid]
-        if (len(theirs) != 4
-                or max(abs(a - b) for a, b in zip(mine, theirs, strict=True)) > tolerance):
-            out.append(f"region {rid}: the config has {_box(mine)}, the ground truth "
-                       f"{_box(theirs)}")
+        if (
+            len(theirs) != 4
+            or max(abs(a - b) for a, b in zip(mine, theirs, strict=True)) > tolerance
+        ):
+            out.append(
+                f"region {rid}: the config has {_box(mine)}, the ground truth {_box(theirs)}"
+            )
     return out
 
 
@@ -261,17 +304,24 @@ def startup_line(unit: Any) -> str:
     accel = "Edge TPU (Coral)" if clf.accelerator == "edgetpu" else "CPU"
     if clf.accelerator != "edgetpu" and cfg.model.accelerator == "auto":
         twin = edgetpu_twin(Path(cfg.model.path))
-        accel += (f" (auto: no {twin.name})" if not twin.is_file()
-                  else " (auto: the Edge TPU is not usable; -v says why)")
+        accel += (
+            f" (auto: no {twin.name})"
+            if not twin.is_file()
+            else " (auto: the Edge TPU is not usable; -v says why)"
+        )
     sink = cfg.sink
     if isinstance(sink, MqttSinkConfig):
-        where = (f"MQTT broker {sink.host}:{sink.port}{' (TLS)' if sink.uses_tls else ''}, "
-                 f"outbox {unit.paths.outbox}")
+        where = (
+            f"MQTT broker {sink.host}:{sink.port}{' (TLS)' if sink.uses_tls else ''}, "
+            f"outbox {unit.paths.outbox}"
+        )
     else:
         where = f"{unit.paths.alerts_jsonl}"
-    return (f"phonewatch {cfg.unit.id}: camera {src.name} ({fps}), model {clf.name} "
-            f"{clf.version} ({Path(clf.model_path).name}), accelerator {accel}, "
-            f"alerts to {where}")
+    return (
+        f"phonewatch {cfg.unit.id}: camera {src.name} ({fps}), model {clf.name} "
+        f"{clf.version} ({Path(clf.model_path).name}), accelerator {accel}, "
+        f"alerts to {where}"
+    )
 
 
 def warn_truth_mismatch(cfg: Config, truth: Path | None, truth_data: dict[str, Any]) -> None:
@@ -279,15 +329,24 @@ def warn_truth_mismatch(cfg: Config, truth: Path | None, truth_data: dict[str, A
     for problem in roi_mismatch(cfg, truth_data):
         print(f"warning: --truth {truth}: {problem}", file=sys.stderr)
     if roi_mismatch(cfg, truth_data):
-        print("warning: the score below matches hits to the ground truth by region name "
-              "and frame, so with other regions it means little: for a true score, use "
-              "the regions the ground truth gives ('rois' in it)", file=sys.stderr,
-              flush=True)
+        print(
+            "warning: the score below matches hits to the ground truth by region name "
+            "and frame, so with other regions it means little: for a true score, use "
+            "the regions the ground truth gives ('rois' in it)",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
-def run_unit(cfg: Config, *, offline: bool, max_s: float | None = None,
-             truth: Path | None = None, extra_sink: Any | None = None,
-             config_path: Path | None = None) -> dict[str, Any]:
+def run_unit(
+    cfg: Config,
+    *,
+    offline: bool,
+    max_s: float | None = None,
+    truth: Path | None = None,
+    extra_sink: Any | None = None,
+    config_path: Path | None = None,
+) -> dict[str, Any]:
     """Run the unit; ``result["exit_code"]`` is the status to exit with (EXIT_RELOAD after a
     valid ``reload`` command, which re-reads ``config_path``; 1 when the camera failed) and
     ``result["error"]`` says why when it is 1."""
@@ -310,9 +369,15 @@ def run_unit(cfg: Config, *, offline: bool, max_s: float | None = None,
     with contextlib.ExitStack() as stack:
         stack.enter_context(stop_on_signals(stop))
         with quiet_tflite():
-            unit = stack.enter_context(Unit(cfg, lossless=offline,
-                                            speed=0.0 if offline else None, extra_sink=sinks,
-                                            config_path=config_path))
+            unit = stack.enter_context(
+                Unit(
+                    cfg,
+                    lossless=offline,
+                    speed=0.0 if offline else None,
+                    extra_sink=sinks,
+                    config_path=config_path,
+                )
+            )
         assert unit.pipeline is not None
         print(startup_line(unit), flush=True)
         total = None
@@ -330,8 +395,12 @@ def run_unit(cfg: Config, *, offline: bool, max_s: float | None = None,
         camera_name = unit.pipeline.source.name
     if ignition_off:  # everything above is closed and flushed: now power off
         unit.shutdown_if_requested()
-    result: dict[str, Any] = {"stats": snap, "detections": memory.detections,
-                              "exit_code": unit.exit_code, "error": None}
+    result: dict[str, Any] = {
+        "stats": snap,
+        "detections": memory.detections,
+        "exit_code": unit.exit_code,
+        "error": None,
+    }
     if result["exit_code"]:  # a reload: restart on the new config (it may fix the camera)
         pass
     elif stats.capture_error is not None:
@@ -339,31 +408,42 @@ def run_unit(cfg: Config, *, offline: bool, max_s: float | None = None,
         result["error"] = f"camera {camera_name} failed: {stats.capture_error}"
     elif snap["frames_captured"] == 0 and stats.last_camera_error is not None:
         result["exit_code"] = 1
-        result["error"] = (f"camera {camera_name} never delivered a frame "
-                           f"({stats.camera_errors} attempt(s)): {stats.last_camera_error}")
+        result["error"] = (
+            f"camera {camera_name} never delivered a frame "
+            f"({stats.camera_errors} attempt(s)): {stats.last_camera_error}"
+        )
     elif snap["frames_captured"] == 0 and not is_file_source(cfg) and not stop.is_set():
         result["exit_code"] = 1
         result["error"] = f"camera {camera_name} delivered no frame"
     if truth_data is not None:
         fps = float(truth_data.get("fps") or 25.0)
-        sc = score_hits([(d.roi_id, d.frame_index) for d in memory.detections], truth_data,
-                        slack_frames=int(fps))
+        sc = score_hits(
+            [(d.roi_id, d.frame_index) for d in memory.detections],
+            truth_data,
+            slack_frames=int(fps),
+        )
         result["score"] = sc
-        print(f"ground truth: {sc.phone_events} drivers with a phone -> found {sc.found}, "
-              f"missed {sc.missed}; false alerts {sc.false}; repeats {sc.duplicate} "
-              f"(recall {sc.recall:.2f}, precision {sc.precision:.2f})")
+        print(
+            f"ground truth: {sc.phone_events} drivers with a phone -> found {sc.found}, "
+            f"missed {sc.missed}; false alerts {sc.false}; repeats {sc.duplicate} "
+            f"(recall {sc.recall:.2f}, precision {sc.precision:.2f})"
+        )
     return result
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
-    result = run_unit(cfg, offline=args.offline, max_s=args.max_seconds, truth=args.truth,
-                      config_path=args.config)
+    result = run_unit(
+        cfg, offline=args.offline, max_s=args.max_seconds, truth=args.truth, config_path=args.config
+    )
     if result["error"]:
         print(f"phonewatch: error: {result['error']}", file=sys.stderr)
     elif result["exit_code"]:
-        print(f"phonewatch: stopped to restart on a reloaded {args.config} "
-              f"(exit status {result['exit_code']})", file=sys.stderr)
+        print(
+            f"phonewatch: stopped to restart on a reloaded {args.config} "
+            f"(exit status {result['exit_code']})",
+            file=sys.stderr,
+        )
     return int(result["exit_code"])
 
 
@@ -378,9 +458,15 @@ def _check_model(cfg: Config) -> CheckResult:
 
     with quiet_tflite():
         clf = build_classifier(cfg)
-    return True, (f"{clf.name} {clf.version} sha256 {clf.sha256[:12]} "
-                  f"({clf.spec.input.width}x{clf.spec.input.height} {clf.spec.input.colour}, "
-                  f"threshold {clf.threshold:.2f})"), clf
+    return (
+        True,
+        (
+            f"{clf.name} {clf.version} sha256 {clf.sha256[:12]} "
+            f"({clf.spec.input.width}x{clf.spec.input.height} {clf.spec.input.colour}, "
+            f"threshold {clf.threshold:.2f})"
+        ),
+        clf,
+    )
 
 
 def _check_accelerator(cfg: Config, clf: Any) -> CheckResult:
@@ -393,8 +479,11 @@ def _check_accelerator(cfg: Config, clf: Any) -> CheckResult:
         from edge.adapters.classifier import edgetpu_twin
 
         twin = edgetpu_twin(Path(cfg.model.path))
-        why = (f"no {twin.name} next to the model" if not twin.is_file()
-               else "the Edge TPU is not usable; -v says why")
+        why = (
+            f"no {twin.name} next to the model"
+            if not twin.is_file()
+            else "the Edge TPU is not usable; -v says why"
+        )
         return True, f"CPU (auto: {why})", None
     return True, "CPU", None
 
@@ -445,14 +534,21 @@ def _check_disk(cfg: Config) -> CheckResult:
     if existing == d:
         where = f"{d} {'writable' if writable else 'NOT writable'}"
     else:
-        where = (f"{d} does not exist yet; {existing} (the nearest folder above it) is "
-                 f"{'writable: run will create it' if writable else 'NOT writable'}")
+        where = (
+            f"{d} does not exist yet; {existing} (the nearest folder above it) is "
+            f"{'writable: run will create it' if writable else 'NOT writable'}"
+        )
     free = disk_free_bytes(d)
     quota = cfg.evidence.quota_mb * 1e6
     ok = writable and free >= min(quota, 200e6)
-    return ok, (f"{where}, {free / 1e9:.1f} GB free, quota {quota / 1e9:.2f} GB"
-                + ("" if free >= min(quota, 200e6) else " (less free space than needed)")
-                ), None
+    return (
+        ok,
+        (
+            f"{where}, {free / 1e9:.1f} GB free, quota {quota / 1e9:.2f} GB"
+            + ("" if free >= min(quota, 200e6) else " (less free space than needed)")
+        ),
+        None,
+    )
 
 
 def _check_gps(cfg: Config) -> CheckResult:
@@ -521,8 +617,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
     failed = 0
     with quiet_tflite():
-        clf = LiteRTClassifier.open(args.model, sidecar=args.sidecar,
-                                    accelerator=args.accelerator)
+        clf = LiteRTClassifier.open(args.model, sidecar=args.sidecar, accelerator=args.accelerator)
     with clf:
         for path in args.images:
             img = cv2.imread(str(path), cv2.IMREAD_COLOR)
@@ -534,9 +629,16 @@ def cmd_classify(args: argparse.Namespace) -> int:
             probs = clf.probabilities(clf.invoke(t))
             score = float(np.clip(probs[list(clf.spec.positive_indices)].sum(), 0, 1))
             top = int(np.argmax(probs))
-            print(json.dumps({"path": str(path), "score": round(score, 4),
-                              "label": clf.spec.labels[top],
-                              "is_phone": score >= clf.threshold}))
+            print(
+                json.dumps(
+                    {
+                        "path": str(path),
+                        "score": round(score, 4),
+                        "label": clf.spec.labels[top],
+                        "is_phone": score >= clf.threshold,
+                    }
+                )
+            )
     return 1 if failed else 0
 
 
@@ -550,8 +652,9 @@ def legend_text(threshold: float) -> str:
     return "legend: " + "; ".join(legend_lines(threshold))
 
 
-def draw_preview(img: np.ndarray, cfg: Config, scores: dict[str, float],
-                 threshold: float) -> np.ndarray:
+def draw_preview(
+    img: np.ndarray, cfg: Config, scores: dict[str, float], threshold: float
+) -> np.ndarray:
     from edge.app.compose import build_rois
     from edge.app.overlay import draw_rois
 
@@ -565,11 +668,14 @@ def cmd_roi_preview(args: argparse.Namespace) -> int:
 
     out: Path = args.out
     if out.is_dir():
-        raise UsageError(f"--out {out} is a folder; give an image file name, e.g. "
-                         f"{out / 'roi.png'}")
+        raise UsageError(
+            f"--out {out} is a folder; give an image file name, e.g. {out / 'roi.png'}"
+        )
     if out.suffix.lower() not in PREVIEW_SUFFIXES:
-        raise UsageError(f"--out {out}: write a {', '.join(PREVIEW_SUFFIXES)} image "
-                         f"(not {out.suffix or 'a name without an extension'})")
+        raise UsageError(
+            f"--out {out}: write a {', '.join(PREVIEW_SUFFIXES)} image "
+            f"(not {out.suffix or 'a name without an extension'})"
+        )
     if out.parent.exists() and not out.parent.is_dir():
         raise UsageError(f"--out {out}: {out.parent} is a file, not a folder")
     cfg = load_config(args.config)
@@ -619,20 +725,33 @@ def make_demo_clip(out: Path, seed: int) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     print(f"rendering the demo clip into {out} ...", flush=True)
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
-    subprocess.run([sys.executable, "-m", "models.synth.demo_clip", "--out", str(out),
-                    "--seed", str(seed)], check=True, cwd=REPO_ROOT, env=env)
+    subprocess.run(
+        [sys.executable, "-m", "models.synth.demo_clip", "--out", str(out), "--seed", str(seed)],
+        check=True,
+        cwd=REPO_ROOT,
+        env=env,
+    )
     return video, truth
 
 
-def demo_config(out: Path, video: Path, truth: dict[str, Any], *, realtime: bool,
-                sink: dict[str, Any] | None = None, model: Path = DEMO_MODEL) -> Config:
+def demo_config(
+    out: Path,
+    video: Path,
+    truth: dict[str, Any],
+    *,
+    realtime: bool,
+    sink: dict[str, Any] | None = None,
+    model: Path = DEMO_MODEL,
+) -> Config:
     from edge.app.config import parse_config
 
     data: dict[str, Any] = {
         "unit": {"id": "demo-junction", "mode": "junction", "data_dir": str(out / "unit")},
         "camera": {"type": "replay", "path": str(video), "speed": 1.0 if realtime else 0.0},
-        "rois": [{"id": rid, "rect": list(box), "margin": 0.1}
-                 for rid, box in sorted(truth["rois"].items())],
+        "rois": [
+            {"id": rid, "rect": list(box), "margin": 0.1}
+            for rid, box in sorted(truth["rois"].items())
+        ],
         "model": {"path": str(model), "accelerator": "auto"},
         # Frames of a file are on the clip's own time however fast they are read, so the
         # cooldown is real: 5 s, as the clip's cars queue about 7 s apart in one lane.
@@ -681,11 +800,15 @@ def _demo(args: argparse.Namespace) -> int:
     truth = load_truth(truth_path)
     unit_id = "demo-junction"
     fresh_demo_folders(out, serve=args.serve)
-    print(f"demo: {video.name} ({truth.get('frames')} frames at {truth.get('fps')} fps), "
-          f"model {args.model}, ROIs {', '.join(sorted(truth['rois']))}")
+    print(
+        f"demo: {video.name} ({truth.get('frames')} frames at {truth.get('fps')} fps), "
+        f"model {args.model}, ROIs {', '.join(sorted(truth['rois']))}"
+    )
     if find_mosquitto() is None:
-        print("demo: mosquitto is not installed (make bootstrap installs it); alerts go to "
-              f"{out / 'unit' / 'alerts.jsonl'} instead")
+        print(
+            "demo: mosquitto is not installed (make bootstrap installs it); alerts go to "
+            f"{out / 'unit' / 'alerts.jsonl'} instead"
+        )
         cfg = demo_config(out, video, truth, realtime=args.realtime, model=args.model)
         run_unit(cfg, offline=not args.realtime, truth=truth_path)
         return 0
@@ -699,20 +822,28 @@ def _demo(args: argparse.Namespace) -> int:
         if importlib.util.find_spec("fastapi") is not None:
             from controlroom.demo import DEMO_PASSWORD, DEMO_USER, demo_control_room
 
-            room = demo_control_room(out / "controlroom", mqtt_host=broker.host,
-                                     mqtt_port=broker.port,
-                                     unit_keys={unit_id: keys / public_key_name(unit_id)})
+            room = demo_control_room(
+                out / "controlroom",
+                mqtt_host=broker.host,
+                mqtt_port=broker.port,
+                unit_keys={unit_id: keys / public_key_name(unit_id)},
+            )
             stack.callback(room.close)
-            print(f"demo: control room dashboard at {room.url} "
-                  f"(log in as {DEMO_USER} / {DEMO_PASSWORD})"
-                  + ("" if args.serve else "; it stops when the demo ends (--serve keeps it)"))
-        sink = {**broker.sink_settings(unit_id),
-                "signing_key": str(keys / signing_key_name(unit_id))}
-        cfg = demo_config(out, video, truth, realtime=args.realtime, sink=sink,
-                          model=args.model)
-        print(f"demo: alerts go through a local Mosquitto on {broker.host}:{broker.port}; "
-              f"watch them live with:\n  mosquitto_sub -h {broker.host} -p {broker.port} "
-              f"-t '{broker.root}/+/alert' -v")
+            print(
+                f"demo: control room dashboard at {room.url} "
+                f"(log in as {DEMO_USER} / {DEMO_PASSWORD})"
+                + ("" if args.serve else "; it stops when the demo ends (--serve keeps it)")
+            )
+        sink = {
+            **broker.sink_settings(unit_id),
+            "signing_key": str(keys / signing_key_name(unit_id)),
+        }
+        cfg = demo_config(out, video, truth, realtime=args.realtime, sink=sink, model=args.model)
+        print(
+            f"demo: alerts go through a local Mosquitto on {broker.host}:{broker.port}; "
+            f"watch them live with:\n  mosquitto_sub -h {broker.host} -p {broker.port} "
+            f"-t '{broker.root}/+/alert' -v"
+        )
         before = room.stats().get("stored", 0) if room is not None else 0
         result = run_unit(cfg, offline=not args.realtime, truth=truth_path)
         n = len(result["detections"])
@@ -722,19 +853,26 @@ def _demo(args: argparse.Namespace) -> int:
             while room.stats().get("stored", 0) - before < n and time.monotonic() < deadline:
                 time.sleep(0.1)
             st = room.stats()
-            print(f"dashboard database: {st.get('stored', 0) - before} alert(s) verified and "
-                  f"stored, {st.get('evidence_stored', 0)} evidence image(s), "
-                  f"{st.get('rejected_total', 0)} rejected")
+            print(
+                f"dashboard database: {st.get('stored', 0) - before} alert(s) verified and "
+                f"stored, {st.get('evidence_stored', 0)} evidence image(s), "
+                f"{st.get('rejected_total', 0)} rejected"
+            )
             if args.serve:
                 with contextlib.suppress(KeyboardInterrupt):  # from the first line on
-                    print(f"demo: review them at {room.url} (log in as {DEMO_USER} / "
-                          f"{DEMO_PASSWORD}); reviews are kept in {out / 'controlroom'} for "
-                          "the next 'demo --serve'. Ctrl-C stops it.", flush=True)
+                    print(
+                        f"demo: review them at {room.url} (log in as {DEMO_USER} / "
+                        f"{DEMO_PASSWORD}); reviews are kept in {out / 'controlroom'} for "
+                        "the next 'demo --serve'. Ctrl-C stops it.",
+                        flush=True,
+                    )
                     room.wait()
                 print("demo: control room stopped", flush=True)
             else:
-                print("demo: the dashboard stopped with the demo; to review the alerts, run "
-                      f"'{Path(sys.executable).parent / 'phonewatch'} demo --serve"
-                      f"{'' if out == DEFAULT_DEMO_OUT else f' --out {out}'}' (it keeps the "
-                      "dashboard up until Ctrl-C, and its reviews from one run to the next)")
+                print(
+                    "demo: the dashboard stopped with the demo; to review the alerts, run "
+                    f"'{Path(sys.executable).parent / 'phonewatch'} demo --serve"
+                    f"{'' if out == DEFAULT_DEMO_OUT else f' --out {out}'}' (it keeps the "
+                    "dashboard up until Ctrl-C, and its reviews from one run to the next)"
+                )
     return 0

@@ -27,12 +27,17 @@ log = logging.getLogger(__name__)
 def add_parsers(sub: Any) -> None:
     keys = sub.add_parser("keys", help="unit signing keys (Ed25519)")
     ksub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
-    gen = ksub.add_parser("generate", help="make a unit's signing pair: ID.sign.key (secret) and "
-                          "ID.sign.pub")
+    gen = ksub.add_parser(
+        "generate", help="make a unit's signing pair: ID.sign.key (secret) and ID.sign.pub"
+    )
     gen.add_argument("--unit", required=True, help="unit id (letters, digits, '-', '_')")
-    gen.add_argument("--out", type=Path, default=Path("var/keys"),
-                     help="folder for the key files (default: var/keys); may hold the "
-                     "unit's TLS ID.key and ID.crt already")
+    gen.add_argument(
+        "--out",
+        type=Path,
+        default=Path("var/keys"),
+        help="folder for the key files (default: var/keys); may hold the "
+        "unit's TLS ID.key and ID.crt already",
+    )
     gen.set_defaults(func=_cmd_keys_generate)
     ver = ksub.add_parser("verify", help="check the signature of a received alert (JSON file)")
     ver.add_argument("--pub", type=Path, required=True, help="the unit's public key (ID.sign.pub)")
@@ -43,10 +48,17 @@ def add_parsers(sub: Any) -> None:
     up = sub.add_parser("uplink", help="alert uplink tools (local broker, demo)")
     usub = up.add_subparsers(dest="uplink_command", metavar="ACTION", required=True)
     br = usub.add_parser("broker", help="run a local Mosquitto until Ctrl-C")
-    br.add_argument("--tls", action="store_true",
-                    help="production config: TLS, client certificates, per-unit ACL")
-    br.add_argument("--unit", action="append", default=[],
-                    help="make a client certificate for this unit (repeatable)")
+    br.add_argument(
+        "--tls",
+        action="store_true",
+        help="production config: TLS, client certificates, per-unit ACL",
+    )
+    br.add_argument(
+        "--unit",
+        action="append",
+        default=[],
+        help="make a client certificate for this unit (repeatable)",
+    )
     br.add_argument("--port", type=int, default=None, help="port (default: a free one)")
     br.set_defaults(func=_cmd_broker)
     demo = usub.add_parser("demo", help="carry signed alerts through a local Mosquitto")
@@ -65,8 +77,10 @@ def _cmd_keys_generate(args: argparse.Namespace) -> int:
     while not above.exists() and above != above.parent:
         above = above.parent
     if above.exists() and not above.is_dir():
-        raise SignatureError(f"--out {out}: {above} is a file, not a folder; give the folder "
-                             f"for {signing_key_name(args.unit)} and {public_key_name(args.unit)}")
+        raise SignatureError(
+            f"--out {out}: {above} is a file, not a folder; give the folder "
+            f"for {signing_key_name(args.unit)} and {public_key_name(args.unit)}"
+        )
     key, pub, kid = write_key_pair(args.unit, out)
     print(f"unit {args.unit}: key id {kid}")
     print(f"  secret key  {key}  (keep on the unit; sink.signing_key)")
@@ -121,8 +135,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     unit = "demo-unit"
     n = max(1, min(args.alerts, 10000))
-    with tempfile.TemporaryDirectory(prefix="pw-uplink-demo-") as tmp, \
-            LocalBroker(tls=args.tls, units=[unit]) as broker, AlertWatcher(broker) as watcher:
+    with (
+        tempfile.TemporaryDirectory(prefix="pw-uplink-demo-") as tmp,
+        LocalBroker(tls=args.tls, units=[unit]) as broker,
+        AlertWatcher(broker) as watcher,
+    ):
         data = Path(tmp)
         cfg = MqttSinkConfig(**broker.sink_settings(unit), signing_key_autogenerate=True)
         uplink = build_uplink(cfg, unit_id=unit, data_dir=data, on_command=None)
@@ -134,10 +151,33 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                 path = data / f"ev{i}.jpg"
                 path.write_bytes(jpeg)
                 sha = hashlib.sha256(jpeg).hexdigest()
-                ev = EvidenceRecord(f"local-{i}", str(path), sha, len(jpeg), str(path), sha,
-                                    len(jpeg), frame_jpeg=jpeg)
-                uplink.send(Detection(f"local-{i}", "lane1", 0.91, 6, 8, 100 * i, time.time(),
-                                      time.monotonic(), "demo-model", "0", "0" * 64, 0.7, ev))
+                ev = EvidenceRecord(
+                    f"local-{i}",
+                    str(path),
+                    sha,
+                    len(jpeg),
+                    str(path),
+                    sha,
+                    len(jpeg),
+                    frame_jpeg=jpeg,
+                )
+                uplink.send(
+                    Detection(
+                        f"local-{i}",
+                        "lane1",
+                        0.91,
+                        6,
+                        8,
+                        100 * i,
+                        time.time(),
+                        time.monotonic(),
+                        "demo-model",
+                        "0",
+                        "0" * 64,
+                        0.7,
+                        ev,
+                    )
+                )
             watcher.wait_for(n, 30.0)
             elapsed_s = time.perf_counter() - t0
         finally:
@@ -145,7 +185,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         counts = watcher.check(data / "keys" / public_key_name(unit))
         print(f"uplink demo: {n} alert(s) from {unit} in {elapsed_s:.2f} s")
         print("  " + watcher.summary(pub_key=data / "keys" / public_key_name(unit)))
-        print(f"  watch a real broker: mosquitto_sub -h HOST -p {broker.port} -t "
-              f"'{broker.root}/+/alert' -v")
+        print(
+            f"  watch a real broker: mosquitto_sub -h HOST -p {broker.port} -t "
+            f"'{broker.root}/+/alert' -v"
+        )
         ok = counts["received"] == counts["verified"] == counts["evidence_ok"] == n
         return 0 if ok else 1

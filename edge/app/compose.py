@@ -71,18 +71,24 @@ class Paths:
         mqtt = sink if isinstance(sink, MqttSinkConfig) else None
         outbox, key = uplink_paths(mqtt, unit_id=cfg.unit.id, data_dir=data)
         jsonl = getattr(sink, "path", None) if mqtt is None else None
-        return cls(data_dir=data, evidence_dir=cfg.evidence.dir or data / "evidence",
-                   alerts_jsonl=jsonl or data / "alerts.jsonl", outbox=outbox,
-                   signing_key=key, sampler_state=data / "sampler.json")
+        return cls(
+            data_dir=data,
+            evidence_dir=cfg.evidence.dir or data / "evidence",
+            alerts_jsonl=jsonl or data / "alerts.jsonl",
+            outbox=outbox,
+            signing_key=key,
+            sampler_state=data / "sampler.json",
+        )
 
 
-def uplink_paths(sink: MqttSinkConfig | None, *, unit_id: str, data_dir: Path
-                 ) -> tuple[Path, Path]:
+def uplink_paths(sink: MqttSinkConfig | None, *, unit_id: str, data_dir: Path) -> tuple[Path, Path]:
     """The outbox file and the signing key: as configured, else under ``data_dir``."""
     outbox = sink.outbox_path if sink is not None and sink.outbox_path else None
     key = sink.signing_key if sink is not None and sink.signing_key else None
-    return (outbox or data_dir / "outbox.sqlite",
-            key or data_dir / "keys" / signing_key_name(unit_id))
+    return (
+        outbox or data_dir / "outbox.sqlite",
+        key or data_dir / "keys" / signing_key_name(unit_id),
+    )
 
 
 def build_source(cfg: Config, *, speed: float | None = None) -> FrameSource:
@@ -96,8 +102,13 @@ def is_file_source(cfg: Config) -> bool:
 
 def build_classifier(cfg: Config) -> LiteRTClassifier:
     m_ = cfg.model
-    return LiteRTClassifier.open(m_.path, sidecar=m_.sidecar, accelerator=m_.accelerator,
-                                 threads=m_.threads, threshold=m_.threshold)
+    return LiteRTClassifier.open(
+        m_.path,
+        sidecar=m_.sidecar,
+        accelerator=m_.accelerator,
+        threads=m_.threads,
+        threshold=m_.threshold,
+    )
 
 
 def build_rois(cfg: Config) -> list[Roi]:
@@ -107,9 +118,12 @@ def build_rois(cfg: Config) -> list[Roi]:
 def build_evidence(cfg: Config, paths: Paths | None = None) -> EvidenceStore:
     e = cfg.evidence
     paths = paths or Paths.of(cfg)
-    return EvidenceStore(paths.evidence_dir, quota_bytes=int(e.quota_mb * 1e6),
-                         jpeg_quality=e.jpeg_quality,
-                         reserve_bytes=int(cfg.unit.disk_reserve_mb * 1024 * 1024))
+    return EvidenceStore(
+        paths.evidence_dir,
+        quota_bytes=int(e.quota_mb * 1e6),
+        jpeg_quality=e.jpeg_quality,
+        reserve_bytes=int(cfg.unit.disk_reserve_mb * 1024 * 1024),
+    )
 
 
 def build_gps(cfg: Config) -> GpsSource | None:
@@ -125,28 +139,41 @@ def signing_key_for(path: Path, *, unit_id: str, autogenerate: bool) -> Ed25519P
     """Load the unit's signing key, generating it first when allowed (demo and bench only)."""
     if not path.exists() and autogenerate:
         if path.name != signing_key_name(unit_id):
-            raise SignatureError(f"sink.signing_key: {path} must be named "
-                                 f"{signing_key_name(unit_id)} to be generated")
+            raise SignatureError(
+                f"sink.signing_key: {path} must be named "
+                f"{signing_key_name(unit_id)} to be generated"
+            )
         _, pub, kid = write_key_pair(unit_id, path.parent)
-        log.warning("generated signing key %s (key id %s); give %s to the control room",
-                    path, kid, pub)
+        log.warning(
+            "generated signing key %s (key id %s); give %s to the control room", path, kid, pub
+        )
     return load_private_key(path)
 
 
-def build_uplink(cfg: MqttSinkConfig, *, unit_id: str, data_dir: Path,
-                 on_command: CommandFn | None = None,
-                 reserve_bytes: int = 64 * 1024 * 1024) -> MqttUplink:
+def build_uplink(
+    cfg: MqttSinkConfig,
+    *,
+    unit_id: str,
+    data_dir: Path,
+    on_command: CommandFn | None = None,
+    reserve_bytes: int = 64 * 1024 * 1024,
+) -> MqttUplink:
     """Open the outbox, load the key and start the MQTT uplink (it connects in the
     background, never blocking on the broker)."""
     outbox_path, key_path = uplink_paths(cfg, unit_id=unit_id, data_dir=data_dir)
     key = signing_key_for(key_path, unit_id=unit_id, autogenerate=cfg.signing_key_autogenerate)
-    outbox = Outbox(outbox_path, quota_bytes=int(cfg.outbox_quota_mb * 1024 * 1024),
-                    fsync=cfg.outbox_fsync, reserve_bytes=reserve_bytes)
+    outbox = Outbox(
+        outbox_path,
+        quota_bytes=int(cfg.outbox_quota_mb * 1024 * 1024),
+        fsync=cfg.outbox_fsync,
+        reserve_bytes=reserve_bytes,
+    )
     if outbox.problem:
         log.error("outbox: %s", outbox.problem)
     try:
-        return MqttUplink(cfg, unit_id=unit_id, outbox=outbox, signing_key=key,
-                          on_command=on_command).start()
+        return MqttUplink(
+            cfg, unit_id=unit_id, outbox=outbox, signing_key=key, on_command=on_command
+        ).start()
     except BaseException:
         outbox.close()
         raise
@@ -156,9 +183,13 @@ def build_sink(cfg: Config, *, on_command: CommandFn | None = None) -> AlertSink
     """The alert sink ``[sink] type`` names: a JSON-lines file, or the MQTT uplink."""
     s = cfg.sink
     if isinstance(s, MqttSinkConfig):
-        return build_uplink(s, unit_id=cfg.unit.id, data_dir=cfg.unit.data_dir,
-                            on_command=on_command,
-                            reserve_bytes=int(cfg.unit.disk_reserve_mb * 1024 * 1024))
+        return build_uplink(
+            s,
+            unit_id=cfg.unit.id,
+            data_dir=cfg.unit.data_dir,
+            on_command=on_command,
+            reserve_bytes=int(cfg.unit.disk_reserve_mb * 1024 * 1024),
+        )
     return JsonlSink(Paths.of(cfg).alerts_jsonl)
 
 
@@ -188,8 +219,15 @@ class Unit:
     Use as a context manager; everything built is closed in reverse order on exit.
     """
 
-    def __init__(self, cfg: Config, *, lossless: bool = False, speed: float | None = None,
-                 extra_sink: AlertSink | None = None, config_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        lossless: bool = False,
+        speed: float | None = None,
+        extra_sink: AlertSink | None = None,
+        config_path: Path | None = None,
+    ) -> None:
         self.cfg = cfg
         self.paths = Paths.of(cfg)
         self.config_path = config_path
@@ -221,8 +259,11 @@ class Unit:
         """``snapshot_failed``: snapshots not made (no frame yet, drawing failed). The uplink
         counts the ones it published, dropped or had refused; the heartbeat carries both."""
         self._commands: dict[str, CommandFn] = {
-            "mute": self._mute, "collect": self._collect, "snapshot": self._snapshot,
-            "reload": self._reload, "calibrate": self._calibrate,
+            "mute": self._mute,
+            "collect": self._collect,
+            "snapshot": self._snapshot,
+            "reload": self._reload,
+            "calibrate": self._calibrate,
         }
         """The control room's commands, by name (each already checked against the schema)."""
 
@@ -276,29 +317,54 @@ class Unit:
             self.collector = Collector(uplink=uplink, jpeg_quality=cfg.evidence.jpeg_quality)
             self._stack.callback(self.collector.close)  # closed before the uplink
             self.sampler = Sampler(
-                uplink=uplink, rois=rois, cfg=cfg.sampling, threshold=params.score_on,
-                model_version=classifier.version, state_path=self.paths.sampler_state,
-                jpeg_quality=cfg.evidence.jpeg_quality, hold=self._alerts_pending)
+                uplink=uplink,
+                rois=rois,
+                cfg=cfg.sampling,
+                threshold=params.score_on,
+                model_version=classifier.version,
+                state_path=self.paths.sampler_state,
+                jpeg_quality=cfg.evidence.jpeg_quality,
+                hold=self._alerts_pending,
+            )
             self._stack.callback(self.sampler.close)
-            self.emitter = StatsEmitter(unit_id=cfg.unit.id, uplink=uplink,
-                                        interval_s=cfg.sink.heartbeat_interval_s,
-                                        pipeline_stats=self.heartbeat_stats, gps=self.gps)
+            self.emitter = StatsEmitter(
+                unit_id=cfg.unit.id,
+                uplink=uplink,
+                interval_s=cfg.sink.heartbeat_interval_s,
+                pipeline_stats=self.heartbeat_stats,
+                gps=self.gps,
+            )
             self._stack.callback(self.emitter.close)  # stopped before the uplink closes
             self.emitter.start()
         numbers: AlertNumbers | None = (
-            sink.outbox if isinstance(sink, MqttUplink)
-            else sink if isinstance(sink, JsonlSink) else None)
+            sink.outbox
+            if isinstance(sink, MqttUplink)
+            else sink
+            if isinstance(sink, JsonlSink)
+            else None
+        )
         if self.extra_sink is not None:
             sink = TeeSink(sink, self.extra_sink)
         cam = cfg.camera
         self.pipeline = Pipeline(
-            source=source, classifier=classifier, rois=rois, decider=params,
-            evidence=evidence, sink=sink,
-            unit_id=cfg.unit.id, lossless=self.lossless,
-            reconnect_min_s=cam.reconnect_min_s, reconnect_max_s=cam.reconnect_max_s,
-            clip_before_s=cfg.evidence.clip_before_s, clip_after_s=cfg.evidence.clip_after_s,
-            clip_width=cfg.evidence.clip_width, on_status=self._on_status, on_hit=self._on_hit,
-            on_frame=self._on_frame, stamp=self.stamp, numbers=numbers,
+            source=source,
+            classifier=classifier,
+            rois=rois,
+            decider=params,
+            evidence=evidence,
+            sink=sink,
+            unit_id=cfg.unit.id,
+            lossless=self.lossless,
+            reconnect_min_s=cam.reconnect_min_s,
+            reconnect_max_s=cam.reconnect_max_s,
+            clip_before_s=cfg.evidence.clip_before_s,
+            clip_after_s=cfg.evidence.clip_after_s,
+            clip_width=cfg.evidence.clip_width,
+            on_status=self._on_status,
+            on_hit=self._on_hit,
+            on_frame=self._on_frame,
+            stamp=self.stamp,
+            numbers=numbers,
         )
         if is_file_source(cfg):
             # A missing or unreadable file fails here, clearly. A camera that is absent at
@@ -318,8 +384,11 @@ class Unit:
             from edge.adapters.supervisor import SupervisorLink
 
             self.supervisor = SupervisorLink(
-                g.supervisor_port, baud=g.supervisor_baud, heartbeat_s=g.heartbeat_s,
-                status_text=lambda: self.pipeline.status if self.pipeline else "starting")
+                g.supervisor_port,
+                baud=g.supervisor_baud,
+                heartbeat_s=g.heartbeat_s,
+                status_text=lambda: self.pipeline.status if self.pipeline else "starting",
+            )
             self._stack.callback(self.supervisor.close)
             if g.strobe_on_us:
                 self.supervisor.set_strobe(g.strobe_on_us, g.strobe_max_duty_pct)
@@ -345,8 +414,7 @@ class Unit:
         if self.pipeline is not None:
             out["evidence_dropped"] = self.pipeline.evidence.dropped_count
         if self.uplink is not None:
-            out.update({k: v for k, v in self.uplink.stats().items()
-                        if k.startswith("snapshot_")})
+            out.update({k: v for k, v in self.uplink.stats().items() if k.startswith("snapshot_")})
         return out
 
     def stamp(self, det: Detection) -> Detection:
@@ -466,13 +534,22 @@ class Unit:
             self._counts["reloads_refused"] += 1
             log.error("reload %s refused; still running on the old config: %s", rid, e)
             return
-        log.warning("reload %s: %s is valid; stopping to restart on it (exit status %d)", rid,
-                    self.config_path, EXIT_RELOAD)
+        log.warning(
+            "reload %s: %s is valid; stopping to restart on it (exit status %d)",
+            rid,
+            self.config_path,
+            EXIT_RELOAD,
+        )
         self.reload_requested.set()
 
     # -- running ------------------------------------------------------------------------------
-    def run(self, *, stop: threading.Event | None = None, max_s: float | None = None,
-            progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    def run(
+        self,
+        *,
+        stop: threading.Event | None = None,
+        max_s: float | None = None,
+        progress: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
         """Run until the source ends, ``stop`` is set, ignition shutdown, a valid ``reload``
         (then ``exit_code`` is EXIT_RELOAD), or ``max_s``."""
         assert self.pipeline is not None
@@ -486,8 +563,11 @@ class Unit:
         interval = self.cfg.stats.log_interval_s
         try:
             while not p.is_finished:
-                if (stop.wait(0.25) or self.shutdown_requested.is_set()
-                        or self.reload_requested.is_set()):
+                if (
+                    stop.wait(0.25)
+                    or self.shutdown_requested.is_set()
+                    or self.reload_requested.is_set()
+                ):
                     break
                 now = time.monotonic()
                 if max_s is not None and now - started >= max_s:
@@ -502,9 +582,15 @@ class Unit:
                 if now - last_log >= interval:
                     last_log = now
                     s = p.snapshot()
-                    log.info("fps %.1f in / %.1f out, dropped %d, invoke ms p50 %s p99 %s, "
-                             "hits %d", s["fps_in"], s["fps"], s["dropped_frames"],
-                             s["invoke_ms_p50"], s["invoke_ms_p99"], s["hits"])
+                    log.info(
+                        "fps %.1f in / %.1f out, dropped %d, invoke ms p50 %s p99 %s, hits %d",
+                        s["fps_in"],
+                        s["fps"],
+                        s["dropped_frames"],
+                        s["invoke_ms_p50"],
+                        s["invoke_ms_p99"],
+                        s["hits"],
+                    )
         finally:
             if self.notifier is not None:
                 self.notifier.stopping()

@@ -27,7 +27,9 @@ from edge.core.roi import Roi
 class UnitConfig(StrictModel):
     id: str = Field(
         description="Unit id: letters, digits, '-' and '_' (used in topics and alert ids).",
-        min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$",
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_-]+$",
     )
     mode: Literal["junction", "patrol"] = Field(
         "junction", description="'junction' (fixed pole camera) or 'patrol' (dash camera)."
@@ -36,14 +38,19 @@ class UnitConfig(StrictModel):
         Path("var/unit"), description="Where the unit keeps evidence, outbox and state."
     )
     disk_reserve_mb: float = Field(
-        64.0, description="Disk space evidence and the outbox always leave free: past it the "
-        "oldest evidence (receipted first) is pruned; alerts are always kept.", ge=0, le=1e6,
+        64.0,
+        description="Disk space evidence and the outbox always leave free: past it the "
+        "oldest evidence (receipted first) is pruned; alerts are always kept.",
+        ge=0,
+        le=1e6,
     )
 
 
 class RoiConfig(StrictModel):
     id: str = Field(
-        description="Name of the region (e.g. 'lane1'); unique.", min_length=1, max_length=32,
+        description="Name of the region (e.g. 'lane1'); unique.",
+        min_length=1,
+        max_length=32,
         pattern=r"^[A-Za-z0-9_-]+$",
     )
     rect: tuple[float, float, float, float] | None = Field(
@@ -97,12 +104,17 @@ class DeciderConfig(StrictModel):
         4, description="Frames in the window at or above score_on for a hit (N).", ge=1, le=300
     )
     score_on: float | None = Field(
-        None, description="Score that counts a frame as 'phone'; default: the model threshold.",
-        ge=0, le=1,
+        None,
+        description="Score that counts a frame as 'phone'; default: the model threshold.",
+        ge=0,
+        le=1,
     )
     score_off: float | None = Field(
-        None, description="All scores must fall below this before the region can fire again; "
-        "default: 0.6 x score_on.", ge=0, le=1,
+        None,
+        description="All scores must fall below this before the region can fire again; "
+        "default: 0.6 x score_on.",
+        ge=0,
+        le=1,
     )
     cooldown_s: float = Field(
         10.0, description="Least time between two hits in one region (s).", ge=0, le=3600
@@ -112,16 +124,24 @@ class DeciderConfig(StrictModel):
     def _check(self) -> DeciderConfig:
         if self.min_frames > self.window:
             raise ValueError("min_frames must not exceed window")
-        if (self.score_on is not None and self.score_off is not None
-                and self.score_off > self.score_on):
+        if (
+            self.score_on is not None
+            and self.score_off is not None
+            and self.score_off > self.score_on
+        ):
             raise ValueError("score_off must not exceed score_on")
         return self
 
     def params(self, model_threshold: float) -> DeciderParams:
         on = self.score_on if self.score_on is not None else model_threshold
         off = self.score_off if self.score_off is not None else 0.6 * on
-        return DeciderParams(window=self.window, min_frames=self.min_frames, score_on=on,
-                             score_off=min(off, on), cooldown_s=self.cooldown_s)
+        return DeciderParams(
+            window=self.window,
+            min_frames=self.min_frames,
+            score_on=on,
+            score_off=min(off, on),
+            cooldown_s=self.cooldown_s,
+        )
 
 
 class EvidenceConfig(StrictModel):
@@ -133,9 +153,7 @@ class EvidenceConfig(StrictModel):
     clip_before_s: float = Field(
         0.0, description="Seconds of video kept before a hit (0 = no clip).", ge=0, le=30
     )
-    clip_after_s: float = Field(
-        0.0, description="Seconds of video kept after a hit.", ge=0, le=30
-    )
+    clip_after_s: float = Field(0.0, description="Seconds of video kept after a hit.", ge=0, le=30)
     clip_width: int = Field(
         640, description="Width the clip frames are scaled to (keeps memory small).", ge=64, le=3840
     )
@@ -154,23 +172,30 @@ class SamplingConfig(StrictModel):
     """Background sampling of ROI crops for the labelling queue (edge/app/sampler.py)."""
 
     enabled: bool = Field(
-        False, description="Sample crops without a command: random ones (for recall and the "
+        False,
+        description="Sample crops without a command: random ones (for recall and the "
         "false-positive rate) and ones scored near the threshold. Needs [sink] type = 'mqtt'.",
     )
     random_per_day: int = Field(
-        50, description="Random crops per UTC day, spread uniformly over the day.", ge=0,
+        50,
+        description="Random crops per UTC day, spread uniformly over the day.",
+        ge=0,
         le=10000,
     )
     uncertain_per_day: int = Field(
-        50, description="Crops per UTC day scoring within 'band' of the decider's score_on.",
-        ge=0, le=10000,
+        50,
+        description="Crops per UTC day scoring within 'band' of the decider's score_on.",
+        ge=0,
+        le=10000,
     )
     band: float = Field(
         0.1, description="Half-width of the uncertainty band around score_on.", ge=0, le=0.5
     )
     min_interval_s: float = Field(
-        60.0, description="Least time between two samples of one kind (random, uncertain) (s).",
-        ge=0, le=86400,
+        60.0,
+        description="Least time between two samples of one kind (random, uncertain) (s).",
+        ge=0,
+        le=86400,
     )
 
 
@@ -178,7 +203,8 @@ class Config(StrictModel):
     unit: UnitConfig = Field(description="Who this unit is.")
     camera: CameraConfig = Field(description="The frame source, chosen by 'type'.")
     rois: list[RoiConfig] = Field(
-        description="Driver-window regions, one per lane or windscreen.", min_length=1,
+        description="Driver-window regions, one per lane or windscreen.",
+        min_length=1,
         max_length=16,
     )
     model: ModelConfig = Field(description="The phone-in-hand classifier.")
@@ -204,8 +230,7 @@ class Config(StrictModel):
         return v
 
 
-def parse_config(data: Table, *, source: str = "config", base_dir: Path | None = None
-                 ) -> Config:
+def parse_config(data: Table, *, source: str = "config", base_dir: Path | None = None) -> Config:
     """Validate a parsed TOML table; relative paths are taken from ``base_dir`` if given."""
     if base_dir is not None:
         data = resolve_paths(Config, data, base_dir)

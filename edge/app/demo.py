@@ -58,8 +58,9 @@ def load_truth(path: Path) -> dict[str, Any]:
     return data
 
 
-def score_hits(hits: list[tuple[str, int]], truth: dict[str, Any], *,
-               slack_frames: int = 0) -> Score:
+def score_hits(
+    hits: list[tuple[str, int]], truth: dict[str, Any], *, slack_frames: int = 0
+) -> Score:
     """``hits``: (roi id, best frame index) per alert."""
     events = [e for e in truth["events"] if e["phone"]]
     found_ids: set[int] = set()
@@ -67,8 +68,7 @@ def score_hits(hits: list[tuple[str, int]], truth: dict[str, Any], *,
     for roi, frame in hits:
         match = None
         for i, e in enumerate(events):
-            if (e["roi"] == roi
-                    and e["start_frame"] <= frame <= e["end_frame"] + slack_frames):
+            if e["roi"] == roi and e["start_frame"] <= frame <= e["end_frame"] + slack_frames:
                 match = i
                 break
         if match is None:
@@ -77,5 +77,10 @@ def score_hits(hits: list[tuple[str, int]], truth: dict[str, Any], *,
             duplicate += 1
         else:
             found_ids.add(match)
-    return Score(phone_events=len(events), found=len(found_ids),
-                 missed=len(events) - len(found_ids), false=false, duplicate=duplicate)
+    return Score(
+        phone_events=len(events),
+        found=len(found_ids),
+        missed=len(events) - len(found_ids),
+        false=false,
+        duplicate=duplicate,
+    )

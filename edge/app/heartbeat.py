@@ -50,8 +50,7 @@ def read_position(gps: GpsSource | None) -> tuple[dict[str, Any] | None, str | N
         return None, "error"
 
 
-def stamp_position(det: Detection, gps: GpsSource | None, *, max_fix_age_s: float
-                   ) -> Detection:
+def stamp_position(det: Detection, gps: GpsSource | None, *, max_fix_age_s: float) -> Detection:
     """``det`` with the GPS fix and state read now and its alert time by the one rule
     (:func:`edge.core.messages.alert_time`): what every sink records."""
     fix, gps_state = read_position(gps)
@@ -61,10 +60,16 @@ def stamp_position(det: Detection, gps: GpsSource | None, *, max_fix_age_s: floa
 class StatsEmitter:
     """Builds a heartbeat every ``interval_s`` and hands it to ``uplink``."""
 
-    def __init__(self, *, unit_id: str, uplink: Uplink, interval_s: float,
-                 pipeline_stats: Callable[[], Mapping[str, Any]],
-                 gps: GpsSource | None = None,
-                 cpu_temp: Callable[[], float | None] = read_cpu_temp_c) -> None:
+    def __init__(
+        self,
+        *,
+        unit_id: str,
+        uplink: Uplink,
+        interval_s: float,
+        pipeline_stats: Callable[[], Mapping[str, Any]],
+        gps: GpsSource | None = None,
+        cpu_temp: Callable[[], float | None] = read_cpu_temp_c,
+    ) -> None:
         self.unit_id = unit_id
         self.uplink = uplink
         self.interval_s = interval_s
@@ -86,11 +91,17 @@ class StatsEmitter:
         up = self.uplink.stats()
         fix, gps_state = read_position(self._gps)
         return m.build_heartbeat(
-            self.unit_id, t_wall_s=time.time(), uptime_s=time.monotonic() - self._t0_mono,
-            pipeline=pipeline, outbox_depth=int(up.get("outbox_depth", 0)),
+            self.unit_id,
+            t_wall_s=time.time(),
+            uptime_s=time.monotonic() - self._t0_mono,
+            pipeline=pipeline,
+            outbox_depth=int(up.get("outbox_depth", 0)),
             evidence_pruned=int(up.get("outbox_evidence_pruned", 0)),
-            alerts_pruned=int(up.get("outbox_alerts_pruned", 0)), gps_state=gps_state, fix=fix,
-            cpu_temp_c=self._cpu_temp())
+            alerts_pruned=int(up.get("outbox_alerts_pruned", 0)),
+            gps_state=gps_state,
+            fix=fix,
+            cpu_temp_c=self._cpu_temp(),
+        )
 
     def start(self) -> StatsEmitter:
         self._thread.start()

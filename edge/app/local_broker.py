@@ -59,14 +59,24 @@ def free_port(host: str = "127.0.0.1") -> int:
 class LocalBroker:
     host = "127.0.0.1"
 
-    def __init__(self, *, tls: bool = False, units: Sequence[str] = (), root: str = "phonewatch",
-                 port: int | None = None, workdir: Path | None = None,
-                 passwords: Mapping[str, str] | None = None,
-                 start_timeout_s: float = 10.0, max_queued_messages: int = 100000) -> None:
+    def __init__(
+        self,
+        *,
+        tls: bool = False,
+        units: Sequence[str] = (),
+        root: str = "phonewatch",
+        port: int | None = None,
+        workdir: Path | None = None,
+        passwords: Mapping[str, str] | None = None,
+        start_timeout_s: float = 10.0,
+        max_queued_messages: int = 100000,
+    ) -> None:
         binary = find_mosquitto()
         if binary is None:
-            raise BrokerError("mosquitto is not installed (Debian package 'mosquitto'; "
-                              "'make bootstrap' installs it)")
+            raise BrokerError(
+                "mosquitto is not installed (Debian package 'mosquitto'; "
+                "'make bootstrap' installs it)"
+            )
         self.binary = binary
         self.tls = tls
         self.units = list(units)
@@ -99,22 +109,29 @@ class LocalBroker:
             (self.dir / "phonewatch.acl").write_text(acl)
             conf = self._rewrite_prod_conf(PROD_CONF.read_text())
         else:
-            conf = "\n".join([
-                "per_listener_settings false",
-                *self._password_lines(),
-                "persistence true",
-                f"persistence_location {self.dir / 'data'}/",
-                "autosave_interval 30",
-                f"max_queued_messages {self.max_queued_messages}",
-                f"listener {self.port} {self.host}",
-            ])
-        conf += "\n" + "\n".join([
-            f"log_dest file {self.log_path}",
-            "log_type error", "log_type warning", "log_type notice", "log_type information",
-            "connection_messages true",
-            f"user {getpass.getuser()}",
-            "",
-        ])
+            conf = "\n".join(
+                [
+                    "per_listener_settings false",
+                    *self._password_lines(),
+                    "persistence true",
+                    f"persistence_location {self.dir / 'data'}/",
+                    "autosave_interval 30",
+                    f"max_queued_messages {self.max_queued_messages}",
+                    f"listener {self.port} {self.host}",
+                ]
+            )
+        conf += "\n" + "\n".join(
+            [
+                f"log_dest file {self.log_path}",
+                "log_type error",
+                "log_type warning",
+                "log_type notice",
+                "log_type information",
+                "connection_messages true",
+                f"user {getpass.getuser()}",
+                "",
+            ]
+        )
         self.conf_path.write_text(conf)
         self._prepared = True
 
@@ -125,8 +142,9 @@ class LocalBroker:
         pw_file.write_text("".join(f"{u}:{p}\n" for u, p in self.passwords.items()))
         pw_file.chmod(0o600)
         tool = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
-        res = subprocess.run([tool, "-U", str(pw_file)], capture_output=True, text=True,
-                             check=False)
+        res = subprocess.run(
+            [tool, "-U", str(pw_file)], capture_output=True, text=True, check=False
+        )
         if res.returncode != 0:
             raise BrokerError(f"mosquitto_passwd failed: {res.stderr.strip()}")
         return ["allow_anonymous false", f"password_file {pw_file}"]
@@ -152,8 +170,9 @@ class LocalBroker:
         steps = [["ca", d], ["server", d, "localhost", self.host]]
         steps += [["client", d, name] for name in [*self.units, CONTROLROOM]]
         for step in steps:
-            res = subprocess.run(["bash", str(CERT_SCRIPT), *step], capture_output=True,
-                                 text=True, check=False)
+            res = subprocess.run(
+                ["bash", str(CERT_SCRIPT), *step], capture_output=True, text=True, check=False
+            )
             if res.returncode != 0:
                 raise BrokerError(f"make-certs.sh {step[0]} failed: {res.stderr.strip()}")
 
@@ -164,13 +183,20 @@ class LocalBroker:
         cert = self.certs_dir / f"{name}.crt"
         if not cert.exists():
             raise BrokerError(f"no certificate for {name!r}; pass it in units=")
-        return {"ca_file": self.certs_dir / "ca.crt", "cert_file": cert,
-                "key_file": self.certs_dir / f"{name}.key"}
+        return {
+            "ca_file": self.certs_dir / "ca.crt",
+            "cert_file": cert,
+            "key_file": self.certs_dir / f"{name}.key",
+        }
 
     def sink_settings(self, name: str) -> dict[str, Any]:
         """Keyword arguments for :class:`MqttSinkConfig` that reach this broker as ``name``."""
-        out: dict[str, Any] = {"type": "mqtt", "host": "localhost" if self.tls else self.host,
-                               "port": self.port, "topic_root": self.root}
+        out: dict[str, Any] = {
+            "type": "mqtt",
+            "host": "localhost" if self.tls else self.host,
+            "port": self.port,
+            "topic_root": self.root,
+        }
         if self.tls:
             out.update(self.client_certs(name))
         return out
@@ -190,29 +216,41 @@ class LocalBroker:
             try:
                 probe.bind((self.host, self.port))
             except OSError as e:
-                raise BrokerError(f"cannot start mosquitto: port {self.port} is in use "
-                                  f"({e.strerror})") from None
-        self._proc = subprocess.Popen([self.binary, "-c", str(self.conf_path)],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                      start_new_session=True)
+                raise BrokerError(
+                    f"cannot start mosquitto: port {self.port} is in use ({e.strerror})"
+                ) from None
+        self._proc = subprocess.Popen(
+            [self.binary, "-c", str(self.conf_path)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 err = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
-                raise BrokerError(f"mosquitto exited with {self._proc.returncode}: "
-                                  f"{err.strip()} {self.log_tail()}")
+                raise BrokerError(
+                    f"mosquitto exited with {self._proc.returncode}: "
+                    f"{err.strip()} {self.log_tail()}"
+                )
             try:
                 with socket.create_connection((self.host, self.port), timeout=0.2):
                     if self._proc.poll() is not None:
                         continue  # someone else answered; ours died: reported above
-                    log.info("mosquitto up on %s:%d (%s)", self.host, self.port,
-                             "TLS+ACL" if self.tls else "plain")
+                    log.info(
+                        "mosquitto up on %s:%d (%s)",
+                        self.host,
+                        self.port,
+                        "TLS+ACL" if self.tls else "plain",
+                    )
                     return self
             except OSError:
                 time.sleep(0.02)
         self.stop()
-        raise BrokerError(f"mosquitto did not accept connections on port {self.port} within "
-                          f"{self.start_timeout_s} s. {self.log_tail()}")
+        raise BrokerError(
+            f"mosquitto did not accept connections on port {self.port} within "
+            f"{self.start_timeout_s} s. {self.log_tail()}"
+        )
 
     def stop(self, *, kill: bool = False, timeout_s: float = 10.0) -> None:
         """Stop the broker: SIGTERM (it saves its persistence file) or SIGKILL."""
@@ -273,8 +311,11 @@ class AlertWatcher:
         self.duplicates = 0
         self.malformed = 0
         self._lock = threading.Lock()
-        self._client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2,
-                                   client_id=client_id, protocol=mqtt.MQTTv5)
+        self._client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=mqtt.MQTTv5,
+        )
         if broker.tls:
             c = broker.client_certs(CONTROLROOM)
             self._client.tls_set(str(c["ca_file"]), str(c["cert_file"]), str(c["key_file"]))
@@ -282,8 +323,7 @@ class AlertWatcher:
         subscribed = threading.Event()
         self._client.on_subscribe = lambda *a: subscribed.set()
         self._client.connect("localhost" if broker.tls else broker.host, broker.port)
-        self._client.subscribe([(f"{broker.root}/+/alert", 1),
-                                (f"{broker.root}/+/evidence/+", 1)])
+        self._client.subscribe([(f"{broker.root}/+/alert", 1), (f"{broker.root}/+/evidence/+", 1)])
         self._client.loop_start()
         if not subscribed.wait(10):
             self.close()
@@ -328,22 +368,26 @@ class AlertWatcher:
             "received": len(alerts),
             "schema_ok": sum(not schema_errors(a, ALERT_SCHEMA) for a in alerts),
             "verified": sum(verify_alert(a, key) for a in alerts) if key is not None else -1,
-            "evidence_ok": sum(verify_evidence(a, evidence.get(str(a.get("alert_id")), b""))
-                               for a in alerts),
+            "evidence_ok": sum(
+                verify_evidence(a, evidence.get(str(a.get("alert_id")), b"")) for a in alerts
+            ),
             "duplicates": self.duplicates,
             "malformed": self.malformed,
         }
 
-    def summary(self, *, pub_key: Path | None, expected: int | None = None,
-                wait_s: float = 5.0) -> str:
+    def summary(
+        self, *, pub_key: Path | None, expected: int | None = None, wait_s: float = 5.0
+    ) -> str:
         if expected:
             self.wait_for(expected, wait_s)
         c = self.check(pub_key)
         verified = "not checked (no key)" if c["verified"] < 0 else str(c["verified"])
-        return (f"control room (mosquitto {self.broker.host}:{self.broker.port}): "
-                f"{c['received']} alert(s) received, {verified} signature(s) verified, "
-                f"{c['evidence_ok']} evidence image(s) matched, {c['schema_ok']} schema-valid, "
-                f"{c['duplicates']} duplicate(s) dropped")
+        return (
+            f"control room (mosquitto {self.broker.host}:{self.broker.port}): "
+            f"{c['received']} alert(s) received, {verified} signature(s) verified, "
+            f"{c['evidence_ok']} evidence image(s) matched, {c['schema_ok']} schema-valid, "
+            f"{c['duplicates']} duplicate(s) dropped"
+        )
 
     def close(self) -> None:
         self._client.loop_stop()

@@ -24,13 +24,21 @@ _PAD = 4
 
 def legend_lines(threshold: float) -> list[str]:
     """What the colours mean (drawn in the picture and printed by ``roi-preview``)."""
-    return [f"red: region scoring >= {threshold:.2f} (phone)",
-            f"green: region scoring < {threshold:.2f}",
-            "cyan: crop the model sees (region + margin)"]
+    return [
+        f"red: region scoring >= {threshold:.2f} (phone)",
+        f"green: region scoring < {threshold:.2f}",
+        "cyan: crop the model sees (region + margin)",
+    ]
 
 
-def draw_rois(img: np.ndarray, rois: Sequence[Roi], scores: Mapping[str, float],
-              threshold: float, *, legend: bool = True) -> np.ndarray:
+def draw_rois(
+    img: np.ndarray,
+    rois: Sequence[Roi],
+    scores: Mapping[str, float],
+    threshold: float,
+    *,
+    legend: bool = True,
+) -> np.ndarray:
     """A copy of ``img`` (BGR) with each region outlined, its crop box, ``id score`` once on
     a dark box, and (``legend``) a key to the colours in the bottom-left corner.
 
@@ -61,8 +69,7 @@ def _text_size(text: str) -> tuple[int, int, int]:
     return tw, th, base
 
 
-def _label(out: np.ndarray, text: str, x: int, y_top: int, colour: tuple[int, int, int]
-           ) -> None:
+def _label(out: np.ndarray, text: str, x: int, y_top: int, colour: tuple[int, int, int]) -> None:
     """``text`` once, in ``colour`` on a dark box just above ``(x, y_top)`` (below it when
     there is no room above), kept inside the picture."""
     import cv2
@@ -73,16 +80,27 @@ def _label(out: np.ndarray, text: str, x: int, y_top: int, colour: tuple[int, in
     bx = min(max(0, x), max(0, w - bw))
     by = y_top - bh if y_top - bh >= 0 else min(y_top, max(0, h - bh))
     cv2.rectangle(out, (bx, by), (bx + bw - 1, by + bh - 1), LABEL_BG_BGR, cv2.FILLED)
-    cv2.putText(out, text, (bx + _PAD, by + _PAD + th), cv2.FONT_HERSHEY_SIMPLEX, _FONT_SCALE,
-                colour, 1, cv2.LINE_AA)
+    cv2.putText(
+        out,
+        text,
+        (bx + _PAD, by + _PAD + th),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        _FONT_SCALE,
+        colour,
+        1,
+        cv2.LINE_AA,
+    )
 
 
 def _legend(out: np.ndarray, threshold: float) -> None:
     import cv2
 
     h, w = out.shape[:2]
-    rows = [(HOT_BGR, legend_lines(threshold)[0]), (COLD_BGR, legend_lines(threshold)[1]),
-            (CROP_BGR, legend_lines(threshold)[2])]
+    rows = [
+        (HOT_BGR, legend_lines(threshold)[0]),
+        (COLD_BGR, legend_lines(threshold)[1]),
+        (CROP_BGR, legend_lines(threshold)[2]),
+    ]
     sizes = [_text_size(t) for _, t in rows]
     line_h = max(th + base for _, th, base in sizes) + _PAD
     swatch = line_h - _PAD
@@ -94,7 +112,14 @@ def _legend(out: np.ndarray, threshold: float) -> None:
     cv2.rectangle(out, (x0, y0), (x0 + bw - 1, h - 1), LABEL_BG_BGR, cv2.FILLED)
     for i, ((colour, text), (_, th, _)) in enumerate(zip(rows, sizes, strict=True)):
         top = y0 + _PAD + i * line_h
-        cv2.rectangle(out, (x0 + _PAD, top), (x0 + _PAD + swatch - 1, top + swatch - 1),
-                      colour, 2)
-        cv2.putText(out, text, (x0 + 2 * _PAD + swatch + _PAD, top + th),
-                    cv2.FONT_HERSHEY_SIMPLEX, _FONT_SCALE, LABEL_FG_BGR, 1, cv2.LINE_AA)
+        cv2.rectangle(out, (x0 + _PAD, top), (x0 + _PAD + swatch - 1, top + swatch - 1), colour, 2)
+        cv2.putText(
+            out,
+            text,
+            (x0 + 2 * _PAD + swatch + _PAD, top + th),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            _FONT_SCALE,
+            LABEL_FG_BGR,
+            1,
+            cv2.LINE_AA,
+        )

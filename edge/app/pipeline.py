@@ -105,8 +105,9 @@ class ClipBuffer:
         img = frame.image
         h, w = img.shape[:2]
         if w > self.width:
-            img = cv2.resize(img, (self.width, max(1, h * self.width // w)),
-                             interpolation=cv2.INTER_AREA)
+            img = cv2.resize(
+                img, (self.width, max(1, h * self.width // w)), interpolation=cv2.INTER_AREA
+            )
         else:
             img = img.copy()
         with self._lock:
@@ -245,8 +246,11 @@ class Pipeline:
         self.reconnect_max_s = reconnect_max_s
         self.clip_before_s = clip_before_s
         self.clip_after_s = clip_after_s
-        self.clips = (ClipBuffer(keep_s=clip_before_s + clip_after_s + 2.0, width=clip_width)
-                      if clip_before_s + clip_after_s > 0 else None)
+        self.clips = (
+            ClipBuffer(keep_s=clip_before_s + clip_after_s + 2.0, width=clip_width)
+            if clip_before_s + clip_after_s > 0
+            else None
+        )
         self.on_status = on_status
         self.on_hit = on_hit
         self.on_frame = on_frame
@@ -259,7 +263,8 @@ class Pipeline:
         self.stop_event = threading.Event()
         self._hits: queue.Queue[_Pending | None] = queue.Queue(maxsize=64)
         self._prepared: queue.Queue[tuple[Frame, list[np.ndarray], float] | None] = queue.Queue(
-            maxsize=1)
+            maxsize=1
+        )
         self._threads: list[threading.Thread] = []
         self._status = "starting"
         self._roi_by_id = {r.id: r for r in self.rois}
@@ -288,8 +293,12 @@ class Pipeline:
         if not self._source_open and not self.source.is_live:
             self.open_source()
         self.stats.started_mono_s = time.monotonic()
-        for name, target in (("evidence", self._evidence_loop), ("inference", self._infer_loop),
-                             ("prep", self._prep_loop), ("capture", self._capture_loop)):
+        for name, target in (
+            ("evidence", self._evidence_loop),
+            ("inference", self._infer_loop),
+            ("prep", self._prep_loop),
+            ("capture", self._capture_loop),
+        ):
             t = threading.Thread(target=target, name=f"pw-{name}", daemon=True)
             self._threads.append(t)
             t.start()
@@ -339,8 +348,9 @@ class Pipeline:
                     backoff = min(backoff * 2, self.reconnect_max_s)
                     continue
                 if frame is None:
-                    log.info("source %s ended after %d frames", self.source.name,
-                             self.stats.captured)
+                    log.info(
+                        "source %s ended after %d frames", self.source.name, self.stats.captured
+                    )
                     break
                 if self._status in ("starting", "degraded"):
                     self._set_status("running")
@@ -376,8 +386,9 @@ class Pipeline:
                 t0 = time.perf_counter()
                 img = frame.inference_image
                 try:
-                    tensors = [self.classifier.preprocess(r.crop(img), r.mask(img))
-                               for r in self.rois]
+                    tensors = [
+                        self.classifier.preprocess(r.crop(img), r.mask(img)) for r in self.rois
+                    ]
                 except Exception:  # log, count, continue with the next frame
                     self.stats.stage_errors += 1
                     log.exception("preprocessing frame %d failed", frame.index)
@@ -429,8 +440,9 @@ class Pipeline:
                 self._hits.put_nowait(_Pending(hit, self._roi_by_id[hit.roi_id]))
             except queue.Full:
                 self.stats.evidence_errors += 1
-                log.error("evidence queue full: hit in %s at frame %d lost", hit.roi_id,
-                          hit.best.index)
+                log.error(
+                    "evidence queue full: hit in %s at frame %d lost", hit.roi_id, hit.best.index
+                )
         self.last_scores = by_roi
         st = self.stats
         st.processed += 1
@@ -479,8 +491,11 @@ class Pipeline:
                 continue
             if self.clips is not None and item.clip is None:
                 t = item.hit.best.t_mono_s
-                self.clips.when_recorded(t - self.clip_before_s, t + self.clip_after_s,
-                                         functools.partial(clip_done, item))
+                self.clips.when_recorded(
+                    t - self.clip_before_s,
+                    t + self.clip_after_s,
+                    functools.partial(clip_done, item),
+                )
                 continue
             self._record_logged(item)
 
@@ -514,15 +529,27 @@ class Pipeline:
             ev_id = f"{base_id}-{n}"
         alert_id = f"{self.unit_id}-{seq}" if seq is not None else f"{self.unit_id}-{ev_id}"
         rec = self.evidence.save(
-            alert_id=alert_id, ev_id=ev_id, frame=frame.image, crop=item.roi.crop(frame.image),
-            clip=clip, clip_fps=self._clip_fps(),
+            alert_id=alert_id,
+            ev_id=ev_id,
+            frame=frame.image,
+            crop=item.roi.crop(frame.image),
+            clip=clip,
+            clip_fps=self._clip_fps(),
         )
         det = Detection(
-            alert_id=alert_id, roi_id=hit.roi_id, score=round(hit.score, 4),
-            frames_over=hit.frames_over, window=hit.window, frame_index=frame.index,
-            t_wall_s=frame.t_wall_s, t_mono_s=frame.t_mono_s,
-            model_name=self.classifier.name, model_version=self.classifier.version,
-            model_sha256=self.classifier.sha256, threshold=self.params.score_on, evidence=rec,
+            alert_id=alert_id,
+            roi_id=hit.roi_id,
+            score=round(hit.score, 4),
+            frames_over=hit.frames_over,
+            window=hit.window,
+            frame_index=frame.index,
+            t_wall_s=frame.t_wall_s,
+            t_mono_s=frame.t_mono_s,
+            model_name=self.classifier.name,
+            model_version=self.classifier.version,
+            model_sha256=self.classifier.sha256,
+            threshold=self.params.score_on,
+            evidence=rec,
             seq=seq,
         )
         if self.stamp is not None:
@@ -532,8 +559,9 @@ class Pipeline:
             self.sink.send(det)
         except Exception:
             self.stats.sink_errors += 1
-            log.exception("alert sink refused %s (evidence is on disk at %s)", alert_id,
-                          rec.frame_path)
+            log.exception(
+                "alert sink refused %s (evidence is on disk at %s)", alert_id, rec.frame_path
+            )
             return
         if self.on_hit is not None:
             self.on_hit(det)

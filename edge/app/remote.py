@@ -59,9 +59,12 @@ class CollectJob:
     def from_command(cls, body: Mapping[str, Any], rois: Sequence[Roi]) -> CollectJob:
         """From a payload already checked against ``command.v1.json``. Unknown ROI ids are
         logged and ignored; when none is left (or none was named) every ROI is collected."""
-        return cls(request_id=body.get("request_id"), count=int(body["count"]),
-                   interval_s=float(body.get("interval_s", COLLECT_DEFAULT_INTERVAL_S)),
-                   rois=choose_rois("collect", body, rois))
+        return cls(
+            request_id=body.get("request_id"),
+            count=int(body["count"]),
+            interval_s=float(body.get("interval_s", COLLECT_DEFAULT_INTERVAL_S)),
+            rois=choose_rois("collect", body, rois),
+        )
 
 
 def choose_rois(command: str, body: Mapping[str, Any], rois: Sequence[Roi]) -> tuple[Roi, ...]:
@@ -71,9 +74,13 @@ def choose_rois(command: str, body: Mapping[str, Any], rois: Sequence[Roi]) -> t
     by_id = {r.id: r for r in rois}
     unknown = [rid for rid in wanted if rid not in by_id]
     if unknown:
-        log.warning("%s %s: unknown roi id(s) %s ignored; this unit has %s", command,
-                    body.get("request_id") or "-", ", ".join(map(repr, unknown)),
-                    ", ".join(by_id))
+        log.warning(
+            "%s %s: unknown roi id(s) %s ignored; this unit has %s",
+            command,
+            body.get("request_id") or "-",
+            ", ".join(map(repr, unknown)),
+            ", ".join(by_id),
+        )
     return tuple(by_id[rid] for rid in wanted if rid in by_id) or tuple(rois)
 
 
@@ -100,8 +107,13 @@ class Collector:
         self._queue: queue.Queue[tuple[_Progress, Frame, bool] | None] = queue.Queue(maxsize=1)
         self._idle = threading.Event()
         self._idle.set()
-        self._counts = {"collect_samples": 0, "collect_published": 0, "collect_dropped": 0,
-                        "collect_busy": 0, "collect_errors": 0}
+        self._counts = {
+            "collect_samples": 0,
+            "collect_published": 0,
+            "collect_dropped": 0,
+            "collect_busy": 0,
+            "collect_errors": 0,
+        }
         self._closed = False
         self._thread = threading.Thread(target=self._work, name="pw-collect", daemon=True)
         self._thread.start()
@@ -112,11 +124,19 @@ class Collector:
             self._progress = _Progress(job, job.count)
             self._idle.clear()
         if old is not None and old.remaining > 0:
-            log.info("collect %s replaced after %d of %d samples", old.job.request_id or "-",
-                     old.job.count - old.remaining, old.job.count)
-        log.info("collect %s: %d sample(s) of %s, at least %.1f s apart",
-                 job.request_id or "-", job.count, ", ".join(r.id for r in job.rois),
-                 job.interval_s)
+            log.info(
+                "collect %s replaced after %d of %d samples",
+                old.job.request_id or "-",
+                old.job.count - old.remaining,
+                old.job.count,
+            )
+        log.info(
+            "collect %s: %d sample(s) of %s, at least %.1f s apart",
+            job.request_id or "-",
+            job.count,
+            ", ".join(r.id for r in job.rois),
+            job.interval_s,
+        )
 
     def on_frame(self, frame: Frame) -> None:
         """Inference thread: hand the frame over if a sample is due. Never blocks."""
@@ -158,8 +178,12 @@ class Collector:
                 self._counts["collect_errors"] += 1
                 log.exception("collect: frame %d not published", frame.index)
             if last:
-                log.info("collect %s done: %d crop(s) published, %d dropped",
-                         p.job.request_id or "-", p.published, p.dropped)
+                log.info(
+                    "collect %s done: %d crop(s) published, %d dropped",
+                    p.job.request_id or "-",
+                    p.published,
+                    p.dropped,
+                )
                 with self._lock:
                     if self._progress is None:
                         self._idle.set()
@@ -201,9 +225,15 @@ class Collector:
         self._idle.set()
 
 
-def render_snapshot(image: np.ndarray, rois: Sequence[Roi], scores: Mapping[str, float],
-                    threshold: float, *, max_width: int = SNAPSHOT_MAX_WIDTH,
-                    max_bytes: int = SNAPSHOT_MAX_BYTES) -> bytes:
+def render_snapshot(
+    image: np.ndarray,
+    rois: Sequence[Roi],
+    scores: Mapping[str, float],
+    threshold: float,
+    *,
+    max_width: int = SNAPSHOT_MAX_WIDTH,
+    max_bytes: int = SNAPSHOT_MAX_BYTES,
+) -> bytes:
     """The frame downscaled to ``max_width``, ROIs and scores drawn (as ``roi-preview``),
     as a JPEG of at most ``max_bytes`` (quality lowered step by step until it fits)."""
     import cv2
@@ -212,8 +242,9 @@ def render_snapshot(image: np.ndarray, rois: Sequence[Roi], scores: Mapping[str,
 
     h, w = image.shape[:2]
     if w > max_width:
-        image = cv2.resize(image, (max_width, max(1, round(h * max_width / w))),
-                           interpolation=cv2.INTER_AREA)
+        image = cv2.resize(
+            image, (max_width, max(1, round(h * max_width / w))), interpolation=cv2.INTER_AREA
+        )
     drawn = draw_rois(image, rois, scores, threshold)
     size = 0
     for quality in SNAPSHOT_QUALITIES:
@@ -221,5 +252,6 @@ def render_snapshot(image: np.ndarray, rois: Sequence[Roi], scores: Mapping[str,
         if len(jpeg) <= max_bytes:
             return jpeg
         size = len(jpeg)
-    raise EvidenceError(f"snapshot is {size} bytes even at JPEG quality "
-                        f"{SNAPSHOT_QUALITIES[-1]}, over {max_bytes}")
+    raise EvidenceError(
+        f"snapshot is {size} bytes even at JPEG quality {SNAPSHOT_QUALITIES[-1]}, over {max_bytes}"
+    )

@@ -92,9 +92,12 @@ class CalibrationJob:
     @classmethod
     def from_command(cls, body: Mapping[str, Any], rois: Sequence[Roi]) -> CalibrationJob:
         """From a payload already checked against ``command.v1.json``."""
-        return cls(request_id=body.get("request_id"), duration_s=float(body["duration_s"]),
-                   max_fps=float(body.get("max_fps", CALIBRATE_DEFAULT_MAX_FPS)),
-                   rois=choose_rois("calibrate", body, rois))
+        return cls(
+            request_id=body.get("request_id"),
+            duration_s=float(body["duration_s"]),
+            max_fps=float(body.get("max_fps", CALIBRATE_DEFAULT_MAX_FPS)),
+            rois=choose_rois("calibrate", body, rois),
+        )
 
 
 @dataclass(slots=True)
@@ -162,10 +165,20 @@ class Sampler:
     ``on_frame`` is called by the inference thread; ``calibrate`` by the command thread.
     """
 
-    def __init__(self, *, uplink: SampleUplink, rois: Sequence[Roi], cfg: SamplingConfig,
-                 threshold: float, model_version: str, state_path: Path,
-                 clock: Clock | None = None, rng: random.Random | None = None,
-                 jpeg_quality: int = 90, hold: Callable[[], bool] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        uplink: SampleUplink,
+        rois: Sequence[Roi],
+        cfg: SamplingConfig,
+        threshold: float,
+        model_version: str,
+        state_path: Path,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        jpeg_quality: int = 90,
+        hold: Callable[[], bool] | None = None,
+    ) -> None:
         self.uplink = uplink
         self.rois = tuple(rois)
         self.cfg = cfg
@@ -178,16 +191,22 @@ class Sampler:
         self._hold = hold
         """True while an alert is being recorded: samples wait behind it."""
         on = cfg.enabled
-        self.budget = {"random": cfg.random_per_day if on else 0,
-                       "uncertain": cfg.uncertain_per_day if on else 0}
+        self.budget = {
+            "random": cfg.random_per_day if on else 0,
+            "uncertain": cfg.uncertain_per_day if on else 0,
+        }
         self.band = (threshold - cfg.band, threshold + cfg.band)
         self._lock = threading.Lock()
         self._last = dict.fromkeys(BUDGETED, -math.inf)
         self._run: _Run | None = None
         self._queue: queue.Queue[_Sample | None] = queue.Queue(maxsize=1)
         self._pending = 0
-        self._counts = {"sample_calibration": 0, "sample_dropped": 0, "sample_busy": 0,
-                        "sample_errors": 0}
+        self._counts = {
+            "sample_calibration": 0,
+            "sample_dropped": 0,
+            "sample_busy": 0,
+            "sample_errors": 0,
+        }
         self._closed = False
         today = utc_day(self._clock.wall())
         self._day = today
@@ -197,9 +216,15 @@ class Sampler:
         self._next_random_wall_s = math.inf
         self._start_day(today, self._used)
         if on:
-            log.info("sampling: %d random and %d uncertain (scores %.3f..%.3f) crops a day, "
-                     "each kind at least %.0f s apart; already today: %s", self.budget["random"],
-                     self.budget["uncertain"], *self.band, cfg.min_interval_s, self._used)
+            log.info(
+                "sampling: %d random and %d uncertain (scores %.3f..%.3f) crops a day, "
+                "each kind at least %.0f s apart; already today: %s",
+                self.budget["random"],
+                self.budget["uncertain"],
+                *self.band,
+                cfg.min_interval_s,
+                self._used,
+            )
         self._thread = threading.Thread(target=self._work, name="pw-sample", daemon=True)
         self._thread.start()
 
@@ -244,8 +269,7 @@ class Sampler:
         if picks:
             self._hand_over(frame, picks, run, now)
 
-    def _calibration_picks(self, run: _Run, scores: Mapping[str, float], now: float
-                           ) -> list[_Pick]:
+    def _calibration_picks(self, run: _Run, scores: Mapping[str, float], now: float) -> list[_Pick]:
         if now >= run.end_mono_s:
             self._end_run(run)
             return []
@@ -253,26 +277,32 @@ class Sampler:
             return []
         return [_Pick(r, scores[r.id], "calibration") for r in run.job.rois if r.id in scores]
 
-    def _background_picks(self, scores: Mapping[str, float], now: float, wall: float
-                          ) -> list[_Pick]:
+    def _background_picks(
+        self, scores: Mapping[str, float], now: float, wall: float
+    ) -> list[_Pick]:
         picks: list[_Pick] = []
         gap = self.cfg.min_interval_s
-        if (wall >= self._next_random_wall_s and now - self._last["random"] >= gap
-                and self._left("random") > 0):
+        if (
+            wall >= self._next_random_wall_s
+            and now - self._last["random"] >= gap
+            and self._left("random") > 0
+        ):
             roi = self.rois[self._rng.randrange(len(self.rois))]
             if roi.id in scores:
                 picks.append(_Pick(roi, scores[roi.id], "random"))
         if self._left("uncertain") > 0 and now - self._last["uncertain"] >= gap:
             lo, hi = self.band
-            near = [(abs(s - self.threshold), i) for i, r in enumerate(self.rois)
-                    if lo <= (s := scores.get(r.id, math.nan)) <= hi]
+            near = [
+                (abs(s - self.threshold), i)
+                for i, r in enumerate(self.rois)
+                if lo <= (s := scores.get(r.id, math.nan)) <= hi
+            ]
             if near:
                 roi = self.rois[min(near)[1]]
                 picks.append(_Pick(roi, scores[roi.id], "uncertain"))
         return picks
 
-    def _hand_over(self, frame: Frame, picks: list[_Pick], run: _Run | None,
-                   now: float) -> None:
+    def _hand_over(self, frame: Frame, picks: list[_Pick], run: _Run | None, now: float) -> None:
         if not self.uplink.is_connected:  # nothing is taken; a random instant is lost
             self._skip_offline(picks, run, now)
             return
@@ -313,8 +343,9 @@ class Sampler:
         rid = job.request_id or "-"
         run = None
         if job.duration_s > 0:
-            run = _Run(job, self._clock.monotonic() + job.duration_s,
-                       int(self._clock.wall() * 1000))
+            run = _Run(
+                job, self._clock.monotonic() + job.duration_s, int(self._clock.wall() * 1000)
+            )
         with self._lock:
             old, self._run = self._run, run
         if old is not None:
@@ -322,9 +353,14 @@ class Sampler:
         if run is None:
             return
         run.timer = self._clock.call_at(run.end_mono_s, lambda: self._end_run(run))
-        log.info("calibrate %s: run cal%d, every crop of %s for %.0f s, at most %.1f frame(s)/s",
-                 rid, run.run_ms, ", ".join(r.id for r in job.rois), job.duration_s,
-                 job.max_fps)
+        log.info(
+            "calibrate %s: run cal%d, every crop of %s for %.0f s, at most %.1f frame(s)/s",
+            rid,
+            run.run_ms,
+            ", ".join(r.id for r in job.rois),
+            job.duration_s,
+            job.max_fps,
+        )
 
     def _end_run(self, run: _Run, *, why: str = "done") -> None:
         with self._lock:
@@ -334,8 +370,14 @@ class Sampler:
                 return  # already ended (replaced, or by a frame before the timer)
         if run.timer is not None:
             run.timer.cancel()
-        log.info("calibrate %s %s: run cal%d, %d crop(s) published, %d dropped",
-                 run.job.request_id or "-", why, run.run_ms, run.published, run.dropped)
+        log.info(
+            "calibrate %s %s: run cal%d, %d crop(s) published, %d dropped",
+            run.job.request_id or "-",
+            why,
+            run.run_ms,
+            run.published,
+            run.dropped,
+        )
 
     @property
     def calibrating(self) -> bool:
@@ -384,9 +426,14 @@ class Sampler:
     def _publish_one(self, item: _Sample, pick: _Pick) -> bool:
         frame = item.frame
         try:
-            name = m.sample_name(pick.reason, pick.roi.id, frame.t_wall_s, pick.score,
-                                 self.model_version,
-                                 run_ms=item.run.run_ms if item.run is not None else None)
+            name = m.sample_name(
+                pick.reason,
+                pick.roi.id,
+                frame.t_wall_s,
+                pick.score,
+                self.model_version,
+                run_ms=item.run.run_ms if item.run is not None else None,
+            )
             jpeg = encode_jpeg(pick.roi.crop(frame.image), self.jpeg_quality)
         except (EvidenceError, MessageError) as e:
             self._counts["sample_errors"] += 1

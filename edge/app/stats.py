@@ -32,8 +32,12 @@ def fmt_ms(v: float | None) -> str:
     return "-" if v is None else f"{v:.2f}"
 
 
-def grid(rows: list[tuple[str, ...]], header: tuple[str, ...] | None = None, title: str = "",
-         align: str | None = None) -> str:
+def grid(
+    rows: list[tuple[str, ...]],
+    header: tuple[str, ...] | None = None,
+    title: str = "",
+    align: str | None = None,
+) -> str:
     """A boxed text table (the style of every table phonewatch and its benches print).
 
     ``rows`` are tuples of strings, all as long as ``header`` (a row set off by a rule, if
@@ -51,8 +55,14 @@ def grid(rows: list[tuple[str, ...]], header: tuple[str, ...] | None = None, tit
     line = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
 
     def fmt(c: tuple[str, ...]) -> str:
-        return "| " + " | ".join(v.ljust(w) if a == "l" else v.rjust(w)
-                                 for v, w, a in zip(c, widths, align, strict=True)) + " |"
+        return (
+            "| "
+            + " | ".join(
+                v.ljust(w) if a == "l" else v.rjust(w)
+                for v, w, a in zip(c, widths, align, strict=True)
+            )
+            + " |"
+        )
 
     out = [title] if title else []
     out.append(line)

@@ -101,7 +101,10 @@ class FrameWatchdog:
     """
 
     def __init__(
-        self, notifier: SystemdNotifier, *, stale_s: float | None = None,
+        self,
+        notifier: SystemdNotifier,
+        *,
+        stale_s: float | None = None,
         clock: Clock | None = None,
     ) -> None:
         self._notifier = notifier
@@ -127,9 +130,10 @@ class FrameWatchdog:
         if self._last_frame_s is None or now - self._last_frame_s > self.stale_s:
             self.withheld += 1
             if self.withheld == 1 or self.withheld % 10 == 0:
-                log.warning("no frame for %s: not petting the systemd watchdog",
-                            "ever" if self._last_frame_s is None
-                            else f"{now - self._last_frame_s:.1f} s")
+                log.warning(
+                    "no frame for %s: not petting the systemd watchdog",
+                    "ever" if self._last_frame_s is None else f"{now - self._last_frame_s:.1f} s",
+                )
             return False
         self.withheld = 0
         if self._notifier.watchdog():

@@ -122,8 +122,7 @@ def union_tag(model: type[BaseModel]) -> str | None:
     if field is None:
         return None
     args = typing.get_args(field.annotation)
-    return str(args[0]) if typing.get_origin(field.annotation) is typing.Literal and args \
-        else None
+    return str(args[0]) if typing.get_origin(field.annotation) is typing.Literal and args else None
 
 
 def format_errors(err: ValidationError, source: str, model: type[BaseModel]) -> str:
@@ -135,7 +134,7 @@ def format_errors(err: ValidationError, source: str, model: type[BaseModel]) -> 
         if e["type"] == "extra_forbidden":
             other = _backends_with(model, e["loc"], key.rsplit(".", 1)[-1]) if tag else []
             if other:
-                msg = (f"not valid for type = {tag!r} (a key of {', '.join(map(repr, other))})")
+                msg = f"not valid for type = {tag!r} (a key of {', '.join(map(repr, other))})"
             else:
                 msg = "unknown key (check the spelling; see the example configs)"
         elif e["type"] == "missing":
@@ -166,8 +165,11 @@ def _key_of(loc: tuple[int | str, ...], model: type[BaseModel]) -> tuple[str, st
             if field is None:
                 current = None
                 continue
-            models = [a for a in _flat(field.annotation)
-                      if isinstance(a, type) and issubclass(a, BaseModel)]
+            models = [
+                a
+                for a in _flat(field.annotation)
+                if isinstance(a, type) and issubclass(a, BaseModel)
+            ]
             current = models[0] if len(models) == 1 else (models or None)
             continue
         parts.append(p)
@@ -179,15 +181,17 @@ def _backends_with(model: type[BaseModel], loc: tuple[int | str, ...], key: str)
     current: Any = model
     for p in loc[:-1]:
         if isinstance(current, list):
-            others = [union_tag(m) for m in current
-                      if key in m.model_fields and union_tag(m) != p]
+            others = [union_tag(m) for m in current if key in m.model_fields and union_tag(m) != p]
             if any(union_tag(m) == p for m in current):
                 return [o for o in others if o]
         if isinstance(current, type) and issubclass(current, BaseModel) and isinstance(p, str):
             field = current.model_fields.get(p)
             if field is None:
                 return []
-            models = [a for a in _flat(field.annotation)
-                      if isinstance(a, type) and issubclass(a, BaseModel)]
+            models = [
+                a
+                for a in _flat(field.annotation)
+                if isinstance(a, type) and issubclass(a, BaseModel)
+            ]
             current = models[0] if len(models) == 1 else (models or None)
     return []

@@ -61,8 +61,9 @@ def raw_public_bytes(key: Ed25519PublicKey) -> bytes:
 
 
 def public_pem(key: Ed25519PublicKey) -> bytes:
-    return key.public_bytes(serialization.Encoding.PEM,
-                            serialization.PublicFormat.SubjectPublicKeyInfo)
+    return key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
 
 
 def key_id(public_key: Ed25519PublicKey) -> str:
@@ -72,8 +73,9 @@ def key_id(public_key: Ed25519PublicKey) -> str:
 
 def save_private_key(key: Ed25519PrivateKey, path: Path) -> None:
     """Write the key (PEM, mode 0600) atomically; refuses to overwrite an existing file."""
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     _write_new(path, pem, mode=0o600)
 
 
@@ -154,8 +156,7 @@ def load_public_key(source: Path | bytes | str) -> Ed25519PublicKey:
         if data.lstrip().startswith(b"-----BEGIN"):
             key = serialization.load_pem_public_key(data)
         else:
-            key = Ed25519PublicKey.from_public_bytes(base64.b64decode(data.strip(),
-                                                                      validate=True))
+            key = Ed25519PublicKey.from_public_bytes(base64.b64decode(data.strip(), validate=True))
     except (ValueError, TypeError, UnsupportedAlgorithm, binascii.Error) as e:
         raise SignatureError(f"not an Ed25519 public key: {e}") from None
     if not isinstance(key, Ed25519PublicKey):
@@ -167,14 +168,21 @@ def sign_alert(alert: Mapping[str, Any], key: Ed25519PrivateKey) -> dict[str, An
     """A copy of ``alert`` with its ``signature`` block (any old one is replaced)."""
     body = {k: v for k, v in alert.items() if k != "signature"}
     sig = key.sign(signing_bytes(body))
-    body["signature"] = {"alg": ALG, "key_id": key_id(key.public_key()),
-                         "value": base64.b64encode(sig).decode("ascii")}
+    body["signature"] = {
+        "alg": ALG,
+        "key_id": key_id(key.public_key()),
+        "value": base64.b64encode(sig).decode("ascii"),
+    }
     return body
 
 
-def signature_problem(alert: Mapping[str, Any], key: Ed25519PublicKey, *,
-                      payload: bytes | None = None, expected_key_id: str | None = None
-                      ) -> str | None:
+def signature_problem(
+    alert: Mapping[str, Any],
+    key: Ed25519PublicKey,
+    *,
+    payload: bytes | None = None,
+    expected_key_id: str | None = None,
+) -> str | None:
     """None when ``alert`` carries a valid signature by ``key``; otherwise what is wrong.
 
     The signature block must name ``key``'s key id, and its value must be the canonical
@@ -191,8 +199,10 @@ def signature_problem(alert: Mapping[str, Any], key: Ed25519PublicKey, *,
         return "no Ed25519 signature block"
     kid = expected_key_id or key_id(key)
     if sig.get("key_id") != kid:
-        return (f"signed with key id {str(sig.get('key_id'))[:16]!r}, but the unit's registered "
-                f"key is {kid}")
+        return (
+            f"signed with key id {str(sig.get('key_id'))[:16]!r}, but the unit's registered "
+            f"key is {kid}"
+        )
     value = sig.get("value")
     if not isinstance(value, str):
         return "signature value missing"
@@ -239,7 +249,7 @@ def _signed_bytes_from_payload(payload: bytes, sig: Mapping[str, Any]) -> bytes 
     at = payload.find(member)
     if at < 0 or payload.find(member, at + 1) >= 0:
         return None
-    return SIGNING_CONTEXT + payload[:at] + payload[at + len(member):]
+    return SIGNING_CONTEXT + payload[:at] + payload[at + len(member) :]
 
 
 def verify_alert(alert: Mapping[str, Any], public_key: Ed25519PublicKey) -> bool:

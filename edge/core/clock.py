@@ -94,8 +94,9 @@ class Scheduler:
     """Runs callbacks at deadlines on ``now()``'s time, on one daemon thread started on first
     use. Same deadline: the one scheduled first runs first."""
 
-    def __init__(self, now: Callable[[], float] = time.monotonic, *,
-                 name: str = "clock-scheduler") -> None:
+    def __init__(
+        self, now: Callable[[], float] = time.monotonic, *, name: str = "clock-scheduler"
+    ) -> None:
         self._now = now
         self._name = name
         self._cond = threading.Condition()

@@ -79,8 +79,12 @@ class RoiDecider(Generic[T]):
             return None
         best_i = max(range(len(self._scores)), key=self._scores.__getitem__)
         hit = Hit(
-            roi_id=self.roi_id, score=self._scores[best_i], frames_over=over, window=p.window,
-            t_mono_s=now_s, best=self._items[best_i],
+            roi_id=self.roi_id,
+            score=self._scores[best_i],
+            frames_over=over,
+            window=p.window,
+            t_mono_s=now_s,
+            best=self._items[best_i],
         )
         self._latched = True
         self._last_hit_s = now_s

@@ -151,8 +151,7 @@ def gps_state(fix: Fix | None, *, is_receiving: bool, max_age_s: float) -> GpsSt
 
 def is_plausible_time(t: dt.datetime) -> bool:
     """A timezone-aware UTC time on a date a receiver can report (GPS epoch .. LATEST_DATE)."""
-    return (t.tzinfo is not None
-            and nmea.GPS_EPOCH_DATE <= t.date() <= nmea.LATEST_DATE)
+    return t.tzinfo is not None and nmea.GPS_EPOCH_DATE <= t.date() <= nmea.LATEST_DATE
 
 
 @dataclass(slots=True)
@@ -193,20 +192,27 @@ class FixAssembler:
     sentence); ``current()`` is the epoch still being assembled.
     """
 
-    def __init__(self, *, allow_no_checksum: bool = False,
-                 rollover_floor: dt.date = DEFAULT_ROLLOVER_FLOOR,
-                 latest_date: dt.date | None = None,
-                 conflict_m: float = DEFAULT_CONFLICT_M,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        allow_no_checksum: bool = False,
+        rollover_floor: dt.date = DEFAULT_ROLLOVER_FLOOR,
+        latest_date: dt.date | None = None,
+        conflict_m: float = DEFAULT_CONFLICT_M,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         """``latest_date``: the last date a receiver may report (after the rollover
         correction); default 1024 weeks after the later of ``rollover_floor`` and
         :data:`DEFAULT_ROLLOVER_FLOOR` (the software's own date). A later date is implausible
         (a two-digit year 79 read as 2079, a corrupt ZDA year) and its sentence is dropped."""
         self._allow_no_checksum = allow_no_checksum
         self._floor = rollover_floor
-        self._latest = min(latest_date if latest_date is not None else
-                           max(rollover_floor, DEFAULT_ROLLOVER_FLOOR) + GPS_WEEK_ROLLOVER,
-                           nmea.LATEST_DATE)
+        self._latest = min(
+            latest_date
+            if latest_date is not None
+            else max(rollover_floor, DEFAULT_ROLLOVER_FLOOR) + GPS_WEEK_ROLLOVER,
+            nmea.LATEST_DATE,
+        )
         self._conflict_m = conflict_m
         self._clock = clock
         self._epoch = _Epoch()
@@ -215,9 +221,19 @@ class FixAssembler:
         self._last_fix: Fix | None = None
         self._last_position_fix: Fix | None = None
         self.stats: dict[str, int] = {
-            "lines": 0, "sentences_ok": 0, "bad_checksum": 0, "no_checksum": 0,
-            "malformed": 0, "implausible": 0, "ignored": 0, "epochs": 0, "fixes": 0,
-            "rollover_corrected": 0, "not_gnss": 0, "conflicts": 0, "errors": 0,
+            "lines": 0,
+            "sentences_ok": 0,
+            "bad_checksum": 0,
+            "no_checksum": 0,
+            "malformed": 0,
+            "implausible": 0,
+            "ignored": 0,
+            "epochs": 0,
+            "fixes": 0,
+            "rollover_corrected": 0,
+            "not_gnss": 0,
+            "conflicts": 0,
+            "errors": 0,
         }
         self.last_error: str | None = None
 
@@ -307,8 +323,9 @@ class FixAssembler:
         elif fix.reason in ("position_conflict", "date_conflict"):
             self.stats["conflicts"] += 1
         if fix.reason is not None:
-            log.debug("GPS epoch without %s: %s", "time" if fix.time is None else "position",
-                      fix.reason)
+            log.debug(
+                "GPS epoch without %s: %s", "time" if fix.time is None else "position", fix.reason
+            )
         self._last_fix = fix
         if fix.has_position:
             self.stats["fixes"] += 1
@@ -345,8 +362,7 @@ class FixAssembler:
                     self._set_date(ep, r.date, tod, now)
         return closed
 
-    def _merge_rmc(self, ep: _Epoch, r: nmea.Rmc, tod: nmea.TimeOfDay | None,
-                   now: float) -> None:
+    def _merge_rmc(self, ep: _Epoch, r: nmea.Rmc, tod: nmea.TimeOfDay | None, now: float) -> None:
         self._flag_faa(ep, r.faa_mode)
         if r.date is not None and r.faa_mode not in ("S", "M"):
             self._set_date(ep, r.date, tod, now)
@@ -434,8 +450,11 @@ class FixAssembler:
     def _position(self, ep: _Epoch, lat: float | None, lon: float | None) -> None:
         if lat is None or lon is None:
             return
-        if ep.lat is not None and ep.lon is not None and (
-                distance_m(ep.lat, ep.lon, lat, lon) > self._conflict_m):
+        if (
+            ep.lat is not None
+            and ep.lon is not None
+            and (distance_m(ep.lat, ep.lon, lat, lon) > self._conflict_m)
+        ):
             ep.is_position_conflict = True
             ep.notes.add("position_conflict")
         ep.lat, ep.lon, ep.is_valid = lat, lon, True
@@ -460,10 +479,10 @@ class FixAssembler:
         if rolled > self._latest:
             raise nmea.NmeaImplausibleError(
                 f"date {date.isoformat()} is after {self._latest.isoformat()}, the last date "
-                f"this unit accepts (rollover floor {self._floor.isoformat()})")
+                f"this unit accepts (rollover floor {self._floor.isoformat()})"
+            )
 
-    def _set_date(self, ep: _Epoch, date: dt.date, tod: nmea.TimeOfDay | None,
-                  now: float) -> None:
+    def _set_date(self, ep: _Epoch, date: dt.date, tod: nmea.TimeOfDay | None, now: float) -> None:
         rolled = self._rolled(date)
         if rolled != date:
             self.stats["rollover_corrected"] += 1
@@ -504,8 +523,16 @@ class FixAssembler:
             elif date is not None:
                 second = min(ep.tod.second, 59)  # a leap second is shown as :59.999
                 micro = ep.tod.microsecond if ep.tod.second < 60 else 999_999
-                when = dt.datetime(date.year, date.month, date.day, ep.tod.hour,
-                                   ep.tod.minute, second, micro, tzinfo=dt.UTC)
+                when = dt.datetime(
+                    date.year,
+                    date.month,
+                    date.day,
+                    ep.tod.hour,
+                    ep.tod.minute,
+                    second,
+                    micro,
+                    tzinfo=dt.UTC,
+                )
         if ep.is_date_conflict:
             when, reason = None, "date_conflict"
         valid = ep.is_valid and not ep.is_invalid and ep.gsa_mode != 1
@@ -545,8 +572,9 @@ class FixAssembler:
 
 def _at(date: dt.date, tod: nmea.TimeOfDay) -> dt.datetime:
     """UTC of ``tod`` on ``date`` (23:59:60 is the next day's 00:00:00)."""
-    return (dt.datetime(date.year, date.month, date.day, tzinfo=dt.UTC)
-            + dt.timedelta(seconds=tod.seconds()))
+    return dt.datetime(date.year, date.month, date.day, tzinfo=dt.UTC) + dt.timedelta(
+        seconds=tod.seconds()
+    )
 
 
 def distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:

@@ -36,14 +36,26 @@ COMMANDS = ("snapshot", "mute", "reload", "collect", "calibrate")
 SIGNING_CONTEXT = b"phonewatch.alert.v1\n"
 """Domain-separation prefix: an alert signature can never be replayed as some other message."""
 
-FIX_KEYS = ("time", "lat", "lon", "alt_m", "speed_mps", "track_deg", "mode", "quality", "hdop",
-            "sats", "age_s")
+FIX_KEYS = (
+    "time",
+    "lat",
+    "lon",
+    "alt_m",
+    "speed_mps",
+    "track_deg",
+    "mode",
+    "quality",
+    "hdop",
+    "sats",
+    "age_s",
+)
 
 _UNIT_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _TOPIC_ROOT_RE = re.compile(r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
 _COLLECT_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 _SAMPLE_NAME_RE = re.compile(
-    r"^(rnd|unc|cal(\d{1,15}))-(\d{1,15})-(\d{1,5})-([A-Za-z0-9_]{1,24})-([A-Za-z0-9_-]{1,64})$")
+    r"^(rnd|unc|cal(\d{1,15}))-(\d{1,15})-(\d{1,5})-([A-Za-z0-9_]{1,24})-([A-Za-z0-9_-]{1,64})$"
+)
 SAMPLE_REASONS = {"random": "rnd", "uncertain": "unc", "calibration": "cal"}
 """Why a sampled crop was taken, and its tag in the crop's name (:func:`sample_name`)."""
 
@@ -77,8 +89,15 @@ class SampleName:
     """Calibration only: the run's start (wall clock, ms); one run's crops share it."""
 
 
-def sample_name(reason: str, roi_id: str, t_wall_s: float, score: float, model_version: str,
-                *, run_ms: int | None = None) -> str:
+def sample_name(
+    reason: str,
+    roi_id: str,
+    t_wall_s: float,
+    score: float,
+    model_version: str,
+    *,
+    run_ms: int | None = None,
+) -> str:
     """The name of a crop the sampler took: ``<tag>-<ms>-<score>-<model>-<roi_id>``.
 
     ``tag`` is ``rnd`` (random), ``unc`` (uncertain) or ``cal<run start ms>`` (a calibration
@@ -110,11 +129,18 @@ def parse_sample_name(name: str) -> SampleName | None:
         return None
     tag, run, ms, myriads, model, roi = mt.groups()
     reason: Literal["random", "uncertain", "calibration"] = (
-        "random" if tag == "rnd" else "uncertain" if tag == "unc" else "calibration")
+        "random" if tag == "rnd" else "uncertain" if tag == "unc" else "calibration"
+    )
     if int(myriads) > 10000:
         return None
-    return SampleName(reason=reason, t_wall_ms=int(ms), score=int(myriads) / 10000,
-                      model=model, roi=roi, run_ms=int(run) if run is not None else None)
+    return SampleName(
+        reason=reason,
+        t_wall_ms=int(ms),
+        score=int(myriads) / 10000,
+        model=model,
+        roi=roi,
+        run_ms=int(run) if run is not None else None,
+    )
 
 
 def _checked_collect_name(name: str) -> str:
@@ -180,8 +206,9 @@ class Topics:
 def canonical_json(obj: Any) -> bytes:
     """Deterministic UTF-8 JSON: sorted keys, no spaces, no NaN/Infinity."""
     try:
-        return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                          allow_nan=False).encode("utf-8")
+        return json.dumps(
+            obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        ).encode("utf-8")
     except (TypeError, ValueError) as e:
         raise MessageError(f"cannot encode message: {e}") from e
 
@@ -244,8 +271,9 @@ def is_fix_fresh(fix: Mapping[str, Any] | None, *, max_age_s: float) -> bool:
     return isinstance(age, int | float) and 0 <= age <= max_age_s
 
 
-def alert_time(fix: Mapping[str, Any] | None, *, t_wall_s: float, max_age_s: float
-               ) -> tuple[str, str]:
+def alert_time(
+    fix: Mapping[str, Any] | None, *, t_wall_s: float, max_age_s: float
+) -> tuple[str, str]:
     """The one rule for an alert's time: ``(UTC ISO text, "gps" | "system")``.
 
     The fix's UTC moved on by its age when it is a valid 2D/3D fix no older than
@@ -255,21 +283,29 @@ def alert_time(fix: Mapping[str, Any] | None, *, t_wall_s: float, max_age_s: flo
     if fixd is not None and is_fix_fresh(fixd, max_age_s=max_age_s):
         try:
             # The fix was taken age_s before it was read: advance it to "now" (the hit).
-            return (utc_iso(parse_utc_iso(str(fixd["time"])) + float(fixd.get("age_s") or 0)),
-                    "gps")
+            return (
+                utc_iso(parse_utc_iso(str(fixd["time"])) + float(fixd.get("age_s") or 0)),
+                "gps",
+            )
         except (MessageError, OverflowError, ValueError):
             pass
     return utc_iso(t_wall_s), "system"
 
 
-def stamp_detection(detection: Detection, *, fix: Mapping[str, Any] | None,
-                    gps_state: str | None, max_fix_age_s: float) -> Detection:
+def stamp_detection(
+    detection: Detection,
+    *,
+    fix: Mapping[str, Any] | None,
+    gps_state: str | None,
+    max_fix_age_s: float,
+) -> Detection:
     """``detection`` with its position (the fix as :func:`fix_dict` keeps it, and the GPS
     state) and its alert time by :func:`alert_time`."""
     fixd = fix_dict(fix)
     time_utc, source = alert_time(fixd, t_wall_s=detection.t_wall_s, max_age_s=max_fix_age_s)
-    return dataclasses.replace(detection, fix=fixd, gps_state=gps_state, time_utc=time_utc,
-                               time_source=source)
+    return dataclasses.replace(
+        detection, fix=fixd, gps_state=gps_state, time_utc=time_utc, time_source=source
+    )
 
 
 def build_alert(detection: Detection, *, unit: str, seq: int) -> dict[str, Any]:
@@ -301,17 +337,31 @@ def build_alert(detection: Detection, *, unit: str, seq: int) -> dict[str, Any]:
         "window": int(detection.window),
         "threshold": round(float(detection.threshold), 6),
         "frame_index": int(detection.frame_index),
-        "model": {"name": detection.model_name, "version": detection.model_version,
-                  "sha256": detection.model_sha256},
-        "evidence": {"frame_sha256": ev.frame_sha256, "frame_bytes": int(ev.frame_bytes),
-                     "crop_sha256": ev.crop_sha256, "crop_bytes": int(ev.crop_bytes)},
+        "model": {
+            "name": detection.model_name,
+            "version": detection.model_version,
+            "sha256": detection.model_sha256,
+        },
+        "evidence": {
+            "frame_sha256": ev.frame_sha256,
+            "frame_bytes": int(ev.frame_bytes),
+            "crop_sha256": ev.crop_sha256,
+            "crop_bytes": int(ev.crop_bytes),
+        },
     }
 
 
-def build_status(unit: str, state: str, *, t_wall_s: float, software: str,
-                 reason: str | None = None) -> dict[str, Any]:
-    msg: dict[str, Any] = {"schema": "phonewatch.status", "v": 1, "unit": unit, "state": state,
-                           "time": utc_iso(t_wall_s), "software": software}
+def build_status(
+    unit: str, state: str, *, t_wall_s: float, software: str, reason: str | None = None
+) -> dict[str, Any]:
+    msg: dict[str, Any] = {
+        "schema": "phonewatch.status",
+        "v": 1,
+        "unit": unit,
+        "state": state,
+        "time": utc_iso(t_wall_s),
+        "software": software,
+    }
     if reason:
         msg["reason"] = reason[:256]
     return msg
@@ -320,23 +370,41 @@ def build_status(unit: str, state: str, *, t_wall_s: float, software: str,
 _HEARTBEAT_PIPELINE_KEYS = ("fps", "dropped_frames", "invoke_ms_p50", "invoke_ms_p99")
 
 
-def build_heartbeat(unit: str, *, t_wall_s: float, uptime_s: float,
-                    pipeline: Mapping[str, Any] | None, outbox_depth: int,
-                    evidence_pruned: int, alerts_pruned: int, gps_state: str | None,
-                    cpu_temp_c: float | None,
-                    fix: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def build_heartbeat(
+    unit: str,
+    *,
+    t_wall_s: float,
+    uptime_s: float,
+    pipeline: Mapping[str, Any] | None,
+    outbox_depth: int,
+    evidence_pruned: int,
+    alerts_pruned: int,
+    gps_state: str | None,
+    cpu_temp_c: float | None,
+    fix: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     stats = dict(pipeline or {})
-    msg: dict[str, Any] = {"schema": "phonewatch.heartbeat", "v": 1, "unit": unit,
-                           "time": utc_iso(t_wall_s), "uptime_s": round(max(uptime_s, 0.0), 3)}
+    msg: dict[str, Any] = {
+        "schema": "phonewatch.heartbeat",
+        "v": 1,
+        "unit": unit,
+        "time": utc_iso(t_wall_s),
+        "uptime_s": round(max(uptime_s, 0.0), 3),
+    }
     for key in _HEARTBEAT_PIPELINE_KEYS:
         val = stats.pop(key, None)
         if key == "dropped_frames":
             msg[key] = int(val) if _finite(val) and val >= 0 else None
         else:
             msg[key] = float(val) if _finite(val) and val >= 0 else None
-    msg.update(outbox_depth=int(outbox_depth), outbox_evidence_pruned=int(evidence_pruned),
-               outbox_alerts_pruned=int(alerts_pruned), gps_state=gps_state,
-               fix=fix_dict(fix), cpu_temp_c=cpu_temp_c)
+    msg.update(
+        outbox_depth=int(outbox_depth),
+        outbox_evidence_pruned=int(evidence_pruned),
+        outbox_alerts_pruned=int(alerts_pruned),
+        gps_state=gps_state,
+        fix=fix_dict(fix),
+        cpu_temp_c=cpu_temp_c,
+    )
     msg["pipeline"] = {k: v for k, v in stats.items() if _json_safe(v)}
     return msg
 
@@ -356,12 +424,13 @@ def _json_safe(v: Any) -> bool:
 # ---------------------------------------------------------------- commands
 
 
-def parse_command(topic: str, payload: bytes, *, topics: Topics,
-                  max_bytes: int = 4096) -> tuple[str, dict[str, Any]]:
+def parse_command(
+    topic: str, payload: bytes, *, topics: Topics, max_bytes: int = 4096
+) -> tuple[str, dict[str, Any]]:
     """Validate a control-room command; returns ``(name, payload)`` or raises MessageError."""
     if not topic.startswith(topics.cmd_prefix):
         raise MessageError(f"not a command topic for this unit: {topic!r}")
-    name = topic[len(topics.cmd_prefix):]
+    name = topic[len(topics.cmd_prefix) :]
     if name not in COMMANDS:
         raise MessageError(f"unknown command {name[:40]!r}; known: {', '.join(COMMANDS)}")
     if len(payload) > max_bytes:
@@ -374,21 +443,33 @@ def parse_command(topic: str, payload: bytes, *, topics: Topics,
     return name, body
 
 
-def build_receipt(unit: str, *, alerts: Iterable[int], evidence: Iterable[int],
-                  t_wall_s: float, crops: Iterable[int] = ()) -> dict[str, Any]:
+def build_receipt(
+    unit: str,
+    *,
+    alerts: Iterable[int],
+    evidence: Iterable[int],
+    t_wall_s: float,
+    crops: Iterable[int] = (),
+) -> dict[str, Any]:
     """The control room's receipt: these sequence numbers' alerts / evidence / crops are
     stored."""
-    doc: dict[str, Any] = {"schema": "phonewatch.receipt", "v": 1, "unit": unit,
-                           "alerts": sorted(set(alerts)), "evidence": sorted(set(evidence)),
-                           "time": utc_iso(t_wall_s)}
+    doc: dict[str, Any] = {
+        "schema": "phonewatch.receipt",
+        "v": 1,
+        "unit": unit,
+        "alerts": sorted(set(alerts)),
+        "evidence": sorted(set(evidence)),
+        "time": utc_iso(t_wall_s),
+    }
     crop_seqs = sorted(set(crops))
     if crop_seqs:
         doc["crops"] = crop_seqs
     return doc
 
 
-def parse_receipt(topic: str, payload: bytes, *, topics: Topics, max_bytes: int = 1 << 20
-                  ) -> list[tuple[int, Literal["alert", "evidence", "crop"]]]:
+def parse_receipt(
+    topic: str, payload: bytes, *, topics: Topics, max_bytes: int = 1 << 20
+) -> list[tuple[int, Literal["alert", "evidence", "crop"]]]:
     """Validate a receipt for this unit; returns the ``(seq, part)`` pairs it acknowledges
     (part ``alert``, ``evidence`` or ``crop``) or raises MessageError."""
     if topic != topics.ack:
@@ -397,7 +478,8 @@ def parse_receipt(topic: str, payload: bytes, *, topics: Topics, max_bytes: int 
     if doc["unit"] != topics.unit:
         raise MessageError(f"receipt for unit {str(doc['unit'])[:64]!r} on {topics.unit}'s topic")
     parts: list[tuple[int, Literal["alert", "evidence", "crop"]]] = [
-        (int(s), "alert") for s in doc["alerts"]]
+        (int(s), "alert") for s in doc["alerts"]
+    ]
     parts += [(int(s), "evidence") for s in doc["evidence"]]
     return parts + [(int(s), "crop") for s in doc.get("crops", [])]
 
@@ -498,7 +580,11 @@ def _gate_type(v: Any, s: Mapping[str, Any], root: Mapping[str, Any], at: str) -
 
 
 _GATES: tuple[tuple[str, _Gate], ...] = (
-    ("oneOf", _gate_one_of), ("const", _gate_const), ("enum", _gate_enum), ("type", _gate_type))
+    ("oneOf", _gate_one_of),
+    ("const", _gate_const),
+    ("enum", _gate_enum),
+    ("type", _gate_type),
+)
 """Keywords whose failure is the only error reported for a value, checked in this order."""
 
 _Bound = tuple[str, Callable[[Any, Any], bool], str]
@@ -519,19 +605,23 @@ _STRING_BOUNDS: tuple[_Bound, ...] = (
 )
 
 
-def _bound_errors(v: Any, s: Mapping[str, Any], at: str, bounds: tuple[_Bound, ...]
-                  ) -> list[str]:
+def _bound_errors(v: Any, s: Mapping[str, Any], at: str, bounds: tuple[_Bound, ...]) -> list[str]:
     where = at or "(message)"
-    return [f"{where}: {message.format(s[key])}" for key, fails, message in bounds
-            if key in s and fails(v, s[key])]
+    return [
+        f"{where}: {message.format(s[key])}"
+        for key, fails, message in bounds
+        if key in s and fails(v, s[key])
+    ]
 
 
-def _check_object(v: dict[Any, Any], s: Mapping[str, Any], root: Mapping[str, Any], at: str
-                  ) -> list[str]:
+def _check_object(
+    v: dict[Any, Any], s: Mapping[str, Any], root: Mapping[str, Any], at: str
+) -> list[str]:
     props = s.get("properties", {})
     closed = s.get("additionalProperties") is False
-    errors = [f"{at + '.' if at else ''}{key}: required"
-              for key in s.get("required", []) if key not in v]
+    errors = [
+        f"{at + '.' if at else ''}{key}: required" for key in s.get("required", []) if key not in v
+    ]
     for key, val in v.items():
         sub_at = f"{at}.{key}" if at else str(key)
         if key in props:
@@ -541,8 +631,7 @@ def _check_object(v: dict[Any, Any], s: Mapping[str, Any], root: Mapping[str, An
     return errors
 
 
-def _check_array(v: list[Any], s: Mapping[str, Any], root: Mapping[str, Any], at: str
-                 ) -> list[str]:
+def _check_array(v: list[Any], s: Mapping[str, Any], root: Mapping[str, Any], at: str) -> list[str]:
     errors = _bound_errors(v, s, at, _ARRAY_BOUNDS)
     if "items" in s:
         for i, item in enumerate(v):
@@ -550,8 +639,9 @@ def _check_array(v: list[Any], s: Mapping[str, Any], root: Mapping[str, Any], at
     return errors
 
 
-def _check_number(v: int | float, s: Mapping[str, Any], root: Mapping[str, Any], at: str
-                  ) -> list[str]:
+def _check_number(
+    v: int | float, s: Mapping[str, Any], root: Mapping[str, Any], at: str
+) -> list[str]:
     where = at or "(message)"
     if isinstance(v, int) and not _fits_float(v):
         return [f"{where}: number too large"]  # no field needs one; refuse, never crash
@@ -564,8 +654,11 @@ def _check_string(v: str, s: Mapping[str, Any], root: Mapping[str, Any], at: str
 
 
 _KIND_CHECKS: tuple[tuple[Callable[[Any], bool], _KindCheck], ...] = (
-    (_TYPES["object"], _check_object), (_TYPES["array"], _check_array),
-    (_TYPES["number"], _check_number), (_TYPES["string"], _check_string))
+    (_TYPES["object"], _check_object),
+    (_TYPES["array"], _check_array),
+    (_TYPES["number"], _check_number),
+    (_TYPES["string"], _check_string),
+)
 """The keywords that apply to a value of each kind (none for booleans and null)."""
 
 

@@ -68,12 +68,17 @@ class Confusion:
 def confusion(labels: Any, scores: Any, threshold: float) -> Confusion:
     y, s = _check(labels, scores)
     flagged = s >= threshold
-    return Confusion(tp=int((flagged & y).sum()), fp=int((flagged & ~y).sum()),
-                     tn=int((~flagged & ~y).sum()), fn=int((~flagged & y).sum()))
+    return Confusion(
+        tp=int((flagged & y).sum()),
+        fp=int((flagged & ~y).sum()),
+        tn=int((~flagged & ~y).sum()),
+        fn=int((~flagged & y).sum()),
+    )
 
 
-def by_condition(labels: Any, scores: Any, threshold: float,
-                 conditions: dict[str, list[str]]) -> dict[str, dict[str, dict[str, Any]]]:
+def by_condition(
+    labels: Any, scores: Any, threshold: float, conditions: dict[str, list[str]]
+) -> dict[str, dict[str, dict[str, Any]]]:
     """Counts and rates at ``threshold`` within each group of images that share a condition.
 
     ``conditions`` maps a condition (e.g. ``lighting``) to one value per image (``day``, ...).
@@ -91,9 +96,15 @@ def by_condition(labels: Any, scores: Any, threshold: float,
             m = col == value
             c = confusion(y[m], s[m], threshold)
             pos, neg = c.tp + c.fn, c.fp + c.tn
-            groups[value] = {"n": pos + neg, "positives": pos, "negatives": neg,
-                             "tp": c.tp, "fp": c.fp,
-                             "recall": c.recall if pos else None, "fpr": c.fpr if neg else None}
+            groups[value] = {
+                "n": pos + neg,
+                "positives": pos,
+                "negatives": neg,
+                "tp": c.tp,
+                "fp": c.fp,
+                "recall": c.recall if pos else None,
+                "fpr": c.fpr if neg else None,
+            }
         out[name] = groups
     return out
 
@@ -105,8 +116,11 @@ def roc_curve(labels: Any, scores: Any) -> tuple[np.ndarray, np.ndarray, np.ndar
     order = np.argsort(-s, kind="mergesort")
     s_sorted, y_sorted = s[order], y[order]
     # Last index of each run of equal scores: the curve moves only between distinct scores.
-    distinct = np.r_[np.nonzero(np.diff(s_sorted))[0], s_sorted.size - 1] if s.size else \
-        np.zeros(0, np.intp)
+    distinct = (
+        np.r_[np.nonzero(np.diff(s_sorted))[0], s_sorted.size - 1]
+        if s.size
+        else np.zeros(0, np.intp)
+    )
     tps = np.cumsum(y_sorted)[distinct]
     fps = (distinct + 1) - tps
     n_pos, n_neg = int(y.sum()), int((~y).sum())
@@ -121,8 +135,7 @@ def pr_curve(labels: Any, scores: Any) -> tuple[np.ndarray, np.ndarray, np.ndarr
     y, s = _check(labels, scores)
     _, tpr, thr = roc_curve(y, s)
     thr = thr[1:]
-    flagged = np.array([(s >= t).sum() for t in thr], dtype=np.float64) if thr.size else \
-        np.zeros(0)
+    flagged = np.array([(s >= t).sum() for t in thr], dtype=np.float64) if thr.size else np.zeros(0)
     tp = tpr[1:] * int(y.sum())
     precision = np.divide(tp, flagged, out=np.zeros_like(tp), where=flagged > 0)
     return precision, tpr[1:], thr
@@ -144,7 +157,7 @@ def roc_auc(labels: Any, scores: Any) -> float:
         j = i
         while j + 1 < s.size and s_sorted[j + 1] == s_sorted[i]:
             j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2.0 + 1.0
+        ranks[order[i : j + 1]] = (i + j) / 2.0 + 1.0
         i = j + 1
     u = ranks[y].sum() - n_pos * (n_pos + 1) / 2.0
     return float(u / (n_pos * n_neg))
@@ -181,9 +194,14 @@ def summary(labels: Any, scores: Any, threshold: float) -> dict[str, Any]:
     c = confusion(y, s, threshold)
     auc = roc_auc(y, s)
     return {
-        "n": int(y.size), "positives": int(y.sum()), "negatives": int((~y).sum()),
+        "n": int(y.size),
+        "positives": int(y.sum()),
+        "negatives": int((~y).sum()),
         "threshold": float(threshold),
-        "precision": c.precision, "recall": c.recall, "f1": c.f1, "fpr": c.fpr,
+        "precision": c.precision,
+        "recall": c.recall,
+        "f1": c.f1,
+        "fpr": c.fpr,
         "accuracy": c.accuracy,
         "roc_auc": None if math.isnan(auc) else auc,
         "recall_at_fpr": {f"{p:g}": recall_at_fpr(y, s, p) for p in FPR_POINTS},

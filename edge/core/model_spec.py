@@ -36,8 +36,21 @@ from edge.core.preprocess import InputSpec
 
 SCHEMA_VERSION = 1
 _TOP_KEYS = {
-    "schema", "name", "version", "file", "sha256", "input", "output", "labels", "labels_file",
-    "label_offset", "positive_labels", "threshold", "description", "provenance", "metrics",
+    "schema",
+    "name",
+    "version",
+    "file",
+    "sha256",
+    "input",
+    "output",
+    "labels",
+    "labels_file",
+    "label_offset",
+    "positive_labels",
+    "threshold",
+    "description",
+    "provenance",
+    "metrics",
 }
 _INPUT_KEYS = {"width", "height", "layout", "colour", "mean", "std"}
 _OUTPUT_KEYS = {"activation", "index"}
@@ -71,9 +84,12 @@ class ModelSpec:
             "file": self.file,
             "sha256": self.sha256,
             "input": {
-                "width": self.input.width, "height": self.input.height,
-                "layout": self.input.layout, "colour": self.input.colour,
-                "mean": list(self.input.mean), "std": list(self.input.std),
+                "width": self.input.width,
+                "height": self.input.height,
+                "layout": self.input.layout,
+                "colour": self.input.colour,
+                "mean": list(self.input.mean),
+                "std": list(self.input.std),
             },
             "output": {"activation": self.activation, "index": self.output_index},
             "labels": list(self.labels),
@@ -138,17 +154,26 @@ def parse_spec(d: Any, *, where: str = "sidecar", base_dir: Path | None = None) 
         if key in d and not isinstance(d[key], dict):
             raise ModelError(f"{where}: {key!r} must be an object")
     return ModelSpec(
-        name=name, version=version, file=file, sha256=sha, input=spec_in,
-        activation=activation, output_index=out_index, labels=tuple(labels),
-        positive_labels=tuple(str(p) for p in positive), threshold=threshold,
-        provenance=dict(d.get("provenance", {})), metrics=dict(d.get("metrics", {})),
+        name=name,
+        version=version,
+        file=file,
+        sha256=sha,
+        input=spec_in,
+        activation=activation,
+        output_index=out_index,
+        labels=tuple(labels),
+        positive_labels=tuple(str(p) for p in positive),
+        threshold=threshold,
+        provenance=dict(d.get("provenance", {})),
+        metrics=dict(d.get("metrics", {})),
         description=str(d.get("description", "")),
     )
 
 
 def _parse_sha256(sha: Any, where: str) -> str | None:
-    if sha is not None and (not isinstance(sha, str) or len(sha) != 64
-                            or any(c not in "0123456789abcdef" for c in sha)):
+    if sha is not None and (
+        not isinstance(sha, str) or len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha)
+    ):
         raise ModelError(f"{where}: 'sha256' must be 64 lower-case hex digits")
     return sha
 
@@ -170,12 +195,14 @@ def _parse_input(inp: Any, where: str) -> InputSpec:
     return InputSpec(
         width=_int(_need(inp, "width", f"{where}: input"), "input.width", where, 8, 4096),
         height=_int(_need(inp, "height", f"{where}: input"), "input.height", where, 8, 4096),
-        layout=layout, colour=colour, mean=mean, std=std,
+        layout=layout,
+        colour=colour,
+        mean=mean,
+        std=std,
     )
 
 
-def _per_channel(vals: Any, key: str, channels: int, where: str, lo: float
-                 ) -> tuple[float, ...]:
+def _per_channel(vals: Any, key: str, channels: int, where: str, lo: float) -> tuple[float, ...]:
     """``input.mean`` / ``input.std``: one number in ``lo..1e6`` per channel."""
     if not isinstance(vals, list) or len(vals) != channels:
         raise ModelError(f"{where}: 'input.{key}' must be a list of {channels} numbers")

@@ -179,19 +179,20 @@ def split_sentence(line: str | bytes, *, allow_no_checksum: bool = False) -> Sen
     start = line.rfind("$")
     if start < 0:
         raise NmeaError("no '$' sentence start")
-    text = line[start + 1:].rstrip("\r\n\x00 ")
+    text = line[start + 1 :].rstrip("\r\n\x00 ")
     if len(text) > MAX_SENTENCE_CHARS:
         raise NmeaError(f"sentence longer than {MAX_SENTENCE_CHARS} characters")
     if not text.isascii() or not text.isprintable():
         raise NmeaError("non-printable characters in sentence")
     star = text.rfind("*")
     if star >= 0:
-        body, given = text[:star], text[star + 1:]
+        body, given = text[:star], text[star + 1 :]
         if len(given) != 2 or not all(c in "0123456789ABCDEFabcdef" for c in given):
             raise NmeaChecksumError(f"malformed checksum {given!r}")
         if int(given, 16) != checksum(body):
             raise NmeaChecksumError(
-                f"bad checksum: sentence says {given.upper()}, computed {checksum(body):02X}")
+                f"bad checksum: sentence says {given.upper()}, computed {checksum(body):02X}"
+            )
         has_checksum = True
     else:
         if not allow_no_checksum:
@@ -281,10 +282,12 @@ def check_date(date: dt.date, tod: TimeOfDay | None = None, *, name: str = "date
     else raises :class:`NmeaImplausibleError`."""
     if not GPS_EPOCH_DATE <= date <= LATEST_DATE:
         raise NmeaImplausibleError(
-            f"{name}: {date.isoformat()} is outside {GPS_EPOCH_DATE}..{LATEST_DATE}")
+            f"{name}: {date.isoformat()} is outside {GPS_EPOCH_DATE}..{LATEST_DATE}"
+        )
     if tod is not None and tod.second == 60 and not is_leap_second_day(date):
         raise NmeaImplausibleError(
-            f"{name}: no leap second at the end of {date.isoformat()} (only 30 June, 31 December)")
+            f"{name}: no leap second at the end of {date.isoformat()} (only 30 June, 31 December)"
+        )
     return date
 
 
@@ -364,7 +367,8 @@ def _rmc(s: Sentence) -> Rmc:
         talker=s.talker,
         time=tod,
         is_valid=is_valid,
-        lat=lat, lon=lon,
+        lat=lat,
+        lon=lon,
         speed_mps=_speed(_knots(_field(f, 6), "RMC speed"), KNOTS_TO_MPS),
         track_deg=_float_range(_field(f, 7), "RMC track", 0, 360),
         date=date,
@@ -394,7 +398,8 @@ def _gga(s: Sentence) -> Gga:
     return Gga(
         talker=s.talker,
         time=parse_time(_field(f, 0)),
-        lat=lat, lon=lon,
+        lat=lat,
+        lon=lon,
         quality=0 if quality is None else quality,
         sats=_int(_field(f, 6), "GGA satellites", 0, 255),
         hdop=_float_range(_field(f, 7), "GGA hdop", 0, 100),
@@ -408,10 +413,13 @@ def _gsa(s: Sentence) -> Gsa:
     _need(s, 17)
     f = s.fields
     mode = _int(_field(f, 1), "GSA mode", 1, 3)
-    prns = tuple(p for p in (_int(_field(f, i), "GSA PRN", 0, 999) for i in range(2, 14))
-                 if p is not None)
+    prns = tuple(
+        p for p in (_int(_field(f, i), "GSA PRN", 0, 999) for i in range(2, 14)) if p is not None
+    )
     return Gsa(
-        talker=s.talker, mode=mode, prns=prns,
+        talker=s.talker,
+        mode=mode,
+        prns=prns,
         pdop=_float_range(_field(f, 14), "GSA pdop", 0, 100),
         hdop=_float_range(_field(f, 15), "GSA hdop", 0, 100),
         vdop=_float_range(_field(f, 16), "GSA vdop", 0, 100),
@@ -449,8 +457,12 @@ def _gll(s: Sentence) -> Gll:
         raise NmeaError(f"GLL status: {status!r}")
     faa = _faa(_field(f, 6))
     return Gll(
-        talker=s.talker, lat=lat, lon=lon, time=parse_time(_field(f, 4)),
-        is_valid=status == "A" and faa != "N" and lat is not None, faa_mode=faa,
+        talker=s.talker,
+        lat=lat,
+        lon=lon,
+        time=parse_time(_field(f, 4)),
+        is_valid=status == "A" and faa != "N" and lat is not None,
+        faa_mode=faa,
     )
 
 
@@ -483,7 +495,11 @@ def _gns(s: Sentence) -> Gns:
     if not all(c in "ADEFMNPRSCU" for c in modes):
         raise NmeaError(f"GNS mode: {modes!r}")
     return Gns(
-        talker=s.talker, time=parse_time(_field(f, 0)), lat=lat, lon=lon, modes=modes,
+        talker=s.talker,
+        time=parse_time(_field(f, 0)),
+        lat=lat,
+        lon=lon,
+        modes=modes,
         is_valid=lat is not None and any(c != "N" for c in modes),
         sats=_int(_field(f, 6), "GNS satellites", 0, 255),
         hdop=_float_range(_field(f, 7), "GNS hdop", 0, 100),
@@ -493,5 +509,11 @@ def _gns(s: Sentence) -> Gns:
 
 
 _PARSERS: dict[str, Callable[[Sentence], Record]] = {
-    "RMC": _rmc, "GGA": _gga, "GSA": _gsa, "VTG": _vtg, "GLL": _gll, "ZDA": _zda, "GNS": _gns,
+    "RMC": _rmc,
+    "GGA": _gga,
+    "GSA": _gsa,
+    "VTG": _vtg,
+    "GLL": _gll,
+    "ZDA": _zda,
+    "GNS": _gns,
 }

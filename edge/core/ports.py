@@ -16,8 +16,16 @@ from edge.core.clock import Clock, ManualClock, Scheduled, Scheduler, SystemCloc
 from edge.core.frame import Frame
 
 __all__ = [
-    "AlertSink", "Classifier", "Clock", "Detection", "EvidenceRecord", "FrameSource",
-    "ManualClock", "Scheduled", "Scheduler", "SystemClock",
+    "AlertSink",
+    "Classifier",
+    "Clock",
+    "Detection",
+    "EvidenceRecord",
+    "FrameSource",
+    "ManualClock",
+    "Scheduled",
+    "Scheduler",
+    "SystemClock",
 ]
 
 

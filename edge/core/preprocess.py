@@ -96,9 +96,7 @@ MASK_FILL = 128.0
 """Pixel value (0..255) that replaces what lies outside a polygon ROI."""
 
 
-def preprocess(
-    crop_bgr: np.ndarray, spec: InputSpec, mask: np.ndarray | None = None
-) -> np.ndarray:
+def preprocess(crop_bgr: np.ndarray, spec: InputSpec, mask: np.ndarray | None = None) -> np.ndarray:
     """BGR ``uint8`` crop -> normalised ``float32`` tensor ``H x W x C`` (one image, no batch).
 
     Steps, in order: resize to ``spec`` (:func:`resize`), convert colour order,
@@ -154,8 +152,9 @@ def dequantise(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=64)
-def _sum_lut(spec: InputSpec, scale: float, zero_point: int,
-             dtype_str: str) -> tuple[np.ndarray, bool]:
+def _sum_lut(
+    spec: InputSpec, scale: float, zero_point: int, dtype_str: str
+) -> tuple[np.ndarray, bool]:
     """``lut[c * 1021 + s]`` = the quantised input for channel ``c`` when the four samples of an
     output pixel sum to ``s`` (just ``lut[s]``, flagged ``False``, when all channels agree).
     Built with exactly the float operations of :func:`resize`, :func:`preprocess` and
@@ -173,8 +172,14 @@ def _sum_lut(spec: InputSpec, scale: float, zero_point: int,
     return np.ascontiguousarray(q.T).reshape(-1), True
 
 
-def preprocess_quantised(crop_bgr: np.ndarray, spec: InputSpec, scale: float, zero_point: int,
-                         dtype: np.dtype, mask: np.ndarray | None = None) -> np.ndarray:
+def preprocess_quantised(
+    crop_bgr: np.ndarray,
+    spec: InputSpec,
+    scale: float,
+    zero_point: int,
+    dtype: np.dtype,
+    mask: np.ndarray | None = None,
+) -> np.ndarray:
     """``quantise(preprocess(crop, spec, mask), scale, zero_point, dtype)``, faster.
 
     For an integer-input model and an RGB/BGR crop without a mask, the four samples of each
@@ -187,10 +192,19 @@ def preprocess_quantised(crop_bgr: np.ndarray, spec: InputSpec, scale: float, ze
     four partial images are contiguous blocks and one take per axis does all the reordering.
     """
     dt = np.dtype(dtype)
-    fast = (dt.kind in "iu" and scale != 0 and mask is None and spec.colour in ("RGB", "BGR")
-            and crop_bgr.ndim == 3 and crop_bgr.shape[2] == 3 and crop_bgr.dtype == np.uint8
-            and crop_bgr.shape[0] > 0 and crop_bgr.shape[1] > 0
-            and crop_bgr.strides[1] == 3 and crop_bgr.strides[2] == 1)
+    fast = (
+        dt.kind in "iu"
+        and scale != 0
+        and mask is None
+        and spec.colour in ("RGB", "BGR")
+        and crop_bgr.ndim == 3
+        and crop_bgr.shape[2] == 3
+        and crop_bgr.dtype == np.uint8
+        and crop_bgr.shape[0] > 0
+        and crop_bgr.shape[1] > 0
+        and crop_bgr.strides[1] == 3
+        and crop_bgr.strides[2] == 1
+    )
     if not fast:
         return quantise(preprocess(crop_bgr, spec, mask), scale, zero_point, dt)
     h, w, k = spec.height, spec.width, _SUBSAMPLES
@@ -201,11 +215,11 @@ def preprocess_quantised(crop_bgr: np.ndarray, spec: InputSpec, scale: float, ze
     g = flat.take(rows, axis=0)  # (k*h, W*3), blocks of rows by sub-sample
     acc = g[:h].astype(np.uint16)
     for i in range(1, k):
-        acc += g[i * h:(i + 1) * h]
+        acc += g[i * h : (i + 1) * h]
     g2 = acc.take(cols, axis=1)  # (h, k*w*3), blocks of columns by sub-sample
-    sums = g2[:, :w * 3].copy()
+    sums = g2[:, : w * 3].copy()
     for j in range(1, k):
-        sums += g2[:, j * w * 3:(j + 1) * w * 3]
+        sums += g2[:, j * w * 3 : (j + 1) * w * 3]
     lut, per_channel = _sum_lut(spec, float(scale), int(zero_point), dt.str)
     if per_channel:
         sums += _column_offsets(w)
@@ -213,8 +227,9 @@ def preprocess_quantised(crop_bgr: np.ndarray, spec: InputSpec, scale: float, ze
 
 
 @functools.lru_cache(maxsize=256)
-def _gather_index(src_h: int, src_w: int, h: int, w: int, rgb: bool) -> tuple[np.ndarray,
-                                                                                np.ndarray]:
+def _gather_index(
+    src_h: int, src_w: int, h: int, w: int, rgb: bool
+) -> tuple[np.ndarray, np.ndarray]:
     """Row and (flattened, colour-ordered) column indices for :func:`preprocess_quantised`."""
     k = _SUBSAMPLES
     iy = _sample_index(src_h, h).reshape(h, k).T.reshape(-1)  # sub-sample-major
@@ -229,4 +244,4 @@ def _column_offsets(w: int) -> np.ndarray:
     return np.tile(_CHANNEL_OFFSETS, w)
 
 
-_CHANNEL_OFFSETS = (np.arange(3, dtype=np.uint16) * (255 * _SUBSAMPLES * _SUBSAMPLES + 1))
+_CHANNEL_OFFSETS = np.arange(3, dtype=np.uint16) * (255 * _SUBSAMPLES * _SUBSAMPLES + 1)

@@ -46,8 +46,12 @@ class Roi:
     def polygon(cls, id: str, points: list[Point] | tuple[Point, ...], margin: float = 0.1) -> Roi:
         if len(points) < 3:
             raise RoiError(f"roi {id!r}: a polygon needs at least 3 points, got {len(points)}")
-        roi = cls(id=id, points=tuple((float(x), float(y)) for x, y in points), margin=margin,
-                  is_polygon=True)
+        roi = cls(
+            id=id,
+            points=tuple((float(x), float(y)) for x, y in points),
+            margin=margin,
+            is_polygon=True,
+        )
         roi.validate()
         if polygon_area(roi.points) <= 0:
             raise RoiError(f"roi {id!r}: polygon has no area")

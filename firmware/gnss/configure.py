@@ -50,8 +50,9 @@ def _is_baud_change(f: bytes) -> bool:
     return msg == CFG_VALSET and f[10:14] == (0x40520001).to_bytes(4, "little")
 
 
-def wait_for(port: serial.Serial, reader: UbxReader, want: set[tuple[int, int]],
-             timeout_s: float) -> tuple[tuple[int, int], bytes] | None:
+def wait_for(
+    port: serial.Serial, reader: UbxReader, want: set[tuple[int, int]], timeout_s: float
+) -> tuple[tuple[int, int], bytes] | None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         data = port.read(port.in_waiting or 1)
@@ -63,8 +64,9 @@ def wait_for(port: serial.Serial, reader: UbxReader, want: set[tuple[int, int]],
     return None
 
 
-def send_acked(port: serial.Serial, reader: UbxReader, f: bytes, *, timeout_s: float,
-               retries: int) -> None:
+def send_acked(
+    port: serial.Serial, reader: UbxReader, f: bytes, *, timeout_s: float, retries: int
+) -> None:
     msg = (f[2], f[3])
     for attempt in range(1 + retries):
         port.write(f)
@@ -82,12 +84,19 @@ def send_acked(port: serial.Serial, reader: UbxReader, f: bytes, *, timeout_s: f
                 raise ConfigureError(f"receiver refused {_name(msg)} (ACK-NAK): {f.hex(' ')}")
             return
         log.warning("no ACK for %s (attempt %d)", _name(msg), attempt + 1)
-    raise ConfigureError(f"no ACK for {_name(msg)} after {1 + retries} tries; "
-                         "wrong port or baud rate?")
+    raise ConfigureError(
+        f"no ACK for {_name(msg)} after {1 + retries} tries; wrong port or baud rate?"
+    )
 
 
-def configure(port: serial.Serial, frames: Sequence[bytes], *, new_baud: int | None,
-              timeout_s: float = 1.5, retries: int = 2) -> str:
+def configure(
+    port: serial.Serial,
+    frames: Sequence[bytes],
+    *,
+    new_baud: int | None,
+    timeout_s: float = 1.5,
+    retries: int = 2,
+) -> str:
     """Send ``frames`` in order; returns the receiver's MON-VER software version string."""
     reader = UbxReader()
     port.reset_input_buffer()
@@ -106,13 +115,20 @@ def configure(port: serial.Serial, frames: Sequence[bytes], *, new_baud: int | N
         got = wait_for(port, reader, {MON_VER}, timeout_s)
         if got is not None:
             return got[1][:30].rstrip(b"\0").decode("ascii", "replace")
-    raise ConfigureError("receiver did not answer UBX-MON-VER after configuration"
-                         + (f" at {new_baud} baud" if new_baud else ""))
+    raise ConfigureError(
+        "receiver did not answer UBX-MON-VER after configuration"
+        + (f" at {new_baud} baud" if new_baud else "")
+    )
 
 
 def _name(msg: tuple[int, int]) -> str:
-    names = {(0x06, 0x8A): "UBX-CFG-VALSET", (0x06, 0x08): "UBX-CFG-RATE",
-             (0x06, 0x01): "UBX-CFG-MSG", (0x06, 0x00): "UBX-CFG-PRT", (0x06, 0x09): "UBX-CFG-CFG"}
+    names = {
+        (0x06, 0x8A): "UBX-CFG-VALSET",
+        (0x06, 0x08): "UBX-CFG-RATE",
+        (0x06, 0x01): "UBX-CFG-MSG",
+        (0x06, 0x00): "UBX-CFG-PRT",
+        (0x06, 0x09): "UBX-CFG-CFG",
+    }
     return names.get(msg, f"UBX 0x{msg[0]:02x} 0x{msg[1]:02x}")
 
 
@@ -121,17 +137,31 @@ def _csv(text: str) -> frozenset[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--port", help="serial device or pyserial URL (e.g. /dev/ttyAMA0)")
     p.add_argument("--baud", type=int, default=9600, help="current baud rate (default 9600)")
     p.add_argument("--rate-hz", type=float, default=5.0, help="navigation rate (default 5)")
-    p.add_argument("--constellations", type=_csv, default=_csv("gps,galileo,glonass,sbas"),
-                   help="comma list of gps,galileo,glonass,beidou,qzss,sbas")
-    p.add_argument("--nmea", type=lambda s: frozenset(x.upper() for x in _csv(s)),
-                   default=frozenset({"GGA", "RMC"}), help="NMEA sentences to keep (GGA,RMC)")
-    p.add_argument("--new-baud", type=int, choices=BAUD_RATES, default=None,
-                   help="switch the receiver's UART1 to this rate (last step)")
+    p.add_argument(
+        "--constellations",
+        type=_csv,
+        default=_csv("gps,galileo,glonass,sbas"),
+        help="comma list of gps,galileo,glonass,beidou,qzss,sbas",
+    )
+    p.add_argument(
+        "--nmea",
+        type=lambda s: frozenset(x.upper() for x in _csv(s)),
+        default=frozenset({"GGA", "RMC"}),
+        help="NMEA sentences to keep (GGA,RMC)",
+    )
+    p.add_argument(
+        "--new-baud",
+        type=int,
+        choices=BAUD_RATES,
+        default=None,
+        help="switch the receiver's UART1 to this rate (last step)",
+    )
     p.add_argument("--no-save", action="store_true", help="RAM only: lost at power-off")
     p.add_argument("--legacy", action="store_true", help="u-blox 6/7/8 legacy messages")
     p.add_argument("--timeout-s", type=float, default=1.5, help="wait per ACK (s)")
@@ -139,8 +169,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
-        settings = GnssSettings(rate_hz=args.rate_hz, constellations=args.constellations,
-                                nmea=args.nmea, baud=args.new_baud, save=not args.no_save)
+        settings = GnssSettings(
+            rate_hz=args.rate_hz,
+            constellations=args.constellations,
+            nmea=args.nmea,
+            baud=args.new_baud,
+            save=not args.no_save,
+        )
         frames = plan_legacy(settings) if args.legacy else plan_valset(settings)
     except UbxError as e:
         print(f"configure: error: {e}", file=sys.stderr)

@@ -39,20 +39,20 @@ LAYER_FLASH = 0x04
 # Bits 28..30 of a key give its value size: 1 = one bit (sent as a byte), 2 = 1 byte,
 # 3 = 2 bytes, 4 = 4 bytes, 5 = 8 bytes.
 KEYS: dict[str, int] = {
-    "CFG-RATE-MEAS": 0x30210001,            # U2, ms between measurements
-    "CFG-RATE-NAV": 0x30210002,             # U2, measurements per navigation solution
-    "CFG-RATE-TIMEREF": 0x20210003,         # E1, 0 = UTC, 1 = GPS
-    "CFG-UART1-BAUDRATE": 0x40520001,       # U4
-    "CFG-UART1INPROT-UBX": 0x10730001,      # L
-    "CFG-UART1INPROT-NMEA": 0x10730002,     # L
-    "CFG-UART1OUTPROT-UBX": 0x10740001,     # L
-    "CFG-UART1OUTPROT-NMEA": 0x10740002,    # L
-    "CFG-SIGNAL-GPS_ENA": 0x1031001F,       # L
-    "CFG-SIGNAL-SBAS_ENA": 0x10310020,      # L
-    "CFG-SIGNAL-GAL_ENA": 0x10310021,       # L
-    "CFG-SIGNAL-BDS_ENA": 0x10310022,       # L
-    "CFG-SIGNAL-QZSS_ENA": 0x10310024,      # L
-    "CFG-SIGNAL-GLO_ENA": 0x10310025,       # L
+    "CFG-RATE-MEAS": 0x30210001,  # U2, ms between measurements
+    "CFG-RATE-NAV": 0x30210002,  # U2, measurements per navigation solution
+    "CFG-RATE-TIMEREF": 0x20210003,  # E1, 0 = UTC, 1 = GPS
+    "CFG-UART1-BAUDRATE": 0x40520001,  # U4
+    "CFG-UART1INPROT-UBX": 0x10730001,  # L
+    "CFG-UART1INPROT-NMEA": 0x10730002,  # L
+    "CFG-UART1OUTPROT-UBX": 0x10740001,  # L
+    "CFG-UART1OUTPROT-NMEA": 0x10740002,  # L
+    "CFG-SIGNAL-GPS_ENA": 0x1031001F,  # L
+    "CFG-SIGNAL-SBAS_ENA": 0x10310020,  # L
+    "CFG-SIGNAL-GAL_ENA": 0x10310021,  # L
+    "CFG-SIGNAL-BDS_ENA": 0x10310022,  # L
+    "CFG-SIGNAL-QZSS_ENA": 0x10310024,  # L
+    "CFG-SIGNAL-GLO_ENA": 0x10310025,  # L
     "CFG-MSGOUT-NMEA_ID_GGA_UART1": 0x209100BB,  # U1, output every N epochs (0 = off)
     "CFG-MSGOUT-NMEA_ID_GLL_UART1": 0x209100CA,
     "CFG-MSGOUT-NMEA_ID_GSA_UART1": 0x209100C0,
@@ -62,13 +62,24 @@ KEYS: dict[str, int] = {
     "CFG-MSGOUT-NMEA_ID_ZDA_UART1": 0x209100D9,
 }
 CONSTELLATIONS = {
-    "gps": "CFG-SIGNAL-GPS_ENA", "sbas": "CFG-SIGNAL-SBAS_ENA", "galileo": "CFG-SIGNAL-GAL_ENA",
-    "beidou": "CFG-SIGNAL-BDS_ENA", "qzss": "CFG-SIGNAL-QZSS_ENA", "glonass": "CFG-SIGNAL-GLO_ENA",
+    "gps": "CFG-SIGNAL-GPS_ENA",
+    "sbas": "CFG-SIGNAL-SBAS_ENA",
+    "galileo": "CFG-SIGNAL-GAL_ENA",
+    "beidou": "CFG-SIGNAL-BDS_ENA",
+    "qzss": "CFG-SIGNAL-QZSS_ENA",
+    "glonass": "CFG-SIGNAL-GLO_ENA",
 }
 NMEA_SENTENCES = ("GGA", "GLL", "GSA", "GSV", "RMC", "VTG", "ZDA")
 # Legacy CFG-MSG ids of the standard NMEA sentences (class 0xF0).
-NMEA_LEGACY_ID = {"GGA": 0x00, "GLL": 0x01, "GSA": 0x02, "GSV": 0x03, "RMC": 0x04, "VTG": 0x05,
-                  "ZDA": 0x08}
+NMEA_LEGACY_ID = {
+    "GGA": 0x00,
+    "GLL": 0x01,
+    "GSA": 0x02,
+    "GSV": 0x03,
+    "RMC": 0x04,
+    "VTG": 0x05,
+    "ZDA": 0x08,
+}
 BAUD_RATES = (4800, 9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600)
 _VALUE_BYTES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8}
 MAX_VALSET_ITEMS = 64
@@ -147,8 +158,15 @@ def cfg_msg(msg: tuple[int, int], rates: tuple[int, int, int, int, int, int]) ->
     return frame(CFG_MSG, bytes(msg) + bytes(rates))
 
 
-def cfg_prt_uart(baud: int, *, port: int = 1, in_proto: int = 0x07, out_proto: int = 0x03,
-                 mode: int = 0x08C0, tx_ready: int = 0) -> bytes:
+def cfg_prt_uart(
+    baud: int,
+    *,
+    port: int = 1,
+    in_proto: int = 0x07,
+    out_proto: int = 0x03,
+    mode: int = 0x08C0,
+    tx_ready: int = 0,
+) -> bytes:
     """UART port settings; mode 0x08C0 = 8 data bits, no parity, 1 stop bit."""
     payload = struct.pack("<BBHIIHHHH", port, 0, tx_ready, mode, baud, in_proto, out_proto, 0, 0)
     return frame(CFG_PRT, payload)
@@ -199,14 +217,20 @@ def plan_valset(s: GnssSettings) -> list[bytes]:
     """VALSET frames for an M9-class receiver; the baud change comes last (see configure.py)."""
     layers = LAYER_RAM | (LAYER_BBR | LAYER_FLASH if s.save else 0)
     items: list[tuple[str | int, int | bool]] = [
-        ("CFG-RATE-MEAS", s.meas_ms), ("CFG-RATE-NAV", 1),
-        ("CFG-UART1INPROT-UBX", 1), ("CFG-UART1OUTPROT-UBX", 1), ("CFG-UART1OUTPROT-NMEA", 1),
+        ("CFG-RATE-MEAS", s.meas_ms),
+        ("CFG-RATE-NAV", 1),
+        ("CFG-UART1INPROT-UBX", 1),
+        ("CFG-UART1OUTPROT-UBX", 1),
+        ("CFG-UART1OUTPROT-NMEA", 1),
     ]
     items += [(f"CFG-MSGOUT-NMEA_ID_{n}_UART1", int(n in s.nmea)) for n in NMEA_SENTENCES]
     frames = [valset(items, layers=layers)]
     # Constellations go in their own message: the receiver restarts its GNSS engine for them.
-    frames.append(valset([(CONSTELLATIONS[c], int(c in s.constellations))
-                          for c in CONSTELLATIONS], layers=layers))
+    frames.append(
+        valset(
+            [(CONSTELLATIONS[c], int(c in s.constellations)) for c in CONSTELLATIONS], layers=layers
+        )
+    )
     if s.baud is not None:
         frames.append(valset([("CFG-UART1-BAUDRATE", s.baud)], layers=layers))
     return frames

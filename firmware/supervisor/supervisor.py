@@ -114,8 +114,20 @@ class Strobe:
 
 
 class Supervisor:
-    def __init__(self, *, power_pin, ign_raw_pin, ign_out_pin, uart, ticks_ms, wdt=None,
-                 settings=None, ign_raw_active_low=True, diff=_ticks_diff, strobe=None):
+    def __init__(
+        self,
+        *,
+        power_pin,
+        ign_raw_pin,
+        ign_out_pin,
+        uart,
+        ticks_ms,
+        wdt=None,
+        settings=None,
+        ign_raw_active_low=True,
+        diff=_ticks_diff,
+        strobe=None,
+    ):
         self.s = settings or Settings()
         self._power = power_pin
         self._ign_raw = ign_raw_pin
@@ -172,8 +184,13 @@ class Supervisor:
         self._send("ER", reason[:60])
 
     def _status_fields(self, now):
-        return (FW_VERSION, self.state, 1 if self.ignition.state else 0, self.resets,
-                self.uptime_ms // 1000)
+        return (
+            FW_VERSION,
+            self.state,
+            1 if self.ignition.state else 0,
+            self.resets,
+            self.uptime_ms // 1000,
+        )
 
     def _power_cycle(self, now, why):
         self.resets += 1
@@ -290,8 +307,10 @@ class Supervisor:
     def _step_halting(self, now):
         halt_s = self.s.halt_s
         quiet_since = self.last_hb_ms if self.last_hb_ms is not None else self._shutdown_ms
-        if (self._elapsed_s(quiet_since, now) >= halt_s
-                and self._elapsed_s(self._shutdown_ms, now) >= halt_s):
+        if (
+            self._elapsed_s(quiet_since, now) >= halt_s
+            and self._elapsed_s(self._shutdown_ms, now) >= halt_s
+        ):
             if self.ignition.state:
                 self._power_cycle(now, "halted with ignition on")  # bring it back up
             else:
@@ -306,6 +325,9 @@ class Supervisor:
                 self._power_off(now)  # the Pi never said goodbye: save the battery
         elif st == "booting" and self._elapsed_s(self._state_ms, now) >= s.boot_grace_s:
             self._power_cycle(now, "no heartbeat after boot")
-        elif (st == "running" and self.last_hb_ms is not None
-                and self._elapsed_s(self.last_hb_ms, now) >= s.hb_timeout_s):
+        elif (
+            st == "running"
+            and self.last_hb_ms is not None
+            and self._elapsed_s(self.last_hb_ms, now) >= s.hb_timeout_s
+        ):
             self._power_cycle(now, "heartbeat lost")

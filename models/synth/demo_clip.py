@@ -53,8 +53,12 @@ _CAR_LEN = 420.0
 
 def window_box(lane: Lane, front_x: float) -> tuple[float, float, float, float]:
     s = lane.scale
-    return (front_x + _WIN[0] * s, lane.baseline_y + _WIN[1] * s,
-            front_x + _WIN[2] * s, lane.baseline_y + _WIN[3] * s)
+    return (
+        front_x + _WIN[0] * s,
+        lane.baseline_y + _WIN[1] * s,
+        front_x + _WIN[2] * s,
+        lane.baseline_y + _WIN[3] * s,
+    )
 
 
 def roi_fractions() -> dict[str, list[float]]:
@@ -62,8 +66,12 @@ def roi_fractions() -> dict[str, list[float]]:
     out = {}
     for lane in LANES:
         x0, y0, x1, y1 = window_box(lane, STOP_X)
-        out[lane.name] = [round(x0 / WIDTH, 4), round(y0 / HEIGHT, 4),
-                          round(x1 / WIDTH, 4), round(y1 / HEIGHT, 4)]
+        out[lane.name] = [
+            round(x0 / WIDTH, 4),
+            round(y0 / HEIGHT, 4),
+            round(x1 / WIDTH, 4),
+            round(y1 / HEIGHT, 4),
+        ]
     return out
 
 
@@ -122,7 +130,8 @@ def _schedule(seed: int, seconds: float) -> list[Car]:
     negatives = [p for p in NEGATIVE_POSES if p not in ("empty_seat",)]
     cars = []
     for i, ((lane, t, approach, dwell, leave), phone) in enumerate(
-            zip(plans, phone_flags, strict=True)):
+        zip(plans, phone_flags, strict=True)
+    ):
         poses = POSITIVE_POSES if phone else negatives
         pose = poses[int(rng.integers(len(poses)))]
         x0, y0, x1, y1 = window_box(lane, STOP_X)
@@ -131,8 +140,19 @@ def _schedule(seed: int, seconds: float) -> list[Car]:
         window = render_scene(scene_rng, pose, "day", face=1, frame=False)
         window = cv2.resize(window, size, interpolation=cv2.INTER_AREA)
         colour = tuple(int(c) for c in rng.integers(30, 230, 3))
-        cars.append(Car(lane, t, approach, dwell, leave, pose, bool(phone),
-                        (colour[0], colour[1], colour[2]), window))
+        cars.append(
+            Car(
+                lane,
+                t,
+                approach,
+                dwell,
+                leave,
+                pose,
+                bool(phone),
+                (colour[0], colour[1], colour[2]),
+                window,
+            )
+        )
     return cars
 
 
@@ -140,8 +160,9 @@ def _background(seed: int) -> np.ndarray:
     rng = np.random.default_rng([seed & 0xFFFFFFFF, 3])
     img = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
     sky = np.linspace(0, 1, int(0.33 * HEIGHT))[:, None, None]
-    img[: sky.shape[0]] = (np.array([230, 200, 170]) * (1 - sky)
-                           + np.array([245, 235, 225]) * sky).astype(np.uint8)
+    img[: sky.shape[0]] = (
+        np.array([230, 200, 170]) * (1 - sky) + np.array([245, 235, 225]) * sky
+    ).astype(np.uint8)
     for _ in range(14):  # buildings
         x = rng.uniform(0, WIDTH)
         w = rng.uniform(60, 180)
@@ -157,8 +178,9 @@ def _background(seed: int) -> np.ndarray:
     cv2.line(img, (sx, int(0.40 * HEIGHT)), (sx, int(0.95 * HEIGHT)), (240, 240, 240), 8)
     px = int(0.86 * WIDTH)  # traffic light pole
     cv2.line(img, (px, int(0.05 * HEIGHT)), (px, int(0.36 * HEIGHT)), (50, 50, 50), 8)
-    cv2.rectangle(img, (px - 16, int(0.05 * HEIGHT)), (px + 16, int(0.16 * HEIGHT)), (30, 30, 30),
-                  -1)
+    cv2.rectangle(
+        img, (px - 16, int(0.05 * HEIGHT)), (px + 16, int(0.16 * HEIGHT)), (30, 30, 30), -1
+    )
     cv2.circle(img, (px, int(0.08 * HEIGHT)), 9, (40, 40, 220), -1)
     return img
 
@@ -184,10 +206,16 @@ def _draw_car(img: np.ndarray, car: Car, front_x: float) -> None:
     x1, y1 = x0 + w, y0 + h
     cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x1, WIDTH), min(y1, HEIGHT)
     if cx1 > cx0 and cy1 > cy0:
-        img[cy0:cy1, cx0:cx1] = car.window[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0]
+        img[cy0:cy1, cx0:cx1] = car.window[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0]
     # Slanted front edge of the window (A-pillar) and the door line.
-    cv2.fillConvexPoly(img, np.array([p(-125, -225), p(-100, -225), p(-100, -135), p(-70, -135),
-                                      p(-70, -240)], np.int32), dark, cv2.LINE_AA)
+    cv2.fillConvexPoly(
+        img,
+        np.array(
+            [p(-125, -225), p(-100, -225), p(-100, -135), p(-70, -135), p(-70, -240)], np.int32
+        ),
+        dark,
+        cv2.LINE_AA,
+    )
     cv2.line(img, p(-245, -225), p(-245, -30), tuple(int(c * 0.45) for c in body), 2)
 
 
@@ -205,16 +233,30 @@ def frames(seed: int, seconds: float, fps: float) -> tuple[Iterator[np.ndarray],
     rois_px = {lane.name: window_box(lane, STOP_X) for lane in LANES}
     events = []
     for car in cars:
-        covered = [i for i in range(n_frames)
-                   if _cover(window_box(car.lane, car.front_x(i / fps)),
-                             rois_px[car.lane.name]) >= COVER_MIN]
+        covered = [
+            i
+            for i in range(n_frames)
+            if _cover(window_box(car.lane, car.front_x(i / fps)), rois_px[car.lane.name])
+            >= COVER_MIN
+        ]
         if covered:
-            events.append({"roi": car.lane.name, "start_frame": covered[0],
-                           "end_frame": covered[-1], "phone": car.phone})
+            events.append(
+                {
+                    "roi": car.lane.name,
+                    "start_frame": covered[0],
+                    "end_frame": covered[-1],
+                    "phone": car.phone,
+                }
+            )
     events.sort(key=lambda e: (e["start_frame"], e["roi"]))
     truth: dict[str, Any] = {
-        "video": "junction.mp4", "fps": float(fps), "frames": n_frames,
-        "width": WIDTH, "height": HEIGHT, "rois": roi_fractions(), "events": events,
+        "video": "junction.mp4",
+        "fps": float(fps),
+        "frames": n_frames,
+        "width": WIDTH,
+        "height": HEIGHT,
+        "rois": roi_fractions(),
+        "events": events,
     }
 
     def gen() -> Iterator[np.ndarray]:
@@ -234,8 +276,9 @@ def frames(seed: int, seconds: float, fps: float) -> tuple[Iterator[np.ndarray],
     return gen(), truth
 
 
-def write_clip(out_dir: Path, *, seed: int = 0, seconds: float = 30.0,
-               fps: float = 25.0) -> dict[str, Any]:
+def write_clip(
+    out_dir: Path, *, seed: int = 0, seconds: float = 30.0, fps: float = 25.0
+) -> dict[str, Any]:
     """Write ``junction.mp4`` and ``junction.truth.json`` into ``out_dir``; returns the truth."""
     out_dir.mkdir(parents=True, exist_ok=True)
     it, truth = frames(seed, seconds, fps)
@@ -248,15 +291,19 @@ def write_clip(out_dir: Path, *, seed: int = 0, seconds: float = 30.0,
             writer.write(img)
     finally:
         writer.release()
-    (out_dir / "junction.truth.json").write_text(json.dumps(truth, indent=1) + "\n",
-                                                 encoding="utf-8")
+    (out_dir / "junction.truth.json").write_text(
+        json.dumps(truth, indent=1) + "\n", encoding="utf-8"
+    )
     log.info("wrote %s (%d frames, %d events)", video, truth["frames"], len(truth["events"]))
     return truth
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m models.synth.demo_clip", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m models.synth.demo_clip",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--out", type=Path, required=True, help="output folder")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--seconds", type=float, default=30.0, help="clip length (default 30)")
@@ -266,8 +313,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         ap.error("--seconds must be 1..600 and --fps 1..120")
     truth = write_clip(args.out, seed=args.seed, seconds=args.seconds, fps=args.fps)
     n_phone = sum(e["phone"] for e in truth["events"])
-    print(f"{args.out / truth['video']}: {truth['frames']} frames at {truth['fps']} fps, "
-          f"{len(truth['events'])} events ({n_phone} with a phone)")
+    print(
+        f"{args.out / truth['video']}: {truth['frames']} frames at {truth['fps']} fps, "
+        f"{len(truth['events'])} events ({n_phone} with a phone)"
+    )
     return 0
 
 

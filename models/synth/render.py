@@ -24,8 +24,14 @@ import numpy as np
 
 POSITIVE_POSES = ("phone_ear_left", "phone_ear_right", "phone_low", "phone_over_wheel")
 NEGATIVE_POSES = (
-    "hands_on_wheel", "one_hand_wheel", "hand_at_face", "drinking", "eating", "phone_in_cradle",
-    "passenger", "empty_seat",
+    "hands_on_wheel",
+    "one_hand_wheel",
+    "hand_at_face",
+    "drinking",
+    "eating",
+    "phone_in_cradle",
+    "passenger",
+    "empty_seat",
 )
 LIGHTING = ("day", "dusk", "ir_night")
 
@@ -33,13 +39,26 @@ BASE_W, BASE_H = 224, 168
 """Drawing canvas (pixels); the result is resized to the requested crop size."""
 
 SKIN_BGR = (
-    (60, 80, 110), (70, 100, 140), (90, 125, 170), (110, 150, 195), (135, 175, 220),
-    (150, 190, 235), (45, 60, 85), (100, 135, 185),
+    (60, 80, 110),
+    (70, 100, 140),
+    (90, 125, 170),
+    (110, 150, 195),
+    (135, 175, 220),
+    (150, 190, 235),
+    (45, 60, 85),
+    (100, 135, 185),
 )
 HAIR_BGR = ((20, 20, 25), (30, 40, 60), (40, 70, 110), (90, 140, 190), (150, 150, 150))
 PHONE_BGR = (
-    (25, 25, 25), (40, 40, 45), (15, 15, 15), (200, 200, 205), (170, 175, 180), (60, 40, 150),
-    (140, 90, 40), (40, 120, 40), (120, 110, 100),
+    (25, 25, 25),
+    (40, 40, 45),
+    (15, 15, 15),
+    (200, 200, 205),
+    (170, 175, 180),
+    (60, 40, 150),
+    (140, 90, 40),
+    (40, 120, 40),
+    (120, 110, 100),
 )
 CUP_BGR = ((235, 235, 235), (40, 40, 180), (60, 90, 130), (30, 140, 220), (200, 160, 60))
 FOOD_BGR = ((60, 130, 190), (80, 170, 210), (40, 90, 150), (90, 200, 230))
@@ -74,8 +93,16 @@ def _pt(x: float, y: float) -> tuple[int, int]:
     return (round(x), round(y))
 
 
-def _rot_rect(img: np.ndarray, cx: float, cy: float, w: float, h: float, angle_deg: float,
-              colour: tuple[int, int, int], border: tuple[int, int, int] | None = None) -> None:
+def _rot_rect(
+    img: np.ndarray,
+    cx: float,
+    cy: float,
+    w: float,
+    h: float,
+    angle_deg: float,
+    colour: tuple[int, int, int],
+    border: tuple[int, int, int] | None = None,
+) -> None:
     box = cv2.boxPoints(((cx, cy), (w, h), angle_deg))
     poly = np.round(box).astype(np.int32)
     cv2.fillConvexPoly(img, poly, colour, cv2.LINE_AA)
@@ -135,8 +162,14 @@ def _background(img: np.ndarray, rng: np.random.Generator, light: str) -> None:
                 cv2.ellipse(img, _pt(bx, by), _pt(bw / 2, bw / 3), 0, 0, 360, c, -1, cv2.LINE_AA)
     # B-pillar / seat belt line.
     px = rng.uniform(0.0, 1.0) * w
-    cv2.line(img, _pt(px, 0), _pt(px + rng.uniform(-20, 20), h), _jitter(rng, (40, 40, 40), 10),
-             int(rng.integers(3, 14)), cv2.LINE_AA)
+    cv2.line(
+        img,
+        _pt(px, 0),
+        _pt(px + rng.uniform(-20, 20), h),
+        _jitter(rng, (40, 40, 40), 10),
+        int(rng.integers(3, 14)),
+        cv2.LINE_AA,
+    )
 
 
 def _seat(img: np.ndarray, rng: np.random.Generator, d: _Driver, *, occupied: bool) -> None:
@@ -145,8 +178,17 @@ def _seat(img: np.ndarray, rng: np.random.Generator, d: _Driver, *, occupied: bo
     # Seat back and headrest, behind the driver.
     _rot_rect(img, back_x, d.cy + 2.6 * d.r, 1.5 * d.r, 4.0 * d.r, -d.face * 12, seat)
     hx = d.cx - d.face * (0.9 if occupied else 0.5) * d.r
-    cv2.ellipse(img, _pt(hx, d.cy - 0.1 * d.r), _pt(0.55 * d.r, 0.75 * d.r), 0, 0, 360, seat, -1,
-                cv2.LINE_AA)
+    cv2.ellipse(
+        img,
+        _pt(hx, d.cy - 0.1 * d.r),
+        _pt(0.55 * d.r, 0.75 * d.r),
+        0,
+        0,
+        360,
+        seat,
+        -1,
+        cv2.LINE_AA,
+    )
 
 
 def _wheel(img: np.ndarray, rng: np.random.Generator, d: _Driver) -> tuple[float, float, float]:
@@ -155,61 +197,148 @@ def _wheel(img: np.ndarray, rng: np.random.Generator, d: _Driver) -> tuple[float
     wy = d.cy + rng.uniform(2.0, 2.5) * d.r
     wr = rng.uniform(1.1, 1.4) * d.r
     c = _jitter(rng, (30, 30, 30), 8)
-    cv2.ellipse(img, _pt(wx, wy), _pt(0.35 * wr, wr), d.face * rng.uniform(10, 30), 0, 360, c,
-                max(2, round(0.22 * d.r)), cv2.LINE_AA)
+    cv2.ellipse(
+        img,
+        _pt(wx, wy),
+        _pt(0.35 * wr, wr),
+        d.face * rng.uniform(10, 30),
+        0,
+        360,
+        c,
+        max(2, round(0.22 * d.r)),
+        cv2.LINE_AA,
+    )
     # Dashboard below the wheel.
-    cv2.rectangle(img, _pt(wx - d.face * 0.2 * d.r, wy + 0.6 * wr), _pt(wx + d.face * 6 * d.r,
-                  img.shape[0]), _jitter(rng, (45, 45, 48), 10), -1)
+    cv2.rectangle(
+        img,
+        _pt(wx - d.face * 0.2 * d.r, wy + 0.6 * wr),
+        _pt(wx + d.face * 6 * d.r, img.shape[0]),
+        _jitter(rng, (45, 45, 48), 10),
+        -1,
+    )
     return wx, wy, wr
 
 
 def _body(img: np.ndarray, rng: np.random.Generator, d: _Driver) -> None:
     # Torso, neck, head, hair, face details.
-    _rot_rect(img, d.cx - d.face * 0.1 * d.r, d.cy + 3.0 * d.r, 2.2 * d.r, 3.4 * d.r,
-              d.face * rng.uniform(0, 12), d.cloth)
-    cv2.ellipse(img, _pt(d.cx, d.cy + 2.9 * d.r), _pt(1.1 * d.r, 1.6 * d.r), 0, 180, 360, d.cloth,
-                -1, cv2.LINE_AA)
+    _rot_rect(
+        img,
+        d.cx - d.face * 0.1 * d.r,
+        d.cy + 3.0 * d.r,
+        2.2 * d.r,
+        3.4 * d.r,
+        d.face * rng.uniform(0, 12),
+        d.cloth,
+    )
+    cv2.ellipse(
+        img,
+        _pt(d.cx, d.cy + 2.9 * d.r),
+        _pt(1.1 * d.r, 1.6 * d.r),
+        0,
+        180,
+        360,
+        d.cloth,
+        -1,
+        cv2.LINE_AA,
+    )
     _rot_rect(img, d.cx, d.cy + 1.0 * d.r, 0.6 * d.r, 0.9 * d.r, 0, d.skin)
     cv2.ellipse(img, _pt(d.cx, d.cy), _pt(0.8 * d.r, d.r), 0, 0, 360, d.skin, -1, cv2.LINE_AA)
     # Nose on the facing side.
-    nose = np.array([_pt(d.cx + d.face * 0.75 * d.r, d.cy - 0.1 * d.r),
-                     _pt(d.cx + d.face * 0.98 * d.r, d.cy + 0.2 * d.r),
-                     _pt(d.cx + d.face * 0.7 * d.r, d.cy + 0.3 * d.r)], np.int32)
+    nose = np.array(
+        [
+            _pt(d.cx + d.face * 0.75 * d.r, d.cy - 0.1 * d.r),
+            _pt(d.cx + d.face * 0.98 * d.r, d.cy + 0.2 * d.r),
+            _pt(d.cx + d.face * 0.7 * d.r, d.cy + 0.3 * d.r),
+        ],
+        np.int32,
+    )
     cv2.fillConvexPoly(img, nose, d.skin, cv2.LINE_AA)
     # Hair (or a hat) on top and at the back.
     if rng.random() < 0.25:
         hat = _jitter(rng, (60, 60, 60), 60)
-        cv2.ellipse(img, _pt(d.cx, d.cy - 0.35 * d.r), _pt(0.88 * d.r, 0.7 * d.r), 0, 180, 360,
-                    hat, -1, cv2.LINE_AA)
-        cv2.line(img, _pt(d.cx, d.cy - 0.35 * d.r), _pt(d.cx + d.face * 1.35 * d.r,
-                 d.cy - 0.3 * d.r), hat, max(2, round(0.15 * d.r)), cv2.LINE_AA)
+        cv2.ellipse(
+            img,
+            _pt(d.cx, d.cy - 0.35 * d.r),
+            _pt(0.88 * d.r, 0.7 * d.r),
+            0,
+            180,
+            360,
+            hat,
+            -1,
+            cv2.LINE_AA,
+        )
+        cv2.line(
+            img,
+            _pt(d.cx, d.cy - 0.35 * d.r),
+            _pt(d.cx + d.face * 1.35 * d.r, d.cy - 0.3 * d.r),
+            hat,
+            max(2, round(0.15 * d.r)),
+            cv2.LINE_AA,
+        )
     else:
         long = rng.random() < 0.35
-        cv2.ellipse(img, _pt(d.cx - d.face * 0.1 * d.r, d.cy - 0.25 * d.r),
-                    _pt(0.85 * d.r, 0.8 * d.r), 0, 180 - 20 * d.face, 360 - 20 * d.face, d.hair,
-                    -1, cv2.LINE_AA)
-        back = np.array([_pt(d.cx - d.face * 0.85 * d.r, d.cy - 0.4 * d.r),
-                         _pt(d.cx - d.face * 0.2 * d.r, d.cy - 0.6 * d.r),
-                         _pt(d.cx - d.face * 0.3 * d.r, d.cy + (1.6 if long else 0.5) * d.r),
-                         _pt(d.cx - d.face * 0.85 * d.r, d.cy + (1.5 if long else 0.4) * d.r)],
-                        np.int32)
+        cv2.ellipse(
+            img,
+            _pt(d.cx - d.face * 0.1 * d.r, d.cy - 0.25 * d.r),
+            _pt(0.85 * d.r, 0.8 * d.r),
+            0,
+            180 - 20 * d.face,
+            360 - 20 * d.face,
+            d.hair,
+            -1,
+            cv2.LINE_AA,
+        )
+        back = np.array(
+            [
+                _pt(d.cx - d.face * 0.85 * d.r, d.cy - 0.4 * d.r),
+                _pt(d.cx - d.face * 0.2 * d.r, d.cy - 0.6 * d.r),
+                _pt(d.cx - d.face * 0.3 * d.r, d.cy + (1.6 if long else 0.5) * d.r),
+                _pt(d.cx - d.face * 0.85 * d.r, d.cy + (1.5 if long else 0.4) * d.r),
+            ],
+            np.int32,
+        )
         cv2.fillConvexPoly(img, back, d.hair, cv2.LINE_AA)
     ex, ey = d.cx + d.face * 0.5 * d.r, d.cy - 0.15 * d.r
     cv2.circle(img, _pt(ex, ey), max(1, round(0.07 * d.r)), (20, 20, 20), -1, cv2.LINE_AA)
     if rng.random() < 0.3:  # glasses
         gc = _jitter(rng, (20, 20, 20), 20)
-        cv2.ellipse(img, _pt(ex + d.face * 0.05 * d.r, ey), _pt(0.2 * d.r, 0.14 * d.r), 0, 0, 360,
-                    gc, max(1, round(0.06 * d.r)), cv2.LINE_AA)
-        cv2.line(img, _pt(ex - d.face * 0.15 * d.r, ey), _pt(d.cx - d.face * 0.15 * d.r, ey), gc,
-                 max(1, round(0.05 * d.r)), cv2.LINE_AA)
+        cv2.ellipse(
+            img,
+            _pt(ex + d.face * 0.05 * d.r, ey),
+            _pt(0.2 * d.r, 0.14 * d.r),
+            0,
+            0,
+            360,
+            gc,
+            max(1, round(0.06 * d.r)),
+            cv2.LINE_AA,
+        )
+        cv2.line(
+            img,
+            _pt(ex - d.face * 0.15 * d.r, ey),
+            _pt(d.cx - d.face * 0.15 * d.r, ey),
+            gc,
+            max(1, round(0.05 * d.r)),
+            cv2.LINE_AA,
+        )
     # Ear.
     ex2, ey2 = d.ear
-    cv2.ellipse(img, _pt(ex2, ey2), _pt(0.13 * d.r, 0.2 * d.r), 0, 0, 360,
-                _jitter(rng, d.skin, 6), -1, cv2.LINE_AA)
+    cv2.ellipse(
+        img,
+        _pt(ex2, ey2),
+        _pt(0.13 * d.r, 0.2 * d.r),
+        0,
+        0,
+        360,
+        _jitter(rng, d.skin, 6),
+        -1,
+        cv2.LINE_AA,
+    )
 
 
-def _arm(img: np.ndarray, d: _Driver, hand: tuple[float, float], *, near: bool,
-         elbow_drop: float = 1.0) -> None:
+def _arm(
+    img: np.ndarray, d: _Driver, hand: tuple[float, float], *, near: bool, elbow_drop: float = 1.0
+) -> None:
     sx, sy = d.shoulder_near
     if not near:
         sx -= d.face * 0.5 * d.r
@@ -221,8 +350,14 @@ def _arm(img: np.ndarray, d: _Driver, hand: tuple[float, float], *, near: bool,
     cv2.line(img, _pt(sx, sy), _pt(ex, ey), cloth, th, cv2.LINE_AA)
     cv2.line(img, _pt(ex, ey), _pt(hx, hy), cloth, th, cv2.LINE_AA)
     skin = d.skin if near else _col(np.array(d.skin) * 0.85)
-    cv2.line(img, _pt((ex + 2 * hx) / 3, (ey + 2 * hy) / 3), _pt(hx, hy), skin,
-             max(2, round(0.34 * d.r)), cv2.LINE_AA)
+    cv2.line(
+        img,
+        _pt((ex + 2 * hx) / 3, (ey + 2 * hy) / 3),
+        _pt(hx, hy),
+        skin,
+        max(2, round(0.34 * d.r)),
+        cv2.LINE_AA,
+    )
 
 
 def _hand(img: np.ndarray, d: _Driver, x: float, y: float, *, near: bool = True) -> None:
@@ -230,8 +365,16 @@ def _hand(img: np.ndarray, d: _Driver, x: float, y: float, *, near: bool = True)
     cv2.ellipse(img, _pt(x, y), _pt(0.3 * d.r, 0.24 * d.r), 30, 0, 360, skin, -1, cv2.LINE_AA)
 
 
-def _phone(img: np.ndarray, rng: np.random.Generator, d: _Driver, cx: float, cy: float,
-           angle: float, *, screen: bool) -> None:
+def _phone(
+    img: np.ndarray,
+    rng: np.random.Generator,
+    d: _Driver,
+    cx: float,
+    cy: float,
+    angle: float,
+    *,
+    screen: bool,
+) -> None:
     colour = _jitter(rng, PHONE_BGR[int(rng.integers(len(PHONE_BGR)))], 8)
     length = rng.uniform(1.05, 1.45) * d.r
     width = length * rng.uniform(0.45, 0.55)
@@ -247,8 +390,9 @@ def _phone(img: np.ndarray, rng: np.random.Generator, d: _Driver, cx: float, cy:
         cv2.circle(img, _pt(bx, by), max(1, round(0.08 * length)), (10, 10, 10), -1, cv2.LINE_AA)
 
 
-def _draw_person(img: np.ndarray, rng: np.random.Generator, d: _Driver, pose: str, *,
-                 phone_drawn: bool = True) -> None:
+def _draw_person(
+    img: np.ndarray, rng: np.random.Generator, d: _Driver, pose: str, *, phone_drawn: bool = True
+) -> None:
     # A held phone left undrawn goes onto a scratch canvas: the same random draws, no pixels.
     held = img if phone_drawn else np.empty_like(img)
     wx, wy, wr = _wheel(img, rng, d)
@@ -264,8 +408,15 @@ def _draw_person(img: np.ndarray, rng: np.random.Generator, d: _Driver, pose: st
     if pose in ("phone_ear_left", "phone_ear_right") and not near_holds:
         _body(img, rng, d)
         ex, ey = d.ear
-        _phone(held, rng, d, ex + d.face * 0.05 * d.r, ey - 0.05 * d.r,
-               d.face * rng.uniform(-35, -5), screen=False)
+        _phone(
+            held,
+            rng,
+            d,
+            ex + d.face * 0.05 * d.r,
+            ey - 0.05 * d.r,
+            d.face * rng.uniform(-35, -5),
+            screen=False,
+        )
         _hand(img, d, ex + d.face * 0.1 * d.r, ey + 0.4 * d.r, near=True)
         near = (wheel_front[0], wheel_front[1])
         _arm(img, d, near, near=True, elbow_drop=0.3)
@@ -279,20 +430,41 @@ def _draw_person(img: np.ndarray, rng: np.random.Generator, d: _Driver, pose: st
     if pose == "phone_ear_left":
         hand = (ex + d.face * 0.05 * d.r, ey + 0.35 * d.r)
         _arm(img, d, hand, near=True, elbow_drop=1.6)
-        _phone(held, rng, d, ex + d.face * 0.1 * d.r, ey - 0.1 * d.r, d.face * rng.uniform(-35, -5),
-               screen=False)
+        _phone(
+            held,
+            rng,
+            d,
+            ex + d.face * 0.1 * d.r,
+            ey - 0.1 * d.r,
+            d.face * rng.uniform(-35, -5),
+            screen=False,
+        )
         _hand(img, d, *hand)
     elif pose == "phone_low":
         hand = (d.cx + d.face * rng.uniform(0.9, 1.5) * d.r, d.cy + rng.uniform(2.0, 2.8) * d.r)
         _arm(img, d, hand, near=True, elbow_drop=0.3)
-        _phone(held, rng, d, hand[0] + d.face * 0.1 * d.r, hand[1] - 0.35 * d.r,
-               d.face * rng.uniform(20, 70), screen=rng.random() < 0.6)
+        _phone(
+            held,
+            rng,
+            d,
+            hand[0] + d.face * 0.1 * d.r,
+            hand[1] - 0.35 * d.r,
+            d.face * rng.uniform(20, 70),
+            screen=rng.random() < 0.6,
+        )
         _hand(img, d, *hand)
     elif pose == "phone_over_wheel":
         hand = (wheel_top[0] - d.face * 0.2 * d.r, wheel_top[1] - 0.1 * d.r)
         _arm(img, d, hand, near=True, elbow_drop=0.5)
-        _phone(held, rng, d, hand[0], hand[1] - 0.45 * d.r, d.face * rng.uniform(-15, 15),
-               screen=rng.random() < 0.5)
+        _phone(
+            held,
+            rng,
+            d,
+            hand[0],
+            hand[1] - 0.45 * d.r,
+            d.face * rng.uniform(-15, 15),
+            screen=rng.random() < 0.5,
+        )
         _hand(img, d, *hand)
     elif pose == "hands_on_wheel" or pose == "phone_in_cradle":
         _arm(img, d, wheel_front, near=True, elbow_drop=0.3)
@@ -300,19 +472,36 @@ def _draw_person(img: np.ndarray, rng: np.random.Generator, d: _Driver, pose: st
         if pose == "phone_in_cradle":
             px = wx + d.face * rng.uniform(0.8, 1.6) * d.r
             py = wy - rng.uniform(0.4, 1.0) * wr
-            cv2.line(img, _pt(px, py), _pt(px + d.face * 0.3 * d.r, py + 0.9 * d.r),
-                     (30, 30, 30), max(1, round(0.12 * d.r)), cv2.LINE_AA)
-            _phone(img, rng, d, px, py, 90 + rng.uniform(-10, 10) if rng.random() < 0.5 else 0,
-                   screen=rng.random() < 0.7)
+            cv2.line(
+                img,
+                _pt(px, py),
+                _pt(px + d.face * 0.3 * d.r, py + 0.9 * d.r),
+                (30, 30, 30),
+                max(1, round(0.12 * d.r)),
+                cv2.LINE_AA,
+            )
+            _phone(
+                img,
+                rng,
+                d,
+                px,
+                py,
+                90 + rng.uniform(-10, 10) if rng.random() < 0.5 else 0,
+                screen=rng.random() < 0.7,
+            )
     elif pose == "one_hand_wheel":
         hand = (d.cx + d.face * 0.6 * d.r, d.cy + rng.uniform(2.8, 3.3) * d.r)
         _arm(img, d, hand, near=True, elbow_drop=0.2)
         _hand(img, d, *hand)
     elif pose == "hand_at_face":
         where = rng.integers(3)
-        hand = ((ex + d.face * 0.1 * d.r, ey + 0.3 * d.r) if where == 0
-                else (mx - d.face * 0.1 * d.r, my + 0.35 * d.r) if where == 1
-                else (d.cx, d.cy - 0.7 * d.r))
+        hand = (
+            (ex + d.face * 0.1 * d.r, ey + 0.3 * d.r)
+            if where == 0
+            else (mx - d.face * 0.1 * d.r, my + 0.35 * d.r)
+            if where == 1
+            else (d.cx, d.cy - 0.7 * d.r)
+        )
         _arm(img, d, hand, near=True, elbow_drop=1.5)
         _hand(img, d, *hand)
     elif pose == "drinking":
@@ -320,15 +509,32 @@ def _draw_person(img: np.ndarray, rng: np.random.Generator, d: _Driver, pose: st
         _arm(img, d, hand, near=True, elbow_drop=1.2)
         cup = _jitter(rng, CUP_BGR[int(rng.integers(len(CUP_BGR)))], 10)
         cw = rng.uniform(0.5, 0.7) * d.r
-        _rot_rect(img, hand[0] + d.face * 0.2 * d.r, hand[1] - 0.2 * d.r, cw, 1.1 * cw * 1.4,
-                  -d.face * rng.uniform(20, 50), cup, _col(np.array(cup) * 0.6))
+        _rot_rect(
+            img,
+            hand[0] + d.face * 0.2 * d.r,
+            hand[1] - 0.2 * d.r,
+            cw,
+            1.1 * cw * 1.4,
+            -d.face * rng.uniform(20, 50),
+            cup,
+            _col(np.array(cup) * 0.6),
+        )
         _hand(img, d, *hand)
     elif pose == "eating":
         hand = (mx + d.face * 0.25 * d.r, my + 0.2 * d.r)
         _arm(img, d, hand, near=True, elbow_drop=1.2)
         food = _jitter(rng, FOOD_BGR[int(rng.integers(len(FOOD_BGR)))], 12)
-        cv2.ellipse(img, _pt(hand[0] + d.face * 0.15 * d.r, hand[1] - 0.25 * d.r),
-                    _pt(0.45 * d.r, 0.3 * d.r), rng.uniform(0, 180), 0, 360, food, -1, cv2.LINE_AA)
+        cv2.ellipse(
+            img,
+            _pt(hand[0] + d.face * 0.15 * d.r, hand[1] - 0.25 * d.r),
+            _pt(0.45 * d.r, 0.3 * d.r),
+            rng.uniform(0, 180),
+            0,
+            360,
+            food,
+            -1,
+            cv2.LINE_AA,
+        )
         _hand(img, d, *hand)
     else:
         raise ValueError(f"unknown pose {pose!r}")
@@ -341,8 +547,15 @@ def _window_frame(img: np.ndarray, rng: np.random.Generator) -> None:
         return  # crop entirely inside the glass
     m = rng.uniform(0.02, 0.12, 4) * np.array([w, h, w, h])
     slant = rng.uniform(0.0, 0.3) * w * (1 if rng.random() < 0.5 else -1)
-    poly = np.array([_pt(m[0] + max(slant, 0), m[1]), _pt(w - m[2] + min(slant, 0), m[1]),
-                     _pt(w - m[2], h - m[3]), _pt(m[0], h - m[3])], np.int32)
+    poly = np.array(
+        [
+            _pt(m[0] + max(slant, 0), m[1]),
+            _pt(w - m[2] + min(slant, 0), m[1]),
+            _pt(w - m[2], h - m[3]),
+            _pt(m[0], h - m[3]),
+        ],
+        np.int32,
+    )
     mask = np.zeros((h, w), np.uint8)
     cv2.fillConvexPoly(mask, poly, 255, cv2.LINE_AA)
     paint = np.array(_jitter(rng, tuple(int(x) for x in rng.integers(20, 230, 3)), 5), np.float32)
@@ -382,8 +595,10 @@ def _glass(img: np.ndarray, rng: np.random.Generator, light: str) -> None:
         overlay = np.zeros_like(img)
         x0 = rng.uniform(-0.3, 1.0) * w
         width = rng.uniform(0.1, 0.5) * w
-        poly = np.array([_pt(x0, 0), _pt(x0 + width, 0), _pt(x0 + width - 0.5 * w, h),
-                         _pt(x0 - 0.5 * w, h)], np.int32)
+        poly = np.array(
+            [_pt(x0, 0), _pt(x0 + width, 0), _pt(x0 + width - 0.5 * w, h), _pt(x0 - 0.5 * w, h)],
+            np.int32,
+        )
         cv2.fillConvexPoly(overlay, poly, (255, 255, 255))
         overlay = cv2.GaussianBlur(overlay, (0, 0), rng.uniform(3, 12))
         alpha = rng.uniform(0.15, 0.55 if light == "day" else 0.3)
@@ -408,13 +623,23 @@ def _occlude(img: np.ndarray, rng: np.random.Generator) -> None:
         left = rng.random() < 0.5
         x0 = 0.0 if left else w - pw
         slant = rng.uniform(-0.1, 0.1) * w
-        poly = np.array([_pt(x0, 0), _pt(x0 + pw, 0), _pt(x0 + pw + slant, h),
-                         _pt(x0 + slant, h)], np.int32)
+        poly = np.array(
+            [_pt(x0, 0), _pt(x0 + pw, 0), _pt(x0 + pw + slant, h), _pt(x0 + slant, h)], np.int32
+        )
         cv2.fillConvexPoly(img, poly, _jitter(rng, (30, 30, 30), 10), cv2.LINE_AA)
     if rng.random() < 0.12:  # wing mirror in a lower corner
         cx = rng.choice([0.05, 0.95]) * w
-        cv2.ellipse(img, _pt(cx, rng.uniform(0.75, 0.95) * h), _pt(0.15 * w, 0.12 * h), 0, 0, 360,
-                    _jitter(rng, (50, 50, 50), 30), -1, cv2.LINE_AA)
+        cv2.ellipse(
+            img,
+            _pt(cx, rng.uniform(0.75, 0.95) * h),
+            _pt(0.15 * w, 0.12 * h),
+            0,
+            0,
+            360,
+            _jitter(rng, (50, 50, 50), 30),
+            -1,
+            cv2.LINE_AA,
+        )
 
 
 def _degrade(img: np.ndarray, rng: np.random.Generator, light: str) -> np.ndarray:
@@ -456,9 +681,16 @@ def pose_for(seed: int, index: int, phone: bool | None = None) -> tuple[bool, st
     return phone, poses[int(rng.integers(len(poses)))]
 
 
-def render_scene(rng: np.random.Generator, pose: str, light: str, *,
-                 size: tuple[int, int] = (BASE_W, BASE_H), face: int | None = None,
-                 frame: bool = True, phone_drawn: bool = True) -> np.ndarray:
+def render_scene(
+    rng: np.random.Generator,
+    pose: str,
+    light: str,
+    *,
+    size: tuple[int, int] = (BASE_W, BASE_H),
+    face: int | None = None,
+    frame: bool = True,
+    phone_drawn: bool = True,
+) -> np.ndarray:
     """Draw one clean window scene (no camera degradation) at ``size`` (w, h).
 
     ``phone_drawn=False`` leaves out a held phone (not a cradled one) but makes the same random
@@ -471,7 +703,9 @@ def render_scene(rng: np.random.Generator, pose: str, light: str, *,
     r = rng.uniform(0.14, 0.2) * BASE_H
     d = _Driver(
         cx=BASE_W / 2 + rng.uniform(-0.15, 0.1) * BASE_W * f - f * 0.1 * BASE_W,
-        cy=rng.uniform(0.25, 0.4) * BASE_H, r=r, face=f,
+        cy=rng.uniform(0.25, 0.4) * BASE_H,
+        r=r,
+        face=f,
         skin=_jitter(rng, SKIN_BGR[int(rng.integers(len(SKIN_BGR)))], 6),
         hair=_jitter(rng, HAIR_BGR[int(rng.integers(len(HAIR_BGR)))], 8),
         cloth=_jitter(rng, tuple(int(x) for x in rng.integers(15, 240, 3)), 5),
@@ -481,9 +715,15 @@ def render_scene(rng: np.random.Generator, pose: str, light: str, *,
         _wheel(img, rng, d)
     elif pose == "passenger":
         # Someone in the far seat (smaller, behind); the driver's seat is empty or hands on wheel.
-        p = _Driver(cx=d.cx - f * 1.8 * r, cy=d.cy + 0.1 * r, r=0.8 * r, face=f,
-                    skin=_jitter(rng, SKIN_BGR[int(rng.integers(len(SKIN_BGR)))], 6),
-                    hair=d.hair, cloth=_jitter(rng, (100, 100, 100), 60))
+        p = _Driver(
+            cx=d.cx - f * 1.8 * r,
+            cy=d.cy + 0.1 * r,
+            r=0.8 * r,
+            face=f,
+            skin=_jitter(rng, SKIN_BGR[int(rng.integers(len(SKIN_BGR)))], 6),
+            hair=d.hair,
+            cloth=_jitter(rng, (100, 100, 100), 60),
+        )
         _body(img, rng, p)
         _seat(img, rng, d, occupied=True)
         _draw_person(img, rng, d, "hands_on_wheel")
@@ -506,8 +746,15 @@ MIN_PHONE_CONTRAST = 24
 REDRAWS = 8
 
 
-def _camera_view(seed: int, index: int, attempt: int, pose: str, size: tuple[int, int] | None,
-                 *, phone_drawn: bool = True) -> tuple[np.ndarray, str]:
+def _camera_view(
+    seed: int,
+    index: int,
+    attempt: int,
+    pose: str,
+    size: tuple[int, int] | None,
+    *,
+    phone_drawn: bool = True,
+) -> tuple[np.ndarray, str]:
     rng = _rng(seed, index, 2 if attempt == 0 else 100 + attempt)
     light = LIGHTING[int(rng.choice(3, p=[0.6, 0.2, 0.2]))]
     img = render_scene(rng, pose, light, phone_drawn=phone_drawn)
@@ -526,8 +773,9 @@ def phone_pixels(with_phone: np.ndarray, without: np.ndarray) -> int:
     return int(np.count_nonzero(diff >= MIN_PHONE_CONTRAST))
 
 
-def render_crop(seed: int, index: int, *, phone: bool | None = None,
-                size: tuple[int, int] | None = None) -> tuple[np.ndarray, CropMeta]:
+def render_crop(
+    seed: int, index: int, *, phone: bool | None = None, size: tuple[int, int] | None = None
+) -> tuple[np.ndarray, CropMeta]:
     """One labelled, camera-degraded driver-window crop (BGR uint8) and what it shows.
 
     ``size`` (w, h) fixes the output size; by default it varies like real ROIs (64..224 px).
@@ -551,5 +799,6 @@ def render_crop(seed: int, index: int, *, phone: bool | None = None,
         extras = {"redraws": attempt, "phone_pixels": phone_pixels(img, without)}
         if extras["phone_pixels"] >= MIN_PHONE_PIXELS:
             break
-    return img, CropMeta(phone=is_phone, pose=pose, lighting=light, seed=seed, index=index,
-                         extras=extras)
+    return img, CropMeta(
+        phone=is_phone, pose=pose, lighting=light, seed=seed, index=index, extras=extras
+    )

@@ -20,8 +20,9 @@ import cv2
 from models.synth.render import CropMeta, render_crop
 
 
-def render_dataset(out_dir: Path, *, count: int, seed: int,
-                   size: tuple[int, int] | None = None) -> list[tuple[Path, CropMeta]]:
+def render_dataset(
+    out_dir: Path, *, count: int, seed: int, size: tuple[int, int] | None = None
+) -> list[tuple[Path, CropMeta]]:
     """Write ``count`` crops (alternating phone / no phone) under ``out_dir``."""
     if count < 1:
         raise ValueError(f"count must be at least 1, got {count}")
@@ -38,8 +39,9 @@ def render_dataset(out_dir: Path, *, count: int, seed: int,
         w = csv.writer(f)
         w.writerow(["file", "phone", "pose", "lighting"])
         for path, meta in written:
-            w.writerow([path.relative_to(out_dir).as_posix(), int(meta.phone), meta.pose,
-                        meta.lighting])
+            w.writerow(
+                [path.relative_to(out_dir).as_posix(), int(meta.phone), meta.pose, meta.lighting]
+            )
     return written
 
 
@@ -54,13 +56,20 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m models.synth.render_dataset", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m models.synth.render_dataset",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--out", type=Path, required=True, help="output folder")
     ap.add_argument("--count", type=int, required=True, help="number of crops (half with a phone)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--size", type=_size, default=None,
-                    help="fixed crop size WxH (default: varied, like real ROIs)")
+    ap.add_argument(
+        "--size",
+        type=_size,
+        default=None,
+        help="fixed crop size WxH (default: varied, like real ROIs)",
+    )
     args = ap.parse_args(argv)
     if not 1 <= args.count <= 1_000_000:
         ap.error("--count must be 1..1000000")

@@ -37,8 +37,22 @@ import numpy as np
 
 from models.synth import render as r
 
-INDEX_COLUMNS = ("path", "file", "label", "phone", "unit", "roi", "time", "source", "reviewer",
-                 "split", "session", "day", "pose", "lighting")
+INDEX_COLUMNS = (
+    "path",
+    "file",
+    "label",
+    "phone",
+    "unit",
+    "roi",
+    "time",
+    "source",
+    "reviewer",
+    "split",
+    "session",
+    "day",
+    "pose",
+    "lighting",
+)
 """The columns a rendered site's ``index.csv`` has (the export format's, then extras)."""
 
 
@@ -68,9 +82,15 @@ SITES: dict[str, Site] = {
     "gantry_tint": Site(
         name="gantry_tint",
         description="overhead gantry camera looking down through tinted side windows; low "
-                    "winter sun and glass reflections by day, infrared flash by night",
-        units=4, night_share=0.2, tint=(0.45, 0.7), reflection=(0.08, 0.2),
-        keystone=(0.2, 0.35), roll=(15.0, 28.0), crop_px=(96, 176)),
+        "winter sun and glass reflections by day, infrared flash by night",
+        units=4,
+        night_share=0.2,
+        tint=(0.45, 0.7),
+        reflection=(0.08, 0.2),
+        keystone=(0.2, 0.35),
+        roll=(15.0, 28.0),
+        crop_px=(96, 176),
+    ),
 }
 
 SALT_SESSION = 7001
@@ -113,9 +133,12 @@ class Mount:
 def unit_mount(site: Site, seed: int, unit: int) -> Mount:
     rng = r._rng(seed, unit, SALT_SESSION - 1)
     sign = 1.0 if rng.random() < 0.5 else -1.0
-    return Mount(keystone=float(rng.uniform(*site.keystone)),
-                 roll=sign * float(rng.uniform(*site.roll)),
-                 squash=float(rng.uniform(0.75, 0.9)), shift=float(rng.uniform(-0.08, 0.08)))
+    return Mount(
+        keystone=float(rng.uniform(*site.keystone)),
+        roll=sign * float(rng.uniform(*site.roll)),
+        squash=float(rng.uniform(0.75, 0.9)),
+        shift=float(rng.uniform(-0.08, 0.08)),
+    )
 
 
 def session(site: Site, seed: int, number: int) -> Session:
@@ -124,16 +147,27 @@ def session(site: Site, seed: int, number: int) -> Session:
     unit = int(rng.integers(site.units))
     day = dt.date(2027, 1, 4) + dt.timedelta(days=int(rng.integers(0, 28)))
     night = bool(rng.random() < site.night_share)
-    hour = float(rng.uniform(19.0, 23.0) if night else
-                 (rng.uniform(7.5, 9.5) if rng.random() < 0.5 else rng.uniform(14.5, 16.5)))
+    hour = float(
+        rng.uniform(19.0, 23.0)
+        if night
+        else (rng.uniform(7.5, 9.5) if rng.random() < 0.5 else rng.uniform(14.5, 16.5))
+    )
     start = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC) + dt.timedelta(hours=hour)
     green = rng.random() < 0.6
     tint_bgr = (0.95, 1.0, 0.8) if green else (0.6, 0.8, 1.0)
-    return Session(site=site.name, seed=seed, number=number, unit=f"{site.name}-u{unit}",
-                   day=day.isoformat(), start=start, night=night,
-                   tint=float(rng.uniform(*site.tint)), tint_bgr=tint_bgr,
-                   reflection=float(rng.uniform(*site.reflection)),
-                   sun_side=1 if rng.random() < 0.5 else -1)
+    return Session(
+        site=site.name,
+        seed=seed,
+        number=number,
+        unit=f"{site.name}-u{unit}",
+        day=day.isoformat(),
+        start=start,
+        night=night,
+        tint=float(rng.uniform(*site.tint)),
+        tint_bgr=tint_bgr,
+        reflection=float(rng.uniform(*site.reflection)),
+        sun_side=1 if rng.random() < 0.5 else -1,
+    )
 
 
 def _reflection(h: int, w: int, rng: np.random.Generator, night: bool) -> np.ndarray:
@@ -144,21 +178,40 @@ def _reflection(h: int, w: int, rng: np.random.Generator, night: bool) -> np.nda
     t = np.linspace(0.0, 1.0, h, dtype=np.float32)[:, None, None]
     img[:] = top * (1 - t) + bottom * t
     horizon = rng.uniform(0.4, 0.8) * h
-    cv2.rectangle(img, (0, round(horizon)), (w, h), (90, 95, 95) if not night else (10, 10, 10),
-                  -1)
+    cv2.rectangle(img, (0, round(horizon)), (w, h), (90, 95, 95) if not night else (10, 10, 10), -1)
     for _ in range(int(rng.integers(2, 6))):  # lamp posts and sign poles
         x = rng.uniform(0, w)
-        cv2.line(img, r._pt(x, 0), r._pt(x + rng.uniform(-30, 30), h),
-                 (60, 60, 60) if not night else (200, 200, 170), int(rng.integers(2, 7)),
-                 cv2.LINE_AA)
+        cv2.line(
+            img,
+            r._pt(x, 0),
+            r._pt(x + rng.uniform(-30, 30), h),
+            (60, 60, 60) if not night else (200, 200, 170),
+            int(rng.integers(2, 7)),
+            cv2.LINE_AA,
+        )
     if rng.random() < 0.6:  # the gantry beam overhead
         y = rng.uniform(0.05, 0.35) * h
-        cv2.line(img, r._pt(0, y), r._pt(w, y + rng.uniform(-20, 20)), (70, 70, 75),
-                 int(rng.integers(6, 16)), cv2.LINE_AA)
+        cv2.line(
+            img,
+            r._pt(0, y),
+            r._pt(w, y + rng.uniform(-20, 20)),
+            (70, 70, 75),
+            int(rng.integers(6, 16)),
+            cv2.LINE_AA,
+        )
     for _ in range(int(rng.integers(0, 4))):  # clouds / lit windows
         c = r._pt(rng.uniform(0, w), rng.uniform(0, horizon))
-        cv2.ellipse(img, c, r._pt(rng.uniform(10, 50), rng.uniform(5, 15)), 0, 0, 360,
-                    (255, 255, 255) if not night else (120, 160, 200), -1, cv2.LINE_AA)
+        cv2.ellipse(
+            img,
+            c,
+            r._pt(rng.uniform(10, 50), rng.uniform(5, 15)),
+            0,
+            0,
+            360,
+            (255, 255, 255) if not night else (120, 160, 200),
+            -1,
+            cv2.LINE_AA,
+        )
     return cv2.GaussianBlur(img, (0, 0), rng.uniform(1.5, 4.0))
 
 
@@ -178,7 +231,7 @@ def _glass(img: np.ndarray, rng: np.random.Generator, s: Session) -> np.ndarray:
     if not s.night:
         # Low sun: a warm wash from one side and a hard diagonal streak across the glass.
         side = (xx / w) if s.sun_side > 0 else (1 - xx / w)
-        f += (side ** 2)[:, :, None] * np.array((40, 110, 190), np.float32) * rng.uniform(0.3, 0.8)
+        f += (side**2)[:, :, None] * np.array((40, 110, 190), np.float32) * rng.uniform(0.3, 0.8)
         x0 = rng.uniform(-0.2, 1.0) * w
         width = rng.uniform(0.05, 0.2) * w
         d = np.abs((xx - x0) - 0.6 * (yy - h / 2) * s.sun_side)
@@ -205,14 +258,15 @@ def _viewpoint(img: np.ndarray, rng: np.random.Generator, m: Mount) -> np.ndarra
     dst[:, 0] += m.shift * w
     pm = cv2.getPerspectiveTransform(src, dst)
     out = cv2.warpPerspective(img, pm, (w, h), borderMode=cv2.BORDER_REPLICATE)
-    rot = cv2.getRotationMatrix2D((w / 2, h / 2), m.roll + rng.uniform(-4, 4),
-                                  rng.uniform(1.15, 1.35))
-    return np.asarray(cv2.warpAffine(out, rot, (w, h), borderMode=cv2.BORDER_REPLICATE),
-                      np.uint8)
+    rot = cv2.getRotationMatrix2D(
+        (w / 2, h / 2), m.roll + rng.uniform(-4, 4), rng.uniform(1.15, 1.35)
+    )
+    return np.asarray(cv2.warpAffine(out, rot, (w, h), borderMode=cv2.BORDER_REPLICATE), np.uint8)
 
 
-def _view(site: Site, s: Session, index: int, attempt: int, pose: str,
-          *, phone_drawn: bool = True) -> np.ndarray:
+def _view(
+    site: Site, s: Session, index: int, attempt: int, pose: str, *, phone_drawn: bool = True
+) -> np.ndarray:
     rng = r._rng(s.seed * 1000 + s.number, index, SALT_CROP + 97 * attempt)
     light = "ir_night" if s.night else "day"
     img = r.render_scene(rng, pose, light, frame=False, phone_drawn=phone_drawn)
@@ -257,16 +311,25 @@ def site_crop(site: Site, s: Session, index: int, *, phone: bool) -> SiteCrop:
             break
     rng = r._rng(s.seed * 1000 + s.number, index, SALT_CROP - 1)
     when = s.start + dt.timedelta(seconds=int(index * 37 + rng.integers(0, 30)))
-    return SiteCrop(image=img, phone=phone, pose=pose, session=s, index=index, time=when,
-                    roi=f"lane{int(rng.integers(1, 3))}", extras=extras)
+    return SiteCrop(
+        image=img,
+        phone=phone,
+        pose=pose,
+        session=s,
+        index=index,
+        time=when,
+        roi=f"lane{int(rng.integers(1, 3))}",
+        extras=extras,
+    )
 
 
 def _split_key(s: Session, by: str) -> str:
     return {"session": s.name, "unit": s.unit, "day": s.day}[by]
 
 
-def assign_splits(sessions: Sequence[Session], *, test_share: float, seed: int,
-                  by: str = "session") -> dict[str, str]:
+def assign_splits(
+    sessions: Sequence[Session], *, test_share: float, seed: int, by: str = "session"
+) -> dict[str, str]:
     """``{session name: "train" | "test"}``: whole sessions (or units, or days) go to test,
     about ``test_share`` of them, drawn by ``seed``."""
     keys = sorted({_split_key(s, by) for s in sessions})
@@ -278,9 +341,17 @@ def assign_splits(sessions: Sequence[Session], *, test_share: float, seed: int,
     return {s.name: ("test" if _split_key(s, by) in test else "train") for s in sessions}
 
 
-def render_site(out: Path, *, site: str = "gantry_tint", seed: int = 0, sessions: int = 40,
-                per_session: int = 40, test_share: float = 0.3, split_by: str = "session",
-                first_session: int = 0) -> list[dict[str, str]]:
+def render_site(
+    out: Path,
+    *,
+    site: str = "gantry_tint",
+    seed: int = 0,
+    sessions: int = 40,
+    per_session: int = 40,
+    test_share: float = 0.3,
+    split_by: str = "session",
+    first_session: int = 0,
+) -> list[dict[str, str]]:
     """Render ``sessions`` sessions of ``per_session`` crops (half with a phone) into ``out``
     as an export-format dataset; returns the ``index.csv`` rows."""
     if site not in SITES:
@@ -300,12 +371,24 @@ def render_site(out: Path, *, site: str = "gantry_tint", seed: int = 0, sessions
             rel = f"{label}/{s.name}-{i:04d}.png"
             if not cv2.imwrite(str(out / rel), c.image):
                 raise OSError(f"cannot write {out / rel}")
-            rows.append({
-                "path": rel, "file": rel, "label": label, "phone": str(int(c.phone)),
-                "unit": s.unit, "roi": c.roi, "time": c.time.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "source": f"synthetic:{site}:seed{seed}", "reviewer": "renderer",
-                "split": splits[s.name], "session": s.name, "day": s.day, "pose": c.pose,
-                "lighting": "ir_night" if s.night else "low_sun"})
+            rows.append(
+                {
+                    "path": rel,
+                    "file": rel,
+                    "label": label,
+                    "phone": str(int(c.phone)),
+                    "unit": s.unit,
+                    "roi": c.roi,
+                    "time": c.time.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "source": f"synthetic:{site}:seed{seed}",
+                    "reviewer": "renderer",
+                    "split": splits[s.name],
+                    "session": s.name,
+                    "day": s.day,
+                    "pose": c.pose,
+                    "lighting": "ir_night" if s.night else "low_sun",
+                }
+            )
     write_index(out, rows)
     return rows
 
@@ -320,29 +403,44 @@ def write_index(out: Path, rows: Sequence[dict[str, str]]) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m models.synth.site", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m models.synth.site",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--site", default="gantry_tint", choices=sorted(SITES))
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--sessions", type=int, default=40)
     ap.add_argument("--per-session", type=int, default=40)
-    ap.add_argument("--test-share", type=float, default=0.3,
-                    help="share of sessions (units, days) whose crops are split 'test'")
+    ap.add_argument(
+        "--test-share",
+        type=float,
+        default=0.3,
+        help="share of sessions (units, days) whose crops are split 'test'",
+    )
     ap.add_argument("--split-by", choices=["session", "unit", "day"], default="session")
     a = ap.parse_args(argv)
     if not 0 <= a.test_share < 1 or a.sessions < 1 or a.per_session < 2:
         ap.error("need 0 <= --test-share < 1, --sessions >= 1, --per-session >= 2")
     if (a.out / "index.csv").exists():
         ap.error(f"{a.out} already holds a dataset (index.csv)")
-    rows = render_site(a.out, site=a.site, seed=a.seed, sessions=a.sessions,
-                       per_session=a.per_session, test_share=a.test_share, split_by=a.split_by)
+    rows = render_site(
+        a.out,
+        site=a.site,
+        seed=a.seed,
+        sessions=a.sessions,
+        per_session=a.per_session,
+        test_share=a.test_share,
+        split_by=a.split_by,
+    )
     n_test = sum(row["split"] == "test" for row in rows)
-    print(f"{a.out}: {len(rows)} crops of site {a.site} ({len(rows) - n_test} train, "
-          f"{n_test} test; split by {a.split_by})")
+    print(
+        f"{a.out}: {len(rows)} crops of site {a.site} ({len(rows) - n_test} train, "
+        f"{n_test} test; split by {a.split_by})"
+    )
     return 0
 
 
 if __name__ == "__main__":
     sys.exit(main())
-

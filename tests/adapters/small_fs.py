@@ -15,8 +15,12 @@ import pytest
 @contextmanager
 def small_tmpfs(where: Path, size_bytes: int) -> Iterator[Path]:
     where.mkdir(parents=True, exist_ok=True)
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_bytes},mode=0755", "tmpfs",
-                        str(where)], capture_output=True, text=True, check=False)
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size_bytes},mode=0755", "tmpfs", str(where)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if r.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here (needs root): {r.stderr.strip()}")
     try:

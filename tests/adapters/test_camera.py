@@ -71,13 +71,17 @@ def test_folder_source_in_name_order_skips_unreadable(tmp_path: Path) -> None:
     assert [f.source.rsplit("/", 1)[1] for f in frames] == ["a.jpg", "b.png", "c.bmp"]
 
 
-@pytest.mark.parametrize("make", [
-    lambda p: ReplaySource(p / "missing.mp4"),
-    lambda p: OpenCvSource(str(p / "missing.mp4")),
-    lambda p: FolderSource(p / "nothing"),
-])
-def test_missing_inputs_raise_camera_error(tmp_path: Path,
-                                           make: Callable[[Path], FrameSource]) -> None:
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda p: ReplaySource(p / "missing.mp4"),
+        lambda p: OpenCvSource(str(p / "missing.mp4")),
+        lambda p: FolderSource(p / "nothing"),
+    ],
+)
+def test_missing_inputs_raise_camera_error(
+    tmp_path: Path, make: Callable[[Path], FrameSource]
+) -> None:
     with pytest.raises(CameraError, match="does not exist"):
         make(tmp_path).open()
 

@@ -15,10 +15,13 @@ from edge.adapters.classifier import LiteRTClassifier, edgetpu_twin
 from edge.core.errors import AcceleratorError, ModelError
 
 IMAGENET_SIDECAR = {
-    "schema": 1, "name": "imagenet", "version": "1",
+    "schema": 1,
+    "name": "imagenet",
+    "version": "1",
     "input": {"width": 224, "height": 224, "layout": "NHWC", "colour": "RGB"},
     "output": {"activation": "none"},
-    "positive_labels": ["cellular telephone"], "threshold": 0.2,
+    "positive_labels": ["cellular telephone"],
+    "threshold": 0.2,
 }
 
 
@@ -54,8 +57,9 @@ def test_score_follows_the_model(name: str, brightness_model: Path) -> None:
         assert t.dtype == (np.uint8 if "int8" in name else np.float32)
 
 
-def test_auto_falls_back_to_cpu_and_edgetpu_fails_clearly(brightness_model: Path,
-                                                           tmp_path: Path) -> None:
+def test_auto_falls_back_to_cpu_and_edgetpu_fails_clearly(
+    brightness_model: Path, tmp_path: Path
+) -> None:
     with LiteRTClassifier.open(brightness_model, accelerator="auto") as clf:
         assert clf.accelerator == "cpu"
     with pytest.raises(AcceleratorError, match="edgetpu"):
@@ -103,17 +107,24 @@ def test_corrupt_and_missing_model_files(brightness_model: Path, tmp_path: Path)
 
 
 # -- third-party models (../shared/data/models) --------------------------------------------
-@pytest.mark.parametrize(("model", "size"), [
-    ("mobilenet_v1_0.25_128_quant.tflite", 128),
-    ("mobilenet_v1_0.5_160_quant.tflite", 160),
-    ("mobilenet_v2_1.0_224_quant.tflite", 224),
-])
-def test_imagenet_uint8_nhwc_models(shared_data: Path, tmp_path: Path, model: str,
-                                    size: int) -> None:
+@pytest.mark.parametrize(
+    ("model", "size"),
+    [
+        ("mobilenet_v1_0.25_128_quant.tflite", 128),
+        ("mobilenet_v1_0.5_160_quant.tflite", 160),
+        ("mobilenet_v2_1.0_224_quant.tflite", 224),
+    ],
+)
+def test_imagenet_uint8_nhwc_models(
+    shared_data: Path, tmp_path: Path, model: str, size: int
+) -> None:
     models = shared_data / "models"
-    sc = imagenet_sidecar(tmp_path, models, model,
-                          input={"width": size, "height": size, "layout": "NHWC",
-                                 "colour": "RGB"})
+    sc = imagenet_sidecar(
+        tmp_path,
+        models,
+        model,
+        input={"width": size, "height": size, "layout": "NHWC", "colour": "RGB"},
+    )
     with LiteRTClassifier.open(models / model, sidecar=sc) as clf:
         assert len(clf.spec.labels) == 1001
         img = cv2.imread(str(shared_data / "images" / "coral_grace_hopper.bmp"))
@@ -127,9 +138,19 @@ def test_int8_nchw_model_with_logits(shared_data: Path, tmp_path: Path) -> None:
     models = shared_data / "models"
     model = "mobilenet_v2_quantized_1x3x224x224.tflite"
     sc = imagenet_sidecar(
-        tmp_path, models, model, label_offset=-1, output={"activation": "softmax"},
-        input={"width": 224, "height": 224, "layout": "NCHW", "colour": "RGB",
-               "mean": [123.675, 116.28, 103.53], "std": [58.395, 57.12, 57.375]},
+        tmp_path,
+        models,
+        model,
+        label_offset=-1,
+        output={"activation": "softmax"},
+        input={
+            "width": 224,
+            "height": 224,
+            "layout": "NCHW",
+            "colour": "RGB",
+            "mean": [123.675, 116.28, 103.53],
+            "std": [58.395, 57.12, 57.375],
+        },
     )
     with LiteRTClassifier.open(models / model, sidecar=sc) as clf:
         assert len(clf.spec.labels) == 1000
@@ -142,27 +163,39 @@ def test_int8_nchw_model_with_logits(shared_data: Path, tmp_path: Path) -> None:
         assert 0.0 <= clf.score(img) <= 1.0
 
 
-@pytest.mark.parametrize("twin", [
-    "mobilenet_v1_0.25_128_quant_edgetpu.tflite",
-    "mobilenet_v1_0.5_160_quant_edgetpu.tflite",
-])
-def test_edgetpu_twins_need_the_edge_tpu_on_cpu(shared_data: Path, tmp_path: Path,
-                                               twin: str) -> None:
+@pytest.mark.parametrize(
+    "twin",
+    [
+        "mobilenet_v1_0.25_128_quant_edgetpu.tflite",
+        "mobilenet_v1_0.5_160_quant_edgetpu.tflite",
+    ],
+)
+def test_edgetpu_twins_need_the_edge_tpu_on_cpu(
+    shared_data: Path, tmp_path: Path, twin: str
+) -> None:
     models = shared_data / "models"
     size = 128 if "128" in twin else 160
-    sc = imagenet_sidecar(tmp_path, models, twin,
-                          input={"width": size, "height": size, "layout": "NHWC",
-                                 "colour": "RGB"})
+    sc = imagenet_sidecar(
+        tmp_path,
+        models,
+        twin,
+        input={"width": size, "height": size, "layout": "NHWC", "colour": "RGB"},
+    )
     with pytest.raises(AcceleratorError, match="needs the Edge TPU"):
         LiteRTClassifier.open(models / twin, sidecar=sc, accelerator="cpu")
 
 
-def test_auto_with_a_real_twin_but_no_runtime_runs_on_cpu(shared_data: Path,
-                                                          tmp_path: Path) -> None:
+def test_auto_with_a_real_twin_but_no_runtime_runs_on_cpu(
+    shared_data: Path, tmp_path: Path
+) -> None:
     models = shared_data / "models"
     model = "mobilenet_v1_0.25_128_quant.tflite"
-    sc = imagenet_sidecar(tmp_path, models, model,
-                          input={"width": 128, "height": 128, "layout": "NHWC", "colour": "RGB"})
+    sc = imagenet_sidecar(
+        tmp_path,
+        models,
+        model,
+        input={"width": 128, "height": 128, "layout": "NHWC", "colour": "RGB"},
+    )
     assert edgetpu_twin(models / model).is_file()
     with LiteRTClassifier.open(models / model, sidecar=sc, accelerator="auto") as clf:
         assert clf.accelerator == "cpu"
@@ -178,7 +211,11 @@ def test_model_that_fails_at_allocation(shared_data: Path, tmp_path: Path) -> No
 def test_detector_is_refused_as_a_classifier(shared_data: Path, tmp_path: Path) -> None:
     models = shared_data / "models"
     model = "ssd_mobilenet_v1_quant_no_metadata.tflite"
-    sc = imagenet_sidecar(tmp_path, models, model,
-                          input={"width": 300, "height": 300, "layout": "NHWC", "colour": "RGB"})
+    sc = imagenet_sidecar(
+        tmp_path,
+        models,
+        model,
+        input={"width": 300, "height": 300, "layout": "NHWC", "colour": "RGB"},
+    )
     with pytest.raises(ModelError, match="outputs but the sidecar lists"):
         LiteRTClassifier.open(models / model, sidecar=sc)

@@ -22,8 +22,12 @@ def noise(h: int = 240, w: int = 320, seed: int = 0) -> np.ndarray:
 def test_saves_frame_and_crop_with_hashes(tmp_path: Path) -> None:
     store = EvidenceStore(tmp_path / "ev", quota_bytes=50_000_000)
     frame = noise()
-    rec = store.save(alert_id="u-1", ev_id=evidence_id(1_700_000_000.5, "lane1"), frame=frame,
-                     crop=frame[10:90, 20:120])
+    rec = store.save(
+        alert_id="u-1",
+        ev_id=evidence_id(1_700_000_000.5, "lane1"),
+        frame=frame,
+        crop=frame[10:90, 20:120],
+    )
     data = Path(rec.frame_path).read_bytes()
     assert hashlib.sha256(data).hexdigest() == rec.frame_sha256
     assert len(data) == rec.frame_bytes
@@ -40,8 +44,14 @@ def test_saves_frame_and_crop_with_hashes(tmp_path: Path) -> None:
 def test_clip_is_written_and_hashed(tmp_path: Path) -> None:
     store = EvidenceStore(tmp_path, quota_bytes=50_000_000)
     frames = [noise(seed=i) for i in range(12)]
-    rec = store.save(alert_id="u-2", ev_id="x_lane1", frame=frames[0], crop=frames[0][:50, :50],
-                     clip=frames, clip_fps=12)
+    rec = store.save(
+        alert_id="u-2",
+        ev_id="x_lane1",
+        frame=frames[0],
+        crop=frames[0][:50, :50],
+        clip=frames,
+        clip_fps=12,
+    )
     assert rec.clip_path is not None
     cap = cv2.VideoCapture(rec.clip_path)
     n = 0
@@ -51,15 +61,24 @@ def test_clip_is_written_and_hashed(tmp_path: Path) -> None:
     assert hashlib.sha256(Path(rec.clip_path).read_bytes()).hexdigest() == rec.clip_sha256
 
 
-def test_quota_prunes_oldest_first_and_never_the_new_one(tmp_path: Path,
-                                                          caplog: pytest.LogCaptureFixture) -> None:
+def test_quota_prunes_oldest_first_and_never_the_new_one(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     store = EvidenceStore(tmp_path, quota_bytes=1)  # everything is over quota
-    one = store.save(alert_id="a", ev_id="20250101T000000.000Z_l", frame=noise(),
-                     crop=noise(20, 20))
+    one = store.save(
+        alert_id="a", ev_id="20250101T000000.000Z_l", frame=noise(), crop=noise(20, 20)
+    )
     assert Path(one.frame_path).exists()  # the evidence being written is kept
     store.quota_bytes = int(2.5 * (one.frame_bytes + one.crop_bytes))
-    recs = [store.save(alert_id=str(i), ev_id=f"2025010{i}T000000.000Z_l", frame=noise(seed=i),
-                       crop=noise(20, 20, seed=i)) for i in range(2, 6)]
+    recs = [
+        store.save(
+            alert_id=str(i),
+            ev_id=f"2025010{i}T000000.000Z_l",
+            frame=noise(seed=i),
+            crop=noise(20, 20, seed=i),
+        )
+        for i in range(2, 6)
+    ]
     kept = sorted(p.name for p in tmp_path.iterdir())
     assert kept == ["20250104T000000.000Z_l", "20250105T000000.000Z_l"]
     assert Path(recs[-1].frame_path).exists()
@@ -89,9 +108,21 @@ def test_jsonl_sink_appends_and_survives_reopen(tmp_path: Path) -> None:
     from edge.core.ports import EvidenceRecord
 
     ev = EvidenceRecord("u-1", "/f.jpg", "a" * 64, 10, "/c.jpg", "b" * 64, 5)
-    det = Detection(alert_id="u-1", roi_id="lane1", score=0.9, frames_over=5, window=8,
-                    frame_index=42, t_wall_s=1.0, t_mono_s=2.0, model_name="m",
-                    model_version="1", model_sha256="c" * 64, threshold=0.6, evidence=ev)
+    det = Detection(
+        alert_id="u-1",
+        roi_id="lane1",
+        score=0.9,
+        frames_over=5,
+        window=8,
+        frame_index=42,
+        t_wall_s=1.0,
+        t_mono_s=2.0,
+        model_name="m",
+        model_version="1",
+        model_sha256="c" * 64,
+        threshold=0.6,
+        evidence=ev,
+    )
     s = JsonlSink(tmp_path / "alerts.jsonl")
     s.send(det)
     s.close()
@@ -118,8 +149,12 @@ def test_quota_larger_than_the_disk_follows_the_free_space(tmp_path: Path) -> No
     with small_tmpfs(tmp_path / "fs", 8 * MB) as fs:
         store = EvidenceStore(fs / "ev", quota_bytes=500_000_000, reserve_bytes=MB)
         for i in range(80):  # ~300 kB a hit: 24 MB in all, on an 8 MB disk
-            rec = store.save(alert_id=f"u-{i}", ev_id=f"20250101T0000{i:02d}.000Z_l",
-                             frame=noise(480, 640, seed=i), crop=noise(40, 40, seed=i))
+            rec = store.save(
+                alert_id=f"u-{i}",
+                ev_id=f"20250101T0000{i:02d}.000Z_l",
+                frame=noise(480, 640, seed=i),
+                crop=noise(40, 40, seed=i),
+            )
             assert Path(rec.frame_path).exists()
             assert Path(rec.crop_path).exists()
             assert shutil.disk_usage(fs).free >= MB
@@ -133,13 +168,24 @@ def test_quota_larger_than_the_disk_follows_the_free_space(tmp_path: Path) -> No
 def test_evidence_still_owed_is_pruned_last(tmp_path: Path) -> None:
     owed = {"a0", "a1"}
     store = EvidenceStore(tmp_path, quota_bytes=10**9, is_owed=lambda r: r.alert_id in owed)
-    recs = [store.save(alert_id=f"a{i}", ev_id=f"2025010{i}T000000.000Z_l", frame=noise(seed=i),
-                       crop=noise(20, 20, seed=i)) for i in range(3)]
+    recs = [
+        store.save(
+            alert_id=f"a{i}",
+            ev_id=f"2025010{i}T000000.000Z_l",
+            frame=noise(seed=i),
+            crop=noise(20, 20, seed=i),
+        )
+        for i in range(3)
+    ]
     one = sum(f.stat().st_size for f in Path(recs[0].frame_path).parent.iterdir())
     store.quota_bytes = int(3.5 * one)
     for i in range(3, 6):
-        store.save(alert_id=f"a{i}", ev_id=f"2025010{i}T000000.000Z_l", frame=noise(seed=i),
-                   crop=noise(20, 20, seed=i))
+        store.save(
+            alert_id=f"a{i}",
+            ev_id=f"2025010{i}T000000.000Z_l",
+            frame=noise(seed=i),
+            crop=noise(20, 20, seed=i),
+        )
     kept = sorted(p.name for p in tmp_path.iterdir())
     assert kept == ["20250100T000000.000Z_l", "20250101T000000.000Z_l", "20250105T000000.000Z_l"]
     owed.clear()  # the outbox delivered them: now they are the oldest, and go first
@@ -148,22 +194,25 @@ def test_evidence_still_owed_is_pruned_last(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["20250105T000000.000Z_l"]
 
 
-def test_a_full_disk_costs_the_evidence_never_the_hit(tmp_path: Path,
-                                                       caplog: pytest.LogCaptureFixture) -> None:
+def test_a_full_disk_costs_the_evidence_never_the_hit(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     from tests.adapters.small_fs import fill_disk, small_tmpfs
 
     with small_tmpfs(tmp_path / "fs", 4 * MB) as fs:
         store = EvidenceStore(fs / "ev", quota_bytes=500_000_000, reserve_bytes=0)
         fill_disk(fs)  # by someone else: there is nothing of ours to prune
         frame = noise()
-        rec = store.save(alert_id="u-1", ev_id="20250101T000000.000Z_l", frame=frame,
-                         crop=frame[:50, :50])
+        rec = store.save(
+            alert_id="u-1", ev_id="20250101T000000.000Z_l", frame=frame, crop=frame[:50, :50]
+        )
         assert rec.frame_sha256 == hashlib.sha256(encode_jpeg(frame, 92)).hexdigest()
         assert not Path(rec.frame_path).exists()
         assert list((fs / "ev").rglob("*")) == []  # no half-written file left behind
         assert store.dropped_count == 1
         assert "NOT kept" in caplog.text
         (fs / "filler").unlink()
-        rec = store.save(alert_id="u-2", ev_id="20250101T000001.000Z_l", frame=frame,
-                         crop=frame[:50, :50])
+        rec = store.save(
+            alert_id="u-2", ev_id="20250101T000001.000Z_l", frame=frame, crop=frame[:50, :50]
+        )
         assert Path(rec.frame_path).exists()

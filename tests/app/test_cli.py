@@ -21,7 +21,7 @@ def unit_config(tmp_path: Path, video: Path, model: Path, **extra: str) -> Path:
     text = f"""
 [unit]
 id = "cli-test"
-data_dir = "{tmp_path / 'unit'}"
+data_dir = "{tmp_path / "unit"}"
 [camera]
 type = "replay"
 path = "{video}"
@@ -35,7 +35,7 @@ polygon = [[0.55, 0.1], [0.95, 0.1], [0.95, 0.9], [0.55, 0.9]]
 margin = 0.0
 [model]
 path = "{model}"
-accelerator = "{extra.get('accelerator', 'cpu')}"
+accelerator = "{extra.get("accelerator", "cpu")}"
 [decider]
 window = 5
 min_frames = 3
@@ -46,8 +46,12 @@ cooldown_s = 0
     return p
 
 
-def test_check_all_ok(tmp_path: Path, make_video: Callable[..., Path], brightness_model: Path,
-                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_all_ok(
+    tmp_path: Path,
+    make_video: Callable[..., Path],
+    brightness_model: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     cfg = unit_config(tmp_path, make_video([100] * 3), brightness_model)
     assert main(["check", "--config", str(cfg)]) == 0
     out = capsys.readouterr().out
@@ -56,8 +60,9 @@ def test_check_all_ok(tmp_path: Path, make_video: Callable[..., Path], brightnes
     assert "160x120" in out
 
 
-def test_check_reports_each_failure_and_exits_1(tmp_path: Path, brightness_model: Path,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_reports_each_failure_and_exits_1(
+    tmp_path: Path, brightness_model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     cfg = unit_config(tmp_path, tmp_path / "gone.mp4", brightness_model, accelerator="edgetpu")
     assert main(["check", "--config", str(cfg)]) == 1
     out = capsys.readouterr().out
@@ -75,13 +80,22 @@ def test_check_bad_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert "FAIL config" in capsys.readouterr().out
 
 
-def test_classify_prints_json_lines(tmp_path: Path, brightness_model: Path,
-                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_classify_prints_json_lines(
+    tmp_path: Path, brightness_model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     cv2.imwrite(str(tmp_path / "dark.png"), np.full((40, 40, 3), 10, np.uint8))
     cv2.imwrite(str(tmp_path / "bright.png"), np.full((40, 40, 3), 250, np.uint8))
     (tmp_path / "junk.png").write_bytes(b"junk")
-    rc = main(["classify", "--model", str(brightness_model), str(tmp_path / "dark.png"),
-               str(tmp_path / "bright.png"), str(tmp_path / "junk.png")])
+    rc = main(
+        [
+            "classify",
+            "--model",
+            str(brightness_model),
+            str(tmp_path / "dark.png"),
+            str(tmp_path / "bright.png"),
+            str(tmp_path / "junk.png"),
+        ]
+    )
     assert rc == 1  # one unreadable image
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert rows[0]["label"] == "no_phone"
@@ -91,9 +105,12 @@ def test_classify_prints_json_lines(tmp_path: Path, brightness_model: Path,
     assert rows[2]["error"] == "not a readable image"
 
 
-def test_roi_preview_draws_rois_and_scores(tmp_path: Path, make_video: Callable[..., Path],
-                                           brightness_model: Path,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_roi_preview_draws_rois_and_scores(
+    tmp_path: Path,
+    make_video: Callable[..., Path],
+    brightness_model: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     video = make_video([240] * 3, box=(0.05, 0.1, 0.45, 0.9), size=(320, 240))
     cfg = unit_config(tmp_path, video, brightness_model)
     out = tmp_path / "roi.png"
@@ -111,16 +128,28 @@ def test_roi_preview_draws_rois_and_scores(tmp_path: Path, make_video: Callable[
     assert (img[:, :, 1] > 150).sum() > 100
 
 
-def test_run_offline_scores_against_truth(tmp_path: Path, make_video: Callable[..., Path],
-                                          brightness_model: Path,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_offline_scores_against_truth(
+    tmp_path: Path,
+    make_video: Callable[..., Path],
+    brightness_model: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     levels = [20] * 10 + [240] * 10 + [20] * 10
     video = make_video(levels, box=(0.05, 0.1, 0.45, 0.9))
     truth = tmp_path / "truth.json"
-    truth.write_text(json.dumps({"fps": 25, "frames": 30, "rois": {}, "events": [
-        {"roi": "left", "start_frame": 10, "end_frame": 19, "phone": True},
-        {"roi": "right", "start_frame": 0, "end_frame": 29, "phone": True},
-    ]}))
+    truth.write_text(
+        json.dumps(
+            {
+                "fps": 25,
+                "frames": 30,
+                "rois": {},
+                "events": [
+                    {"roi": "left", "start_frame": 10, "end_frame": 19, "phone": True},
+                    {"roi": "right", "start_frame": 0, "end_frame": 29, "phone": True},
+                ],
+            }
+        )
+    )
     cfg = unit_config(tmp_path, video, brightness_model)
     assert main(["run", "--config", str(cfg), "--offline", "--truth", str(truth)]) == 0
     out = capsys.readouterr().out
@@ -132,17 +161,27 @@ def test_run_offline_scores_against_truth(tmp_path: Path, make_video: Callable[.
 
 
 @pytest.mark.slow
-def test_expected_failures_print_one_line_not_a_traceback(tmp_path: Path,
-                                                          brightness_model: Path) -> None:
+def test_expected_failures_print_one_line_not_a_traceback(
+    tmp_path: Path, brightness_model: Path
+) -> None:
     cfg = unit_config(tmp_path, tmp_path / "missing.mp4", brightness_model)
-    r = subprocess.run([sys.executable, "-m", "edge.app.cli", "run", "--config", str(cfg)],
-                       capture_output=True, text=True, cwd=REPO, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "edge.app.cli", "run", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
     assert r.returncode == 1
     assert "Traceback" not in r.stderr
     assert "missing.mp4 does not exist" in r.stderr
-    r = subprocess.run([sys.executable, "-m", "edge.app.cli", "run", "--config",
-                        str(tmp_path / "nope.toml")], capture_output=True, text=True, cwd=REPO,
-                       timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "edge.app.cli", "run", "--config", str(tmp_path / "nope.toml")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
     assert r.returncode == 1
     assert "Traceback" not in r.stderr
     assert "not found" in r.stderr
@@ -150,8 +189,13 @@ def test_expected_failures_print_one_line_not_a_traceback(tmp_path: Path,
 
 @pytest.mark.slow
 def test_help_teaches() -> None:
-    r = subprocess.run([sys.executable, "-m", "edge.app.cli", "--help"], capture_output=True,
-                       text=True, cwd=REPO, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "edge.app.cli", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
     assert r.returncode == 0
     for cmd in ("run", "check", "classify", "roi-preview", "demo"):
         assert cmd in r.stdout
@@ -159,17 +203,26 @@ def test_help_teaches() -> None:
 
 # -- issue 20 / 17.6: as a technician tries it -------------------------------------------------
 def _run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "edge.app.cli", *args], capture_output=True,
-                          text=True, cwd=REPO, timeout=120, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "edge.app.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+        env=env,
+    )
 
 
 def test_run_exits_non_zero_when_the_camera_never_opens(
-        tmp_path: Path, brightness_model: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, brightness_model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     # systemd's Restart=on-failure restarts only a run that fails: a camera that never gave a
     # frame is a failure, with a one-line reason.
     cfg = unit_config(tmp_path, tmp_path / "unused.mp4", brightness_model)
-    text = cfg.read_text().replace('type = "replay"\npath = "' + str(tmp_path / "unused.mp4")
-                                   + '"', 'type = "opencv"\ndevice = 97')
+    text = cfg.read_text().replace(
+        'type = "replay"\npath = "' + str(tmp_path / "unused.mp4") + '"',
+        'type = "opencv"\ndevice = 97',
+    )
     cfg.write_text(text)
     assert main(["run", "--config", str(cfg), "--max-seconds", "1"]) == 1
     err = capsys.readouterr().err
@@ -181,9 +234,11 @@ def test_run_exits_non_zero_when_the_camera_never_opens(
 
 
 def test_run_prints_a_startup_line_and_each_hit_as_it_happens(
-        tmp_path: Path, make_video: Callable[..., Path],
-        brightness_model: Path,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path,
+    make_video: Callable[..., Path],
+    brightness_model: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     video = make_video([20] * 10 + [240] * 10 + [20] * 10, box=(0.05, 0.1, 0.45, 0.9))
     cfg = unit_config(tmp_path, video, brightness_model)
     assert main(["run", "--config", str(cfg)]) == 0  # a foreground run, not --offline
@@ -198,9 +253,12 @@ def test_run_prints_a_startup_line_and_each_hit_as_it_happens(
     assert out.index("  hit ") < out.index("frames captured")  # before the closing table
 
 
-def test_check_creates_no_folders(tmp_path: Path, make_video: Callable[..., Path],
-        brightness_model: Path,
-                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_creates_no_folders(
+    tmp_path: Path,
+    make_video: Callable[..., Path],
+    brightness_model: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     cfg = unit_config(tmp_path, make_video([100] * 3), brightness_model)
     assert main(["check", "--config", str(cfg)]) == 0
     out = capsys.readouterr().out
@@ -211,13 +269,24 @@ def test_check_creates_no_folders(tmp_path: Path, make_video: Callable[..., Path
     assert "writable" in disk
 
 
-def test_truth_with_other_regions_warns(tmp_path: Path, make_video: Callable[..., Path],
-                                         brightness_model: Path,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_truth_with_other_regions_warns(
+    tmp_path: Path,
+    make_video: Callable[..., Path],
+    brightness_model: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     video = make_video([20] * 10, box=(0.05, 0.1, 0.45, 0.9))
     truth = tmp_path / "truth.json"
-    truth.write_text(json.dumps({"fps": 25, "frames": 10, "rois": {
-        "left": [0.5, 0.5, 0.9, 0.9], "lane9": [0.1, 0.1, 0.2, 0.2]}, "events": []}))
+    truth.write_text(
+        json.dumps(
+            {
+                "fps": 25,
+                "frames": 10,
+                "rois": {"left": [0.5, 0.5, 0.9, 0.9], "lane9": [0.1, 0.1, 0.2, 0.2]},
+                "events": [],
+            }
+        )
+    )
     cfg = unit_config(tmp_path, video, brightness_model)
     assert main(["run", "--config", str(cfg), "--offline", "--truth", str(truth)]) == 0
     err = capsys.readouterr().err
@@ -228,13 +297,23 @@ def test_truth_with_other_regions_warns(tmp_path: Path, make_video: Callable[...
 
 
 def test_truth_with_the_same_regions_does_not_warn(
-        tmp_path: Path, make_video: Callable[..., Path],
-        brightness_model: Path,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path,
+    make_video: Callable[..., Path],
+    brightness_model: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     video = make_video([20] * 10, box=(0.05, 0.1, 0.45, 0.9))
     truth = tmp_path / "truth.json"
-    truth.write_text(json.dumps({"fps": 25, "frames": 10, "rois": {
-        "left": [0.05, 0.1, 0.45, 0.9], "right": [0.55, 0.1, 0.95, 0.9]}, "events": []}))
+    truth.write_text(
+        json.dumps(
+            {
+                "fps": 25,
+                "frames": 10,
+                "rois": {"left": [0.05, 0.1, 0.45, 0.9], "right": [0.55, 0.1, 0.95, 0.9]},
+                "events": [],
+            }
+        )
+    )
     cfg = unit_config(tmp_path, video, brightness_model)
     assert main(["run", "--config", str(cfg), "--offline", "--truth", str(truth)]) == 0
     assert "warning:" not in capsys.readouterr().err
@@ -248,9 +327,12 @@ def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
     return lines[0]
 
 
-def test_run_with_data_dir_a_file_is_one_line(tmp_path: Path, make_video: Callable[..., Path],
-                                              brightness_model: Path,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_with_data_dir_a_file_is_one_line(
+    tmp_path: Path,
+    make_video: Callable[..., Path],
+    brightness_model: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     cfg = unit_config(tmp_path, make_video([100] * 3), brightness_model)
     (tmp_path / "unit").write_text("not a folder")
     assert main(["run", "--config", str(cfg), "--offline"]) == 1
@@ -258,20 +340,30 @@ def test_run_with_data_dir_a_file_is_one_line(tmp_path: Path, make_video: Callab
     assert f"unit.data_dir: {tmp_path / 'unit'} is a file, not a folder" in line
 
 
-def test_keys_generate_out_a_file_is_one_line(tmp_path: Path,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_keys_generate_out_a_file_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     (tmp_path / "keys").write_text("a file")
     assert main(["keys", "generate", "--unit", "u1", "--out", str(tmp_path / "keys")]) == 1
     assert f"{tmp_path / 'keys'} is a file, not a folder" in _one_line_error(capsys)
 
 
-@pytest.mark.parametrize(("name", "says"), [("previews", "is a folder"),
-                                         ("roi.xyz", "write a .png, .jpg, .jpeg image"),
-                                         ("roi", "write a .png, .jpg, .jpeg image")])
+@pytest.mark.parametrize(
+    ("name", "says"),
+    [
+        ("previews", "is a folder"),
+        ("roi.xyz", "write a .png, .jpg, .jpeg image"),
+        ("roi", "write a .png, .jpg, .jpeg image"),
+    ],
+)
 def test_roi_preview_out_problems_are_one_line(
-        tmp_path: Path, make_video: Callable[..., Path],
-        brightness_model: Path,
-        capsys: pytest.CaptureFixture[str], name: str, says: str) -> None:
+    tmp_path: Path,
+    make_video: Callable[..., Path],
+    brightness_model: Path,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    says: str,
+) -> None:
     cfg = unit_config(tmp_path, make_video([100] * 3), brightness_model)
     (tmp_path / "previews").mkdir()
     assert main(["roi-preview", "--config", str(cfg), "--out", str(tmp_path / name)]) == 1
@@ -292,8 +384,7 @@ def test_every_option_has_help_and_no_literal_percent() -> None:
             if isinstance(a, argparse._SubParsersAction):
                 for name, sp in a.choices.items():
                     walk(sp, f"{path} {name}")
-            elif not isinstance(a, (argparse._HelpAction, argparse._VersionAction)) \
-                    and not a.help:
+            elif not isinstance(a, (argparse._HelpAction, argparse._VersionAction)) and not a.help:
                 missing.append(f"{path} {'/'.join(a.option_strings) or a.dest}")
 
     walk(build_parser(), "phonewatch")
@@ -302,18 +393,22 @@ def test_every_option_has_help_and_no_literal_percent() -> None:
     assert "1/5/10% FPR" in r.stdout.replace("\n", " ").replace("  ", " ")
 
 
-def test_replay_camera_refuses_picamera_keys(tmp_path: Path,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_replay_camera_refuses_picamera_keys(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     p = tmp_path / "r.toml"
-    p.write_text('[unit]\nid = "x"\n[camera]\ntype = "replay"\npath = "a.mp4"\n'
-                 'main_size = [640, 480]\n[[rois]]\nid = "a"\nrect = [0, 0, 1, 1]\n'
-                 '[model]\npath = "m.tflite"\n')
+    p.write_text(
+        '[unit]\nid = "x"\n[camera]\ntype = "replay"\npath = "a.mp4"\n'
+        'main_size = [640, 480]\n[[rois]]\nid = "a"\nrect = [0, 0, 1, 1]\n'
+        '[model]\npath = "m.tflite"\n'
+    )
     assert main(["check", "--config", str(p)]) == 1
     assert "camera.main_size: not valid for type = 'replay'" in capsys.readouterr().out
 
 
 def test_a_missing_sidecar_names_the_command_that_writes_one(
-        tmp_path: Path, brightness_model: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, brightness_model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import shutil
 
     model = tmp_path / "third_party.tflite"
@@ -335,13 +430,26 @@ def test_commands_do_not_print_runtime_noise(tmp_path: Path, brightness_model: P
     # No Edge TPU on this host: 'auto' falls back to the CPU; that is INFO (-v), not a warning
     # on every command, and TFLite's XNNPACK line is not shown.
     cv2.imwrite(str(tmp_path / "a.png"), np.full((40, 40, 3), 10, np.uint8))
-    r = _run_cli("classify", "--accelerator", "auto", "--model", str(brightness_model),
-                 str(tmp_path / "a.png"))
+    r = _run_cli(
+        "classify",
+        "--accelerator",
+        "auto",
+        "--model",
+        str(brightness_model),
+        str(tmp_path / "a.png"),
+    )
     assert r.returncode == 0
     assert json.loads(r.stdout)["label"] == "no_phone"
     assert r.stderr == ""
-    r = _run_cli("-v", "classify", "--accelerator", "auto", "--model", str(brightness_model),
-                 str(tmp_path / "a.png"))
+    r = _run_cli(
+        "-v",
+        "classify",
+        "--accelerator",
+        "auto",
+        "--model",
+        str(brightness_model),
+        str(tmp_path / "a.png"),
+    )
     assert r.stderr.count("Edge TPU not used") == 1
     assert "XNNPACK" not in r.stderr
 
@@ -356,7 +464,7 @@ def test_roi_labels_are_drawn_once_on_a_box_with_a_legend() -> None:
     x0, y0, _, _ = roi.crop_box(640, 480)
     # the label sits above the region: every pixel there is the label box, the label's colour
     # or a blend of the two (one rendering, no offset halo over the picture)
-    patch = out[y0 - 18:y0 - 2, x0 + 2:x0 + 60].reshape(-1, 3).astype(float)
+    patch = out[y0 - 18 : y0 - 2, x0 + 2 : x0 + 60].reshape(-1, 3).astype(float)
     bg, fg = np.array(LABEL_BG_BGR, float), np.array(COLD_BGR, float)
     d = fg - bg
     t = np.clip((patch - bg) @ d / (d @ d), 0, 1)
@@ -375,8 +483,9 @@ def test_eval_does_not_print_the_runtime_line(tmp_path: Path, brightness_model: 
     for label, level in (("phone", 240), ("no_phone", 10)):
         (tmp_path / "data" / label).mkdir(parents=True)
         for i in range(2):
-            cv2.imwrite(str(tmp_path / "data" / label / f"{i}.png"),
-                        np.full((40, 40, 3), level, np.uint8))
+            cv2.imwrite(
+                str(tmp_path / "data" / label / f"{i}.png"), np.full((40, 40, 3), level, np.uint8)
+            )
     r = _run_cli("eval", "--model", str(brightness_model), "--data", str(tmp_path / "data"))
     assert r.returncode == 0, r.stderr
     assert "XNNPACK" not in r.stderr

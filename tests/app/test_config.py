@@ -51,22 +51,36 @@ def test_minimal_config_gets_defaults_and_resolves_paths(tmp_path: Path) -> None
     assert Paths.of(cfg).evidence_dir == cfg.unit.data_dir / "evidence"
 
 
-@pytest.mark.parametrize(("text", "key"), [
-    (MINIMAL.replace('id = "u1"', 'id = "u1"\nmood = "x"'), "unit.mood: unknown key"),
-    (MINIMAL + "\n[decider]\nwindwo = 3\n", "decider.windwo: unknown key"),
-    (MINIMAL.replace('rect = [0.1, 0.2, 0.4, 0.6]', 'rect = [0.1, 0.2, 1.4, 0.6]'),
-     "rois.0: .*outside the frame"),
-    (MINIMAL.replace('type = "replay"', 'type = "webcam"'), "camera"),
-    (MINIMAL.replace('path = "clip.mp4"', 'path = "clip.mp4"\nspeed = -1'), "camera.*speed"),
-    (MINIMAL + "\n[decider]\nwindow = 3\nmin_frames = 5\n", "decider: .*min_frames"),
-    (MINIMAL.replace('[model]\npath = "m.tflite"',
-                     '[model]\npath = "m.tflite"\naccelerator = "tpu"'), "model.accelerator"),
-    (MINIMAL.replace('id = "u1"', 'id = "u 1"'), "unit.id"),
-    (MINIMAL.replace('[unit]\nid = "u1"\n', ''), "unit: required key is missing"),
-    (MINIMAL + '\n[[rois]]\nid = "lane1"\nrect = [0.5, 0.2, 0.9, 0.6]\n', "unique"),
-    (MINIMAL.replace('rect = [0.1, 0.2, 0.4, 0.6]', 'rect = [0.1, 0.2, 0.4, 0.6]\n'
-                     'polygon = [[0.1, 0.1], [0.2, 0.1], [0.2, 0.2]]'), "exactly one"),
-])
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        (MINIMAL.replace('id = "u1"', 'id = "u1"\nmood = "x"'), "unit.mood: unknown key"),
+        (MINIMAL + "\n[decider]\nwindwo = 3\n", "decider.windwo: unknown key"),
+        (
+            MINIMAL.replace("rect = [0.1, 0.2, 0.4, 0.6]", "rect = [0.1, 0.2, 1.4, 0.6]"),
+            "rois.0: .*outside the frame",
+        ),
+        (MINIMAL.replace('type = "replay"', 'type = "webcam"'), "camera"),
+        (MINIMAL.replace('path = "clip.mp4"', 'path = "clip.mp4"\nspeed = -1'), "camera.*speed"),
+        (MINIMAL + "\n[decider]\nwindow = 3\nmin_frames = 5\n", "decider: .*min_frames"),
+        (
+            MINIMAL.replace(
+                '[model]\npath = "m.tflite"', '[model]\npath = "m.tflite"\naccelerator = "tpu"'
+            ),
+            "model.accelerator",
+        ),
+        (MINIMAL.replace('id = "u1"', 'id = "u 1"'), "unit.id"),
+        (MINIMAL.replace('[unit]\nid = "u1"\n', ""), "unit: required key is missing"),
+        (MINIMAL + '\n[[rois]]\nid = "lane1"\nrect = [0.5, 0.2, 0.9, 0.6]\n', "unique"),
+        (
+            MINIMAL.replace(
+                "rect = [0.1, 0.2, 0.4, 0.6]",
+                "rect = [0.1, 0.2, 0.4, 0.6]\npolygon = [[0.1, 0.1], [0.2, 0.1], [0.2, 0.2]]",
+            ),
+            "exactly one",
+        ),
+    ],
+)
 def test_bad_config_names_the_key(tmp_path: Path, text: str, key: str) -> None:
     with pytest.raises(ConfigError, match=key):
         load_config(write(tmp_path, text))
@@ -110,7 +124,12 @@ def test_every_field_is_described_and_numbers_are_bounded() -> None:
 
 
 def test_parse_config_without_a_file() -> None:
-    cfg = parse_config({"unit": {"id": "x"}, "camera": {"type": "folder", "path": "/tmp"},
-                        "rois": [{"id": "a", "polygon": [[0, 0], [1, 0], [1, 1]]}],
-                        "model": {"path": "/m.tflite"}})
+    cfg = parse_config(
+        {
+            "unit": {"id": "x"},
+            "camera": {"type": "folder", "path": "/tmp"},
+            "rois": [{"id": "a", "polygon": [[0, 0], [1, 0], [1, 1]]}],
+            "model": {"path": "/m.tflite"},
+        }
+    )
     assert cfg.rois[0].to_roi().is_polygon

@@ -23,11 +23,13 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_score_hits_counts_found_missed_false_and_repeats() -> None:
-    truth = {"events": [
-        {"roi": "lane1", "start_frame": 10, "end_frame": 50, "phone": True},
-        {"roi": "lane2", "start_frame": 10, "end_frame": 50, "phone": False},
-        {"roi": "lane2", "start_frame": 60, "end_frame": 90, "phone": True},
-    ]}
+    truth = {
+        "events": [
+            {"roi": "lane1", "start_frame": 10, "end_frame": 50, "phone": True},
+            {"roi": "lane2", "start_frame": 10, "end_frame": 50, "phone": False},
+            {"roi": "lane2", "start_frame": 60, "end_frame": 90, "phone": True},
+        ]
+    }
     sc = score_hits([("lane1", 20), ("lane1", 45), ("lane2", 30), ("lane1", 70)], truth)
     assert (sc.found, sc.missed, sc.false, sc.duplicate) == (1, 1, 2, 1)
     assert sc.recall == 0.5
@@ -56,7 +58,7 @@ def test_demo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         assert f"dashboard database: {n} alert(s) verified and stored" in out
         # the dashboard dies with the demo: the closing lines say how to keep it running
         assert "demo --serve" in out.splitlines()[-1]
-    alerts = (tmp_path / "unit" / "outbox.sqlite")
+    alerts = tmp_path / "unit" / "outbox.sqlite"
     assert alerts.is_file()
 
 
@@ -90,10 +92,14 @@ def _serve_until_ready(out: Path) -> tuple[subprocess.Popen[str], list[str], int
     """Start ``demo --serve``; return it, its stdout so far and its Mosquitto's pid once the
     dashboard is up."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "edge.app.cli", "demo", "--serve", "--out",
-                             str(out)], stdout=subprocess.PIPE,
-                            stderr=(out.parent / f"{out.name}.stderr").open("w"), text=True,
-                            cwd=REPO, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edge.app.cli", "demo", "--serve", "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=(out.parent / f"{out.name}.stderr").open("w"),
+        text=True,
+        cwd=REPO,
+        env=env,
+    )
     lines: list[str] = []
     assert proc.stdout is not None
     for line in proc.stdout:  # ends if the demo dies
@@ -102,8 +108,9 @@ def _serve_until_ready(out: Path) -> tuple[subprocess.Popen[str], list[str], int
             break
     assert lines, "".join(lines)
     assert lines[-1].startswith("demo: review them at"), "".join(lines)
-    brokers = [c for c in _children(proc.pid)
-               if Path(f"/proc/{c}/comm").read_text().strip() == "mosquitto"]
+    brokers = [
+        c for c in _children(proc.pid) if Path(f"/proc/{c}/comm").read_text().strip() == "mosquitto"
+    ]
     assert len(brokers) == 1
     return proc, lines, brokers[0]
 
@@ -131,7 +138,8 @@ def _stored(out: Path) -> list[tuple[str, str]]:
 @pytest.mark.slow
 @pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed")
 def test_demo_serve_stops_on_ctrl_c_and_sigterm_and_keeps_reviews(
-        tmp_path: Path, demo_clip: Path) -> None:
+    tmp_path: Path, demo_clip: Path
+) -> None:
     pytest.importorskip("fastapi")
     out = tmp_path / "demo"
     shutil.copytree(demo_clip, out)

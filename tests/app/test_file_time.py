@@ -16,13 +16,14 @@ from edge.adapters.camera import FolderSource, OpenCvSource, ReplaySource
 from edge.app.cli import main
 
 
-def _config(tmp_path: Path, video: Path, model: Path, *, cooldown_s: float,
-            clip_s: float = 0.0) -> Path:
+def _config(
+    tmp_path: Path, video: Path, model: Path, *, cooldown_s: float, clip_s: float = 0.0
+) -> Path:
     p = tmp_path / "unit.toml"
     p.write_text(f"""
 [unit]
 id = "file-time"
-data_dir = "{tmp_path / 'unit'}"
+data_dir = "{tmp_path / "unit"}"
 [camera]
 type = "replay"
 path = "{video}"
@@ -45,8 +46,11 @@ clip_after_s = {clip_s}
 
 
 def test_offline_run_keeps_the_cooldown_on_video_time(
-        tmp_path: Path, make_video: Callable[..., Path], brightness_model: Path,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path,
+    make_video: Callable[..., Path],
+    brightness_model: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     # 80 s of video at 1 fps, read in far less than 30 s: two drivers 45 s apart in one lane
     # are two alerts with a 30 s cooldown (on the wall clock of the run they were one).
     levels = [20] * 80
@@ -57,8 +61,9 @@ def test_offline_run_keeps_the_cooldown_on_video_time(
     cfg = _config(tmp_path, video, brightness_model, cooldown_s=30, clip_s=3)
     assert main(["run", "--config", str(cfg), "--offline"]) == 0
     capsys.readouterr()
-    alerts = [json.loads(line) for line in
-              (tmp_path / "unit" / "alerts.jsonl").read_text().splitlines()]
+    alerts = [
+        json.loads(line) for line in (tmp_path / "unit" / "alerts.jsonl").read_text().splitlines()
+    ]
     assert [a["roi_id"] for a in alerts] == ["left", "left"]
     first, second = alerts
     assert 5 <= first["frame_index"] <= 15
@@ -76,7 +81,8 @@ def test_offline_run_keeps_the_cooldown_on_video_time(
 
 
 def test_replay_frames_are_on_video_time_and_go_on_when_looping(
-        make_video: Callable[..., Path]) -> None:
+    make_video: Callable[..., Path],
+) -> None:
     video = make_video([50, 150, 250], fps=4.0)
     start = video.stat().st_mtime - 3 / 4.0
     src = ReplaySource(video, loop=True, speed=0.0)
@@ -125,12 +131,16 @@ def test_folder_frames_are_1_over_fps_apart_from_the_first_image(tmp_path: Path)
     finally:
         paced.close()
     assert [f.t_wall_s for f in got if f is not None] == pytest.approx(
-        [1_700_000_000.0, 1_700_000_000.5])
+        [1_700_000_000.0, 1_700_000_000.5]
+    )
 
 
 def test_the_same_file_run_twice_keeps_both_runs_evidence(
-        tmp_path: Path, make_video: Callable[..., Path], brightness_model: Path,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path,
+    make_video: Callable[..., Path],
+    brightness_model: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     # Video time repeats when a file is run again into the same data_dir: the second run's
     # evidence must not overwrite the first's (its alert still names those files).
     video = make_video([20] * 5 + [240] * 8 + [20] * 5, box=(0.05, 0.1, 0.45, 0.9))
@@ -138,8 +148,9 @@ def test_the_same_file_run_twice_keeps_both_runs_evidence(
     for _ in range(2):
         assert main(["run", "--config", str(cfg), "--offline"]) == 0
     capsys.readouterr()
-    alerts = [json.loads(line) for line in
-              (tmp_path / "unit" / "alerts.jsonl").read_text().splitlines()]
+    alerts = [
+        json.loads(line) for line in (tmp_path / "unit" / "alerts.jsonl").read_text().splitlines()
+    ]
     assert len(alerts) == 2
     assert alerts[0]["alert_id"] != alerts[1]["alert_id"]
     paths = [a["evidence"]["frame_path"] for a in alerts]

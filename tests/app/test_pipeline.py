@@ -29,20 +29,31 @@ LEFT = (0.05, 0.1, 0.45, 0.9)
 RIGHT = (0.55, 0.1, 0.95, 0.9)
 
 
-def build(tmp_path: Path, source: FrameSource, model: Path, *, lossless: bool = True,
-          sink: AlertSink | None = None, **kw: Any) -> Pipeline:
+def build(
+    tmp_path: Path,
+    source: FrameSource,
+    model: Path,
+    *,
+    lossless: bool = True,
+    sink: AlertSink | None = None,
+    **kw: Any,
+) -> Pipeline:
     return Pipeline(
-        source=source, classifier=LiteRTClassifier.open(model), evidence=EvidenceStore(
-            tmp_path / "ev", quota_bytes=10**9),
+        source=source,
+        classifier=LiteRTClassifier.open(model),
+        evidence=EvidenceStore(tmp_path / "ev", quota_bytes=10**9),
         rois=[Roi.rect("left", *LEFT, margin=0.0), Roi.rect("right", *RIGHT, margin=0.0)],
-        decider=DeciderParams(window=5, min_frames=3, score_on=0.7, score_off=0.3,
-                              cooldown_s=0.0),
-        sink=sink or MemorySink(), unit_id="t1", lossless=lossless, **kw,
+        decider=DeciderParams(window=5, min_frames=3, score_on=0.7, score_off=0.3, cooldown_s=0.0),
+        sink=sink or MemorySink(),
+        unit_id="t1",
+        lossless=lossless,
+        **kw,
     )
 
 
 def test_bright_driver_window_gives_one_hit_with_evidence(
-        tmp_path: Path, make_video: Callable[..., Path], brightness_model: Path) -> None:
+    tmp_path: Path, make_video: Callable[..., Path], brightness_model: Path
+) -> None:
     # 10 dark frames, 12 frames with the left window bright ("phone"), 10 dark again.
     levels = [20] * 10 + [240] * 12 + [20] * 10
     video = make_video(levels, box=(0.1, 0.2, 0.4, 0.8))
@@ -67,8 +78,11 @@ def test_bright_driver_window_gives_one_hit_with_evidence(
 
 
 def test_a_slow_consumer_drops_frames_and_counts_them(
-        tmp_path: Path, make_video: Callable[..., Path], brightness_model: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path,
+    make_video: Callable[..., Path],
+    brightness_model: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     video = make_video([100] * 40, fps=200.0)
     p = build(tmp_path, ReplaySource(video, speed=1.0), brightness_model, lossless=False)
     real_process = p._process
@@ -133,11 +147,19 @@ class UnpluggableCamera:
 
 
 def test_camera_unplugged_mid_run_reports_degraded_and_recovers(
-        tmp_path: Path, make_video: Callable[..., Path], brightness_model: Path) -> None:
+    tmp_path: Path, make_video: Callable[..., Path], brightness_model: Path
+) -> None:
     cam = UnpluggableCamera(make_video([60] * 5, fps=100.0))
     statuses: list[str] = []
-    p = build(tmp_path, cam, brightness_model, lossless=False, reconnect_min_s=0.05,
-              reconnect_max_s=0.2, on_status=statuses.append)
+    p = build(
+        tmp_path,
+        cam,
+        brightness_model,
+        lossless=False,
+        reconnect_min_s=0.05,
+        reconnect_max_s=0.2,
+        on_status=statuses.append,
+    )
     p.start()
     deadline = time.monotonic() + 10  # for all three waits below together
 
@@ -158,8 +180,9 @@ def test_camera_unplugged_mid_run_reports_degraded_and_recovers(
     assert p.stats.camera_errors >= 1
 
 
-def test_a_failing_sink_loses_no_evidence(tmp_path: Path, make_video: Callable[..., Path],
-                                          brightness_model: Path) -> None:
+def test_a_failing_sink_loses_no_evidence(
+    tmp_path: Path, make_video: Callable[..., Path], brightness_model: Path
+) -> None:
     class BrokenSink:
         def send(self, detection: Detection) -> None:
             raise OSError("disk full")
@@ -177,12 +200,20 @@ def test_a_failing_sink_loses_no_evidence(tmp_path: Path, make_video: Callable[.
     assert "right" in frames[0].parent.name
 
 
-def test_jsonl_output_and_clip(tmp_path: Path, make_video: Callable[..., Path],
-                               brightness_model: Path) -> None:
+def test_jsonl_output_and_clip(
+    tmp_path: Path, make_video: Callable[..., Path], brightness_model: Path
+) -> None:
     video = make_video([20] * 10 + [240] * 10 + [20] * 10, box=(0.1, 0.2, 0.4, 0.8))
     sink = JsonlSink(tmp_path / "alerts.jsonl")
-    p = build(tmp_path, ReplaySource(video, speed=0.0), brightness_model, sink=sink,
-              clip_before_s=0.2, clip_after_s=0.1, clip_width=64)
+    p = build(
+        tmp_path,
+        ReplaySource(video, speed=0.0),
+        brightness_model,
+        sink=sink,
+        clip_before_s=0.2,
+        clip_after_s=0.1,
+        clip_width=64,
+    )
     p.start()
     assert p.wait(30)
     sink.close()
@@ -195,10 +226,14 @@ def test_jsonl_output_and_clip(tmp_path: Path, make_video: Callable[..., Path],
 
 
 @pytest.mark.slow
-def test_real_traffic_clip_runs_clean(tmp_path: Path, shared_data: Path,
-                                      brightness_model: Path) -> None:
-    p = build(tmp_path, ReplaySource(shared_data / "video" / "car-detection.mp4", speed=0.0),
-              brightness_model)
+def test_real_traffic_clip_runs_clean(
+    tmp_path: Path, shared_data: Path, brightness_model: Path
+) -> None:
+    p = build(
+        tmp_path,
+        ReplaySource(shared_data / "video" / "car-detection.mp4", speed=0.0),
+        brightness_model,
+    )
     p.start()
     assert p.wait(120)
     s = p.snapshot()
@@ -208,8 +243,11 @@ def test_real_traffic_clip_runs_clean(tmp_path: Path, shared_data: Path,
 
 
 def test_a_frame_that_fails_inference_is_counted_and_the_stage_goes_on(
-        tmp_path: Path, make_video: Callable[..., Path], brightness_model: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path,
+    make_video: Callable[..., Path],
+    brightness_model: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     p = build(tmp_path, ReplaySource(make_video([100] * 12), speed=0.0), brightness_model)
     real = p.classifier.score_batch
     calls = {"n": 0}
@@ -291,14 +329,24 @@ class StallingCamera:
 
 
 def test_a_stalled_camera_does_not_hold_an_alert_back(
-        tmp_path: Path, make_video: Callable[..., Path], brightness_model: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path,
+    make_video: Callable[..., Path],
+    brightness_model: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setattr(pipeline_mod, "CLIP_STALL_S", 0.05)
     video = make_video([20] * 3 + [240] * 8, box=(0.1, 0.2, 0.4, 0.8))
     cam = StallingCamera(video, frames=11)
     sink = MemorySink()
-    p = build(tmp_path, cam, brightness_model, sink=sink, clip_before_s=0.2, clip_after_s=0.2,
-              clip_width=64)
+    p = build(
+        tmp_path,
+        cam,
+        brightness_model,
+        sink=sink,
+        clip_before_s=0.2,
+        clip_after_s=0.2,
+        clip_width=64,
+    )
     p.start()
     try:
         # the camera hangs after the hit: the clip is kept with the frames there are
@@ -311,13 +359,21 @@ def test_a_stalled_camera_does_not_hold_an_alert_back(
 
 
 def test_a_file_ending_inside_a_post_roll_does_not_wait_it_out(
-        tmp_path: Path, make_video: Callable[..., Path], brightness_model: Path) -> None:
+    tmp_path: Path, make_video: Callable[..., Path], brightness_model: Path
+) -> None:
     # The clip waits for frame time to pass its end, not for a timer: the file ends long
     # before 30 s of post-roll, and the hit is recorded then with the frames there are.
     video = make_video([20] * 12 + [240] * 8, box=(0.1, 0.2, 0.4, 0.8))
     sink = MemorySink()
-    p = build(tmp_path, ReplaySource(video, speed=0.0), brightness_model, sink=sink,
-              clip_before_s=0.1, clip_after_s=30.0, clip_width=64)
+    p = build(
+        tmp_path,
+        ReplaySource(video, speed=0.0),
+        brightness_model,
+        sink=sink,
+        clip_before_s=0.1,
+        clip_after_s=30.0,
+        clip_width=64,
+    )
     p.start()
     assert p.wait(10)
     assert [d.roi_id for d in sink.detections] == ["left"]

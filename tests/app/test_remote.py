@@ -74,8 +74,7 @@ def feed(c: Collector, frames: Iterable[Frame], rois: int) -> None:
 def test_job_from_command_defaults_and_unknown_rois(caplog: pytest.LogCaptureFixture) -> None:
     j = job({"count": 3})
     assert (j.count, j.interval_s, [r.id for r in j.rois]) == (3, 2.0, ["lane1", "lane2"])
-    j = job({"count": 1, "rois": ["lane2", "nope", "lane2"], "interval_s": 0.5,
-             "request_id": "r9"})
+    j = job({"count": 1, "rois": ["lane2", "nope", "lane2"], "interval_s": 0.5, "request_id": "r9"})
     assert [r.id for r in j.rois] == ["lane2"]
     assert j.interval_s == 0.5
     assert j.request_id == "r9"
@@ -173,7 +172,7 @@ def test_snapshot_is_downscaled_drawn_and_fits_the_byte_limit() -> None:
     assert len(jpeg) <= 2_000_000
 
     def near(x: int, y: int, bgr: tuple[int, int, int]) -> bool:
-        patch = out[y - 2:y + 3, x - 2:x + 3].reshape(-1, 3).astype(int)
+        patch = out[y - 2 : y + 3, x - 2 : x + 3].reshape(-1, 3).astype(int)
         return bool((np.abs(patch - np.array(bgr)).sum(axis=1) < 150).any())
 
     assert near(int(0.1 * 1280), 360, HOT_BGR)  # lane1 over the threshold: red

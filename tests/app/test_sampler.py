@@ -69,15 +69,36 @@ def clock_at(day: int = DAY0, second_of_day: float = 0.0) -> ManualClock:
     return ManualClock(1000.0, wall_offset_s=day * DAY_S + second_of_day - 1000.0)
 
 
-def make(tmp_path: Path, clock: ManualClock, uplink: RecordingUplink | None = None, *,
-         seed: int = 7, hold: Callable[[], bool] | None = None, **cfg: Any
-         ) -> tuple[Sampler, RecordingUplink]:
+def make(
+    tmp_path: Path,
+    clock: ManualClock,
+    uplink: RecordingUplink | None = None,
+    *,
+    seed: int = 7,
+    hold: Callable[[], bool] | None = None,
+    **cfg: Any,
+) -> tuple[Sampler, RecordingUplink]:
     up = uplink or RecordingUplink()
-    settings: dict[str, Any] = {"enabled": True, "random_per_day": 0, "uncertain_per_day": 0,
-                                "band": 0.1, "min_interval_s": 0.0, **cfg}
-    s = Sampler(uplink=up, rois=ROIS, cfg=SamplingConfig(**settings), threshold=THRESHOLD,
-                model_version="1.2.0-rc1", state_path=tmp_path / "sampler.json", clock=clock,
-                rng=random.Random(seed), jpeg_quality=80, hold=hold)
+    settings: dict[str, Any] = {
+        "enabled": True,
+        "random_per_day": 0,
+        "uncertain_per_day": 0,
+        "band": 0.1,
+        "min_interval_s": 0.0,
+        **cfg,
+    }
+    s = Sampler(
+        uplink=up,
+        rois=ROIS,
+        cfg=SamplingConfig(**settings),
+        threshold=THRESHOLD,
+        model_version="1.2.0-rc1",
+        state_path=tmp_path / "sampler.json",
+        clock=clock,
+        rng=random.Random(seed),
+        jpeg_quality=80,
+        hold=hold,
+    )
     return s, up
 
 
@@ -96,8 +117,9 @@ def frame_at(clock: ManualClock, i: int) -> Frame:
     return Frame(index=i, t_mono_s=clock.monotonic(), t_wall_s=clock.wall(), image=_IMAGE)
 
 
-def feed(s: Sampler, clock: ManualClock, scores: Iterable[Mapping[str, float]], *,
-         step_s: float = 1.0) -> None:
+def feed(
+    s: Sampler, clock: ManualClock, scores: Iterable[Mapping[str, float]], *, step_s: float = 1.0
+) -> None:
     """One frame per score map, ``step_s`` apart, letting the worker finish each sample (so
     none is skipped as busy)."""
     for i, sc in enumerate(scores):
@@ -115,14 +137,22 @@ def test_sample_names_carry_their_provenance_and_parse_back() -> None:
     name = m.sample_name("uncertain", "lane_2", 1_764_126_187.1234, 0.73456, "1.2.0-rc1")
     assert name == "unc-1764126187123-7346-1_2_0_rc1-lane_2"
     assert m.parse_sample_name(name) == m.SampleName(
-        reason="uncertain", t_wall_ms=1_764_126_187_123, score=0.7346, model="1_2_0_rc1",
-        roi="lane_2")
+        reason="uncertain",
+        t_wall_ms=1_764_126_187_123,
+        score=0.7346,
+        model="1_2_0_rc1",
+        roi="lane_2",
+    )
     cal = m.sample_name("calibration", "a-b", 1.5, 1.0, "v", run_ms=1234)
     assert cal == "cal1234-1500-10000-v-a-b"
     parsed = m.parse_sample_name(cal)
     assert parsed is not None
     assert (parsed.reason, parsed.run_ms, parsed.roi, parsed.score) == (
-        "calibration", 1234, "a-b", 1.0)
+        "calibration",
+        1234,
+        "a-b",
+        1.0,
+    )
     assert m.sample_name("random", "r", 2.0, -0.5, "") == "rnd-2000-0-_-r"
     assert m.parse_sample_name(m.collect_name("lane1", 1.7e9)) is None  # a collect crop
     assert m.parse_sample_name("unc-1-99999-v-r") is None  # score over 1
@@ -130,10 +160,15 @@ def test_sample_names_carry_their_provenance_and_parse_back() -> None:
     assert topic == "phonewatch/u1/collect/" + cal
 
 
-@pytest.mark.parametrize(("reason", "kwargs"), [
-    ("maybe", {}), ("calibration", {}), ("random", {"score": math.nan}),
-    ("random", {"roi": "x" * 120}),
-])
+@pytest.mark.parametrize(
+    ("reason", "kwargs"),
+    [
+        ("maybe", {}),
+        ("calibration", {}),
+        ("random", {"score": math.nan}),
+        ("random", {"roi": "x" * 120}),
+    ],
+)
 def test_sample_name_refuses(reason: str, kwargs: dict[str, Any]) -> None:
     args: dict[str, Any] = {"roi": "lane1", "score": 0.5, **kwargs}
     with pytest.raises(MessageError):
@@ -142,7 +177,8 @@ def test_sample_name_refuses(reason: str, kwargs: dict[str, Any]) -> None:
 
 # -- budget -----------------------------------------------------------------------------------
 def test_uncertain_budget_per_day_is_respected_and_survives_a_restart(
-        tmp_path: Path, samplers: list[Sampler]) -> None:
+    tmp_path: Path, samplers: list[Sampler]
+) -> None:
     clock = clock_at(second_of_day=3600)
     s, up = make(tmp_path, clock, uncertain_per_day=3)
     samplers.append(s)
@@ -173,7 +209,8 @@ def test_uncertain_budget_per_day_is_respected_and_survives_a_restart(
 
 
 def test_a_state_file_of_another_day_or_garbage_starts_the_day_afresh(
-        tmp_path: Path, samplers: list[Sampler]) -> None:
+    tmp_path: Path, samplers: list[Sampler]
+) -> None:
     state = tmp_path / "sampler.json"
     state.write_text(json.dumps({"day": day_text(DAY0 - 1), "random": 9, "uncertain": 9}))
     s, _ = make(tmp_path, clock_at(), uncertain_per_day=5, random_per_day=5)
@@ -185,8 +222,7 @@ def test_a_state_file_of_another_day_or_garbage_starts_the_day_afresh(
     assert t.stats()["sample_uncertain_left"] == 5
 
 
-def test_min_interval_spaces_samples_of_one_kind(tmp_path: Path,
-                                                 samplers: list[Sampler]) -> None:
+def test_min_interval_spaces_samples_of_one_kind(tmp_path: Path, samplers: list[Sampler]) -> None:
     clock = clock_at()
     s, up = make(tmp_path, clock, uncertain_per_day=100, min_interval_s=10.0)
     samplers.append(s)
@@ -196,8 +232,7 @@ def test_min_interval_spaces_samples_of_one_kind(tmp_path: Path,
     assert all(b - a >= 10_000 for a, b in itertools.pairwise(times))
 
 
-def test_disabled_sampler_takes_nothing_by_itself(tmp_path: Path,
-                                                  samplers: list[Sampler]) -> None:
+def test_disabled_sampler_takes_nothing_by_itself(tmp_path: Path, samplers: list[Sampler]) -> None:
     clock = clock_at()
     s, up = make(tmp_path, clock, enabled=False, uncertain_per_day=100, random_per_day=100)
     samplers.append(s)
@@ -207,8 +242,9 @@ def test_disabled_sampler_takes_nothing_by_itself(tmp_path: Path,
 
 
 # -- the uncertainty band ---------------------------------------------------------------------
-def test_uncertainty_band_selects_only_in_band_scores(tmp_path: Path,
-                                                      samplers: list[Sampler]) -> None:
+def test_uncertainty_band_selects_only_in_band_scores(
+    tmp_path: Path, samplers: list[Sampler]
+) -> None:
     clock = clock_at()
     s, up = make(tmp_path, clock, uncertain_per_day=1000, band=0.1)
     samplers.append(s)
@@ -257,9 +293,11 @@ def test_random_samples_are_bounded_uniform_over_the_day_and_rois(tmp_path: Path
 
 
 def test_random_budget_owed_after_a_restart_is_spread_over_the_rest_of_the_day(
-        tmp_path: Path, samplers: list[Sampler]) -> None:
+    tmp_path: Path, samplers: list[Sampler]
+) -> None:
     (tmp_path / "sampler.json").write_text(
-        json.dumps({"day": day_text(DAY0), "random": 40, "uncertain": 0}))
+        json.dumps({"day": day_text(DAY0), "random": 40, "uncertain": 0})
+    )
     clock = clock_at(second_of_day=DAY_S / 2)  # restarted at noon with 40 of 100 used
     s, up = make(tmp_path, clock, random_per_day=100)
     samplers.append(s)
@@ -272,7 +310,8 @@ def test_random_budget_owed_after_a_restart_is_spread_over_the_rest_of_the_day(
 
 # -- never waits, always behind alerts --------------------------------------------------------
 def test_a_busy_sampler_skips_and_counts_and_inference_goes_on(
-        tmp_path: Path, samplers: list[Sampler]) -> None:
+    tmp_path: Path, samplers: list[Sampler]
+) -> None:
     clock = clock_at()
     gate = threading.Event()
     s, up = make(tmp_path, clock, RecordingUplink(gate=gate), uncertain_per_day=100)
@@ -290,12 +329,14 @@ def test_a_busy_sampler_skips_and_counts_and_inference_goes_on(
     assert len(up.names) == 2
 
 
-def test_samples_wait_behind_alerts_and_for_the_broker(tmp_path: Path,
-                                                       samplers: list[Sampler]) -> None:
+def test_samples_wait_behind_alerts_and_for_the_broker(
+    tmp_path: Path, samplers: list[Sampler]
+) -> None:
     clock = clock_at()
     alert_pending = True
-    s, up = make(tmp_path, clock, hold=lambda: alert_pending, uncertain_per_day=10,
-                 random_per_day=1000)
+    s, up = make(
+        tmp_path, clock, hold=lambda: alert_pending, uncertain_per_day=10, random_per_day=1000
+    )
     samplers.append(s)
     feed(s, clock, [both(0.5)] * 5, step_s=30.0)
     assert up.names == []
@@ -312,8 +353,9 @@ def test_samples_wait_behind_alerts_and_for_the_broker(tmp_path: Path,
     assert {p.reason for p in up.parsed()} >= {"uncertain"}
 
 
-def test_a_crop_the_uplink_drops_gives_its_budget_back(tmp_path: Path,
-                                                       samplers: list[Sampler]) -> None:
+def test_a_crop_the_uplink_drops_gives_its_budget_back(
+    tmp_path: Path, samplers: list[Sampler]
+) -> None:
     class Refusing(RecordingUplink):
         def publish_collect(self, name: str, jpeg: bytes) -> bool:
             return False  # connected, but the backlog is full
@@ -329,12 +371,12 @@ def test_a_crop_the_uplink_drops_gives_its_budget_back(tmp_path: Path,
 
 # -- calibration ------------------------------------------------------------------------------
 def cal_job(duration_s: float, max_fps: float = 2.0, **body: Any) -> CalibrationJob:
-    return CalibrationJob.from_command({"duration_s": duration_s, "max_fps": max_fps, **body},
-                                       ROIS)
+    return CalibrationJob.from_command({"duration_s": duration_s, "max_fps": max_fps, **body}, ROIS)
 
 
 def test_calibration_window_starts_and_stops_by_the_clock_and_caps_the_rate(
-        tmp_path: Path, samplers: list[Sampler]) -> None:
+    tmp_path: Path, samplers: list[Sampler]
+) -> None:
     clock = clock_at()
     s, up = make(tmp_path, clock)  # no background budget: only the window
     samplers.append(s)
@@ -356,7 +398,8 @@ def test_calibration_window_starts_and_stops_by_the_clock_and_caps_the_rate(
 
 
 def test_the_window_ends_by_the_clock_without_frames_and_can_be_replaced_or_cut(
-        tmp_path: Path, samplers: list[Sampler]) -> None:
+    tmp_path: Path, samplers: list[Sampler]
+) -> None:
     clock = clock_at()
     s, up = make(tmp_path, clock)
     samplers.append(s)
@@ -381,9 +424,12 @@ def test_the_window_ends_by_the_clock_without_frames_and_can_be_replaced_or_cut(
 
 
 # -- config and commands ----------------------------------------------------------------------
-BASE: dict[str, Any] = {"unit": {"id": "x"}, "camera": {"type": "folder", "path": "/tmp"},
-                        "rois": [{"id": "a", "rect": [0.1, 0.1, 0.5, 0.5]}],
-                        "model": {"path": "/m.tflite"}}
+BASE: dict[str, Any] = {
+    "unit": {"id": "x"},
+    "camera": {"type": "folder", "path": "/tmp"},
+    "rois": [{"id": "a", "rect": [0.1, 0.1, 0.5, 0.5]}],
+    "model": {"path": "/m.tflite"},
+}
 
 
 def config_with(sampling: dict[str, Any]) -> Config:
@@ -396,16 +442,19 @@ def test_sampling_config_defaults_off() -> None:
     assert config_with({"enabled": True, "band": 0.05}).sampling.band == 0.05
 
 
-@pytest.mark.parametrize(("table", "key"), [
-    ({"enabeld": True}, r"sampling\.enabeld: unknown key"),
-    ({"band": 0.9}, r"sampling\.band"),
-    ({"band": -0.1}, r"sampling\.band"),
-    ({"random_per_day": -1}, r"sampling\.random_per_day"),
-    ({"uncertain_per_day": 10**6}, r"sampling\.uncertain_per_day"),
-    ({"uncertain_per_day": 1.5}, r"sampling\.uncertain_per_day"),
-    ({"min_interval_s": 10**6}, r"sampling\.min_interval_s"),
-    ({"enabled": "often"}, r"sampling\.enabled"),
-])
+@pytest.mark.parametrize(
+    ("table", "key"),
+    [
+        ({"enabeld": True}, r"sampling\.enabeld: unknown key"),
+        ({"band": 0.9}, r"sampling\.band"),
+        ({"band": -0.1}, r"sampling\.band"),
+        ({"random_per_day": -1}, r"sampling\.random_per_day"),
+        ({"uncertain_per_day": 10**6}, r"sampling\.uncertain_per_day"),
+        ({"uncertain_per_day": 1.5}, r"sampling\.uncertain_per_day"),
+        ({"min_interval_s": 10**6}, r"sampling\.min_interval_s"),
+        ({"enabled": "often"}, r"sampling\.enabled"),
+    ],
+)
 def test_bad_sampling_config_names_the_key(table: dict[str, Any], key: str) -> None:
     with pytest.raises(ConfigError, match=key):
         config_with(table)
@@ -423,21 +472,39 @@ def parse(payload: bytes) -> dict[str, Any]:
 def test_calibrate_command_is_accepted() -> None:
     body = parse(b'{"request_id": "site-1", "duration_s": 600, "max_fps": 1.5, "rois": ["a"]}')
     job = CalibrationJob.from_command(body, ROIS)
-    assert (job.duration_s, job.max_fps, [r.id for r in job.rois]) == (600, 1.5,
-                                                                      ["lane1", "lane_2"])
+    assert (job.duration_s, job.max_fps, [r.id for r in job.rois]) == (
+        600,
+        1.5,
+        ["lane1", "lane_2"],
+    )
     assert CalibrationJob.from_command(parse(b'{"duration_s": 60}'), ROIS).max_fps == 2.0
 
 
-@pytest.mark.parametrize("payload", [
-    b'{"duration_s": 1000000000}', b'{"duration_s": 1e9}', b'{"duration_s": -1}',
-    b'{"duration_s": "60"}', b'{"duration_s": true}', b'{"duration_s": null}',
-    b'{"duration_s": NaN}', b'{"duration_s": Infinity}', b'{}', b'',
-    b'{"duration_s": 60, "max_fps": 100}', b'{"duration_s": 60, "max_fps": 0}',
-    b'{"duration_s": 60, "max_fps": "fast"}', b'{"duration_s": 60, "rois": "lane1"}',
-    b'{"duration_s": 60, "rois": [1, 2]}', b'{"duration_s": 60, "rois": ["x"], "all": 1}',
-    b'{"duration_s": 60, "request_id": "' + b"r" * 65 + b'"}', b'[60]', b'"60"',
-    b'{"duration_s": 60, "rois": [' + b",".join([b'"a"'] * 17) + b"]}",
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'{"duration_s": 1000000000}',
+        b'{"duration_s": 1e9}',
+        b'{"duration_s": -1}',
+        b'{"duration_s": "60"}',
+        b'{"duration_s": true}',
+        b'{"duration_s": null}',
+        b'{"duration_s": NaN}',
+        b'{"duration_s": Infinity}',
+        b"{}",
+        b"",
+        b'{"duration_s": 60, "max_fps": 100}',
+        b'{"duration_s": 60, "max_fps": 0}',
+        b'{"duration_s": 60, "max_fps": "fast"}',
+        b'{"duration_s": 60, "rois": "lane1"}',
+        b'{"duration_s": 60, "rois": [1, 2]}',
+        b'{"duration_s": 60, "rois": ["x"], "all": 1}',
+        b'{"duration_s": 60, "request_id": "' + b"r" * 65 + b'"}',
+        b"[60]",
+        b'"60"',
+        b'{"duration_s": 60, "rois": [' + b",".join([b'"a"'] * 17) + b"]}",
+    ],
+)
 def test_hostile_calibrate_commands_are_rejected(payload: bytes) -> None:
     with pytest.raises(MessageError, match="calibrate|JSON|json|object|not allowed"):
         parse(payload)
@@ -467,7 +534,8 @@ min_interval_s = 0
 
 @pytest.mark.slow
 def test_unit_publishes_sampled_and_calibration_crops_with_provenance(
-        tmp_path: Path, make_video: Callable[..., Path]) -> None:
+    tmp_path: Path, make_video: Callable[..., Path]
+) -> None:
     import cv2
 
     from edge.app.compose import Unit
@@ -501,10 +569,14 @@ def test_unit_publishes_sampled_and_calibration_crops_with_provenance(
                 # a calibration run, asked for by the control room; a hostile one is refused
                 cr = connect_client(broker, "controlroom-commander")
                 cr.loop_start()
-                for body in (b'{"duration_s": 1000000000}', b'{"duration_s": "2"}',
-                             b'{"duration_s": 1.5, "max_fps": 4, "request_id": "site-1"}'):
-                    cr.publish(f"phonewatch/{UNIT_A}/cmd/calibrate", body,
-                               qos=1).wait_for_publish(5)
+                for body in (
+                    b'{"duration_s": 1000000000}',
+                    b'{"duration_s": "2"}',
+                    b'{"duration_s": 1.5, "max_fps": 4, "request_id": "site-1"}',
+                ):
+                    cr.publish(f"phonewatch/{UNIT_A}/cmd/calibrate", body, qos=1).wait_for_publish(
+                        5
+                    )
                 assert wait_until(lambda: sampler.stats()["sample_calibration"] >= 2, 20)
                 assert wait_until(lambda: not sampler.calibrating and sampler.is_settled, 20)
                 n_cal = sampler.stats()["sample_calibration"]

@@ -8,8 +8,11 @@ from edge.app.stats import Series, grid, table
 
 
 def test_grid_pads_each_column_to_its_widest_cell() -> None:
-    out = grid([("parse", "26.30", "37356"), ("serial source (pty)", "4.1", "9")],
-               header=("path", "CPU ms", "per s"), title="GPS")
+    out = grid(
+        [("parse", "26.30", "37356"), ("serial source (pty)", "4.1", "9")],
+        header=("path", "CPU ms", "per s"),
+        title="GPS",
+    )
     lines = out.splitlines()
     assert lines[0] == "GPS"
     assert lines[1] == lines[3] == lines[-1] == "+---------------------+--------+-------+"
@@ -29,7 +32,8 @@ def test_grid_refuses_ragged_rows_and_a_bad_alignment() -> None:
 
 def test_table_is_a_two_column_grid() -> None:
     assert table([("frames", "120"), ("fps", "25.0")], title="run") == (
-        "run\n+--------+------+\n| frames |  120 |\n| fps    | 25.0 |\n+--------+------+")
+        "run\n+--------+------+\n| frames |  120 |\n| fps    | 25.0 |\n+--------+------+"
+    )
 
 
 def test_series_percentiles_cover_the_last_samples_only() -> None:

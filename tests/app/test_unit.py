@@ -19,13 +19,15 @@ from tests.waiting import wait_until
 
 
 def unit_cfg(tmp_path: Path, video: Path, model: Path, *, loop: bool = True) -> Config:
-    return parse_config({
-        "unit": {"id": "sd-test", "data_dir": str(tmp_path / "unit")},
-        "camera": {"type": "replay", "path": str(video), "loop": loop, "speed": 1.0},
-        "rois": [{"id": "a", "rect": [0.1, 0.1, 0.5, 0.9]}],
-        "model": {"path": str(model), "accelerator": "cpu"},
-        "stats": {"log_interval_s": 0.5},
-    })
+    return parse_config(
+        {
+            "unit": {"id": "sd-test", "data_dir": str(tmp_path / "unit")},
+            "camera": {"type": "replay", "path": str(video), "loop": loop, "speed": 1.0},
+            "rois": [{"id": "a", "rect": [0.1, 0.1, 0.5, 0.9]}],
+            "model": {"path": str(model), "accelerator": "cpu"},
+            "stats": {"log_interval_s": 0.5},
+        }
+    )
 
 
 @pytest.fixture
@@ -57,15 +59,17 @@ def notify_socket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[l
 
 @pytest.mark.slow
 def test_ready_then_watchdog_while_frames_flow_then_stopping(
-        tmp_path: Path, make_video: Callable[..., Path], brightness_model: Path,
-        notify_socket: list[str]) -> None:
+    tmp_path: Path,
+    make_video: Callable[..., Path],
+    brightness_model: Path,
+    notify_socket: list[str],
+) -> None:
     video = make_video([90] * 20, fps=25.0)
     with Unit(unit_cfg(tmp_path, video, brightness_model)) as unit:
         snap = unit.run(max_s=1.5)
     assert snap["frames_processed"] > 10
     # the listener thread may still be reading the last datagrams
-    wait_until(lambda: "STOPPING=1" in notify_socket and notify_socket.count("WATCHDOG=1") >= 3,
-               5)
+    wait_until(lambda: "STOPPING=1" in notify_socket and notify_socket.count("WATCHDOG=1") >= 3, 5)
     assert "READY=1" in notify_socket
     assert notify_socket.count("WATCHDOG=1") >= 3
     assert "STOPPING=1" in notify_socket
@@ -73,9 +77,13 @@ def test_ready_then_watchdog_while_frames_flow_then_stopping(
 
 
 @pytest.mark.slow
-def test_no_frames_no_watchdog(tmp_path: Path, make_video: Callable[..., Path],
-                               brightness_model: Path, notify_socket: list[str],
-                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_frames_no_watchdog(
+    tmp_path: Path,
+    make_video: Callable[..., Path],
+    brightness_model: Path,
+    notify_socket: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     video = make_video([90] * 20, fps=25.0)
     with Unit(unit_cfg(tmp_path, video, brightness_model)) as unit:
         assert unit.pipeline is not None
@@ -94,14 +102,16 @@ def test_no_frames_no_watchdog(tmp_path: Path, make_video: Callable[..., Path],
 
 
 def patrol_cfg(tmp_path: Path, video: Path, model: Path, **gpio: object) -> Config:
-    return parse_config({
-        "unit": {"id": "patrol-test", "mode": "patrol", "data_dir": str(tmp_path / "unit")},
-        "camera": {"type": "replay", "path": str(video), "speed": 1.0},
-        "rois": [{"id": "windscreen", "rect": [0.1, 0.1, 0.5, 0.9], "margin": 0.0}],
-        "model": {"path": str(model), "accelerator": "cpu"},
-        "decider": {"window": 4, "min_frames": 3, "cooldown_s": 0},
-        "gpio": {"pattern_scale": 0.05, **gpio},
-    })
+    return parse_config(
+        {
+            "unit": {"id": "patrol-test", "mode": "patrol", "data_dir": str(tmp_path / "unit")},
+            "camera": {"type": "replay", "path": str(video), "speed": 1.0},
+            "rois": [{"id": "windscreen", "rect": [0.1, 0.1, 0.5, 0.9], "margin": 0.0}],
+            "model": {"path": str(model), "accelerator": "cpu"},
+            "decider": {"window": 4, "min_frames": 3, "cooldown_s": 0},
+            "gpio": {"pattern_scale": 0.05, **gpio},
+        }
+    )
 
 
 @pytest.fixture
@@ -118,8 +128,8 @@ def mock_pins(monkeypatch: pytest.MonkeyPatch) -> Iterator[MockFactory]:
 
 @pytest.mark.slow
 def test_patrol_hit_sounds_the_buzzer_on_the_mapped_pin(
-        tmp_path: Path, make_video: Callable[..., Path], brightness_model: Path,
-        mock_pins: MockFactory) -> None:
+    tmp_path: Path, make_video: Callable[..., Path], brightness_model: Path, mock_pins: MockFactory
+) -> None:
     video = make_video([20] * 5 + [240] * 10 + [20] * 10, box=(0.1, 0.1, 0.5, 0.9), fps=25.0)
     buzzer = mock_pins.pin(27)  # hardware/pinmap.toml: signals.buzzer
     with Unit(patrol_cfg(tmp_path, video, brightness_model)) as unit:
@@ -134,8 +144,8 @@ def test_patrol_hit_sounds_the_buzzer_on_the_mapped_pin(
 
 
 def test_ignition_off_ends_the_run_and_requests_power_off(
-        tmp_path: Path, make_video: Callable[..., Path], brightness_model: Path,
-        mock_pins: MockFactory) -> None:
+    tmp_path: Path, make_video: Callable[..., Path], brightness_model: Path, mock_pins: MockFactory
+) -> None:
     video = make_video([60] * 10, fps=25.0)
     ignition = mock_pins.pin(23)  # signals.ignition
     ignition.drive_high()
@@ -152,7 +162,8 @@ def test_ignition_off_ends_the_run_and_requests_power_off(
 
 
 def test_one_alert_id_on_disk_in_the_log_and_on_the_wire(
-        tmp_path: Path, make_video: Callable[..., Path], brightness_model: Path) -> None:
+    tmp_path: Path, make_video: Callable[..., Path], brightness_model: Path
+) -> None:
     """The id the dashboard shows (<unit>-<seq>) names the evidence on the unit too, and a
     JSON-lines sink records the same id, sequence number, time and GPS state as the uplink
     would (the app stamps them on the detection, not the uplink)."""
@@ -161,13 +172,15 @@ def test_one_alert_id_on_disk_in_the_log_and_on_the_wire(
     from edge.adapters.sinks import MemorySink
 
     video = make_video([20] * 10 + [240] * 12 + [20] * 10, box=(0.1, 0.2, 0.4, 0.8))
-    cfg = parse_config({
-        "unit": {"id": "jn-0001", "data_dir": str(tmp_path / "unit")},
-        "camera": {"type": "replay", "path": str(video), "speed": 0.0},
-        "rois": [{"id": "left", "rect": [0.1, 0.2, 0.4, 0.8]}],
-        "model": {"path": str(brightness_model), "accelerator": "cpu"},
-        "decider": {"window": 6, "min_frames": 3, "cooldown_s": 0},
-    })
+    cfg = parse_config(
+        {
+            "unit": {"id": "jn-0001", "data_dir": str(tmp_path / "unit")},
+            "camera": {"type": "replay", "path": str(video), "speed": 0.0},
+            "rois": [{"id": "left", "rect": [0.1, 0.2, 0.4, 0.8]}],
+            "model": {"path": str(brightness_model), "accelerator": "cpu"},
+            "decider": {"window": 6, "min_frames": 3, "cooldown_s": 0},
+        }
+    )
     seen = MemorySink()
     with Unit(cfg, lossless=True, extra_sink=seen) as unit:
         unit.run()

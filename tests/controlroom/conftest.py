@@ -39,17 +39,34 @@ from edge.core import messages as m
 from edge.core.ports import Detection, EvidenceRecord
 from tests.waiting import wait_until
 
-FIX = {"time": "2026-05-01T10:20:30.5Z", "lat": 51.5007, "lon": -0.1246, "alt_m": 12.0,
-       "speed_mps": 13.4, "track_deg": 91.5, "mode": "3d", "quality": 1, "hdop": 0.9, "sats": 9,
-       "age_s": 0.3}
+FIX = {
+    "time": "2026-05-01T10:20:30.5Z",
+    "lat": 51.5007,
+    "lon": -0.1246,
+    "alt_m": 12.0,
+    "speed_mps": 13.4,
+    "track_deg": 91.5,
+    "mode": "3d",
+    "quality": 1,
+    "hdop": 0.9,
+    "sats": 9,
+    "age_s": 0.3,
+}
 
 
 def status_and_heartbeat(unit: str, now: float) -> tuple[dict[str, Any], dict[str, Any]]:
     """A unit's ``online`` status and a typical heartbeat, as the unit builds them."""
-    hb = m.build_heartbeat(unit, t_wall_s=now, uptime_s=5.0,
-                           pipeline={"fps": 14.5, "dropped_frames": 7}, outbox_depth=3,
-                           evidence_pruned=0, alerts_pruned=0, gps_state="3d-fix",
-                           cpu_temp_c=48.5)
+    hb = m.build_heartbeat(
+        unit,
+        t_wall_s=now,
+        uptime_s=5.0,
+        pipeline={"fps": 14.5, "dropped_frames": 7},
+        outbox_depth=3,
+        evidence_pruned=0,
+        alerts_pruned=0,
+        gps_state="3d-fix",
+        cpu_temp_c=48.5,
+    )
     return m.build_status(unit, "online", t_wall_s=now, software="0.1.0"), hb
 
 
@@ -62,14 +79,14 @@ def jpeg_bytes(seed: int = 0, size_px: tuple[int, int] = (64, 48)) -> bytes:
 
 
 def raw_pub_b64(key: Ed25519PrivateKey) -> str:
-    raw = key.public_key().public_bytes(serialization.Encoding.Raw,
-                                        serialization.PublicFormat.Raw)
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return base64.b64encode(raw).decode()
 
 
 def pub_pem(key: Ed25519PrivateKey) -> bytes:
-    return key.public_key().public_bytes(serialization.Encoding.PEM,
-                                         serialization.PublicFormat.SubjectPublicKeyInfo)
+    return key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
 
 
 @dataclass
@@ -85,23 +102,44 @@ class Unit:
         """The driver-window crop JPEG of alert ``seq`` (its hash is in the signed alert)."""
         return jpeg_bytes(10_000 + seq, size_px=(32, 24))
 
-    def alert(self, *, seq: int | None = None, jpeg: bytes | None = None,
-              fix: dict[str, Any] | None = FIX, score: float = 0.93,
-              t_wall_s: float | None = None, sign: bool = True) -> tuple[bytes, bytes]:
+    def alert(
+        self,
+        *,
+        seq: int | None = None,
+        jpeg: bytes | None = None,
+        fix: dict[str, Any] | None = FIX,
+        score: float = 0.93,
+        t_wall_s: float | None = None,
+        sign: bool = True,
+    ) -> tuple[bytes, bytes]:
         """(alert payload, evidence JPEG)."""
         seq = next(self.seq) if seq is None else seq
         jpeg = jpeg if jpeg is not None else jpeg_bytes(seq)
         crop = self.crop(seq)
-        ev = EvidenceRecord(alert_id=f"local-{seq}", frame_path="/nonexistent/frame.jpg",
-                            frame_sha256=hashlib.sha256(jpeg).hexdigest(),
-                            frame_bytes=len(jpeg), crop_path="/nonexistent/crop.jpg",
-                            crop_sha256=hashlib.sha256(crop).hexdigest(), crop_bytes=len(crop))
-        det = Detection(alert_id=f"local-{seq}", roi_id="lane1", score=score, frames_over=5,
-                        window=8, frame_index=10 * seq,
-                        t_wall_s=time.time() if t_wall_s is None else t_wall_s,
-                        t_mono_s=time.monotonic(), model_name="phone-cls",
-                        model_version="1.2.0", model_sha256="ab" * 32, threshold=0.7,
-                        evidence=ev)
+        ev = EvidenceRecord(
+            alert_id=f"local-{seq}",
+            frame_path="/nonexistent/frame.jpg",
+            frame_sha256=hashlib.sha256(jpeg).hexdigest(),
+            frame_bytes=len(jpeg),
+            crop_path="/nonexistent/crop.jpg",
+            crop_sha256=hashlib.sha256(crop).hexdigest(),
+            crop_bytes=len(crop),
+        )
+        det = Detection(
+            alert_id=f"local-{seq}",
+            roi_id="lane1",
+            score=score,
+            frames_over=5,
+            window=8,
+            frame_index=10 * seq,
+            t_wall_s=time.time() if t_wall_s is None else t_wall_s,
+            t_mono_s=time.monotonic(),
+            model_name="phone-cls",
+            model_version="1.2.0",
+            model_sha256="ab" * 32,
+            threshold=0.7,
+            evidence=ev,
+        )
         det = m.stamp_detection(det, fix=fix, gps_state="fix", max_fix_age_s=2.0)
         alert = m.build_alert(det, unit=self.unit_id, seq=seq)
         if sign:
@@ -137,9 +175,12 @@ def unit_a(engine: Engine) -> Unit:
 
 
 def mqtt_cfg(broker: LocalBroker, **kw: Any) -> MqttConfig:
-    settings: dict[str, Any] = {"host": broker.host, "port": broker.port,
-                                "client_id": f"cr-{uuid.uuid4().hex[:8]}",
-                                "share_group": f"g{uuid.uuid4().hex[:6]}"}
+    settings: dict[str, Any] = {
+        "host": broker.host,
+        "port": broker.port,
+        "client_id": f"cr-{uuid.uuid4().hex[:8]}",
+        "share_group": f"g{uuid.uuid4().hex[:6]}",
+    }
     settings.update(kw)
     return MqttConfig(**settings)
 
@@ -155,17 +196,26 @@ def receiver(broker: LocalBroker, engine: Engine, unit_a: Unit) -> Iterator[Rece
 
 class Publisher:
     def __init__(self, broker: LocalBroker, client_id: str = "test-pub") -> None:
-        self.client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2,
-                                  client_id=f"{client_id}-{uuid.uuid4().hex[:6]}",
-                                  protocol=mqtt.MQTTv5)
+        self.client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=f"{client_id}-{uuid.uuid4().hex[:6]}",
+            protocol=mqtt.MQTTv5,
+        )
         self.client.max_inflight_messages_set(1000)
         self.client.max_queued_messages_set(0)
         self.client.connect(broker.host, broker.port)
         self.client.loop_start()
 
-    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False,
-                wait: bool = True,
-                user_properties: Sequence[tuple[str, str]] = ()) -> mqtt.MQTTMessageInfo:
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        wait: bool = True,
+        user_properties: Sequence[tuple[str, str]] = (),
+    ) -> mqtt.MQTTMessageInfo:
         props = None
         if user_properties:
             props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]  # paho: untyped
@@ -226,20 +276,61 @@ def postgres_url() -> Iterator[str]:
             os.chmod(p, os.stat(p).st_mode | 0o011)
     port = free_port()
     try:
-        subprocess.run([*run_as, str(bindir / "initdb"), "-D", str(data), "-U", "pw",
-                        "--auth=trust", "-E", "UTF8", "--no-sync"],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [
+                *run_as,
+                str(bindir / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "pw",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+            check=True,
+            capture_output=True,
+        )
         opts = f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off"
-        subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-o", opts, "-w",
-                        "-l", str(base / "pg.log"), "start"], check=True, capture_output=True)
+        subprocess.run(
+            [
+                *run_as,
+                str(bindir / "pg_ctl"),
+                "-D",
+                str(data),
+                "-o",
+                opts,
+                "-w",
+                "-l",
+                str(base / "pg.log"),
+                "start",
+            ],
+            check=True,
+            capture_output=True,
+        )
         try:
-            subprocess.run([str(bindir.parent / "bin" / "createdb"), "-h", "127.0.0.1", "-p",
-                            str(port), "-U", "pw", "phonewatch"], check=True,
-                           capture_output=True)
+            subprocess.run(
+                [
+                    str(bindir.parent / "bin" / "createdb"),
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(port),
+                    "-U",
+                    "pw",
+                    "phonewatch",
+                ],
+                check=True,
+                capture_output=True,
+            )
             yield f"postgresql+psycopg://pw@127.0.0.1:{port}/phonewatch"
         finally:
-            subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-m",
-                            "immediate", "stop"], capture_output=True, check=False)
+            subprocess.run(
+                [*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                capture_output=True,
+                check=False,
+            )
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
@@ -248,9 +339,13 @@ def _drop_pg_database(admin: Engine, name: str) -> bool:
     """One attempt, on a new connection: end the database's sessions, then drop it."""
     try:
         with admin.connect() as conn:
-            conn.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                 "WHERE datname = :name AND pid <> pg_backend_pid()"),
-                         {"name": name})
+            conn.execute(
+                sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = :name AND pid <> pg_backend_pid()"
+                ),
+                {"name": name},
+            )
             conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         return True
     except sa.exc.OperationalError:  # the connection was lost: a fresh one next time
@@ -271,8 +366,9 @@ def pg_database(base_url: str, prefix: str = "t") -> Iterator[str]:
         try:
             yield base_url.rsplit("/", 1)[0] + "/" + name
         finally:
-            assert wait_until(lambda: _drop_pg_database(admin, name), timeout_s=60,
-                              step_s=0.2), f"could not drop database {name}"
+            assert wait_until(lambda: _drop_pg_database(admin, name), timeout_s=60, step_s=0.2), (
+                f"could not drop database {name}"
+            )
     finally:
         admin.dispose()
 
@@ -280,9 +376,16 @@ def pg_database(base_url: str, prefix: str = "t") -> Iterator[str]:
 # ---------------------------------------------------------------- a real browser
 
 CHROMIUM = os.environ.get("PHONEWATCH_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 """Debian's chromium, driven by Playwright (no browser download); the background-networking
 flags keep it from calling out of a closed network."""
 

@@ -26,10 +26,19 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def room(tmp_path: Path, broker: LocalBroker) -> Iterator[ControlRoom]:
-    cfg = parse_config({"database": {"url": "sqlite:///cr.sqlite"},
-                        "mqtt": {"host": broker.host, "port": broker.port,
-                                 "client_id": "cr-browser", "share_group": "browser"},
-                        "web": {"port": 0, "live_poll_s": 0.1}}, base_dir=tmp_path)
+    cfg = parse_config(
+        {
+            "database": {"url": "sqlite:///cr.sqlite"},
+            "mqtt": {
+                "host": broker.host,
+                "port": broker.port,
+                "client_id": "cr-browser",
+                "share_group": "browser",
+            },
+            "web": {"port": 0, "live_poll_s": 0.1},
+        },
+        base_dir=tmp_path,
+    )
     r = ControlRoom(cfg)
     try:
         users.add_user(r.engine, "alice", PASSWORD)
@@ -41,8 +50,9 @@ def room(tmp_path: Path, broker: LocalBroker) -> Iterator[ControlRoom]:
         r.close()
 
 
-def test_login_live_alert_review_export_verify(browser: Any, room: ControlRoom,
-                                               publisher: Publisher, tmp_path: Path) -> None:
+def test_login_live_alert_review_export_verify(
+    browser: Any, room: ControlRoom, publisher: Publisher, tmp_path: Path
+) -> None:
     unit = Unit("unit-web", generate_key())
     db.upsert_unit(room.engine, unit.unit_id, raw_pub_b64(unit.key), "0" * 16)
     assert room.receiver is not None
@@ -51,8 +61,7 @@ def test_login_live_alert_review_export_verify(browser: Any, room: ControlRoom,
     page = browser.new_page(accept_downloads=True)
     page.set_default_timeout(10_000)
     console_errors: list[str] = []
-    page.on("console", lambda msg: console_errors.append(msg.text) if msg.type == "error"
-            else None)
+    page.on("console", lambda msg: console_errors.append(msg.text) if msg.type == "error" else None)
     page.on("pageerror", lambda exc: console_errors.append(str(exc)))
     page.goto(room.url)
     assert "/login" in page.url
@@ -79,11 +88,11 @@ def test_login_live_alert_review_export_verify(browser: Any, room: ControlRoom,
     assert "age 0.3 s" in page.locator("#fix-quality").inner_text()
     page.wait_for_function(
         "document.getElementById('evidence').complete && "
-        "document.getElementById('evidence').naturalWidth > 0")
+        "document.getElementById('evidence').naturalWidth > 0"
+    )
     assert page.eval_on_selector("#evidence", "e => e.naturalWidth") == 64
     # no tile server configured: a note saying so and how, and links to a map app
-    assert "No map is shown: no tile server is configured" in page.locator("#no-tiles"
-                                                                          ).inner_text()
+    assert "No map is shown: no tile server is configured" in page.locator("#no-tiles").inner_text()
     assert page.get_attribute("#geo-link", "href") == "geo:51.500700,-0.124600"
 
     page.fill("textarea[name=note]", "phone at the ear, clear view")

@@ -44,9 +44,11 @@ class Listener:
     def __init__(self, broker: LocalBroker, topic: str = "phonewatch/+/cmd/+") -> None:
         self.got: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
         self.ready = False
-        self.client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2,
-                                  client_id=f"listen-{uuid.uuid4().hex[:6]}",
-                                  protocol=mqtt.MQTTv5)
+        self.client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=f"listen-{uuid.uuid4().hex[:6]}",
+            protocol=mqtt.MQTTv5,
+        )
         self.client.on_message = lambda c, u, msg: self.got.put(msg)
         self.client.on_subscribe = lambda *a: setattr(self, "ready", True)
         self.client.connect(broker.host, broker.port)
@@ -71,8 +73,9 @@ class Listener:
 
 def snapshot_detail(conn: sa.Connection) -> dict[str, Any]:
     """The audit detail of the (first) snapshot command."""
-    raw = conn.execute(sa.select(db.audit.c.detail).where(
-        db.audit.c.action == "cmd_snapshot")).scalar()
+    raw = conn.execute(
+        sa.select(db.audit.c.detail).where(db.audit.c.action == "cmd_snapshot")
+    ).scalar()
     assert raw is not None
     detail: dict[str, Any] = json.loads(raw)
     return detail
@@ -110,8 +113,9 @@ def command_schema(name: str) -> dict[str, Any]:
     return {"$defs": schema["$defs"], "$ref": f"#/$defs/{name}"}
 
 
-def test_each_command_form_publishes_exactly_its_json(client: Any, listener: Listener,
-                                                      engine: Engine) -> None:
+def test_each_command_form_publishes_exactly_its_json(
+    client: Any, listener: Listener, engine: Engine
+) -> None:
     token = login(client)
     page = client.get("/units").text
     for name in ("snapshot", "collect", "mute"):
@@ -131,8 +135,9 @@ def test_each_command_form_publishes_exactly_its_json(client: Any, listener: Lis
     assert "Snapshot request sent to unit-a" in client.get("/units").text  # flash, once
     assert "Snapshot request sent" not in client.get("/units").text
 
-    r = client.post("/units/unit-a/cmd/collect", data={"csrf": token, "count": "25",
-                                                       "interval_s": "2"})
+    r = client.post(
+        "/units/unit-a/cmd/collect", data={"csrf": token, "count": "25", "interval_s": "2"}
+    )
     assert r.status_code == 200
     assert "Collect 25 crops sent to unit-a" in r.text
     msg = listener.one()
@@ -141,15 +146,18 @@ def test_each_command_form_publishes_exactly_its_json(client: Any, listener: Lis
     assert msg.qos == 1
     assert not msg.retain
     assert collect == {"request_id": collect["request_id"], "count": 25, "interval_s": 2}
-    client.post("/units/unit-a/cmd/collect", data={"csrf": token, "count": "500",
-                                                   "interval_s": "0.5"})
+    client.post(
+        "/units/unit-a/cmd/collect", data={"csrf": token, "count": "500", "interval_s": "0.5"}
+    )
     assert json.loads(listener.one().payload)["interval_s"] == 0.5
 
     bodies = {"snapshot": body, "collect": collect}
     for minutes, seconds in (("10", 600), ("0", 0), ("1440", 86400)):
-        r = client.post("/units/unit-a/cmd/mute", data={"csrf": token, "minutes": minutes,
-                                                        "back": "unit"},
-                        follow_redirects=False)
+        r = client.post(
+            "/units/unit-a/cmd/mute",
+            data={"csrf": token, "minutes": minutes, "back": "unit"},
+            follow_redirects=False,
+        )
         assert r.status_code == 303
         assert r.headers["location"] == "/units/unit-a"
         msg = listener.one()
@@ -167,12 +175,18 @@ def test_each_command_form_publishes_exactly_its_json(client: Any, listener: Lis
     for name, b in bodies.items():
         jsonschema.validate(b, command_schema(name))
         if name in m.COMMANDS:
-            assert m.parse_command(topics.cmd(name), json.dumps(b).encode(),
-                                   topics=topics) == (name, b)
+            assert m.parse_command(topics.cmd(name), json.dumps(b).encode(), topics=topics) == (
+                name,
+                b,
+            )
 
     actions = [a for a in audit_actions(engine) if a[1].startswith("cmd_")]
-    assert actions == [("alice", "cmd_snapshot", "unit-a")] + [
-        ("alice", "cmd_collect", "unit-a")] * 2 + [("alice", "cmd_mute", "unit-a")] * 3
+    assert (
+        actions
+        == [("alice", "cmd_snapshot", "unit-a")]
+        + [("alice", "cmd_collect", "unit-a")] * 2
+        + [("alice", "cmd_mute", "unit-a")] * 3
+    )
     with engine.connect() as conn:
         detail = snapshot_detail(conn)
     assert detail["sent"] is True
@@ -180,7 +194,8 @@ def test_each_command_form_publishes_exactly_its_json(client: Any, listener: Lis
 
 
 def test_commands_refused_without_csrf_for_unknown_units_and_bad_input(
-        client: Any, listener: Listener, engine: Engine) -> None:
+    client: Any, listener: Listener, engine: Engine
+) -> None:
     token = login(client)
     for data in ({}, {"csrf": "forged"}):
         r = client.post("/units/unit-a/cmd/snapshot", data=data)
@@ -189,13 +204,19 @@ def test_commands_refused_without_csrf_for_unknown_units_and_bad_input(
     assert r.status_code == 404
     assert "no registered unit" in r.text
     assert client.post("/units/unit-a/cmd/reboot", data={"csrf": token}).status_code == 404
-    bad = [("collect", {"count": "0"}), ("collect", {"count": "501"}),
-           ("collect", {"count": "abc"}), ("collect", {"count": "2.5"}),
-           ("collect", {"count": ""}), ("collect", {"count": "5", "interval_s": "0.1"}),
-           ("collect", {"count": "5", "interval_s": "nan"}),
-           ("collect", {"count": "5", "interval_s": "3601"}),
-           ("mute", {"minutes": "-1"}), ("mute", {"minutes": "1441"}),
-           ("mute", {"minutes": "ten"})]
+    bad = [
+        ("collect", {"count": "0"}),
+        ("collect", {"count": "501"}),
+        ("collect", {"count": "abc"}),
+        ("collect", {"count": "2.5"}),
+        ("collect", {"count": ""}),
+        ("collect", {"count": "5", "interval_s": "0.1"}),
+        ("collect", {"count": "5", "interval_s": "nan"}),
+        ("collect", {"count": "5", "interval_s": "3601"}),
+        ("mute", {"minutes": "-1"}),
+        ("mute", {"minutes": "1441"}),
+        ("mute", {"minutes": "ten"}),
+    ]
     for name, data in bad:
         r = client.post(f"/units/unit-a/cmd/{name}", data={"csrf": token, **data})
         assert r.status_code == 400, (name, data, r.text)
@@ -204,9 +225,9 @@ def test_commands_refused_without_csrf_for_unknown_units_and_bad_input(
     assert not [a for a in audit_actions(engine) if a[1].startswith("cmd_")]
 
 
-def test_no_broker_connection_says_so_and_sends_nothing(cfg: Config, engine: Engine,
-                                                        operators: None, broker: LocalBroker,
-                                                        listener: Listener) -> None:
+def test_no_broker_connection_says_so_and_sends_nothing(
+    cfg: Config, engine: Engine, operators: None, broker: LocalBroker, listener: Listener
+) -> None:
     from fastapi.testclient import TestClient
 
     dead = CommandPublisher(mqtt_cfg(broker, port=1)).start()  # nothing listens on port 1
@@ -226,7 +247,8 @@ def test_no_broker_connection_says_so_and_sends_nothing(cfg: Config, engine: Eng
 
 
 def test_a_command_no_session_subscribes_to_is_reported_not_sent(
-        client: Any, engine: Engine, broker: LocalBroker) -> None:
+    client: Any, engine: Engine, broker: LocalBroker
+) -> None:
     # A unit registered but never connected: no session on the broker subscribes to its
     # commands, so the broker drops the command (PUBACK "No matching subscribers").
     db.upsert_unit(engine, "unit-new", "B" * 43 + "=", "0" * 16)
@@ -243,8 +265,11 @@ def test_a_command_no_session_subscribes_to_is_reported_not_sent(
     subscribed = []
 
     def unit_session() -> mqtt.Client:
-        c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="unit-new",
-                        protocol=mqtt.MQTTv5)
+        c = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id="unit-new",
+            protocol=mqtt.MQTTv5,
+        )
         c.on_message = lambda cl, u, msg: got.put(msg)
         c.on_subscribe = lambda *a: subscribed.append(1)
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho: untyped
@@ -271,10 +296,16 @@ def test_a_command_no_session_subscribes_to_is_reported_not_sent(
 
 
 def test_dashboard_without_receiver_publishes_on_its_own_connection(
-        tmp_path: Path, broker: LocalBroker, listener: Listener) -> None:
-    cfg = parse_config({"database": {"url": "sqlite:///cr.sqlite"},
-                        "mqtt": {"host": broker.host, "port": broker.port},
-                        "web": {"port": 0}}, base_dir=tmp_path)
+    tmp_path: Path, broker: LocalBroker, listener: Listener
+) -> None:
+    cfg = parse_config(
+        {
+            "database": {"url": "sqlite:///cr.sqlite"},
+            "mqtt": {"host": broker.host, "port": broker.port},
+            "web": {"port": 0},
+        },
+        base_dir=tmp_path,
+    )
     room = ControlRoom(cfg, receiver=False, retention=False)
     try:
         users.add_user(room.engine, "alice", PASSWORD)
@@ -286,8 +317,11 @@ def test_dashboard_without_receiver_publishes_on_its_own_connection(
 
         with httpx.Client(base_url=room.url.rstrip("/"), timeout=10) as c:
             token = login(c)
-            r = c.post("/units/unit-b/cmd/mute", data={"csrf": token, "minutes": "5"},
-                       follow_redirects=True)
+            r = c.post(
+                "/units/unit-b/cmd/mute",
+                data={"csrf": token, "minutes": "5"},
+                follow_redirects=True,
+            )
             assert "Mute for 5 min sent to unit-b" in r.text
         msg = listener.one()
         assert msg.topic == "phonewatch/unit-b/cmd/mute"
@@ -300,7 +334,8 @@ def test_dashboard_without_receiver_publishes_on_its_own_connection(
 
 
 def test_snapshot_from_a_unit_is_shown_and_bad_ones_are_counted(
-        client: Any, receiver: Receiver, publisher: Publisher, engine: Engine) -> None:
+    client: Any, receiver: Receiver, publisher: Publisher, engine: Engine
+) -> None:
     login(client)
     assert client.get("/units/unit-a/snapshot.jpg").status_code == 404
     assert "No snapshot yet" in client.get("/units/unit-a").text
@@ -313,15 +348,17 @@ def test_snapshot_from_a_unit_is_shown_and_bad_ones_are_counted(
     assert r.headers["content-type"] == "image/jpeg"
     assert r.headers["cache-control"] == "no-store"
     assert "not tied to a request" in client.get("/units/unit-a").text
-    publisher.publish("phonewatch/unit-a/snapshot", second,
-                      user_properties=[("request_id", "3f2a9c01d4e5")])
+    publisher.publish(
+        "phonewatch/unit-a/snapshot", second, user_properties=[("request_id", "3f2a9c01d4e5")]
+    )
     assert wait_until(lambda: receiver.stats().get("snapshots", 0) >= 2)
     assert client.get("/units/unit-a/snapshot.jpg").content == second  # newest one kept
     assert '<code id="snapshot-request">3f2a9c01d4e5</code>' in client.get("/units/unit-a").text
 
     publisher.publish("phonewatch/unit-a/snapshot", b"GIF89a not a jpeg")
-    publisher.publish("phonewatch/unit-a/snapshot", b"\xff\xd8\xff" + bytes(3 * 1024 * 1024)
-                      + b"\xff\xd9")
+    publisher.publish(
+        "phonewatch/unit-a/snapshot", b"\xff\xd8\xff" + bytes(3 * 1024 * 1024) + b"\xff\xd9"
+    )
     publisher.publish("phonewatch/unit-z/snapshot", first)  # not registered
     assert wait_until(lambda: receiver.stats()["rejected_total"] >= 3)
     assert receiver.stats()["rejected"] == {"not_jpeg": 1, "oversized": 1, "unknown_unit": 1}
@@ -331,8 +368,9 @@ def test_snapshot_from_a_unit_is_shown_and_bad_ones_are_counted(
         assert conn.execute(sa.select(sa.func.count()).select_from(db.snapshots)).scalar() == 1
 
     # A request id that is not a plain token is not stored (nor shown).
-    publisher.publish("phonewatch/unit-a/snapshot", first,
-                      user_properties=[("request_id", "<script>x</script>")])
+    publisher.publish(
+        "phonewatch/unit-a/snapshot", first, user_properties=[("request_id", "<script>x</script>")]
+    )
     assert wait_until(lambda: receiver.stats().get("snapshots", 0) >= 3)
     page = client.get("/units/unit-a").text
     assert "not tied to a request" in page
@@ -349,8 +387,9 @@ def test_snapshot_from_a_unit_is_shown_and_bad_ones_are_counted(
 # ---------------------------------------------------------------- log-in throttling
 
 
-def test_failed_logins_are_throttled_per_user_and_audited(cfg: Config, engine: Engine,
-                                                          operators: None) -> None:
+def test_failed_logins_are_throttled_per_user_and_audited(
+    cfg: Config, engine: Engine, operators: None
+) -> None:
     from fastapi.testclient import TestClient
 
     users.add_user(engine, "bob", PASSWORD)
@@ -358,8 +397,11 @@ def test_failed_logins_are_throttled_per_user_and_audited(cfg: Config, engine: E
         token = csrf_of(c.get("/login").text)
 
         def attempt(user: str, password: str) -> Any:
-            return c.post("/login", data={"username": user, "password": password,
-                                          "csrf": token, "next": "/"}, follow_redirects=False)
+            return c.post(
+                "/login",
+                data={"username": user, "password": password, "csrf": token, "next": "/"},
+                follow_redirects=False,
+            )
 
         # a success resets the count for that user name
         for _ in range(4):
@@ -379,8 +421,7 @@ def test_failed_logins_are_throttled_per_user_and_audited(cfg: Config, engine: E
             attempt("mallory", "guess guess guess")
         assert attempt("mallory", "guess guess guess").status_code == 429
     acts = [a[1] for a in audit_actions(engine) if a[0] == "alice"]
-    assert acts == ["login_failed"] * 4 + ["login"] + [
-        "login_failed"] * 5 + ["login_throttled"]
+    assert acts == ["login_failed"] * 4 + ["login"] + ["login_failed"] * 5 + ["login_throttled"]
 
     # five minutes later the window has passed
     with engine.begin() as conn:
@@ -389,23 +430,29 @@ def test_failed_logins_are_throttled_per_user_and_audited(cfg: Config, engine: E
         assert login(c)
 
 
-def test_failed_logins_are_throttled_per_address(tmp_path: Path, engine: Engine,
-                                                 operators: None) -> None:
+def test_failed_logins_are_throttled_per_address(
+    tmp_path: Path, engine: Engine, operators: None
+) -> None:
     from fastapi.testclient import TestClient
 
     cfg = parse_config({"web": {"login_max_failures_per_ip": 6}}, base_dir=tmp_path)
     with TestClient(create_app(cfg, engine)) as c:
         token = csrf_of(c.get("/login").text)
         for i in range(6):  # different names, one address
-            r = c.post("/login", data={"username": f"guess{i}", "password": "x" * 12,
-                                       "csrf": token})
+            r = c.post(
+                "/login", data={"username": f"guess{i}", "password": "x" * 12, "csrf": token}
+            )
             assert r.status_code == 401
         r = c.post("/login", data={"username": "alice", "password": PASSWORD, "csrf": token})
         assert r.status_code == 429
     assert audit_actions(engine)[-1][:2] == ("alice", "login_throttled")
     with engine.connect() as conn:
-        assert conn.execute(sa.select(db.audit.c.remote).where(
-            db.audit.c.action == "login_throttled")).scalar() == "testclient"
+        assert (
+            conn.execute(
+                sa.select(db.audit.c.remote).where(db.audit.c.action == "login_throttled")
+            ).scalar()
+            == "testclient"
+        )
 
 
 def test_throttle_window_counts_only_recent_failures(engine: Engine) -> None:
@@ -414,9 +461,17 @@ def test_throttle_window_counts_only_recent_failures(engine: Engine) -> None:
     now = time.time()
     with engine.begin() as conn:
         for age in (400, 250, 200, 100, 50):
-            conn.execute(db.audit.insert().values(at=now - age, username="carol",
-                                                  action="login_failed", remote="10.0.0.9"))
-        kw: dict[str, Any] = {"username": "carol", "remote": "10.0.0.9", "now": now,
-                              "window_s": 300.0, "max_per_ip": 100}
+            conn.execute(
+                db.audit.insert().values(
+                    at=now - age, username="carol", action="login_failed", remote="10.0.0.9"
+                )
+            )
+        kw: dict[str, Any] = {
+            "username": "carol",
+            "remote": "10.0.0.9",
+            "now": now,
+            "window_s": 300.0,
+            "max_per_ip": 100,
+        }
         assert login_retry_after_s(conn, max_per_user=5, **kw) == 0  # one is older than 300 s
         assert login_retry_after_s(conn, max_per_user=4, **kw) == pytest.approx(50)

@@ -26,8 +26,10 @@ from controlroom.web.deps import UNDO_WINDOW_S, fmt_time, iso_time
 from tests.controlroom.conftest import Unit, jpeg_bytes
 from tests.controlroom.test_web import HTML, PASSWORD, audit_actions, login, put
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`"),
+]
 JSON = {"Accept": "application/json"}
 
 
@@ -71,33 +73,50 @@ def client(cfg: Config, engine: Engine, ingest: Ingest, sink: FakeSink) -> Itera
 
 def status_of(engine: Engine, aid: str) -> str:
     with engine.connect() as conn:
-        return str(conn.execute(sa.select(db.alerts.c.status).where(
-            db.alerts.c.alert_id == aid)).scalar())
+        return str(
+            conn.execute(sa.select(db.alerts.c.status).where(db.alerts.c.alert_id == aid)).scalar()
+        )
 
 
 def main_of(html: str) -> str:
-    return html[html.index("<main>"):html.index("</main>")]
+    return html[html.index("<main>") : html.index("</main>")]
 
 
 # ---------------------------------------------------------------- errors
 
 
-def test_browser_errors_are_pages_and_api_errors_stay_json(client: Any, ingest: Ingest,
-                                                           unit_a: Unit) -> None:
+def test_browser_errors_are_pages_and_api_errors_stay_json(
+    client: Any, ingest: Ingest, unit_a: Unit
+) -> None:
     aid, _ = put(ingest, unit_a)
     token = login(client)
     client.post(f"/alerts/{aid}/review", data={"action": "reject", "csrf": token})
     cases = [  # (method, path, data, status, words on the page)
-        ("post", f"/alerts/{aid}/review", {"action": "reject", "csrf": token}, 409,
-         f"alert {aid} is already rejected by alice at "),
+        (
+            "post",
+            f"/alerts/{aid}/review",
+            {"action": "reject", "csrf": token},
+            409,
+            f"alert {aid} is already rejected by alice at ",
+        ),
         ("get", "/alerts/unit-a-999", None, 404, "no alert 'unit-a-999'"),
         ("get", "/?since=yesterday", None, 400, "From: 'yesterday' is not a date and time"),
-        ("post", "/units/unit-a/cmd/collect", {"csrf": token, "count": "9999",
-                                               "interval_s": "2"}, 400, "count must be"),
+        (
+            "post",
+            "/units/unit-a/cmd/collect",
+            {"csrf": token, "count": "9999", "interval_s": "2"},
+            400,
+            "count must be",
+        ),
         ("get", "/no/such/page", None, 404, "There is no page at /no/such/page."),
         ("get", "/labels/abc.jpg", None, 422, "label_id: "),
-        ("post", f"/alerts/{aid}/review", {"action": "reject", "csrf": "forged"}, 403,
-         "CSRF token missing or wrong"),
+        (
+            "post",
+            f"/alerts/{aid}/review",
+            {"action": "reject", "csrf": "forged"},
+            403,
+            "CSRF token missing or wrong",
+        ),
     ]
     for method, path, data, status, words in cases:
         r = client.request(method.upper(), path, data=data, headers=HTML)
@@ -106,28 +125,34 @@ def test_browser_errors_are_pages_and_api_errors_stay_json(client: Any, ingest: 
         page = html.unescape(r.text)
         assert words in page or words[:1].upper() + words[1:] in page, (path, main_of(r.text))
         assert '<a href="/queue" id="nav-queue"' in r.text, path  # the normal page, nav too
-        assert ('id="back"' in r.text or 'id="filter-error"' in r.text)
+        assert 'id="back"' in r.text or 'id="filter-error"' in r.text
         assert '"detail"' not in r.text
         r = client.request(method.upper(), path, data=data, headers=JSON)
         detail = r.json()["detail"]  # FastAPI's JSON, unchanged
         assert r.status_code == status, (path, detail)
-        assert words in detail if (isinstance(detail, str) and status != 404) or \
-            path.startswith("/alerts") else detail, (path, detail)
+        assert (
+            words in detail
+            if (isinstance(detail, str) and status != 404) or path.startswith("/alerts")
+            else detail
+        ), (path, detail)
     # the double review points back to the alert
-    r = client.post(f"/alerts/{aid}/review", data={"action": "reject", "csrf": token},
-                    headers=HTML)
+    r = client.post(f"/alerts/{aid}/review", data={"action": "reject", "csrf": token}, headers=HTML)
     assert f'<a class="button" id="back" href="/alerts/{aid}">Back to alert {aid}</a>' in r.text
 
 
-def test_a_bad_filter_re_shows_the_list_and_says_what_is_wrong(client: Any, ingest: Ingest,
-                                                               unit_a: Unit) -> None:
+def test_a_bad_filter_re_shows_the_list_and_says_what_is_wrong(
+    client: Any, ingest: Ingest, unit_a: Unit
+) -> None:
     put(ingest, unit_a)
     login(client)
-    r = client.get("/", params={"since": "2026-05-02T10:00", "until": "2026-05-01T10:00"},
-                   headers=HTML)
+    r = client.get(
+        "/", params={"since": "2026-05-02T10:00", "until": "2026-05-01T10:00"}, headers=HTML
+    )
     assert r.status_code == 400
-    assert ("From (2026-05-02T10:00) is after To (2026-05-01T10:00): no alert can match. "
-            "Swap them, or clear one.") in r.text
+    assert (
+        "From (2026-05-02T10:00) is after To (2026-05-01T10:00): no alert can match. "
+        "Swap them, or clear one."
+    ) in r.text
     assert 'value="2026-05-02T10:00"' in r.text
     assert 'id="filters"' in r.text
     r = client.get("/", params={"since": "2026-05-02T10:00", "until": "2026-05-01T10:00"})
@@ -136,15 +161,18 @@ def test_a_bad_filter_re_shows_the_list_and_says_what_is_wrong(client: Any, inge
     assert client.get("/events", params={"since": "x"}).status_code == 400
 
 
-def test_a_form_post_after_the_session_ended_says_nothing_changed(client: Any, ingest: Ingest,
-                                                                  unit_a: Unit,
-                                                                  engine: Engine) -> None:
+def test_a_form_post_after_the_session_ended_says_nothing_changed(
+    client: Any, ingest: Ingest, unit_a: Unit, engine: Engine
+) -> None:
     aid, _ = put(ingest, unit_a)
     token = login(client)
     with engine.begin() as conn:
         conn.execute(db.web_sessions.delete())
-    r = client.post(f"/alerts/{aid}/review", data={"action": "reject", "csrf": token},
-                    headers={**HTML, "Referer": f"http://testserver/alerts/{aid}"})
+    r = client.post(
+        f"/alerts/{aid}/review",
+        data={"action": "reject", "csrf": token},
+        headers={**HTML, "Referer": f"http://testserver/alerts/{aid}"},
+    )
     assert r.status_code == 401
     assert "nothing was changed" in r.text
     assert f'href="/login?next=/alerts/{aid}"' in r.text
@@ -154,8 +182,9 @@ def test_a_form_post_after_the_session_ended_says_nothing_changed(client: Any, i
 # ---------------------------------------------------------------- the queue
 
 
-def test_queue_thumbnails_next_previous_and_count(client: Any, ingest: Ingest, unit_a: Unit,
-                                                  engine: Engine) -> None:
+def test_queue_thumbnails_next_previous_and_count(
+    client: Any, ingest: Ingest, unit_a: Unit, engine: Engine
+) -> None:
     big = cv2.imencode(".jpg", np.full((480, 640, 3), 120, np.uint8))[1].tobytes()
     ids = [put(ingest, unit_a, jpeg=big if i == 0 else None)[0] for i in range(3)]
     login(client)
@@ -191,28 +220,36 @@ def test_queue_thumbnails_next_previous_and_count(client: Any, ingest: Ingest, u
     assert f'href="/alerts/{ids[1]}?unit=unit-a"' in first
 
 
-def test_reject_moves_on_and_undo_is_real_and_audited(client: Any, ingest: Ingest,
-                                                      unit_a: Unit, engine: Engine) -> None:
+def test_reject_moves_on_and_undo_is_real_and_audited(
+    client: Any, ingest: Ingest, unit_a: Unit, engine: Engine
+) -> None:
     a1, a2 = put(ingest, unit_a)[0], put(ingest, unit_a)[0]
     token = login(client)
-    r = client.post(f"/alerts/{a1}/review", data={"action": "reject", "note": "no phone",
-                                                  "csrf": token}, follow_redirects=False)
+    r = client.post(
+        f"/alerts/{a1}/review",
+        data={"action": "reject", "note": "no phone", "csrf": token},
+        follow_redirects=False,
+    )
     assert r.status_code == 303
     assert r.headers["location"] == f"/alerts/{a2}"
     page = client.get(f"/alerts/{a2}").text
     assert 'id="undo-bar"' in page
     assert f'name="alert_id" value="{a1}"' in page
     assert "<title>(1) " in page
-    r = client.post("/review/undo", data={"alert_id": a1, "csrf": token},
-                    follow_redirects=False)
+    r = client.post("/review/undo", data={"alert_id": a1, "csrf": token}, follow_redirects=False)
     assert r.status_code == 303
     assert r.headers["location"] == f"/alerts/{a1}"
     with engine.connect() as conn:
         row = conn.execute(sa.select(db.alerts).where(db.alerts.c.alert_id == a1)).one()
-        undo = conn.execute(sa.select(db.audit.c.detail).where(
-            db.audit.c.action == "undo")).scalar()
+        undo = conn.execute(
+            sa.select(db.audit.c.detail).where(db.audit.c.action == "undo")
+        ).scalar()
     assert (row.status, row.reviewed_by, row.reviewed_at, row.review_note) == (
-        "new", None, None, None)
+        "new",
+        None,
+        None,
+        None,
+    )
     assert str(undo).startswith("rejected by alice undone ")
     assert [a[1:] for a in audit_actions(engine)][-2:] == [("rejected", a1), ("undo", a1)]
     assert "Undone: " in client.get(f"/alerts/{a1}").text
@@ -223,35 +260,53 @@ def test_reject_moves_on_and_undo_is_real_and_audited(client: Any, ingest: Inges
 
 
 def test_undo_only_own_decision_within_the_window_and_before_export(
-        client: Any, ingest: Ingest, unit_a: Unit, engine: Engine) -> None:
+    client: Any, ingest: Ingest, unit_a: Unit, engine: Engine
+) -> None:
     late, bobs, exported = (put(ingest, unit_a)[0] for _ in range(3))
     token = login(client)
     for aid in (late, exported):
-        client.post(f"/alerts/{aid}/review", data={"action": "confirm", "sure": "yes",
-                                                   "csrf": token})
+        client.post(
+            f"/alerts/{aid}/review", data={"action": "confirm", "sure": "yes", "csrf": token}
+        )
     with engine.begin() as conn:  # decided longer ago than the window (no waiting)
-        conn.execute(db.alerts.update().where(db.alerts.c.alert_id == late).values(
-            reviewed_at=time.time() - UNDO_WINDOW_S - 1))
-        conn.execute(db.alerts.update().where(db.alerts.c.alert_id == bobs).values(
-            status="rejected", reviewed_by="bob", reviewed_at=time.time()))
+        conn.execute(
+            db.alerts.update()
+            .where(db.alerts.c.alert_id == late)
+            .values(reviewed_at=time.time() - UNDO_WINDOW_S - 1)
+        )
+        conn.execute(
+            db.alerts.update()
+            .where(db.alerts.c.alert_id == bobs)
+            .values(status="rejected", reviewed_by="bob", reviewed_at=time.time())
+        )
     assert client.get(f"/alerts/{exported}/bundle.zip").status_code == 200
     for aid in (late, bobs, exported):
         r = client.post("/review/undo", data={"alert_id": aid, "csrf": token})
         assert r.status_code == 409, aid
     assert [status_of(engine, a) for a in (late, bobs, exported)] == [
-        "confirmed", "rejected", "confirmed"]
+        "confirmed",
+        "rejected",
+        "confirmed",
+    ]
     assert "undo" not in [a[1] for a in audit_actions(engine)]
 
 
-def test_bulk_reject_of_the_selected_and_its_undo(client: Any, ingest: Ingest, unit_a: Unit,
-                                                  engine: Engine) -> None:
+def test_bulk_reject_of_the_selected_and_its_undo(
+    client: Any, ingest: Ingest, unit_a: Unit, engine: Engine
+) -> None:
     ids = [put(ingest, unit_a)[0] for _ in range(4)]
     token = login(client)
     with engine.begin() as conn:  # someone else got to one first
-        conn.execute(db.alerts.update().where(db.alerts.c.alert_id == ids[2]).values(
-            status="confirmed", reviewed_by="bob", reviewed_at=time.time()))
-    r = client.post("/queue/reject", data={"alert_id": ids[:3], "note": "empty road",
-                                           "csrf": token}, follow_redirects=False)
+        conn.execute(
+            db.alerts.update()
+            .where(db.alerts.c.alert_id == ids[2])
+            .values(status="confirmed", reviewed_by="bob", reviewed_at=time.time())
+        )
+    r = client.post(
+        "/queue/reject",
+        data={"alert_id": ids[:3], "note": "empty road", "csrf": token},
+        follow_redirects=False,
+    )
     assert r.status_code == 303
     assert r.headers["location"] == "/queue"
     assert [status_of(engine, a) for a in ids] == ["rejected", "rejected", "confirmed", "new"]
@@ -259,11 +314,14 @@ def test_bulk_reject_of_the_selected_and_its_undo(client: Any, ingest: Ingest, u
     assert "Rejected 2 alerts (1 no longer new: reviewed meanwhile)." in html
     assert re.findall(r'data-alert-id="([^"]+)"', html) == [ids[3]]
     with engine.connect() as conn:
-        notes = [r.detail for r in conn.execute(sa.select(db.audit).where(
-            db.audit.c.action == "rejected"))]
+        notes = [
+            r.detail
+            for r in conn.execute(sa.select(db.audit).where(db.audit.c.action == "rejected"))
+        ]
     assert notes == ["bulk reject of 3: empty road"] * 2
-    r = client.post("/review/undo", data={"alert_id": ids[:2], "csrf": token},
-                    follow_redirects=False)
+    r = client.post(
+        "/review/undo", data={"alert_id": ids[:2], "csrf": token}, follow_redirects=False
+    )
     assert r.headers["location"] == "/queue"
     assert [status_of(engine, a) for a in ids[:2]] == ["new", "new"]
     assert client.post("/queue/reject", data={"csrf": token}).status_code == 400
@@ -273,15 +331,19 @@ def test_bulk_reject_of_the_selected_and_its_undo(client: Any, ingest: Ingest, u
 
 
 def test_alert_page_time_threshold_map_links_and_crop_placeholder(
-        client: Any, ingest: Ingest, unit_a: Unit) -> None:
+    client: Any, ingest: Ingest, unit_a: Unit
+) -> None:
     t = 1_777_630_830.0  # 2026-05-01T10:20:30Z
     aid, _ = put(ingest, unit_a, t_wall_s=t)
     login(client)
     page = client.get(f"/alerts/{aid}").text
     assert fmt_time(t) in page
     assert f'title="{iso_time(t)}"' not in page
-    assert re.search(rf'<time datetime="{iso_time(t)}" title="2026-05-01T10:20:30(\.\d+)?Z">'
-                     + re.escape(fmt_time(t)), page)
+    assert re.search(
+        rf'<time datetime="{iso_time(t)}" title="2026-05-01T10:20:30(\.\d+)?Z">'
+        + re.escape(fmt_time(t)),
+        page,
+    )
     assert "threshold 0.70" in page
     assert "0.7)" not in page
     assert 'href="geo:51.500700,-0.124600"' in page
@@ -299,7 +361,8 @@ def test_alert_page_time_threshold_map_links_and_crop_placeholder(
 
 
 def test_the_crop_the_unit_sent_is_shown_beside_the_frame(
-        client: Any, ingest: Ingest, unit_a: Unit) -> None:
+    client: Any, ingest: Ingest, unit_a: Unit
+) -> None:
     aid, _ = put(ingest, unit_a)
     seq = int(aid.rsplit("-", 1)[1])
     ingest.process([Message(f"phonewatch/unit-a/crop/{aid}", Unit.crop(seq), time.time())])
@@ -312,8 +375,7 @@ def test_the_crop_the_unit_sent_is_shown_beside_the_frame(
     assert r.content == Unit.crop(seq)
 
 
-def test_every_time_on_every_page_has_one_format(client: Any, ingest: Ingest,
-                                                 unit_a: Unit) -> None:
+def test_every_time_on_every_page_has_one_format(client: Any, ingest: Ingest, unit_a: Unit) -> None:
     aid, _ = put(ingest, unit_a)
     put(ingest, unit_a)
     token = login(client)
@@ -333,25 +395,28 @@ def test_every_time_on_every_page_has_one_format(client: Any, ingest: Ingest,
 
 
 def test_units_page_says_queued_for_an_offline_unit_and_has_no_raw_values(
-        client: Any, ingest: Ingest, sink: FakeSink) -> None:
+    client: Any, ingest: Ingest, sink: FakeSink
+) -> None:
     token = login(client)
     r = client.post("/units/unit-a/cmd/snapshot", data={"csrf": token})
     assert sink.sent[0][:2] == ("unit-a", "snapshot")
-    assert re.search(r"Snapshot request sent to unit-a \(request [0-9a-f]{12}\) and queued: "
-                     r"unit-a is offline \(Never heard from\), so the broker keeps it and "
-                     r"delivers it when the unit reconnects; the snapshot then appears on its "
-                     r"page\.", r.text)
-    client.post("/units/unit-a/cmd/collect", data={"csrf": token, "count": "25",
-                                                   "interval_s": "2"})
+    assert re.search(
+        r"Snapshot request sent to unit-a \(request [0-9a-f]{12}\) and queued: "
+        r"unit-a is offline \(Never heard from\), so the broker keeps it and "
+        r"delivers it when the unit reconnects; the snapshot then appears on its "
+        r"page\.",
+        r.text,
+    )
+    client.post("/units/unit-a/cmd/collect", data={"csrf": token, "count": "25", "interval_s": "2"})
     html = client.get("/units/unit-a").text
-    assert "Collect 25 crops, one every 2 s — <span class=\"good\">sent</span>" in html
+    assert 'Collect 25 crops, one every 2 s — <span class="good">sent</span>' in html
     assert '"payload"' not in html
     assert "{&#34;" not in html
     assert "<label>Crops (1–500) <input" in html
     assert "<label>Minutes (0 unmutes) <input" in html
     audit = client.get("/audit").text
     assert "Take a snapshot" not in audit
-    assert "Snapshot — <span class=\"good\">sent" in audit
+    assert 'Snapshot — <span class="good">sent' in audit
     assert '"payload"' not in audit
     assert "&#34;payload&#34;" not in audit
     units = client.get("/units").text
@@ -362,18 +427,30 @@ def test_units_page_says_queued_for_an_offline_unit_and_has_no_raw_values(
 def test_receiver_counters_in_words() -> None:
     from controlroom.web.units import receiver_facts
 
-    got = receiver_facts({"received": 5, "stored": 3, "connected": True, "rejected": {},
-                          "rejected_total": 0, "backlog": 0})
-    assert got == {"connected": True, "facts": [("Messages received", 5), ("Alerts stored", 3),
-                                                ("Waiting to be stored", 0)],
-                   "rejected": [], "rejected_total": 0}
+    got = receiver_facts(
+        {
+            "received": 5,
+            "stored": 3,
+            "connected": True,
+            "rejected": {},
+            "rejected_total": 0,
+            "backlog": 0,
+        }
+    )
+    assert got == {
+        "connected": True,
+        "facts": [("Messages received", 5), ("Alerts stored", 3), ("Waiting to be stored", 0)],
+        "rejected": [],
+        "rejected_total": 0,
+    }
     off = receiver_facts({"connected": False, "rejected": {"schema": 2}, "rejected_total": 2})
     assert off is not None
     assert off["rejected"] == [("schema", 2)]
 
 
-def test_thumbnail_of_a_missing_frame_is_404(client: Any, ingest: Ingest, unit_a: Unit,
-                                             engine: Engine) -> None:
+def test_thumbnail_of_a_missing_frame_is_404(
+    client: Any, ingest: Ingest, unit_a: Unit, engine: Engine
+) -> None:
     payload, _ = unit_a.alert(jpeg=jpeg_bytes(3))
     from controlroom.ingest import Message
 
@@ -381,17 +458,26 @@ def test_thumbnail_of_a_missing_frame_is_404(client: Any, ingest: Ingest, unit_a
     aid = json.loads(payload)["alert_id"]
     login(client)
     assert client.get(f"/alerts/{aid}/thumb.jpg").status_code == 404
-    assert "no frame yet" in client.get("/queue").text or \
-        f'/alerts/{aid}/thumb.jpg' in client.get("/queue").text
+    assert (
+        "no frame yet" in client.get("/queue").text
+        or f"/alerts/{aid}/thumb.jpg" in client.get("/queue").text
+    )
 
 
-def test_with_a_tile_server_the_map_is_shown(tmp_path: Path, engine: Engine, ingest: Ingest,
-                                             unit_a: Unit) -> None:
+def test_with_a_tile_server_the_map_is_shown(
+    tmp_path: Path, engine: Engine, ingest: Ingest, unit_a: Unit
+) -> None:
     from fastapi.testclient import TestClient
 
-    cfg = parse_config({"web": {"tile_url": "https://tiles.example/{z}/{x}/{y}.png",
-                                "tile_attribution": "© OpenStreetMap contributors"}},
-                       base_dir=tmp_path)
+    cfg = parse_config(
+        {
+            "web": {
+                "tile_url": "https://tiles.example/{z}/{x}/{y}.png",
+                "tile_attribution": "© OpenStreetMap contributors",
+            }
+        },
+        base_dir=tmp_path,
+    )
     aid, _ = put(ingest, unit_a)
     with TestClient(create_app(cfg, engine)) as c:
         login(c)

@@ -71,13 +71,16 @@ class Seeder:
         return self.units[unit_id]
 
     def alert(self, unit_id: str = "junction-7", **kw: Any) -> str:
-        payload, jpeg = self.unit(unit_id).alert(jpeg=self.frames[self.n % len(self.frames)],
-                                                 **kw)
+        payload, jpeg = self.unit(unit_id).alert(jpeg=self.frames[self.n % len(self.frames)], **kw)
         self.n += 1
         aid = json.loads(payload)["alert_id"]
         t = f"phonewatch/{unit_id}"
-        self.ingest.process([Message(f"{t}/alert", payload, time.time()),
-                             Message(f"{t}/evidence/{aid}", jpeg, time.time())])
+        self.ingest.process(
+            [
+                Message(f"{t}/alert", payload, time.time()),
+                Message(f"{t}/evidence/{aid}", jpeg, time.time()),
+            ]
+        )
         return str(aid)
 
     def health(self, unit_id: str, **hb: Any) -> None:
@@ -85,22 +88,35 @@ class Seeder:
         now = time.time()
         st, beat = status_and_heartbeat(unit_id, now)
         if hb:
-            beat = m.build_heartbeat(unit_id, t_wall_s=now, uptime_s=3600.0,
-                                     pipeline={"fps": hb.get("fps", 14.5),
-                                               "dropped_frames": 0},
-                                     outbox_depth=hb.get("outbox", 0), evidence_pruned=0,
-                                     alerts_pruned=0, gps_state=hb.get("gps", "fix_3d"),
-                                     cpu_temp_c=hb.get("temp", 51.0))
-        self.ingest.process([Message(f"phonewatch/{unit_id}/status", m.encode(st), now),
-                             Message(f"phonewatch/{unit_id}/heartbeat", m.encode(beat), now)])
+            beat = m.build_heartbeat(
+                unit_id,
+                t_wall_s=now,
+                uptime_s=3600.0,
+                pipeline={"fps": hb.get("fps", 14.5), "dropped_frames": 0},
+                outbox_depth=hb.get("outbox", 0),
+                evidence_pruned=0,
+                alerts_pruned=0,
+                gps_state=hb.get("gps", "fix_3d"),
+                cpu_temp_c=hb.get("temp", 51.0),
+            )
+        self.ingest.process(
+            [
+                Message(f"phonewatch/{unit_id}/status", m.encode(st), now),
+                Message(f"phonewatch/{unit_id}/heartbeat", m.encode(beat), now),
+            ]
+        )
 
 
 @pytest.fixture
 def room(tmp_path: Path, broker: LocalBroker) -> Iterator[ControlRoom]:
-    cfg = parse_config({"database": {"url": "sqlite:///cr.sqlite"},
-                        "mqtt": {"host": broker.host, "port": broker.port,
-                                 "client_id": "cr-console"},
-                        "web": {"port": 0, "live_poll_s": 0.1}}, base_dir=tmp_path)
+    cfg = parse_config(
+        {
+            "database": {"url": "sqlite:///cr.sqlite"},
+            "mqtt": {"host": broker.host, "port": broker.port, "client_id": "cr-console"},
+            "web": {"port": 0, "live_poll_s": 0.1},
+        },
+        base_dir=tmp_path,
+    )
     r = ControlRoom(cfg, receiver=False, retention=False)
     try:
         users.add_user(r.engine, "alice", PASSWORD)
@@ -111,8 +127,13 @@ def room(tmp_path: Path, broker: LocalBroker) -> Iterator[ControlRoom]:
         r.close()
 
 
-def new_page(browser: Any, room: ControlRoom, width: int = 1366, height: int = 800,
-             user: str | None = "alice") -> tuple[Any, list[str]]:
+def new_page(
+    browser: Any,
+    room: ControlRoom,
+    width: int = 1366,
+    height: int = 800,
+    user: str | None = "alice",
+) -> tuple[Any, list[str]]:
     ctx = browser.new_context(viewport={"width": width, "height": height}, base_url=room.url)
     page = ctx.new_page()
     page.set_default_timeout(15_000)
@@ -130,8 +151,9 @@ def new_page(browser: Any, room: ControlRoom, width: int = 1366, height: int = 8
 
 def status_of(engine: Engine, aid: str) -> str:
     with engine.connect() as conn:
-        return str(conn.execute(sa.select(db.alerts.c.status).where(
-            db.alerts.c.alert_id == aid)).scalar())
+        return str(
+            conn.execute(sa.select(db.alerts.c.status).where(db.alerts.c.alert_id == aid)).scalar()
+        )
 
 
 def script_errors(errors: list[str]) -> list[str]:
@@ -159,25 +181,55 @@ def test_every_page_fits_a_phone_and_a_desktop(browser: Any, room: ControlRoom) 
     ids = [s.alert(score=0.91 + i / 100) for i in range(5)]
     no_fix = s.alert("patrol-3", fix=None, score=0.78)
     with room.engine.begin() as conn:
-        db.record_audit(conn, username="alice", action="cmd_collect", target="junction-9",
-                        detail=json.dumps({"payload": {"request_id": "3f2a9c01d4e7",
-                                                       "count": 25, "interval_s": 2},
-                                           "sent": False, "result": "the broker has no "
-                                           "subscriber for this unit's commands"}))
-        conn.execute(db.alerts.update().where(db.alerts.c.alert_id == ids[4]).values(
-            status="rejected", reviewed_by="bob", reviewed_at=time.time(),
-            review_note="passenger, not the driver"))
-        conn.execute(db.labels.insert().values(unit="junction-7", name="c1", sha256="ab" * 32,
-                                               jpeg=s.frames[0], received_at=time.time()))
-    pages = {"alerts": "/", "queue": "/queue", "alert": f"/alerts/{ids[0]}",
-             "alert-no-fix": f"/alerts/{no_fix}", "units": "/units",
-             "unit": "/units/patrol-3", "labels": "/labels", "audit": "/audit",
-             "not-found": "/alerts/no-such-alert",
-             "bad-filter": "/?since=2026-05-02T10:00&until=2026-05-01T10:00"}
+        db.record_audit(
+            conn,
+            username="alice",
+            action="cmd_collect",
+            target="junction-9",
+            detail=json.dumps(
+                {
+                    "payload": {"request_id": "3f2a9c01d4e7", "count": 25, "interval_s": 2},
+                    "sent": False,
+                    "result": "the broker has no subscriber for this unit's commands",
+                }
+            ),
+        )
+        conn.execute(
+            db.alerts.update()
+            .where(db.alerts.c.alert_id == ids[4])
+            .values(
+                status="rejected",
+                reviewed_by="bob",
+                reviewed_at=time.time(),
+                review_note="passenger, not the driver",
+            )
+        )
+        conn.execute(
+            db.labels.insert().values(
+                unit="junction-7",
+                name="c1",
+                sha256="ab" * 32,
+                jpeg=s.frames[0],
+                received_at=time.time(),
+            )
+        )
+    pages = {
+        "alerts": "/",
+        "queue": "/queue",
+        "alert": f"/alerts/{ids[0]}",
+        "alert-no-fix": f"/alerts/{no_fix}",
+        "units": "/units",
+        "unit": "/units/patrol-3",
+        "labels": "/labels",
+        "audit": "/audit",
+        "not-found": "/alerts/no-such-alert",
+        "bad-filter": "/?since=2026-05-02T10:00&until=2026-05-01T10:00",
+    }
     too_wide = []
     for width in WIDTHS:
-        page, errors = new_page(browser, room, width=width, height=800 if width > 400 else 740,
-                                user=None)
+        page, errors = new_page(
+            browser, room, width=width, height=800 if width > 400 else 740, user=None
+        )
         page.goto("/login")
         sw = page.evaluate("document.documentElement.scrollWidth")
         if sw > width:
@@ -246,11 +298,17 @@ def test_review_queue_by_keyboard(browser: Any, room: ControlRoom) -> None:
     page.wait_for_url(f"**/alerts/{a3}")
     assert status_of(room.engine, a2) == "confirmed"
     with room.engine.connect() as conn:
-        note = conn.execute(sa.select(db.alerts.c.review_note).where(
-            db.alerts.c.alert_id == a2)).scalar()
-        actions = [(r.action, r.target) for r in conn.execute(
-            sa.select(db.audit).where(db.audit.c.action.in_(("rejected", "confirmed",
-                                                              "undo"))).order_by(db.audit.c.id))]
+        note = conn.execute(
+            sa.select(db.alerts.c.review_note).where(db.alerts.c.alert_id == a2)
+        ).scalar()
+        actions = [
+            (r.action, r.target)
+            for r in conn.execute(
+                sa.select(db.audit)
+                .where(db.audit.c.action.in_(("rejected", "confirmed", "undo")))
+                .order_by(db.audit.c.id)
+            )
+        ]
     assert note == "phone at the ear"
     assert actions == [("rejected", a1), ("undo", a1), ("confirmed", a2)]
     assert page.title() == f"(2) {a3} — phonewatch"
@@ -307,8 +365,11 @@ def test_error_pages_in_the_browser(browser: Any, room: ControlRoom) -> None:
 
     page.goto(f"/alerts/{aid}")
     with room.engine.begin() as conn:  # bob decides first
-        conn.execute(db.alerts.update().where(db.alerts.c.alert_id == aid).values(
-            status="rejected", reviewed_by="bob", reviewed_at=time.time()))
+        conn.execute(
+            db.alerts.update()
+            .where(db.alerts.c.alert_id == aid)
+            .values(status="rejected", reviewed_by="bob", reviewed_at=time.time())
+        )
     page.click("#reject")
     page.wait_for_selector("#error")
     assert page.locator("h1").inner_text() == "Already done"
@@ -338,8 +399,10 @@ def test_time_to_decision_for_50_alerts_by_keyboard(browser: Any, room: ControlR
     page.goto("/queue")
     page.locator(".thumb.current").wait_for()
     page.keyboard.press("Enter")
-    ready = ("() => { const i = document.getElementById('evidence');"
-             " return i && i.complete && i.naturalWidth > 0; }")
+    ready = (
+        "() => { const i = document.getElementById('evidence');"
+        " return i && i.complete && i.naturalWidth > 0; }"
+    )
     times = []
     for i, aid in enumerate(ids):
         page.wait_for_url(f"**/alerts/{aid}")
@@ -358,13 +421,18 @@ def test_time_to_decision_for_50_alerts_by_keyboard(browser: Any, room: ControlR
             page.wait_for_url("**/queue")
         times.append(time.perf_counter() - t0)
     with room.engine.connect() as conn:
-        got: dict[str, int] = dict(conn.execute(sa.select(db.alerts.c.status, sa.func.count())
-                                .group_by(db.alerts.c.status)).all())
+        got: dict[str, int] = dict(
+            conn.execute(
+                sa.select(db.alerts.c.status, sa.func.count()).group_by(db.alerts.c.status)
+            ).all()
+        )
     assert got == {"confirmed": 10, "rejected": 40}
-    print(f"\ntime to decision, 50 alerts by keyboard: total {sum(times):.2f} s, "
-          f"median {statistics.median(times) * 1000:.0f} ms, "
-          f"p90 {sorted(times)[44] * 1000:.0f} ms, max {max(times) * 1000:.0f} ms "
-          "(machine time from the frame shown to the next frame shown; the operator's "
-          "looking is on top)")
+    print(
+        f"\ntime to decision, 50 alerts by keyboard: total {sum(times):.2f} s, "
+        f"median {statistics.median(times) * 1000:.0f} ms, "
+        f"p90 {sorted(times)[44] * 1000:.0f} ms, max {max(times) * 1000:.0f} ms "
+        "(machine time from the frame shown to the next frame shown; the operator's "
+        "looking is on top)"
+    )
     assert script_errors(errors) == [], errors
     page.context.close()

@@ -30,8 +30,10 @@ from edge.common.signing import generate_key
 from tests.controlroom.conftest import Unit, jpeg_bytes, pg_database, raw_pub_b64
 from tests.controlroom.test_web import PASSWORD, login
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`"),
+]
 REPO = Path(__file__).resolve().parents[2]
 BRIGHTNESS = REPO / "tests" / "data" / "brightness_int8.tflite"
 DAY_S = 86400.0
@@ -57,15 +59,18 @@ def client(cfg: Config, engine: Engine, ingest: Ingest) -> Iterator[Any]:
         yield c
 
 
-def put(ingest: Ingest, unit: Unit, *, crop: bool = True, t: float = T0,
-        score: float = 0.93) -> tuple[str, bytes]:
+def put(
+    ingest: Ingest, unit: Unit, *, crop: bool = True, t: float = T0, score: float = 0.93
+) -> tuple[str, bytes]:
     """An alert (taken at ``t``) with its evidence and, unless ``crop`` is False, its crop."""
     payload, jpeg = unit.alert(t_wall_s=t, score=score, fix=None)  # time = t (no GPS)
     aid = json.loads(payload)["alert_id"]
     seq = int(aid.rsplit("-", 1)[1])
     topic = f"phonewatch/{unit.unit_id}"
-    msgs = [Message(f"{topic}/alert", payload, time.time()),
-            Message(f"{topic}/evidence/{aid}", jpeg, time.time())]
+    msgs = [
+        Message(f"{topic}/alert", payload, time.time()),
+        Message(f"{topic}/evidence/{aid}", jpeg, time.time()),
+    ]
     if crop:
         msgs.append(Message(f"{topic}/crop/{aid}", Unit.crop(seq), time.time()))
     ingest.process(msgs)
@@ -74,31 +79,47 @@ def put(ingest: Ingest, unit: Unit, *, crop: bool = True, t: float = T0,
 
 def review_labels(engine: Engine) -> dict[str, Any]:
     with engine.connect() as conn:
-        return {r.alert_id: r for r in conn.execute(
-            sa.select(db.labels).where(db.labels.c.source == "review"))}
+        return {
+            r.alert_id: r
+            for r in conn.execute(sa.select(db.labels).where(db.labels.c.source == "review"))
+        }
 
 
 def confirm(client: Any, token: str, aid: str) -> None:
-    r = client.post(f"/alerts/{aid}/review", data={"action": "confirm", "sure": "yes",
-                                                   "csrf": token}, follow_redirects=False)
+    r = client.post(
+        f"/alerts/{aid}/review",
+        data={"action": "confirm", "sure": "yes", "csrf": token},
+        follow_redirects=False,
+    )
     assert r.status_code == 303, r.text
 
 
 def reject(client: Any, token: str, aid: str) -> None:
-    r = client.post(f"/alerts/{aid}/review", data={"action": "reject", "csrf": token},
-                    follow_redirects=False)
+    r = client.post(
+        f"/alerts/{aid}/review", data={"action": "reject", "csrf": token}, follow_redirects=False
+    )
     assert r.status_code == 303, r.text
 
 
-def add_collected(engine: Engine, unit: str, t: float, label: str, seed: int,
-                  roi: str = "lane2") -> str:
+def add_collected(
+    engine: Engine, unit: str, t: float, label: str, seed: int, roi: str = "lane2"
+) -> str:
     """A crop collected at ``t`` and labelled by hand on /labels; its SHA-256."""
     jpeg = jpeg_bytes(seed, size_px=(24, 16))
     sha = hashlib.sha256(jpeg).hexdigest()
     with engine.begin() as conn:
-        conn.execute(db.labels.insert().values(
-            unit=unit, name=f"{roi}-{int(t * 1000)}", sha256=sha, jpeg=jpeg,
-            received_at=t + 3.0, label=label, labelled_by="bob", labelled_at=t + 60))
+        conn.execute(
+            db.labels.insert().values(
+                unit=unit,
+                name=f"{roi}-{int(t * 1000)}",
+                sha256=sha,
+                jpeg=jpeg,
+                received_at=t + 3.0,
+                label=label,
+                labelled_by="bob",
+                labelled_at=t + 60,
+            )
+        )
     return sha
 
 
@@ -106,7 +127,8 @@ def add_collected(engine: Engine, unit: str, t: float, label: str, seed: int,
 
 
 def test_a_review_is_a_labelled_example_with_its_provenance(
-        client: Any, ingest: Ingest, unit_a: Unit, engine: Engine) -> None:
+    client: Any, ingest: Ingest, unit_a: Unit, engine: Engine
+) -> None:
     yes, crop_yes = put(ingest, unit_a, score=0.91)
     no, crop_no = put(ingest, unit_a, score=0.74)
     token = login(client)
@@ -124,7 +146,10 @@ def test_a_review_is_a_labelled_example_with_its_provenance(
     assert bytes(got.jpeg) == crop_yes
     assert got.sha256 == hashlib.sha256(crop_yes).hexdigest()
     assert (labels[no].label, labels[no].score, bytes(labels[no].jpeg)) == (
-        "no_phone", 0.74, crop_no)
+        "no_phone",
+        0.74,
+        crop_no,
+    )
     # bulk reject labels too
     a3, _ = put(ingest, unit_a)
     assert client.post("/queue/reject", data={"alert_id": a3, "csrf": token}).status_code == 200
@@ -137,14 +162,14 @@ def test_a_review_is_a_labelled_example_with_its_provenance(
 
 
 def test_undo_of_a_review_takes_its_label_back(
-        client: Any, ingest: Ingest, unit_a: Unit, engine: Engine) -> None:
+    client: Any, ingest: Ingest, unit_a: Unit, engine: Engine
+) -> None:
     a1, _ = put(ingest, unit_a)
     a2, _ = put(ingest, unit_a)
     token = login(client)
     confirm(client, token, a1)
     assert set(review_labels(engine)) == {a1}
-    r = client.post("/review/undo", data={"alert_id": a1, "csrf": token},
-                    follow_redirects=False)
+    r = client.post("/review/undo", data={"alert_id": a1, "csrf": token}, follow_redirects=False)
     assert r.status_code == 303
     assert review_labels(engine) == {}
     # decided again the other way: the label follows the new decision
@@ -158,7 +183,8 @@ def test_undo_of_a_review_takes_its_label_back(
 
 
 def test_a_crop_arriving_after_the_review_is_labelled_when_a_dataset_is_made(
-        client: Any, ingest: Ingest, unit_a: Unit, engine: Engine) -> None:
+    client: Any, ingest: Ingest, unit_a: Unit, engine: Engine
+) -> None:
     aid, crop = put(ingest, unit_a, crop=False)
     confirm(client, login(client), aid)
     assert review_labels(engine) == {}  # nothing to label yet: the unit keeps the crop
@@ -180,16 +206,21 @@ def independent_id(rows: list[tuple[str, str, str]]) -> str:
 def stored_rows(engine: Engine, did: str) -> list[tuple[str, str, str]]:
     de = db.dataset_examples
     with engine.connect() as conn:
-        return [(r.sha256, r.label, r.split) for r in conn.execute(
-            sa.select(de).where(de.c.dataset_id == did))]
+        return [
+            (r.sha256, r.label, r.split)
+            for r in conn.execute(sa.select(de).where(de.c.dataset_id == did))
+        ]
 
 
 def test_dataset_id_is_content_addressed_and_the_same_when_nothing_changed(
-        engine: Engine, tmp_path: Path) -> None:
+    engine: Engine, tmp_path: Path
+) -> None:
     with pytest.raises(ControlRoomError, match="no labelled examples"):
         datasets.create_dataset(engine, user="alice")
-    shas = [add_collected(engine, "unit-a", T0 + i * 3600, "phone" if i % 2 else "no_phone", i)
-            for i in range(6)]
+    shas = [
+        add_collected(engine, "unit-a", T0 + i * 3600, "phone" if i % 2 else "no_phone", i)
+        for i in range(6)
+    ]
     first = datasets.create_dataset(engine, user="alice", note="first")
     assert first.new
     rows = stored_rows(engine, first.id)
@@ -208,8 +239,7 @@ def test_dataset_id_is_content_addressed_and_the_same_when_nothing_changed(
     add_collected(engine, "unit-a", T0, "skip", 99)
     assert datasets.create_dataset(engine, user="alice").id == first.id
     with engine.begin() as conn:
-        conn.execute(db.labels.update().where(db.labels.c.sha256 == shas[0])
-                     .values(label="phone"))
+        conn.execute(db.labels.update().where(db.labels.c.sha256 == shas[0]).values(label="phone"))
     changed = datasets.create_dataset(engine, user="alice")
     assert changed.new
     assert changed.id != first.id
@@ -237,8 +267,11 @@ def test_the_split_never_splits_a_unit_day(engine: Engine) -> None:
     made = datasets.create_dataset(engine, user="alice")
     de = db.dataset_examples
     with engine.connect() as conn:
-        rows = list(conn.execute(sa.select(de.c.unit, de.c.day, de.c.split)
-                                 .where(de.c.dataset_id == made.id)))
+        rows = list(
+            conn.execute(
+                sa.select(de.c.unit, de.c.day, de.c.split).where(de.c.dataset_id == made.id)
+            )
+        )
     assert len(rows) == 240
     sides: dict[tuple[str, str], set[str]] = {}
     for unit, ymd, split in rows:
@@ -274,19 +307,37 @@ def made(client: Any, ingest: Ingest, unit_a: Unit, engine: Engine) -> datasets.
                 add_collected(engine, u, T0 + day * DAY_S, label, seed)
     m = datasets.create_dataset(engine, user="alice")
     c = m.manifest["counts"]
-    assert min(c["train"]["phone"], c["train"]["no_phone"], c["heldout"]["phone"],
-               c["heldout"]["no_phone"]) > 0
+    assert (
+        min(
+            c["train"]["phone"],
+            c["train"]["no_phone"],
+            c["heldout"]["phone"],
+            c["heldout"]["no_phone"],
+        )
+        > 0
+    )
     return m
 
 
 def test_export_writes_images_index_and_manifest_and_rehashes_to_the_id(
-        made: datasets.Created, engine: Engine, tmp_path: Path) -> None:
+    made: datasets.Created, engine: Engine, tmp_path: Path
+) -> None:
     out = tmp_path / "export"
     manifest = datasets.export_dataset(engine, made.id[:10], out)
     assert manifest["id"] == made.id
     index = list(csv.DictReader((out / "index.csv").open(encoding="utf-8")))
-    required = {"path", "label", "split", "unit", "roi", "time", "source", "reviewer",
-                "model_version", "score"}
+    required = {
+        "path",
+        "label",
+        "split",
+        "unit",
+        "roi",
+        "time",
+        "source",
+        "reviewer",
+        "model_version",
+        "score",
+    }
     assert required <= set(index[0])
     assert len(index) == made.manifest["examples"] == 52
     images = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.jpg"))
@@ -310,14 +361,22 @@ def test_export_writes_images_index_and_manifest_and_rehashes_to_the_id(
     assert "SHA-256" in doc["id_rule"]
     # provenance of a review row, and of a collected one
     review = next(r for r in index if r["source"] == "review" and r["label"] == "no_phone")
-    assert (review["unit"], review["roi"], review["reviewer"], review["model_name"],
-            review["model_version"], float(review["score"])) == (
-        "unit-a", "lane1", "alice", "phone-cls", "1.2.0", 0.72)
+    assert (
+        review["unit"],
+        review["roi"],
+        review["reviewer"],
+        review["model_name"],
+        review["model_version"],
+        float(review["score"]),
+    ) == ("unit-a", "lane1", "alice", "phone-cls", "1.2.0", 0.72)
     assert review["time"].startswith("2026-04-2")
     assert review["alert_id"].startswith("unit-a-")
     collected = next(r for r in index if r["source"] == "collect")
     assert (collected["roi"], collected["reviewer"], collected["model_version"]) == (
-        "lane2", "bob", "")
+        "lane2",
+        "bob",
+        "",
+    )
     # a unit-day never on both sides of the export either
     sides: dict[str, set[str]] = {}
     for r in index:
@@ -326,7 +385,8 @@ def test_export_writes_images_index_and_manifest_and_rehashes_to_the_id(
 
 
 def test_the_site_trainer_reads_the_export_as_it_is(
-        made: datasets.Created, engine: Engine, tmp_path: Path) -> None:
+    made: datasets.Created, engine: Engine, tmp_path: Path
+) -> None:
     """The hop from the control room to training: ``models.site train --dataset DIR`` reads
     the export folder itself (index.csv, paths, labels, unit-day sessions, the held-out
     split), with no conversion step between them."""
@@ -346,8 +406,8 @@ def test_the_site_trainer_reads_the_export_as_it_is(
 
 
 def test_evals_reader_and_eval_itself_accept_the_export(
-        made: datasets.Created, engine: Engine, tmp_path: Path,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    made: datasets.Created, engine: Engine, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "export"
     datasets.export_dataset(engine, made.id, out)
     index = list(csv.DictReader((out / "index.csv").open(encoding="utf-8")))
@@ -359,11 +419,19 @@ def test_evals_reader_and_eval_itself_accept_the_export(
         assert len(items) == sum(r["split"] == split for r in index)
         conditions = read_conditions(folder, files, labels)
         assert {"unit", "day", "roi", "source", "model_version"} <= set(conditions)
-        want = {f"{r['label']}/{r['sha256']}.jpg": r["unit"] for r in index
-                if r["split"] == split}
+        want = {f"{r['label']}/{r['sha256']}.jpg": r["unit"] for r in index if r["split"] == split}
         assert conditions["unit"] == [want[f] for f in files]
-    code = main(["eval", "--model", str(BRIGHTNESS), "--data", str(out / "heldout"),
-                 "--out", str(tmp_path / "eval")])
+    code = main(
+        [
+            "eval",
+            "--model",
+            str(BRIGHTNESS),
+            "--data",
+            str(out / "heldout"),
+            "--out",
+            str(tmp_path / "eval"),
+        ]
+    )
     assert code == 0
     text = capsys.readouterr().out
     assert "by unit" in text
@@ -372,22 +440,26 @@ def test_evals_reader_and_eval_itself_accept_the_export(
     assert next(iter(doc["models"][0]["data"].values()))["n"] == n
 
 
-def test_models_data_groups_the_export_by_unit_day(made: datasets.Created, engine: Engine,
-                                                    tmp_path: Path) -> None:
+def test_models_data_groups_the_export_by_unit_day(
+    made: datasets.Created, engine: Engine, tmp_path: Path
+) -> None:
     from models.data import list_folder
 
     out = tmp_path / "export"
     datasets.export_dataset(engine, made.id, out)
     samples = list_folder(out / "train")
-    index = {Path(r["path"]).name: r for r in
-             csv.DictReader((out / "index.csv").open(encoding="utf-8"))}
+    index = {
+        Path(r["path"]).name: r for r in csv.DictReader((out / "index.csv").open(encoding="utf-8"))
+    }
     assert {s.group for s in samples} == {
-        f"{index[s.path.name]['unit']}/{index[s.path.name]['day']}" for s in samples}
+        f"{index[s.path.name]['unit']}/{index[s.path.name]['day']}" for s in samples
+    }
     assert len({s.group for s in samples}) < len(samples)
 
 
 def test_export_refuses_a_non_empty_folder_and_an_unknown_id(
-        made: datasets.Created, engine: Engine, tmp_path: Path) -> None:
+    made: datasets.Created, engine: Engine, tmp_path: Path
+) -> None:
     out = tmp_path / "busy"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
@@ -422,11 +494,17 @@ def test_cli_create_export_and_list(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert main(["controlroom", "dataset", "create", "--config", str(cfg)]) == 0
     assert f"unchanged, already dataset {did}" in capsys.readouterr().out
     out = tmp_path / "ds"
-    assert main(["controlroom", "dataset", "export", did[:12], "--out", str(out),
-                 "--config", str(cfg)]) == 0
+    assert (
+        main(
+            ["controlroom", "dataset", "export", did[:12], "--out", str(out), "--config", str(cfg)]
+        )
+        == 0
+    )
     assert datasets.rehash_export(out) == did
-    assert main(["controlroom", "dataset", "export", did, "--out", str(out),
-                 "--config", str(cfg)]) == 1
+    assert (
+        main(["controlroom", "dataset", "export", did, "--out", str(out), "--config", str(cfg)])
+        == 1
+    )
     assert "refusing to overwrite" in capsys.readouterr().err
     assert main(["controlroom", "dataset", "list", "--config", str(cfg)]) == 0
     assert did in capsys.readouterr().out
@@ -436,7 +514,8 @@ def test_cli_create_export_and_list(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 
 def test_labels_page_creates_a_version_and_shows_precision_with_its_interval(
-        client: Any, ingest: Ingest, unit_a: Unit, engine: Engine) -> None:
+    client: Any, ingest: Ingest, unit_a: Unit, engine: Engine
+) -> None:
     token = login(client)
     page = client.get("/labels").text
     assert "No reviewed alerts yet." in page
@@ -452,16 +531,20 @@ def test_labels_page_creates_a_version_and_shows_precision_with_its_interval(
     with engine.connect() as conn:
         did = conn.execute(sa.select(db.datasets.c.id)).scalar_one()
     assert f"Created dataset {did[:12]}" in r.text
-    assert client.post("/labels/datasets", data={"csrf": token}).text.count(
-        f"Nothing changed since dataset {did[:12]}") == 1
+    assert (
+        client.post("/labels/datasets", data={"csrf": token}).text.count(
+            f"Nothing changed since dataset {did[:12]}"
+        )
+        == 1
+    )
     page = client.get("/labels").text
-    table = page[page.index('id="dataset-versions"'):]
+    table = page[page.index('id="dataset-versions"') :]
     assert f'<code title="{did}">{did[:12]}</code>' in table
     assert "week 17" in table
     # 8 of 10 confirmed: precision 0.80, Wilson 95 % interval 0.49-0.94
     for tid, key in (("precision-unit", "unit-a"), ("precision-model", "phone-cls 1.2.0")):
-        t = page[page.index(f'id="{tid}"'):]
-        t = t[:t.index("</table>")]
+        t = page[page.index(f'id="{tid}"') :]
+        t = t[: t.index("</table>")]
         assert f'<td data-label="{"Unit" if tid.endswith("unit") else "Model"}">{key}</td>' in t
         assert '<td data-label="Precision">0.80</td>' in t
         assert '<td data-label="95 % interval">0.49–0.94</td>' in t
@@ -470,8 +553,10 @@ def test_labels_page_creates_a_version_and_shows_precision_with_its_interval(
 
 def _audit(engine: Engine, action: str) -> list[tuple[str]]:
     with engine.connect() as conn:
-        return [(r.username,) for r in conn.execute(
-            sa.select(db.audit).where(db.audit.c.action == action))]
+        return [
+            (r.username,)
+            for r in conn.execute(sa.select(db.audit).where(db.audit.c.action == action))
+        ]
 
 
 def test_wilson_interval() -> None:
@@ -494,16 +579,24 @@ def test_a_version_7_database_gains_provenance_and_keeps_its_labels(tmp_path: Pa
     engine = db.make_engine(f"sqlite:///{tmp_path / 'v7.sqlite'}")
     assert db.migrate(engine, target=1) == 1
     with engine.begin() as conn:  # the labels table exactly as versions 2-7 made it
-        conn.execute(sa.text(
-            "CREATE TABLE labels (id INTEGER PRIMARY KEY AUTOINCREMENT, unit VARCHAR(64) NOT "
-            "NULL, name VARCHAR(128) NOT NULL, sha256 VARCHAR(64) NOT NULL, jpeg BLOB NOT NULL,"
-            " received_at FLOAT NOT NULL, label VARCHAR(16), labelled_by VARCHAR(64), "
-            "labelled_at FLOAT, CONSTRAINT uq_labels_unit_sha UNIQUE (unit, sha256))"))
-        conn.execute(sa.text("INSERT INTO labels (unit, name, sha256, jpeg, received_at, label,"
-                             " labelled_by, labelled_at) VALUES ('unit-a', 'lane1-1777000000000'"
-                             ", 'ab', x'ffd8', 5.0, 'phone', 'bob', 6.0)"))
-        conn.execute(db.schema_version.insert(), [{"version": v, "applied_at": 1.0}
-                                                  for v in range(2, 8)])
+        conn.execute(
+            sa.text(
+                "CREATE TABLE labels (id INTEGER PRIMARY KEY AUTOINCREMENT, unit VARCHAR(64) NOT "
+                "NULL, name VARCHAR(128) NOT NULL, sha256 VARCHAR(64) NOT NULL, jpeg BLOB NOT NULL,"
+                " received_at FLOAT NOT NULL, label VARCHAR(16), labelled_by VARCHAR(64), "
+                "labelled_at FLOAT, CONSTRAINT uq_labels_unit_sha UNIQUE (unit, sha256))"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO labels (unit, name, sha256, jpeg, received_at, label,"
+                " labelled_by, labelled_at) VALUES ('unit-a', 'lane1-1777000000000'"
+                ", 'ab', x'ffd8', 5.0, 'phone', 'bob', 6.0)"
+            )
+        )
+        conn.execute(
+            db.schema_version.insert(), [{"version": v, "applied_at": 1.0} for v in range(2, 8)]
+        )
     for fn in (db._v3, db._v5, db._v7):  # the other tables of versions 3-7
         with engine.begin() as conn:
             fn(conn)
@@ -513,7 +606,8 @@ def test_a_version_7_database_gains_provenance_and_keeps_its_labels(tmp_path: Pa
         examples, _ = datasets.current_examples(conn)
     assert (row.source, row.alert_id, row.label) == ("collect", None, "phone")
     assert [(e.roi, e.taken_at, e.day) for e in examples] == [
-        ("lane1", 1_777_000_000.0, "2026-04-24")]
+        ("lane1", 1_777_000_000.0, "2026-04-24")
+    ]
     engine.dispose()
 
 
@@ -530,13 +624,22 @@ def test_review_labels_and_datasets_on_postgres(postgres_url: str, tmp_path: Pat
             now = time.time()
             with pg.begin() as conn:
                 for i, aid in enumerate(aids):
-                    conn.execute(db.alerts.update().where(db.alerts.c.alert_id == aid).values(
-                        status="confirmed" if i % 2 else "rejected", reviewed_by="alice",
-                        reviewed_at=now))
+                    conn.execute(
+                        db.alerts.update()
+                        .where(db.alerts.c.alert_id == aid)
+                        .values(
+                            status="confirmed" if i % 2 else "rejected",
+                            reviewed_by="alice",
+                            reviewed_at=now,
+                        )
+                    )
                     assert datasets.label_review(conn, aid)
                 assert not datasets.label_review(conn, aids[0])  # once
-                conn.execute(db.alerts.update().where(db.alerts.c.alert_id == aids[0])
-                             .values(status="new", reviewed_by=None, reviewed_at=None))
+                conn.execute(
+                    db.alerts.update()
+                    .where(db.alerts.c.alert_id == aids[0])
+                    .values(status="new", reviewed_by=None, reviewed_at=None)
+                )
                 assert datasets.unlabel_review(conn, aids[0]) == 1  # as undo does
             for i in range(4):
                 add_collected(pg, "unit-b", T0 + i * DAY_S, "phone", 50 + i)

@@ -39,8 +39,13 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 UNIT = "unit-d"
-FAST_RECEIPTS = {"receipt_timeout_s": 0.5, "receipt_timeout_max_s": 2.0,
-                 "reconnect_min_s": 0.2, "reconnect_max_s": 1.0, "outbox_fsync": False}
+FAST_RECEIPTS = {
+    "receipt_timeout_s": 0.5,
+    "receipt_timeout_max_s": 2.0,
+    "reconnect_min_s": 0.2,
+    "reconnect_max_s": 1.0,
+    "outbox_fsync": False,
+}
 
 
 def register(engine: Engine, data: Path) -> None:
@@ -49,20 +54,23 @@ def register(engine: Engine, data: Path) -> None:
 
     _, pub_path, _ = write_key_pair(UNIT, data / "keys")
     pub = load_public_key(pub_path)
-    db.upsert_unit(engine, UNIT, base64.b64encode(raw_public_bytes(pub)).decode(),
-                   key_id(pub))
+    db.upsert_unit(engine, UNIT, base64.b64encode(raw_public_bytes(pub)).decode(), key_id(pub))
 
 
 def stored_seqs(engine: Engine) -> list[int]:
     with engine.connect() as conn:
-        return sorted(r[0] for r in conn.execute(
-            sa.select(db.alerts.c.seq).where(db.alerts.c.unit == UNIT)))
+        return sorted(
+            r[0] for r in conn.execute(sa.select(db.alerts.c.seq).where(db.alerts.c.unit == UNIT))
+        )
 
 
 def stored_evidence(engine: Engine, table: sa.Table = db.evidence) -> int:
     with engine.connect() as conn:
-        return int(conn.execute(sa.select(sa.func.count()).select_from(table).where(
-            table.c.unit == UNIT)).scalar_one())
+        return int(
+            conn.execute(
+                sa.select(sa.func.count()).select_from(table).where(table.c.unit == UNIT)
+            ).scalar_one()
+        )
 
 
 @pytest.fixture
@@ -83,16 +91,21 @@ def unit(tmp_path: Path, engine: Engine) -> Iterator[Callable[[LocalBroker], Mqt
 
 
 def receiver_for(broker: LocalBroker, engine: Engine, **kw: Any) -> Receiver:
-    cfg = mqtt_cfg(broker, client_id=kw.pop("client_id", "cr-delivery"),
-                   share_group=kw.pop("share_group", "controlroom"), **kw)
+    cfg = mqtt_cfg(
+        broker,
+        client_id=kw.pop("client_id", "cr-delivery"),
+        share_group=kw.pop("share_group", "controlroom"),
+        **kw,
+    )
     r = Receiver(cfg, engine).start()
     assert r.wait_ready(10), "receiver did not subscribe"
     return r
 
 
 def assert_all_stored_once(engine: Engine, up: MqttUplink, n: int) -> None:
-    assert wait_until(lambda: len(stored_seqs(engine)) >= n and stored_evidence(engine) >= n,
-                      timeout_s=60), f"stored {len(stored_seqs(engine))} of {n}"
+    assert wait_until(
+        lambda: len(stored_seqs(engine)) >= n and stored_evidence(engine) >= n, timeout_s=60
+    ), f"stored {len(stored_seqs(engine))} of {n}"
     assert up.wait_drained(30), f"outbox still holds {up.outbox.depth()}"
     seqs = stored_seqs(engine)
     assert len(seqs) == n
@@ -103,8 +116,10 @@ def assert_all_stored_once(engine: Engine, up: MqttUplink, n: int) -> None:
 
 
 def test_first_start_before_any_receiver_ever_connected(
-        engine: Engine, unit: Callable[[LocalBroker], MqttUplink],
-        make_detection: Callable[..., Detection]) -> None:
+    engine: Engine,
+    unit: Callable[[LocalBroker], MqttUplink],
+    make_detection: Callable[..., Detection],
+) -> None:
     """No control-room session exists at all: the broker drops every alert (PUBACK 0x10).
     The unit keeps them and sends them again once the receiver is there."""
     with LocalBroker() as broker:
@@ -123,8 +138,10 @@ def test_first_start_before_any_receiver_ever_connected(
 
 
 def test_broker_restart_mid_stream_loses_nothing(
-        engine: Engine, unit: Callable[[LocalBroker], MqttUplink],
-        make_detection: Callable[..., Detection]) -> None:
+    engine: Engine,
+    unit: Callable[[LocalBroker], MqttUplink],
+    make_detection: Callable[..., Detection],
+) -> None:
     """Mosquitto 2.0.11 with persistence does not restore a $share subscription after a
     restart: until the receiver resubscribes, alerts get PUBACK 'no matching subscribers'."""
     with LocalBroker() as broker:
@@ -144,8 +161,10 @@ def test_broker_restart_mid_stream_loses_nothing(
 
 
 def test_control_room_outage_longer_than_the_broker_queue(
-        engine: Engine, unit: Callable[[LocalBroker], MqttUplink],
-        make_detection: Callable[..., Detection]) -> None:
+    engine: Engine,
+    unit: Callable[[LocalBroker], MqttUplink],
+    make_detection: Callable[..., Detection],
+) -> None:
     """The control room is down while more alerts arrive than the broker queues for its
     session (10 here, 10,000 in deploy/mosquitto): the broker drops the rest; the unit does
     not, and sends them again when the control room is back."""
@@ -179,15 +198,23 @@ RECEIVER_CHILD = textwrap.dedent("""
 
 
 def test_receiver_killed_9_mid_batch_loses_nothing(
-        tmp_path: Path, engine: Engine, unit: Callable[[LocalBroker], MqttUplink],
-        make_detection: Callable[..., Detection]) -> None:
+    tmp_path: Path,
+    engine: Engine,
+    unit: Callable[[LocalBroker], MqttUplink],
+    make_detection: Callable[..., Detection],
+) -> None:
     url = str(engine.url)
     with LocalBroker() as broker:
-        cfg = mqtt_cfg(broker, client_id="cr-killed", share_group="controlroom",
-                       batch_max=5).model_dump(mode="json", exclude_none=True)
+        cfg = mqtt_cfg(
+            broker, client_id="cr-killed", share_group="controlroom", batch_max=5
+        ).model_dump(mode="json", exclude_none=True)
         env = {**os.environ, "PYTHONPATH": str(REPO)}
-        child = subprocess.Popen([sys.executable, "-c", RECEIVER_CHILD, url, json.dumps(cfg)],
-                                 stdout=subprocess.PIPE, cwd=REPO, env=env)
+        child = subprocess.Popen(
+            [sys.executable, "-c", RECEIVER_CHILD, url, json.dumps(cfg)],
+            stdout=subprocess.PIPE,
+            cwd=REPO,
+            env=env,
+        )
         try:
             assert child.stdout is not None
             assert child.stdout.readline().strip() == b"ready"

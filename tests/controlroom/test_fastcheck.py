@@ -21,11 +21,50 @@ from tests.controlroom.conftest import Unit, status_and_heartbeat
 from tests.uplink.test_messages import KEYWORD_CASES, KEYWORD_SCHEMA
 
 ODD_VALUES: list[Any] = [
-    None, True, False, 0, -1, 1, 2, 1.5, -0.0, 0.999, 1.0, 1.0001, 90.5, 360, 361, 255, 256,
-    10**19, 10**30, 10**400, float("nan"), float("inf"), "", "x", "x" * 65, "x" * 300, "3d",
-    "gps", "system", "phonewatch.alert", "Ed25519", "0123456789abcdef", "ab" * 32, "AB" * 32,
-    "2026-05-01T10:20:30.5Z", "2026-05-01 10:20:30Z", "unit-a", "unit a", "unit-a-7", [], [1],
-    {}, {"a": 1}, {"time": None},
+    None,
+    True,
+    False,
+    0,
+    -1,
+    1,
+    2,
+    1.5,
+    -0.0,
+    0.999,
+    1.0,
+    1.0001,
+    90.5,
+    360,
+    361,
+    255,
+    256,
+    10**19,
+    10**30,
+    10**400,
+    float("nan"),
+    float("inf"),
+    "",
+    "x",
+    "x" * 65,
+    "x" * 300,
+    "3d",
+    "gps",
+    "system",
+    "phonewatch.alert",
+    "Ed25519",
+    "0123456789abcdef",
+    "ab" * 32,
+    "AB" * 32,
+    "2026-05-01T10:20:30.5Z",
+    "2026-05-01 10:20:30Z",
+    "unit-a",
+    "unit a",
+    "unit-a-7",
+    [],
+    [1],
+    {},
+    {"a": 1},
+    {"time": None},
 ]
 
 
@@ -75,10 +114,15 @@ def _samples() -> dict[str, dict[str, Any]]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("name", "sample"), [(m.ALERT_SCHEMA, "alert"),
-                                         (m.ALERT_SCHEMA, "alert_no_fix"),
-                                         (m.HEARTBEAT_SCHEMA, "heartbeat"),
-                                         (m.STATUS_SCHEMA, "status")])
+@pytest.mark.parametrize(
+    ("name", "sample"),
+    [
+        (m.ALERT_SCHEMA, "alert"),
+        (m.ALERT_SCHEMA, "alert_no_fix"),
+        (m.HEARTBEAT_SCHEMA, "heartbeat"),
+        (m.STATUS_SCHEMA, "status"),
+    ],
+)
 def test_compiled_schema_agrees_with_the_reference(name: str, sample: str) -> None:
     doc = _samples()[sample]
     check = fastcheck.validator(name)
@@ -131,16 +175,20 @@ def test_payload_signature_check_agrees_with_the_full_check() -> None:
 
     other = generate_key()
     forged = m.encode(sign_alert({k: v for k, v in alert.items() if k != "signature"}, other))
-    variants = [forged, payload.replace(b'"score":0.93', b'"score":0.94'),
-                payload.replace(b'"roi":"lane1"', b'"roi":"lane2"'),
-                payload[:-1] + b',"score":0.5}',  # a duplicate key after the signed content
-                payload.replace(b',"signature":', b',"signature":{"alg":"x"},"signature":'),
-                payload.replace(b'"alert_id"', b'"signature":{},"alert_id"')]
+    variants = [
+        forged,
+        payload.replace(b'"score":0.93', b'"score":0.94'),
+        payload.replace(b'"roi":"lane1"', b'"roi":"lane2"'),
+        payload[:-1] + b',"score":0.5}',  # a duplicate key after the signed content
+        payload.replace(b',"signature":', b',"signature":{"alg":"x"},"signature":'),
+        payload.replace(b'"alert_id"', b'"signature":{},"alert_id"'),
+    ]
     rng = random.Random(5)
     for _ in range(300):  # flip one byte of the signed content
         i = rng.randrange(1, len(payload) - 1)
-        variants.append(payload[:i] + bytes([payload[i] ^ rng.choice((1, 2, 4, 32))])
-                        + payload[i + 1:])
+        variants.append(
+            payload[:i] + bytes([payload[i] ^ rng.choice((1, 2, 4, 32))]) + payload[i + 1 :]
+        )
     checked = 0
     for raw in variants:
         try:
@@ -150,8 +198,7 @@ def test_payload_signature_check_agrees_with_the_full_check() -> None:
         if m.schema_errors(doc, m.ALERT_SCHEMA):
             continue
         full = crypto.signature_problem(doc, pub)
-        fast = crypto.signature_problem(doc, pub, payload=raw,
-                                        expected_key_id=crypto.key_id(pub))
+        fast = crypto.signature_problem(doc, pub, payload=raw, expected_key_id=crypto.key_id(pub))
         assert (fast is None) == (full is None), raw
         checked += 1
     assert checked >= 50

@@ -20,8 +20,9 @@ T = "phonewatch/unit-a"
 
 def test_one_mixed_batch_is_sorted_checked_and_stored(engine: Engine, unit_a: Unit) -> None:
     told: list[list[StoredAlert]] = []
-    ingest = Ingest(engine, evidence_max_bytes=50_000, snapshot_max_bytes=60_000,
-                    on_stored=told.append)
+    ingest = Ingest(
+        engine, evidence_max_bytes=50_000, snapshot_max_bytes=60_000, on_stored=told.append
+    )
     alert, image = unit_a.alert(seq=1)
     st, hb = status_and_heartbeat("unit-a", 1000.0)
     stranger = Unit("unit-x", generate_key())
@@ -51,8 +52,14 @@ def test_one_mixed_batch_is_sorted_checked_and_stored(engine: Engine, unit_a: Un
     assert stats["received"] == len(batch)
     assert stats["duplicates"] == 1
     assert stats["stored"] == 1
-    assert stats["rejected"] == {"not_jpeg": 1, "oversized": 1, "unknown_unit": 2,
-                                 "topic_mismatch": 1, "not_json": 1, "bad_topic": 2}
+    assert stats["rejected"] == {
+        "not_jpeg": 1,
+        "oversized": 1,
+        "unknown_unit": 2,
+        "topic_mismatch": 1,
+        "not_json": 1,
+        "bad_topic": 2,
+    }
     with engine.connect() as conn:
         snaps = conn.execute(sa.select(db.snapshots.c.unit, db.snapshots.c.jpeg)).all()
         assert snaps == [("unit-a", jpeg_bytes(2))]
@@ -60,20 +67,26 @@ def test_one_mixed_batch_is_sorted_checked_and_stored(engine: Engine, unit_a: Un
         assert crops == [("unit-a", "lane1-1")]
         ev = conn.execute(sa.select(db.evidence.c.alert_id)).scalars().all()
         assert ev == ["unit-a-1"]
-        row: Any = conn.execute(sa.select(db.units).where(
-            db.units.c.unit_id == "unit-a")).mappings().one()
+        row: Any = (
+            conn.execute(sa.select(db.units).where(db.units.c.unit_id == "unit-a")).mappings().one()
+        )
     assert row["status_state"] == "online"
     assert row["status_received_at"] == 7.0
     assert json.loads(row["heartbeat"]) == hb
     assert row["heartbeat_received_at"] == 8.0
 
 
-def test_the_newest_snapshot_of_a_batch_wins_whatever_the_order(engine: Engine,
-                                                                unit_a: Unit) -> None:
+def test_the_newest_snapshot_of_a_batch_wins_whatever_the_order(
+    engine: Engine, unit_a: Unit
+) -> None:
     ingest = Ingest(engine)
-    ingest.process([Message(f"{T}/snapshot", jpeg_bytes(1), 5.0),
-                    Message(f"{T}/snapshot", jpeg_bytes(2), 6.0),
-                    Message(f"{T}/snapshot", jpeg_bytes(3), 6.0)])  # a tie: the later one
+    ingest.process(
+        [
+            Message(f"{T}/snapshot", jpeg_bytes(1), 5.0),
+            Message(f"{T}/snapshot", jpeg_bytes(2), 6.0),
+            Message(f"{T}/snapshot", jpeg_bytes(3), 6.0),
+        ]
+    )  # a tie: the later one
     with engine.connect() as conn:
         assert conn.execute(sa.select(db.snapshots.c.jpeg)).scalars().all() == [jpeg_bytes(3)]
     assert ingest.stats()["snapshots"] == 1

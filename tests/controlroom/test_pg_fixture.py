@@ -29,7 +29,8 @@ def _scalar(url: str, sql: str) -> object:
 
 
 def test_cluster_survives_another_pytest_session_starting(
-        postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    postgres_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     """Each pytest session that starts chmods ``pytest-of-<user>`` to 0700. When the cluster
     lived below it and ran as ``postgres`` (tests run as root), the next checkpoint PANICked
     on pg_control and the server went down mid-test."""
@@ -52,13 +53,17 @@ def test_database_is_dropped_after_its_connections_were_cut(postgres_url: str) -
         db.migrate(engine)
         held = engine.connect()  # left open on purpose
         held.execute(sa.text("SELECT 1"))
-        _scalar(postgres_url, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() "
-                "AND datname = current_database()")
+        _scalar(
+            postgres_url,
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() "
+            "AND datname = current_database()",
+        )
         name = url.rsplit("/", 1)[1]
     try:
-        assert _scalar(postgres_url, "SELECT count(*) FROM pg_database "
-                       f"WHERE datname = '{name}'") == 0
+        assert (
+            _scalar(postgres_url, f"SELECT count(*) FROM pg_database WHERE datname = '{name}'") == 0
+        )
     finally:
         held.invalidate()
         engine.dispose()

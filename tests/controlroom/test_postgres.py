@@ -40,11 +40,13 @@ def test_migrations_on_postgres(pg: Engine) -> None:
     assert db.migrate(pg) == db.LATEST_VERSION
     assert db.migrate(pg) == db.LATEST_VERSION
     assert {"alerts", "evidence", "units", "users", "audit", "labels", "schema_version"} <= set(
-        sa.inspect(pg).get_table_names())
+        sa.inspect(pg).get_table_names()
+    )
 
 
-def test_receiver_stores_once_on_postgres(pg: Engine, broker: LocalBroker,
-                                          publisher: Publisher) -> None:
+def test_receiver_stores_once_on_postgres(
+    pg: Engine, broker: LocalBroker, publisher: Publisher
+) -> None:
     db.migrate(pg)
     unit = Unit("unit-pg", generate_key())
     db.upsert_unit(pg, unit.unit_id, raw_pub_b64(unit.key), "0" * 16)
@@ -58,8 +60,10 @@ def test_receiver_stores_once_on_postgres(pg: Engine, broker: LocalBroker,
             publisher.publish(f"phonewatch/unit-pg/evidence/{aid}", jpeg, wait=False)
         forged = Unit("unit-pg", generate_key()).alert(seq=99)[0]
         publisher.publish("phonewatch/unit-pg/alert", forged)
-        assert wait_until(lambda: r.stats().get("evidence_stored") == 50
-                          and r.stats().get("duplicates") == 20, timeout_s=20)
+        assert wait_until(
+            lambda: r.stats().get("evidence_stored") == 50 and r.stats().get("duplicates") == 20,
+            timeout_s=20,
+        )
         assert wait_until(lambda: r.stats()["rejected"].get("bad_signature") == 1)
     finally:
         r.close()
@@ -77,11 +81,16 @@ def test_review_and_retention_on_postgres(pg: Engine) -> None:
     ingest = Ingest(pg)
     payload, jpeg = unit.alert()
     now = time.time()
-    ingest.process([Message("phonewatch/unit-pg/alert", payload, now),
-                    Message("phonewatch/unit-pg/evidence/unit-pg-1", jpeg, now)])
+    ingest.process(
+        [
+            Message("phonewatch/unit-pg/alert", payload, now),
+            Message("phonewatch/unit-pg/evidence/unit-pg-1", jpeg, now),
+        ]
+    )
     with pg.begin() as conn:
-        conn.execute(db.alerts.update().values(status="rejected", reviewed_by="alice",
-                                               reviewed_at=now))
+        conn.execute(
+            db.alerts.update().values(status="rejected", reviewed_by="alice", reviewed_at=now)
+        )
     out = retention.sweep(pg, RetentionConfig(), now=now + 3601)
     assert out["rejected_evidence"] == 1
     with pg.connect() as conn:

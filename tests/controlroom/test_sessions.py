@@ -21,8 +21,11 @@ from controlroom.web import create_app
 from edge.app.cli import main
 from tests.controlroom.test_web import PASSWORD, audit_actions, csrf_of, login
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`"),
+]
+
 
 @pytest.fixture
 def cfg(tmp_path: Path) -> Config:
@@ -58,8 +61,7 @@ def test_logout_ends_the_session_for_a_copied_cookie_too(client: Any) -> None:
     token = login(client)
     thief = copy_of(client)
     assert thief.get("/", follow_redirects=False).status_code == 200
-    assert client.post("/logout", data={"csrf": token}, follow_redirects=False
-                       ).status_code == 303
+    assert client.post("/logout", data={"csrf": token}, follow_redirects=False).status_code == 303
     assert thief.get("/", follow_redirects=False).status_code == 303
     r = thief.post("/logout", data={"csrf": token}, follow_redirects=False)
     assert r.status_code == 401
@@ -73,16 +75,16 @@ def test_a_new_password_ends_every_session(client: Any, engine: Engine) -> None:
     assert client.get("/").status_code == 200
 
 
-def test_disable_user_ends_sessions_for_good(client: Any, engine: Engine, cfg: Config,
-                                             tmp_path: Path) -> None:
+def test_disable_user_ends_sessions_for_good(
+    client: Any, engine: Engine, cfg: Config, tmp_path: Path
+) -> None:
     """Disabling and enabling again does not bring an old cookie back to life."""
     login(client)
     thief = copy_of(client)
     conf = tmp_path / "cr.toml"
     conf.write_text(f'[database]\nurl = "{engine.url.render_as_string()}"\n')
     assert main(["controlroom", "disable-user", "alice", "--config", str(conf)]) == 0
-    assert main(["controlroom", "disable-user", "alice", "--enable", "--config",
-                 str(conf)]) == 0
+    assert main(["controlroom", "disable-user", "alice", "--enable", "--config", str(conf)]) == 0
     assert thief.get("/", follow_redirects=False).status_code == 303
     assert client.get("/", follow_redirects=False).status_code == 303
     login(client)
@@ -96,8 +98,9 @@ def test_sessions_expire_on_the_server(client: Any, engine: Engine) -> None:
     assert client.get("/", follow_redirects=False).status_code == 303
 
 
-def test_the_live_stream_stops_for_a_disabled_user(cfg: Config, engine: Engine,
-                                                   operators: None) -> None:
+def test_the_live_stream_stops_for_a_disabled_user(
+    cfg: Config, engine: Engine, operators: None
+) -> None:
     room = ControlRoom(cfg, receiver=False, retention=False, engine=engine).start()
     try:
         with httpx.Client(base_url=room.url.rstrip("/"), timeout=5) as c:
@@ -120,8 +123,9 @@ def test_the_live_stream_stops_for_a_disabled_user(cfg: Config, engine: Engine,
 # ---------------------------------------------------------------- throttle under concurrency
 
 
-def test_concurrent_wrong_passwords_are_throttled_too(cfg: Config, engine: Engine,
-                                                      operators: None) -> None:
+def test_concurrent_wrong_passwords_are_throttled_too(
+    cfg: Config, engine: Engine, operators: None
+) -> None:
     """30 wrong passwords at once, against the real server and SQLite: only as many are
     checked as the limit allows (5), the rest are refused."""
     room = ControlRoom(cfg, receiver=False, retention=False, engine=engine).start()
@@ -129,12 +133,15 @@ def test_concurrent_wrong_passwords_are_throttled_too(cfg: Config, engine: Engin
     start = threading.Barrier(n)
     codes: list[int] = []
     try:
+
         def attempt() -> None:
             with httpx.Client(base_url=room.url.rstrip("/"), timeout=60) as c:
                 token = csrf_of(c.get("/login").text)
                 start.wait()
-                r = c.post("/login", data={"username": "alice", "password": "wrong password!",
-                                           "csrf": token})
+                r = c.post(
+                    "/login",
+                    data={"username": "alice", "password": "wrong password!", "csrf": token},
+                )
                 codes.append(r.status_code)
 
         threads = [threading.Thread(target=attempt) for _ in range(n)]

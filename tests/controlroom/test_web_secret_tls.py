@@ -21,8 +21,10 @@ from controlroom.web import create_app, load_secret
 from edge.app.cli import main
 from tests.controlroom.test_web import PASSWORD, login
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`"),
+]
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -41,8 +43,9 @@ def operators(engine: Engine) -> None:
 
 
 @pytest.mark.parametrize("content", [b"", b"\n", b"short secret\n", b"x" * 31 + b"\n"])
-def test_an_empty_or_short_secret_is_refused(tmp_path: Path, engine: Engine,
-                                             content: bytes) -> None:
+def test_an_empty_or_short_secret_is_refused(
+    tmp_path: Path, engine: Engine, content: bytes
+) -> None:
     path = tmp_path / "controlroom.secret"
     path.write_bytes(content)
     cfg = parse_config({"web": {"secret_key_file": str(path)}}, base_dir=tmp_path)
@@ -65,14 +68,17 @@ def test_a_missing_secret_is_written_whole_with_mode_0600(tmp_path: Path) -> Non
 
 
 def test_an_unwritable_secret_path_is_a_one_line_error(
-        tmp_path: Path, broker: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, broker: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
     """As under systemd's ProtectSystem=strict with a path outside the state directory
     (/sys refuses file creation even to root)."""
     with pytest.raises(ControlRoomError, match="cannot create web.secret_key_file /sys/"):
         load_secret(Path("/sys/controlroom.secret"))
     cfg = tmp_path / "cr.toml"
-    cfg.write_text(f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\n'
-                   '[web]\nport = 0\nsecret_key_file = "/sys/controlroom.secret"\n')
+    cfg.write_text(
+        f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\n'
+        '[web]\nport = 0\nsecret_key_file = "/sys/controlroom.secret"\n'
+    )
     assert main(["controlroom", "serve", "--no-receiver", "--config", str(cfg)]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("phonewatch: error: cannot create web.secret_key_file /sys/")
@@ -83,8 +89,9 @@ def test_an_unwritable_secret_path_is_a_one_line_error(
 # ---------------------------------------------------------------- TLS
 
 
-def test_over_https_the_cookie_is_secure_and_hsts_is_sent(cfg: Config, engine: Engine,
-                                                          operators: None) -> None:
+def test_over_https_the_cookie_is_secure_and_hsts_is_sent(
+    cfg: Config, engine: Engine, operators: None
+) -> None:
     from fastapi.testclient import TestClient
 
     with TestClient(create_app(cfg, engine), base_url="https://dash.example") as c:

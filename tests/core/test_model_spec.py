@@ -11,11 +11,22 @@ from edge.core.errors import ModelError
 from edge.core.model_spec import label_matches, load_spec, parse_spec
 
 GOOD = {
-    "schema": 1, "name": "m", "version": "1.0", "file": "m.tflite",
-    "input": {"width": 96, "height": 96, "layout": "NHWC", "colour": "RGB",
-              "mean": [127.5] * 3, "std": [127.5] * 3},
+    "schema": 1,
+    "name": "m",
+    "version": "1.0",
+    "file": "m.tflite",
+    "input": {
+        "width": 96,
+        "height": 96,
+        "layout": "NHWC",
+        "colour": "RGB",
+        "mean": [127.5] * 3,
+        "std": [127.5] * 3,
+    },
     "output": {"activation": "softmax"},
-    "labels": ["no_phone", "phone"], "positive_labels": ["phone"], "threshold": 0.6,
+    "labels": ["no_phone", "phone"],
+    "positive_labels": ["phone"],
+    "threshold": 0.6,
 }
 
 
@@ -28,21 +39,23 @@ def test_good_sidecar_round_trips() -> None:
     assert again == spec
 
 
-@pytest.mark.parametrize(("mutate", "key"), [
-    (lambda d: d.update(colour="RGB"), "'colour'"),
-    (lambda d: d.pop("threshold"), "'threshold'"),
-    (lambda d: d.update(threshold=1.5), "'threshold'"),
-    (lambda d: d["input"].update(layout="HWC"), "input.layout"),
-    (lambda d: d["input"].update(width=0), "input.width"),
-    (lambda d: d["input"].update(mean=[1, 2]), "input.mean"),
-    (lambda d: d["input"].update(extra=1), "'extra'"),
-    (lambda d: d.update(positive_labels=["cat"]), "cat"),
-    (lambda d: d.update(sha256="xyz"), "sha256"),
-    (lambda d: d["output"].update(activation="relu"), "output.activation"),
-    (lambda d: d.update(schema=2), "'schema'"),
-])
-def test_bad_sidecars_name_the_key(
-        mutate: Callable[[dict[str, Any]], object], key: str) -> None:
+@pytest.mark.parametrize(
+    ("mutate", "key"),
+    [
+        (lambda d: d.update(colour="RGB"), "'colour'"),
+        (lambda d: d.pop("threshold"), "'threshold'"),
+        (lambda d: d.update(threshold=1.5), "'threshold'"),
+        (lambda d: d["input"].update(layout="HWC"), "input.layout"),
+        (lambda d: d["input"].update(width=0), "input.width"),
+        (lambda d: d["input"].update(mean=[1, 2]), "input.mean"),
+        (lambda d: d["input"].update(extra=1), "'extra'"),
+        (lambda d: d.update(positive_labels=["cat"]), "cat"),
+        (lambda d: d.update(sha256="xyz"), "sha256"),
+        (lambda d: d["output"].update(activation="relu"), "output.activation"),
+        (lambda d: d.update(schema=2), "'schema'"),
+    ],
+)
+def test_bad_sidecars_name_the_key(mutate: Callable[[dict[str, Any]], object], key: str) -> None:
     d = json.loads(json.dumps(GOOD))
     mutate(d)
     with pytest.raises(ModelError, match=key.replace(".", r"\.")):
@@ -72,59 +85,98 @@ def test_missing_and_broken_sidecar_files(tmp_path: Path) -> None:
 def _without(key: str) -> Callable[[dict[str, Any]], None]:
     def mutate(d: dict[str, Any]) -> None:
         del d[key]
+
     return mutate
 
 
-@pytest.mark.parametrize(("mutate", "message"), [
-    (lambda d: d.update(extra=1, other=2), "sidecar: unknown key(s) 'extra', 'other'"),
-    (_without("schema"), "sidecar: missing required key 'schema'"),
-    (lambda d: d.update(schema="1"), "sidecar: 'schema' is '1'; this version reads 1"),
-    (_without("name"), "sidecar: missing required key 'name'"),
-    (_without("version"), "sidecar: missing required key 'version'"),
-    (_without("file"), "sidecar: missing required key 'file'"),
-    (lambda d: d.update(sha256="AB" * 32), "sidecar: 'sha256' must be 64 lower-case hex digits"),
-    (lambda d: d.update(sha256=7), "sidecar: 'sha256' must be 64 lower-case hex digits"),
-    (_without("input"), "sidecar: missing required key 'input'"),
-    (lambda d: d.update(input=[]), "sidecar: 'input' must be an object"),
-    (lambda d: d["input"].update(x=1), "sidecar: input: unknown key(s) 'x'"),
-    (lambda d: d["input"].update(layout="HWC"),
-     "sidecar: 'input.layout' must be NHWC or NCHW, got 'HWC'"),
-    (lambda d: d["input"].update(colour="RGBA"),
-     "sidecar: 'input.colour' must be RGB, BGR or GRAY, got 'RGBA'"),
-    (lambda d: d["input"].update(colour="GRAY"),
-     "sidecar: 'input.mean' must be a list of 1 numbers"),
-    (lambda d: d["input"].update(mean=(1, 2, 3)),
-     "sidecar: 'input.mean' must be a list of 3 numbers"),
-    (lambda d: d["input"].update(mean=[1, True, 3]),
-     "sidecar: 'input.mean' must be a number, got True"),
-    (lambda d: d["input"].update(mean=[1, 2e6, 3]),
-     "sidecar: 'input.mean' = 2000000.0 is outside -1000000.0..1000000.0"),
-    (lambda d: d["input"].update(std=[1, 0, 1]),
-     "sidecar: 'input.std' = 0 is outside 1e-09..1000000.0"),
-    (lambda d: d["input"].update(std=[1, 1]), "sidecar: 'input.std' must be a list of 3 numbers"),
-    (lambda d: d["input"].pop("width"), "sidecar: input: missing required key 'width'"),
-    (lambda d: d["input"].update(width=96.0),
-     "sidecar: 'input.width' must be an integer, got 96.0"),
-    (lambda d: d["input"].update(height=4097), "sidecar: 'input.height' = 4097 is outside 8..4096"),
-    (lambda d: d.update(output=None), "sidecar: 'output' must be an object"),
-    (lambda d: d["output"].update(bias=0), "sidecar: output: unknown key(s) 'bias'"),
-    (lambda d: d["output"].update(activation="relu"),
-     "sidecar: 'output.activation' must be none, softmax or sigmoid, got 'relu'"),
-    (lambda d: d["output"].update(index=17), "sidecar: 'output.index' = 17 is outside 0..16"),
-    (lambda d: d.update(labels_file="l.txt"), "sidecar: give 'labels' or 'labels_file', not both"),
-    (_without("labels"), "sidecar: missing required key 'labels' (or 'labels_file')"),
-    (lambda d: d.update(labels=["a", 1]), "sidecar: 'labels' must be a list of strings"),
-    (lambda d: d.update(labels=[]), "sidecar: 'labels' is empty"),
-    (_without("positive_labels"), "sidecar: missing required key 'positive_labels'"),
-    (lambda d: d.update(positive_labels=[]), "sidecar: 'positive_labels' must be a non-empty list"),
-    (lambda d: d.update(positive_labels=["phone", "cat", "dog"]),
-     "sidecar: positive label(s) ['cat', 'dog'] are not among the labels"),
-    (_without("threshold"), "sidecar: missing required key 'threshold'"),
-    (lambda d: d.update(threshold="0.5"), "sidecar: 'threshold' must be a number, got '0.5'"),
-    (lambda d: d.update(threshold=-0.1), "sidecar: 'threshold' = -0.1 is outside 0.0..1.0"),
-    (lambda d: d.update(provenance=[]), "sidecar: 'provenance' must be an object"),
-    (lambda d: d.update(metrics="good"), "sidecar: 'metrics' must be an object"),
-])
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: d.update(extra=1, other=2), "sidecar: unknown key(s) 'extra', 'other'"),
+        (_without("schema"), "sidecar: missing required key 'schema'"),
+        (lambda d: d.update(schema="1"), "sidecar: 'schema' is '1'; this version reads 1"),
+        (_without("name"), "sidecar: missing required key 'name'"),
+        (_without("version"), "sidecar: missing required key 'version'"),
+        (_without("file"), "sidecar: missing required key 'file'"),
+        (
+            lambda d: d.update(sha256="AB" * 32),
+            "sidecar: 'sha256' must be 64 lower-case hex digits",
+        ),
+        (lambda d: d.update(sha256=7), "sidecar: 'sha256' must be 64 lower-case hex digits"),
+        (_without("input"), "sidecar: missing required key 'input'"),
+        (lambda d: d.update(input=[]), "sidecar: 'input' must be an object"),
+        (lambda d: d["input"].update(x=1), "sidecar: input: unknown key(s) 'x'"),
+        (
+            lambda d: d["input"].update(layout="HWC"),
+            "sidecar: 'input.layout' must be NHWC or NCHW, got 'HWC'",
+        ),
+        (
+            lambda d: d["input"].update(colour="RGBA"),
+            "sidecar: 'input.colour' must be RGB, BGR or GRAY, got 'RGBA'",
+        ),
+        (
+            lambda d: d["input"].update(colour="GRAY"),
+            "sidecar: 'input.mean' must be a list of 1 numbers",
+        ),
+        (
+            lambda d: d["input"].update(mean=(1, 2, 3)),
+            "sidecar: 'input.mean' must be a list of 3 numbers",
+        ),
+        (
+            lambda d: d["input"].update(mean=[1, True, 3]),
+            "sidecar: 'input.mean' must be a number, got True",
+        ),
+        (
+            lambda d: d["input"].update(mean=[1, 2e6, 3]),
+            "sidecar: 'input.mean' = 2000000.0 is outside -1000000.0..1000000.0",
+        ),
+        (
+            lambda d: d["input"].update(std=[1, 0, 1]),
+            "sidecar: 'input.std' = 0 is outside 1e-09..1000000.0",
+        ),
+        (
+            lambda d: d["input"].update(std=[1, 1]),
+            "sidecar: 'input.std' must be a list of 3 numbers",
+        ),
+        (lambda d: d["input"].pop("width"), "sidecar: input: missing required key 'width'"),
+        (
+            lambda d: d["input"].update(width=96.0),
+            "sidecar: 'input.width' must be an integer, got 96.0",
+        ),
+        (
+            lambda d: d["input"].update(height=4097),
+            "sidecar: 'input.height' = 4097 is outside 8..4096",
+        ),
+        (lambda d: d.update(output=None), "sidecar: 'output' must be an object"),
+        (lambda d: d["output"].update(bias=0), "sidecar: output: unknown key(s) 'bias'"),
+        (
+            lambda d: d["output"].update(activation="relu"),
+            "sidecar: 'output.activation' must be none, softmax or sigmoid, got 'relu'",
+        ),
+        (lambda d: d["output"].update(index=17), "sidecar: 'output.index' = 17 is outside 0..16"),
+        (
+            lambda d: d.update(labels_file="l.txt"),
+            "sidecar: give 'labels' or 'labels_file', not both",
+        ),
+        (_without("labels"), "sidecar: missing required key 'labels' (or 'labels_file')"),
+        (lambda d: d.update(labels=["a", 1]), "sidecar: 'labels' must be a list of strings"),
+        (lambda d: d.update(labels=[]), "sidecar: 'labels' is empty"),
+        (_without("positive_labels"), "sidecar: missing required key 'positive_labels'"),
+        (
+            lambda d: d.update(positive_labels=[]),
+            "sidecar: 'positive_labels' must be a non-empty list",
+        ),
+        (
+            lambda d: d.update(positive_labels=["phone", "cat", "dog"]),
+            "sidecar: positive label(s) ['cat', 'dog'] are not among the labels",
+        ),
+        (_without("threshold"), "sidecar: missing required key 'threshold'"),
+        (lambda d: d.update(threshold="0.5"), "sidecar: 'threshold' must be a number, got '0.5'"),
+        (lambda d: d.update(threshold=-0.1), "sidecar: 'threshold' = -0.1 is outside 0.0..1.0"),
+        (lambda d: d.update(provenance=[]), "sidecar: 'provenance' must be an object"),
+        (lambda d: d.update(metrics="good"), "sidecar: 'metrics' must be an object"),
+    ],
+)
 def test_bad_sidecar_messages(mutate: Callable[[dict[str, Any]], None], message: str) -> None:
     d = json.loads(json.dumps(GOOD))
     mutate(d)

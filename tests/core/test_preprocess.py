@@ -94,16 +94,29 @@ def test_quantise_uses_given_parameters_and_saturates() -> None:
     assert f.tolist() == x.tolist()
 
 
-@pytest.mark.parametrize(("spec", "scale", "zero", "dtype"), [
-    (InputSpec(128, 128), 0.007843137718737125, 127, np.uint8),
-    (InputSpec(96, 96, colour="BGR", mean=(0, 0, 0), std=(255, 255, 255)), 1 / 255, 0, np.uint8),
-    (InputSpec(224, 224, mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375)),
-     0.018631115555763245, -14, np.int8),
-    (InputSpec(32, 32, mean=(0, 0, 0), std=(255, 255, 255)), 0.0, 0, np.float32),
-    (InputSpec(64, 48, colour="GRAY", mean=(127.5,), std=(127.5,)), 1 / 128, 128, np.uint8),
-])
+@pytest.mark.parametrize(
+    ("spec", "scale", "zero", "dtype"),
+    [
+        (InputSpec(128, 128), 0.007843137718737125, 127, np.uint8),
+        (
+            InputSpec(96, 96, colour="BGR", mean=(0, 0, 0), std=(255, 255, 255)),
+            1 / 255,
+            0,
+            np.uint8,
+        ),
+        (
+            InputSpec(224, 224, mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375)),
+            0.018631115555763245,
+            -14,
+            np.int8,
+        ),
+        (InputSpec(32, 32, mean=(0, 0, 0), std=(255, 255, 255)), 0.0, 0, np.float32),
+        (InputSpec(64, 48, colour="GRAY", mean=(127.5,), std=(127.5,)), 1 / 128, 128, np.uint8),
+    ],
+)
 def test_fast_quantised_path_is_bit_identical_to_the_slow_one(
-        spec: InputSpec, scale: float, zero: int, dtype: DTypeLike) -> None:
+    spec: InputSpec, scale: float, zero: int, dtype: DTypeLike
+) -> None:
     from edge.core.preprocess import preprocess_quantised
 
     rng = np.random.default_rng(1)
@@ -118,5 +131,7 @@ def test_fast_quantised_path_is_bit_identical_to_the_slow_one(
     mask = np.zeros((500, 700), bool)
     mask[:, :350] = True
     crop = frame[100:600, 200:900]
-    assert np.array_equal(preprocess_quantised(crop, spec, scale, zero, np.dtype(dtype), mask),
-                          quantise(preprocess(crop, spec, mask), scale, zero, np.dtype(dtype)))
+    assert np.array_equal(
+        preprocess_quantised(crop, spec, scale, zero, np.dtype(dtype), mask),
+        quantise(preprocess(crop, spec, mask), scale, zero, np.dtype(dtype)),
+    )

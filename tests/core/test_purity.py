@@ -46,12 +46,16 @@ def imported_modules(path: Path) -> set[str]:
     return mods
 
 
-def violations(folder: str, forbidden: tuple[str, ...], *, root: Path = REPO
-               ) -> dict[str, list[str]]:
+def violations(
+    folder: str, forbidden: tuple[str, ...], *, root: Path = REPO
+) -> dict[str, list[str]]:
     bad: dict[str, list[str]] = {}
     for f in sorted((root / folder).rglob("*.py")):
-        hits = sorted(m for m in imported_modules(f)
-                      if any(m == p or m.startswith(p + ".") for p in forbidden))
+        hits = sorted(
+            m
+            for m in imported_modules(f)
+            if any(m == p or m.startswith(p + ".") for p in forbidden)
+        )
         if hits:
             bad[str(f.relative_to(root))] = hits
     return bad
@@ -69,7 +73,8 @@ def test_core_imports_only_stdlib_numpy_and_itself() -> None:
     bad = {}
     for f in files:
         extra = {
-            r for r in imported_roots(f)
+            r
+            for r in imported_roots(f)
             if r not in sys.stdlib_module_names and r not in ALLOWED_THIRD_PARTY and r != "edge"
         }
         if extra:
@@ -88,4 +93,5 @@ def test_the_checker_catches_a_forbidden_import(tmp_path: Path) -> None:
     (pkg / "ok.py").write_text("from edge.core import messages\n")
     (pkg / "lazy.py").write_text("def f():\n    from edge.app.config import Config\n")
     assert violations("edge/adapters", FORBIDDEN["edge/adapters"], root=tmp_path) == {
-        "edge/adapters/lazy.py": ["edge.app.config", "edge.app.config.Config"]}
+        "edge/adapters/lazy.py": ["edge.app.config", "edge.app.config.Config"]
+    }

@@ -38,12 +38,23 @@ def build() -> tuple[Any, Any]:
 
 def sidecar(name: str, file: Path) -> dict[str, Any]:
     return {
-        "schema": 1, "name": name, "version": "test-1", "file": file.name,
+        "schema": 1,
+        "name": name,
+        "version": "test-1",
+        "file": file.name,
         "sha256": hashlib.sha256(file.read_bytes()).hexdigest(),
-        "input": {"width": SIZE, "height": SIZE, "layout": "NHWC", "colour": "RGB",
-                  "mean": [0.0, 0.0, 0.0], "std": [255.0, 255.0, 255.0]},
+        "input": {
+            "width": SIZE,
+            "height": SIZE,
+            "layout": "NHWC",
+            "colour": "RGB",
+            "mean": [0.0, 0.0, 0.0],
+            "std": [255.0, 255.0, 255.0],
+        },
         "output": {"activation": "none"},
-        "labels": ["no_phone", "phone"], "positive_labels": ["phone"], "threshold": 0.5,
+        "labels": ["no_phone", "phone"],
+        "positive_labels": ["phone"],
+        "threshold": 0.5,
         "description": "Test model: P(phone) = sigmoid(12 * (mean brightness - 0.5)).",
     }
 

@@ -20,8 +20,9 @@ class Pin:
     external: ClassVar[dict[int, int]] = {}
     """Levels driven from outside the chip, by GP number (kept across re-creation)."""
 
-    def __init__(self, id: int, mode: int = -1, pull: int = -1, *, value: int | None = None
-                 ) -> None:
+    def __init__(
+        self, id: int, mode: int = -1, pull: int = -1, *, value: int | None = None
+    ) -> None:
         self.id = id
         self.mode = mode
         self.pull = pull
@@ -53,8 +54,12 @@ class Pin:
     def off(self) -> None:
         self.value(0)
 
-    def irq(self, handler: Callable[[Pin], Any] | None = None, trigger: int = IRQ_RISING,
-            hard: bool = False) -> None:
+    def irq(
+        self,
+        handler: Callable[[Pin], Any] | None = None,
+        trigger: int = IRQ_RISING,
+        hard: bool = False,
+    ) -> None:
         self._irq = (trigger, handler) if handler is not None else None
 
     def _set(self, v: int) -> None:
@@ -76,8 +81,9 @@ class Pin:
 
 
 class UART:
-    def __init__(self, id: int, baudrate: int = 9600, tx: Pin | None = None,
-                 rx: Pin | None = None, **kw: Any) -> None:
+    def __init__(
+        self, id: int, baudrate: int = 9600, tx: Pin | None = None, rx: Pin | None = None, **kw: Any
+    ) -> None:
         self.id = id
         self.baudrate = baudrate
         self.tx_pin = tx

@@ -35,8 +35,12 @@ def _found(name: str) -> str:
 
 
 def _env() -> dict[str, str]:
-    env = {**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_LOCAL_TEMP": "/tmp/.ansible-tmp",
-           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = {
+        **os.environ,
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_LOCAL_TEMP": "/tmp/.ansible-tmp",
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
     env.pop("ANSIBLE_CONFIG", None)
     return env
 
@@ -46,7 +50,11 @@ def _env() -> dict[str, str]:
 def test_playbook_syntax_check() -> None:
     r = subprocess.run(
         [_found("ansible-playbook"), "--syntax-check", "-i", "inventory.example.yml", "site.yml"],
-        cwd=ANSIBLE_DIR, capture_output=True, text=True, timeout=120, env=_env(),
+        cwd=ANSIBLE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_env(),
     )
     assert r.returncode == 0, r.stdout + r.stderr
 
@@ -54,8 +62,14 @@ def test_playbook_syntax_check() -> None:
 @pytest.mark.slow
 @pytest.mark.skipif(_tool("ansible-lint") is None, reason="ansible-lint not installed")
 def test_ansible_lint_production_profile() -> None:
-    r = subprocess.run([_found("ansible-lint"), "--offline", "--nocolor"],
-                       cwd=ANSIBLE_DIR, capture_output=True, text=True, timeout=240, env=_env())
+    r = subprocess.run(
+        [_found("ansible-lint"), "--offline", "--nocolor"],
+        cwd=ANSIBLE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=_env(),
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "Profile 'production' was required, and it passed" in r.stdout + r.stderr
 
@@ -65,17 +79,37 @@ def test_ansible_lint_production_profile() -> None:
 def test_rendered_unit_config_loads(tmp_path: Path) -> None:
     mode = "patrol"
     dest = tmp_path / "unit.toml"
-    extra = {"phonewatch_mode": mode, "phonewatch_unit_id": f"{mode}-0042",
-             "phonewatch_rois": [{"id": "lane1", "rect": [0.1, 0.3, 0.45, 0.7]},
-                                 {"id": "lane2", "rect": [0.55, 0.3, 0.9, 0.7]}],
-             "phonewatch_pi_model": "Raspberry Pi 5 Model B Rev 1.0",  # the playbook reads it
-             "ansible_python_interpreter": sys.executable}
+    extra = {
+        "phonewatch_mode": mode,
+        "phonewatch_unit_id": f"{mode}-0042",
+        "phonewatch_rois": [
+            {"id": "lane1", "rect": [0.1, 0.3, 0.45, 0.7]},
+            {"id": "lane2", "rect": [0.55, 0.3, 0.9, 0.7]},
+        ],
+        "phonewatch_pi_model": "Raspberry Pi 5 Model B Rev 1.0",  # the playbook reads it
+        "ansible_python_interpreter": sys.executable,
+    }
     r = subprocess.run(
-        [_found("ansible"), "localhost", "-c", "local", "-i", "localhost,",
-         "-m", "ansible.builtin.template",
-         "-a", f"src={ANSIBLE_DIR / 'templates' / 'unit.toml.j2'} dest={dest}",
-         "-e", f"@{ANSIBLE_DIR / 'group_vars' / 'all.yml'}", "-e", json.dumps(extra)],
-        capture_output=True, text=True, timeout=120, env=_env(),
+        [
+            _found("ansible"),
+            "localhost",
+            "-c",
+            "local",
+            "-i",
+            "localhost,",
+            "-m",
+            "ansible.builtin.template",
+            "-a",
+            f"src={ANSIBLE_DIR / 'templates' / 'unit.toml.j2'} dest={dest}",
+            "-e",
+            f"@{ANSIBLE_DIR / 'group_vars' / 'all.yml'}",
+            "-e",
+            json.dumps(extra),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_env(),
     )
     assert r.returncode == 0, r.stdout + r.stderr
     cfg = load_config(dest)  # the real loader: unknown keys or bad values would fail here
@@ -101,7 +135,9 @@ def test_playbook_promises() -> None:
     uart_lines = tasks["Enable the UARTs and the PPS input in config.txt"]["loop"]
     assert uart_lines == "{{ phonewatch_config_txt }}"  # per board: test_board_values
     assert defaults["phonewatch_pi_boards"]["5"]["config_txt"][:2] == [
-        "dtparam=uart0=on", "dtoverlay=uart2-pi5"]
+        "dtparam=uart0=on",
+        "dtoverlay=uart2-pi5",
+    ]
     assert "board model" in " ".join(tasks)  # read from /proc/device-tree/model
     pm = load_pin_map()
     pps = pm.signals["gnss_pps"].pi
@@ -116,64 +152,127 @@ def test_playbook_promises() -> None:
 def _render(expr: str, extra: dict[str, object]) -> object:
     """``expr`` templated by real Ansible with group_vars/all.yml and ``extra`` (extra vars)."""
     r = subprocess.run(
-        [_tool("ansible"), "localhost", "-c", "local", "-i", "localhost,",  # type: ignore[list-item]
-         "-m", "ansible.builtin.debug", "-a", "msg={{ " + expr + " | to_json }}",
-         "-e", f"@{ANSIBLE_DIR / 'group_vars' / 'all.yml'}",
-         "-e", json.dumps({"ansible_python_interpreter": sys.executable, **extra})],
-        capture_output=True, text=True, timeout=120, env=_env(),
+        [
+            _tool("ansible"),  # type: ignore[list-item]
+            "localhost",
+            "-c",
+            "local",
+            "-i",
+            "localhost,",
+            "-m",
+            "ansible.builtin.debug",
+            "-a",
+            "msg={{ " + expr + " | to_json }}",
+            "-e",
+            f"@{ANSIBLE_DIR / 'group_vars' / 'all.yml'}",
+            "-e",
+            json.dumps({"ansible_python_interpreter": sys.executable, **extra}),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_env(),
     )
     assert r.returncode == 0, r.stdout + r.stderr
-    body = r.stdout[r.stdout.index("{"):]
+    body = r.stdout[r.stdout.index("{") :]
     msg = json.loads(body)["msg"]
     return json.loads(msg) if isinstance(msg, str) else msg  # Ansible may hand back native
 
 
 BOARDS = [
     # (/proc/device-tree/model, board, config.txt overlays, GNSS port, supervisor port)
-    ("Raspberry Pi 5 Model B Rev 1.0", "5", ["dtparam=uart0=on", "dtoverlay=uart2-pi5"],
-     "/dev/ttyAMA0", "/dev/ttyAMA2"),
-    ("Raspberry Pi 4 Model B Rev 1.5", "4", ["dtoverlay=disable-bt", "dtoverlay=uart3"],
-     "/dev/ttyAMA0", "/dev/ttyAMA1"),
-    ("Raspberry Pi Compute Module 4 Rev 1.1", "4", ["dtoverlay=disable-bt", "dtoverlay=uart3"],
-     "/dev/ttyAMA0", "/dev/ttyAMA1"),
+    (
+        "Raspberry Pi 5 Model B Rev 1.0",
+        "5",
+        ["dtparam=uart0=on", "dtoverlay=uart2-pi5"],
+        "/dev/ttyAMA0",
+        "/dev/ttyAMA2",
+    ),
+    (
+        "Raspberry Pi 4 Model B Rev 1.5",
+        "4",
+        ["dtoverlay=disable-bt", "dtoverlay=uart3"],
+        "/dev/ttyAMA0",
+        "/dev/ttyAMA1",
+    ),
+    (
+        "Raspberry Pi Compute Module 4 Rev 1.1",
+        "4",
+        ["dtoverlay=disable-bt", "dtoverlay=uart3"],
+        "/dev/ttyAMA0",
+        "/dev/ttyAMA1",
+    ),
 ]
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(_tool("ansible") is None, reason="ansible-core not installed")
-@pytest.mark.parametrize(("model", "board", "overlays", "gnss", "supervisor"), BOARDS,
-                         ids=[b[1] + ":" + b[0].split(" Rev")[0] for b in BOARDS])
-def test_board_values(model: str, board: str, overlays: list[str], gnss: str,
-                      supervisor: str) -> None:
-    got = _render("{'board': phonewatch_pi_board, 'txt': phonewatch_config_txt, "
-                  "'gnss': phonewatch_gnss_port, 'sup': phonewatch_supervisor_port}",
-                  {"phonewatch_pi_model": model})
-    assert got == {"board": board, "gnss": gnss, "sup": supervisor,
-                   "txt": ["enable_uart=1", *overlays,
-                           *(["usb_max_current_enable=1"] if board == "5" else []),
-                           "dtoverlay=pps-gpio,gpiopin=18"]}
+@pytest.mark.parametrize(
+    ("model", "board", "overlays", "gnss", "supervisor"),
+    BOARDS,
+    ids=[b[1] + ":" + b[0].split(" Rev")[0] for b in BOARDS],
+)
+def test_board_values(
+    model: str, board: str, overlays: list[str], gnss: str, supervisor: str
+) -> None:
+    got = _render(
+        "{'board': phonewatch_pi_board, 'txt': phonewatch_config_txt, "
+        "'gnss': phonewatch_gnss_port, 'sup': phonewatch_supervisor_port}",
+        {"phonewatch_pi_model": model},
+    )
+    assert got == {
+        "board": board,
+        "gnss": gnss,
+        "sup": supervisor,
+        "txt": [
+            "enable_uart=1",
+            *overlays,
+            *(["usb_max_current_enable=1"] if board == "5" else []),
+            "dtoverlay=pps-gpio,gpiopin=18",
+        ],
+    }
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(_tool("ansible") is None, reason="ansible-core not installed")
 def test_other_boards_are_refused() -> None:
-    got = _render("phonewatch_pi_board in phonewatch_pi_boards",
-                  {"phonewatch_pi_model": "Raspberry Pi 3 Model B Plus Rev 1.3"})
+    got = _render(
+        "phonewatch_pi_board in phonewatch_pi_boards",
+        {"phonewatch_pi_model": "Raspberry Pi 3 Model B Plus Rev 1.3"},
+    )
     assert got is False
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(_tool("ansible") is None, reason="ansible-core not installed")
 def test_pi4_unit_config_and_gpsd_use_the_pi4_ports(tmp_path: Path) -> None:
-    extra = {"phonewatch_pi_model": "Raspberry Pi 4 Model B Rev 1.5",
-             "phonewatch_unit_id": "junction-0004", "ansible_python_interpreter": sys.executable}
+    extra = {
+        "phonewatch_pi_model": "Raspberry Pi 4 Model B Rev 1.5",
+        "phonewatch_unit_id": "junction-0004",
+        "ansible_python_interpreter": sys.executable,
+    }
     for src in ("unit.toml.j2", "gpsd.j2"):
         r = subprocess.run(
-            [_tool("ansible"), "localhost", "-c", "local", "-i", "localhost,",  # type: ignore[list-item]
-             "-m", "ansible.builtin.template",
-             "-a", f"src={ANSIBLE_DIR / 'templates' / src} dest={tmp_path / src[:-3]}",
-             "-e", f"@{ANSIBLE_DIR / 'group_vars' / 'all.yml'}", "-e", json.dumps(extra)],
-            capture_output=True, text=True, timeout=120, env=_env(),
+            [
+                _tool("ansible"),  # type: ignore[list-item]
+                "localhost",
+                "-c",
+                "local",
+                "-i",
+                "localhost,",
+                "-m",
+                "ansible.builtin.template",
+                "-a",
+                f"src={ANSIBLE_DIR / 'templates' / src} dest={tmp_path / src[:-3]}",
+                "-e",
+                f"@{ANSIBLE_DIR / 'group_vars' / 'all.yml'}",
+                "-e",
+                json.dumps(extra),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=_env(),
         )
         assert r.returncode == 0, r.stdout + r.stderr
     cfg = load_config(tmp_path / "unit.toml")
@@ -183,4 +282,7 @@ def test_pi4_unit_config_and_gpsd_use_the_pi4_ports(tmp_path: Path) -> None:
     sink = cfg.sink
     assert sink.type == "mqtt"
     assert [p.name for p in (sink.cert_file, sink.key_file, sink.signing_key)] == [  # type: ignore[union-attr]
-        "junction-0004.crt", "junction-0004.key", "junction-0004.sign.key"]
+        "junction-0004.crt",
+        "junction-0004.key",
+        "junction-0004.sign.key",
+    ]

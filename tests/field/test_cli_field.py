@@ -26,8 +26,9 @@ def test_pins_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert data["signals"]["button"]["pi"] == {"gpio": 22, "pin": 15, "dir": "in"}
 
 
-def test_pins_missing_file_is_a_clean_error(tmp_path: Path,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_pins_missing_file_is_a_clean_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["pins", "--pin-map", str(tmp_path / "nope.toml")]) == 1
     err = capsys.readouterr().err
     assert "nope.toml: pin map not found" in err
@@ -43,8 +44,10 @@ def test_gpio_test_on_mock_pins(capsys: pytest.CaptureFixture[str]) -> None:
     assert out.rstrip().endswith("gpio-test done")
 
 
-def test_supervisor_status_over_a_pty(pico_on_pty: PicoOnPty,  # noqa: F811
-                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_supervisor_status_over_a_pty(
+    pico_on_pty: PicoOnPty,  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     pico, uart, _ = pico_on_pty
     assert main(["supervisor", "--port", uart.path, "--timeout-s", "5"]) == 0
     out = capsys.readouterr().out
@@ -53,9 +56,13 @@ def test_supervisor_status_over_a_pty(pico_on_pty: PicoOnPty,  # noqa: F811
 
 
 @pytest.mark.slow
-def test_supervisor_strobe_refused_is_reported(pico_on_pty: PicoOnPty,  # noqa: F811
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_supervisor_strobe_refused_is_reported(
+    pico_on_pty: PicoOnPty,  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     _, uart, _ = pico_on_pty
-    assert main(["supervisor", "--port", uart.path, "strobe", "--on-us", "500",
-                 "--timeout-s", "1"]) == 1
+    assert (
+        main(["supervisor", "--port", uart.path, "strobe", "--on-us", "500", "--timeout-s", "1"])
+        == 1
+    )
     assert "did not accept the strobe setting (no strobe)" in capsys.readouterr().err

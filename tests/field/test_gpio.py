@@ -30,12 +30,24 @@ BUZZER_PIN = _pi_gpio("buzzer")
 BUTTON_PIN = _pi_gpio("button")
 IGNITION_PIN = _pi_gpio("ignition")
 
-FAST = {"pattern_scale": 0.2, "hit_flash_s": 0.03, "hit_beep_s": 0.03, "bounce_s": None,
-        "long_press_s": 0.25, "shutdown_delay_s": 0.2}
+FAST = {
+    "pattern_scale": 0.2,
+    "hit_flash_s": 0.03,
+    "hit_beep_s": 0.03,
+    "bounce_s": None,
+    "long_press_s": 0.25,
+    "shutdown_delay_s": 0.2,
+}
 
 
-def make(factory: MockFactory, *, mode: str = "patrol", clock: ManualClock | None = None,
-         ignition_on: bool = True, **overrides: object) -> FieldIo:
+def make(
+    factory: MockFactory,
+    *,
+    mode: str = "patrol",
+    clock: ManualClock | None = None,
+    ignition_on: bool = True,
+    **overrides: object,
+) -> FieldIo:
     if ignition_on:
         factory.pin(IGNITION_PIN).drive_high()
     cfg = GpioConfig.model_validate({**FAST, **overrides})
@@ -50,8 +62,9 @@ def test_pins_come_from_the_pin_map() -> None:
     assert (LED_PIN, BUZZER_PIN, BUTTON_PIN, IGNITION_PIN) == (17, 27, 22, 23)
 
 
-def test_starts_blinking_then_steady_on_when_running(factory: MockFactory,
-                                                     clock: ManualClock) -> None:
+def test_starts_blinking_then_steady_on_when_running(
+    factory: MockFactory, clock: ManualClock
+) -> None:
     io = make(factory, clock=clock)
     led = factory.pin(LED_PIN)
     step_s = LED_PATTERNS["starting"][0] * 0.2  # FAST's pattern_scale
@@ -104,8 +117,9 @@ def test_unknown_status_is_refused(factory: MockFactory) -> None:
         io.set_status("happy")
 
 
-def test_hit_in_patrol_beeps_and_flashes_then_resumes(factory: MockFactory,
-                                                      clock: ManualClock) -> None:
+def test_hit_in_patrol_beeps_and_flashes_then_resumes(
+    factory: MockFactory, clock: ManualClock
+) -> None:
     io = make(factory, clock=clock, hit_beeps=2, hit_flashes=3)
     led, buzzer = factory.pin(LED_PIN), factory.pin(BUZZER_PIN)
     try:
@@ -207,8 +221,9 @@ def test_a_mute_silences_a_beep_under_way(factory: MockFactory, clock: ManualClo
         io.close()
 
 
-def test_close_cancels_a_pending_shutdown_and_the_led_steps(factory: MockFactory,
-                                                            clock: ManualClock) -> None:
+def test_close_cancels_a_pending_shutdown_and_the_led_steps(
+    factory: MockFactory, clock: ManualClock
+) -> None:
     io = make(factory, clock=clock, shutdown_delay_s=5.0)
     calls: list[int] = []
     io.on_shutdown_request = lambda: calls.append(1)
@@ -241,8 +256,9 @@ def test_long_press_marks_the_next_alert_once(factory: MockFactory) -> None:
     ]
 
 
-def test_ignition_off_for_the_delay_requests_shutdown_once(factory: MockFactory,
-                                                           clock: ManualClock) -> None:
+def test_ignition_off_for_the_delay_requests_shutdown_once(
+    factory: MockFactory, clock: ManualClock
+) -> None:
     io = make(factory, clock=clock, shutdown_delay_s=0.2)
     ign = factory.pin(IGNITION_PIN)
     calls: list[float] = []

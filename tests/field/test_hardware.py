@@ -23,8 +23,13 @@ PIN_MAP_TEXT = (REPO / "hardware" / "pinmap.toml").read_text()
 
 
 def test_generated_files_are_up_to_date() -> None:
-    r = subprocess.run([sys.executable, str(REPO / "hardware" / "gen_wiring.py"), "--check"],
-                       capture_output=True, text=True, cwd=REPO, timeout=60)
+    r = subprocess.run(
+        [sys.executable, str(REPO / "hardware" / "gen_wiring.py"), "--check"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
 
 

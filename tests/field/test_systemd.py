@@ -124,8 +124,9 @@ def test_frame_watchdog_pets_only_while_frames_flow(listener: tuple[socket.socke
     sock, path = listener
     sock.settimeout(0.2)
     clock = ManualClock()
-    wd = FrameWatchdog(SystemdNotifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "20000000"}),
-                       clock=clock)
+    wd = FrameWatchdog(
+        SystemdNotifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "20000000"}), clock=clock
+    )
     assert wd.interval_s == 10.0
     assert wd.stale_s == 10.0
     assert wd.tick() is False  # no frame yet: a pipeline that never starts is restarted
@@ -190,13 +191,21 @@ def test_systemd_analyze_verify_and_security(tmp_path: Path) -> None:
     # verify checks that ExecStart exists; point it at a real binary, keep everything else.
     unit = tmp_path / "phonewatch.service"
     unit.write_text(UNIT.read_text().replace("/opt/phonewatch/venv/bin/phonewatch", "/bin/true"))
-    r = subprocess.run(["systemd-analyze", "verify", "--man=no", str(unit)],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", str(unit)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     problems = [ln for ln in (r.stdout + r.stderr).splitlines() if "phonewatch.service" in ln]
     assert r.returncode == 0, r.stdout + r.stderr
     assert problems == [], r.stdout + r.stderr
-    r = subprocess.run(["systemd-analyze", "security", "--offline=true", str(unit)],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", str(unit)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     m = re.search(r"Overall exposure level for \S+: ([0-9.]+)", r.stdout + r.stderr)
     assert m, r.stdout + r.stderr
     assert float(m.group(1)) <= 4.0  # "OK" on systemd's scale (the default is 9.6, "UNSAFE")

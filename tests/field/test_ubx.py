@@ -35,18 +35,26 @@ def h(text: str) -> bytes:
         (lambda: ubx.cfg_rate(100), "b5 62 06 08 06 00 64 00 01 00 01 00 7a 12"),
         (lambda: ubx.cfg_rate(200), "b5 62 06 08 06 00 c8 00 01 00 01 00 de 6a"),
         # UBX-CFG-PRT UART1 115200 8N1, in UBX+NMEA+RTCM, out UBX+NMEA.
-        (lambda: ubx.cfg_prt_uart(115200),
-         "b5 62 06 00 14 00 01 00 00 00 c0 08 00 00 00 c2 01 00 07 00 03 00 00 00 00 00 b0 7e"),
+        (
+            lambda: ubx.cfg_prt_uart(115200),
+            "b5 62 06 00 14 00 01 00 00 00 c0 08 00 00 00 c2 01 00 07 00 03 00 00 00 00 00 b0 7e",
+        ),
         # UBX-CFG-PRT UART1 38400, mode 0x08D0, out NMEA only.
-        (lambda: ubx.cfg_prt_uart(38400, mode=0x08D0, out_proto=0x01),
-         "b5 62 06 00 14 00 01 00 00 00 d0 08 00 00 00 96 00 00 07 00 01 00 00 00 00 00 91 84"),
+        (
+            lambda: ubx.cfg_prt_uart(38400, mode=0x08D0, out_proto=0x01),
+            "b5 62 06 00 14 00 01 00 00 00 d0 08 00 00 00 96 00 00 07 00 01 00 00 00 00 00 91 84",
+        ),
         # UBX-CFG-RST: cold start, forced (watchdog) reset.
         (lambda: ubx.cfg_rst(0x87FF, 0x00), "b5 62 06 04 04 00 ff 87 00 00 94 f5"),
         # UBX-CFG-MSG NMEA GLL off on every port; NMEA GGA off but the 6th slot set.
-        (lambda: ubx.cfg_msg((0xF0, 0x01), (0, 0, 0, 0, 0, 0)),
-         "b5 62 06 01 08 00 f0 01 00 00 00 00 00 00 00 2a"),
-        (lambda: ubx.cfg_msg((0xF0, 0x00), (0, 0, 0, 0, 0, 1)),
-         "b5 62 06 01 08 00 f0 00 00 00 00 00 00 01 00 24"),
+        (
+            lambda: ubx.cfg_msg((0xF0, 0x01), (0, 0, 0, 0, 0, 0)),
+            "b5 62 06 01 08 00 f0 01 00 00 00 00 00 00 00 2a",
+        ),
+        (
+            lambda: ubx.cfg_msg((0xF0, 0x00), (0, 0, 0, 0, 0, 1)),
+            "b5 62 06 01 08 00 f0 00 00 00 00 00 00 01 00 24",
+        ),
     ],
 )
 def test_published_frames_byte_for_byte(built: Callable[[], bytes], expected: str) -> None:
@@ -69,12 +77,24 @@ def test_checksum_is_fletcher_over_class_to_payload() -> None:
 def test_valset_matches_pyubx2_byte_for_byte() -> None:
     from pyubx2 import UBXMessage
 
-    ours = ubx.valset([("CFG-RATE-MEAS", 200), ("CFG-UART1-BAUDRATE", 115200),
-                       ("CFG-SIGNAL-GPS_ENA", 1), ("CFG-MSGOUT-NMEA_ID_GSV_UART1", 0)],
-                      layers=ubx.LAYER_RAM | ubx.LAYER_BBR | ubx.LAYER_FLASH)
+    ours = ubx.valset(
+        [
+            ("CFG-RATE-MEAS", 200),
+            ("CFG-UART1-BAUDRATE", 115200),
+            ("CFG-SIGNAL-GPS_ENA", 1),
+            ("CFG-MSGOUT-NMEA_ID_GSV_UART1", 0),
+        ],
+        layers=ubx.LAYER_RAM | ubx.LAYER_BBR | ubx.LAYER_FLASH,
+    )
     theirs = UBXMessage.config_set(
-        7, 0, [("CFG_RATE_MEAS", 200), ("CFG_UART1_BAUDRATE", 115200), ("CFG_SIGNAL_GPS_ENA", 1),
-               ("CFG_MSGOUT_NMEA_ID_GSV_UART1", 0)],
+        7,
+        0,
+        [
+            ("CFG_RATE_MEAS", 200),
+            ("CFG_UART1_BAUDRATE", 115200),
+            ("CFG_SIGNAL_GPS_ENA", 1),
+            ("CFG_MSGOUT_NMEA_ID_GSV_UART1", 0),
+        ],
     ).serialize()
     assert ours == theirs
     # And the frame itself, read field by field.
@@ -94,8 +114,13 @@ def test_every_key_id_agrees_with_pyubx2(name: str) -> None:
 def test_whole_valset_plan_decodes_with_pyubx2() -> None:
     from pyubx2 import SET, UBXReader
 
-    s = ubx.GnssSettings(rate_hz=10, constellations=frozenset({"gps", "galileo"}),
-                         nmea=frozenset({"GGA", "RMC", "ZDA"}), baud=230400, save=True)
+    s = ubx.GnssSettings(
+        rate_hz=10,
+        constellations=frozenset({"gps", "galileo"}),
+        nmea=frozenset({"GGA", "RMC", "ZDA"}),
+        baud=230400,
+        save=True,
+    )
     frames = ubx.plan_valset(s)
     decoded = {}
     for f in frames:
@@ -157,8 +182,13 @@ def test_reader_resyncs_through_nmea_noise_and_bad_checksums() -> None:
     good = ubx.frame(ubx.ACK_ACK, b"\x06\x8a")
     corrupt = bytearray(ubx.frame(ubx.ACK_ACK, b"\x06\x08"))
     corrupt[-1] ^= 0xFF
-    stream = (b"$GNRMC,123519,A,4807.038,N,01131.000,E,022.4,084.4,230394,003.1,W*6A\r\n"
-              + b"\xb5" + bytes(corrupt) + good + b"\xb5\x62\x0a")
+    stream = (
+        b"$GNRMC,123519,A,4807.038,N,01131.000,E,022.4,084.4,230394,003.1,W*6A\r\n"
+        + b"\xb5"
+        + bytes(corrupt)
+        + good
+        + b"\xb5\x62\x0a"
+    )
     reader = ubx.UbxReader()
     frames = []
     for i in range(0, len(stream), 7):  # arrives in small pieces
@@ -207,8 +237,10 @@ class FakeReceiver:
                 if self.silent:
                     continue
                 if fr.msg == ubx.MON_VER:
-                    answer = ubx.frame(ubx.MON_VER, b"ROM SPG 4.04 (7f89f7)".ljust(30, b"\0")
-                                       + b"00190000".ljust(10, b"\0"))
+                    answer = ubx.frame(
+                        ubx.MON_VER,
+                        b"ROM SPG 4.04 (7f89f7)".ljust(30, b"\0") + b"00190000".ljust(10, b"\0"),
+                    )
                 elif self.nak_key is not None and self.nak_key.to_bytes(4, "little") in fr.payload:
                     answer = ubx.frame(ubx.ACK_NAK, bytes(fr.msg))
                 else:
@@ -242,8 +274,9 @@ def test_configure_sends_every_frame_and_verifies(receiver: FakeReceiver) -> Non
 def test_configure_reports_a_nak() -> None:
     r = FakeReceiver(nak_key=ubx.KEYS["CFG-SIGNAL-GLO_ENA"])
     try:
-        with serial.Serial(r.path, 9600, timeout=0.05) as port, pytest.raises(
-            configure.ConfigureError, match="refused UBX-CFG-VALSET"
+        with (
+            serial.Serial(r.path, 9600, timeout=0.05) as port,
+            pytest.raises(configure.ConfigureError, match="refused UBX-CFG-VALSET"),
         ):
             configure.configure(port, ubx.plan_valset(ubx.GnssSettings()), new_baud=None)
     finally:
@@ -253,11 +286,11 @@ def test_configure_reports_a_nak() -> None:
 def test_configure_gives_up_on_silence() -> None:
     r = FakeReceiver(silent=True)
     try:
-        with serial.Serial(r.path, 9600, timeout=0.05) as port, pytest.raises(
-            configure.ConfigureError, match="no ACK.*wrong port or baud"
+        with (
+            serial.Serial(r.path, 9600, timeout=0.05) as port,
+            pytest.raises(configure.ConfigureError, match="no ACK.*wrong port or baud"),
         ):
-            configure.configure(port, [ubx.cfg_rate(200)], new_baud=None, timeout_s=0.2,
-                                retries=1)
+            configure.configure(port, [ubx.cfg_rate(200)], new_baud=None, timeout_s=0.2, retries=1)
         assert r.received == [ubx.cfg_rate(200)] * 2
     finally:
         r.close()

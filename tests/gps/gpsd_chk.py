@@ -33,8 +33,16 @@ from typing import Any
 
 from edge.core.gps import Fix, FixAssembler, format_utc
 
-REASONS = ("carried", "computed_by_gpsd", "gga_few_sats", "gpsd_mode_without_position",
-           "receiver_said_invalid", "gsa_says_2d", "gsa_says_no_fix", "rollover")
+REASONS = (
+    "carried",
+    "computed_by_gpsd",
+    "gga_few_sats",
+    "gpsd_mode_without_position",
+    "receiver_said_invalid",
+    "gsa_says_2d",
+    "gsa_says_no_fix",
+    "rollover",
+)
 _INVALID_NOTES = {"rmc_invalid", "gll_invalid", "gga_no_fix", "gns_invalid"}
 
 
@@ -64,8 +72,17 @@ def walk(chk: Path, *, rollover_floor: dt.date) -> tuple[list[Report], FixAssemb
             except ValueError:
                 continue
             if obj.get("class") == "TPV":
-                reports.append(Report(chk.name, no, last, obj, asm.current(), asm.last_closed(),
-                                      asm.current_notes()))
+                reports.append(
+                    Report(
+                        chk.name,
+                        no,
+                        last,
+                        obj,
+                        asm.current(),
+                        asm.last_closed(),
+                        asm.current_notes(),
+                    )
+                )
     return reports, asm
 
 
@@ -139,8 +156,7 @@ def _classify_mode(r: Report) -> str | None:
     notes = r.notes
     if our_mode == "none" and notes & _INVALID_NOTES:
         return "receiver_said_invalid"
-    if our_mode == "none" and "gsa_mode_1" in notes and not (
-            {"gsa_mode_2", "gsa_mode_3"} & notes):
+    if our_mode == "none" and "gsa_mode_1" in notes and not ({"gsa_mode_2", "gsa_mode_3"} & notes):
         return "gsa_says_no_fix"
     if our_mode == "2d" and gpsd_mode == "3d" and ({"gsa_mode_2", "gga_alt_few_sats"} & notes):
         return "gsa_says_2d"

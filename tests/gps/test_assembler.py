@@ -35,10 +35,18 @@ def test_one_epoch_merges_into_one_3d_fix() -> None:
     assert closed is not None
     d = closed.aged(11.0).to_dict()
     assert d == {
-        "time": "2017-01-10T00:09:41.000Z", "lat": pytest.approx(44.068897833),
-        "lon": pytest.approx(-121.314271333), "alt_m": 1144.8,
-        "speed_mps": pytest.approx(0.029 * 1852 / 3600, abs=1e-3), "track_deg": None,
-        "mode": "3d", "quality": 1, "hdop": 1.01, "sats": 12, "age_s": 1.0, "reason": None,
+        "time": "2017-01-10T00:09:41.000Z",
+        "lat": pytest.approx(44.068897833),
+        "lon": pytest.approx(-121.314271333),
+        "alt_m": 1144.8,
+        "speed_mps": pytest.approx(0.029 * 1852 / 3600, abs=1e-3),
+        "track_deg": None,
+        "mode": "3d",
+        "quality": 1,
+        "hdop": 1.01,
+        "sats": 12,
+        "age_s": 1.0,
+        "reason": None,
     }
     assert asm.stats["bad_checksum"] == 0
     assert asm.stats["epochs"] == 1
@@ -46,10 +54,13 @@ def test_one_epoch_merges_into_one_3d_fix() -> None:
 
 def test_invalid_epoch_has_no_position_even_if_another_sentence_has_one() -> None:
     asm = FixAssembler(rollover_floor=FLOOR)
-    feed(asm, [
-        with_checksum("GPRMC,125106,V,3854.5087,N,07726.4523,W,0.0,0.0,241011,10.5,W,S"),
-        with_checksum("GPGGA,125106,3854.5087,N,07726.4523,W,8,10,2.0,268.8,M,-33.9,M,,"),
-    ])
+    feed(
+        asm,
+        [
+            with_checksum("GPRMC,125106,V,3854.5087,N,07726.4523,W,0.0,0.0,241011,10.5,W,S"),
+            with_checksum("GPGGA,125106,3854.5087,N,07726.4523,W,8,10,2.0,268.8,M,-33.9,M,,"),
+        ],
+    )
     fix = asm.current()
     assert fix is not None
     assert fix.mode == "none"
@@ -65,8 +76,13 @@ def test_gsa_2d_and_rmc_only_epochs_are_2d() -> None:
     fix = asm.current()
     assert fix is not None
     assert fix.mode == "2d"
-    feed(asm, [with_checksum("GPGGA,120000,4221.3871,N,01322.0800,E,1,05,3.1,746.1,M,44.2,M,,"),
-               with_checksum("GPGSA,A,2,01,03,,14,,,,,,,,,3.1,3.1,")])
+    feed(
+        asm,
+        [
+            with_checksum("GPGGA,120000,4221.3871,N,01322.0800,E,1,05,3.1,746.1,M,44.2,M,,"),
+            with_checksum("GPGSA,A,2,01,03,,14,,,,,,,,,3.1,3.1,"),
+        ],
+    )
     fix = asm.current()
     assert fix is not None
     assert fix.mode == "2d"
@@ -75,8 +91,13 @@ def test_gsa_2d_and_rmc_only_epochs_are_2d() -> None:
 
 def test_gga_time_takes_the_date_from_rmc_and_rolls_over_midnight() -> None:
     asm = FixAssembler(rollover_floor=FLOOR)
-    feed(asm, [with_checksum("GPRMC,235959,A,4221.3871,N,01322.0800,E,0,0,311224,,"),
-               with_checksum("GPGGA,000000,4221.3871,N,01322.0800,E,1,05,3.1,746.1,M,44.2,M,,")])
+    feed(
+        asm,
+        [
+            with_checksum("GPRMC,235959,A,4221.3871,N,01322.0800,E,0,0,311224,,"),
+            with_checksum("GPGGA,000000,4221.3871,N,01322.0800,E,1,05,3.1,746.1,M,44.2,M,,"),
+        ],
+    )
     fix = asm.current()
     assert fix is not None
     assert fix.time == dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
@@ -95,10 +116,10 @@ def test_week_rollover_date_is_corrected() -> None:
 def test_bad_lines_are_counted_and_lose_nothing() -> None:
     asm = FixAssembler(rollover_floor=FLOOR)
     feed(asm, EPOCH_1[:2])
-    asm.feed(EPOCH_1[2][:-2] + "00")          # bad checksum
-    asm.feed(EPOCH_1[2][:-3])                 # no checksum
+    asm.feed(EPOCH_1[2][:-2] + "00")  # bad checksum
+    asm.feed(EPOCH_1[2][:-3])  # no checksum
     asm.feed(with_checksum("GPGGA,garbage"))  # malformed
-    asm.feed("")                              # blank: not even a line
+    asm.feed("")  # blank: not even a line
     feed(asm, EPOCH_1[2:])
     assert asm.stats["bad_checksum"] == 1
     assert asm.stats["no_checksum"] == 1
@@ -150,12 +171,15 @@ _GOOD = [*EPOCH_1, NEXT]
 
 @pytest.mark.slow
 @settings(max_examples=300, deadline=None)
-@given(idx=st.integers(0, len(_GOOD) - 1), pos=st.integers(1, 70), ch=st.characters(
-    min_codepoint=32, max_codepoint=126))
+@given(
+    idx=st.integers(0, len(_GOOD) - 1),
+    pos=st.integers(1, 70),
+    ch=st.characters(min_codepoint=32, max_codepoint=126),
+)
 def test_a_sentence_with_a_corrupted_byte_never_makes_a_fix(idx: int, pos: int, ch: str) -> None:
     line = _GOOD[idx]
     p = min(pos, len(line) - 4)  # inside the body, before '*hh'
-    bad = line[:p] + ch + line[p + 1:]
+    bad = line[:p] + ch + line[p + 1 :]
     asm = FixAssembler(rollover_floor=FLOOR)
     asm.feed(bad)
     if bad == line or nmea.checksum(bad[1:-3]) == int(bad[-2:], 16):

@@ -23,8 +23,9 @@ def write_log(path: Path, lines: list[str]) -> Path:
 
 
 def test_gps_json_lines_from_a_replay(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    log = write_log(tmp_path / "d.nmea", drive(T0, 4) + epoch(T0 + dt.timedelta(seconds=4), 0,
-                                                               0, valid=False))
+    log = write_log(
+        tmp_path / "d.nmea", drive(T0, 4) + epoch(T0 + dt.timedelta(seconds=4), 0, 0, valid=False)
+    )
     assert main(["gps", "--source", f"replay:{log}", "--fast", "--json"]) == 0
     out, err = capsys.readouterr()
     rows = [json.loads(x) for x in out.splitlines()]

@@ -47,8 +47,9 @@ def test_every_gpsd_position_report_matches_or_says_why(nmea_dir: Path) -> None:
                 if why is None and (chk.name, r.line_no, key) not in KNOWN_UNEXPLAINED:
                     unexplained.append(f"{chk.name}:{r.line_no} {key} {text} {r.sentence}")
                 reasons[why or "known"] += 1
-    print(f"\n{total} gpsd TPV reports, {agree} agree exactly; differences by reason: "
-          f"{dict(reasons)}")
+    print(
+        f"\n{total} gpsd TPV reports, {agree} agree exactly; differences by reason: {dict(reasons)}"
+    )
     assert total > 1500
     assert set(reasons) <= {*REASONS, "known"}
     assert not unexplained, "\n".join(unexplained[:20])
@@ -64,7 +65,7 @@ def test_sentences_gpsd_drops_we_drop(nmea_dir: Path) -> None:
         for raw in log.read_bytes().decode("latin-1").splitlines():
             if not raw.strip() or raw.startswith("#") or raw in echoed:
                 continue
-            if raw.rfind("$") > 0 and raw[raw.rfind("$"):] in echoed:
+            if raw.rfind("$") > 0 and raw[raw.rfind("$") :] in echoed:
                 continue  # junk or a cut-off sentence before '$': gpsd and we keep what follows
             dropped += 1
             try:

@@ -20,8 +20,11 @@ def test_checksum_of_a_real_sentence() -> None:
 
 
 def test_rmc_valid_with_units_and_hemispheres() -> None:
-    r = nmea.parse_sentence(nmea.with_checksum(
-        "GPRMC,235724.02,A,4808.9978,S,01135.0800,W,010.0,123.4,060419,003.0,E,A"))
+    r = nmea.parse_sentence(
+        nmea.with_checksum(
+            "GPRMC,235724.02,A,4808.9978,S,01135.0800,W,010.0,123.4,060419,003.0,E,A"
+        )
+    )
     assert isinstance(r, nmea.Rmc)
     assert r.is_valid
     assert r.talker == "GP"
@@ -39,15 +42,17 @@ def test_rmc_status_v_and_faa_n_are_not_valid() -> None:
     assert not r.is_valid
     assert r.lat is None
     assert r.time is None
-    r2 = nmea.parse_sentence(nmea.with_checksum(
-        "GNRMC,120000.00,A,4404.1,N,12118.8,W,0.0,,100117,,,N"))
+    r2 = nmea.parse_sentence(
+        nmea.with_checksum("GNRMC,120000.00,A,4404.1,N,12118.8,W,0.0,,100117,,,N")
+    )
     assert isinstance(r2, nmea.Rmc)
     assert not r2.is_valid
 
 
 def test_gga_fields_quality_altitude_geoid() -> None:
     r = nmea.parse_sentence(
-        "$GNGGA,000941.00,4404.13387,N,12118.85628,W,1,12,1.01,1144.8,M,-21.4,M,,*4D")
+        "$GNGGA,000941.00,4404.13387,N,12118.85628,W,1,12,1.01,1144.8,M,-21.4,M,,*4D"
+    )
     assert isinstance(r, nmea.Gga)
     assert (r.quality, r.sats, r.hdop, r.alt_m, r.geoid_sep_m) == (1, 12, 1.01, 1144.8, -21.4)
     assert r.lat == pytest.approx(44.068897833, abs=1e-9)
@@ -78,8 +83,9 @@ def test_vtg_gll_zda_gns() -> None:
     zda = nmea.parse_sentence("$GNZDA,000941.00,10,01,2017,00,00*70")
     assert isinstance(zda, nmea.Zda)
     assert zda.date == dt.date(2017, 1, 10)
-    gns = nmea.parse_sentence(nmea.with_checksum(
-        "GNGNS,053233.438,3114.8821,N,12135.2428,E,ANNA,07,1.2,167.2,8.3,,0000"))
+    gns = nmea.parse_sentence(
+        nmea.with_checksum("GNGNS,053233.438,3114.8821,N,12135.2428,E,ANNA,07,1.2,167.2,8.3,,0000")
+    )
     assert isinstance(gns, nmea.Gns)
     assert gns.is_valid
     assert gns.alt_m == 167.2
@@ -90,15 +96,18 @@ def test_vtg_gll_zda_gns() -> None:
 
 @pytest.mark.parametrize("talker", ["GP", "GN", "GL", "GA", "GB", "BD", "GQ"])
 def test_every_talker(talker: str) -> None:
-    r = nmea.parse_sentence(nmea.with_checksum(f"{talker}GLL,5155.55359,N,00434.65730,E,"
-                                               "085515.00,A,A"))
+    r = nmea.parse_sentence(
+        nmea.with_checksum(f"{talker}GLL,5155.55359,N,00434.65730,E,085515.00,A,A")
+    )
     assert isinstance(r, nmea.Gll)
     assert r.talker == talker
 
 
 def test_unused_and_proprietary_sentences_are_none() -> None:
-    assert nmea.parse_sentence("$GPGSV,3,3,12,24,58,220,,26,17,054,,29,20,063,,30,60,311,44*78"
-                               ) is None
+    assert (
+        nmea.parse_sentence("$GPGSV,3,3,12,24,58,220,,26,17,054,,29,20,063,,30,60,311,44*78")
+        is None
+    )
     assert nmea.parse_sentence(nmea.with_checksum("PGRME,19.9,M,50.0,M,53.8,M")) is None
 
 
@@ -113,18 +122,21 @@ def test_bad_and_missing_checksum() -> None:
     assert isinstance(nmea.parse_sentence(good[:-3], allow_no_checksum=True), nmea.Zda)
 
 
-@pytest.mark.parametrize("body", [
-    "GPGGA,000941.00,9104.1,N,00000.0,E,1,08,1.0,1.0,M,0,M,,",   # latitude > 90
-    "GPGGA,000941.00,4404.1,N,18100.0,E,1,08,1.0,1.0,M,0,M,,",   # longitude > 180
-    "GPGGA,000941.00,4460.1,N,00000.0,E,1,08,1.0,1.0,M,0,M,,",   # 60 minutes
-    "GPGGA,000941.00,4404.1,X,00000.0,E,1,08,1.0,1.0,M,0,M,,",   # hemisphere
-    "GPGGA,250941.00,4404.1,N,00000.0,E,1,08,1.0,1.0,M,0,M,,",   # hour 25
-    "GPGGA,000941.00,4404.1,N,,E,1,08,1.0,1.0,M,0,M,,",          # half a position
-    "GPRMC,000231.099,A,4829.0005,N,00022.0015,E,0.15,212.28,2208-1,,,A",  # Telit "-1" year
-    "GPRMC,000231.099,A,4829.0005,N,00022.0015,E,0.15,212.28,310299,,,A",  # 31 February
-    "GPGGA,000941.00,4404.1,N",                                    # truncated
-    "GPGGA,000941.00,4404.1,N,00000.0,E,1,08,x.0,1.0,M,0,M,,",   # not a number
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        "GPGGA,000941.00,9104.1,N,00000.0,E,1,08,1.0,1.0,M,0,M,,",  # latitude > 90
+        "GPGGA,000941.00,4404.1,N,18100.0,E,1,08,1.0,1.0,M,0,M,,",  # longitude > 180
+        "GPGGA,000941.00,4460.1,N,00000.0,E,1,08,1.0,1.0,M,0,M,,",  # 60 minutes
+        "GPGGA,000941.00,4404.1,X,00000.0,E,1,08,1.0,1.0,M,0,M,,",  # hemisphere
+        "GPGGA,250941.00,4404.1,N,00000.0,E,1,08,1.0,1.0,M,0,M,,",  # hour 25
+        "GPGGA,000941.00,4404.1,N,,E,1,08,1.0,1.0,M,0,M,,",  # half a position
+        "GPRMC,000231.099,A,4829.0005,N,00022.0015,E,0.15,212.28,2208-1,,,A",  # Telit "-1" year
+        "GPRMC,000231.099,A,4829.0005,N,00022.0015,E,0.15,212.28,310299,,,A",  # 31 February
+        "GPGGA,000941.00,4404.1,N",  # truncated
+        "GPGGA,000941.00,4404.1,N,00000.0,E,1,08,x.0,1.0,M,0,M,,",  # not a number
+    ],
+)
 def test_malformed_sentences_are_rejected(body: str) -> None:
     with pytest.raises(NmeaError):
         nmea.parse_sentence(nmea.with_checksum(body))
@@ -166,12 +178,17 @@ def _check_record(r: object) -> None:
 
 @pytest.mark.slow
 @settings(max_examples=400, deadline=None)
-@given(base=st.sampled_from(_SAMPLES), pos=st.integers(0, 90), junk=st.lists(_ALPHABET,
-       max_size=4), fix_checksum=st.booleans())
+@given(
+    base=st.sampled_from(_SAMPLES),
+    pos=st.integers(0, 90),
+    junk=st.lists(_ALPHABET, max_size=4),
+    fix_checksum=st.booleans(),
+)
 def test_mutated_sentences_never_crash_or_leave_the_globe(
-        base: str, pos: int, junk: list[str], fix_checksum: bool) -> None:
+    base: str, pos: int, junk: list[str], fix_checksum: bool
+) -> None:
     p = min(pos, len(base))
-    body = base[:p] + "".join(junk) + base[p + len(junk):]
+    body = base[:p] + "".join(junk) + base[p + len(junk) :]
     line = nmea.with_checksum(body) if fix_checksum else f"${body}*{nmea.checksum(base):02X}"
     try:
         r = nmea.parse_sentence(line)

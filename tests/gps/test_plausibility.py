@@ -33,8 +33,10 @@ def rejected(asm: FixAssembler) -> int:
 
 def test_zda_year_9999_is_rejected_and_alert_time_never_overflows() -> None:
     asm = FixAssembler(rollover_floor=FLOOR)
-    feed(asm, [f"GPGGA,235959.50,{LONDON},1,09,0.9,35.0,M,47.0,M,,",
-               "GPZDA,235959.50,31,12,9999,00,00"])
+    feed(
+        asm,
+        [f"GPGGA,235959.50,{LONDON},1,09,0.9,35.0,M,47.0,M,,", "GPZDA,235959.50,31,12,9999,00,00"],
+    )
     fix = asm.latest(1.5)
     assert fix is not None
     assert fix.has_position
@@ -59,7 +61,7 @@ def test_rmc_year_79_is_not_taken_as_2079() -> None:
 
 def test_dates_before_the_gps_epoch_are_rejected_by_the_parser() -> None:
     with pytest.raises(NmeaError):
-        nmea.parse_ddmmyy("050180")                       # 1980-01-05, a day before GPS time
+        nmea.parse_ddmmyy("050180")  # 1980-01-05, a day before GPS time
     assert nmea.parse_ddmmyy("060180") == dt.date(1980, 1, 6)
     with pytest.raises(NmeaError):
         nmea.parse_sentence(with_checksum("GPZDA,120000.00,31,12,1979,00,00"))
@@ -87,8 +89,13 @@ def test_leap_second_only_on_the_last_day_of_june_or_december() -> None:
         nmea.parse_sentence(with_checksum("GPZDA,235960.00,15,03,2017,00,00"))
     # a GGA-only epoch at 23:59:60 takes its date from an earlier RMC: 15 March has none
     asm = FixAssembler(rollover_floor=FLOOR)
-    feed(asm, [f"GPRMC,235959.00,A,{LONDON},1.0,90.0,150317,,,A",
-               f"GPGGA,235960.00,{LONDON},1,09,0.9,35.0,M,47.0,M,,"])
+    feed(
+        asm,
+        [
+            f"GPRMC,235959.00,A,{LONDON},1.0,90.0,150317,,,A",
+            f"GPGGA,235960.00,{LONDON},1,09,0.9,35.0,M,47.0,M,,",
+        ],
+    )
     fix = asm.current()
     assert fix is not None
     assert fix.time is None
@@ -99,11 +106,17 @@ def test_leap_second_only_on_the_last_day_of_june_or_december() -> None:
 # --- simulator / manual / estimated positions -----------------------------------------------
 
 
-@pytest.mark.parametrize(("faa", "quality", "reason"), [
-    ("S", 8, "simulator"), ("M", 7, "manual"), ("E", 6, "estimated"),
-])
+@pytest.mark.parametrize(
+    ("faa", "quality", "reason"),
+    [
+        ("S", 8, "simulator"),
+        ("M", 7, "manual"),
+        ("E", 6, "estimated"),
+    ],
+)
 def test_rmc_faa_simulator_manual_estimated_are_not_gnss_fixes(
-        faa: str, quality: int, reason: str) -> None:
+    faa: str, quality: int, reason: str
+) -> None:
     asm = FixAssembler(rollover_floor=FLOOR)
     feed(asm, [f"GPRMC,120000.00,A,{LONDON},10.0,90.0,150317,,,{faa}"])
     fix = asm.latest(0.1)
@@ -116,12 +129,16 @@ def test_rmc_faa_simulator_manual_estimated_are_not_gnss_fixes(
     assert alert_time(fix, now_wall_s=NOW_WALL_S, max_age_s=2.0)[1] == "system"
 
 
-@pytest.mark.parametrize(("quality", "reason"), [(6, "estimated"), (7, "manual"),
-                                                  (8, "simulator")])
+@pytest.mark.parametrize(("quality", "reason"), [(6, "estimated"), (7, "manual"), (8, "simulator")])
 def test_gga_quality_6_7_8_are_not_gnss_fixes(quality: int, reason: str) -> None:
     asm = FixAssembler(rollover_floor=FLOOR)
-    feed(asm, [f"GPRMC,120000.00,A,{LONDON},10.0,90.0,150317,,,A",
-               f"GPGGA,120000.00,{LONDON},{quality},09,0.9,35.0,M,47.0,M,,"])
+    feed(
+        asm,
+        [
+            f"GPRMC,120000.00,A,{LONDON},10.0,90.0,150317,,,A",
+            f"GPGGA,120000.00,{LONDON},{quality},09,0.9,35.0,M,47.0,M,,",
+        ],
+    )
     fix = asm.latest(0.1)
     assert fix is not None
     assert not fix.has_position
@@ -137,8 +154,13 @@ def test_gga_quality_6_7_8_are_not_gnss_fixes(quality: int, reason: str) -> None
 
 def test_a_speed_of_100000_knots_is_rejected() -> None:
     asm = FixAssembler(rollover_floor=FLOOR)
-    feed(asm, [f"GPRMC,120000.00,A,{LONDON},100000.0,90.0,150317,,,A",
-               "GPVTG,90.0,T,,M,100000.0,N,185200.0,K,A"])
+    feed(
+        asm,
+        [
+            f"GPRMC,120000.00,A,{LONDON},100000.0,90.0,150317,,,A",
+            "GPVTG,90.0,T,,M,100000.0,N,185200.0,K,A",
+        ],
+    )
     fix = asm.current()
     assert fix is None or fix.speed_mps is None or fix.speed_mps < 600
     assert asm.stats["implausible"] == 2
@@ -149,9 +171,14 @@ def test_a_speed_of_100000_knots_is_rejected() -> None:
 
 def test_two_talkers_430_km_apart_give_no_position() -> None:
     asm = FixAssembler(rollover_floor=FLOOR)
-    feed(asm, [f"GPRMC,120000.00,A,{LONDON},10.0,90.0,150317,,,A",
-               # 3.867 deg of latitude north (about 430 km), same time of day, other talker
-               "GNGGA,120000.00,5522.0000,N,00007.2000,W,1,09,0.9,35.0,M,47.0,M,,"])
+    feed(
+        asm,
+        [
+            f"GPRMC,120000.00,A,{LONDON},10.0,90.0,150317,,,A",
+            # 3.867 deg of latitude north (about 430 km), same time of day, other talker
+            "GNGGA,120000.00,5522.0000,N,00007.2000,W,1,09,0.9,35.0,M,47.0,M,,",
+        ],
+    )
     fix = asm.current()
     assert fix is not None
     assert not fix.has_position
@@ -164,8 +191,13 @@ def test_two_talkers_430_km_apart_give_no_position() -> None:
 
 def test_talkers_that_agree_within_metres_still_give_a_fix() -> None:
     asm = FixAssembler(rollover_floor=FLOOR)
-    feed(asm, [f"GPRMC,120000.00,A,{LONDON},10.0,90.0,150317,,,A",
-               "GLGGA,120000.00,5130.0010,N,00007.2010,W,1,09,0.9,35.0,M,47.0,M,,"])
+    feed(
+        asm,
+        [
+            f"GPRMC,120000.00,A,{LONDON},10.0,90.0,150317,,,A",
+            "GLGGA,120000.00,5130.0010,N,00007.2010,W,1,09,0.9,35.0,M,47.0,M,,",
+        ],
+    )
     fix = asm.current()
     assert fix is not None
     assert fix.has_position
@@ -239,18 +271,20 @@ def test_the_date_window_follows_the_rollover_floor() -> None:
     assert FixAssembler(rollover_floor=dt.date(1980, 1, 6)).latest_date == dt.date(2043, 8, 17)
     assert FixAssembler().latest_date == dt.date(2043, 8, 17)
     assert FixAssembler(rollover_floor=dt.date(2040, 1, 1)).latest_date == (
-        dt.date(2040, 1, 1) + dt.timedelta(weeks=1024))
+        dt.date(2040, 1, 1) + dt.timedelta(weeks=1024)
+    )
     asm = FixAssembler(rollover_floor=dt.date(2024, 1, 1))
-    feed(asm, [f"GPRMC,120000.00,A,{LONDON},1.0,90.0,170843,,,A"])   # last day accepted
-    feed(asm, [f"GPRMC,120001.00,A,{LONDON},1.0,90.0,180843,,,A"])   # one day too late
+    feed(asm, [f"GPRMC,120000.00,A,{LONDON},1.0,90.0,170843,,,A"])  # last day accepted
+    feed(asm, [f"GPRMC,120001.00,A,{LONDON},1.0,90.0,180843,,,A"])  # one day too late
     assert asm.stats["implausible"] == 1
     assert asm.stats["sentences_ok"] == 1
 
 
 def test_two_dates_in_one_epoch_keep_the_position_but_not_the_time() -> None:
     asm = FixAssembler(rollover_floor=FLOOR)
-    feed(asm, [f"GPRMC,120000.00,A,{LONDON},1.0,90.0,150317,,,A",
-               "GNZDA,120000.00,16,03,2017,00,00"])
+    feed(
+        asm, [f"GPRMC,120000.00,A,{LONDON},1.0,90.0,150317,,,A", "GNZDA,120000.00,16,03,2017,00,00"]
+    )
     fix = asm.current()
     assert fix is not None
     assert fix.has_position

@@ -44,8 +44,12 @@ GSV = [  # the 9 satellites the GSA of nmea_gen.epoch uses; gpsd counts used-and
     with_checksum("GPGSV,3,2,09,05,40,083,46,06,17,308,41,07,07,344,39,08,22,228,45"),
     with_checksum("GPGSV,3,3,09,09,40,083,46"),
 ]
-FAST = {"reconnect_min_s": 0.05, "reconnect_max_s": 0.2, "silence_timeout_s": 0.5,
-        "max_fix_age_s": 0.5}
+FAST = {
+    "reconnect_min_s": 0.05,
+    "reconnect_max_s": 0.2,
+    "silence_timeout_s": 0.5,
+    "max_fix_age_s": 0.5,
+}
 
 
 def lines_bytes(lines: list[str]) -> bytes:
@@ -53,6 +57,7 @@ def lines_bytes(lines: list[str]) -> bytes:
 
 
 # --- loop:// -------------------------------------------------------------------------------
+
 
 def test_loop_port_gives_fixes_and_counts_bad_sentences() -> None:
     ports: list[serial.SerialBase] = []
@@ -90,8 +95,9 @@ def test_loop_port_gives_fixes_and_counts_bad_sentences() -> None:
     assert src.stats["connected"] is False
 
 
-def test_spy_url_on_a_pty_logs_the_traffic(tmp_path: Path,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_spy_url_on_a_pty_logs_the_traffic(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     rx = Receiver(tmp_path / "gps0")
     rx.plug()
     src = build_gps_source(GpsConfig(source=f"spy://{rx.link}", **FAST))
@@ -109,6 +115,7 @@ def test_spy_url_on_a_pty_logs_the_traffic(tmp_path: Path,
 
 
 # --- socket:// with a feeding thread, reconnect after the peer drops ------------------------
+
 
 class NmeaServer:
     """A TCP server that sends each accepted client one batch of epochs, then hangs up.
@@ -153,13 +160,20 @@ def test_socket_url_reconnects_after_the_peer_hangs_up() -> None:
     server = NmeaServer([drive(T0, 5), drive(T0 + dt.timedelta(seconds=10), 5)])
     cfg = GpsConfig(source=f"socket://127.0.0.1:{server.port}", **FAST)
     src = build_gps_source(cfg)
-    server.start(opened=lambda n: src.stats["connects"] >= n,  # counted once open() returned
-                 read=lambda lines: src.stats["sentences_ok"] >= lines)
+    server.start(
+        opened=lambda n: src.stats["connects"] >= n,  # counted once open() returned
+        read=lambda lines: src.stats["sentences_ok"] >= lines,
+    )
     src.start()
     try:
         assert wait_until(lambda: server.accepted == 2 and src.stats["reconnects"] >= 1), src.stats
-        assert wait_until(lambda: (f := src.latest()) is not None and f.time is not None
-                        and f.time >= T0 + dt.timedelta(seconds=12)), (src.stats, src.latest())
+        assert wait_until(
+            lambda: (
+                (f := src.latest()) is not None
+                and f.time is not None
+                and f.time >= T0 + dt.timedelta(seconds=12)
+            )
+        ), (src.stats, src.latest())
         assert "socket disconnected" in (src.stats["last_error"] or "")
     finally:
         src.close()
@@ -167,6 +181,7 @@ def test_socket_url_reconnects_after_the_peer_hangs_up() -> None:
 
 
 # --- a pty unplugged and plugged back --------------------------------------------------------
+
 
 class Receiver:
     """A fake receiver on a pty; ``link`` is a stable symlink like /dev/serial/by-id/..."""
@@ -210,7 +225,8 @@ def test_pty_unplug_and_replug(tmp_path: Path) -> None:
         assert fix.has_position
         assert fix.age_s > cfg.max_fix_age_s
         assert src.stats["open_failures"] >= 1 or wait_until(
-            lambda: src.stats["open_failures"] >= 1)
+            lambda: src.stats["open_failures"] >= 1
+        )
         rx.plug()
         assert wait_until(lambda: src.stats["connected"])
         rx.send(drive(T0 + dt.timedelta(seconds=60), 2))
@@ -232,8 +248,9 @@ def test_silent_port_is_no_receiver(tmp_path: Path) -> None:
     src.start()
     try:
         assert wait_until(lambda: src.stats["connected"])
-        rx.send(epoch(T0, 0, 0, valid=False) + epoch(T0 + dt.timedelta(seconds=1), 0, 0,
-                                                     valid=False))
+        rx.send(
+            epoch(T0, 0, 0, valid=False) + epoch(T0 + dt.timedelta(seconds=1), 0, 0, valid=False)
+        )
         assert wait_until(lambda: src.state == "no_fix")
         fix = src.latest()
         assert fix is not None
@@ -247,6 +264,7 @@ def test_silent_port_is_no_receiver(tmp_path: Path) -> None:
 
 # --- replay ------------------------------------------------------------------------------
 
+
 def write_log(path: Path, lines: list[str]) -> Path:
     path.write_text("# a comment line\n" + "\n".join(lines) + "\n")
     return path
@@ -255,8 +273,10 @@ def write_log(path: Path, lines: list[str]) -> Path:
 def test_replay_fast_and_paced(tmp_path: Path) -> None:
     log = write_log(tmp_path / "drive.nmea", drive(T0, 3))
     got: list[Fix] = []
-    fast = ReplayGpsSource(GpsConfig(source=f"replay:{log}", replay_speed=0,
-                                     rollover_floor=dt.date(2000, 1, 1)), on_fix=got.append)
+    fast = ReplayGpsSource(
+        GpsConfig(source=f"replay:{log}", replay_speed=0, rollover_floor=dt.date(2000, 1, 1)),
+        on_fix=got.append,
+    )
     fast.start()
     assert fast.finished.wait(5)
     assert [f.time for f in got] == [T0 + dt.timedelta(seconds=i) for i in range(3)]
@@ -279,8 +299,13 @@ def test_replay_of_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_replay_of_a_real_capture(nmea_dir: Path) -> None:
-    src = ReplayGpsSource(GpsConfig(source=f"replay:{nmea_dir / 'ublox-neo-m9n-nmea.log'}",
-                                    replay_speed=0, rollover_floor=dt.date(2000, 1, 1)))
+    src = ReplayGpsSource(
+        GpsConfig(
+            source=f"replay:{nmea_dir / 'ublox-neo-m9n-nmea.log'}",
+            replay_speed=0,
+            rollover_floor=dt.date(2000, 1, 1),
+        )
+    )
     src.start()
     assert src.finished.wait(10)
     s = src.stats
@@ -324,10 +349,12 @@ def test_demo_drive_replay_keeps_the_last_position_through_the_tunnel() -> None:
 
 # --- check_gps ---------------------------------------------------------------------------
 
+
 def test_check_gps_reports_each_state(tmp_path: Path) -> None:
     good = write_log(tmp_path / "good.nmea", drive(T0, 2))
-    ok, msg = check_gps(GpsConfig(source=f"replay:{good}", replay_speed=0, max_fix_age_s=60),
-                        timeout_s=3)
+    ok, msg = check_gps(
+        GpsConfig(source=f"replay:{good}", replay_speed=0, max_fix_age_s=60), timeout_s=3
+    )
     assert ok
     assert msg.startswith("GPS fix_3d: 51.5")
     assert "sats 9" in msg
@@ -346,6 +373,7 @@ def test_check_gps_reports_each_state(tmp_path: Path) -> None:
 
 # --- gpsd ----------------------------------------------------------------------------------
 
+
 def test_tpv_to_fix_rejects_nonsense() -> None:
     assert tpv_to_fix({"class": "TPV", "mode": 7}, {}, 0.0) is None
     assert tpv_to_fix({"class": "TPV", "mode": 3, "time": "yesterday"}, {}, 0.0) is None
@@ -353,28 +381,47 @@ def test_tpv_to_fix_rejects_nonsense() -> None:
     assert no_pos is not None
     assert no_pos.mode == "none"
     assert no_pos.lat is None
-    fix = tpv_to_fix({"class": "TPV", "mode": 2, "time": "2026-03-01T12:00:00.000Z",
-                      "lat": 1.5, "lon": -2.5, "speed": 3.0, "track": 45.0, "status": 2},
-                     {"hdop": 0.9, "uSat": 7}, 1.0)
+    fix = tpv_to_fix(
+        {
+            "class": "TPV",
+            "mode": 2,
+            "time": "2026-03-01T12:00:00.000Z",
+            "lat": 1.5,
+            "lon": -2.5,
+            "speed": 3.0,
+            "track": 45.0,
+            "status": 2,
+        },
+        {"hdop": 0.9, "uSat": 7},
+        1.0,
+    )
     assert fix is not None
     assert fix.to_dict()["mode"] == "2d"
     assert fix.quality == 2
     assert (fix.hdop, fix.sats, fix.time) == (0.9, 7, T0)
 
 
-_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30),
-                     lambda kids: st.lists(kids, max_size=3) | st.dictionaries(
-                         st.text(max_size=8), kids, max_size=4), max_leaves=6)
-_TPV_KEYS = st.sampled_from(["mode", "time", "lat", "lon", "alt", "altMSL", "speed", "track",
-                             "status", "geoidSep"])
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30),
+    lambda kids: (
+        st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=8), kids, max_size=4)
+    ),
+    max_leaves=6,
+)
+_TPV_KEYS = st.sampled_from(
+    ["mode", "time", "lat", "lon", "alt", "altMSL", "speed", "track", "status", "geoidSep"]
+)
 
 
 @pytest.mark.slow
 @settings(max_examples=120, deadline=None)
-@given(tpv=st.dictionaries(_TPV_KEYS, _JSON, max_size=10),
-       sky=st.dictionaries(st.sampled_from(["hdop", "uSat", "pdop", "vdop"]), _JSON))
-def test_tpv_to_fix_never_crashes_or_leaves_the_globe(tpv: dict[str, Any],
-                                                       sky: dict[str, Any]) -> None:
+@given(
+    tpv=st.dictionaries(_TPV_KEYS, _JSON, max_size=10),
+    sky=st.dictionaries(st.sampled_from(["hdop", "uSat", "pdop", "vdop"]), _JSON),
+)
+def test_tpv_to_fix_never_crashes_or_leaves_the_globe(
+    tpv: dict[str, Any], sky: dict[str, Any]
+) -> None:
     fix = tpv_to_fix(tpv, sky, 0.0)
     if fix is not None:
         assert fix.lat is None or -90 <= fix.lat <= 90
@@ -399,7 +446,9 @@ class Gpsd:
     def start(self) -> bool:
         self.proc = subprocess.Popen(
             [self.exe, "-N", "-n", "-b", "-S", str(self.port), os.ttyname(self.slave)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         return wait_until(lambda: _can_connect(self.port), 5.0)
 
     def stop(self) -> None:
@@ -462,8 +511,7 @@ def _can_connect(port: int) -> bool:
 @pytest.mark.slow
 def test_real_gpsd_reports_the_fix_we_fed_it(gpsd: Gpsd) -> None:
     got: list[Fix] = []
-    src = GpsdSource(GpsConfig(source=f"gpsd://127.0.0.1:{gpsd.port}", **FAST),
-                     on_fix=got.append)
+    src = GpsdSource(GpsConfig(source=f"gpsd://127.0.0.1:{gpsd.port}", **FAST), on_fix=got.append)
     src.start()
     feeder = Feeder(gpsd.master)
     try:

@@ -12,8 +12,8 @@ from edge.core import messages as m
 from edge.core.gps import Fix
 
 
-def alert_time(fix: Fix | None, now_wall_s: float, max_age_s: float
-               ) -> tuple[dt.datetime, str]:
-    text, source = m.alert_time(fix.to_dict() if fix is not None else None,
-                                t_wall_s=now_wall_s, max_age_s=max_age_s)
+def alert_time(fix: Fix | None, now_wall_s: float, max_age_s: float) -> tuple[dt.datetime, str]:
+    text, source = m.alert_time(
+        fix.to_dict() if fix is not None else None, t_wall_s=now_wall_s, max_age_s=max_age_s
+    )
     return dt.datetime.fromtimestamp(m.parse_utc_iso(text), tz=dt.UTC), source

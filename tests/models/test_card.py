@@ -18,10 +18,18 @@ MODEL = Path(__file__).resolve().parents[2] / "models" / "phone_in_hand" / "phon
 
 
 def _eval_doc(scores: dict[str, tuple[list[int], list[float]]]) -> dict[str, Any]:
-    data = {name: metrics.summary(np.array(y), np.array(p), 0.5) for name, (y, p) in
-            scores.items()}
-    return {"models": [{"name": "ours", "model": str(MODEL), "threshold": 0.5,
-                        "ms_per_crop": 1.0, "data": data}]}
+    data = {name: metrics.summary(np.array(y), np.array(p), 0.5) for name, (y, p) in scores.items()}
+    return {
+        "models": [
+            {
+                "name": "ours",
+                "model": str(MODEL),
+                "threshold": 0.5,
+                "ms_per_crop": 1.0,
+                "data": data,
+            }
+        ]
+    }
 
 
 def _with_provenance(tmp_path: Path, name: str, **changes: object) -> Path:
@@ -44,18 +52,28 @@ def _card_with(tmp_path: Path, name: str, **changes: object) -> str:
     """The card of ``_with_provenance(tmp_path, name, **changes)`` for a two-photo evaluation
     and no speed figure."""
     doc = _eval_doc({"real/test": ([1, 0], [0.9, 0.1])})
-    return card.render(_with_provenance(tmp_path, name, **changes), doc, bench_ms=None,
-                       bench_machine="", domains={})
+    return card.render(
+        _with_provenance(tmp_path, name, **changes),
+        doc,
+        bench_ms=None,
+        bench_machine="",
+        domains={},
+    )
 
 
 def test_card_says_met_or_not_met_from_the_numbers(tmp_path: Path) -> None:
     perfect = ([1, 1, 1, 0, 0, 0], [0.9, 0.8, 0.7, 0.1, 0.2, 0.3])
     poor = ([1, 1, 0, 0], [0.6, 0.1, 0.7, 0.2])
-    doc = _eval_doc({"real/test": perfect, "synth/test": poor,
-                     "others/neg": ([0, 0, 0], [0.9, 0.1, 0.2])})
-    text = card.render(_with_provenance(tmp_path, "m5", target_fpr=0.05), doc, bench_ms=0.9,
-                       bench_machine="test box",
-                       domains={"synth/test": "synthetic, seed 7, held out"})
+    doc = _eval_doc(
+        {"real/test": perfect, "synth/test": poor, "others/neg": ([0, 0, 0], [0.9, 0.1, 0.2])}
+    )
+    text = card.render(
+        _with_provenance(tmp_path, "m5", target_fpr=0.05),
+        doc,
+        bench_ms=0.9,
+        bench_machine="test box",
+        domains={"synth/test": "synthetic, seed 7, held out"},
+    )
     assert "| recall >= 0.90 at FPR <= 5 % on real/test | 1.000 (met) |" in text
     assert "| recall >= 0.90 at FPR <= 5 % on synth/test | 0.000 (not met) |" in text
     assert "| F1 >= 0.97 on held-out synthetic | 0.500 (not met) |" in text
@@ -66,9 +84,13 @@ def test_card_says_met_or_not_met_from_the_numbers(tmp_path: Path) -> None:
     assert "F1 >= 0.97 there needs recall of at least 0.99." in text
     assert abs(card._f1_balanced(1.0, 0.05) - 2 * (1 / 1.05) / (1 / 1.05 + 1)) < 1e-12
     # At 3 %, recall 0.97 gives precision 0.97 and so F1 0.97 exactly.
-    text3 = card.render(_with_provenance(tmp_path, "m3", target_fpr=0.03), doc, bench_ms=0.9,
-                        bench_machine="test box",
-                        domains={"synth/test": "synthetic, seed 7, held out"})
+    text3 = card.render(
+        _with_provenance(tmp_path, "m3", target_fpr=0.03),
+        doc,
+        bench_ms=0.9,
+        bench_machine="test box",
+        domains={"synth/test": "synthetic, seed 7, held out"},
+    )
     assert "set for 3% FPR on validation" in text3
     assert "F1 >= 0.97 there needs recall of at least 0.97." in text3
 
@@ -77,8 +99,11 @@ def test_card_retraining_recipe_is_the_model_own_stages_plus_site_data() -> None
     prov = load_spec(MODEL.with_suffix(".json")).provenance
     doc = _eval_doc({"real/test": ([1, 0], [0.9, 0.1])})
     text = card.render(MODEL, doc, bench_ms=None, bench_machine="", domains={})
-    recipe = [line.strip() for line in text.split("## Retraining on site data")[1].splitlines()
-              if "python -m models.train" in line and "--out SITE " not in line]
+    recipe = [
+        line.strip()
+        for line in text.split("## Retraining on site data")[1].splitlines()
+        if "python -m models.train" in line and "--out SITE " not in line
+    ]
     assert recipe == [f"nice -n 10 {st} --real site/train" for st in prov["stages"]]
     assert all("../shared/data/" in r for r in recipe)  # shared data named as the repo sees it
     assert "- Inference" not in text  # no speed figure given, none claimed
@@ -125,10 +150,15 @@ def test_card_says_when_training_dwelt_on_the_hardest_crops(tmp_path: Path) -> N
 
 
 def test_card_names_the_teachers_of_a_distilled_stage(tmp_path: Path) -> None:
-    teacher = {"stage": 5, "name": "TEACHER1", "file": "t.tflite", "sha256": "ab" * 32,
-               "input_size": 176, "stages": ["python -m models.train --out STAGE1 --x 1"]}
-    texts = {n: _card_with(tmp_path, f"t{n}", teachers=[teacher] * n, distill=0.4)
-             for n in (0, 1)}
+    teacher = {
+        "stage": 5,
+        "name": "TEACHER1",
+        "file": "t.tflite",
+        "sha256": "ab" * 32,
+        "input_size": 176,
+        "stages": ["python -m models.train --out STAGE1 --x 1"],
+    }
+    texts = {n: _card_with(tmp_path, f"t{n}", teachers=[teacher] * n, distill=0.4) for n in (0, 1)}
     assert "`--teacher`, each synthetic crop's target was 40% the mean P(phone)" in texts[1]
     assert "- `TEACHER1` (stage 5; 176 px; SHA-256 `abababababababab...`)" in texts[1]
     assert "  python -m models.train --out STAGE1 --x 1" in texts[1]
@@ -136,9 +166,10 @@ def test_card_names_the_teachers_of_a_distilled_stage(tmp_path: Path) -> None:
 
 
 def test_card_explains_an_export_only_stage(tmp_path: Path) -> None:
-    stages = ["python -m models.train --out STAGE1 --arch tiny --epochs 3 --target-fpr 0.05",
-              "python -m models.train --out STAGE2 --init STAGE1/m.keras --epochs 0 "
-              "--target-fpr 0.03"]
+    stages = [
+        "python -m models.train --out STAGE1 --arch tiny --epochs 3 --target-fpr 0.05",
+        "python -m models.train --out STAGE2 --init STAGE1/m.keras --epochs 0 --target-fpr 0.03",
+    ]
     texts = [_card_with(tmp_path, f"s{n}", stages=stages[:n]) for n in (1, 2)]
     assert "`--epochs 0` trains nothing" not in texts[0]
     assert "`--epochs 0` trains nothing" in texts[1]

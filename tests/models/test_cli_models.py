@@ -29,14 +29,25 @@ def _folder(root: Path, phone_levels: list[int], none_levels: list[int]) -> Path
 
 
 def test_eval_scores_every_image_and_reports_side_by_side(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     # The brightness model's P(phone) rises with brightness: bright "phone" images and dark
     # "no_phone" ones, except one dark phone image (a miss at any sane threshold).
     data = _folder(tmp_path / "site" / "crops", [230, 220, 210, 90], [70, 80, 100, 110, 20])
     out = tmp_path / "out"
-    code = cli.main(["eval", "--model", str(BRIGHTNESS), "--data", str(data),
-                     "--compare", f"{BRIGHTNESS}:{BRIGHTNESS.with_suffix('.json')}",
-                     "--out", str(out)])
+    code = cli.main(
+        [
+            "eval",
+            "--model",
+            str(BRIGHTNESS),
+            "--data",
+            str(data),
+            "--compare",
+            f"{BRIGHTNESS}:{BRIGHTNESS.with_suffix('.json')}",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     text = capsys.readouterr().out
     assert "site/crops" in text
@@ -58,7 +69,8 @@ def test_eval_scores_every_image_and_reports_side_by_side(
     # each score names its image: the dark phone image (90) is the miss
     by_file = {r["file"]: float(r["brightness-int8 test-1"]) for r in rows}
     assert set(by_file) == {f"phone/{i:03d}.png" for i in range(4)} | {
-        f"no_phone/{i:03d}.png" for i in range(5)}
+        f"no_phone/{i:03d}.png" for i in range(5)
+    }
     assert min(by_file, key=lambda f: by_file[f]) == "no_phone/004.png"  # the darkest, 20
     assert by_file["phone/003.png"] < min(by_file[f"phone/{i:03d}.png"] for i in range(3))
 
@@ -82,31 +94,42 @@ def _index(folder: Path, rows: list[tuple[str, int, str]]) -> None:
 
 
 def test_eval_reports_each_condition_of_an_index(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     # Bright = day, dark = night: the dark phone image is the night miss; the bright phone-free
     # image (215) is flagged by day.
     data = _folder(tmp_path / "site" / "crops", [230, 220, 90], [215, 20, 30])
-    _index(data, [("phone/000.png", 1, "day"), ("phone/001.png", 1, "day"),
-                  ("phone/002.png", 1, "night"), ("no_phone/000.png", 0, "day"),
-                  ("no_phone/001.png", 0, "night"), ("no_phone/002.png", 0, "night")])
+    _index(
+        data,
+        [
+            ("phone/000.png", 1, "day"),
+            ("phone/001.png", 1, "day"),
+            ("phone/002.png", 1, "night"),
+            ("no_phone/000.png", 0, "day"),
+            ("no_phone/001.png", 0, "night"),
+            ("no_phone/002.png", 0, "night"),
+        ],
+    )
     out = tmp_path / "out"
-    assert cli.main(["eval", "--model", str(BRIGHTNESS), "--data", str(data),
-                     "--out", str(out)]) == 0
+    assert (
+        cli.main(["eval", "--model", str(BRIGHTNESS), "--data", str(data), "--out", str(out)]) == 0
+    )
     text = capsys.readouterr().out
     assert "by lighting" in text
     assert "phone found 0/1 (recall 0.000)" in text
     doc = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     light = doc["models"][0]["data"]["site/crops"]["by_condition"]["lighting"]
     thr = doc["models"][0]["threshold"]
-    scores = {r["file"]: float(r["brightness-int8 test-1"]) for r in
-              csv.DictReader((out / "site_crops_scores.csv").open(encoding="utf-8"))}
+    scores = {
+        r["file"]: float(r["brightness-int8 test-1"])
+        for r in csv.DictReader((out / "site_crops_scores.csv").open(encoding="utf-8"))
+    }
     assert scores["no_phone/000.png"] >= thr > scores["phone/002.png"]  # the premise
     assert (light["day"]["tp"], light["day"]["positives"], light["day"]["fp"]) == (2, 2, 1)
     assert (light["night"]["recall"], light["night"]["fpr"]) == (0.0, 0.0)
     # without an index there is no breakdown
     (data / "index.csv").unlink()
-    assert "by_condition" not in evaluate([(BRIGHTNESS, None)], [data])[0][0].per_data[
-        "site/crops"]
+    assert "by_condition" not in evaluate([(BRIGHTNESS, None)], [data])[0][0].per_data["site/crops"]
 
 
 def test_an_index_that_disagrees_with_the_folders_is_refused(tmp_path: Path) -> None:
@@ -137,19 +160,46 @@ def test_bad_folders_get_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixt
 
 
 def test_sidecar_for_a_labelled_model(tmp_path: Path) -> None:
-    d = make_sidecar(BRIGHTNESS, positive=["phone"], labels_file=None,
-                     labels=["no_phone", "phone"], label_offset=0, mean=[0, 0, 0],
-                     std=[255, 255, 255], activation="none", threshold=0.5, name="b")
+    d = make_sidecar(
+        BRIGHTNESS,
+        positive=["phone"],
+        labels_file=None,
+        labels=["no_phone", "phone"],
+        label_offset=0,
+        mean=[0, 0, 0],
+        std=[255, 255, 255],
+        activation="none",
+        threshold=0.5,
+        name="b",
+    )
     assert d["input"]["width"] == 32
     assert d["input"]["layout"] == "NHWC"
     with pytest.raises(ModelError, match="outputs"):
-        make_sidecar(BRIGHTNESS, positive=["phone"], labels_file=None,
-                     labels=["no_phone", "phone", "other"], label_offset=0, mean=None, std=None,
-                     activation="none", threshold=0.5, name=None)
+        make_sidecar(
+            BRIGHTNESS,
+            positive=["phone"],
+            labels_file=None,
+            labels=["no_phone", "phone", "other"],
+            label_offset=0,
+            mean=None,
+            std=None,
+            activation="none",
+            threshold=0.5,
+            name=None,
+        )
     with pytest.raises(ModelError, match="not among"):
-        make_sidecar(BRIGHTNESS, positive=["cellular telephone"], labels_file=None,
-                     labels=["no_phone", "phone"], label_offset=0, mean=None, std=None,
-                     activation="none", threshold=0.5, name=None)
+        make_sidecar(
+            BRIGHTNESS,
+            positive=["cellular telephone"],
+            labels_file=None,
+            labels=["no_phone", "phone"],
+            label_offset=0,
+            mean=None,
+            std=None,
+            activation="none",
+            threshold=0.5,
+            name=None,
+        )
 
 
 def _imagenet_sidecars(models: Path, out: Path) -> dict[str, Path]:
@@ -157,14 +207,50 @@ def _imagenet_sidecars(models: Path, out: Path) -> dict[str, Path]:
     made = {}
     for name in ("mobilenet_v1_0.25_128_quant", "mobilenet_v2_1.0_224_quant"):
         sc = out / f"{name}.json"
-        assert cli.main(["sidecar", str(models / f"{name}.tflite"), "--labels-file", labels,
-                         "--positive", "cellular telephone", "--out", str(sc)]) == 0
+        assert (
+            cli.main(
+                [
+                    "sidecar",
+                    str(models / f"{name}.tflite"),
+                    "--labels-file",
+                    labels,
+                    "--positive",
+                    "cellular telephone",
+                    "--out",
+                    str(sc),
+                ]
+            )
+            == 0
+        )
         made[name] = sc
     sc = out / "nchw.json"
-    assert cli.main(["sidecar", str(models / "mobilenet_v2_quantized_1x3x224x224.tflite"),
-                     "--labels-file", labels, "--label-offset", "-1", "--activation", "softmax",
-                     "--mean", "123.675", "116.28", "103.53", "--std", "58.395", "57.12",
-                     "57.375", "--positive", "cellular telephone", "--out", str(sc)]) == 0
+    assert (
+        cli.main(
+            [
+                "sidecar",
+                str(models / "mobilenet_v2_quantized_1x3x224x224.tflite"),
+                "--labels-file",
+                labels,
+                "--label-offset",
+                "-1",
+                "--activation",
+                "softmax",
+                "--mean",
+                "123.675",
+                "116.28",
+                "103.53",
+                "--std",
+                "58.395",
+                "57.12",
+                "57.375",
+                "--positive",
+                "cellular telephone",
+                "--out",
+                str(sc),
+            ]
+        )
+        == 0
+    )
     made["mobilenet_v2_quantized_1x3x224x224"] = sc
     return made
 
@@ -186,15 +272,27 @@ def test_imagenet_sidecars_read_real_models_right(shared_data: Path, tmp_path: P
 
 
 @pytest.mark.slow
-def test_eval_kmitl_test_side_by_side(shared_data: Path, tmp_path: Path,
-                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_eval_kmitl_test_side_by_side(
+    shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     models = shared_data / "models"
     sidecars = _imagenet_sidecars(models, tmp_path)
     capsys.readouterr()
     name = "mobilenet_v1_0.25_128_quant"
-    assert cli.main(["eval", "--model", str(models / f"{name}.tflite"), "--sidecar",
-                     str(sidecars[name]), "--data",
-                     str(shared_data / "datasets" / "kmitl" / "test")]) == 0
+    assert (
+        cli.main(
+            [
+                "eval",
+                "--model",
+                str(models / f"{name}.tflite"),
+                "--sidecar",
+                str(sidecars[name]),
+                "--data",
+                str(shared_data / "datasets" / "kmitl" / "test"),
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "kmitl/test" in text
     assert "56 (36 / 20)" in text

@@ -20,8 +20,9 @@ def test_split_never_shares_a_group(tmp_path: Path) -> None:
     render_dataset(tmp_path / "d", count=40, seed=2, size=(40, 30))
     samples = mdata.list_folder(tmp_path / "d")
     # Fake "source frames": 4 images per group.
-    samples = [mdata.Sample(s.path, s.label, f"g{i // 4:02d}", s.domain)
-               for i, s in enumerate(samples)]
+    samples = [
+        mdata.Sample(s.path, s.label, f"g{i // 4:02d}", s.domain) for i, s in enumerate(samples)
+    ]
     train, val = mdata.split_groups(samples, val_share=0.25, seed=0, run=2)
     assert {s.group for s in train}.isdisjoint({s.group for s in val})
     assert len(train) + len(val) == 40
@@ -87,8 +88,8 @@ def test_partial_view_slides_the_scene_out_of_the_crop() -> None:
         assert out.shape == img.shape
         assert out.dtype == np.uint8
         # some leading or trailing block of columns is the scene, slid sideways
-        entering = next((g for g in range(1, w) if (out[:, :w - g] == img[:, g:]).all()), None)
-        leaving = next((g for g in range(1, w) if (out[:, g:] == img[:, :w - g]).all()), None)
+        entering = next((g for g in range(1, w) if (out[:, : w - g] == img[:, g:]).all()), None)
+        leaving = next((g for g in range(1, w) if (out[:, g:] == img[:, : w - g]).all()), None)
         gone = entering if entering is not None else leaving
         assert gone is not None
         assert 0.3 * w - 1 <= gone <= 0.7 * w + 1

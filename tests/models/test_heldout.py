@@ -41,8 +41,11 @@ def test_demo_crops_cut_each_stop_and_keep_clips_apart(tmp_path: Path) -> None:
         assert all(ev["start_frame"] < f < ev["end_frame"] for f in frames)
     for seed, ev in events[:2]:
         k = [e for s, e in events if s == seed].index(ev)
-        name = next(p for p in (out / ("phone" if ev["phone"] else "no_phone")).iterdir()
-                    if p.name.startswith(f"s{seed}_e{k:02d}_"))
+        name = next(
+            p
+            for p in (out / ("phone" if ev["phone"] else "no_phone")).iterdir()
+            if p.name.startswith(f"s{seed}_e{k:02d}_")
+        )
         crop = cv2.imread(str(name))
         x0, y0, x1, y1 = truth["rois"][ev["roi"]]  # the same ROIs in every clip
         assert crop is not None
@@ -53,19 +56,22 @@ def test_demo_crops_cut_each_stop_and_keep_clips_apart(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_run_builds_scores_and_reports_every_set(shared_data: Path, tmp_path: Path) -> None:
     work = tmp_path / "work"
-    doc = heldout.run(MODEL, shared_data, work, synth_count=24, demo_seeds=(0,),
-                      demo_seconds=12)
+    doc = heldout.run(MODEL, shared_data, work, synth_count=24, demo_seeds=(0,), demo_seconds=12)
     names = [m["name"] for m in doc["models"]]
     assert names[0].startswith("phone-in-hand")
     assert len(names) == 1 + len(heldout.COMPARATORS)
     ours = doc["models"][0]["data"]
     assert list(ours) == list(heldout.DOMAINS)
     assert (ours["synthetic/test"]["positives"], ours["synthetic/test"]["negatives"]) == (12, 12)
-    photos = [p for p in (shared_data / "images").iterdir()
-              if p.suffix.lower() in cli_models.IMAGE_SUFFIXES]
+    photos = [
+        p
+        for p in (shared_data / "images").iterdir()
+        if p.suffix.lower() in cli_models.IMAGE_SUFFIXES
+    ]
     assert ours["other_photos/negatives"]["negatives"] == len(photos)
-    assert ours["kmitl/test"]["n"] == len(cli_models.list_images(
-        shared_data / "datasets" / "kmitl" / "test"))
+    assert ours["kmitl/test"]["n"] == len(
+        cli_models.list_images(shared_data / "datasets" / "kmitl" / "test")
+    )
     # The synthetic set's index gives the breakdown; every crop lands in one pose and lighting.
     by = ours["synthetic/test"]["by_condition"]
     assert set(by) == {"pose", "lighting"}
@@ -84,12 +90,14 @@ def test_committed_card_matches_a_fresh_evaluation(shared_data: Path, tmp_path: 
     # committed renderer draws them today: a changed renderer or model needs a new card.
     synth = heldout.build_synthetic(tmp_path)
     results, _ = cli_models.evaluate(
-        [(MODEL, None)], [shared_data / "datasets" / "kmitl" / "test", synth])
+        [(MODEL, None)], [shared_data / "datasets" / "kmitl" / "test", synth]
+    )
     got = results[0].per_data
     text = CARD.read_text(encoding="utf-8")
     tests = text.split("### Test sets", 1)[1]
-    row = next(line for line in tests.splitlines()
-               if line.startswith("| confusion tp / fp / tn / fn |"))
+    row = next(
+        line for line in tests.splitlines() if line.startswith("| confusion tp / fp / tn / fn |")
+    )
     cells = [c.strip() for c in row.strip("|").split("|")][1:]
     for d in ("kmitl/test", "synthetic/test"):
         c = got[d]["confusion"]
@@ -98,10 +106,19 @@ def test_committed_card_matches_a_fresh_evaluation(shared_data: Path, tmp_path: 
         assert f"| lighting: {value} | {g['tp']} of {g['positives']} " in text, value
 
 
-def test_card_command_needs_the_bench_figure(shared_data: Path, tmp_path: Path,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_card_command_needs_the_bench_figure(
+    shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit):
-        heldout.main(["--shared", str(shared_data), "--work", str(tmp_path),
-                      "--card", str(tmp_path / "c.md")])
+        heldout.main(
+            [
+                "--shared",
+                str(shared_data),
+                "--work",
+                str(tmp_path),
+                "--card",
+                str(tmp_path / "c.md"),
+            ]
+        )
     assert "--bench-ms" in capsys.readouterr().err
     assert not (tmp_path / "c.md").exists()

@@ -12,9 +12,12 @@ from hypothesis import strategies as st
 from edge.core import metrics
 
 scores_st = st.lists(
-    st.tuples(st.integers(0, 1), st.sampled_from([0.0, 0.1, 0.25, 0.5, 0.5, 0.7, 0.9, 1.0])
-              | st.floats(0, 1)),
-    min_size=2, max_size=60,
+    st.tuples(
+        st.integers(0, 1),
+        st.sampled_from([0.0, 0.1, 0.25, 0.5, 0.5, 0.7, 0.9, 1.0]) | st.floats(0, 1),
+    ),
+    min_size=2,
+    max_size=60,
 ).filter(lambda xs: 0 < sum(y for y, _ in xs) < len(xs))
 
 
@@ -53,15 +56,19 @@ def test_auc_equals_pairwise_probability(xs: list[tuple[int, float]]) -> None:
 @pytest.mark.slow
 @settings(max_examples=150, deadline=None)
 @given(scores_st, st.sampled_from([0.0, 0.01, 0.05, 0.1, 0.3, 1.0]))
-def test_threshold_and_recall_at_fpr_match_brute_force(xs: list[tuple[int, float]],
-                                                       target: float) -> None:
+def test_threshold_and_recall_at_fpr_match_brute_force(
+    xs: list[tuple[int, float]], target: float
+) -> None:
     y, s = _split(xs)
     t = metrics.threshold_for_fpr(y, s, target)
     c = metrics.confusion(y, s, t)
     assert c.fpr <= target + 1e-12
     # No lower candidate threshold (any observed score) also meets the target with more recall.
-    best = max(metrics.confusion(y, s, cand).recall for cand in [*s, np.inf]
-               if metrics.confusion(y, s, cand).fpr <= target + 1e-12)
+    best = max(
+        metrics.confusion(y, s, cand).recall
+        for cand in [*s, np.inf]
+        if metrics.confusion(y, s, cand).fpr <= target + 1e-12
+    )
     assert metrics.recall_at_fpr(y, s, target) == pytest.approx(best)
     assert c.recall == pytest.approx(best)
 
@@ -99,11 +106,14 @@ def test_summary_is_json_ready_and_complete() -> None:
     assert math.isnan(metrics.roc_auc([0, 0], [0.1, 0.2]))
 
 
-@pytest.mark.parametrize(("labels", "scores", "match"), [
-    ([0, 1], [0.1], "same length"),
-    ([0, 2], [0.1, 0.2], "0 or 1"),
-    ([0, 1], [0.1, float("nan")], "finite"),
-])
+@pytest.mark.parametrize(
+    ("labels", "scores", "match"),
+    [
+        ([0, 1], [0.1], "same length"),
+        ([0, 2], [0.1, 0.2], "0 or 1"),
+        ([0, 1], [0.1, float("nan")], "finite"),
+    ],
+)
 def test_bad_input_is_rejected(labels: list[int], scores: list[float], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         metrics.roc_auc(labels, scores)
@@ -119,12 +129,27 @@ def test_threshold_needs_negatives_and_a_sane_target() -> None:
 def test_by_condition_counts_each_group_at_the_threshold() -> None:
     labels = [1, 1, 0, 0, 1, 0]
     scores = [0.9, 0.2, 0.6, 0.1, 0.7, 0.3]
-    by = metrics.by_condition(labels, scores, 0.5,
-                              {"light": ["day", "night", "night", "day", "day", "day"]})
-    assert by["light"]["day"] == {"n": 4, "positives": 2, "negatives": 2, "tp": 2, "fp": 0,
-                                  "recall": 1.0, "fpr": 0.0}
-    assert by["light"]["night"] == {"n": 2, "positives": 1, "negatives": 1, "tp": 0, "fp": 1,
-                                    "recall": 0.0, "fpr": 1.0}
+    by = metrics.by_condition(
+        labels, scores, 0.5, {"light": ["day", "night", "night", "day", "day", "day"]}
+    )
+    assert by["light"]["day"] == {
+        "n": 4,
+        "positives": 2,
+        "negatives": 2,
+        "tp": 2,
+        "fp": 0,
+        "recall": 1.0,
+        "fpr": 0.0,
+    }
+    assert by["light"]["night"] == {
+        "n": 2,
+        "positives": 1,
+        "negatives": 1,
+        "tp": 0,
+        "fp": 1,
+        "recall": 0.0,
+        "fpr": 1.0,
+    }
     # a group with one class has no rate for the other
     pose = metrics.by_condition(labels, scores, 0.5, {"pose": ["a", "a", "b", "b", "a", "b"]})
     assert pose["pose"]["a"]["fpr"] is None

@@ -36,6 +36,7 @@ def _write_rows(folder: Path, rows: list[dict[str, str]]) -> None:
 
 # -- the site renderer ---------------------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_site_render_writes_an_export_split_by_whole_sessions(tmp_path: Path) -> None:
     rows = synth_site.render_site(tmp_path / "a", sessions=6, per_session=4, test_share=0.34)
@@ -58,11 +59,13 @@ def test_site_render_writes_an_export_split_by_whole_sessions(tmp_path: Path) ->
     # Deterministic by seed, byte for byte; another seed, other crops.
     synth_site.render_site(tmp_path / "b", sessions=6, per_session=4, test_share=0.34)
     for row in rows:
-        assert (tmp_path / "a" / row["path"]).read_bytes() == \
-            (tmp_path / "b" / row["path"]).read_bytes()
+        assert (tmp_path / "a" / row["path"]).read_bytes() == (
+            tmp_path / "b" / row["path"]
+        ).read_bytes()
     other = synth_site.render_site(tmp_path / "c", sessions=6, per_session=4, seed=1)
-    assert (tmp_path / "c" / other[0]["path"]).read_bytes() != \
-        (tmp_path / "a" / rows[0]["path"]).read_bytes()
+    assert (tmp_path / "c" / other[0]["path"]).read_bytes() != (
+        tmp_path / "a" / rows[0]["path"]
+    ).read_bytes()
 
 
 def test_site_crops_keep_session_conditions_and_show_their_phone() -> None:
@@ -93,6 +96,7 @@ def test_split_by_unit_keeps_each_unit_on_one_side() -> None:
 
 
 # -- the export reader ---------------------------------------------------------------------------
+
 
 @pytest.fixture
 def small_site(tmp_path: Path) -> Path:
@@ -157,6 +161,7 @@ def test_phonewatch_eval_reads_the_export_folder(small_site: Path) -> None:
 
 # -- the gate -------------------------------------------------------------------------------------
 
+
 def _bright_dark_site(root: Path, sessions: int = 6, per: int = 10) -> Path:
     """An export whose phone crops are bright and phone-free ones dark: the brightness test
     model reads it perfectly, the shipped phone model at chance."""
@@ -170,10 +175,19 @@ def _bright_dark_site(root: Path, sessions: int = 6, per: int = 10) -> Path:
             rel = f"{label}/s{s}_{i:02d}.png"
             (root / label).mkdir(parents=True, exist_ok=True)
             assert cv2.imwrite(str(root / rel), img)
-            rows.append({"path": rel, "label": label, "unit": f"u{s % 2}", "roi": "lane1",
-                         "time": f"2027-01-{s + 4:02d}T08:00:{i:02d}Z", "source": "test",
-                         "reviewer": "tester", "split": "test" if s >= sessions - 3 else "train",
-                         "session": f"sess{s}"})
+            rows.append(
+                {
+                    "path": rel,
+                    "label": label,
+                    "unit": f"u{s % 2}",
+                    "roi": "lane1",
+                    "time": f"2027-01-{s + 4:02d}T08:00:{i:02d}Z",
+                    "source": "test",
+                    "reviewer": "tester",
+                    "split": "test" if s >= sessions - 3 else "train",
+                    "session": f"sess{s}",
+                }
+            )
     _write_rows(root, rows)
     return root
 
@@ -186,11 +200,13 @@ def _bright_dark_standing(root: Path) -> Path:
 
 @pytest.mark.slow
 def test_gate_promotes_a_candidate_better_on_the_site_and_as_good_on_standing_sets(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     site = _bright_dark_site(tmp_path / "site")
     standing = _bright_dark_standing(tmp_path / "standing" / "bright")
-    res = msite.gate(BRIGHTNESS, SHIPPED, site, standing=[standing], n_boot=300,
-                     out=tmp_path / "eval")
+    res = msite.gate(
+        BRIGHTNESS, SHIPPED, site, standing=[standing], n_boot=300, out=tmp_path / "eval"
+    )
     assert res.promote, res.reasons
     assert res.site["candidate"]["recall"] == 1.0 > res.site["deployed"]["recall"]
     lo, hi = res.site["candidate"]["wilson95"]
@@ -200,20 +216,46 @@ def test_gate_promotes_a_candidate_better_on_the_site_and_as_good_on_standing_se
     assert "brightness-int8" in res.report
     assert (tmp_path / "eval" / "metrics.json").is_file()
     assert json.loads((tmp_path / "eval" / "gate.json").read_text())["promote"] is True
-    assert msite.main(["gate", "--candidate", str(BRIGHTNESS), "--deployed", str(SHIPPED),
-                       "--dataset", str(site), "--standing", str(standing)]) == 0
+    assert (
+        msite.main(
+            [
+                "gate",
+                "--candidate",
+                str(BRIGHTNESS),
+                "--deployed",
+                str(SHIPPED),
+                "--dataset",
+                str(site),
+                "--standing",
+                str(standing),
+            ]
+        )
+        == 0
+    )
 
 
 @pytest.mark.slow
-def test_gate_refuses_a_candidate_worse_on_the_site(tmp_path: Path,
-                                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_gate_refuses_a_candidate_worse_on_the_site(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     site = _bright_dark_site(tmp_path / "site")
     standing = _bright_dark_standing(tmp_path / "standing" / "bright")
     res = msite.gate(SHIPPED, BRIGHTNESS, site, standing=[standing], n_boot=300)
     assert not res.promote
     assert any("not better on the site" in why for why in res.reasons)
-    code = msite.main(["gate", "--candidate", str(SHIPPED), "--deployed", str(BRIGHTNESS),
-                       "--dataset", str(site), "--standing", str(standing)])
+    code = msite.main(
+        [
+            "gate",
+            "--candidate",
+            str(SHIPPED),
+            "--deployed",
+            str(BRIGHTNESS),
+            "--dataset",
+            str(site),
+            "--standing",
+            str(standing),
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 1
     assert "GATE: REFUSE: not better on the site" in out
@@ -231,17 +273,33 @@ def test_gate_refuses_a_candidate_worse_on_a_standing_set(tmp_path: Path) -> Non
     assert not any("not better on the site" in why for why in res.reasons)
     # A margin as wide as the gap lets it through.
     gap = res.standing["standing/synthetic"]
-    wide = msite.gate(BRIGHTNESS, SHIPPED, site, standing=[synth], n_boot=300,
-                      margin=gap["deployed"] - gap["candidate"] + 0.01)
+    wide = msite.gate(
+        BRIGHTNESS,
+        SHIPPED,
+        site,
+        standing=[synth],
+        n_boot=300,
+        margin=gap["deployed"] - gap["candidate"] + 0.01,
+    )
     assert wide.promote, wide.reasons
 
 
-def test_gate_refuses_a_dataset_it_cannot_judge(tmp_path: Path,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_gate_refuses_a_dataset_it_cannot_judge(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     site = _bright_dark_site(tmp_path / "site")
     standing = _bright_dark_standing(tmp_path / "standing" / "bright")
-    args = ["gate", "--candidate", str(BRIGHTNESS), "--deployed", str(SHIPPED),
-            "--dataset", str(site), "--standing", str(standing)]
+    args = [
+        "gate",
+        "--candidate",
+        str(BRIGHTNESS),
+        "--deployed",
+        str(SHIPPED),
+        "--dataset",
+        str(site),
+        "--standing",
+        str(standing),
+    ]
     rows = _rows(site)
     leak = [dict(row) for row in rows]
     leak[0]["split"] = "test"  # one crop of training session sess0 into the test split
@@ -274,6 +332,7 @@ def test_train_never_overwrites_a_candidate(tmp_path: Path, small_site: Path) ->
 
 # -- the whole loop, tiny --------------------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_tiny_site_loop_every_hop(tmp_path: Path) -> None:
     pytest.importorskip("tensorflow", reason="TensorFlow (the 'train' extra) is not installed")
@@ -281,8 +340,15 @@ def test_tiny_site_loop_every_hop(tmp_path: Path) -> None:
 
     site = tmp_path / "site"
     synth_site.render_site(site, sessions=10, per_session=8, test_share=0.3)
-    opts = msite.TrainOptions(epochs=1, synthetic=40, epoch_synthetic=20, site_repeat=1,
-                              real=[], replay_kmitl=False, cache=tmp_path / "cache")
+    opts = msite.TrainOptions(
+        epochs=1,
+        synthetic=40,
+        epoch_synthetic=20,
+        site_repeat=1,
+        real=[],
+        replay_kmitl=False,
+        cache=tmp_path / "cache",
+    )
     cand = msite.train_candidate(site, SHIPPED, tmp_path / "cand", opts)
     spec = load_spec(cand.with_suffix(".json"))
     fp = sd.fingerprint(sd.split(sd.read_dataset(site), "train"))

@@ -154,8 +154,8 @@ def test_demo_truth_matches_the_pixels() -> None:
         for e in events:
             assert 0 <= e["start_frame"] <= e["end_frame"] < 150
             if e["roi"] == name:
-                assert not in_event[e["start_frame"]:e["end_frame"] + 1].any()  # no overlap
-                in_event[e["start_frame"]:e["end_frame"] + 1] = True
+                assert not in_event[e["start_frame"] : e["end_frame"] + 1].any()  # no overlap
+                in_event[e["start_frame"] : e["end_frame"] + 1] = True
         diff = np.array([np.abs(f[sl].astype(np.float32) - bg[sl]).mean() for f in frames])
         # A car window fills the ROI during every event frame; the empty road shows otherwise
         # (allowing for cars half-way in or out, which are neither).

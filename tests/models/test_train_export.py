@@ -35,10 +35,22 @@ def _site_folder(root: Path, n: int) -> Path:
 
 def test_tiny_training_run_exports_a_loadable_full_int8_model(tmp_path: Path) -> None:
     site = _site_folder(tmp_path / "site", 30)
-    cfg = train.TrainConfig(out=tmp_path / "out", real=[site], synthetic=0, epoch_synthetic=0,
-                            arch="tiny", size=32, epochs=4, batch=16, real_repeat=6, lr=1e-2,
-                            val_share=0.3, target_fpr=0.1, version="0.0.1-test",
-                            parity_min=0.9)
+    cfg = train.TrainConfig(
+        out=tmp_path / "out",
+        real=[site],
+        synthetic=0,
+        epoch_synthetic=0,
+        arch="tiny",
+        size=32,
+        epochs=4,
+        batch=16,
+        real_repeat=6,
+        lr=1e-2,
+        val_share=0.3,
+        target_fpr=0.1,
+        version="0.0.1-test",
+        parity_min=0.9,
+    )
     record = train.train(cfg)
     model = tmp_path / "out" / "phone_in_hand.tflite"
     assert Path(record["model"]) == model
@@ -50,7 +62,8 @@ def test_tiny_training_run_exports_a_loadable_full_int8_model(tmp_path: Path) ->
     assert spec.threshold == pytest.approx(record["threshold"], abs=1e-6)
     assert spec.provenance["training_data_sha256"] == mdata.fingerprint(
         mdata.list_folder(site, domain=f"{tmp_path.name}/site"),
-        extra=f"synthetic:{train.SYNTH_TRAIN_SEED}:0:renderer:{train.renderer_id()}")
+        extra=f"synthetic:{train.SYNTH_TRAIN_SEED}:0:renderer:{train.renderer_id()}",
+    )
     par = spec.metrics["int8_float_parity"]
     # ~18 validation crops: one flipped decision is 5.5 %; the parity of the export itself is
     # checked on 200 crops below.
@@ -96,7 +109,8 @@ def test_train_cli_refuses_a_test_split(tmp_path: Path) -> None:
 
 
 def test_imagenet_weights_from_a_quantised_tflite_reproduce_its_predictions(
-        shared_data: Path) -> None:
+    shared_data: Path,
+) -> None:
     import cv2
     import keras
 
@@ -108,8 +122,10 @@ def test_imagenet_weights_from_a_quantised_tflite_reproduce_its_predictions(
     feats = keras.Model(inp, keras.layers.GlobalAveragePooling2D()(mobilenet_v1_backbone(tfl, inp)))
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    it = Interpreter(model_path=str(tfl),
-                     experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    it = Interpreter(
+        model_path=str(tfl),
+        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+    )
     it.allocate_tensors()
     head = [o for o in it._get_ops_details() if o["op_name"] == "CONV_2D"][-1]
     w = _dequant(it, int(head["inputs"][1]))[:, 0, 0, :]
@@ -126,7 +142,8 @@ def test_imagenet_weights_from_a_quantised_tflite_reproduce_its_predictions(
 
 
 def test_batchnorm_starts_as_the_identity_and_noise_layers_vanish_at_export(
-        shared_data: Path, tmp_path: Path) -> None:
+    shared_data: Path, tmp_path: Path
+) -> None:
     import keras
 
     from models.pretrained import identity_batchnorm, mobilenet_v1_backbone
@@ -159,39 +176,79 @@ def test_batchnorm_starts_as_the_identity_and_noise_layers_vanish_at_export(
 def test_a_continued_run_records_every_stage(tmp_path: Path) -> None:
     first = tmp_path / "s1"
     first.mkdir()
-    (first / "m.json").write_text(json.dumps({"provenance": {
-        "stages": ["python -m models.train --out STAGE1 --arch tiny"], "total_epochs": 3}}))
-    cfg = train.TrainConfig(out=tmp_path / "s2", real=[Path("/x/shared/data/datasets/k/train")],
-                            init=first / "m.keras", lr=3e-4, epochs=2)
+    (first / "m.json").write_text(
+        json.dumps(
+            {
+                "provenance": {
+                    "stages": ["python -m models.train --out STAGE1 --arch tiny"],
+                    "total_epochs": 3,
+                }
+            }
+        )
+    )
+    cfg = train.TrainConfig(
+        out=tmp_path / "s2",
+        real=[Path("/x/shared/data/datasets/k/train")],
+        init=first / "m.keras",
+        lr=3e-4,
+        epochs=2,
+    )
     stages = train._stages(cfg, train._init_provenance(cfg.init))
     assert stages[0] == "python -m models.train --out STAGE1 --arch tiny"
-    assert stages[1].startswith("python -m models.train --out STAGE2 "
-                                "--real ../shared/data/datasets/k/train ")
+    assert stages[1].startswith(
+        "python -m models.train --out STAGE2 --real ../shared/data/datasets/k/train "
+    )
     assert "--init STAGE1/m.keras" in stages[1]
     assert "--lr 0.0003 --epochs 2" in stages[1]
     assert "--arch" not in stages[1]  # the architecture comes from the model it continues
-    fresh = train.TrainConfig(out=tmp_path / "o", real=[], arch="mobilenetv1", batchnorm=True,
-                              weights="/w/shared/data/models/mnv1.tflite", act_noise=0.014,
-                              partial_view=0.15, hard_share=0.3)
+    fresh = train.TrainConfig(
+        out=tmp_path / "o",
+        real=[],
+        arch="mobilenetv1",
+        batchnorm=True,
+        weights="/w/shared/data/models/mnv1.tflite",
+        act_noise=0.014,
+        partial_view=0.15,
+        hard_share=0.3,
+    )
     (only,) = train._stages(fresh, {})
-    assert "--weights ../shared/data/models/mnv1.tflite --batchnorm --act-noise 0.014 " \
+    assert (
+        "--weights ../shared/data/models/mnv1.tflite --batchnorm --act-noise 0.014 "
         "--partial-view 0.15 --hard-share 0.3 " in only
+    )
 
 
 def test_a_continued_run_keeps_the_settings_of_the_model_it_starts_from(tmp_path: Path) -> None:
-    (tmp_path / "m.json").write_text(json.dumps({"provenance": {
-        "arch": "mobilenetv1", "alpha": 0.25, "weights": "/w/mnv1.tflite", "batchnorm": True,
-        "act_noise": 0.014}}))
+    (tmp_path / "m.json").write_text(
+        json.dumps(
+            {
+                "provenance": {
+                    "arch": "mobilenetv1",
+                    "alpha": 0.25,
+                    "weights": "/w/mnv1.tflite",
+                    "batchnorm": True,
+                    "act_noise": 0.014,
+                }
+            }
+        )
+    )
     cfg = train.TrainConfig(out=tmp_path / "o", real=[], init=tmp_path / "m.keras")
     # the defaults (mobilenetv2, 96 px) would not fit it
     got = train._continued(cfg, 128, train._init_provenance(cfg.init))
-    assert (got.size, got.arch, got.alpha, got.weights, got.batchnorm, got.act_noise) == \
-        (128, "mobilenetv1", 0.25, "/w/mnv1.tflite", True, 0.014)
+    assert (got.size, got.arch, got.alpha, got.weights, got.batchnorm, got.act_noise) == (
+        128,
+        "mobilenetv1",
+        0.25,
+        "/w/mnv1.tflite",
+        True,
+        0.014,
+    )
     assert (got.lr, got.epochs) == (cfg.lr, cfg.epochs)  # the new stage's own schedule
 
 
-def test_the_crop_cache_is_keyed_by_the_renderer(tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_crop_cache_is_keyed_by_the_renderer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     crops, _ = train._render_synth(5, 4, tmp_path)
     (cached,) = tmp_path.glob("synth_5_4_*.pkl")
     assert cached.name == f"synth_5_4_{train.renderer_id()}.pkl"
@@ -203,7 +260,8 @@ def test_the_crop_cache_is_keyed_by_the_renderer(tmp_path: Path,
 
 
 def test_a_larger_crop_set_renders_only_the_crops_the_cache_lacks(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     four, _ = train._render_synth(5, 4, tmp_path)
     drawn: list[int] = []
 
@@ -226,17 +284,57 @@ def test_a_larger_crop_set_renders_only_the_crops_the_cache_lacks(
 
 def test_a_continued_run_can_change_the_input_size(tmp_path: Path) -> None:
     site = _site_folder(tmp_path / "site", 12)
-    common = {"real": [site], "synthetic": 0, "epoch_synthetic": 0, "batch": 16,
-              "real_repeat": 2, "val_share": 0.3, "target_fpr": 0.1, "parity_min": 0.0}
-    train.train(train.TrainConfig(out=tmp_path / "s1", arch="tiny", size=32, epochs=1,
-                                  **common))  # type: ignore[arg-type]
-    argv = ["--out", str(tmp_path / "s2"), "--real", str(site), "--synthetic", "0",
-            "--init", str(tmp_path / "s1" / "phone_in_hand.keras"), "--size", "48"]
-    cfg = train.TrainConfig(out=tmp_path / "s2", init=tmp_path / "s1" / "phone_in_hand.keras",
-                            resize=48, epochs=1, **common)  # type: ignore[arg-type]
+    common = {
+        "real": [site],
+        "synthetic": 0,
+        "epoch_synthetic": 0,
+        "batch": 16,
+        "real_repeat": 2,
+        "val_share": 0.3,
+        "target_fpr": 0.1,
+        "parity_min": 0.0,
+    }
+    train.train(train.TrainConfig(out=tmp_path / "s1", arch="tiny", size=32, epochs=1, **common))  # type: ignore[arg-type]
+    argv = [
+        "--out",
+        str(tmp_path / "s2"),
+        "--real",
+        str(site),
+        "--synthetic",
+        "0",
+        "--init",
+        str(tmp_path / "s1" / "phone_in_hand.keras"),
+        "--size",
+        "48",
+    ]
+    cfg = train.TrainConfig(
+        out=tmp_path / "s2",
+        init=tmp_path / "s1" / "phone_in_hand.keras",
+        resize=48,
+        epochs=1,
+        **common,  # type: ignore[arg-type]
+    )
     assert "--size 48" in train.command_line(cfg)
-    assert train.main([*argv, "--epochs", "1", "--epoch-synthetic", "0", "--batch", "16",
-                       "--val-share", "0.3", "--target-fpr", "0.1", "--parity-min", "0"]) == 0
+    assert (
+        train.main(
+            [
+                *argv,
+                "--epochs",
+                "1",
+                "--epoch-synthetic",
+                "0",
+                "--batch",
+                "16",
+                "--val-share",
+                "0.3",
+                "--target-fpr",
+                "0.1",
+                "--parity-min",
+                "0",
+            ]
+        )
+        == 0
+    )
     spec = load_spec(tmp_path / "s2" / "phone_in_hand.json")
     assert (spec.input.width, spec.input.height) == (48, 48)
     assert spec.provenance["input_size"] == 48
@@ -250,24 +348,71 @@ def test_resizing_a_model_keeps_its_weights() -> None:
     model = train.build_model("tiny", 32, 1.0, "none")
     bigger = train._resized(model, 56)
     assert bigger.input_shape == (None, 56, 56, 3)
-    assert all((a == b).all() for a, b in zip(model.get_weights(), bigger.get_weights(),
-                                              strict=True))
+    assert all(
+        (a == b).all() for a, b in zip(model.get_weights(), bigger.get_weights(), strict=True)
+    )
 
 
 def test_zero_epochs_exports_the_same_weights_at_another_operating_point(tmp_path: Path) -> None:
     import keras
 
     site = _site_folder(tmp_path / "site", 20)
-    common = ["--real", str(site), "--synthetic", "0", "--epoch-synthetic", "0", "--batch", "16",
-              "--val-share", "0.4", "--parity-min", "0", "--seed", "3"]
+    common = [
+        "--real",
+        str(site),
+        "--synthetic",
+        "0",
+        "--epoch-synthetic",
+        "0",
+        "--batch",
+        "16",
+        "--val-share",
+        "0.4",
+        "--parity-min",
+        "0",
+        "--seed",
+        "3",
+    ]
     with pytest.raises(SystemExit):  # nothing to export without a model
         train.main(["--out", str(tmp_path / "x"), *common, "--epochs", "0"])
-    assert train.main(["--out", str(tmp_path / "s1"), *common, "--arch", "tiny", "--size", "32",
-                       "--epochs", "2", "--lr", "0.01", "--target-fpr", "0.0"]) == 0
+    assert (
+        train.main(
+            [
+                "--out",
+                str(tmp_path / "s1"),
+                *common,
+                "--arch",
+                "tiny",
+                "--size",
+                "32",
+                "--epochs",
+                "2",
+                "--lr",
+                "0.01",
+                "--target-fpr",
+                "0.0",
+            ]
+        )
+        == 0
+    )
     first = load_spec(tmp_path / "s1" / "phone_in_hand.json")
     init = tmp_path / "s1" / "phone_in_hand.keras"
-    assert train.main(["--out", str(tmp_path / "s2"), *common, "--init", str(init),
-                       "--epochs", "0", "--target-fpr", "0.5"]) == 0
+    assert (
+        train.main(
+            [
+                "--out",
+                str(tmp_path / "s2"),
+                *common,
+                "--init",
+                str(init),
+                "--epochs",
+                "0",
+                "--target-fpr",
+                "0.5",
+            ]
+        )
+        == 0
+    )
     again = load_spec(tmp_path / "s2" / "phone_in_hand.json")
     a, b = keras.models.load_model(init), keras.models.load_model(tmp_path / "s2" / init.name)
     assert all((u == v).all() for u, v in zip(a.get_weights(), b.get_weights(), strict=True))
@@ -311,28 +456,48 @@ def test_hard_share_adds_the_highest_loss_crops_of_a_random_pool() -> None:
 
 
 def test_a_run_with_hard_share_scores_synthetic_crops_with_the_model_in_training(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     real_pick = train._pick_synthetic
     scored: list[np.ndarray] = []
 
-    def recording(n_pool: int, n_synth: int, rng: np.random.Generator, hard_share: float = 0.0,
-                  loss_of: object = None) -> np.ndarray:
+    def recording(
+        n_pool: int,
+        n_synth: int,
+        rng: np.random.Generator,
+        hard_share: float = 0.0,
+        loss_of: object = None,
+    ) -> np.ndarray:
         assert callable(loss_of)
 
         def spy(idx: np.ndarray) -> np.ndarray:
             out: np.ndarray = loss_of(idx)
             scored.append(out)
             return out
+
         return real_pick(n_pool, n_synth, rng, hard_share, spy)
 
     monkeypatch.setattr(train, "_pick_synthetic", recording)
-    cfg = train.TrainConfig(out=tmp_path / "out", real=[], synthetic=60, epoch_synthetic=20,
-                            arch="tiny", size=32, epochs=2, batch=16, lr=1e-2, hard_share=0.5,
-                            target_fpr=0.1, parity_min=0.0)
+    cfg = train.TrainConfig(
+        out=tmp_path / "out",
+        real=[],
+        synthetic=60,
+        epoch_synthetic=20,
+        arch="tiny",
+        size=32,
+        epochs=2,
+        batch=16,
+        lr=1e-2,
+        hard_share=0.5,
+        target_fpr=0.1,
+        parity_min=0.0,
+    )
     train.train(cfg)
     assert len(scored) == 2  # once per epoch, on 10 hard crops' pool of 30
-    assert all(s.shape == (10 * train.HARD_POOL,) and np.isfinite(s).all() and (s >= 0).all()
-               for s in scored)
+    assert all(
+        s.shape == (10 * train.HARD_POOL,) and np.isfinite(s).all() and (s >= 0).all()
+        for s in scored
+    )
     spec = load_spec(tmp_path / "out" / "phone_in_hand.json")
     assert spec.provenance["hard_share"] == 0.5
     assert "--hard-share 0.5 " in spec.provenance["stages"][-1]
@@ -356,8 +521,9 @@ def test_teacher_scores_are_the_mean_of_each_teachers_own_reading() -> None:
 
 
 def test_distillation_targets_replace_synthetic_labels_only() -> None:
-    spec = InputSpec(width=32, height=32, layout="NHWC", colour="RGB", mean=(127.5,) * 3,
-                     std=(127.5,) * 3)
+    spec = InputSpec(
+        width=32, height=32, layout="NHWC", colour="RGB", mean=(127.5,) * 3, std=(127.5,) * 3
+    )
     real = [render_crop(22, i)[0] for i in range(4)]
     real_y = np.array([1, 0, 1, 0])
     synth = [render_crop(23, i)[0] for i in range(6)]
@@ -371,14 +537,27 @@ def test_distillation_targets_replace_synthetic_labels_only() -> None:
     np.testing.assert_array_equal(x0, x1)
     np.testing.assert_array_equal(y0, y1)
     np.testing.assert_array_equal(t0, y0.astype(np.float32))
-    assert sorted(t1.tolist()) == pytest.approx(sorted([1.0, 0.0, 1.0, 0.0] * 2
-                                                       + [0.9, 0.6, 0.05, 0.4]))
+    assert sorted(t1.tolist()) == pytest.approx(
+        sorted([1.0, 0.0, 1.0, 0.0] * 2 + [0.9, 0.6, 0.05, 0.4])
+    )
 
 
 def test_a_distilled_run_records_its_teachers(tmp_path: Path) -> None:
-    cfg = train.TrainConfig(out=tmp_path / "out", real=[], synthetic=40, epoch_synthetic=40,
-                            arch="tiny", size=32, epochs=1, batch=16, lr=1e-2,
-                            teachers=[DEFAULT], distill=0.7, target_fpr=0.1, parity_min=0.0)
+    cfg = train.TrainConfig(
+        out=tmp_path / "out",
+        real=[],
+        synthetic=40,
+        epoch_synthetic=40,
+        arch="tiny",
+        size=32,
+        epochs=1,
+        batch=16,
+        lr=1e-2,
+        teachers=[DEFAULT],
+        distill=0.7,
+        target_fpr=0.1,
+        parity_min=0.0,
+    )
     train.train(cfg)
     prov = load_spec(tmp_path / "out" / "phone_in_hand.json").provenance
     assert prov["distill"] == 0.7
@@ -390,12 +569,13 @@ def test_a_distilled_run_records_its_teachers(tmp_path: Path) -> None:
     assert teacher["stages"] == load_spec(DEFAULT.with_suffix(".json")).provenance["stages"]
 
 
-def test_train_cli_refuses_bad_teachers(tmp_path: Path,
-                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_train_cli_refuses_bad_teachers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     lone = tmp_path / "lone.tflite"
     lone.write_bytes(DEFAULT.read_bytes())
-    for extra, msg in ((["--teacher", str(lone)], "sidecar"),
-                       (["--teacher", str(DEFAULT), "--distill", "1.5"], "--distill")):
+    for extra, msg in (
+        (["--teacher", str(lone)], "sidecar"),
+        (["--teacher", str(DEFAULT), "--distill", "1.5"], "--distill"),
+    ):
         with pytest.raises(SystemExit):
             train.main(["--out", str(tmp_path / "o"), "--synthetic", "40", *extra])
         assert msg in capsys.readouterr().err
@@ -420,33 +600,66 @@ def test_the_float_network_is_rebuilt_from_a_shipped_int8_model() -> None:
         train.rebuild_float(DEFAULT, {**prov, "arch": "mobilenetv2"})
 
 
-def test_a_run_continues_from_a_shipped_int8_model(tmp_path: Path,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_run_continues_from_a_shipped_int8_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     shipped = tmp_path / "s5" / DEFAULT.name
     shipped.parent.mkdir()
     shipped.write_bytes(DEFAULT.read_bytes())
     shipped.with_suffix(".json").write_bytes(DEFAULT.with_suffix(".json").read_bytes())
     site = _site_folder(tmp_path / "site", 12)
-    common = ["--real", str(site), "--synthetic", "40", "--epoch-synthetic", "16",
-              "--batch", "16", "--val-share", "0.3", "--target-fpr", "0.1", "--parity-min", "0"]
+    common = [
+        "--real",
+        str(site),
+        "--synthetic",
+        "40",
+        "--epoch-synthetic",
+        "16",
+        "--batch",
+        "16",
+        "--val-share",
+        "0.3",
+        "--target-fpr",
+        "0.1",
+        "--parity-min",
+        "0",
+    ]
     lone = tmp_path / "lone.tflite"
     lone.write_bytes(DEFAULT.read_bytes())
     with pytest.raises(SystemExit):  # how it was trained is in the sidecar: needed
         train.main(["--out", str(tmp_path / "x"), *common, "--init", str(lone)])
     assert "sidecar" in capsys.readouterr().err
-    assert train.main(["--out", str(tmp_path / "s6"), *common, "--init", str(shipped),
-                       "--epochs", "1", "--lr", "1e-7"]) == 0
+    assert (
+        train.main(
+            [
+                "--out",
+                str(tmp_path / "s6"),
+                *common,
+                "--init",
+                str(shipped),
+                "--epochs",
+                "1",
+                "--lr",
+                "1e-7",
+            ]
+        )
+        == 0
+    )
     before = load_spec(shipped.with_suffix(".json"))
     after = load_spec(tmp_path / "s6" / "phone_in_hand.json")
     assert after.provenance["stages"][:-1] == before.provenance["stages"]
     assert f"--out STAGE{len(before.provenance['stages']) + 1} " in after.provenance["stages"][-1]
-    assert f"--init STAGE{len(before.provenance['stages'])}/phone_in_hand.tflite" \
+    assert (
+        f"--init STAGE{len(before.provenance['stages'])}/phone_in_hand.tflite"
         in after.provenance["stages"][-1]
+    )
     assert after.provenance["total_epochs"] == before.provenance["total_epochs"] + 1
     assert (after.input.width, after.provenance["arch"]) == (160, "mobilenetv1")
     # At a learning rate too small to move the weights, the re-exported model is the shipped one.
     x = mdata.to_tensors([render_crop(13, i)[0] for i in range(40)], InputSpec(160, 160))
-    old, new = export.tflite_scores(DEFAULT, x), export.tflite_scores(
-        tmp_path / "s6" / "phone_in_hand.tflite", x)
+    old, new = (
+        export.tflite_scores(DEFAULT, x),
+        export.tflite_scores(tmp_path / "s6" / "phone_in_hand.tflite", x),
+    )
     assert np.abs(old - new).mean() < 0.03
     assert ((old >= 0.5) == (new >= 0.5)).mean() >= 0.9

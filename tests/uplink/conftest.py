@@ -83,22 +83,31 @@ class Subscriber:
 
     def evidence(self) -> dict[str, bytes]:
         with self.cond:
-            return {r.topic.rsplit("/", 1)[1]: r.payload for r in self.messages
-                    if "/evidence/" in r.topic}
+            return {
+                r.topic.rsplit("/", 1)[1]: r.payload
+                for r in self.messages
+                if "/evidence/" in r.topic
+            }
 
     def wait_alerts(self, n: int, timeout_s: float = 10.0) -> bool:
-        return self.wait(lambda ms: len({json.loads(r.payload)["seq"] for r in ms
-                                         if r.topic.endswith("/alert")}) >= n, timeout_s)
+        return self.wait(
+            lambda ms: (
+                len({json.loads(r.payload)["seq"] for r in ms if r.topic.endswith("/alert")}) >= n
+            ),
+            timeout_s,
+        )
 
     def close(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()
 
 
-def connect_client(broker: LocalBroker, client_id: str, *, certs_for: str | None = None,
-                   persistent: bool = False) -> mqtt.Client:
-    c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id,
-                    protocol=mqtt.MQTTv5)
+def connect_client(
+    broker: LocalBroker, client_id: str, *, certs_for: str | None = None, persistent: bool = False
+) -> mqtt.Client:
+    c = mqtt.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5
+    )
     if broker.tls and certs_for is not None:
         files = broker.client_certs(certs_for)
         c.tls_set(str(files["ca_file"]), str(files["cert_file"]), str(files["key_file"]))
@@ -106,14 +115,25 @@ def connect_client(broker: LocalBroker, client_id: str, *, certs_for: str | None
     props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho: untyped
     if persistent:
         props.SessionExpiryInterval = 3600
-    c.connect("localhost" if broker.tls else broker.host, broker.port, keepalive=30,
-              clean_start=not persistent, properties=props)
+    c.connect(
+        "localhost" if broker.tls else broker.host,
+        broker.port,
+        keepalive=30,
+        clean_start=not persistent,
+        properties=props,
+    )
     return c
 
 
-def subscribe(broker: LocalBroker, *, client_id: str = "controlroom-test",
-              topics: tuple[str, ...] = ("phonewatch/#",), persistent: bool = False,
-              certs_for: str | None = "controlroom", receipts: bool = False) -> Subscriber:
+def subscribe(
+    broker: LocalBroker,
+    *,
+    client_id: str = "controlroom-test",
+    topics: tuple[str, ...] = ("phonewatch/#",),
+    persistent: bool = False,
+    certs_for: str | None = "controlroom",
+    receipts: bool = False,
+) -> Subscriber:
     """A control-room stand-in for transport tests. With ``receipts`` it answers like the
     control room's receiver: a receipt on ``<root>/<unit>/ack`` for each alert, evidence image
     and crop it receives (it also takes the crops, unrecorded, so the unit can forget them;
@@ -139,16 +159,16 @@ def subscribe(broker: LocalBroker, *, client_id: str = "controlroom-test",
                 return
         except (ValueError, KeyError, IndexError):
             return
-        doc = m.build_receipt(unit, alerts=alerts, evidence=evidence, crops=crops,
-                              t_wall_s=time.time())
+        doc = m.build_receipt(
+            unit, alerts=alerts, evidence=evidence, crops=crops, t_wall_s=time.time()
+        )
         client.publish(f"{root}/{unit}/ack", m.encode(doc), qos=1)
 
     def on_message(client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         if any(mqtt.topic_matches_sub(t, msg.topic) for t in topics):
             with sub.cond:
                 user = tuple(getattr(msg.properties, "UserProperty", None) or ())
-                sub.messages.append(Received(msg.topic, bytes(msg.payload), bool(msg.retain),
-                                             user))
+                sub.messages.append(Received(msg.topic, bytes(msg.payload), bool(msg.retain), user))
                 sub.cond.notify_all()
         if receipts:
             receipt(client, msg.topic, bytes(msg.payload))
@@ -174,8 +194,13 @@ def make_detection(tmp_path: Path) -> Callable[..., Detection]:
     counter = iter(range(1, 1_000_000))
     rng = np.random.default_rng(7)
 
-    def make(*, roi_id: str = "lane1", score: float = 0.93, t_wall_s: float | None = None,
-             size_px: tuple[int, int] = (64, 48)) -> Detection:
+    def make(
+        *,
+        roi_id: str = "lane1",
+        score: float = 0.93,
+        t_wall_s: float | None = None,
+        size_px: tuple[int, int] = (64, 48),
+    ) -> Detection:
         i = next(counter)
         img = rng.integers(0, 255, (size_px[1], size_px[0], 3), dtype=np.uint8)
         ok, buf = cv2.imencode(".jpg", img)
@@ -189,16 +214,30 @@ def make_detection(tmp_path: Path) -> Callable[..., Detection]:
         crop = tmp_path / f"ev-{i}-crop.jpg"
         crop.write_bytes(crop_jpeg)
         ev = EvidenceRecord(
-            alert_id=f"local-{i}", frame_path=str(frame),
-            frame_sha256=hashlib.sha256(jpeg).hexdigest(), frame_bytes=len(jpeg),
-            crop_path=str(crop), crop_sha256=hashlib.sha256(crop.read_bytes()).hexdigest(),
-            crop_bytes=crop.stat().st_size, frame_jpeg=jpeg, crop_jpeg=crop_jpeg,
+            alert_id=f"local-{i}",
+            frame_path=str(frame),
+            frame_sha256=hashlib.sha256(jpeg).hexdigest(),
+            frame_bytes=len(jpeg),
+            crop_path=str(crop),
+            crop_sha256=hashlib.sha256(crop.read_bytes()).hexdigest(),
+            crop_bytes=crop.stat().st_size,
+            frame_jpeg=jpeg,
+            crop_jpeg=crop_jpeg,
         )
         return Detection(
-            alert_id=f"local-{i}", roi_id=roi_id, score=score, frames_over=5, window=8,
-            frame_index=10 * i, t_wall_s=time.time() if t_wall_s is None else t_wall_s,
-            t_mono_s=time.monotonic(), model_name="phone-cls", model_version="1.2.0",
-            model_sha256="ab" * 32, threshold=0.7, evidence=ev,
+            alert_id=f"local-{i}",
+            roi_id=roi_id,
+            score=score,
+            frames_over=5,
+            window=8,
+            frame_index=10 * i,
+            t_wall_s=time.time() if t_wall_s is None else t_wall_s,
+            t_mono_s=time.monotonic(),
+            model_name="phone-cls",
+            model_version="1.2.0",
+            model_sha256="ab" * 32,
+            threshold=0.7,
+            evidence=ev,
         )
 
     return make
@@ -225,8 +264,24 @@ class SettableGps:
         return self.fix
 
 
-def fix_dict(*, age_s: float = 0.3, mode: str = "3d", time_iso: str = "2026-05-01T10:20:30.5Z",
-             lat: float | None = 51.5007, lon: float | None = -0.1246) -> dict[str, Any]:
-    return {"time": time_iso, "lat": lat, "lon": lon, "alt_m": 12.0, "speed_mps": 13.4,
-            "track_deg": 91.5, "mode": mode, "quality": 1, "hdop": 0.9, "sats": 9,
-            "age_s": age_s}
+def fix_dict(
+    *,
+    age_s: float = 0.3,
+    mode: str = "3d",
+    time_iso: str = "2026-05-01T10:20:30.5Z",
+    lat: float | None = 51.5007,
+    lon: float | None = -0.1246,
+) -> dict[str, Any]:
+    return {
+        "time": time_iso,
+        "lat": lat,
+        "lon": lon,
+        "alt_m": 12.0,
+        "speed_mps": 13.4,
+        "track_deg": 91.5,
+        "mode": mode,
+        "quality": 1,
+        "hdop": 0.9,
+        "sats": 9,
+        "age_s": age_s,
+    }

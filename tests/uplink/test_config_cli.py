@@ -22,42 +22,62 @@ pytestmark = pytest.mark.usefixtures("need_mosquitto")
 
 
 def _config(sink: dict[str, Any]) -> dict[str, Any]:
-    return {"unit": {"id": "unit-a"}, "camera": {"type": "folder", "path": "/tmp"},
-            "rois": [{"id": "lane1", "rect": [0, 0, 1, 1]}], "model": {"path": "m.tflite"},
-            "sink": sink}
+    return {
+        "unit": {"id": "unit-a"},
+        "camera": {"type": "folder", "path": "/tmp"},
+        "rois": [{"id": "lane1", "rect": [0, 0, 1, 1]}],
+        "model": {"path": "m.tflite"},
+        "sink": sink,
+    }
 
 
 def test_mqtt_sink_in_the_main_config() -> None:
-    cfg = parse_config(_config({"type": "mqtt", "host": "broker.local", "port": 8883,
-                                "ca_file": "/etc/pw/ca.crt", "cert_file": "/etc/pw/u.crt",
-                                "key_file": "/etc/pw/u.key", "heartbeat_interval_s": 10}))
+    cfg = parse_config(
+        _config(
+            {
+                "type": "mqtt",
+                "host": "broker.local",
+                "port": 8883,
+                "ca_file": "/etc/pw/ca.crt",
+                "cert_file": "/etc/pw/u.crt",
+                "key_file": "/etc/pw/u.key",
+                "heartbeat_interval_s": 10,
+            }
+        )
+    )
     assert isinstance(cfg.sink, MqttSinkConfig)
     assert cfg.sink.uses_tls
     assert cfg.sink.topic_root == "phonewatch"
     assert cfg.sink.max_inflight == 16
 
 
-@pytest.mark.parametrize(("sink", "key"), [
-    ({"type": "mqtt", "prot": 1883}, "sink.prot"),
-    ({"type": "mqtt", "port": 0}, "sink.port"),
-    ({"type": "mqtt", "keepalive_s": 1}, "sink.keepalive_s"),
-    ({"type": "mqtt", "topic_root": "phone/#"}, "sink.topic_root"),
-    ({"type": "mqtt", "outbox_quota_mb": 0}, "sink.outbox_quota_mb"),
-    ({"type": "mqtt", "heartbeat_interval_s": 0.1}, "sink.heartbeat_interval_s"),
-    ({"type": "mqtt", "command_max_bytes": 10}, "sink.command_max_bytes"),
-])
+@pytest.mark.parametrize(
+    ("sink", "key"),
+    [
+        ({"type": "mqtt", "prot": 1883}, "sink.prot"),
+        ({"type": "mqtt", "port": 0}, "sink.port"),
+        ({"type": "mqtt", "keepalive_s": 1}, "sink.keepalive_s"),
+        ({"type": "mqtt", "topic_root": "phone/#"}, "sink.topic_root"),
+        ({"type": "mqtt", "outbox_quota_mb": 0}, "sink.outbox_quota_mb"),
+        ({"type": "mqtt", "heartbeat_interval_s": 0.1}, "sink.heartbeat_interval_s"),
+        ({"type": "mqtt", "command_max_bytes": 10}, "sink.command_max_bytes"),
+    ],
+)
 def test_bad_values_name_the_key(sink: dict[str, Any], key: str) -> None:
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         parse_config(_config(sink))
 
 
-@pytest.mark.parametrize(("extra", "why"), [
-    ({"cert_file": "u.crt"}, "both cert_file and key_file"),
-    ({"cert_file": "u.crt", "key_file": "u.key"}, "needs ca_file"),
-    ({"password": "x"}, "needs a username"),
-    ({"username": "u", "password": "x", "password_file": "p"}, "not both"),
-    ({"reconnect_min_s": 10, "reconnect_max_s": 5}, "reconnect_min_s"),
-])
+@pytest.mark.parametrize(
+    ("extra", "why"),
+    [
+        ({"cert_file": "u.crt"}, "both cert_file and key_file"),
+        ({"cert_file": "u.crt", "key_file": "u.key"}, "needs ca_file"),
+        ({"password": "x"}, "needs a username"),
+        ({"username": "u", "password": "x", "password_file": "p"}, "not both"),
+        ({"reconnect_min_s": 10, "reconnect_max_s": 5}, "reconnect_min_s"),
+    ],
+)
 def test_cross_field_rules(extra: dict[str, Any], why: str) -> None:
     with pytest.raises(ValidationError, match=why):
         MqttSinkConfig(type="mqtt", **extra)
@@ -85,15 +105,18 @@ def test_missing_signing_key_refuses_to_start(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_check_broker(tmp_path: Path) -> None:
     with LocalBroker(tls=True, units=[UNIT_A]) as b:
-        ok, detail = check_broker(MqttSinkConfig(**b.sink_settings(UNIT_A)), unit_id=UNIT_A,
-                                  timeout_s=5)
+        ok, detail = check_broker(
+            MqttSinkConfig(**b.sink_settings(UNIT_A)), unit_id=UNIT_A, timeout_s=5
+        )
         assert ok, detail
-        no_cert = MqttSinkConfig(type="mqtt", host="localhost", port=b.port,
-                                 ca_file=b.certs_dir / "ca.crt")
+        no_cert = MqttSinkConfig(
+            type="mqtt", host="localhost", port=b.port, ca_file=b.certs_dir / "ca.crt"
+        )
         ok, detail = check_broker(no_cert, unit_id=UNIT_A, timeout_s=3)
         assert not ok
-    ok, detail = check_broker(MqttSinkConfig(type="mqtt", port=free_port()), unit_id=UNIT_A,
-                              timeout_s=2)
+    ok, detail = check_broker(
+        MqttSinkConfig(type="mqtt", port=free_port()), unit_id=UNIT_A, timeout_s=2
+    )
     assert not ok
     assert "cannot connect" in detail
 
@@ -121,13 +144,18 @@ def test_missing_tls_file_is_a_config_error_naming_the_key(tmp_path: Path) -> No
     for cfg, key in [
         (MqttSinkConfig(type="mqtt", ca_file=tmp_path / "absent.crt"), "sink.ca_file"),
         (MqttSinkConfig(type="mqtt", ca_file=ca), "sink.ca_file"),
-        (MqttSinkConfig(type="mqtt", ca_file=ca, cert_file=tmp_path / "u.crt",
-                        key_file=tmp_path / "u.key"), "sink.cert_file"),
+        (
+            MqttSinkConfig(
+                type="mqtt", ca_file=ca, cert_file=tmp_path / "u.crt", key_file=tmp_path / "u.key"
+            ),
+            "sink.cert_file",
+        ),
     ]:
         with pytest.raises(ConfigError, match=key):
             build_uplink(cfg, unit_id=UNIT_A, data_dir=tmp_path, on_command=None)
-    ok, detail = check_broker(MqttSinkConfig(type="mqtt", ca_file=tmp_path / "absent.crt"),
-                              unit_id=UNIT_A, timeout_s=1)
+    ok, detail = check_broker(
+        MqttSinkConfig(type="mqtt", ca_file=tmp_path / "absent.crt"), unit_id=UNIT_A, timeout_s=1
+    )
     assert not ok
     assert "sink.ca_file" in detail
 

@@ -26,8 +26,12 @@ def _jsonschema_ok(doc: Any, name: str) -> bool:
 
 
 def _signed_alert(det: Detection, **kw: Any) -> dict[str, Any]:
-    det = m.stamp_detection(det, fix=kw.pop("fix", None), gps_state=kw.pop("gps_state", None),
-                            max_fix_age_s=kw.pop("fix_max_age_s", 2.0))
+    det = m.stamp_detection(
+        det,
+        fix=kw.pop("fix", None),
+        gps_state=kw.pop("gps_state", None),
+        max_fix_age_s=kw.pop("fix_max_age_s", 2.0),
+    )
     alert = m.build_alert(det, unit="unit-a", seq=kw.pop("seq", 7), **kw)
     return sign_alert(alert, generate_key())
 
@@ -76,7 +80,8 @@ def _mutations(alert: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 
 
 def test_malformed_alerts_rejected_by_both_validators(
-        make_detection: Callable[..., Detection]) -> None:
+    make_detection: Callable[..., Detection],
+) -> None:
     alert = _signed_alert(make_detection(), fix=fix_dict(), gps_state="fix")
     for label, bad in _mutations(alert):
         assert m.schema_errors(bad, m.ALERT_SCHEMA), label
@@ -113,6 +118,7 @@ def test_alert_content_and_ids(make_detection: Callable[..., Detection]) -> None
 
 def test_time_from_fresh_gps_fix_else_system(make_detection: Callable[..., Detection]) -> None:
     det = make_detection(t_wall_s=1_700_000_000.25)
+
     def alert(fix: dict[str, Any] | None, gps_state: str) -> dict[str, Any]:
         stamped = m.stamp_detection(det, fix=fix, gps_state=gps_state, max_fix_age_s=2.0)
         return m.build_alert(stamped, unit="u", seq=1)
@@ -153,11 +159,25 @@ def test_status_and_heartbeat_validate() -> None:
     assert m.schema_errors(s, m.STATUS_SCHEMA) == []
     assert _jsonschema_ok(s, m.STATUS_SCHEMA)
     hb = m.build_heartbeat(
-        "unit-a", t_wall_s=1.7e9, uptime_s=12.0,
-        pipeline={"fps": 29.7, "dropped_frames": 3, "invoke_ms_p50": 8.1, "invoke_ms_p99": 14.0,
-                  "frames": 1000, "weird": object(), "nan": float("nan")},
-        outbox_depth=4, evidence_pruned=1, alerts_pruned=0, gps_state="3d", cpu_temp_c=51.2,
-        fix=fix_dict())
+        "unit-a",
+        t_wall_s=1.7e9,
+        uptime_s=12.0,
+        pipeline={
+            "fps": 29.7,
+            "dropped_frames": 3,
+            "invoke_ms_p50": 8.1,
+            "invoke_ms_p99": 14.0,
+            "frames": 1000,
+            "weird": object(),
+            "nan": float("nan"),
+        },
+        outbox_depth=4,
+        evidence_pruned=1,
+        alerts_pruned=0,
+        gps_state="3d",
+        cpu_temp_c=51.2,
+        fix=fix_dict(),
+    )
     assert m.schema_errors(hb, m.HEARTBEAT_SCHEMA) == []
     assert _jsonschema_ok(hb, m.HEARTBEAT_SCHEMA)
     assert hb["fps"] == 29.7
@@ -165,9 +185,17 @@ def test_status_and_heartbeat_validate() -> None:
     assert hb["outbox_depth"] == 4
     assert hb["fix"] == fix_dict()
     assert hb["pipeline"] == {"frames": 1000}  # unencodable figures are dropped, not fatal
-    bare = m.build_heartbeat("unit-a", t_wall_s=1.7e9, uptime_s=1.0,
-                             pipeline={"fps": "fast", "dropped_frames": -1}, outbox_depth=0,
-                             evidence_pruned=0, alerts_pruned=0, gps_state=None, cpu_temp_c=None)
+    bare = m.build_heartbeat(
+        "unit-a",
+        t_wall_s=1.7e9,
+        uptime_s=1.0,
+        pipeline={"fps": "fast", "dropped_frames": -1},
+        outbox_depth=0,
+        evidence_pruned=0,
+        alerts_pruned=0,
+        gps_state=None,
+        cpu_temp_c=None,
+    )
     assert bare["fps"] is None
     assert bare["dropped_frames"] is None
     assert bare["fix"] is None
@@ -177,51 +205,75 @@ def test_status_and_heartbeat_validate() -> None:
 TOPICS = m.Topics("phonewatch", "unit-a")
 
 
-@pytest.mark.parametrize(("name", "payload", "expected"), [
-    ("snapshot", b"", {}),
-    ("snapshot", b'{"request_id": "r1", "reason": "check lane 2"}',
-     {"request_id": "r1", "reason": "check lane 2"}),
-    ("mute", b'{"duration_s": 600}', {"duration_s": 600}),
-    ("reload", b"{}", {}),
-    ("collect", b'{"count": 3}', {"count": 3}),
-    ("collect", b'{"request_id": "c1", "count": 500, "interval_s": 0.2, "rois": ["lane1"]}',
-     {"request_id": "c1", "count": 500, "interval_s": 0.2, "rois": ["lane1"]}),
-    ("collect", b'{"count": 1, "interval_s": 3600, "rois": []}',
-     {"count": 1, "interval_s": 3600, "rois": []}),
-])
+@pytest.mark.parametrize(
+    ("name", "payload", "expected"),
+    [
+        ("snapshot", b"", {}),
+        (
+            "snapshot",
+            b'{"request_id": "r1", "reason": "check lane 2"}',
+            {"request_id": "r1", "reason": "check lane 2"},
+        ),
+        ("mute", b'{"duration_s": 600}', {"duration_s": 600}),
+        ("reload", b"{}", {}),
+        ("collect", b'{"count": 3}', {"count": 3}),
+        (
+            "collect",
+            b'{"request_id": "c1", "count": 500, "interval_s": 0.2, "rois": ["lane1"]}',
+            {"request_id": "c1", "count": 500, "interval_s": 0.2, "rois": ["lane1"]},
+        ),
+        (
+            "collect",
+            b'{"count": 1, "interval_s": 3600, "rois": []}',
+            {"count": 1, "interval_s": 3600, "rois": []},
+        ),
+    ],
+)
 def test_valid_commands(name: str, payload: bytes, expected: dict[str, Any]) -> None:
     assert m.parse_command(TOPICS.cmd(name), payload, topics=TOPICS) == (name, expected)
 
 
-@pytest.mark.parametrize(("topic", "payload", "why"), [
-    ("phonewatch/unit-a/cmd/reboot", b"{}", "unknown command"),
-    ("phonewatch/unit-b/cmd/mute", b'{"duration_s": 1}', "not a command topic"),
-    ("phonewatch/unit-a/cmd/mute", b"{}", "duration_s: required"),
-    ("phonewatch/unit-a/cmd/mute", b'{"duration_s": -5}', ">= 0"),
-    ("phonewatch/unit-a/cmd/mute", b'{"duration_s": "long"}', "must be number"),
-    ("phonewatch/unit-a/cmd/mute", b'{"duration_s": NaN}', "NaN is not allowed"),
-    ("phonewatch/unit-a/cmd/mute", b'{"duration_s": 5, "rm": "-rf"}', "unknown field"),
-    ("phonewatch/unit-a/cmd/snapshot", b"[1, 2]", "JSON object"),
-    ("phonewatch/unit-a/cmd/snapshot", b"\xff\xfe", "not JSON"),
-    ("phonewatch/unit-a/cmd/snapshot", b"{" * 5000, "exceeds"),
-    ("phonewatch/unit-a/cmd/snapshot", b'{"reason": "' + b"x" * 5000 + b'"}', "exceeds"),
-    ("phonewatch/unit-a/cmd/collect", b"{}", "count: required"),
-    ("phonewatch/unit-a/cmd/collect", b'{"count": 0}', ">= 1"),
-    ("phonewatch/unit-a/cmd/collect", b'{"count": 501}', "<= 500"),
-    ("phonewatch/unit-a/cmd/collect", b'{"count": 2.5}', "must be integer"),
-    ("phonewatch/unit-a/cmd/collect", b'{"count": true}', "must be integer"),
-    ("phonewatch/unit-a/cmd/collect", b'{"count": 3, "interval_s": 0.1}', ">= 0.2"),
-    ("phonewatch/unit-a/cmd/collect", b'{"count": 3, "interval_s": 3600.5}', "<= 3600"),
-    ("phonewatch/unit-a/cmd/collect", b'{"count": 3, "every": 2}', "unknown field"),
-    ("phonewatch/unit-a/cmd/collect", b'{"count": 3, "rois": "lane1"}', "must be array"),
-    ("phonewatch/unit-a/cmd/collect", b'{"count": 3, "rois": [1]}', "must be string"),
-    ("phonewatch/unit-a/cmd/collect", b'{"count": 3, "rois": ["' + b'", "'.join(
-        b"r%d" % i for i in range(17)) + b'"]}', "more than 16 items"),
-    ("phonewatch/unit-a/cmd/collect", b'{"count": 3, "request_id": "' + b"r" * 65 + b'"}',
-     "longer than 64"),
-    ("phonewatch/unit-a/cmd/collect", b'{"count": 3, "rois": ["' + b"A" * 5000 + b'"]}',
-     "exceeds"),
-])
+@pytest.mark.parametrize(
+    ("topic", "payload", "why"),
+    [
+        ("phonewatch/unit-a/cmd/reboot", b"{}", "unknown command"),
+        ("phonewatch/unit-b/cmd/mute", b'{"duration_s": 1}', "not a command topic"),
+        ("phonewatch/unit-a/cmd/mute", b"{}", "duration_s: required"),
+        ("phonewatch/unit-a/cmd/mute", b'{"duration_s": -5}', ">= 0"),
+        ("phonewatch/unit-a/cmd/mute", b'{"duration_s": "long"}', "must be number"),
+        ("phonewatch/unit-a/cmd/mute", b'{"duration_s": NaN}', "NaN is not allowed"),
+        ("phonewatch/unit-a/cmd/mute", b'{"duration_s": 5, "rm": "-rf"}', "unknown field"),
+        ("phonewatch/unit-a/cmd/snapshot", b"[1, 2]", "JSON object"),
+        ("phonewatch/unit-a/cmd/snapshot", b"\xff\xfe", "not JSON"),
+        ("phonewatch/unit-a/cmd/snapshot", b"{" * 5000, "exceeds"),
+        ("phonewatch/unit-a/cmd/snapshot", b'{"reason": "' + b"x" * 5000 + b'"}', "exceeds"),
+        ("phonewatch/unit-a/cmd/collect", b"{}", "count: required"),
+        ("phonewatch/unit-a/cmd/collect", b'{"count": 0}', ">= 1"),
+        ("phonewatch/unit-a/cmd/collect", b'{"count": 501}', "<= 500"),
+        ("phonewatch/unit-a/cmd/collect", b'{"count": 2.5}', "must be integer"),
+        ("phonewatch/unit-a/cmd/collect", b'{"count": true}', "must be integer"),
+        ("phonewatch/unit-a/cmd/collect", b'{"count": 3, "interval_s": 0.1}', ">= 0.2"),
+        ("phonewatch/unit-a/cmd/collect", b'{"count": 3, "interval_s": 3600.5}', "<= 3600"),
+        ("phonewatch/unit-a/cmd/collect", b'{"count": 3, "every": 2}', "unknown field"),
+        ("phonewatch/unit-a/cmd/collect", b'{"count": 3, "rois": "lane1"}', "must be array"),
+        ("phonewatch/unit-a/cmd/collect", b'{"count": 3, "rois": [1]}', "must be string"),
+        (
+            "phonewatch/unit-a/cmd/collect",
+            b'{"count": 3, "rois": ["' + b'", "'.join(b"r%d" % i for i in range(17)) + b'"]}',
+            "more than 16 items",
+        ),
+        (
+            "phonewatch/unit-a/cmd/collect",
+            b'{"count": 3, "request_id": "' + b"r" * 65 + b'"}',
+            "longer than 64",
+        ),
+        (
+            "phonewatch/unit-a/cmd/collect",
+            b'{"count": 3, "rois": ["' + b"A" * 5000 + b'"]}',
+            "exceeds",
+        ),
+    ],
+)
 def test_bad_commands_rejected(topic: str, payload: bytes, why: str) -> None:
     with pytest.raises(MessageError, match=why):
         m.parse_command(topic, payload, topics=TOPICS, max_bytes=4096)
@@ -230,9 +282,14 @@ def test_bad_commands_rejected(topic: str, payload: bytes, why: str) -> None:
 def test_collect_schema_agrees_with_jsonschema() -> None:
     schema = m.load_schema(m.COMMAND_SCHEMA)
     sub = {**schema["$defs"]["collect"], "$defs": schema["$defs"]}
-    for doc, ok in [({"count": 1}, True), ({"count": 3, "rois": ["a"] * 16}, True),
-                    ({"count": 3, "rois": ["a"] * 17}, False), ({"count": 0}, False),
-                    ({"count": 3, "interval_s": 0.19}, False), ({"count": 3, "x": 1}, False)]:
+    for doc, ok in [
+        ({"count": 1}, True),
+        ({"count": 3, "rois": ["a"] * 16}, True),
+        ({"count": 3, "rois": ["a"] * 17}, False),
+        ({"count": 0}, False),
+        ({"count": 3, "interval_s": 0.19}, False),
+        ({"count": 3, "x": 1}, False),
+    ]:
         ours = not m._check(doc, schema["$defs"]["collect"], schema, "")
         theirs = not list(jsonschema.Draft202012Validator(sub).iter_errors(doc))
         assert ours == theirs == ok, doc
@@ -255,15 +312,26 @@ def test_deeply_nested_command_is_rejected_not_crashing() -> None:
         m.parse_command(TOPICS.cmd("snapshot"), payload, topics=TOPICS, max_bytes=1 << 20)
 
 
-@pytest.mark.parametrize(("payload", "expected"), [
-    (b'{"a":1}', {"a": 1}), (b'{"a":"\\ud800"}', {"a": "\ud800"}), (b'{"a":1,"a":2}', {"a": 2}),
-    (b'{"a":NaN}', "NaN is not allowed"), (b'{"a":-Infinity}', "-Infinity is not allowed"),
-    (b"[1]", "must be a JSON object, not list"), (b"1" * 100, "must be a JSON object, not int"),
-    (b"\xff\xfe", "is not JSON"), (b'{"a":', "is not JSON"), (b"", "is not JSON"),
-    (b"[" * 100000, "is not JSON"), (b'{"a":1' + b"0" * 5000 + b"}", "not acceptable JSON"),
-])
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        (b'{"a":1}', {"a": 1}),
+        (b'{"a":"\\ud800"}', {"a": "\ud800"}),
+        (b'{"a":1,"a":2}', {"a": 2}),
+        (b'{"a":NaN}', "NaN is not allowed"),
+        (b'{"a":-Infinity}', "-Infinity is not allowed"),
+        (b"[1]", "must be a JSON object, not list"),
+        (b"1" * 100, "must be a JSON object, not int"),
+        (b"\xff\xfe", "is not JSON"),
+        (b'{"a":', "is not JSON"),
+        (b"", "is not JSON"),
+        (b"[" * 100000, "is not JSON"),
+        (b'{"a":1' + b"0" * 5000 + b"}", "not acceptable JSON"),
+    ],
+)
 def test_decode_returns_an_object_or_raises_a_message_error(
-        payload: bytes, expected: dict[str, Any] | str) -> None:
+    payload: bytes, expected: dict[str, Any] | str
+) -> None:
     # one decoder serves the unit and the control room's receiver
     if isinstance(expected, dict):
         assert m.decode(payload, max_bytes=1 << 20) == expected
@@ -280,11 +348,19 @@ def test_huge_integers_are_rejected_with_a_message_error() -> None:
     for digits in (400, 5000):
         big = b"1" + b"0" * digits
         with pytest.raises(MessageError):
-            m.parse_command(TOPICS.cmd("mute"), b'{"duration_s": ' + big + b"}", topics=TOPICS,
-                            max_bytes=1 << 20)
+            m.parse_command(
+                TOPICS.cmd("mute"),
+                b'{"duration_s": ' + big + b"}",
+                topics=TOPICS,
+                max_bytes=1 << 20,
+            )
     with pytest.raises(MessageError, match="duration_s: number too large"):
-        m.parse_command(TOPICS.cmd("mute"), b'{"duration_s": 1' + b"0" * 400 + b"}",
-                        topics=TOPICS, max_bytes=1 << 20)
+        m.parse_command(
+            TOPICS.cmd("mute"),
+            b'{"duration_s": 1' + b"0" * 400 + b"}",
+            topics=TOPICS,
+            max_bytes=1 << 20,
+        )
 
 
 def test_topics_reject_wildcards_and_bad_ids() -> None:
@@ -299,13 +375,17 @@ def test_topics_reject_wildcards_and_bad_ids() -> None:
 
 KEYWORD_SCHEMA: dict[str, Any] = {
     "$defs": {"small": {"type": "number", "minimum": -5, "maximum": 5}},
-    "type": "object", "additionalProperties": False, "required": ["a", "b"],
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["a", "b"],
     "properties": {
         "a": {"$ref": "#/$defs/small"},
         "b": {"type": ["string", "null"], "minLength": 2, "maxLength": 4, "pattern": "^[a-z]+$"},
         "c": {"type": "array", "minItems": 1, "maxItems": 3, "items": {"$ref": "#/$defs/small"}},
         "d": {"oneOf": [{"type": "integer"}, {"type": "number", "minimum": 0}]},
-        "e": {"const": 1}, "f": {"enum": ["x", 1, None]}, "g": {"const": "k"},
+        "e": {"const": 1},
+        "f": {"enum": ["x", 1, None]},
+        "g": {"const": "k"},
         "h": {"type": "boolean"},
         "j": {"type": "object", "properties": {"k": {"type": "string"}}, "required": ["k"]},
         "l": {"minimum": 1, "maxLength": 1, "maxItems": 0},
@@ -316,8 +396,21 @@ KEYWORD_SCHEMA: dict[str, Any] = {
 
 KEYWORD_CASES: list[tuple[Any, list[str]]] = [
     ({"a": 1, "b": "ab"}, []),
-    ({"a": 1, "b": None, "c": [0], "d": 2.5, "e": 1, "f": None, "g": "k", "h": False,
-      "j": {"k": "v"}, "l": True}, []),
+    (
+        {
+            "a": 1,
+            "b": None,
+            "c": [0],
+            "d": 2.5,
+            "e": 1,
+            "f": None,
+            "g": "k",
+            "h": False,
+            "j": {"k": "v"},
+            "l": True,
+        },
+        [],
+    ),
     ({}, ["a: required", "b: required"]),
     ({"a": 1, "b": "ab", "z": 0, "y": 1}, ["z: unknown field", "y: unknown field"]),
     ("text", ["(message): must be object, not string"]),
@@ -332,9 +425,15 @@ KEYWORD_CASES: list[tuple[Any, list[str]]] = [
     ({"a": 1, "b": "a"}, ["b: shorter than 2"]),
     ({"a": 1, "b": "ABCDE"}, ["b: longer than 4", "b: does not match ^[a-z]+$"]),
     ({"a": 1, "b": "ab", "c": []}, ["c: fewer than 1 items"]),
-    ({"a": 1, "b": "ab", "c": [0, 9, "x", -9]},
-     ["c: more than 3 items", "c[1]: must be <= 5", "c[2]: must be number, not string",
-      "c[3]: must be >= -5"]),
+    (
+        {"a": 1, "b": "ab", "c": [0, 9, "x", -9]},
+        [
+            "c: more than 3 items",
+            "c[1]: must be <= 5",
+            "c[2]: must be number, not string",
+            "c[3]: must be >= -5",
+        ],
+    ),
     ({"a": 1, "b": "ab", "d": -1.5}, ["d: matches 0 of the allowed forms, not exactly one"]),
     ({"a": 1, "b": "ab", "d": 3}, ["d: matches 2 of the allowed forms, not exactly one"]),
     ({"a": 1, "b": "ab", "e": True}, ["e: must be 1"]),
@@ -350,8 +449,10 @@ KEYWORD_CASES: list[tuple[Any, list[str]]] = [
     ({"a": 1, "b": "ab", "l": "xy"}, ["l: longer than 1"]),
     ({"a": 1, "b": "ab", "l": [1]}, ["l: more than 0 items"]),
     ({"a": 1, "b": "ab", "l": None}, []),
-    ({"c": "x", "z": 1}, ["a: required", "b: required", "c: must be array, not string",
-                          "z: unknown field"]),
+    (
+        {"c": "x", "z": 1},
+        ["a: required", "b: required", "c: must be array, not string", "z: unknown field"],
+    ),
 ]
 
 
@@ -359,5 +460,4 @@ KEYWORD_CASES: list[tuple[Any, list[str]]] = [
 def test_validator_messages_for_every_keyword(doc: Any, errors: list[str]) -> None:
     assert m._check(doc, KEYWORD_SCHEMA, KEYWORD_SCHEMA, "") == errors
     if isinstance(doc, dict):  # below the top, every location is under the parent's
-        assert m._check(doc, KEYWORD_SCHEMA, KEYWORD_SCHEMA, "top") == [
-            f"top.{e}" for e in errors]
+        assert m._check(doc, KEYWORD_SCHEMA, KEYWORD_SCHEMA, "top") == [f"top.{e}" for e in errors]

@@ -43,10 +43,16 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def sink_config(broker: LocalBroker, unit: str = UNIT_A, **over: Any) -> MqttSinkConfig:
-    settings: dict[str, Any] = {**broker.sink_settings(unit), "signing_key_autogenerate": True,
-                                "reconnect_min_s": 0.2, "reconnect_max_s": 1.0,
-                                "heartbeat_interval_s": 3600, "keepalive_s": 5,
-                                "receipt_timeout_s": 2.0, "receipt_timeout_max_s": 8.0}
+    settings: dict[str, Any] = {
+        **broker.sink_settings(unit),
+        "signing_key_autogenerate": True,
+        "reconnect_min_s": 0.2,
+        "reconnect_max_s": 1.0,
+        "heartbeat_interval_s": 3600,
+        "keepalive_s": 5,
+        "receipt_timeout_s": 2.0,
+        "receipt_timeout_max_s": 8.0,
+    }
     settings.update(over)
     return MqttSinkConfig(**settings)
 
@@ -55,11 +61,19 @@ def sink_config(broker: LocalBroker, unit: str = UNIT_A, **over: Any) -> MqttSin
 def uplinks(tmp_path: Path) -> Iterator[Callable[..., MqttUplink]]:
     made: list[MqttUplink] = []
 
-    def make(broker: LocalBroker, unit: str = UNIT_A, *,
-             on_command: Callable[[str, dict[str, Any]], None] | None = None,
-             **over: Any) -> MqttUplink:
-        up = build_uplink(sink_config(broker, unit, **over), unit_id=unit,
-                          data_dir=tmp_path / unit, on_command=on_command)
+    def make(
+        broker: LocalBroker,
+        unit: str = UNIT_A,
+        *,
+        on_command: Callable[[str, dict[str, Any]], None] | None = None,
+        **over: Any,
+    ) -> MqttUplink:
+        up = build_uplink(
+            sink_config(broker, unit, **over),
+            unit_id=unit,
+            data_dir=tmp_path / unit,
+            on_command=on_command,
+        )
         made.append(up)
         return up
 
@@ -84,16 +98,23 @@ def seqs_in_order(sub: Subscriber) -> list[int]:
 
 
 def test_round_trip_alert_and_evidence_signed_and_verified(
-        broker: LocalBroker, tmp_path: Path, uplinks: Callable[..., MqttUplink],
-        make_detection: Callable[..., Detection]) -> None:
+    broker: LocalBroker,
+    tmp_path: Path,
+    uplinks: Callable[..., MqttUplink],
+    make_detection: Callable[..., Detection],
+) -> None:
     sub = subscribe(broker, certs_for=None, receipts=True)
     up = uplinks(broker)
     assert up.wait_connected(10)
     dets = [make_detection(roi_id=f"lane{i}") for i in range(3)]
     for d in dets:
         up.send(d)
-    assert sub.wait(lambda ms: len([r for r in ms if "/evidence/" in r.topic]) >= 3
-                    and len([r for r in ms if r.topic.endswith("/alert")]) >= 3)
+    assert sub.wait(
+        lambda ms: (
+            len([r for r in ms if "/evidence/" in r.topic]) >= 3
+            and len([r for r in ms if r.topic.endswith("/alert")]) >= 3
+        )
+    )
     pub = public_key(tmp_path)
     alerts = sub.alerts()
     evidence = sub.evidence()
@@ -117,7 +138,8 @@ def test_round_trip_alert_and_evidence_signed_and_verified(
 
 
 def test_online_status_is_retained_and_offline_on_close(
-        broker: LocalBroker, uplinks: Callable[..., MqttUplink]) -> None:
+    broker: LocalBroker, uplinks: Callable[..., MqttUplink]
+) -> None:
     up = uplinks(broker)
     assert up.wait_connected(10)
     late = subscribe(broker, certs_for=None, topics=("phonewatch/+/status",))
@@ -132,8 +154,11 @@ def test_online_status_is_retained_and_offline_on_close(
 
 
 def test_alert_carries_the_gps_fix_stamped_when_recorded_never_waits(
-        broker: LocalBroker, uplinks: Callable[..., MqttUplink],
-        make_detection: Callable[..., Detection], monkeypatch: pytest.MonkeyPatch) -> None:
+    broker: LocalBroker,
+    uplinks: Callable[..., MqttUplink],
+    make_detection: Callable[..., Detection],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """The app stamps the fix on the detection (edge.app.heartbeat.stamp_position, what
     Unit.stamp calls); the uplink carries it as stamped."""
     gps = SettableGps()
@@ -141,8 +166,13 @@ def test_alert_carries_the_gps_fix_stamped_when_recorded_never_waits(
     up = uplinks(broker)
 
     def send() -> None:
-        up.send(stamp_position(make_detection(), gps,  # type: ignore[arg-type]  # a duck-typed GPS
-                               max_fix_age_s=2.0))
+        up.send(
+            stamp_position(
+                make_detection(),
+                gps,  # type: ignore[arg-type]  # a duck-typed GPS
+                max_fix_age_s=2.0,
+            )
+        )
 
     gps.fix, gps.state = FakeFix(fix_dict(age_s=0.2)), "3d"
     send()
@@ -171,7 +201,8 @@ def test_alert_carries_the_gps_fix_stamped_when_recorded_never_waits(
 
 
 def test_heartbeat_carries_pipeline_outbox_gps_and_temperature(
-        broker: LocalBroker, uplinks: Callable[..., MqttUplink]) -> None:
+    broker: LocalBroker, uplinks: Callable[..., MqttUplink]
+) -> None:
     gps = SettableGps()
     gps.state, gps.fix = "3d", FakeFix(fix_dict(age_s=0.5))
     calls = {"n": 0}
@@ -180,13 +211,17 @@ def test_heartbeat_carries_pipeline_outbox_gps_and_temperature(
         calls["n"] += 1
         if calls["n"] == 2:
             raise RuntimeError("stats broke once")
-        return {"fps": 29.5, "dropped_frames": 12, "invoke_ms_p50": 7.5, "invoke_ms_p99": 11.0,
-                "frames": 900}
+        return {
+            "fps": 29.5,
+            "dropped_frames": 12,
+            "invoke_ms_p50": 7.5,
+            "invoke_ms_p99": 11.0,
+            "frames": 900,
+        }
 
     sub = subscribe(broker, certs_for=None, topics=("phonewatch/+/heartbeat",))
     up = uplinks(broker)
-    emitter = StatsEmitter(unit_id=UNIT_A, uplink=up, interval_s=1, pipeline_stats=stats,
-                           gps=gps)  # type: ignore[arg-type]  # a duck-typed GPS
+    emitter = StatsEmitter(unit_id=UNIT_A, uplink=up, interval_s=1, pipeline_stats=stats, gps=gps)  # type: ignore[arg-type]  # a duck-typed GPS
     emitter.start()
     try:
         assert sub.wait(lambda ms: len(ms) >= 3, timeout_s=10)
@@ -199,8 +234,11 @@ def test_heartbeat_carries_pipeline_outbox_gps_and_temperature(
         assert hb["gps_state"] == "3d"
         assert hb["fix"]["lat"] == 51.5007
         assert hb["fix"]["age_s"] == 0.5
-        assert hb["cpu_temp_c"] == pytest.approx(read_cpu_temp_c(), abs=15) \
-            if read_cpu_temp_c() is not None else hb["cpu_temp_c"] is None
+        assert (
+            hb["cpu_temp_c"] == pytest.approx(read_cpu_temp_c(), abs=15)
+            if read_cpu_temp_c() is not None
+            else hb["cpu_temp_c"] is None
+        )
     assert beats[0]["fps"] == 29.5
     assert beats[0]["dropped_frames"] == 12
     assert beats[0]["pipeline"] == {"frames": 900}
@@ -218,8 +256,10 @@ def test_cpu_temperature_from_sysfs(tmp_path: Path) -> None:
 
 
 def test_commands_validated_bad_ones_rejected_unit_keeps_running(
-        broker: LocalBroker, uplinks: Callable[..., MqttUplink],
-        make_detection: Callable[..., Detection]) -> None:
+    broker: LocalBroker,
+    uplinks: Callable[..., MqttUplink],
+    make_detection: Callable[..., Detection],
+) -> None:
     got: list[tuple[str, dict[str, Any]]] = []
     done = threading.Event()
 
@@ -241,10 +281,16 @@ def test_commands_validated_bad_ones_rejected_unit_keeps_running(
     # every command below is routed to the unit (before it, a first connect can miss them).
     wait_until(lambda: up.stats()["commands_rejected"] >= 1, 10)
     assert up.stats()["commands_rejected"] == 1
-    bad = [("reboot", b"{}"), ("mute", b"{}"), ("mute", b'{"duration_s": "x"}'),
-           ("mute", b"not json"), ("mute", b'{"duration_s": 1e999}'),
-           ("snapshot", b'{"reason": "' + b"A" * 5000 + b'"}'), ("snapshot", b"\x00" * 2000),
-           ("mute", b'{"duration_s": 5, "shell": "rm -rf /"}')]
+    bad = [
+        ("reboot", b"{}"),
+        ("mute", b"{}"),
+        ("mute", b'{"duration_s": "x"}'),
+        ("mute", b"not json"),
+        ("mute", b'{"duration_s": 1e999}'),
+        ("snapshot", b'{"reason": "' + b"A" * 5000 + b'"}'),
+        ("snapshot", b"\x00" * 2000),
+        ("mute", b'{"duration_s": 5, "shell": "rm -rf /"}'),
+    ]
     for name, payload in bad:
         cr.publish(base + name, payload, qos=1).wait_for_publish(5)
     for name, payload in [("snapshot", b""), ("mute", b'{"duration_s": 60}'), ("reload", b"{}")]:
@@ -264,8 +310,10 @@ def test_commands_validated_bad_ones_rejected_unit_keeps_running(
 
 
 def test_missing_or_altered_evidence_still_sends_the_alert(
-        broker: LocalBroker, uplinks: Callable[..., MqttUplink],
-        make_detection: Callable[..., Detection]) -> None:
+    broker: LocalBroker,
+    uplinks: Callable[..., MqttUplink],
+    make_detection: Callable[..., Detection],
+) -> None:
     """The uplink sends the bytes the pipeline encoded, never re-reading the file: a detection
     that arrives without them (a record rebuilt from disk) still sends its alert."""
     sub = subscribe(broker, certs_for=None, receipts=True)
@@ -290,8 +338,8 @@ def test_missing_or_altered_evidence_still_sends_the_alert(
 
 
 def test_username_password_and_connected_only_on_success(
-        tmp_path: Path, uplinks: Callable[..., MqttUplink],
-        make_detection: Callable[..., Detection]) -> None:
+    tmp_path: Path, uplinks: Callable[..., MqttUplink], make_detection: Callable[..., Detection]
+) -> None:
     with LocalBroker(passwords={UNIT_A: "right", "unit-b": "other"}) as b:
         bad = uplinks(b, "unit-b", username="unit-b", password="wrong")
         good = uplinks(b, UNIT_A, username=UNIT_A, password="right")
@@ -306,8 +354,8 @@ def test_username_password_and_connected_only_on_success(
 
 
 def test_unit_restart_resends_what_was_never_acknowledged(
-        tmp_path: Path, uplinks: Callable[..., MqttUplink],
-        make_detection: Callable[..., Detection]) -> None:
+    tmp_path: Path, uplinks: Callable[..., MqttUplink], make_detection: Callable[..., Detection]
+) -> None:
     b = LocalBroker()  # not started yet: the unit raises alerts with no broker at all
     try:
         first = uplinks(b)
@@ -316,8 +364,12 @@ def test_unit_restart_resends_what_was_never_acknowledged(
         assert not first.is_connected
         first.close()
         b.start()
-        sub = subscribe(b, certs_for=None, receipts=True,
-                        topics=("phonewatch/+/alert", "phonewatch/+/evidence/+"))
+        sub = subscribe(
+            b,
+            certs_for=None,
+            receipts=True,
+            topics=("phonewatch/+/alert", "phonewatch/+/evidence/+"),
+        )
         second = uplinks(b)
         second.send(make_detection())
         assert sub.wait_alerts(6)
@@ -330,12 +382,19 @@ def test_unit_restart_resends_what_was_never_acknowledged(
 
 
 def test_broker_restart_with_persistence_loses_nothing(
-        broker: LocalBroker, tmp_path: Path, uplinks: Callable[..., MqttUplink],
-        make_detection: Callable[..., Detection]) -> None:
+    broker: LocalBroker,
+    tmp_path: Path,
+    uplinks: Callable[..., MqttUplink],
+    make_detection: Callable[..., Detection],
+) -> None:
     # the control room has a persistent session and is offline while alerts arrive
-    cr = subscribe(broker, certs_for=None, client_id="cr-persistent", persistent=True,
-                   topics=("phonewatch/+/alert", "phonewatch/+/evidence/+",
-                           "phonewatch/+/crop/+"))
+    cr = subscribe(
+        broker,
+        certs_for=None,
+        client_id="cr-persistent",
+        persistent=True,
+        topics=("phonewatch/+/alert", "phonewatch/+/evidence/+", "phonewatch/+/crop/+"),
+    )
     cr.close()
     up = uplinks(broker)
     for _ in range(10):
@@ -346,8 +405,14 @@ def test_broker_restart_with_persistence_loses_nothing(
     broker.restart()  # SIGTERM: mosquitto saves its persistence file
     for _ in range(5):
         up.send(make_detection())  # raised across the restart
-    cr2 = subscribe(broker, certs_for=None, client_id="cr-persistent", persistent=True,
-                    topics=("phonewatch/+/alert", "phonewatch/+/evidence/+"), receipts=True)
+    cr2 = subscribe(
+        broker,
+        certs_for=None,
+        client_id="cr-persistent",
+        persistent=True,
+        topics=("phonewatch/+/alert", "phonewatch/+/evidence/+"),
+        receipts=True,
+    )
     assert cr2.wait_alerts(15, timeout_s=20), seqs_in_order(cr2)
     assert up.wait_drained(10)
     got = seqs_in_order(cr2)
@@ -364,10 +429,19 @@ than seconds (its backoff is 0.1..0.5 s there); raise it for a long soak."""
 
 @pytest.mark.slow
 def test_broker_down_while_100_alerts_are_raised(
-        broker: LocalBroker, tmp_path: Path, uplinks: Callable[..., MqttUplink],
-        make_detection: Callable[..., Detection]) -> None:
-    cr = subscribe(broker, certs_for=None, client_id="cr-outage", persistent=True,
-                   topics=("phonewatch/+/alert", "phonewatch/+/evidence/+"), receipts=True)
+    broker: LocalBroker,
+    tmp_path: Path,
+    uplinks: Callable[..., MqttUplink],
+    make_detection: Callable[..., Detection],
+) -> None:
+    cr = subscribe(
+        broker,
+        certs_for=None,
+        client_id="cr-outage",
+        persistent=True,
+        topics=("phonewatch/+/alert", "phonewatch/+/evidence/+"),
+        receipts=True,
+    )
     up = uplinks(broker, reconnect_min_s=0.1, reconnect_max_s=0.5)
     assert up.wait_connected(10)
     up.send(make_detection())
@@ -384,8 +458,10 @@ def test_broker_down_while_100_alerts_are_raised(
             assert wait_until(functools.partial(failed_reconnects, i // 25 + 1), timeout_s=30)
         up.send(make_detection())
     assert up.outbox.depth() == 100
-    assert wait_until(functools.partial(failed_reconnects, max(4, OUTAGE_FAILED_RECONNECTS)),
-                      timeout_s=30 + OUTAGE_FAILED_RECONNECTS)
+    assert wait_until(
+        functools.partial(failed_reconnects, max(4, OUTAGE_FAILED_RECONNECTS)),
+        timeout_s=30 + OUTAGE_FAILED_RECONNECTS,
+    )
     broker.start()
     assert cr.wait_alerts(101, timeout_s=60), f"got {len(seqs_in_order(cr))}"
     got = seqs_in_order(cr)
@@ -428,17 +504,25 @@ CHILD = textwrap.dedent("""
 """)
 
 
-def test_kill_9_mid_publish_then_restart_loses_nothing(
-        broker: LocalBroker, tmp_path: Path) -> None:
-    cr = subscribe(broker, certs_for=None, client_id="cr-kill", persistent=True,
-                   topics=("phonewatch/+/alert", "phonewatch/+/evidence/+",
-                           "phonewatch/+/status"), receipts=True)
+def test_kill_9_mid_publish_then_restart_loses_nothing(broker: LocalBroker, tmp_path: Path) -> None:
+    cr = subscribe(
+        broker,
+        certs_for=None,
+        client_id="cr-kill",
+        persistent=True,
+        topics=("phonewatch/+/alert", "phonewatch/+/evidence/+", "phonewatch/+/status"),
+        receipts=True,
+    )
     data = tmp_path / "unit"
     data.mkdir()
     cfg = {**sink_config(broker).model_dump(mode="json", exclude_none=True)}
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    child = subprocess.Popen([sys.executable, "-c", CHILD, json.dumps(cfg), str(data), "raise"],
-                             stdout=subprocess.PIPE, cwd=REPO, env=env)
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, json.dumps(cfg), str(data), "raise"],
+        stdout=subprocess.PIPE,
+        cwd=REPO,
+        env=env,
+    )
     assert child.stdout is not None
     assert cr.wait_alerts(30, timeout_s=30)  # publishing is well under way
     os.kill(child.pid, signal.SIGKILL)
@@ -446,11 +530,19 @@ def test_kill_9_mid_publish_then_restart_loses_nothing(
     committed = [int(x) for x in child.stdout.read().split()]
     assert committed, "child reported no committed alert"
     # the broker sees the socket close and publishes the Last Will
-    assert cr.wait(lambda ms: any(r.topic.endswith("/status")
-                                  and json.loads(r.payload)["state"] == "offline"
-                                  for r in ms), timeout_s=10)
-    restarted = subprocess.run([sys.executable, "-c", CHILD, json.dumps(cfg), str(data),
-                                "drain"], cwd=REPO, env=env, timeout=60, check=False)
+    assert cr.wait(
+        lambda ms: any(
+            r.topic.endswith("/status") and json.loads(r.payload)["state"] == "offline" for r in ms
+        ),
+        timeout_s=10,
+    )
+    restarted = subprocess.run(
+        [sys.executable, "-c", CHILD, json.dumps(cfg), str(data), "drain"],
+        cwd=REPO,
+        env=env,
+        timeout=60,
+        check=False,
+    )
     assert restarted.returncode == 0
     top = max(committed)  # the child prints how many alerts the outbox had committed
     assert cr.wait_alerts(top, timeout_s=20)
@@ -464,13 +556,14 @@ def test_kill_9_mid_publish_then_restart_loses_nothing(
     cr.close()
 
 
-
 # --- end-to-end delivery: a PUBACK is not delivery; the control room's receipt is ----------
 
 
 def test_no_subscriber_puback_is_not_delivery_the_alert_is_sent_again(
-        broker: LocalBroker, uplinks: Callable[..., MqttUplink],
-        make_detection: Callable[..., Detection]) -> None:
+    broker: LocalBroker,
+    uplinks: Callable[..., MqttUplink],
+    make_detection: Callable[..., Detection],
+) -> None:
     """First start, before any control room ever connected: the broker accepts each publish
     with PUBACK 0x10 'no matching subscribers' and drops it. The unit keeps the alerts and
     sends them again once a control room is there to receipt them."""
@@ -480,8 +573,12 @@ def test_no_subscriber_puback_is_not_delivery_the_alert_is_sent_again(
         up.send(make_detection())
     assert wait_until(lambda: up.stats()["no_subscribers"] >= 6)  # 3 alerts + 3 images
     assert up.outbox.depth() == 3  # nothing forgotten on the broker's word
-    cr = subscribe(broker, certs_for=None, receipts=True,
-                   topics=("phonewatch/+/alert", "phonewatch/+/evidence/+"))
+    cr = subscribe(
+        broker,
+        certs_for=None,
+        receipts=True,
+        topics=("phonewatch/+/alert", "phonewatch/+/evidence/+"),
+    )
     assert cr.wait_alerts(3, timeout_s=15)
     assert up.wait_drained(15)
     st = up.stats()
@@ -492,13 +589,14 @@ def test_no_subscriber_puback_is_not_delivery_the_alert_is_sent_again(
 
 
 def test_unreceipted_parts_are_sent_again_with_a_growing_wait(
-        broker: LocalBroker, uplinks: Callable[..., MqttUplink],
-        make_detection: Callable[..., Detection]) -> None:
+    broker: LocalBroker,
+    uplinks: Callable[..., MqttUplink],
+    make_detection: Callable[..., Detection],
+) -> None:
     """A subscriber that takes the alert but never receipts it (a control room that cannot
     commit): the unit resends, waiting longer each time, and keeps the alert."""
     silent = subscribe(broker, certs_for=None, topics=("phonewatch/+/alert",))
-    up = uplinks(broker, receipt_timeout_s=0.2, receipt_timeout_max_s=0.8,
-                 publish_evidence=False)
+    up = uplinks(broker, receipt_timeout_s=0.2, receipt_timeout_max_s=0.8, publish_evidence=False)
     up.send(make_detection())
     assert silent.wait(lambda ms: len(ms) >= 4, timeout_s=20)  # the first send + 3 resends
     arrivals = [r for r in silent.messages]
@@ -511,17 +609,23 @@ def test_unreceipted_parts_are_sent_again_with_a_growing_wait(
     silent.close()
 
 
-@pytest.mark.parametrize("payload", [
-    b"not json",
-    b'{"schema":"phonewatch.receipt","v":1,"unit":"unit-b","alerts":[1],"evidence":[]}',
-    b'{"schema":"phonewatch.receipt","v":1,"unit":"unit-a","alerts":["1"],"evidence":[]}',
-    b'{"schema":"phonewatch.receipt","v":1,"unit":"unit-a","alerts":[-1],"evidence":[]}',
-    b'{"schema":"phonewatch.receipt","v":1,"unit":"unit-a","alerts":[1]}',
-    b'{"schema":"phonewatch.receipt","v":1,"unit":"unit-a","alerts":[],"evidence":[],"x":1}',
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"not json",
+        b'{"schema":"phonewatch.receipt","v":1,"unit":"unit-b","alerts":[1],"evidence":[]}',
+        b'{"schema":"phonewatch.receipt","v":1,"unit":"unit-a","alerts":["1"],"evidence":[]}',
+        b'{"schema":"phonewatch.receipt","v":1,"unit":"unit-a","alerts":[-1],"evidence":[]}',
+        b'{"schema":"phonewatch.receipt","v":1,"unit":"unit-a","alerts":[1]}',
+        b'{"schema":"phonewatch.receipt","v":1,"unit":"unit-a","alerts":[],"evidence":[],"x":1}',
+    ],
+)
 def test_hostile_receipts_are_rejected_and_forget_nothing(
-        broker: LocalBroker, uplinks: Callable[..., MqttUplink],
-        make_detection: Callable[..., Detection], payload: bytes) -> None:
+    broker: LocalBroker,
+    uplinks: Callable[..., MqttUplink],
+    make_detection: Callable[..., Detection],
+    payload: bytes,
+) -> None:
     up = uplinks(broker, publish_evidence=False)
     assert up.wait_connected(10)
     up.send(make_detection())

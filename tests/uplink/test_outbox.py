@@ -43,7 +43,8 @@ def test_sequence_persists_across_reopen_and_is_never_reused(tmp_path: Path) -> 
 
 @pytest.mark.slow
 def test_a_new_outbox_numbers_from_the_clock_so_a_replaced_one_is_never_reused(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     from edge.adapters.outbox import SEQ_FLOOR_MIN, first_seq_for_new_outbox
 
     clock = clock_at(1_800_000_000.25)
@@ -73,12 +74,12 @@ def test_pending_in_order_and_deleted_only_when_every_part_acked(tmp_path: Path)
         assert items[0].evidence == b"E0"
         assert items[5].evidence is None
         assert [i.seq for i in ob.pending(after_seq=2, limit=2)] == [3, 4]
-        assert ob.ack([(1, "alert")]) == 0          # evidence still owed
+        assert ob.ack([(1, "alert")]) == 0  # evidence still owed
         assert ob.pending()[0].alert_acked
         assert ob.pending()[0].evidence == b"E0"
         assert ob.ack([(1, "evidence"), (6, "alert"), (99, "alert")]) == 2
         assert [i.seq for i in ob.pending()] == [2, 3, 4, 5]
-        assert ob.ack([(2, "evidence")]) == 0       # alert part still owed
+        assert ob.ack([(2, "evidence")]) == 0  # alert part still owed
         pend = ob.pending()[0]
         assert pend.seq == 2
         assert not pend.alert_acked
@@ -102,7 +103,8 @@ def test_failed_payload_builder_leaves_no_row_and_no_gap(tmp_path: Path) -> None
 
 
 def test_quota_prunes_evidence_first_then_alerts_never_silently(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     quota = 64 * 1024
     ev = b"J" * 20_000
     with Outbox(tmp_path / "o.sqlite", quota_bytes=quota, first_seq=1) as ob:
@@ -110,7 +112,7 @@ def test_quota_prunes_evidence_first_then_alerts_never_silently(
             for _ in range(3):
                 ob.add(payload, evidence=ev)
             assert ob.stats()["evidence_pruned"] == 0
-            ob.add(payload, evidence=ev)               # 4 x 20 kB > 64 KiB
+            ob.add(payload, evidence=ev)  # 4 x 20 kB > 64 KiB
         st = ob.stats()
         assert st["evidence_pruned"] == 1
         assert st["alerts_pruned"] == 0
@@ -179,8 +181,12 @@ WRITER = textwrap.dedent("""
 
 def test_kill_9_while_writing_loses_no_committed_alert(tmp_path: Path) -> None:
     db = tmp_path / "o.sqlite"
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(db)], stdout=subprocess.PIPE,
-                            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(db)],
+        stdout=subprocess.PIPE,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert proc.stdout is not None
     reported: list[int] = []
     deadline = time.monotonic() + 30

@@ -52,7 +52,7 @@ def test_every_alert_is_kept_while_the_disk_fills(tmp_path: Path) -> None:
             assert st["evidence_pruned"] > 0
             kept = [i.seq for i in items if i.evidence is not None]
             assert kept
-            assert kept == seqs[-len(kept):]  # the newest evidence is kept
+            assert kept == seqs[-len(kept) :]  # the newest evidence is kept
             assert shutil.disk_usage(fs).free >= MB - 600_000  # the reserve held (~ a WAL)
             # and the disk filled by someone else: still an alert for every hit
             fill_disk(fs)

@@ -30,7 +30,8 @@ def remove_db(db: Path) -> None:
 
 @pytest.mark.parametrize("fate", ["deleted", "zero-length", "older copy"])
 def test_a_lost_or_replaced_outbox_never_numbers_below_what_was_used(
-        tmp_path: Path, fate: str) -> None:
+    tmp_path: Path, fate: str
+) -> None:
     db = tmp_path / "outbox.sqlite"
     with Outbox(db) as ob:  # numbered from the real clock
         first = [ob.add(payload, evidence=None) for _ in range(3)]
@@ -51,15 +52,19 @@ def test_a_lost_or_replaced_outbox_never_numbers_below_what_was_used(
 
 
 def test_the_sequence_file_carries_numbers_past_a_clock_that_went_back(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     db = tmp_path / "outbox.sqlite"
     with Outbox(db, clock=clock_at(1_900_000_000.0)) as ob:  # 2030
         used = [ob.add(payload, evidence=None) for _ in range(5)]
     assert used[0] == 1_900_000_000_000  # milliseconds since the epoch
     hwm = tmp_path / "outbox.sqlite.seq"
     assert int(hwm.read_text()) > max(used)
-    assert sorted(os.listdir(tmp_path)) == ["outbox.sqlite", "outbox.sqlite.seq",
-                                       "outbox.sqlite.spare"]
+    assert sorted(os.listdir(tmp_path)) == [
+        "outbox.sqlite",
+        "outbox.sqlite.seq",
+        "outbox.sqlite.spare",
+    ]
     remove_db(db)
     # the outbox is gone and the clock is back in 2025 (no RTC, no NTP yet)
     with Outbox(db, clock=clock_at(1_750_000_000.0)) as ob:
@@ -69,8 +74,10 @@ def test_the_sequence_file_carries_numbers_past_a_clock_that_went_back(
         assert ob.next_seq == reopened_at
     # a garbled sequence file is ignored (logged) and rewritten; the outbox's counter stands
     hwm.write_bytes(b"\x00garbage")
-    with caplog.at_level(logging.WARNING, logger="edge.adapters.outbox"), \
-            Outbox(db, clock=clock_at(1_750_000_000.0)) as ob:
+    with (
+        caplog.at_level(logging.WARNING, logger="edge.adapters.outbox"),
+        Outbox(db, clock=clock_at(1_750_000_000.0)) as ob,
+    ):
         assert ob.next_seq == reopened_at
     assert "sequence file" in caplog.text
     assert int(hwm.read_text()) > reopened_at
@@ -89,7 +96,8 @@ def test_reservations_are_extended_before_they_run_out(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("damage", ["garbage header", "truncated"])
 def test_a_corrupt_outbox_is_kept_aside_and_a_fresh_one_continues_the_sequence(
-        tmp_path: Path, damage: str, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, damage: str, caplog: pytest.LogCaptureFixture
+) -> None:
     db = tmp_path / "outbox.sqlite"
     with Outbox(db, clock=clock_at(1_800_000_000.0)) as ob:
         used = [ob.add(payload, evidence=b"J" * 50_000) for _ in range(4)]

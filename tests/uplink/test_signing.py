@@ -44,13 +44,23 @@ def test_round_trip_through_the_wire(signed: Signed) -> None:
     assert sg.verify_alert(json.loads(json.dumps(received, indent=2)), key.public_key())
 
 
-@pytest.mark.parametrize(("path", "value"), [
-    (("seq",), 4), (("unit",), "unit-b"), (("score",), 0.5), (("time",), "2020-01-01T00:00:00Z"),
-    (("evidence", "frame_sha256"), "0" * 64), (("evidence", "frame_bytes"), 1),
-    (("fix", "lat"), 48.0), (("model", "sha256"), "cd" * 32), (("roi",), "lane9"),
-])
-def test_any_change_breaks_the_signature(signed: Signed,
-                                         path: tuple[str, ...], value: object) -> None:
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        (("seq",), 4),
+        (("unit",), "unit-b"),
+        (("score",), 0.5),
+        (("time",), "2020-01-01T00:00:00Z"),
+        (("evidence", "frame_sha256"), "0" * 64),
+        (("evidence", "frame_bytes"), 1),
+        (("fix", "lat"), 48.0),
+        (("model", "sha256"), "cd" * 32),
+        (("roi",), "lane9"),
+    ],
+)
+def test_any_change_breaks_the_signature(
+    signed: Signed, path: tuple[str, ...], value: object
+) -> None:
     alert, key = signed
     bad = copy.deepcopy(alert)
     target = bad
@@ -68,12 +78,19 @@ def test_forged_with_another_key_fails(signed: Signed) -> None:
     assert not sg.verify_alert(forged, key.public_key())  # ...but not from this unit
 
 
-@pytest.mark.parametrize("sig", [None, "x", {"alg": "Ed25519"}, {"alg": "Ed25519", "value": 5},
-                                 {"alg": "Ed25519", "value": "not base64!"},
-                                 {"alg": "HS256", "value": base64.b64encode(b"0" * 64).decode()},
-                                 {"alg": "Ed25519", "value": base64.b64encode(b"0" * 64).decode()}])
-def test_malformed_signature_is_false_not_an_exception(
-        signed: Signed, sig: object) -> None:
+@pytest.mark.parametrize(
+    "sig",
+    [
+        None,
+        "x",
+        {"alg": "Ed25519"},
+        {"alg": "Ed25519", "value": 5},
+        {"alg": "Ed25519", "value": "not base64!"},
+        {"alg": "HS256", "value": base64.b64encode(b"0" * 64).decode()},
+        {"alg": "Ed25519", "value": base64.b64encode(b"0" * 64).decode()},
+    ],
+)
+def test_malformed_signature_is_false_not_an_exception(signed: Signed, sig: object) -> None:
     alert, key = signed
     assert not sg.verify_alert({**alert, "signature": sig}, key.public_key())
 
@@ -115,17 +132,22 @@ def test_key_load_errors_are_clear(tmp_path: Path) -> None:
         sg.load_private_key(junk)
     ec_key = ec.generate_private_key(ec.SECP256R1())
     wrong = tmp_path / "ec.key"
-    wrong.write_bytes(ec_key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    wrong.write_bytes(
+        ec_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     with pytest.raises(SignatureError, match="Ed25519"):
         sg.load_private_key(wrong)
     with pytest.raises(SignatureError):
         sg.load_public_key(b"not a key")
 
 
-def test_cli_keys_generate_and_verify(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                      make_detection: Callable[..., Detection]) -> None:
+def test_cli_keys_generate_and_verify(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], make_detection: Callable[..., Detection]
+) -> None:
     out = tmp_path / "k"
     assert cli_main(["keys", "generate", "--unit", "unit-7", "--out", str(out)]) == 0
     assert "key id" in capsys.readouterr().out
@@ -136,11 +158,19 @@ def test_cli_keys_generate_and_verify(tmp_path: Path, capsys: pytest.CaptureFixt
     assert cli_main(["keys", "generate", "--unit", "bad/id", "--out", str(out)]) == 1
 
     det = make_detection()
-    alert = sg.sign_alert(m.build_alert(det, unit="unit-7", seq=1),
-                          sg.load_private_key(out / "unit-7.sign.key"))
+    alert = sg.sign_alert(
+        m.build_alert(det, unit="unit-7", seq=1), sg.load_private_key(out / "unit-7.sign.key")
+    )
     (tmp_path / "a.json").write_bytes(m.encode(alert))
-    args = ["keys", "verify", "--pub", str(out / "unit-7.sign.pub"), str(tmp_path / "a.json"),
-            "--evidence", det.evidence.frame_path]
+    args = [
+        "keys",
+        "verify",
+        "--pub",
+        str(out / "unit-7.sign.pub"),
+        str(tmp_path / "a.json"),
+        "--evidence",
+        det.evidence.frame_path,
+    ]
     assert cli_main(args) == 0
     assert "signature OK" in capsys.readouterr().out
     (tmp_path / "a.json").write_bytes(m.encode({**alert, "score": 0.1}))
@@ -149,10 +179,14 @@ def test_cli_keys_generate_and_verify(tmp_path: Path, capsys: pytest.CaptureFixt
 
 
 _json = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1)
-    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
-                                                                 max_size=4),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=20,
 )
 _KEY = sg.generate_key()
@@ -169,8 +203,7 @@ def test_any_json_document_survives_the_wire_and_verifies(doc: dict[str, Any]) -
     assert sg.verify_alert(received, _KEY.public_key())
 
 
-def test_only_the_canonical_base64_of_a_signature_is_accepted(
-        signed: Signed) -> None:
+def test_only_the_canonical_base64_of_a_signature_is_accepted(signed: Signed) -> None:
     """64 bytes encode to 88 base64 characters whose last data character carries 4 unused
     low bits: flipping them decodes to the same signature. Such a re-encoding (or padding and
     line-break variants) is refused, so a replayed alert is byte for byte the one stored."""
@@ -186,6 +219,7 @@ def test_only_the_canonical_base64_of_a_signature_is_accepted(
     for variant in (twin, value[:-2], value[:44] + "\n" + value[44:]):
         forged = {**alert, "signature": {**alert["signature"], "value": variant}}
         assert not sg.verify_alert(forged, key.public_key())
-        assert "canonical" in (sg.signature_problem(forged, key.public_key()) or "") or \
-            "base64" in (sg.signature_problem(forged, key.public_key()) or "")
+        assert "canonical" in (
+            sg.signature_problem(forged, key.public_key()) or ""
+        ) or "base64" in (sg.signature_problem(forged, key.public_key()) or "")
     assert sg.signature_problem(alert, key.public_key()) is None

@@ -29,8 +29,13 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("need_mosquitto")]
 
 @pytest.fixture
 def uplink_a(tls_broker: LocalBroker, tmp_path: Path) -> Iterator[MqttUplink]:
-    cfg = MqttSinkConfig(**tls_broker.sink_settings(UNIT_A), signing_key_autogenerate=True,
-                         reconnect_min_s=0.2, reconnect_max_s=1.0, heartbeat_interval_s=3600)
+    cfg = MqttSinkConfig(
+        **tls_broker.sink_settings(UNIT_A),
+        signing_key_autogenerate=True,
+        reconnect_min_s=0.2,
+        reconnect_max_s=1.0,
+        heartbeat_interval_s=3600,
+    )
     up = build_uplink(cfg, unit_id=UNIT_A, data_dir=tmp_path / UNIT_A, on_command=None)
     yield up
     up.close(drain_timeout_s=0)
@@ -39,8 +44,9 @@ def uplink_a(tls_broker: LocalBroker, tmp_path: Path) -> Iterator[MqttUplink]:
 def _connects(broker: LocalBroker, **tls: Any) -> bool:
     """Whether a client with these TLS settings gets a successful CONNACK within 3 s."""
     ok, done = threading.Event(), threading.Event()
-    c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="probe",
-                    protocol=mqtt.MQTTv5)
+    c = mqtt.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2, client_id="probe", protocol=mqtt.MQTTv5
+    )
     c.tls_set(**tls)
 
     def on_connect(cl: mqtt.Client, u: Any, f: Any, rc: Any, p: Any) -> None:
@@ -64,8 +70,12 @@ def _connects(broker: LocalBroker, **tls: Any) -> bool:
         c.disconnect()
 
 
-def test_tls_round_trip_verified(tls_broker: LocalBroker, uplink_a: MqttUplink, tmp_path: Path,
-                                 make_detection: Callable[..., Detection]) -> None:
+def test_tls_round_trip_verified(
+    tls_broker: LocalBroker,
+    uplink_a: MqttUplink,
+    tmp_path: Path,
+    make_detection: Callable[..., Detection],
+) -> None:
     cr = subscribe(tls_broker, client_id="cr-tls")
     assert uplink_a.wait_connected(10)
     det = make_detection()
@@ -78,18 +88,24 @@ def test_tls_round_trip_verified(tls_broker: LocalBroker, uplink_a: MqttUplink, 
     cr.close()
 
 
-def test_client_without_valid_certificate_is_refused(tls_broker: LocalBroker,
-                                                     tmp_path: Path) -> None:
+def test_client_without_valid_certificate_is_refused(
+    tls_broker: LocalBroker, tmp_path: Path
+) -> None:
     files = tls_broker.client_certs(UNIT_A)
     ca = str(files["ca_file"])
-    assert _connects(tls_broker, ca_certs=ca, certfile=str(files["cert_file"]),
-                     keyfile=str(files["key_file"]))  # the control case
+    assert _connects(
+        tls_broker, ca_certs=ca, certfile=str(files["cert_file"]), keyfile=str(files["key_file"])
+    )  # the control case
     assert not _connects(tls_broker, ca_certs=ca)  # no client certificate
     rogue = tmp_path / "rogue"
     for step in (["ca", str(rogue)], ["client", str(rogue), UNIT_A]):
         subprocess.run(["bash", str(CERT_SCRIPT), *step], check=True, capture_output=True)
-    assert not _connects(tls_broker, ca_certs=ca, certfile=str(rogue / f"{UNIT_A}.crt"),
-                         keyfile=str(rogue / f"{UNIT_A}.key"))  # right name, wrong CA
+    assert not _connects(
+        tls_broker,
+        ca_certs=ca,
+        certfile=str(rogue / f"{UNIT_A}.crt"),
+        keyfile=str(rogue / f"{UNIT_A}.key"),
+    )  # right name, wrong CA
     # and plain MQTT on the TLS port gets nowhere
     plain = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     got = threading.Event()
@@ -111,15 +127,25 @@ def test_unit_a_cannot_publish_under_unit_b(tls_broker: LocalBroker) -> None:
     a.on_publish = lambda cl, u, mid, rc, p: codes.__setitem__(mid, rc)
     a.loop_start()
     assert wait_until(a.is_connected, 10)
-    denied = [a.publish(f"phonewatch/{UNIT_B}/{t}", b'{"forged": true}', qos=1)
-              for t in ("alert", "status", "heartbeat", "evidence/unit-b-1",
-                        "collect/lane1-1700000000000", "snapshot")]
+    denied = [
+        a.publish(f"phonewatch/{UNIT_B}/{t}", b'{"forged": true}', qos=1)
+        for t in (
+            "alert",
+            "status",
+            "heartbeat",
+            "evidence/unit-b-1",
+            "collect/lane1-1700000000000",
+            "snapshot",
+        )
+    ]
     denied.append(a.publish("phonewatch/unit-b/cmd/mute", b'{"duration_s": 5}', qos=1))
     denied.append(a.publish(f"phonewatch/{UNIT_A}/cmd/mute", b'{"duration_s": 5}', qos=1))
     denied.append(a.publish(f"phonewatch/{UNIT_A}/collect/a/b", b"\xff\xd8", qos=1))
     denied.append(a.publish(f"phonewatch/{UNIT_A}/snapshot/x", b"\xff\xd8", qos=1))
-    own = [a.publish(f"phonewatch/{UNIT_A}/{t}", b"\xff\xd8\xff\xd9", qos=1)
-           for t in ("collect/lane1-1700000000000", "snapshot")]
+    own = [
+        a.publish(f"phonewatch/{UNIT_A}/{t}", b"\xff\xd8\xff\xd9", qos=1)
+        for t in ("collect/lane1-1700000000000", "snapshot")
+    ]
     allowed = a.publish(f"phonewatch/{UNIT_A}/alert", b'{"sentinel": true}', qos=1)
     allowed.wait_for_publish(5)
     for info in denied + own:
@@ -127,17 +153,26 @@ def test_unit_a_cannot_publish_under_unit_b(tls_broker: LocalBroker) -> None:
     # The broker refuses a denied publish as it reads it (the PUBACK says so) and handles a
     # client's packets in order: once the sentinel, published last, is here, anything it let
     # through before it is here too.
-    assert cr.wait(lambda ms: {f"phonewatch/{UNIT_A}/alert",
-                               f"phonewatch/{UNIT_A}/collect/lane1-1700000000000",
-                               f"phonewatch/{UNIT_A}/snapshot"} <= {r.topic for r in ms})
+    assert cr.wait(
+        lambda ms: (
+            {
+                f"phonewatch/{UNIT_A}/alert",
+                f"phonewatch/{UNIT_A}/collect/lane1-1700000000000",
+                f"phonewatch/{UNIT_A}/snapshot",
+            }
+            <= {r.topic for r in ms}
+        )
+    )
     topics = {r.topic for r in cr.messages}
     assert not any(t.startswith(f"phonewatch/{UNIT_B}/") for t in topics), topics
     assert not any("/cmd/" in t for t in topics), topics
     assert all(codes[i.mid].is_failure for i in denied)  # MQTT 5: PUBACK "not authorized"
     assert not codes[allowed.mid].is_failure
     assert not any(codes[i.mid].is_failure for i in own)  # its own crops and snapshot
-    assert {f"phonewatch/{UNIT_A}/collect/lane1-1700000000000",
-            f"phonewatch/{UNIT_A}/snapshot"} <= topics
+    assert {
+        f"phonewatch/{UNIT_A}/collect/lane1-1700000000000",
+        f"phonewatch/{UNIT_A}/snapshot",
+    } <= topics
     a.loop_stop()
     a.disconnect()
     cr.close()
@@ -171,20 +206,31 @@ def test_unit_reads_only_its_own_commands(tls_broker: LocalBroker) -> None:
 
 
 def test_uplink_publishes_crops_and_snapshots_only_under_its_own_id(
-        tls_broker: LocalBroker, uplink_a: MqttUplink, tmp_path: Path) -> None:
+    tls_broker: LocalBroker, uplink_a: MqttUplink, tmp_path: Path
+) -> None:
     cr = subscribe(tls_broker, client_id="cr-media")
     assert uplink_a.wait_connected(10)
     assert uplink_a.publish_collect("lane1-1700000000123", b"\xff\xd8crop\xff\xd9")
     assert uplink_a.publish_snapshot(b"\xff\xd8snap\xff\xd9")
-    assert cr.wait(lambda ms: {r.topic for r in ms} >= {
-        f"phonewatch/{UNIT_A}/collect/lane1-1700000000123", f"phonewatch/{UNIT_A}/snapshot"})
-    assert not any(r.retain for r in cr.messages if "/collect/" in r.topic
-                   or r.topic.endswith("/snapshot"))
+    assert cr.wait(
+        lambda ms: (
+            {r.topic for r in ms}
+            >= {f"phonewatch/{UNIT_A}/collect/lane1-1700000000123", f"phonewatch/{UNIT_A}/snapshot"}
+        )
+    )
+    assert not any(
+        r.retain for r in cr.messages if "/collect/" in r.topic or r.topic.endswith("/snapshot")
+    )
     # unit A's certificate configured as unit B: the ACL refuses (PUBACK failure), counted
-    cfg = MqttSinkConfig(**tls_broker.sink_settings(UNIT_A), signing_key_autogenerate=True,
-                         heartbeat_interval_s=3600)
-    imp = build_uplink(cfg.model_copy(update={"client_id": "impostor-media"}),
-                          unit_id=UNIT_B, data_dir=tmp_path / "impostor", on_command=None)
+    cfg = MqttSinkConfig(
+        **tls_broker.sink_settings(UNIT_A), signing_key_autogenerate=True, heartbeat_interval_s=3600
+    )
+    imp = build_uplink(
+        cfg.model_copy(update={"client_id": "impostor-media"}),
+        unit_id=UNIT_B,
+        data_dir=tmp_path / "impostor",
+        on_command=None,
+    )
     try:
         assert imp.wait_connected(10)
         assert imp.publish_collect("lane1-1", b"\xff\xd8\xff\xd9")
@@ -198,20 +244,24 @@ def test_uplink_publishes_crops_and_snapshots_only_under_its_own_id(
     # A marker published after the broker refused the impostor's (PUBACKs seen above): once it
     # is here, anything the broker had let through before it would be here too.
     assert uplink_a.publish_collect("lane1-1700000000999", b"\xff\xd8marker\xff\xd9")
-    assert cr.wait(lambda ms: any(r.topic.endswith("/collect/lane1-1700000000999")
-                                  for r in ms))
+    assert cr.wait(lambda ms: any(r.topic.endswith("/collect/lane1-1700000000999") for r in ms))
     assert not any(r.topic.startswith(f"phonewatch/{UNIT_B}/") for r in cr.messages)
     cr.close()
 
 
 def test_unit_claiming_another_id_is_refused_and_keeps_its_alert(
-        tls_broker: LocalBroker, tmp_path: Path,
-        make_detection: Callable[..., Detection]) -> None:
+    tls_broker: LocalBroker, tmp_path: Path, make_detection: Callable[..., Detection]
+) -> None:
     # unit A's certificate, configured as unit B: the broker refuses every publish (PUBACK 0x87)
-    cfg = MqttSinkConfig(**tls_broker.sink_settings(UNIT_A),
-                         signing_key_autogenerate=True, heartbeat_interval_s=3600)
-    up = build_uplink(cfg.model_copy(update={"client_id": "impostor"}), unit_id=UNIT_B,
-                         data_dir=tmp_path / "impostor", on_command=None)
+    cfg = MqttSinkConfig(
+        **tls_broker.sink_settings(UNIT_A), signing_key_autogenerate=True, heartbeat_interval_s=3600
+    )
+    up = build_uplink(
+        cfg.model_copy(update={"client_id": "impostor"}),
+        unit_id=UNIT_B,
+        data_dir=tmp_path / "impostor",
+        on_command=None,
+    )
     try:
         assert up.wait_connected(10)
         up.send(make_detection())
@@ -224,8 +274,11 @@ def test_unit_claiming_another_id_is_refused_and_keeps_its_alert(
 
 
 def test_alert_forged_with_another_key_fails_verification(
-        tls_broker: LocalBroker, tmp_path: Path, uplink_a: MqttUplink,
-        make_detection: Callable[..., Detection]) -> None:
+    tls_broker: LocalBroker,
+    tmp_path: Path,
+    uplink_a: MqttUplink,
+    make_detection: Callable[..., Detection],
+) -> None:
     cr = subscribe(tls_broker, client_id="cr-forgery")
     assert uplink_a.wait_connected(10)
     uplink_a.send(make_detection())

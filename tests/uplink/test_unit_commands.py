@@ -44,7 +44,7 @@ def write_config(path: Path, broker: LocalBroker, video: Path, *, extra: str = "
     path.write_text(f"""
 [unit]
 id = "{UNIT_A}"
-data_dir = "{path.parent / 'unit'}"
+data_dir = "{path.parent / "unit"}"
 
 [camera]
 type = "replay"
@@ -54,7 +54,7 @@ speed = 1.0
 
 {rois}
 [model]
-path = "{REPO / 'tests' / 'data' / 'brightness_int8.tflite'}"
+path = "{REPO / "tests" / "data" / "brightness_int8.tflite"}"
 accelerator = "cpu"
 
 [sink]
@@ -87,8 +87,9 @@ class Running:
 
 
 @pytest.fixture
-def start_unit(tmp_path: Path, broker: LocalBroker,
-               make_video: Callable[..., Path]) -> Iterator[Callable[..., Running]]:
+def start_unit(
+    tmp_path: Path, broker: LocalBroker, make_video: Callable[..., Path]
+) -> Iterator[Callable[..., Running]]:
     made: list[tuple[Running, Any]] = []
 
     def start(*, size: tuple[int, int] = (160, 120), fps: float = 20.0) -> Running:
@@ -149,7 +150,8 @@ def crop_shape(roi_id: str, w: int, h: int) -> tuple[int, int, int]:
 
 
 def test_collect_publishes_count_crops_per_roi_then_stops(
-        broker: LocalBroker, start_unit: Callable[..., Running]) -> None:
+    broker: LocalBroker, start_unit: Callable[..., Running]
+) -> None:
     run = start_unit()
     sub = subscribe(broker, certs_for=None, topics=(f"phonewatch/{UNIT_A}/collect/+",))
     cr = commander(broker)
@@ -187,7 +189,8 @@ def test_collect_publishes_count_crops_per_roi_then_stops(
 
 
 def test_collect_while_the_broker_goes_away_drops_and_counts(
-        broker: LocalBroker, start_unit: Callable[..., Running]) -> None:
+    broker: LocalBroker, start_unit: Callable[..., Running]
+) -> None:
     run = start_unit()
     sub = subscribe(broker, certs_for=None, topics=(f"phonewatch/{UNIT_A}/collect/+",))
     cr = commander(broker)
@@ -212,7 +215,8 @@ def test_collect_while_the_broker_goes_away_drops_and_counts(
 
 
 def test_snapshot_is_one_jpeg_at_most_1280_wide_with_the_rois(
-        broker: LocalBroker, start_unit: Callable[..., Running]) -> None:
+    broker: LocalBroker, start_unit: Callable[..., Running]
+) -> None:
     run = start_unit(size=(1920, 1080), fps=10.0)
     sub = subscribe(broker, certs_for=None, topics=(f"phonewatch/{UNIT_A}/snapshot",))
     cr = commander(broker)
@@ -231,7 +235,7 @@ def test_snapshot_is_one_jpeg_at_most_1280_wide_with_the_rois(
     assert len(jpeg) <= 2_000_000
     # the ROI outline (green or red) is drawn on the grey frame
     x = int(ROIS["lane1"][0] * 1280)
-    patch = img[300:420, x - 3:x + 4].reshape(-1, 3).astype(int)
+    patch = img[300:420, x - 3 : x + 4].reshape(-1, 3).astype(int)
     b, g, r = patch[:, 0], patch[:, 1], patch[:, 2]
     assert ((g - np.maximum(b, r) > 80) | (r - np.maximum(b, g) > 80)).any()
     hb = run.unit.heartbeat_stats()
@@ -243,16 +247,26 @@ def test_snapshot_is_one_jpeg_at_most_1280_wide_with_the_rois(
 
 
 def test_malformed_collect_commands_are_rejected_and_the_unit_keeps_running(
-        broker: LocalBroker, start_unit: Callable[..., Running]) -> None:
+    broker: LocalBroker, start_unit: Callable[..., Running]
+) -> None:
     run = start_unit()
     sub = subscribe(broker, certs_for=None, topics=(f"phonewatch/{UNIT_A}/collect/+",))
     cr = commander(broker)
     bad: list[bytes | dict[str, Any]] = [
-        {"count": 0}, {"count": 501}, {"count": 3, "shell": "rm -rf /"}, {},
-        {"count": "3"}, {"count": 2.5}, {"count": 3, "interval_s": 0.1},
-        {"count": 3, "interval_s": 3601}, {"count": 3, "rois": [f"r{i}" for i in range(17)]},
-        {"count": 3, "rois": "lane1"}, {"count": 3, "request_id": "x" * 65},
-        b'{"count": 3, "rois": ["' + b"A" * 10_000 + b'"]}', b"[3]", b"not json",
+        {"count": 0},
+        {"count": 501},
+        {"count": 3, "shell": "rm -rf /"},
+        {},
+        {"count": "3"},
+        {"count": 2.5},
+        {"count": 3, "interval_s": 0.1},
+        {"count": 3, "interval_s": 3601},
+        {"count": 3, "rois": [f"r{i}" for i in range(17)]},
+        {"count": 3, "rois": "lane1"},
+        {"count": 3, "request_id": "x" * 65},
+        b'{"count": 3, "rois": ["' + b"A" * 10_000 + b'"]}',
+        b"[3]",
+        b"not json",
     ]
     for payload in bad:
         send(cr, "collect", payload)
@@ -275,8 +289,11 @@ def test_malformed_collect_commands_are_rejected_and_the_unit_keeps_running(
 
 
 def test_reload_with_a_broken_config_keeps_running_a_valid_one_ends_with_75(
-        broker: LocalBroker, start_unit: Callable[..., Running], tmp_path: Path,
-        caplog: pytest.LogCaptureFixture) -> None:
+    broker: LocalBroker,
+    start_unit: Callable[..., Running],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     run = start_unit()
     cfg_path = tmp_path / "unit.toml"
     good = cfg_path.read_text()
@@ -309,16 +326,22 @@ def test_reload_with_a_broken_config_keeps_running_a_valid_one_ends_with_75(
     cr.disconnect()
 
 
-def test_phonewatch_run_exits_75_on_reload(broker: LocalBroker, tmp_path: Path,
-                                            make_video: Callable[..., Path]) -> None:
+def test_phonewatch_run_exits_75_on_reload(
+    broker: LocalBroker, tmp_path: Path, make_video: Callable[..., Path]
+) -> None:
     video = make_video([40, 60, 80, 100] * 5, fps=20.0)
     cfg_path = write_config(tmp_path / "unit.toml", broker, video)
     status = subscribe(broker, certs_for=None, topics=(f"phonewatch/{UNIT_A}/status",))
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.Popen([sys.executable, "-m", "edge.app.cli", "-v", "run", "--config",
-                             str(cfg_path)], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edge.app.cli", "-v", "run", "--config", str(cfg_path)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
+
         def online(ms: list[Any]) -> bool:
             return any(json.loads(r.payload)["state"] == "online" for r in ms)
 
@@ -340,7 +363,8 @@ def test_phonewatch_run_exits_75_on_reload(broker: LocalBroker, tmp_path: Path,
 
 
 def test_collected_crops_land_in_the_control_rooms_labelling_queue(
-        broker: LocalBroker, start_unit: Callable[..., Running], tmp_path: Path) -> None:
+    broker: LocalBroker, start_unit: Callable[..., Running], tmp_path: Path
+) -> None:
     pytest.importorskip("sqlalchemy")
     import base64
 
@@ -358,8 +382,10 @@ def test_collected_crops_land_in_the_control_rooms_labelling_queue(
     engine = db.make_engine(f"sqlite:///{tmp_path / 'cr.sqlite'}")
     db.migrate(engine)
     db.upsert_unit(engine, UNIT_A, base64.b64encode(raw).decode(), key_id(pub))
-    rx = Receiver(MqttConfig(host=broker.host, port=broker.port, client_id="cr-labels",
-                             share_group="labels"), engine).start()
+    rx = Receiver(
+        MqttConfig(host=broker.host, port=broker.port, client_id="cr-labels", share_group="labels"),
+        engine,
+    ).start()
     try:
         assert rx.wait_ready(10)
         cr = commander(broker)
@@ -375,8 +401,7 @@ def test_collected_crops_land_in_the_control_rooms_labelling_queue(
         rows = queued()
         assert len(rows) == 4
         assert {u for u, _ in rows} == {UNIT_A}
-        assert sorted(n.rsplit("-", 1)[0] for _, n in rows) == ["lane1", "lane1", "lane2",
-                                                                 "lane2"]
+        assert sorted(n.rsplit("-", 1)[0] for _, n in rows) == ["lane1", "lane1", "lane2", "lane2"]
         assert run.thread.is_alive()
         cr.loop_stop()
         cr.disconnect()
