@@ -104,10 +104,15 @@ def _mentions(ann: Any, kind: type) -> bool:
     return any(a is kind for a in _flat(ann))
 
 
+def _model_types(ann: Any) -> list[type[BaseModel]]:
+    """The config models an annotation names (several for a union of backends)."""
+    return [a for a in _flat(ann) if isinstance(a, type) and issubclass(a, BaseModel)]
+
+
 def _models_for(ann: Any, value: Any) -> list[type[BaseModel]]:
     """The model classes ``value`` may be parsed as: for a discriminated union, the member
     whose ``type`` tag ``value`` names (all members when it names none)."""
-    models = [a for a in _flat(ann) if isinstance(a, type) and issubclass(a, BaseModel)]
+    models = _model_types(ann)
     if len(models) > 1:
         items = value if isinstance(value, list) else [value]
         tags = {i.get("type") for i in items if isinstance(i, dict)}
@@ -129,10 +134,13 @@ def format_errors(err: ValidationError, source: str, model: type[BaseModel]) -> 
     """One line per problem, naming the key as written in the file (``camera.fps: ...``)."""
     lines = [f"{source}: invalid configuration"]
     for e in err.errors():
-        key, tag = _key_of(e["loc"], model)
+        key, tag, members = _key_of(e["loc"], model)
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
-            other = _backends_with(model, e["loc"], key.rsplit(".", 1)[-1]) if tag else []
+            name = key.rsplit(".", 1)[-1]
+            other = [
+                t for m in members if name in m.model_fields and (t := union_tag(m)) and t != tag
+            ]
             if other:
                 msg = f"not valid for type = {tag!r} (a key of {', '.join(map(repr, other))})"
             else:
@@ -143,12 +151,15 @@ def format_errors(err: ValidationError, source: str, model: type[BaseModel]) -> 
     return "\n".join(lines)
 
 
-def _key_of(loc: tuple[int | str, ...], model: type[BaseModel]) -> tuple[str, str | None]:
-    """The dotted key for a pydantic error location, without the union tags pydantic adds,
-    and the last union tag chosen on the way, if any."""
+def _key_of(
+    loc: tuple[int | str, ...], model: type[BaseModel]
+) -> tuple[str, str | None, list[type[BaseModel]]]:
+    """The dotted key for a pydantic error location, without the union tags pydantic adds;
+    the last union tag chosen on the way, if any, and the members of that union."""
     parts: list[str] = []
     current: Any = model
     tag: str | None = None
+    members: list[type[BaseModel]] = []
     for p in loc:
         if isinstance(p, int):
             parts.append(str(p))
@@ -156,42 +167,15 @@ def _key_of(loc: tuple[int | str, ...], model: type[BaseModel]) -> tuple[str, st
         if isinstance(current, list):  # a union: pydantic put the member's tag in the path
             match = [m for m in current if union_tag(m) == p]
             if match:
-                current, tag = match[0], p
+                members, current, tag = current, match[0], p
                 continue
             current = None
-        if isinstance(current, type) and issubclass(current, BaseModel):
-            field = current.model_fields.get(p)
-            parts.append(p)
-            if field is None:
-                current = None
-                continue
-            models = [
-                a
-                for a in _flat(field.annotation)
-                if isinstance(a, type) and issubclass(a, BaseModel)
-            ]
-            current = models[0] if len(models) == 1 else (models or None)
-            continue
         parts.append(p)
-    return ".".join(parts), tag
-
-
-def _backends_with(model: type[BaseModel], loc: tuple[int | str, ...], key: str) -> list[str]:
-    """The other backends (union members) of the union in ``loc`` that do have ``key``."""
-    current: Any = model
-    for p in loc[:-1]:
-        if isinstance(current, list):
-            others = [union_tag(m) for m in current if key in m.model_fields and union_tag(m) != p]
-            if any(union_tag(m) == p for m in current):
-                return [o for o in others if o]
-        if isinstance(current, type) and issubclass(current, BaseModel) and isinstance(p, str):
-            field = current.model_fields.get(p)
-            if field is None:
-                return []
-            models = [
-                a
-                for a in _flat(field.annotation)
-                if isinstance(a, type) and issubclass(a, BaseModel)
-            ]
-            current = models[0] if len(models) == 1 else (models or None)
-    return []
+        field = (
+            current.model_fields.get(p)
+            if isinstance(current, type) and issubclass(current, BaseModel)
+            else None
+        )
+        models = _model_types(field.annotation) if field is not None else []
+        current = models[0] if len(models) == 1 else (models or None)
+    return ".".join(parts), tag, members
