@@ -551,6 +551,7 @@ class Pipeline:
             threshold=self.params.score_on,
             evidence=rec,
             seq=seq,
+            roi_box=_pixel_box(item.roi, frame.image),
         )
         if self.stamp is not None:
             det = self.stamp(det)
@@ -612,3 +613,10 @@ class Pipeline:
             ("elapsed s", f"{s['elapsed_s']:.1f}"),
         ]
         return table(rows, title=f"phonewatch {self.unit_id}: {self.source.name}")
+
+
+def _pixel_box(roi: Roi, image: np.ndarray) -> tuple[int, int, int, int]:
+    """``roi``'s crop in ``image`` as ``(x, y, width, height)`` pixels (what the alert carries)."""
+    h, w = image.shape[:2]
+    x0, y0, x1, y1 = roi.crop_box(w, h)
+    return x0, y0, x1 - x0, y1 - y0

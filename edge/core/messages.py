@@ -321,7 +321,7 @@ def build_alert(detection: Detection, *, unit: str, seq: int) -> dict[str, Any]:
     fixd = fix_dict(detection.fix)
     gps_state = detection.gps_state
     ev = detection.evidence
-    return {
+    doc: dict[str, Any] = {
         "schema": "phonewatch.alert",
         "v": 1,
         "alert_id": alert_id(unit, seq),
@@ -349,6 +349,9 @@ def build_alert(detection: Detection, *, unit: str, seq: int) -> dict[str, Any]:
             "crop_bytes": int(ev.crop_bytes),
         },
     }
+    if detection.roi_box is not None:
+        doc["roi_box"] = [int(v) for v in detection.roi_box]
+    return doc
 
 
 def build_status(

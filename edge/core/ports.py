@@ -111,6 +111,9 @@ class Detection:
     """The alert's UTC time (ISO 8601 ``Z``); None: from ``t_wall_s``."""
     time_source: str = "system"
     """``gps`` when ``time_utc`` came from a fresh fix, else ``system``."""
+    roi_box: tuple[int, int, int, int] | None = None
+    """The scored crop as ``(x, y, width, height)`` in the evidence frame's pixels, so the
+    console can draw it; None: not known (the alert then carries only ``roi_id``)."""
     seq: int | None = None
     """The unit's sequence number, reserved before the evidence was saved, so ``alert_id``
     (``<unit>-<seq>``) is the one id on the unit's disk, in its log and on the dashboard.

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import pytest
 
@@ -73,6 +74,17 @@ def test_bright_driver_window_gives_one_hit_with_evidence(
     assert len(d.model_sha256) == 64
     assert Path(d.evidence.frame_path).is_file()
     assert Path(d.evidence.crop_path).is_file()
+    # The alert says where the scored crop lies in the evidence frame, in its pixels.
+    frame = cv2.imread(d.evidence.frame_path)
+    crop = cv2.imread(d.evidence.crop_path)
+    assert frame is not None
+    assert crop is not None
+    h, w = frame.shape[:2]
+    assert d.roi_box is not None
+    x, y, bw, bh = d.roi_box
+    assert (x, y) == (int(LEFT[0] * w), int(LEFT[1] * h))
+    assert (bh, bw) == crop.shape[:2]
+    assert np.abs(frame[y : y + bh, x : x + bw].astype(int) - crop.astype(int)).mean() < 4
     assert p.status == "running"
     assert "frames dropped" in p.summary_table()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import re
@@ -48,6 +49,16 @@ def test_alert_validates_with_both_validators(make_detection: Callable[..., Dete
         assert _jsonschema_ok(alert, m.ALERT_SCHEMA)
 
 
+def test_alert_carries_the_roi_box_when_the_unit_knows_it(
+    make_detection: Callable[..., Detection],
+) -> None:
+    assert "roi_box" not in _signed_alert(make_detection())  # older units: the ROI id only
+    alert = _signed_alert(dataclasses.replace(make_detection(), roi_box=(96, 108, 768, 864)))
+    assert alert["roi_box"] == [96, 108, 768, 864]
+    assert m.schema_errors(alert, m.ALERT_SCHEMA) == []
+    assert _jsonschema_ok(alert, m.ALERT_SCHEMA)
+
+
 def _mutations(alert: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     out: list[tuple[str, dict[str, Any]]] = []
 
@@ -75,6 +86,9 @@ def _mutations(alert: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     mut("fix missing key", lambda a: a.__setitem__("fix", {"lat": 1.0}))
     mut("fix wrong mode", lambda a: a.__setitem__("fix", {**fix_dict(), "mode": "4d"}))
     mut("fix is list", lambda a: a.__setitem__("fix", [1, 2]))
+    mut("roi_box of three", lambda a: a.__setitem__("roi_box", [1, 2, 3]))
+    mut("roi_box negative", lambda a: a.__setitem__("roi_box", [-1, 2, 3, 4]))
+    mut("roi_box fractions", lambda a: a.__setitem__("roi_box", [0.1, 0.2, 0.3, 0.4]))
     mut("not an object", lambda a: a.clear())
     return out
 
