@@ -1,4 +1,4 @@
-"""Control-room configuration (TOML): database, broker, web server, retention.
+"""Control-room configuration (TOML): database, broker, web server, retention, privacy.
 
 Strict like the unit's config: unknown keys are errors that name the key. Relative paths are
 resolved against the config file's folder.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationError, model_validator
 
@@ -192,11 +193,29 @@ class RetentionConfig(_Strict):
     sweep_interval_s: float = Field(60.0, description="How often retention runs.", gt=0)
 
 
+class PrivacyConfig(_Strict):
+    blur: Literal["outside_roi", "off"] = Field(
+        "outside_roi",
+        description="What the dashboard shows of an evidence frame: 'outside_roi' blurs all "
+        "but the driver's region (alerts without a region box: the whole frame); 'off' shows "
+        "the original to every user.",
+    )
+    original_viewers: list[str] = Field(
+        default_factory=list,
+        description="Users who may open the unblurred original and export the court bundle "
+        "(every view and export is audited); with blur on, nobody else can.",
+    )
+
+    def may_see_original(self, user: str) -> bool:
+        return self.blur == "off" or user in self.original_viewers
+
+
 class Config(_Strict):
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     web: WebConfig = Field(default_factory=WebConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
 
     @model_validator(mode="after")
     def _tls_pairs(self) -> Config:

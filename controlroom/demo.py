@@ -41,6 +41,8 @@ def demo_control_room(
                 "share_group": "demo",
             },
             "web": {"port": web_port},
+            # the demo's one user plays the evidence officer too: bundle export and originals
+            "privacy": {"original_viewers": [user]},
         },
         base_dir=workdir,
     )

@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response, Streamin
 from sqlalchemy.engine import Connection
 from starlette.concurrency import run_in_threadpool
 
-from controlroom import bundle, crypto, datasets, db, users
+from controlroom import bundle, crypto, datasets, db, privacy, users
 from controlroom.web import thumbs
 from controlroom.web.deps import (
     UNDO_WINDOW_S,
@@ -400,19 +400,61 @@ def _alert_page(
         note=note,
         tile_url=st.cfg.web.tile_url,
         tile_attribution=st.cfg.web.tile_attribution,
+        blurred=st.cfg.privacy.blur != "off",
+        may_see_original=st.cfg.privacy.may_see_original(
+            getattr(request.state, "user", None) or ""
+        ),
     )
+
+
+NO_EVIDENCE = "no verified evidence for this alert (not received yet, or deleted by retention)"
+
+
+def shown_frame(st: Any, row: Any, jpeg: bytes) -> bytes | None:
+    """The evidence frame as the dashboard shows it: redacted unless ``[privacy] blur`` is
+    off (cached by the frame's SHA-256); None if it does not decode."""
+    if st.cfg.privacy.blur == "off":
+        return jpeg
+    shown: bytes | None = st.redacted.get(row.frame_sha256)
+    if shown is None:
+        box = roi_box(json.loads(row.payload) if row.payload else None)
+        shown = privacy.redact_jpeg(jpeg, box)
+        if shown is not None:
+            st.redacted.put(row.frame_sha256, shown)
+    return shown
 
 
 @router.get("/alerts/{alert_id}/evidence.jpg")
 def evidence_jpg(st: State, user: User, alert_id: str) -> Response:
+    """The frame as every user sees it (see :func:`shown_frame`)."""
     with st.engine.connect() as conn:
         row = load_alert(conn, alert_id)
         jpeg = load_evidence(conn, row)
     if jpeg is None:
+        raise HTTPException(404, NO_EVIDENCE)
+    shown = shown_frame(st, row, jpeg)
+    if shown is None:
+        raise HTTPException(404, "the evidence frame does not decode")
+    return Response(shown, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
+
+
+@router.get("/alerts/{alert_id}/original.jpg")
+def original_jpg(request: Request, st: State, user: User, alert_id: str) -> Response:
+    """The frame exactly as the unit signed it, for ``[privacy] original_viewers``; audited."""
+    if not st.cfg.privacy.may_see_original(user):
         raise HTTPException(
-            404, "no verified evidence for this alert (not received yet, or deleted by retention)"
+            403,
+            "the unblurred frame is for the users named in [privacy] original_viewers; "
+            "ask one of them (each view is audited)",
         )
-    log.debug("%s viewed evidence of %s", user, alert_id)
+    with st.engine.begin() as conn:
+        row = load_alert(conn, alert_id)
+        jpeg = load_evidence(conn, row)
+        if jpeg is None:
+            raise HTTPException(404, NO_EVIDENCE)
+        db.record_audit(
+            conn, username=user, action="view_original", target=alert_id, remote=remote(request)
+        )
     return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
 
@@ -434,10 +476,7 @@ def thumb_jpg(request: Request, st: State, alert_id: str) -> Response:
             is not None
         )
         if not present:
-            raise HTTPException(
-                404,
-                "no verified evidence for this alert (not received yet, or deleted by retention)",
-            )
+            raise HTTPException(404, NO_EVIDENCE)
         etag = f'"{row.frame_sha256[:32]}-{thumbs.WIDTH}"'
         headers = {"Cache-Control": "private, no-cache", "ETag": etag}
         if request.headers.get("if-none-match") == etag:
@@ -445,7 +484,8 @@ def thumb_jpg(request: Request, st: State, alert_id: str) -> Response:
         small = st.thumbs.get(row.frame_sha256)
         if small is None:
             jpeg = load_evidence(conn, row)
-            small = thumbs.scale_jpeg(jpeg) if jpeg is not None else None
+            shown = shown_frame(st, row, jpeg) if jpeg is not None else None
+            small = thumbs.scale_jpeg(shown) if shown is not None else None
             if small is None:
                 raise HTTPException(404, "the evidence frame does not decode")
             st.thumbs.put(row.frame_sha256, small)
@@ -663,6 +703,12 @@ def undo(
 
 @router.get("/alerts/{alert_id}/bundle.zip")
 def export_bundle(request: Request, st: State, user: User, alert_id: str) -> Response:
+    if not st.cfg.privacy.may_see_original(user):
+        raise HTTPException(
+            403,
+            "the court bundle holds the unblurred frame: it is for the users named in "
+            "[privacy] original_viewers; ask one of them",
+        )
     with st.engine.begin() as conn:
         row = load_alert(conn, alert_id)
         if row.status != "confirmed":

@@ -41,6 +41,8 @@ class WebState:
     stats: StatsFn | None = None
     commander: CommandSink | None = None
     thumbs: ThumbCache = field(default_factory=ThumbCache)
+    redacted: ThumbCache = field(default_factory=lambda: ThumbCache(max_items=200))
+    """Redacted evidence frames by the frame's SHA-256 (see :mod:`controlroom.privacy`)."""
 
 
 class NeedLogin(Exception):

@@ -111,6 +111,7 @@ class Unit:
         score: float = 0.93,
         t_wall_s: float | None = None,
         sign: bool = True,
+        roi_box: tuple[int, int, int, int] | None = None,
     ) -> tuple[bytes, bytes]:
         """(alert payload, evidence JPEG)."""
         seq = next(self.seq) if seq is None else seq
@@ -139,6 +140,7 @@ class Unit:
             model_sha256="ab" * 32,
             threshold=0.7,
             evidence=ev,
+            roi_box=roi_box,
         )
         det = m.stamp_detection(det, fix=fix, gps_state="fix", max_fix_age_s=2.0)
         alert = m.build_alert(det, unit=self.unit_id, seq=seq)

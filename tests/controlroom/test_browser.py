@@ -36,6 +36,7 @@ def room(tmp_path: Path, broker: LocalBroker) -> Iterator[ControlRoom]:
                 "share_group": "browser",
             },
             "web": {"port": 0, "live_poll_s": 0.1},
+            "privacy": {"original_viewers": ["alice"]},
         },
         base_dir=tmp_path,
     )

@@ -49,7 +49,10 @@ class FakeSink:
 
 @pytest.fixture
 def cfg(tmp_path: Path) -> Config:
-    return parse_config({"web": {"tile_url": "", "live_poll_s": 0.05}}, base_dir=tmp_path)
+    return parse_config(
+        {"web": {"tile_url": "", "live_poll_s": 0.05}, "privacy": {"original_viewers": ["alice"]}},
+        base_dir=tmp_path,
+    )
 
 
 @pytest.fixture

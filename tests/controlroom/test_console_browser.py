@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import cv2
+import numpy as np
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -178,7 +179,11 @@ def test_every_page_fits_a_phone_and_a_desktop(browser: Any, room: ControlRoom) 
     s.health("junction-7")
     s.health("patrol-3", temp=84.0, outbox=41, gps="no_fix")
     s.unit("junction-9")  # registered, never heard from
-    ids = [s.alert(score=0.91 + i / 100) for i in range(5)]
+    first = cv2.imdecode(np.frombuffer(s.frames[0], np.uint8), cv2.IMREAD_COLOR)
+    assert first is not None
+    fh, fw = first.shape[:2]
+    roi = (int(fw * 0.55), int(fh * 0.3), int(fw * 0.2), int(fh * 0.25))
+    ids = [s.alert(score=0.91 + i / 100, roi_box=roi) for i in range(5)]
     no_fix = s.alert("patrol-3", fix=None, score=0.78)
     with room.engine.begin() as conn:
         db.record_audit(
@@ -247,6 +252,16 @@ def test_every_page_fits_a_phone_and_a_desktop(browser: Any, room: ControlRoom) 
             if sw > inner:
                 too_wide.append((width, name, sw, page.evaluate(WIDEST)))
             if name == "alert":
+                # the region's box is drawn where the alert says, scaled with the frame
+                page.wait_for_selector("#roi-box")
+                img = page.locator("#evidence").bounding_box()
+                drawn = page.locator("#roi-box").bounding_box()
+                assert img is not None
+                assert drawn is not None
+                scale = img["width"] / fw
+                assert abs(drawn["x"] - (img["x"] + roi[0] * scale)) <= 3, (width, drawn, img)
+                assert abs(drawn["y"] - (img["y"] + roi[1] * scale)) <= 3, (width, drawn, img)
+                assert abs(drawn["width"] - roi[2] * scale) <= 4, (width, drawn, img)
                 # the decision buttons are on screen without scrolling
                 for sel in ("#confirm", "#reject"):
                     box = page.locator(sel).bounding_box()

@@ -36,7 +36,10 @@ HTML = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0
 
 @pytest.fixture
 def cfg(tmp_path: Path) -> Config:
-    return parse_config({"web": {"tile_url": "", "live_poll_s": 0.05}}, base_dir=tmp_path)
+    return parse_config(
+        {"web": {"tile_url": "", "live_poll_s": 0.05}, "privacy": {"original_viewers": ["alice"]}},
+        base_dir=tmp_path,
+    )
 
 
 @pytest.fixture
@@ -213,8 +216,9 @@ def test_alert_page_shows_evidence_position_and_fix(
     assert 'href="geo:51.500700,-0.124600"' in page
     r = client.get(f"/alerts/{aid}/evidence.jpg")
     assert r.status_code == 200
-    assert r.content == jpeg
+    assert r.content != jpeg  # blurred for the screen (tests/controlroom/test_privacy.py)
     assert r.headers["content-type"] == "image/jpeg"
+    assert client.get(f"/alerts/{aid}/original.jpg").content == jpeg
     assert client.get("/static/leaflet/leaflet.js").status_code == 200
     page = client.get(f"/alerts/{no_fix}").text
     assert "No position: the unit had no GPS fix" in page
