@@ -195,6 +195,8 @@ def command_line(cfg: TrainConfig, *, out: str = "OUT", init: str | None = None)
     """The ``models.train`` command that repeats this run (``init`` names the earlier stage's
     ``.keras``; shared data paths are written as ``../shared/data/...``)."""
     parts = ["python -m models.train", f"--out {out}"]
+    if cfg.name != TrainConfig.name:  # it names the files the next stage continues from
+        parts.append(f"--name {cfg.name}")
     parts += [f"--real {_shared(r)}" for r in cfg.real]
     parts += [f"--synthetic {cfg.synthetic}", f"--epoch-synthetic {cfg.epoch_synthetic}"]
     if cfg.init is None:
@@ -282,11 +284,19 @@ MIN_VAL_POSITIVES = 10
 """Fewest phone crops in a validation set that can check a threshold's recall at all."""
 
 
+def negatives_needed(target_fpr: float) -> int:
+    """Fewest phone-free validation crops one of which is within ``target_fpr``
+    (``1 / target_fpr``; at a target of 0, where none may be flagged, ``MIN_VAL_POSITIVES``)."""
+    if target_fpr <= 0:
+        return MIN_VAL_POSITIVES
+    return math.ceil(1.0 / target_fpr - 1e-9)
+
+
 def validation_shortfall(n_pos: int, n_neg: int, target_fpr: float) -> str | None:
     """Why ``n_pos`` phone and ``n_neg`` phone-free validation crops are too few to set a
     threshold for ``target_fpr`` (None when they are enough): one phone-free crop must be
-    within the target (``1 / target_fpr`` of them), and recall needs ``MIN_VAL_POSITIVES``."""
-    need_neg = math.ceil(1.0 / target_fpr - 1e-9)
+    within the target (``negatives_needed``), and recall needs ``MIN_VAL_POSITIVES``."""
+    need_neg = negatives_needed(target_fpr)
     if n_neg >= need_neg and n_pos >= MIN_VAL_POSITIVES:
         return None
     step = f"one phone-free crop is {1 / n_neg:.0%} FPR" if n_neg else "no phone-free crop"
@@ -630,18 +640,29 @@ def _split_real(
             len(va),
             len({s.group for s in va}),
         )
-        n_pos = sum(s.label for s in va)
-        short = validation_shortfall(n_pos, len(va) - n_pos, cfg.target_fpr)
-        if short is not None:
-            need = math.ceil((math.ceil(1 / cfg.target_fpr) + MIN_VAL_POSITIVES) / cfg.val_share)
-            warnings.append(
-                f"{folder}: split {len(tr)} train, {len(va)} validation: {short} (about "
-                f"{need} images in the folder at --val-share {cfg.val_share:g})"
-            )
-            log.warning("%s", warnings[-1])
+        small = _small_split(cfg, folder, len(tr), va)
+        if small is not None:
+            warnings.append(small)
+            log.warning("%s", small)
         real_train += tr
         real_val += va
     return real_train, real_val, warnings
+
+
+def _small_split(
+    cfg: TrainConfig, folder: Path, n_train: int, val: list[mdata.Sample]
+) -> str | None:
+    """Why ``folder``'s validation part ``val`` is too small to set a threshold, with the
+    folder size that would do (None if it is not; none is held out at ``--val-share 0``)."""
+    n_pos = sum(s.label for s in val)
+    short = validation_shortfall(n_pos, len(val) - n_pos, cfg.target_fpr)
+    if short is None or cfg.val_share <= 0:
+        return None
+    need = math.ceil((negatives_needed(cfg.target_fpr) + MIN_VAL_POSITIVES) / cfg.val_share)
+    return (
+        f"{folder}: split {n_train} train, {len(val)} validation: {short} (about {need} "
+        f"images in the folder at --val-share {cfg.val_share:g})"
+    )
 
 
 def _versioned(cfg: TrainConfig, data_fp: str, parent: dict[str, Any]) -> tuple[TrainConfig, str]:
@@ -955,7 +976,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def _input_problem(a: argparse.Namespace) -> str | None:
-    """What is wrong with the model (``--init``) and data (``--real``) a run is given."""
+    """What is wrong with the model (``--init``), data (``--real``) and shares a run is
+    given."""
+    if not 0.0 <= a.val_share < 1.0:
+        return f"--val-share {a.val_share:g}: give the share of each folder held out, 0 to <1"
+    if not 0.0 <= a.target_fpr < 1.0:
+        return f"--target-fpr {a.target_fpr:g}: give a false-positive rate, 0 to <1 (0.05: 5 %)"
     if a.init is not None:
         if not a.init.is_file() or a.init.suffix not in (".keras", ".tflite"):
             return f"--init {a.init} needs to be a .keras or .tflite file from a run"

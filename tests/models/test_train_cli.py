@@ -130,6 +130,25 @@ def test_train_refuses_the_name_and_version_of_the_model_it_continues(
     assert train.name_problem(init, "phone-in-hand", None) is None  # a new one is derived
 
 
+@pytest.mark.parametrize(
+    ("flag", "value", "says"),
+    [
+        ("--val-share", "1", "--val-share 1: give the share of each folder held out"),
+        ("--val-share", "-0.1", "--val-share -0.1: give the share"),
+        ("--target-fpr", "5", "--target-fpr 5: give a false-positive rate, 0 to <1"),
+    ],
+)
+def test_train_refuses_shares_out_of_range(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str, says: str
+) -> None:
+    data = _folder(tmp_path / "site", 3)
+    with pytest.raises(SystemExit) as e:
+        train.main(["--out", str(tmp_path / "o"), "--real", str(data), flag, value])
+    assert e.value.code == 2
+    assert says in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
 def test_the_default_version_is_the_date_and_the_data_never_the_parents() -> None:
     now = dt.datetime(2026, 12, 7, 8, 30, 5, tzinfo=dt.UTC)
     fp = "0123456789abcdef" * 4
@@ -137,6 +156,14 @@ def test_the_default_version_is_the_date_and_the_data_never_the_parents() -> Non
     assert train.default_version(fp, now, "1.0.0") == "20261207-01234567"
     # the same data the same day (e.g. an export at another --target-fpr): the time is added
     assert train.default_version(fp, now, "20261207-01234567") == "20261207T083005-01234567"
+
+
+def test_the_recorded_command_keeps_a_name_of_its_own(tmp_path: Path) -> None:
+    # the name sets the file names, so repeating the run needs it; the version is derived again
+    named = train.TrainConfig(out=tmp_path, real=[], name="phone-in-hand-b", version="v1")
+    assert "--name phone-in-hand-b" in train.command_line(named)
+    assert "--version" not in train.command_line(named)
+    assert "--name" not in train.command_line(train.TrainConfig(out=tmp_path, real=[]))
 
 
 # -- warnings ----------------------------------------------------------------------------------
@@ -161,6 +188,12 @@ def test_a_tiny_folder_split_warns_that_validation_is_too_small(
     )
     assert none == []
     assert len(va_big) >= 30
+    # --val-share 0 holds nothing out of the folder: nothing to warn about there
+    _, va_none, quiet = train._split_real(
+        train.TrainConfig(out=tmp_path / "o", real=[data], val_share=0.0)
+    )
+    assert va_none == []
+    assert quiet == []
 
 
 def test_validation_shortfall_names_what_is_needed() -> None:
@@ -174,6 +207,9 @@ def test_validation_shortfall_names_what_is_needed() -> None:
     assert "no phone-free crop" in (train.validation_shortfall(4, 0, 0.05) or "")
     assert "need at least 100 phone-free" in (train.validation_shortfall(50, 50, 0.01) or "")
     assert train.validation_shortfall(9, 500, 0.05) is not None
+    # a target of 0 (flag no phone-free crop): still needs some of each, and does not divide
+    assert train.validation_shortfall(10, 10, 0.0) is None
+    assert "need at least 10 phone-free" in (train.validation_shortfall(3, 2, 0.0) or "")
 
 
 def test_a_threshold_far_from_the_parents_warns_with_both(tmp_path: Path) -> None:
