@@ -570,9 +570,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             cache=a.cache,
             verbose=1 if sys.stderr.isatty() else 0,
         )
+        from models.train import TrainExtraMissing
+
         try:
             model = train_candidate(a.dataset, a.init, a.out, opts)
-        except (sd.DatasetError, FileExistsError, FileNotFoundError) as e:
+        except (sd.DatasetError, FileExistsError, FileNotFoundError, TrainExtraMissing) as e:
             print(f"models.site train: {e}", file=sys.stderr)
             return 2
         print(

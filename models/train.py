@@ -1,9 +1,13 @@
 """Train the phone-in-hand classifier, export it full-int8 and write its sidecar.
 
-    nice -n 10 python -m models.train --out models/phone_in_hand \\
+    nice -n 10 python -m models.train --out var/phone_in_hand \\
         --real ../shared/data/datasets/kmitl/train --synthetic 6000 --epochs 22
 
-Needs the ``train`` extra (TensorFlow/Keras); the unit never imports this module.
+Needs a new (or empty) ``--out``, unless ``--force``. The sidecar names the model ``--name``
+(default ``phone-in-hand``) and ``--version`` (default ``<UTC date>-<data fingerprint>``).
+
+Needs the ``train`` extra (TensorFlow/Keras: ``pip install -e '.[train]'``); the unit never
+imports this module.
 Data: any number of real image folders (``phone/``, ``no_phone/``; a ``labels.csv`` with
 ``source_frame`` groups frames) plus synthetic crops rendered in-process. Validation is carved
 out of each real folder by whole groups (runs of neighbouring source frames) and from a
@@ -17,8 +21,10 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import hashlib
+import importlib
 import json
 import logging
+import math
 import os
 import pickle
 import sys
@@ -31,12 +37,34 @@ from typing import Any
 import numpy as np
 
 from edge.core import metrics
+from edge.core.errors import PhonewatchError
 from edge.core.preprocess import InputSpec
 from models import data as mdata
 from models import export
 from models.synth.render import render_crop
 
 log = logging.getLogger("models.train")
+
+INSTALL_TRAIN = "pip install -e '.[train]' (or, with the Makefile: make bootstrap EXTRAS=dev,train)"
+"""How to install the ``train`` extra (TensorFlow, which brings Keras)."""
+
+
+class TrainExtraMissing(PhonewatchError, ImportError):
+    """TensorFlow/Keras, the ``train`` extra, is not installed (or does not import)."""
+
+
+def require_train_extra(what: str = "python -m models.train") -> None:
+    """Raise ``TrainExtraMissing`` naming the missing module and how to install it, unless
+    TensorFlow and Keras import. The unit and ``phonewatch eval`` never need them."""
+    for module in ("tensorflow", "keras"):
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise TrainExtraMissing(
+                f"{what} needs TensorFlow/Keras (the 'train' extra), and {module} does not "
+                f"import ({e}). Install it with: {INSTALL_TRAIN}"
+            ) from None
+
 
 SYNTH_TRAIN_SEED = 1000
 """Synthetic seeds: training uses ``seed + SYNTH_TRAIN_SEED``, validation ``+ 1``; the held-out
@@ -62,7 +90,9 @@ class TrainConfig:
     real_repeat: int = 2
     target_fpr: float = 0.05
     name: str = "phone-in-hand"
-    version: str = "1.0.0"
+    version: str | None = None
+    """None: ``default_version`` (the UTC date and the training data's fingerprint), so a
+    retrained model never carries its parent's version."""
     threads: int = 2
     parity_min: float = 0.99
     """Least share of validation crops on which the int8 model must decide as the float one."""
@@ -165,6 +195,8 @@ def command_line(cfg: TrainConfig, *, out: str = "OUT", init: str | None = None)
     """The ``models.train`` command that repeats this run (``init`` names the earlier stage's
     ``.keras``; shared data paths are written as ``../shared/data/...``)."""
     parts = ["python -m models.train", f"--out {out}"]
+    if cfg.name != TrainConfig.name:  # it names the files the next stage continues from
+        parts.append(f"--name {cfg.name}")
     parts += [f"--real {_shared(r)}" for r in cfg.real]
     parts += [f"--synthetic {cfg.synthetic}", f"--epoch-synthetic {cfg.epoch_synthetic}"]
     if cfg.init is None:
@@ -221,14 +253,76 @@ def rebuild_float(tflite: Path, prov: dict[str, Any]) -> Any:
     return model
 
 
-def _init_provenance(init: Path | None) -> dict[str, Any]:
-    """The provenance in the sidecar beside the model (``.keras`` or ``.tflite``) a run
-    continues (empty if none)."""
+def _init_sidecar(init: Path | None) -> dict[str, Any]:
+    """The sidecar beside the model (``.keras`` or ``.tflite``) a run continues (empty if
+    none)."""
     side = init.with_suffix(".json") if init is not None else None
     if side is None or not side.is_file():
         return {}
-    prov = json.loads(side.read_text(encoding="utf-8")).get("provenance", {})
+    doc = json.loads(side.read_text(encoding="utf-8"))
+    return doc if isinstance(doc, dict) else {}
+
+
+def _init_provenance(init: Path | None) -> dict[str, Any]:
+    """The provenance in the sidecar beside the model (``.keras`` or ``.tflite``) a run
+    continues (empty if none)."""
+    prov = _init_sidecar(init).get("provenance", {})
     return prov if isinstance(prov, dict) else {}
+
+
+def default_version(data_fp: str, now: dt.datetime, parent_version: str | None = None) -> str:
+    """A new model's version: ``<UTC date>-<first 8 hex of its training-data fingerprint>``,
+    with the time of day added when that is the version of the model it continues (a second
+    run on the same data the same day, e.g. an export at another ``--target-fpr``)."""
+    version = f"{now:%Y%m%d}-{data_fp[:8]}"
+    if version == parent_version:
+        version = f"{now:%Y%m%d}T{now:%H%M%S}-{data_fp[:8]}"
+    return version
+
+
+MIN_VAL_POSITIVES = 10
+"""Fewest phone crops in a validation set that can check a threshold's recall at all."""
+
+
+def negatives_needed(target_fpr: float) -> int:
+    """Fewest phone-free validation crops one of which is within ``target_fpr``
+    (``1 / target_fpr``; at a target of 0, where none may be flagged, ``MIN_VAL_POSITIVES``)."""
+    if target_fpr <= 0:
+        return MIN_VAL_POSITIVES
+    return math.ceil(1.0 / target_fpr - 1e-9)
+
+
+def validation_shortfall(n_pos: int, n_neg: int, target_fpr: float) -> str | None:
+    """Why ``n_pos`` phone and ``n_neg`` phone-free validation crops are too few to set a
+    threshold for ``target_fpr`` (None when they are enough): one phone-free crop must be
+    within the target (``negatives_needed``), and recall needs ``MIN_VAL_POSITIVES``."""
+    need_neg = negatives_needed(target_fpr)
+    if n_neg >= need_neg and n_pos >= MIN_VAL_POSITIVES:
+        return None
+    step = f"one phone-free crop is {1 / n_neg:.0%} FPR" if n_neg else "no phone-free crop"
+    return (
+        f"{n_pos} phone and {n_neg} phone-free validation crops are too few to set a "
+        f"threshold for {target_fpr:.0%} FPR ({step}): need at least {need_neg} phone-free "
+        f"and {MIN_VAL_POSITIVES} phone crops"
+    )
+
+
+THRESHOLD_DRIFT = 0.1
+"""A new threshold this far (absolute) from the parent model's, or more than twice or less
+than half of it, is reported: the score scale moved, and the unit's decisions with it."""
+
+
+def threshold_drift(new: float, parent: float | None) -> str | None:
+    """Why ``new`` is far from the ``parent`` model's threshold (None if it is not)."""
+    if parent is None or not math.isfinite(parent) or parent <= 0:
+        return None
+    if abs(new - parent) <= THRESHOLD_DRIFT and 0.5 <= new / parent <= 2.0:
+        return None
+    return (
+        f"the new threshold {new:.3f} is far from the parent model's {parent:.3f}: its scores "
+        "mean something else now; compare both with 'phonewatch eval --model NEW "
+        "--compare PARENT' before deploying"
+    )
 
 
 def _continued(cfg: TrainConfig, size: int, prov: dict[str, Any]) -> TrainConfig:
@@ -527,11 +621,15 @@ def _load_init(cfg: TrainConfig, init_prov: dict[str, Any]) -> tuple[TrainConfig
     return cfg, init_model
 
 
-def _split_real(cfg: TrainConfig) -> tuple[list[mdata.Sample], list[mdata.Sample]]:
+def _split_real(
+    cfg: TrainConfig,
+) -> tuple[list[mdata.Sample], list[mdata.Sample], list[str]]:
     """The real training and validation samples of every ``cfg.real`` folder (validation:
-    whole groups, ``cfg.val_share`` of each folder)."""
+    whole groups, ``cfg.val_share`` of each folder), and a warning for each folder whose
+    validation part is too small to set a threshold (``validation_shortfall``)."""
     real_train: list[mdata.Sample] = []
     real_val: list[mdata.Sample] = []
+    warnings: list[str] = []
     for folder in cfg.real:
         samples = mdata.list_folder(folder, domain=folder.parent.name + "/" + folder.name)
         tr, va = mdata.split_groups(samples, val_share=cfg.val_share, seed=cfg.seed)
@@ -542,15 +640,60 @@ def _split_real(cfg: TrainConfig) -> tuple[list[mdata.Sample], list[mdata.Sample
             len(va),
             len({s.group for s in va}),
         )
+        small = _small_split(cfg, folder, len(tr), va)
+        if small is not None:
+            warnings.append(small)
+            log.warning("%s", small)
         real_train += tr
         real_val += va
-    return real_train, real_val
+    return real_train, real_val, warnings
+
+
+def _small_split(
+    cfg: TrainConfig, folder: Path, n_train: int, val: list[mdata.Sample]
+) -> str | None:
+    """Why ``folder``'s validation part ``val`` is too small to set a threshold, with the
+    folder size that would do (None if it is not; none is held out at ``--val-share 0``)."""
+    n_pos = sum(s.label for s in val)
+    short = validation_shortfall(n_pos, len(val) - n_pos, cfg.target_fpr)
+    if short is None or cfg.val_share <= 0:
+        return None
+    need = math.ceil((negatives_needed(cfg.target_fpr) + MIN_VAL_POSITIVES) / cfg.val_share)
+    return (
+        f"{folder}: split {n_train} train, {len(val)} validation: {short} (about {need} "
+        f"images in the folder at --val-share {cfg.val_share:g})"
+    )
+
+
+def _versioned(cfg: TrainConfig, data_fp: str, parent: dict[str, Any]) -> tuple[TrainConfig, str]:
+    """``cfg`` with its version set (``default_version`` unless given), and that version."""
+    if cfg.version is not None:
+        return cfg, cfg.version
+    version = default_version(data_fp, dt.datetime.now(dt.UTC), parent.get("version"))
+    log.info("model %s %s", cfg.name, version)
+    return replace(cfg, version=version), version
+
+
+def _threshold_warnings(cfg: TrainConfig, y: np.ndarray, threshold: float) -> list[str]:
+    """What is doubtful about the threshold just set on validation labels ``y``: too few
+    crops to set it, or far from the threshold of the model the run continues."""
+    out = []
+    n_pos = int(y.sum())
+    short = validation_shortfall(n_pos, int(y.size) - n_pos, cfg.target_fpr)
+    if short is not None:
+        out.append(f"threshold {threshold:.3f} is a guess: {short}")
+    parent = _init_sidecar(cfg.init).get("threshold")
+    drift = threshold_drift(threshold, float(parent) if parent is not None else None)
+    if drift is not None:
+        out.append(f"{drift} (--init {cfg.init})")
+    return out
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Train, export and write the sidecar into ``cfg.out``; returns the training record."""
     t_start = time.monotonic()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    require_train_extra()
     import keras
     import tensorflow as tf
 
@@ -562,6 +705,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     keras.utils.set_random_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     init_prov = _init_provenance(cfg.init)
+    parent = _init_sidecar(cfg.init)
     from_tflite = cfg.init is not None and cfg.init.suffix == ".tflite"
     cfg, init_model = _load_init(cfg, init_prov)
     spec = InputSpec(
@@ -574,7 +718,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     )
 
     # -- data ---------------------------------------------------------------------------------
-    real_train, real_val = _split_real(cfg)
+    real_train, real_val, warnings = _split_real(cfg)
     real_tr_img = [mdata.load_image(s.path) for s in real_train]
     real_tr_y = np.array([s.label for s in real_train], np.int64)
     real_va_img = [mdata.load_image(s.path) for s in real_val]
@@ -611,6 +755,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         extra=f"synthetic:{cfg.seed + SYNTH_TRAIN_SEED}:{cfg.synthetic}:renderer:{renderer_id()}",
     )
     log.info("data ready in %.0f s; fingerprint %s", time.monotonic() - t_start, data_fp[:16])
+    cfg, version = _versioned(cfg, data_fp, parent)
 
     # -- model --------------------------------------------------------------------------------
     if init_model is not None:
@@ -719,6 +864,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     # With site validation crops the operating point is the site's: threshold set on them only.
     thr_m = val_domain == "site" if cfg.site_val else np.ones(val_y.size, bool)
     threshold = metrics.threshold_for_fpr(val_y[thr_m], int8_p[thr_m], cfg.target_fpr)
+    warnings += _threshold_warnings(cfg, val_y[thr_m], threshold)
     # Parity: the int8 model must make the float model's decisions. Both are compared at the
     # same operating point (each model's threshold for the target FPR on validation), which is
     # how the shipped threshold is set; raw agreement at fixed thresholds is reported too.
@@ -803,7 +949,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         positive=["phone"],
         threshold=threshold,
         name=cfg.name,
-        version=cfg.version,
+        version=version,
         description=(
             f"P(driver holds a phone) from a driver-window crop; threshold set for "
             f"{cfg.target_fpr:.0%} false-positive rate on validation"
@@ -816,7 +962,65 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         f"{spec_out.threshold:.4f}",
         flush=True,
     )
-    return {"model": str(tfl), "threshold": threshold, "parity": par, "validation": val_metrics}
+    for w in warnings:  # again, after the training output: none is buried under it
+        log.warning("check: %s", w)
+    return {
+        "model": str(tfl),
+        "name": cfg.name,
+        "version": version,
+        "threshold": threshold,
+        "parity": par,
+        "validation": val_metrics,
+        "warnings": warnings,
+    }
+
+
+def _input_problem(a: argparse.Namespace) -> str | None:
+    """What is wrong with the model (``--init``), data (``--real``) and shares a run is
+    given."""
+    if not 0.0 <= a.val_share < 1.0:
+        return f"--val-share {a.val_share:g}: give the share of each folder held out, 0 to <1"
+    if not 0.0 <= a.target_fpr < 1.0:
+        return f"--target-fpr {a.target_fpr:g}: give a false-positive rate, 0 to <1 (0.05: 5 %)"
+    if a.init is not None:
+        if not a.init.is_file() or a.init.suffix not in (".keras", ".tflite"):
+            return f"--init {a.init} needs to be a .keras or .tflite file from a run"
+        if a.init.suffix == ".tflite" and not a.init.with_suffix(".json").is_file():
+            return (
+                f"--init {a.init}: a .tflite is continued from with its sidecar .json "
+                "beside it (it says how the model was trained)"
+            )
+    if not a.real and a.synthetic < 20:
+        return "no data: give --real folders and/or --synthetic N"
+    for r in a.real:
+        if r.name == "test" or "test" in r.parts[-1:]:
+            return f"{r} looks like a test split: test data is for evaluation only"
+    return None
+
+
+def out_problem(out: Path, *, force: bool) -> str | None:
+    """Why a run must not write into ``out`` (None if it may): a file, or a folder with
+    something in it, unless ``force`` (``models.site train`` never overwrites either)."""
+    if out.exists() and not out.is_dir():
+        return f"--out {out} is a file, not a folder"
+    if out.is_dir() and any(out.iterdir()) and not force:
+        return (
+            f"--out {out} is not empty: a run would overwrite the model there; give a new "
+            "folder, or add --force to overwrite it"
+        )
+    return None
+
+
+def name_problem(init: Path | None, name: str, version: str | None) -> str | None:
+    """Why ``--name``/``--version`` must not be used (None if they may): they are those of
+    the model the run continues, and the two could not be told apart."""
+    parent = _init_sidecar(init)
+    if version is not None and (parent.get("name"), parent.get("version")) == (name, version):
+        return (
+            f"--name {name} --version {version} are those of the model --init continues "
+            f"({init}): give the new model a version of its own (or leave --version out)"
+        )
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -919,7 +1123,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=0.05,
         help="false-positive rate the threshold is chosen for (on validation)",
     )
-    ap.add_argument("--version", default="1.0.0")
+    ap.add_argument(
+        "--name",
+        default="phone-in-hand",
+        help="model name in the sidecar, alerts and eval tables; also the file stem "
+        "(phone-in-hand: phone_in_hand.tflite)",
+    )
+    ap.add_argument(
+        "--version",
+        help="model version in the sidecar (default: <UTC date>-<first 8 hex of the "
+        "training-data fingerprint>, new for every run on other data or another day)",
+    )
+    ap.add_argument(
+        "--force",
+        action="store_true",
+        help="write into a non-empty --out (its files of the same names are overwritten)",
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cache", type=Path, help="keep rendered synthetic crops here between runs")
     ap.add_argument(
@@ -955,19 +1174,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             ap.error(f"teacher {t} needs to be a .tflite file with its sidecar .json beside it")
     if a.epochs == 0 and a.init is None:
         ap.error("--epochs 0 (export only) needs --init")
-    if a.init is not None:
-        if not a.init.is_file() or a.init.suffix not in (".keras", ".tflite"):
-            ap.error(f"--init {a.init} needs to be a .keras or .tflite file from a run")
-        if a.init.suffix == ".tflite" and not a.init.with_suffix(".json").is_file():
-            ap.error(
-                f"--init {a.init}: a .tflite is continued from with its sidecar .json "
-                "beside it (it says how the model was trained)"
-            )
-    if not a.real and a.synthetic < 20:
-        ap.error("no data: give --real folders and/or --synthetic N")
-    for r in a.real:
-        if r.name == "test" or "test" in r.parts[-1:]:
-            ap.error(f"{r} looks like a test split: test data is for evaluation only")
+    problem = (
+        _input_problem(a)
+        or out_problem(a.out, force=a.force)
+        or name_problem(a.init, a.name, a.version)
+    )
+    if problem:
+        ap.error(problem)
     cfg = TrainConfig(
         out=a.out,
         real=a.real,
@@ -983,6 +1196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         val_share=a.val_share,
         real_repeat=a.real_repeat,
         target_fpr=a.target_fpr,
+        name=a.name,
         version=a.version,
         threads=a.threads,
         epoch_synthetic=a.epoch_synthetic,
@@ -997,8 +1211,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         teachers=a.teacher,
         distill=a.distill,
     )
-    record = train(cfg)
-    print(json.dumps({k: record[k] for k in ("model", "threshold")}))
+    try:
+        record = train(cfg)
+    except TrainExtraMissing as e:
+        print(f"models.train: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps({k: record[k] for k in ("model", "threshold", "name", "version")}))
     return 0
 
 

@@ -122,46 +122,179 @@ _COLOURS = (
 )
 
 
+@dataclass(frozen=True)
+class Curve:
+    """One line of a plot, ``xs`` and ``ys`` in the unit square, and the model's operating
+    point on it (``point``: at its sidecar threshold), marked with a dot labelled
+    ``point_label``. A point with a coordinate that is not finite is left out."""
+
+    label: str
+    xs: np.ndarray
+    ys: np.ndarray
+    point: tuple[float, float] | None = None
+    point_label: str = ""
+
+
+Box = tuple[int, int, int, int]
+"""``(x0, y0, x1, y1)`` in pixels, ``x1`` and ``y1`` excluded."""
+
+
+@dataclass(frozen=True)
+class PlotFrame:
+    """The picture's size and the margins around the unit-square plot area."""
+
+    width: int = 720
+    height: int = 580
+    left: int = 80
+    right: int = 20
+    top: int = 50
+    bottom: int = 62
+
+    @property
+    def plot_size(self) -> tuple[int, int]:
+        return self.width - self.left - self.right, self.height - self.top - self.bottom
+
+    def px(self, x: float, y: float) -> tuple[int, int]:
+        """The pixel of the plot point ``(x, y)``."""
+        pw, ph = self.plot_size
+        return self.left + round(x * pw), self.top + round((1.0 - y) * ph)
+
+
+PLOT = PlotFrame()
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+_TITLE_SCALE, _LABEL_SCALE, _SMALL_SCALE = 0.6, 0.5, 0.45
+MARKER_RADIUS = 7
+
+
+def text_boxes(title: str, xlabel: str, ylabel: str, frame: PlotFrame = PLOT) -> dict[str, Box]:
+    """Where ``draw_curves`` writes the title (above the plot area), the x label (under the
+    tick values) and the y label (turned upright, left of the tick values)."""
+    pw, ph = frame.plot_size
+    (tw, th), tb = cv2.getTextSize(title, _FONT, _TITLE_SCALE, 1)
+    (xw, xh), xb = cv2.getTextSize(xlabel, _FONT, _LABEL_SCALE, 1)
+    (yw, yh), yb = cv2.getTextSize(ylabel, _FONT, _LABEL_SCALE, 1)
+    x0 = frame.left + max(0, (pw - xw) // 2)
+    y0 = frame.top + max(0, (ph - yw) // 2)
+    return {
+        "title": (frame.left, 14, frame.left + tw, 14 + th + tb),
+        "xlabel": (x0, frame.height - 12 - xh - xb, x0 + xw, frame.height - 12),
+        "ylabel": (10, y0, 10 + yh + yb, y0 + yw),
+    }
+
+
+def _put(img: np.ndarray, text: str, box: Box, scale: float, *, upright: bool = False) -> None:
+    """``text`` in black filling ``box`` (``upright``: turned a quarter left, read bottom up)."""
+    x0, y0, x1, y1 = box
+    (_, th), _ = cv2.getTextSize(text, _FONT, scale, 1)
+    if not upright:
+        cv2.putText(img, text, (x0, y0 + th), _FONT, scale, (0, 0, 0), 1, cv2.LINE_AA)
+        return
+    flat = np.full((x1 - x0, y1 - y0, 3), 255, np.uint8)
+    cv2.putText(flat, text, (0, th), _FONT, scale, (0, 0, 0), 1, cv2.LINE_AA)
+    turned = cv2.rotate(flat, cv2.ROTATE_90_COUNTERCLOCKWISE)
+    np.minimum(img[y0:y1, x0:x1], turned, out=img[y0:y1, x0:x1])
+
+
+def _mark(img: np.ndarray, curve: Curve, colour: tuple[int, int, int], frame: PlotFrame) -> bool:
+    """Draw ``curve``'s operating point and its label inside the plot area; False if it has
+    none."""
+    if curve.point is None or not all(math.isfinite(v) for v in curve.point):
+        return False
+    cx, cy = frame.px(*curve.point)
+    cv2.circle(img, (cx, cy), MARKER_RADIUS, colour, cv2.FILLED, cv2.LINE_AA)
+    cv2.circle(img, (cx, cy), MARKER_RADIUS, (0, 0, 0), 1, cv2.LINE_AA)
+    if curve.point_label:
+        (tw, th), _ = cv2.getTextSize(curve.point_label, _FONT, _SMALL_SCALE, 1)
+        pw, _ = frame.plot_size
+        gap = MARKER_RADIUS + 4
+        tx = cx + gap if cx + gap + tw <= frame.left + pw else cx - gap - tw
+        ty = cy - gap if cy - gap - th >= frame.top else cy + gap + th
+        cv2.rectangle(img, (tx - 2, ty - th - 3), (tx + tw + 2, ty + 4), (255, 255, 255), -1)
+        cv2.putText(img, curve.point_label, (tx, ty), _FONT, _SMALL_SCALE, colour, 1, cv2.LINE_AA)
+    return True
+
+
+def _fit(text: str, max_px: int) -> str:
+    """``text``, shortened in the middle (``...``) to at most ``max_px`` wide."""
+    if cv2.getTextSize(text, _FONT, _SMALL_SCALE, 1)[0][0] <= max_px:
+        return text
+    keep = len(text)
+    while keep > 8:
+        keep -= 1
+        cut = text[: keep // 2] + "..." + text[len(text) - (keep - keep // 2) :]
+        if cv2.getTextSize(cut, _FONT, _SMALL_SCALE, 1)[0][0] <= max_px:
+            return cut
+    return text[:8]
+
+
+def _legend(
+    img: np.ndarray,
+    entries: list[tuple[str, tuple[int, int, int], bool]],
+    frame: PlotFrame,
+    *,
+    left: bool,
+) -> None:
+    """The key (``(label, colour, is_dot)`` per row) on a white box in the plot area's
+    bottom-left (``left``) or bottom-right corner, as wide as its longest label needs."""
+    pw, ph = frame.plot_size
+    texts = [_fit(label, pw - 60) for label, _, _ in entries]
+    width = 38 + max(cv2.getTextSize(t, _FONT, _SMALL_SCALE, 1)[0][0] for t in texts) + 8
+    lx = frame.left + 8 if left else frame.left + pw - width - 4
+    top = frame.top + ph - 8 - 22 * len(entries)
+    cv2.rectangle(img, (lx - 4, top), (lx + width, top + 22 * len(entries) + 4), (255,) * 3, -1)
+    cv2.rectangle(img, (lx - 4, top), (lx + width, top + 22 * len(entries) + 4), (200,) * 3, 1)
+    for i, ((_, colour, dot), text) in enumerate(zip(entries, texts, strict=True)):
+        ly = top + 20 + 22 * i
+        if dot:
+            cv2.circle(img, (lx + 15, ly - 5), MARKER_RADIUS - 2, colour, cv2.FILLED, cv2.LINE_AA)
+        else:
+            cv2.line(img, (lx, ly - 5), (lx + 30, ly - 5), colour, 3)
+        cv2.putText(img, text, (lx + 38, ly), _FONT, _SMALL_SCALE, (0, 0, 0), 1, cv2.LINE_AA)
+
+
 def draw_curves(
-    curves: list[tuple[str, np.ndarray, np.ndarray]],
+    curves: list[Curve],
     *,
     title: str,
     xlabel: str,
     ylabel: str,
     path: Path,
     diagonal: bool = False,
-    legend_low: bool = True,
+    legend_left: bool = False,
+    frame: PlotFrame = PLOT,
 ) -> Path:
-    """Line plot of ``(label, xs, ys)`` curves in the unit square, written as a PNG."""
-    w, h, left, right, top, bottom = 720, 560, 70, 20, 40, 60
-    img = np.full((h, w, 3), 255, np.uint8)
-    pw, ph = w - left - right, h - top - bottom
-
-    def px(x: float, y: float) -> tuple[int, int]:
-        return left + round(x * pw), top + round((1.0 - y) * ph)
-
-    font = cv2.FONT_HERSHEY_SIMPLEX
+    """Line plot of ``curves`` in the unit square, each with its operating point marked,
+    written as a PNG."""
+    img = np.full((frame.height, frame.width, 3), 255, np.uint8)
+    _, ph = frame.plot_size
+    px = frame.px
     for i in range(6):
         v = i / 5
         cv2.line(img, px(v, 0), px(v, 1), (225, 225, 225), 1)
         cv2.line(img, px(0, v), px(1, v), (225, 225, 225), 1)
-        cv2.putText(img, f"{v:.1f}", (px(v, 0)[0] - 12, h - bottom + 20), font, 0.45, (0, 0, 0), 1)
-        cv2.putText(img, f"{v:.1f}", (left - 40, px(0, v)[1] + 5), font, 0.45, (0, 0, 0), 1)
+        tick = f"{v:.1f}"
+        cv2.putText(
+            img, tick, (px(v, 0)[0] - 12, frame.top + ph + 20), _FONT, _SMALL_SCALE, (0, 0, 0)
+        )
+        cv2.putText(img, tick, (frame.left - 34, px(0, v)[1] + 5), _FONT, _SMALL_SCALE, (0, 0, 0))
     cv2.rectangle(img, px(0, 1), px(1, 0), (0, 0, 0), 1)
     if diagonal:
         cv2.line(img, px(0, 0), px(1, 1), (170, 170, 170), 1, cv2.LINE_AA)
-    for i, (label, xs, ys) in enumerate(curves):
+    entries: list[tuple[str, tuple[int, int, int], bool]] = []
+    for i, c in enumerate(curves):
         colour = _COLOURS[i % len(_COLOURS)]
-        pts = np.array([px(float(x), float(y)) for x, y in zip(xs, ys, strict=True)], np.int32)
+        pts = np.array([px(float(x), float(y)) for x, y in zip(c.xs, c.ys, strict=True)], np.int32)
         if len(pts) > 1:
             cv2.polylines(img, [pts], False, colour, 2, cv2.LINE_AA)
-        ly = (top + ph - 12 - 22 * (len(curves) - 1 - i)) if legend_low else top + 20 + 22 * i
-        lx = left + pw - 420
-        cv2.line(img, (lx, ly - 5), (lx + 30, ly - 5), colour, 3)
-        cv2.putText(img, label[:56], (lx + 38, ly), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.putText(img, title, (left, 26), font, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.putText(img, xlabel, (left + pw // 2 - 60, h - 15), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.putText(img, ylabel, (5, top - 10), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+        entries.append((c.label, colour, False))
+    marked = [_mark(img, c, _COLOURS[i % len(_COLOURS)], frame) for i, c in enumerate(curves)]
+    if any(marked):
+        entries.append(("operating point (sidecar threshold)", (90, 90, 90), True))
+    _legend(img, entries, frame, left=legend_left)
+    boxes = text_boxes(title, xlabel, ylabel, frame)
+    _put(img, title, boxes["title"], _TITLE_SCALE)
+    _put(img, xlabel, boxes["xlabel"], _LABEL_SCALE)
+    _put(img, ylabel, boxes["ylabel"], _LABEL_SCALE, upright=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(path), img):
         raise OSError(f"cannot write {path}")
@@ -228,7 +361,40 @@ def evaluate(
                     )
             res.ms_per_crop = 1000.0 * total_s / max(1, total_n)
         results.append(res)
+    for res, name in zip(results, distinct_names(results), strict=True):
+        res.name = name
     return results, labels
+
+
+def distinct_names(results: list[ModelResult]) -> list[str]:
+    """Each result's name, told apart where two share one (a retrained model under its
+    parent's name and version): ``name (file)``, with as many of the path's folders as it
+    takes, and ``#k`` after a file given more than once."""
+    names = [r.name for r in results]
+    out = list(names)
+    for name in set(names):
+        idx = [i for i, n in enumerate(names) if n == name]
+        if len(idx) < 2:
+            continue
+        paths = [Path(results[i].model).resolve().parts for i in idx]
+        unique = list(dict.fromkeys(paths))
+        depth = 1
+        while depth < max(len(p) for p in unique) and len({p[-depth:] for p in unique}) < len(
+            unique
+        ):
+            depth += 1
+        tails = ["/".join(p[-depth:]) for p in paths]
+        seen: dict[str, int] = {}
+        for i, tail in zip(idx, tails, strict=True):
+            seen[tail] = seen.get(tail, 0) + 1
+            again = f" #{seen[tail]}" if tails.count(tail) > 1 else ""
+            out[i] = f"{name} ({tail}{again})"
+    return out
+
+
+def _num(v: Any) -> float:
+    """A metric as a float (``nan`` for none, e.g. precision with nothing flagged)."""
+    return math.nan if v is None else float(v)
 
 
 def _fmt(v: Any) -> str:
@@ -337,11 +503,28 @@ def write_outputs(
         slug = dataset.replace("/", "_")
         roc, pr = [], []
         for r in results:
+            m = r.per_data[dataset]
+            at = f"threshold {r.threshold:.3f}"
             fpr, tpr, _ = metrics.roc_curve(y, r.scores[dataset])
-            auc = r.per_data[dataset]["roc_auc"]
-            roc.append((f"{r.name} (AUC {_fmt(auc)})", fpr, tpr))
+            roc.append(
+                Curve(
+                    f"{r.name} (AUC {_fmt(m['roc_auc'])})",
+                    fpr,
+                    tpr,
+                    point=(_num(m["fpr"]), _num(m["recall"])),
+                    point_label=at,
+                )
+            )
             prec, rec, _ = metrics.pr_curve(y, r.scores[dataset])
-            pr.append((r.name, np.r_[0.0, rec], np.r_[1.0, prec]))
+            pr.append(
+                Curve(
+                    r.name,
+                    np.r_[0.0, rec],
+                    np.r_[1.0, prec],
+                    point=(_num(m["recall"]), _num(m["precision"])),
+                    point_label=at,
+                )
+            )
         written.append(
             draw_curves(
                 roc,
@@ -359,7 +542,7 @@ def write_outputs(
                 xlabel="recall",
                 ylabel="precision",
                 path=out / f"{slug}_pr.png",
-                legend_low=False,
+                legend_left=True,  # PR curves run from top left to bottom right
             )
         )
         with (out / f"{slug}_scores.csv").open("w", newline="", encoding="utf-8") as f:

@@ -23,10 +23,10 @@ IR_STROBE_ACTIVE_LOW = False
 PI_POWER_EN = 6  # board pin 9, out
 PI_POWER_EN_ACTIVE_LOW = False
 
-# Supervisor link, Pi TX -> Pico UART0 RX (Pi 5 UART2, /dev/ttyAMA2; 115200 8N1)
+# Supervisor link, Pi TX -> Pico UART0 RX, 115200 8N1 (Pi 5 /dev/ttyAMA2, Pi 4 /dev/ttyAMA1)
 UART_PI_TO_PICO = 1  # board pin 2, in
 UART_PI_TO_PICO_ACTIVE_LOW = False
 
-# Supervisor link, Pico UART0 TX -> Pi RX (Pi 5 UART2)
+# Supervisor link, Pico UART0 TX -> Pi RX (Pi 5 UART2, Pi 4 UART3)
 UART_PICO_TO_PI = 0  # board pin 1, out
 UART_PICO_TO_PI_ACTIVE_LOW = False

@@ -489,3 +489,26 @@ def test_eval_does_not_print_the_runtime_line(tmp_path: Path, brightness_model: 
     r = _run_cli("eval", "--model", str(brightness_model), "--data", str(tmp_path / "data"))
     assert r.returncode == 0, r.stderr
     assert "XNNPACK" not in r.stderr
+
+
+def test_pins_names_every_board_and_uart_the_installer_supports(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # docs/field.md's board table (what deploy/ansible/site.yml sets up) against the pin map
+    rows = [
+        [c.strip(" `") for c in line.strip("|").split("|")]
+        for line in (REPO / "docs" / "field.md").read_text(encoding="utf-8").splitlines()
+        if line.startswith(("| Pi 4 ", "| Pi 5 "))
+    ]
+    boards = {r[0].split(" /")[0]: (r[2], r[3]) for r in rows}
+    assert set(boards) == {"Pi 4", "Pi 5"}
+    pin_map = REPO / "hardware" / "pinmap.toml"
+    assert main(["pins", "--pin-map", str(pin_map)]) == 0
+    text = capsys.readouterr().out
+    title = text.splitlines()[0]
+    assert "Raspberry Pi 4 or 5" in title
+    by_signal = {line.split()[0]: line for line in text.splitlines()[2:]}
+    for board, (gnss, supervisor) in boards.items():
+        assert gnss in by_signal["gnss_rx"], board
+        assert f"{board} " in by_signal["uart_pi_to_pico"]
+        assert supervisor in by_signal["uart_pi_to_pico"], board

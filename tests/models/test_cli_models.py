@@ -11,7 +11,16 @@ import numpy as np
 import pytest
 
 from edge.app import cli
-from edge.app.cli_models import EvalDataError, evaluate, list_images, make_sidecar
+from edge.app.cli_models import (
+    _COLOURS,
+    MARKER_RADIUS,
+    PLOT,
+    EvalDataError,
+    evaluate,
+    list_images,
+    make_sidecar,
+    text_boxes,
+)
 from edge.core.errors import ModelError
 from edge.core.model_spec import load_spec
 
@@ -67,12 +76,93 @@ def test_eval_scores_every_image_and_reports_side_by_side(
     rows = list(csv.DictReader((out / "site_crops_scores.csv").open(encoding="utf-8")))
     assert len(rows) == 9
     # each score names its image: the dark phone image (90) is the miss
-    by_file = {r["file"]: float(r["brightness-int8 test-1"]) for r in rows}
+    # one model given twice: a column each, told apart by the file (and #k for the same file)
+    twice = ["brightness-int8 test-1 (brightness_int8.tflite #1)"]
+    twice.append("brightness-int8 test-1 (brightness_int8.tflite #2)")
+    assert list(rows[0])[3:] == twice
+    assert [m["name"] for m in doc["models"]] == twice
+    by_file = {r["file"]: float(r[twice[0]]) for r in rows}
     assert set(by_file) == {f"phone/{i:03d}.png" for i in range(4)} | {
         f"no_phone/{i:03d}.png" for i in range(5)
     }
     assert min(by_file, key=lambda f: by_file[f]) == "no_phone/004.png"  # the darkest, 20
     assert by_file["phone/003.png"] < min(by_file[f"phone/{i:03d}.png"] for i in range(3))
+
+
+def test_models_sharing_a_name_and_version_get_distinct_columns(tmp_path: Path) -> None:
+    # a retrained model under its parent's name and version, in another folder
+    for d in ("deployed", "retrained"):
+        (tmp_path / d).mkdir()
+        for src in (BRIGHTNESS, BRIGHTNESS.with_suffix(".json")):
+            (tmp_path / d / src.name).write_bytes(src.read_bytes())
+    data = _folder(tmp_path / "a" / "b", [200, 150], [100, 90])
+    models: list[tuple[Path, Path | None]] = [
+        (tmp_path / d / BRIGHTNESS.name, None) for d in ("deployed", "retrained")
+    ]
+    results, _ = evaluate(models, [data])
+    assert [r.name for r in results] == [
+        "brightness-int8 test-1 (deployed/brightness_int8.tflite)",
+        "brightness-int8 test-1 (retrained/brightness_int8.tflite)",
+    ]
+    # a name used once is left as it is
+    alone, _ = evaluate([(BRIGHTNESS, None)], [data])
+    assert alone[0].name == "brightness-int8 test-1"
+
+
+def _boxes_overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def test_eval_plots_mark_the_operating_point_and_keep_labels_apart(tmp_path: Path) -> None:
+    data = _folder(tmp_path / "site" / "crops", [230, 220, 210, 90], [70, 80, 100, 110, 20, 215])
+    out = tmp_path / "out"
+    assert (
+        cli.main(["eval", "--model", str(BRIGHTNESS), "--data", str(data), "--out", str(out)]) == 0
+    )
+    m = json.loads((out / "metrics.json").read_text(encoding="utf-8"))["models"][0]
+    at = m["data"]["site/crops"]
+    assert at["threshold"] == pytest.approx(0.5)
+    assert (at["recall"], at["fpr"], at["precision"]) == pytest.approx((0.75, 1 / 6, 0.75))
+    colour = np.array(_COLOURS[0])
+    yy, xx = np.mgrid[: PLOT.height, : PLOT.width]
+    for png, point, title, xlabel, ylabel in (
+        (
+            "site_crops_roc.png",
+            (at["fpr"], at["recall"]),
+            "ROC - site/crops",
+            "false-positive rate",
+            "recall",
+        ),
+        (
+            "site_crops_pr.png",
+            (at["recall"], at["precision"]),
+            "Precision-recall - site/crops",
+            "recall",
+            "precision",
+        ),
+    ):
+        img = cv2.imread(str(out / png))
+        assert img is not None
+        assert img.shape == (PLOT.height, PLOT.width, 3)
+        # a filled dot in the model's colour at its operating point: far more of that colour
+        # than the 2 px curve through the point would leave in the disc
+        cx, cy = PLOT.px(*point)
+        disc = (xx - cx) ** 2 + (yy - cy) ** 2 <= (MARKER_RADIUS - 2) ** 2
+        same = (np.abs(img.astype(int) - colour).sum(axis=2) < 40) & disc
+        assert same.sum() >= 0.8 * disc.sum()
+        # the title and the axis labels are apart, outside the plot area, and drawn
+        boxes = text_boxes(title, xlabel, ylabel)
+        plot = (PLOT.left, PLOT.top, PLOT.width - PLOT.right, PLOT.height - PLOT.bottom)
+        names = list(boxes)
+        for i, a in enumerate(names):
+            assert not _boxes_overlap(boxes[a], plot), a
+            for b in names[i + 1 :]:
+                assert not _boxes_overlap(boxes[a], boxes[b]), (a, b)
+            x0, y0, x1, y1 = boxes[a]
+            assert (img[y0:y1, x0:x1] < 100).all(axis=2).sum() > 20, a  # black text there
+        # the y label reads upright: taller than wide
+        x0, y0, x1, y1 = boxes["ylabel"]
+        assert y1 - y0 > x1 - x0
 
 
 def test_eval_matches_the_classifier_it_wraps(tmp_path: Path) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
 from pathlib import Path
 
 import cv2
@@ -353,7 +355,9 @@ def test_resizing_a_model_keeps_its_weights() -> None:
     )
 
 
-def test_zero_epochs_exports_the_same_weights_at_another_operating_point(tmp_path: Path) -> None:
+def test_zero_epochs_exports_the_same_weights_at_another_operating_point(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     import keras
 
     site = _site_folder(tmp_path / "site", 20)
@@ -375,6 +379,7 @@ def test_zero_epochs_exports_the_same_weights_at_another_operating_point(tmp_pat
     ]
     with pytest.raises(SystemExit):  # nothing to export without a model
         train.main(["--out", str(tmp_path / "x"), *common, "--epochs", "0"])
+    caplog.set_level(logging.WARNING, logger="models.train")
     assert (
         train.main(
             [
@@ -397,6 +402,9 @@ def test_zero_epochs_exports_the_same_weights_at_another_operating_point(tmp_pat
     )
     first = load_spec(tmp_path / "s1" / "phone_in_hand.json")
     init = tmp_path / "s1" / "phone_in_hand.keras"
+    # 8 + 8 validation crops cannot set a threshold: the end of the run says so
+    assert "check: threshold" in caplog.text
+    assert "too few to set a threshold for 0% FPR" in caplog.text
     assert (
         train.main(
             [
@@ -414,6 +422,13 @@ def test_zero_epochs_exports_the_same_weights_at_another_operating_point(tmp_pat
         == 0
     )
     again = load_spec(tmp_path / "s2" / "phone_in_hand.json")
+    # each export gets a version of its own: the date and the data's fingerprint, with the
+    # time added here (same data, same day as the model it continues)
+    fp = first.provenance["training_data_sha256"][:8]
+    assert (first.name, again.name) == ("phone-in-hand", "phone-in-hand")
+    assert re.fullmatch(rf"\d{{8}}-{fp}", first.version)
+    assert re.fullmatch(rf"\d{{8}}(T\d{{6}})?-{fp}", again.version)
+    assert again.version != first.version
     a, b = keras.models.load_model(init), keras.models.load_model(tmp_path / "s2" / init.name)
     assert all((u == v).all() for u, v in zip(a.get_weights(), b.get_weights(), strict=True))
     assert again.provenance["total_epochs"] == first.provenance["total_epochs"] == 2
