@@ -1,0 +1,189 @@
+// The labelling queue without page reloads: each label (buttons, keys, bulk) is a POST to
+// /labels/api/label with the session's CSRF token, and the page updates in place; "u" undoes
+// the last one (/labels/api/undo) while its bar is shown. Without this script every button is a
+// plain form that comes back to the page.
+(function () {
+  var root = document.getElementById("label-queue");
+  var bulk = document.getElementById("bulk");
+  if (!root || !bulk) return;  // nothing queued
+  var csrf = bulk.querySelector("input[name=csrf]").value;
+  var bar = document.getElementById("label-undo-bar");
+  var barText = document.getElementById("label-undo-text");
+  var undoBtn = document.getElementById("label-undo");
+  var status = document.getElementById("label-status");
+  var help = document.getElementById("label-help");
+  var count = document.getElementById("label-count");
+  var nSel = document.getElementById("n-selected");
+  var all = document.getElementById("select-all");
+  var empty = document.getElementById("queue-empty");
+  var undoS = parseFloat(root.dataset.undoS) || 10;
+  var current = 0, last = null, lastTimer = null, busy = false;
+
+  function crops() { return Array.prototype.slice.call(root.querySelectorAll("figure.crop:not([hidden])")); }
+  function mark(i, focus) {
+    var c = crops();
+    root.querySelectorAll("figure.crop.current").forEach(function (el) { el.classList.remove("current"); });
+    if (!c.length) { current = 0; return; }
+    current = Math.max(0, Math.min(i, c.length - 1));
+    c[current].classList.add("current");
+    if (focus !== false) { c[current].focus({preventScroll: true}); c[current].scrollIntoView({block: "nearest"}); }
+  }
+  function say(text, kind) {
+    status.textContent = text;
+    status.className = "flash flash-" + (kind || "info");
+    status.hidden = !text;
+  }
+  function selected() {
+    return Array.prototype.slice.call(root.querySelectorAll("figure.crop:not([hidden]) input[type=checkbox]:checked"));
+  }
+  function updateSel() {
+    var n = selected().length;
+    nSel.textContent = String(n);
+    bulk.querySelectorAll("button.bulk").forEach(function (b) { b.disabled = n === 0; });
+    root.querySelectorAll("figure.crop").forEach(function (el) {
+      el.classList.toggle("selected", el.querySelector("input[type=checkbox]").checked);
+    });
+  }
+  function setCount(delta) {
+    var n = Math.max(0, parseInt(count.dataset.n, 10) + delta);
+    count.dataset.n = String(n);
+    count.textContent = n + " to label";
+    empty.hidden = crops().length > 0;
+  }
+  function sessionCount(el, delta) {
+    var box = el.closest(".crops"), head = box && box.previousElementSibling;
+    var n = head && head.querySelector(".n");
+    if (n) n.textContent = String(Math.max(0, parseInt(n.textContent, 10) + delta));
+  }
+  function post(url, fields) {
+    var body = new URLSearchParams();
+    body.append("csrf", csrf);
+    Object.keys(fields).forEach(function (k) {
+      [].concat(fields[k]).forEach(function (v) { body.append(k, String(v)); });
+    });
+    return fetch(url, {method: "POST", body: body, credentials: "same-origin", headers: {"Accept": "application/json"}})
+      .then(function (r) {
+        return r.json().catch(function () { return {}; }).then(function (j) {
+          if (!r.ok) {
+            var msg = typeof j.detail === "string" ? j.detail : "the server said " + r.status;
+            if (r.status === 401) msg = "Your session has ended, so nothing was changed. Log in again (reload the page).";
+            throw new Error(msg);
+          }
+          return j;
+        });
+      });
+  }
+  function hide(id) {
+    var el = document.getElementById("crop-" + id);
+    if (!el || el.hidden) return;
+    el.hidden = true;
+    el.classList.remove("current", "selected");
+    el.querySelector("input[type=checkbox]").checked = false;
+    sessionCount(el, -1);
+    setCount(-1);
+  }
+  function showUndo(batch, text) {
+    last = batch;
+    barText.textContent = text;
+    bar.hidden = false;
+    window.clearTimeout(lastTimer);
+    lastTimer = window.setTimeout(function () { bar.hidden = true; last = null; }, undoS * 1000);
+  }
+  function label(ids, value) {
+    if (!ids.length || busy) return;
+    busy = true;
+    ids.forEach(function (id) { var el = document.getElementById("crop-" + id); if (el) el.classList.add("busy"); });
+    post("/labels/api/label", {id: ids, label: value}).then(function (j) {
+      j.labelled.concat(j.not_queued).forEach(hide);
+      var words = value.replace("_", " ");
+      showUndo(j.batch, "Labelled " + j.labelled.length + " crop" + (j.labelled.length === 1 ? "" : "s") + " as " + words + ".");
+      say(j.not_queued.length ? j.not_queued.length + " of them had been labelled by someone else already; left as they were." : "", "info");
+      updateSel();
+      mark(current);
+    }).catch(function (e) {
+      say("Not labelled: " + e.message, "error");
+    }).then(function () {
+      busy = false;
+      root.querySelectorAll("figure.crop.busy").forEach(function (el) { el.classList.remove("busy"); });
+    });
+  }
+  function undo() {
+    if (!last || busy) return;
+    var batch = last;
+    busy = true;
+    post("/labels/api/undo", {batch: batch}).then(function (j) {
+      var first = null;
+      j.undone.forEach(function (id) {
+        var el = document.getElementById("crop-" + id);
+        if (!el || !el.hidden) return;
+        el.hidden = false;
+        sessionCount(el, 1);
+        setCount(1);
+        first = first || el;
+      });
+      bar.hidden = true; last = null;
+      say("Undone: " + j.undone.length + " crop" + (j.undone.length === 1 ? "" : "s") + " back in the queue.", "ok");
+      if (first) mark(crops().indexOf(first));
+    }).catch(function (e) {
+      bar.hidden = true; last = null;
+      say("Not undone: " + e.message, "error");
+    }).then(function () { busy = false; });
+  }
+  function currentId() {
+    var c = crops();
+    return c.length ? [parseInt(c[current].dataset.id, 10)] : [];
+  }
+  function selectedIds() { return selected().map(function (c) { return parseInt(c.value, 10); }); }
+
+  root.addEventListener("submit", function (ev) {
+    var f = ev.target, btn = ev.submitter;
+    if (!btn || !btn.value) return;
+    if (f === bulk) { ev.preventDefault(); label(selectedIds(), btn.value); return; }
+    var fig = f.closest("figure.crop");
+    if (fig) {
+      ev.preventDefault();
+      mark(crops().indexOf(fig), false);
+      label([parseInt(fig.dataset.id, 10)], btn.value);
+    }
+  });
+  root.addEventListener("change", function (ev) {
+    if (ev.target === all) {
+      crops().forEach(function (el) { el.querySelector("input[type=checkbox]").checked = all.checked; });
+    }
+    updateSel();
+  });
+  root.addEventListener("click", function (ev) {
+    var fig = ev.target.closest("figure.crop");
+    if (fig && ev.target.tagName === "IMG") mark(crops().indexOf(fig), false);
+  });
+  undoBtn.addEventListener("click", undo);
+  root.addEventListener("error", function (ev) {  // deleted by retention meanwhile
+    if (ev.target.tagName === "IMG") ev.target.alt = "crop no longer stored";
+  }, true);
+
+  // "u" here is this page's undo; the capture phase runs before console.js's review undo.
+  window.addEventListener("keydown", function (ev) {
+    if (window.pwTyping && window.pwTyping(ev)) return;
+    if (ev.key === "u" && last) { ev.preventDefault(); ev.stopImmediatePropagation(); undo(); }
+  }, true);
+  document.addEventListener("keydown", function (ev) {
+    if ((window.pwTyping && window.pwTyping(ev)) || ev.target.closest("#range-form")) return;
+    var c = crops();
+    switch (ev.key) {
+      case "j": case "ArrowRight": ev.preventDefault(); mark(current + 1); break;
+      case "k": case "ArrowLeft": ev.preventDefault(); mark(current - 1); break;
+      case "p": ev.preventDefault(); label(currentId(), "phone"); break;
+      case "n": ev.preventDefault(); label(currentId(), "no_phone"); break;
+      case "s": ev.preventDefault(); label(currentId(), "skip"); break;
+      case "P": ev.preventDefault(); label(selectedIds(), "phone"); break;
+      case "N": ev.preventDefault(); label(selectedIds(), "no_phone"); break;
+      case "S": ev.preventDefault(); label(selectedIds(), "skip"); break;
+      case "x":
+        if (c.length) { ev.preventDefault(); var box = c[current].querySelector("input[type=checkbox]"); box.checked = !box.checked; updateSel(); }
+        break;
+      case "?": ev.preventDefault(); help.hidden = !help.hidden; break;
+      case "Escape": help.hidden = true; break;
+    }
+  });
+  if (crops().length) mark(0, false);
+})();
