@@ -129,6 +129,15 @@
       say("Not undone: " + e.message, "error");
     }).then(function () { busy = false; });
   }
+  // Keys are ignored while typing (a text field, a select, Ctrl/Alt/Meta) but not on a crop's
+  // checkbox or a button: after ticking a crop, "p" still labels.
+  function typing(ev) {
+    var t = ev.target;
+    if (ev.ctrlKey || ev.metaKey || ev.altKey) return true;
+    if (!t || !t.tagName) return false;
+    if (t.tagName === "INPUT") return !/^(checkbox|radio|button|submit)$/.test(t.type);
+    return t.isContentEditable || /^(TEXTAREA|SELECT)$/.test(t.tagName);
+  }
   function currentId() {
     var c = crops();
     return c.length ? [parseInt(c[current].dataset.id, 10)] : [];
@@ -163,11 +172,11 @@
 
   // "u" here is this page's undo; the capture phase runs before console.js's review undo.
   window.addEventListener("keydown", function (ev) {
-    if (window.pwTyping && window.pwTyping(ev)) return;
+    if (typing(ev)) return;
     if (ev.key === "u" && last) { ev.preventDefault(); ev.stopImmediatePropagation(); undo(); }
   }, true);
   document.addEventListener("keydown", function (ev) {
-    if ((window.pwTyping && window.pwTyping(ev)) || ev.target.closest("#range-form")) return;
+    if (typing(ev) || (ev.target.closest && ev.target.closest("#range-form"))) return;
     var c = crops();
     switch (ev.key) {
       case "j": case "ArrowRight": ev.preventDefault(); mark(current + 1); break;
