@@ -17,7 +17,7 @@
   var all = document.getElementById("select-all");
   var empty = document.getElementById("queue-empty");
   var undoS = parseFloat(root.dataset.undoS) || 10;
-  var current = 0, last = null, lastTimer = null, busy = false;
+  var current = 0, last = null, lastTimer = null, pending = 0, chain = Promise.resolve();
 
   function crops() { return Array.prototype.slice.call(root.querySelectorAll("figure.crop:not([hidden])")); }
   function mark(i, focus) {
@@ -82,6 +82,14 @@
     sessionCount(el, -1);
     setCount(-1);
   }
+  function unhide(id) {
+    var el = document.getElementById("crop-" + id);
+    if (!el || !el.hidden) return null;
+    el.hidden = false;
+    sessionCount(el, 1);
+    setCount(1);
+    return el;
+  }
   function showUndo(batch, text) {
     last = batch;
     barText.textContent = text;
@@ -89,45 +97,42 @@
     window.clearTimeout(lastTimer);
     lastTimer = window.setTimeout(function () { bar.hidden = true; last = null; }, undoS * 1000);
   }
+  // Labels are shown at once (the crop goes, the next one is current) and sent in order, one
+  // request after the other, so keys pressed quickly are never lost; a refused label brings
+  // its crops back with the reason.
   function label(ids, value) {
-    if (!ids.length || busy) return;
-    busy = true;
-    ids.forEach(function (id) { var el = document.getElementById("crop-" + id); if (el) el.classList.add("busy"); });
-    post("/labels/api/label", {id: ids, label: value}).then(function (j) {
-      j.labelled.concat(j.not_queued).forEach(hide);
-      var words = value.replace("_", " ");
-      showUndo(j.batch, "Labelled " + j.labelled.length + " crop" + (j.labelled.length === 1 ? "" : "s") + " as " + words + ".");
-      say(j.not_queued.length ? j.not_queued.length + " of them had been labelled by someone else already; left as they were." : "", "info");
-      updateSel();
-      mark(current);
-    }).catch(function (e) {
-      say("Not labelled: " + e.message, "error");
-    }).then(function () {
-      busy = false;
-      root.querySelectorAll("figure.crop.busy").forEach(function (el) { el.classList.remove("busy"); });
+    if (!ids.length) return;
+    ids.forEach(hide);
+    updateSel();
+    mark(current);
+    pending += 1;
+    chain = chain.then(function () {
+      return post("/labels/api/label", {id: ids, label: value}).then(function (j) {
+        var words = value.replace("_", " ");
+        showUndo(j.batch, "Labelled " + j.labelled.length + " crop" + (j.labelled.length === 1 ? "" : "s") + " as " + words + ".");
+        say(j.not_queued.length ? j.not_queued.length + " of them had been labelled already (by someone else, or deleted); left as they were." : "", "info");
+      }).catch(function (e) {
+        var back = ids.map(unhide).filter(Boolean);
+        if (back.length) mark(crops().indexOf(back[0]));
+        say("Not labelled: " + e.message, "error");
+      }).then(function () { pending -= 1; });
     });
   }
   function undo() {
-    if (!last || busy) return;
-    var batch = last;
-    busy = true;
-    post("/labels/api/undo", {batch: batch}).then(function (j) {
-      var first = null;
-      j.undone.forEach(function (id) {
-        var el = document.getElementById("crop-" + id);
-        if (!el || !el.hidden) return;
-        el.hidden = false;
-        sessionCount(el, 1);
-        setCount(1);
-        first = first || el;
+    pending += 1;
+    chain = chain.then(function () {
+      var batch = last;
+      if (!batch) { pending -= 1; return; }
+      return post("/labels/api/undo", {batch: batch}).then(function (j) {
+        var back = j.undone.map(unhide).filter(Boolean);
+        say("Undone: " + j.undone.length + " crop" + (j.undone.length === 1 ? "" : "s") + " back in the queue.", "ok");
+        if (back.length) mark(crops().indexOf(back[0]));
+      }).catch(function (e) {
+        say("Not undone: " + e.message, "error");
+      }).then(function () {
+        bar.hidden = true; last = null; pending -= 1;
       });
-      bar.hidden = true; last = null;
-      say("Undone: " + j.undone.length + " crop" + (j.undone.length === 1 ? "" : "s") + " back in the queue.", "ok");
-      if (first) mark(crops().indexOf(first));
-    }).catch(function (e) {
-      bar.hidden = true; last = null;
-      say("Not undone: " + e.message, "error");
-    }).then(function () { busy = false; });
+    });
   }
   // Keys are ignored while typing (a text field, a select, Ctrl/Alt/Meta) but not on a crop's
   // checkbox or a button: after ticking a crop, "p" still labels.
@@ -173,7 +178,7 @@
   // "u" here is this page's undo; the capture phase runs before console.js's review undo.
   window.addEventListener("keydown", function (ev) {
     if (typing(ev)) return;
-    if (ev.key === "u" && last) { ev.preventDefault(); ev.stopImmediatePropagation(); undo(); }
+    if (ev.key === "u" && (last || pending)) { ev.preventDefault(); ev.stopImmediatePropagation(); undo(); }
   }, true);
   document.addEventListener("keydown", function (ev) {
     if (typing(ev) || (ev.target.closest && ev.target.closest("#range-form"))) return;
