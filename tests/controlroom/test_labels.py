@@ -27,7 +27,7 @@ from controlroom.labelling import Batch, LabellingError
 from controlroom.web import create_app
 from edge.common.signing import generate_key
 from edge.core import messages as m
-from tests.controlroom.conftest import Unit, jpeg_bytes, raw_pub_b64
+from tests.controlroom.conftest import Unit, jpeg_bytes, pg_database, raw_pub_b64
 from tests.controlroom.test_web import HTML, PASSWORD, csrf_of, login
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
@@ -129,6 +129,60 @@ def test_a_range_from_after_to_or_a_forged_batch_is_refused() -> None:
     with pytest.raises(LabellingError, match="not a labelling action"):
         Batch.parse("alice", "nan")
     assert Batch.parse("alice", Batch("alice", T0 + 0.123456).token).at == T0 + 0.123456
+
+
+def check_label_range_and_undo(engine: Engine) -> None:
+    """label_crops, TimeRange, undo and recent_actions straight on a database."""
+    names = [cal(T0 + i) for i in range(4)] + [m.collect_name("lane1", T0 + 2)]
+    with engine.begin() as conn:
+        for i, n in enumerate(names):
+            conn.execute(
+                db.labels.insert().values(
+                    unit="u1", name=n, sha256=f"{i:064x}", jpeg=b"x", received_at=T0 + 50
+                )
+            )
+    with engine.begin() as conn:
+        rng = labelling.TimeRange("u1", T0 + 1, T0 + 2, "lane1", labelling.newest_id(conn))
+        crops = rng.crops(conn)
+        assert [c.t for c in crops] == [T0 + 1, T0 + 2, T0 + 2]  # a calibration and a collect crop
+        batch, done = labelling.label_crops(conn, crops, "phone", user="alice", now=T0 + 60)
+        labelling.audit_label(conn, action="label_range", batch=batch, detail="3", remote=None)
+        late = labelling.label_crops(conn, crops, "no_phone", user="bob", now=T0 + 61)[1]
+    assert (sorted(done), late) == (sorted(c.id for c in crops), [])  # labelled already
+    with engine.connect() as conn:
+        rows = {
+            r.id: (r.label, r.roi, r.taken_at)
+            for r in conn.execute(sa.select(db.labels).where(db.labels.c.label.is_not(None)))
+        }
+        assert rows == {c.id: ("phone", "lane1", c.t) for c in crops}  # provenance written
+        recent = labelling.recent_actions(conn, "alice", now=T0 + 70)
+        assert [(r.batch, r.left) for r in recent] == [(batch, 3)]
+    with pytest.raises(LabellingError, match="can no longer be undone"), engine.begin() as conn:
+        labelling.undo(conn, batch, now=T0 + 60 + labelling.UNDO_WINDOW_S + 1)
+    with engine.begin() as conn:
+        assert labelling.undo(conn, Batch("bob", batch.at), now=T0 + 70) == []
+        assert sorted(labelling.undo(conn, batch, now=T0 + 70)) == sorted(done)
+        assert len(labelling.queued(conn, unit="u1")) == 5
+
+
+def test_label_a_range_and_undo_it_on_sqlite(engine: Engine) -> None:
+    check_label_range_and_undo(engine)
+
+
+@pytest.fixture
+def pg(postgres_url: str) -> Iterator[Engine]:
+    with pg_database(postgres_url) as url:
+        e = db.make_engine(url)
+        try:
+            db.migrate(e)
+            yield e
+        finally:
+            e.dispose()
+
+
+@pytest.mark.slow
+def test_label_a_range_and_undo_it_on_postgres(pg: Engine) -> None:
+    check_label_range_and_undo(pg)
 
 
 # -- the web ------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 from controlroom import datasets, db, retention, users
 from controlroom.config import Config, RetentionConfig, parse_config
 from controlroom.web import create_app
-from tests.controlroom.conftest import jpeg_bytes
+from tests.controlroom.conftest import jpeg_bytes, pg_database
 from tests.controlroom.test_web import HTML, PASSWORD, login
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
@@ -45,7 +45,27 @@ def names(engine: Engine) -> set[str]:
         return set(conn.execute(sa.select(db.labels.c.name)).scalars())
 
 
+@pytest.fixture
+def pg(postgres_url: str) -> Iterator[Engine]:
+    with pg_database(postgres_url) as url:
+        e = db.make_engine(url)
+        try:
+            db.migrate(e)
+            yield e
+        finally:
+            e.dispose()
+
+
 def test_label_crops_go_after_their_days_unless_a_dataset_holds_them(engine: Engine) -> None:
+    check_label_crop_retention(engine)
+
+
+@pytest.mark.slow
+def test_label_crop_retention_on_postgres(pg: Engine) -> None:
+    check_label_crop_retention(pg)
+
+
+def check_label_crop_retention(engine: Engine) -> None:
     add(engine, "queued-new", age_days=29)
     add(engine, "queued-old", age_days=31)
     add(engine, "skipped-old", age_days=31, label="skip", labelled_at=NOW - 30 * DAY)
