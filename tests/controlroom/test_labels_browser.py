@@ -5,6 +5,7 @@ labelled after its preview, all at 375 px without horizontal scrolling."""
 from __future__ import annotations
 
 import itertools
+import os
 import re
 import time
 from collections.abc import Iterator
@@ -29,6 +30,7 @@ from tests.controlroom.test_console_browser import WIDEST, new_page, script_erro
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
+SHOTS = os.environ.get("PHONEWATCH_SCREENSHOTS")
 T0 = float(int(time.time()) - 3600)
 SEEDS = itertools.count(700)
 
@@ -74,6 +76,16 @@ def labels(engine: Engine) -> dict[int, str | None]:
         return {r.id: r.label for r in conn.execute(sa.select(db.labels.c.id, db.labels.c.label))}
 
 
+def screenshots(browser: Any, room: ControlRoom, page: Any) -> None:
+    """``PHONEWATCH_SCREENSHOTS=docs/img``: the labelling page at both widths (docs)."""
+    Path(SHOTS or ".").mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(Path(SHOTS or ".") / "labels-375.png"))
+    wide, _ = new_page(browser, room, width=1366, height=800)
+    wide.goto("/labels")
+    wide.screenshot(path=str(Path(SHOTS or ".") / "labels-1366.png"))
+    wide.context.close()
+
+
 def test_label_by_keyboard_in_place_with_undo_and_bulk_at_375px(
     browser: Any, room: ControlRoom
 ) -> None:
@@ -82,6 +94,8 @@ def test_label_by_keyboard_in_place_with_undo_and_bulk_at_375px(
     page, errors = new_page(browser, room, width=375, height=740)
     page.goto("/labels")
     assert page.evaluate("document.documentElement.scrollWidth") <= 375, page.evaluate(WIDEST)
+    if SHOTS:
+        screenshots(browser, room, page)
     page.evaluate("window.notReloaded = true")
     count = page.locator("#label-count")
     assert count.inner_text() == "6 to label"
@@ -91,7 +105,9 @@ def test_label_by_keyboard_in_place_with_undo_and_bulk_at_375px(
     page.keyboard.press("Escape")
     assert not page.locator("#label-help").is_visible()
 
-    # the first crop is current: "p" labels it phone and moves on, in place
+    # the first crop is current: "p" labels it phone and moves on, in place, with an undo bar
+    assert not page.locator("#label-undo-bar").is_visible()
+    assert not page.locator("#label-status").is_visible()
     assert page.locator("figure.crop.current").get_attribute("data-id") == str(first)
     page.keyboard.press("p")
     page.locator(f"#crop-{first}").wait_for(state="hidden")
@@ -99,11 +115,12 @@ def test_label_by_keyboard_in_place_with_undo_and_bulk_at_375px(
     assert count.inner_text() == "5 to label"
     assert page.locator("figure.crop.current").get_attribute("data-id") == str(second)
     # "u" takes it back
-    assert page.locator("#label-undo-bar").is_visible()
+    page.locator("#label-undo-bar").wait_for(state="visible")  # with the server's answer
     page.keyboard.press("u")
     page.locator(f"#crop-{first}").wait_for(state="visible")
     assert wait_until(lambda: labels(room.engine)[first] is None)
     assert count.inner_text() == "6 to label"
+    page.locator("#label-undo-bar").wait_for(state="hidden")
 
     # j moves, n labels no_phone; s skips
     page.keyboard.press("j")
@@ -126,7 +143,9 @@ def test_label_by_keyboard_in_place_with_undo_and_bulk_at_375px(
     page.locator(f"#crop-{fourth}").wait_for(state="hidden")
     assert wait_until(lambda: labels(room.engine)[first] == labels(room.engine)[fourth] == "phone")
     assert count.inner_text() == "2 to label"
-    assert "Labelled 2 crops as phone." in page.locator("#label-undo-text").inner_text()
+    page.wait_for_function(  # the crops went at once; the bar comes with the server's answer
+        "document.getElementById('label-undo-text').textContent === 'Labelled 2 crops as phone.'"
+    )
     page.locator("#label-undo").click()
     page.locator(f"#crop-{fourth}").wait_for(state="visible")
     assert wait_until(lambda: labels(room.engine)[first] is labels(room.engine)[fourth] is None)
