@@ -53,7 +53,10 @@
   function sessionCount(el, delta) {
     var box = el.closest(".crops"), head = box && box.previousElementSibling;
     var n = head && head.querySelector(".n");
-    if (n) n.textContent = String(Math.max(0, parseInt(n.textContent, 10) + delta));
+    if (!n) return;
+    var left = Math.max(0, parseInt(n.textContent, 10) + delta);
+    n.textContent = String(left);
+    head.hidden = left === 0;  // a session labelled to the end goes; undo brings it back
   }
   function post(url, fields) {
     var body = new URLSearchParams();

@@ -155,6 +155,7 @@ def test_label_by_keyboard_in_place_with_undo_and_bulk_at_375px(
     for _ in range(3):
         page.keyboard.press("p")
     assert count.inner_text() == "1 to label"
+    assert page.locator("h3.session-head .n").inner_text() == "1"
     assert wait_until(lambda: list(labels(room.engine).values()).count("phone") == 3)
     last = page.locator("figure.crop:not([hidden])")
     assert last.count() == 1
