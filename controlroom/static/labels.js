@@ -3,6 +3,18 @@
 // the last one (/labels/api/undo) while its bar is shown. Without this script every button is a
 // plain form that comes back to the page.
 (function () {
+  // The range form's ROI list offers the chosen unit's ROIs only.
+  var rangeUnit = document.getElementById("range-unit");
+  var rangeRoi = document.getElementById("range-roi");
+  function filterRois() {
+    Array.prototype.forEach.call(rangeRoi.options, function (o) {
+      var other = !!o.dataset.unit && o.dataset.unit !== rangeUnit.value;
+      o.hidden = o.disabled = other;
+      if (other && o.selected) rangeRoi.value = "";
+    });
+  }
+  if (rangeUnit && rangeRoi) { rangeUnit.addEventListener("change", filterRois); filterRois(); }
+
   var root = document.getElementById("label-queue");
   var bulk = document.getElementById("bulk");
   if (!root || !bulk) return;  // nothing queued

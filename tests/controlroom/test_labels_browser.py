@@ -59,16 +59,18 @@ def cal(t: float, roi: str = "lane1") -> str:
     return m.sample_name("calibration", roi, t, 0.5, "1.2.0", run_ms=int(T0 * 1000))
 
 
-def seed(engine: Engine, names: list[str]) -> dict[str, int]:
-    """Crops of junction-1 through the real ingest path; their ids by name."""
+def seed(engine: Engine, names: list[str], unit: str = "junction-1") -> dict[str, int]:
+    """Crops of ``unit`` through the real ingest path; their ids by name."""
     Ingest(engine).process(
         [
-            Message(f"phonewatch/junction-1/collect/{n}", jpeg_bytes(next(SEEDS)), time.time())
+            Message(f"phonewatch/{unit}/collect/{n}", jpeg_bytes(next(SEEDS)), time.time())
             for n in names
         ]
     )
+    lb = db.labels
     with engine.connect() as conn:
-        return {r.name: r.id for r in conn.execute(sa.select(db.labels.c.name, db.labels.c.id))}
+        q = sa.select(lb.c.name, lb.c.id).where(lb.c.unit == unit)
+        return {r.name: r.id for r in conn.execute(q)}
 
 
 def labels(engine: Engine) -> dict[int, str | None]:
@@ -177,9 +179,16 @@ def test_label_by_keyboard_in_place_with_undo_and_bulk_at_375px(
 
 def test_label_a_time_range_after_its_preview(browser: Any, room: ControlRoom) -> None:
     ids = seed(room.engine, [cal(T0 + i * 30) for i in range(5)] + [cal(T0 + 30, "lane2")])
+    db.upsert_unit(room.engine, "junction-2", raw_pub_b64(generate_key()), "0" * 16)
+    seed(room.engine, [cal(T0 + 30, "west")], unit="junction-2")
     page, errors = new_page(browser, room, width=375, height=740)
     page.goto("/labels")
     page.select_option("#range-unit", "junction-1")
+    # only junction-1's ROIs are offered
+    offered = page.eval_on_selector_all(
+        "#range-roi option:not([disabled])", "os => os.map(o => o.value)"
+    )
+    assert offered == ["", "lane1", "lane2"]
     page.select_option("#range-roi", "lane1")
     page.fill("#range-from", datetime.fromtimestamp(T0 + 30).strftime("%Y-%m-%dT%H:%M:%S"))
     page.fill("#range-to", datetime.fromtimestamp(T0 + 90).strftime("%Y-%m-%dT%H:%M:%S"))
@@ -196,5 +205,10 @@ def test_label_a_time_range_after_its_preview(browser: Any, room: ControlRoom) -
     page.wait_for_url(re.compile(r".*/labels$"))
     assert "Undone: 3 crops back in the queue." in page.locator(".flash-ok").inner_text()
     assert set(labels(room.engine).values()) == {None}
+    page.select_option("#range-unit", "junction-2")
+    offered = page.eval_on_selector_all(
+        "#range-roi option:not([disabled])", "os => os.map(o => o.value)"
+    )
+    assert offered == ["", "west"]
     assert script_errors(errors) == [], errors
     page.context.close()
