@@ -291,10 +291,10 @@ def newest_id(conn: Connection) -> int:
     return int(conn.execute(sa.select(sa.func.max(_l.c.id))).scalar() or 0)
 
 
-def rois_of(conn: Connection) -> dict[str, list[str]]:
-    """Each unit with queued crops, and the ROIs its queued crops name."""
+def rois_of(crops: Iterable[CropFacts]) -> dict[str, list[str]]:
+    """Each unit among ``crops`` (the queue), and the ROIs its crops name."""
     out: dict[str, set[str]] = {}
-    for c in queued(conn):
+    for c in crops:
         out.setdefault(c.unit, set())
         if c.roi:
             out[c.unit].add(c.roi)

@@ -99,22 +99,25 @@ def _preview(conn: Connection, unit: str, roi: str, t_from: str, t_to: str) -> d
 
 
 def _queue(conn: Connection, session: str) -> dict[str, Any]:
-    all_sessions = labelling.sessions(labelling.queued(conn))
+    """The queue by session, the crops shown, and each unit's ROIs (for the range form)."""
+    crops = labelling.queued(conn)
+    all_sessions = labelling.sessions(crops)
     chosen = [s for s in all_sessions if not session or s.key == session]
     shown: list[dict[str, Any]] = []
     room = SHOW_MAX
     for s in chosen:
         if room <= 0:
             break
-        crops = s.crops[:room]
-        room -= len(crops)
-        shown.append({**_session_view(s), "crops": crops})
+        part = s.crops[:room]
+        room -= len(part)
+        shown.append({**_session_view(s), "crops": part})
     return {
         "sessions": [_session_view(s) for s in all_sessions],
         "shown": shown,
         "n_queued": sum(len(s.crops) for s in all_sessions),
         "n_shown": SHOW_MAX - room,
         "session": session,
+        "units_rois": labelling.rois_of(crops),
     }
 
 
@@ -150,7 +153,6 @@ def labels_page(
         )
         ctx = {
             "range": _preview(conn, unit, roi, t_from, t_to),
-            "units_rois": labelling.rois_of(conn),
             "recent": labelling.recent_actions(conn, user, now=now),
             "versions": datasets.list_datasets(conn),
             "per_unit": datasets.precision_by(conn, "unit"),

@@ -386,3 +386,36 @@ def test_export_with_nothing_labelled_says_so(client: Any, ingest: Ingest, engin
     with zipfile.ZipFile(io.BytesIO(client.get("/labels/export.zip").content)) as z:
         assert [n.split("/")[0] for n in z.namelist()] == ["phone"]
     assert csrf_of(client.get("/labels").text) == token
+
+
+@pytest.mark.slow
+def test_a_long_queue_shows_the_oldest_and_one_session_on_request(
+    client: Any, ingest: Ingest, engine: Engine
+) -> None:
+    names = [cal(T0 + i) for i in range(100)] + [
+        m.collect_name("lane1", T0 + 5000 + i) for i in range(25)
+    ]
+    with engine.begin() as conn:
+        conn.execute(
+            db.labels.insert(),
+            [
+                {
+                    "unit": "unit-a",
+                    "name": n,
+                    "sha256": f"{i:064x}",
+                    "jpeg": b"x",
+                    "received_at": T0,
+                }
+                for i, n in enumerate(names)
+            ],
+        )
+    login(client)
+    page = client.get("/labels").text
+    assert page.count('<figure class="crop"') == 120
+    assert "Showing the oldest 120 of 125" in page
+    keys = re.findall(r'<a href="/labels\?session=([^"#]+)#label-queue">Show</a>', page)
+    assert len(keys) == 2
+    page = client.get(f"/labels?session={keys[1]}").text
+    assert page.count('<figure class="crop"') == 25
+    assert "Showing one session." in page
+    assert f'id="crop-{ids_by_name(engine)[names[-1]]}"' in page
