@@ -190,6 +190,13 @@ class RetentionConfig(_Strict):
         description="Evidence whose alert never arrived is deleted after this long.",
         gt=0,
     )
+    label_crops_days: float = Field(
+        30.0,
+        description="Labelling crops that are not evidence of an offence (collected, sampled "
+        "and calibration crops, rejected alerts' crops) are deleted this long after they "
+        "arrived, labelled or not, unless a dataset version holds them.",
+        gt=0,
+    )
     sweep_interval_s: float = Field(60.0, description="How often retention runs.", gt=0)
 
 

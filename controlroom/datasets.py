@@ -203,8 +203,8 @@ def _roi_and_time(r: Any) -> tuple[str | None, float]:
     if r.source == "review":
         return r.roi, r.taken_at if r.taken_at is not None else r.received_at
     m = _COLLECT_NAME.match(r.name or "")
-    if m is None:
-        return r.roi, r.received_at
+    if m is None:  # a sampled or calibration crop: the queue wrote its ROI and time when labelled
+        return r.roi, r.taken_at if r.taken_at is not None else r.received_at
     return m["roi"], int(m["ms"]) / 1000.0
 
 
@@ -365,6 +365,29 @@ def list_datasets(conn: Connection, limit: int = 20) -> list[dict[str, Any]]:
             sa.select(d.c.manifest, d.c.created_at).order_by(d.c.created_at.desc()).limit(limit)
         )
     ]
+
+
+def delete_dataset(engine: Engine, ident: str, *, user: str, remote: str | None = None) -> str:
+    """Delete dataset version ``ident`` (an id or a unique prefix): its row and its examples,
+    audited. Its JPEGs are personal data like the crops they came from: retention deletes
+    each one that no other version holds at its next sweep, and each labelled crop it was
+    holding is then deleted once it is past ``retention.label_crops_days`` (or, for a confirmed
+    alert's crop, ``confirmed_days``). Returns the full id."""
+    with engine.begin() as conn:
+        did = resolve_id(conn, ident)
+        n = conn.execute(
+            db.dataset_examples.delete().where(db.dataset_examples.c.dataset_id == did)
+        ).rowcount
+        conn.execute(db.datasets.delete().where(db.datasets.c.id == did))
+        db.record_audit(
+            conn,
+            username=user,
+            action="dataset_delete",
+            target=did[:32],
+            detail=f"{int(n or 0)} examples; their crops now follow the retention rule",
+            remote=remote,
+        )
+    return did
 
 
 def resolve_id(conn: Connection, prefix: str) -> str:

@@ -4,7 +4,14 @@
 * a confirmed alert, ``confirmed_days`` after the review: evidence deleted and the alert's content
   wiped, leaving a tombstone (unit, seq, status ``purged``) so a replay is still recognised;
 * an alert nobody reviewed, ``unreviewed_days`` after it arrived (same tombstone);
-* evidence whose alert never arrived, ``orphan_evidence_s`` after it arrived.
+* evidence whose alert never arrived, ``orphan_evidence_s`` after it arrived;
+* labelling crops (the ``labels`` table) that are not evidence of an offence: collected,
+  sampled and calibration crops, labelled or not, and rejected alerts' crops kept as hard
+  negatives, ``label_crops_days`` after they arrived; a confirmed alert's crop kept as a
+  ``phone`` example goes with the alert, ``confirmed_days`` after the review. A crop that a
+  dataset version holds is kept (with the version) until no version holds it;
+* a dataset version's stored JPEG (``example_blobs``) once no version holds it (a version was
+  deleted); the labelled crop itself then follows the rule above.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ import time
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from controlroom import db
 from controlroom.config import RetentionConfig
@@ -33,6 +40,8 @@ def sweep(engine: Engine, cfg: RetentionConfig, *, now: float | None = None) -> 
         "confirmed_purged": 0,
         "unreviewed_purged": 0,
         "orphan_evidence": 0,
+        "label_crops": 0,
+        "dataset_blobs": 0,
     }
     with engine.begin() as conn:
         ids = [
@@ -90,6 +99,7 @@ def sweep(engine: Engine, cfg: RetentionConfig, *, now: float | None = None) -> 
         out["orphan_evidence"] = int(res.rowcount or 0)
         crop_known = sa.select(a.c.alert_id).where(a.c.alert_id == c.c.alert_id).exists()
         conn.execute(c.delete().where(c.c.received_at <= now - cfg.orphan_evidence_s, ~crop_known))
+        out["label_crops"], out["dataset_blobs"] = _sweep_label_crops(conn, cfg, now)
         if any(out.values()):
             db.record_audit(
                 conn,
@@ -100,6 +110,48 @@ def sweep(engine: Engine, cfg: RetentionConfig, *, now: float | None = None) -> 
     if any(out.values()):
         log.info("retention: %s", out)
     return out
+
+
+def _sweep_label_crops(conn: Connection, cfg: RetentionConfig, now: float) -> tuple[int, int]:
+    """Delete labelling crops past their time that no dataset version holds, then the dataset
+    JPEGs no version holds; returns (crops, JPEGs) deleted."""
+    lb, de, b = db.labels, db.dataset_examples, db.example_blobs
+    in_dataset = sa.select(de.c.sha256).where(de.c.sha256 == lb.c.sha256).exists()
+    confirmed = sa.and_(lb.c.source == "review", lb.c.label == "phone")
+    due = sa.or_(
+        sa.and_(~confirmed, lb.c.received_at <= now - cfg.label_crops_days * _DAY_S),
+        sa.and_(
+            confirmed,
+            sa.func.coalesce(lb.c.labelled_at, lb.c.received_at)
+            <= now - cfg.confirmed_days * _DAY_S,
+        ),
+    )
+    crops = conn.execute(lb.delete().where(due, ~in_dataset)).rowcount or 0
+    held = sa.select(de.c.sha256).where(de.c.sha256 == b.c.sha256).exists()
+    blobs = conn.execute(b.delete().where(~held)).rowcount or 0
+    return int(crops), int(blobs)
+
+
+def label_crops_due(
+    conn: Connection, cfg: RetentionConfig, *, now: float | None = None, within_s: float
+) -> tuple[int, float | None]:
+    """How many labelling crops (not held by a dataset version) retention will delete within
+    ``within_s`` from now, and when the first of them goes (None when none)."""
+    now = time.time() if now is None else now
+    lb, de = db.labels, db.dataset_examples
+    in_dataset = sa.select(de.c.sha256).where(de.c.sha256 == lb.c.sha256).exists()
+    confirmed = sa.and_(lb.c.source == "review", lb.c.label == "phone")
+    goes = sa.case(
+        (
+            confirmed,
+            sa.func.coalesce(lb.c.labelled_at, lb.c.received_at) + cfg.confirmed_days * _DAY_S,
+        ),
+        else_=lb.c.received_at + cfg.label_crops_days * _DAY_S,
+    )
+    n, first = conn.execute(
+        sa.select(sa.func.count(), sa.func.min(goes)).where(~in_dataset, goes <= now + within_s)
+    ).one()
+    return int(n or 0), None if first is None else max(float(first), now)
 
 
 class Sweeper:
