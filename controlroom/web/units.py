@@ -169,7 +169,7 @@ def describe_command(action: str, detail: str | None) -> dict[str, Any] | None:
         body = d["payload"]
         what = COMMAND_WORDS[action]
         if action == "cmd_collect":
-            what = f"Collect {body['count']} crops, one every {body['interval_s']:g} s"
+            what = f"Collect {body['count']} crops per ROI, one every {body['interval_s']:g} s"
         elif action == "cmd_mute":
             mins = int(body["duration_s"]) // 60
             what = "Unmute" if mins == 0 else f"Mute for {mins} min"

@@ -242,7 +242,10 @@ def test_example_config_loads() -> None:
         Path(__file__).resolve().parents[2] / "deploy" / "controlroom" / "controlroom.toml"
     )
     assert cfg.retention.rejected_evidence_s == 3600
+    assert cfg.retention.label_crops_days == 30
     assert cfg.mqtt.share_group == "controlroom"
+    assert cfg.privacy.blur == "outside_roi"
+    assert cfg.privacy.original_viewers == []
 
 
 @pytest.mark.slow

@@ -412,10 +412,10 @@ def test_units_page_says_queued_for_an_offline_unit_and_has_no_raw_values(
     )
     client.post("/units/unit-a/cmd/collect", data={"csrf": token, "count": "25", "interval_s": "2"})
     html = client.get("/units/unit-a").text
-    assert 'Collect 25 crops, one every 2 s — <span class="good">sent</span>' in html
+    assert 'Collect 25 crops per ROI, one every 2 s — <span class="good">sent</span>' in html
     assert '"payload"' not in html
     assert "{&#34;" not in html
-    assert "<label>Crops (1–500) <input" in html
+    assert "<label>Crops per ROI (1–500) <input" in html
     assert "<label>Minutes (0 unmutes) <input" in html
     audit = client.get("/audit").text
     assert "Take a snapshot" not in audit
