@@ -14,7 +14,9 @@ installed on the build machine here, so no ``_edgetpu`` twin is committed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import logging
 from collections.abc import Sequence
@@ -70,7 +72,12 @@ def export_int8(model: Any, representative: np.ndarray, out_path: Path) -> Path:
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = tf.uint8
     converter.inference_output_type = tf.uint8
-    data = converter.convert()
+    # Keras prints the exported signature (~50 "TensorSpec" lines) on stdout, burying a
+    # training run's result: kept for a debug log instead.
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        data = converter.convert()
+    log.debug("converter said: %s", printed.getvalue())
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_bytes(data)
     log.info("wrote %s (%d bytes)", out_path, len(data))
