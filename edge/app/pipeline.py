@@ -230,6 +230,10 @@ class _Pending:
     roi: Roi
     clip: list[np.ndarray] | None = None
     """The hit's clip, once its post-roll is in (only when clips are kept)."""
+    model: Classifier | None = None
+    """The model that scored the hit (a swap may land before its evidence is saved)."""
+    score_on: float | None = None
+    """The threshold it was decided at."""
 
 
 CLIP_STALL_S = 2.0
@@ -515,7 +519,14 @@ class Pipeline:
         for hit in hits:
             self.stats.hits += 1
             try:
-                self._hits.put_nowait(_Pending(hit, self._roi_by_id[hit.roi_id]))
+                self._hits.put_nowait(
+                    _Pending(
+                        hit,
+                        self._roi_by_id[hit.roi_id],
+                        model=self.classifier,
+                        score_on=self.params.score_on,
+                    )
+                )
             except queue.Full:
                 self.stats.evidence_errors += 1
                 log.error(
@@ -616,6 +627,7 @@ class Pipeline:
             clip=clip,
             clip_fps=self._clip_fps(),
         )
+        model = item.model or self.classifier
         det = Detection(
             alert_id=alert_id,
             roi_id=hit.roi_id,
@@ -625,10 +637,10 @@ class Pipeline:
             frame_index=frame.index,
             t_wall_s=frame.t_wall_s,
             t_mono_s=frame.t_mono_s,
-            model_name=self.classifier.name,
-            model_version=self.classifier.version,
-            model_sha256=self.classifier.sha256,
-            threshold=self.params.score_on,
+            model_name=model.name,
+            model_version=model.version,
+            model_sha256=model.sha256,
+            threshold=self.params.score_on if item.score_on is None else item.score_on,
             evidence=rec,
             seq=seq,
         )
