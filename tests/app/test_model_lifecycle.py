@@ -661,3 +661,81 @@ def test_status_doc_says_what_happened() -> None:
     )
     assert len(doc["detail"]) == 1000
     assert "detail" not in status_doc("unit-a", "promoted", "d" * 64, "2", None)
+
+
+# -- the composed unit ------------------------------------------------------------------------
+def _unit_cfg(tmp_path: Path, video: Path) -> Any:
+    from edge.app.config import parse_config
+
+    return parse_config(
+        {
+            "unit": {"id": "lc-test", "data_dir": str(tmp_path / "unit")},
+            "camera": {"type": "replay", "path": str(video), "loop": False, "speed": 0.0},
+            "rois": [{"id": "a", "rect": list(LEFT)}],
+            "model": {"path": str(INT8), "accelerator": "cpu"},
+        }
+    )
+
+
+class StatusUplink:
+    """Stands in for the uplink's ``publish_model_status`` (the delivery half adds it)."""
+
+    def __init__(self) -> None:
+        self.docs: list[dict[str, Any]] = []
+
+    def publish_model_status(self, doc: dict[str, Any]) -> bool:
+        self.docs.append(doc)
+        return True
+
+
+@pytest.mark.slow
+def test_the_unit_starts_on_the_state_and_delegates_packages(
+    tmp_path: Path, make_video: Callable[..., Path]
+) -> None:
+    from edge.app.compose import Unit
+
+    video = make_video([20] * 10 + [240] * 10, box=LEFT)
+    cfg = _unit_cfg(tmp_path, video)
+    models_dir = tmp_path / "unit" / "models"
+    pkg = make_pkg(tmp_path / "unit", FLOAT, name="cand", version="2", threshold=0.8)
+    config_ref = ModelRef.of_config(LiteRTClassifier.open(INT8))
+    # A power cut during probation of the package: the unit starts on the config's model.
+    write_state(
+        models_dir / "state.json",
+        LifecycleState(live=ModelRef.of_package(pkg), previous=config_ref, state="probation"),
+    )
+    with Unit(cfg, lossless=True) as unit:
+        assert unit.pipeline is not None
+        assert unit.models is not None
+        assert unit.pipeline.classifier.name == "brightness-int8"
+        uplink = StatusUplink()
+        unit.uplink = uplink  # type: ignore[assignment]
+        hb = unit._heartbeat_model()  # sends what was kept while the uplink was not there
+        assert [d["event"] for d in uplink.docs] == ["rolled_back"]
+        assert uplink.docs[0]["package_sha256"] == pkg.sha256
+        assert uplink.docs[0]["unit"] == "lc-test"
+        assert hb is not None
+        assert (hb["live"]["version"], hb["state"]) == ("test-1", "live")
+        assert unit.on_model_package(pkg, "shadow")
+        unit._on_command("model_promote", {"package_sha256": pkg.sha256})
+        assert unit.pipeline.classifier.name == "cand"
+        assert unit.pipeline.params.score_on == 0.8
+        unit._on_command("model_rollback", {"reason": "test"})
+        assert unit.pipeline.classifier.name == "brightness-int8"
+        assert [d["event"] for d in uplink.docs] == [
+            "rolled_back",
+            "shadow_started",
+            "shadow_stopped",
+            "promoted",
+            "rolled_back",
+        ]
+        for d in uplink.docs:
+            assert set(d) <= {"schema", "v", "unit", "time", "package_sha256", "version"} | {
+                "event",
+                "detail",
+            }
+        snap = unit.run(max_s=20)
+    assert snap["frames_processed"] == 20
+    st = read_state(models_dir / "state.json")
+    assert st is not None
+    assert (st.live.dir, st.state) == ("config", "live")
