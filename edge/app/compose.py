@@ -37,10 +37,11 @@ from edge.common.signing import (
     signing_key_name,
     write_key_pair,
 )
+from edge.core.decider import DeciderParams
 from edge.core.errors import ConfigError, PhonewatchError, SignatureError
 from edge.core.frame import Frame
 from edge.core.gps import GpsSource
-from edge.core.ports import AlertNumbers, AlertSink, Detection, FrameSource, Uplink
+from edge.core.ports import AlertNumbers, AlertSink, Classifier, Detection, FrameSource, Uplink
 from edge.core.roi import Roi
 
 log = logging.getLogger(__name__)
@@ -116,7 +117,11 @@ def build_classifier(cfg: Config) -> LiteRTClassifier:
 
 
 def build_model_manager(
-    cfg: Config, paths: Paths, *, report: Callable[[str, str, str, str | None], None]
+    cfg: Config,
+    paths: Paths,
+    *,
+    report: Callable[[str, str, str, str | None], None],
+    on_swap: Callable[[Classifier, DeciderParams], None] | None = None,
 ) -> ModelManager:
     """The model lifecycle: which model is live (``state.json``), shadow, swap, probation."""
     m_, models = cfg.model, getattr(cfg, "models", None)
@@ -143,6 +148,7 @@ def build_model_manager(
             duration_s=getattr(models, "probation_s", 120.0),
             frames=getattr(models, "probation_frames", 100),
         ),
+        on_swap=on_swap,
     )
 
 
@@ -334,7 +340,9 @@ class Unit:
         self.watchdog = FrameWatchdog(self.notifier)
         if cfg.gpio is not None:
             self._build_field(cfg)
-        self.models = models = build_model_manager(cfg, self.paths, report=self._report_model)
+        self.models = models = build_model_manager(
+            cfg, self.paths, report=self._report_model, on_swap=self._on_model_swap
+        )
         self._stack.callback(models.close)  # the live (and any previous, shadow) classifier
         classifier = models.open_live()
         source = build_source(cfg, speed=self.speed)
@@ -484,6 +492,16 @@ class Unit:
         with self._model_events_lock:
             while publish is not None and self._model_events and publish(self._model_events[0]):
                 self._model_events.pop(0)
+
+    def _on_model_swap(self, clf: Classifier, params: DeciderParams) -> None:
+        """The sampler's near-threshold band and version label follow the live model."""
+        if self.sampler is not None:
+            s = self.sampler
+            s.threshold, s.model_version = params.score_on, clf.version
+            s.band = (
+                params.score_on - self.cfg.sampling.band,
+                params.score_on + self.cfg.sampling.band,
+            )
 
     def _heartbeat_model(self) -> dict[str, Any] | None:
         self._send_model_events()

@@ -352,6 +352,7 @@ class ModelManager:
         rules: ProbationRules | None = None,
         check_interval_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        on_swap: Callable[[Classifier, DeciderParams], None] | None = None,
     ) -> None:
         self.models_dir = models_dir
         self.state_path = models_dir / STATE_FILE
@@ -363,6 +364,9 @@ class ModelManager:
         self.rules = rules or ProbationRules()
         self.check_interval_s = check_interval_s
         self._clock = clock
+        self._on_swap = on_swap
+        """Told the new classifier and decider rules after each swap (others that follow the
+        live model's threshold and version, such as the sampler)."""
         """Monotonic seconds: probation's length and the frame-rate samples."""
         self._lock = threading.RLock()
         self._pipeline: Pipeline | None = None
@@ -554,6 +558,7 @@ class ModelManager:
             return False
         self._previous, self._previous_clf = live, old
         self._live, self._live_clf = ref, new
+        self._swapped(new, p.params)
         now = self._clock()
         self._probation = _Probation(
             now, p.stats.processed, p.stats.stage_errors, self._rate_before(now)
@@ -592,11 +597,19 @@ class ModelManager:
                 return False
             old.close()
             self._live, self._live_clf = prev, clf
+            self._swapped(clf, p.params)
             self._previous, self._previous_clf = None, None
             self._probation = None
             self._save("live")
             self._report("rolled_back", live, f"{reason}; back on {prev.version}")
             return True
+
+    def _swapped(self, clf: Classifier, params: DeciderParams) -> None:
+        if self._on_swap is not None:
+            try:
+                self._on_swap(clf, params)
+            except Exception:
+                log.exception("after the swap to %s, telling the rest of the unit failed", clf.name)
 
     def _open(self, ref: ModelRef) -> Classifier:
         if ref.is_config:

@@ -100,6 +100,7 @@ def manager(
     open_shadow: Callable[[Path, Path | None], Classifier] | None = None,
     rules: ProbationRules | None = None,
     clock: Callable[[], float] | None = None,
+    on_swap: Callable[[Classifier, DeciderParams], None] | None = None,
 ) -> ModelManager:
     return ModelManager(
         models_dir=tmp_path / "models",
@@ -110,6 +111,7 @@ def manager(
         report=lambda *e: events.append(e),
         rules=rules,
         clock=clock or time.monotonic,
+        on_swap=on_swap,
     )
 
 
@@ -488,7 +490,13 @@ def test_a_falling_frame_rate_in_probation_rolls_back(tmp_path: Path) -> None:
 
 def test_rollback_command_reopens_the_previous_model_after_probation(tmp_path: Path) -> None:
     events: list[Event] = []
-    mgr = manager(tmp_path, events, rules=ProbationRules(duration_s=0, frames=0))
+    swaps: list[tuple[str, float]] = []
+    mgr = manager(
+        tmp_path,
+        events,
+        rules=ProbationRules(duration_s=0, frames=0),
+        on_swap=lambda clf, dp: swaps.append((clf.version, dp.score_on)),
+    )
     p = pipeline(tmp_path, ReplaySource(tmp_path / "unused.avi"), mgr)
     pkg = make_pkg(tmp_path, FLOAT, name="cand", version="2", threshold=0.7)
     assert mgr.on_package(pkg, "live")
@@ -501,6 +509,7 @@ def test_rollback_command_reopens_the_previous_model_after_probation(tmp_path: P
     assert p.classifier.name == "brightness-int8"
     assert p.params.score_on == 0.5
     assert names(events) == ["promoted", "rolled_back"]
+    assert swaps == [("2", 0.7), ("test-1", 0.5)]  # the sampler follows each swap
     assert not mgr.rollback()  # nothing further back
     mgr.close()
 
