@@ -748,3 +748,53 @@ def test_the_unit_starts_on_the_state_and_delegates_packages(
     st = read_state(models_dir / "state.json")
     assert st is not None
     assert (st.live.dir, st.state) == ("config", "live")
+
+
+@pytest.mark.slow
+def test_promote_through_mosquitto_retunes_the_sampler_and_shows_in_the_heartbeat(
+    tmp_path: Path, make_video: Callable[..., Path]
+) -> None:
+    from edge.app.compose import Unit
+    from edge.app.config import load_config
+    from edge.app.local_broker import LocalBroker, find_mosquitto
+    from tests.uplink.conftest import UNIT_A, connect_client
+    from tests.uplink.test_unit_commands import write_config
+
+    if find_mosquitto() is None:
+        pytest.skip("mosquitto is not installed ('make bootstrap' installs it)")
+    with LocalBroker() as broker:
+        video = make_video([40] * 20, fps=20.0)
+        cfg_path = write_config(tmp_path / "unit.toml", broker, video)
+        stop = threading.Event()
+        with Unit(load_config(cfg_path), config_path=cfg_path) as unit:
+            runner = threading.Thread(target=lambda: unit.run(stop=stop, max_s=60), daemon=True)
+            runner.start()
+            try:
+                p, sampler, emitter = unit.pipeline, unit.sampler, unit.emitter
+                assert p is not None
+                assert sampler is not None
+                assert emitter is not None
+                assert (sampler.threshold, sampler.model_version) == (0.5, "test-1")
+                pkg = make_pkg(tmp_path, FLOAT, name="cand", version="2", threshold=0.8)
+                assert unit.on_model_package(pkg, "shadow")
+                cr = connect_client(broker, "controlroom-commander")
+                cr.loop_start()
+                body = json.dumps({"package_sha256": pkg.sha256}).encode()
+                cr.publish(f"phonewatch/{UNIT_A}/cmd/model_promote", body, qos=1).wait_for_publish(
+                    5
+                )
+                assert wait_until(lambda: p.classifier.name == "cand", 20)
+                band = unit.cfg.sampling.band
+                assert (sampler.threshold, sampler.model_version) == (0.8, "2")
+                assert sampler.band == (0.8 - band, 0.8 + band)
+                hb = emitter.build()
+                assert m.schema_errors(hb, m.HEARTBEAT_SCHEMA) == []
+                assert (hb["model"]["state"], hb["model"]["previous"]) == ("probation", "test-1")
+                assert hb["model"]["live"]["sha256"] == pkg.sha256
+                assert hb["model"]["shadow"] is None  # the promoted shadow has ended
+                assert runner.is_alive()
+                cr.loop_stop()
+                cr.disconnect()
+            finally:
+                stop.set()
+                runner.join(15)
