@@ -103,11 +103,13 @@ class ModelRef:
         if not isinstance(d, dict):
             raise ValueError(f"a model entry must be an object, not {type(d).__name__}")
         try:
-            return cls(**{k: d[k] for k in ("dir", "name", "version", "sha256")}).with_files(
-                d.get("tflite"), d.get("sidecar")
-            )
+            fields = {k: d[k] for k in ("dir", "name", "version", "sha256")}
         except KeyError as e:
             raise ValueError(f"a model entry lacks {e}") from None
+        bad = [k for k, v in fields.items() if not isinstance(v, str)]
+        if bad:
+            raise ValueError(f"a model entry's {', '.join(bad)} must be text")
+        return cls(**fields).with_files(d.get("tflite"), d.get("sidecar"))
 
     def with_files(self, tflite: Any, sidecar: Any) -> ModelRef:
         if not self.is_config and not isinstance(tflite, str):

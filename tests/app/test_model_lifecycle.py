@@ -528,6 +528,7 @@ def test_state_file_round_trip_and_bad_files(tmp_path: Path) -> None:
         ("{not json", "state.json"),
         ('{"live": {"dir": "config"}, "previous": null, "state": "live"}', "lacks"),
         (json.dumps({"live": {**_d(pkg), "tflite": None}, "state": "live"}), "no tflite"),
+        (json.dumps({"live": {**_d(pkg), "version": 2}, "state": "live"}), "version must be"),
         (json.dumps({"live": _d(pkg), "previous": None, "state": "shadow"}), "live or prob"),
         (json.dumps({"live": _d(pkg), "previous": None, "state": "probation"}), "no previous"),
     ]:
