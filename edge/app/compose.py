@@ -27,6 +27,7 @@ from edge.adapters.outbox import Outbox
 from edge.adapters.sinks import JsonlSink, TeeSink
 from edge.app.config import Config, load_config
 from edge.app.heartbeat import StatsEmitter, stamp_position
+from edge.app.model_lifecycle import ModelManager, ModelPackage, ProbationRules, status_doc
 from edge.app.pipeline import Pipeline
 from edge.app.remote import CollectJob, Collector, render_snapshot
 from edge.app.sampler import CalibrationJob, Sampler
@@ -36,10 +37,11 @@ from edge.common.signing import (
     signing_key_name,
     write_key_pair,
 )
+from edge.core.decider import DeciderParams
 from edge.core.errors import ConfigError, PhonewatchError, SignatureError
 from edge.core.frame import Frame
 from edge.core.gps import GpsSource
-from edge.core.ports import AlertNumbers, AlertSink, Detection, FrameSource, Uplink
+from edge.core.ports import AlertNumbers, AlertSink, Classifier, Detection, FrameSource, Uplink
 from edge.core.roi import Roi
 
 log = logging.getLogger(__name__)
@@ -63,6 +65,8 @@ class Paths:
     signing_key: Path
     sampler_state: Path
     """The background sampler's counts for the current UTC day (survive a restart)."""
+    models_dir: Path
+    """Installed model packages and ``state.json`` (which one is live)."""
 
     @classmethod
     def of(cls, cfg: Config) -> Paths:
@@ -78,6 +82,7 @@ class Paths:
             outbox=outbox,
             signing_key=key,
             sampler_state=data / "sampler.json",
+            models_dir=getattr(getattr(cfg, "models", None), "dir", None) or data / "models",
         )
 
 
@@ -108,6 +113,42 @@ def build_classifier(cfg: Config) -> LiteRTClassifier:
         accelerator=m_.accelerator,
         threads=m_.threads,
         threshold=m_.threshold,
+    )
+
+
+def build_model_manager(
+    cfg: Config,
+    paths: Paths,
+    *,
+    report: Callable[[str, str, str, str | None], None],
+    on_swap: Callable[[Classifier, DeciderParams], None] | None = None,
+) -> ModelManager:
+    """The model lifecycle: which model is live (``state.json``), shadow, swap, probation."""
+    m_, models = cfg.model, getattr(cfg, "models", None)
+
+    def open_package(
+        tflite: Path, sidecar: Path | None, threads: int = m_.threads
+    ) -> LiteRTClassifier:
+        return LiteRTClassifier.open(
+            tflite,
+            sidecar=sidecar,
+            accelerator=m_.accelerator,
+            threads=threads,
+            threshold=m_.threshold,
+        )
+
+    return ModelManager(
+        models_dir=paths.models_dir,
+        open_config=lambda: build_classifier(cfg),
+        open_package=open_package,
+        open_shadow=lambda t, s: open_package(t, s, threads=1),  # behind the live model
+        decider_params=cfg.decider.params,
+        report=report,
+        rules=ProbationRules(
+            duration_s=getattr(models, "probation_s", 120.0),
+            frames=getattr(models, "probation_frames", 100),
+        ),
+        on_swap=on_swap,
     )
 
 
@@ -255,6 +296,10 @@ class Unit:
         self.sampler: Sampler | None = None
         self._alerts_done = 0
         self._latest: tuple[Frame, dict[str, float]] | None = None
+        self.models: ModelManager | None = None
+        self._model_events: list[dict[str, Any]] = []
+        self._model_events_lock = threading.Lock()
+        """Model events not yet published (the uplink was not up); sent with a heartbeat."""
         self._counts = {"snapshot_failed": 0, "reloads_refused": 0}
         """``snapshot_failed``: snapshots not made (no frame yet, drawing failed). The uplink
         counts the ones it published, dropped or had refused; the heartbeat carries both."""
@@ -264,6 +309,9 @@ class Unit:
             "snapshot": self._snapshot,
             "reload": self._reload,
             "calibrate": self._calibrate,
+            "model_promote": self._model_promote,
+            "model_rollback": self._model_rollback,
+            "model_shadow_stop": self._model_shadow_stop,
         }
         """The control room's commands, by name (each already checked against the schema)."""
 
@@ -292,8 +340,11 @@ class Unit:
         self.watchdog = FrameWatchdog(self.notifier)
         if cfg.gpio is not None:
             self._build_field(cfg)
-        classifier = build_classifier(cfg)
-        self._stack.callback(classifier.close)
+        self.models = models = build_model_manager(
+            cfg, self.paths, report=self._report_model, on_swap=self._on_model_swap
+        )
+        self._stack.callback(models.close)  # the live (and any previous, shadow) classifier
+        classifier = models.open_live()
         source = build_source(cfg, speed=self.speed)
         evidence = build_evidence(cfg, self.paths)
         self.gps = build_gps(cfg)
@@ -333,6 +384,7 @@ class Unit:
                 interval_s=cfg.sink.heartbeat_interval_s,
                 pipeline_stats=self.heartbeat_stats,
                 gps=self.gps,
+                model=self._heartbeat_model,
             )
             self._stack.callback(self.emitter.close)  # stopped before the uplink closes
             self.emitter.start()
@@ -365,7 +417,10 @@ class Unit:
             on_frame=self._on_frame,
             stamp=self.stamp,
             numbers=numbers,
+            shadow=models.on_scored,
         )
+        models.attach(self.pipeline)
+        models.start()
         if is_file_source(cfg):
             # A missing or unreadable file fails here, clearly. A camera that is absent at
             # boot does not: the unit starts degraded and keeps trying.
@@ -416,6 +471,41 @@ class Unit:
         if self.uplink is not None:
             out.update({k: v for k, v in self.uplink.stats().items() if k.startswith("snapshot_")})
         return out
+
+    def on_model_package(self, pkg: ModelPackage, mode: str) -> bool:
+        """A verified package installed on disk: run it in ``shadow`` or make it ``live``."""
+        if self.models is None:
+            log.warning("model package %s ignored: the unit is not built", pkg.version)
+            return False
+        return self.models.on_package(pkg, mode)
+
+    def _report_model(self, event: str, sha256: str, version: str, detail: str | None) -> None:
+        """The model manager's events, to the control room (``model/status``) when the uplink
+        can publish them; kept (a few) and sent with the next heartbeat otherwise."""
+        doc = status_doc(self.cfg.unit.id, event, sha256, version, detail)
+        with self._model_events_lock:
+            self._model_events = [*self._model_events, doc][-20:]
+        self._send_model_events()
+
+    def _send_model_events(self) -> None:
+        publish = getattr(self.uplink, "publish_model_status", None)
+        with self._model_events_lock:
+            while publish is not None and self._model_events and publish(self._model_events[0]):
+                self._model_events.pop(0)
+
+    def _on_model_swap(self, clf: Classifier, params: DeciderParams) -> None:
+        """The sampler's near-threshold band and version label follow the live model."""
+        if self.sampler is not None:
+            s = self.sampler
+            s.threshold, s.model_version = params.score_on, clf.version
+            s.band = (
+                params.score_on - self.cfg.sampling.band,
+                params.score_on + self.cfg.sampling.band,
+            )
+
+    def _heartbeat_model(self) -> dict[str, Any] | None:
+        self._send_model_events()
+        return self.models.heartbeat() if self.models is not None else None
 
     def stamp(self, det: Detection) -> Detection:
         """The pipeline's evidence thread, once per hit: attach what the app knows (GPS fix
@@ -521,6 +611,18 @@ class Unit:
             log.info("snapshot %s: frame %d, %d bytes published", rid, frame.index, len(jpeg))
         else:
             log.warning("snapshot %s dropped: broker offline", rid)
+
+    def _model_promote(self, name: str, payload: dict[str, Any]) -> None:
+        if self.models is not None:
+            self.models.promote(sha256=payload.get("package_sha256"))
+
+    def _model_rollback(self, name: str, payload: dict[str, Any]) -> None:
+        if self.models is not None:
+            self.models.rollback(payload.get("reason") or "asked by the control room")
+
+    def _model_shadow_stop(self, name: str, payload: dict[str, Any]) -> None:
+        if self.models is not None:
+            self.models.stop_shadow()
 
     def _reload(self, name: str, payload: dict[str, Any]) -> None:
         rid = payload.get("request_id") or "-"

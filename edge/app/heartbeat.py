@@ -1,10 +1,11 @@
 """The unit's heartbeat: gathered here, in the app, and handed to the uplink as a document.
 
 The uplink is a transport; what a heartbeat says (pipeline rates, outbox depth, GPS state and
-fix, CPU temperature) is the app's business. :class:`StatsEmitter` runs one thread that, every
-``interval_s``, builds the document with :func:`edge.core.messages.build_heartbeat` from the
-parts it was given and calls ``uplink.publish_heartbeat``. A part that fails is left out of that
-heartbeat (logged); the heartbeat still goes.
+fix, CPU temperature, the live and shadow models) is the app's business. :class:`StatsEmitter`
+runs one thread that, every ``interval_s``, builds the document with
+:func:`edge.core.messages.build_heartbeat` from the parts it was given and calls
+``uplink.publish_heartbeat``. A part that fails is left out of that heartbeat (logged); the
+heartbeat still goes.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ class StatsEmitter:
         pipeline_stats: Callable[[], Mapping[str, Any]],
         gps: GpsSource | None = None,
         cpu_temp: Callable[[], float | None] = read_cpu_temp_c,
+        model: Callable[[], Mapping[str, Any] | None] | None = None,
     ) -> None:
         self.unit_id = unit_id
         self.uplink = uplink
@@ -76,6 +78,8 @@ class StatsEmitter:
         self._pipeline_stats = pipeline_stats
         self._gps = gps
         self._cpu_temp = cpu_temp
+        self._model = model
+        """The unit's models for the heartbeat's ``model`` object (``ModelManager.heartbeat``)."""
         self._t0_mono = time.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
@@ -90,6 +94,12 @@ class StatsEmitter:
             pipeline = {}
         up = self.uplink.stats()
         fix, gps_state = read_position(self._gps)
+        model = None
+        if self._model is not None:
+            try:
+                model = self._model()
+            except Exception as e:
+                log.warning("model figures failed; heartbeat without them: %s", e)
         return m.build_heartbeat(
             self.unit_id,
             t_wall_s=time.time(),
@@ -101,6 +111,7 @@ class StatsEmitter:
             gps_state=gps_state,
             fix=fix,
             cpu_temp_c=self._cpu_temp(),
+            model=model,
         )
 
     def start(self) -> StatsEmitter:

@@ -38,6 +38,35 @@ from edge.core.roi import Roi
 
 log = logging.getLogger(__name__)
 
+ShadowHook = Callable[[Frame, dict[str, float], float, int], None]
+"""Called on the inference thread after each frame is decided, with the frame, the live
+model's score per ROI, the live ``score_on`` and how many hits the frame gave. It must return
+at once (a model in shadow takes the frame through its own latest-frame slot)."""
+
+_Prepared = tuple[Frame, list[np.ndarray], float, Classifier]
+"""A frame, its ROI tensors, the time preparing them took, and the classifier they were
+prepared for."""
+
+
+def same_input(a: Classifier, b: Classifier) -> bool:
+    """Whether a tensor prepared by ``a`` is exactly what ``b`` takes: the same input spec
+    (size, layout, colour, normalisation) and the same quantisation and dtype. A classifier
+    that does not say (no ``spec``) is taken to differ."""
+
+    def key(c: Classifier) -> tuple[Any, ...] | None:
+        spec = getattr(c, "spec", None)
+        if spec is None:
+            return None
+        return (
+            spec.input,
+            getattr(c, "_in_scale", None),
+            getattr(c, "_in_zero", None),
+            getattr(c, "_in_dtype", None),
+        )
+
+    ka = key(a)
+    return ka is not None and ka == key(b)
+
 
 class LatestSlot:
     """A one-frame hand-off. ``put`` replaces an unconsumed frame (a drop) unless lossless."""
@@ -201,6 +230,10 @@ class _Pending:
     roi: Roi
     clip: list[np.ndarray] | None = None
     """The hit's clip, once its post-roll is in (only when clips are kept)."""
+    model: Classifier | None = None
+    """The model that scored the hit (a swap may land before its evidence is saved)."""
+    score_on: float | None = None
+    """The threshold it was decided at."""
 
 
 CLIP_STALL_S = 2.0
@@ -232,6 +265,7 @@ class Pipeline:
         on_frame: Callable[[Frame, dict[str, float]], None] | None = None,
         stamp: Callable[[Detection], Detection] | None = None,
         numbers: AlertNumbers | None = None,
+        shadow: ShadowHook | None = None,
     ) -> None:
         self.source = source
         self.classifier = classifier
@@ -259,12 +293,14 @@ class Pipeline:
         """Reserves each hit's sequence number before its evidence is saved (the outbox, or
         the JSON-lines sink's counter); None: ids from the frame time (benches, tests)."""
         """Adds what the app knows to each hit's detection (GPS fix, alert time, mode)."""
+        self.shadow = shadow
+        """A model in shadow mode sees every decided frame here (see :data:`ShadowHook`)."""
         self.stats = PipelineStats()
         self.stop_event = threading.Event()
         self._hits: queue.Queue[_Pending | None] = queue.Queue(maxsize=64)
-        self._prepared: queue.Queue[tuple[Frame, list[np.ndarray], float] | None] = queue.Queue(
-            maxsize=1
-        )
+        self._prepared: queue.Queue[_Prepared | None] = queue.Queue(maxsize=1)
+        self._swap_lock = threading.RLock()
+        """Held while one frame is scored and decided: a swap waits for the frame in hand."""
         self._threads: list[threading.Thread] = []
         self._status = "starting"
         self._roi_by_id = {r.id: r for r in self.rois}
@@ -385,23 +421,22 @@ class Pipeline:
                     continue
                 t0 = time.perf_counter()
                 img = frame.inference_image
+                clf = self.classifier  # one model for all of this frame's ROIs
                 try:
-                    tensors = [
-                        self.classifier.preprocess(r.crop(img), r.mask(img)) for r in self.rois
-                    ]
+                    tensors = [clf.preprocess(r.crop(img), r.mask(img)) for r in self.rois]
                 except Exception:  # log, count, continue with the next frame
                     self.stats.stage_errors += 1
                     log.exception("preprocessing frame %d failed", frame.index)
                     continue
                 prep_ms = (time.perf_counter() - t0) * 1e3
-                self._put_prepared((frame, tensors, prep_ms))
+                self._put_prepared((frame, tensors, prep_ms, clf))
         except Exception:
             log.exception("preprocessing stage failed")
             self._set_status("degraded")
         finally:
             self._put_prepared(None)
 
-    def _put_prepared(self, item: tuple[Frame, list[np.ndarray], float] | None) -> None:
+    def _put_prepared(self, item: _Prepared | None) -> None:
         while True:
             try:
                 self._prepared.put(item, timeout=0.2)
@@ -417,7 +452,7 @@ class Pipeline:
                 if item is None:
                     break
                 try:
-                    self._process(*item)
+                    self._process_current(*item)
                 except Exception:  # log, count, continue with the next frame
                     self.stats.stage_errors += 1
                     log.exception("inference on frame %d failed", item[0].index)
@@ -426,6 +461,53 @@ class Pipeline:
             self._set_status("degraded")
         finally:
             self._hits.put(None)
+
+    def _process_current(
+        self, frame: Frame, tensors: list[np.ndarray], prep_ms: float, prepared_for: Classifier
+    ) -> None:
+        """Score and decide one frame with the classifier in place now. Tensors prepared for
+        a model swapped out since are prepared again when the two models' inputs differ."""
+        with self._swap_lock:
+            if prepared_for is not self.classifier and not same_input(
+                prepared_for, self.classifier
+            ):
+                t0 = time.perf_counter()
+                img = frame.inference_image
+                tensors = [self.classifier.preprocess(r.crop(img), r.mask(img)) for r in self.rois]
+                prep_ms += (time.perf_counter() - t0) * 1e3
+            self._process(frame, tensors, prep_ms)
+
+    def swap_classifier(
+        self, new: Classifier, *, params: DeciderParams | None = None, timeout_s: float = 10.0
+    ) -> Classifier:
+        """Put ``new`` in place of the classifier between two frames and return the old one
+        (still open: the caller closes it). The frame being scored finishes on the old model;
+        the next one is scored by ``new``, none twice and none dropped. ``params`` (the
+        decider's rules for the new model's threshold) replace the current ones; each ROI
+        keeps its recent scores and its latch, so a driver already alerted on is not
+        alerted on again because the model changed.
+
+        Raises ``TimeoutError`` (nothing changed) if the frame in hand is not done within
+        ``timeout_s`` (a hung interpreter)."""
+        if not self._swap_lock.acquire(timeout=timeout_s):
+            raise TimeoutError(
+                f"model swap: the frame being scored did not finish within {timeout_s:g} s"
+            )
+        try:
+            old, self.classifier = self.classifier, new
+            if params is not None and params != self.params:
+                self._set_params(params)
+        finally:
+            self._swap_lock.release()
+        return old
+
+    def _set_params(self, params: DeciderParams) -> None:
+        if params.window == self.params.window:
+            for r in self.rois:
+                self.decider[r.id].params = params
+        else:  # another window length: the per-ROI history no longer fits
+            self.decider = Decider([r.id for r in self.rois], params)
+        self.params = params
 
     def _process(self, frame: Frame, tensors: list[np.ndarray], prep_ms: float) -> None:
         t1 = time.perf_counter()
@@ -437,13 +519,22 @@ class Pipeline:
         for hit in hits:
             self.stats.hits += 1
             try:
-                self._hits.put_nowait(_Pending(hit, self._roi_by_id[hit.roi_id]))
+                self._hits.put_nowait(
+                    _Pending(
+                        hit,
+                        self._roi_by_id[hit.roi_id],
+                        model=self.classifier,
+                        score_on=self.params.score_on,
+                    )
+                )
             except queue.Full:
                 self.stats.evidence_errors += 1
                 log.error(
                     "evidence queue full: hit in %s at frame %d lost", hit.roi_id, hit.best.index
                 )
         self.last_scores = by_roi
+        if self.shadow is not None:
+            self.shadow(frame, by_roi, self.params.score_on, len(hits))
         st = self.stats
         st.processed += 1
         st.last_processed_mono_s = time.monotonic()
@@ -536,6 +627,7 @@ class Pipeline:
             clip=clip,
             clip_fps=self._clip_fps(),
         )
+        model = item.model or self.classifier
         det = Detection(
             alert_id=alert_id,
             roi_id=hit.roi_id,
@@ -545,10 +637,10 @@ class Pipeline:
             frame_index=frame.index,
             t_wall_s=frame.t_wall_s,
             t_mono_s=frame.t_mono_s,
-            model_name=self.classifier.name,
-            model_version=self.classifier.version,
-            model_sha256=self.classifier.sha256,
-            threshold=self.params.score_on,
+            model_name=model.name,
+            model_version=model.version,
+            model_sha256=model.sha256,
+            threshold=self.params.score_on if item.score_on is None else item.score_on,
             evidence=rec,
             seq=seq,
             roi_box=_pixel_box(item.roi, frame.image),

@@ -30,7 +30,16 @@ HEARTBEAT_SCHEMA = "heartbeat.v1"
 COMMAND_SCHEMA = "command.v1"
 RECEIPT_SCHEMA = "receipt.v1"
 
-COMMANDS = ("snapshot", "mute", "reload", "collect", "calibrate")
+COMMANDS = (
+    "snapshot",
+    "mute",
+    "reload",
+    "collect",
+    "calibrate",
+    "model_promote",
+    "model_rollback",
+    "model_shadow_stop",
+)
 """Command names the control room may send; anything else is rejected."""
 
 SIGNING_CONTEXT = b"phonewatch.alert.v1\n"
@@ -385,7 +394,9 @@ def build_heartbeat(
     gps_state: str | None,
     cpu_temp_c: float | None,
     fix: Mapping[str, Any] | None = None,
+    model: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """``model``: the unit's models (``ModelManager.heartbeat``); left out when None."""
     stats = dict(pipeline or {})
     msg: dict[str, Any] = {
         "schema": "phonewatch.heartbeat",
@@ -409,6 +420,8 @@ def build_heartbeat(
         cpu_temp_c=cpu_temp_c,
     )
     msg["pipeline"] = {k: v for k, v in stats.items() if _json_safe(v)}
+    if model is not None:
+        msg["model"] = dict(model)
     return msg
 
 
