@@ -21,6 +21,7 @@ from typing import Any
 from edge.adapters.camera import source_from_config
 from edge.adapters.classifier import LiteRTClassifier
 from edge.adapters.evidence import EvidenceStore
+from edge.adapters.model_transfer import ModelReceiver, PackageFn
 from edge.adapters.mqtt import MqttUplink
 from edge.adapters.mqtt_config import MqttSinkConfig
 from edge.adapters.outbox import Outbox
@@ -30,9 +31,11 @@ from edge.app.heartbeat import StatsEmitter, stamp_position
 from edge.app.pipeline import Pipeline
 from edge.app.remote import CollectJob, Collector, render_snapshot
 from edge.app.sampler import CalibrationJob, Sampler
+from edge.common.model_package import InstalledPackage
 from edge.common.signing import (
     Ed25519PrivateKey,
     load_private_key,
+    load_public_key,
     signing_key_name,
     write_key_pair,
 )
@@ -193,6 +196,23 @@ def build_sink(cfg: Config, *, on_command: CommandFn | None = None) -> AlertSink
     return JsonlSink(Paths.of(cfg).alerts_jsonl)
 
 
+def build_model_receiver(cfg: Config, uplink: MqttUplink, on_package: PackageFn) -> ModelReceiver:
+    """The receiver of signed model packages ([models]), attached to the uplink and started."""
+    try:
+        keys = [load_public_key(p) for p in cfg.models.trusted_keys]
+    except SignatureError as e:
+        raise ConfigError(f"models.trusted_keys: {e}") from None
+    models = ModelReceiver(
+        cfg.models.dir or cfg.unit.data_dir / "models",
+        keys,
+        unit_id=cfg.unit.id,
+        publish=uplink.publish_model_status,
+        on_package=on_package,
+    ).start()
+    uplink.attach_models(models)
+    return models
+
+
 def check_reloadable(path: Path) -> Config:
     """Read and validate a config file for ``reload``: everything ``load_config`` checks, the
     ROIs' geometry, and that the model file is there (a restart into a config that cannot
@@ -253,6 +273,9 @@ class Unit:
         self.reload_requested = threading.Event()
         self.collector: Collector | None = None
         self.sampler: Sampler | None = None
+        self.model_receiver: ModelReceiver | None = None
+        self.model_packages: list[tuple[InstalledPackage, str]] = []
+        """Packages handed to :meth:`on_model_package` (the stub's record)."""
         self._alerts_done = 0
         self._latest: tuple[Frame, dict[str, float]] | None = None
         self._counts = {"snapshot_failed": 0, "reloads_refused": 0}
@@ -314,6 +337,9 @@ class Unit:
             self.problem = outbox.problem
             if self.problem:
                 uplink.set_status("degraded", self.problem)
+            if cfg.models.trusted_keys:
+                self.model_receiver = build_model_receiver(cfg, sink, self.on_model_package)
+                self._stack.callback(self.model_receiver.close)  # closed before the uplink
             self.collector = Collector(uplink=uplink, jpeg_quality=cfg.evidence.jpeg_quality)
             self._stack.callback(self.collector.close)  # closed before the uplink
             self.sampler = Sampler(
@@ -474,6 +500,12 @@ class Unit:
             return False
         st = p.stats  # every hit ends in _on_hit, an evidence error or a sink error
         return st.hits > self._alerts_done + st.evidence_errors + st.sink_errors
+
+    def on_model_package(self, pkg: InstalledPackage, mode: str) -> None:
+        """A verified package is installed (``mode`` "shadow" or "live"; on the model receiver's
+        thread). STUB, replaced by the lifecycle helper's ModelManager: it logs and records."""
+        log.info("model %s %s installed in %s, offered as %s", pkg.name, pkg.version, pkg.dir, mode)
+        self.model_packages.append((pkg, mode))
 
     # -- commands (the uplink's command thread; payloads already checked) ---------------------
     def _on_command(self, name: str, payload: dict[str, Any]) -> None:
