@@ -178,6 +178,26 @@ def send_offer(
     return sender.publish_chunks(unit, offer.sha256, [(i, offer.chunks[i]) for i in wanted])
 
 
+def offer_package(
+    engine: Engine,
+    sender: ChunkSender,
+    *,
+    unit: str,
+    blob: bytes,
+    mode: str,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    user: str,
+) -> tuple[Offer, commands.Sent]:
+    """Record and send an offer (``controlroom model offer``): the row says ``unsent`` with
+    the reason when the broker did not take it all."""
+    offer = make_offer(blob, mode=mode, chunk_size=chunk_size)
+    record_offer(engine, unit=unit, blob=blob, offer=offer, user=user)
+    sent = send_offer(sender, unit, offer)
+    if not sent.ok:
+        mark_unsent(engine, unit=unit, package_sha256=offer.sha256, why=sent.detail)
+    return offer, sent
+
+
 def chunk_topic(root: str, unit: str, package_sha256: str, index: int) -> str:
     return f"{root.rstrip('/')}/{unit}/model/chunk/{package_sha256}/{index}"
 

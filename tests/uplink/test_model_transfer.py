@@ -156,7 +156,7 @@ def test_a_restarted_unit_keeps_its_chunks_and_asks_only_for_the_missing(
         send(second, offer, doc["missing"])
         assert wait_until(lambda: unit.packages, 10)
         assert unit.packages[0][1] == "live"
-        assert second.stats()["chunks_kept"] == n - len(evens)  # the even ones were never needed again
+        assert second.stats()["chunks_kept"] == n - len(evens)  # the even ones not again
     finally:
         second.close()
 
