@@ -13,7 +13,7 @@ import pytest
 
 from edge.adapters.classifier import LiteRTClassifier
 from edge.common import model_package as mp
-from edge.common.signing import Ed25519PrivateKey, generate_key
+from edge.common.signing import Ed25519PrivateKey, generate_key, key_id
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 TFLITE = DATA / "brightness_int8.tflite"
@@ -56,7 +56,7 @@ def resign(files: list[tuple[str, bytes]], key: Ed25519PrivateKey, **changes: by
     d = dict(files)
     d.update(changes)
     manifest = json.loads(d["manifest.json"])
-    manifest["key_id"] = mp.key_id(key.public_key())
+    manifest["key_id"] = key_id(key.public_key())
     manifest["files"] = [
         {"name": n, "size": len(d[n]), "sha256": hashlib.sha256(d[n]).hexdigest()}
         for n in mp.CONTENT
@@ -76,7 +76,7 @@ def test_a_built_package_verifies_and_installs_openable(
     assert (pkg.name, pkg.version) == ("brightness-int8", "test-1")
     assert pkg.sha256 == hashlib.sha256(blob).hexdigest()
     assert pkg.model_sha256 == hashlib.sha256(TFLITE.read_bytes()).hexdigest()
-    assert pkg.manifest["key_id"] == mp.key_id(key.public_key())
+    assert pkg.manifest["key_id"] == key_id(key.public_key())
     assert pkg.card == b"# brightness test model\n"
 
     inst = mp.install(pkg, tmp_path / "models")
