@@ -362,6 +362,8 @@ class Unit:
             )
             self._stack.callback(self.emitter.close)  # stopped before the uplink closes
             self.emitter.start()
+        elif cfg.models.trusted_keys:
+            log.warning("[models] trusted_keys is set, but model packages come only over mqtt")
         numbers: AlertNumbers | None = (
             sink.outbox
             if isinstance(sink, MqttUplink)
