@@ -172,9 +172,12 @@ def publish_chunks(
     unit: str,
     package_sha256: str,
     chunks: Sequence[tuple[int, bytes]],
-    timeout_s: float = 30.0,
+    timeout_s: float | None = None,
 ) -> commands.Sent:
-    """Publish model package chunks (QoS 1, not retained) and wait for every PUBACK."""
+    """Publish model package chunks (QoS 1, not retained) and wait for every PUBACK (within
+    ``timeout_s``; by default 30 s plus 0.5 s a chunk)."""
+    if timeout_s is None:
+        timeout_s = 30.0 + 0.5 * len(chunks)
     if not connected:
         return commands.Sent(
             False, f"not connected to the broker {cfg.host}:{cfg.port}; no chunk was sent"

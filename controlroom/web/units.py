@@ -289,6 +289,8 @@ RECEIVER_WORDS = {
     "db_errors": "Database errors",
     "connects": "Connections to the broker",
     "subscriptions_refused": "Subscriptions refused by the broker",
+    "model_status_rejected": "Model reports refused",
+    "chunks_resent": "Model package chunks sent again",
 }
 
 
