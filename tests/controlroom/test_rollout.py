@@ -8,6 +8,7 @@ import base64
 import functools
 import hashlib
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +27,9 @@ from edge.app.compose import build_uplink
 from edge.app.local_broker import LocalBroker
 from edge.common import model_package as mp
 from edge.common.signing import Ed25519PrivateKey, generate_key
+from edge.core import messages as m
 from tests.common.test_model_package import members, resign, tar_of
-from tests.controlroom.conftest import Unit
+from tests.controlroom.conftest import Publisher, Unit
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
@@ -256,3 +258,38 @@ def test_every_refusal_reaches_the_control_room_with_its_reason(
     assert unit.packages == []
     assert unit.models.stats()["packages_refused"] == 6
     assert sorted(p.name for p in (unit.models.models_dir).iterdir()) == ["incoming"]
+
+
+def test_bad_model_reports_and_offers_to_a_unit_without_keys_are_counted_and_dropped(
+    broker: LocalBroker,
+    engine: Engine,
+    receiver: Receiver,
+    unit_a: Unit,
+    publisher: Publisher,
+    tmp_path: Path,
+    small: bytes,
+) -> None:
+    ok = m.build_model_status(
+        "unit-a", t_wall_s=time.time(), package_sha256="c" * 64, version="9", event="installed"
+    )
+    publisher.publish("phonewatch/unit-a/model/status", b"{not json")
+    publisher.publish("phonewatch/unit-a/model/status", m.encode(dict(ok, event="exploded")))
+    publisher.publish("phonewatch/unit-b/model/status", m.encode(dict(ok, unit="unit-b")))
+    publisher.publish("phonewatch/unit-a/model/status", m.encode(dict(ok, unit="unit-b")))
+    publisher.publish("phonewatch/unit-a/model/status", m.encode(ok))
+    assert wait_until(lambda: any(a == "model_installed" for a, _ in audit(engine)), 10)
+    assert receiver.stats()["model_status_rejected"] == 4
+    assert [a for a, _ in audit(engine) if a.startswith("model_")] == ["model_installed"]
+
+    # a unit whose uplink has no model receiver ([models] not set) refuses the offer
+    cfg = MqttSinkConfig(
+        **broker.sink_settings("unit-a"), signing_key_autogenerate=True, heartbeat_interval_s=3600
+    )
+    up = build_uplink(cfg, unit_id="unit-a", data_dir=tmp_path / "bare", on_command=None)
+    try:
+        assert up.wait_connected(10)
+        offer_when_subscribed(engine, receiver, small, "live")
+        assert wait_until(lambda: up.stats()["commands_rejected"] == 1, 10)
+        assert up.stats()["model_chunks"] == 0  # not subscribed to chunks at all
+    finally:
+        up.close(drain_timeout_s=0)
