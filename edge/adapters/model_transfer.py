@@ -47,7 +47,8 @@ from edge.core.errors import MessageError
 log = logging.getLogger(__name__)
 
 PublishFn = Callable[[dict[str, Any]], bool]
-PackageFn = Callable[[mp.InstalledPackage, str], None]
+PackageFn = Callable[[mp.InstalledPackage, str], object]
+"""``Unit.on_model_package``: its return value (if any) is ignored."""
 OFFER_FILE = "offer.json"
 MAX_CHUNKS = 4096
 OFFER_MAX_BYTES = 400 * 1024
