@@ -274,6 +274,132 @@ def _add_dataset_parsers(
     p.set_defaults(func=cmd_dataset_list)
 
 
+MODEL_KEY_NAME = "controlroom-model"
+"""``model-key generate`` writes ``controlroom-model.sign.key`` and ``.sign.pub``."""
+
+
+def cmd_model_key_generate(args: argparse.Namespace) -> int:
+    from edge.common.signing import write_key_pair
+
+    key, pub, kid = write_key_pair(MODEL_KEY_NAME, Path(args.out))
+    print(f"model-signing key {kid}: private {key} (keep it in the control room), public {pub}")
+    print(f'pin it on each unit: [models] trusted_keys = ["{pub.name}"]')
+    return 0
+
+
+def cmd_model_package(args: argparse.Namespace) -> int:
+    from edge.common import model_package as mp
+    from edge.common.signing import load_private_key
+
+    model = Path(args.model)
+    sidecar = Path(args.sidecar) if args.sidecar else model.with_suffix(".json")
+    out = Path(args.out)
+    if out.exists():
+        raise ControlRoomError(f"{out} already exists; refusing to overwrite a package")
+    blob = mp.build_package(
+        model, sidecar, Path(args.card) if args.card else None, load_private_key(Path(args.key))
+    )
+    out.write_bytes(blob)
+    pkg = mp.inspect_package(blob)
+    print(
+        f"{out}: {pkg['name']} {pkg['version']}, {len(blob)} bytes, sha256 "
+        f"{mp.sha256_hex(blob)}, signed by {pkg['key_id']}"
+    )
+    return 0
+
+
+def cmd_model_offer(args: argparse.Namespace) -> int:
+    from controlroom import rollout
+    from controlroom.receiver import CommandPublisher
+
+    try:
+        blob = Path(args.package).read_bytes()
+    except OSError as e:
+        raise ControlRoomError(f"cannot read {args.package}: {e.strerror}") from None
+    cfg = _config(args)
+    engine = _engine(args)
+    pub = CommandPublisher(cfg.mqtt).start()
+    try:
+        if not pub.wait_ready(args.connect_timeout):
+            raise ControlRoomError(
+                f"cannot reach the broker {cfg.mqtt.host}:{cfg.mqtt.port}; nothing was offered"
+            )
+        offer, sent = rollout.offer_package(
+            engine,
+            pub,
+            unit=args.unit,
+            blob=blob,
+            mode=args.mode,
+            chunk_size=args.chunk_size,
+            user="cli",
+        )
+    finally:
+        pub.close()
+    b = offer.body
+    print(
+        f"{b['name']} {b['version']} ({offer.sha256[:12]}) to {args.unit} as {b['mode']}: "
+        f"{b['size']} bytes in {b['chunk_count']} chunk(s): {sent.detail}"
+    )
+    if sent.ok:
+        print("the serving control room records the unit's progress ('controlroom model status')")
+    return 0 if sent.ok else 1
+
+
+def cmd_model_status(args: argparse.Namespace) -> int:
+    from controlroom import rollout
+
+    with _engine(args).connect() as conn:
+        rows = rollout.list_rollouts(conn, unit=args.unit, limit=1000)
+    for r in rows:
+        have = "" if r.have is None else f" {r.have}/{r.chunk_count}"
+        print(
+            f"{r.unit}  {r.version}  {r.package_sha256[:12]}  {r.mode}  {r.state}{have}  "
+            f"{r.detail or ''}".rstrip()
+        )
+    if not rows:
+        print("no rollouts")
+    return 0
+
+
+def _add_model_parsers(
+    crs: argparse._SubParsersAction,  # type: ignore[type-arg]
+    with_config: Callable[[argparse.ArgumentParser], argparse.ArgumentParser],
+) -> None:
+    mk = crs.add_parser("model-key", help="the control room's model-signing key")
+    mks = mk.add_subparsers(dest="model_key_command", metavar="ACTION", required=True)
+    p = mks.add_parser(
+        "generate", help=f"write {MODEL_KEY_NAME}.sign.key and .sign.pub (never overwrites)"
+    )
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for the key pair")
+    p.set_defaults(func=cmd_model_key_generate)
+
+    md = crs.add_parser(
+        "model",
+        help="signed model packages: build, offer to a unit, status",
+        description="Build a signed model package, offer it to a unit over MQTT in hashed "
+        "chunks (the serving receiver resends what the unit reports missing), and show "
+        "what each unit made of it. See docs/rollout.md.",
+    )
+    mds = md.add_subparsers(dest="model_command", metavar="ACTION", required=True)
+    p = mds.add_parser("package", help="build a signed package (.pwpkg) from a TFLite model")
+    p.add_argument("--model", required=True, metavar="X.tflite", help="the TFLite model")
+    p.add_argument("--sidecar", metavar="X.json", help="its sidecar (default: beside the model)")
+    p.add_argument("--card", metavar="CARD.md", help="a model card to include")
+    p.add_argument("--key", required=True, metavar="K", help="the model-signing private key")
+    p.add_argument("--out", required=True, metavar="P.pwpkg", help="the package (new file)")
+    p.set_defaults(func=cmd_model_package)
+    p = with_config(mds.add_parser("offer", help="send a package to a unit"))
+    p.add_argument("--unit", required=True, metavar="U", help="the unit's id")
+    p.add_argument("--package", required=True, metavar="P.pwpkg", help="the signed package")
+    p.add_argument("--mode", required=True, choices=("shadow", "live"), help="how the unit runs it")
+    p.add_argument("--chunk-size", type=int, default=64 * 1024, help="bytes per chunk (64 KiB)")
+    p.add_argument("--connect-timeout", type=float, default=10.0, help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_model_offer)
+    p = with_config(mds.add_parser("status", help="the rollouts, most recently updated first"))
+    p.add_argument("--unit", metavar="U", help="only this unit")
+    p.set_defaults(func=cmd_model_status)
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from controlroom.bundle import verify_bundle
 
@@ -344,6 +470,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p = with_config(crs.add_parser("migrate", help="bring the database schema up to date"))
     p.set_defaults(func=cmd_migrate)
     _add_dataset_parsers(crs, with_config)
+    _add_model_parsers(crs, with_config)
 
     v = sub.add_parser(
         "verify",

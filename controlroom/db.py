@@ -243,6 +243,39 @@ example_blobs = sa.Table(
     sa.Column("stored_at", sa.Float, nullable=False),
 )
 
+# -- model rollout (migration 9; controlroom/rollout.py) ---------------------------------------
+
+model_packages = sa.Table(
+    "model_packages",
+    metadata,  # each signed package offered to a unit, once, by the SHA-256 of its bytes
+    sa.Column("sha256", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("version", sa.String(64), nullable=False),
+    sa.Column("key_id", sa.String(16), nullable=False),
+    sa.Column("size_bytes", sa.Integer, nullable=False),
+    sa.Column("stored_at", sa.Float, nullable=False),
+    sa.Column("blob", sa.LargeBinary, nullable=False),  # kept so a receiver can resend chunks
+)
+
+rollouts = sa.Table(
+    "rollouts",
+    metadata,  # one package offered to one unit: its latest state as the unit reported it
+    sa.Column("unit", sa.String(64), primary_key=True),
+    sa.Column("package_sha256", sa.String(64), primary_key=True),
+    sa.Column("version", sa.String(64), nullable=False),
+    sa.Column("mode", sa.String(8), nullable=False),
+    sa.Column("chunk_size", sa.Integer, nullable=False),
+    sa.Column("chunk_count", sa.Integer, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),  # offered, or the unit's last event
+    sa.Column("detail", sa.Text),
+    sa.Column("have", sa.Integer),
+    sa.Column("chunks_resent", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("offered_by", sa.String(64), nullable=False),
+    sa.Column("offered_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Index("ix_rollouts_updated", "unit", "updated_at"),
+)
+
 
 def _v1(conn: Connection) -> None:
     for t in (units, alerts, evidence, users, audit):
@@ -293,6 +326,11 @@ def _v8(conn: Connection) -> None:
         t.create(conn, checkfirst=True)
 
 
+def _v9(conn: Connection) -> None:
+    for t in (model_packages, rollouts):
+        t.create(conn, checkfirst=True)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "units, alerts, evidence, users, audit", _v1),
     (2, "labelling queue", _v2),
@@ -302,6 +340,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (6, "evidence index by unit (orphan evidence cap)", _v6),
     (7, "driver-window crops", _v7),
     (8, "labelled examples with provenance; dataset versions", _v8),
+    (9, "model packages and rollouts", _v9),
 ]
 LATEST_VERSION = MIGRATIONS[-1][0]
 

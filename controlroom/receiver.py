@@ -10,6 +10,9 @@
   ``(unit, seq)`` key keeps it stored once.
 * Commands to units (:meth:`Receiver.publish_command`) go out on the same connection, QoS 1,
   not retained; a dashboard without a receiver uses a :class:`CommandPublisher` of its own.
+* Model rollout (``controlroom/rollout.py``): the units' ``model/status`` events come through
+  the shared subscription too; the worker records them (audit log, ``rollouts``) in their own
+  transaction and sends again the package chunks a unit reports missing.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import queue
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -31,7 +34,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from sqlalchemy.engine import Engine
 
-from controlroom import commands
+from controlroom import commands, rollout
 from controlroom.config import MqttConfig
 from controlroom.ingest import Ingest, Message, StoredAlert
 from edge.common.mqtt_tls import configure_client
@@ -156,6 +159,53 @@ class _Acks:
             return self._done.pop(mid, None)
 
 
+CHUNK_WINDOW = 256
+"""Chunks published before waiting for their PUBACKs (``_Acks`` remembers 1000)."""
+
+
+def publish_chunks(
+    client: mqtt.Client,
+    acks: _Acks,
+    cfg: MqttConfig,
+    *,
+    connected: bool,
+    unit: str,
+    package_sha256: str,
+    chunks: Sequence[tuple[int, bytes]],
+    timeout_s: float | None = None,
+) -> commands.Sent:
+    """Publish model package chunks (QoS 1, not retained) and wait for every PUBACK (within
+    ``timeout_s``; by default 30 s plus 0.5 s a chunk)."""
+    if timeout_s is None:
+        timeout_s = 30.0 + 0.5 * len(chunks)
+    if not connected:
+        return commands.Sent(
+            False, f"not connected to the broker {cfg.host}:{cfg.port}; no chunk was sent"
+        )
+    deadline = time.monotonic() + timeout_s
+    for start in range(0, len(chunks), CHUNK_WINDOW):
+        mids: list[tuple[int, int]] = []
+        for index, data in chunks[start : start + CHUNK_WINDOW]:
+            topic = rollout.chunk_topic(cfg.topic_root, unit, package_sha256, index)
+            info = client.publish(topic, data, qos=1, retain=False)
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                return commands.Sent(False, f"chunk {index} not sent: {mqtt.error_string(info.rc)}")
+            mids.append((index, info.mid))
+        for index, mid in mids:
+            rc = acks.wait(mid, max(0.0, deadline - time.monotonic()))
+            if rc is None:
+                return commands.Sent(
+                    False, f"the broker did not acknowledge chunk {index} within {timeout_s:.0f} s"
+                )
+            if rc.is_failure:
+                return commands.Sent(
+                    False,
+                    f"the broker refused chunk {index}: {rc} (does the ACL let the control room "
+                    f"write {cfg.topic_root}/+/model/chunk/#?)",
+                )
+    return commands.Sent(True, f"{len(chunks)} chunk(s) published")
+
+
 def publish_command(
     client: mqtt.Client,
     acks: _Acks,
@@ -233,6 +283,8 @@ class Receiver:
         self.receipts_sent = 0
         self.connects = 0
         self.subscriptions_refused = 0
+        self.model_status_rejected = 0
+        self.chunks_resent = 0
         self._acks = _Acks()
         self._client = self._make_client()
         self._worker = threading.Thread(
@@ -248,6 +300,7 @@ class Receiver:
             f"{root}/+/heartbeat",
             f"{root}/+/collect/+",
             f"{root}/+/snapshot",
+            f"{root}/+/model/status",
         ]
         return [(f"$share/{group}/{t}", 1) for t in shared] + [(f"{root}/+/status", 1)]
 
@@ -358,7 +411,7 @@ class Receiver:
                 pending.append(item)
                 batch_bytes += _size(item[0].topic, item[0].payload)
             try:
-                self.ingest.process([p[0] for p in pending])
+                self._process(pending)
             except sa.exc.SQLAlchemyError as e:
                 self.db_errors += 1
                 log.error(
@@ -379,6 +432,35 @@ class Receiver:
                 sum(_size(msg.topic, msg.payload) for msg, _, _ in pending), len(pending)
             )
             pending = []
+
+    def _process(self, pending: list[tuple[Message, int, int]]) -> None:
+        """Store a batch: model events (``controlroom/rollout.py``) apart, the rest through
+        :class:`Ingest`; then send the chunks units reported missing."""
+        root = self.cfg.topic_root
+        statuses = [
+            (msg.topic, msg.payload, msg.received_at)
+            for msg, _, _ in pending
+            if rollout.status_unit(msg.topic, root) is not None
+        ]
+        rest = [msg for msg, _, _ in pending if rollout.status_unit(msg.topic, root) is None]
+        resends: list[rollout.Resend] = []
+        if statuses:
+            resends, rejected = rollout.process_statuses(self.ingest.engine, statuses, root=root)
+            self.model_status_rejected += rejected
+        if rest:
+            self.ingest.process(rest)
+        for r in resends:  # best effort: a chunk lost now is reported missing again
+            for index, data in r.chunks:
+                topic = rollout.chunk_topic(root, r.unit, r.package_sha256, index)
+                info = self._client.publish(topic, data, qos=1, retain=False)
+                if info.rc == mqtt.MQTT_ERR_SUCCESS:
+                    self.chunks_resent += 1
+            log.info(
+                "model package %s: sent %d missing chunk(s) again to %s",
+                r.package_sha256[:12],
+                len(r.chunks),
+                r.unit,
+            )
 
     def _send_receipts(self) -> None:
         """Tell each unit what is now committed (only the control room may, by the ACL): the
@@ -443,6 +525,20 @@ class Receiver:
             body=body,
         )
 
+    def publish_chunks(
+        self, unit: str, package_sha256: str, chunks: Sequence[tuple[int, bytes]]
+    ) -> commands.Sent:
+        """Send model package chunks to a unit on the receiver's own connection."""
+        return publish_chunks(
+            self._client,
+            self._acks,
+            self.cfg,
+            connected=self.is_connected,
+            unit=unit,
+            package_sha256=package_sha256,
+            chunks=chunks,
+        )
+
     def backlog(self) -> int:
         return self._queue.qsize()
 
@@ -455,6 +551,8 @@ class Receiver:
             connects=self.connects,
             subscriptions_refused=self.subscriptions_refused,
             receipts_sent=self.receipts_sent,
+            model_status_rejected=self.model_status_rejected,
+            chunks_resent=self.chunks_resent,
         )
         out.update(self._budget.stats())
         return out
@@ -543,6 +641,19 @@ class CommandPublisher:
             unit=unit,
             name=name,
             body=body,
+        )
+
+    def publish_chunks(
+        self, unit: str, package_sha256: str, chunks: Sequence[tuple[int, bytes]]
+    ) -> commands.Sent:
+        return publish_chunks(
+            self._client,
+            self._acks,
+            self.cfg,
+            connected=self.is_connected,
+            unit=unit,
+            package_sha256=package_sha256,
+            chunks=chunks,
         )
 
     def close(self) -> None:

@@ -12,7 +12,7 @@ from fastapi import Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.engine import Connection
 
-from controlroom import commands, db
+from controlroom import commands, db, rollout
 from controlroom.web.deps import (
     State,
     User,
@@ -156,6 +156,60 @@ def unit_health(r: Any, *, now: float, offline_after_s: float) -> dict[str, Any]
     }
 
 
+ROLLOUT_WORDS = {
+    "offered": "offered",
+    "unsent": "not sent",
+    "receiving": "receiving",
+    "received": "received, verifying",
+    "refused": "refused",
+    "installed": "installed",
+    "shadow_started": "in shadow",
+    "shadow_stopped": "shadow stopped",
+    "promoted": "promoted",
+    "rolled_back": "rolled back",
+    "load_failed": "failed to load",
+}
+
+
+def _obj(v: Any) -> dict[str, Any] | None:
+    return v if isinstance(v, dict) else None
+
+
+def model_facts(hb: dict[str, Any], ro: Any | None) -> dict[str, Any]:
+    """The unit's models from its last heartbeat's ``model`` object (absent from older units)
+    and its latest rollout (a ``rollouts`` row, or None), in words."""
+    model = _obj(hb.get("model")) or {}
+    live = _obj(model.get("live")) or {}
+    shadow = _obj(model.get("shadow"))
+    out: dict[str, Any] = {
+        "live": f"{live.get('name', '')} {live.get('version', '')}".strip() or None,
+        "state": model.get("state"),
+        "shadow": None,
+        "rollout": None,
+    }
+    if shadow is not None:
+        agree = shadow.get("agreement")
+        out["shadow"] = {
+            "version": str(shadow.get("version", "?")),
+            "agreement": None if agree is None else f"{100 * float(agree):.1f} %",
+        }
+    if ro is not None:
+        progress = (
+            f" ({ro.have}/{ro.chunk_count} chunks)"
+            if ro.state == "receiving" and ro.have is not None
+            else ""
+        )
+        out["rollout"] = {
+            "version": ro.version,
+            "mode": ro.mode,
+            "state": ro.state,
+            "words": ROLLOUT_WORDS.get(ro.state, ro.state) + progress,
+            "detail": ro.detail or "",
+            "at": ro.updated_at,
+        }
+    return out
+
+
 COMMAND_WORDS = {"cmd_snapshot": "Snapshot", "cmd_collect": "Collect crops", "cmd_mute": "Mute"}
 
 
@@ -196,8 +250,10 @@ def units_page(request: Request, st: State) -> HTMLResponse:
     with st.engine.connect() as conn:
         rows = list(conn.execute(sa.select(db.units).order_by(db.units.c.unit_id)))
         snaps = snapshot_times(conn)
+        rollouts = rollout.latest_by_unit(conn)
     out = []
     for r in rows:
+        health = unit_health(r, now=now, offline_after_s=st.cfg.web.offline_after_s)
         out.append(
             {
                 "unit": r.unit_id,
@@ -205,7 +261,8 @@ def units_page(request: Request, st: State) -> HTMLResponse:
                 "software": r.software,
                 "status_received_at": r.status_received_at,
                 "snapshot_at": snaps.get(r.unit_id),
-                **unit_health(r, now=now, offline_after_s=st.cfg.web.offline_after_s),
+                "model": model_facts(health["hb"], rollouts.get(r.unit_id)),
+                **health,
             }
         )
     counts = {k: sum(1 for u in out if u["state"] == k) for k in ("online", "degraded", "offline")}
@@ -232,6 +289,8 @@ RECEIVER_WORDS = {
     "db_errors": "Database errors",
     "connects": "Connections to the broker",
     "subscriptions_refused": "Subscriptions refused by the broker",
+    "model_status_rejected": "Model reports refused",
+    "chunks_resent": "Model package chunks sent again",
 }
 
 

@@ -26,6 +26,12 @@ logged, and the unit keeps running.
 Best effort, beside the outbox: :meth:`MqttUplink.publish_collect` (training crops) and
 :meth:`MqttUplink.publish_snapshot` go out at QoS 1, not retained, only while connected and only
 while few of them await a PUBACK; otherwise they are dropped and counted, never queued on disk.
+
+Model rollout (docs/rollout.md): with a model receiver attached (:meth:`MqttUplink.attach_models`,
+an :class:`edge.adapters.model_transfer.ModelReceiver`), the uplink also subscribes to
+``<root>/<unit>/model/chunk/#`` and hands each chunk, and each ``model_offer`` command, to the
+receiver's queue in arrival order; :meth:`MqttUplink.publish_model_status` carries the unit's
+``model_status.v1`` events back (QoS 1, best effort).
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
@@ -67,6 +73,17 @@ _BEST_EFFORT_MAX_INFLIGHT = 8
 never lets training data crowd out alerts."""
 
 CommandFn = Callable[[str, dict[str, Any]], None]
+MODEL_OFFER_MAX_BYTES = 400 * 1024
+"""A ``model_offer`` carries a SHA-256 per chunk (up to 4096): it may exceed
+``command_max_bytes``."""
+
+
+class ModelChunks(Protocol):
+    """Where model offers and chunks go (``ModelReceiver``); each call only queues."""
+
+    def offer(self, body: dict[str, Any]) -> None: ...
+    def chunk(self, package_sha256: str, index: int, payload: bytes) -> None: ...
+    def connected(self) -> None: ...
 
 
 class MqttUplink:
@@ -87,6 +104,7 @@ class MqttUplink:
         self.outbox = outbox
         self._key = signing_key
         self._on_command = on_command
+        self._models: ModelChunks | None = None
         self._status: tuple[str, str | None] = ("online", None)
 
         self._lock = threading.Lock()
@@ -125,6 +143,10 @@ class MqttUplink:
             "snapshot_published": 0,
             "snapshot_dropped": 0,
             "snapshot_refused": 0,
+            "model_chunks": 0,
+            "model_chunks_rejected": 0,
+            "model_status_published": 0,
+            "model_status_dropped": 0,
         }
         self._client = self._make_client()
         self._sender = threading.Thread(target=self._sender_main, name="uplink-sender", daemon=True)
@@ -203,7 +225,10 @@ class MqttUplink:
             self._connected.clear()
             return
         self._counts["connects"] += 1
-        client.subscribe([(self.topics.cmd_filter, 1), (self.topics.ack, 1)])
+        subs = [(self.topics.cmd_filter, 1), (self.topics.ack, 1)]
+        if self._models is not None:
+            subs.append((self.topics.model_chunk_filter, 1))
+        client.subscribe(subs)
         state, reason = self._status
         online = m.build_status(
             self.unit_id, state, t_wall_s=time.time(), software=__version__, reason=reason
@@ -219,6 +244,8 @@ class MqttUplink:
             self._best_effort.clear()
         self._connected.set()
         self._wake.set()
+        if self._models is not None:
+            self._models.connected()
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         self._counts["connect_failures"] += 1
@@ -256,22 +283,29 @@ class MqttUplink:
         if msg.topic == self.topics.ack:
             self._on_receipt(msg)
             return
+        if msg.topic.startswith(self.topics.model_chunk_prefix):
+            self._on_model_chunk(msg)
+            return
         if msg.retain:  # a retained command would replay on every reconnect
             self._counts["commands_rejected"] += 1
             log.warning(
                 "rejected retained command on %s: commands must not be retained", msg.topic[:200]
             )
             return
+        is_offer = msg.topic == self.topics.cmd("model_offer")
         try:
             name, body = m.parse_command(
                 msg.topic,
                 bytes(msg.payload),
                 topics=self.topics,
-                max_bytes=self.cfg.command_max_bytes,
+                max_bytes=MODEL_OFFER_MAX_BYTES if is_offer else self.cfg.command_max_bytes,
             )
         except MessageError as e:
             self._counts["commands_rejected"] += 1
             log.warning("rejected command on %s: %s", msg.topic[:200], e)
+            return
+        if is_offer:
+            self._on_model_offer(body)
             return
         try:
             self._commands.put_nowait((name, body))
@@ -279,6 +313,60 @@ class MqttUplink:
         except queue.Full:
             self._counts["commands_rejected"] += 1
             log.warning("rejected command %s: too many commands waiting", name)
+
+    def _on_model_offer(self, body: dict[str, Any]) -> None:
+        if self._models is None:
+            self._counts["commands_rejected"] += 1
+            log.warning(
+                "rejected model_offer: this unit takes no model packages ([models] "
+                "trusted_keys is not set)"
+            )
+            return
+        self._counts["commands_accepted"] += 1
+        self._models.offer(body)
+
+    def _on_model_chunk(self, msg: mqtt.MQTTMessage) -> None:
+        """``<root>/<unit>/model/chunk/<package_sha256>/<index>``: queued for the receiver."""
+        sha, _, index = msg.topic[len(self.topics.model_chunk_prefix) :].partition("/")
+        if (
+            self._models is None
+            or msg.retain
+            or len(sha) != 64
+            or not index.isdigit()
+            or len(index) > 5
+        ):
+            self._counts["model_chunks_rejected"] += 1
+            log.warning("rejected model chunk on %s", msg.topic[:200])
+            return
+        self._counts["model_chunks"] += 1
+        self._models.chunk(sha, int(index), bytes(msg.payload))
+
+    def attach_models(self, models: ModelChunks) -> None:
+        """Route model offers and chunks to ``models`` (subscribing to the chunk topic now if
+        connected, else on connect)."""
+        self._models = models
+        if self._connected.is_set():
+            self._client.subscribe(self.topics.model_chunk_filter, qos=1)
+            models.connected()
+
+    def publish_model_status(self, doc: dict[str, Any]) -> bool:
+        """Publish a ``model_status.v1`` event on ``<root>/<unit>/model/status`` (QoS 1, not
+        retained) if connected now; False if dropped or malformed."""
+        try:
+            m.validate(doc, m.MODEL_STATUS_SCHEMA)
+        except MessageError as e:
+            self._counts["model_status_dropped"] += 1
+            log.error("model status not sent: %s", e)
+            return False
+        if self._closed or not self._connected.is_set():
+            self._counts["model_status_dropped"] += 1
+            return False
+        info = self._client.publish(self.topics.model_status, m.encode(doc), qos=1, retain=False)
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            self._counts["model_status_dropped"] += 1
+            return False
+        self._counts["model_status_published"] += 1
+        return True
 
     def _on_receipt(self, msg: mqtt.MQTTMessage) -> None:
         try:

@@ -21,6 +21,7 @@ from typing import Any
 from edge.adapters.camera import source_from_config
 from edge.adapters.classifier import LiteRTClassifier
 from edge.adapters.evidence import EvidenceStore
+from edge.adapters.model_transfer import ModelReceiver, PackageFn
 from edge.adapters.mqtt import MqttUplink
 from edge.adapters.mqtt_config import MqttSinkConfig
 from edge.adapters.outbox import Outbox
@@ -34,6 +35,7 @@ from edge.app.sampler import CalibrationJob, Sampler
 from edge.common.signing import (
     Ed25519PrivateKey,
     load_private_key,
+    load_public_key,
     signing_key_name,
     write_key_pair,
 )
@@ -82,7 +84,7 @@ class Paths:
             outbox=outbox,
             signing_key=key,
             sampler_state=data / "sampler.json",
-            models_dir=getattr(getattr(cfg, "models", None), "dir", None) or data / "models",
+            models_dir=cfg.models.dir or data / "models",
         )
 
 
@@ -124,7 +126,7 @@ def build_model_manager(
     on_swap: Callable[[Classifier, DeciderParams], None] | None = None,
 ) -> ModelManager:
     """The model lifecycle: which model is live (``state.json``), shadow, swap, probation."""
-    m_, models = cfg.model, getattr(cfg, "models", None)
+    m_ = cfg.model
 
     def open_package(
         tflite: Path, sidecar: Path | None, threads: int = m_.threads
@@ -145,8 +147,8 @@ def build_model_manager(
         decider_params=cfg.decider.params,
         report=report,
         rules=ProbationRules(
-            duration_s=getattr(models, "probation_s", 120.0),
-            frames=getattr(models, "probation_frames", 100),
+            duration_s=cfg.models.probation_s,
+            frames=cfg.models.probation_frames,
         ),
         on_swap=on_swap,
     )
@@ -234,6 +236,23 @@ def build_sink(cfg: Config, *, on_command: CommandFn | None = None) -> AlertSink
     return JsonlSink(Paths.of(cfg).alerts_jsonl)
 
 
+def build_model_receiver(cfg: Config, uplink: MqttUplink, on_package: PackageFn) -> ModelReceiver:
+    """The receiver of signed model packages ([models]), attached to the uplink and started."""
+    try:
+        keys = [load_public_key(p) for p in cfg.models.trusted_keys]
+    except SignatureError as e:
+        raise ConfigError(f"models.trusted_keys: {e}") from None
+    models = ModelReceiver(
+        cfg.models.dir or cfg.unit.data_dir / "models",
+        keys,
+        unit_id=cfg.unit.id,
+        publish=uplink.publish_model_status,
+        on_package=on_package,
+    ).start()
+    uplink.attach_models(models)
+    return models
+
+
 def check_reloadable(path: Path) -> Config:
     """Read and validate a config file for ``reload``: everything ``load_config`` checks, the
     ROIs' geometry, and that the model file is there (a restart into a config that cannot
@@ -294,6 +313,7 @@ class Unit:
         self.reload_requested = threading.Event()
         self.collector: Collector | None = None
         self.sampler: Sampler | None = None
+        self.model_receiver: ModelReceiver | None = None
         self._alerts_done = 0
         self._latest: tuple[Frame, dict[str, float]] | None = None
         self.models: ModelManager | None = None
@@ -365,6 +385,9 @@ class Unit:
             self.problem = outbox.problem
             if self.problem:
                 uplink.set_status("degraded", self.problem)
+            if cfg.models.trusted_keys:
+                self.model_receiver = build_model_receiver(cfg, sink, self.on_model_package)
+                self._stack.callback(self.model_receiver.close)  # closed before the uplink
             self.collector = Collector(uplink=uplink, jpeg_quality=cfg.evidence.jpeg_quality)
             self._stack.callback(self.collector.close)  # closed before the uplink
             self.sampler = Sampler(
@@ -388,6 +411,8 @@ class Unit:
             )
             self._stack.callback(self.emitter.close)  # stopped before the uplink closes
             self.emitter.start()
+        elif cfg.models.trusted_keys:
+            log.warning("[models] trusted_keys is set, but model packages come only over mqtt")
         numbers: AlertNumbers | None = (
             sink.outbox
             if isinstance(sink, MqttUplink)

@@ -18,7 +18,13 @@ from edge.adapters.gpio_config import GpioConfig
 from edge.adapters.gps_config import GpsConfig
 from edge.adapters.mqtt_config import MqttSinkConfig
 from edge.adapters.sinks import JsonlSinkConfig
-from edge.common.config import StrictModel, Table, format_errors, resolve_paths
+from edge.common.config import (
+    StrictModel,
+    Table,
+    format_errors,
+    resolve_path_text,
+    resolve_paths,
+)
 from edge.core.decider import DeciderParams
 from edge.core.errors import ConfigError, RoiError
 from edge.core.roi import Roi
@@ -199,6 +205,39 @@ class SamplingConfig(StrictModel):
     )
 
 
+class ModelsConfig(StrictModel):
+    """Model packages delivered over MQTT (docs/rollout.md); off until a key is pinned."""
+
+    trusted_keys: list[Path] = Field(
+        default_factory=list,
+        description="PEM public keys of the control room's model-signing key(s) "
+        "('controlroom model-key generate'); a package signed by any other key is refused. "
+        "Empty: this unit takes no model packages. Needs [sink] type = 'mqtt'.",
+        max_length=8,
+    )
+    dir: Path | None = Field(
+        None, description="Where packages are received and installed; default <data_dir>/models."
+    )
+    probation_s: float = Field(
+        120.0,
+        description="After a swap, how long the new model is watched (invoke errors, frame "
+        "rate) and rolled back on its own if it does worse.",
+        ge=0,
+        le=86400,
+    )
+    probation_frames: int = Field(
+        100, description="Least frames the new model scores before probation can end.", ge=0
+    )
+
+    @classmethod
+    def resolve_extra_paths(cls, table: Table, base: Path) -> None:
+        keys = table.get("trusted_keys")
+        if isinstance(keys, list):
+            table["trusted_keys"] = [
+                resolve_path_text(k, base) if isinstance(k, str) else k for k in keys
+            ]
+
+
 class Config(StrictModel):
     unit: UnitConfig = Field(description="Who this unit is.")
     camera: CameraConfig = Field(description="The frame source, chosen by 'type'.")
@@ -218,6 +257,9 @@ class Config(StrictModel):
     stats: StatsConfig = Field(default_factory=StatsConfig, description="Periodic statistics.")
     sampling: SamplingConfig = Field(
         default_factory=SamplingConfig, description="Crops sampled for labelling, unasked."
+    )
+    models: ModelsConfig = Field(
+        default_factory=ModelsConfig, description="Signed model packages from the control room."
     )
 
     @field_validator("rois")

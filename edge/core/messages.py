@@ -29,6 +29,7 @@ STATUS_SCHEMA = "status.v1"
 HEARTBEAT_SCHEMA = "heartbeat.v1"
 COMMAND_SCHEMA = "command.v1"
 RECEIPT_SCHEMA = "receipt.v1"
+MODEL_STATUS_SCHEMA = "model_status.v1"
 
 COMMANDS = (
     "snapshot",
@@ -36,6 +37,7 @@ COMMANDS = (
     "reload",
     "collect",
     "calibrate",
+    "model_offer",
     "model_promote",
     "model_rollback",
     "model_shadow_stop",
@@ -193,6 +195,11 @@ class Topics:
         self.cmd_filter = f"{base}/cmd/+"
         self.ack = f"{base}/ack"
         """Control room -> unit: delivery receipts (:func:`build_receipt`)."""
+        self.model_status = f"{base}/model/status"
+        """Unit -> control room: model package events (``model_status.v1``)."""
+        self.model_chunk_prefix = f"{base}/model/chunk/"
+        self.model_chunk_filter = f"{base}/model/chunk/#"
+        """Control room -> unit: ``model/chunk/<package_sha256>/<index>``, raw bytes."""
 
     def evidence(self, alert_id_: str) -> str:
         return f"{self.root}/{self.unit}/evidence/{alert_id_}"
@@ -457,6 +464,51 @@ def parse_command(
     if errors:
         raise MessageError(f"command {name}: " + "; ".join(errors[:5]))
     return name, body
+
+
+MODEL_EVENTS = (
+    "receiving",
+    "received",
+    "refused",
+    "installed",
+    "shadow_started",
+    "shadow_stopped",
+    "promoted",
+    "rolled_back",
+    "load_failed",
+)
+"""What ``model_status.v1`` may report about a model package on a unit."""
+
+
+def build_model_status(
+    unit: str,
+    *,
+    t_wall_s: float,
+    package_sha256: str,
+    version: str,
+    event: str,
+    detail: str | None = None,
+    have: int | None = None,
+    missing: list[int] | None = None,
+) -> dict[str, Any]:
+    """A unit's model event (``<root>/<unit>/model/status``): ``missing`` asks the control
+    room to send those chunks of the offered package again."""
+    doc: dict[str, Any] = {
+        "schema": "phonewatch.model_status",
+        "v": 1,
+        "unit": unit,
+        "time": utc_iso(t_wall_s),
+        "package_sha256": package_sha256,
+        "version": version[:64],
+        "event": event,
+    }
+    if detail is not None:
+        doc["detail"] = detail[:1000]
+    if have is not None:
+        doc["have"] = have
+    if missing is not None:
+        doc["missing"] = missing
+    return doc
 
 
 def build_receipt(

@@ -205,6 +205,45 @@ def test_unit_reads_only_its_own_commands(tls_broker: LocalBroker) -> None:
         c.disconnect()
 
 
+def test_model_chunks_reach_only_their_unit_and_status_comes_only_from_it(
+    tls_broker: LocalBroker,
+) -> None:
+    """Model rollout topics: only the control room writes chunks, a unit reads only its own
+    and reports only on its own model/status."""
+    got: list[str] = []
+    a = connect_client(tls_broker, "acl-model-a", certs_for=UNIT_A)
+    a.on_message = lambda cl, u, msg: got.append(msg.topic)
+    subacks: list[Any] = []
+    a.on_subscribe = lambda cl, u, mid, rcs, p: subacks.append(rcs)
+    a.loop_start()
+    a.subscribe("phonewatch/+/model/chunk/#", qos=1)
+    assert wait_until(lambda: subacks, 5)
+    cr_sub = subscribe(tls_broker, client_id="cr-model", topics=("phonewatch/+/model/#",))
+    cr = connect_client(tls_broker, "cr-chunker", certs_for="controlroom")
+    cr.loop_start()
+    assert wait_until(cr.is_connected, 10)
+    sha = "ab" * 32
+    # unit A forges a chunk for itself and reports for unit B: both refused by the ACL
+    a.publish(f"phonewatch/{UNIT_A}/model/chunk/{sha}/0", b"forged", qos=1).wait_for_publish(5)
+    a.publish(f"phonewatch/{UNIT_B}/model/status", b"{}", qos=1).wait_for_publish(5)
+    cr.publish(f"phonewatch/{UNIT_B}/model/chunk/{sha}/0", b"b", qos=1).wait_for_publish(5)
+    cr.publish(f"phonewatch/{UNIT_A}/model/chunk/{sha}/1", b"a", qos=1).wait_for_publish(5)
+    a.publish(f"phonewatch/{UNIT_A}/model/status", b"{}", qos=1).wait_for_publish(5)
+    # each client's publishes arrive in order: once the last ones are here, the earlier would be
+    assert wait_until(lambda: f"phonewatch/{UNIT_A}/model/chunk/{sha}/1" in got, 5)
+    assert cr_sub.wait(lambda ms: any(r.topic.endswith(f"{UNIT_A}/model/status") for r in ms))
+    assert set(got) == {f"phonewatch/{UNIT_A}/model/chunk/{sha}/1"}
+    assert {r.topic for r in cr_sub.messages} == {
+        f"phonewatch/{UNIT_B}/model/chunk/{sha}/0",
+        f"phonewatch/{UNIT_A}/model/chunk/{sha}/1",
+        f"phonewatch/{UNIT_A}/model/status",
+    }
+    cr_sub.close()
+    for c in (a, cr):
+        c.loop_stop()
+        c.disconnect()
+
+
 def test_uplink_publishes_crops_and_snapshots_only_under_its_own_id(
     tls_broker: LocalBroker, uplink_a: MqttUplink, tmp_path: Path
 ) -> None:
