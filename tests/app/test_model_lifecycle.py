@@ -785,6 +785,8 @@ def test_promote_through_mosquitto_retunes_the_sampler_and_shows_in_the_heartbea
                     5
                 )
                 assert wait_until(lambda: p.classifier.name == "cand", 20)
+                # the swap is seen first; the promote then ends the shadow and reports
+                assert wait_until(lambda: emitter.build()["model"]["shadow"] is None, 10)
                 band = unit.cfg.sampling.band
                 assert (sampler.threshold, sampler.model_version) == (0.8, "2")
                 assert sampler.band == (0.8 - band, 0.8 + band)
