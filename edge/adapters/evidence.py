@@ -1,9 +1,12 @@
 """Evidence on disk: the full frame and the ROI crop as JPEG (and optionally a short clip),
 each with its SHA-256, under a disk quota pruned oldest-first.
 
-Layout: ``<root>/<evidence id>/frame.jpg, crop.jpg, clip.avi`` where the id starts with the UTC
-time of the best frame, so name order is age order. Every file is written to a temporary name,
-flushed and fsync'd, then renamed into place: a power cut leaves either the whole file or none.
+Layout: ``<root>/<evidence id>/frame.jpg, crop.jpg, clip.webm`` where the id starts with the
+UTC time of the best frame, so name order is age order. The clip is WebM (VP8), which every
+browser plays, so the control room can show it as it is; where this OpenCV has no VP8 encoder
+it is Motion-JPEG ``clip.avi`` (kept and sent the same way, offered for download). Every file
+is written to a temporary name, flushed and fsync'd, then renamed into place: a power cut leaves
+either the whole file or none.
 Pruning is logged (never silent) and never touches the evidence being written.
 """
 
@@ -28,6 +31,38 @@ from edge.core.errors import EvidenceError
 from edge.core.ports import EvidenceRecord
 
 log = logging.getLogger(__name__)
+
+CLIP_FORMATS = (("clip.webm", "VP80", "video/webm"), ("clip.avi", "MJPG", "video/x-msvideo"))
+"""Clip containers in order of preference: (file name, OpenCV fourcc, media type)."""
+_warned: set[str] = set()
+
+
+def _warn_once(text: str) -> None:
+    if text not in _warned:
+        _warned.add(text)
+        log.warning("%s", text)
+
+
+def _encode_clip(tmp: Path, frames: Sequence[np.ndarray], fps: float, fourcc: str) -> bytes | None:
+    """``frames`` encoded with ``fourcc`` into ``tmp``; the bytes, or None if this OpenCV
+    cannot open such a writer. ``tmp`` is removed either way."""
+    import cv2
+
+    h, w = frames[0].shape[:2]
+    writer: Any = cv2.VideoWriter(str(tmp), cv2.VideoWriter.fourcc(*fourcc), fps, (w, h))
+    try:
+        if not writer.isOpened():
+            return None
+        for f in frames:
+            if f.shape[:2] != (h, w):
+                f = cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA)
+            writer.write(f)
+        writer.release()
+        data = tmp.read_bytes()
+        return data or None
+    finally:
+        writer.release()
+        tmp.unlink(missing_ok=True)
 
 
 def evidence_id(t_wall_s: float, roi_id: str) -> str:
@@ -183,15 +218,19 @@ class EvidenceStore:
         write_atomic(folder / "frame.jpg", frame_jpg)
         write_atomic(folder / "crop.jpg", crop_jpg)
         if clip:
-            clip_path = folder / "clip.avi"
+            clip_path, data, media = self._write_clip(folder, clip, clip_fps)
             rec = dataclasses.replace(
                 rec,
                 clip_path=str(clip_path),
-                clip_sha256=self._write_clip(clip_path, clip, clip_fps),
+                clip_sha256=hashlib.sha256(data).hexdigest(),
+                clip_bytes=len(data),
+                clip_type=media,
+                clip_data=data,
             )
         doc = dataclasses.asdict(rec)
         doc.pop("frame_jpeg", None)  # the bytes are frame.jpg and crop.jpg themselves
         doc.pop("crop_jpeg", None)
+        doc.pop("clip_data", None)
         write_atomic(folder / RECORD_NAME, json.dumps(doc).encode())
         return rec
 
@@ -200,25 +239,18 @@ class EvidenceStore:
         for tmp in folder.glob(".*.tmp*"):
             tmp.unlink(missing_ok=True)
 
-    def _write_clip(self, path: Path, frames: Sequence[np.ndarray], fps: float) -> str:
-        import cv2
-
-        tmp = path.with_name(f".{path.name}.tmp.avi")
-        h, w = frames[0].shape[:2]
-        writer: Any = cv2.VideoWriter(str(tmp), cv2.VideoWriter.fourcc(*"MJPG"), fps, (w, h))
-        if not writer.isOpened():
-            raise EvidenceError(f"cannot open a video writer for {path}")
-        try:
-            for f in frames:
-                if f.shape[:2] != (h, w):
-                    f = cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA)
-                writer.write(f)
-        finally:
-            writer.release()
-        data = tmp.read_bytes()
-        tmp.unlink()
-        write_atomic(path, data)
-        return hashlib.sha256(data).hexdigest()
+    def _write_clip(
+        self, folder: Path, frames: Sequence[np.ndarray], fps: float
+    ) -> tuple[Path, bytes, str]:
+        """Encode ``frames``; returns (path, bytes, media type)."""
+        for name, fourcc, media in CLIP_FORMATS:
+            path = folder / name
+            data = _encode_clip(path.with_name(f".{name}.tmp{path.suffix}"), frames, fps, fourcc)
+            if data is not None:
+                write_atomic(path, data)
+                return path, data, media
+            _warn_once(f"no {fourcc} video encoder in this OpenCV: clips fall back to the next")
+        raise EvidenceError(f"cannot open a video writer for the clip in {folder}")
 
     def usage_bytes(self) -> int:
         total = 0

@@ -389,6 +389,14 @@ class MqttUplink:
         crop = detection.evidence.crop_jpeg if self.cfg.publish_evidence else None
         if crop is not None and len(crop) > self.cfg.evidence_max_mb * 1024 * 1024:
             crop = None
+        clip = detection.evidence.clip_data if self.cfg.publish_evidence else None
+        if clip is not None and len(clip) > self.cfg.clip_max_mb * 1024 * 1024:
+            log.info(
+                "clip of %s (%d bytes) is over mqtt.clip_max_mb: it stays on the unit",
+                detection.alert_id,
+                len(clip),
+            )
+            clip = None
 
         def make_payload(seq: int) -> bytes:
             alert = m.build_alert(detection, unit=self.unit_id, seq=seq)
@@ -403,6 +411,7 @@ class MqttUplink:
             created_wall_s=detection.t_wall_s,
             seq=detection.seq,
             crop=crop,
+            clip=clip,
         )
         self._counts["alerts_committed"] += 1
         log.debug("alert %s committed", m.alert_id(self.unit_id, seq))
@@ -545,6 +554,8 @@ class MqttUplink:
                     if part == "evidence"
                     else item.crop
                     if part == "crop"
+                    else item.clip
+                    if part == "clip"
                     else None
                 )
             )
@@ -558,6 +569,8 @@ class MqttUplink:
                 if part == "alert"
                 else self.topics.crop(item.alert_id)
                 if part == "crop"
+                else self.topics.clip(item.alert_id)
+                if part == "clip"
                 else self.topics.evidence(item.alert_id)
             )
             if not self._publish_part(key, topic, payload):
@@ -598,6 +611,8 @@ class MqttUplink:
                 parts.append(("evidence", self.topics.evidence(item.alert_id), item.evidence))
             if item.crop is not None:
                 parts.append(("crop", self.topics.crop(item.alert_id), item.crop))
+            if item.clip is not None:  # last: the biggest, and best effort
+                parts.append(("clip", self.topics.clip(item.alert_id), item.clip))
             for part, topic, payload in parts:
                 if not self._publish_part((item.seq, part), topic, payload):
                     return

@@ -126,6 +126,13 @@ class MqttSinkConfig(StrictModel):
         gt=0,
         le=256,
     )
+    clip_max_mb: float = Field(
+        4.0,
+        description="Clips larger than this stay on the unit (0: no clip is sent). A clip goes "
+        "on <root>/<unit>/clip/<alert_id> after the alert, frame and crop, best effort.",
+        ge=0,
+        le=64,
+    )
     heartbeat_interval_s: float = Field(
         30.0,
         description="Seconds between heartbeats (QoS 0).",

@@ -33,7 +33,7 @@ from edge.core.ports import Clock, SystemClock
 
 log = logging.getLogger(__name__)
 
-Part = Literal["alert", "evidence", "crop"]
+Part = Literal["alert", "evidence", "crop", "clip"]
 
 # evidence_state: 'pending' (kept, not yet acknowledged), 'acked', 'none' (there was none),
 # 'missing' (the file could not be read when the alert was raised), 'pruned' (dropped by quota)
@@ -49,11 +49,14 @@ CREATE TABLE IF NOT EXISTS alerts (
     evidence_state TEXT NOT NULL,
     frame_sha256 TEXT,
     crop BLOB,
-    crop_state TEXT NOT NULL DEFAULT 'none'
+    crop_state TEXT NOT NULL DEFAULT 'none',
+    clip BLOB,
+    clip_state TEXT NOT NULL DEFAULT 'none'
 );
 CREATE TABLE IF NOT EXISTS notes (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('evidence_pruned', 0);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('alerts_pruned', 0);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('clips_pruned', 0);
 """
 
 
@@ -69,6 +72,8 @@ class OutboxItem:
     alert_acked: bool
     crop: bytes | None = None
     """The driver-window crop JPEG still to send, or None."""
+    clip: bytes | None = None
+    """The clip still to send, or None (sent, none, or dropped for room: clips go first)."""
 
 
 SEQ_FLOOR_MIN = 1_735_689_600_000
@@ -390,6 +395,7 @@ class Outbox:
         created_wall_s: float | None = None,
         seq: int | None = None,
         crop: bytes | None = None,
+        clip: bytes | None = None,
     ) -> int:
         """Commit an alert (fsync) and return its sequence number: ``seq`` if it was taken
         with :meth:`reserve`, else the next one. ``make_payload(seq)`` runs inside the
@@ -404,7 +410,7 @@ class Outbox:
             try:
                 try:
                     return self._add_locked(
-                        make_payload, evidence, state, created, seq=seq, crop=crop
+                        make_payload, evidence, state, created, seq=seq, crop=crop, clip=clip
                     )
                 except sqlite3.Error as e:
                     if not _is_full(e):
@@ -443,6 +449,7 @@ class Outbox:
         count_pruned: bool = False,
         seq: int | None = None,
         crop: bytes | None = None,
+        clip: bytes | None = None,
     ) -> int:
         self._db.execute("BEGIN IMMEDIATE")
         try:
@@ -475,10 +482,12 @@ class Outbox:
             self._make_room(
                 len(payload) + (len(ev) if ev else 0), seq, quota=self.quota_bytes, alerts_too=True
             )
+            if clip is not None:
+                clip = self._room_for_clip(len(payload) + (len(ev) if ev else 0), clip, seq)
             self._db.execute(
                 "INSERT INTO alerts (seq, alert_id, created_wall_s, payload, evidence, "
-                "evidence_state, frame_sha256, crop, crop_state) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "evidence_state, frame_sha256, crop, crop_state, clip, clip_state) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     seq,
                     _alert_id_of(payload, seq),
@@ -489,6 +498,8 @@ class Outbox:
                     _frame_sha256_of(payload),
                     crop,
                     "pending" if crop is not None else "none",
+                    clip,
+                    "pending" if clip is not None else "none",
                 ),
             )
             if reserved_seq is None:
@@ -499,8 +510,34 @@ class Outbox:
             self._rollback()
             self._recount()
             raise
-        self._used_bytes += len(payload) + (len(ev) if ev else 0) + (len(crop) if crop else 0)
+        self._used_bytes += sum(len(b) for b in (payload, ev, crop, clip) if b)
         return seq
+
+    def _room_for_clip(self, need: int, clip: bytes, seq: int) -> bytes | None:
+        """Inside a transaction: ``clip`` if it fits the quota and the disk beside the new
+        alert (``need`` bytes), after dropping older unsent clips; else None (counted). A clip
+        is the first thing to go: it is best effort, the frame and the alert are the evidence."""
+        disk = self._disk_budget()
+        budget = self.quota_bytes if disk is None else min(self.quota_bytes, disk)
+        rows = self._db.execute(
+            "SELECT seq, LENGTH(clip) FROM alerts WHERE clip_state = 'pending' ORDER BY seq"
+        ).fetchall()
+        if self._used_bytes - sum(int(r[1] or 0) for r in rows) + need + len(clip) > budget:
+            rows = []  # it would not fit even alone: keep the older clips, drop this one
+        for old_seq, size in rows:
+            if self._used_bytes + need + len(clip) <= budget:
+                break
+            self._db.execute(
+                "UPDATE alerts SET clip = NULL, clip_state = 'pruned' WHERE seq = ?", (old_seq,)
+            )
+            self._used_bytes -= int(size or 0)
+            self._bump("clips_pruned")
+            log.warning("outbox: dropped the unsent clip of alert seq %d for room", old_seq)
+        if self._used_bytes + need + len(clip) <= budget:
+            return clip
+        self._bump("clips_pruned")
+        log.warning("outbox: the clip of alert seq %d (%d bytes) does not fit", seq, len(clip))
+        return None
 
     def _advance_locked(self, seq: int) -> None:
         """Inside a transaction: ``seq`` is used; the next is ``seq + 1``. The sequence file is
@@ -565,7 +602,7 @@ class Outbox:
     def _recount(self) -> None:
         row = self._db.execute(
             "SELECT COALESCE(SUM(LENGTH(payload)), 0) + COALESCE(SUM(LENGTH(evidence)), 0) "
-            "+ COALESCE(SUM(LENGTH(crop)), 0) FROM alerts"
+            "+ COALESCE(SUM(LENGTH(crop)), 0) + COALESCE(SUM(LENGTH(clip)), 0) FROM alerts"
         ).fetchone()
         self._used_bytes = int(row[0])
 
@@ -611,15 +648,17 @@ class Outbox:
                 seqs.add(seq)
                 if part == "alert":
                     self._db.execute("UPDATE alerts SET alert_acked = 1 WHERE seq = ?", (seq,))
-                elif part == "crop":
+                elif part in ("crop", "clip"):
                     row = self._db.execute(
-                        "SELECT LENGTH(crop) FROM alerts WHERE seq = ? AND crop_state = 'pending'",
+                        f"SELECT LENGTH({part}) FROM alerts WHERE seq = ? "
+                        f"AND {part}_state = 'pending'",
                         (seq,),
                     ).fetchone()
                     if row is not None:
                         freed += int(row[0] or 0)
                         self._db.execute(
-                            "UPDATE alerts SET crop = NULL, crop_state = 'acked' WHERE seq = ?",
+                            f"UPDATE alerts SET {part} = NULL, {part}_state = 'acked' "
+                            "WHERE seq = ?",
                             (seq,),
                         )
                 else:
@@ -639,7 +678,8 @@ class Outbox:
             for seq in seqs:
                 row = self._db.execute(
                     "SELECT LENGTH(payload) FROM alerts WHERE seq = ? AND alert_acked = 1 "
-                    "AND evidence_state != 'pending' AND crop_state != 'pending'",
+                    "AND evidence_state != 'pending' AND crop_state != 'pending' "
+                    "AND clip_state != 'pending'",
                     (seq,),
                 ).fetchone()
                 if row is not None:
@@ -790,6 +830,7 @@ class Outbox:
                 "next_seq": int(meta["next_seq"]),
                 "evidence_pruned": int(meta["evidence_pruned"]),
                 "alerts_pruned": int(meta["alerts_pruned"]),
+                "clips_pruned": int(meta.get("clips_pruned", 0)),
             }
 
     # ------------------------------------------------------------------ lifecycle
@@ -906,12 +947,13 @@ def _frame_sha256_of(payload: bytes) -> str | None:
 
 _ITEM_COLUMNS = (
     "seq, alert_id, payload, CASE WHEN evidence_state = 'pending' THEN evidence END, "
-    "alert_acked, CASE WHEN crop_state = 'pending' THEN crop END"
+    "alert_acked, CASE WHEN crop_state = 'pending' THEN crop END, "
+    "CASE WHEN clip_state = 'pending' THEN clip END"
 )
 
 
 def _item(row: tuple[Any, ...]) -> OutboxItem:
-    seq, alert_id, payload, evidence, acked, crop = row
+    seq, alert_id, payload, evidence, acked, crop, clip = row
     return OutboxItem(
         int(seq),
         str(alert_id),
@@ -919,6 +961,7 @@ def _item(row: tuple[Any, ...]) -> OutboxItem:
         None if evidence is None else bytes(evidence),
         bool(acked),
         None if crop is None else bytes(crop),
+        None if clip is None else bytes(clip),
     )
 
 
@@ -942,4 +985,7 @@ def _migrate(db: sqlite3.Connection) -> None:
     if "crop" not in cols:
         db.execute("ALTER TABLE alerts ADD COLUMN crop BLOB")
         db.execute("ALTER TABLE alerts ADD COLUMN crop_state TEXT NOT NULL DEFAULT 'none'")
+    if "clip" not in cols:
+        db.execute("ALTER TABLE alerts ADD COLUMN clip BLOB")
+        db.execute("ALTER TABLE alerts ADD COLUMN clip_state TEXT NOT NULL DEFAULT 'none'")
     db.execute("CREATE INDEX IF NOT EXISTS alerts_frame_sha256 ON alerts (frame_sha256)")

@@ -26,6 +26,7 @@ def detection_to_dict(d: Detection) -> dict[str, Any]:
     out = dataclasses.asdict(d)
     out["evidence"].pop("frame_jpeg", None)
     out["evidence"].pop("crop_jpeg", None)
+    out["evidence"].pop("clip_data", None)
     return out
 
 

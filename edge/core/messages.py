@@ -208,6 +208,10 @@ class Topics:
         """The driver-window crop of an alert (JPEG; SHA-256 and size in the signed alert)."""
         return f"{self.root}/{self.unit}/crop/{alert_id_}"
 
+    def clip(self, alert_id_: str) -> str:
+        """The clip around an alert (WebM or AVI; SHA-256, size and type in the signed alert)."""
+        return f"{self.root}/{self.unit}/clip/{alert_id_}"
+
     def collect(self, name: str) -> str:
         """Topic of one collected crop; ``name`` as made by :func:`collect_name`."""
         return f"{self.root}/{self.unit}/collect/{_checked_collect_name(name)}"
@@ -367,6 +371,10 @@ def build_alert(detection: Detection, *, unit: str, seq: int) -> dict[str, Any]:
     }
     if detection.roi_box is not None:
         doc["roi_box"] = [int(v) for v in detection.roi_box]
+    if ev.clip_sha256 is not None and ev.clip_bytes and ev.clip_type is not None:
+        doc["evidence"].update(
+            clip_sha256=ev.clip_sha256, clip_bytes=int(ev.clip_bytes), clip_type=ev.clip_type
+        )
     return doc
 
 
@@ -518,9 +526,10 @@ def build_receipt(
     evidence: Iterable[int],
     t_wall_s: float,
     crops: Iterable[int] = (),
+    clips: Iterable[int] = (),
 ) -> dict[str, Any]:
-    """The control room's receipt: these sequence numbers' alerts / evidence / crops are
-    stored."""
+    """The control room's receipt: these sequence numbers' alerts / evidence / crops / clips
+    are stored."""
     doc: dict[str, Any] = {
         "schema": "phonewatch.receipt",
         "v": 1,
@@ -532,24 +541,28 @@ def build_receipt(
     crop_seqs = sorted(set(crops))
     if crop_seqs:
         doc["crops"] = crop_seqs
+    clip_seqs = sorted(set(clips))
+    if clip_seqs:
+        doc["clips"] = clip_seqs
     return doc
 
 
 def parse_receipt(
     topic: str, payload: bytes, *, topics: Topics, max_bytes: int = 1 << 20
-) -> list[tuple[int, Literal["alert", "evidence", "crop"]]]:
+) -> list[tuple[int, Literal["alert", "evidence", "crop", "clip"]]]:
     """Validate a receipt for this unit; returns the ``(seq, part)`` pairs it acknowledges
-    (part ``alert``, ``evidence`` or ``crop``) or raises MessageError."""
+    (part ``alert``, ``evidence``, ``crop`` or ``clip``) or raises MessageError."""
     if topic != topics.ack:
         raise MessageError(f"not this unit's receipt topic: {topic[:200]!r}")
     doc = validate(decode(payload, max_bytes=max_bytes), RECEIPT_SCHEMA)
     if doc["unit"] != topics.unit:
         raise MessageError(f"receipt for unit {str(doc['unit'])[:64]!r} on {topics.unit}'s topic")
-    parts: list[tuple[int, Literal["alert", "evidence", "crop"]]] = [
+    parts: list[tuple[int, Literal["alert", "evidence", "crop", "clip"]]] = [
         (int(s), "alert") for s in doc["alerts"]
     ]
     parts += [(int(s), "evidence") for s in doc["evidence"]]
-    return parts + [(int(s), "crop") for s in doc.get("crops", [])]
+    parts += [(int(s), "crop") for s in doc.get("crops", [])]
+    return parts + [(int(s), "clip") for s in doc.get("clips", [])]
 
 
 # ---------------------------------------------------------------- validation

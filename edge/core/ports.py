@@ -72,11 +72,17 @@ class EvidenceRecord:
     crop_bytes: int
     clip_path: str | None = None
     clip_sha256: str | None = None
+    clip_bytes: int | None = None
+    clip_type: str | None = None
+    """The clip's media type: ``video/webm`` (VP8, plays in a browser) or ``video/x-msvideo``
+    (Motion-JPEG AVI, where this OpenCV has no VP8 encoder)."""
     frame_jpeg: bytes | None = field(default=None, repr=False, compare=False)
     """The frame's JPEG bytes as written: the uplink sends these, nobody re-reads the file
     (None where a record is rebuilt from disk)."""
     crop_jpeg: bytes | None = field(default=None, repr=False, compare=False)
     """The driver-window crop's JPEG bytes as written (sent with the alert, like the frame)."""
+    clip_data: bytes | None = field(default=None, repr=False, compare=False)
+    """The clip's bytes as written (sent after the alert, frame and crop; best effort)."""
 
 
 @dataclass(frozen=True, slots=True)

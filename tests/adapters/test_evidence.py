@@ -58,7 +58,42 @@ def test_clip_is_written_and_hashed(tmp_path: Path) -> None:
     while cap.read()[0]:
         n += 1
     assert n == 12
-    assert hashlib.sha256(Path(rec.clip_path).read_bytes()).hexdigest() == rec.clip_sha256
+    data = Path(rec.clip_path).read_bytes()
+    assert hashlib.sha256(data).hexdigest() == rec.clip_sha256
+    # WebM (VP8): a browser plays it as it is; the bytes travel with the record
+    assert rec.clip_path.endswith("clip.webm")
+    assert data[:4] == b"\x1a\x45\xdf\xa3"  # EBML, the Matroska/WebM header
+    assert (rec.clip_type, rec.clip_bytes, rec.clip_data) == ("video/webm", len(data), data)
+    assert not list(Path(rec.clip_path).parent.glob(".*"))  # no temporary file left
+
+
+def test_clip_falls_back_to_motion_jpeg_without_a_vp8_encoder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import edge.adapters.evidence as ev
+
+    # an OpenCV built without libvpx: its VP8 writer does not open
+    monkeypatch.setattr(
+        ev, "CLIP_FORMATS", (("clip.webm", "XXXX", "video/webm"), *ev.CLIP_FORMATS[1:])
+    )
+    monkeypatch.setattr(ev, "_warned", set())
+    store = EvidenceStore(tmp_path, quota_bytes=50_000_000)
+    frames = [noise(seed=i) for i in range(6)]
+    with caplog.at_level("WARNING"):
+        rec = store.save(
+            alert_id="u-3",
+            ev_id="y_lane1",
+            frame=frames[0],
+            crop=frames[0][:50, :50],
+            clip=frames,
+            clip_fps=6,
+        )
+    assert rec.clip_path is not None
+    assert rec.clip_path.endswith("clip.avi")
+    assert rec.clip_type == "video/x-msvideo"
+    assert Path(rec.clip_path).read_bytes()[:4] == b"RIFF"
+    assert not (Path(rec.clip_path).parent / "clip.webm").exists()
+    assert "no XXXX video encoder" in caplog.text
 
 
 def test_quota_prunes_oldest_first_and_never_the_new_one(

@@ -364,7 +364,12 @@ def test_a_stalled_camera_does_not_hold_an_alert_back(
         # the camera hangs after the hit: the clip is kept with the frames there are
         assert wait_until(lambda: len(sink.detections) == 1, timeout_s=10)
         assert not p.is_finished
-        assert sink.detections[0].evidence.clip_path
+        ev = sink.detections[0].evidence
+        assert ev.clip_path
+        # the clip the uplink will send is the file on disk, as its hash says
+        assert ev.clip_data == Path(ev.clip_path).read_bytes()
+        assert ev.clip_type == "video/webm"
+        assert ev.clip_bytes == len(ev.clip_data)
     finally:
         cam.release.set()
         p.stop()

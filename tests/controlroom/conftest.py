@@ -112,6 +112,8 @@ class Unit:
         t_wall_s: float | None = None,
         sign: bool = True,
         roi_box: tuple[int, int, int, int] | None = None,
+        clip: bytes | None = None,
+        clip_type: str = "video/webm",
     ) -> tuple[bytes, bytes]:
         """(alert payload, evidence JPEG)."""
         seq = next(self.seq) if seq is None else seq
@@ -125,6 +127,9 @@ class Unit:
             crop_path="/nonexistent/crop.jpg",
             crop_sha256=hashlib.sha256(crop).hexdigest(),
             crop_bytes=len(crop),
+            clip_sha256=None if clip is None else hashlib.sha256(clip).hexdigest(),
+            clip_bytes=None if clip is None else len(clip),
+            clip_type=None if clip is None else clip_type,
         )
         det = Detection(
             alert_id=f"local-{seq}",

@@ -135,9 +135,9 @@ def subscribe(
     receipts: bool = False,
 ) -> Subscriber:
     """A control-room stand-in for transport tests. With ``receipts`` it answers like the
-    control room's receiver: a receipt on ``<root>/<unit>/ack`` for each alert, evidence image
-    and crop it receives (it also takes the crops, unrecorded, so the unit can forget them;
-    the end-to-end tests use the real receiver instead)."""
+    control room's receiver: a receipt on ``<root>/<unit>/ack`` for each alert, evidence image,
+    crop and clip it receives (it also takes crops and clips, unrecorded, so the unit can forget
+    them; the end-to-end tests use the real receiver instead)."""
     c = connect_client(broker, client_id, certs_for=certs_for, persistent=persistent)
     sub = Subscriber(c)
     subscribed = threading.Event()
@@ -147,20 +147,21 @@ def subscribe(
         alerts: list[int] = []
         evidence: list[int] = []
         crops: list[int] = []
+        clips: list[int] = []
         try:
             if parts[-1] == "alert":
                 unit, root = parts[-2], "/".join(parts[:-2])
                 alerts.append(int(json.loads(payload)["seq"]))
-            elif len(parts) >= 4 and parts[-2] in ("evidence", "crop"):
+            elif len(parts) >= 4 and parts[-2] in ("evidence", "crop", "clip"):
                 unit, root = parts[-3], "/".join(parts[:-3])
                 seq = int(parts[-1].rsplit("-", 1)[1])
-                (evidence if parts[-2] == "evidence" else crops).append(seq)
+                {"evidence": evidence, "crop": crops, "clip": clips}[parts[-2]].append(seq)
             else:
                 return
         except (ValueError, KeyError, IndexError):
             return
         doc = m.build_receipt(
-            unit, alerts=alerts, evidence=evidence, crops=crops, t_wall_s=time.time()
+            unit, alerts=alerts, evidence=evidence, crops=crops, clips=clips, t_wall_s=time.time()
         )
         client.publish(f"{root}/{unit}/ack", m.encode(doc), qos=1)
 
@@ -175,7 +176,8 @@ def subscribe(
 
     def on_connect(client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
         if not rc.is_failure:
-            for t in (*topics, "phonewatch/+/crop/+") if receipts else topics:
+            extra = ("phonewatch/+/crop/+", "phonewatch/+/clip/+")
+            for t in (*topics, *extra) if receipts else topics:
                 client.subscribe(t, qos=1)
 
     c.on_message = on_message

@@ -59,6 +59,32 @@ def test_alert_carries_the_roi_box_when_the_unit_knows_it(
     assert _jsonschema_ok(alert, m.ALERT_SCHEMA)
 
 
+def test_alert_carries_the_clip_hash_when_there_is_a_clip(
+    make_detection: Callable[..., Detection],
+) -> None:
+    det = make_detection()
+    assert not any(k.startswith("clip") for k in _signed_alert(det)["evidence"])
+    ev = dataclasses.replace(
+        det.evidence, clip_sha256="cd" * 32, clip_bytes=81234, clip_type="video/webm"
+    )
+    alert = _signed_alert(dataclasses.replace(det, evidence=ev))
+    assert alert["evidence"]["clip_sha256"] == "cd" * 32
+    assert alert["evidence"]["clip_bytes"] == 81234
+    assert alert["evidence"]["clip_type"] == "video/webm"
+    assert m.schema_errors(alert, m.ALERT_SCHEMA) == []
+    assert _jsonschema_ok(alert, m.ALERT_SCHEMA)
+    alert["evidence"]["clip_type"] = "video/mp5"
+    assert m.schema_errors(alert, m.ALERT_SCHEMA)
+
+
+def test_receipt_lists_clips() -> None:
+    topics = m.Topics("phonewatch", "unit-a")
+    doc = m.build_receipt("unit-a", alerts=[1], evidence=[1], crops=[1], clips=[1, 2], t_wall_s=0)
+    parts = m.parse_receipt(topics.ack, m.encode(doc), topics=topics)
+    assert sorted(parts) == [(1, "alert"), (1, "clip"), (1, "crop"), (1, "evidence"), (2, "clip")]
+    assert "clips" not in m.build_receipt("unit-a", alerts=[1], evidence=[], t_wall_s=0)
+
+
 def _mutations(alert: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     out: list[tuple[str, dict[str, Any]]] = []
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import json
 import os
 import signal
@@ -134,6 +135,54 @@ def test_round_trip_alert_and_evidence_signed_and_verified(
     assert m.schema_errors(status[0], m.STATUS_SCHEMA) == []
     assert up.wait_drained(5)
     assert up.stats()["inflight"] == 0
+    sub.close()
+
+
+def with_clip(d: Detection, clip: bytes) -> Detection:
+    ev = dataclasses.replace(
+        d.evidence,
+        clip_sha256=hashlib.sha256(clip).hexdigest(),
+        clip_bytes=len(clip),
+        clip_type="video/webm",
+        clip_data=clip,
+    )
+    return dataclasses.replace(d, evidence=ev)
+
+
+def test_the_clip_follows_its_alert_and_is_forgotten_only_on_its_receipt(
+    broker: LocalBroker,
+    tmp_path: Path,
+    uplinks: Callable[..., MqttUplink],
+    make_detection: Callable[..., Detection],
+) -> None:
+    clip = b"\x1a\x45\xdf\xa3" + bytes(range(256)) * 300  # 77 kB standing in for a WebM
+    big = b"\x1a\x45\xdf\xa3" + b"\0" * 1_200_000  # over clip_max_mb = 1
+    topics = ("phonewatch/+/alert", "phonewatch/+/evidence/+", "phonewatch/+/clip/+")
+    sub = subscribe(broker, certs_for=None, topics=topics)  # no receipts yet
+    up = uplinks(broker, clip_max_mb=1)
+    up.send(with_clip(make_detection(), clip))
+    up.send(with_clip(make_detection(), big))
+    assert sub.wait(lambda ms: len([r for r in ms if "/clip/" in r.topic]) >= 1)
+    assert sub.wait(lambda ms: len([r for r in ms if r.topic.endswith("/alert")]) >= 2)
+    first, second = sub.alerts()[:2]
+    got = [r for r in sub.messages if "/clip/" in r.topic]
+    assert {r.topic for r in got} == {f"phonewatch/{UNIT_A}/clip/{first['alert_id']}"}
+    assert got[0].payload == clip
+    assert first["evidence"]["clip_sha256"] == hashlib.sha256(clip).hexdigest()
+    assert verify_alert(first, public_key(tmp_path))  # the clip's hash is signed
+    # the big clip's hash is signed too (it stays on the unit), its bytes are not sent
+    assert second["evidence"]["clip_bytes"] == len(big)
+    # receipts without the clip: the first alert's row waits for the clip's receipt
+    seq1, seq2 = first["seq"], second["seq"]
+    receipt = m.build_receipt(
+        UNIT_A, alerts=[seq1, seq2], evidence=[seq1, seq2], crops=[seq1, seq2], t_wall_s=0
+    )
+    sub.client.publish(f"phonewatch/{UNIT_A}/ack", m.encode(receipt), qos=1)
+    assert wait_until(lambda: up.outbox.depth() == 1)
+    assert [i.seq for i in up.outbox.pending()] == [seq1]
+    receipt = m.build_receipt(UNIT_A, alerts=[], evidence=[], clips=[seq1], t_wall_s=0)
+    sub.client.publish(f"phonewatch/{UNIT_A}/ack", m.encode(receipt), qos=1)
+    assert up.wait_drained(10)
     sub.close()
 
 

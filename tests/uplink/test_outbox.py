@@ -206,3 +206,59 @@ def test_kill_9_while_writing_loses_no_committed_alert(tmp_path: Path) -> None:
         assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
         assert all(i.evidence == b"J" * 30000 for i in ob.pending(limit=100_000))
         assert ob.next_seq == seqs[-1] + 1
+
+
+def test_a_clip_is_sent_last_kept_until_receipted_and_dropped_first_for_room(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    quota = 64 * 1024
+    with Outbox(tmp_path / "o.sqlite", quota_bytes=quota, first_seq=1) as ob:
+        ob.add(payload, evidence=b"E1", crop=b"C1", clip=b"V" * 20_000)
+        item = ob.pending()[0]
+        assert (item.evidence, item.crop, item.clip) == (b"E1", b"C1", b"V" * 20_000)
+        assert ob.ack([(1, "alert"), (1, "evidence"), (1, "crop")]) == 0  # the clip is owed
+        assert ob.pending()[0].clip == b"V" * 20_000
+        assert ob.ack([(1, "clip")]) == 1
+        assert ob.stats()["used_bytes"] == 0
+        # room: older unsent clips go before any evidence, and a clip that cannot fit is
+        # dropped while its alert and frame are kept
+        with caplog.at_level(logging.WARNING, logger="edge.adapters.outbox"):
+            ob.add(payload, evidence=b"J" * 10_000, clip=b"V" * 30_000)  # seq 2
+            ob.add(payload, evidence=b"J" * 10_000, clip=b"W" * 30_000)  # seq 3: 2's clip goes
+            ob.add(payload, evidence=b"J" * 10_000, clip=b"X" * 70_000)  # seq 4: cannot fit
+        st = ob.stats()
+        assert st["clips_pruned"] == 2
+        assert st["evidence_pruned"] == 0
+        assert st["used_bytes"] <= quota
+        assert [(i.seq, i.evidence is not None, i.clip) for i in ob.pending()] == [
+            (2, True, None),
+            (3, True, b"W" * 30_000),
+            (4, True, None),
+        ]
+        assert "dropped the unsent clip of alert seq 2" in caplog.text
+        assert "the clip of alert seq 4 (70000 bytes) does not fit" in caplog.text
+    with Outbox(tmp_path / "o.sqlite", quota_bytes=quota) as ob:  # persisted, and counted
+        assert ob.pending()[1].clip == b"W" * 30_000
+        assert ob.stats()["clips_pruned"] == 2
+        assert ob.stats()["used_bytes"] == st["used_bytes"]
+
+
+def test_an_outbox_from_before_clips_is_brought_up_to_date(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    with Outbox(path, first_seq=1) as ob:
+        ob.add(payload, evidence=b"E", crop=b"C")
+    db = sqlite3.connect(path)  # as an older unit left it: no clip columns
+    db.execute("ALTER TABLE alerts DROP COLUMN clip_state")
+    db.execute("ALTER TABLE alerts DROP COLUMN clip")
+    db.execute("DELETE FROM meta WHERE key = 'clips_pruned'")
+    db.commit()
+    db.close()
+    with Outbox(path) as ob:
+        item = ob.pending()[0]
+        assert (item.evidence, item.crop, item.clip) == (b"E", b"C", None)
+        assert ob.ack([(1, "alert"), (1, "evidence"), (1, "crop")]) == 1
+        ob.add(payload, evidence=None, clip=b"V")
+        assert ob.pending()[0].clip == b"V"
+        assert ob.stats()["clips_pruned"] == 0
