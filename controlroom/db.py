@@ -121,6 +121,11 @@ crops = _image_table("crops", "uq_crops_alert_sha")
 """The driver-window crop of an alert (its SHA-256 and size are in the signed alert): what the
 reviewer looks at first, and a labelled example once the alert is reviewed (migration 7)."""
 
+clips = _image_table("clips", "uq_clips_alert_sha")
+"""The short video clip of an alert (WebM VP8, or Motion-JPEG AVI from an older unit; its
+SHA-256, size and type are in the signed alert), migration 9. The ``jpeg`` column holds the
+clip's bytes: the table shares :func:`_image_table`'s shape so ingest stores it like a crop."""
+
 users = sa.Table(
     "users",
     metadata,
@@ -293,6 +298,10 @@ def _v8(conn: Connection) -> None:
         t.create(conn, checkfirst=True)
 
 
+def _v9(conn: Connection) -> None:
+    clips.create(conn, checkfirst=True)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "units, alerts, evidence, users, audit", _v1),
     (2, "labelling queue", _v2),
@@ -302,6 +311,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (6, "evidence index by unit (orphan evidence cap)", _v6),
     (7, "driver-window crops", _v7),
     (8, "labelled examples with provenance; dataset versions", _v8),
+    (9, "alert video clips", _v9),
 ]
 LATEST_VERSION = MIGRATIONS[-1][0]
 

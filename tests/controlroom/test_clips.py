@@ -1,0 +1,204 @@
+"""Video clips of alerts in the control room: ingest (checks, orphans, duplicates, receipts),
+the alert page and ``/alerts/<id>/clip`` (redacted for most users, the original for viewers),
+the court bundle, retention, a real browser playing it and a real Mosquitto + Receiver.
+
+Clips are real WebM VP8 files written by OpenCV, alerts are signed like the unit signs them and
+go in through the real ingest path into SQLite."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tempfile
+import time
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from controlroom import bundle, db, retention, users
+from controlroom.config import Config, parse_config
+from controlroom.ingest import Ingest, Message
+from controlroom.receiver import Receiver
+from controlroom.web import create_app
+from tests.controlroom.conftest import Publisher, Unit
+from tests.waiting import wait_until
+
+pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+
+PASSWORD = "correct horse battery"
+FRAME_W, FRAME_H = 320, 180
+CLIP_W, CLIP_H = 160, 90
+BOX = (120, 40, 80, 60)
+"""The driver's box in the evidence frame's pixels: in the clip (half size) 60, 20, 40 x 30."""
+
+
+def _textured(seed: int, w: int, h: int) -> np.ndarray:
+    """Fine detail everywhere (a checkerboard of 4-pixel cells plus noise): blur destroys it."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    board = (((xx // 4) + (yy // 4)) % 2 * 200 + 25).astype(np.uint8)
+    noise = np.random.default_rng(seed).integers(0, 30, (h, w), dtype=np.uint8)
+    return np.dstack([board + noise] * 3)
+
+
+def make_clip(path: Path, *, frames: int = 20, size: tuple[int, int] = (CLIP_W, CLIP_H)) -> bytes:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"VP80"), 10.0, size)
+    assert writer.isOpened()
+    for i in range(frames):
+        writer.write(_textured(i, *size))
+    writer.release()
+    return path.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def clip() -> bytes:
+    with tempfile.TemporaryDirectory() as d:
+        return make_clip(Path(d) / "clip.webm")
+
+
+def frame_jpeg() -> bytes:
+    ok, buf = cv2.imencode(".jpg", _textured(99, FRAME_W, FRAME_H))
+    assert ok
+    return bytes(buf.tobytes())
+
+
+def decode_frames(data: bytes) -> list[np.ndarray]:
+    with tempfile.NamedTemporaryFile(suffix=".webm") as f:
+        f.write(data)
+        f.flush()
+        cap = cv2.VideoCapture(f.name)
+        frames = []
+        while True:
+            ok, img = cap.read()
+            if not ok:
+                break
+            frames.append(img)
+        cap.release()
+    return frames
+
+
+def detail(img: np.ndarray) -> float:
+    """Mean absolute Laplacian: high for the checkerboard, near zero once blurred."""
+    grey = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+    return float(np.abs(cv2.Laplacian(grey, cv2.CV_64F)).mean())
+
+
+def msgs(unit: Unit, aid: str, **parts: bytes) -> list[Message]:
+    now = time.time()
+    return [Message(f"phonewatch/{unit.unit_id}/{k}/{aid}", v, now) for k, v in parts.items()]
+
+
+def alert_msg(unit: Unit, payload: bytes) -> Message:
+    return Message(f"phonewatch/{unit.unit_id}/alert", payload, time.time())
+
+
+def put(ingest: Ingest, unit: Unit, clip: bytes | None, **kw: Any) -> tuple[str, bytes]:
+    """An alert, its evidence frame and (if given) its clip through the real ingest path."""
+    payload, jpeg = unit.alert(clip=clip, jpeg=frame_jpeg(), **kw)
+    aid = json.loads(payload)["alert_id"]
+    batch = [alert_msg(unit, payload), *msgs(unit, aid, evidence=jpeg)]
+    if clip is not None:
+        batch += msgs(unit, aid, clip=clip)
+    ingest.process(batch)
+    return aid, payload
+
+
+def stored_clips(engine: Engine) -> list[tuple[str, bytes]]:
+    with engine.connect() as conn:
+        return [(r.alert_id, bytes(r.jpeg)) for r in conn.execute(sa.select(db.clips))]
+
+
+# ------------------------------------------------------------------ ingest
+
+
+def test_clip_is_stored_and_receipted(engine: Engine, unit_a: Unit, clip: bytes) -> None:
+    ingest = Ingest(engine)
+    aid, _ = put(ingest, unit_a, clip)
+    assert stored_clips(engine) == [(aid, clip)]
+    assert ingest.stats()["clips_stored"] == 1
+    seq = int(aid.rpartition("-")[2])
+    assert ingest.take_receipts().by_unit[unit_a.unit_id] == ({seq}, {seq}, set(), {seq})
+
+
+def test_clip_not_the_signed_one_is_rejected(engine: Engine, unit_a: Unit, clip: bytes) -> None:
+    ingest = Ingest(engine)
+    aid, _ = put(ingest, unit_a, clip)
+    other = clip[:-1] + bytes([clip[-1] ^ 0xFF])
+    ingest.take_receipts()
+    # A different clip for the same alert, and a clip for an alert that names none.
+    ingest.process(msgs(unit_a, aid, clip=other))
+    aid2, _ = put(ingest, unit_a, None)
+    ingest.process(msgs(unit_a, aid2, clip=clip))
+    assert ingest.stats()["rejected"] == {"clip_mismatch": 2}
+    assert stored_clips(engine) == [(aid, clip)]
+    assert ingest.take_receipts().by_unit[unit_a.unit_id][3] == set()
+
+
+def test_not_a_video_and_oversized_are_rejected(engine: Engine, unit_a: Unit, clip: bytes) -> None:
+    ingest = Ingest(engine, clip_max_bytes=len(clip) - 1)
+    aid, _ = put(ingest, unit_a, None)
+    ingest.process(msgs(unit_a, aid, clip=b"\xff\xd8\xff" + b"\0" * 100))
+    ingest.process(msgs(unit_a, aid, clip=clip))
+    assert ingest.stats()["rejected"] == {"not_video": 1, "oversized": 1}
+    assert stored_clips(engine) == []
+
+
+def test_avi_container_is_accepted(engine: Engine, unit_a: Unit) -> None:
+    avi = b"RIFF" + (100).to_bytes(4, "little") + b"AVI LIST" + bytes(92)
+    ingest = Ingest(engine)
+    aid, _ = put(ingest, unit_a, avi, clip_type="video/x-msvideo")
+    assert stored_clips(engine) == [(aid, avi)]
+
+
+def test_orphan_clip_then_alert_and_duplicate(engine: Engine, unit_a: Unit, clip: bytes) -> None:
+    ingest = Ingest(engine)
+    payload, jpeg = unit_a.alert(clip=clip, jpeg=frame_jpeg())
+    aid = json.loads(payload)["alert_id"]
+    seq = int(aid.rpartition("-")[2])
+    ingest.process(msgs(unit_a, aid, clip=clip))  # the clip overtook its alert
+    assert stored_clips(engine) == [(aid, clip)]
+    assert ingest.take_receipts().by_unit[unit_a.unit_id][3] == {seq}
+    ingest.process([alert_msg(unit_a, payload), *msgs(unit_a, aid, evidence=jpeg, clip=clip)])
+    assert stored_clips(engine) == [(aid, clip)]
+    assert ingest.stats()["clips_stored"] == 1
+    assert ingest.stats()["duplicates"] == 1
+    assert ingest.take_receipts().by_unit[unit_a.unit_id][3] == {seq}  # receipted again
+
+
+# ------------------------------------------------------------------ web
+
+
+@pytest.fixture
+def cfg(tmp_path: Path) -> Config:
+    return parse_config(
+        {"web": {"tile_url": ""}, "privacy": {"original_viewers": ["alice"]}},
+        base_dir=tmp_path,
+    )
+
+
+@pytest.fixture
+def ingest(engine: Engine, unit_a: Unit) -> Ingest:
+    users.add_user(engine, "alice", PASSWORD)
+    users.add_user(engine, "bob", PASSWORD)
+    return Ingest(engine)
+
+
+@pytest.fixture
+def client(cfg: Config, engine: Engine, ingest: Ingest) -> Iterator[Any]:
+    from fastapi.testclient import TestClient
+
+    with TestClient(create_app(cfg, engine)) as c:
+        yield c
+
+
+def login(c: Any, user: str) -> str:
+    from tests.controlroom.test_web import login as web_login
+
+    return web_login(c, user, PASSWORD)
