@@ -4,6 +4,7 @@ the evidence bundle."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import time
@@ -326,6 +327,30 @@ def load_crop(conn: Connection, row: Any) -> bytes | None:
     return bytes(jpeg) if jpeg is not None else None
 
 
+def clip_type(row: Any) -> str | None:
+    """The clip's media type as the signed alert names it (``video/webm`` or
+    ``video/x-msvideo``); None if the alert has no clip."""
+    alert = json.loads(row.payload) if row.payload else {}
+    ev = alert.get("evidence") or {}
+    return str(ev.get("clip_type") or "video/webm") if ev.get("clip_sha256") else None
+
+
+def load_clip(conn: Connection, row: Any) -> bytes | None:
+    """The video clip the unit sent with this alert (``clips`` table), if it is the one the
+    signed alert names (its ``clip_sha256``) and retention has not deleted the evidence; None
+    otherwise."""
+    if row.evidence_deleted_at is not None or not row.payload:
+        return None
+    want = (json.loads(row.payload).get("evidence") or {}).get("clip_sha256")
+    if not want:
+        return None
+    c = db.clips
+    data = conn.execute(
+        sa.select(c.c.jpeg).where(c.c.alert_id == row.alert_id, c.c.sha256 == want).limit(1)
+    ).scalar()
+    return bytes(data) if data is not None else None
+
+
 def threshold_text(t: Any) -> str:
     """The threshold as an operator reads it: 0.453125 -> 0.45."""
     return f"{float(t):.2f}" if isinstance(t, int | float) else "—"
@@ -371,6 +396,7 @@ def _alert_page(
         row = load_alert(conn, alert_id)
         has_evidence = load_evidence(conn, row) is not None
         has_crop = load_crop(conn, row) is not None
+        has_clip = load_clip(conn, row) is not None
         prev, nxt, place, total = queue_neighbours(conn, row.id, unit or None)
         history = list(
             conn.execute(
@@ -386,6 +412,8 @@ def _alert_page(
         alert=alert,
         has_evidence=has_evidence,
         has_crop=has_crop,
+        has_clip=has_clip,
+        clip_type=clip_type(row),
         fix=fix,
         history=history,
         roi_box=roi_box(alert),
@@ -456,6 +484,74 @@ def original_jpg(request: Request, st: State, user: User, alert_id: str) -> Resp
             conn, username=user, action="view_original", target=alert_id, remote=remote(request)
         )
     return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
+
+
+NO_CLIP = "no clip for this alert (the unit has not sent it, or retention deleted it)"
+
+
+def shown_clip(st: Any, row: Any, clip: bytes, frame: bytes | None) -> tuple[bytes, str] | None:
+    """The clip as the dashboard shows it and its media type: redacted and re-encoded as WebM
+    unless ``[privacy] blur`` is off (cached by the clip's SHA-256); None if it does not
+    decode."""
+    if st.cfg.privacy.blur == "off":
+        return clip, clip_type(row) or "video/webm"
+    key = "clip:" + hashlib.sha256(clip).hexdigest()
+    shown: bytes | None = st.redacted.get(key)
+    if shown is None:
+        box = roi_box(json.loads(row.payload) if row.payload else None)
+        size = privacy.jpeg_size(frame) if frame is not None else None
+        shown = privacy.redact_clip(clip, box, size)
+        if shown is None:
+            return None
+        st.redacted.put(key, shown)
+    return shown, "video/webm"
+
+
+@router.get("/alerts/{alert_id}/clip")
+def clip_video(st: State, user: User, alert_id: str) -> Response:
+    """The clip as every user sees it (see :func:`shown_clip`)."""
+    with st.engine.connect() as conn:
+        row = load_alert(conn, alert_id)
+        clip = load_clip(conn, row)
+        frame = load_evidence(conn, row) if clip is not None else None
+    if clip is None:
+        raise HTTPException(404, NO_CLIP)
+    shown = shown_clip(st, row, clip, frame)
+    if shown is None:
+        raise HTTPException(404, "the clip does not decode")
+    return Response(shown[0], media_type=shown[1], headers={"Cache-Control": "no-store"})
+
+
+@router.get("/alerts/{alert_id}/original-clip")
+def original_clip(request: Request, st: State, user: User, alert_id: str) -> Response:
+    """The clip exactly as the unit signed it, for ``[privacy] original_viewers``; audited."""
+    if not st.cfg.privacy.may_see_original(user):
+        raise HTTPException(
+            403,
+            "the unblurred clip is for the users named in [privacy] original_viewers; "
+            "ask one of them (each view is audited)",
+        )
+    with st.engine.begin() as conn:
+        row = load_alert(conn, alert_id)
+        clip = load_clip(conn, row)
+        if clip is None:
+            raise HTTPException(404, NO_CLIP)
+        db.record_audit(
+            conn,
+            username=user,
+            action="view_original_clip",
+            target=alert_id,
+            remote=remote(request),
+        )
+    ext = "avi" if clip_type(row) == "video/x-msvideo" else "webm"
+    return Response(
+        clip,
+        media_type=clip_type(row) or "video/webm",
+        headers={
+            "Cache-Control": "no-store",
+            "Content-Disposition": f'inline; filename="{row.alert_id}.{ext}"',
+        },
+    )
 
 
 @router.get("/alerts/{alert_id}/thumb.jpg")

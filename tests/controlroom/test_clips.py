@@ -84,10 +84,11 @@ def decode_frames(data: bytes) -> list[np.ndarray]:
     return frames
 
 
-def detail(img: np.ndarray) -> float:
-    """Mean absolute Laplacian: high for the checkerboard, near zero once blurred."""
+def detail(img: np.ndarray, where: np.ndarray) -> float:
+    """Mean absolute Laplacian over the ``where`` mask: high for the checkerboard, near zero
+    once blurred."""
     grey = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
-    return float(np.abs(cv2.Laplacian(grey, cv2.CV_64F)).mean())
+    return float(np.abs(cv2.Laplacian(grey, cv2.CV_64F))[where].mean())
 
 
 def msgs(unit: Unit, aid: str, **parts: bytes) -> list[Message]:
@@ -202,3 +203,94 @@ def login(c: Any, user: str) -> str:
     from tests.controlroom.test_web import login as web_login
 
     return web_login(c, user, PASSWORD)
+
+
+@pytest.mark.slow
+def test_alert_page_shows_the_clip_or_says_why_not(
+    client: Any, ingest: Ingest, unit_a: Unit, clip: bytes
+) -> None:
+    login(client, "bob")
+    with_clip, _ = put(ingest, unit_a, clip, roi_box=BOX)
+    page = client.get(f"/alerts/{with_clip}").text
+    assert f'<video id="clip" controls preload="metadata" src="/alerts/{with_clip}/clip">' in page
+    assert 'id="original-clip"' not in page  # bob is no original viewer
+    payload, jpeg = unit_a.alert(clip=clip, jpeg=frame_jpeg())
+    waiting = json.loads(payload)["alert_id"]
+    ingest.process([alert_msg(unit_a, payload), *msgs(unit_a, waiting, evidence=jpeg)])
+    page = client.get(f"/alerts/{waiting}").text
+    assert 'id="no-clip"' in page
+    assert "the clip has not arrived yet" in page
+    assert "<video" not in page
+    without, _ = put(ingest, unit_a, None)
+    page = client.get(f"/alerts/{without}").text
+    assert "<video" not in page
+    assert 'id="no-clip"' not in page
+    assert "Clip:" not in page
+    assert client.get(f"/alerts/{without}/clip").status_code == 404
+    assert client.get(f"/alerts/{waiting}/clip").status_code == 404
+
+
+@pytest.mark.slow
+def test_avi_without_blur_is_a_download(
+    tmp_path: Path, engine: Engine, ingest: Ingest, unit_a: Unit
+) -> None:
+    from fastapi.testclient import TestClient
+
+    avi = b"RIFF" + (100).to_bytes(4, "little") + b"AVI LIST" + bytes(92)
+    aid, _ = put(ingest, unit_a, avi, clip_type="video/x-msvideo")
+    cfg = parse_config({"web": {"tile_url": ""}, "privacy": {"blur": "off"}}, base_dir=tmp_path)
+    with TestClient(create_app(cfg, engine)) as c:
+        login(c, "bob")
+        page = c.get(f"/alerts/{aid}").text
+        assert 'id="clip-download"' in page
+        assert "browsers cannot play it" in page
+        assert "<video" not in page
+        r = c.get(f"/alerts/{aid}/clip")
+        assert r.status_code == 200
+        assert r.headers["content-type"] == "video/x-msvideo"
+        assert r.content == avi
+
+
+@pytest.mark.slow
+def test_non_viewer_gets_a_redacted_clip_viewer_the_audited_original(
+    client: Any, engine: Engine, ingest: Ingest, unit_a: Unit, clip: bytes
+) -> None:
+    aid, _ = put(ingest, unit_a, clip, roi_box=BOX)
+    login(client, "bob")
+    r = client.get(f"/alerts/{aid}/clip")
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "video/webm"
+    assert r.content.startswith(b"\x1a\x45\xdf\xa3")
+    assert r.content != clip
+    originals, shown = decode_frames(clip), decode_frames(r.content)
+    assert len(shown) == len(originals) == 20
+    x, y, w, h = (v // 2 for v in BOX)  # the box in the clip's (half-size) pixels
+    outside = np.ones((CLIP_H, CLIP_W), dtype=bool)
+    outside[y - 8 : y + h + 8, x - 8 : x + w + 8] = False  # a margin for VP8's 16 px blocks
+    inside = np.zeros_like(outside)
+    inside[y + 4 : y + h - 4, x + 4 : x + w - 4] = True
+    for orig, red in zip(originals[::5], shown[::5], strict=True):
+        assert detail(orig, outside) > 50
+        # Outside the box the fine pattern is gone; inside it is about as sharp as the original.
+        assert detail(red, outside) < detail(orig, outside) / 10
+        assert detail(red, inside) > 0.6 * detail(orig, inside)
+    assert client.get(f"/alerts/{aid}/original-clip").status_code == 403
+    with engine.connect() as conn:
+        actions = [r.action for r in conn.execute(sa.select(db.audit))]
+    assert "view_original_clip" not in actions
+
+    client.cookies.clear()
+    login(client, "alice")
+    assert 'id="original-clip"' in client.get(f"/alerts/{aid}").text
+    r = client.get(f"/alerts/{aid}/original-clip")
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "video/webm"
+    assert r.content == clip
+    with engine.connect() as conn:
+        audited = [
+            (r.username, r.target)
+            for r in conn.execute(
+                sa.select(db.audit).where(db.audit.c.action == "view_original_clip")
+            )
+        ]
+    assert audited == [("alice", aid)]
