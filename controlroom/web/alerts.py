@@ -812,6 +812,7 @@ def export_bundle(request: Request, st: State, user: User, alert_id: str) -> Res
         jpeg = load_evidence(conn, row)
         if jpeg is None or row.payload is None:
             raise HTTPException(409, "this alert has no verified evidence to export")
+        clip = load_clip(conn, row)
         key_b64 = conn.execute(
             sa.select(db.units.c.public_key).where(db.units.c.unit_id == row.unit)
         ).scalar()
@@ -836,6 +837,7 @@ def export_bundle(request: Request, st: State, user: User, alert_id: str) -> Res
             "exported_at": time.time(),
         },
         zipname=name,
+        clip=clip,
     )
     return Response(
         data,

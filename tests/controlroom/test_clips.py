@@ -294,3 +294,87 @@ def test_non_viewer_gets_a_redacted_clip_viewer_the_audited_original(
             )
         ]
     assert audited == [("alice", aid)]
+
+
+# ------------------------------------------------------------------ bundle and retention
+
+
+def confirm(c: Any, token: str, aid: str) -> None:
+    r = c.post(
+        f"/alerts/{aid}/review",
+        data={"action": "confirm", "sure": "yes", "csrf": token},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303, r.text
+
+
+def rezip(data: bytes, path: Path, **replace: bytes) -> Path:
+    """``data`` (a bundle) written to ``path`` with members replaced."""
+    with zipfile.ZipFile(io.BytesIO(data)) as src, zipfile.ZipFile(path, "w") as dst:
+        for name in src.namelist():
+            dst.writestr(name, replace.get(name.replace(".", "_"), src.read(name)))
+    return path
+
+
+@pytest.mark.slow
+def test_bundle_holds_the_clip_and_verify_checks_it(
+    client: Any, ingest: Ingest, unit_a: Unit, clip: bytes, tmp_path: Path
+) -> None:
+    token = login(client, "alice")
+    aid, _ = put(ingest, unit_a, clip, roi_box=BOX)
+    plain, _ = put(ingest, unit_a, None)
+    confirm(client, token, aid)
+    confirm(client, token, plain)
+    data = client.get(f"/alerts/{aid}/bundle.zip").content
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        assert z.read("clip.webm") == clip
+        assert "clip.webm is the unit's video clip" in z.read("VERIFY.txt").decode()
+    good = bundle.verify_bundle(rezip(data, tmp_path / "good.zip"))
+    assert good.ok, good.report()
+    assert f"PASS  clip: clip.webm is {len(clip)} bytes with SHA-256" in good.report()
+
+    tampered = clip[:-1] + bytes([clip[-1] ^ 0x01])
+    bad = bundle.verify_bundle(rezip(data, tmp_path / "bad.zip", clip_webm=tampered))
+    assert not bad.ok
+    assert "FAIL  clip: clip.webm: the clip's SHA-256 is not the one in the signed alert" in (
+        bad.report()
+    )
+
+    no_clip = client.get(f"/alerts/{plain}/bundle.zip").content
+    with zipfile.ZipFile(io.BytesIO(no_clip)) as z:
+        assert not [n for n in z.namelist() if n.startswith("clip")]
+    path = rezip(no_clip, tmp_path / "plain.zip")
+    result = bundle.verify_bundle(path)
+    assert result.ok, result.report()
+    assert "clip" not in result.report()
+
+
+def test_retention_deletes_clips_with_the_evidence(
+    cfg: Config, engine: Engine, unit_a: Unit, clip: bytes
+) -> None:
+    ingest = Ingest(engine)
+    rejected, _ = put(ingest, unit_a, clip)
+    kept, _ = put(ingest, unit_a, clip + b"")  # same bytes, another alert
+    payload, _ = unit_a.alert(clip=clip)
+    orphan = json.loads(payload)["alert_id"]
+    ingest.process(msgs(unit_a, orphan, clip=clip))  # its alert never comes
+    now = time.time()
+    with engine.begin() as conn:
+        conn.execute(
+            db.alerts.update()
+            .where(db.alerts.c.alert_id == rejected)
+            .values(status="rejected", reviewed_at=now, reviewed_by="alice")
+        )
+    assert {a for a, _ in stored_clips(engine)} == {rejected, kept, orphan}
+    out = retention.sweep(engine, cfg.retention, now=now + cfg.retention.rejected_evidence_s + 1)
+    assert out["rejected_evidence"] == 1
+    assert {a for a, _ in stored_clips(engine)} == {kept, orphan}
+    retention.sweep(engine, cfg.retention, now=now + cfg.retention.orphan_evidence_s + 1)
+    assert {a for a, _ in stored_clips(engine)} == {kept}
+    # A clip resent after its evidence was deleted is receipted (the unit may forget it), not
+    # stored again.
+    ingest.take_receipts()
+    ingest.process(msgs(unit_a, rejected, clip=clip))
+    assert {a for a, _ in stored_clips(engine)} == {kept}
+    seq = int(rejected.rpartition("-")[2])
+    assert ingest.take_receipts().by_unit[unit_a.unit_id][3] == {seq}
