@@ -246,6 +246,7 @@ class Receiver:
             f"{root}/+/alert",
             f"{root}/+/evidence/+",
             f"{root}/+/crop/+",
+            f"{root}/+/clip/+",
             f"{root}/+/heartbeat",
             f"{root}/+/collect/+",
             f"{root}/+/snapshot",

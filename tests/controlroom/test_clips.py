@@ -7,7 +7,6 @@ go in through the real ingest path into SQLite."""
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import tempfile
@@ -24,16 +23,20 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from controlroom import bundle, db, retention, users
+from controlroom.app import ControlRoom
 from controlroom.config import Config, parse_config
 from controlroom.ingest import Ingest, Message
 from controlroom.receiver import Receiver
 from controlroom.web import create_app
-from tests.controlroom.conftest import Publisher, Unit
+from edge.common.signing import generate_key
+from tests.controlroom.conftest import Publisher, Unit, raw_pub_b64
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
 
 PASSWORD = "correct horse battery"
+BROWSER_PASSWORD = "operator password 1"
+"""What tests.controlroom.test_console_browser.new_page logs in with."""
 FRAME_W, FRAME_H = 320, 180
 CLIP_W, CLIP_H = 160, 90
 BOX = (120, 40, 80, 60)
@@ -378,3 +381,94 @@ def test_retention_deletes_clips_with_the_evidence(
     assert {a for a, _ in stored_clips(engine)} == {kept}
     seq = int(rejected.rpartition("-")[2])
     assert ingest.take_receipts().by_unit[unit_a.unit_id][3] == {seq}
+
+
+# ------------------------------------------------------------------ a real browser
+
+
+@pytest.fixture
+def room(tmp_path: Path, clip: bytes) -> Iterator[tuple[ControlRoom, str]]:
+    """The whole control room (no receiver) serving one alert with a clip; blur on."""
+    cfg = parse_config(
+        {
+            "database": {"url": "sqlite:///cr.sqlite"},
+            "web": {"port": 0, "tile_url": ""},
+            "privacy": {"original_viewers": ["alice"]},
+        },
+        base_dir=tmp_path,
+    )
+    r = ControlRoom(cfg, receiver=False, retention=False)
+    try:
+        users.add_user(r.engine, "alice", BROWSER_PASSWORD)
+        unit = Unit("unit-a", generate_key())
+        db.upsert_unit(r.engine, unit.unit_id, raw_pub_b64(unit.key), "0" * 16)
+        aid, _ = put(Ingest(r.engine), unit, clip, roi_box=BOX)
+        r.start()
+        yield r, aid
+    finally:
+        r.close()
+
+
+PLAY = """async () => {
+  const v = document.getElementById('clip');
+  v.muted = true;
+  await v.play();
+  if (v.readyState < 2) await new Promise(ok => v.addEventListener('loadeddata', ok, {once: true}));
+  await new Promise(ok => v.currentTime > 0 ? ok()
+                                            : v.addEventListener('timeupdate', ok, {once: true}));
+  return {ready: v.readyState, duration: v.duration, width: v.videoWidth,
+          error: v.error && v.error.code, right: v.getBoundingClientRect().right,
+          scroll: document.documentElement.scrollWidth};
+}"""
+
+
+@pytest.mark.slow
+def test_the_clip_plays_in_a_real_browser_at_375_px(
+    browser: Any, room: tuple[ControlRoom, str]
+) -> None:
+    from tests.controlroom.test_console_browser import new_page
+
+    cr, aid = room
+    page, errors = new_page(browser, cr, width=375, height=740)
+    page.goto(f"/alerts/{aid}")
+    got = page.evaluate(PLAY)
+    assert got["error"] is None
+    assert got["ready"] >= 2
+    assert got["duration"] > 0
+    assert got["width"] == CLIP_W
+    assert got["right"] <= 375
+    assert got["scroll"] <= 375
+    assert errors == []
+
+
+# ------------------------------------------------------------------ a real broker and receiver
+
+
+@pytest.mark.slow
+def test_receipt_over_mqtt_lists_the_clip(
+    broker: Any, receiver: Receiver, publisher: Publisher, engine: Engine, unit_a: Unit, clip: bytes
+) -> None:
+    from tests.controlroom.test_commands import Listener
+
+    acks = Listener(broker, f"phonewatch/{unit_a.unit_id}/ack")
+    try:
+        payload, jpeg = unit_a.alert(clip=clip, jpeg=frame_jpeg())
+        aid = json.loads(payload)["alert_id"]
+        seq = int(aid.rpartition("-")[2])
+        t = f"phonewatch/{unit_a.unit_id}"
+        publisher.publish(f"{t}/alert", payload)
+        publisher.publish(f"{t}/evidence/{aid}", jpeg)
+        publisher.publish(f"{t}/clip/{aid}", clip)
+        got: dict[str, set[int]] = {"alerts": set(), "evidence": set(), "clips": set()}
+
+        def receipted() -> bool:
+            while not acks.got.empty():
+                doc = json.loads(acks.got.get().payload)
+                for k, seqs in got.items():
+                    seqs.update(doc.get(k, []))
+            return all(seq in seqs for seqs in got.values())
+
+        assert wait_until(receipted, 10), got
+        assert stored_clips(engine) == [(aid, clip)]
+    finally:
+        acks.close()
