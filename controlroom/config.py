@@ -79,9 +79,9 @@ class MqttConfig(_Strict):
     clip_max_mb: int = Field(
         8,
         description="Evidence video clips (WebM or AVI) larger than this many megabytes are "
-        "rejected.",
+        "rejected; keep it below the broker's max_packet_size (16 MiB in deploy/mosquitto).",
         ge=1,
-        le=64,
+        le=16,
     )
     snapshot_max_bytes: int = Field(
         2 * 1024 * 1024,

@@ -121,7 +121,11 @@ crops = _image_table("crops", "uq_crops_alert_sha")
 """The driver-window crop of an alert (its SHA-256 and size are in the signed alert): what the
 reviewer looks at first, and a labelled example once the alert is reviewed (migration 7)."""
 
-clips = _image_table("clips", "uq_clips_alert_sha")
+clips = _image_table(
+    "clips",
+    "uq_clips_alert_sha",
+    sa.Index("ix_clips_unit_received", "unit", "received_at"),  # the orphan cap
+)
 """The short video clip of an alert (WebM VP8, or Motion-JPEG AVI from an older unit; its
 SHA-256, size and type are in the signed alert), migration 9. The ``jpeg`` column holds the
 clip's bytes: the table shares :func:`_image_table`'s shape so ingest stores it like a crop."""
@@ -428,16 +432,22 @@ def upsert_snapshots(conn: Connection, rows: list[dict[str, Any]]) -> None:
 
 
 def cap_orphan_evidence(
-    conn: Connection, unit: str, *, max_count: int, max_bytes: int
+    conn: Connection,
+    unit: str,
+    *,
+    max_count: int,
+    max_bytes: int,
+    table: sa.Table = evidence,
 ) -> tuple[int, int]:
-    """Delete ``unit``'s oldest evidence whose alert is not stored (orphans) beyond the newest
-    ``max_count`` rows and ``max_bytes`` bytes; returns (rows, bytes) deleted. The delete checks
-    again that no alert arrived meanwhile (another receiver may have just stored it)."""
-    known = sa.select(alerts.c.alert_id).where(alerts.c.alert_id == evidence.c.alert_id).exists()
+    """Delete ``unit``'s oldest evidence (or rows of another :func:`_image_table`, such as
+    ``clips``) whose alert is not stored (orphans) beyond the newest ``max_count`` rows and
+    ``max_bytes`` bytes; returns (rows, bytes) deleted. The delete checks again that no alert
+    arrived meanwhile (another receiver may have just stored it)."""
+    known = sa.select(alerts.c.alert_id).where(alerts.c.alert_id == table.c.alert_id).exists()
     rows = conn.execute(
-        sa.select(evidence.c.id, sa.func.length(evidence.c.jpeg))
-        .where(evidence.c.unit == unit, ~known)
-        .order_by(evidence.c.received_at.desc(), evidence.c.id.desc())
+        sa.select(table.c.id, sa.func.length(table.c.jpeg))
+        .where(table.c.unit == unit, ~known)
+        .order_by(table.c.received_at.desc(), table.c.id.desc())
     ).all()
     kept = kept_bytes = 0
     drop: list[int] = []
@@ -451,9 +461,9 @@ def cap_orphan_evidence(
     deleted = deleted_bytes = 0
     for chunk in chunks(drop, 500):
         for (size,) in conn.execute(
-            evidence.delete()
-            .where(evidence.c.id.in_(chunk), ~known)
-            .returning(sa.func.length(evidence.c.jpeg))
+            table.delete()
+            .where(table.c.id.in_(chunk), ~known)
+            .returning(sa.func.length(table.c.jpeg))
         ):
             deleted += 1
             deleted_bytes += int(size or 0)

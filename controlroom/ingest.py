@@ -450,7 +450,7 @@ class Ingest:
             if crop_msgs:
                 self._store_crops(conn, crop_msgs, counts, receipts)
             if clip_msgs:
-                self._store_images(conn, clip_msgs, _CLIP, counts, receipts.clip)
+                self._store_clips(conn, clip_msgs, counts, receipts)
             for unit, (doc, at) in statuses.items():
                 conn.execute(
                     db.units.update()
@@ -574,6 +574,16 @@ class Ingest:
     ) -> None:
         self._store_images(conn, msgs, _CROP, counts, receipts.crop)
 
+    def _store_clips(
+        self,
+        conn: sa.Connection,
+        msgs: list[tuple[Message, str, str]],
+        counts: Counter[str],
+        receipts: Receipts,
+    ) -> None:
+        for unit in self._store_images(conn, msgs, _CLIP, counts, receipts.clip):
+            self._cap_orphans(conn, unit, counts, db.clips)
+
     def _store_images(
         self,
         conn: sa.Connection,
@@ -636,24 +646,29 @@ class Ingest:
         counts["duplicates"] += len(rows) - len(added)
         return {r["unit"] for r in rows if r["alert_id"] not in known} if added else set()
 
-    def _cap_orphans(self, conn: sa.Connection, unit: str, counts: Counter[str]) -> None:
+    def _cap_orphans(
+        self, conn: sa.Connection, unit: str, counts: Counter[str], table: sa.Table = db.evidence
+    ) -> None:
         """Keep at most the newest ``orphan_evidence_max_count`` / ``_bytes`` of a unit's
-        evidence whose alert has not arrived (retention deletes the rest after a day anyway)."""
+        evidence (or, with ``table=db.clips``, its clips: a separate allowance) whose alert
+        has not arrived (retention deletes the rest after a day anyway)."""
         n, n_bytes = db.cap_orphan_evidence(
             conn,
             unit,
             max_count=self.orphan_evidence_max_count,
             max_bytes=self.orphan_evidence_max_bytes,
+            table=table,
         )
         if n:
             counts["orphans_dropped"] += n
             counts["orphan_bytes_dropped"] += n_bytes
             self._rlog.warn(
                 "orphan_cap",
-                "unit %s: deleted its %d oldest evidence JPEG(s) "
-                "(%d bytes) with no alert: over %d JPEGs or %d bytes",
+                "unit %s: deleted its %d oldest %s "
+                "(%d bytes) with no alert: over %d of them or %d bytes",
                 unit,
                 n,
+                "evidence JPEG(s)" if table is db.evidence else f"{table.name} file(s)",
                 n_bytes,
                 self.orphan_evidence_max_count,
                 self.orphan_evidence_max_bytes,

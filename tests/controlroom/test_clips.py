@@ -472,3 +472,15 @@ def test_receipt_over_mqtt_lists_the_clip(
         assert stored_clips(engine) == [(aid, clip)]
     finally:
         acks.close()
+
+
+def test_orphan_clips_are_capped_per_unit(engine: Engine, unit_a: Unit, clip: bytes) -> None:
+    ingest = Ingest(engine, orphan_evidence_max_count=2)
+    ids = []
+    for i in range(4):
+        payload, _ = unit_a.alert(clip=clip)
+        aid = json.loads(payload)["alert_id"]
+        ids.append(aid)
+        ingest.process([Message(f"phonewatch/{unit_a.unit_id}/clip/{aid}", clip, 100.0 + i)])
+    assert sorted(a for a, _ in stored_clips(engine)) == sorted(ids[2:])
+    assert ingest.stats()["orphans_dropped"] == 2
