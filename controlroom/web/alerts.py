@@ -495,15 +495,15 @@ def shown_clip(st: Any, row: Any, clip: bytes, frame: bytes | None) -> tuple[byt
     decode."""
     if st.cfg.privacy.blur == "off":
         return clip, clip_type(row) or "video/webm"
-    key = "clip:" + hashlib.sha256(clip).hexdigest()
-    shown: bytes | None = st.redacted.get(key)
+    key = hashlib.sha256(clip).hexdigest()
+    shown: bytes | None = st.redacted_clips.get(key)
     if shown is None:
         box = roi_box(json.loads(row.payload) if row.payload else None)
         size = privacy.jpeg_size(frame) if frame is not None else None
         shown = privacy.redact_clip(clip, box, size)
         if shown is None:
             return None
-        st.redacted.put(key, shown)
+        st.redacted_clips.put(key, shown)
     return shown, "video/webm"
 
 

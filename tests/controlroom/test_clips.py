@@ -277,6 +277,9 @@ def test_non_viewer_gets_a_redacted_clip_viewer_the_audited_original(
         # Outside the box the fine pattern is gone; inside it is about as sharp as the original.
         assert detail(red, outside) < detail(orig, outside) / 10
         assert detail(red, inside) > 0.6 * detail(orig, inside)
+    again = client.get(f"/alerts/{aid}/clip")  # from the cache, not redacted twice
+    assert again.content == r.content
+    assert client.app.state.web.redacted_clips.hits == 1
     assert client.get(f"/alerts/{aid}/original-clip").status_code == 403
     with engine.connect() as conn:
         actions = [r.action for r in conn.execute(sa.select(db.audit))]
