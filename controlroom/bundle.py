@@ -133,6 +133,8 @@ class Verification:
     checks: list[tuple[str, bool, str]] = field(default_factory=list)
     alert: dict[str, Any] = field(default_factory=dict)
     fingerprint: str = ""
+    clip_name: str = ""
+    """The enclosed clip whose hash was checked, if any."""
 
     @property
     def ok(self) -> bool:
@@ -159,8 +161,9 @@ class Verification:
                 "",
                 f"VERIFIED: alert {a['alert_id']} from unit {a['unit']} at {a['time']} "
                 f"({a['time_source']} time), score {a['score']}, model {a['model']['name']} "
-                f"{a['model']['version']}, position {pos}, and its evidence image, are exactly "
-                "as signed by the holder of the enclosed public key.",
+                f"{a['model']['version']}, position {pos}, and its evidence image"
+                + (f" and video clip ({self.clip_name})" if self.clip_name else "")
+                + ", are exactly as signed by the holder of the enclosed public key.",
                 f"NOT VERIFIED HERE: that this key belongs to unit {a['unit']}. Compare its "
                 f"fingerprint with the provisioning record:\n  {self.fingerprint}",
                 "NOT SIGNED BY THE UNIT: review.json (who confirmed it).",
@@ -270,6 +273,7 @@ def _check_clip(v: Verification, alert: dict[str, Any], clips: dict[str, bytes])
         return
     data = clips[want]  # clips is non-empty and holds no other name
     problem = crypto.clip_problem(alert, data)
+    v.clip_name = want
     v.add(
         "clip",
         problem is None,

@@ -335,20 +335,30 @@ def clip_type(row: Any) -> str | None:
     return str(ev.get("clip_type") or "video/webm") if ev.get("clip_sha256") else None
 
 
-def load_clip(conn: Connection, row: Any) -> bytes | None:
-    """The video clip the unit sent with this alert (``clips`` table), if it is the one the
-    signed alert names (its ``clip_sha256``) and retention has not deleted the evidence; None
-    otherwise."""
+def _clip_query(row: Any, column: Any) -> Any:
+    """``column`` of the clip the signed alert names (its ``clip_sha256``), unless the alert
+    has none or retention deleted its evidence (None then)."""
     if row.evidence_deleted_at is not None or not row.payload:
         return None
     want = (json.loads(row.payload).get("evidence") or {}).get("clip_sha256")
     if not want:
         return None
     c = db.clips
-    data = conn.execute(
-        sa.select(c.c.jpeg).where(c.c.alert_id == row.alert_id, c.c.sha256 == want).limit(1)
-    ).scalar()
+    return sa.select(column).where(c.c.alert_id == row.alert_id, c.c.sha256 == want).limit(1)
+
+
+def load_clip(conn: Connection, row: Any) -> bytes | None:
+    """The video clip the unit sent with this alert (``clips`` table), if it is the one the
+    signed alert names and retention has not deleted the evidence; None otherwise."""
+    q = _clip_query(row, db.clips.c.jpeg)
+    data = conn.execute(q).scalar() if q is not None else None
     return bytes(data) if data is not None else None
+
+
+def has_clip(conn: Connection, row: Any) -> bool:
+    """Whether :func:`load_clip` would find the clip (without reading its megabytes)."""
+    q = _clip_query(row, db.clips.c.id)
+    return q is not None and conn.execute(q).first() is not None
 
 
 def threshold_text(t: Any) -> str:
@@ -396,7 +406,7 @@ def _alert_page(
         row = load_alert(conn, alert_id)
         has_evidence = load_evidence(conn, row) is not None
         has_crop = load_crop(conn, row) is not None
-        has_clip = load_clip(conn, row) is not None
+        clip_here = has_clip(conn, row)
         prev, nxt, place, total = queue_neighbours(conn, row.id, unit or None)
         history = list(
             conn.execute(
@@ -412,7 +422,7 @@ def _alert_page(
         alert=alert,
         has_evidence=has_evidence,
         has_crop=has_crop,
-        has_clip=has_clip,
+        has_clip=clip_here,
         clip_type=clip_type(row),
         fix=fix,
         history=history,

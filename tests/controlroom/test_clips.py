@@ -338,6 +338,7 @@ def test_bundle_holds_the_clip_and_verify_checks_it(
     good = bundle.verify_bundle(rezip(data, tmp_path / "good.zip"))
     assert good.ok, good.report()
     assert f"PASS  clip: clip.webm is {len(clip)} bytes with SHA-256" in good.report()
+    assert "and video clip (clip.webm), are exactly as signed" in good.report()
 
     tampered = clip[:-1] + bytes([clip[-1] ^ 0x01])
     bad = bundle.verify_bundle(rezip(data, tmp_path / "bad.zip", clip_webm=tampered))
