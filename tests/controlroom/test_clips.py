@@ -488,3 +488,24 @@ def test_orphan_clips_are_capped_per_unit(engine: Engine, unit_a: Unit, clip: by
         ingest.process([Message(f"phonewatch/{unit_a.unit_id}/clip/{aid}", clip, 100.0 + i)])
     assert sorted(a for a, _ in stored_clips(engine)) == sorted(ids[2:])
     assert ingest.stats()["orphans_dropped"] == 2
+
+
+@pytest.mark.slow
+def test_an_avi_clip_is_shown_redacted_as_webm(
+    client: Any, ingest: Ingest, unit_a: Unit, tmp_path: Path
+) -> None:
+    """A unit that cannot encode VP8 sends Motion-JPEG AVI: with blur on, the page plays the
+    redacted copy, which is WebM."""
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 10.0, (CLIP_W, CLIP_H))
+    for i in range(10):
+        writer.write(_textured(i, CLIP_W, CLIP_H))
+    writer.release()
+    avi = path.read_bytes()
+    assert avi[8:12] == b"AVI "
+    aid, _ = put(ingest, unit_a, avi, clip_type="video/x-msvideo", roi_box=BOX)
+    login(client, "bob")
+    assert '<video id="clip"' in client.get(f"/alerts/{aid}").text
+    r = client.get(f"/alerts/{aid}/clip")
+    assert r.headers["content-type"] == "video/webm"
+    assert len(decode_frames(r.content)) == 10
