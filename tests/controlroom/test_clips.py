@@ -509,3 +509,45 @@ def test_an_avi_clip_is_shown_redacted_as_webm(
     r = client.get(f"/alerts/{aid}/clip")
     assert r.headers["content-type"] == "video/webm"
     assert len(decode_frames(r.content)) == 10
+
+
+def test_phonewatch_verify_checks_an_avi_clip_and_says_what_is_missing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from edge.app.cli import main
+    from tests.controlroom.conftest import pub_pem
+
+    unit = Unit("unit-a", generate_key())
+    avi = b"RIFF" + (100).to_bytes(4, "little") + b"AVI LIST" + bytes(92)
+
+    def verify(payload: bytes, jpeg: bytes, clip: bytes | None, name: str) -> tuple[int, str]:
+        data = bundle.make_bundle(
+            alert_payload=payload,
+            jpeg=jpeg,
+            public_key_pem=pub_pem(unit.key),
+            review={"reviewed_by": "alice", "reviewed_at": 1.7e9},
+            clip=clip,
+        )
+        path = tmp_path / name
+        path.write_bytes(data)
+        rc = main(["verify", str(path)])
+        return rc, capsys.readouterr().out
+
+    payload, jpeg = unit.alert(clip=avi, clip_type="video/x-msvideo")
+    rc, out = verify(payload, jpeg, avi, "avi.zip")
+    assert rc == 0, out
+    assert f"PASS  clip: clip.avi is {len(avi)} bytes" in out
+    with zipfile.ZipFile(tmp_path / "avi.zip") as z:
+        assert z.read("clip.avi") == avi
+    # The clip never reached the control room: the bundle says so and still verifies.
+    rc, out = verify(payload, jpeg, None, "missing.zip")
+    assert rc == 0, out
+    assert "PASS  clip: the signed alert records a clip (" in out
+    assert "does not enclose" in out
+    with zipfile.ZipFile(tmp_path / "missing.zip") as z:
+        assert "not enclosed" in z.read("VERIFY.txt").decode()
+    # A clip slipped into the bundle of an alert that records none is not covered: FAIL.
+    plain, jpeg2 = unit.alert()
+    rc, out = verify(plain, jpeg2, b"\x1a\x45\xdf\xa3" + bytes(10), "extra.zip")
+    assert rc != 0
+    assert "FAIL  clip: clip.webm: the signed alert records no clip" in out
