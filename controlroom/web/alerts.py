@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -497,6 +498,36 @@ def original_jpg(request: Request, st: State, user: User, alert_id: str) -> Resp
 
 
 NO_CLIP = "no clip for this alert (the unit has not sent it, or retention deleted it)"
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+
+
+def byte_range(request: Request, size: int) -> tuple[int, int] | None:
+    """The one byte range ``(start, end)`` (inclusive) a ``Range`` header asks for, clamped to
+    ``size``; None without one (or for forms this server ignores: several ranges, other
+    units), which means the whole body. Raises 416 for a range outside the body."""
+    found = _RANGE.fullmatch(request.headers.get("range", "").strip())
+    if found is None or found[1] == found[2] == "":
+        return None
+    if found[1] == "":  # the last N bytes
+        start, end = max(0, size - int(found[2])), size - 1
+    else:
+        start = int(found[1])
+        end = min(size - 1, int(found[2])) if found[2] else size - 1
+    if start >= size or start > end:
+        raise HTTPException(416, f"the clip is {size} bytes; that range is outside it")
+    return start, end
+
+
+def media_response(request: Request, data: bytes, media_type: str, **headers: str) -> Response:
+    """``data`` whole, or the part a ``Range`` header asks for (206): browsers fetch video in
+    ranges to seek."""
+    headers = {"Cache-Control": "no-store", "Accept-Ranges": "bytes", **headers}
+    part = byte_range(request, len(data))
+    if part is None:
+        return Response(data, media_type=media_type, headers=headers)
+    start, end = part
+    headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
+    return Response(data[start : end + 1], status_code=206, media_type=media_type, headers=headers)
 
 
 def shown_clip(st: Any, row: Any, clip: bytes, frame: bytes | None) -> tuple[bytes, str] | None:
@@ -518,7 +549,7 @@ def shown_clip(st: Any, row: Any, clip: bytes, frame: bytes | None) -> tuple[byt
 
 
 @router.get("/alerts/{alert_id}/clip")
-def clip_video(st: State, user: User, alert_id: str) -> Response:
+def clip_video(request: Request, st: State, user: User, alert_id: str) -> Response:
     """The clip as every user sees it (see :func:`shown_clip`)."""
     with st.engine.connect() as conn:
         row = load_alert(conn, alert_id)
@@ -529,7 +560,7 @@ def clip_video(st: State, user: User, alert_id: str) -> Response:
     shown = shown_clip(st, row, clip, frame)
     if shown is None:
         raise HTTPException(404, "the clip does not decode")
-    return Response(shown[0], media_type=shown[1], headers={"Cache-Control": "no-store"})
+    return media_response(request, shown[0], shown[1])
 
 
 @router.get("/alerts/{alert_id}/original-clip")
@@ -546,21 +577,21 @@ def original_clip(request: Request, st: State, user: User, alert_id: str) -> Res
         clip = load_clip(conn, row)
         if clip is None:
             raise HTTPException(404, NO_CLIP)
-        db.record_audit(
-            conn,
-            username=user,
-            action="view_original_clip",
-            target=alert_id,
-            remote=remote(request),
-        )
+        part = byte_range(request, len(clip))
+        if part is None or part[0] == 0:  # one view, however many ranges the player fetches
+            db.record_audit(
+                conn,
+                username=user,
+                action="view_original_clip",
+                target=alert_id,
+                remote=remote(request),
+            )
     ext = "avi" if clip_type(row) == "video/x-msvideo" else "webm"
-    return Response(
+    return media_response(
+        request,
         clip,
-        media_type=clip_type(row) or "video/webm",
-        headers={
-            "Cache-Control": "no-store",
-            "Content-Disposition": f'inline; filename="{row.alert_id}.{ext}"',
-        },
+        clip_type(row) or "video/webm",
+        **{"Content-Disposition": f'inline; filename="{row.alert_id}.{ext}"'},
     )
 
 

@@ -551,3 +551,45 @@ def test_phonewatch_verify_checks_an_avi_clip_and_says_what_is_missing(
     rc, out = verify(plain, jpeg2, b"\x1a\x45\xdf\xa3" + bytes(10), "extra.zip")
     assert rc != 0
     assert "FAIL  clip: clip.webm: the signed alert records no clip" in out
+
+
+@pytest.mark.slow
+def test_clips_are_served_in_ranges_and_an_original_view_is_audited_once(
+    tmp_path: Path, engine: Engine, ingest: Ingest, unit_a: Unit, clip: bytes
+) -> None:
+    from fastapi.testclient import TestClient
+
+    aid, _ = put(ingest, unit_a, clip)
+    cfg = parse_config(
+        {"web": {"tile_url": ""}, "privacy": {"blur": "off", "original_viewers": ["alice"]}},
+        base_dir=tmp_path,
+    )
+    with TestClient(create_app(cfg, engine)) as c:
+        login(c, "alice")
+        whole = c.get(f"/alerts/{aid}/clip")
+        assert whole.status_code == 200
+        assert whole.headers["accept-ranges"] == "bytes"
+        part = c.get(f"/alerts/{aid}/clip", headers={"Range": "bytes=10-19"})
+        assert part.status_code == 206
+        assert part.content == clip[10:20]
+        assert part.headers["content-range"] == f"bytes 10-19/{len(clip)}"
+        tail = c.get(f"/alerts/{aid}/clip", headers={"Range": "bytes=-5"})
+        assert tail.content == clip[-5:]
+        outside = c.get(f"/alerts/{aid}/clip", headers={"Range": f"bytes={len(clip)}-"})
+        assert outside.status_code == 416
+        # A player fetching the original in pieces is one view in the audit log.
+        for rng in ("bytes=0-", "bytes=100-199", f"bytes=200-{len(clip) - 1}"):
+            r = c.get(f"/alerts/{aid}/original-clip", headers={"Range": rng})
+            assert r.status_code == 206
+        assert (
+            b"".join(
+                c.get(f"/alerts/{aid}/original-clip", headers={"Range": rng}).content
+                for rng in ("bytes=1-99", f"bytes=100-{len(clip) - 1}")
+            )
+            == clip[1:]
+        )
+    with engine.connect() as conn:
+        views = conn.execute(
+            sa.select(sa.func.count()).where(db.audit.c.action == "view_original_clip")
+        ).scalar()
+    assert views == 1
