@@ -3,7 +3,9 @@
 A bundle holds ``alert.json`` (the alert exactly as the unit signed and sent it),
 ``signature.txt`` (the Ed25519 signature, base64), ``evidence.jpg`` (the evidence frame),
 ``unit_public_key.pem``, ``review.json`` (who confirmed it, when, the note) and ``VERIFY.txt``,
-a plain-language statement of how to check it. :func:`verify_bundle` checks it without any
+a plain-language statement of how to check it; and, when the unit sent one, the alert's video
+clip as it arrived (``clip.webm``, or ``clip.avi`` for Motion-JPEG), whose SHA-256 and size the
+signed alert records too. :func:`verify_bundle` checks it without any
 network or database and reports every check it made.
 """
 
@@ -31,6 +33,8 @@ FILES = (
     "review.json",
     "VERIFY.txt",
 )
+CLIP_FILES = {"video/webm": "clip.webm", "video/x-msvideo": "clip.avi"}
+"""The clip's name in a bundle, by the media type the signed alert gives it."""
 
 VERIFY_TEXT = """\
 phonewatch evidence bundle — alert {alert_id}
@@ -45,12 +49,13 @@ What proves it
   The signature covers every field of the alert except the signature itself, including the
   SHA-256 hash and size of the evidence image. So if the signature is valid, neither the
   alert nor evidence.jpg can have been changed since the unit made them.
-
+{clip_text}
 How to check it
   1. Run:  phonewatch verify {zipname}
      It checks, offline: the alert's format; the signature against unit_public_key.pem;
-     that the key is the one the alert names (key id {key_id}); that evidence.jpg has the
-     size and SHA-256 the signed alert records; and that signature.txt matches alert.json.
+     that the key is the one the alert names (key id {key_id}); that evidence.jpg (and the
+     clip, if there is one) has the size and SHA-256 the signed alert records; and that
+     signature.txt matches alert.json.
   2. Independently confirm that unit_public_key.pem really is unit {unit}'s key: its
      SHA-256 fingerprint is
        {fingerprint}
@@ -67,6 +72,22 @@ What it does not prove
 """
 
 
+def _clip_text(alert: dict[str, Any], clip: bytes | None) -> str:
+    ev = alert.get("evidence") or {}
+    if not ev.get("clip_sha256"):
+        return ""
+    name = CLIP_FILES.get(str(ev.get("clip_type")), "clip.webm")
+    if clip is None:
+        return (
+            f"  The signed alert also records a video clip ({ev.get('clip_bytes')} bytes); the\n"
+            "  control room did not hold it when this bundle was made, so it is not enclosed.\n"
+        )
+    return (
+        f"  {name} is the unit's video clip of the event ({len(clip)} bytes); the signature\n"
+        "  covers its SHA-256 hash and size in the same way.\n"
+    )
+
+
 def make_bundle(
     *,
     alert_payload: bytes,
@@ -74,10 +95,15 @@ def make_bundle(
     public_key_pem: bytes,
     review: dict[str, Any],
     zipname: str = "bundle.zip",
+    clip: bytes | None = None,
 ) -> bytes:
+    """The bundle's bytes; ``clip`` is the alert's clip exactly as it arrived (its name comes
+    from the signed alert's ``clip_type``)."""
     alert = json.loads(alert_payload)
     key = crypto.parse_public_key(public_key_pem)
+    clip_type = (alert.get("evidence") or {}).get("clip_type")
     text = VERIFY_TEXT.format(
+        clip_text=_clip_text(alert, clip),
         alert_id=alert["alert_id"],
         unit=alert["unit"],
         time=alert["time"],
@@ -94,6 +120,9 @@ def make_bundle(
         z.writestr("signature.txt", alert["signature"]["value"] + "\n")
         z.writestr("evidence.jpg", jpeg, compress_type=zipfile.ZIP_STORED)
         z.writestr("unit_public_key.pem", public_key_pem)
+        if clip is not None:
+            name = CLIP_FILES.get(str(clip_type), "clip.webm")
+            z.writestr(name, clip, compress_type=zipfile.ZIP_STORED)
         z.writestr("review.json", json.dumps(review, indent=2, sort_keys=True) + "\n")
         z.writestr("VERIFY.txt", text)
     return buf.getvalue()
@@ -104,6 +133,8 @@ class Verification:
     checks: list[tuple[str, bool, str]] = field(default_factory=list)
     alert: dict[str, Any] = field(default_factory=dict)
     fingerprint: str = ""
+    clip_name: str = ""
+    """The enclosed clip whose hash was checked, if any."""
 
     @property
     def ok(self) -> bool:
@@ -130,8 +161,9 @@ class Verification:
                 "",
                 f"VERIFIED: alert {a['alert_id']} from unit {a['unit']} at {a['time']} "
                 f"({a['time_source']} time), score {a['score']}, model {a['model']['name']} "
-                f"{a['model']['version']}, position {pos}, and its evidence image, are exactly "
-                "as signed by the holder of the enclosed public key.",
+                f"{a['model']['version']}, position {pos}, and its evidence image"
+                + (f" and video clip ({self.clip_name})" if self.clip_name else "")
+                + ", are exactly as signed by the holder of the enclosed public key.",
                 f"NOT VERIFIED HERE: that this key belongs to unit {a['unit']}. Compare its "
                 f"fingerprint with the provisioning record:\n  {self.fingerprint}",
                 "NOT SIGNED BY THE UNIT: review.json (who confirmed it).",
@@ -166,6 +198,7 @@ def verify_bundle(path: Path) -> Verification:
         sig_text = _read(z, "signature.txt").decode("ascii", "replace").strip()
         jpeg = _read(z, "evidence.jpg")
         pem = _read(z, "unit_public_key.pem")
+        clips = {n: _read(z, n) for n in CLIP_FILES.values() if n in z.namelist()}
     try:
         alert = m.decode(payload)
         m.validate(alert, m.ALERT_SCHEMA)
@@ -213,4 +246,39 @@ def verify_bundle(path: Path) -> Verification:
         crypto.is_jpeg(jpeg),
         "evidence.jpg is a JPEG image" if crypto.is_jpeg(jpeg) else "evidence.jpg is not JPEG",
     )
+    _check_clip(v, alert, clips)
     return v
+
+
+def _check_clip(v: Verification, alert: dict[str, Any], clips: dict[str, bytes]) -> None:
+    """The clip line: its SHA-256 and size against the signed alert. A bundle without a clip
+    adds no line for an alert that has none, and says so for one whose clip was not held."""
+    ev = alert.get("evidence") or {}
+    want = CLIP_FILES.get(str(ev.get("clip_type")), "clip.webm")
+    if not ev.get("clip_sha256"):
+        if clips:
+            v.add("clip", False, f"{', '.join(clips)}: the signed alert records no clip")
+        return
+    if not clips:
+        v.add(
+            "clip",
+            True,
+            f"the signed alert records a clip ({ev.get('clip_bytes')} bytes) that this bundle "
+            "does not enclose; nothing to check",
+        )
+        return
+    extra = sorted(set(clips) - {want})
+    if extra:
+        v.add("clip", False, f"{', '.join(extra)}: not the clip type the signed alert records")
+        return
+    data = clips[want]  # clips is non-empty and holds no other name
+    problem = crypto.clip_problem(alert, data)
+    v.clip_name = want
+    v.add(
+        "clip",
+        problem is None,
+        f"{want}: {problem}"
+        if problem
+        else f"{want} is {len(data)} bytes with SHA-256 {hashlib.sha256(data).hexdigest()}, "
+        "exactly as the signed alert records",
+    )

@@ -76,6 +76,13 @@ class MqttConfig(_Strict):
         ge=1024,
         le=64 * 1024 * 1024,
     )
+    clip_max_mb: int = Field(
+        8,
+        description="Evidence video clips (WebM or AVI) larger than this many megabytes are "
+        "rejected; keep it below the broker's max_packet_size (16 MiB in deploy/mosquitto).",
+        ge=1,
+        le=16,
+    )
     snapshot_max_bytes: int = Field(
         2 * 1024 * 1024,
         description="Snapshot JPEGs (a unit's "

@@ -121,6 +121,15 @@ crops = _image_table("crops", "uq_crops_alert_sha")
 """The driver-window crop of an alert (its SHA-256 and size are in the signed alert): what the
 reviewer looks at first, and a labelled example once the alert is reviewed (migration 7)."""
 
+clips = _image_table(
+    "clips",
+    "uq_clips_alert_sha",
+    sa.Index("ix_clips_unit_received", "unit", "received_at"),  # the orphan cap
+)
+"""The short video clip of an alert (WebM VP8, or Motion-JPEG AVI from an older unit; its
+SHA-256, size and type are in the signed alert), migration 10. The ``jpeg`` column holds the
+clip's bytes: the table shares :func:`_image_table`'s shape so ingest stores it like a crop."""
+
 users = sa.Table(
     "users",
     metadata,
@@ -331,6 +340,10 @@ def _v9(conn: Connection) -> None:
         t.create(conn, checkfirst=True)
 
 
+def _v10(conn: Connection) -> None:
+    clips.create(conn, checkfirst=True)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "units, alerts, evidence, users, audit", _v1),
     (2, "labelling queue", _v2),
@@ -341,6 +354,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (7, "driver-window crops", _v7),
     (8, "labelled examples with provenance; dataset versions", _v8),
     (9, "model packages and rollouts", _v9),
+    (10, "alert video clips", _v10),
 ]
 LATEST_VERSION = MIGRATIONS[-1][0]
 
@@ -457,16 +471,22 @@ def upsert_snapshots(conn: Connection, rows: list[dict[str, Any]]) -> None:
 
 
 def cap_orphan_evidence(
-    conn: Connection, unit: str, *, max_count: int, max_bytes: int
+    conn: Connection,
+    unit: str,
+    *,
+    max_count: int,
+    max_bytes: int,
+    table: sa.Table = evidence,
 ) -> tuple[int, int]:
-    """Delete ``unit``'s oldest evidence whose alert is not stored (orphans) beyond the newest
-    ``max_count`` rows and ``max_bytes`` bytes; returns (rows, bytes) deleted. The delete checks
-    again that no alert arrived meanwhile (another receiver may have just stored it)."""
-    known = sa.select(alerts.c.alert_id).where(alerts.c.alert_id == evidence.c.alert_id).exists()
+    """Delete ``unit``'s oldest evidence (or rows of another :func:`_image_table`, such as
+    ``clips``) whose alert is not stored (orphans) beyond the newest ``max_count`` rows and
+    ``max_bytes`` bytes; returns (rows, bytes) deleted. The delete checks again that no alert
+    arrived meanwhile (another receiver may have just stored it)."""
+    known = sa.select(alerts.c.alert_id).where(alerts.c.alert_id == table.c.alert_id).exists()
     rows = conn.execute(
-        sa.select(evidence.c.id, sa.func.length(evidence.c.jpeg))
-        .where(evidence.c.unit == unit, ~known)
-        .order_by(evidence.c.received_at.desc(), evidence.c.id.desc())
+        sa.select(table.c.id, sa.func.length(table.c.jpeg))
+        .where(table.c.unit == unit, ~known)
+        .order_by(table.c.received_at.desc(), table.c.id.desc())
     ).all()
     kept = kept_bytes = 0
     drop: list[int] = []
@@ -480,9 +500,9 @@ def cap_orphan_evidence(
     deleted = deleted_bytes = 0
     for chunk in chunks(drop, 500):
         for (size,) in conn.execute(
-            evidence.delete()
-            .where(evidence.c.id.in_(chunk), ~known)
-            .returning(sa.func.length(evidence.c.jpeg))
+            table.delete()
+            .where(table.c.id.in_(chunk), ~known)
+            .returning(sa.func.length(table.c.jpeg))
         ):
             deleted += 1
             deleted_bytes += int(size or 0)

@@ -1,10 +1,11 @@
-"""Checking and storing what units send: alerts, evidence JPEGs, status and heartbeats.
+"""Checking and storing what units send: alerts, evidence JPEGs, crops, video clips, status
+and heartbeats.
 
 :class:`Ingest` takes a batch of raw MQTT messages, checks each one (topic, size, JSON, schema,
-registered unit, Ed25519 signature, evidence hash, JPEG) and stores the good ones in one
-transaction. Anything bad is counted under a reason, logged (rate-limited) and dropped; it never
-raises for a bad message. Database errors do raise, so the caller can keep the batch
-unacknowledged and try again: nothing is lost.
+registered unit, Ed25519 signature, evidence / crop / clip hash, JPEG or video container) and
+stores the good ones in one transaction. Anything bad is counted under a reason, logged
+(rate-limited) and dropped; it never raises for a bad message. Database errors do raise, so
+the caller can keep the batch unacknowledged and try again: nothing is lost.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ REJECT_REASONS = (
     "evidence_mismatch",
     "evidence_late",
     "crop_mismatch",
+    "not_video",
+    "clip_mismatch",
 )
 
 
@@ -130,17 +133,21 @@ _EVIDENCE = _ImageKind(
     "evidence_stored",
 )
 _CROP = _ImageKind("crop", db.crops, _crop_problem, "crop_mismatch", None, "crops_stored")
+# A clip is no image, but it is stored, checked and receipted exactly like a crop (the table's
+# ``jpeg`` column holds the video's bytes).
+_CLIP = _ImageKind("clip", db.clips, crypto.clip_problem, "clip_mismatch", None, "clips_stored")
 
 
 class Receipts:
-    """Per unit, the sequence numbers whose alert / evidence the control room holds."""
+    """Per unit, the sequence numbers whose alert / evidence / crop / clip the control room
+    holds."""
 
     def __init__(self) -> None:
-        self.by_unit: dict[str, tuple[set[int], set[int], set[int]]] = {}
-        """unit -> (alerts, evidence, crops) by sequence number."""
+        self.by_unit: dict[str, tuple[set[int], set[int], set[int], set[int]]] = {}
+        """unit -> (alerts, evidence, crops, clips) by sequence number."""
 
-    def _of(self, unit: str) -> tuple[set[int], set[int], set[int]]:
-        return self.by_unit.setdefault(unit, (set(), set(), set()))
+    def _of(self, unit: str) -> tuple[set[int], set[int], set[int], set[int]]:
+        return self.by_unit.setdefault(unit, (set(), set(), set(), set()))
 
     def alert(self, unit: str, seq: int) -> None:
         self._of(unit)[0].add(int(seq))
@@ -154,6 +161,11 @@ class Receipts:
         _, _, tail = alert_id.rpartition("-")
         if tail.isdigit():
             self._of(unit)[2].add(int(tail))
+
+    def clip(self, unit: str, alert_id: str) -> None:
+        _, _, tail = alert_id.rpartition("-")
+        if tail.isdigit():
+            self._of(unit)[3].add(int(tail))
 
     def merge(self, other: Receipts) -> None:
         for unit, parts in other.by_unit.items():
@@ -173,6 +185,7 @@ class _Pending:
         """Alert ids already in ``alert_rows``."""
         self.evidence_msgs: list[tuple[Message, str, str]] = []
         self.crop_msgs: list[tuple[Message, str, str]] = []
+        self.clip_msgs: list[tuple[Message, str, str]] = []
         self.statuses: dict[str, tuple[dict[str, Any], float]] = {}
         self.heartbeats: dict[str, tuple[dict[str, Any], float]] = {}
         self.collects: list[tuple[Message, str, str]] = []
@@ -188,6 +201,7 @@ class Ingest:
         alert_max_bytes: int = 16 * 1024,
         evidence_max_bytes: int = 8 * 1024 * 1024,
         snapshot_max_bytes: int = 2 * 1024 * 1024,
+        clip_max_bytes: int = 8 * 1024 * 1024,
         key_refresh_s: float = 5.0,
         on_stored: Callable[[list[StoredAlert]], None] | None = None,
         orphan_evidence_max_count: int = 200,
@@ -198,6 +212,7 @@ class Ingest:
         self.alert_max_bytes = alert_max_bytes
         self.evidence_max_bytes = evidence_max_bytes
         self.snapshot_max_bytes = snapshot_max_bytes
+        self.clip_max_bytes = clip_max_bytes
         self.orphan_evidence_max_count = orphan_evidence_max_count
         self.orphan_evidence_max_bytes = orphan_evidence_max_bytes
         self.key_refresh_s = key_refresh_s
@@ -245,7 +260,7 @@ class Ingest:
         parts = topic[len(self.prefix) :].split("/")
         if len(parts) == 2 and parts[1] in ("alert", "status", "heartbeat", "snapshot"):
             return parts[0], parts[1], None
-        if len(parts) == 3 and parts[1] in ("evidence", "crop", "collect"):
+        if len(parts) == 3 and parts[1] in ("evidence", "crop", "clip", "collect"):
             return parts[0], parts[1], parts[2]
         return None
 
@@ -300,6 +315,8 @@ class Ingest:
             unit, kind, sub = where
             if kind == "alert":
                 self._take_alert(pending, msg, unit)
+            elif kind == "clip" and sub is not None:
+                self._take_clip(pending, msg, unit, sub)
             elif kind in ("evidence", "crop", "collect", "snapshot"):
                 self._take_binary(pending, msg, unit, kind, sub)
             else:
@@ -317,6 +334,7 @@ class Ingest:
             pending.collects,
             pending.snapshots,
             pending.crop_msgs,
+            pending.clip_msgs,
         )
         if stored and self.on_stored is not None:
             self.on_stored(stored)
@@ -357,6 +375,26 @@ class Ingest:
         elif sub is not None:
             pending.collects.append((msg, unit, sub))
 
+    def _take_clip(self, pending: _Pending, msg: Message, unit: str, alert_id: str) -> None:
+        """A video clip of an alert: size and container checked here, its hash against the
+        signed alert when it is stored (:meth:`_store_images`)."""
+        if len(msg.payload) > self.clip_max_bytes:
+            self._reject(
+                "oversized",
+                msg.topic,
+                f"{len(msg.payload)} bytes of clip; the limit is {self.clip_max_bytes}",
+            )
+        elif crypto.video_type(msg.payload) is None:
+            self._reject(
+                "not_video",
+                msg.topic,
+                f"{len(msg.payload)} bytes that are neither WebM/Matroska nor AVI",
+            )
+        elif self._key_for(unit) is None:
+            self._reject("unknown_unit", msg.topic, f"unit {unit} is not registered")
+        else:
+            pending.clip_msgs.append((msg, unit, alert_id))
+
     def _check_doc(self, msg: Message, unit: str, kind: str) -> dict[str, Any] | None:
         schema = m.STATUS_SCHEMA if kind == "status" else m.HEARTBEAT_SCHEMA
         try:
@@ -385,6 +423,7 @@ class Ingest:
         collects: list[tuple[Message, str, str]],
         snapshots: dict[str, Message] | None = None,
         crop_msgs: list[tuple[Message, str, str]] | None = None,
+        clip_msgs: list[tuple[Message, str, str]] | None = None,
     ) -> list[StoredAlert]:
         stored: list[StoredAlert] = []
         counts: Counter[str] = Counter()
@@ -410,6 +449,8 @@ class Ingest:
                 self._store_evidence(conn, evidence_msgs, counts, receipts)
             if crop_msgs:
                 self._store_crops(conn, crop_msgs, counts, receipts)
+            if clip_msgs:
+                self._store_clips(conn, clip_msgs, counts, receipts)
             for unit, (doc, at) in statuses.items():
                 conn.execute(
                     db.units.update()
@@ -533,6 +574,16 @@ class Ingest:
     ) -> None:
         self._store_images(conn, msgs, _CROP, counts, receipts.crop)
 
+    def _store_clips(
+        self,
+        conn: sa.Connection,
+        msgs: list[tuple[Message, str, str]],
+        counts: Counter[str],
+        receipts: Receipts,
+    ) -> None:
+        for unit in self._store_images(conn, msgs, _CLIP, counts, receipts.clip):
+            self._cap_orphans(conn, unit, counts, db.clips)
+
     def _store_images(
         self,
         conn: sa.Connection,
@@ -541,8 +592,8 @@ class Ingest:
         counts: Counter[str],
         receipt: Callable[[str, str], None],
     ) -> set[str]:
-        """Evidence frames or driver-window crops of alerts: each checked against the signed
-        alert's hash and size when the alert is here, kept for the alert that will come
+        """Evidence frames, driver-window crops or video clips of alerts: each checked against
+        the signed alert's hash and size when the alert is here, kept for the alert that will come
         otherwise, receipted once stored (or once retention deleted it on purpose). Returns
         the units that gained orphans (images whose alert has not arrived)."""
         ids = list({a for _, _, a in msgs})
@@ -595,24 +646,29 @@ class Ingest:
         counts["duplicates"] += len(rows) - len(added)
         return {r["unit"] for r in rows if r["alert_id"] not in known} if added else set()
 
-    def _cap_orphans(self, conn: sa.Connection, unit: str, counts: Counter[str]) -> None:
+    def _cap_orphans(
+        self, conn: sa.Connection, unit: str, counts: Counter[str], table: sa.Table = db.evidence
+    ) -> None:
         """Keep at most the newest ``orphan_evidence_max_count`` / ``_bytes`` of a unit's
-        evidence whose alert has not arrived (retention deletes the rest after a day anyway)."""
+        evidence (or, with ``table=db.clips``, its clips: a separate allowance) whose alert
+        has not arrived (retention deletes the rest after a day anyway)."""
         n, n_bytes = db.cap_orphan_evidence(
             conn,
             unit,
             max_count=self.orphan_evidence_max_count,
             max_bytes=self.orphan_evidence_max_bytes,
+            table=table,
         )
         if n:
             counts["orphans_dropped"] += n
             counts["orphan_bytes_dropped"] += n_bytes
             self._rlog.warn(
                 "orphan_cap",
-                "unit %s: deleted its %d oldest evidence JPEG(s) "
-                "(%d bytes) with no alert: over %d JPEGs or %d bytes",
+                "unit %s: deleted its %d oldest %s "
+                "(%d bytes) with no alert: over %d of them or %d bytes",
                 unit,
                 n,
+                "evidence JPEG(s)" if table is db.evidence else f"{table.name} file(s)",
                 n_bytes,
                 self.orphan_evidence_max_count,
                 self.orphan_evidence_max_bytes,

@@ -9,12 +9,19 @@ window. The original stays as it arrived, hashed and covered by the unit's signa
 court bundle and behind ``/alerts/<id>/original.jpg`` for the users named in
 ``[privacy] original_viewers``; every view and export of it is audited.
 
+The alert's video clip is redacted the same way, frame by frame (:func:`redact_clip`): the box
+is scaled from the evidence frame's size to the clip's, and the result is re-encoded as WebM
+VP8, which every browser plays (whatever container the unit sent).
+
 Blurring the whole outside, not only what a face or person detector finds, is deliberate: a
 detector misses (profile faces, people behind glass, at night), and a miss here is a stranger's
 face on an operator's screen.
 """
 
 from __future__ import annotations
+
+import tempfile
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -50,3 +57,57 @@ def redact_jpeg(jpeg: bytes, box: list[float] | None) -> bytes | None:
         return None
     ok, out = cv2.imencode(".jpg", redact(img, box), [cv2.IMWRITE_JPEG_QUALITY, QUALITY])
     return bytes(out.tobytes()) if ok else None
+
+
+CLIP_FPS_DEFAULT = 10.0
+"""Frame rate of a redacted clip whose original does not say its own."""
+
+
+def jpeg_size(jpeg: bytes) -> tuple[int, int] | None:
+    """(width, height) of a JPEG, None if it does not decode."""
+    img = cv2.imdecode(np.frombuffer(jpeg, dtype=np.uint8), cv2.IMREAD_GRAYSCALE)
+    return None if img is None else (int(img.shape[1]), int(img.shape[0]))
+
+
+def scale_box(
+    box: list[float] | None, src: tuple[int, int] | None, dst: tuple[int, int]
+) -> list[float] | None:
+    """``box`` (``[x, y, w, h]`` in an image of size ``src``) in an image of size ``dst``;
+    None (blur everything) if either the box or the source size is unknown."""
+    if box is None or src is None or src[0] <= 0 or src[1] <= 0:
+        return None
+    sx, sy = dst[0] / src[0], dst[1] / src[1]
+    return [box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy]
+
+
+def redact_clip(
+    clip: bytes, box: list[float] | None, frame_size: tuple[int, int] | None
+) -> bytes | None:
+    """The clip with every frame redacted (see :func:`redact`) as WebM VP8; None if it does not
+    decode. ``box`` is in the pixels of the evidence frame, whose size is ``frame_size``
+    (the clip is usually smaller); without either, every frame is blurred whole."""
+    with tempfile.TemporaryDirectory(prefix="phonewatch-clip-") as d:
+        src, dst = Path(d) / "in", Path(d) / "out.webm"
+        src.write_bytes(clip)
+        cap = cv2.VideoCapture(str(src))
+        writer: cv2.VideoWriter | None = None
+        scaled: list[float] | None = None
+        try:
+            fps = cap.get(cv2.CAP_PROP_FPS)
+            fps = fps if 0 < fps <= 120 else CLIP_FPS_DEFAULT
+            while True:
+                ok, img = cap.read()
+                if not ok or img is None:
+                    break
+                h, w = img.shape[:2]
+                if writer is None:
+                    writer = cv2.VideoWriter(str(dst), cv2.VideoWriter.fourcc(*"VP80"), fps, (w, h))
+                    scaled = scale_box(box, frame_size, (w, h))
+                writer.write(redact(img, scaled))
+        finally:
+            cap.release()
+            if writer is not None:
+                writer.release()
+        if writer is None or not dst.exists():
+            return None
+        return dst.read_bytes()

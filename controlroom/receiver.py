@@ -266,6 +266,7 @@ class Receiver:
             alert_max_bytes=cfg.alert_max_bytes,
             evidence_max_bytes=cfg.evidence_max_bytes,
             snapshot_max_bytes=cfg.snapshot_max_bytes,
+            clip_max_bytes=cfg.clip_max_mb * _MB,
             on_stored=on_stored,
             orphan_evidence_max_count=cfg.orphan_evidence_max_count,
             orphan_evidence_max_bytes=cfg.orphan_evidence_max_mb * _MB,
@@ -297,6 +298,7 @@ class Receiver:
             f"{root}/+/alert",
             f"{root}/+/evidence/+",
             f"{root}/+/crop/+",
+            f"{root}/+/clip/+",
             f"{root}/+/heartbeat",
             f"{root}/+/collect/+",
             f"{root}/+/snapshot",
@@ -467,14 +469,15 @@ class Receiver:
         unit keeps an alert and its evidence until this receipt reaches it, resending
         meanwhile, so a receipt lost here only costs a duplicate, never an alert."""
         receipts = self.ingest.take_receipts()
-        for unit, (alerts, evidence, crops) in receipts.by_unit.items():
-            a, e, c = sorted(alerts), sorted(evidence), sorted(crops)
-            for i in range(0, max(len(a), len(e), len(c)), RECEIPT_MAX_ITEMS):
+        for unit, (alerts, evidence, crops, clips) in receipts.by_unit.items():
+            a, e, c, v = sorted(alerts), sorted(evidence), sorted(crops), sorted(clips)
+            for i in range(0, max(len(a), len(e), len(c), len(v)), RECEIPT_MAX_ITEMS):
                 doc = m.build_receipt(
                     unit,
                     alerts=a[i : i + RECEIPT_MAX_ITEMS],
                     evidence=e[i : i + RECEIPT_MAX_ITEMS],
                     crops=c[i : i + RECEIPT_MAX_ITEMS],
+                    clips=v[i : i + RECEIPT_MAX_ITEMS],
                     t_wall_s=time.time(),
                 )
                 topic = m.Topics(self.cfg.topic_root, unit).ack

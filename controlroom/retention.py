@@ -12,6 +12,8 @@
   dataset version holds is kept (with the version) until no version holds it;
 * a dataset version's stored JPEG (``example_blobs``) once no version holds it (a version was
   deleted); the labelled crop itself then follows the rule above.
+
+"Evidence" is the frame, the crop and the video clip alike: they are deleted together.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ _DAY_S = 86400.0
 
 def sweep(engine: Engine, cfg: RetentionConfig, *, now: float | None = None) -> dict[str, int]:
     now = time.time() if now is None else now
-    a, e, c = db.alerts, db.evidence, db.crops
+    a, e, c, v = db.alerts, db.evidence, db.crops, db.clips
     out = {
         "rejected_evidence": 0,
         "confirmed_purged": 0,
@@ -57,6 +59,7 @@ def sweep(engine: Engine, cfg: RetentionConfig, *, now: float | None = None) -> 
         for chunk in db.chunks(ids, 500):
             conn.execute(e.delete().where(e.c.alert_id.in_(chunk)))
             conn.execute(c.delete().where(c.c.alert_id.in_(chunk)))
+            conn.execute(v.delete().where(v.c.alert_id.in_(chunk)))
             conn.execute(a.update().where(a.c.alert_id.in_(chunk)).values(evidence_deleted_at=now))
         out["rejected_evidence"] = len(ids)
         for key, cond in (
@@ -75,6 +78,7 @@ def sweep(engine: Engine, cfg: RetentionConfig, *, now: float | None = None) -> 
             for chunk in db.chunks(ids, 500):
                 conn.execute(e.delete().where(e.c.alert_id.in_(chunk)))
                 conn.execute(c.delete().where(c.c.alert_id.in_(chunk)))
+                conn.execute(v.delete().where(v.c.alert_id.in_(chunk)))
                 conn.execute(
                     a.update()
                     .where(a.c.alert_id.in_(chunk))
@@ -99,6 +103,8 @@ def sweep(engine: Engine, cfg: RetentionConfig, *, now: float | None = None) -> 
         out["orphan_evidence"] = int(res.rowcount or 0)
         crop_known = sa.select(a.c.alert_id).where(a.c.alert_id == c.c.alert_id).exists()
         conn.execute(c.delete().where(c.c.received_at <= now - cfg.orphan_evidence_s, ~crop_known))
+        clip_known = sa.select(a.c.alert_id).where(a.c.alert_id == v.c.alert_id).exists()
+        conn.execute(v.delete().where(v.c.received_at <= now - cfg.orphan_evidence_s, ~clip_known))
         out["label_crops"], out["dataset_blobs"] = _sweep_label_crops(conn, cfg, now)
         if any(out.values()):
             db.record_audit(

@@ -4,8 +4,10 @@ the evidence bundle."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -326,6 +328,40 @@ def load_crop(conn: Connection, row: Any) -> bytes | None:
     return bytes(jpeg) if jpeg is not None else None
 
 
+def clip_type(row: Any) -> str | None:
+    """The clip's media type as the signed alert names it (``video/webm`` or
+    ``video/x-msvideo``); None if the alert has no clip."""
+    alert = json.loads(row.payload) if row.payload else {}
+    ev = alert.get("evidence") or {}
+    return str(ev.get("clip_type") or "video/webm") if ev.get("clip_sha256") else None
+
+
+def _clip_query(row: Any, column: Any) -> Any:
+    """``column`` of the clip the signed alert names (its ``clip_sha256``), unless the alert
+    has none or retention deleted its evidence (None then)."""
+    if row.evidence_deleted_at is not None or not row.payload:
+        return None
+    want = (json.loads(row.payload).get("evidence") or {}).get("clip_sha256")
+    if not want:
+        return None
+    c = db.clips
+    return sa.select(column).where(c.c.alert_id == row.alert_id, c.c.sha256 == want).limit(1)
+
+
+def load_clip(conn: Connection, row: Any) -> bytes | None:
+    """The video clip the unit sent with this alert (``clips`` table), if it is the one the
+    signed alert names and retention has not deleted the evidence; None otherwise."""
+    q = _clip_query(row, db.clips.c.jpeg)
+    data = conn.execute(q).scalar() if q is not None else None
+    return bytes(data) if data is not None else None
+
+
+def has_clip(conn: Connection, row: Any) -> bool:
+    """Whether :func:`load_clip` would find the clip (without reading its megabytes)."""
+    q = _clip_query(row, db.clips.c.id)
+    return q is not None and conn.execute(q).first() is not None
+
+
 def threshold_text(t: Any) -> str:
     """The threshold as an operator reads it: 0.453125 -> 0.45."""
     return f"{float(t):.2f}" if isinstance(t, int | float) else "—"
@@ -371,6 +407,7 @@ def _alert_page(
         row = load_alert(conn, alert_id)
         has_evidence = load_evidence(conn, row) is not None
         has_crop = load_crop(conn, row) is not None
+        clip_here = has_clip(conn, row)
         prev, nxt, place, total = queue_neighbours(conn, row.id, unit or None)
         history = list(
             conn.execute(
@@ -386,6 +423,8 @@ def _alert_page(
         alert=alert,
         has_evidence=has_evidence,
         has_crop=has_crop,
+        has_clip=clip_here,
+        clip_type=clip_type(row),
         fix=fix,
         history=history,
         roi_box=roi_box(alert),
@@ -456,6 +495,104 @@ def original_jpg(request: Request, st: State, user: User, alert_id: str) -> Resp
             conn, username=user, action="view_original", target=alert_id, remote=remote(request)
         )
     return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
+
+
+NO_CLIP = "no clip for this alert (the unit has not sent it, or retention deleted it)"
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+
+
+def byte_range(request: Request, size: int) -> tuple[int, int] | None:
+    """The one byte range ``(start, end)`` (inclusive) a ``Range`` header asks for, clamped to
+    ``size``; None without one (or for forms this server ignores: several ranges, other
+    units), which means the whole body. Raises 416 for a range outside the body."""
+    found = _RANGE.fullmatch(request.headers.get("range", "").strip())
+    if found is None or found[1] == found[2] == "":
+        return None
+    if found[1] == "":  # the last N bytes
+        start, end = max(0, size - int(found[2])), size - 1
+    else:
+        start = int(found[1])
+        end = min(size - 1, int(found[2])) if found[2] else size - 1
+    if start >= size or start > end:
+        raise HTTPException(416, f"the clip is {size} bytes; that range is outside it")
+    return start, end
+
+
+def media_response(request: Request, data: bytes, media_type: str, **headers: str) -> Response:
+    """``data`` whole, or the part a ``Range`` header asks for (206): browsers fetch video in
+    ranges to seek."""
+    headers = {"Cache-Control": "no-store", "Accept-Ranges": "bytes", **headers}
+    part = byte_range(request, len(data))
+    if part is None:
+        return Response(data, media_type=media_type, headers=headers)
+    start, end = part
+    headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
+    return Response(data[start : end + 1], status_code=206, media_type=media_type, headers=headers)
+
+
+def shown_clip(st: Any, row: Any, clip: bytes, frame: bytes | None) -> tuple[bytes, str] | None:
+    """The clip as the dashboard shows it and its media type: redacted and re-encoded as WebM
+    unless ``[privacy] blur`` is off (cached by the clip's SHA-256); None if it does not
+    decode."""
+    if st.cfg.privacy.blur == "off":
+        return clip, clip_type(row) or "video/webm"
+    key = hashlib.sha256(clip).hexdigest()
+    shown: bytes | None = st.redacted_clips.get(key)
+    if shown is None:
+        box = roi_box(json.loads(row.payload) if row.payload else None)
+        size = privacy.jpeg_size(frame) if frame is not None else None
+        shown = privacy.redact_clip(clip, box, size)
+        if shown is None:
+            return None
+        st.redacted_clips.put(key, shown)
+    return shown, "video/webm"
+
+
+@router.get("/alerts/{alert_id}/clip")
+def clip_video(request: Request, st: State, user: User, alert_id: str) -> Response:
+    """The clip as every user sees it (see :func:`shown_clip`)."""
+    with st.engine.connect() as conn:
+        row = load_alert(conn, alert_id)
+        clip = load_clip(conn, row)
+        frame = load_evidence(conn, row) if clip is not None else None
+    if clip is None:
+        raise HTTPException(404, NO_CLIP)
+    shown = shown_clip(st, row, clip, frame)
+    if shown is None:
+        raise HTTPException(404, "the clip does not decode")
+    return media_response(request, shown[0], shown[1])
+
+
+@router.get("/alerts/{alert_id}/original-clip")
+def original_clip(request: Request, st: State, user: User, alert_id: str) -> Response:
+    """The clip exactly as the unit signed it, for ``[privacy] original_viewers``; audited."""
+    if not st.cfg.privacy.may_see_original(user):
+        raise HTTPException(
+            403,
+            "the unblurred clip is for the users named in [privacy] original_viewers; "
+            "ask one of them (each view is audited)",
+        )
+    with st.engine.begin() as conn:
+        row = load_alert(conn, alert_id)
+        clip = load_clip(conn, row)
+        if clip is None:
+            raise HTTPException(404, NO_CLIP)
+        part = byte_range(request, len(clip))
+        if part is None or part[0] == 0:  # one view, however many ranges the player fetches
+            db.record_audit(
+                conn,
+                username=user,
+                action="view_original_clip",
+                target=alert_id,
+                remote=remote(request),
+            )
+    ext = "avi" if clip_type(row) == "video/x-msvideo" else "webm"
+    return media_response(
+        request,
+        clip,
+        clip_type(row) or "video/webm",
+        **{"Content-Disposition": f'inline; filename="{row.alert_id}.{ext}"'},
+    )
 
 
 @router.get("/alerts/{alert_id}/thumb.jpg")
@@ -716,6 +853,7 @@ def export_bundle(request: Request, st: State, user: User, alert_id: str) -> Res
         jpeg = load_evidence(conn, row)
         if jpeg is None or row.payload is None:
             raise HTTPException(409, "this alert has no verified evidence to export")
+        clip = load_clip(conn, row)
         key_b64 = conn.execute(
             sa.select(db.units.c.public_key).where(db.units.c.unit_id == row.unit)
         ).scalar()
@@ -740,6 +878,7 @@ def export_bundle(request: Request, st: State, user: User, alert_id: str) -> Res
             "exported_at": time.time(),
         },
         zipname=name,
+        clip=clip,
     )
     return Response(
         data,

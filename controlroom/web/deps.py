@@ -43,6 +43,8 @@ class WebState:
     thumbs: ThumbCache = field(default_factory=ThumbCache)
     redacted: ThumbCache = field(default_factory=lambda: ThumbCache(max_items=200))
     """Redacted evidence frames by the frame's SHA-256 (see :mod:`controlroom.privacy`)."""
+    redacted_clips: ThumbCache = field(default_factory=lambda: ThumbCache(max_items=16))
+    """Redacted clips by the clip's SHA-256: a few, since a clip is megabytes, not kilobytes."""
 
 
 class NeedLogin(Exception):

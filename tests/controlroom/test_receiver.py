@@ -297,7 +297,8 @@ def test_real_uplink_to_receiver(
 @pytest.mark.slow
 def test_production_broker_tls_acl_and_shared_subscription(tmp_path: Path, engine: Engine) -> None:
     """The production Mosquitto config (TLS, client certificates, per-unit ACL): the control
-    room's certificate may take the shared subscription and receives a unit's alert."""
+    room's certificate may take the shared subscription and receives a unit's alert, evidence
+    and clip."""
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
@@ -319,15 +320,18 @@ def test_production_broker_tls_acl_and_shared_subscription(tmp_path: Path, engin
             c.connect("localhost", b.port)
             c.loop_start()
             try:
-                payload, jpeg = unit.alert()
+                clip = b"\x1a\x45\xdf\xa3" + bytes(60)  # WebM magic: the ACL lets units send clips
+                payload, jpeg = unit.alert(clip=clip)
                 c.publish(f"{T}/alert", payload, qos=1).wait_for_publish(10)
                 c.publish(f"{T}/evidence/unit-a-1", jpeg, qos=1).wait_for_publish(10)
+                c.publish(f"{T}/clip/unit-a-1", clip, qos=1).wait_for_publish(10)
             finally:
                 c.disconnect()
                 c.loop_stop()
-            assert wait_until(lambda: r.stats().get("evidence_stored") == 1, timeout_s=15), (
-                r.stats()
-            )
+            assert wait_until(
+                lambda: r.stats().get("evidence_stored") == 1 == r.stats().get("clips_stored"),
+                timeout_s=15,
+            ), r.stats()
         finally:
             r.close()
     assert count(engine) == 1
