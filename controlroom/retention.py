@@ -118,6 +118,18 @@ def sweep(engine: Engine, cfg: RetentionConfig, *, now: float | None = None) -> 
     return out
 
 
+def alert_due(row: Any, cfg: RetentionConfig) -> tuple[str, float] | None:
+    """What retention will next delete of an alert (``row`` from ``db.alerts``), and when
+    (epoch seconds, by the rules of :func:`sweep`); None if nothing is due."""
+    if row.status == "rejected" and row.evidence_deleted_at is None and row.reviewed_at:
+        return "evidence", float(row.reviewed_at) + cfg.rejected_evidence_s
+    if row.status == "confirmed" and row.reviewed_at:
+        return "alert", float(row.reviewed_at) + cfg.confirmed_days * _DAY_S
+    if row.status == "new":
+        return "alert", float(row.received_at) + cfg.unreviewed_days * _DAY_S
+    return None
+
+
 def _sweep_label_crops(conn: Connection, cfg: RetentionConfig, now: float) -> tuple[int, int]:
     """Delete labelling crops past their time that no dataset version holds, then the dataset
     JPEGs no version holds; returns (crops, JPEGs) deleted."""

@@ -19,7 +19,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response, Streamin
 from sqlalchemy.engine import Connection
 from starlette.concurrency import run_in_threadpool
 
-from controlroom import bundle, crypto, datasets, db, privacy, users
+from controlroom import bundle, crypto, datasets, db, privacy, retention, users
 from controlroom.web import thumbs
 from controlroom.web.deps import (
     UNDO_WINDOW_S,
@@ -440,6 +440,7 @@ def _alert_page(
         tile_url=st.cfg.web.tile_url,
         tile_attribution=st.cfg.web.tile_attribution,
         blurred=st.cfg.privacy.blur != "off",
+        due=retention.alert_due(row, st.cfg.retention),
         may_see_original=st.cfg.privacy.may_see_original(
             getattr(request.state, "user", None) or ""
         ),

@@ -756,7 +756,8 @@ def demo_config(
         # Frames of a file are on the clip's own time however fast they are read, so the
         # cooldown is real: 5 s, as the clip's cars queue about 7 s apart in one lane.
         "decider": {"window": 8, "min_frames": 5, "cooldown_s": DEMO_COOLDOWN_S},
-        "evidence": {"quota_mb": 200},
+        # a short clip around each hit, so the dashboard has one to play
+        "evidence": {"quota_mb": 200, "clip_before_s": 1.5, "clip_after_s": 1.5},
         "stats": {"log_interval_s": 10},
     }
     if sink is not None:

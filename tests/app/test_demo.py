@@ -58,6 +58,11 @@ def test_demo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         assert f"dashboard database: {n} alert(s) verified and stored" in out
         # the dashboard dies with the demo: the closing lines say how to keep it running
         assert "demo --serve" in out.splitlines()[-1]
+        # each alert's clip reached the dashboard too, a WebM the alert page plays
+        db = tmp_path / "controlroom" / "controlroom.sqlite"
+        with contextlib.closing(sqlite3.connect(db)) as conn:
+            clips = [bytes(r[0][:4]) for r in conn.execute("SELECT jpeg FROM clips")]
+        assert clips == [b"\x1a\x45\xdf\xa3"] * n
     alerts = tmp_path / "unit" / "outbox.sqlite"
     assert alerts.is_file()
 

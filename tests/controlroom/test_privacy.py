@@ -8,6 +8,7 @@ import json
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import cv2
@@ -178,3 +179,30 @@ def test_privacy_config_is_strict(tmp_path: Path) -> None:
         parse_config({"privacy": {"blur": "faces"}}, base_dir=tmp_path)
     with pytest.raises(ConfigError, match="viewers"):
         parse_config({"privacy": {"viewers": ["alice"]}}, base_dir=tmp_path)
+
+
+@pytest.mark.slow
+def test_the_alert_page_says_when_retention_deletes_it(
+    client: Any, ingest: Ingest, unit_a: Unit, engine: Engine
+) -> None:
+    from controlroom.retention import alert_due
+    from controlroom.web.deps import fmt_time
+
+    aid = put(ingest, unit_a, noise_jpeg(), roi_box=BOX)
+    token = login(client, "alice")
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(db.alerts).where(db.alerts.c.alert_id == aid)).one()
+    page = client.get(f"/alerts/{aid}").text
+    assert "if nobody reviews it, this alert and its evidence are purged" in page
+    assert fmt_time(row.received_at + 30 * 86400.0) in page  # unreviewed_days (30)
+    client.post(f"/alerts/{aid}/review", data={"action": "reject", "csrf": token})
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(db.alerts).where(db.alerts.c.alert_id == aid)).one()
+    page = client.get(f"/alerts/{aid}").text
+    assert "the frame, crop and clip of this rejected alert are deleted" in page
+    assert fmt_time(row.reviewed_at + 3600.0) in page  # rejected_evidence_s (3600)
+    cfg = parse_config({}, base_dir=Path(".")).retention
+    gone = SimpleNamespace(**{**row._asdict(), "evidence_deleted_at": 1.0})
+    assert alert_due(gone, cfg) is None  # already deleted: nothing more is due until a purge
+    confirmed = SimpleNamespace(**{**row._asdict(), "status": "confirmed"})
+    assert alert_due(confirmed, cfg) == ("alert", row.reviewed_at + 365 * 86400.0)
