@@ -22,9 +22,10 @@ from urllib.parse import urlencode
 import sqlalchemy as sa
 from fastapi import Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from markupsafe import Markup
 from sqlalchemy.engine import Connection
 
-from controlroom import datasets, db, labelling, retention
+from controlroom import datasets, db, labelling, quality, retention
 from controlroom.errors import ControlRoomError
 from controlroom.labelling import Batch, LabellingError, TimeRange
 from controlroom.web.deps import (
@@ -157,7 +158,9 @@ def labels_page(
             "versions": datasets.list_datasets(conn),
             "per_unit": datasets.precision_by(conn, "unit"),
             "per_model": datasets.precision_by(conn, "model"),
+            **quality.quality_context(conn),
         }
+        ctx["trend_svg"] = Markup(ctx["trend_svg"])  # built from numbers and week names only
     return render(
         request,
         "labels.html",
