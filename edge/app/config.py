@@ -68,11 +68,23 @@ class RoiConfig(StrictModel):
     margin: float = Field(
         0.1, description="Extra context around the region, as a fraction of its size.", ge=0, le=1
     )
+    rotate_deg: float = Field(
+        0.0,
+        description="Turn the crop upright: degrees counter-clockwise (rect only). A camera "
+        "with a roll, or looking down from a gantry, sees drivers tilted; 'phonewatch "
+        "roi-preview' writes each crop as the classifier sees it, to check.",
+        ge=-90,
+        le=90,
+    )
 
     @model_validator(mode="after")
     def _one_shape(self) -> RoiConfig:
         if (self.rect is None) == (self.polygon is None):
             raise ValueError("give exactly one of 'rect' or 'polygon'")
+        if self.polygon is not None and self.rotate_deg:
+            raise ValueError(
+                "rotate_deg is for 'rect'; draw the polygon around the tilted window instead"
+            )
         try:
             self.to_roi()
         except RoiError as e:
@@ -81,7 +93,7 @@ class RoiConfig(StrictModel):
 
     def to_roi(self) -> Roi:
         if self.rect is not None:
-            return Roi.rect(self.id, *self.rect, margin=self.margin)
+            return Roi.rect(self.id, *self.rect, margin=self.margin, rotate_deg=self.rotate_deg)
         assert self.polygon is not None
         return Roi.polygon(self.id, self.polygon, margin=self.margin)
 

@@ -5,6 +5,12 @@ An ROI is a rectangle ``[x0, y0, x1, y1]`` or a polygon ``[[x, y], ...]``, both 
 smaller inference stream. The crop is the ROI's bounding box grown by ``margin`` (a fraction of
 the box's own size) and clipped to the frame; for polygons, pixels outside the polygon are
 turned grey (at the model's resolution) so the classifier only sees the window.
+
+A rectangle may be turned upright (``rotate_deg``): a camera mounted with a roll, or high on a
+gantry looking down at an angle, sees drivers tilted, and a model trained on upright drivers
+misses them. The crop is then turned by that angle about its centre (counter-clockwise for a
+positive angle, as the image is shown; the corners take the nearest edge pixel), so the
+classifier, the evidence crop, and every crop sent for labelling are the same upright image.
 """
 
 from __future__ import annotations
@@ -27,18 +33,33 @@ class Roi:
     """Polygon vertices (a rectangle is stored as its four corners)."""
     margin: float = 0.1
     is_polygon: bool = False
+    rotate_deg: float = 0.0
+    """Turn the crop by this many degrees (counter-clockwise as shown) to make the driver
+    upright; rectangles only."""
+    _turn_cache: dict[tuple[int, int], np.ndarray] = field(
+        default_factory=dict, compare=False, repr=False
+    )
     _mask_cache: dict[tuple[int, int, int, int], np.ndarray] = field(
         default_factory=dict, compare=False, repr=False
     )
 
     @classmethod
-    def rect(cls, id: str, x0: float, y0: float, x1: float, y1: float, margin: float = 0.1) -> Roi:
+    def rect(
+        cls,
+        id: str,
+        x0: float,
+        y0: float,
+        x1: float,
+        y1: float,
+        margin: float = 0.1,
+        rotate_deg: float = 0.0,
+    ) -> Roi:
         if not (x1 > x0 and y1 > y0):
             raise RoiError(
                 f"roi {id!r}: rectangle needs x1 > x0 and y1 > y0, got {[x0, y0, x1, y1]}"
             )
         pts = ((x0, y0), (x1, y0), (x1, y1), (x0, y1))
-        roi = cls(id=id, points=pts, margin=margin, is_polygon=False)
+        roi = cls(id=id, points=pts, margin=margin, is_polygon=False, rotate_deg=rotate_deg)
         roi.validate()
         return roi
 
@@ -66,6 +87,13 @@ class Roi:
                 )
         if not 0.0 <= self.margin <= 1.0:
             raise RoiError(f"roi {self.id!r}: margin {self.margin} must be within 0..1")
+        if not -90.0 <= self.rotate_deg <= 90.0:
+            raise RoiError(f"roi {self.id!r}: rotate_deg {self.rotate_deg} must be within -90..90")
+        if self.rotate_deg and self.is_polygon:
+            raise RoiError(
+                f"roi {self.id!r}: rotate_deg is for rectangles; draw the polygon around the "
+                "tilted window instead"
+            )
 
     def bbox(self) -> tuple[float, float, float, float]:
         xs = [p[0] for p in self.points]
@@ -87,10 +115,26 @@ class Roi:
         return px0, py0, min(px1, width), min(py1, height)
 
     def crop(self, image: np.ndarray) -> np.ndarray:
-        """The ROI's crop box in ``image``: a view, no copy (see :meth:`mask` for polygons)."""
+        """The ROI's crop box in ``image``: a view, no copy (see :meth:`mask` for polygons);
+        with ``rotate_deg``, a new array turned upright (same size)."""
         h, w = image.shape[:2]
         x0, y0, x1, y1 = self.crop_box(w, h)
-        return image[y0:y1, x0:x1]
+        box = image[y0:y1, x0:x1]
+        if not self.rotate_deg:
+            return box
+        key = (h, w)
+        flat = self._turn_cache.get(key)
+        if flat is None:  # indices into the whole frame, flattened: one take per crop
+            rows, cols = turn_index(y1 - y0, x1 - x0, self.rotate_deg)
+            flat = self._turn_cache[key] = ((rows + y0) * w + (cols + x0)).ravel()
+        if image.ndim == 3 and image.flags.c_contiguous:
+            pixels = image.reshape(h * w, image.shape[2])
+        elif image.ndim == 2 and image.flags.c_contiguous:
+            pixels = image.reshape(h * w)
+        else:
+            pixels = np.ascontiguousarray(image).reshape(h * w, *image.shape[2:])
+        turned: np.ndarray = pixels.take(flat, axis=0).reshape(box.shape)
+        return turned
 
     def mask(self, image: np.ndarray) -> np.ndarray | None:
         """For a polygon, a boolean mask of the crop (True inside); ``None`` for rectangles.
@@ -134,3 +178,19 @@ def points_in_polygon(xs: np.ndarray, ys: np.ndarray, poly: np.ndarray) -> np.nd
             x_at = (xb - xa) * (ys - ya) / (yb - ya) + xa
         inside ^= crosses & (xs < x_at)
     return inside
+
+
+def turn_index(h: int, w: int, deg: float) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column indices that turn an ``h x w`` image by ``deg`` degrees about its centre
+    (counter-clockwise as shown, the same sense as OpenCV's ``getRotationMatrix2D``), nearest
+    pixel, edges repeated: ``img[rows, cols]`` is the turned image."""
+    t = np.deg2rad(deg)
+    c, s = np.cos(t), np.sin(t)
+    cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
+    dx, dy = xs - cx, ys - cy
+    src_x = c * dx - s * dy + cx
+    src_y = s * dx + c * dy + cy
+    cols = np.clip(np.rint(src_x), 0, w - 1).astype(np.intp)
+    rows = np.clip(np.rint(src_y), 0, h - 1).astype(np.intp)
+    return rows, cols

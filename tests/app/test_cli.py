@@ -126,6 +126,11 @@ def test_roi_preview_draws_rois_and_scores(
     # the ROI outlines are drawn: red (hot) on the left, green on the right
     assert (img[:, :, 2] > 200).sum() > 100
     assert (img[:, :, 1] > 150).sum() > 100
+    # and each crop as the classifier sees it, beside the picture
+    left_crop = cv2.imread(str(tmp_path / "roi-left.png"))
+    assert left_crop is not None
+    assert left_crop.mean() > 200  # the bright window
+    assert "roi-left.png (region left as the classifier sees it)" in text
 
 
 def test_run_offline_scores_against_truth(

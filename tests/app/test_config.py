@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -133,3 +134,18 @@ def test_parse_config_without_a_file() -> None:
         }
     )
     assert cfg.rois[0].to_roi().is_polygon
+
+
+def test_a_rect_roi_can_be_turned_upright_a_polygon_cannot() -> None:
+    base: dict[str, Any] = {
+        "unit": {"id": "x"},
+        "camera": {"type": "folder", "path": "/tmp"},
+        "model": {"path": "/m.tflite"},
+    }
+    cfg = parse_config({**base, "rois": [{"id": "a", "rect": [0, 0, 0.5, 0.5], "rotate_deg": -24}]})
+    assert cfg.rois[0].to_roi().rotate_deg == -24.0
+    poly = {"id": "p", "polygon": [[0, 0], [1, 0], [1, 1]], "rotate_deg": 10}
+    with pytest.raises(ConfigError, match=r"rois.0: .*rotate_deg is for 'rect'"):
+        parse_config({**base, "rois": [poly]})
+    with pytest.raises(ConfigError, match="rotate_deg"):
+        parse_config({**base, "rois": [{"id": "a", "rect": [0, 0, 0.5, 0.5], "rotate_deg": 200}]})
