@@ -712,14 +712,22 @@ def cmd_roi_preview(args: argparse.Namespace) -> int:
     for rid, s in scores.items():
         print(f"{rid}: score {s:.3f}")
     print(f"wrote {out} ({frame.size[0]}x{frame.size[1]}); {legend_text(threshold)}")
-    # Each crop as the classifier sees it (turned by rotate_deg): the driver should stand
-    # upright in it; if not, change the ROI's rotate_deg and look again.
+    _write_crops(cfg, frame.image, out)
+    return 0
+
+
+def _write_crops(cfg: Config, image: np.ndarray, out: Path) -> None:
+    """Each crop as the classifier sees it (turned by ``rotate_deg``) beside ``out``: the
+    driver should stand upright in it; if not, change the ROI's ``rotate_deg``."""
+    import cv2
+
+    from edge.app.compose import build_rois
+
     for r in build_rois(cfg):
         crop_out = out.with_name(f"{out.stem}-{r.id}{out.suffix}")
-        if cv2.imwrite(str(crop_out), np.ascontiguousarray(r.crop(frame.image))):
+        if cv2.imwrite(str(crop_out), np.ascontiguousarray(r.crop(image))):
             turned = f", turned {r.rotate_deg:g} degrees" if r.rotate_deg else ""
             print(f"wrote {crop_out} (region {r.id} as the classifier sees it{turned})")
-    return 0
 
 
 # -- demo ------------------------------------------------------------------------------------
