@@ -1,6 +1,7 @@
 """The site-learning loop (issue 18), measured on this machine.
 
     .venv/bin/python bench/flywheel.py [--work DIR] [--quick] [--cycles 100,250,500,1000]
+        [--upright]
 
 1. renders a new site (``models.synth.site``, ``gantry_tint``): whole sessions held out as the
    test split, the other sessions the pool of unlabelled crops the units collect;
@@ -12,6 +13,11 @@
    promotes the candidate or refuses it;
 3. prints per cycle the labels used, the deployed model's recall at 5 % FPR on the held-out
    site crops (Wilson 95 % interval) and how long each step took.
+
+With ``--upright`` the site is first *installed*: each unit's ROI gets the ``rotate_deg`` an
+installer reads off ``roi-preview`` (minus the mount's roll, to the degree), and every crop,
+pool and held-out alike, is turned by it with the unit's own ``Roi.crop``; "before" is then the
+shipped model on the installed site (the figure on the site as rendered is printed too).
 
 The last line is ``site recall at 5% FPR: before X, after Y (N labels)``: the deployed
 model's recall before the first cycle and after the last, N the labels the finally deployed
@@ -31,11 +37,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 from _common import REPO, machine
 
 from edge.app.stats import grid
 from edge.core import metrics
+from edge.core.roi import Roi
 from models import site as msite
 from models import site_data as sd
 from models.synth import site as synth_site
@@ -127,6 +135,40 @@ class Plan:
     train: msite.TrainOptions
 
 
+def unit_rotation(unit: str, seed: int) -> float:
+    """The ``rotate_deg`` an installer sets for ``unit`` (``<site>-u<n>``): the driver upright
+    in ``roi-preview``'s crop, i.e. minus the camera's roll, to the nearest degree."""
+    site_name, _, n = unit.rpartition("-u")
+    mount = synth_site.unit_mount(synth_site.SITES[site_name], seed, int(n))
+    return float(-round(mount.roll))
+
+
+def install_upright(world: Path, out: Path, seed: int) -> Path:
+    """``world`` as its units score it once installed (see the module docstring): each crop
+    turned by its unit's ``rotate_deg`` through ``Roi.crop``. Kept in ``out`` and reused."""
+    if (out / "index.csv").is_file():
+        return out
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    rois: dict[str, Roi] = {}
+    for r in sd.read_dataset(world):
+        if r.unit not in rois:
+            deg = unit_rotation(r.unit, seed)
+            rois[r.unit] = Roi.rect("window", 0.0, 0.0, 1.0, 1.0, margin=0.0, rotate_deg=deg)
+        img = cv2.imread(str(r.path), cv2.IMREAD_COLOR)
+        if img is None:
+            raise RuntimeError(f"cannot read {r.path}")
+        dest = tmp / r.rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(dest), np.ascontiguousarray(rois[r.unit].crop(img)))
+    shutil.copy2(world / "index.csv", tmp / "index.csv")
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    turns = ", ".join(f"{u} {roi.rotate_deg:g}" for u, roi in sorted(rois.items()))
+    print(f"installed upright: rotate_deg per unit {turns}", flush=True)
+    return out
+
+
 def plans(quick: bool) -> Plan:
     if quick:
         return Plan(
@@ -152,6 +194,7 @@ def run(
     seed: int = 0,
     source: LabelSource = labels_arrive,
     deployed: Path = msite.DEFAULT_DEPLOYED,
+    upright: bool = False,
 ) -> tuple[float, float, int]:
     t_all = time.monotonic()
     print(
@@ -170,6 +213,16 @@ def run(
             per_session=plan.per_session,
             test_share=plan.test_share,
         )
+    if upright:
+        raw_test = sd.split(sd.read_dataset(world), "test")
+        y_raw, s_raw = np.array([r.label for r in raw_test]), score(deployed, raw_test)
+        print(
+            f"deployed {deployed.name} on the site as rendered (no rotate_deg): held-out "
+            f"recall @ 5% FPR {recall_ci(y_raw, s_raw)} "
+            f"(ROC-AUC {metrics.roc_auc(y_raw, s_raw):.3f})",
+            flush=True,
+        )
+        world = install_upright(world, work / "world-upright", seed)
     rows = sd.read_dataset(world)
     test = sd.split(rows, "test")
     pool = sd.split(rows, "train")
@@ -308,6 +361,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--cycles", help="labels after each cycle, e.g. 100,250,500,1000")
     ap.add_argument("--epochs", type=int, help="training epochs per cycle")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--upright",
+        action="store_true",
+        help="install the site first: each unit's ROI turned upright (rotate_deg)",
+    )
     a = ap.parse_args(argv)
     plan = plans(a.quick)
     if a.cycles:
@@ -316,7 +374,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         plan.train.epochs = a.epochs
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     plan.train.cache = a.work / "cache"
-    run(a.work, plan, seed=a.seed)
+    run(a.work, plan, seed=a.seed, upright=a.upright)
     return 0
 
 
