@@ -25,12 +25,15 @@ from edge.app.config import Config, load_config
 from edge.core.errors import CameraError, ConfigError, PhonewatchError
 
 if TYPE_CHECKING:
+    from edge.app.compose import Unit
     from edge.core.ports import Detection
 
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEMO_MODEL = REPO_ROOT / "models" / "phone_in_hand" / "phone_in_hand.tflite"
+DEMO_GPS = REPO_ROOT / "deploy" / "gps" / "demo-drive.nmea"
+"""A synthetic drive (generated, not recorded), replayed so the demo's alerts have a position."""
 DEFAULT_DEMO_OUT = REPO_ROOT / "var" / "demo"
 DEMO_COOLDOWN_S = 5.0
 """The demo's decider cooldown: shorter than the gap between two cars in one lane of the clip."""
@@ -389,6 +392,8 @@ def run_unit(
         snap = unit.run(stop=stop, max_s=max_s, progress=progress)
         if progress is not None:
             progress.done()
+        if offline and not stop.is_set():
+            _drain(unit)
         print(unit.pipeline.summary_table())
         ignition_off = unit.shutdown_requested.is_set()
         stats = unit.pipeline.stats
@@ -502,6 +507,31 @@ def _check_camera(cfg: Config) -> CheckResult:
     w, h = frame.size
     fps = f", {src.fps:.1f} fps" if src.fps else ""
     return True, f"{src.name}: {w}x{h}{fps}", frame
+
+
+OFFLINE_DRAIN_S = 10.0
+"""An offline run (a file) waits at the end for the control room to receipt what it sent,
+clips included, as long as the outbox shrinks at least once every this many seconds; what is
+left stays in the outbox for the next run."""
+
+
+def _drain(unit: Unit) -> None:
+    from edge.adapters.mqtt import MqttUplink
+
+    up = unit.sink
+    if not isinstance(up, MqttUplink):
+        return
+    left = up.outbox.depth()
+    while left and not up.wait_drained(OFFLINE_DRAIN_S):
+        now = up.outbox.depth()
+        if now >= left:  # no receipt for a while: the control room is not there, or stuck
+            print(
+                f"{now} alert(s) not yet receipted by the control room: they stay in the "
+                "outbox and go when the unit next runs",
+                flush=True,
+            )
+            return
+        left = now
 
 
 def _check_rois(cfg: Config, frame: Any) -> CheckResult:
@@ -777,6 +807,8 @@ def demo_config(
     }
     if sink is not None:
         data["sink"] = sink
+    if DEMO_GPS.is_file():  # a position on the dashboard's map, as a unit with a receiver has
+        data["gps"] = {"source": f"replay:{DEMO_GPS}", "replay_loop": True}
     return parse_config(data, source="demo config")
 
 

@@ -62,7 +62,11 @@ def test_demo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         db = tmp_path / "controlroom" / "controlroom.sqlite"
         with contextlib.closing(sqlite3.connect(db)) as conn:
             clips = [bytes(r[0][:4]) for r in conn.execute("SELECT jpeg FROM clips")]
+            where = list(conn.execute("SELECT lat, lon, fix_mode FROM alerts"))
         assert clips == [b"\x1a\x45\xdf\xa3"] * n
+        # the replayed demo drive gives each alert a position for the map
+        assert len(where) == n
+        assert all(52.0 < lat < 52.5 and 0.0 < lon < 0.3 and mode for lat, lon, mode in where)
     alerts = tmp_path / "unit" / "outbox.sqlite"
     assert alerts.is_file()
 
