@@ -251,7 +251,47 @@ def publish_command(
     return commands.Sent(True, f"published on {topic}")
 
 
-class Receiver:
+class _Publishes:
+    """Commands and model chunks to units, on the client's own connection (the receiver's,
+    or a :class:`CommandPublisher`'s)."""
+
+    cfg: MqttConfig
+    _client: mqtt.Client
+    _acks: _Acks
+    _connected: threading.Event
+
+    @property
+    def is_connected(self) -> bool:
+        return self._connected.is_set()
+
+    def publish_command(self, unit: str, name: str, body: dict[str, Any]) -> commands.Sent:
+        """Send a command to a unit."""
+        return publish_command(
+            self._client,
+            self._acks,
+            self.cfg,
+            connected=self.is_connected,
+            unit=unit,
+            name=name,
+            body=body,
+        )
+
+    def publish_chunks(
+        self, unit: str, package_sha256: str, chunks: Sequence[tuple[int, bytes]]
+    ) -> commands.Sent:
+        """Send model package chunks to a unit."""
+        return publish_chunks(
+            self._client,
+            self._acks,
+            self.cfg,
+            connected=self.is_connected,
+            unit=unit,
+            package_sha256=package_sha256,
+            chunks=chunks,
+        )
+
+
+class Receiver(_Publishes):
     def __init__(
         self,
         cfg: MqttConfig,
@@ -512,36 +552,6 @@ class Receiver:
         """True once connected and subscribed."""
         return self._subscribed.wait(timeout_s)
 
-    @property
-    def is_connected(self) -> bool:
-        return self._connected.is_set()
-
-    def publish_command(self, unit: str, name: str, body: dict[str, Any]) -> commands.Sent:
-        """Send a command to a unit on the receiver's own connection."""
-        return publish_command(
-            self._client,
-            self._acks,
-            self.cfg,
-            connected=self.is_connected,
-            unit=unit,
-            name=name,
-            body=body,
-        )
-
-    def publish_chunks(
-        self, unit: str, package_sha256: str, chunks: Sequence[tuple[int, bytes]]
-    ) -> commands.Sent:
-        """Send model package chunks to a unit on the receiver's own connection."""
-        return publish_chunks(
-            self._client,
-            self._acks,
-            self.cfg,
-            connected=self.is_connected,
-            unit=unit,
-            package_sha256=package_sha256,
-            chunks=chunks,
-        )
-
     def backlog(self) -> int:
         return self._queue.qsize()
 
@@ -576,7 +586,7 @@ class Receiver:
             self._client.loop_stop()
 
 
-class CommandPublisher:
+class CommandPublisher(_Publishes):
     """A small MQTT client that only publishes commands: for a dashboard run without a
     receiver (``serve --no-receiver``). Clean session, a client id of its own."""
 
@@ -619,10 +629,6 @@ class CommandPublisher:
     ) -> None:
         self._connected.clear()
 
-    @property
-    def is_connected(self) -> bool:
-        return self._connected.is_set()
-
     def start(self) -> CommandPublisher:
         if not self._started:
             self._started = True
@@ -634,30 +640,6 @@ class CommandPublisher:
 
     def wait_ready(self, timeout_s: float = 10.0) -> bool:
         return self._connected.wait(timeout_s)
-
-    def publish_command(self, unit: str, name: str, body: dict[str, Any]) -> commands.Sent:
-        return publish_command(
-            self._client,
-            self._acks,
-            self.cfg,
-            connected=self.is_connected,
-            unit=unit,
-            name=name,
-            body=body,
-        )
-
-    def publish_chunks(
-        self, unit: str, package_sha256: str, chunks: Sequence[tuple[int, bytes]]
-    ) -> commands.Sent:
-        return publish_chunks(
-            self._client,
-            self._acks,
-            self.cfg,
-            connected=self.is_connected,
-            unit=unit,
-            package_sha256=package_sha256,
-            chunks=chunks,
-        )
 
     def close(self) -> None:
         if self._closed:

@@ -478,15 +478,20 @@ def evidence_jpg(st: State, user: User, alert_id: str) -> Response:
     return Response(shown, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
 
-@router.get("/alerts/{alert_id}/original.jpg")
-def original_jpg(request: Request, st: State, user: User, alert_id: str) -> Response:
-    """The frame exactly as the unit signed it, for ``[privacy] original_viewers``; audited."""
+def need_original_viewer(st: Any, user: str, what: str) -> None:
+    """403 unless ``user`` may see originals (``[privacy] original_viewers``, or blur off)."""
     if not st.cfg.privacy.may_see_original(user):
         raise HTTPException(
             403,
-            "the unblurred frame is for the users named in [privacy] original_viewers; "
-            "ask one of them (each view is audited)",
+            f"{what} for the users named in [privacy] original_viewers; ask one of them "
+            "(each view and export is audited)",
         )
+
+
+@router.get("/alerts/{alert_id}/original.jpg")
+def original_jpg(request: Request, st: State, user: User, alert_id: str) -> Response:
+    """The frame exactly as the unit signed it, for ``[privacy] original_viewers``; audited."""
+    need_original_viewer(st, user, "the unblurred frame is")
     with st.engine.begin() as conn:
         row = load_alert(conn, alert_id)
         jpeg = load_evidence(conn, row)
@@ -567,12 +572,7 @@ def clip_video(request: Request, st: State, user: User, alert_id: str) -> Respon
 @router.get("/alerts/{alert_id}/original-clip")
 def original_clip(request: Request, st: State, user: User, alert_id: str) -> Response:
     """The clip exactly as the unit signed it, for ``[privacy] original_viewers``; audited."""
-    if not st.cfg.privacy.may_see_original(user):
-        raise HTTPException(
-            403,
-            "the unblurred clip is for the users named in [privacy] original_viewers; "
-            "ask one of them (each view is audited)",
-        )
+    need_original_viewer(st, user, "the unblurred clip is")
     with st.engine.begin() as conn:
         row = load_alert(conn, alert_id)
         clip = load_clip(conn, row)
@@ -841,12 +841,7 @@ def undo(
 
 @router.get("/alerts/{alert_id}/bundle.zip")
 def export_bundle(request: Request, st: State, user: User, alert_id: str) -> Response:
-    if not st.cfg.privacy.may_see_original(user):
-        raise HTTPException(
-            403,
-            "the court bundle holds the unblurred frame: it is for the users named in "
-            "[privacy] original_viewers; ask one of them",
-        )
+    need_original_viewer(st, user, "the court bundle holds the unblurred frame: it is")
     with st.engine.begin() as conn:
         row = load_alert(conn, alert_id)
         if row.status != "confirmed":
