@@ -52,10 +52,14 @@ def test_a_unit_with_a_pinned_key_takes_an_offered_package(
                 return bool(wait_until(lambda: rx.stats()["offers"] > 0, 0.5))
 
             assert wait_until(offered, 10)
-            for i, c in enumerate(offer.chunks):
-                topic = chunk_topic("phonewatch", UNIT_A, offer.sha256, i)
-                cr.publish(topic, c, qos=1).wait_for_publish(5)
-            assert wait_until(lambda: rx.stats()["packages_installed"] == 1, 10)
+
+            def delivered() -> bool:  # again until the chunk subscription is in place too
+                for i, c in enumerate(offer.chunks):
+                    topic = chunk_topic("phonewatch", UNIT_A, offer.sha256, i)
+                    cr.publish(topic, c, qos=1).wait_for_publish(5)
+                return bool(wait_until(lambda: rx.stats()["packages_installed"] == 1, 2.0))
+
+            assert wait_until(delivered, 30)
         finally:
             cr.loop_stop()
             cr.disconnect()
