@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from edge.app.pipeline import Pipeline
+from edge.app.pipeline import LatestSlot, Pipeline
 from edge.core.decider import Decider, DeciderParams
 from edge.core.frame import Frame
 from edge.core.messages import utc_iso
@@ -188,32 +188,6 @@ def write_state(path: Path, st: LifecycleState) -> None:
 _Item = tuple[Frame, dict[str, float], float]
 
 
-class _Slot:
-    """One item; ``put`` replaces an unconsumed item and says so. Never blocks."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._item: _Item | None = None
-
-    def put(self, item: _Item) -> bool:
-        with self._cond:
-            replaced = self._item is not None
-            self._item = item
-            self._cond.notify()
-            return replaced
-
-    def get(self, timeout_s: float) -> _Item | None:
-        with self._cond:
-            if self._item is None:
-                self._cond.wait(timeout_s)
-            item, self._item = self._item, None
-            return item
-
-    def wake(self) -> None:
-        with self._cond:
-            self._cond.notify_all()
-
-
 class Shadow:
     """A candidate model scoring beside the live one (see the module doc). Raises nothing."""
 
@@ -231,11 +205,10 @@ class Shadow:
         self.rois = list(rois)
         self.params = params
         self._decider: Decider[float] = Decider([r.id for r in self.rois], params)
-        self._slot = _Slot()
+        self._slot: LatestSlot[_Item] = LatestSlot()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="pw-shadow", daemon=True)
         self.frames = 0
-        self.skipped = 0
         self.errors = 0
         self.would_alert = 0
         self.live_alerts = 0
@@ -250,8 +223,12 @@ class Shadow:
     def offer(self, frame: Frame, live_scores: dict[str, float], live_on: float, hits: int) -> None:
         """The inference thread, every frame: hand the frame over and return at once."""
         self.live_alerts += hits
-        if self._slot.put((frame, live_scores, live_on)):
-            self.skipped += 1
+        self._slot.put((frame, live_scores, live_on))
+
+    @property
+    def skipped(self) -> int:
+        """Frames the shadow had no time for (replaced in its slot before it took them)."""
+        return self._slot.dropped
 
     @property
     def agreement(self) -> float | None:
@@ -304,7 +281,7 @@ class Shadow:
     def close(self) -> None:
         """Stop the thread (waiting up to 5 s for a frame in hand), then close the model."""
         self._stop.set()
-        self._slot.wake()
+        self._slot.close()
         if self._thread.is_alive():
             self._thread.join(5.0)
         self.classifier.close()

@@ -24,7 +24,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
@@ -37,6 +37,8 @@ from edge.core.ports import AlertNumbers, AlertSink, Classifier, Detection, Fram
 from edge.core.roi import Roi
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 ShadowHook = Callable[[Frame, dict[str, float], float, int], None]
 """Called on the inference thread after each frame is decided, with the frame, the live
@@ -68,34 +70,37 @@ def same_input(a: Classifier, b: Classifier) -> bool:
     return ka is not None and ka == key(b)
 
 
-class LatestSlot:
-    """A one-frame hand-off. ``put`` replaces an unconsumed frame (a drop) unless lossless."""
+class LatestSlot(Generic[T]):
+    """A one-item hand-off (a frame, or whatever a consumer takes the newest of). ``put``
+    replaces an unconsumed item (a drop, counted) unless lossless."""
 
     def __init__(self, *, lossless: bool = False) -> None:
         self._cond = threading.Condition()
-        self._frame: Frame | None = None
+        self._item: T | None = None
         self._closed = False
         self.lossless = lossless
         self.dropped = 0
 
-    def put(self, frame: Frame, stop: threading.Event) -> None:
+    def put(self, item: T, stop: threading.Event | None = None) -> None:
+        """Hand ``item`` over; lossless, wait first until the last one was taken (or
+        ``stop`` is set)."""
         with self._cond:
             if self.lossless:
-                while self._frame is not None and not stop.is_set():
+                while self._item is not None and not (stop is not None and stop.is_set()):
                     self._cond.wait(0.1)
-            if self._frame is not None:
+            if self._item is not None:
                 self.dropped += 1
-            self._frame = frame
+            self._item = item
             self._cond.notify_all()
 
-    def get(self, timeout_s: float) -> Frame | None:
-        """The newest frame, or ``None`` on timeout or when closed and empty."""
+    def get(self, timeout_s: float) -> T | None:
+        """The newest item, or ``None`` on timeout or when closed and empty."""
         with self._cond:
-            if self._frame is None and not self._closed:
+            if self._item is None and not self._closed:
                 self._cond.wait(timeout_s)
-            f, self._frame = self._frame, None
+            item, self._item = self._item, None
             self._cond.notify_all()
-            return f
+            return item
 
     def close(self) -> None:
         with self._cond:
@@ -105,7 +110,7 @@ class LatestSlot:
     @property
     def is_drained(self) -> bool:
         with self._cond:
-            return self._closed and self._frame is None
+            return self._closed and self._item is None
 
 
 ClipCallback = Callable[[list[np.ndarray]], None]
@@ -275,7 +280,7 @@ class Pipeline:
         self.evidence = evidence
         self.sink = sink
         self.unit_id = unit_id
-        self.slot = LatestSlot(lossless=lossless)
+        self.slot: LatestSlot[Frame] = LatestSlot(lossless=lossless)
         self.reconnect_min_s = reconnect_min_s
         self.reconnect_max_s = reconnect_max_s
         self.clip_before_s = clip_before_s

@@ -115,7 +115,7 @@ def test_a_slow_consumer_drops_frames_and_counts_them(
 
 
 def test_latest_slot_keeps_only_the_newest() -> None:
-    slot = LatestSlot()
+    slot: LatestSlot[Frame] = LatestSlot()
     stop = threading.Event()
     frames = [Frame(i, 0.0, 0.0, np.zeros((2, 2, 3), np.uint8)) for i in range(3)]
     for f in frames:
