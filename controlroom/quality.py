@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -28,15 +27,10 @@ from sqlalchemy.engine import Connection
 
 from controlroom import db
 from controlroom.datasets import wilson
-from edge.core.messages import parse_sample_name
+from edge.core.messages import model_tag, parse_sample_name
 
 ALERTS_SCANNED = 2000
 """Newest alerts read to find each model version's threshold."""
-
-
-def model_tag(version: str) -> str:
-    """A model version as a sample's name carries it (``messages.sample_name``)."""
-    return re.sub(r"[^A-Za-z0-9]", "_", version)[:24] or "_"
 
 
 @dataclass(frozen=True)

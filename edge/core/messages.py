@@ -100,6 +100,12 @@ class SampleName:
     """Calibration only: the run's start (wall clock, ms); one run's crops share it."""
 
 
+def model_tag(model_version: str) -> str:
+    """A model version as a sample's name carries it: each character other than a letter or
+    digit as ``_``, at most 24."""
+    return re.sub(r"[^A-Za-z0-9]", "_", model_version)[:24] or "_"
+
+
 def sample_name(
     reason: str,
     roi_id: str,
@@ -125,8 +131,7 @@ def sample_name(
     if not math.isfinite(score):
         raise MessageError(f"sample score {score!r} is not a number")
     myriads = min(10000, max(0, round(score * 10000)))
-    model = re.sub(r"[^A-Za-z0-9]", "_", model_version)[:24] or "_"
-    name = f"{tag}-{int(t_wall_s * 1000)}-{myriads}-{model}-{roi_id}"
+    name = f"{tag}-{int(t_wall_s * 1000)}-{myriads}-{model_tag(model_version)}-{roi_id}"
     if not _SAMPLE_NAME_RE.match(name):
         raise MessageError(f"bad sample name {name[:140]!r}")
     return _checked_collect_name(name)
