@@ -713,6 +713,16 @@ class MqttUplink:
             time.sleep(0.02)
         return self.outbox.depth() == 0
 
+    def drain_progress(self) -> tuple[int, float | None]:
+        """Parts the control room has receipted so far, and seconds until the next
+        unreceipted part goes again (None when nothing waits for a resend): what a run that
+        is ending needs to tell "still arriving" from "nobody there"."""
+        now = time.monotonic()
+        with self._lock:
+            due = min(self._awaiting.values(), default=None)
+            acked = self._counts["acked"]
+        return acked, None if due is None else max(0.0, due - now)
+
     def _safe_depth(self) -> int:
         try:
             return self.outbox.depth()

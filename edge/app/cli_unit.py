@@ -511,8 +511,13 @@ def _check_camera(cfg: Config) -> CheckResult:
 
 OFFLINE_DRAIN_S = 10.0
 """An offline run (a file) waits at the end for the control room to receipt what it sent,
-clips included, as long as the outbox shrinks at least once every this many seconds; what is
-left stays in the outbox for the next run."""
+clips included, as long as it receipts something at least once every this many seconds, or a
+part it has not receipted is due to go again before ``OFFLINE_DRAIN_MAX_S`` runs out (the
+control room answered this run, so a resend will likely land); what is left stays in the
+outbox for the next run."""
+
+OFFLINE_DRAIN_MAX_S = 120.0
+"""The longest an offline run waits at its end, however the receipts trickle in."""
 
 
 def _drain(unit: Unit) -> None:
@@ -521,17 +526,22 @@ def _drain(unit: Unit) -> None:
     up = unit.sink
     if not isinstance(up, MqttUplink):
         return
-    left = up.outbox.depth()
-    while left and not up.wait_drained(OFFLINE_DRAIN_S):
-        now = up.outbox.depth()
-        if now >= left:  # no receipt for a while: the control room is not there, or stuck
+    deadline = time.monotonic() + OFFLINE_DRAIN_MAX_S
+    acked, _ = up.drain_progress()
+    heard = acked > 0
+    while not up.wait_drained(OFFLINE_DRAIN_S):
+        now_acked, resend_in = up.drain_progress()
+        heard = heard or now_acked > 0
+        progressed = now_acked > acked
+        resend_soon = heard and resend_in is not None and resend_in < deadline - time.monotonic()
+        if time.monotonic() >= deadline or not (progressed or resend_soon):
             print(
-                f"{now} alert(s) not yet receipted by the control room: they stay in the "
-                "outbox and go when the unit next runs",
+                f"{up.outbox.depth()} alert(s) not yet receipted by the control room: they "
+                "stay in the outbox and go when the unit next runs",
                 flush=True,
             )
             return
-        left = now
+        acked = now_acked
 
 
 def _check_rois(cfg: Config, frame: Any) -> CheckResult:
@@ -885,6 +895,8 @@ def _demo(args: argparse.Namespace) -> int:
         sink = {
             **broker.sink_settings(unit_id),
             "signing_key": str(keys / signing_key_name(unit_id)),
+            # the control room is on this machine: a part it missed goes again in seconds
+            "receipt_timeout_s": 5.0,
         }
         cfg = demo_config(out, video, truth, realtime=args.realtime, sink=sink, model=args.model)
         print(
