@@ -92,17 +92,10 @@ def put(ingest: Ingest, unit: Unit, jpeg: bytes, **kw: Any) -> str:
 
 
 def login(c: Any, user: str) -> str:
-    import re
+    from tests.controlroom.test_web import login as web_login
 
-    c.cookies.clear()
-    page = c.get("/login").text
-    token = re.search(r'name="csrf" value="([^"]+)"', page)
-    assert token
-    r = c.post("/login", data={"username": user, "password": PASSWORD, "csrf": token.group(1)})
-    assert r.status_code == 200, r.text
-    found = re.search(r'name="csrf" value="([^"]+)"', r.text)
-    assert found
-    return found.group(1)
+    c.cookies.clear()  # one user after another on the same client
+    return web_login(c, user, PASSWORD)
 
 
 def audited(engine: Engine, action: str) -> list[tuple[str, str]]:

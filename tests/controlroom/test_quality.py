@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -119,6 +118,8 @@ def test_precision_per_week_and_its_chart(engine: Engine, unit_a: Unit) -> None:
 def test_the_labels_page_shows_live_quality(tmp_path: Path, engine: Engine, unit_a: Unit) -> None:
     from fastapi.testclient import TestClient
 
+    from tests.controlroom.test_web import login as web_login
+
     users.add_user(engine, "alice", PASSWORD)
     ingest = Ingest(engine)
     aid = put_alert(ingest, unit_a)
@@ -132,10 +133,7 @@ def test_the_labels_page_shows_live_quality(tmp_path: Path, engine: Engine, unit
     add_sample(engine, "unit-a", 2, score=0.1, label="no_phone")
     cfg = parse_config({"web": {"tile_url": ""}}, base_dir=tmp_path)
     with TestClient(create_app(cfg, engine)) as c:
-        page = c.get("/login").text
-        token = re.search(r'name="csrf" value="([^"]+)"', page)
-        assert token
-        c.post("/login", data={"username": "alice", "password": PASSWORD, "csrf": token.group(1)})
+        web_login(c, "alice", PASSWORD)
         html: Any = c.get("/labels").text
     assert '<svg xmlns="http://www.w3.org/2000/svg" id="precision-trend"' in html
     assert 'id="sample-rates"' in html
