@@ -261,7 +261,7 @@ def roi_mismatch(cfg: Config, truth: dict[str, Any], *, tolerance: float = 0.02)
     truth_rois = truth.get("rois") or {}
     if not isinstance(truth_rois, dict) or not truth_rois:
         return []
-    ours = {r.id: r.to_roi().bbox() for r in cfg.rois}
+    ours = {r.id: r.to_roi().bbox() for r in cfg.first_camera.rois}
     out: list[str] = []
     only_truth = sorted(set(truth_rois) - set(ours))
     only_cfg = sorted(set(ours) - set(truth_rois))

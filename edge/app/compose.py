@@ -26,8 +26,9 @@ from edge.adapters.mqtt import MqttUplink
 from edge.adapters.mqtt_config import MqttSinkConfig
 from edge.adapters.outbox import Outbox
 from edge.adapters.sinks import JsonlSink, TeeSink
-from edge.app.config import Config, load_config
+from edge.app.config import CameraSetup, Config, load_config
 from edge.app.heartbeat import StatsEmitter, stamp_position
+from edge.app.hub import CameraGroup, InferenceHub
 from edge.app.model_lifecycle import ModelManager, ModelPackage, ProbationRules, status_doc
 from edge.app.pipeline import Pipeline
 from edge.app.remote import CollectJob, Collector, render_snapshot
@@ -98,13 +99,17 @@ def uplink_paths(sink: MqttSinkConfig | None, *, unit_id: str, data_dir: Path) -
     )
 
 
-def build_source(cfg: Config, *, speed: float | None = None) -> FrameSource:
-    """The camera ``[camera] type`` names; ``speed`` overrides a paced file's pace."""
-    return source_from_config(cfg.camera, speed=speed)
+def build_source(
+    cfg: Config, *, speed: float | None = None, camera: CameraSetup | None = None
+) -> FrameSource:
+    """The source the camera's ``type`` names (the first camera unless ``camera`` says);
+    ``speed`` overrides a paced file's pace."""
+    return source_from_config((camera or cfg.first_camera).source, speed=speed)
 
 
 def is_file_source(cfg: Config) -> bool:
-    return cfg.camera.is_file
+    """Every camera reads a file (or folder): the run can end, and score every frame."""
+    return all(c.source.is_file for c in cfg.camera_setups)
 
 
 def build_classifier(cfg: Config) -> LiteRTClassifier:
@@ -154,8 +159,9 @@ def build_model_manager(
     )
 
 
-def build_rois(cfg: Config) -> list[Roi]:
-    return [r.to_roi() for r in cfg.rois]
+def build_rois(cfg: Config, camera: CameraSetup | None = None) -> list[Roi]:
+    """The regions of ``camera`` (default: the first camera)."""
+    return [r.to_roi() for r in (camera or cfg.first_camera).rois]
 
 
 def build_evidence(cfg: Config, paths: Paths | None = None) -> EvidenceStore:
@@ -297,6 +303,11 @@ class Unit:
         self.speed = speed
         self.extra_sink = extra_sink
         self.pipeline: Pipeline | None = None
+        """The first (on most units the only) camera's pipeline: sampling, crop collection,
+        snapshots and the shadow model follow this camera."""
+        self.pipelines: list[Pipeline] = []
+        self.group: CameraGroup | None = None
+        """Several cameras (``[[cameras]]``) and their shared inference stage."""
         self.gps: GpsSource | None = None
         self.field_io: Any | None = None  # edge.adapters.gpio.FieldIo (gpiozero: imported lazily)
         self.notifier: Any | None = None
@@ -347,9 +358,16 @@ class Unit:
         self.close()
 
     def close(self) -> None:
-        if self.pipeline is not None and not self.pipeline.stop_event.is_set():
-            self.pipeline.stop()
+        runner = self.runner
+        if runner is not None and not runner.stop_event.is_set():
+            runner.stop()
         self._stack.close()
+
+    @property
+    def runner(self) -> Pipeline | CameraGroup | None:
+        """What starts, stops and reports the unit's frames: the camera group on a unit with
+        several cameras, else the one pipeline."""
+        return self.group if self.group is not None else self.pipeline
 
     def _build(self) -> None:
         cfg = self.cfg
@@ -365,14 +383,13 @@ class Unit:
         )
         self._stack.callback(models.close)  # the live (and any previous, shadow) classifier
         classifier = models.open_live()
-        source = build_source(cfg, speed=self.speed)
         evidence = build_evidence(cfg, self.paths)
         self.gps = build_gps(cfg)
         if self.gps is not None:
             self.gps.start()
             self._stack.callback(self.gps.close)
         params = cfg.decider.params(classifier.threshold)
-        rois = build_rois(cfg)
+        rois = build_rois(cfg)  # the first camera's: what sampling and collection use
         sink = build_sink(cfg, on_command=self._on_command)
         self._stack.callback(sink.close)
         self.sink = sink
@@ -422,34 +439,44 @@ class Unit:
         )
         if self.extra_sink is not None:
             sink = TeeSink(sink, self.extra_sink)
-        cam = cfg.camera
-        self.pipeline = Pipeline(
-            source=source,
-            classifier=classifier,
-            rois=rois,
-            decider=params,
-            evidence=evidence,
-            sink=sink,
-            unit_id=cfg.unit.id,
-            lossless=self.lossless,
-            reconnect_min_s=cam.reconnect_min_s,
-            reconnect_max_s=cam.reconnect_max_s,
-            clip_before_s=cfg.evidence.clip_before_s,
-            clip_after_s=cfg.evidence.clip_after_s,
-            clip_width=cfg.evidence.clip_width,
-            on_status=self._on_status,
-            on_hit=self._on_hit,
-            on_frame=self._on_frame,
-            stamp=self.stamp,
-            numbers=numbers,
-            shadow=models.on_scored,
-        )
+        hub = InferenceHub(classifier) if cfg.cameras is not None else None
+        for i, cam in enumerate(cfg.camera_setups):
+            first = i == 0
+            self.pipelines.append(
+                Pipeline(
+                    source=build_source(cfg, speed=self.speed, camera=cam),
+                    classifier=classifier,
+                    rois=rois if first else build_rois(cfg, cam),
+                    decider=params,
+                    evidence=evidence,
+                    sink=sink,
+                    unit_id=cfg.unit.id,
+                    lossless=self.lossless,
+                    reconnect_min_s=cam.source.reconnect_min_s,
+                    reconnect_max_s=cam.source.reconnect_max_s,
+                    clip_before_s=cfg.evidence.clip_before_s,
+                    clip_after_s=cfg.evidence.clip_after_s,
+                    clip_width=cfg.evidence.clip_width,
+                    on_status=self._on_status if hub is None else self._on_camera_status,
+                    on_hit=self._on_hit,
+                    on_frame=self._on_frame if first else self._on_other_frame,
+                    stamp=self.stamp,
+                    numbers=numbers,
+                    shadow=models.on_scored if first else None,
+                    camera_id=cam.id,
+                    hub=hub,
+                )
+            )
+        self.pipeline = self.pipelines[0]
+        if hub is not None:
+            self.group = CameraGroup(hub)
         models.attach(self.pipeline)
         models.start()
-        if is_file_source(cfg):
-            # A missing or unreadable file fails here, clearly. A camera that is absent at
-            # boot does not: the unit starts degraded and keeps trying.
-            self.pipeline.open_source()
+        for p, cam in zip(self.pipelines, cfg.camera_setups, strict=True):
+            if cam.source.is_file:
+                # A missing or unreadable file fails here, clearly. A camera that is absent
+                # at boot does not: the unit starts degraded and keeps trying.
+                p.open_source()
 
     def _build_field(self, cfg: Config) -> None:
         from edge.adapters.gpio import FieldIo
@@ -467,7 +494,7 @@ class Unit:
                 g.supervisor_port,
                 baud=g.supervisor_baud,
                 heartbeat_s=g.heartbeat_s,
-                status_text=lambda: self.pipeline.status if self.pipeline else "starting",
+                status_text=lambda: self.runner.status if self.runner else "starting",
             )
             self._stack.callback(self.supervisor.close)
             if g.strobe_on_us:
@@ -482,7 +509,8 @@ class Unit:
     def heartbeat_stats(self) -> dict[str, Any]:
         """What the heartbeat carries under ``pipeline``: the pipeline's figures, the crop
         collector's, the unit's own counters and the uplink's media counters."""
-        out = self.pipeline.snapshot() if self.pipeline is not None else {}
+        runner = self.runner
+        out = runner.snapshot() if runner is not None else {}
         if self.collector is not None:
             out.update(self.collector.stats())
         if self.sampler is not None:
@@ -577,6 +605,16 @@ class Unit:
         if self.sampler is not None:
             self.sampler.on_frame(frame, scores)
 
+    def _on_other_frame(self, frame: Frame, scores: dict[str, float]) -> None:
+        """Every frame of a camera other than the first: frames flow."""
+        if self.watchdog is not None:
+            self.watchdog.frame_seen()
+
+    def _on_camera_status(self, status: str) -> None:
+        """One camera of several changed state: the unit shows the group's."""
+        if self.group is not None:
+            self._on_status(self.group.status)
+
     def _on_hit(self, det: Detection) -> None:
         if self.field_io is not None:
             self.field_io.on_hit(det.roi_id)
@@ -584,11 +622,9 @@ class Unit:
 
     def _alerts_pending(self) -> bool:
         """A hit is being recorded or handed to the sink: sampled crops wait behind it."""
-        p = self.pipeline
-        if p is None:
-            return False
-        st = p.stats  # every hit ends in _on_hit, an evidence error or a sink error
-        return st.hits > self._alerts_done + st.evidence_errors + st.sink_errors
+        # every hit ends in _on_hit, an evidence error or a sink error
+        ended = sum(p.stats.evidence_errors + p.stats.sink_errors for p in self.pipelines)
+        return sum(p.stats.hits for p in self.pipelines) > self._alerts_done + ended
 
     # -- commands (the uplink's command thread; payloads already checked) ---------------------
     def _on_command(self, name: str, payload: dict[str, Any]) -> None:
@@ -679,8 +715,8 @@ class Unit:
     ) -> dict[str, Any]:
         """Run until the source ends, ``stop`` is set, ignition shutdown, a valid ``reload``
         (then ``exit_code`` is EXIT_RELOAD), or ``max_s``."""
-        assert self.pipeline is not None
-        p = self.pipeline
+        p = self.runner
+        assert p is not None
         stop = stop or threading.Event()
         p.start()
         if self.notifier is not None:

@@ -8,6 +8,7 @@ Relative paths in the file are resolved against the file's own folder.
 from __future__ import annotations
 
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -250,13 +251,72 @@ class ModelsConfig(StrictModel):
             ]
 
 
-class Config(StrictModel):
-    unit: UnitConfig = Field(description="Who this unit is.")
-    camera: CameraConfig = Field(description="The frame source, chosen by 'type'.")
+def _unique_rois(v: list[RoiConfig]) -> list[RoiConfig]:
+    ids = [r.id for r in v]
+    dup = sorted({i for i in ids if ids.count(i) > 1})
+    if dup:
+        raise ValueError(f"roi ids must be unique; repeated: {dup}")
+    return v
+
+
+class CameraEntry(StrictModel):
+    """One of several cameras on a unit (``[[cameras]]``): its own source and regions."""
+
+    id: str = Field(
+        description="Camera id: letters, digits, '-' and '_' (on its alerts, the heartbeat "
+        "and the dashboard), e.g. 'north' or 'forward'.",
+        min_length=1,
+        max_length=32,
+        pattern=r"^[A-Za-z0-9_-]+$",
+    )
+    source: CameraConfig = Field(description="The frame source, chosen by 'type'.")
     rois: list[RoiConfig] = Field(
-        description="Driver-window regions, one per lane or windscreen.",
+        description="Driver-window regions in this camera's view.",
         min_length=1,
         max_length=16,
+    )
+
+    @field_validator("rois")
+    @classmethod
+    def _unique(cls, v: list[RoiConfig]) -> list[RoiConfig]:
+        return _unique_rois(v)
+
+
+@dataclass(frozen=True, slots=True)
+class CameraSetup:
+    """A camera as the unit runs it, whichever way the config gave it: ``id`` is None for the
+    single ``[camera]`` of a one-camera unit (its alerts carry no camera id, as always)."""
+
+    id: str | None
+    source: CameraConfig
+    rois: list[RoiConfig]
+
+    @property
+    def name(self) -> str:
+        return self.id or "camera"
+
+
+MAX_CAMERAS = 16
+
+
+class Config(StrictModel):
+    unit: UnitConfig = Field(description="Who this unit is.")
+    camera: CameraConfig | None = Field(
+        None,
+        description="The frame source, chosen by 'type' (one camera; several: [[cameras]]).",
+    )
+    rois: list[RoiConfig] | None = Field(
+        None,
+        description="Driver-window regions, one per lane or windscreen (with [camera]).",
+        min_length=1,
+        max_length=16,
+    )
+    cameras: list[CameraEntry] | None = Field(
+        None,
+        description="Several cameras, each with its own id, source and regions, sharing "
+        "one inference stage (instead of [camera] and [[rois]]).",
+        min_length=1,
+        max_length=MAX_CAMERAS,
     )
     model: ModelConfig = Field(description="The phone-in-hand classifier.")
     decider: DeciderConfig = Field(default_factory=DeciderConfig, description="Hit rules.")
@@ -276,12 +336,40 @@ class Config(StrictModel):
 
     @field_validator("rois")
     @classmethod
-    def _unique(cls, v: list[RoiConfig]) -> list[RoiConfig]:
-        ids = [r.id for r in v]
-        dup = sorted({i for i in ids if ids.count(i) > 1})
-        if dup:
-            raise ValueError(f"roi ids must be unique; repeated: {dup}")
-        return v
+    def _unique(cls, v: list[RoiConfig] | None) -> list[RoiConfig] | None:
+        return None if v is None else _unique_rois(v)
+
+    @model_validator(mode="after")
+    def _one_camera_form(self) -> Config:
+        if self.cameras is not None:
+            if self.camera is not None or self.rois is not None:
+                raise ValueError(
+                    "give either [camera] with [[rois]] (one camera) or [[cameras]] "
+                    "(several, each with its own source and rois), not both"
+                )
+            ids = [c.id for c in self.cameras]
+            dup = sorted({i for i in ids if ids.count(i) > 1})
+            if dup:
+                raise ValueError(f"camera ids must be unique; repeated: {dup}")
+        elif self.camera is None or self.rois is None:
+            missing = " and ".join(
+                k for k, v in (("[camera]", self.camera), ("[[rois]]", self.rois)) if v is None
+            )
+            raise ValueError(f"no camera: add {missing} (or [[cameras]] for several)")
+        return self
+
+    @property
+    def camera_setups(self) -> list[CameraSetup]:
+        """Every camera the unit runs, in config order."""
+        if self.cameras is not None:
+            return [CameraSetup(c.id, c.source, c.rois) for c in self.cameras]
+        assert self.camera is not None
+        assert self.rois is not None
+        return [CameraSetup(None, self.camera, self.rois)]
+
+    @property
+    def first_camera(self) -> CameraSetup:
+        return self.camera_setups[0]
 
 
 def parse_config(data: Table, *, source: str = "config", base_dir: Path | None = None) -> Config:

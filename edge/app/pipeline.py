@@ -24,7 +24,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import numpy as np
 
@@ -35,6 +35,9 @@ from edge.core.errors import CameraError, PhonewatchError
 from edge.core.frame import Frame
 from edge.core.ports import AlertNumbers, AlertSink, Classifier, Detection, FrameSource
 from edge.core.roi import Roi
+
+if TYPE_CHECKING:
+    from edge.app.hub import InferenceHub
 
 log = logging.getLogger(__name__)
 
@@ -74,12 +77,14 @@ class LatestSlot(Generic[T]):
     """A one-item hand-off (a frame, or whatever a consumer takes the newest of). ``put``
     replaces an unconsumed item (a drop, counted) unless lossless."""
 
-    def __init__(self, *, lossless: bool = False) -> None:
+    def __init__(self, *, lossless: bool = False, bell: threading.Event | None = None) -> None:
         self._cond = threading.Condition()
         self._item: T | None = None
         self._closed = False
         self.lossless = lossless
         self.dropped = 0
+        self.bell = bell
+        """Set on every put and on close: one consumer serving many slots waits on it."""
 
     def put(self, item: T, stop: threading.Event | None = None) -> None:
         """Hand ``item`` over; lossless, wait first until the last one was taken (or
@@ -92,6 +97,8 @@ class LatestSlot(Generic[T]):
                 self.dropped += 1
             self._item = item
             self._cond.notify_all()
+        if self.bell is not None:
+            self.bell.set()
 
     def get(self, timeout_s: float) -> T | None:
         """The newest item, or ``None`` on timeout or when closed and empty."""
@@ -102,10 +109,20 @@ class LatestSlot(Generic[T]):
             self._cond.notify_all()
             return item
 
+    def take(self) -> T | None:
+        """The newest item if there is one, without waiting."""
+        with self._cond:
+            item, self._item = self._item, None
+            if item is not None:
+                self._cond.notify_all()
+            return item
+
     def close(self) -> None:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+        if self.bell is not None:
+            self.bell.set()
 
     @property
     def is_drained(self) -> bool:
@@ -271,7 +288,14 @@ class Pipeline:
         stamp: Callable[[Detection], Detection] | None = None,
         numbers: AlertNumbers | None = None,
         shadow: ShadowHook | None = None,
+        camera_id: str | None = None,
+        hub: InferenceHub | None = None,
     ) -> None:
+        self.camera_id = camera_id
+        """The camera's id on a unit with several (on its alerts); None: the only camera."""
+        self.hub = hub
+        """The inference stage this camera shares with the unit's other cameras; None: this
+        pipeline runs its own prep and inference threads."""
         self.source = source
         self.classifier = classifier
         self.rois = list(rois)
@@ -280,7 +304,9 @@ class Pipeline:
         self.evidence = evidence
         self.sink = sink
         self.unit_id = unit_id
-        self.slot: LatestSlot[Frame] = LatestSlot(lossless=lossless)
+        self.slot: LatestSlot[Frame] = LatestSlot(
+            lossless=lossless, bell=hub.bell if hub is not None else None
+        )
         self.reconnect_min_s = reconnect_min_s
         self.reconnect_max_s = reconnect_max_s
         self.clip_before_s = clip_before_s
@@ -312,8 +338,15 @@ class Pipeline:
         self.last_scores: dict[str, float] = {}
         self._source_open = False
         self._fps_src: float | None = None
+        if hub is not None:
+            hub.attach(self)
 
     # -- lifecycle ----------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        """The camera's id, or its source's name on a one-camera unit (for logs)."""
+        return self.camera_id or self.source.name
+
     @property
     def status(self) -> str:
         return self._status
@@ -334,13 +367,17 @@ class Pipeline:
         if not self._source_open and not self.source.is_live:
             self.open_source()
         self.stats.started_mono_s = time.monotonic()
-        for name, target in (
+        stages: tuple[tuple[str, Callable[[], None]], ...] = (
             ("evidence", self._evidence_loop),
             ("inference", self._infer_loop),
             ("prep", self._prep_loop),
             ("capture", self._capture_loop),
-        ):
-            t = threading.Thread(target=target, name=f"pw-{name}", daemon=True)
+        )
+        if self.hub is not None:  # the hub crops, scores and decides this camera's frames
+            stages = (stages[0], stages[3])
+        cam = f"-{self.camera_id}" if self.camera_id else ""
+        for name, target in stages:
+            t = threading.Thread(target=target, name=f"pw-{name}{cam}", daemon=True)
             self._threads.append(t)
             t.start()
 
@@ -493,18 +530,26 @@ class Pipeline:
         alerted on again because the model changed.
 
         Raises ``TimeoutError`` (nothing changed) if the frame in hand is not done within
-        ``timeout_s`` (a hung interpreter)."""
+        ``timeout_s`` (a hung interpreter). A camera sharing a hub swaps every camera's model
+        at once (they share the one classifier)."""
+        if self.hub is not None:
+            return self.hub.swap_classifier(new, params=params, timeout_s=timeout_s)
         if not self._swap_lock.acquire(timeout=timeout_s):
             raise TimeoutError(
                 f"model swap: the frame being scored did not finish within {timeout_s:g} s"
             )
         try:
-            old, self.classifier = self.classifier, new
-            if params is not None and params != self.params:
-                self._set_params(params)
+            old = self.classifier
+            self._put_classifier(new, params)
         finally:
             self._swap_lock.release()
         return old
+
+    def _put_classifier(self, new: Classifier, params: DeciderParams | None) -> None:
+        """The swap itself; the caller holds the lock that keeps frames out meanwhile."""
+        self.classifier = new
+        if params is not None and params != self.params:
+            self._set_params(params)
 
     def _set_params(self, params: DeciderParams) -> None:
         if params.window == self.params.window:
@@ -517,6 +562,17 @@ class Pipeline:
     def _process(self, frame: Frame, tensors: list[np.ndarray], prep_ms: float) -> None:
         t1 = time.perf_counter()
         scores = self.classifier.score_batch(tensors)
+        self._decide(frame, scores, prep_ms, (time.perf_counter() - t1) * 1e3)
+
+    def prepare(self, frame: Frame, clf: Classifier) -> list[np.ndarray]:
+        """This camera's ROI tensors of ``frame`` for ``clf`` (what the hub batches)."""
+        img = frame.inference_image
+        return [clf.preprocess(r.crop(img), r.mask(img)) for r in self.rois]
+
+    def _decide(
+        self, frame: Frame, scores: Sequence[float], prep_ms: float, invoke_ms: float
+    ) -> None:
+        """Feed one frame's ROI scores to the decider; hits go to the evidence stage."""
         t2 = time.perf_counter()
         by_roi = {r.id: s for r, s in zip(self.rois, scores, strict=True)}
         hits = self.decider.update(by_roi, frame.t_mono_s, {r.id: frame for r in self.rois})
@@ -544,14 +600,18 @@ class Pipeline:
         st.processed += 1
         st.last_processed_mono_s = time.monotonic()
         st.prep_ms.add(prep_ms)
-        st.invoke_ms.add((t2 - t1) * 1e3)
+        st.invoke_ms.add(invoke_ms)
         st.decide_ms.add((t3 - t2) * 1e3)
         st.overhead_ms.add(prep_ms + (t3 - t2) * 1e3)
         if self.on_frame is not None:
             self.on_frame(frame, by_roi)
 
     def _infer_alive(self) -> bool:
-        return any(t.name == "pw-inference" and t.is_alive() for t in self._threads)
+        return any(t.name.startswith("pw-inference") and t.is_alive() for t in self._threads)
+
+    def end_inference(self) -> None:
+        """The hub has scored this camera's last frame: the evidence stage may finish."""
+        self._hits.put(None)
 
     def _evidence_loop(self) -> None:
         """Records hits in turn. A hit whose clip still needs its post-roll waits in the clip
@@ -616,7 +676,8 @@ class Pipeline:
         clip = item.clip  # complete (or all there is) by now: see _evidence_loop
         seq = self.numbers.reserve() if self.numbers is not None else None
         # Folders sort by time (pruning takes the oldest first) and carry the alert id.
-        base_id = evidence_id(frame.t_wall_s, hit.roi_id)
+        where = f"{self.camera_id}-{hit.roi_id}" if self.camera_id else hit.roi_id
+        base_id = evidence_id(frame.t_wall_s, where)
         if seq is not None:
             base_id = f"{base_id}_{self.unit_id}-{seq}"
         ev_id, n = base_id, 1
@@ -649,6 +710,7 @@ class Pipeline:
             evidence=rec,
             seq=seq,
             roi_box=_pixel_box(item.roi, frame.image),
+            camera_id=self.camera_id,
         )
         if self.stamp is not None:
             det = self.stamp(det)
@@ -672,6 +734,7 @@ class Pipeline:
         st = self.stats
         elapsed = max(1e-9, time.monotonic() - st.started_mono_s)
         return {
+            **({"camera": self.camera_id} if self.camera_id else {}),
             "status": self._status,
             "frames_captured": st.captured,
             "frames_processed": st.processed,

@@ -120,6 +120,8 @@ class Detection:
     roi_box: tuple[int, int, int, int] | None = None
     """The scored crop as ``(x, y, width, height)`` in the evidence frame's pixels, so the
     console can draw it; None: not known (the alert then carries only ``roi_id``)."""
+    camera_id: str | None = None
+    """The camera that saw it on a unit with several; None: the unit's only camera."""
     seq: int | None = None
     """The unit's sequence number, reserved before the evidence was saved, so ``alert_id``
     (``<unit>-<seq>``) is the one id on the unit's disk, in its log and on the dashboard.

@@ -5,6 +5,7 @@ from typing import Any
 
 import pytest
 
+from edge.adapters.camera_config import ReplayCameraConfig
 from edge.app.compose import Paths
 from edge.app.config import load_config, parse_config
 from edge.core.errors import ConfigError
@@ -37,12 +38,12 @@ def test_shipped_examples_are_valid(name: str) -> None:
     assert cfg.unit.mode == name.removesuffix(".toml")
     assert cfg.model.path.name == "phone_in_hand.tflite"
     assert cfg.model.path.is_absolute()
-    assert all(r.to_roi() for r in cfg.rois)
+    assert all(r.to_roi() for r in cfg.first_camera.rois)
 
 
 def test_minimal_config_gets_defaults_and_resolves_paths(tmp_path: Path) -> None:
     cfg = load_config(write(tmp_path, MINIMAL))
-    assert cfg.camera.type == "replay"
+    assert isinstance(cfg.camera, ReplayCameraConfig)
     assert cfg.camera.path == tmp_path / "clip.mp4"
     assert cfg.model.accelerator == "auto"
     p = cfg.decider.params(model_threshold=0.8)
@@ -133,7 +134,7 @@ def test_parse_config_without_a_file() -> None:
             "model": {"path": "/m.tflite"},
         }
     )
-    assert cfg.rois[0].to_roi().is_polygon
+    assert cfg.first_camera.rois[0].to_roi().is_polygon
 
 
 def test_a_rect_roi_can_be_turned_upright_a_polygon_cannot() -> None:
@@ -143,7 +144,7 @@ def test_a_rect_roi_can_be_turned_upright_a_polygon_cannot() -> None:
         "model": {"path": "/m.tflite"},
     }
     cfg = parse_config({**base, "rois": [{"id": "a", "rect": [0, 0, 0.5, 0.5], "rotate_deg": -24}]})
-    assert cfg.rois[0].to_roi().rotate_deg == -24.0
+    assert cfg.first_camera.rois[0].to_roi().rotate_deg == -24.0
     poly = {"id": "p", "polygon": [[0, 0], [1, 0], [1, 1]], "rotate_deg": 10}
     with pytest.raises(ConfigError, match=r"rois.0: .*rotate_deg is for 'rect'"):
         parse_config({**base, "rois": [poly]})

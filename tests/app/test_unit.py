@@ -150,6 +150,7 @@ def test_ignition_off_ends_the_run_and_requests_power_off(
     ignition = mock_pins.pin(23)  # signals.ignition
     ignition.drive_high()
     cfg = patrol_cfg(tmp_path, video, brightness_model, shutdown_delay_s=0.2)
+    assert cfg.camera is not None
     cfg = cfg.model_copy(update={"camera": cfg.camera.model_copy(update={"loop": True})})
     import time
 

@@ -115,7 +115,7 @@ def test_rendered_unit_config_loads(tmp_path: Path) -> None:
     cfg = load_config(dest)  # the real loader: unknown keys or bad values would fail here
     assert cfg.unit.id == f"{mode}-0042"
     assert cfg.unit.mode == mode
-    assert [roi.id for roi in cfg.rois] == ["lane1", "lane2"]
+    assert [roi.id for roi in cfg.first_camera.rois] == ["lane1", "lane2"]
     assert cfg.gpio is not None
     assert cfg.gpio.ignition_sense is (mode == "patrol")
     assert str(cfg.gpio.pin_map) == "/etc/phonewatch/pinmap.toml"
