@@ -329,6 +329,8 @@ class Pipeline:
         self.stats = PipelineStats()
         self.stop_event = threading.Event()
         self._hits: queue.Queue[_Pending | None] = queue.Queue(maxsize=64)
+        self._overflow: deque[_Pending] = deque()
+        """Hits whose clip completed while the evidence queue was full."""
         self._prepared: queue.Queue[_Prepared | None] = queue.Queue(maxsize=1)
         self._swap_lock = threading.RLock()
         """Held while one frame is scored and decided: a swap waits for the frame in hand."""
@@ -579,15 +581,24 @@ class Pipeline:
         t3 = time.perf_counter()
         for hit in hits:
             self.stats.hits += 1
-            try:
-                self._hits.put_nowait(
-                    _Pending(
-                        hit,
-                        self._roi_by_id[hit.roi_id],
-                        model=self.classifier,
-                        score_on=self.params.score_on,
-                    )
+            pending = _Pending(
+                hit,
+                self._roi_by_id[hit.roi_id],
+                model=self.classifier,
+                score_on=self.params.score_on,
+            )
+            if self.clips is not None:
+                # Ask for the clip now, while its first frames are still in the buffer: the
+                # evidence stage may be busy encoding an earlier clip for seconds.
+                t = hit.best.t_mono_s
+                self.clips.when_recorded(
+                    t - self.clip_before_s,
+                    t + self.clip_after_s,
+                    functools.partial(self._clip_done, pending),
                 )
+                continue
+            try:
+                self._hits.put_nowait(pending)
             except queue.Full:
                 self.stats.evidence_errors += 1
                 log.error(
@@ -613,18 +624,18 @@ class Pipeline:
         """The hub has scored this camera's last frame: the evidence stage may finish."""
         self._hits.put(None)
 
+    def _clip_done(self, item: _Pending, clip: list[np.ndarray]) -> None:
+        """A hit's clip is complete (on the thread that added its last frame): to evidence."""
+        done = replace(item, clip=clip)
+        try:
+            self._hits.put_nowait(done)
+        except queue.Full:
+            self._overflow.append(done)
+
     def _evidence_loop(self) -> None:
-        """Records hits in turn. A hit whose clip still needs its post-roll waits in the clip
-        buffer and comes back through the queue when its frames are in; hits behind it go on."""
-        overflow: deque[_Pending] = deque()  # clips done while the queue was full
-
-        def clip_done(item: _Pending, clip: list[np.ndarray]) -> None:
-            done = replace(item, clip=clip)
-            try:
-                self._hits.put_nowait(done)
-            except queue.Full:
-                overflow.append(done)
-
+        """Records hits in turn. With clips, a hit waits in the clip buffer (asked for when it
+        was decided) until its post-roll is in, then comes through the queue complete."""
+        overflow = self._overflow
         ended = False
         while True:
             while overflow:
@@ -644,14 +655,6 @@ class Pipeline:
                 ended = True
                 if self.clips is not None:
                     self.clips.finish()
-                continue
-            if self.clips is not None and item.clip is None:
-                t = item.hit.best.t_mono_s
-                self.clips.when_recorded(
-                    t - self.clip_before_s,
-                    t + self.clip_after_s,
-                    functools.partial(clip_done, item),
-                )
                 continue
             self._record_logged(item)
 

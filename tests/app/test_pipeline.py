@@ -24,6 +24,7 @@ from edge.core.errors import CameraError
 from edge.core.frame import Frame
 from edge.core.ports import AlertSink, Detection, FrameSource
 from edge.core.roi import Roi
+from tests.conftest import write_video
 from tests.waiting import wait_until
 
 LEFT = (0.05, 0.1, 0.45, 0.9)
@@ -235,6 +236,51 @@ def test_jsonl_output_and_clip(
     assert rec["roi_id"] == "left"
     assert rec["evidence"]["clip_path"]
     assert Path(rec["evidence"]["clip_path"]).is_file()
+
+
+def test_a_hit_keeps_its_clip_while_the_evidence_stage_is_busy_with_another(
+    tmp_path: Path,
+    make_video: Callable[..., Path],
+    brightness_model: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Two drivers 1 s apart; the file is read far faster than the first clip is saved (as
+    # VP8 encoding takes seconds while an offline run races on): the second hit's clip must
+    # not have left the clip buffer (4 s of frames) by the time the evidence stage gets to it.
+    frames = [np.full((120, 160, 3), 20, np.uint8) for _ in range(300)]
+    for i in range(10, 22):
+        frames[i][24:96, 16:64] = 240  # the left window
+    for i in range(35, 47):
+        frames[i][24:96, 96:144] = 240  # the right window
+    video = write_video(tmp_path / "two.avi", frames, 25.0)
+    sink = MemorySink()
+    p = build(
+        tmp_path,
+        ReplaySource(video, speed=0.0),
+        brightness_model,
+        sink=sink,
+        clip_before_s=1.0,
+        clip_after_s=1.0,
+        clip_width=64,
+    )
+    real_save = p.evidence.save
+
+    def slow_save(**kw: Any) -> Any:
+        if not sink.detections:  # the first hit: saved only once the whole file is read
+            assert wait_until(lambda: p.stats.captured == 300, timeout_s=20)
+        return real_save(**kw)
+
+    monkeypatch.setattr(p.evidence, "save", slow_save)
+    p.start()
+    assert p.wait(30)
+    assert sorted(d.roi_id for d in sink.detections) == ["left", "right"]
+    for d in sink.detections:
+        assert d.evidence.clip_path, f"{d.roi_id} lost its clip"
+        cap = cv2.VideoCapture(d.evidence.clip_path)
+        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        cap.release()
+        # 2 s at 25 fps (the left one starts less than 1 s into the file)
+        assert 30 <= n <= 52, f"{d.roi_id}: {n} frames"
 
 
 @pytest.mark.slow
