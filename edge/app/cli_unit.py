@@ -301,9 +301,15 @@ def startup_line(unit: Any) -> str:
     from edge.adapters.mqtt_config import MqttSinkConfig
 
     cfg: Config = unit.cfg
-    p = unit.pipeline
-    src, clf = p.source, p.classifier
-    fps = f"{src.fps:.1f} fps" if src.fps else "fps not known until it opens"
+    clf = unit.pipeline.classifier
+
+    def camera(p: Any) -> str:
+        src = p.source
+        fps = f"{src.fps:.1f} fps" if src.fps else "fps not known until it opens"
+        return f"{p.camera_id}: {src.name} ({fps})" if p.camera_id else f"{src.name} ({fps})"
+
+    cams = [camera(p) for p in unit.pipelines]
+    what = f"camera {cams[0]}" if len(cams) == 1 else f"{len(cams)} cameras {', '.join(cams)}"
     accel = "Edge TPU (Coral)" if clf.accelerator == "edgetpu" else "CPU"
     if clf.accelerator != "edgetpu" and cfg.model.accelerator == "auto":
         twin = edgetpu_twin(Path(cfg.model.path))
@@ -321,7 +327,7 @@ def startup_line(unit: Any) -> str:
     else:
         where = f"{unit.paths.alerts_jsonl}"
     return (
-        f"phonewatch {cfg.unit.id}: camera {src.name} ({fps}), model {clf.name} "
+        f"phonewatch {cfg.unit.id}: {what}, model {clf.name} "
         f"{clf.version} ({Path(clf.model_path).name}), accelerator {accel}, "
         f"alerts to {where}"
     )
@@ -381,12 +387,14 @@ def run_unit(
                     config_path=config_path,
                 )
             )
-        assert unit.pipeline is not None
+        runner = unit.runner
+        assert runner is not None
         print(startup_line(unit), flush=True)
-        total = None
-        src = unit.pipeline.source
-        if isinstance(src, ReplaySource):
-            total = src.frame_count
+        counts = [
+            p.source.frame_count if isinstance(p.source, ReplaySource) else None
+            for p in unit.pipelines
+        ]
+        total = None if None in counts else sum(c for c in counts if c is not None)
         progress = Progress(total) if offline else None
         printer.progress = progress
         snap = unit.run(stop=stop, max_s=max_s, progress=progress)
@@ -394,10 +402,8 @@ def run_unit(
             progress.done()
         if offline and not stop.is_set():
             _drain(unit)
-        print(unit.pipeline.summary_table())
+        print(runner.summary_table())
         ignition_off = unit.shutdown_requested.is_set()
-        stats = unit.pipeline.stats
-        camera_name = unit.pipeline.source.name
     if ignition_off:  # everything above is closed and flushed: now power off
         unit.shutdown_if_requested()
     result: dict[str, Any] = {
@@ -406,20 +412,12 @@ def run_unit(
         "exit_code": unit.exit_code,
         "error": None,
     }
-    if result["exit_code"]:  # a reload: restart on the new config (it may fix the camera)
-        pass
-    elif stats.capture_error is not None:
-        result["exit_code"] = 1
-        result["error"] = f"camera {camera_name} failed: {stats.capture_error}"
-    elif snap["frames_captured"] == 0 and stats.last_camera_error is not None:
-        result["exit_code"] = 1
-        result["error"] = (
-            f"camera {camera_name} never delivered a frame "
-            f"({stats.camera_errors} attempt(s)): {stats.last_camera_error}"
-        )
-    elif snap["frames_captured"] == 0 and not is_file_source(cfg) and not stop.is_set():
-        result["exit_code"] = 1
-        result["error"] = f"camera {camera_name} delivered no frame"
+    if not result["exit_code"]:  # not a reload (a restart on a new config may fix a camera)
+        for p in unit.pipelines:
+            error = _camera_failure(p, file_run=is_file_source(cfg), stopped=stop.is_set())
+            if error is not None:
+                result["exit_code"], result["error"] = 1, error
+                break
     if truth_data is not None:
         fps = float(truth_data.get("fps") or 25.0)
         sc = score_hits(
@@ -434,6 +432,22 @@ def run_unit(
             f"(recall {sc.recall:.2f}, precision {sc.precision:.2f})"
         )
     return result
+
+
+def _camera_failure(p: Any, *, file_run: bool, stopped: bool) -> str | None:
+    """Why the run counts as failed because of camera ``p``, or None."""
+    stats = p.stats
+    name = f"{p.camera_id} ({p.source.name})" if p.camera_id else p.source.name
+    if stats.capture_error is not None:
+        return f"camera {name} failed: {stats.capture_error}"
+    if stats.captured == 0 and stats.last_camera_error is not None:
+        return (
+            f"camera {name} never delivered a frame "
+            f"({stats.camera_errors} attempt(s)): {stats.last_camera_error}"
+        )
+    if stats.captured == 0 and not file_run and not stopped:
+        return f"camera {name} delivered no frame"
+    return None
 
 
 def cmd_run(args: argparse.Namespace) -> int:
