@@ -156,3 +156,15 @@ def test_select_drops_boxes_with_no_area_on_the_frame() -> None:
     place = Placement.stretch((100, 100), (10, 10))
     found = select(cand, ["person", "car"], [1], 0.5, 0.5, place)
     assert [v.box for v in found] == [pytest.approx((10.0, 10.0, 30.0, 30.0))]
+
+
+def test_select_keeps_one_box_for_a_vehicle_called_car_and_truck() -> None:
+    """The SSD head suppresses duplicates per class only; select() also does it across classes."""
+    cand = Candidates(
+        boxes=np.array([[0.1, 0.1, 0.5, 0.5], [0.11, 0.1, 0.5, 0.52], [0.6, 0.6, 0.9, 0.9]]),
+        scores=np.array([0.7, 0.8, 0.6]),
+        class_ids=np.array([1, 2, 1]),
+    )
+    place = Placement.stretch((100, 100), (10, 10))
+    found = select(cand, ["person", "car", "truck"], [1, 2], 0.5, 0.6, place)
+    assert [(v.label, v.score) for v in found] == [("truck", 0.8), ("car", 0.6)]
