@@ -7,6 +7,8 @@ pixel gives exactly the constants (up to int8 rounding), a black frame gives zer
 knows what decode, the class filter and NMS must return.
 ``raw_detector_t_int8.tflite``: the same, transposed to ``[1, 7, 8]`` with anchors on the last
 axis (``[1, 4 + C, N]``, the Ultralytics layout). Both are 32x32 so they stay a few KB.
+Each gets a sidecar beside it: the first letterboxes frames (so a black frame still has the
+grey padding, 114/255, as its brightest value), the second stretches them.
 
 Run from the repo root:  .venv/bin/python tests/data/make_raw_detector.py
 """
