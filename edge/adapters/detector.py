@@ -30,7 +30,7 @@ from edge.adapters.classifier import (
 )
 from edge.core.detection_spec import DetectorSpec, load_detector_spec
 from edge.core.errors import AcceleratorError, ModelError
-from edge.core.preprocess import dequantise, preprocess_quantised, to_layout
+from edge.core.preprocess import InputSpec, dequantise, preprocess_quantised, to_layout
 from edge.core.vehicle import (
     Candidates,
     Placement,
@@ -192,7 +192,7 @@ class LiteRTDetector:
         return shapes[0][1] == width
 
     # -- inference ----------------------------------------------------------------------------
-    def _prepare(self, img_bgr: np.ndarray, spec: Any) -> np.ndarray:
+    def _prepare(self, img_bgr: np.ndarray, spec: InputSpec) -> np.ndarray:
         return preprocess_quantised(img_bgr, spec, self._in_scale, self._in_zero, self._in_dtype)
 
     def placement(self, frame_width: int, frame_height: int) -> Placement:
