@@ -121,10 +121,12 @@ class TrackHit(Generic[T]):
     window_box: Box
     sharpness: float
     label: str
+    frames: int
+    """The track's frames that counted (inside a zone), up to the release."""
 
 
 class _Pass(Generic[T]):
-    __slots__ = ("best", "best_zone", "decider", "hit", "is_sent")
+    __slots__ = ("best", "best_zone", "decider", "frames", "hit", "is_sent")
 
     def __init__(self, track_id: int, params: DeciderParams) -> None:
         self.decider: RoiDecider[TrackFrame[T]] | None = RoiDecider(str(track_id), params)
@@ -132,6 +134,7 @@ class _Pass(Generic[T]):
         self.best_zone = NO_ZONE
         self.hit: Hit[TrackFrame[T]] | None = None
         self.is_sent = False
+        self.frames = 0
 
 
 def rank(f: TrackFrame[T]) -> tuple[float, float, float]:
@@ -214,6 +217,7 @@ class TrackDecider(Generic[T]):
         zone = NO_ZONE if frame_wh is None else self.zone_of(f.vehicle_box, frame_wh)
         if zone is None:
             return  # outside every zone: this frame does not count
+        p.frames += 1
         if p.best is None or rank(f) > rank(p.best):
             p.best, p.best_zone = f, zone
         if p.hit is None and p.decider is not None:
@@ -247,6 +251,7 @@ class TrackDecider(Generic[T]):
             window_box=best.window_box,
             sharpness=best.sharpness,
             label=best.label,
+            frames=p.frames,
         )
 
 

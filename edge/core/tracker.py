@@ -29,6 +29,7 @@ minute for the heartbeat.
 from __future__ import annotations
 
 import math
+import threading
 from collections import Counter, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -142,14 +143,19 @@ class TrackUpdate:
 
 @dataclass(frozen=True, slots=True)
 class TrackCounts:
-    started_per_min: float
-    """Confirmed tracks started in the last minute."""
-    ended_per_min: float
-    """Confirmed tracks ended in the last minute."""
+    started_per_min: float | None
+    """Confirmed tracks started in the last minute; None until a minute has passed since the
+    tracker's first frame (a rate over less would mislead)."""
+    ended_per_min: float | None
+    """Confirmed tracks ended in the last minute; None likewise."""
     live: int
     """Confirmed tracks alive now."""
     started_total: int
     ended_total: int
+
+    def heartbeat(self) -> dict[str, float | int | None]:
+        """The heartbeat's ``vehicles`` figures: ``tracks_per_min`` and ``active``."""
+        return {"tracks_per_min": self.started_per_min, "active": self.live}
 
 
 @dataclass(slots=True)
@@ -290,10 +296,12 @@ class Tracker:
         self._tracks: list[_Track] = []
         self._next_id = 1
         self._t_s: float | None = None
+        self._t_first_s: float | None = None
         self._started_at: deque[float] = deque()
         self._ended_at: deque[float] = deque()
         self._started_total = 0
         self._ended_total = 0
+        self._lock = threading.Lock()  # counts() runs on the heartbeat's thread
 
     @property
     def tracks(self) -> list[TrackState]:
@@ -347,15 +355,18 @@ class Tracker:
         return ended
 
     def counts(self, now_s: float) -> TrackCounts:
-        """Confirmed tracks started and ended in the last minute, for the heartbeat."""
-        cut = now_s - self.COUNTS_WINDOW_S
-        for q in (self._started_at, self._ended_at):
-            while q and q[0] <= cut:
-                q.popleft()
+        """Confirmed tracks started and ended in the last minute, for the heartbeat. Safe to
+        call from another thread (the heartbeat's) while the stage thread updates."""
+        with self._lock:
+            cut = now_s - self.COUNTS_WINDOW_S
+            started = sum(1 for t in self._started_at if t > cut)
+            ended = sum(1 for t in self._ended_at if t > cut)
+            live = sum(1 for tr in self._tracks if tr.is_confirmed)
+        is_full = self._t_first_s is not None and now_s - self._t_first_s >= self.COUNTS_WINDOW_S
         return TrackCounts(
-            started_per_min=float(len(self._started_at)),
-            ended_per_min=float(len(self._ended_at)),
-            live=sum(1 for tr in self._tracks if tr.is_confirmed),
+            started_per_min=float(started) if is_full else None,
+            ended_per_min=float(ended) if is_full else None,
+            live=live,
             started_total=self._started_total,
             ended_total=self._ended_total,
         )
@@ -365,6 +376,8 @@ class Tracker:
             raise TrackError(f"time must be a finite number of seconds, got {t_s}")
         if self._t_s is not None and t_s < self._t_s:
             raise TrackError(f"time ran backwards: {t_s} after {self._t_s}")
+        if self._t_first_s is None:
+            self._t_first_s = t_s
         self._t_s = t_s
 
     def _pair(self, predicted: list[Box], boxes: list[Box]) -> dict[int, int]:
@@ -423,14 +436,23 @@ class Tracker:
         return box[2] <= 0 or box[3] <= 0 or box[0] >= w or box[1] >= h
 
     def _count_start(self, t_s: float) -> None:
-        self._started_at.append(t_s)
-        self._started_total += 1
+        with self._lock:
+            _append_recent(self._started_at, t_s, self.COUNTS_WINDOW_S)
+            self._started_total += 1
 
     def _end(self, tr: _Track, t_s: float) -> TrackState:
         if tr.is_confirmed:
-            self._ended_at.append(t_s)
-            self._ended_total += 1
+            with self._lock:
+                _append_recent(self._ended_at, t_s, self.COUNTS_WINDOW_S)
+                self._ended_total += 1
         return tr.state(t_s, is_coasting=t_s > tr.t_box_s)
+
+
+def _append_recent(times: deque[float], t_s: float, keep_s: float) -> None:
+    """Append ``t_s`` and drop the times older than ``keep_s`` before it."""
+    times.append(t_s)
+    while times and times[0] <= t_s - keep_s:
+        times.popleft()
 
 
 def _blend(old: Box, new_box: Box, prev_box: Box, dt: float, weight: float) -> Box:

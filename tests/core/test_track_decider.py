@@ -55,6 +55,7 @@ def test_one_alert_per_vehicle_however_long_the_phone_is_held() -> None:
     assert h.t_mono_s == pytest.approx(2 / FPS)  # confirmed on the 3rd frame
     assert h.released_by == "wait"
     assert h.t_release_s == pytest.approx(h.t_mono_s + 1.0)
+    assert h.frames == 33  # frames 0..32: confirmed on frame 2, released 30 frames later
     assert (h.vehicle_box, h.window_box) == (CAR, WIN)
     assert d.update(31.0, [], ended=[7]) == []  # the end of the pass raises nothing more
     assert d.live == 0
@@ -146,6 +147,7 @@ def test_zones_only_frames_inside_count_and_the_alert_names_the_zone() -> None:
     for f in frames:
         hits += d.update(f.item / FPS, [f], frame_wh=FRAME)
     assert [(h.best, h.roi_id) for h in hits] == [(10, "lane2")]  # on the 3rd frame inside
+    assert hits[0].frames == 3
     assert hits[0].t_mono_s == pytest.approx(13 / FPS)
     assert d.zone_of((100.0, 600.0, 300.0, 700.0), FRAME) == "lane1"
 

@@ -274,6 +274,8 @@ def test_counts_per_minute_for_the_heartbeat() -> None:
         t = k * 20.0
         tracker.update(t, [Detected((100.0, 100.0, 200.0, 200.0), 0.9)])
         tracker.update(t + 0.2, [])
+        if k == 2:
+            assert tracker.counts(t + 0.2).started_per_min is None  # not a minute yet
     c = tracker.counts(t + 0.2)
     assert c.started_total == 5
     assert c.ended_total == 5
@@ -281,6 +283,7 @@ def test_counts_per_minute_for_the_heartbeat() -> None:
     assert c.ended_per_min == 3
     assert c.live == 0
     assert tracker.counts(t + 200).started_per_min == 0
+    assert c.heartbeat() == {"tracks_per_min": 3, "active": 0}
 
 
 @pytest.mark.parametrize(
