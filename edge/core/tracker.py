@@ -13,11 +13,11 @@ two calls:
   constant velocity to the frame's time, so the driver's window follows the car between
   detections. Predicting changes no lifecycle state.
 
-Lifecycle: a track is *tentative* until it has been paired with ``min_hits`` detections
-(rounds in a row), then *confirmed*. A tentative track that misses a round is dropped (a
-one-off false detection never confirms); a confirmed track survives ``max_missed`` rounds in a
-row without a detection (occlusion, a missed detection) and ends on the next one, or as soon
-as its predicted box has left the frame. Every ended track, confirmed or not, is reported once
+Lifecycle: a track is *tentative* until it has been paired with ``min_hits`` detections,
+then *confirmed*. A tentative track survives ``max_missed_tentative`` rounds in a row without
+a detection (default 1), so a one-off false detection is gone after two rounds and never
+confirms; a confirmed track survives ``max_missed`` rounds in a row (occlusion, a missed
+detection) and ends on the next one, or as soon as its predicted box has left the frame. Every ended track, confirmed or not, is reported once
 in :attr:`TrackUpdate.ended` so the caller can close the vehicle pass and free its state.
 Track ids count up from 1 per :class:`Tracker` (per unit run) and are never reused.
 
@@ -76,9 +76,13 @@ class TrackerParams:
     iou_min: float = 0.2
     """Lowest IoU between a track's predicted box and a detection for them to be paired."""
     min_hits: int = 3
-    """Detection rounds in a row a new track must be paired in to be confirmed."""
+    """Detections a new track must be paired with to be confirmed."""
     max_missed: int = 3
     """Detection rounds in a row a confirmed track may go unpaired (coasting) before it ends."""
+    max_missed_tentative: int = 1
+    """The same for a tentative track: 0 drops it on its first miss (a one-off false
+    detection goes at once, but so does a real car the detector missed once while its track
+    was young, which then starts again and confirms later)."""
     velocity_smoothing: float = 0.5
     """Weight of the newest measured velocity (1: no smoothing, noisy boxes jitter the
     prediction; lower: slow to follow a car that brakes)."""
@@ -93,6 +97,8 @@ class TrackerParams:
             raise TrackError(f"min_hits must be >= 1, got {self.min_hits}")
         if self.max_missed < 0:
             raise TrackError(f"max_missed must be >= 0, got {self.max_missed}")
+        if self.max_missed_tentative < 0:
+            raise TrackError(f"max_missed_tentative must be >= 0, got {self.max_missed_tentative}")
         if not 0.0 < self.velocity_smoothing <= 1.0:
             raise TrackError(
                 f"velocity_smoothing must be within (0, 1], got {self.velocity_smoothing}"
@@ -428,7 +434,8 @@ class Tracker:
         return tr
 
     def _is_over(self, tr: _Track, box: Box) -> bool:
-        if not tr.is_confirmed or tr.missed > self.params.max_missed:
+        limit = self.params.max_missed if tr.is_confirmed else self.params.max_missed_tentative
+        if tr.missed > limit:
             return True
         if self._frame_wh is None:
             return False

