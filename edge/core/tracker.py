@@ -17,8 +17,9 @@ Lifecycle: a track is *tentative* until it has been paired with ``min_hits`` det
 then *confirmed*. A tentative track survives ``max_missed_tentative`` rounds in a row without
 a detection (default 1), so a one-off false detection is gone after two rounds and never
 confirms; a confirmed track survives ``max_missed`` rounds in a row (occlusion, a missed
-detection) and ends on the next one, or as soon as its predicted box has left the frame. Every ended track, confirmed or not, is reported once
-in :attr:`TrackUpdate.ended` so the caller can close the vehicle pass and free its state.
+detection) and ends on the next one, or as soon as its predicted box has left the frame.
+Every ended track, confirmed or not, is reported once in :attr:`TrackUpdate.ended` so the
+caller can close the vehicle pass and free its state.
 Track ids count up from 1 per :class:`Tracker` (per unit run) and are never reused.
 
 The label (car, van, ...) is the majority of the detections' labels; a tie goes to the label

@@ -352,7 +352,7 @@ def test_noisy_boxes_and_lost_detections_do_not_split_or_swap_tracks() -> None:
     ]
     assert iou(cars[0](3.4), cars[1](3.4)) > 0.6  # the overtake is a real test
     assert all(noisy_run(seed, loss=0.1, jitter_px=3.0) for seed in range(30))
-    # At 20 % loss a car is sometimes missed 4 rounds running (max_missed 3: its track ends)
-    # or one of the two overlapping cars is missed and the other's track takes its box (IoU
-    # alone cannot tell them apart): measured 38 of these 40 runs clean (seeds 32 and 39 not).
+    # At 20 % loss a car is sometimes missed 4 rounds running in the overtake (max_missed 3:
+    # its track ends), and once the overtaken car's track then takes its box (IoU alone cannot
+    # tell overlapping cars apart): measured 38 of these 40 runs clean (seeds 32 and 39 not).
     assert sum(noisy_run(seed, loss=0.2, jitter_px=3.0) for seed in range(40)) >= 36
