@@ -7,12 +7,12 @@ follows the car wherever the tracker puts its box:
 
     moving right (heading_x = +1)           moving left (heading_x = -1)
     +------------------------------+        +------------------------------+
-    |           [#############]    |        |    [#############]           |
-    |           [#  window   #] -> |        | <- [#  window   #]           |
-    |           [#############]    |        |    [#############]           |
+    |        [##############]      |        |       [##############]       |
+    |        [#   window   #]   -> |        | <-    [#   window   #]       |
+    |        [##############]      |        |       [##############]       |
     |  (o)                    (o)  |        |  (o)                    (o)  |
     +------------------------------+        +------------------------------+
-    back       0.38          0.82 front     front 0.82          0.38     back
+    back    0.28          0.76   front      front  0.76          0.28   back
 
   The driver's window is the upper part of the front door, and the front is the way the car
   moves (the track's ``heading_x``). The drive side does not move it along the car: from the
@@ -51,13 +51,16 @@ DriveSide = Literal["right", "left"]
 
 # Fractions of the vehicle box: (across from the reference edge, down from the top).
 # Side view: across is measured from the BACK of the car towards its front.
-SIDE_ALONG = (0.38, 0.82)
-"""Along a side view, from the back: a saloon's front door glass runs from the B-pillar (about
-0.42) to the A-pillar (about 0.64), and a phone held up against the raked windscreen reaches
-further; a van's driver sits over the front wheel (head at about 0.75). This span holds both."""
-SIDE_HEIGHT = (0.0, 0.62)
-"""From the roof line down to just under the door's waist line: a phone is held at the ear or
-at the top of the wheel, both above the waist; the lower body is door panel, never evidence."""
+SIDE_ALONG = (0.28, 0.76)
+"""Along a side view, from the back. Measured on the saloon in the shared
+``video/traffic_frames/0001.bmp`` (a roadside view): front door glass 0.33..0.48 of the box's
+length from the back, the driver's head at about 0.43, the windscreen 0.46..0.72. The span holds
+the door glass with a margin behind it and reaches through the windscreen for a phone held up
+in front of the face; a van's driver sits further forward (head about 0.75) and is at its edge."""
+SIDE_HEIGHT = (0.0, 0.55)
+"""From the roof line down past the door's waist line (the glass is about 0.18..0.43 of the
+height on that saloon): a phone is held at the ear or above the wheel, so above the waist with
+some margin; below is door panel and wheels, never evidence."""
 SIDE_UNKNOWN_ALONG = (0.0, 1.0)
 """No heading yet: the front is not known, so the whole upper band."""
 
@@ -170,8 +173,9 @@ def _fit(box: Box, frame_wh: tuple[int, int], min_side_px: int) -> PixelBox:
 
 def _span(lo: float, hi: float, size: int, min_len: int) -> tuple[int, int]:
     """One axis: ``[lo, hi)`` clipped to ``[0, size)``, at least ``min(min_len, size)`` long."""
-    a = min(max(math.floor(lo), 0), size)
-    b = max(min(math.ceil(hi), size), 0)
+    eps = 1e-6  # 0.55 * 200 is 110.00000000000001: no whole pixel outwards for that
+    a = min(max(math.floor(lo + eps), 0), size)
+    b = max(min(math.ceil(hi - eps), size), 0)
     need = min(min_len, size)
     if b - a >= need:
         return a, b

@@ -16,7 +16,7 @@ from edge.core.track_decider import (
     TrackHit,
 )
 from edge.core.tracker import Box, Detected, Tracker, TrackerParams
-from edge.core.window import WindowSpec
+from edge.core.window import SIDE_ALONG, WindowSpec
 
 FPS = 30.0
 N_OF_M = DeciderParams(window=5, min_frames=3, score_on=0.7, score_off=0.3, cooldown_s=5.0)
@@ -219,4 +219,5 @@ def test_the_vehicle_stage_alerts_once_for_the_phone_driver_in_a_crossing() -> N
     assert h.released_by == "wait"
     a = car_a(h.best / FPS)
     assert h.vehicle_box == pytest.approx(a, abs=2.0)
-    assert a[0] + 0.38 * 200 - 1 <= h.window_box[0] < h.window_box[2] <= a[0] + 0.82 * 200 + 2
+    lo, hi = SIDE_ALONG  # moving right: measured from the left (back) edge
+    assert a[0] + lo * 200 - 2 <= h.window_box[0] < h.window_box[2] <= a[0] + hi * 200 + 2

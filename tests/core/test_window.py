@@ -52,7 +52,7 @@ def test_side_view_window_is_at_the_front_which_is_the_way_the_car_moves(
     assert centre_x(right) > CAR_CX  # moving right: the front is on the right
     assert centre_x(left) < CAR_CX
     assert left == mirrored(right)
-    assert right == (600 + int(SIDE_ALONG[0] * 400), 400, 600 + round(SIDE_ALONG[1] * 400), 524)
+    assert right == (600 + int(SIDE_ALONG[0] * 400), 400, 600 + round(SIDE_ALONG[1] * 400), 510)
 
 
 def test_side_view_drive_side_does_not_move_the_window_along_the_car() -> None:
@@ -97,7 +97,7 @@ def test_rear_view_the_driver_of_a_right_hand_drive_car_is_on_the_image_right(
 def test_the_window_is_clipped_to_the_frame() -> None:
     half_out = (1700.0, -50.0, 2100.0, 150.0)  # cut off at the top right
     b = window_box(half_out, view="side", drive_side="right", frame_wh=FRAME, heading_x=1)
-    assert b == (1852, 0, 1920, 74)  # y: -50 + 0.62 * 200
+    assert b == (1812, 0, 1920, 60)  # x0: 1700 + 0.28 * 400; y1: -50 + 0.55 * 200
 
 
 def test_a_tiny_window_is_grown_to_the_minimum_inside_the_frame() -> None:
@@ -130,3 +130,25 @@ def test_window_spec_checks_its_settings() -> None:
 def test_a_bad_vehicle_box_is_refused(box: tuple[float, float, float, float], match: str) -> None:
     with pytest.raises(RoiError, match=match):
         window_box(box, view="side", drive_side="right", frame_wh=FRAME)
+
+
+# The shared roadside frame video/traffic_frames/0001.bmp (256 x 256, traffic moving right to
+# left), looked at zoomed in: the dark saloon's box (bumper to bumper, roof to tyres), its front
+# door glass, and the person seen through it. Pixels, drawn by eye.
+SALOON: tuple[float, float, float, float] = (53.0, 151.0, 122.0, 195.0)
+SALOON_FRONT_DOOR_GLASS = (89, 159, 99, 170)
+SALOON_PERSON = (92, 167)
+
+
+def test_side_window_on_a_real_roadside_frame_holds_the_front_door_glass() -> None:
+    b = window_box(
+        SALOON, view="side", drive_side="left", frame_wh=(256, 256), heading_x=-1, min_side_px=8
+    )
+    gx0, gy0, gx1, gy1 = SALOON_FRONT_DOOR_GLASS
+    assert b[0] <= gx0 < gx1 <= b[2]
+    assert b[1] <= gy0 < gy1 <= b[3]
+    px, py = SALOON_PERSON
+    assert b[0] <= px < b[2]
+    assert b[1] <= py < b[3]
+    assert b[2] < SALOON[2] - 10  # the rear door and the boot stay out
+    assert b[3] < SALOON[3] - 15  # so do the wheels
