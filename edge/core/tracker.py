@@ -388,13 +388,31 @@ class Tracker:
         self._t_s = t_s
 
     def _pair(self, predicted: list[Box], boxes: list[Box]) -> dict[int, int]:
-        """Track index -> detection index, by optimal assignment on ``1 - IoU``."""
+        """Track index -> detection index, by optimal assignment on ``1 - IoU``.
+
+        Only pairs at or above ``iou_min`` may be made, so the problem splits into groups of
+        tracks and detections that overlap one another (usually one or two vehicles); each is
+        solved apart, which gives the same pairing as solving the whole and costs far less.
+        """
         if not predicted or not boxes:
             return {}
         iou_min = self.params.iou_min
-        overlaps = [[iou(p, b) for b in boxes] for p in predicted]
-        cost = [[1.0 - o if o >= iou_min else _INFEASIBLE for o in row] for row in overlaps]
-        return {ti: di for ti, di in assign(cost) if overlaps[ti][di] >= iou_min}
+        feasible: dict[int, dict[int, float]] = {}
+        for ti, p in enumerate(predicted):
+            for di, b in enumerate(boxes):
+                o = iou(p, b)
+                if o >= iou_min:
+                    feasible.setdefault(ti, {})[di] = o
+        pairs: dict[int, int] = {}
+        for rows, cols in _groups(feasible):
+            if len(rows) == 1 and len(cols) == 1:
+                pairs[rows[0]] = cols[0]
+                continue
+            cost = [[1.0 - feasible[r].get(c, 1.0 - _INFEASIBLE) for c in cols] for r in rows]
+            for i, j in assign(cost):
+                if cols[j] in feasible[rows[i]]:
+                    pairs[rows[i]] = cols[j]
+        return pairs
 
     def _hit(self, tr: _Track, det: VehicleLike, t_s: float) -> bool:
         """Take a paired detection; True when this confirms the track."""
@@ -454,6 +472,33 @@ class Tracker:
                 _append_recent(self._ended_at, t_s, self.COUNTS_WINDOW_S)
                 self._ended_total += 1
         return tr.state(t_s, is_coasting=t_s > tr.t_box_s)
+
+
+def _groups(feasible: dict[int, dict[int, float]]) -> list[tuple[list[int], list[int]]]:
+    """The connected groups of a bipartite graph (row -> {col: weight}), as sorted lists."""
+    by_col: dict[int, list[int]] = {}
+    for r, row in feasible.items():
+        for c in row:
+            by_col.setdefault(c, []).append(r)
+    seen: set[int] = set()
+    out = []
+    for start in feasible:
+        if start in seen:
+            continue
+        rows, cols, todo = {start}, set[int](), [start]
+        seen.add(start)
+        while todo:
+            for c in feasible[todo.pop()]:
+                if c in cols:
+                    continue
+                cols.add(c)
+                for r in by_col[c]:
+                    if r not in seen:
+                        seen.add(r)
+                        rows.add(r)
+                        todo.append(r)
+        out.append((sorted(rows), sorted(cols)))
+    return out
 
 
 def _append_recent(times: deque[float], t_s: float, keep_s: float) -> None:
