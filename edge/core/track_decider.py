@@ -24,9 +24,9 @@ meet the road, or its centre) lies inside a zone; frames outside are skipped, ne
 against confirmation. The alert's ``roi_id`` is the zone of its best frame (``vehicle`` with
 no zones).
 
-Feed the decider the tracks the caller wants decided (normally the tracker's confirmed
-tracks), and pass every ended track id so its state is freed; ids must not be reused (the
-tracker never does).
+Feed the decider only the tracker's *confirmed* tracks: a tentative track lives for a dozen
+frames or so between detection rounds, enough for N-of-M on a false detection. Pass every
+ended track id so its state is freed; ids must not be reused (the tracker never does).
 """
 
 from __future__ import annotations
