@@ -1,0 +1,154 @@
+"""Driver-window geometry: each view, both drive sides, both travel directions, the frame."""
+
+from __future__ import annotations
+
+import pytest
+
+from edge.core.errors import RoiError
+from edge.core.window import (
+    MIN_WINDOW_SIDE_PX,
+    SIDE_ALONG,
+    DriveSide,
+    PixelBox,
+    View,
+    WindowSpec,
+    window_box,
+)
+
+FRAME = (1920, 1080)
+CAR = (600.0, 400.0, 1000.0, 600.0)  # 400 x 200 px
+CAR_CX = 800.0
+
+
+def centre_x(b: PixelBox) -> float:
+    return (b[0] + b[2]) / 2
+
+
+def mirrored(b: PixelBox) -> PixelBox:
+    """``b`` mirrored about the car's vertical centre line."""
+    return (round(2 * CAR_CX - b[2]), b[1], round(2 * CAR_CX - b[0]), b[3])
+
+
+@pytest.mark.parametrize("view", ["side", "front", "rear"])
+@pytest.mark.parametrize("drive_side", ["right", "left"])
+@pytest.mark.parametrize("heading_x", [1, -1])
+def test_the_window_is_in_the_upper_part_of_the_vehicle(
+    view: View, drive_side: DriveSide, heading_x: int
+) -> None:
+    b = window_box(CAR, view=view, drive_side=drive_side, frame_wh=FRAME, heading_x=heading_x)
+    x0, y0, x1, y1 = b
+    assert CAR[0] <= x0 < x1 <= CAR[2]
+    assert y0 == CAR[1]  # from the roof line
+    assert y1 <= CAR[1] + 0.65 * (CAR[3] - CAR[1])  # never the wheels or the bumper
+    assert (x1 - x0) <= 0.65 * (CAR[2] - CAR[0])  # a part of the car, not all of it
+
+
+@pytest.mark.parametrize("drive_side", ["right", "left"])
+def test_side_view_window_is_at_the_front_which_is_the_way_the_car_moves(
+    drive_side: DriveSide,
+) -> None:
+    right = window_box(CAR, view="side", drive_side=drive_side, frame_wh=FRAME, heading_x=1)
+    left = window_box(CAR, view="side", drive_side=drive_side, frame_wh=FRAME, heading_x=-1)
+    assert centre_x(right) > CAR_CX  # moving right: the front is on the right
+    assert centre_x(left) < CAR_CX
+    assert left == mirrored(right)
+    assert right == (600 + int(SIDE_ALONG[0] * 400), 400, 600 + round(SIDE_ALONG[1] * 400), 510)
+
+
+def test_side_view_drive_side_does_not_move_the_window_along_the_car() -> None:
+    # seen from the far side the driver is behind the near front window, at the same place
+    for heading in (1, -1):
+        rhd = window_box(CAR, view="side", drive_side="right", frame_wh=FRAME, heading_x=heading)
+        lhd = window_box(CAR, view="side", drive_side="left", frame_wh=FRAME, heading_x=heading)
+        assert rhd == lhd
+
+
+def test_side_view_without_a_heading_takes_the_whole_upper_band() -> None:
+    b = window_box(CAR, view="side", drive_side="right", frame_wh=FRAME, heading_x=0)
+    assert (b[0], b[2]) == (600, 1000)
+    assert b[3] < 600
+
+
+@pytest.mark.parametrize("heading_x", [1, -1, 0])
+def test_front_view_the_driver_of_a_right_hand_drive_car_is_on_the_image_left(
+    heading_x: int,
+) -> None:
+    rhd = window_box(CAR, view="front", drive_side="right", frame_wh=FRAME, heading_x=heading_x)
+    lhd = window_box(CAR, view="front", drive_side="left", frame_wh=FRAME, heading_x=heading_x)
+    assert rhd[0] == 600  # oncoming: the car's right is the image's left
+    assert centre_x(rhd) < CAR_CX
+    assert lhd[2] == 1000
+    assert centre_x(lhd) > CAR_CX
+    assert lhd == mirrored(rhd)
+
+
+@pytest.mark.parametrize("heading_x", [1, -1, 0])
+def test_rear_view_the_driver_of_a_right_hand_drive_car_is_on_the_image_right(
+    heading_x: int,
+) -> None:
+    rhd = window_box(CAR, view="rear", drive_side="right", frame_wh=FRAME, heading_x=heading_x)
+    lhd = window_box(CAR, view="rear", drive_side="left", frame_wh=FRAME, heading_x=heading_x)
+    assert rhd[2] == 1000  # from behind: the car's right is the image's right
+    assert centre_x(rhd) > CAR_CX
+    assert lhd[0] == 600
+    assert lhd == mirrored(rhd)
+
+
+def test_the_window_is_clipped_to_the_frame() -> None:
+    half_out = (1700.0, -50.0, 2100.0, 150.0)  # cut off at the top right
+    b = window_box(half_out, view="side", drive_side="right", frame_wh=FRAME, heading_x=1)
+    assert b == (1812, 0, 1920, 60)  # x0: 1700 + 0.28 * 400; y1: -50 + 0.55 * 200
+
+
+def test_a_tiny_window_is_grown_to_the_minimum_inside_the_frame() -> None:
+    far = (500.0, 300.0, 520.0, 310.0)  # a car 20 px long
+    b = window_box(far, view="front", drive_side="right", frame_wh=FRAME)
+    assert (b[2] - b[0], b[3] - b[1]) == (MIN_WINDOW_SIDE_PX, MIN_WINDOW_SIDE_PX)
+    assert b[0] <= 500 + 0.58 * 20 / 2 <= b[2]  # still about the small window
+    corner = (1910.0, 1075.0, 1925.0, 1085.0)
+    b = window_box(corner, view="rear", drive_side="left", frame_wh=FRAME, min_side_px=48)
+    assert b == (1920 - 48, 1080 - 48, 1920, 1080)
+    tiny_frame = window_box(far, view="side", drive_side="right", frame_wh=(16, 8))
+    assert tiny_frame == (0, 0, 16, 8)  # never larger than the frame
+
+
+def test_window_spec_checks_its_settings() -> None:
+    spec = WindowSpec(view="rear", drive_side="left")
+    assert spec.box(CAR, FRAME) == window_box(CAR, view="rear", drive_side="left", frame_wh=FRAME)
+    with pytest.raises(RoiError, match="view"):
+        WindowSpec(view="top")  # type: ignore[arg-type]
+    with pytest.raises(RoiError, match="drive_side"):
+        WindowSpec(drive_side="centre")  # type: ignore[arg-type]
+    with pytest.raises(RoiError, match="min_side_px"):
+        WindowSpec(min_side_px=0)
+
+
+@pytest.mark.parametrize(
+    ("box", "match"),
+    [((10.0, 10.0, 5.0, 20.0), "x1 > x0"), ((0.0, 0.0, float("inf"), 1.0), "finite")],
+)
+def test_a_bad_vehicle_box_is_refused(box: tuple[float, float, float, float], match: str) -> None:
+    with pytest.raises(RoiError, match=match):
+        window_box(box, view="side", drive_side="right", frame_wh=FRAME)
+
+
+# The shared roadside frame video/traffic_frames/0001.bmp (256 x 256, traffic moving right to
+# left), looked at zoomed in: the dark saloon's box (bumper to bumper, roof to tyres), its front
+# door glass, and the person seen through it. Pixels, drawn by eye.
+SALOON: tuple[float, float, float, float] = (53.0, 151.0, 122.0, 195.0)
+SALOON_FRONT_DOOR_GLASS = (89, 159, 99, 170)
+SALOON_PERSON = (92, 167)
+
+
+def test_side_window_on_a_real_roadside_frame_holds_the_front_door_glass() -> None:
+    b = window_box(
+        SALOON, view="side", drive_side="left", frame_wh=(256, 256), heading_x=-1, min_side_px=8
+    )
+    gx0, gy0, gx1, gy1 = SALOON_FRONT_DOOR_GLASS
+    assert b[0] <= gx0 < gx1 <= b[2]
+    assert b[1] <= gy0 < gy1 <= b[3]
+    px, py = SALOON_PERSON
+    assert b[0] <= px < b[2]
+    assert b[1] <= py < b[3]
+    assert b[2] < SALOON[2] - 10  # the rear door and the boot stay out
+    assert b[3] < SALOON[3] - 15  # so do the wheels
