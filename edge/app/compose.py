@@ -33,6 +33,7 @@ from edge.app.model_lifecycle import ModelManager, ModelPackage, ProbationRules,
 from edge.app.pipeline import Pipeline
 from edge.app.remote import CollectJob, Collector, render_snapshot
 from edge.app.sampler import CalibrationJob, Sampler
+from edge.app.vehicles import VehicleStage
 from edge.common.signing import (
     Ed25519PrivateKey,
     load_private_key,
@@ -156,6 +157,31 @@ def build_model_manager(
             frames=cfg.models.probation_frames,
         ),
         on_swap=on_swap,
+    )
+
+
+def build_vehicle_stage(
+    cfg: Config, params: DeciderParams, *, lossless: bool
+) -> VehicleStage | None:
+    """The vehicle stage ``[vehicles]`` asks for (detector opened here), else None; the
+    regions are its zones, ``params`` ([decider] at the model's threshold) its N-of-M."""
+    v = cfg.vehicles
+    if v is None:
+        return None
+    from edge.adapters.detector import LiteRTDetector
+    from edge.core.track_decider import TrackDecisionParams
+    from edge.core.tracker import TrackerParams
+    from edge.core.window import WindowSpec
+
+    detector = LiteRTDetector.open(v.model, v.sidecar, v.threads, accelerator=v.accelerator)
+    return VehicleStage(
+        detector,
+        every_s=v.every_s,
+        window=WindowSpec(view=v.view, drive_side=v.drive_side, min_side_px=v.min_window_px),
+        tracker=TrackerParams(iou_min=v.iou_min, min_hits=v.min_hits, max_missed=v.max_missed),
+        decision=TrackDecisionParams(decider=params, best_frame_wait_s=v.best_frame_wait_s),
+        zones=build_rois(cfg),
+        lossless=lossless,
     )
 
 
@@ -306,6 +332,8 @@ class Unit:
         """The first (on most units the only) camera's pipeline: sampling, crop collection,
         snapshots and the shadow model follow this camera."""
         self.pipelines: list[Pipeline] = []
+        self.vehicles: VehicleStage | None = None
+        """The vehicle stage (``[vehicles]``), on the first camera."""
         self.group: CameraGroup | None = None
         """Several cameras (``[[cameras]]``) and their shared inference stage."""
         self.gps: GpsSource | None = None
@@ -407,17 +435,18 @@ class Unit:
                 self._stack.callback(self.model_receiver.close)  # closed before the uplink
             self.collector = Collector(uplink=uplink, jpeg_quality=cfg.evidence.jpeg_quality)
             self._stack.callback(self.collector.close)  # closed before the uplink
-            self.sampler = Sampler(
-                uplink=uplink,
-                rois=rois,
-                cfg=cfg.sampling,
-                threshold=params.score_on,
-                model_version=classifier.version,
-                state_path=self.paths.sampler_state,
-                jpeg_quality=cfg.evidence.jpeg_quality,
-                hold=self._alerts_pending,
-            )
-            self._stack.callback(self.sampler.close)
+            if cfg.vehicles is None:  # sampling picks fixed regions; vehicles' windows move
+                self.sampler = Sampler(
+                    uplink=uplink,
+                    rois=rois,
+                    cfg=cfg.sampling,
+                    threshold=params.score_on,
+                    model_version=classifier.version,
+                    state_path=self.paths.sampler_state,
+                    jpeg_quality=cfg.evidence.jpeg_quality,
+                    hold=self._alerts_pending,
+                )
+                self._stack.callback(self.sampler.close)
             self.emitter = StatsEmitter(
                 unit_id=cfg.unit.id,
                 uplink=uplink,
@@ -439,6 +468,33 @@ class Unit:
         )
         if self.extra_sink is not None:
             sink = TeeSink(sink, self.extra_sink)
+        self.pipeline = self._build_pipelines(classifier, params, rois, evidence, sink, numbers)
+        models.attach(self.pipeline)
+        models.start()
+        for p, cam in zip(self.pipelines, cfg.camera_setups, strict=True):
+            if cam.source.is_file:
+                # A missing or unreadable file fails here, clearly. A camera that is absent
+                # at boot does not: the unit starts degraded and keeps trying.
+                p.open_source()
+
+    def _build_pipelines(
+        self,
+        classifier: Classifier,
+        params: DeciderParams,
+        rois: list[Roi],
+        evidence: EvidenceStore,
+        sink: AlertSink,
+        numbers: AlertNumbers | None,
+    ) -> Pipeline:
+        """A pipeline per camera (sharing one inference hub when there are several); the
+        vehicle stage, if any, on the first."""
+        cfg = self.cfg
+        models = self.models
+        assert models is not None
+        vehicles = build_vehicle_stage(cfg, params, lossless=self.lossless)
+        if vehicles is not None:
+            self._stack.callback(vehicles.close)
+        self.vehicles = vehicles
         hub = InferenceHub(classifier) if cfg.cameras is not None else None
         for i, cam in enumerate(cfg.camera_setups):
             first = i == 0
@@ -462,21 +518,15 @@ class Unit:
                     on_frame=self._on_frame if first else self._on_other_frame,
                     stamp=self.stamp,
                     numbers=numbers,
-                    shadow=models.on_scored if first else None,
+                    shadow=models.on_scored if first and vehicles is None else None,
                     camera_id=cam.id,
                     hub=hub,
+                    vehicles=vehicles if first else None,
                 )
             )
-        self.pipeline = self.pipelines[0]
         if hub is not None:
             self.group = CameraGroup(hub)
-        models.attach(self.pipeline)
-        models.start()
-        for p, cam in zip(self.pipelines, cfg.camera_setups, strict=True):
-            if cam.source.is_file:
-                # A missing or unreadable file fails here, clearly. A camera that is absent
-                # at boot does not: the unit starts degraded and keeps trying.
-                p.open_source()
+        return self.pipelines[0]
 
     def _build_field(self, cfg: Config) -> None:
         from edge.adapters.gpio import FieldIo

@@ -115,6 +115,57 @@ class ModelConfig(StrictModel):
     )
 
 
+class VehiclesConfig(StrictModel):
+    """The vehicle stage (docs/vehicles.md): detect and track each vehicle, score its driver's
+    window, decide once per vehicle pass. The regions ([[rois]]), if any, become zones that
+    limit where tracks count."""
+
+    model: Path = Field(description="The vehicle detector (.tflite, e.g. COCO SSD MobileNet).")
+    sidecar: Path | None = Field(
+        None,
+        description="The detector's sidecar JSON if not next to the model (<model>.json); "
+        "models/vehicle/coco_ssd_mobilenet_v1.json describes the COCO SSD.",
+    )
+    accelerator: Literal["auto", "cpu", "edgetpu"] = Field(
+        "auto", description="As [model] accelerator, for the detector's *_edgetpu.tflite twin."
+    )
+    threads: int = Field(1, description="CPU threads for the detector.", ge=1, le=16)
+    every_s: float = Field(
+        0.2,
+        description="Seconds between detections (tracking carries the boxes between them, so "
+        "every frame is still scored).",
+        gt=0,
+        le=10,
+    )
+    view: Literal["side", "front", "rear"] = Field(
+        "side",
+        description="How vehicles face the camera: 'side' (a junction beside the road), "
+        "'front' (oncoming, from a dash), 'rear' (three-quarter from behind).",
+    )
+    drive_side: Literal["right", "left"] = Field(
+        "right",
+        description="Where the driver sits: 'right' (UK, Ireland, Australia, Japan ...) or "
+        "'left' (most of Europe, the Americas).",
+    )
+    min_window_px: int = Field(
+        32, description="Smallest driver's-window crop (px); smaller ones are grown.", ge=8
+    )
+    min_hits: int = Field(3, description="Detections that confirm a track.", ge=1, le=100)
+    max_missed: int = Field(
+        3, description="Detection rounds a track may miss before it ends.", ge=0, le=100
+    )
+    iou_min: float = Field(
+        0.2, description="Least overlap to pair a track with a detection.", gt=0, le=1
+    )
+    best_frame_wait_s: float = Field(
+        2.0,
+        description="How long a confirmed vehicle's alert waits for a better frame (it goes "
+        "sooner when the vehicle leaves).",
+        ge=0,
+        le=30,
+    )
+
+
 class DeciderConfig(StrictModel):
     window: int = Field(
         8, description="Frames considered per decision (M of N-of-M).", ge=1, le=300
@@ -333,6 +384,9 @@ class Config(StrictModel):
     models: ModelsConfig = Field(
         default_factory=ModelsConfig, description="Signed model packages from the control room."
     )
+    vehicles: VehiclesConfig | None = Field(
+        None, description="Detect and track vehicles instead of scoring fixed regions."
+    )
 
     @field_validator("rois")
     @classmethod
@@ -351,9 +405,16 @@ class Config(StrictModel):
             dup = sorted({i for i in ids if ids.count(i) > 1})
             if dup:
                 raise ValueError(f"camera ids must be unique; repeated: {dup}")
-        elif self.camera is None or self.rois is None:
+            if self.vehicles is not None:
+                raise ValueError(
+                    "[vehicles] runs on a one-camera unit today: use [camera] (and [[rois]] "
+                    "as zones, if any) instead of [[cameras]]"
+                )
+        elif self.camera is None or (self.rois is None and self.vehicles is None):
             missing = " and ".join(
-                k for k, v in (("[camera]", self.camera), ("[[rois]]", self.rois)) if v is None
+                k
+                for k, v in (("[camera]", self.camera), ("[[rois]]", self.rois))
+                if v is None and (k == "[camera]" or self.vehicles is None)
             )
             raise ValueError(f"no camera: add {missing} (or [[cameras]] for several)")
         return self
@@ -364,8 +425,7 @@ class Config(StrictModel):
         if self.cameras is not None:
             return [CameraSetup(c.id, c.source, c.rois) for c in self.cameras]
         assert self.camera is not None
-        assert self.rois is not None
-        return [CameraSetup(None, self.camera, self.rois)]
+        return [CameraSetup(None, self.camera, self.rois or [])]
 
     @property
     def first_camera(self) -> CameraSetup:

@@ -38,6 +38,8 @@ from edge.core.roi import Roi
 
 if TYPE_CHECKING:
     from edge.app.hub import InferenceHub
+    from edge.app.vehicles import Vehicles, VehicleStage
+    from edge.core.track_decider import TrackHit
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +50,9 @@ ShadowHook = Callable[[Frame, dict[str, float], float, int], None]
 model's score per ROI, the live ``score_on`` and how many hits the frame gave. It must return
 at once (a model in shadow takes the frame through its own latest-frame slot)."""
 
-_Prepared = tuple[Frame, list[np.ndarray], float, Classifier]
-"""A frame, its ROI tensors, the time preparing them took, and the classifier they were
-prepared for."""
+_Prepared = tuple[Frame, list[np.ndarray], float, Classifier, "Vehicles | None"]
+"""A frame, its ROI tensors, the time preparing them took, the classifier they were prepared
+for, and (with a vehicle stage) the tracked vehicles whose windows the tensors are."""
 
 
 def same_input(a: Classifier, b: Classifier) -> bool:
@@ -248,8 +250,9 @@ class PipelineStats:
 
 @dataclass(frozen=True, slots=True)
 class _Pending:
-    hit: Hit[Frame]
+    hit: Hit[Frame] | TrackHit[Frame]
     roi: Roi
+    """The scored crop as a region of the frame (a vehicle's window: made for its best frame)."""
     clip: list[np.ndarray] | None = None
     """The hit's clip, once its post-roll is in (only when clips are kept)."""
     model: Classifier | None = None
@@ -290,7 +293,10 @@ class Pipeline:
         shadow: ShadowHook | None = None,
         camera_id: str | None = None,
         hub: InferenceHub | None = None,
+        vehicles: VehicleStage | None = None,
     ) -> None:
+        self.vehicles = vehicles
+        """Tracked vehicles' windows instead of the fixed ROIs (which become zones)."""
         self.camera_id = camera_id
         """The camera's id on a unit with several (on its alerts); None: the only camera."""
         self.hub = hub
@@ -464,21 +470,32 @@ class Pipeline:
                         break
                     continue
                 t0 = time.perf_counter()
-                img = frame.inference_image
                 clf = self.classifier  # one model for all of this frame's ROIs
                 try:
-                    tensors = [clf.preprocess(r.crop(img), r.mask(img)) for r in self.rois]
+                    vehicles = self.vehicles.regions(frame) if self.vehicles is not None else None
+                    tensors = self._tensors(frame, clf, vehicles)
                 except Exception:  # log, count, continue with the next frame
                     self.stats.stage_errors += 1
                     log.exception("preprocessing frame %d failed", frame.index)
                     continue
                 prep_ms = (time.perf_counter() - t0) * 1e3
-                self._put_prepared((frame, tensors, prep_ms, clf))
+                self._put_prepared((frame, tensors, prep_ms, clf, vehicles))
         except Exception:
             log.exception("preprocessing stage failed")
             self._set_status("degraded")
         finally:
             self._put_prepared(None)
+
+    def _tensors(
+        self, frame: Frame, clf: Classifier, vehicles: Vehicles | None
+    ) -> list[np.ndarray]:
+        """The classifier's inputs: each ROI's crop, or each tracked vehicle's window."""
+        img = frame.inference_image
+        if vehicles is None:
+            return [clf.preprocess(r.crop(img), r.mask(img)) for r in self.rois]
+        return [
+            clf.preprocess(img[y0:y1, x0:x1]) for x0, y0, x1, y1 in (v.window for v in vehicles)
+        ]
 
     def _put_prepared(self, item: _Prepared | None) -> None:
         while True:
@@ -504,10 +521,21 @@ class Pipeline:
             log.exception("inference stage failed")
             self._set_status("degraded")
         finally:
+            if self.vehicles is not None:  # tracks end with the run: held alerts go now
+                try:
+                    for hit in self.vehicles.finish():
+                        self._queue_vehicle_hit(hit)
+                except Exception:
+                    log.exception("closing the vehicle passes failed")
             self._hits.put(None)
 
     def _process_current(
-        self, frame: Frame, tensors: list[np.ndarray], prep_ms: float, prepared_for: Classifier
+        self,
+        frame: Frame,
+        tensors: list[np.ndarray],
+        prep_ms: float,
+        prepared_for: Classifier,
+        vehicles: Vehicles | None = None,
     ) -> None:
         """Score and decide one frame with the classifier in place now. Tensors prepared for
         a model swapped out since are prepared again when the two models' inputs differ."""
@@ -516,10 +544,9 @@ class Pipeline:
                 prepared_for, self.classifier
             ):
                 t0 = time.perf_counter()
-                img = frame.inference_image
-                tensors = [self.classifier.preprocess(r.crop(img), r.mask(img)) for r in self.rois]
+                tensors = self._tensors(frame, self.classifier, vehicles)
                 prep_ms += (time.perf_counter() - t0) * 1e3
-            self._process(frame, tensors, prep_ms)
+            self._process(frame, tensors, prep_ms, vehicles)
 
     def swap_classifier(
         self, new: Classifier, *, params: DeciderParams | None = None, timeout_s: float = 10.0
@@ -561,10 +588,70 @@ class Pipeline:
             self.decider = Decider([r.id for r in self.rois], params)
         self.params = params
 
-    def _process(self, frame: Frame, tensors: list[np.ndarray], prep_ms: float) -> None:
+    def _process(
+        self,
+        frame: Frame,
+        tensors: list[np.ndarray],
+        prep_ms: float,
+        vehicles: Vehicles | None = None,
+    ) -> None:
         t1 = time.perf_counter()
-        scores = self.classifier.score_batch(tensors)
-        self._decide(frame, scores, prep_ms, (time.perf_counter() - t1) * 1e3)
+        scores = self.classifier.score_batch(tensors) if tensors else []
+        invoke_ms = (time.perf_counter() - t1) * 1e3
+        if vehicles is not None:
+            self._decide_vehicles(frame, vehicles, scores, prep_ms, invoke_ms)
+        else:
+            self._decide(frame, scores, prep_ms, invoke_ms)
+
+    def _decide_vehicles(
+        self,
+        frame: Frame,
+        vehicles: Vehicles,
+        scores: Sequence[float],
+        prep_ms: float,
+        invoke_ms: float,
+    ) -> None:
+        """Each tracked vehicle's window score to the per-vehicle decider (one alert a pass)."""
+        assert self.vehicles is not None
+        t2 = time.perf_counter()
+        hits = self.vehicles.decide(frame, vehicles, scores)
+        t3 = time.perf_counter()
+        for hit in hits:
+            self._queue_vehicle_hit(hit)
+        by_vehicle = {
+            f"vehicle-{v.track.track_id}": float(s) for v, s in zip(vehicles, scores, strict=True)
+        }
+        self.last_scores = by_vehicle
+        self._count_frame(prep_ms, invoke_ms, (t3 - t2) * 1e3)
+        if self.on_frame is not None:
+            self.on_frame(frame, by_vehicle)
+
+    def _queue_vehicle_hit(self, hit: TrackHit[Frame]) -> None:
+        img = hit.best.inference_image
+        h, w = img.shape[:2]
+        x0, y0, x1, y1 = hit.window_box
+        roi = Roi.rect(hit.roi_id, x0 / w, y0 / h, x1 / w, y1 / h, margin=0.0)
+        self._queue_hit(_Pending(hit, roi, model=self.classifier, score_on=self.params.score_on))
+
+    def _queue_hit(self, pending: _Pending) -> None:
+        """A decided hit to the evidence stage: with clips, once its clip is recorded."""
+        self.stats.hits += 1
+        hit = pending.hit
+        if self.clips is not None:
+            # Ask for the clip now, while its first frames are still in the buffer: the
+            # evidence stage may be busy encoding an earlier clip for seconds.
+            t = hit.best.t_mono_s
+            self.clips.when_recorded(
+                t - self.clip_before_s,
+                t + self.clip_after_s,
+                functools.partial(self._clip_done, pending),
+            )
+            return
+        try:
+            self._hits.put_nowait(pending)
+        except queue.Full:
+            self.stats.evidence_errors += 1
+            log.error("evidence queue full: hit in %s at frame %d lost", hit.roi_id, hit.best.index)
 
     def prepare(self, frame: Frame, clf: Classifier) -> list[np.ndarray]:
         """This camera's ROI tensors of ``frame`` for ``clf`` (what the hub batches)."""
@@ -580,42 +667,29 @@ class Pipeline:
         hits = self.decider.update(by_roi, frame.t_mono_s, {r.id: frame for r in self.rois})
         t3 = time.perf_counter()
         for hit in hits:
-            self.stats.hits += 1
-            pending = _Pending(
-                hit,
-                self._roi_by_id[hit.roi_id],
-                model=self.classifier,
-                score_on=self.params.score_on,
+            self._queue_hit(
+                _Pending(
+                    hit,
+                    self._roi_by_id[hit.roi_id],
+                    model=self.classifier,
+                    score_on=self.params.score_on,
+                )
             )
-            if self.clips is not None:
-                # Ask for the clip now, while its first frames are still in the buffer: the
-                # evidence stage may be busy encoding an earlier clip for seconds.
-                t = hit.best.t_mono_s
-                self.clips.when_recorded(
-                    t - self.clip_before_s,
-                    t + self.clip_after_s,
-                    functools.partial(self._clip_done, pending),
-                )
-                continue
-            try:
-                self._hits.put_nowait(pending)
-            except queue.Full:
-                self.stats.evidence_errors += 1
-                log.error(
-                    "evidence queue full: hit in %s at frame %d lost", hit.roi_id, hit.best.index
-                )
         self.last_scores = by_roi
         if self.shadow is not None:
             self.shadow(frame, by_roi, self.params.score_on, len(hits))
+        self._count_frame(prep_ms, invoke_ms, (t3 - t2) * 1e3)
+        if self.on_frame is not None:
+            self.on_frame(frame, by_roi)
+
+    def _count_frame(self, prep_ms: float, invoke_ms: float, decide_ms: float) -> None:
         st = self.stats
         st.processed += 1
         st.last_processed_mono_s = time.monotonic()
         st.prep_ms.add(prep_ms)
         st.invoke_ms.add(invoke_ms)
-        st.decide_ms.add((t3 - t2) * 1e3)
-        st.overhead_ms.add(prep_ms + (t3 - t2) * 1e3)
-        if self.on_frame is not None:
-            self.on_frame(frame, by_roi)
+        st.decide_ms.add(decide_ms)
+        st.overhead_ms.add(prep_ms + decide_ms)
 
     def _infer_alive(self) -> bool:
         return any(t.name.startswith("pw-inference") and t.is_alive() for t in self._threads)

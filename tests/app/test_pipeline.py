@@ -100,11 +100,11 @@ def test_a_slow_consumer_drops_frames_and_counts_them(
     p = build(tmp_path, ReplaySource(video, speed=1.0), brightness_model, lossless=False)
     real_process = p._process
 
-    def slow(frame: Frame, tensors: list[np.ndarray], prep_ms: float) -> None:
+    def slow(frame: Frame, tensors: list[np.ndarray], prep_ms: float, *rest: Any) -> None:
         # Inference slower than the camera: each frame takes until two more have come in.
         seen = p.stats.captured
         wait_until(lambda: p.stats.captured >= min(40, seen + 2), timeout_s=5)
-        real_process(frame, tensors, prep_ms)
+        real_process(frame, tensors, prep_ms, *rest)
 
     monkeypatch.setattr(p, "_process", slow)
     p.start()

@@ -90,7 +90,7 @@ def test_no_frames_no_watchdog(
 
         stopping = unit.pipeline.stop_event
 
-        def stuck(frame: Frame, tensors: list[np.ndarray], prep_ms: float) -> None:
+        def stuck(frame: Frame, tensors: list[np.ndarray], prep_ms: float, *rest: object) -> None:
             stopping.wait(10)  # the interpreter hangs (until shutdown): no frame gets through
 
         monkeypatch.setattr(unit.pipeline, "_process", stuck)

@@ -1,0 +1,249 @@
+"""The vehicle stage of a pipeline: detect vehicles at their own rate, track them on every
+frame, score each tracked vehicle's driver's window, decide once per vehicle pass.
+
+It runs on the pipeline's own threads plus one of its own:
+
+* **prep thread** (:meth:`VehicleStage.regions`, every frame): hands the frame to the detector
+  when a detection is due, takes the detector's newest result if there is one and pairs it
+  with the tracks (``Tracker.update``), else moves every track to the frame's time
+  (``Tracker.predict``), and returns the driver's window of each *confirmed* track: the crops
+  the classifier scores. Tracking costs well under a millisecond a frame (docs/vehicles.md).
+* **detector thread**: runs ``detect()`` on the newest frame handed to it (a live unit: the
+  classifier never waits for it). Its boxes are paired with the tracks on the first frame
+  after they are ready, at that frame's time, so they lag by the detector's run time (about
+  two frames at 30 fps here); the tracker's IoU pairing absorbs that at vehicle speeds.
+  A ``lossless`` run (a file) detects in line instead, on exactly every due frame, so a run
+  is repeatable and its ground-truth score does not depend on the machine's load.
+* **inference thread** (:meth:`VehicleStage.decide`): feeds the window scores to the
+  per-vehicle decider, which releases at most one alert per vehicle pass, with its best frame.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from edge.core.frame import Frame
+from edge.core.roi import Roi
+from edge.core.track_decider import TrackDecider, TrackDecisionParams, TrackFrame, TrackHit
+from edge.core.tracker import Tracker, TrackerParams, TrackState
+from edge.core.vehicle import VehicleBox
+from edge.core.window import WindowSpec
+
+log = logging.getLogger(__name__)
+
+
+class Detector(Protocol):
+    def detect(self, image_bgr: np.ndarray) -> list[VehicleBox]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Region:
+    """One confirmed track on one frame: what the classifier scores and the decider needs."""
+
+    track: TrackState
+    window: tuple[int, int, int, int]
+    """The driver's window, ``(x0, y0, x1, y1)`` pixels of the inference image."""
+    sharpness: float
+
+
+@dataclass(slots=True)
+class Vehicles:
+    """A frame's confirmed tracks (their windows are what the classifier scores, in order)
+    and the tracks that ended on it (their passes close)."""
+
+    regions: list[Region]
+    ended: list[int]
+
+    def __iter__(self) -> Iterator[Region]:
+        return iter(self.regions)
+
+
+class VehicleStage:
+    """Detector + tracker + window geometry + per-vehicle decisions for one camera."""
+
+    def __init__(
+        self,
+        detector: Detector,
+        *,
+        every_s: float,
+        window: WindowSpec,
+        tracker: TrackerParams | None = None,
+        decision: TrackDecisionParams | None = None,
+        zones: Sequence[Roi] = (),
+        lossless: bool = False,
+    ) -> None:
+        self.detector = detector
+        self.every_s = every_s
+        self.window = window
+        self._tracker_params = tracker or TrackerParams()
+        self.tracker = Tracker(self._tracker_params)
+        """Made again with the frame size on the first frame (tracks that leave it end)."""
+        self.decider: TrackDecider[Frame] = TrackDecider(decision, zones=zones)
+        self.lossless = lossless
+        self._frame_wh: tuple[int, int] | None = None
+        self._last_due_s: float | None = None
+        self._last_t_s: float | None = None
+        self._cond = threading.Condition()
+        self._todo: Frame | None = None
+        self._result: list[VehicleBox] | None = None
+        self._busy = False
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self.detections = 0
+        self.detect_errors = 0
+        self.detect_ms: list[float] = []
+
+    # -- prep thread --------------------------------------------------------------------------
+    def regions(self, frame: Frame) -> Vehicles:
+        """Track to this frame and return the confirmed tracks' windows (see the module)."""
+        img = frame.inference_image
+        h, w = img.shape[:2]
+        if self._frame_wh is None:
+            self._frame_wh = (w, h)
+            self.tracker = Tracker(self._tracker_params, frame_wh=(w, h))
+        t = frame.t_mono_s
+        if self._last_t_s is not None and t < self._last_t_s:
+            t = self._last_t_s  # a file looped, or a camera's clock stepped: never backwards
+        self._last_t_s = t
+        # (a millisecond's slack: 5 frames at 25 fps are 0.2 s, give or take a rounding)
+        due = self._last_due_s is None or t - self._last_due_s >= self.every_s - 1e-3
+        found: list[VehicleBox] | None = None
+        if self.lossless:
+            if due:
+                self._last_due_s = t
+                found = self._detect(img)
+        else:
+            if due and self._submit(frame):
+                self._last_due_s = t
+            found = self._take_result()
+        ended: list[int] = []
+        if found is not None:
+            up = self.tracker.update(t, found)
+            tracks = up.confirmed
+            ended = [s.track_id for s in up.ended]
+        else:
+            tracks = [s for s in self.tracker.predict(t) if s.is_confirmed]
+        out = []
+        for s in tracks:
+            win = self.window.box(s.box, (w, h), s.heading_x)
+            out.append(Region(s, win, _sharpness(img, win)))
+        return Vehicles(out, ended)
+
+    def _detect(self, img: np.ndarray) -> list[VehicleBox] | None:
+        t0 = time.perf_counter()
+        try:
+            found = self.detector.detect(img)
+        except Exception:  # the tracks coast on; the next due frame tries again
+            self.detect_errors += 1
+            log.exception("vehicle detection failed")
+            return None
+        self.detections += 1
+        self.detect_ms.append((time.perf_counter() - t0) * 1e3)
+        del self.detect_ms[:-500]
+        return found
+
+    def _submit(self, frame: Frame) -> bool:
+        with self._cond:
+            if self._busy or self._closed:
+                return False
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._detect_loop, name="pw-vehicles", daemon=True
+                )
+                self._thread.start()
+            self._todo = frame
+            self._busy = True
+            self._cond.notify_all()
+            return True
+
+    def _take_result(self) -> list[VehicleBox] | None:
+        with self._cond:
+            found, self._result = self._result, None
+            return found
+
+    def _detect_loop(self) -> None:
+        while True:
+            with self._cond:
+                while self._todo is None and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    return
+                frame, self._todo = self._todo, None
+            assert frame is not None
+            found = self._detect(frame.inference_image)
+            with self._cond:
+                if found is not None:
+                    self._result = found
+                self._busy = False
+
+    # -- inference thread ---------------------------------------------------------------------
+    def decide(
+        self, frame: Frame, prepared: Vehicles, scores: Sequence[float]
+    ) -> list[TrackHit[Frame]]:
+        """This frame's window scores to the per-vehicle decider: the alerts released now."""
+        scored = [
+            TrackFrame(
+                r.track.track_id,
+                float(s),
+                r.track.box,
+                tuple(float(v) for v in r.window),  # type: ignore[arg-type]
+                frame,
+                sharpness=r.sharpness,
+                label=r.track.label,
+            )
+            for r, s in zip(prepared, scores, strict=True)
+        ]
+        return self.decider.update(
+            frame.t_mono_s, scored, ended=prepared.ended, frame_wh=self._frame_wh
+        )
+
+    def finish(self) -> list[TrackHit[Frame]]:
+        """The run ends: every track ends, every held alert is released."""
+        t = self._last_t_s if self._last_t_s is not None else 0.0
+        ended = [s.track_id for s in self.tracker.finish(t)]
+        return self.decider.update(t, [], ended=ended, frame_wh=self._frame_wh) + (
+            self.decider.drain(t)
+        )
+
+    # -- reporting, lifecycle -----------------------------------------------------------------
+    def heartbeat(self) -> dict[str, Any]:
+        """``tracks_per_min`` (None for the first minute) and ``active`` confirmed tracks."""
+        now = self._last_t_s if self._last_t_s is not None else 0.0
+        return self.tracker.counts(now).heartbeat()
+
+    def stats(self) -> dict[str, Any]:
+        ms = sorted(self.detect_ms)
+        return {
+            "vehicle_detections": self.detections,
+            "vehicle_detect_errors": self.detect_errors,
+            "vehicle_detect_ms_p50": round(ms[len(ms) // 2], 2) if ms else None,
+            "vehicle_tracks_live": self.decider.live,
+        }
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(5.0)
+
+
+def _sharpness(img: np.ndarray, box: tuple[int, int, int, int]) -> float:
+    """Variance of a 4-neighbour Laplacian on the window's grey levels (numpy; higher is
+    sharper): it breaks ties between equally scored frames of one pass."""
+    x0, y0, x1, y1 = box
+    g = img[y0:y1, x0:x1]
+    if g.ndim == 3:
+        g = g.mean(axis=2)
+    g = g.astype(np.float32)
+    if g.shape[0] < 3 or g.shape[1] < 3:
+        return 0.0
+    lap = g[1:-1, :-2] + g[1:-1, 2:] + g[:-2, 1:-1] + g[2:, 1:-1] - 4.0 * g[1:-1, 1:-1]
+    return float(lap.var())

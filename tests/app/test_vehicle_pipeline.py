@@ -1,0 +1,142 @@
+"""The pipeline's vehicle stage end to end: a real (tiny) TFLite detector, the tracker, the
+driver's window, the real brightness classifier and the per-vehicle decider on a video file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from edge.adapters.camera import ReplaySource
+from edge.adapters.classifier import LiteRTClassifier
+from edge.adapters.detector import LiteRTDetector
+from edge.adapters.evidence import EvidenceStore
+from edge.adapters.sinks import MemorySink
+from edge.app.pipeline import Pipeline
+from edge.app.vehicles import VehicleStage
+from edge.core.decider import DeciderParams
+from edge.core.roi import Roi
+from edge.core.track_decider import TrackDecisionParams
+from edge.core.window import WindowSpec
+from tests.conftest import TEST_DATA, write_video
+
+W, H = 320, 240
+# The test detector's fixed vehicles (tests/data/make_raw_detector.py), in this frame's pixels:
+# a car, a truck and a car below-centre; a frame whose brightest pixel is white shows them.
+CAR = (48.0, 96.0, 112.0, 144.0)
+TRUCK = (176.0, 72.0, 272.0, 168.0)
+SPEC = WindowSpec(view="front", drive_side="right")
+PARAMS = DeciderParams(window=5, min_frames=3, score_on=0.7, score_off=0.3, cooldown_s=0.0)
+
+
+def frames(spans: dict[str, list[tuple[int, int]]], n: int) -> list[np.ndarray]:
+    """``spans['vehicles']``: frame ranges where the vehicles are there (a white patch);
+    ``spans['phone']``: where the car's driver's window is bright (the brightness model's
+    'phone')."""
+    x0, y0, x1, y1 = SPEC.box(CAR, (W, H))
+    out = []
+    for i in range(n):
+        img = np.full((H, W, 3), 20, np.uint8)
+        if any(a <= i < b for a, b in spans["vehicles"]):
+            img[:20, :20] = 255  # white even at the detector's 32x32
+        if any(a <= i < b for a, b in spans["phone"]):
+            img[y0 + 2 : y1 - 2, x0 + 2 : x1 - 2] = 235
+        out.append(img)
+    return out
+
+
+def run(
+    tmp_path: Path, brightness_model: Path, images: list[np.ndarray], **stage: Any
+) -> tuple[MemorySink, Pipeline]:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    video = write_video(tmp_path / "road.avi", images, 25.0)
+    detector = LiteRTDetector.open(TEST_DATA / "raw_detector_t_int8.tflite", threads=1)
+    vehicles = VehicleStage(
+        detector,
+        every_s=0.2,  # every 5th frame at 25 fps
+        window=SPEC,
+        decision=TrackDecisionParams(decider=PARAMS, best_frame_wait_s=stage.pop("wait_s", 2.0)),
+        lossless=True,
+        **stage,
+    )
+    sink = MemorySink()
+    p = Pipeline(
+        source=ReplaySource(video, speed=0.0),
+        classifier=LiteRTClassifier.open(brightness_model),
+        rois=list(stage.get("zones", ())),
+        decider=PARAMS,
+        evidence=EvidenceStore(tmp_path / "ev", quota_bytes=10**9),
+        sink=sink,
+        unit_id="p1",
+        lossless=True,
+        vehicles=vehicles,
+    )
+    p.start()
+    assert p.wait(60)
+    vehicles.close()
+    return sink, p
+
+
+@pytest.mark.slow
+def test_one_alert_per_vehicle_pass_with_the_drivers_window(
+    tmp_path: Path, brightness_model: Path
+) -> None:
+    # The car is there for frames 0-59, its driver on the phone twice (15-30 and 40-55):
+    # one pass, one alert. It leaves (60-89) and a car comes back (90-139), phone at 100-115:
+    # a new pass, a second alert. The truck and the other car never show a phone.
+    images = frames(
+        {"vehicles": [(0, 60), (90, 140)], "phone": [(15, 30), (40, 55), (100, 115)]}, 140
+    )
+    sink, p = run(tmp_path, brightness_model, images)
+    assert p.snapshot()["frames_processed"] == 140
+    dets = sorted(sink.detections, key=lambda d: d.frame_index)
+    assert len(dets) == 2, [(d.frame_index, d.roi_id) for d in dets]
+    first, second = dets
+    assert 15 <= first.frame_index < 30
+    assert 100 <= second.frame_index < 115
+    assert first.roi_id == second.roi_id == "vehicle"
+    x0, y0, x1, y1 = SPEC.box(CAR, (W, H))
+    for d in dets:
+        assert d.roi_box is not None
+        bx, by, bw, bh = d.roi_box  # the driver's window it scored, in the evidence frame
+        assert abs(bx - x0) <= 2
+        assert abs(by - y0) <= 2
+        assert abs(bw - (x1 - x0)) <= 3
+        assert abs(bh - (y1 - y0)) <= 3
+        assert d.score > 0.7
+        assert Path(d.evidence.crop_path).is_file()
+    assert p.vehicles is not None
+    assert p.vehicles.detections == 28  # every 5th frame
+    assert p.vehicles.tracker.counts(0).started_total == 6  # the 3 vehicles, twice
+
+
+@pytest.mark.slow
+def test_zones_limit_where_a_vehicle_counts(tmp_path: Path, brightness_model: Path) -> None:
+    images = frames({"vehicles": [(0, 60)], "phone": [(15, 30)]}, 60)
+    # A zone around the truck only: the car's phone is not counted there.
+    zone = Roi.rect("lane2", 0.5, 0.2, 0.9, 0.8, margin=0.0)
+    sink, _ = run(tmp_path, brightness_model, images, zones=[zone])
+    assert sink.detections == []
+    # A zone holding the car's wheels: counted, and the alert names the zone.
+    zone = Roi.rect("lane1", 0.1, 0.3, 0.4, 0.7, margin=0.0)
+    sink, _ = run(tmp_path / "2", brightness_model, images, zones=[zone])
+    assert [d.roi_id for d in sink.detections] == ["lane1"]
+
+
+def test_a_failing_detector_lets_the_tracks_coast_and_counts_it(
+    tmp_path: Path, brightness_model: Path
+) -> None:
+    class Broken:
+        def detect(self, image_bgr: np.ndarray) -> list[Any]:
+            raise RuntimeError("invoke failed")
+
+    stage = VehicleStage(Broken(), every_s=0.0, window=SPEC, lossless=True)
+    from edge.core.frame import Frame
+
+    for i in range(3):
+        got = stage.regions(Frame(i, i * 0.04, 0.0, np.zeros((H, W, 3), np.uint8)))
+        assert got.regions == []
+    assert stage.detect_errors == 3
+    assert stage.stats()["vehicle_detect_errors"] == 3
