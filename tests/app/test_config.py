@@ -39,6 +39,14 @@ def test_shipped_examples_are_valid(name: str) -> None:
     assert cfg.model.path.name == "phone_in_hand.tflite"
     assert cfg.model.path.is_absolute()
     assert all(r.to_roi() for r in cfg.first_camera.rois)
+    if name == "patrol.toml":  # a patrol car tracks vehicles; its sidecar ships in the repo
+        from edge.core.detection_spec import load_detector_spec
+
+        assert cfg.vehicles is not None
+        assert cfg.vehicles.view == "front"
+        sidecar = REPO / "models" / "vehicle" / cfg.vehicles.model.name
+        spec = load_detector_spec(sidecar.parent / "coco_ssd_mobilenet_v1.json")
+        assert spec.file == cfg.vehicles.model.name
 
 
 def test_minimal_config_gets_defaults_and_resolves_paths(tmp_path: Path) -> None:

@@ -118,6 +118,7 @@ def test_rendered_unit_config_loads(tmp_path: Path) -> None:
     assert [roi.id for roi in cfg.first_camera.rois] == ["lane1", "lane2"]
     assert cfg.gpio is not None
     assert cfg.gpio.ignition_sense is (mode == "patrol")
+    assert (cfg.vehicles is not None) is (mode == "patrol")  # patrol cars track vehicles
     assert str(cfg.gpio.pin_map) == "/etc/phonewatch/pinmap.toml"
     assert cfg.sink.type == "mqtt"
 
