@@ -140,3 +140,34 @@ def test_a_failing_detector_lets_the_tracks_coast_and_counts_it(
         assert got.regions == []
     assert stage.detect_errors == 3
     assert stage.stats()["vehicle_detect_errors"] == 3
+
+
+@pytest.mark.slow
+def test_phonewatch_run_with_a_vehicles_section(
+    tmp_path: Path, brightness_model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from edge.app.cli import main
+
+    images = frames({"vehicles": [(0, 60)], "phone": [(15, 30)]}, 60)
+    video = write_video(tmp_path / "road.avi", images, 25.0)
+    cfg = tmp_path / "unit.toml"
+    cfg.write_text(
+        f'[unit]\nid = "patrol-7"\nmode = "patrol"\ndata_dir = "{tmp_path / "unit"}"\n'
+        f'[camera]\ntype = "replay"\npath = "{video}"\n'
+        f'[model]\npath = "{brightness_model}"\nthreshold = 0.7\n'
+        "[decider]\nwindow = 5\nmin_frames = 3\n"
+        f'[sink]\ntype = "jsonl"\npath = "{tmp_path / "alerts.jsonl"}"\n'
+        f'[vehicles]\nmodel = "{TEST_DATA / "raw_detector_t_int8.tflite"}"\n'
+        'view = "front"\ndrive_side = "right"\nbest_frame_wait_s = 0.5\n'
+    )
+    assert main(["run", "--config", str(cfg), "--offline"]) == 0
+    assert "60/60 frames" in capsys.readouterr().err
+    (rec,) = [json.loads(x) for x in (tmp_path / "alerts.jsonl").read_text().splitlines()]
+    assert rec["roi_id"] == "vehicle"
+    assert 15 <= rec["frame_index"] < 30
+    x0, y0, x1, y1 = SPEC.box(CAR, (W, H))
+    bx, by, _, _ = rec["roi_box"]
+    assert abs(bx - x0) <= 2
+    assert abs(by - y0) <= 2
