@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import logging
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -22,6 +23,8 @@ from typing import Any, Literal, TypeGuard
 
 from edge.core.errors import MessageError
 from edge.core.ports import Detection, VehicleInfo
+
+log = logging.getLogger(__name__)
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 ALERT_SCHEMA = "alert.v1"
@@ -393,7 +396,9 @@ def build_alert(detection: Detection, *, unit: str, seq: int) -> dict[str, Any]:
 
 def _add_camera_and_vehicle(doc: dict[str, Any], detection: Detection) -> None:
     """The optional ``camera``, ``frame_size`` and ``vehicle`` fields (left out when unknown, so
-    a single-camera, fixed-ROI unit sends what it always did)."""
+    a single-camera, fixed-ROI unit sends what it always did). A bad camera id or frame size
+    raises (like a bad ROI id, a configuration fault); a vehicle :func:`vehicle_doc` refuses is
+    left out with a warning, and the alert still goes."""
     if detection.camera_id is not None:
         if not isinstance(detection.camera_id, str) or not _CAMERA_RE.match(detection.camera_id):
             raise MessageError(
@@ -406,7 +411,10 @@ def _add_camera_and_vehicle(doc: dict[str, Any], detection: Detection) -> None:
             raise MessageError(f"bad frame size {size!r}: (width, height), 1..{FRAME_MAX_PX}")
         doc["frame_size"] = [int(size[0]), int(size[1])]
     if detection.vehicle is not None:
-        doc["vehicle"] = vehicle_doc(detection.vehicle, frame_size=size)
+        try:
+            doc["vehicle"] = vehicle_doc(detection.vehicle, frame_size=size)
+        except MessageError as e:  # the hit is what matters: never lose it for its box
+            log.warning("alert %s goes without its vehicle: %s", doc["alert_id"], e)
 
 
 def vehicle_doc(

@@ -82,7 +82,19 @@ def test_the_vehicle_box_is_clipped_to_the_frame(
     assert alert["vehicle"]["box"] == [0, 1000, 350, 80]
     gone = VehicleInfo(track_id=1, box=(1920, 0, 100, 100), label="car", frames=3)
     with pytest.raises(MessageError, match=r"vehicle\.box .* no area inside the 1920x1080"):
-        m.build_alert(_with_fields(det, vehicle=gone), unit="unit-a", seq=6)
+        m.vehicle_doc(gone, frame_size=(1920, 1080))
+
+
+def test_a_bad_vehicle_costs_the_vehicle_never_the_alert(
+    make_detection: Callable[..., Detection], caplog: pytest.LogCaptureFixture
+) -> None:
+    gone = VehicleInfo(track_id=1, box=(1920, 0, 100, 100), label="car", frames=3)
+    for bad in (gone, dataclasses.replace(CAR, track_id=-1), dataclasses.replace(CAR, frames=0)):
+        alert = m.build_alert(_with_fields(make_detection(), vehicle=bad), unit="unit-a", seq=6)
+        assert "vehicle" not in alert
+        assert alert["camera"] == "north"
+        assert _both_ok(sign_alert(alert, generate_key()), m.ALERT_SCHEMA)
+    assert caplog.text.count("alert unit-a-6 goes without its vehicle") == 3
 
 
 @pytest.mark.parametrize(
@@ -99,8 +111,14 @@ def test_the_vehicle_box_is_clipped_to_the_frame(
 def test_the_unit_refuses_to_build_bad_fields(
     make_detection: Callable[..., Detection], fields: dict[str, Any], match: str
 ) -> None:
+    det = _with_fields(make_detection(), **fields)
+    build: Callable[[], Any] = (
+        (lambda: m.vehicle_doc(fields["vehicle"], frame_size=det.frame_size))
+        if "vehicle" in fields
+        else (lambda: m.build_alert(det, unit="unit-a", seq=7))
+    )
     with pytest.raises(MessageError, match=match):
-        m.build_alert(_with_fields(make_detection(), **fields), unit="unit-a", seq=7)
+        build()
 
 
 def _hostile(alert: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
