@@ -6,11 +6,12 @@ the court bundle and the Units page's per-camera status."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import io
 import json
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,12 @@ from controlroom.config import Config, parse_config
 from controlroom.ingest import Ingest, Message
 from controlroom.receiver import Receiver
 from controlroom.web import create_app
+from edge.adapters.mqtt import MqttUplink
+from edge.app.heartbeat import StatsEmitter
+from edge.app.local_broker import LocalBroker
 from edge.common.signing import generate_key, sign_alert
 from edge.core import messages as m
-from edge.core.ports import VehicleInfo
+from edge.core.ports import Detection, VehicleInfo
 from tests.controlroom.conftest import (
     Publisher,
     Unit,
@@ -33,7 +37,10 @@ from tests.controlroom.conftest import (
     raw_pub_b64,
     status_and_heartbeat,
 )
+from tests.controlroom.test_delivery import UNIT, receiver_for, stored_seqs
+from tests.controlroom.test_delivery import unit as unit  # the fixture
 from tests.controlroom.test_web import PASSWORD, login, put
+from tests.uplink.conftest import make_detection as make_detection
 from tests.waiting import wait_until
 
 CAR = VehicleInfo(track_id=42, box=(8, 6, 40, 30), label="car", frames=17)
@@ -322,3 +329,55 @@ def test_units_page_shows_each_camera_and_a_dead_one_degrades_the_unit(
         assert "2 tracked now, 7.5 tracks/min" in page
         assert "Camera side-2 degraded: no frames" in page
     assert 'data-state="degraded"' in client.get("/units").text
+
+
+# ---------------------------------------------------------------- end to end
+
+
+@pytest.mark.slow
+def test_the_units_own_uplink_carries_camera_vehicle_and_cameras_to_the_control_room(
+    engine: Engine,
+    unit: Callable[[LocalBroker], MqttUplink],
+    make_detection: Callable[..., Detection],
+) -> None:
+    """Detection -> signed alert in the outbox -> MQTT -> receiver -> SQLite, and a heartbeat
+    with per-camera figures onto the Units page's row."""
+    with LocalBroker() as broker:
+        r = receiver_for(broker, engine)
+        up = unit(broker)
+        try:
+            assert up.wait_connected(10)
+            seen = VehicleInfo(track_id=7, box=(4, 4, 30, 20), label="van", frames=12)
+            up.send(
+                dataclasses.replace(
+                    make_detection(), camera_id="north", vehicle=seen, frame_size=FRAME
+                )
+            )
+            up.send(make_detection())  # a single-camera detection, as before
+            assert wait_until(lambda: len(stored_seqs(engine)) == 2, timeout_s=20)
+            assert up.wait_drained(20)
+            first, second = (f"{UNIT}-{s}" for s in stored_seqs(engine))
+            assert _columns(engine, first) == ("north", 7, "van", "4,4,30,20", 12)
+            assert _columns(engine, second) == (None, None, None, None, None)
+            beat = StatsEmitter(
+                unit_id=UNIT,
+                uplink=up,
+                interval_s=60,
+                pipeline_stats=dict,
+                cameras=lambda: {
+                    "north": {"status": "running", "fps": 30.0, "dropped": 0, "last_error": None}
+                },
+            ).build()
+            assert up.publish_heartbeat(beat)
+            assert wait_until(lambda: _heartbeat_of(engine, UNIT).get("cameras"), timeout_s=10)
+            assert _heartbeat_of(engine, UNIT)["cameras"]["north"]["status"] == "running"
+        finally:
+            r.close()
+
+
+def _heartbeat_of(engine: Engine, unit_id: str) -> dict[str, Any]:
+    with engine.connect() as conn:
+        text = conn.execute(
+            sa.select(db.units.c.heartbeat).where(db.units.c.unit_id == unit_id)
+        ).scalar()
+    return json.loads(text) if text else {}
