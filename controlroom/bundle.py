@@ -5,8 +5,9 @@ A bundle holds ``alert.json`` (the alert exactly as the unit signed and sent it)
 ``unit_public_key.pem``, ``review.json`` (who confirmed it, when, the note) and ``VERIFY.txt``,
 a plain-language statement of how to check it; and, when the unit sent one, the alert's video
 clip as it arrived (``clip.webm``, or ``clip.avi`` for Motion-JPEG), whose SHA-256 and size the
-signed alert records too. :func:`verify_bundle` checks it without any
-network or database and reports every check it made.
+signed alert records too. ``VERIFY.txt`` names the camera and the tracked vehicle when the signed
+alert carries them. :func:`verify_bundle` checks it without any network or database and reports
+every check it made.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ phonewatch evidence bundle — alert {alert_id}
 What this is
   Unit {unit} reported a driver holding a mobile phone at {time} (UTC, time source:
   {time_source}). Operator {reviewer} confirmed it on review at {reviewed} (UTC).
-
+{scene_text}
 What proves it
   alert.json is the alert exactly as the unit sent it. The unit signed it with its own
   Ed25519 private key, which never leaves the unit. signature.txt holds that signature.
@@ -70,6 +71,23 @@ What it does not prove
   review.json records who confirmed the alert; it is not signed by the unit.
   The GPS position is what the unit's receiver reported, with its age and quality.
 """
+
+
+def _scene_text(alert: dict[str, Any]) -> str:
+    """Which camera saw it and which tracked vehicle it was, when the signed alert says so
+    (both are inside the signed alert.json)."""
+    lines = []
+    if alert.get("camera"):
+        lines.append(f"  It was seen by the unit's camera {alert['camera']!r}.\n")
+    v = alert.get("vehicle")
+    if isinstance(v, dict) and isinstance(v.get("box"), list):
+        x, y, w, h = v["box"]
+        lines.append(
+            f"  The driver was in vehicle {v.get('label')} (track {v.get('track_id')}, seen in"
+            f" {v.get('frames')} frames),\n  whose box in evidence.jpg is x {x}, y {y},"
+            f" width {w}, height {h} pixels.\n"
+        )
+    return "".join(lines)
 
 
 def _clip_text(alert: dict[str, Any], clip: bytes | None) -> str:
@@ -104,6 +122,7 @@ def make_bundle(
     clip_type = (alert.get("evidence") or {}).get("clip_type")
     text = VERIFY_TEXT.format(
         clip_text=_clip_text(alert, clip),
+        scene_text=_scene_text(alert),
         alert_id=alert["alert_id"],
         unit=alert["unit"],
         time=alert["time"],

@@ -84,10 +84,27 @@ alerts = sa.Table(
     sa.Column("review_note", sa.Text),
     sa.Column("evidence_deleted_at", sa.Float),
     sa.Column("purged_at", sa.Float),
+    # Migration 11: which camera saw it and the tracked vehicle, from the signed alert's
+    # optional ``camera`` and ``vehicle`` (None for single-camera, fixed-ROI units).
+    sa.Column("camera", sa.String(32)),
+    sa.Column("vehicle_track_id", sa.BigInteger),
+    sa.Column("vehicle_label", sa.String(32)),
+    sa.Column("vehicle_box", sa.String(64)),  # "x,y,w,h" in the evidence frame's pixels
+    sa.Column("vehicle_frames", sa.Integer),
     sa.UniqueConstraint("unit", "seq", name="uq_alerts_unit_seq"),
     sa.Index("ix_alerts_received", "received_at"),
     sa.Index("ix_alerts_status", "status", "received_at"),
+    sa.Index("ix_alerts_camera", "camera", "unit"),
 )
+
+ALERT_V11_COLUMNS = (
+    "camera",
+    "vehicle_track_id",
+    "vehicle_label",
+    "vehicle_box",
+    "vehicle_frames",
+)
+"""The alert columns migration 11 added."""
 
 
 def _image_table(name: str, unique: str, *extra: sa.Index) -> sa.Table:
@@ -344,6 +361,18 @@ def _v10(conn: Connection) -> None:
     clips.create(conn, checkfirst=True)
 
 
+def _v11(conn: Connection) -> None:
+    # A database made before version 11 has alerts without the camera and vehicle columns;
+    # one made from scratch got them (and the index) from the current table in _v1. Older
+    # alerts carry neither field, so there is nothing to fill in.
+    have = {c["name"] for c in sa.inspect(conn).get_columns("alerts")}
+    for name in ALERT_V11_COLUMNS:
+        if name not in have:
+            ddl = alerts.c[name].type.compile(dialect=conn.dialect)
+            conn.execute(sa.text(f"ALTER TABLE alerts ADD COLUMN {name} {ddl}"))
+    next(ix for ix in alerts.indexes if ix.name == "ix_alerts_camera").create(conn, checkfirst=True)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "units, alerts, evidence, users, audit", _v1),
     (2, "labelling queue", _v2),
@@ -355,6 +384,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (8, "labelled examples with provenance; dataset versions", _v8),
     (9, "model packages and rollouts", _v9),
     (10, "alert video clips", _v10),
+    (11, "camera id and tracked vehicle on alerts", _v11),
 ]
 LATEST_VERSION = MIGRATIONS[-1][0]
 

@@ -102,21 +102,30 @@ def _gates(s: Mapping[str, Any], root: Mapping[str, Any]) -> list[Check]:
 
 
 def _object_check(s: Mapping[str, Any], root: Mapping[str, Any]) -> Check:
-    """``properties``, ``required`` and ``additionalProperties`` of a dict."""
+    """``properties``, ``required``, ``additionalProperties`` (bool or a schema),
+    ``propertyNames`` and ``maxProperties`` of a dict."""
     props = {k: compile_schema(sub, root) for k, sub in s.get("properties", {}).items()}
     required = list(s.get("required", []))
-    closed = s.get("additionalProperties") is False
+    extra_schema = s.get("additionalProperties", True)
+    closed = extra_schema is False
+    extra = compile_schema(extra_schema, root) if isinstance(extra_schema, Mapping) else None
+    names = compile_schema(s["propertyNames"], root) if "propertyNames" in s else None
+    max_props = s.get("maxProperties")
 
     def check_object(v: dict[Any, Any]) -> bool:
+        if max_props is not None and len(v) > max_props:
+            return False
         for key in required:
             if key not in v:
                 return False
         for key, val in v.items():
+            if names is not None and not names(key):
+                return False
             sub = props.get(key)
             if sub is not None:
                 if not sub(val):
                     return False
-            elif closed:
+            elif closed or (extra is not None and not extra(val)):
                 return False
         return True
 

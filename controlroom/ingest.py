@@ -273,7 +273,7 @@ class Ingest:
         except MessageError as e:
             self._reject("not_json", msg.topic, str(e))
             return None
-        errors = fastcheck.schema_errors(alert, m.ALERT_SCHEMA)
+        errors = fastcheck.schema_errors(alert, m.ALERT_SCHEMA) or m.alert_problems(alert)
         if errors:
             self._reject("schema", msg.topic, "; ".join(errors[:3]))
             return None
@@ -686,6 +686,8 @@ class Ingest:
 def _alert_row(alert: dict[str, Any], msg: Message) -> dict[str, Any]:
     fix = alert.get("fix") or {}
     model = alert["model"]
+    vehicle = alert.get("vehicle") or {}
+    box = vehicle.get("box")
     try:
         time_s: float | None = m.parse_utc_iso(alert["time"])
     except MessageError:
@@ -707,6 +709,11 @@ def _alert_row(alert: dict[str, Any], msg: Message) -> dict[str, Any]:
         "fix_age_s": fix.get("age_s"),
         "frame_sha256": alert["evidence"]["frame_sha256"],
         "frame_bytes": alert["evidence"]["frame_bytes"],
+        "camera": alert.get("camera"),
+        "vehicle_track_id": vehicle.get("track_id"),
+        "vehicle_label": vehicle.get("label"),
+        "vehicle_box": ",".join(str(v) for v in box) if box else None,
+        "vehicle_frames": vehicle.get("frames"),
         "payload": msg.payload.decode("utf-8"),
         # Ed25519 is deterministic: one key signs one content into one signature, so the
         # signature identifies the content (cheaper than re-encoding the alert).

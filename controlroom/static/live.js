@@ -22,6 +22,10 @@
     var link = document.createElement("a"); link.href = "/alerts/" + encodeURIComponent(a.alert_id); link.textContent = a.alert_id;
     cell(tr, "Alert", link);
     cell(tr, "Unit", a.unit);
+    if (document.getElementById("alerts").dataset.cameras) {
+      var cam = cell(tr, "Camera", a.camera || "—"); cam.className = "camera";
+      if (a.vehicle) { var v = document.createElement("span"); v.className = "muted"; v.textContent = " " + a.vehicle; cam.appendChild(v); }
+    }
     cell(tr, "Time", a.time_s === null ? "—" : time(a.time_local, a.time_iso, a.time));
     cell(tr, "Score", a.score === null ? "—" : a.score.toFixed(2));
     cell(tr, "Position", a.lat === null ? "no fix" : a.lat.toFixed(5) + ", " + a.lon.toFixed(5));

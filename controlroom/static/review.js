@@ -1,6 +1,6 @@
 // The alert page: keys for a fast review, the second step before a confirm, click-to-zoom on
-// the evidence frame and the ROI box when the alert carries one. Everything also works without
-// this script (the server asks for the second step itself).
+// the evidence frame, the ROI box and the tracked vehicle's box when the alert carries them.
+// Everything also works without this script (the server asks for the second step itself).
 (function () {
   var review = document.getElementById("review");
   var step = document.getElementById("confirm-step");
@@ -35,17 +35,26 @@
   }
   if (img) img.addEventListener("click", toggleZoom);
 
-  // the ROI box, in frame pixels, scaled to the frame as shown
-  var boxEl = null;
-  function placeBox() {
-    if (!frame || !frame.dataset.box || !img.naturalWidth) return;
-    var b = frame.dataset.box.split(",").map(parseFloat);
+  // the ROI box and the tracked vehicle's box, in frame pixels, scaled to the frame as shown
+  var boxes = {};
+  function place(id, cls, spec, label) {
+    var b = spec.split(",").map(parseFloat);
     var s = img.clientWidth / img.naturalWidth;
-    if (!boxEl) { boxEl = document.createElement("div"); boxEl.className = "roi-box"; boxEl.id = "roi-box"; frame.appendChild(boxEl); }
-    boxEl.style.left = (img.offsetLeft + b[0] * s) + "px"; boxEl.style.top = (img.offsetTop + b[1] * s) + "px";
-    boxEl.style.width = (b[2] * s) + "px"; boxEl.style.height = (b[3] * s) + "px";
+    var el = boxes[id];
+    if (!el) {
+      el = boxes[id] = document.createElement("div"); el.className = cls; el.id = id;
+      if (label) { var t = document.createElement("span"); t.className = "box-label"; t.textContent = label; el.appendChild(t); }
+      frame.appendChild(el);
+    }
+    el.style.left = (img.offsetLeft + b[0] * s) + "px"; el.style.top = (img.offsetTop + b[1] * s) + "px";
+    el.style.width = (b[2] * s) + "px"; el.style.height = (b[3] * s) + "px";
   }
-  if (img && frame && frame.dataset.box) {
+  function placeBox() {
+    if (!frame || !img.naturalWidth) return;
+    if (frame.dataset.vehicleBox) place("vehicle-box", "vehicle-box", frame.dataset.vehicleBox, frame.dataset.vehicleLabel);
+    if (frame.dataset.box) place("roi-box", "roi-box", frame.dataset.box, null);
+  }
+  if (img && frame && (frame.dataset.box || frame.dataset.vehicleBox)) {
     if (img.complete) placeBox(); else img.addEventListener("load", placeBox);
     window.addEventListener("resize", placeBox);
   }

@@ -56,6 +56,9 @@ SUMMARY_COLUMNS = (
     _a.c.received_at,
     _a.c.frame_sha256,
     _a.c.evidence_deleted_at,
+    _a.c.camera,
+    _a.c.vehicle_track_id,
+    _a.c.vehicle_label,
 )
 
 
@@ -78,7 +81,18 @@ def alert_summary(r: Any) -> dict[str, Any]:
         "received": fmt_time(r.received_at),
         "received_iso": iso_time(r.received_at),
         "has_evidence": _has_evidence(r),
+        "camera": getattr(r, "camera", None),
+        "vehicle": vehicle_words(
+            getattr(r, "vehicle_track_id", None), getattr(r, "vehicle_label", None)
+        ),
     }
+
+
+def vehicle_words(track_id: int | None, label: str | None) -> str | None:
+    """A tracked vehicle as the list and the box's caption name it: ``#42 car``."""
+    if track_id is None:
+        return None
+    return f"#{track_id} {label}" if label else f"#{track_id}"
 
 
 def _has_evidence(r: Any) -> bool:
@@ -96,11 +110,14 @@ def query_alerts(
     until_s: float | None,
     after_id: int = 0,
     limit: int = 100,
+    camera: str | None = None,
 ) -> list[Any]:
     a = db.alerts
     q = sa.select(*SUMMARY_COLUMNS)
     if unit:
         q = q.where(a.c.unit == unit)
+    if camera:
+        q = q.where(a.c.camera == camera)
     q = q.where(a.c.status == status) if status else q.where(a.c.status != "purged")
     if since_s is not None:
         q = q.where(a.c.time_s >= since_s)
@@ -130,10 +147,17 @@ def load_evidence(conn: Connection, row: Any) -> bytes | None:
     return bytes(jpeg) if jpeg is not None else None
 
 
-def parse_filters(status: str, since: str, until: str) -> tuple[float | None, float | None]:
+_CAMERA_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
+
+
+def parse_filters(
+    status: str, since: str, until: str, camera: str = ""
+) -> tuple[float | None, float | None]:
     """The list's time bounds; HTTPException(400) saying what is wrong with a filter."""
     if status and status not in STATUSES:
         raise HTTPException(400, f"Status must be one of {', '.join(STATUSES)}.")
+    if camera and not _CAMERA_ID.fullmatch(camera):
+        raise HTTPException(400, "Camera must be a camera id: 1-32 letters, digits, '-' or '_'.")
     since_s, until_s = parse_when(since, "From"), parse_when(until, "To")
     if since_s is not None and until_s is not None and since_s > until_s:
         raise HTTPException(
@@ -143,26 +167,47 @@ def parse_filters(status: str, since: str, until: str) -> tuple[float | None, fl
     return since_s, until_s
 
 
+def filter_choices(conn: Connection) -> tuple[list[str], list[str]]:
+    """The units and the cameras (ids seen on stored alerts) the list's filters offer."""
+    unit_ids = [
+        r[0] for r in conn.execute(sa.select(db.units.c.unit_id).order_by(db.units.c.unit_id))
+    ]
+    cameras = [
+        r[0]
+        for r in conn.execute(
+            sa.select(db.alerts.c.camera)
+            .where(db.alerts.c.camera.is_not(None))
+            .distinct()
+            .order_by(db.alerts.c.camera)
+        )
+    ]
+    return unit_ids, cameras
+
+
 @router.get("/", response_class=HTMLResponse)
 def alert_list(
-    request: Request, st: State, unit: str = "", status: str = "", since: str = "", until: str = ""
+    request: Request,
+    st: State,
+    unit: str = "",
+    status: str = "",
+    since: str = "",
+    until: str = "",
+    camera: str = "",
 ) -> HTMLResponse:
-    f = {"unit": unit, "status": status, "since": since, "until": until}
+    f = {"unit": unit, "status": status, "since": since, "until": until, "camera": camera}
     try:
-        since_s, until_s = parse_filters(status, since, until)
+        since_s, until_s = parse_filters(status, since, until, camera)
     except HTTPException as e:
         if not wants_html(request):
             raise
         with st.engine.connect() as conn:
-            unit_ids = [
-                r[0]
-                for r in conn.execute(sa.select(db.units.c.unit_id).order_by(db.units.c.unit_id))
-            ]
+            unit_ids, cameras = filter_choices(conn)
         resp = render(
             request,
             "alerts.html",
             alerts=[],
             units=unit_ids,
+            cameras=cameras,
             statuses=STATUSES,
             last_id=0,
             f=f,
@@ -178,10 +223,9 @@ def alert_list(
             since_s=since_s,
             until_s=until_s,
             limit=st.cfg.web.page_size,
+            camera=camera or None,
         )
-        unit_ids = [
-            r[0] for r in conn.execute(sa.select(db.units.c.unit_id).order_by(db.units.c.unit_id))
-        ]
+        unit_ids, cameras = filter_choices(conn)
         last_id = max((r.id for r in rows), default=0)
         if not rows:
             last_id = int(conn.execute(sa.select(sa.func.max(db.alerts.c.id))).scalar() or 0)
@@ -190,6 +234,7 @@ def alert_list(
         "alerts.html",
         alerts=[alert_summary(r) for r in rows],
         units=unit_ids,
+        cameras=cameras,
         statuses=STATUSES,
         last_id=last_id,
         f=f,
@@ -206,12 +251,13 @@ async def events(
     status: str = "",
     since: str = "",
     until: str = "",
+    camera: str = "",
 ) -> StreamingResponse:
     """New alerts as server-sent events, found by polling the database every
     ``web.live_poll_s``; the polls run in the thread pool, never on the event loop. Each poll
     also checks the session again: once it has ended (log-out elsewhere, new password,
     ``disable-user``, expiry) the stream sends ``event: logout`` and closes."""
-    since_s, until_s = parse_filters(status, since, until)
+    since_s, until_s = parse_filters(status, since, until, camera)
     poll_s = st.cfg.web.live_poll_s
     sid = session_id(request) or ""
 
@@ -229,6 +275,7 @@ async def events(
                 until_s=until_s,
                 after_id=after_id,
                 limit=200,
+                camera=camera or None,
             )
             n = conn.execute(
                 sa.select(sa.func.count()).select_from(db.alerts).where(db.alerts.c.status == "new")
@@ -312,6 +359,26 @@ def roi_box(alert: dict[str, Any] | None) -> list[float] | None:
     ):
         return [float(v) for v in box]
     return None
+
+
+def vehicle_view(alert: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The tracked vehicle the alert carries (``vehicle``), for the alert page: its box in
+    frame pixels, track id, label, frames and the caption ``#42 car``; None without one."""
+    v = (alert or {}).get("vehicle")
+    if not isinstance(v, dict):
+        return None
+    box = roi_box({"roi_box": v.get("box")})
+    track_id = v.get("track_id")
+    if box is None or not isinstance(track_id, int):
+        return None
+    label = str(v.get("label") or "")
+    return {
+        "box": box,
+        "track_id": track_id,
+        "label": label,
+        "frames": v.get("frames"),
+        "words": vehicle_words(track_id, label),
+    }
 
 
 def load_crop(conn: Connection, row: Any) -> bytes | None:
@@ -428,6 +495,8 @@ def _alert_page(
         fix=fix,
         history=history,
         roi_box=roi_box(alert),
+        vehicle=vehicle_view(alert),
+        camera=(alert or {}).get("camera"),
         threshold=threshold_text((alert or {}).get("threshold")),
         prev=prev,
         next=nxt,

@@ -126,6 +126,47 @@ def _figures(hb: dict[str, Any]) -> tuple[list[tuple[str, str, str]], list[str]]
     return facts, problems
 
 
+CAMERA_LEVELS = {"running": "good", "starting": "warn", "degraded": "bad", "stopped": "bad"}
+
+
+def camera_status(hb: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Each camera of a multi-camera unit's last heartbeat (``cameras``, checked against the
+    schema when it arrived) as a row for the Units page, and the problems among them (a
+    degraded or stopped camera). Empty for single-camera and older units."""
+    cams = hb.get("cameras")
+    if not isinstance(cams, dict):
+        return [], []
+    rows: list[dict[str, Any]] = []
+    problems: list[str] = []
+    for cam_id in sorted(cams):
+        c = cams[cam_id] if isinstance(cams[cam_id], dict) else {}
+        status = str(c.get("status") or "unknown")
+        fps, error = c.get("fps"), c.get("last_error")
+        level = CAMERA_LEVELS.get(status, "warn")
+        rows.append(
+            {
+                "id": cam_id,
+                "status": status,
+                "level": level,
+                "fps": f"{fps:.1f} frames/s" if isinstance(fps, int | float) else "—",
+                "dropped": c.get("dropped", 0),
+                "last_error": error or "",
+            }
+        )
+        if level == "bad":
+            problems.append(f"camera {cam_id} {status}" + (f": {error}" if error else ""))
+    return rows, problems
+
+
+def _vehicle_fact(hb: dict[str, Any]) -> list[tuple[str, str, str]]:
+    v = hb.get("vehicles")
+    if not isinstance(v, dict):
+        return []
+    rate = v.get("tracks_per_min")
+    per_min = f"{rate:.1f} tracks/min" if isinstance(rate, int | float) else "no rate yet"
+    return [("Vehicles", f"{v.get('active', 0)} tracked now, {per_min}", "good")]
+
+
 def unit_health(r: Any, *, now: float, offline_after_s: float) -> dict[str, Any]:
     """A unit's health in plain words: ``state`` online / degraded / offline, why, and each
     figure of its last heartbeat with a level (good / warn / bad) for its colour. A unit that
@@ -135,6 +176,9 @@ def unit_health(r: Any, *, now: float, offline_after_s: float) -> dict[str, Any]
     hb_age = now - hb_at if hb_at else None
     state, reasons = _liveness(r, hb_age, offline_after_s)
     figures, problems = _figures(hb)
+    figures += _vehicle_fact(hb)
+    cameras, camera_problems = camera_status(hb)
+    problems += camera_problems
     if state != "offline" and problems:
         state = "degraded"
         reasons += problems
@@ -150,6 +194,7 @@ def unit_health(r: Any, *, now: float, offline_after_s: float) -> dict[str, Any]
         "state": state,
         "why": why[:1].upper() + why[1:],
         "facts": [last, *figures],
+        "cameras": cameras,
         "hb": hb,
         "heartbeat_age_s": hb_age,
         "heartbeat_at": hb_at,

@@ -1,9 +1,9 @@
 """The unit's heartbeat: gathered here, in the app, and handed to the uplink as a document.
 
 The uplink is a transport; what a heartbeat says (pipeline rates, outbox depth, GPS state and
-fix, CPU temperature, the live and shadow models) is the app's business. :class:`StatsEmitter`
-runs one thread that, every ``interval_s``, builds the document with
-:func:`edge.core.messages.build_heartbeat` from the parts it was given and calls
+fix, CPU temperature, the live and shadow models, per-camera and vehicle figures) is the app's
+business. :class:`StatsEmitter` runs one thread that, every ``interval_s``, builds the document
+with :func:`edge.core.messages.build_heartbeat` from the parts it was given and calls
 ``uplink.publish_heartbeat``. A part that fails is left out of that heartbeat (logged); the
 heartbeat still goes.
 """
@@ -58,6 +58,23 @@ def stamp_position(det: Detection, gps: GpsSource | None, *, max_fix_age_s: floa
     return m.stamp_detection(det, fix=fix, gps_state=gps_state, max_fix_age_s=max_fix_age_s)
 
 
+def _part(
+    what: str,
+    source: Callable[[], Any] | None,
+    check: Callable[[Any], Any],
+) -> Any:
+    """One optional part of the heartbeat, checked (``check`` raises on a bad one): None when
+    there is no source, it gives None, or it fails (logged: the heartbeat still goes)."""
+    if source is None:
+        return None
+    try:
+        got = source()
+        return None if got is None else check(got)
+    except Exception as e:
+        log.warning("%s figures failed; heartbeat without them: %s", what, e)
+        return None
+
+
 class StatsEmitter:
     """Builds a heartbeat every ``interval_s`` and hands it to ``uplink``."""
 
@@ -71,6 +88,8 @@ class StatsEmitter:
         gps: GpsSource | None = None,
         cpu_temp: Callable[[], float | None] = read_cpu_temp_c,
         model: Callable[[], Mapping[str, Any] | None] | None = None,
+        cameras: Callable[[], Mapping[str, Mapping[str, Any]] | None] | None = None,
+        vehicles: Callable[[], Mapping[str, Any] | None] | None = None,
     ) -> None:
         self.unit_id = unit_id
         self.uplink = uplink
@@ -80,6 +99,11 @@ class StatsEmitter:
         self._cpu_temp = cpu_temp
         self._model = model
         """The unit's models for the heartbeat's ``model`` object (``ModelManager.heartbeat``)."""
+        self._cameras = cameras
+        """Per camera id: ``status``, ``fps``, ``dropped``, ``last_error`` (multi-camera units;
+        None: a single-camera unit, and the heartbeat has no ``cameras``)."""
+        self._vehicles = vehicles
+        """The vehicle stage's ``tracks_per_min`` and ``active`` (None: no vehicle stage)."""
         self._t0_mono = time.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
@@ -100,6 +124,8 @@ class StatsEmitter:
                 model = self._model()
             except Exception as e:
                 log.warning("model figures failed; heartbeat without them: %s", e)
+        cameras = _part("camera", self._cameras, m.heartbeat_cameras)
+        vehicles = _part("vehicle", self._vehicles, m.heartbeat_vehicles)
         return m.build_heartbeat(
             self.unit_id,
             t_wall_s=time.time(),
@@ -112,6 +138,8 @@ class StatsEmitter:
             fix=fix,
             cpu_temp_c=self._cpu_temp(),
             model=model,
+            cameras=cameras,
+            vehicles=vehicles,
         )
 
     def start(self) -> StatsEmitter:

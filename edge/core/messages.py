@@ -13,15 +13,18 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import logging
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 from edge.core.errors import MessageError
-from edge.core.ports import Detection
+from edge.core.ports import Detection, VehicleInfo
+
+log = logging.getLogger(__name__)
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 ALERT_SCHEMA = "alert.v1"
@@ -62,6 +65,13 @@ FIX_KEYS = (
 )
 
 _UNIT_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_CAMERA_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+"""A camera id: the same rule as an ROI id (letters, digits, ``-``, ``_``; 1-32)."""
+_VEHICLE_LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _-]{0,31}$")
+FRAME_MAX_PX = 100000
+"""The largest frame coordinate any box in an alert may reach (as the schema bounds it)."""
+CAMERA_STATUSES = ("starting", "running", "degraded", "stopped")
+"""What a heartbeat's ``cameras.<id>.status`` may say (the pipeline's own statuses)."""
 _TOPIC_ROOT_RE = re.compile(r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
 _COLLECT_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 _SAMPLE_NAME_RE = re.compile(
@@ -376,11 +386,89 @@ def build_alert(detection: Detection, *, unit: str, seq: int) -> dict[str, Any]:
     }
     if detection.roi_box is not None:
         doc["roi_box"] = [int(v) for v in detection.roi_box]
+    _add_camera_and_vehicle(doc, detection)
     if ev.clip_sha256 is not None and ev.clip_bytes and ev.clip_type is not None:
         doc["evidence"].update(
             clip_sha256=ev.clip_sha256, clip_bytes=int(ev.clip_bytes), clip_type=ev.clip_type
         )
     return doc
+
+
+def _add_camera_and_vehicle(doc: dict[str, Any], detection: Detection) -> None:
+    """The optional ``camera``, ``frame_size`` and ``vehicle`` fields (left out when unknown, so
+    a single-camera, fixed-ROI unit sends what it always did). A bad camera id or frame size
+    raises (like a bad ROI id, a configuration fault); a vehicle :func:`vehicle_doc` refuses is
+    left out with a warning, and the alert still goes."""
+    if detection.camera_id is not None:
+        if not isinstance(detection.camera_id, str) or not _CAMERA_RE.match(detection.camera_id):
+            raise MessageError(
+                f"bad camera id {str(detection.camera_id)[:40]!r}: 1-32 letters, digits, '-', '_'"
+            )
+        doc["camera"] = detection.camera_id
+    size = detection.frame_size
+    if size is not None:
+        if len(size) != 2 or not all(1 <= int(v) <= FRAME_MAX_PX for v in size):
+            raise MessageError(f"bad frame size {size!r}: (width, height), 1..{FRAME_MAX_PX}")
+        doc["frame_size"] = [int(size[0]), int(size[1])]
+    if detection.vehicle is not None:
+        try:
+            doc["vehicle"] = vehicle_doc(detection.vehicle, frame_size=size)
+        except MessageError as e:  # the hit is what matters: never lose it for its box
+            log.warning("alert %s goes without its vehicle: %s", doc["alert_id"], e)
+
+
+def vehicle_doc(
+    vehicle: VehicleInfo, *, frame_size: tuple[int, int] | None = None
+) -> dict[str, Any]:
+    """The alert's ``vehicle`` object. The box is clipped to the frame (as ``roi_box`` is) when
+    the frame's size is known; a box with no area left, a negative track id or a bad label
+    raises :class:`MessageError` naming the field."""
+    if int(vehicle.track_id) < 0:
+        raise MessageError(f"vehicle.track_id {vehicle.track_id} is negative")
+    if not _VEHICLE_LABEL_RE.match(str(vehicle.label)):
+        raise MessageError(
+            f"vehicle.label {str(vehicle.label)[:40]!r}: 1-32 letters, digits, ' ', '-', '_'"
+        )
+    if int(vehicle.frames) < 1:
+        raise MessageError(f"vehicle.frames {vehicle.frames} must be at least 1")
+    x, y, w, h = (int(v) for v in vehicle.box)
+    width, height = frame_size if frame_size is not None else (FRAME_MAX_PX, FRAME_MAX_PX)
+    x0, y0 = max(x, 0), max(y, 0)
+    x1, y1 = min(x + w, int(width)), min(y + h, int(height))
+    if x1 <= x0 or y1 <= y0:
+        raise MessageError(
+            f"vehicle.box {[x, y, w, h]} has no area inside the {width}x{height} frame"
+        )
+    return {
+        "track_id": int(vehicle.track_id),
+        "box": [x0, y0, x1 - x0, y1 - y0],
+        "label": str(vehicle.label),
+        "frames": int(vehicle.frames),
+    }
+
+
+def alert_problems(alert: Mapping[str, Any]) -> list[str]:
+    """What a schema cannot say about an alert that passed it: a box with no area, or one
+    reaching past the evidence frame (``frame_size`` when the alert carries it). Empty when
+    the alert is sound. Each problem names the field."""
+    size = alert.get("frame_size")
+    width, height = size if isinstance(size, list) and len(size) == 2 else (None, None)
+    problems: list[str] = []
+    boxes = [("roi_box", alert.get("roi_box"))]
+    vehicle = alert.get("vehicle")
+    if isinstance(vehicle, Mapping):
+        boxes.append(("vehicle.box", vehicle.get("box")))
+    for name, box in boxes:
+        if not isinstance(box, list) or len(box) != 4:
+            continue
+        x, y, w, h = box
+        if name == "vehicle.box" and (w < 1 or h < 1):
+            problems.append(f"{name}: {box} has no area")
+        elif width is not None and height is not None and (x + w > width or y + h > height):
+            problems.append(f"{name}: {box} reaches outside the {width}x{height} evidence frame")
+        elif x + w > FRAME_MAX_PX or y + h > FRAME_MAX_PX:
+            problems.append(f"{name}: {box} reaches past {FRAME_MAX_PX} pixels")
+    return problems
 
 
 def build_status(
@@ -415,8 +503,12 @@ def build_heartbeat(
     cpu_temp_c: float | None,
     fix: Mapping[str, Any] | None = None,
     model: Mapping[str, Any] | None = None,
+    cameras: Mapping[str, Mapping[str, Any]] | None = None,
+    vehicles: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """``model``: the unit's models (``ModelManager.heartbeat``); left out when None."""
+    """``model``: the unit's models (``ModelManager.heartbeat``); ``cameras``: per camera id,
+    its figures (:func:`heartbeat_cameras`); ``vehicles``: the vehicle stage's figures
+    (:func:`heartbeat_vehicles`). Each is left out when None."""
     stats = dict(pipeline or {})
     msg: dict[str, Any] = {
         "schema": "phonewatch.heartbeat",
@@ -442,10 +534,59 @@ def build_heartbeat(
     msg["pipeline"] = {k: v for k, v in stats.items() if _json_safe(v)}
     if model is not None:
         msg["model"] = dict(model)
+    if cameras is not None:
+        msg["cameras"] = heartbeat_cameras(cameras)
+    if vehicles is not None:
+        msg["vehicles"] = heartbeat_vehicles(vehicles)
     return msg
 
 
-def _finite(v: Any) -> bool:
+MAX_CAMERAS = 32
+"""The most cameras a heartbeat reports (the schema's ``maxProperties``)."""
+
+
+def heartbeat_cameras(cameras: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The heartbeat's ``cameras`` object: for each camera id, ``status`` (one of
+    :data:`CAMERA_STATUSES`), ``fps`` (None when unknown), ``dropped`` (frames lost since
+    start) and ``last_error`` (None, or cut to 256 characters). Raises :class:`MessageError`
+    naming the camera and the field for anything the schema would refuse."""
+    if len(cameras) > MAX_CAMERAS:
+        raise MessageError(f"cameras: {len(cameras)} cameras, at most {MAX_CAMERAS}")
+    schema = load_schema(HEARTBEAT_SCHEMA)
+    out: dict[str, dict[str, Any]] = {}
+    for cam_id, figures in cameras.items():
+        if not isinstance(cam_id, str) or not _CAMERA_RE.match(cam_id):
+            raise MessageError(f"cameras: bad camera id {str(cam_id)[:40]!r}")
+        fps, dropped, error = figures.get("fps"), figures.get("dropped"), figures.get("last_error")
+        doc = {
+            "status": figures.get("status"),
+            "fps": round(float(fps), 3) if _finite(fps) else None,
+            "dropped": int(dropped) if _finite(dropped) else 0,
+            "last_error": str(error)[:256] if error else None,
+        }
+        errors = _check(doc, schema["$defs"]["camera"], schema, f"cameras.{cam_id}")
+        if errors:
+            raise MessageError("; ".join(errors[:3]))
+        out[cam_id] = doc
+    return out
+
+
+def heartbeat_vehicles(figures: Mapping[str, Any]) -> dict[str, Any]:
+    """The heartbeat's ``vehicles`` object: ``tracks_per_min`` (None before the first minute)
+    and ``active`` (tracks alive now); raises :class:`MessageError` naming a bad field."""
+    rate, active = figures.get("tracks_per_min"), figures.get("active")
+    doc = {
+        "tracks_per_min": round(float(rate), 3) if _finite(rate) else None,
+        "active": active if isinstance(active, int) and not isinstance(active, bool) else -1,
+    }
+    schema = load_schema(HEARTBEAT_SCHEMA)
+    errors = _check(doc, schema["properties"]["vehicles"], schema, "vehicles")
+    if errors:
+        raise MessageError("; ".join(errors[:3]))
+    return doc
+
+
+def _finite(v: Any) -> TypeGuard[int | float]:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
@@ -620,8 +761,8 @@ def resolve_ref(ref: str, root: Mapping[str, Any]) -> Any:
 
 def _check(v: Any, s: Mapping[str, Any], root: Mapping[str, Any], at: str) -> list[str]:
     """A JSON Schema subset: $ref (local), type, const, enum, oneOf, properties, required,
-    additionalProperties (bool), items, minItems/maxItems, minimum/maximum,
-    minLength/maxLength, pattern.
+    additionalProperties (bool or a schema), propertyNames, maxProperties, items,
+    minItems/maxItems, minimum/maximum, minLength/maxLength, pattern.
 
     The keywords in :data:`_GATES` are checked first, in order, and the first one ``v`` fails
     is the only error; otherwise the keywords for ``v``'s kind (:data:`_KIND_CHECKS`) each add
@@ -704,16 +845,23 @@ def _check_object(
     v: dict[Any, Any], s: Mapping[str, Any], root: Mapping[str, Any], at: str
 ) -> list[str]:
     props = s.get("properties", {})
-    closed = s.get("additionalProperties") is False
+    extra = s.get("additionalProperties", True)
+    names = s.get("propertyNames")
     errors = [
         f"{at + '.' if at else ''}{key}: required" for key in s.get("required", []) if key not in v
     ]
+    if "maxProperties" in s and len(v) > s["maxProperties"]:
+        errors.append(f"{at or '(message)'}: more than {s['maxProperties']} fields")
     for key, val in v.items():
-        sub_at = f"{at}.{key}" if at else str(key)
+        sub_at = f"{at}.{str(key)[:64]}" if at else str(key)[:64]
+        if names is not None:
+            errors.extend(_check(key, names, root, f"{sub_at} (name)"))
         if key in props:
             errors.extend(_check(val, props[key], root, sub_at))
-        elif closed:
+        elif extra is False:
             errors.append(f"{sub_at}: unknown field")
+        elif isinstance(extra, Mapping):
+            errors.extend(_check(val, extra, root, sub_at))
     return errors
 
 

@@ -26,6 +26,7 @@ __all__ = [
     "Scheduled",
     "Scheduler",
     "SystemClock",
+    "VehicleInfo",
 ]
 
 
@@ -86,6 +87,20 @@ class EvidenceRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class VehicleInfo:
+    """The tracked vehicle an alert is about (the vehicle stage, issue 22)."""
+
+    track_id: int
+    """The tracker's id for this vehicle pass (0 or more; unique on the unit while it runs)."""
+    box: tuple[int, int, int, int]
+    """The vehicle as ``(x, y, width, height)`` in the evidence frame's pixels."""
+    label: str
+    """What the detector called it: ``car``, ``truck``, ``bus``, ``van``..."""
+    frames: int
+    """Frames the track was seen in before the alert."""
+
+
+@dataclass(frozen=True, slots=True)
 class Detection:
     """A confirmed hit with its evidence, position and time, ready for any ``AlertSink``.
 
@@ -121,7 +136,14 @@ class Detection:
     """The scored crop as ``(x, y, width, height)`` in the evidence frame's pixels, so the
     console can draw it; None: not known (the alert then carries only ``roi_id``)."""
     camera_id: str | None = None
-    """The camera that saw it on a unit with several; None: the unit's only camera."""
+    """The camera that saw it (``[[cameras]]`` id); None: the unit's only camera, as before
+    (the alert then carries no ``camera``)."""
+    vehicle: VehicleInfo | None = None
+    """The tracked vehicle the hit belongs to; None: fixed-ROI mode (the scored window box
+    stays in ``roi_box`` either way)."""
+    frame_size: tuple[int, int] | None = None
+    """The evidence frame's ``(width, height)`` in pixels, so the control room can tell a box
+    outside the frame; None: not known."""
     seq: int | None = None
     """The unit's sequence number, reserved before the evidence was saved, so ``alert_id``
     (``<unit>-<seq>``) is the one id on the unit's disk, in its log and on the dashboard.

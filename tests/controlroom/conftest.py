@@ -36,7 +36,7 @@ from controlroom.receiver import Receiver
 from edge.app.local_broker import LocalBroker, find_mosquitto, free_port
 from edge.common.signing import Ed25519PrivateKey, generate_key, sign_alert
 from edge.core import messages as m
-from edge.core.ports import Detection, EvidenceRecord
+from edge.core.ports import Detection, EvidenceRecord, VehicleInfo
 from tests.waiting import wait_until
 
 FIX = {
@@ -114,6 +114,9 @@ class Unit:
         roi_box: tuple[int, int, int, int] | None = None,
         clip: bytes | None = None,
         clip_type: str = "video/webm",
+        camera: str | None = None,
+        vehicle: VehicleInfo | None = None,
+        frame_size: tuple[int, int] | None = None,
     ) -> tuple[bytes, bytes]:
         """(alert payload, evidence JPEG)."""
         seq = next(self.seq) if seq is None else seq
@@ -146,6 +149,9 @@ class Unit:
             threshold=0.7,
             evidence=ev,
             roi_box=roi_box,
+            camera_id=camera,
+            vehicle=vehicle,
+            frame_size=frame_size,
         )
         det = m.stamp_detection(det, fix=fix, gps_state="fix", max_fix_age_s=2.0)
         alert = m.build_alert(det, unit=self.unit_id, seq=seq)

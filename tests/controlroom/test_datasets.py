@@ -600,7 +600,7 @@ def test_a_version_7_database_gains_provenance_and_keeps_its_labels(tmp_path: Pa
     for fn in (db._v3, db._v5, db._v7):  # the other tables of versions 3-7
         with engine.begin() as conn:
             fn(conn)
-    assert db.migrate(engine) == db.LATEST_VERSION == 10
+    assert db.migrate(engine) == db.LATEST_VERSION == 11
     with engine.connect() as conn:
         row = conn.execute(sa.select(db.labels)).one()
         examples, _ = datasets.current_examples(conn)

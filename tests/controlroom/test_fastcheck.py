@@ -17,6 +17,7 @@ from controlroom import crypto, fastcheck
 from edge.common.signing import generate_key, sign_alert
 from edge.core import messages as m
 from edge.core.errors import MessageError
+from edge.core.ports import VehicleInfo
 from tests.controlroom.conftest import Unit, status_and_heartbeat
 from tests.uplink.test_messages import KEYWORD_CASES, KEYWORD_SCHEMA
 
@@ -109,8 +110,31 @@ def _samples() -> dict[str, dict[str, Any]]:
     unit = Unit("unit-a", generate_key())
     alert = json.loads(unit.alert(seq=7)[0])
     no_fix = json.loads(unit.alert(seq=8, fix=None)[0])
+    vehicle = json.loads(
+        unit.alert(
+            seq=9,
+            camera="north",
+            vehicle=VehicleInfo(track_id=4, box=(10, 20, 30, 40), label="car", frames=9),
+            frame_size=(64, 48),
+        )[0]
+    )
     st, hb = status_and_heartbeat("unit-a", time.time())
-    return {"alert": alert, "alert_no_fix": no_fix, "heartbeat": hb, "status": st}
+    cams = dict(hb)
+    cams["cameras"] = m.heartbeat_cameras(
+        {
+            "north": {"status": "running", "fps": 30.0, "dropped": 1, "last_error": None},
+            "side": {"status": "degraded", "fps": None, "dropped": 9, "last_error": "lost"},
+        }
+    )
+    cams["vehicles"] = {"tracks_per_min": 4.0, "active": 2}
+    return {
+        "alert": alert,
+        "alert_no_fix": no_fix,
+        "alert_vehicle": vehicle,
+        "heartbeat": hb,
+        "heartbeat_cameras": cams,
+        "status": st,
+    }
 
 
 @pytest.mark.slow
@@ -119,7 +143,9 @@ def _samples() -> dict[str, dict[str, Any]]:
     [
         (m.ALERT_SCHEMA, "alert"),
         (m.ALERT_SCHEMA, "alert_no_fix"),
+        (m.ALERT_SCHEMA, "alert_vehicle"),
         (m.HEARTBEAT_SCHEMA, "heartbeat"),
+        (m.HEARTBEAT_SCHEMA, "heartbeat_cameras"),
         (m.STATUS_SCHEMA, "status"),
     ],
 )

@@ -429,6 +429,12 @@ KEYWORD_SCHEMA: dict[str, Any] = {
         "h": {"type": "boolean"},
         "j": {"type": "object", "properties": {"k": {"type": "string"}}, "required": ["k"]},
         "l": {"minimum": 1, "maxLength": 1, "maxItems": 0},
+        "n": {
+            "type": "object",
+            "maxProperties": 2,
+            "propertyNames": {"pattern": "^[a-z]{1,3}$"},
+            "additionalProperties": {"type": "integer", "minimum": 0},
+        },
     },
 }
 """Every keyword of the validator's subset, for pinning its messages (and, in
@@ -489,6 +495,10 @@ KEYWORD_CASES: list[tuple[Any, list[str]]] = [
     ({"a": 1, "b": "ab", "l": "xy"}, ["l: longer than 1"]),
     ({"a": 1, "b": "ab", "l": [1]}, ["l: more than 0 items"]),
     ({"a": 1, "b": "ab", "l": None}, []),
+    ({"a": 1, "b": "ab", "n": {"x": 1, "yy": 2}}, []),
+    ({"a": 1, "b": "ab", "n": {"x": -1}}, ["n.x: must be >= 0"]),
+    ({"a": 1, "b": "ab", "n": {"X": 1}}, ["n.X (name): does not match ^[a-z]{1,3}$"]),
+    ({"a": 1, "b": "ab", "n": {"x": 1, "y": 2, "z": 3}}, ["n: more than 2 fields"]),
     (
         {"c": "x", "z": 1},
         ["a: required", "b: required", "c: must be array, not string", "z: unknown field"],
