@@ -454,6 +454,8 @@ class Unit:
                 pipeline_stats=self.heartbeat_stats,
                 gps=self.gps,
                 model=self._heartbeat_model,
+                cameras=self._heartbeat_cameras,
+                vehicles=self._heartbeat_vehicles,
             )
             self._stack.callback(self.emitter.close)  # stopped before the uplink closes
             self.emitter.start()
@@ -574,6 +576,24 @@ class Unit:
         if self.uplink is not None:
             out.update({k: v for k, v in self.uplink.stats().items() if k.startswith("snapshot_")})
         return out
+
+    def _heartbeat_cameras(self) -> dict[str, dict[str, Any]] | None:
+        """Each camera's state on a unit with several (None on a one-camera unit)."""
+        if self.group is None:
+            return None
+        out: dict[str, dict[str, Any]] = {}
+        for p in self.group.pipelines:
+            s = p.snapshot()
+            out[str(p.camera_id)] = {
+                "status": s["status"],
+                "fps": s["fps"],
+                "dropped": s["dropped_frames"],
+                "last_error": p.stats.last_camera_error,
+            }
+        return out
+
+    def _heartbeat_vehicles(self) -> dict[str, Any] | None:
+        return self.vehicles.heartbeat() if self.vehicles is not None else None
 
     def on_model_package(self, pkg: ModelPackage, mode: str) -> bool:
         """A verified package installed on disk: run it in ``shadow`` or make it ``live``."""

@@ -33,13 +33,20 @@ from edge.app.stats import Series, fmt_ms, table
 from edge.core.decider import Decider, DeciderParams, Hit
 from edge.core.errors import CameraError, PhonewatchError
 from edge.core.frame import Frame
-from edge.core.ports import AlertNumbers, AlertSink, Classifier, Detection, FrameSource
+from edge.core.ports import (
+    AlertNumbers,
+    AlertSink,
+    Classifier,
+    Detection,
+    FrameSource,
+    VehicleInfo,
+)
 from edge.core.roi import Roi
+from edge.core.track_decider import TrackHit
 
 if TYPE_CHECKING:
     from edge.app.hub import InferenceHub
     from edge.app.vehicles import Vehicles, VehicleStage
-    from edge.core.track_decider import TrackHit
 
 log = logging.getLogger(__name__)
 
@@ -788,6 +795,8 @@ class Pipeline:
             seq=seq,
             roi_box=_pixel_box(item.roi, frame.image),
             camera_id=self.camera_id,
+            vehicle=_vehicle_info(hit, frame),
+            frame_size=frame.size,
         )
         if self.stamp is not None:
             det = self.stamp(det)
@@ -850,6 +859,26 @@ class Pipeline:
             ("elapsed s", f"{s['elapsed_s']:.1f}"),
         ]
         return table(rows, title=f"phonewatch {self.unit_id}: {self.source.name}")
+
+
+def _vehicle_info(hit: Hit[Frame] | TrackHit[Frame], frame: Frame) -> VehicleInfo | None:
+    """The tracked vehicle of a per-vehicle hit, its box scaled from the inference image
+    (where it was tracked) to the evidence frame; None for a fixed-ROI hit."""
+    if not isinstance(hit, TrackHit):
+        return None
+    th = hit
+    ih, iw = frame.inference_image.shape[:2]
+    w, h = frame.size
+    sx, sy = w / iw, h / ih
+    x0, y0, x1, y1 = th.vehicle_box
+    x0, y0 = max(0.0, x0 * sx), max(0.0, y0 * sy)
+    x1, y1 = min(float(w), x1 * sx), min(float(h), y1 * sy)
+    return VehicleInfo(
+        track_id=th.track_id,
+        box=(round(x0), round(y0), max(1, round(x1 - x0)), max(1, round(y1 - y0))),
+        label=th.label or "vehicle",
+        frames=th.frames,
+    )
 
 
 def _pixel_box(roi: Roi, image: np.ndarray) -> tuple[int, int, int, int]:

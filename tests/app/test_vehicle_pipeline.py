@@ -107,6 +107,18 @@ def test_one_alert_per_vehicle_pass_with_the_drivers_window(
         assert abs(bh - (y1 - y0)) <= 3
         assert d.score > 0.7
         assert Path(d.evidence.crop_path).is_file()
+        assert d.frame_size == (W, H)
+        assert d.vehicle is not None  # the tracked car, as (x, y, w, h) on the evidence frame
+        assert d.vehicle.label == "car"
+        assert d.vehicle.frames >= 3
+        vx, vy, vw, vh = d.vehicle.box
+        assert abs(vx - CAR[0]) <= 2
+        assert abs(vy - CAR[1]) <= 2
+        assert abs(vw - (CAR[2] - CAR[0])) <= 3
+        assert abs(vh - (CAR[3] - CAR[1])) <= 3
+    assert first.vehicle is not None
+    assert second.vehicle is not None
+    assert first.vehicle.track_id != second.vehicle.track_id  # two passes, two tracks
     assert p.vehicles is not None
     assert p.vehicles.detections == 28  # every 5th frame
     assert p.vehicles.tracker.counts(0).started_total == 6  # the 3 vehicles, twice
@@ -166,8 +178,9 @@ def test_phonewatch_run_with_a_vehicles_section(
     assert "60/60 frames" in capsys.readouterr().err
     (rec,) = [json.loads(x) for x in (tmp_path / "alerts.jsonl").read_text().splitlines()]
     assert rec["roi_id"] == "vehicle"
+    assert rec["vehicle"]["label"] == "car"
     assert 15 <= rec["frame_index"] < 30
-    x0, y0, x1, y1 = SPEC.box(CAR, (W, H))
+    x0, y0, _, _ = SPEC.box(CAR, (W, H))
     bx, by, _, _ = rec["roi_box"]
     assert abs(bx - x0) <= 2
     assert abs(by - y0) <= 2
