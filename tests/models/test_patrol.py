@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -188,7 +189,9 @@ def test_cli_writes_a_video_and_truth(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- the scorer
 
 
-def _veh(vid: int, phone: bool, frames: range, box: list[float], window: list[float]) -> Any:
+def _veh(
+    vid: int, phone: bool, frames: range, box: Sequence[float], window: Sequence[float]
+) -> Any:
     rows = [{"frame": f, "box": box, "window": window, "visible": 1.0} for f in frames]
     return {"id": vid, "phone": phone, "frames": rows}
 
@@ -211,7 +214,7 @@ TRUTH = {
 }
 
 
-def _alert(frame: int, box: list[float], track: int | None = None) -> Alert:
+def _alert(frame: int, box: Sequence[float], track: int | None = None) -> Alert:
     return Alert(frame, (box[0], box[1], box[2], box[3]), track)
 
 
@@ -302,7 +305,7 @@ def _iou(a: Any, b: Any) -> float:
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     inter = ix * iy
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+    return float(inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter))
 
 
 @pytest.mark.slow
