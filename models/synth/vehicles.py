@@ -255,7 +255,7 @@ def end_sprite(
         return round(1 + u * width), round(g - z_m * ppm)
 
     belt_m = kind.belt * kind.height_m
-    end_m = kind.nose_m if is_front else kind.tail_m
+    end_m = min(kind.nose_m if is_front else kind.tail_m, belt_m)
     r = WHEEL_R_M * ppm
     under = np.array([p(0.02, 0.0), p(0.98, 0.0), p(0.98, 0.25), p(0.02, 0.25)], np.int32)
     cv2.fillConvexPoly(img, under, (22, 22, 24))  # the shadow under the car
@@ -263,30 +263,52 @@ def end_sprite(
     for u in (0.1, 0.9):  # tyres under the body
         cv2.rectangle(img, p(u - 0.07, 0.0), p(u + 0.07, 0.45), (18, 18, 20), -1)
         cv2.rectangle(alpha, p(u - 0.07, 0.0), p(u + 0.07, 0.45), 255, -1)
-    top_end = max(belt_m, end_m) if not is_front else belt_m
+    top_end = belt_m
     lower = np.array(
         [
-            p(0.0, 0.2),
-            p(0.0, top_end - 0.05),
-            p(0.04, top_end),
-            p(0.96, top_end),
-            p(1.0, top_end - 0.05),
-            p(1.0, 0.2),
-            p(0.95, 0.12),
-            p(0.05, 0.12),
+            p(0.05, 0.2),
+            p(0.04, top_end - 0.08),
+            p(0.08, top_end),
+            p(0.92, top_end),
+            p(0.96, top_end - 0.08),
+            p(0.95, 0.2),
+            p(0.92, 0.12),
+            p(0.08, 0.12),
         ],
         np.int32,
     )
     _grad_fill(img, alpha, lower, _scaled(colour, 1.2, 30), _scaled(colour, 0.5))
     cabin = np.array(
-        [p(0.03, top_end), p(0.12, kind.height_m), p(0.88, kind.height_m), p(0.97, top_end)],
+        [
+            p(0.08, top_end),
+            p(0.15, kind.height_m - 0.04),
+            p(0.2, kind.height_m),
+            p(0.8, kind.height_m),
+            p(0.85, kind.height_m - 0.04),
+            p(0.92, top_end),
+        ],
         np.int32,
     )
     _grad_fill(img, alpha, cabin, _scaled(colour, 1.1, 20), _scaled(colour, 0.8))
+    # Rounded flanks: the body darkens towards its sides.
+    prof = 1.0 - 0.35 * np.abs(np.linspace(-1.0, 1.0, w, dtype=np.float32)) ** 3
+    img[:] = (img * prof[None, :, None]).astype(np.uint8)
+    for u0, u1 in ((0.0, 0.09), (0.91, 1.0)):  # wing mirrors, the widest point
+        mirror = np.array(
+            [
+                p(u0, top_end + 0.02),
+                p(u1, top_end + 0.02),
+                p(u1, top_end + 0.16),
+                p(u0, top_end + 0.14),
+            ],
+            np.int32,
+        )
+        cv2.fillConvexPoly(img, mirror, _scaled(colour, 0.6), cv2.LINE_AA)
+        cv2.fillConvexPoly(alpha, mirror, 255, cv2.LINE_AA)
     glass_top = kind.height_m - 0.06
     glass_bot = top_end + (0.05 if is_front else 0.1)
     glass = np.array(
-        [p(0.08, glass_bot), p(0.15, glass_top), p(0.85, glass_top), p(0.92, glass_bot)], np.int32
+        [p(0.12, glass_bot), p(0.2, glass_top), p(0.8, glass_top), p(0.88, glass_bot)], np.int32
     )
     _glass(img, glass)
     # The driver's head (and a phone) through the glass.
@@ -338,12 +360,12 @@ def end_sprite(
         )
     if is_front:
         cv2.rectangle(img, p(0.3, end_m - 0.25), p(0.7, end_m - 0.5), (35, 35, 38), -1)  # grille
-        for u0, u1 in ((0.05, 0.25), (0.75, 0.95)):
+        for u0, u1 in ((0.08, 0.27), (0.73, 0.92)):
             cv2.rectangle(img, p(u0, end_m - 0.12), p(u1, end_m - 0.3), (215, 240, 250), -1)
     else:
         # Wide, low tail lights joined by a dark trim strip across the boot.
         cv2.rectangle(img, p(0.2, end_m - 0.1), p(0.8, end_m - 0.2), _scaled(colour, 0.4), -1)
-        for u0, u1 in ((0.02, 0.24), (0.76, 0.98)):
+        for u0, u1 in ((0.06, 0.26), (0.74, 0.94)):
             cv2.rectangle(img, p(u0, end_m - 0.08), p(u1, end_m - 0.22), (40, 40, 170), -1)
             cv2.rectangle(
                 img, p(u0 + 0.02, end_m - 0.12), p(u1 - 0.02, end_m - 0.18), (70, 80, 215), -1
@@ -351,7 +373,7 @@ def end_sprite(
     cv2.rectangle(
         img, p(0.38, 0.52), p(0.62, 0.38), (225, 230, 232) if is_front else (60, 210, 235), -1
     )  # number plate
-    cv2.rectangle(img, p(0.02, 0.3), p(0.98, 0.16), (35, 35, 38), -1)  # bumper
+    cv2.rectangle(img, p(0.05, 0.3), p(0.95, 0.16), (35, 35, 38), -1)  # bumper
     del r
     return Sprite(
         img, alpha, (p(0.08, 0)[0], p(0, glass_top)[1], p(0.92, 0)[0], p(0, glass_bot)[1])
