@@ -367,6 +367,8 @@ class _Drawn:
     own_px: int
     """Its own opaque pixels on the frame (before nearer vehicles were drawn)."""
     window_own_px: int
+    side_window: Box | None = None
+    """The front side window, where the driver picture is drawn (None when edge-on)."""
 
 
 def _clip_box(b: Box, w: int, h: int) -> Box | None:
@@ -532,7 +534,7 @@ def _draw_patrol_vehicle(
     box = _union(side_box, end_box)
     if box is None:
         return None
-    return _Drawn(box, _union(side_win, end_win), 0, 0)
+    return _Drawn(box, _union(side_win, end_win), 0, 0, side_win)
 
 
 def _draw_junction_vehicle(
@@ -552,7 +554,7 @@ def _draw_junction_vehicle(
         return None
     wx0, wy0, wx1, wy1 = sp.window
     win = _clip_box((x0 + wx0, y0 + wy0, x0 + wx1, y0 + wy1), img.shape[1], img.shape[0])
-    return _Drawn((float(box[0]), float(box[1]), float(box[2]), float(box[3])), win, 0, 0)
+    return _Drawn((float(box[0]), float(box[1]), float(box[2]), float(box[3])), win, 0, 0, win)
 
 
 # ---------------------------------------------------------------- backgrounds
@@ -678,6 +680,7 @@ def _frame_truth(
             "frame": index,
             "box": [round(v, 1) for v in d.box],
             "window": None if d.window is None else [round(v, 1) for v in d.window],
+            "side_window": None if d.side_window is None else [round(v, 1) for v in d.side_window],
             "visible": round(seen / max(1, d.own_px), 3),
         }
         if d.window is not None:

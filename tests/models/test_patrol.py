@@ -71,15 +71,24 @@ def test_the_window_box_sits_inside_the_vehicle_box(
     windows = 0
     for _, rows in clips[scene]:
         for row in rows.values():
-            if row["window"] is None:
-                continue
-            b, w = row["box"], row["window"]
-            # The window may poke out by the glass's anti-aliased edge, no more.
-            assert w[0] >= b[0] - 2
-            assert w[1] >= b[1] - 2
-            assert w[2] <= b[2] + 2
-            assert w[3] <= b[3] + 2
-            windows += 1
+            b = row["box"]
+            for key in ("window", "side_window"):
+                w = row[key]
+                if w is None:
+                    continue
+                # The window may poke out by the glass's anti-aliased edge, no more.
+                assert w[0] >= b[0] - 2
+                assert w[1] >= b[1] - 2
+                assert w[2] <= b[2] + 2
+                assert w[3] <= b[3] + 2
+                windows += 1
+            if scene == "junction":
+                assert row["side_window"] == row["window"]
+            elif row["side_window"] is not None:
+                # The side window is part of the patrol view's driver window.
+                w, sw = row["window"], row["side_window"]
+                assert w[0] <= sw[0]
+                assert w[2] >= sw[2]
     assert windows >= 8
 
 
