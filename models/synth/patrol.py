@@ -12,7 +12,8 @@ The view is ``rear`` for cars going the patrol car's way and ``front`` for oncom
 far lane going left, cars of four sizes arriving alone or in pairs, stopping short of or past
 the stop line, waiting, and leaving.
 
-Some drivers hold a phone. The driver in the side window nearest the camera is a
+Some drivers hold a phone (on patrol, only those of cars seen side-on and close: the slow
+and fast lanes and the car cutting across). The driver in the side window nearest the camera is a
 ``render.render_scene`` picture, so the phone classifier sees what it was trained on; the
 rear window (``rear``) or windscreen (``front``) shows a head, and a phone at the ear.
 
@@ -57,6 +58,8 @@ Z_NEAR_M = 0.4
 Z_FAR_M = 110.0
 EGO_MPS = 14.0
 LANES_X = {"slow": -3.6, "ego": 0.0, "fast": 3.6, "oncoming": 8.0}
+SIDE_SEEN_LANES = ("slow", "fast", "cut")
+"""Patrol lanes whose cars pass close alongside, their driver's side window large in view."""
 SPRITE_PPM = 110.0
 
 
@@ -149,8 +152,10 @@ def _patrol_plans(rng: np.random.Generator, seconds: float) -> list[tuple[str, i
     plans: list[tuple[str, int, Any]] = []
     # Overtaken in the slow lane: ahead, closing at 3-6 m/s.
     t = rng.uniform(-6.0, 0.0)
-    while t < seconds - 4:
+    while True:
         v = -rng.uniform(3.5, 6.0)
+        if t + (60.0 - 4.0) / -v > seconds - 1.5:
+            break  # it would not come alongside before the clip ends
         plans.append(("slow", 1, _linear(t, 60.0, v, LANES_X["slow"])))
         t += rng.uniform(6.0, 9.0)
     # Overtaking in the fast lane: from just behind, pulling away at 3-5 m/s.
@@ -189,7 +194,12 @@ def _cut_across(t_cut: float) -> Callable[[float], tuple[float, float]]:
 def _patrol_vehicles(seed: int, seconds: float) -> list[Vehicle]:
     rng = np.random.default_rng([seed & 0xFFFFFFFF, 31])
     plans = _patrol_plans(rng, seconds)
-    flags = _phone_flags(rng, len(plans))
+    # Phones go only to drivers the camera sees side-on, large, for a while: the car ahead
+    # shows only its rear and oncoming cars pass in a few frames.
+    seen = [i for i, (lane, _, _) in enumerate(plans) if lane in SIDE_SEEN_LANES]
+    flags = [False] * len(plans)
+    for i, phone in zip(seen, _phone_flags(rng, len(seen)), strict=True):
+        flags[i] = phone
     out = []
     for vid, ((lane, heading, place), phone) in enumerate(zip(plans, flags, strict=True)):
         kind = KINDS[str(rng.choice(["hatch", "saloon", "saloon", "suv", "van"]))]
