@@ -51,22 +51,26 @@ def alerts_from(items: Iterable[Mapping[str, Any]], fps: float) -> list[Alert]:
     into a frame with ``fps``), ``box`` or ``window`` (four numbers), optional ``track_id``."""
     out = []
     for i, item in enumerate(items):
-        box = item.get("box", item.get("window"))
-        if box is None or len(box) != 4:
-            raise ValueError(f"alert {i}: needs 'box' or 'window' as four numbers, got {box!r}")
-        if "frame" in item:
-            frame = int(item["frame"])
-        elif "t_s" in item:
-            frame = round(float(item["t_s"]) * fps)
-        else:
-            raise ValueError(f"alert {i}: needs 'frame' or 't_s'")
-        track = item.get("track_id")
-        b = (float(box[0]), float(box[1]), float(box[2]), float(box[3]))
         try:
-            out.append(Alert(frame, b, None if track is None else int(track)))
-        except ValueError as e:
+            out.append(_alert(item, fps))
+        except (TypeError, ValueError) as e:
             raise ValueError(f"alert {i}: {e}") from None
     return out
+
+
+def _alert(item: Mapping[str, Any], fps: float) -> Alert:
+    box = item.get("box", item.get("window"))
+    if box is None or len(box) != 4:
+        raise ValueError(f"needs 'box' or 'window' as four numbers, got {box!r}")
+    if "frame" in item:
+        frame = int(item["frame"])
+    elif "t_s" in item:
+        frame = round(float(item["t_s"]) * fps)
+    else:
+        raise ValueError("needs 'frame' or 't_s'")
+    track = item.get("track_id")
+    b = (float(box[0]), float(box[1]), float(box[2]), float(box[3]))
+    return Alert(frame, b, None if track is None else int(track))
 
 
 def _iou(a: Box, b: Box) -> float:

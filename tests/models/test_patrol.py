@@ -281,6 +281,10 @@ def test_alerts_from_records_by_time_or_frame_and_bad_ones_named() -> None:
         alerts_from([{"frame": 1, "box": A_WIN}, {"frame": 1, "box": [5, 5, 4, 9]}], 5.0)
     with pytest.raises(ValueError, match="four numbers"):
         alerts_from([{"frame": 1, "box": [1, 2, 3]}], 5.0)
+    with pytest.raises(ValueError, match="alert 0: could not convert"):
+        alerts_from([{"frame": 1, "box": [1, 2, "x", 4]}], 5.0)
+    with pytest.raises(ValueError, match="alert 0: alert frame must be >= 0"):
+        alerts_from([{"frame": -1, "box": A_WIN}], 5.0)
 
 
 def test_table_prints_the_counts_and_each_phone_or_alerted_pass() -> None:
