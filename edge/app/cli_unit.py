@@ -364,7 +364,8 @@ def run_unit(
     from edge.app.compose import Unit, is_file_source
     from edge.app.demo import load_truth, score_hits
 
-    truth_data = load_truth(truth) if truth is not None else None
+    vehicle_truth = _load_vehicle_truth(truth)
+    truth_data = load_truth(truth) if truth is not None and vehicle_truth is None else None
     if truth_data is not None:
         warn_truth_mismatch(cfg, truth, truth_data)
     check_data_dirs(cfg)
@@ -418,6 +419,8 @@ def run_unit(
             if error is not None:
                 result["exit_code"], result["error"] = 1, error
                 break
+    if vehicle_truth is not None:
+        result["vehicle_score"] = _score_vehicles(vehicle_truth, memory.detections)
     if truth_data is not None:
         fps = float(truth_data.get("fps") or 25.0)
         sc = score_hits(
@@ -432,6 +435,45 @@ def run_unit(
             f"(recall {sc.recall:.2f}, precision {sc.precision:.2f})"
         )
     return result
+
+
+def _load_vehicle_truth(path: Path | None) -> dict[str, Any] | None:
+    """A per-vehicle truth (``models.synth.patrol``'s ``truth.json``: ``vehicles`` and
+    ``passes``), or None for anything else (the fixed-ROI truth ``load_truth`` reads)."""
+    if path is None:
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # load_truth says what is wrong with it
+    if isinstance(data, dict) and isinstance(data.get("passes"), list) and "vehicles" in data:
+        return data
+    return None
+
+
+def _score_vehicles(truth: dict[str, Any], detections: Sequence[Any]) -> Any:
+    """Found / missed / false / repeats per vehicle pass, printed as a table."""
+    from edge.app.vehicle_truth import alerts_from, score, table
+
+    records = []
+    for d in detections:
+        if d.roi_box is None:
+            continue
+        x, y, w, h = d.roi_box
+        records.append(
+            {
+                "frame": d.frame_index,
+                "box": [x, y, x + w, y + h],
+                "track_id": d.vehicle.track_id if d.vehicle is not None else None,
+            }
+        )
+    sc = score(truth, alerts_from(records, float(truth.get("fps") or 25.0)))
+    print(table(sc))
+    print(
+        f"ground truth per vehicle: {sc.found + sc.missed} drivers with a phone -> found "
+        f"{sc.found}, missed {sc.missed}; false alerts {sc.false_alerts}; repeats {sc.repeats}"
+    )
+    return sc
 
 
 def _camera_failure(p: Any, *, file_run: bool, stopped: bool) -> str | None:

@@ -14,7 +14,7 @@ import pytest
 
 from models.synth import patrol
 from models.synth.render import POSITIVE_POSES
-from models.synth.vehicle_truth import Alert, alerts_from, score, table
+from edge.app.vehicle_truth import Alert, alerts_from, score, table
 
 SMALL = (640, 360)
 
