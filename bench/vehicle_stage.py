@@ -24,7 +24,8 @@ from _common import machine
 
 from edge.app.stats import grid
 from edge.core.track_decider import TrackDecider, TrackDecisionParams, TrackFrame
-from edge.core.tracker import Box, Detected, Tracker, TrackerParams
+from edge.core.tracker import Detected, Tracker, TrackerParams
+from edge.core.vehicle import Box
 from edge.core.window import WindowSpec
 
 FPS = 30.0

@@ -29,11 +29,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from edge.core.errors import RoiError
 from edge.core.frame import Frame
 from edge.core.roi import Roi
 from edge.core.track_decider import TrackDecider, TrackDecisionParams, TrackFrame, TrackHit
 from edge.core.tracker import Tracker, TrackerParams, TrackState
-from edge.core.vehicle import VehicleBox
+from edge.core.vehicle import Box, VehicleBox, iou
 from edge.core.window import WindowSpec
 
 log = logging.getLogger(__name__)
@@ -43,10 +44,21 @@ class Detector(Protocol):
     def detect(self, image_bgr: np.ndarray) -> list[VehicleBox]: ...
 
 
+REJOIN_S = 1.0
+"""A track that ends is held this long as a *pass* that may go on: a new track confirmed where
+the ended one's box would be by now (its last box moved on at its last velocity) continues
+the pass, so a vehicle the detector lost for a moment is not alerted on twice."""
+
+REJOIN_IOU = 0.3
+"""Least overlap between a new track's box and an ended track's predicted box to rejoin."""
+
+
 @dataclass(frozen=True, slots=True)
 class Region:
     """One confirmed track on one frame: what the classifier scores and the decider needs."""
 
+    pass_id: int
+    """The vehicle pass: the id of the pass's first track (a rejoined track keeps it)."""
     track: TrackState
     window: tuple[int, int, int, int]
     """The driver's window, ``(x0, y0, x1, y1)`` pixels of the inference image."""
@@ -96,6 +108,12 @@ class VehicleStage:
         self._busy = False
         self._closed = False
         self._thread: threading.Thread | None = None
+        self._pass_of: dict[int, int] = {}
+        """Track id -> its pass's id, for tracks that rejoined an ended pass."""
+        self._held: dict[int, tuple[TrackState, float]] = {}
+        """Ended passes that may still go on: pass id -> (last state, end time)."""
+        self.rejoined = 0
+        self.window_errors = 0
         self.detections = 0
         self.detect_errors = 0
         self.detect_ms: list[float] = []
@@ -123,18 +141,45 @@ class VehicleStage:
             if due and self._submit(frame):
                 self._last_due_s = t
             found = self._take_result()
-        ended: list[int] = []
         if found is not None:
             up = self.tracker.update(t, found)
             tracks = up.confirmed
-            ended = [s.track_id for s in up.ended]
+            for s in up.ended:
+                self._held[self._pass_of.pop(s.track_id, s.track_id)] = (s, t)
         else:
             tracks = [s for s in self.tracker.predict(t) if s.is_confirmed]
+        ended = [pid for pid, (_, t_end) in self._held.items() if t - t_end >= REJOIN_S]
+        for pid in ended:  # held long enough: these passes are over
+            del self._held[pid]
         out = []
         for s in tracks:
-            win = self.window.box(s.box, (w, h), s.heading_x)
-            out.append(Region(s, win, _sharpness(img, win)))
+            try:
+                win = self.window.box(s.box, (w, h), s.heading_x)
+            except RoiError as e:  # that vehicle is skipped on this frame, never the frame
+                self.window_errors += 1
+                log.debug("track %d: no window on this frame: %s", s.track_id, e)
+                continue
+            out.append(Region(self._pass_for(s, t), s, win, _sharpness(img, win)))
         return Vehicles(out, ended)
+
+    def _pass_for(self, s: TrackState, t: float) -> int:
+        """The pass a confirmed track belongs to: its own, or an ended pass it continues."""
+        pid = self._pass_of.get(s.track_id)
+        if pid is not None:
+            return pid
+        best, best_iou = None, REJOIN_IOU
+        if s.track_id not in self._held:  # (a track's own id is never held while it lives)
+            for held_id, (last, t_end) in self._held.items():
+                v = iou(s.box, _moved(last, t - t_end))
+                if v >= best_iou:
+                    best, best_iou = held_id, v
+        if best is None:
+            self._pass_of[s.track_id] = s.track_id
+            return s.track_id
+        del self._held[best]
+        self._pass_of[s.track_id] = best
+        self.rejoined += 1
+        return best
 
     def _detect(self, img: np.ndarray) -> list[VehicleBox] | None:
         t0 = time.perf_counter()
@@ -190,7 +235,7 @@ class VehicleStage:
         """This frame's window scores to the per-vehicle decider: the alerts released now."""
         scored = [
             TrackFrame(
-                r.track.track_id,
+                r.pass_id,
                 float(s),
                 r.track.box,
                 tuple(float(v) for v in r.window),  # type: ignore[arg-type]
@@ -207,7 +252,9 @@ class VehicleStage:
     def finish(self) -> list[TrackHit[Frame]]:
         """The run ends: every track ends, every held alert is released."""
         t = self._last_t_s if self._last_t_s is not None else 0.0
-        ended = [s.track_id for s in self.tracker.finish(t)]
+        ended = [self._pass_of.pop(s.track_id, s.track_id) for s in self.tracker.finish(t)]
+        ended += list(self._held)
+        self._held.clear()
         return self.decider.update(t, [], ended=ended, frame_wh=self._frame_wh) + (
             self.decider.drain(t)
         )
@@ -225,6 +272,7 @@ class VehicleStage:
             "vehicle_detect_errors": self.detect_errors,
             "vehicle_detect_ms_p50": round(ms[len(ms) // 2], 2) if ms else None,
             "vehicle_tracks_live": self.decider.live,
+            "vehicle_tracks_rejoined": self.rejoined,
         }
 
     def close(self) -> None:
@@ -233,6 +281,12 @@ class VehicleStage:
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(5.0)
+
+
+def _moved(s: TrackState, dt: float) -> Box:
+    """Where ``s``'s box would be ``dt`` seconds on, at its last velocity."""
+    (x0, y0, x1, y1), (vx0, vy0, vx1, vy1) = s.box, s.velocity
+    return x0 + vx0 * dt, y0 + vy0 * dt, x1 + vx1 * dt, y1 + vy1 * dt
 
 
 def _sharpness(img: np.ndarray, box: tuple[int, int, int, int]) -> float:

@@ -41,11 +41,10 @@ import numpy as np
 from edge.core.decider import DeciderParams, Hit, RoiDecider
 from edge.core.errors import PhonewatchError
 from edge.core.roi import Roi, points_in_polygon
+from edge.core.vehicle import Box
 
 T = TypeVar("T")
 
-Box = tuple[float, float, float, float]
-"""``(x0, y0, x1, y1)`` in frame pixels."""
 Anchor = Literal["bottom_centre", "centre"]
 Release = Literal["wait", "ended", "drain"]
 

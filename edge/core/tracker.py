@@ -37,13 +37,16 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from edge.core.errors import PhonewatchError
-
-Box = tuple[float, float, float, float]
-"""``(x0, y0, x1, y1)`` in frame pixels, ``x1 > x0`` and ``y1 > y0``."""
+from edge.core.vehicle import Box, iou
 
 _INFEASIBLE = 1e6
 """Cost of a pair below ``iou_min``: larger than any sum of real costs (each at most 1), so
 the assignment first pairs as many feasible pairs as it can; infeasible pairs are dropped."""
+
+
+MIN_SCALE = 0.25
+"""A coasting track's predicted box keeps at least this share of its last seen width and
+height."""
 
 
 class TrackError(PhonewatchError, ValueError):
@@ -182,13 +185,17 @@ class _Track:
     last_label: str = ""
 
     def at(self, t_s: float) -> Box:
+        """The box moved on to ``t_s``: its centre at the centre's velocity, its size at the
+        size's, never below :data:`MIN_SCALE` of the last seen size (a receding car coasting
+        for long would otherwise shrink through zero and turn inside out)."""
         dt = t_s - self.t_box_s
-        return (
-            self.box[0] + self.velocity[0] * dt,
-            self.box[1] + self.velocity[1] * dt,
-            self.box[2] + self.velocity[2] * dt,
-            self.box[3] + self.velocity[3] * dt,
-        )
+        (x0, y0, x1, y1), (v0, v1, v2, v3) = self.box, self.velocity
+        w, h = x1 - x0, y1 - y0
+        cx = (x0 + x1) / 2 + (v0 + v2) / 2 * dt
+        cy = (y0 + y1) / 2 + (v1 + v3) / 2 * dt
+        pw = max(w + (v2 - v0) * dt, w * MIN_SCALE, 1.0)
+        ph = max(h + (v3 - v1) * dt, h * MIN_SCALE, 1.0)
+        return cx - pw / 2, cy - ph / 2, cx + pw / 2, cy + ph / 2
 
     def label(self) -> str:
         top = max(self.votes.values())
@@ -211,17 +218,6 @@ class _Track:
             heading_x=self.heading_x,
             t_first_s=self.t_first_s,
         )
-
-
-def iou(a: Box, b: Box) -> float:
-    """Intersection over union of two boxes (0 when either has no area)."""
-    iw = min(a[2], b[2]) - max(a[0], b[0])
-    ih = min(a[3], b[3]) - max(a[1], b[1])
-    if iw <= 0 or ih <= 0:
-        return 0.0
-    inter = iw * ih
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def assign(cost: Sequence[Sequence[float]]) -> list[tuple[int, int]]:

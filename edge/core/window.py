@@ -41,9 +41,8 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 from edge.core.errors import RoiError
+from edge.core.vehicle import Box
 
-Box = tuple[float, float, float, float]
-"""``(x0, y0, x1, y1)`` in frame pixels."""
 PixelBox = tuple[int, int, int, int]
 
 View = Literal["side", "front", "rear"]

@@ -84,18 +84,18 @@ def test_one_alert_per_vehicle_pass_with_the_drivers_window(
     tmp_path: Path, brightness_model: Path
 ) -> None:
     # The car is there for frames 0-59, its driver on the phone twice (15-30 and 40-55):
-    # one pass, one alert. It leaves (60-89) and a car comes back (90-139), phone at 100-115:
-    # a new pass, a second alert. The truck and the other car never show a phone.
+    # one pass, one alert. It leaves (60-109) and a car comes back (110-159), phone at
+    # 120-135: a new pass, a second alert. The truck and the other car never show a phone.
     images = frames(
-        {"vehicles": [(0, 60), (90, 140)], "phone": [(15, 30), (40, 55), (100, 115)]}, 140
+        {"vehicles": [(0, 60), (110, 160)], "phone": [(15, 30), (40, 55), (120, 135)]}, 160
     )
     sink, p = run(tmp_path, brightness_model, images)
-    assert p.snapshot()["frames_processed"] == 140
+    assert p.snapshot()["frames_processed"] == 160
     dets = sorted(sink.detections, key=lambda d: d.frame_index)
     assert len(dets) == 2, [(d.frame_index, d.roi_id) for d in dets]
     first, second = dets
     assert 15 <= first.frame_index < 30
-    assert 100 <= second.frame_index < 115
+    assert 120 <= second.frame_index < 135
     assert first.roi_id == second.roi_id == "vehicle"
     x0, y0, x1, y1 = SPEC.box(CAR, (W, H))
     for d in dets:
@@ -120,8 +120,23 @@ def test_one_alert_per_vehicle_pass_with_the_drivers_window(
     assert second.vehicle is not None
     assert first.vehicle.track_id != second.vehicle.track_id  # two passes, two tracks
     assert p.vehicles is not None
-    assert p.vehicles.detections == 28  # every 5th frame
+    assert p.vehicles.detections == 32  # every 5th frame
     assert p.vehicles.tracker.counts(0).started_total == 6  # the 3 vehicles, twice
+
+
+@pytest.mark.slow
+def test_a_vehicle_lost_for_a_moment_is_not_alerted_on_twice(
+    tmp_path: Path, brightness_model: Path
+) -> None:
+    # The detector loses every vehicle for 0.9 s (frames 60-84): their tracks end. Found again
+    # where they would be, they continue their passes: the phone at 100-115 is the same
+    # driver's, already alerted on at 15-30.
+    images = frames({"vehicles": [(0, 60), (85, 140)], "phone": [(15, 30), (100, 115)]}, 140)
+    sink, p = run(tmp_path, brightness_model, images)
+    assert [d.frame_index < 30 for d in sink.detections] == [True]
+    assert p.vehicles is not None
+    assert p.vehicles.tracker.counts(0).started_total == 6  # the tracker did split them
+    assert p.vehicles.rejoined == 3
 
 
 @pytest.mark.slow

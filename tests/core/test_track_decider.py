@@ -15,7 +15,8 @@ from edge.core.track_decider import (
     TrackFrame,
     TrackHit,
 )
-from edge.core.tracker import Box, Detected, Tracker, TrackerParams
+from edge.core.tracker import Detected, Tracker, TrackerParams
+from edge.core.vehicle import Box
 from edge.core.window import SIDE_ALONG, WindowSpec
 
 FPS = 30.0

@@ -14,15 +14,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge.core.tracker import (
-    Box,
     Detected,
     Tracker,
     TrackerParams,
     TrackError,
     TrackState,
     assign,
-    iou,
 )
+from edge.core.vehicle import Box, iou
 
 DT_DET = 0.2
 
@@ -387,3 +386,18 @@ def test_pairing_by_groups_is_the_optimal_pairing(tracks: list[Box], dets: list[
     n, total = best_pairing(overlaps, iou_min)
     assert len(pairs) == n
     assert sum(overlaps[t][d] for t, d in pairs.items()) == pytest.approx(total)
+
+
+def test_a_receding_car_coasting_for_long_never_turns_inside_out() -> None:
+    # Shrinking fast (a car pulling away), then lost: its prediction keeps a real box.
+    tr = Tracker(TrackerParams(min_hits=1, max_missed=1000))
+    for i in range(4):
+        s = 40.0 * i
+        tr.update(
+            i * 0.2, [Detected((100.0 + s / 2, 100.0 + s / 2, 300.0 - s / 2, 200.0 - s / 4), 0.9)]
+        )
+    for k in range(1, 50):
+        (state,) = tr.predict(0.6 + k * 0.2)
+        x0, y0, x1, y1 = state.box
+        assert x1 - x0 >= 0.25 * 80.0 - 1e-9
+        assert y1 - y0 > 0

@@ -12,9 +12,9 @@ import cv2
 import numpy as np
 import pytest
 
+from edge.app.vehicle_truth import Alert, alerts_from, score, table
 from models.synth import patrol
 from models.synth.render import POSITIVE_POSES
-from edge.app.vehicle_truth import Alert, alerts_from, score, table
 
 SMALL = (640, 360)
 
