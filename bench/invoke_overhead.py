@@ -200,6 +200,17 @@ def experiments(
         exps.append((f"legacy+spin si{si}", functools.partial(both, si, spin), glue, 1))
     exps += [(f"batch{b}", quiet, batch_of(b), b) for b in BATCHES]
     exps.append(("batch2+prep", functools.partial(busy, prep), batch_of(2), 2))
+    clf.score_batch(tensors[:2])  # builds the batch-2 interpreter
+    it2 = clf._batch_its[2]
+
+    def bare2(i: int) -> None:
+        it2.invoke()
+
+    exps.append(("bare2", quiet, bare2, 2))
+    for label, work_fn in (("blur", blur), ("prep", prep)):
+        exps.append((f"bare2+{label}", functools.partial(busy, work_fn), bare2, 2))
+    for si in SWITCH_INTERVALS[1:]:
+        exps.append((f"batch2+prep si{si}", functools.partial(both, si, prep), batch_of(2), 2))
     return exps
 
 
@@ -230,7 +241,7 @@ def run_interleaved(
     return out
 
 
-SWITCH_INTERVALS = (0.005, 0.001, 0.0002)
+SWITCH_INTERVALS = (0.005, 0.001, 0.0005, 0.0002)
 BATCHES = (1, 2, 4, 8, 16)
 
 
@@ -259,6 +270,16 @@ def rows_for(by_threads: dict[int, Timings]) -> list[tuple[str, str]]:
     rows += [(f"(d) score_batch of {b}, per ROI", r(f"batch{b}")) for b in BATCHES]
     rows += [
         ("(d) score_batch of 2 per ROI, other thread preprocessing", r("batch2+prep")),
+        ("(d) invoke() alone on the batch-2 interpreter, per ROI", r("bare2")),
+        ("(d) the same, other thread in C (GIL free)", r("bare2+blur")),
+        ("(d) the same, other thread preprocessing", r("bare2+prep")),
+        *[
+            (
+                f"(a) (d) score_batch of 2 + prep thread, switch {si * 1e3:g} ms",
+                r(f"batch2+prep si{si}"),
+            )
+            for si in SWITCH_INTERVALS[1:]
+        ],
         ("(e) old path, same tensor every call", r("same tensor")),
         ("(e) old path, cycling through every crop's tensor", r("legacy")),
         ("(e) crop + preprocess of 2 ROIs alone (per call)", r("prep alone")),
