@@ -18,6 +18,7 @@ camera its scores to decide on.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections.abc import Sequence
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edge.app.pipeline import same_input
 from edge.app.stats import Series, fmt_ms, table
 from edge.core.decider import DeciderParams
 from edge.core.frame import Frame
@@ -46,6 +48,19 @@ class _Entry:
     prep_ms: float
 
 
+@dataclass(slots=True)
+class _Round:
+    """One round, prepared: each camera's frame and where its tensors sit in the batch, the
+    classifier they were prepared for, and the cameras that ended (their evidence stage may
+    finish once this round is decided)."""
+
+    entries: list[_Entry]
+    tensors: list[np.ndarray]
+    clf: Classifier | None
+    ended: list[Pipeline]
+    done: bool = False
+
+
 class InferenceHub:
     """The shared inference thread. Pipelines attach themselves when built with ``hub=``."""
 
@@ -57,6 +72,9 @@ class InferenceHub:
         self._lock = threading.RLock()
         """Held while a round is scored and decided: a model swap waits for it."""
         self._thread: threading.Thread | None = None
+        self._prep: threading.Thread | None = None
+        self._prepared: queue.Queue[_Round] = queue.Queue(maxsize=1)
+        """One round waits while the previous one is scored; more would only age frames."""
         self._first = 0
         self.rounds = 0
         self.errors = 0
@@ -74,18 +92,25 @@ class InferenceHub:
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
         if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="pw-inference", daemon=True)
+            self._prep = threading.Thread(target=self._prep_main, name="pw-prep", daemon=True)
+            self._thread = threading.Thread(
+                target=self._infer_main, name="pw-inference", daemon=True
+            )
             self._thread.start()
+            self._prep.start()
 
     def join(self, timeout_s: float | None = None) -> bool:
         if self._thread is None:
             return True
-        self._thread.join(timeout_s)
-        return not self._thread.is_alive()
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        for t in (self._prep, self._thread):
+            if t is not None:
+                t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        return not self.is_alive
 
     @property
     def is_alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return any(t is not None and t.is_alive() for t in (self._prep, self._thread))
 
     def swap_classifier(
         self, new: Classifier, *, params: DeciderParams | None = None, timeout_s: float = 10.0
@@ -105,31 +130,47 @@ class InferenceHub:
         return old
 
     # -- the stage ----------------------------------------------------------------------------
-    def _run(self) -> None:
+    # Two threads, as many as a Pi's (or this machine's) cores can run at once: prep forms a
+    # round and crops it while the interpreter scores the previous one (docs/performance.md:
+    # prep moved into the inference thread would serialise about a millisecond a frame).
+    def _prep_main(self) -> None:
         live = list(self.pipelines)
         try:
             while live:
                 self.bell.clear()
                 batch = self._take_round(live)
-                if batch:
-                    self._score_round(batch)
-                    continue
-                for p in [p for p in live if p.slot.is_drained]:
-                    p.end_inference()  # that camera's file ended or the unit stops
+                ended = [p for p in live if p.slot.is_drained] if not batch else []
+                for p in ended:  # that camera's file ended or the unit stops
                     live.remove(p)
-                if live:
+                if batch or ended:
+                    self._prepared.put(self._prepare_round(batch, ended))
+                elif live:
                     self.bell.wait(0.2)
         except Exception:
-            log.exception("inference stage failed")
+            log.exception("inference hub: preparing frames failed")
             for p in live:
                 p._set_status("degraded")
         finally:
-            for p in live:
+            self._prepared.put(_Round([], [], None, list(live), done=True))
+
+    def _infer_main(self) -> None:
+        while True:
+            r = self._prepared.get()
+            try:
+                if r.entries:
+                    self._score_round(r)
+            except Exception:
+                log.exception("inference hub: scoring a round failed")
+            for p in r.ended:
                 p.end_inference()
+            if r.done:
+                return
 
     def _take_round(self, live: Sequence[Pipeline]) -> list[tuple[Pipeline, Frame]]:
         """The newest frame of each camera that has one, the first camera served rotating."""
         n = len(live)
+        if n == 0:
+            return []
         first = self._first % n
         self._first = first + 1
         out: list[tuple[Pipeline, Frame]] = []
@@ -140,38 +181,47 @@ class InferenceHub:
                 out.append((p, frame))
         return out
 
-    def _score_round(self, batch: Sequence[tuple[Pipeline, Frame]]) -> None:
+    def _prepare_round(
+        self, batch: Sequence[tuple[Pipeline, Frame]], ended: list[Pipeline]
+    ) -> _Round:
+        clf = self.classifier
+        tensors: list[np.ndarray] = []
+        entries: list[_Entry] = []
+        for p, frame in batch:
+            t0 = time.perf_counter()
+            try:
+                ts = p.prepare(frame, clf)
+            except Exception:  # that camera's frame is lost, counted; the others go on
+                p.stats.stage_errors += 1
+                log.exception("preprocessing frame %d of %s failed", frame.index, p.name)
+                continue
+            prep_ms = (time.perf_counter() - t0) * 1e3
+            entries.append(_Entry(p, frame, len(tensors), len(ts), prep_ms))
+            tensors.extend(ts)
+        return _Round(entries, tensors, clf, ended)
+
+    def _score_round(self, r: _Round) -> None:
         with self._lock:
             clf = self.classifier
-            tensors: list[np.ndarray] = []
-            entries: list[_Entry] = []
-            for p, frame in batch:
-                t0 = time.perf_counter()
-                try:
-                    ts = p.prepare(frame, clf)
-                except Exception:  # that camera's frame is lost, counted; the others go on
-                    p.stats.stage_errors += 1
-                    log.exception("preprocessing frame %d of %s failed", frame.index, p.name)
-                    continue
-                prep_ms = (time.perf_counter() - t0) * 1e3
-                entries.append(_Entry(p, frame, len(tensors), len(ts), prep_ms))
-                tensors.extend(ts)
-            if not entries:
-                return
+            tensors = r.tensors
+            if r.clf is not clf and (r.clf is None or not same_input(r.clf, clf)):  # a swap
+                tensors = []
+                for e in r.entries:
+                    tensors.extend(e.pipeline.prepare(e.frame, clf))
             t1 = time.perf_counter()
             try:
                 scores = clf.score_batch(tensors)
             except Exception:
                 self.errors += 1
-                for e in entries:
+                for e in r.entries:
                     e.pipeline.stats.stage_errors += 1
-                log.exception("inference on a round of %d camera(s) failed", len(entries))
+                log.exception("inference on a round of %d camera(s) failed", len(r.entries))
                 return
             invoke_ms = (time.perf_counter() - t1) * 1e3
             self.rounds += 1
             self.batch_crops.add(len(tensors))
             self.invoke_ms.add(invoke_ms)
-            for e in entries:
+            for e in r.entries:
                 share = invoke_ms * e.count / len(tensors)
                 try:
                     e.pipeline._decide(
