@@ -131,6 +131,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         "stops it); its database, and so the reviews, is kept between runs in "
         "OUT/controlroom",
     )
+    p.add_argument(
+        "--no-vehicles",
+        action="store_true",
+        help="skip the second part: the vehicle stage on a junction of moving cars",
+    )
     p.set_defaults(func=cmd_demo)
 
 
@@ -904,6 +909,55 @@ def fresh_demo_folders(out: Path, *, serve: bool) -> list[str]:
     return wiped
 
 
+def _vehicle_demo_inputs(out: Path, seed: int) -> tuple[Path, Path, Path] | None:
+    """The moving-car clip, its truth and the vehicle detector; None (and why) without one."""
+    from edge.app import demo_vehicles
+
+    detector, where = demo_vehicles.find_detector()
+    if detector is None:
+        print(f"demo: the vehicle part is skipped: the vehicle detector {where}")
+        return None
+    video, truth = demo_vehicles.make_clip(out / "vehicles", seed)
+    print(f"demo: vehicle detector {where}")
+    return video, truth, detector
+
+
+def _run_vehicle_demo(
+    out: Path, inputs: tuple[Path, Path, Path], model: Path, broker: Any, room: Any
+) -> None:
+    """The second demo unit: the vehicle stage, scored per vehicle pass."""
+    from edge.app import demo_vehicles
+    from edge.common.signing import signing_key_name
+
+    video, truth, detector = inputs
+    data = out / "unit" / "vehicles"
+    if broker is not None:
+        sink: dict[str, Any] = {
+            **broker.sink_settings(demo_vehicles.UNIT_ID),
+            "signing_key": str(out / "unit" / "keys" / signing_key_name(demo_vehicles.UNIT_ID)),
+            "receipt_timeout_s": 5.0,
+        }
+    else:
+        sink = {"type": "jsonl", "path": str(data / "alerts.jsonl")}
+    print(
+        "demo: part 2, the vehicle stage: a side-on junction of moving cars (synthetic), "
+        f"unit {demo_vehicles.UNIT_ID}, alerts one per vehicle pass"
+    )
+    before = room.stats().get("stored", 0) if room is not None else 0
+    result = run_unit(
+        demo_vehicles.config(data, video, detector, model, sink), offline=True, truth=truth
+    )
+    if room is not None:
+        n = len(result["detections"])
+        deadline = time.monotonic() + 15
+        while room.stats().get("stored", 0) - before < n and time.monotonic() < deadline:
+            time.sleep(0.1)
+        print(
+            f"dashboard database: {room.stats().get('stored', 0) - before} vehicle alert(s) "
+            "verified and stored, each with its vehicle's box"
+        )
+
+
 def _demo(args: argparse.Namespace) -> int:
     from edge.app.demo import load_truth
     from edge.app.local_broker import AlertWatcher, LocalBroker, find_mosquitto
@@ -918,6 +972,7 @@ def _demo(args: argparse.Namespace) -> int:
         f"demo: {video.name} ({truth.get('frames')} frames at {truth.get('fps')} fps), "
         f"model {args.model}, ROIs {', '.join(sorted(truth['rois']))}"
     )
+    vehicles = None if args.no_vehicles else _vehicle_demo_inputs(out, args.seed)
     if find_mosquitto() is None:
         print(
             "demo: mosquitto is not installed (make bootstrap installs it); alerts go to "
@@ -925,13 +980,18 @@ def _demo(args: argparse.Namespace) -> int:
         )
         cfg = demo_config(out, video, truth, realtime=args.realtime, model=args.model)
         run_unit(cfg, offline=not args.realtime, truth=truth_path)
+        if vehicles is not None:
+            _run_vehicle_demo(out, vehicles, args.model, None, None)
         return 0
     with contextlib.ExitStack() as stack:
         broker = stack.enter_context(LocalBroker())
         watcher = stack.enter_context(AlertWatcher(broker, client_id="demo-watcher"))
         keys = out / "unit" / "keys"
-        if not (keys / signing_key_name(unit_id)).is_file():
-            write_key_pair(unit_id, keys)  # the control room must know the key before any alert
+        from edge.app import demo_vehicles
+
+        for uid in (unit_id, demo_vehicles.UNIT_ID):
+            if not (keys / signing_key_name(uid)).is_file():
+                write_key_pair(uid, keys)  # the control room must know the key before any alert
         room = None
         if importlib.util.find_spec("fastapi") is not None:
             from controlroom.demo import DEMO_PASSWORD, DEMO_USER, demo_control_room
@@ -940,7 +1000,9 @@ def _demo(args: argparse.Namespace) -> int:
                 out / "controlroom",
                 mqtt_host=broker.host,
                 mqtt_port=broker.port,
-                unit_keys={unit_id: keys / public_key_name(unit_id)},
+                unit_keys={
+                    uid: keys / public_key_name(uid) for uid in (unit_id, demo_vehicles.UNIT_ID)
+                },
             )
             stack.callback(room.close)
             print(
@@ -974,6 +1036,9 @@ def _demo(args: argparse.Namespace) -> int:
                 f"stored, {st.get('evidence_stored', 0)} evidence image(s), "
                 f"{st.get('rejected_total', 0)} rejected"
             )
+        if vehicles is not None:
+            _run_vehicle_demo(out, vehicles, args.model, broker, room)
+        if room is not None:
             if args.serve:
                 with contextlib.suppress(KeyboardInterrupt):  # from the first line on
                     print(
