@@ -242,7 +242,15 @@ def main() -> int:
     ap.add_argument("--frames", type=int, default=60, help="distinct frames held in memory")
     ap.add_argument("--memory-s", type=float, default=0.0, help="then RSS over this long")
     ap.add_argument("--memory-n", type=int, default=8)
+    ap.add_argument(
+        "--switch-interval",
+        type=float,
+        default=None,
+        help="sys.setswitchinterval for the run (s; Python's default is 0.005)",
+    )
     args = ap.parse_args()
+    if args.switch_interval is not None:
+        sys.setswitchinterval(args.switch_interval)
     work = REPO / "var" / "bench"
     work.mkdir(parents=True, exist_ok=True)
     clip, rois = make_1080p_clip(work, max(10.0, args.frames / FPS))
@@ -289,6 +297,7 @@ def main() -> int:
         ("model", f"{clf.name} {clf.version}, {args.threads} interpreter threads"),
         ("cameras", f"1920x1080 @ {FPS:.0f} fps from memory, {len(rois)} ROIs each"),
         ("trial", f"{args.seconds:.0f} s after 2 s warm-up"),
+        ("GIL switch interval", f"{sys.getswitchinterval() * 1e3:.2f} ms"),
         ("one camera: raw interpreter fps (unpaced)", f"{raw:.1f}"),
         ("one camera: pipeline fps (hub, unpaced)", f"{pipe:.1f}"),
         ("one camera: pipeline / raw (target >= 0.95)", f"{pipe / raw:.3f}"),
