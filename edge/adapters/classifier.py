@@ -67,6 +67,22 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def checked_sha256(
+    model_path: Path, spec_path: Path, expected: str | None, accelerator: str
+) -> str:
+    """The model file's SHA-256, after checking it against the one its sidecar names (if
+    any) and that ``accelerator`` is one the unit knows; :class:`ModelError` says which."""
+    sha = file_sha256(model_path)
+    if expected is not None and expected != sha:
+        raise ModelError(
+            f"{model_path} does not match its sidecar {spec_path}: sha256 is {sha[:12]}..., "
+            f"the sidecar says {expected[:12]}... (wrong file, or a changed model)"
+        )
+    if accelerator not in ("auto", "cpu", "edgetpu"):
+        raise ModelError(f"accelerator must be auto, cpu or edgetpu, not {accelerator!r}")
+    return sha
+
+
 def edgetpu_twin(model_path: Path) -> Path:
     """``x.tflite`` -> ``x_edgetpu.tflite`` (a path that is already a twin is returned as is)."""
     if model_path.stem.endswith("_edgetpu"):
@@ -170,14 +186,7 @@ class LiteRTClassifier:
         if not model_path.is_file():
             raise ModelError(f"model file {model_path} does not exist")
         spec = load_spec(spec_path)
-        sha = file_sha256(model_path)
-        if spec.sha256 is not None and spec.sha256 != sha:
-            raise ModelError(
-                f"{model_path} does not match its sidecar {spec_path}: sha256 is {sha[:12]}..., "
-                f"the sidecar says {spec.sha256[:12]}... (wrong file, or a changed model)"
-            )
-        if accelerator not in ("auto", "cpu", "edgetpu"):
-            raise ModelError(f"accelerator must be auto, cpu or edgetpu, not {accelerator!r}")
+        sha = checked_sha256(model_path, spec_path, spec.sha256, accelerator)
         Interpreter, load_delegate, runtime = _runtime()
 
         if accelerator in ("auto", "edgetpu"):

@@ -25,6 +25,7 @@ from edge.adapters.classifier import (
     EDGETPU_LIBRARY,
     _explain_load_error,
     _runtime,
+    checked_sha256,
     edgetpu_twin,
     file_sha256,
 )
@@ -133,14 +134,7 @@ class LiteRTDetector:
         if not model_path.is_file():
             raise ModelError(f"detector model file {model_path} does not exist")
         spec = load_detector_spec(spec_path)
-        sha = file_sha256(model_path)
-        if spec.sha256 is not None and spec.sha256 != sha:
-            raise ModelError(
-                f"{model_path} does not match its sidecar {spec_path}: sha256 is {sha[:12]}..., "
-                f"the sidecar says {spec.sha256[:12]}... (wrong file, or a changed model)"
-            )
-        if accelerator not in ("auto", "cpu", "edgetpu"):
-            raise ModelError(f"accelerator must be auto, cpu or edgetpu, not {accelerator!r}")
+        sha = checked_sha256(model_path, spec_path, spec.sha256, accelerator)
         Interpreter, load_delegate, runtime = _runtime()
         it, path, used = _load(model_path, accelerator, threads, (Interpreter, load_delegate))
         sha = sha if path == model_path else file_sha256(path)

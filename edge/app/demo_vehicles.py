@@ -11,7 +11,6 @@ commit and checked against the SHA-256 its sidecar names (as the playbook does).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -20,6 +19,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from edge.adapters.classifier import file_sha256
 from edge.app.config import Config, parse_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -48,7 +48,7 @@ def find_detector(*, download: bool = True) -> tuple[Path | None, str]:
         CACHE / name,
     ]
     for p in places:
-        if p.is_file() and _sha256(p) == sha:
+        if p.is_file() and file_sha256(p) == sha:
             return p, str(p)
     if not download:
         return None, "not found (PHONEWATCH_VEHICLE_DETECTOR, the shared data, var/models)"
@@ -60,19 +60,11 @@ def find_detector(*, download: bool = True) -> tuple[Path | None, str]:
     except OSError as e:
         tmp.unlink(missing_ok=True)
         return None, f"could not download it ({e})"
-    if _sha256(tmp) != sha:
+    if file_sha256(tmp) != sha:
         tmp.unlink(missing_ok=True)
         return None, f"the download from {URL} does not match the sidecar's SHA-256"
     tmp.replace(CACHE / name)
     return CACHE / name, f"downloaded to {CACHE / name}"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def make_clip(out: Path, seed: int) -> tuple[Path, Path]:

@@ -43,7 +43,6 @@ Validation is pure and names the key and the file.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -59,6 +58,7 @@ from edge.core.model_spec import (
     _parse_sha256,
     _unknown,
     positive_indices,
+    read_sidecar,
 )
 from edge.core.preprocess import InputSpec
 
@@ -177,14 +177,5 @@ def parse_detector_spec(
 
 def load_detector_spec(path: Path) -> DetectorSpec:
     """Read and validate a detector sidecar file."""
-    try:
-        raw = path.read_text(encoding="utf-8")
-    except FileNotFoundError as e:
-        raise ModelError(f"detector sidecar {path} is missing (every detector needs one)") from e
-    except OSError as e:
-        raise ModelError(f"detector sidecar {path} cannot be read: {e.strerror}") from e
-    try:
-        data = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise ModelError(f"detector sidecar {path} is not valid JSON: {e}") from e
+    data = read_sidecar(path, "detector")
     return parse_detector_spec(data, where=f"detector sidecar {path}", base_dir=path.parent)

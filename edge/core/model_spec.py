@@ -293,15 +293,19 @@ def sidecar_path(model_path: Path) -> Path:
     return model_path.with_suffix(".json")
 
 
-def load_spec(path: Path) -> ModelSpec:
+def read_sidecar(path: Path, what: str = "model") -> Any:
+    """A sidecar file's JSON; :class:`ModelError` says why not (``what``: model, detector)."""
     try:
         raw = path.read_text(encoding="utf-8")
     except FileNotFoundError as e:
-        raise ModelError(f"model sidecar {path} is missing (every model needs one)") from e
+        raise ModelError(f"{what} sidecar {path} is missing (every {what} needs one)") from e
     except OSError as e:
-        raise ModelError(f"model sidecar {path} cannot be read: {e.strerror}") from e
+        raise ModelError(f"{what} sidecar {path} cannot be read: {e.strerror}") from e
     try:
-        data = json.loads(raw)
+        return json.loads(raw)
     except json.JSONDecodeError as e:
-        raise ModelError(f"model sidecar {path} is not valid JSON: {e}") from e
-    return parse_spec(data, where=f"sidecar {path}", base_dir=path.parent)
+        raise ModelError(f"{what} sidecar {path} is not valid JSON: {e}") from e
+
+
+def load_spec(path: Path) -> ModelSpec:
+    return parse_spec(read_sidecar(path), where=f"sidecar {path}", base_dir=path.parent)
