@@ -33,6 +33,12 @@ BATCH_CACHE = 4
 """Batch sizes :meth:`LiteRTClassifier.score_batch` keeps an interpreter for (least recently
 used dropped first): alternating sizes, as with several cameras, never rebuild one per call."""
 
+BATCH_SIZES = (16, 8, 4, 2)
+"""The batch sizes ``score_batch`` invokes: any other count is split into these (and a single
+crop), largest first: 12 crops go as 8 + 4. Several cameras' rounds come in every size from 2
+to twice the cameras; without this each new size built an interpreter and, past
+``BATCH_CACHE`` sizes, dropped one that the next round rebuilt."""
+
 
 def _runtime() -> tuple[Any, Callable[..., Any], str]:
     """(Interpreter class, load_delegate, runtime name): LiteRT first, tflite-runtime second."""
@@ -65,6 +71,17 @@ def file_sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def batch_chunks(n: int) -> list[int]:
+    """``n`` crops as batches of :data:`BATCH_SIZES`, largest first, and single crops:
+    ``batch_chunks(12) == [8, 4]``, ``batch_chunks(7) == [4, 2, 1]``."""
+    out: list[int] = []
+    for size in BATCH_SIZES:
+        while n >= size:
+            out.append(size)
+            n -= size
+    return out + [1] * n
 
 
 def checked_sha256(
@@ -308,21 +325,24 @@ class LiteRTClassifier:
             return []
         for t in tensors:
             self._check_tensor(t)
-        it = self._batch_interpreter(n) if n > 1 else None
-        if it is None:
-            raw = np.empty((n, self._n_out), dtype=self._out_dtype)
-            main = self._it
-            for i, t in enumerate(tensors):
-                main.tensor(self._in["index"])()[...] = t
-                main.invoke()
-                raw[i] = main.get_tensor(self._out["index"]).reshape(-1)
-        else:
-            view = it.tensor(self._in["index"])()
-            for i, t in enumerate(tensors):
-                view[i] = t[0]
-            del view  # invoke() refuses to run while a view of its buffers is alive
-            it.invoke()
-            raw = it.get_tensor(self._out["index"]).reshape(n, self._n_out)
+        raw = np.empty((n, self._n_out), dtype=self._out_dtype)
+        at = 0
+        for size in batch_chunks(n):
+            it = self._batch_interpreter(size) if size > 1 else None
+            if it is None:
+                main = self._it
+                for i in range(at, at + size):
+                    main.tensor(self._in["index"])()[...] = tensors[i]
+                    main.invoke()
+                    raw[i] = main.get_tensor(self._out["index"]).reshape(-1)
+            else:
+                view = it.tensor(self._in["index"])()
+                for i in range(size):
+                    view[i] = tensors[at + i][0]
+                del view  # invoke() refuses to run while a view of its buffers is alive
+                it.invoke()
+                raw[at : at + size] = it.get_tensor(self._out["index"]).reshape(size, self._n_out)
+            at += size
         p = self.probabilities(dequantise(raw, self._out_scale, self._out_zero))
         s = p[:, self._pos].sum(axis=1)
         return [0.0 if v < 0.0 else 1.0 if v > 1.0 else v for v in s.tolist()]

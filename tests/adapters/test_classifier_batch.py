@@ -10,7 +10,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge.adapters.classifier import BATCH_CACHE, LiteRTClassifier, _runtime
+from edge.adapters.classifier import (
+    BATCH_CACHE,
+    BATCH_SIZES,
+    LiteRTClassifier,
+    _runtime,
+    batch_chunks,
+)
 from edge.core.errors import ModelError
 from edge.core.model_spec import load_spec
 from edge.core.preprocess import dequantise
@@ -77,26 +83,28 @@ def test_default_model_batches_and_matches_one_by_one(
     assert [clf.score(c) for c in crops[:3]] == pytest.approx(batch[:3], abs=1e-6)
 
 
-def test_alternating_batch_sizes_reuse_one_interpreter_per_size(
+def test_every_round_size_uses_the_few_fixed_batch_interpreters(
     default_clf: LiteRTClassifier, crops: list[np.ndarray]
 ) -> None:
+    # Several cameras' rounds come in every size: each is split into batches of 16, 8, 4 or 2
+    # (and single crops), so only those interpreters are ever built, once each, and reused.
     clf = default_clf
     tensors = [clf.preprocess(c) for c in crops]
+    while len(tensors) < 40:
+        tensors += tensors
     single = [clf.score_batch([t])[0] for t in tensors]
-    seen: dict[int, Any] = {}
-    for n in [2, 3, 2, 3, 5, 2, 1, 3]:
+    built: dict[int, Any] = {}
+    for n in [2, 3, 2, 3, 5, 2, 1, 12, 7, 33, 24, 2]:
         got = clf.score_batch(tensors[:n])
         np.testing.assert_allclose(got, single[:n], rtol=0, atol=1e-6)
-        if n > 1:
-            it = clf._batch_its[n]
-            assert seen.setdefault(n, it) is it  # built once, then reused
-    assert {2, 3, 5} <= set(clf._batch_its)
-    # More sizes than the cache holds: the least recently used size is dropped.
-    for n in range(4, 4 + BATCH_CACHE):
-        clf.score_batch(tensors[:n])
-    assert len(clf._batch_its) == BATCH_CACHE
-    assert 2 not in clf._batch_its
-    np.testing.assert_allclose(clf.score_batch(tensors[:2]), single[:2], rtol=0, atol=1e-6)
+        for size, it in clf._batch_its.items():
+            assert built.setdefault(size, it) is it  # built once, then reused
+    assert set(built) == set(BATCH_SIZES)
+    assert len(built) <= BATCH_CACHE
+    assert batch_chunks(12) == [8, 4]
+    assert batch_chunks(7) == [4, 2, 1]
+    assert batch_chunks(33) == [16, 16, 1]
+    assert sum(batch_chunks(29)) == 29
 
 
 def test_a_tensor_of_the_wrong_shape_or_type_is_refused(
