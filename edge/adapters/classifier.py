@@ -23,7 +23,7 @@ import numpy as np
 
 from edge.core.errors import AcceleratorError, ModelError
 from edge.core.model_spec import ModelSpec, load_spec, sidecar_path
-from edge.core.preprocess import dequantise, preprocess_quantised, to_layout
+from edge.core.preprocess import InputSpec, dequantise, preprocess_quantised, to_layout
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,24 @@ def batch_chunks(n: int) -> list[int]:
             out.append(size)
             n -= size
     return out + [1] * n
+
+
+def check_input_shape(
+    model_path: Path, shape: Any, s: InputSpec, sidecar: str = "the sidecar"
+) -> None:
+    """:class:`ModelError` unless the model's input tensor is the one-image shape the
+    sidecar's input (size, channels, layout) means."""
+    got = tuple(int(x) for x in shape)
+    want = (
+        (1, s.height, s.width, s.channels)
+        if s.layout == "NHWC"
+        else (1, s.channels, s.height, s.width)
+    )
+    if got != want:
+        raise ModelError(
+            f"{model_path}: model input shape {list(got)} does not match {sidecar} "
+            f"({s.layout}, {s.width}x{s.height}, {s.colour}) which means {list(want)}"
+        )
 
 
 def checked_sha256(
@@ -258,18 +276,7 @@ class LiteRTClassifier:
         )
 
     def _check_shapes(self) -> None:
-        s = self.spec.input
-        shape = tuple(int(x) for x in self._in["shape"])
-        want = (
-            (1, s.height, s.width, s.channels)
-            if s.layout == "NHWC"
-            else (1, s.channels, s.height, s.width)
-        )
-        if shape != want:
-            raise ModelError(
-                f"{self.model_path}: model input shape {list(shape)} does not match the sidecar "
-                f"({s.layout}, {s.width}x{s.height}, {s.colour}) which means {list(want)}"
-            )
+        check_input_shape(self.model_path, self._in["shape"], self.spec.input)
         n_out = int(np.prod(self._out["shape"]))
         if n_out != len(self.spec.labels):
             raise ModelError(

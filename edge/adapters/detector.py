@@ -25,6 +25,7 @@ from edge.adapters.classifier import (
     EDGETPU_LIBRARY,
     _explain_load_error,
     _runtime,
+    check_input_shape,
     checked_sha256,
     edgetpu_twin,
     file_sha256,
@@ -142,18 +143,9 @@ class LiteRTDetector:
 
     # -- checks -------------------------------------------------------------------------------
     def _check_input(self) -> None:
-        s = self.spec.input
-        shape = tuple(int(x) for x in self._in["shape"])
-        want = (
-            (1, s.height, s.width, s.channels)
-            if s.layout == "NHWC"
-            else (1, s.channels, s.height, s.width)
+        check_input_shape(
+            self.model_path, self._in["shape"], self.spec.input, "the detector sidecar"
         )
-        if shape != want:
-            raise ModelError(
-                f"{self.model_path}: model input shape {list(shape)} does not match the detector "
-                f"sidecar ({s.layout}, {s.width}x{s.height}, {s.colour}) which means {list(want)}"
-            )
 
     def _check_outputs(self) -> bool:
         """Refuse outputs that do not fit the sidecar's ``output`` kind; for ``raw``, say
