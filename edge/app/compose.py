@@ -567,6 +567,8 @@ class Unit:
             out.update(self.collector.stats())
         if self.sampler is not None:
             out.update(self.sampler.stats())
+        if self.vehicles is not None:
+            out.update(self.vehicles.stats())
         out.update(self._counts)
         if self.problem:
             out["status"] = "degraded"

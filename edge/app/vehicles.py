@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from edge.app.stats import Series
 from edge.core.errors import RoiError
 from edge.core.frame import Frame
 from edge.core.roi import Roi
@@ -116,7 +117,7 @@ class VehicleStage:
         self.window_errors = 0
         self.detections = 0
         self.detect_errors = 0
-        self.detect_ms: list[float] = []
+        self.detect_ms = Series(maxlen=500)
 
     # -- prep thread --------------------------------------------------------------------------
     def regions(self, frame: Frame) -> Vehicles:
@@ -190,8 +191,7 @@ class VehicleStage:
             log.exception("vehicle detection failed")
             return None
         self.detections += 1
-        self.detect_ms.append((time.perf_counter() - t0) * 1e3)
-        del self.detect_ms[:-500]
+        self.detect_ms.add((time.perf_counter() - t0) * 1e3)
         return found
 
     def _submit(self, frame: Frame) -> bool:
@@ -266,11 +266,11 @@ class VehicleStage:
         return self.tracker.counts(now).heartbeat()
 
     def stats(self) -> dict[str, Any]:
-        ms = sorted(self.detect_ms)
+        p50 = self.detect_ms.percentile(50)
         return {
             "vehicle_detections": self.detections,
             "vehicle_detect_errors": self.detect_errors,
-            "vehicle_detect_ms_p50": round(ms[len(ms) // 2], 2) if ms else None,
+            "vehicle_detect_ms_p50": None if p50 is None else round(p50, 2),
             "vehicle_tracks_live": self.decider.live,
             "vehicle_tracks_rejoined": self.rejoined,
         }
