@@ -563,6 +563,7 @@ class Unit:
         collector's, the unit's own counters and the uplink's media counters."""
         runner = self.runner
         out = runner.snapshot() if runner is not None else {}
+        out.pop("cameras", None)  # each camera's figures go in the heartbeat's own ``cameras``
         if self.collector is not None:
             out.update(self.collector.stats())
         if self.sampler is not None:

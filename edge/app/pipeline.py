@@ -603,7 +603,7 @@ class Pipeline:
         vehicles: Vehicles | None = None,
     ) -> None:
         t1 = time.perf_counter()
-        scores = self.classifier.score_batch(tensors) if tensors else []
+        scores = self.classifier.score_batch(tensors)
         invoke_ms = (time.perf_counter() - t1) * 1e3
         if vehicles is not None:
             self._decide_vehicles(frame, vehicles, scores, prep_ms, invoke_ms)
@@ -662,8 +662,7 @@ class Pipeline:
 
     def prepare(self, frame: Frame, clf: Classifier) -> list[np.ndarray]:
         """This camera's ROI tensors of ``frame`` for ``clf`` (what the hub batches)."""
-        img = frame.inference_image
-        return [clf.preprocess(r.crop(img), r.mask(img)) for r in self.rois]
+        return self._tensors(frame, clf, None)
 
     def _decide(
         self, frame: Frame, scores: Sequence[float], prep_ms: float, invoke_ms: float
