@@ -445,6 +445,7 @@ class Unit:
                     state_path=self.paths.sampler_state,
                     jpeg_quality=cfg.evidence.jpeg_quality,
                     hold=self._alerts_pending,
+                    lossless=self.lossless,
                 )
                 self._stack.callback(self.sampler.close)
             self.emitter = StatsEmitter(

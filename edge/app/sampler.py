@@ -28,8 +28,12 @@ thread is busy, or while a hit is being recorded (``hold``), is not taken (``sam
 and is taken from a later frame; nothing is taken while the broker is away (a random instant
 that passes then is lost, ``sample_dropped``). Crops never go to the outbox.
 
-Times come from a :class:`~edge.core.clock.Clock`: monotonic time for the intervals and the
-calibration window, wall time for the UTC day; names carry the frame's own wall time.
+Background samples run on the frame's own times (monotonic for the intervals, wall for the UTC
+day and the random instants), so a file replayed on video time samples its recording's days as
+a live camera would have; the ``calibrate`` window runs on the unit's
+:class:`~edge.core.clock.Clock` (a command starts it now). Names carry the frame's wall time.
+``lossless`` (an offline run of a file, like the pipeline's) waits for the worker instead of
+skipping a due sample as busy, so a replay samples the same crops however fast it is read.
 """
 
 from __future__ import annotations
@@ -178,6 +182,7 @@ class Sampler:
         rng: random.Random | None = None,
         jpeg_quality: int = 90,
         hold: Callable[[], bool] | None = None,
+        lossless: bool = False,
     ) -> None:
         self.uplink = uplink
         self.rois = tuple(rois)
@@ -190,6 +195,7 @@ class Sampler:
         self._rng = rng or random.Random()
         self._hold = hold
         """True while an alert is being recorded: samples wait behind it."""
+        self.lossless = lossless
         on = cfg.enabled
         self.budget = {
             "random": cfg.random_per_day if on else 0,
@@ -208,13 +214,14 @@ class Sampler:
             "sample_errors": 0,
         }
         self._closed = False
-        today = utc_day(self._clock.wall())
+        now_wall = self._clock.wall()
+        today = utc_day(now_wall)
         self._day = today
         self._used = load_day_counts(state_path, today)
-        """Crops taken today per reason (published, or on their way)."""
+        """Crops taken on ``_day`` per reason (published, or on their way)."""
         self._random_left_to_draw = 0
         self._next_random_wall_s = math.inf
-        self._start_day(today, self._used)
+        self._start_day(today, self._used, now_wall)
         if on:
             log.info(
                 "sampling: %d random and %d uncertain (scores %.3f..%.3f) crops a day, "
@@ -229,11 +236,11 @@ class Sampler:
         self._thread.start()
 
     # -- the day's budget (inference thread) ---------------------------------------------------
-    def _start_day(self, day: int, used: dict[str, int]) -> None:
+    def _start_day(self, day: int, used: dict[str, int], now_wall: float) -> None:
         self._day = day
         self._used = used
         self._random_left_to_draw = max(0, self.budget["random"] - used["random"])
-        self._draw_random(max(self._clock.wall(), float(day * DAY_S)))
+        self._draw_random(max(now_wall, float(day * DAY_S)))
 
     def _draw_random(self, from_s: float) -> None:
         """The next random instant: the earliest of the day's remaining ones, which are
@@ -255,19 +262,20 @@ class Sampler:
     # -- the inference thread ------------------------------------------------------------------
     def on_frame(self, frame: Frame, scores: Mapping[str, float]) -> None:
         """Inference thread, every frame: comparisons, and a hand-off when a sample is due.
-        Never waits (beyond a lock held for a few assignments)."""
-        now = self._clock.monotonic()
-        wall = self._clock.wall()
+        Never waits (beyond a lock held for a few assignments), unless ``lossless``."""
+        now, wall = frame.t_mono_s, frame.t_wall_s
         if utc_day(wall) != self._day:
-            with self._lock:
-                self._start_day(utc_day(wall), dict.fromkeys(BUDGETED, 0))
+            day = utc_day(wall)
+            with self._lock:  # the state file's counts, if they are that day's
+                self._start_day(day, load_day_counts(self.state_path, day), wall)
         run = self._run
         picks: list[_Pick] = []
+        cal_now = self._clock.monotonic()
         if run is not None:
-            picks += self._calibration_picks(run, scores, now)
+            picks += self._calibration_picks(run, scores, cal_now)
         picks += self._background_picks(scores, now, wall)
         if picks:
-            self._hand_over(frame, picks, run, now)
+            self._hand_over(frame, picks, run, now, cal_now)
 
     def _calibration_picks(self, run: _Run, scores: Mapping[str, float], now: float) -> list[_Pick]:
         if now >= run.end_mono_s:
@@ -302,32 +310,51 @@ class Sampler:
                 picks.append(_Pick(roi, scores[roi.id], "uncertain"))
         return picks
 
-    def _hand_over(self, frame: Frame, picks: list[_Pick], run: _Run | None, now: float) -> None:
+    def _hand_over(
+        self, frame: Frame, picks: list[_Pick], run: _Run | None, now: float, cal_now: float
+    ) -> None:
+        """``now``: the frame's monotonic time (background intervals); ``cal_now``: the
+        clock's (the calibration window's rate)."""
         if not self.uplink.is_connected:  # nothing is taken; a random instant is lost
-            self._skip_offline(picks, run, now)
+            self._skip_offline(picks, run, cal_now)
             return
-        if self._hold is not None and self._hold():
+        if not self.lossless and self._hold is not None and self._hold():
             self._counts["sample_busy"] += 1
             return
         sample = _Sample(frame, tuple(picks), self._day, run)
         with self._lock:
-            try:
-                self._queue.put_nowait(sample)
-            except queue.Full:
-                self._counts["sample_busy"] += 1
-                return
+            if not self.lossless:
+                try:
+                    self._queue.put_nowait(sample)
+                except queue.Full:
+                    self._counts["sample_busy"] += 1
+                    return
             self._pending += 1
             for p in picks:
                 if p.reason == "calibration":
                     assert run is not None
-                    run.last_mono_s = now
+                    run.last_mono_s = cal_now
                     continue
                 self._last[p.reason] = now
                 self._used[p.reason] += 1
                 if p.reason == "random":
                     self._consume_random()
+        if self.lossless:  # an offline run: wait for the worker (never while holding the lock)
+            self._put_waiting(sample)
 
-    def _skip_offline(self, picks: list[_Pick], run: _Run | None, now: float) -> None:
+    def _put_waiting(self, sample: _Sample) -> None:
+        while True:
+            try:
+                self._queue.put(sample, timeout=1.0)
+                return
+            except queue.Full:
+                if not self._thread.is_alive():  # closed under us: nobody will take it
+                    with self._lock:
+                        self._pending -= 1
+                    self._counts["sample_busy"] += 1
+                    return
+
+    def _skip_offline(self, picks: list[_Pick], run: _Run | None, cal_now: float) -> None:
         reasons = {p.reason for p in picks}
         if "random" in reasons:
             self._counts["sample_dropped"] += 1
@@ -335,7 +362,7 @@ class Sampler:
         if "calibration" in reasons and run is not None:
             self._counts["sample_dropped"] += 1
             run.dropped += 1
-            run.last_mono_s = now
+            run.last_mono_s = cal_now
 
     # -- calibration (the command thread) ------------------------------------------------------
     def calibrate(self, job: CalibrationJob) -> None:
@@ -456,7 +483,7 @@ class Sampler:
         calibration crops published, samples dropped (broker away, backlog), samples skipped
         (``sample_busy``: worker busy or an alert being recorded), errors."""
         out: dict[str, Any] = dict(self._counts)
-        today = utc_day(self._clock.wall()) == self._day
+        today = self.lossless or utc_day(self._clock.wall()) == self._day  # a replay's day
         for reason in BUDGETED:
             used = self._used[reason] if today else 0
             out[f"sample_{reason}_today"] = used

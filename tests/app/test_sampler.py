@@ -329,6 +329,58 @@ def test_a_busy_sampler_skips_and_counts_and_inference_goes_on(
     assert len(up.names) == 2
 
 
+def test_a_lossless_sampler_waits_for_the_worker_and_skips_nothing(
+    tmp_path: Path, samplers: list[Sampler]
+) -> None:
+    """An offline run: the same frames as the busy test above, but every due sample is taken
+    (the inference thread waits), so a replay samples the same crops however fast it reads."""
+    clock = clock_at()
+    gate = threading.Event()
+    s, up = make(tmp_path, clock, RecordingUplink(gate=gate), uncertain_per_day=100)
+    s.lossless = True
+    samplers.append(s)
+    done = threading.Event()
+
+    def infer() -> None:
+        for i in range(21):
+            s.on_frame(frame_at(clock, i), both(0.5))
+            clock.advance(1.0)
+        done.set()
+
+    t = threading.Thread(target=infer, daemon=True)
+    t.start()
+    assert up.entered.wait(5)
+    assert not done.wait(0.2)  # held: the third due sample waits for the gated worker
+    gate.set()
+    assert done.wait(10)
+    t.join(5)
+    assert wait_until(lambda: s.is_settled, 5)
+    st = s.stats()
+    assert st["sample_busy"] == 0
+    assert st["sample_uncertain_today"] == 21
+    assert len(up.names) == 21
+
+
+def test_a_replay_samples_on_its_own_days_not_the_clocks(
+    tmp_path: Path, samplers: list[Sampler]
+) -> None:
+    """Frames carrying video time from three days ago, read while the clock says today: the
+    random instants fall on the recording's day and the names carry the frames' times."""
+    clock = clock_at(DAY0 + 3, second_of_day=600.0)
+    s, up = make(tmp_path, clock, random_per_day=6)
+    samplers.append(s)
+    t0 = (DAY0 * DAY_S) + 3600.0  # the recording: one frame every 10 minutes for a day
+    for i in range(144):
+        t = t0 + 600.0 * i
+        s.on_frame(Frame(index=i, t_mono_s=t, t_wall_s=t, image=_IMAGE), both(0.05))
+        assert wait_until(lambda: s.is_settled, 5)
+    got = up.parsed()
+    assert 5 <= len(got) <= 6
+    days = {int(p.t_wall_ms // 1000 // DAY_S) for p in got}
+    assert days <= {DAY0, DAY0 + 1}  # the recording's days, not the clock's
+    assert DAY0 in days
+
+
 def test_samples_wait_behind_alerts_and_for_the_broker(
     tmp_path: Path, samplers: list[Sampler]
 ) -> None:
