@@ -363,7 +363,7 @@ def rollout_rows(conn: Connection, unit_id: str) -> list[dict[str, Any]]:
     """The unit's rollouts, most recently updated first, in words."""
     out = []
     for r in rollout.list_rollouts(conn, unit=unit_id, limit=10):
-        have = f"{r.have}/{r.chunk_count}" if r.have is not None else f"?/{r.chunk_count}"
+        have = f"{r.have} of {r.chunk_count}" if r.have is not None else f"{r.chunk_count}"
         out.append(
             {
                 "version": r.version,
