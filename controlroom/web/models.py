@@ -227,7 +227,11 @@ def _report(
         )
         return
     _audit(request, user, "model_offer_unsent", unit_id, f"{what}: {sent.detail}")
-    flash(request, "error", f"{what} NOT sent to {unit_id}: {sent.detail}")
+    flash(
+        request,
+        "error",
+        f"Package {what} NOT sent to {unit_id}: {sent.detail} (its rollout says not sent)",
+    )
 
 
 def promotable(conn: Connection, hb: dict[str, Any]) -> dict[str, str] | None:

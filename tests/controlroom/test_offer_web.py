@@ -33,7 +33,7 @@ from edge.app.local_broker import LocalBroker, free_port
 from edge.common import model_package as mp
 from edge.common.signing import Ed25519PrivateKey, generate_key, load_private_key, write_key_pair
 from edge.core.errors import ConfigError
-from tests.controlroom.conftest import Unit, mqtt_cfg, status_and_heartbeat
+from tests.controlroom.conftest import Unit, mqtt_cfg, raw_pub_b64, status_and_heartbeat
 from tests.controlroom.test_commands import Listener
 from tests.controlroom.test_web import PASSWORD, audit_actions, csrf_of, login
 
@@ -184,6 +184,22 @@ def test_a_listed_user_offers_a_package_and_the_command_and_chunks_reach_the_bro
     assert offer(client, token, blob, mode="live").status_code == 303
     assert json.loads(listener.one().payload)["mode"] == "live"
     assert [(r.mode, r.state) for r in rollout_rows(engine)] == [("live", "offered")]
+
+
+def test_an_offer_the_broker_drops_is_said_not_sent_and_its_row_says_so(
+    client: Any, engine: Engine, model_key: Ed25519PrivateKey
+) -> None:
+    """unit-b has never connected: no session subscribes to its commands, so the broker
+    drops the offer (no matching subscribers) and the page says so."""
+    db.upsert_unit(engine, "unit-b", raw_pub_b64(generate_key()), "0" * 16)
+    token = login(client)
+    blob = build(model_key)
+    assert offer(client, token, blob, unit="unit-b").status_code == 303
+    text = flash_text(client.get("/units/unit-b").text)
+    assert text.startswith("Package brightness-int8 test-1")
+    assert "NOT sent to unit-b: the broker has no subscriber on phonewatch/unit-b/cmd/" in text
+    assert [(r.unit, r.state) for r in rollout_rows(engine)] == [("unit-b", "unsent")]
+    assert ("alice", "model_offer_unsent", "unit-b") in audit_actions(engine)
 
 
 def test_a_user_not_listed_sees_the_section_read_only_and_is_refused_with_403(
