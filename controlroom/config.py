@@ -1,4 +1,4 @@
-"""Control-room configuration (TOML): database, broker, web server, retention, privacy.
+"""Control-room configuration (TOML): database, broker, web server, retention, privacy, models.
 
 Strict like the unit's config: unknown keys are errors that name the key. Relative paths are
 resolved against the config file's folder.
@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, model_validator
 
 from edge.common.config import StrictModel as _Strict
-from edge.common.config import Table, format_errors, resolve_paths
+from edge.common.config import Table, format_errors, resolve_path_text, resolve_paths
 from edge.core.errors import ConfigError
 
 
@@ -224,12 +224,44 @@ class PrivacyConfig(_Strict):
         return self.blur == "off" or user in self.original_viewers
 
 
+class ModelsConfig(_Strict):
+    """Who may offer signed model packages from the dashboard, and the keys it checks them by
+    (docs/rollout.md). The CLI (``controlroom model offer``) is not limited by these."""
+
+    offer_users: list[str] = Field(
+        default_factory=list,
+        description="Users who may offer a signed model package to a unit, and promote its "
+        "shadow model, from the unit's page (every offer and every refused attempt is "
+        "audited); everyone else sees the Model section read-only.",
+    )
+    trusted_keys: list[Path] = Field(
+        default_factory=list,
+        description="PEM public key(s) of the control room's model-signing key "
+        "('controlroom model-key generate' writes controlroom-model.sign.pub): the dashboard "
+        "refuses a package whose signature does not verify with one of them. Empty: the "
+        "dashboard offers no package.",
+        max_length=8,
+    )
+
+    @classmethod
+    def resolve_extra_paths(cls, table: Table, base: Path) -> None:
+        keys = table.get("trusted_keys")
+        if isinstance(keys, list):
+            table["trusted_keys"] = [
+                resolve_path_text(k, base) if isinstance(k, str) else k for k in keys
+            ]
+
+    def may_offer(self, user: str) -> bool:
+        return user in self.offer_users
+
+
 class Config(_Strict):
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     web: WebConfig = Field(default_factory=WebConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    models: ModelsConfig = Field(default_factory=ModelsConfig)
 
     @model_validator(mode="after")
     def _tls_pairs(self) -> Config:

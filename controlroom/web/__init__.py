@@ -5,8 +5,9 @@ is a POST carrying the session's CSRF token and is written to the audit log. The
 follows new alerts over server-sent events by polling the database, so it sees alerts stored by
 any receiver process.
 
-One router per area (``auth``, ``alerts``, ``units``, ``labels``, ``audit``); what they share
-(config, engine, templates, receiver stats, command sink) is on ``app.state.web``
+One router per area (``auth``, ``alerts``, ``units``, ``models``, ``labels``, ``audit``); what
+they share (config, engine, templates, receiver stats, command sink, model-signing keys) is on
+``app.state.web``
 (:class:`~controlroom.web.deps.WebState`), and the log-in and CSRF checks are dependencies of
 the routers (:func:`~controlroom.web.deps.protected_router`).
 """
@@ -25,7 +26,7 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from controlroom import commands
 from controlroom.config import Config
-from controlroom.web import alerts, audit, auth, errorpages, labels, units
+from controlroom.web import alerts, audit, auth, errorpages, labels, models, units
 from controlroom.web.auth import login_retry_after_s
 from controlroom.web.deps import NeedLogin, StatsFn, WebState, fmt_time, iso_time, local_zone, when
 from controlroom.web.security import SecurityHeaders, content_security_policy, load_secret
@@ -52,7 +53,12 @@ def create_app(
         describe_command=units.describe_command,
     )
     app.state.web = WebState(
-        cfg=cfg, engine=engine, templates=templates, stats=stats, commander=commander
+        cfg=cfg,
+        engine=engine,
+        templates=templates,
+        stats=stats,
+        commander=commander,
+        model_keys=models.load_keys(cfg.models),
     )
     app.add_middleware(
         SessionMiddleware,
@@ -76,6 +82,7 @@ def create_app(
         auth.router,
         alerts.router,
         units.router,
+        models.router,
         audit.router,
         labels.router,
         audit.public,

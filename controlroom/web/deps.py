@@ -3,7 +3,8 @@ page rendering and small helpers.
 
 Routers that need a log-in are built with :func:`protected_router`, which puts
 ``Depends(current_user)`` and ``Depends(csrf)`` on every route they hold, so a new route cannot
-forget either. ``csrf`` checks only state-changing methods (POST and friends).
+forget either. ``csrf`` checks only state-changing methods (POST and friends). Checks that
+must run before the form is read (an upload's declared size) go between the two.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import sqlalchemy as sa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
@@ -45,6 +47,9 @@ class WebState:
     """Redacted evidence frames by the frame's SHA-256 (see :mod:`controlroom.privacy`)."""
     redacted_clips: ThumbCache = field(default_factory=lambda: ThumbCache(max_items=16))
     """Redacted clips by the clip's SHA-256: a few, since a clip is megabytes, not kilobytes."""
+    model_keys: tuple[Ed25519PublicKey, ...] = ()
+    """The control room's model-signing public keys (``[models] trusted_keys``): the unit
+    page offers only packages that verify with one of them."""
 
 
 class NeedLogin(Exception):
@@ -97,9 +102,11 @@ State = Annotated[WebState, Depends(web_state)]
 User = Annotated[str, Depends(current_user)]
 
 
-def protected_router() -> APIRouter:
-    """A router whose every route needs a log-in, and a CSRF token if it changes state."""
-    return APIRouter(dependencies=[Depends(current_user), Depends(csrf)])
+def protected_router(*before_csrf: Callable[..., Any]) -> APIRouter:
+    """A router whose every route needs a log-in, and a CSRF token if it changes state;
+    ``before_csrf`` run after the log-in check and before the form is read."""
+    checks = [Depends(d) for d in before_csrf]
+    return APIRouter(dependencies=[Depends(current_user), *checks, Depends(csrf)])
 
 
 def csrf_token(request: Request) -> str:

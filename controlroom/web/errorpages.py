@@ -29,6 +29,7 @@ TITLES = {
     404: "Not found",
     405: "Not allowed here",
     409: "Already done",
+    413: "Too large",
     422: "Something is missing or wrong in the form",
     429: "Too many attempts",
 }

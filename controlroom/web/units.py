@@ -13,6 +13,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.engine import Connection
 
 from controlroom import commands, db, rollout
+from controlroom.web import models
 from controlroom.web.deps import (
     State,
     User,
@@ -236,6 +237,7 @@ def model_facts(hb: dict[str, Any], ro: Any | None) -> dict[str, Any]:
         agree = shadow.get("agreement")
         out["shadow"] = {
             "version": str(shadow.get("version", "?")),
+            "sha256": str(shadow.get("sha256", "")),
             "agreement": None if agree is None else f"{100 * float(agree):.1f} %",
         }
     if ro is not None:
@@ -357,11 +359,37 @@ def receiver_facts(stats: dict[str, Any] | None) -> dict[str, Any] | None:
     }
 
 
+def rollout_rows(conn: Connection, unit_id: str) -> list[dict[str, Any]]:
+    """The unit's rollouts, most recently updated first, in words."""
+    out = []
+    for r in rollout.list_rollouts(conn, unit=unit_id, limit=10):
+        have = f"{r.have} of {r.chunk_count}" if r.have is not None else f"{r.chunk_count}"
+        out.append(
+            {
+                "version": r.version,
+                "sha256": r.package_sha256,
+                "mode": r.mode,
+                "state": r.state,
+                "words": ROLLOUT_WORDS.get(r.state, r.state),
+                "chunks": have,
+                "detail": r.detail or "",
+                "offered_by": r.offered_by,
+                "offered_at": r.offered_at,
+                "updated_at": r.updated_at,
+            }
+        )
+    return out
+
+
 @router.get("/units/{unit_id}", response_class=HTMLResponse)
-def unit_page(request: Request, st: State, unit_id: str) -> HTMLResponse:
+def unit_page(request: Request, st: State, user: User, unit_id: str) -> HTMLResponse:
     with st.engine.connect() as conn:
         row = load_unit(conn, unit_id)
         health = unit_health(row, now=time.time(), offline_after_s=st.cfg.web.offline_after_s)
+        ros = rollout.list_rollouts(conn, unit=unit_id, limit=1)
+        model = model_facts(health["hb"], ros[0] if ros else None)
+        rollouts = rollout_rows(conn, unit_id)
+        offer = models.offer_context(st, user, conn, health["hb"])
         snap = conn.execute(
             sa.select(
                 db.snapshots.c.received_at,
@@ -386,6 +414,9 @@ def unit_page(request: Request, st: State, unit_id: str) -> HTMLResponse:
         history=history,
         limits=LIMITS,
         health=health,
+        model=model,
+        rollouts=rollouts,
+        offer=offer,
         **_broker(st),
     )
 
