@@ -441,65 +441,66 @@ class SiteLoop:
         *,
         name: str,
         fps: float = 8.0,
-        shadow_s: float = 8.0,
+        shadow_frames: int = 40,
         timeout_s: float = 180.0,
     ) -> dict[str, dict[str, Any]]:
-        """Package ``model``, offer it to every unit in shadow, then live; each unit runs
-        ``rows[unit]`` meanwhile. Returns per unit the shadow's agreement and the final
-        state; raises if a unit refuses, rolls back or times out."""
+        """Package ``model``, offer it to every unit in shadow, let it score
+        ``shadow_frames`` frames there, then offer it live and wait until each unit has kept
+        it through probation; each unit runs ``rows[unit]`` meanwhile. Returns per unit the
+        shadow's figures; raises if a unit refuses, rolls back or times out."""
+        blob = self.package(model, self.work / "packages" / f"{name}.pwpkg")
+        version = json.loads(model.with_suffix(".json").read_text(encoding="utf-8"))["version"]
+        with self.running(name, rows, fps):
+            shas = self._offer_all(blob, "shadow")
+            self._wait_states(shas, {"shadow_started"}, timeout_s)
+            out = {uid: self._shadow_after(uid, shadow_frames, timeout_s) for uid in self.units}
+            self._offer_all(blob, "live")
+            for uid in self.units:
+                self._wait_live(uid, shas[uid], version, timeout_s)
+        return out
+
+    def _offer_all(self, blob: bytes, mode: str) -> dict[str, str]:
         from controlroom import rollout
 
-        blob = self.package(model, self.work / "packages" / f"{name}.pwpkg")
-        out: dict[str, dict[str, Any]] = {}
-        with self.running(name, rows, fps):
-            shas = {}
-            for uid in self.units:
-                offer, sent = rollout.offer_package(
-                    self.room.engine,
-                    self.room.receiver,
-                    unit=uid,
-                    blob=blob,
-                    mode="shadow",
-                    user="bench",
-                )
-                if not sent.ok:
-                    raise RuntimeError(f"offer to {uid} not sent: {sent.detail}")
-                shas[uid] = offer.sha256
-            self._wait_states(shas, {"shadow_started"}, timeout_s)
-            time.sleep(shadow_s)  # the candidate scores beside the live model
-            for uid in self.units:
-                shadow = (self.heartbeat(uid).get("model") or {}).get("shadow") or {}
-                out[uid] = {
+        shas = {}
+        for uid in self.units:
+            offer, sent = rollout.offer_package(
+                self.room.engine, self.room.receiver, unit=uid, blob=blob, mode=mode, user="bench"
+            )
+            if not sent.ok:
+                raise RuntimeError(f"{mode} offer to {uid} not sent: {sent.detail}")
+            shas[uid] = offer.sha256
+        return shas
+
+    def _shadow_after(self, uid: str, frames: int, timeout_s: float) -> dict[str, Any]:
+        """The shadow's figures in ``uid``'s heartbeat once it has scored ``frames``."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            shadow = (self.heartbeat(uid).get("model") or {}).get("shadow") or {}
+            if (shadow.get("frames") or 0) >= frames:
+                return {
                     "agreement": shadow.get("agreement"),
                     "shadow_frames": shadow.get("frames"),
                     "would_alert": shadow.get("would_alert"),
+                    "version": shadow.get("version"),
                 }
-            for uid in self.units:
-                _, sent = rollout.offer_package(
-                    self.room.engine,
-                    self.room.receiver,
-                    unit=uid,
-                    blob=blob,
-                    mode="live",
-                    user="bench",
-                )
-                if not sent.ok:
-                    raise RuntimeError(f"live offer to {uid} not sent: {sent.detail}")
-            version = json.loads(model.with_suffix(".json").read_text(encoding="utf-8"))["version"]
-            deadline = time.monotonic() + timeout_s
-            for uid in self.units:  # probation over: the heartbeat says live on the new model
-                while True:
-                    m = self.heartbeat(uid).get("model") or {}
-                    if m.get("state") == "live" and (m.get("live") or {}).get("version") == version:
-                        break
-                    state = self.rollout_state(uid, shas[uid])
-                    if state in {"rolled_back", "load_failed", "refused"}:
-                        raise RuntimeError(f"unit {uid}: {state}")
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"unit {uid} still in {m.get('state')} on {version}")
-                    time.sleep(0.3)
-                out[uid]["state"] = "live"
-        return out
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"unit {uid}: the shadow scored {shadow.get('frames')} frames")
+            time.sleep(0.3)
+
+    def _wait_live(self, uid: str, sha: str, version: str, timeout_s: float) -> None:
+        """Until ``uid``'s heartbeat says live (probation over) on ``version``."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            m = self.heartbeat(uid).get("model") or {}
+            if m.get("state") == "live" and (m.get("live") or {}).get("version") == version:
+                return
+            state = self.rollout_state(uid, sha)
+            if state in {"rolled_back", "load_failed", "refused"}:
+                raise RuntimeError(f"unit {uid}: {state}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"unit {uid} still {m.get('state')} ({state}), not on {version}")
+            time.sleep(0.3)
 
     def _wait_states(self, shas: Mapping[str, str], want: set[str], timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
