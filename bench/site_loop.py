@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import signal
@@ -52,6 +53,7 @@ FRAME_S = 3600.0
 START = datetime(2026, 10, 1, tzinfo=UTC).timestamp()
 """Video time of each unit's first frame."""
 REVIEWER = "reviewer-sim"
+DAY_S = 86400.0
 
 
 @dataclass(frozen=True)
@@ -244,10 +246,11 @@ class SiteLoop:
     ) -> None:
         """The frames of ``rows`` in ``folder``, the first one's mtime the unit's next frame
         time (a folder's video time starts there); ``record``: remember which crop each frame
-        time showed, and move the unit's clock on."""
+        time showed, and move the unit's clock on (each watch starts on a new UTC day, so the
+        sampler's budget for it is whole)."""
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
-        start = unit.next_t
+        start = math.ceil(unit.next_t / DAY_S) * DAY_S if record else unit.next_t
         for i, r in enumerate(rows):
             cv2.imwrite(str(folder / f"{i:06d}.png"), frame_image(r))
             if record:
@@ -287,8 +290,11 @@ class SiteLoop:
         with self.room.engine.begin() as conn:
             return len(labelling.queued(conn))
 
-    def wait_for_crops(self, *, settle_s: float = 3.0, timeout_s: float = 60.0) -> int:
-        """Wait until the queue stops growing (the receiver has stored what was sent)."""
+    def wait_for_crops(
+        self, *, at_least: int = 0, settle_s: float = 3.0, timeout_s: float = 60.0
+    ) -> int:
+        """Wait until the queue holds ``at_least`` crops and has stopped growing for
+        ``settle_s`` (the receiver has stored what was sent); returns its length."""
         deadline = time.monotonic() + timeout_s
         n, since = self.queued(), time.monotonic()
         while time.monotonic() < deadline:
@@ -296,7 +302,7 @@ class SiteLoop:
             m = self.queued()
             if m != n:
                 n, since = m, time.monotonic()
-            elif time.monotonic() - since >= settle_s:
+            elif n >= at_least and time.monotonic() - since >= settle_s:
                 break
         return n
 

@@ -64,6 +64,9 @@ log = logging.getLogger(__name__)
 
 DAY_S = 86400
 CALIBRATE_DEFAULT_MAX_FPS = 2.0
+LOSSLESS_CONNECT_WAIT_S = 30.0
+"""An offline run reads its file at once; its first due sample waits this long for the broker
+(the uplink connects while the first frames are read) before samples are skipped as offline."""
 BUDGETED = ("random", "uncertain")
 """The reasons with a per-day budget; ``calibration`` crops are asked for, not budgeted."""
 
@@ -73,6 +76,8 @@ class SampleUplink(MediaUplink, Protocol):
 
     @property
     def is_connected(self) -> bool: ...
+
+    def wait_connected(self, timeout_s: float) -> bool: ...
 
 
 def utc_day(t_wall_s: float) -> int:
@@ -196,6 +201,7 @@ class Sampler:
         self._hold = hold
         """True while an alert is being recorded: samples wait behind it."""
         self.lossless = lossless
+        self._connect_waited = False
         on = cfg.enabled
         self.budget = {
             "random": cfg.random_per_day if on else 0,
@@ -315,8 +321,8 @@ class Sampler:
     ) -> None:
         """``now``: the frame's monotonic time (background intervals); ``cal_now``: the
         clock's (the calibration window's rate)."""
-        if not self.uplink.is_connected:  # nothing is taken; a random instant is lost
-            self._skip_offline(picks, run, cal_now)
+        if not self.uplink.is_connected and not self._waited_for_broker():
+            self._skip_offline(picks, run, cal_now)  # nothing is taken; a random instant is lost
             return
         if not self.lossless and self._hold is not None and self._hold():
             self._counts["sample_busy"] += 1
@@ -341,6 +347,13 @@ class Sampler:
                     self._consume_random()
         if self.lossless:  # an offline run: wait for the worker (never while holding the lock)
             self._put_waiting(sample)
+
+    def _waited_for_broker(self) -> bool:
+        """Lossless only, and once: wait for the broker the uplink is connecting to."""
+        if not self.lossless or self._connect_waited:
+            return False
+        self._connect_waited = True
+        return self.uplink.wait_connected(LOSSLESS_CONNECT_WAIT_S)
 
     def _put_waiting(self, sample: _Sample) -> None:
         while True:

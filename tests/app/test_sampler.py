@@ -42,10 +42,15 @@ class RecordingUplink:
         self.names: list[str] = []
         self.jpegs: list[bytes] = []
         self.entered = threading.Event()
+        self.waited_for_broker = 0
 
     @property
     def is_connected(self) -> bool:
         return self.online
+
+    def wait_connected(self, timeout_s: float) -> bool:
+        self.waited_for_broker += 1
+        return wait_until(lambda: self.online, timeout_s)
 
     def publish_collect(self, name: str, jpeg: bytes) -> bool:
         self.entered.set()
@@ -359,6 +364,27 @@ def test_a_lossless_sampler_waits_for_the_worker_and_skips_nothing(
     assert st["sample_busy"] == 0
     assert st["sample_uncertain_today"] == 21
     assert len(up.names) == 21
+
+
+def test_a_lossless_sampler_waits_once_for_the_broker_it_is_connecting_to(
+    tmp_path: Path, samplers: list[Sampler]
+) -> None:
+    """An offline run reads its first frames while the uplink is still connecting: its first
+    due sample waits for the broker instead of being skipped (a short file was all gone
+    before the connection was up, and sampled nothing)."""
+    clock = clock_at()
+    up = RecordingUplink(online=False)
+    s, _ = make(tmp_path, clock, up, uncertain_per_day=5)
+    s.lossless = True
+    samplers.append(s)
+    threading.Timer(0.3, lambda: setattr(up, "online", True)).start()
+    feed(s, clock, [both(0.5)] * 5)
+    assert len(up.names) == 5
+    assert up.waited_for_broker == 1
+    up.online = False  # gone later: samples are skipped as offline, without waiting again
+    feed(s, clock, [both(0.5)] * 3)
+    assert len(up.names) == 5
+    assert up.waited_for_broker == 1
 
 
 def test_a_replay_samples_on_its_own_days_not_the_clocks(

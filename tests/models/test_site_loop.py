@@ -61,13 +61,20 @@ def test_units_sample_reviewers_label_a_dataset_is_exported_and_a_candidate_roll
     rows = sd.read_dataset(world)
     units = sorted({r.unit for r in sd.split(rows, "train")})[:2]
     pool = [r for r in sd.split(rows, "train") if r.unit in units]
+    # one session of the first unit is kept for after the rollout: the control room stores a
+    # crop once (per unit and SHA-256), so a watch of frames already sampled adds nothing
+    later_session = max(r.session for r in pool if r.unit == units[0])
+    later_rows = [r for r in pool if r.session == later_session]
+    pool = [r for r in pool if r.session != later_session]
     rotate = {u: flywheel.unit_rotation(u, 3) for u in units}
-    sampling = site_loop.Sampling(random_per_day=3, uncertain_per_day=3, band=0.25)
+    # a band this wide takes nearly every phone-free frame: each day's uncertain budget
+    # fills, so every watch yields crops whatever the random instants
+    sampling = site_loop.Sampling(random_per_day=3, uncertain_per_day=3, band=0.5)
     with site_loop.SiteLoop(tmp_path / "loop", rotate, model=SHIPPED, sampling=sampling) as loop:
         # watch: each unit reads its frames offline; its sampler's crops reach the queue
         watched = loop.watch("c1", pool)
         assert watched == dict(Counter(r.unit for r in pool))
-        queued = loop.wait_for_crops(settle_s=1.0)
+        queued = loop.wait_for_crops(at_least=1, settle_s=1.0)
         names = sample_names(loop)
         assert queued == len(names) > 0
         per_day = Counter((u, n.reason, n.t_wall_ms // 86_400_000) for u, n in names)
@@ -78,7 +85,7 @@ def test_units_sample_reviewers_label_a_dataset_is_exported_and_a_candidate_roll
             assert loop.truth_of(u, n.t_wall_ms / 1000) is not None
         for _, n in names:
             if n.reason == "uncertain":
-                assert abs(n.score - 0.453) <= 0.25 + 1e-3
+                assert abs(n.score - 0.453) <= 0.5 + 1e-3
 
         # review: every queued crop labelled from its frame's truth
         reviewed = loop.review()
@@ -117,8 +124,8 @@ def test_units_sample_reviewers_label_a_dataset_is_exported_and_a_candidate_roll
 
         # the next watch starts each unit on the model it kept: its samples name it
         before = len(sample_names(loop))
-        loop.watch("c2", [r for r in pool if r.unit == units[0]])
-        loop.wait_for_crops(settle_s=1.0)
+        loop.watch("c2", later_rows)  # new drivers, on a new day (a whole budget)
+        loop.wait_for_crops(at_least=1, settle_s=1.0)
         later = sample_names(loop)[before:]
         assert later
         assert {n.model for _, n in later} == {"site_tiny"}
