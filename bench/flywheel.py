@@ -1,29 +1,35 @@
 """The site-learning loop (issue 18), measured on this machine.
 
     .venv/bin/python bench/flywheel.py [--work DIR] [--quick] [--cycles 100,250,500,1000]
-        [--upright]
+        [--upright] [--epochs N] [--lr X] [--site-repeat N] [--simulated]
 
 1. renders a new site (``models.synth.site``, ``gantry_tint``): whole sessions held out as the
-   test split, the other sessions the pool of unlabelled crops the units collect;
-2. per cycle, labels arrive (``labels_arrive``: the unit's sampler picks crops, half at random,
-   half from the deployed model's uncertainty band around its threshold, and reviewers label
-   them; here the renderer's ground truth stands in for the reviewers) until the cycle's
-   total is reached, the labelled crops are written as a dataset export (``index.csv``),
-   ``models.site train`` continues the *deployed* model on them, and ``models.site gate``
-   promotes the candidate or refuses it;
-3. prints per cycle the labels used, the deployed model's recall at 5 % FPR on the held-out
-   site crops (Wilson 95 % interval) and how long each step took.
+   test split (never shown to a unit), the other sessions the traffic the units watch;
+2. per cycle, with the real parts (``site_loop.py``): the site's units (real ``phonewatch``
+   units, offline on their own frames, ``[sampling]`` on) watch the next sessions until the
+   cycle's label total is about reached; their crops go through Mosquitto into a control room,
+   the reviewers (the renderer's truth) label the queue, a dataset version is made and
+   exported; ``models.site train`` continues the *deployed* model on it and ``models.site
+   gate`` judges the candidate on the export's held-out unit-days; a promoted candidate is
+   signed and rolled out to every unit (shadow, live, probation), and the next cycle's units
+   start on it;
+3. prints per cycle the labels, the frames watched, the candidate's recall on the control
+   room's held-out unit-days, the gate's decision, the shadow's agreement, the deployed
+   model's recall at 5 % FPR on the renderer's held-out sessions (Wilson 95 % interval) and
+   how long each step took.
 
-With ``--upright`` the site is first *installed*: each unit's ROI gets the ``rotate_deg`` an
-installer reads off ``roi-preview`` (minus the mount's roll, to the degree), and every crop,
-pool and held-out alike, is turned by it with the unit's own ``Roi.crop``; "before" is then the
-shipped model on the installed site (the figure on the site as rendered is printed too).
+With ``--upright`` each unit's ROI gets the ``rotate_deg`` an installer reads off
+``roi-preview`` (minus the mount's roll, to the degree); "before" is then the shipped model on
+the installed site (the figure on the site as rendered is printed too).
+
+``--simulated`` is the earlier shortcut: labels drawn straight from the rendered pool (half at
+random, half nearest the deployed model's threshold; ``labels_arrive``), no unit, broker or
+control room; with ``--upright`` the crops are turned before anything sees them.
 
 The last line is ``site recall at 5% FPR: before X, after Y (N labels)``: the deployed
 model's recall before the first cycle and after the last, N the labels the finally deployed
-model was trained on. ``labels_arrive`` is the hop to replace with the real unit / broker /
-control-room path (its signature is ``LabelSource``). These are synthetic figures: they show
-that the loop works and how many labels it needs on a synthetic shift, not field accuracy.
+model was trained on. These are synthetic figures: they show that the loop works and how far
+labels go on a synthetic shift, not field accuracy.
 """
 
 from __future__ import annotations
@@ -348,7 +354,7 @@ def run(
 REAL_HEADER = (
     "cycle",
     "labels",
-    "new",
+    "frames watched",
     "candidate recall (CR held-out)",
     "gate",
     "shadow agreement",
