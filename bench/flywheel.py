@@ -195,6 +195,19 @@ def plans(quick: bool) -> Plan:
     )
 
 
+def render_world(world: Path, plan: Plan, seed: int) -> None:
+    """The site, rendered once into ``world`` (kept and reused)."""
+    if not (world / "index.csv").is_file():
+        shutil.rmtree(world, ignore_errors=True)
+        synth_site.render_site(
+            world,
+            seed=seed,
+            sessions=plan.sessions,
+            per_session=plan.per_session,
+            test_share=plan.test_share,
+        )
+
+
 def run(
     work: Path,
     plan: Plan,
@@ -212,15 +225,7 @@ def run(
     )
     world = work / "world"
     t0 = time.monotonic()
-    if not (world / "index.csv").is_file():
-        shutil.rmtree(world, ignore_errors=True)
-        synth_site.render_site(
-            world,
-            seed=seed,
-            sessions=plan.sessions,
-            per_session=plan.per_session,
-            test_share=plan.test_share,
-        )
+    render_world(world, plan, seed)
     if upright:
         raw_test = sd.split(sd.read_dataset(world), "test")
         y_raw, s_raw = np.array([r.label for r in raw_test]), score(deployed, raw_test)
@@ -403,15 +408,7 @@ def run_real(
         flush=True,
     )
     world = work / "world"
-    if not (world / "index.csv").is_file():
-        shutil.rmtree(world, ignore_errors=True)
-        synth_site.render_site(
-            world,
-            seed=seed,
-            sessions=plan.sessions,
-            per_session=plan.per_session,
-            test_share=plan.test_share,
-        )
+    render_world(world, plan, seed)
     rows = sd.read_dataset(world)
     test, pool = sd.split(rows, "test"), sd.split(rows, "train")
     units = sorted({r.unit for r in rows})
@@ -441,6 +438,14 @@ def run_real(
         flush=True,
     )
     table: list[tuple[str, ...]] = []
+
+    def unpromoted(
+        row: list[str], what: str, model: Path, t_watch: float, times: tuple[str, str]
+    ) -> tuple[str, ...]:
+        """A cycle's table row when nothing was judged (no candidate, or the gate could not)."""
+        deployed_recall = recall_ci(y_test, site_loop.score_crops(model, test_crops))
+        return (*row, "-", what, "-", deployed_recall, f"{t_watch:.0f}", *times, "-")
+
     current, deployed_labels, labels, next_session, per_frame = deployed, 0, 0, 0, 0.45
     shutil.rmtree(work / "loop", ignore_errors=True)
     with site_loop.SiteLoop(work / "loop", rotate, model=deployed, sampling=sampling) as loop:
@@ -478,19 +483,8 @@ def run_real(
                 cand = msite.train_candidate(export, current, cand_dir, plan.train)
             except (RuntimeError, sd.DatasetError) as e:
                 print(f"cycle {k}: no candidate: {e}", flush=True)
-                table.append(
-                    (
-                        *row,
-                        "-",
-                        "no candidate",
-                        "-",
-                        recall_ci(y_test, site_loop.score_crops(current, test_crops)),
-                        f"{t_watch:.0f}",
-                        f"{time.monotonic() - t0:.0f}",
-                        "-",
-                        "-",
-                    )
-                )
+                no_change = (f"{time.monotonic() - t0:.0f}", "-")
+                table.append(unpromoted(row, "no candidate", current, t_watch, no_change))
                 continue
             t_train = time.monotonic() - t0
             t0 = time.monotonic()
@@ -498,19 +492,8 @@ def run_real(
                 res = msite.gate(cand, current, export, standing=standing, n_boot=1000)
             except sd.DatasetError as e:  # e.g. too few held-out unit-days yet: refused
                 print(f"cycle {k}: the gate cannot judge it: {e}", flush=True)
-                table.append(
-                    (
-                        *row,
-                        "-",
-                        "cannot judge",
-                        "-",
-                        recall_ci(y_test, site_loop.score_crops(current, test_crops)),
-                        f"{t_watch:.0f}",
-                        f"{t_train:.0f}",
-                        f"{time.monotonic() - t0:.0f}",
-                        "-",
-                    )
-                )
+                no_change = (f"{t_train:.0f}", f"{time.monotonic() - t0:.0f}")
+                table.append(unpromoted(row, "cannot judge", current, t_watch, no_change))
                 continue
             t_gate = time.monotonic() - t0
             print(msite.format_gate(res), flush=True)

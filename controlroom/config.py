@@ -13,7 +13,12 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, model_validator
 
 from edge.common.config import StrictModel as _Strict
-from edge.common.config import Table, format_errors, resolve_path_text, resolve_paths
+from edge.common.config import (
+    Table,
+    format_errors,
+    resolve_path_list,
+    resolve_paths,
+)
 from edge.core.errors import ConfigError
 
 
@@ -245,11 +250,7 @@ class ModelsConfig(_Strict):
 
     @classmethod
     def resolve_extra_paths(cls, table: Table, base: Path) -> None:
-        keys = table.get("trusted_keys")
-        if isinstance(keys, list):
-            table["trusted_keys"] = [
-                resolve_path_text(k, base) if isinstance(k, str) else k for k in keys
-            ]
+        resolve_path_list(table, "trusted_keys", base)
 
     def may_offer(self, user: str) -> bool:
         return user in self.offer_users

@@ -23,7 +23,7 @@ from edge.common.config import (
     StrictModel,
     Table,
     format_errors,
-    resolve_path_text,
+    resolve_path_list,
     resolve_paths,
 )
 from edge.core.decider import DeciderParams
@@ -295,11 +295,7 @@ class ModelsConfig(StrictModel):
 
     @classmethod
     def resolve_extra_paths(cls, table: Table, base: Path) -> None:
-        keys = table.get("trusted_keys")
-        if isinstance(keys, list):
-            table["trusted_keys"] = [
-                resolve_path_text(k, base) if isinstance(k, str) else k for k in keys
-            ]
+        resolve_path_list(table, "trusted_keys", base)
 
 
 def _unique_rois(v: list[RoiConfig]) -> list[RoiConfig]:

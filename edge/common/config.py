@@ -42,6 +42,14 @@ def resolve_path_text(value: str, base: Path) -> str:
     return str(p if p.is_absolute() else base / p)
 
 
+def resolve_path_list(table: Table, key: str, base: Path) -> None:
+    """``table[key]``, a list of paths (e.g. ``trusted_keys``), each resolved against
+    ``base`` in place; anything else is left for validation to refuse."""
+    items = table.get(key)
+    if isinstance(items, list):
+        table[key] = [resolve_path_text(k, base) if isinstance(k, str) else k for k in items]
+
+
 def resolve_paths(model: type[BaseModel], data: Table, base: Path) -> Table:
     """A copy of ``data`` (a parsed TOML table for ``model``) with relative paths resolved."""
     out: Table = _copy(data)
