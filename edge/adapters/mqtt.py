@@ -345,7 +345,12 @@ class MqttUplink:
         """Route model offers and chunks to ``models`` (subscribing to the chunk topic now if
         connected, else on connect)."""
         self._models = models
-        if self._connected.is_set():
+        # paho marks the client connected before it calls ``_on_connect``, which reads
+        # ``_models`` before it sets ``_connected``: asking paho (not ``_connected``) after
+        # setting ``_models`` means one of the two subscribes whatever the interleaving (both,
+        # at worst: a repeated SUBSCRIBE is harmless). Asking ``_connected`` left a window in
+        # which neither did, and the unit never got a chunk.
+        if self._client.is_connected():
             self._client.subscribe(self.topics.model_chunk_filter, qos=1)
             models.connected()
 

@@ -82,3 +82,54 @@ def test_a_missing_trusted_key_is_a_config_error_naming_it(
     unit = Unit(load_config(cfg_path), config_path=cfg_path)
     with pytest.raises(ConfigError, match=r"models.trusted_keys: .*model.pub"):
         unit.__enter__()
+
+
+class RecordingChunks:
+    """A model receiver that records what the uplink routes to it."""
+
+    def __init__(self) -> None:
+        self.chunks: list[tuple[str, int, bytes]] = []
+        self.connects = 0
+
+    def offer(self, body: dict[str, object]) -> None:
+        pass
+
+    def chunk(self, package_sha256: str, index: int, payload: bytes) -> None:
+        self.chunks.append((package_sha256, index, payload))
+
+    def connected(self) -> None:
+        self.connects += 1
+
+
+def test_chunks_reach_a_receiver_attached_while_the_uplink_is_still_connecting(
+    tmp_path: Path, broker: LocalBroker
+) -> None:
+    """``attach_models`` during ``_on_connect`` (paho connected, the uplink's own flag not yet
+    set, its subscription list already made without the chunk topic): the chunk topic must
+    still be subscribed. It used to be subscribed by neither, and no package ever arrived."""
+    from edge.app.compose import build_uplink
+    from tests.uplink.test_mqtt import sink_config
+
+    up = build_uplink(sink_config(broker), unit_id=UNIT_A, data_dir=tmp_path / UNIT_A)
+    cr = connect_client(broker, "cr-chunks")
+    cr.loop_start()
+    try:
+        assert up.wait_connected(10)
+        up._connected.clear()  # that window: _on_connect has subscribed, not yet flagged
+        rx = RecordingChunks()
+        up.attach_models(rx)
+        up._connected.set()
+        assert wait_until(cr.is_connected, 10)
+        topic = chunk_topic("phonewatch", UNIT_A, "ab" * 32, 0)
+
+        def delivered() -> bool:  # again until the SUBSCRIBE is in place
+            cr.publish(topic, b"chunk-0", qos=1).wait_for_publish(5)
+            return bool(wait_until(lambda: rx.chunks, 0.5))
+
+        assert wait_until(delivered, 10)
+        assert rx.chunks[0] == ("ab" * 32, 0, b"chunk-0")
+        assert rx.connects == 1
+    finally:
+        cr.loop_stop()
+        cr.disconnect()
+        up.close(drain_timeout_s=0)
