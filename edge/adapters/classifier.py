@@ -16,6 +16,7 @@ import functools
 import hashlib
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +141,67 @@ def _explain_load_error(path: Path, e: Exception) -> ModelError:
     return ModelError(f"{path} is not a loadable TFLite model: {msg}")
 
 
+@dataclass(frozen=True)
+class LoadedModel:
+    """An allocated interpreter and where it runs (:func:`load_interpreter`)."""
+
+    interpreter: Any
+    path: Path
+    """The file it runs: the model, or its Edge TPU twin."""
+    accelerator: str
+    """``cpu`` or ``edgetpu``."""
+    runtime: str
+    factory: Callable[[], Any] | None
+    """Builds a fresh (unallocated) CPU interpreter of the same file; None on the Edge TPU."""
+
+
+def load_interpreter(
+    model_path: Path, accelerator: str, threads: int, *, what: str = "model"
+) -> LoadedModel:
+    """The interpreter for ``model_path`` under ``accelerator`` (``cpu``, ``edgetpu`` or
+    ``auto``): with ``auto`` or ``edgetpu``, the ``_edgetpu.tflite`` twin on the Edge TPU when
+    the twin, the runtime and the device are all there; otherwise (``auto``) the CPU, saying
+    why, or (``edgetpu``) AcceleratorError. ``what`` names it in the log (the classifier and
+    the vehicle detector share this rule)."""
+    Interpreter, load_delegate, runtime = _runtime()
+    if accelerator in ("auto", "edgetpu"):
+        twin = edgetpu_twin(model_path)
+        reason = ""
+        if not twin.is_file():
+            reason = f"no Edge TPU model {twin.name} next to {model_path.name}"
+        else:
+            try:
+                # Probe with ctypes first: a failed load_delegate() leaves a half-built
+                # Delegate whose destructor prints a traceback.
+                ctypes.CDLL(EDGETPU_LIBRARY)
+                delegate = load_delegate(EDGETPU_LIBRARY)
+            except (OSError, ValueError, RuntimeError) as e:
+                reason = f"the Edge TPU runtime is not available ({e})"
+            else:
+                try:
+                    it = Interpreter(model_path=str(twin), experimental_delegates=[delegate])
+                    it.allocate_tensors()
+                except (ValueError, RuntimeError) as e:
+                    reason = f"the Edge TPU did not accept {twin.name}: {e}"
+                else:
+                    log.info("%s %s on the Edge TPU", what, twin)
+                    return LoadedModel(it, twin, "edgetpu", runtime, None)
+        if accelerator == "edgetpu":
+            raise AcceleratorError(f'accelerator = "edgetpu" but {reason}')
+        log.info("%sEdge TPU not used: %s; running on the CPU", _prefix(what), reason)
+    build = functools.partial(Interpreter, model_path=str(model_path), num_threads=threads)
+    try:
+        it = build()
+        it.allocate_tensors()
+    except (ValueError, RuntimeError) as e:
+        raise _explain_load_error(model_path, e) from None
+    return LoadedModel(it, model_path, "cpu", runtime, build)
+
+
+def _prefix(what: str) -> str:
+    return "" if what == "model" else f"{what}: "
+
+
 class LiteRTClassifier:
     """A TFLite phone-in-hand classifier (see module doc). Use :meth:`open`."""
 
@@ -222,57 +284,16 @@ class LiteRTClassifier:
             raise ModelError(f"model file {model_path} does not exist")
         spec = load_spec(spec_path)
         sha = checked_sha256(model_path, spec_path, spec.sha256, accelerator)
-        Interpreter, load_delegate, runtime = _runtime()
-
-        if accelerator in ("auto", "edgetpu"):
-            twin = edgetpu_twin(model_path)
-            reason = ""
-            if not twin.is_file():
-                reason = f"no Edge TPU model {twin.name} next to {model_path.name}"
-            else:
-                try:
-                    # Probe with ctypes first: a failed load_delegate() leaves a half-built
-                    # Delegate whose destructor prints a traceback.
-                    ctypes.CDLL(EDGETPU_LIBRARY)
-                    delegate = load_delegate(EDGETPU_LIBRARY)
-                except (OSError, ValueError, RuntimeError) as e:
-                    reason = f"the Edge TPU runtime is not available ({e})"
-                else:
-                    try:
-                        it = Interpreter(model_path=str(twin), experimental_delegates=[delegate])
-                        it.allocate_tensors()
-                    except (ValueError, RuntimeError) as e:
-                        reason = f"the Edge TPU did not accept {twin.name}: {e}"
-                    else:
-                        log.info("model %s on the Edge TPU", twin)
-                        return cls(
-                            it,
-                            spec,
-                            model_path=twin,
-                            sha256=file_sha256(twin),
-                            accelerator="edgetpu",
-                            runtime=runtime,
-                            threshold=threshold,
-                        )
-            if accelerator == "edgetpu":
-                raise AcceleratorError(f'accelerator = "edgetpu" but {reason}')
-            log.info("Edge TPU not used: %s; running on the CPU", reason)
-
-        build = functools.partial(Interpreter, model_path=str(model_path), num_threads=threads)
-        try:
-            it = build()
-            it.allocate_tensors()
-        except (ValueError, RuntimeError) as e:
-            raise _explain_load_error(model_path, e) from None
+        loaded = load_interpreter(model_path, accelerator, threads)
         return cls(
-            it,
+            loaded.interpreter,
             spec,
-            model_path=model_path,
-            sha256=sha,
-            accelerator="cpu",
-            runtime=runtime,
+            model_path=loaded.path,
+            sha256=sha if loaded.path == model_path else file_sha256(loaded.path),
+            accelerator=loaded.accelerator,
+            runtime=loaded.runtime,
             threshold=threshold,
-            interpreter_factory=build,
+            interpreter_factory=loaded.factory,
         )
 
     def _check_shapes(self) -> None:

@@ -13,7 +13,6 @@ way (``Placement`` in ``edge.core.vehicle``).
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import logging
 from pathlib import Path
@@ -22,16 +21,13 @@ from typing import Any
 import numpy as np
 
 from edge.adapters.classifier import (
-    EDGETPU_LIBRARY,
-    _explain_load_error,
-    _runtime,
     check_input_shape,
     checked_sha256,
-    edgetpu_twin,
     file_sha256,
+    load_interpreter,
 )
 from edge.core.detection_spec import DetectorSpec, load_detector_spec
-from edge.core.errors import AcceleratorError, ModelError
+from edge.core.errors import ModelError
 from edge.core.preprocess import InputSpec, dequantise, preprocess_quantised, to_layout
 from edge.core.vehicle import (
     Candidates,
@@ -46,38 +42,6 @@ log = logging.getLogger(__name__)
 
 LETTERBOX_GREY = 114
 """Pixel value (0..255) of a letterbox's padding, as YOLO's exporters use."""
-
-
-def _load(
-    model_path: Path, accelerator: str, threads: int, runtime: tuple[Any, Any]
-) -> tuple[Any, Path, str]:
-    """(allocated interpreter, the file it runs, "cpu" or "edgetpu"): the classifier's rule."""
-    Interpreter, load_delegate = runtime
-    if accelerator in ("auto", "edgetpu"):
-        twin = edgetpu_twin(model_path)
-        reason = ""
-        if not twin.is_file():
-            reason = f"no Edge TPU model {twin.name} next to {model_path.name}"
-        else:
-            try:
-                ctypes.CDLL(EDGETPU_LIBRARY)  # probe first, as the classifier does
-                delegate = load_delegate(EDGETPU_LIBRARY)
-                it = Interpreter(model_path=str(twin), experimental_delegates=[delegate])
-                it.allocate_tensors()
-            except (OSError, ValueError, RuntimeError) as e:
-                reason = f"the Edge TPU could not run {twin.name}: {e}"
-            else:
-                log.info("detector %s on the Edge TPU", twin)
-                return it, twin, "edgetpu"
-        if accelerator == "edgetpu":
-            raise AcceleratorError(f'accelerator = "edgetpu" but {reason}')
-        log.info("detector: Edge TPU not used: %s; running on the CPU", reason)
-    try:
-        it = Interpreter(model_path=str(model_path), num_threads=threads)
-        it.allocate_tensors()
-    except (ValueError, RuntimeError) as e:
-        raise _explain_load_error(model_path, e) from None
-    return it, model_path, "cpu"
 
 
 class LiteRTDetector:
@@ -136,10 +100,16 @@ class LiteRTDetector:
             raise ModelError(f"detector model file {model_path} does not exist")
         spec = load_detector_spec(spec_path)
         sha = checked_sha256(model_path, spec_path, spec.sha256, accelerator)
-        Interpreter, load_delegate, runtime = _runtime()
-        it, path, used = _load(model_path, accelerator, threads, (Interpreter, load_delegate))
-        sha = sha if path == model_path else file_sha256(path)
-        return cls(it, spec, model_path=path, sha256=sha, accelerator=used, runtime=runtime)
+        m = load_interpreter(model_path, accelerator, threads, what="detector")
+        sha = sha if m.path == model_path else file_sha256(m.path)
+        return cls(
+            m.interpreter,
+            spec,
+            model_path=m.path,
+            sha256=sha,
+            accelerator=m.accelerator,
+            runtime=m.runtime,
+        )
 
     # -- checks -------------------------------------------------------------------------------
     def _check_input(self) -> None:
