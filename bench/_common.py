@@ -6,6 +6,7 @@ import os
 import platform
 import sys
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -35,3 +36,20 @@ def rss_mb() -> float:
     except OSError:
         pass
     return float("nan")
+
+
+def read_frames(clip: Path, n: int) -> list[Any]:
+    """Up to the first ``n`` frames of ``clip`` (BGR arrays), held in memory."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(clip))
+    images: list[Any] = []
+    try:
+        while len(images) < n:
+            ok, img = cap.read()
+            if not ok:
+                break
+            images.append(img)
+    finally:
+        cap.release()
+    return images

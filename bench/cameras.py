@@ -27,9 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
-from _common import REPO, machine, rss_mb
+from _common import REPO, machine, read_frames, rss_mb
 from pipeline import DEFAULT_MODEL, MemorySource, make_1080p_clip
 
 from edge.adapters.classifier import LiteRTClassifier
@@ -254,13 +253,7 @@ def main() -> int:
     work = REPO / "var" / "bench"
     work.mkdir(parents=True, exist_ok=True)
     clip, rois = make_1080p_clip(work, max(10.0, args.frames / FPS))
-    cap = cv2.VideoCapture(str(clip))
-    images: list[np.ndarray] = []
-    while len(images) < args.frames:
-        ok, img = cap.read()
-        if not ok:
-            break
-        images.append(img)
+    images = read_frames(clip, args.frames)
     clf = LiteRTClassifier.open(args.model, accelerator="cpu", threads=args.threads)
 
     raw, pipe, raw_inv, pipe_inv = one_camera_ratio(images, rois, clf)

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from _common import REPO, machine
+from _common import REPO, machine, read_frames
 from pipeline import DEFAULT_MODEL, make_1080p_clip
 
 from edge.adapters.classifier import LiteRTClassifier
@@ -123,13 +123,7 @@ def load_avg() -> str:
 
 def load(args: argparse.Namespace, work: Path) -> tuple[list[np.ndarray], list[Roi]]:
     clip, rois = make_1080p_clip(work, args.frames / 30)
-    cap = cv2.VideoCapture(str(clip))
-    images: list[np.ndarray] = []
-    while len(images) < args.frames:
-        ok, img = cap.read()
-        if not ok:
-            break
-        images.append(img)
+    images = read_frames(clip, args.frames)
     return images, rois
 
 

@@ -30,7 +30,7 @@ from typing import Any
 
 import cv2
 import numpy as np
-from _common import REPO, machine, rss_mb
+from _common import REPO, machine, read_frames, rss_mb
 
 from edge.adapters.camera import ReplaySource
 from edge.adapters.classifier import LiteRTClassifier
@@ -291,13 +291,7 @@ def main() -> int:
         return memory_run(clip, rois, clf, work, args.memory_only)
 
     # Frames in memory, and the exact tensors the pipeline will feed.
-    cap = cv2.VideoCapture(str(clip))
-    images: list[np.ndarray] = []
-    while len(images) < args.frames:
-        ok, img = cap.read()
-        if not ok:
-            break
-        images.append(img)
+    images = read_frames(clip, args.frames)
     if args.compare_threads:
         text = table(compare_threads(args, images, rois), title="raw interpreter vs pipeline")
         print(text)
