@@ -163,12 +163,7 @@ def _check_version_11(engine: Engine) -> None:
 def test_a_version_10_database_gains_the_columns_and_keeps_its_alerts(tmp_path: Path) -> None:
     engine = db.make_engine(f"sqlite:///{tmp_path / 'v10.sqlite'}")
     try:
-        _make_version_10(engine)
-        _check_version_11(engine)
-        unit = Unit("unit-a", generate_key())
-        db.upsert_unit(engine, "unit-a", _pub(unit), "0" * 16)
-        aid, _ = put(Ingest(engine), unit, seq=2, **FIELDS)
-        assert _columns(engine, aid) == ("north", 42, "car", "8,6,40,30", 17)
+        _migrate_then_store(engine)
     finally:
         engine.dispose()
 
@@ -177,17 +172,22 @@ def _pub(unit: Unit) -> str:
     return raw_pub_b64(unit.key)
 
 
+def _migrate_then_store(engine: Engine) -> None:
+    """A version-10 database migrated to 11 keeps its alerts and stores the new fields."""
+    _make_version_10(engine)
+    _check_version_11(engine)
+    unit = Unit("unit-a", generate_key())
+    db.upsert_unit(engine, "unit-a", _pub(unit), "0" * 16)
+    aid, _ = put(Ingest(engine), unit, seq=2, **FIELDS)
+    assert _columns(engine, aid) == ("north", 42, "car", "8,6,40,30", 17)
+
+
 @pytest.mark.slow
 def test_migration_11_and_storage_on_postgres(postgres_url: str) -> None:
     with pg_database(postgres_url) as url:
         engine = db.make_engine(url)
         try:
-            _make_version_10(engine)
-            _check_version_11(engine)
-            unit = Unit("unit-a", generate_key())
-            db.upsert_unit(engine, "unit-a", _pub(unit), "0" * 16)
-            aid, _ = put(Ingest(engine), unit, seq=2, **FIELDS)
-            assert _columns(engine, aid) == ("north", 42, "car", "8,6,40,30", 17)
+            _migrate_then_store(engine)
         finally:
             engine.dispose()
 
