@@ -50,7 +50,6 @@ from _common import REPO, machine
 
 from edge.app.stats import grid
 from edge.core import metrics
-from edge.core.roi import Roi
 from models import site as msite
 from models import site_data as sd
 from models.synth import site as synth_site
@@ -157,21 +156,16 @@ def install_upright(world: Path, out: Path, seed: int) -> Path:
         return out
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    rois: dict[str, Roi] = {}
-    for r in sd.read_dataset(world):
-        if r.unit not in rois:
-            deg = unit_rotation(r.unit, seed)
-            rois[r.unit] = Roi.rect("window", 0.0, 0.0, 1.0, 1.0, margin=0.0, rotate_deg=deg)
-        img = cv2.imread(str(r.path), cv2.IMREAD_COLOR)
-        if img is None:
-            raise RuntimeError(f"cannot read {r.path}")
+    rows = sd.read_dataset(world)
+    turn = {u: unit_rotation(u, seed) for u in sorted({r.unit for r in rows})}
+    for r, crop in zip(rows, site_loop.unit_crops(rows, turn), strict=True):
         dest = tmp / r.rel
         dest.parent.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(dest), np.ascontiguousarray(rois[r.unit].crop(img)))
+        cv2.imwrite(str(dest), crop)
     shutil.copy2(world / "index.csv", tmp / "index.csv")
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
-    turns = ", ".join(f"{u} {roi.rotate_deg:g}" for u, roi in sorted(rois.items()))
+    turns = ", ".join(f"{u} {deg:g}" for u, deg in turn.items())
     print(f"installed upright: rotate_deg per unit {turns}", flush=True)
     return out
 
@@ -422,7 +416,7 @@ def run_real(
     )
     standing = msite.standing_sets(work / "cache")
     y_test = np.array([r.label for r in test])
-    test_crops = site_loop.unit_crops(test, rotate)
+    test_crops = list(site_loop.unit_crops(test, rotate))
     if upright:
         s_raw = site_loop.score_crops(deployed, site_loop.unit_crops(test, {}))
         print(

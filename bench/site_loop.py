@@ -35,7 +35,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -87,9 +87,6 @@ class SiteUnit:
     def data_dir(self) -> Path:
         return self.home / "data"
 
-    def roi(self) -> Roi:
-        return Roi.rect("window", 0.0, 0.0, 1.0, 1.0, margin=0.0, rotate_deg=self.rotate_deg)
-
 
 def frame_image(row: sd.SiteRow) -> np.ndarray:
     """The frame a unit sees for ``row``: the crop as rendered (a camera framing just the
@@ -101,19 +98,18 @@ def frame_image(row: sd.SiteRow) -> np.ndarray:
     return img
 
 
-def unit_crops(rows: Sequence[sd.SiteRow], rotate: Mapping[str, float]) -> list[np.ndarray]:
-    """What each unit's classifier scores for these rows: the frame through its ROI."""
+def unit_crops(rows: Sequence[sd.SiteRow], rotate: Mapping[str, float]) -> Iterator[np.ndarray]:
+    """What each unit's classifier scores for these rows, in order: the frame through its ROI
+    (the whole frame, turned by the unit's ``rotate_deg`` in ``rotate``, else 0)."""
     rois: dict[str, Roi] = {}
-    out = []
     for r in rows:
         if r.unit not in rois:
             deg = rotate.get(r.unit, 0.0)
             rois[r.unit] = Roi.rect("window", 0.0, 0.0, 1.0, 1.0, margin=0.0, rotate_deg=deg)
-        out.append(np.ascontiguousarray(rois[r.unit].crop(frame_image(r))))
-    return out
+        yield np.ascontiguousarray(rois[r.unit].crop(frame_image(r)))
 
 
-def score_crops(model: Path, crops: Sequence[np.ndarray]) -> np.ndarray:
+def score_crops(model: Path, crops: Iterable[np.ndarray]) -> np.ndarray:
     from edge.adapters.classifier import LiteRTClassifier
 
     with LiteRTClassifier.open(model) as clf:
