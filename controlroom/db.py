@@ -552,6 +552,12 @@ def unit_keys(engine: Engine) -> dict[str, UnitKey]:
         return {r.unit_id: UnitKey(r.unit_id, r.public_key, r.key_id) for r in rows}
 
 
+def unit_known(conn: Connection, unit_id: str) -> bool:
+    """Whether ``unit_id`` is registered (``controlroom add-unit``)."""
+    q = sa.select(units.c.unit_id).where(units.c.unit_id == unit_id)
+    return conn.execute(q).first() is not None
+
+
 def upsert_unit(engine: Engine, unit_id: str, public_key_b64: str, key_id: str) -> bool:
     """Register a unit or replace its key; True when it was new."""
     with engine.begin() as conn:

@@ -99,9 +99,7 @@ def record_offer(engine: Engine, *, unit: str, blob: bytes, offer: Offer, user: 
     b, now = offer.body, time.time()
     manifest = mp.inspect_package(blob)
     with engine.begin() as conn:
-        if not conn.execute(
-            sa.select(db.units.c.unit_id).where(db.units.c.unit_id == unit)
-        ).first():
+        if not db.unit_known(conn, unit):
             raise RolloutError(f"unit {unit!r} is not registered ('controlroom add-unit')")
         db.insert_ignore_returning(
             conn,

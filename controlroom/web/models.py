@@ -88,11 +88,6 @@ def _audit(request: Request, user: str, action: str, unit: str, detail: str) -> 
         )
 
 
-def _unit_known(conn: Connection, unit_id: str) -> bool:
-    q = sa.select(db.units.c.unit_id).where(db.units.c.unit_id == unit_id)
-    return conn.execute(q).first() is not None
-
-
 def _gate(request: Request, user: str, unit_id: str, action: str) -> None:
     """403 for a user not in ``offer_users``, 404 for an unknown unit; both audited."""
     st = web_state(request)
@@ -101,7 +96,7 @@ def _gate(request: Request, user: str, unit_id: str, action: str) -> None:
         _audit(request, user, f"{action}_refused", unit_id, why)
         raise HTTPException(403, f"Only the users in {OFFER_SETTING} may do this; {why}.")
     with st.engine.connect() as conn:
-        known = _unit_known(conn, unit_id)
+        known = db.unit_known(conn, unit_id)
     if not known:
         _audit(request, user, f"{action}_refused", unit_id, "no such registered unit")
         raise HTTPException(
