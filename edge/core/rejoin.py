@@ -13,8 +13,13 @@ where that vehicle can be by now:
   of either the last seen centre (the vehicle slowed or the velocity was noise, common on a
   small box) or the centre moved on at the last velocity (it kept going);
 * **size**: ``sqrt(area)`` within a ratio ``1 + growth_base + growth_per_s * dt`` of the
-  sighting's (a car we close on grows; a van is not a hatchback);
+  sighting's or of the box moved on at its velocity (a car we close on grows, one that pulls
+  away shrinks; a van is not a hatchback);
 * **heading**: not the opposite way across the frame (when both are known);
+* **lane side** (a dash camera, ``axis_px``): not from one side of the straight-ahead column to
+  the other: vehicles ahead keep to their lanes, and image motion carried on for seconds
+  would take a car pulling away across the horizon. (A lane change while lost is then a
+  second pass: a repeat alert, never a driver missed.)
 * **colour**: the mean colour of the middle of the box within ``colour_max`` (Euclidean, on
   0..255 channels) of the sighting's, when both are known: the cue that keeps a *second*
   car that takes the first one's place from being swallowed by its pass.
@@ -61,8 +66,7 @@ class Sighting:
 
     @property
     def size(self) -> float:
-        x0, y0, x1, y1 = self.box
-        return math.sqrt((x1 - x0) * (y1 - y0))
+        return _size(self.box)
 
     @property
     def centre(self) -> tuple[float, float]:
@@ -86,6 +90,10 @@ class RejoinParams:
     """How long an ended pass may still go on."""
     iou_min: float = 0.3
     """Overlap with the held box moved on at its velocity that rejoins at once."""
+    extrapolate_max_s: float = 1.0
+    """The last velocity is carried on for at most this long: a vehicle's motion in the image
+    is not steady for longer (one that pulls away slows towards the horizon and never
+    crosses it); beyond it only the allowed distance grows."""
     drift_base: float = 0.5
     """Allowed distance of the centres, in box sizes, right after the sighting."""
     drift_per_s: float = 0.3
@@ -98,7 +106,14 @@ class RejoinParams:
     """Largest colour distance (0..255 channels) for the same vehicle."""
 
     def __post_init__(self) -> None:
-        for name in ("hold_s", "drift_base", "drift_per_s", "growth_base", "growth_per_s"):
+        for name in (
+            "hold_s",
+            "extrapolate_max_s",
+            "drift_base",
+            "drift_per_s",
+            "growth_base",
+            "growth_per_s",
+        ):
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 0):
                 raise RejoinError(f"{name} must be a number >= 0, got {v}")
@@ -112,10 +127,16 @@ class PassMemory:
     """Ended passes held for ``hold_s``; see the module docstring."""
 
     def __init__(
-        self, params: RejoinParams | None = None, *, frame_wh: tuple[int, int] | None = None
+        self,
+        params: RejoinParams | None = None,
+        *,
+        frame_wh: tuple[int, int] | None = None,
+        axis_px: float | None = None,
     ) -> None:
         self.params = params or RejoinParams()
         self.frame_wh = frame_wh
+        self.axis_px = axis_px
+        """A dash camera's straight-ahead column (pixels), or None (a roadside camera)."""
         self._held: dict[int, tuple[Sighting, float]] = {}
 
     def __contains__(self, pass_id: int) -> bool:
@@ -167,6 +188,11 @@ class PassMemory:
         dt = max(0.0, new.t_s - last.t_s)
         if last.heading_x * new.heading_x < 0:
             return None
+        if (
+            self.axis_px is not None
+            and _side(last.box, self.axis_px) * _side(new.box, self.axis_px) < 0
+        ):
+            return None
         is_other_colour = (
             last.colour is not None
             and new.colour is not None
@@ -174,10 +200,10 @@ class PassMemory:
         )
         if is_other_colour:
             return None
-        ratio = max(new.size / last.size, last.size / new.size)
+        moved = last.moved(min(dt, p.extrapolate_max_s))
+        ratio = min(_ratio(new.size, last.size), _ratio(new.size, _size(moved)))
         if ratio > 1.0 + p.growth_base + p.growth_per_s * dt:
             return None
-        moved = last.moved(dt)
         allowed = last.size * (p.drift_base + p.drift_per_s * dt)
         cx, cy = (moved[0] + moved[2]) / 2.0, (moved[1] + moved[3]) / 2.0
         off = min(math.dist(new.centre, last.centre), math.dist(new.centre, (cx, cy)))
@@ -186,6 +212,19 @@ class PassMemory:
         if overlap >= p.iou_min:
             return min(d, 1.0 - overlap)
         return d if d <= 1.0 else None
+
+
+def _side(box: Box, axis_px: float) -> int:
+    """-1 wholly left of the column, +1 wholly right, 0 across it."""
+    return -1 if box[2] <= axis_px else 1 if box[0] >= axis_px else 0
+
+
+def _size(box: Box) -> float:
+    return math.sqrt((box[2] - box[0]) * (box[3] - box[1]))
+
+
+def _ratio(a: float, b: float) -> float:
+    return max(a / b, b / a)
 
 
 def _inside_share(box: Box, frame_wh: tuple[int, int]) -> float:

@@ -85,3 +85,31 @@ def test_bad_settings_and_sightings_are_refused() -> None:
         Sighting((10.0, 0.0, 5.0, 10.0), 0.0)
     with pytest.raises(RejoinError, match="finite"):
         Sighting((0.0, 0.0, 5.0, 10.0), float("nan"))
+
+
+# A van in the fast lane pulling away on our right: it shrinks and slides towards the middle.
+RECEDING = Sighting((746.0, 277.0, 909.0, 351.0), 18.0, (-40.0, 2.0, -70.0, -2.0), -1, WHITE)
+# Four seconds later, a similar van on the LEFT of the middle column (the slow lane).
+OTHER_SIDE = Sighting((525.0, 292.0, 581.0, 338.0), 22.0, heading_x=-1, colour=WHITE)
+
+
+def test_a_dash_camera_vehicle_does_not_cross_the_straight_ahead_column() -> None:
+    free = PassMemory(RejoinParams(extrapolate_max_s=4.0), frame_wh=FRAME)
+    dash = PassMemory(RejoinParams(extrapolate_max_s=4.0), frame_wh=FRAME, axis_px=640.0)
+    for m in (free, dash):
+        assert m.hold(15, RECEDING, 18.8, RECEDING.box)
+    assert free.claim(OTHER_SIDE) == 15  # image motion carried on for 4 s would allow it
+    assert dash.claim(OTHER_SIDE) is None
+
+
+def test_the_last_velocity_is_carried_on_for_a_second_only() -> None:
+    # A car sliding across the view at 150 px/s, lost for 4 s: found where 4 s of that motion
+    # would put it (600 px on), it is not taken for the same car; 1 s of it is carried on.
+    sliding = Sighting((746.0, 277.0, 909.0, 351.0), 18.0, (-150.0, 0.0, -150.0, 0.0), -1, WHITE)
+    there = Sighting(sliding.moved(4.0), 22.0, heading_x=-1, colour=WHITE)
+    far_carry = PassMemory(RejoinParams(extrapolate_max_s=4.0), frame_wh=FRAME)
+    default = PassMemory(frame_wh=FRAME)
+    for m in (far_carry, default):
+        assert m.hold(15, sliding, 18.8, sliding.box)
+    assert far_carry.claim(there) == 15
+    assert default.claim(there) is None
