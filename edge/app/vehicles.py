@@ -256,6 +256,7 @@ class VehicleStage:
                 frame,
                 sharpness=r.sharpness,
                 label=r.track.label,
+                is_lost=r.track.missed > 0,
             )
             for r, s in zip(prepared, scores, strict=True)
         ]
