@@ -169,6 +169,7 @@ def build_vehicle_stage(
     if v is None:
         return None
     from edge.adapters.detector import LiteRTDetector
+    from edge.core.rejoin import RejoinParams
     from edge.core.track_decider import TrackDecisionParams
     from edge.core.tracker import TrackerParams
     from edge.core.window import WindowSpec
@@ -177,7 +178,10 @@ def build_vehicle_stage(
     return VehicleStage(
         detector,
         every_s=v.every_s,
-        window=WindowSpec(view=v.view, drive_side=v.drive_side, min_side_px=v.min_window_px),
+        window=WindowSpec(
+            view=v.view, drive_side=v.drive_side, min_side_px=v.min_window_px, axis_x=v.axis_x
+        ),
+        rejoin=RejoinParams(hold_s=v.rejoin_s),
         tracker=TrackerParams(iou_min=v.iou_min, min_hits=v.min_hits, max_missed=v.max_missed),
         decision=TrackDecisionParams(decider=params, best_frame_wait_s=v.best_frame_wait_s),
         zones=build_rois(cfg),

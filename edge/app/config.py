@@ -164,6 +164,21 @@ class VehiclesConfig(StrictModel):
         ge=0,
         le=30,
     )
+    rejoin_s: float = Field(
+        5.0,
+        description="How long a vehicle the detector lost may still be found again as the same "
+        "vehicle pass (where its motion allows, its size and colour alike): no second alert.",
+        ge=0,
+        le=30,
+    )
+    axis_x: float = Field(
+        0.5,
+        description="Rear view: where straight ahead is, as a share of the frame width (0.5 for "
+        "a camera aimed along the car). A vehicle whose box spans it shows only its back and "
+        "is not scored.",
+        ge=0,
+        le=1,
+    )
 
 
 class DeciderConfig(StrictModel):

@@ -32,10 +32,11 @@ import numpy as np
 from edge.app.stats import Series
 from edge.core.errors import RoiError
 from edge.core.frame import Frame
+from edge.core.rejoin import PassMemory, RejoinParams, Sighting
 from edge.core.roi import Roi
 from edge.core.track_decider import TrackDecider, TrackDecisionParams, TrackFrame, TrackHit
 from edge.core.tracker import Tracker, TrackerParams, TrackState
-from edge.core.vehicle import Box, VehicleBox, iou
+from edge.core.vehicle import Box, VehicleBox
 from edge.core.window import WindowSpec
 
 log = logging.getLogger(__name__)
@@ -43,15 +44,6 @@ log = logging.getLogger(__name__)
 
 class Detector(Protocol):
     def detect(self, image_bgr: np.ndarray) -> list[VehicleBox]: ...
-
-
-REJOIN_S = 1.0
-"""A track that ends is held this long as a *pass* that may go on: a new track confirmed where
-the ended one's box would be by now (its last box moved on at its last velocity) continues
-the pass, so a vehicle the detector lost for a moment is not alerted on twice."""
-
-REJOIN_IOU = 0.3
-"""Least overlap between a new track's box and an ended track's predicted box to rejoin."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +83,7 @@ class VehicleStage:
         decision: TrackDecisionParams | None = None,
         zones: Sequence[Roi] = (),
         lossless: bool = False,
+        rejoin: RejoinParams | None = None,
     ) -> None:
         self.detector = detector
         self.every_s = every_s
@@ -110,11 +103,16 @@ class VehicleStage:
         self._closed = False
         self._thread: threading.Thread | None = None
         self._pass_of: dict[int, int] = {}
-        """Track id -> its pass's id, for tracks that rejoined an ended pass."""
-        self._held: dict[int, tuple[TrackState, float]] = {}
-        """Ended passes that may still go on: pass id -> (last state, end time)."""
+        """Track id -> its pass's id (its own, or the ended pass it continues)."""
+        self._rejoin_params = rejoin or RejoinParams()
+        self._held = PassMemory(self._rejoin_params)
+        """Ended passes that may still go on (``edge.core.rejoin``)."""
+        self._seen: dict[int, Sighting] = {}
+        """Track id -> its last detection (box, time, velocity, heading, colour)."""
         self.rejoined = 0
         self.window_errors = 0
+        self.windows_hidden = 0
+        """Track-frames not scored because no driver's window is in view (``is_in_view``)."""
         self.detections = 0
         self.detect_errors = 0
         self.detect_ms = Series(maxlen=500)
@@ -127,6 +125,8 @@ class VehicleStage:
         if self._frame_wh is None:
             self._frame_wh = (w, h)
             self.tracker = Tracker(self._tracker_params, frame_wh=(w, h))
+            axis = self.window.axis_x * w if self.window.view == "rear" else None
+            self._held = PassMemory(self._rejoin_params, frame_wh=(w, h), axis_px=axis)
         t = frame.t_mono_s
         if self._last_t_s is not None and t < self._last_t_s:
             t = self._last_t_s  # a file looped, or a camera's clock stepped: never backwards
@@ -142,18 +142,21 @@ class VehicleStage:
             if due and self._submit(frame):
                 self._last_due_s = t
             found = self._take_result()
+        ended: list[int] = []
         if found is not None:
             up = self.tracker.update(t, found)
             tracks = up.confirmed
+            self._sightings(img, up.tracks, t)
             for s in up.ended:
-                self._held[self._pass_of.pop(s.track_id, s.track_id)] = (s, t)
+                ended += self._end(s, t)
         else:
             tracks = [s for s in self.tracker.predict(t) if s.is_confirmed]
-        ended = [pid for pid, (_, t_end) in self._held.items() if t - t_end >= REJOIN_S]
-        for pid in ended:  # held long enough: these passes are over
-            del self._held[pid]
+        ended += self._held.expire(t)  # held long enough: these passes are over
         out = []
         for s in tracks:
+            if not self.window.is_in_view(s.box, (w, h)):
+                self.windows_hidden += 1  # straight ahead, seen from behind: not scored
+                continue
             try:
                 win = self.window.box(s.box, (w, h), s.heading_x)
             except RoiError as e:  # that vehicle is skipped on this frame, never the frame
@@ -163,24 +166,35 @@ class VehicleStage:
             out.append(Region(self._pass_for(s, t), s, win, _sharpness(img, win)))
         return Vehicles(out, ended)
 
+    def _sightings(self, img: np.ndarray, tracks: Sequence[TrackState], t: float) -> None:
+        """Remember where each track was detected on this frame, and its colour there."""
+        for s in tracks:
+            if not s.is_coasting:
+                self._seen[s.track_id] = Sighting(
+                    s.box, t, s.velocity, s.heading_x, _colour(img, s.box)
+                )
+
+    def _end(self, s: TrackState, t: float) -> list[int]:
+        """A track ended: hold its pass (it may go on), or say it is over at once."""
+        seen = self._seen.pop(s.track_id, None)
+        pid = self._pass_of.pop(s.track_id, None)
+        if pid is None:  # never scored (tentative, or never in view): no pass to close
+            return []
+        if seen is not None and self._held.hold(pid, seen, t, s.box):
+            return []
+        return [pid]  # its vehicle left the frame: the pass is over
+
     def _pass_for(self, s: TrackState, t: float) -> int:
         """The pass a confirmed track belongs to: its own, or an ended pass it continues."""
         pid = self._pass_of.get(s.track_id)
         if pid is not None:
             return pid
-        best, best_iou = None, REJOIN_IOU
-        if s.track_id not in self._held:  # (a track's own id is never held while it lives)
-            for held_id, (last, t_end) in self._held.items():
-                v = iou(s.box, _moved(last, t - t_end))
-                if v >= best_iou:
-                    best, best_iou = held_id, v
-        if best is None:
-            self._pass_of[s.track_id] = s.track_id
-            return s.track_id
-        del self._held[best]
-        self._pass_of[s.track_id] = best
-        self.rejoined += 1
-        return best
+        seen = self._seen.get(s.track_id) or Sighting(s.box, t, s.velocity, s.heading_x)
+        held = self._held.claim(Sighting(seen.box, t, seen.velocity, s.heading_x, seen.colour))
+        pid = s.track_id if held is None else held
+        self.rejoined += held is not None
+        self._pass_of[s.track_id] = pid
+        return pid
 
     def _detect(self, img: np.ndarray) -> list[VehicleBox] | None:
         t0 = time.perf_counter()
@@ -242,6 +256,7 @@ class VehicleStage:
                 frame,
                 sharpness=r.sharpness,
                 label=r.track.label,
+                is_lost=r.track.missed > 0,
             )
             for r, s in zip(prepared, scores, strict=True)
         ]
@@ -253,8 +268,8 @@ class VehicleStage:
         """The run ends: every track ends, every held alert is released."""
         t = self._last_t_s if self._last_t_s is not None else 0.0
         ended = [self._pass_of.pop(s.track_id, s.track_id) for s in self.tracker.finish(t)]
-        ended += list(self._held)
-        self._held.clear()
+        ended += self._held.drop_all()
+        self._seen.clear()
         return self.decider.update(t, [], ended=ended, frame_wh=self._frame_wh) + (
             self.decider.drain(t)
         )
@@ -273,6 +288,7 @@ class VehicleStage:
             "vehicle_detect_ms_p50": None if p50 is None else round(p50, 2),
             "vehicle_tracks_live": self.decider.live,
             "vehicle_tracks_rejoined": self.rejoined,
+            "vehicle_windows_hidden": self.windows_hidden,
         }
 
     def close(self) -> None:
@@ -283,10 +299,20 @@ class VehicleStage:
             self._thread.join(5.0)
 
 
-def _moved(s: TrackState, dt: float) -> Box:
-    """Where ``s``'s box would be ``dt`` seconds on, at its last velocity."""
-    (x0, y0, x1, y1), (vx0, vy0, vx1, vy1) = s.box, s.velocity
-    return x0 + vx0 * dt, y0 + vy0 * dt, x1 + vx1 * dt, y1 + vy1 * dt
+def _colour(img: np.ndarray, box: Box) -> tuple[float, float, float] | None:
+    """Mean colour of the middle half of ``box`` (every 4th pixel: a cue, not a measure), or
+    None when that is empty or the image is not colour."""
+    if img.ndim != 3:
+        return None
+    h, w = img.shape[:2]
+    x0, y0, x1, y1 = box
+    qx, qy = (x1 - x0) / 4.0, (y1 - y0) / 4.0
+    a, b = max(int(x0 + qx), 0), min(int(x1 - qx) + 1, w)
+    c, d = max(int(y0 + qy), 0), min(int(y1 - qy) + 1, h)
+    if b <= a or d <= c:
+        return None
+    m = img[c:d:4, a:b:4].reshape(-1, img.shape[2]).mean(axis=0)
+    return float(m[0]), float(m[1]), float(m[2])
 
 
 def _sharpness(img: np.ndarray, box: tuple[int, int, int, int]) -> float:

@@ -12,10 +12,12 @@ still ranked, and released as soon as that time has passed **or** the track ends
 first; :meth:`TrackDecider.drain` releases what is held at the end of a run. With
 ``best_frame_wait_s = 0`` the alert goes on the confirming frame.
 
-The evidence frame is the pass's best: the highest score, then (a tie, common with int8
-scores) the larger window box (a nearer, more legible driver), then the sharper frame (a
-number the caller computes, e.g. the variance of the Laplacian; higher is sharper). On a full
-tie the earlier frame stays. The alert carries the track id, the vehicle box and the window
+The evidence frame is the pass's best: first any frame whose track was not *lost* (a track
+that missed its latest detection round is carried on a guess, and its window may show another
+vehicle's driver), then the highest score, then (a tie, common with int8 scores) the larger
+window box (a nearer, more legible driver), then the sharper frame (a number the caller
+computes, e.g. the variance of the Laplacian; higher is sharper). On a full tie the earlier
+frame stays. The alert carries the track id, the vehicle box and the window
 box on that frame.
 
 Zones (optional): ``Roi`` rectangles or polygons, in frame fractions as in ``[[roi]]``. A
@@ -92,6 +94,10 @@ class TrackFrame(Generic[T]):
     """Higher is sharper; only breaks ties of score and window size."""
     label: str = ""
     """The track's vehicle label (car, van ...), carried to the alert."""
+    is_lost: bool = False
+    """The track missed its latest detection round: its box is a guess carried on from an
+    older detection and may no longer hold the vehicle. Such a frame still counts for the
+    decision but is evidence only when the pass has no other frame."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,10 +142,11 @@ class _Pass(Generic[T]):
         self.frames = 0
 
 
-def rank(f: TrackFrame[T]) -> tuple[float, float, float]:
-    """The evidence order: score, then window area, then sharpness (higher is better)."""
+def rank(f: TrackFrame[T]) -> tuple[bool, float, float, float]:
+    """The evidence order: a frame whose track is not lost, then score, then window area,
+    then sharpness (higher is better)."""
     b = f.window_box
-    return (f.score, (b[2] - b[0]) * (b[3] - b[1]), f.sharpness)
+    return (not f.is_lost, f.score, (b[2] - b[0]) * (b[3] - b[1]), f.sharpness)
 
 
 class TrackDecider(Generic[T]):

@@ -32,6 +32,16 @@ JP, IN, ZA ...), ``left`` for most of Europe and the Americas.
 
 The result is in frame pixels (integers, ready to slice), clipped to the frame, and grown about
 its centre to at least ``min_side_px`` a side (kept inside the frame).
+
+**Is a driver's window in view at all?** (:meth:`WindowSpec.is_in_view`) In the ``rear`` view
+the camera looks along the road, and straight ahead is one column of the image (``axis_x``, a
+share of the frame width: the road's vanishing point, the middle for a camera aimed along the
+car). A vehicle's side faces are planes along the road; the one nearer the camera is in view
+only when it lies off the axis, and then it shows between the axis and the vehicle's back,
+so the vehicle's box lies wholly on one side of the axis column. A box that spans the column
+belongs to a vehicle straight ahead in our lane: only its back is in view, no side glass, and a
+phone cannot be told from the rear screen. Such a vehicle is not scored. The ``front`` view
+(a windscreen faces us wherever the car is) and the ``side`` view are always in view.
 """
 
 from __future__ import annotations
@@ -76,6 +86,9 @@ the driver's side edge."""
 REAR_HEIGHT = (0.0, 0.55)
 """Roof to the rear screen's lower edge; the boot and bumper below are never evidence."""
 
+REAR_AXIS_X = 0.5
+"""Straight ahead for a dash camera aimed along the car: the middle column of the image."""
+
 MIN_WINDOW_SIDE_PX = 32
 """A distant car's window may be a few pixels; below this the crop is grown about its centre,
 so the classifier gets context around a tiny window rather than a degenerate 1-2 pixel array."""
@@ -88,6 +101,8 @@ class WindowSpec:
     view: View = "side"
     drive_side: DriveSide = "right"
     min_side_px: int = MIN_WINDOW_SIDE_PX
+    axis_x: float = REAR_AXIS_X
+    """Rear view: where straight ahead is, as a share of the frame width (see the module)."""
 
     def __post_init__(self) -> None:
         if self.view not in get_args(View):
@@ -98,6 +113,17 @@ class WindowSpec:
             )
         if self.min_side_px < 1:
             raise RoiError(f"window min_side_px must be >= 1, got {self.min_side_px}")
+        if not (math.isfinite(self.axis_x) and 0.0 <= self.axis_x <= 1.0):
+            raise RoiError(f"window axis_x must be within 0..1, got {self.axis_x}")
+
+    def is_in_view(self, vehicle: Box, frame_wh: tuple[int, int]) -> bool:
+        """Whether ``vehicle`` shows a driver's window at all (see the module docstring):
+        False only in the ``rear`` view for a box that spans the straight-ahead column."""
+        x0, _, x1, _ = _checked(vehicle)
+        if self.view != "rear":
+            return True
+        axis = self.axis_x * frame_wh[0]
+        return not (x0 < axis < x1)
 
     def box(self, vehicle: Box, frame_wh: tuple[int, int], heading_x: int = 0) -> PixelBox:
         """The driver's window of ``vehicle`` in a ``frame_wh`` frame (see the module doc)."""

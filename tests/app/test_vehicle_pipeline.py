@@ -34,11 +34,15 @@ PARAMS = DeciderParams(window=5, min_frames=3, score_on=0.7, score_off=0.3, cool
 def frames(spans: dict[str, list[tuple[int, int]]], n: int) -> list[np.ndarray]:
     """``spans['vehicles']``: frame ranges where the vehicles are there (a white patch);
     ``spans['phone']``: where the car's driver's window is bright (the brightness model's
-    'phone')."""
+    'phone'); ``spans['other_car']``: where the car is another, lighter one (its body grey
+    100, not 20: the vehicle stage tells cars apart by colour when it rejoins a lost pass)."""
     x0, y0, x1, y1 = SPEC.box(CAR, (W, H))
+    cx0, cy0, cx1, cy1 = (round(v) for v in CAR)
     out = []
     for i in range(n):
         img = np.full((H, W, 3), 20, np.uint8)
+        if any(a <= i < b for a, b in spans.get("other_car", [])):
+            img[cy0:cy1, cx0:cx1] = 100
         if any(a <= i < b for a, b in spans["vehicles"]):
             img[:20, :20] = 255  # white even at the detector's 32x32
         if any(a <= i < b for a, b in spans["phone"]):
@@ -84,10 +88,16 @@ def test_one_alert_per_vehicle_pass_with_the_drivers_window(
     tmp_path: Path, brightness_model: Path
 ) -> None:
     # The car is there for frames 0-59, its driver on the phone twice (15-30 and 40-55):
-    # one pass, one alert. It leaves (60-109) and a car comes back (110-159), phone at
-    # 120-135: a new pass, a second alert. The truck and the other car never show a phone.
+    # one pass, one alert. It leaves (60-109) and another (lighter) car comes to the same
+    # place (110-159), phone at 120-135: a new pass, a second alert. The truck and the other
+    # car never show a phone.
     images = frames(
-        {"vehicles": [(0, 60), (110, 160)], "phone": [(15, 30), (40, 55), (120, 135)]}, 160
+        {
+            "vehicles": [(0, 60), (110, 160)],
+            "phone": [(15, 30), (40, 55), (120, 135)],
+            "other_car": [(110, 160)],
+        },
+        160,
     )
     sink, p = run(tmp_path, brightness_model, images)
     assert p.snapshot()["frames_processed"] == 160

@@ -89,6 +89,23 @@ def test_the_evidence_is_the_best_frame_score_then_window_size_then_sharpness() 
     assert h.released_by == "ended"
 
 
+def test_a_frame_of_a_lost_track_is_evidence_only_when_there_is_no_other() -> None:
+    # A track carried on a guess after a missed detection may have drifted onto another car,
+    # whose driver's window then scores high: that frame still counts, but is not evidence.
+    d: TrackDecider[int] = TrackDecider(params(wait_s=10.0))
+    seen = [TrackFrame(1, s, CAR, WIN, item=i) for i, s in enumerate([0.8, 0.85, 0.8])]
+    lost = [TrackFrame(1, 0.99, CAR, WIN, item=3 + i, is_lost=True) for i in range(3)]
+    for f in seen + lost:
+        assert d.update(f.item / FPS, [f]) == []
+    (h,) = d.update(1.0, [], ended=[1])
+    assert (h.best, h.score) == (1, 0.85)
+    d2: TrackDecider[int] = TrackDecider(params(wait_s=10.0))
+    for f in lost:
+        assert d2.update(f.item / FPS, [f]) == []
+    (h2,) = d2.update(1.0, [], ended=[1])
+    assert (h2.best, h2.score) == (3, 0.99)  # lost frames confirm, and are all there is
+
+
 def test_a_better_frame_within_the_wait_becomes_the_evidence_later_ones_do_not() -> None:
     d: TrackDecider[int] = TrackDecider(params(wait_s=0.5))
     scores = [0.8, 0.8, 0.8] + [0.85] * 5 + [0.99] + [0.8] * 10 + [1.0] * 30

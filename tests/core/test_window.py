@@ -152,3 +152,33 @@ def test_side_window_on_a_real_roadside_frame_holds_the_front_door_glass() -> No
     assert b[1] <= py < b[3]
     assert b[2] < SALOON[2] - 10  # the rear door and the boot stay out
     assert b[3] < SALOON[3] - 15  # so do the wheels
+
+
+@pytest.mark.parametrize(
+    ("box", "in_view"),
+    [
+        ((860.0, 500.0, 1060.0, 640.0), False),  # straight ahead: spans the middle column
+        ((700.0, 500.0, 959.0, 640.0), True),  # wholly left of it: its right side shows
+        ((961.0, 500.0, 1200.0, 640.0), True),  # wholly right of it
+        ((0.0, 300.0, 960.0, 1000.0), True),  # alongside, up to the column
+    ],
+)
+def test_rear_view_a_window_is_in_view_only_off_the_straight_ahead_column(
+    box: tuple[float, float, float, float], in_view: bool
+) -> None:
+    assert WindowSpec(view="rear").is_in_view(box, FRAME) is in_view
+
+
+@pytest.mark.parametrize("view", ["front", "side"])
+def test_front_and_side_views_always_have_a_window_in_view(view: View) -> None:
+    assert WindowSpec(view=view).is_in_view((860.0, 500.0, 1060.0, 640.0), FRAME)
+
+
+def test_the_straight_ahead_column_is_a_setting() -> None:
+    ahead_of_a_yawed_camera = (1100.0, 500.0, 1300.0, 640.0)
+    assert WindowSpec(view="rear").is_in_view(ahead_of_a_yawed_camera, FRAME)
+    assert not WindowSpec(view="rear", axis_x=0.6).is_in_view(ahead_of_a_yawed_camera, FRAME)
+    with pytest.raises(RoiError, match="axis_x"):
+        WindowSpec(view="rear", axis_x=1.5)
+    with pytest.raises(RoiError, match="vehicle box"):
+        WindowSpec(view="rear").is_in_view((10.0, 0.0, 5.0, 10.0), FRAME)
