@@ -43,7 +43,7 @@ def test_shipped_examples_are_valid(name: str) -> None:
         from edge.core.detection_spec import load_detector_spec
 
         assert cfg.vehicles is not None
-        assert cfg.vehicles.view == "front"
+        assert cfg.vehicles.view == "rear"
         sidecar = REPO / "models" / "vehicle" / cfg.vehicles.model.name
         spec = load_detector_spec(sidecar.parent / "coco_ssd_mobilenet_v1.json")
         assert spec.file == cfg.vehicles.model.name
