@@ -91,7 +91,12 @@ def read_head(tflite: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def mobilenet_v1_backbone(
-    tflite: Path, inp: Any, *, batchnorm: bool = False, act_noise: float = 0.0
+    tflite: Path,
+    inp: Any,
+    *,
+    batchnorm: bool = False,
+    act_noise: float = 0.0,
+    quant_aware: bool = False,
 ) -> Any:
     """Keras tensors: the backbone applied to ``inp`` (NHWC, values -1..1), ImageNet weights.
 
@@ -106,14 +111,24 @@ def mobilenet_v1_backbone(
     training only: a stand-in for the rounding of int8 activations (one uint8 step of the
     0..6 range, 6/255, rounds with standard deviation 0.0068), so the network learns not to
     hang its decisions on differences finer than int8 keeps. The layers vanish at export.
+
+    ``quant_aware`` trains on the int8 rounding itself instead (``models.qat``): each
+    convolution's kernel and each ReLU6 output is rounded in training as the export will
+    round it (``act_noise`` is then not used). In inference the layers are the plain ones.
     """
     import keras
+
+    conv, depthwise = keras.layers.Conv2D, keras.layers.DepthwiseConv2D
+    if quant_aware:
+        from models.qat import QuantConv2D, QuantDepthwiseConv2D, QuantReLU6
+
+        conv, depthwise = QuantConv2D, QuantDepthwiseConv2D
 
     x = inp
     for i, spec in enumerate(read_backbone(tflite)):
         k = spec["kernel"]
         if spec["kind"] == "conv":
-            layer = keras.layers.Conv2D(
+            layer = conv(
                 k.shape[3],
                 k.shape[:2],
                 strides=spec["stride"],
@@ -121,7 +136,7 @@ def mobilenet_v1_backbone(
                 name=f"mnv1_conv_{i}",
             )
         else:
-            layer = keras.layers.DepthwiseConv2D(
+            layer = depthwise(
                 k.shape[:2], strides=spec["stride"], padding="same", name=f"mnv1_dw_{i}"
             )
         x = layer(x)
@@ -129,7 +144,9 @@ def mobilenet_v1_backbone(
         if batchnorm:
             x = keras.layers.BatchNormalization(momentum=0.9, name=f"mnv1_bn_{i}")(x)
         x = keras.layers.ReLU(6.0, name=f"mnv1_relu_{i}")(x)
-        if act_noise > 0:
+        if quant_aware:
+            x = QuantReLU6(name=f"mnv1_aq_{i}")(x)
+        elif act_noise > 0:
             x = keras.layers.GaussianNoise(act_noise, name=f"mnv1_qnoise_{i}")(x)
     return x
 

@@ -100,6 +100,10 @@ class TrainConfig:
     """mobilenetv1: a batch-norm layer after each convolution (starts as the identity)."""
     act_noise: float = 0.0
     """mobilenetv1: training-only Gaussian noise after each ReLU6 (int8 rounding stand-in)."""
+    qat: bool = False
+    """mobilenetv1: quantisation-aware training: in training, each convolution's kernel and
+    each ReLU6 output is rounded as the int8 export rounds it (``models.qat``). A choice of
+    this run: a continued model takes it from here, not from its sidecar."""
     init: Path | None = None
     """A model from an earlier run to continue training from: its ``.keras``, or its int8
     ``.tflite`` (the float network is rebuilt from the dequantised weights, ``rebuild_float``)."""
@@ -146,6 +150,7 @@ def build_model(
     *,
     batchnorm: bool = False,
     act_noise: float = 0.0,
+    qat: bool = False,
 ) -> Any:
     import keras
 
@@ -171,7 +176,9 @@ def build_model(
 
         if weights in ("none", "imagenet"):
             raise ValueError("arch mobilenetv1 needs --weights PATH to a MobileNet-V1 .tflite")
-        x = mobilenet_v1_backbone(Path(weights), inp, batchnorm=batchnorm, act_noise=act_noise)
+        x = mobilenet_v1_backbone(
+            Path(weights), inp, batchnorm=batchnorm, act_noise=act_noise, quant_aware=qat
+        )
         x = keras.layers.GlobalAveragePooling2D()(x)
         x = keras.layers.Dropout(0.2)(x)
     elif arch == "tiny":  # for tests: seconds to train, same export path
@@ -211,6 +218,8 @@ def command_line(cfg: TrainConfig, *, out: str = "OUT", init: str | None = None)
         parts.append(f"--init {init or cfg.init}")
         if cfg.resize is not None:
             parts.append(f"--size {cfg.resize}")
+    if cfg.qat:
+        parts.append("--qat")
     if cfg.partial_view:
         parts.append(f"--partial-view {cfg.partial_view:g}")
     if cfg.hard_share:
@@ -229,11 +238,12 @@ def command_line(cfg: TrainConfig, *, out: str = "OUT", init: str | None = None)
     return " ".join(parts)
 
 
-def rebuild_float(tflite: Path, prov: dict[str, Any]) -> Any:
+def rebuild_float(tflite: Path, prov: dict[str, Any], *, qat: bool = False) -> Any:
     """The float Keras network of an int8 MobileNet-V1 classifier that this module exported:
     convolutions and head from the dequantised weights (``models.pretrained``), with the batch
     norm and activation noise of its training (``prov``, its sidecar's provenance) added back.
-    Batch-norm layers start untrained: call ``identity_batchnorm`` before training."""
+    Batch-norm layers start untrained: call ``identity_batchnorm`` before training. With
+    ``qat`` the layers round as the int8 export does, in training (``models.qat``)."""
     from models.pretrained import input_size, read_head
 
     if prov.get("arch") != "mobilenetv1":
@@ -248,6 +258,7 @@ def rebuild_float(tflite: Path, prov: dict[str, Any]) -> Any:
         str(tflite),
         batchnorm=bool(prov.get("batchnorm")),
         act_noise=float(prov.get("act_noise", 0.0)),
+        qat=qat,
     )
     model.get_layer("p").set_weights(list(read_head(tflite)))
     return model
@@ -584,6 +595,15 @@ def _parity_gate(
         )
 
 
+def _scores(model: Any, x: np.ndarray, *, qat: bool) -> np.ndarray:
+    """P(phone) of the Keras ``model`` on ``x``: with ``qat`` as trained, rounding on."""
+    if qat:
+        from models.qat import rounded_scores
+
+        return np.asarray(rounded_scores(model, x), np.float64)
+    return np.asarray(model.predict(x, batch_size=256, verbose=0)[:, 1], np.float64)
+
+
 def teacher_scores(
     teachers: Sequence[Path], crops: list[np.ndarray], chunk: int = 2000
 ) -> np.ndarray:
@@ -610,10 +630,17 @@ def _load_init(cfg: TrainConfig, init_prov: dict[str, Any]) -> tuple[TrainConfig
         return cfg, None
     import keras
 
+    import models.qat  # noqa: F401  (registers the layers a --qat run's .keras holds)
+
     if cfg.init.suffix == ".tflite":
-        init_model = rebuild_float(cfg.init, init_prov)
+        init_model = rebuild_float(cfg.init, init_prov, qat=cfg.qat)
     else:
         init_model = keras.models.load_model(cfg.init)
+        if cfg.qat and not any(layer.name.startswith("mnv1_aq_") for layer in init_model.layers):
+            raise ValueError(
+                f"{cfg.init}: --qat continues a .tflite (rebuilt with rounding layers) or a "
+                ".keras trained with --qat; this .keras was trained without it"
+            )
     init_size = int(init_model.input_shape[1])
     cfg = _continued(cfg, init_size, init_prov)
     if cfg.size != init_size:
@@ -769,6 +796,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             cfg.weights,
             batchnorm=cfg.batchnorm,
             act_noise=cfg.act_noise,
+            qat=cfg.qat,
         )
     # New batch-norm layers (a fresh backbone, or one rebuilt from a .tflite, whose batch norm
     # the converter folded away) start as the identity: training starts from the weights read.
@@ -819,7 +847,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             epochs=1,
             verbose=cfg.verbose,
         )
-        p = model.predict(val_x, batch_size=256, verbose=0)[:, 1]
+        p = _scores(model, val_x, qat=cfg.qat)
         auc = metrics.roc_auc(val_y, p)
         real_dom = "site" if (val_domain == "site").any() else "real"
         real_auc = (
@@ -859,7 +887,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     problems = export.check_full_int8(tfl)
     if problems:
         raise RuntimeError("export is not full-integer: " + "; ".join(problems))
-    float_p = model.predict(val_x, batch_size=256, verbose=0)[:, 1].astype(np.float64)
+    # The reference the int8 file must match: the float network, or with --qat the network as
+    # it was trained (rounding on). A --qat network is trained for its rounded weights; its
+    # unrounded float scores are a model nobody trained (docs/model.md).
+    float_p = _scores(model, val_x, qat=cfg.qat)
     int8_p = export.tflite_scores(tfl, val_x)
     # With site validation crops the operating point is the site's: threshold set on them only.
     thr_m = val_domain == "site" if cfg.site_val else np.ones(val_y.size, bool)
@@ -888,6 +919,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         str(d): float(decided[val_domain == d].mean()) for d in sorted(set(val_domain.tolist()))
     }
     par["required"] = cfg.parity_min
+    par["reference"] = "float network, rounding as trained (--qat)" if cfg.qat else "float network"
     _parity_gate(cfg, par, agree, val_y, val_domain, float_p, int8_p)
 
     val_metrics: dict[str, Any] = {"target_fpr": cfg.target_fpr}
@@ -917,6 +949,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         "weights": cfg.weights,
         "batchnorm": cfg.batchnorm,
         "act_noise": cfg.act_noise,
+        "qat": cfg.qat,
         "partial_view": cfg.partial_view,
         "hard_share": cfg.hard_share,
         "epochs": cfg.epochs,
@@ -1073,6 +1106,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "for int8 rounding (0.0068 = one uint8 step of 0..6); helps int8/float parity",
     )
     ap.add_argument(
+        "--qat",
+        action="store_true",
+        help="mobilenetv1: quantisation-aware training: round each kernel and activation in "
+        "training as the int8 export will (models/qat.py); helps int8/float parity",
+    )
+    ap.add_argument(
         "--partial-view",
         type=float,
         default=0.0,
@@ -1205,6 +1244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parity_min=a.parity_min,
         batchnorm=a.batchnorm,
         act_noise=a.act_noise,
+        qat=a.qat,
         resize=a.size if a.init else None,
         partial_view=a.partial_view,
         hard_share=a.hard_share,
