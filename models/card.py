@@ -46,12 +46,19 @@ def _arch_text(prov: dict[str, Any]) -> str:
                 "converter folds them back into the convolutions)"
             )
             noise = float(prov.get("act_noise") or 0.0)
-            text += (
-                f", and Gaussian noise (std {noise:g}) after each activation, in training "
-                "only, stands in for int8 rounding."
-                if noise > 0
-                else "."
-            )
+            if prov.get("qat"):
+                text += (
+                    ", and the last stage was trained quantisation-aware: each kernel and "
+                    "activation rounded in training as the int8 export rounds them "
+                    "(`models/qat.py`)."
+                )
+            elif noise > 0:
+                text += (
+                    f", and Gaussian noise (std {noise:g}) after each activation, in training "
+                    "only, stands in for int8 rounding."
+                )
+            else:
+                text += "."
         return text
     return (
         f"{arch} (width {prov.get('alpha')}, {prov.get('input_size')} px), initialisation: "

@@ -100,6 +100,9 @@ class TrainOptions:
     """The export gate (``models.train.TrainConfig.parity_by``)."""
     replay_kmitl: bool = True
     """Without ``real``: replay the shared kmitl ``train`` photos, where present."""
+    qat: bool = True
+    """Quantisation-aware training (``models.qat``): without it the int8 export check stopped
+    most site candidates (docs/model.md)."""
 
 
 def _samples(rows: Sequence[sd.SiteRow]) -> list[mdata.Sample]:
@@ -178,6 +181,7 @@ def train_candidate(dataset: Path, init: Path, out: Path, opts: TrainOptions | N
         verbose=o.verbose,
         parity_min=o.parity_min,
         parity_by=o.parity_by,
+        qat=o.qat,
     )
     t0 = time.monotonic()
     result = mtrain.train(cfg)
@@ -527,6 +531,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     t.add_argument("--target-fpr", type=float, default=d.target_fpr)
     t.add_argument("--seed", type=int, default=d.seed)
     t.add_argument("--cache", type=Path, help="keep rendered synthetic crops here")
+    t.add_argument(
+        "--no-qat",
+        dest="qat",
+        action="store_false",
+        help="train without rounding as the int8 export does (models/qat.py; on by default)",
+    )
     g = sub.add_parser("gate", help="promote (exit 0) or refuse (exit 1) a candidate")
     g.add_argument("--candidate", type=Path, required=True)
     g.add_argument("--deployed", type=Path, default=DEFAULT_DEPLOYED)
@@ -568,6 +578,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed=a.seed,
             real=a.real,
             cache=a.cache,
+            qat=a.qat,
             verbose=1 if sys.stderr.isatty() else 0,
         )
         from models.train import TrainExtraMissing

@@ -360,6 +360,10 @@ def test_tiny_site_loop_every_hop(tmp_path: Path) -> None:
     par = spec.metrics["int8_float_parity"]
     assert "site" in par["by_domain"]
     assert par["mode"] == "metrics"
+    # Site candidates train quantisation-aware, and the int8 file is checked against the
+    # network as it was trained (rounding on), not against its unrounded float scores.
+    assert spec.provenance["qat"] is True
+    assert "--qat" in par["reference"]
     site_par = par["metrics_by_domain"]["site"]
     assert site_par["worse"] == []
     assert site_par["auc_int8"] >= site_par["auc_float"] - 0.01
