@@ -179,11 +179,19 @@ def build_vehicle_stage(
         detector,
         every_s=v.every_s,
         window=WindowSpec(
-            view=v.view, drive_side=v.drive_side, min_side_px=v.min_window_px, axis_x=v.axis_x
+            view=v.view,
+            drive_side=v.drive_side,
+            min_side_px=v.min_window_px,
+            axis_x=v.axis_x,
+            legible_min_px=v.legible_min_px,
         ),
         rejoin=RejoinParams(hold_s=v.rejoin_s),
         tracker=TrackerParams(iou_min=v.iou_min, min_hits=v.min_hits, max_missed=v.max_missed),
-        decision=TrackDecisionParams(decider=params, best_frame_wait_s=v.best_frame_wait_s),
+        decision=TrackDecisionParams(
+            decider=params,
+            best_frame_wait_s=v.best_frame_wait_s,
+            lost_frames_count=v.lost_frames_count,
+        ),
         zones=build_rois(cfg),
         lossless=lossless,
     )

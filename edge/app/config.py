@@ -150,6 +150,14 @@ class VehiclesConfig(StrictModel):
     min_window_px: int = Field(
         32, description="Smallest driver's-window crop (px); smaller ones are grown.", ge=8
     )
+    legible_min_px: int = Field(
+        0,
+        description="Driver's windows smaller than this on either side (as placed on the "
+        "vehicle, before growing to min_window_px) are too small to show a phone and are not "
+        "scored; 0 scores every window.",
+        ge=0,
+        le=1000,
+    )
     min_hits: int = Field(3, description="Detections that confirm a track.", ge=1, le=100)
     max_missed: int = Field(
         3, description="Detection rounds a track may miss before it ends.", ge=0, le=100
@@ -163,6 +171,12 @@ class VehiclesConfig(StrictModel):
         "sooner when the vehicle leaves).",
         ge=0,
         le=30,
+    )
+    lost_frames_count: bool = Field(
+        True,
+        description="Whether frames where a vehicle's box is a guess (its track missed its "
+        "latest detection round) count towards N-of-M; false: only frames after a detection "
+        "that found it can confirm an alert.",
     )
     rejoin_s: float = Field(
         5.0,

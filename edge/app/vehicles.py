@@ -113,6 +113,8 @@ class VehicleStage:
         self.window_errors = 0
         self.windows_hidden = 0
         """Track-frames not scored because no driver's window is in view (``is_in_view``)."""
+        self.windows_small = 0
+        """Track-frames not scored because the window is too small to show a phone."""
         self.detections = 0
         self.detect_errors = 0
         self.detect_ms = Series(maxlen=500)
@@ -158,6 +160,9 @@ class VehicleStage:
                 self.windows_hidden += 1  # straight ahead, seen from behind: not scored
                 continue
             try:
+                if not self.window.is_legible(s.box, (w, h), s.heading_x):
+                    self.windows_small += 1  # too far to show a phone: not scored yet
+                    continue
                 win = self.window.box(s.box, (w, h), s.heading_x)
             except RoiError as e:  # that vehicle is skipped on this frame, never the frame
                 self.window_errors += 1
@@ -289,6 +294,7 @@ class VehicleStage:
             "vehicle_tracks_live": self.decider.live,
             "vehicle_tracks_rejoined": self.rejoined,
             "vehicle_windows_hidden": self.windows_hidden,
+            "vehicle_windows_small": self.windows_small,
         }
 
     def close(self) -> None:

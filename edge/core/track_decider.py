@@ -67,6 +67,11 @@ class TrackDecisionParams:
     sooner when the track ends). 0: alert on the confirming frame."""
     zone_anchor: Anchor = "bottom_centre"
     """The point of the vehicle box that must lie inside a zone."""
+    lost_frames_count: bool = True
+    """Whether a frame of a *lost* track (``TrackFrame.is_lost``: its box a guess carried on
+    from an older detection) counts towards N-of-M. False: only frames whose box comes from
+    a detection round that found the vehicle can confirm a pass (a guess may have drifted
+    onto another vehicle's driver, or off the vehicle); such frames still rank as evidence."""
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.best_frame_wait_s) and self.best_frame_wait_s >= 0):
@@ -226,6 +231,8 @@ class TrackDecider(Generic[T]):
         p.frames += 1
         if p.best is None or rank(f) > rank(p.best):
             p.best, p.best_zone = f, zone
+        if f.is_lost and not self.params.lost_frames_count:
+            return  # a guessed box: neither for nor against confirmation
         if p.hit is None and p.decider is not None:
             p.hit = p.decider.update(f.score, now_s, f)
 

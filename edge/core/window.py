@@ -42,6 +42,12 @@ so the vehicle's box lies wholly on one side of the axis column. A box that span
 belongs to a vehicle straight ahead in our lane: only its back is in view, no side glass, and a
 phone cannot be told from the rear screen. Such a vehicle is not scored. The ``front`` view
 (a windscreen faces us wherever the car is) and the ``side`` view are always in view.
+
+**Is it big enough to show a phone?** (:meth:`WindowSpec.is_legible`) A far vehicle's window
+is a few pixels; growing the crop to ``min_side_px`` gives the classifier context around it
+but no more detail, so a phone cannot be seen there and a score on it is noise. With
+``legible_min_px`` set, a window smaller than that on either side (as placed, before it is
+grown) is not scored; the vehicle is scored once it comes near enough.
 """
 
 from __future__ import annotations
@@ -103,6 +109,9 @@ class WindowSpec:
     min_side_px: int = MIN_WINDOW_SIDE_PX
     axis_x: float = REAR_AXIS_X
     """Rear view: where straight ahead is, as a share of the frame width (see the module)."""
+    legible_min_px: int = 0
+    """A window smaller than this on either side, before it is grown to ``min_side_px``, is
+    too small to show a phone (:meth:`is_legible`); 0 scores every window."""
 
     def __post_init__(self) -> None:
         if self.view not in get_args(View):
@@ -115,6 +124,8 @@ class WindowSpec:
             raise RoiError(f"window min_side_px must be >= 1, got {self.min_side_px}")
         if not (math.isfinite(self.axis_x) and 0.0 <= self.axis_x <= 1.0):
             raise RoiError(f"window axis_x must be within 0..1, got {self.axis_x}")
+        if self.legible_min_px < 0:
+            raise RoiError(f"window legible_min_px must be >= 0, got {self.legible_min_px}")
 
     def is_in_view(self, vehicle: Box, frame_wh: tuple[int, int]) -> bool:
         """Whether ``vehicle`` shows a driver's window at all (see the module docstring):
@@ -124,6 +135,21 @@ class WindowSpec:
             return True
         axis = self.axis_x * frame_wh[0]
         return not (x0 < axis < x1)
+
+    def is_legible(self, vehicle: Box, frame_wh: tuple[int, int], heading_x: int = 0) -> bool:
+        """Whether ``vehicle``'s driver's window, as the view places it and clipped to the
+        frame but not grown, is at least ``legible_min_px`` on both sides (see the module)."""
+        if self.legible_min_px <= 0:
+            return True
+        x0, y0, x1, y1 = window_box(
+            vehicle,
+            view=self.view,
+            drive_side=self.drive_side,
+            frame_wh=frame_wh,
+            heading_x=heading_x,
+            min_side_px=1,
+        )
+        return min(x1 - x0, y1 - y0) >= self.legible_min_px
 
     def box(self, vehicle: Box, frame_wh: tuple[int, int], heading_x: int = 0) -> PixelBox:
         """The driver's window of ``vehicle`` in a ``frame_wh`` frame (see the module doc)."""

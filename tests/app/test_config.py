@@ -44,6 +44,7 @@ def test_shipped_examples_are_valid(name: str) -> None:
 
         assert cfg.vehicles is not None
         assert cfg.vehicles.view == "rear"
+        assert (cfg.vehicles.legible_min_px, cfg.vehicles.lost_frames_count) == (32, False)
         sidecar = REPO / "models" / "vehicle" / cfg.vehicles.model.name
         spec = load_detector_spec(sidecar.parent / "coco_ssd_mobilenet_v1.json")
         assert spec.file == cfg.vehicles.model.name

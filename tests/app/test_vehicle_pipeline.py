@@ -209,3 +209,38 @@ def test_phonewatch_run_with_a_vehicles_section(
     bx, by, _, _ = rec["roi_box"]
     assert abs(bx - x0) <= 2
     assert abs(by - y0) <= 2
+
+
+def vehicles_config(tmp_path: Path, brightness_model: Path, extra: str) -> str:
+    return (
+        f'[unit]\nid = "patrol-7"\ndata_dir = "{tmp_path / "unit"}"\n'
+        f'[camera]\ntype = "replay"\npath = "{tmp_path / "road.avi"}"\n'
+        f'[model]\npath = "{brightness_model}"\n'
+        f'[vehicles]\nmodel = "{TEST_DATA / "raw_detector_t_int8.tflite"}"\nview = "rear"\n' + extra
+    )
+
+
+def test_the_vehicles_section_sets_the_legible_size_and_whether_lost_frames_count(
+    tmp_path: Path, brightness_model: Path
+) -> None:
+    import tomllib
+
+    from edge.app.compose import build_vehicle_stage
+    from edge.app.config import parse_config
+    from edge.core.errors import ConfigError
+
+    text = vehicles_config(
+        tmp_path, brightness_model, "legible_min_px = 32\nlost_frames_count = false\n"
+    )
+    cfg = parse_config(tomllib.loads(text))
+    stage = build_vehicle_stage(cfg, PARAMS, lossless=True)
+    assert stage is not None
+    assert stage.window.legible_min_px == 32
+    assert stage.decider.params.lost_frames_count is False
+    stage.close()
+    default = parse_config(tomllib.loads(vehicles_config(tmp_path, brightness_model, "")))
+    assert default.vehicles is not None
+    assert (default.vehicles.legible_min_px, default.vehicles.lost_frames_count) == (0, True)
+    bad = vehicles_config(tmp_path, brightness_model, "legible_min_px = -4\n")
+    with pytest.raises(ConfigError, match="legible_min_px"):
+        parse_config(tomllib.loads(bad))

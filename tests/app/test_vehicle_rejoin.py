@@ -43,13 +43,17 @@ class ScriptedDetector:
 
 
 def run(
-    scene: Scene, lost: Callable[[float], bool], seconds: float, view: str = "rear"
+    scene: Scene,
+    lost: Callable[[float], bool],
+    seconds: float,
+    view: str = "rear",
+    legible_min_px: int = 0,
 ) -> tuple[list[TrackHit[Frame]], VehicleStage]:
     det = ScriptedDetector(scene, lost)
     stage = VehicleStage(
         det,
         every_s=0.2,
-        window=WindowSpec(view=view, drive_side="right"),  # type: ignore[arg-type]
+        window=WindowSpec(view=view, drive_side="right", legible_min_px=legible_min_px),  # type: ignore[arg-type]
         decision=TrackDecisionParams(decider=PARAMS, best_frame_wait_s=0.5),
         lossless=True,
     )
@@ -125,3 +129,22 @@ def test_front_view_a_car_straight_ahead_is_still_scored() -> None:
     hits, stage = run(lambda t: [(ahead, RED)], lambda t: False, 3.0, view="front")
     assert len(hits) == 1
     assert stage.windows_hidden == 0
+
+
+def test_a_far_car_is_scored_only_once_its_window_can_show_a_phone() -> None:
+    # Off to the left, closing: 40 px wide at first (its rear-view window 25 x 13 px, grown to
+    # a 32 px crop of mostly context), 88 px after 4 s (a window 55 x 29 px).
+    def far_then_near(t: float) -> Box:
+        w = 40.0 + 12.0 * t
+        return 200.0 - w, 150.0, 200.0, 150.0 + 0.6 * w
+
+    hits, stage = run(lambda t: [(far_then_near(t), RED)], lambda t: False, 6.0)
+    assert len(hits) == 1
+    assert hits[0].t_mono_s < 1.0  # every window scored: it alerts at once, on the far car
+    hits, stage = run(lambda t: [(far_then_near(t), RED)], lambda t: False, 6.0, legible_min_px=24)
+    assert stage.windows_small > 0
+    assert stage.stats()["vehicle_windows_small"] == stage.windows_small
+    assert len(hits) == 1
+    (x0, y0, x1, y1) = hits[0].window_box
+    assert hits[0].t_mono_s > 2.5  # confirmed only once the window is 24 px tall
+    assert min(x1 - x0, y1 - y0) >= 24

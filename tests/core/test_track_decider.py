@@ -106,6 +106,28 @@ def test_a_frame_of_a_lost_track_is_evidence_only_when_there_is_no_other() -> No
     assert (h2.best, h2.score) == (3, 0.99)  # lost frames confirm, and are all there is
 
 
+def test_frames_of_a_lost_track_can_be_kept_from_confirming_a_pass() -> None:
+    # Two detected frames over the threshold, then three on a guessed box (the track missed a
+    # detection round) also over it: by default 3 of 5 confirm; with lost_frames_count off
+    # the guesses count neither way, and the pass confirms only on a third detected frame.
+    def frames() -> list[TrackFrame[int]]:
+        out = [TrackFrame(1, 0.9, CAR, WIN, item=i) for i in range(2)]
+        out += [TrackFrame(1, 0.95, CAR, WIN, item=2 + i, is_lost=True) for i in range(3)]
+        return out
+
+    d: TrackDecider[int] = TrackDecider(params(wait_s=0.0))
+    hits = [h for f in frames() for h in d.update(f.item / FPS, [f])]
+    assert [h.t_mono_s * FPS for h in hits] == pytest.approx([2.0])
+    strict: TrackDecider[int] = TrackDecider(params(wait_s=0.0, lost_frames_count=False))
+    assert [h for f in frames() for h in strict.update(f.item / FPS, [f])] == []
+    assert strict.update(1.0, [], ended=[1]) == []  # the pass ends unconfirmed: no alert
+    again: TrackDecider[int] = TrackDecider(params(wait_s=0.0, lost_frames_count=False))
+    seq = [*frames(), TrackFrame(1, 0.8, CAR, WIN, item=5)]
+    hits = [h for f in seq for h in again.update(f.item / FPS, [f])]
+    assert len(hits) == 1
+    assert (hits[0].best, hits[0].frames_over) == (0, 3)  # a detected frame is the evidence
+
+
 def test_a_better_frame_within_the_wait_becomes_the_evidence_later_ones_do_not() -> None:
     d: TrackDecider[int] = TrackDecider(params(wait_s=0.5))
     scores = [0.8, 0.8, 0.8] + [0.85] * 5 + [0.99] + [0.8] * 10 + [1.0] * 30

@@ -182,3 +182,29 @@ def test_the_straight_ahead_column_is_a_setting() -> None:
         WindowSpec(view="rear", axis_x=1.5)
     with pytest.raises(RoiError, match="vehicle box"):
         WindowSpec(view="rear").is_in_view((10.0, 0.0, 5.0, 10.0), FRAME)
+
+
+def test_a_window_too_small_to_show_a_phone_is_not_legible() -> None:
+    # Rear view, right-hand drive: the window is 0.62 of the box's width, 0.55 of its height.
+    spec = WindowSpec(view="rear", drive_side="right", legible_min_px=32)
+    far_van = (900.0, 300.0, 970.0, 360.0)  # 70 x 60: window 43.4 x 33 -> legible
+    farther = (900.0, 300.0, 950.0, 345.0)  # 50 x 45: window 31 x 24.75 -> not
+    assert spec.is_legible(far_van, FRAME)
+    assert not spec.is_legible(farther, FRAME)
+    # what is scored is still grown to min_side_px; legibility looks at it before that
+    assert spec.box(farther, FRAME) == (918, 296, 950, 328)
+    # 0 (the default) scores every window, however small
+    assert WindowSpec(view="rear").is_legible((900.0, 300.0, 904.0, 303.0), FRAME)
+
+
+def test_legibility_counts_only_the_window_inside_the_frame() -> None:
+    # A car alongside, moving right, its back cut off by the left edge: its window (0.28..0.76
+    # of its length from the back, x -232..56) shows 56 px; in full view it is 288 x 110.
+    spec = WindowSpec(view="side", legible_min_px=100)
+    assert not spec.is_legible((-400.0, 200.0, 200.0, 400.0), FRAME, heading_x=1)
+    assert spec.is_legible((100.0, 200.0, 700.0, 400.0), FRAME, heading_x=1)
+
+
+def test_legible_min_px_must_not_be_negative() -> None:
+    with pytest.raises(RoiError, match="legible_min_px"):
+        WindowSpec(legible_min_px=-1)
