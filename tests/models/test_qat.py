@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -58,33 +59,44 @@ def test_rounding_passes_the_gradient_straight_through() -> None:
     np.testing.assert_allclose(tape.gradient(loss, k).numpy(), weights.numpy(), rtol=1e-6)
 
 
-def test_the_layers_round_in_training_and_are_plain_in_inference() -> None:
+@pytest.mark.parametrize(
+    ("quant", "plain", "shape", "axis"),
+    [
+        (
+            lambda: QuantConv2D(5, 3, padding="same"),
+            lambda: keras.layers.Conv2D(5, 3, padding="same"),
+            (3, 3, 4, 5),
+            3,
+        ),
+        (
+            lambda: QuantDepthwiseConv2D(3, padding="same"),
+            lambda: keras.layers.DepthwiseConv2D(3, padding="same"),
+            (3, 3, 4, 1),
+            2,
+        ),
+    ],
+    ids=["conv", "depthwise"],
+)
+def test_a_convolution_rounds_its_kernel_in_training_only(
+    quant: Any, plain: Any, shape: tuple[int, ...], axis: int
+) -> None:
     rng = np.random.default_rng(2)
     x = rng.uniform(0, 6, (2, 9, 9, 4)).astype(np.float32)
-    conv, plain = QuantConv2D(5, 3, padding="same"), keras.layers.Conv2D(5, 3, padding="same")
-    conv.build(x.shape)
-    plain.build(x.shape)
-    k, b = _kernel((3, 3, 4, 5), 3), rng.normal(size=5).astype(np.float32)
-    conv.set_weights([k, b])
-    plain.set_weights([k, b])
-    np.testing.assert_allclose(conv(x, training=False), plain(x), rtol=1e-5, atol=1e-5)
-    plain.set_weights([np.asarray(fake_quant_kernel(tf.constant(k), 3)), b])
-    np.testing.assert_allclose(conv(x, training=True), plain(x), rtol=1e-5, atol=1e-4)
+    q, p = quant(), plain()
+    q.build(x.shape)
+    p.build(x.shape)
+    k, b = _kernel(shape, 3), rng.normal(size=shape[3] * shape[2] if axis == 2 else shape[3])
+    b = b.astype(np.float32)
+    q.set_weights([k, b])
+    p.set_weights([k, b])
+    np.testing.assert_allclose(q(x, training=False), p(x), rtol=1e-5, atol=1e-5)
+    p.set_weights([np.asarray(fake_quant_kernel(tf.constant(k), axis)), b])
+    np.testing.assert_allclose(q(x, training=True), p(x), rtol=1e-5, atol=1e-4)
+    assert not np.allclose(q(x, training=True), q(x, training=False), atol=1e-4)
 
-    dw, dplain = (
-        QuantDepthwiseConv2D(3, padding="same"),
-        keras.layers.DepthwiseConv2D(3, padding="same"),
-    )
-    dw.build(x.shape)
-    dplain.build(x.shape)
-    dk, db = _kernel((3, 3, 4, 1), 4), rng.normal(size=4).astype(np.float32)
-    dw.set_weights([dk, db])
-    dplain.set_weights([dk, db])
-    np.testing.assert_allclose(dw(x, training=False), dplain(x), rtol=1e-5, atol=1e-5)
-    dplain.set_weights([np.asarray(fake_quant_kernel(tf.constant(dk), 2)), db])
-    np.testing.assert_allclose(dw(x, training=True), dplain(x), rtol=1e-5, atol=1e-4)
-    assert not np.allclose(dw(x, training=True), dw(x, training=False), atol=1e-4)
 
+def test_an_activation_rounds_to_the_uint8_steps_of_relu6_in_training_only() -> None:
+    rng = np.random.default_rng(2)
     act = QuantReLU6()
     a = rng.uniform(0, 6, (100,)).astype(np.float32)
     np.testing.assert_array_equal(act(a, training=False), a)
