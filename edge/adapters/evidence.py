@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -92,6 +93,22 @@ def write_atomic(path: Path, data: bytes) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _tree_bytes(root: Path) -> int:
+    """Bytes of the regular files under ``root``. One ``stat`` a file, and a file gone by then
+    counts as nothing: with several cameras, one camera's prune walks a folder while another
+    camera renames its ``.record.json.tmp`` into place (a check-then-stat lost that alert's
+    evidence)."""
+    total = 0
+    for f in root.rglob("*"):
+        try:
+            st = f.stat()
+        except FileNotFoundError:
+            continue
+        if stat.S_ISREG(st.st_mode):
+            total += st.st_size
+    return total
 
 
 def encode_jpeg(img: np.ndarray, quality: int) -> bytes:
@@ -253,11 +270,7 @@ class EvidenceStore:
         raise EvidenceError(f"cannot open a video writer for the clip in {folder}")
 
     def usage_bytes(self) -> int:
-        total = 0
-        for p in self.root.rglob("*"):
-            if p.is_file():
-                total += p.stat().st_size
-        return total
+        return _tree_bytes(self.root)
 
     def prune(self, *, keep: Path | None = None) -> list[Path]:
         """Delete evidence folders until the store is within its quota and the disk keeps its
@@ -268,7 +281,7 @@ class EvidenceStore:
         removed: list[Path] = []
         with self._lock:
             folders = sorted(p for p in self.root.iterdir() if p.is_dir())
-            sizes = {p: sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) for p in folders}
+            sizes = {p: _tree_bytes(p) for p in folders}
             total = sum(sizes.values())
             budget = self.quota_bytes
             try:

@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -119,6 +120,33 @@ def test_quota_prunes_oldest_first_and_never_the_new_one(
     assert Path(recs[-1].frame_path).exists()
     assert store.pruned_count == 3
     assert "pruned" in caplog.text  # never silently
+
+
+def test_a_file_renamed_while_the_quota_is_counted_loses_no_evidence(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two cameras share the store: while one camera's save counts the folders for the quota,
+    # the other renames its record's temporary file into place. Here the rename lands between
+    # the first and the second look at that file, every time.
+    store = EvidenceStore(tmp_path, quota_bytes=10**9)
+    other = tmp_path / "20250101T000000.000Z_north-left"
+    other.mkdir()
+    (other / ".record.json.tmp").write_bytes(b"{}")
+    real_stat, looked = Path.stat, set()
+
+    def stat_then_gone(self: Path, **kw: Any) -> os.stat_result:
+        if self.name == ".record.json.tmp":
+            if self in looked:
+                raise FileNotFoundError(2, "renamed meanwhile", str(self))
+            looked.add(self)
+        return real_stat(self, **kw)
+
+    monkeypatch.setattr(Path, "stat", stat_then_gone)
+    rec = store.save(
+        alert_id="a", ev_id="20250102T000000.000Z_south-right", frame=noise(), crop=noise(20, 20)
+    )
+    assert Path(rec.frame_path).exists()
+    assert store.usage_bytes() > 0
 
 
 def test_partial_files_from_a_power_cut_are_cleaned(tmp_path: Path) -> None:
