@@ -167,13 +167,13 @@ def identity_batchnorm(model: Any, sample: np.ndarray) -> int:
     # First every layer passes any input through exactly (scale sqrt(1 + eps) on statistics
     # 0 and 1), so one forward pass reads each layer's input as the original network computes
     # it; layer by layer, each with a probe model of its own, took over a minute on 282 crops.
-    for bn in bns:
-        c = int(bn.gamma.shape[-1])
+    chans = [int(bn.gamma.shape[-1]) for bn in bns]
+    for bn, c in zip(bns, chans, strict=True):
         zeros, ones = np.zeros(c, np.float32), np.ones(c, np.float32)
         bn.set_weights([np.full(c, np.sqrt(1.0 + bn.epsilon), np.float32), zeros, zeros, ones])
     probe = keras.Model(model.input, [bn.input for bn in bns])
-    total = [np.zeros(int(bn.gamma.shape[-1])) for bn in bns]
-    square = [np.zeros(int(bn.gamma.shape[-1])) for bn in bns]
+    total = [np.zeros(c) for c in chans]
+    square = [np.zeros(c) for c in chans]
     count = [0] * len(bns)
     for i in range(0, len(sample), 64):
         for k, act in enumerate(probe(sample[i : i + 64], training=False)):

@@ -59,7 +59,9 @@ def rounding_in_inference() -> Iterator[None]:
         _ROUND_IN_INFERENCE[0] = False
 
 
-def rounded_scores(model: Any, x: np.ndarray, *, positive_index: int = 1, batch: int = 128) -> Any:
+def rounded_scores(
+    model: Any, x: np.ndarray, *, positive_index: int = 1, batch: int = 128
+) -> np.ndarray:
     """P(positive) of ``model`` on ``x`` as trained with rounding (eager, so the rounding
     switch is read on every call; ``predict`` would reuse a graph traced without it)."""
     out = []

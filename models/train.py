@@ -556,7 +556,7 @@ def _metric_parity(
         n_pos = int(yy.sum())
         if ia < fa - max(AUC_TOLERANCE, 1.0 / (n_pos * (yy.size - n_pos))) - 1e-9:
             worse.append(f"ROC-AUC {ia:.3f} vs {fa:.3f}")
-        if ir < fr - max(RECALL_TOLERANCE, 1.0 / max(1, int(yy.sum()))) - 1e-9:
+        if ir < fr - max(RECALL_TOLERANCE, 1.0 / max(1, n_pos)) - 1e-9:
             worse.append(f"recall at {fpr:.0%} FPR {ir:.3f} vs {fr:.3f}")
         out[str(d)] = {
             "n": int(m.sum()),
@@ -603,7 +603,7 @@ def _scores(model: Any, x: np.ndarray, *, qat: bool) -> np.ndarray:
     if qat:
         from models.qat import rounded_scores
 
-        return np.asarray(rounded_scores(model, x), np.float64)
+        return rounded_scores(model, x)
     return np.asarray(model.predict(x, batch_size=256, verbose=0)[:, 1], np.float64)
 
 
@@ -633,11 +633,11 @@ def _load_init(cfg: TrainConfig, init_prov: dict[str, Any]) -> tuple[TrainConfig
         return cfg, None
     import keras
 
-    import models.qat  # noqa: F401  (registers the layers a --qat run's .keras holds)
-
     if cfg.init.suffix == ".tflite":
         init_model = rebuild_float(cfg.init, init_prov, qat=cfg.qat)
     else:
+        import models.qat  # noqa: F401  (registers the layers a --qat run's .keras holds)
+
         init_model = keras.models.load_model(cfg.init)
         if cfg.qat and not any(layer.name.startswith("mnv1_aq_") for layer in init_model.layers):
             raise ValueError(

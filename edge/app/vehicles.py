@@ -127,8 +127,9 @@ class VehicleStage:
         if self._frame_wh is None:
             self._frame_wh = (w, h)
             self.tracker = Tracker(self._tracker_params, frame_wh=(w, h))
-            axis = self.window.axis_x * w if self.window.view == "rear" else None
-            self._held = PassMemory(self._rejoin_params, frame_wh=(w, h), axis_px=axis)
+            self._held = PassMemory(
+                self._rejoin_params, frame_wh=(w, h), axis_px=self.window.axis_px(w)
+            )
         t = frame.t_mono_s
         if self._last_t_s is not None and t < self._last_t_s:
             t = self._last_t_s  # a file looped, or a camera's clock stepped: never backwards

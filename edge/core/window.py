@@ -127,14 +127,16 @@ class WindowSpec:
         if self.legible_min_px < 0:
             raise RoiError(f"window legible_min_px must be >= 0, got {self.legible_min_px}")
 
+    def axis_px(self, frame_w: int) -> float | None:
+        """The straight-ahead column in pixels in the ``rear`` view; None in the others."""
+        return self.axis_x * frame_w if self.view == "rear" else None
+
     def is_in_view(self, vehicle: Box, frame_wh: tuple[int, int]) -> bool:
         """Whether ``vehicle`` shows a driver's window at all (see the module docstring):
         False only in the ``rear`` view for a box that spans the straight-ahead column."""
         x0, _, x1, _ = _checked(vehicle)
-        if self.view != "rear":
-            return True
-        axis = self.axis_x * frame_wh[0]
-        return not (x0 < axis < x1)
+        axis = self.axis_px(frame_wh[0])
+        return axis is None or not (x0 < axis < x1)
 
     def is_legible(self, vehicle: Box, frame_wh: tuple[int, int], heading_x: int = 0) -> bool:
         """Whether ``vehicle``'s driver's window, as the view places it and clipped to the
