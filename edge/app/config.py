@@ -193,6 +193,24 @@ class VehiclesConfig(StrictModel):
         ge=0,
         le=1,
     )
+    horizon_y: float = Field(
+        0.5,
+        description="Rear view: the row where the road vanishes, as a share of the frame height "
+        "(0.5 for a level camera; read it off a frame once mounted). With axis_x, hfov_deg and "
+        "camera_height_m it places a passing vehicle's side glass.",
+        ge=0,
+        le=1,
+    )
+    hfov_deg: float = Field(
+        66.0,
+        description="Rear view: the lens's horizontal field of view in degrees (66 for the "
+        "Raspberry Pi Camera Module 3, 102 for its wide version).",
+        ge=10,
+        le=170,
+    )
+    camera_height_m: float = Field(
+        1.3, description="Rear view: the camera's height above the road, metres.", ge=0.2, le=5
+    )
 
 
 class DeciderConfig(StrictModel):

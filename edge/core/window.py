@@ -23,9 +23,25 @@ follows the car wherever the tracker puts its box:
 ``front`` (oncoming, from a dash): the driver's half of the windscreen. A right-hand-drive car
 (driver on the car's right) facing the camera has its driver on the image's *left*.
 
-``rear`` (three-quarter from behind, from a dash): the driver's side of the rear screen and the
-side glass beyond it. The car faces away, so its right is the image's right: a right-hand-drive
-car's driver is on the image's *right*.
+``rear`` (three-quarter from behind, from a dash): the front side glass of the vehicle's near
+side, placed by the camera's geometry (below); where that side is edge-on, the driver's side of
+the rear screen and the side glass beyond it. The car faces away, so its right is the image's
+right: a right-hand-drive car's driver is on the image's *right*.
+
+**The rear view's side glass** (:meth:`WindowSpec.side_glass`). A vehicle ahead and off the
+straight-ahead column shows its back and its near side, and the side runs from the back towards
+the vanishing point, foreshortened. A fixed share of the box lands on door and wheel arch for a
+vehicle alongside, so the glass is placed with a pinhole camera instead: the vanishing point
+(``axis_x``, ``horizon_y``), the lens's horizontal field of view (``hfov_deg``) and the camera's
+height (``camera_height_m``), all facts of the mount. The box's bottom edge is the vehicle's
+nearest point on the road, which gives its scale (pixels per metre there); its outer edge then
+gives how far the near side is from the camera's line (less a vehicle's width when the back is
+in view; when the box runs off the frame's edge the back is not in view, and the near side is
+taken as at most a next-lane vehicle's, :data:`NEXT_LANE_SIDE_M`). The box's inner edge is the
+vehicle's front corner, and the glass is :data:`SIDE_GLASS_FROM_FRONT_M` behind it, in the
+upper band of the box. The near side is the driver's for a vehicle on the driver's side of the
+camera, else the driver is seen through the passenger's glass; the glass is the crop either
+way.
 
 ``drive_side`` is where the driver sits: ``right`` for right-hand-drive cars (UK, IE, AU, NZ,
 JP, IN, ZA ...), ``left`` for most of Europe and the Americas.
@@ -94,6 +110,33 @@ REAR_HEIGHT = (0.0, 0.55)
 
 REAR_AXIS_X = 0.5
 """Straight ahead for a dash camera aimed along the car: the middle column of the image."""
+REAR_HORIZON_Y = 0.5
+"""Where the road vanishes, as a share of the frame height: the middle row for a level camera."""
+REAR_HFOV_DEG = 66.0
+"""The horizontal field of view of the Raspberry Pi Camera Module 3's standard lens."""
+REAR_CAMERA_HEIGHT_M = 1.3
+"""A dash camera's height above the road in a saloon or estate patrol car."""
+
+VEHICLE_WIDTH_M = 1.8
+"""A car's width (most are 1.7-1.95 m): the back's share of a box whose back is in view."""
+SIDE_GLASS_FROM_FRONT_M = (1.6, 2.9)
+"""The front side glass along a car, in metres behind its front: the windscreen pillar's foot is
+about 1.7 m behind the front bumper of a mid-size car and the B pillar about 2.8 m, so the span
+holds the glass with a little margin both ways; the driver's head is near its middle."""
+SIDE_GLASS_BAND = (0.04, 0.42)
+"""From just under the roof line down to the waist (belt) line, as shares of the box's height
+from its top: a saloon's side glass is about 0.05..0.40 of its height. The band is taken from the
+box (its nearest, tallest part) rather than placed in depth, which the detector's loose box
+bottom would make jumpy."""
+NEXT_LANE_SIDE_M = 2.75
+"""How far a vehicle in the next lane has its near side from the camera's line: a 3.65 m lane
+less half a car's width. A box running off the frame's edge is that close or closer."""
+SIDE_EDGE_ON_M = 0.3
+"""A near side closer than this to the camera's line is edge-on (the vehicle is all but straight
+ahead): there is no side glass to place, and the rear screen is the window."""
+NEAR_PLANE_M = 0.5
+"""Glass nearer the camera than this is taken at this depth (it is beside the camera, off the
+frame, and the crop is clipped to the frame)."""
 
 MIN_WINDOW_SIDE_PX = 32
 """A distant car's window may be a few pixels; below this the crop is grown about its centre,
@@ -112,6 +155,12 @@ class WindowSpec:
     legible_min_px: int = 0
     """A window smaller than this on either side, before it is grown to ``min_side_px``, is
     too small to show a phone (:meth:`is_legible`); 0 scores every window."""
+    horizon_y: float = REAR_HORIZON_Y
+    """Rear view: where the road vanishes, as a share of the frame height (see the module)."""
+    hfov_deg: float = REAR_HFOV_DEG
+    """Rear view: the lens's horizontal field of view, degrees."""
+    camera_height_m: float = REAR_CAMERA_HEIGHT_M
+    """Rear view: the camera's height above the road, metres."""
 
     def __post_init__(self) -> None:
         if self.view not in get_args(View):
@@ -126,6 +175,14 @@ class WindowSpec:
             raise RoiError(f"window axis_x must be within 0..1, got {self.axis_x}")
         if self.legible_min_px < 0:
             raise RoiError(f"window legible_min_px must be >= 0, got {self.legible_min_px}")
+        if not (math.isfinite(self.horizon_y) and 0.0 <= self.horizon_y <= 1.0):
+            raise RoiError(f"window horizon_y must be within 0..1, got {self.horizon_y}")
+        if not (math.isfinite(self.hfov_deg) and 10.0 <= self.hfov_deg <= 170.0):
+            raise RoiError(f"window hfov_deg must be within 10..170, got {self.hfov_deg}")
+        if not (math.isfinite(self.camera_height_m) and 0.2 <= self.camera_height_m <= 5.0):
+            raise RoiError(
+                f"window camera_height_m must be within 0.2..5, got {self.camera_height_m}"
+            )
 
     def axis_px(self, frame_w: int) -> float | None:
         """The straight-ahead column in pixels in the ``rear`` view; None in the others."""
@@ -143,25 +200,67 @@ class WindowSpec:
         frame but not grown, is at least ``legible_min_px`` on both sides (see the module)."""
         if self.legible_min_px <= 0:
             return True
-        x0, y0, x1, y1 = window_box(
-            vehicle,
-            view=self.view,
-            drive_side=self.drive_side,
-            frame_wh=frame_wh,
-            heading_x=heading_x,
-            min_side_px=1,
-        )
+        x0, y0, x1, y1 = self._fitted(vehicle, frame_wh, heading_x, 1)
         return min(x1 - x0, y1 - y0) >= self.legible_min_px
 
     def box(self, vehicle: Box, frame_wh: tuple[int, int], heading_x: int = 0) -> PixelBox:
         """The driver's window of ``vehicle`` in a ``frame_wh`` frame (see the module doc)."""
+        return self._fitted(vehicle, frame_wh, heading_x, self.min_side_px)
+
+    def side_glass(self, vehicle: Box, frame_wh: tuple[int, int]) -> Box | None:
+        """Rear view: the near side's front glass of ``vehicle`` in frame pixels (not clipped),
+        or None where there is none to place: another view, a box spanning the straight-ahead
+        column, a side edge-on, a box not standing on the road below the horizon or cut by the
+        frame's bottom (no road point to scale it by), or glass
+        wholly outside the frame (see the module docstring)."""
+        if self.view != "rear":
+            return None
+        x0, y0, x1, y1 = _checked(vehicle)
+        fw, fh = frame_wh
+        if fw < 1 or fh < 1:
+            raise RoiError(f"frame size must be positive, got {frame_wh!r}")
+        axis = self.axis_x * fw
+        if x1 <= axis:
+            sign, inner, outer, off_edge = -1.0, axis - x1, axis - x0, x0 <= 1.0
+        elif x0 >= axis:
+            sign, inner, outer, off_edge = 1.0, x0 - axis, x1 - axis, x1 >= fw - 1.0
+        else:
+            return None
+        below = y1 - self.horizon_y * fh
+        if inner <= 0.0 or below < 2.0 or y1 >= fh - 1.0:
+            return None
+        px_per_m = below / self.camera_height_m  # at the vehicle's nearest point on the road
+        if off_edge:
+            lateral = min(outer / px_per_m, NEXT_LANE_SIDE_M)
+        else:
+            lateral = outer / px_per_m - VEHICLE_WIDTH_M
+        if lateral < SIDE_EDGE_ON_M:
+            return None
+        focal = (fw / 2.0) / math.tan(math.radians(self.hfov_deg) / 2.0)
+        z_front = focal * lateral / inner
+        xs = [
+            axis + sign * lateral * focal / max(z_front - back, NEAR_PLANE_M)
+            for back in SIDE_GLASS_FROM_FRONT_M
+        ]
+        gx0, gx1 = min(xs), max(xs)
+        if min(gx1, fw) - max(gx0, 0.0) < 1.0:
+            return None
+        h = y1 - y0
+        return gx0, y0 + SIDE_GLASS_BAND[0] * h, gx1, y0 + SIDE_GLASS_BAND[1] * h
+
+    def _fitted(
+        self, vehicle: Box, frame_wh: tuple[int, int], heading_x: int, min_side_px: int
+    ) -> PixelBox:
+        glass = self.side_glass(vehicle, frame_wh)
+        if glass is not None:
+            return _fit(glass, frame_wh, min_side_px)
         return window_box(
             vehicle,
             view=self.view,
             drive_side=self.drive_side,
             frame_wh=frame_wh,
             heading_x=heading_x,
-            min_side_px=self.min_side_px,
+            min_side_px=min_side_px,
         )
 
 
@@ -174,7 +273,8 @@ def window_box(
     heading_x: int = 0,
     min_side_px: int = MIN_WINDOW_SIDE_PX,
 ) -> PixelBox:
-    """The driver's window of ``vehicle``, in frame pixels (see the module docstring)."""
+    """The driver's window of ``vehicle`` as a fixed share of its box, in frame pixels (see the
+    module docstring; :meth:`WindowSpec.box` places the ``rear`` view's side glass first)."""
     x0, y0, x1, y1 = _checked(vehicle)
     across, down = _fractions(view, drive_side, heading_x)
     w, h = x1 - x0, y1 - y0

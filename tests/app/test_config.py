@@ -45,6 +45,8 @@ def test_shipped_examples_are_valid(name: str) -> None:
         assert cfg.vehicles is not None
         assert cfg.vehicles.view == "rear"
         assert (cfg.vehicles.legible_min_px, cfg.vehicles.lost_frames_count) == (32, False)
+        v = cfg.vehicles
+        assert (v.horizon_y, v.hfov_deg, v.camera_height_m) == (0.42, 66.0, 1.3)
         sidecar = REPO / "models" / "vehicle" / cfg.vehicles.model.name
         spec = load_detector_spec(sidecar.parent / "coco_ssd_mobilenet_v1.json")
         assert spec.file == cfg.vehicles.model.name

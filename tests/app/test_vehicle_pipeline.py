@@ -220,7 +220,7 @@ def vehicles_config(tmp_path: Path, brightness_model: Path, extra: str) -> str:
     )
 
 
-def test_the_vehicles_section_sets_the_legible_size_and_whether_lost_frames_count(
+def test_the_vehicles_section_sets_legible_size_lost_frames_and_the_mount(
     tmp_path: Path, brightness_model: Path
 ) -> None:
     import tomllib
@@ -230,12 +230,17 @@ def test_the_vehicles_section_sets_the_legible_size_and_whether_lost_frames_coun
     from edge.core.errors import ConfigError
 
     text = vehicles_config(
-        tmp_path, brightness_model, "legible_min_px = 32\nlost_frames_count = false\n"
+        tmp_path,
+        brightness_model,
+        "legible_min_px = 32\nlost_frames_count = false\n"
+        "horizon_y = 0.42\nhfov_deg = 102\ncamera_height_m = 1.6\n",
     )
     cfg = parse_config(tomllib.loads(text))
     stage = build_vehicle_stage(cfg, PARAMS, lossless=True)
     assert stage is not None
     assert stage.window.legible_min_px == 32
+    w = stage.window
+    assert (w.horizon_y, w.hfov_deg, w.camera_height_m) == (0.42, 102.0, 1.6)
     assert stage.decider.params.lost_frames_count is False
     stage.close()
     default = parse_config(tomllib.loads(vehicles_config(tmp_path, brightness_model, "")))
@@ -243,4 +248,7 @@ def test_the_vehicles_section_sets_the_legible_size_and_whether_lost_frames_coun
     assert (default.vehicles.legible_min_px, default.vehicles.lost_frames_count) == (0, True)
     bad = vehicles_config(tmp_path, brightness_model, "legible_min_px = -4\n")
     with pytest.raises(ConfigError, match="legible_min_px"):
+        parse_config(tomllib.loads(bad))
+    bad = vehicles_config(tmp_path, brightness_model, "hfov_deg = 400\n")
+    with pytest.raises(ConfigError, match="hfov_deg"):
         parse_config(tomllib.loads(bad))

@@ -208,3 +208,119 @@ def test_legibility_counts_only_the_window_inside_the_frame() -> None:
 def test_legible_min_px_must_not_be_negative() -> None:
     with pytest.raises(RoiError, match="legible_min_px"):
         WindowSpec(legible_min_px=-1)
+
+
+# ---- the rear view's side glass, on vehicles projected through a pinhole camera ----------
+#
+# The camera here is written out independently of the module: a world point (x right of the
+# camera's line, y up from the road, z ahead) lands at (w/2 + f x / z, horizon + f (h - y) / z).
+# A car is a 1.8 x 1.45 x 4.6 m block; its front side glass is 1.8..2.7 m behind its front,
+# 0.95..1.35 m above the road. The box is what a detector would draw: the visible back face and
+# near side, clipped to the frame.
+
+CAM_W, CAM_H = 1280, 720
+Quad = tuple[float, float, float, float]
+HORIZON = 0.42
+HFOV = 66.0
+LENS_M = 1.3
+REAR = WindowSpec(view="rear", horizon_y=HORIZON, hfov_deg=HFOV, camera_height_m=LENS_M)
+
+
+def _focal() -> float:
+    import math
+
+    return (CAM_W / 2) / math.tan(math.radians(HFOV) / 2)
+
+
+def _project(x: float, y: float, z: float) -> tuple[float, float]:
+    f = _focal()
+    return CAM_W / 2 + f * x / z, HORIZON * CAM_H + f * (LENS_M - y) / z
+
+
+def _clipped_bbox(pts: list[tuple[float, float]]) -> Quad:
+    inside = [(x, y) for x, y in pts if 0 <= x <= CAM_W]
+    xs, ys = [p[0] for p in inside], [p[1] for p in inside]
+    return max(min(xs), 0.0), max(min(ys), 0.0), min(max(xs), CAM_W), min(max(ys), CAM_H)
+
+
+def _car(side_m: float, back_z: float) -> tuple[Quad, Quad]:
+    """(box, glass) of a car whose near side is ``side_m`` off the camera's line (negative:
+    on the left) and whose back is ``back_z`` ahead."""
+    width, height, length = 1.8, 1.45, 4.6
+    far = side_m + (width if side_m > 0 else -width)
+    zs = [back_z + length * k / 400 for k in range(401)]
+    pts = [_project(side_m, y, z) for z in zs for y in (0.0, height) if z > 0.3]
+    if back_z > 0.3:  # the back face
+        pts += [_project(x, y, back_z) for x in (side_m, far) for y in (0.0, height)]
+    front = back_z + length
+    glass = [_project(side_m, y, z) for z in (front - 2.7, front - 1.8) for y in (0.95, 1.35)]
+    return _clipped_bbox(pts), _clipped_bbox(glass)
+
+
+def _area(b: Quad) -> float:
+    return max(0.0, b[2] - b[0]) * max(0.0, b[3] - b[1])
+
+
+def _iou(a: PixelBox, b: Quad) -> float:
+    inter = _covered(a, b) * _area(b)
+    return inter / (_area(a) + _area(b) - inter)
+
+
+def _covered(window: PixelBox, glass: Quad) -> float:
+    ix = max(0.0, min(window[2], glass[2]) - max(window[0], glass[0]))
+    iy = max(0.0, min(window[3], glass[3]) - max(window[1], glass[1]))
+    return ix * iy / _area(glass)
+
+
+@pytest.mark.parametrize("side_m", [-2.7, 2.7], ids=["on the left", "on the right"])
+@pytest.mark.parametrize(
+    "back_z", [9.0, 2.6], ids=["ahead, back in view", "alongside, back off the frame"]
+)
+def test_rear_view_window_is_the_side_glass_of_a_vehicle_off_the_axis(
+    side_m: float, back_z: float
+) -> None:
+    box, glass = _car(side_m, back_z)
+    off_frame = box[0] <= 1 or box[2] >= CAM_W - 1
+    assert off_frame is (back_z < 5), "the scene is not the one the test means"
+    window = REAR.box(box, (CAM_W, CAM_H))
+    assert _covered(window, glass) >= 0.8
+    assert _area(window) <= 3.0 * _area(glass)
+    # the fixed share of the box it replaces is mostly door, wing and wheel arch (or misses
+    # the glass): it matches the glass far worse
+    fixed = window_box(box, view="rear", drive_side="right", frame_wh=(CAM_W, CAM_H))
+    assert _iou(fixed, glass) < 0.6 * _iou(window, glass)
+
+
+def test_rear_view_a_vehicle_nearly_straight_ahead_falls_back_to_the_rear_screen() -> None:
+    box, _ = _car(0.15, 12.0)  # in our lane, a little right of the line: the side is edge-on
+    assert box[0] > CAM_W / 2  # off the column, so it is scored
+    assert REAR.side_glass(box, (CAM_W, CAM_H)) is None
+    fixed = window_box(box, view="rear", drive_side="right", frame_wh=(CAM_W, CAM_H))
+    assert REAR.box(box, (CAM_W, CAM_H)) == fixed
+
+
+def test_side_glass_needs_a_road_point_to_scale_by() -> None:
+    box, _ = _car(-2.7, 9.0)
+    assert REAR.side_glass(box, (CAM_W, CAM_H)) is not None
+    cut = (box[0], box[1], box[2], float(CAM_H))  # its wheels below the frame
+    assert REAR.side_glass(cut, (CAM_W, CAM_H)) is None
+    above = (box[0], 100.0, box[2], HORIZON * CAM_H - 10)  # not standing on the road
+    assert REAR.side_glass(above, (CAM_W, CAM_H)) is None
+    # other views keep their fixed share
+    assert WindowSpec(view="front").side_glass(box, (CAM_W, CAM_H)) is None
+
+
+def test_the_side_glass_follows_the_mount_settings() -> None:
+    box, glass = _car(-2.7, 9.0)
+    wrong_lens = WindowSpec(view="rear", horizon_y=HORIZON, hfov_deg=102.0, camera_height_m=LENS_M)
+    assert _covered(REAR.box(box, (CAM_W, CAM_H)), glass) >= 0.8
+    assert _covered(wrong_lens.box(box, (CAM_W, CAM_H)), glass) < 0.8
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [("horizon_y", 1.5), ("horizon_y", float("nan")), ("hfov_deg", 5.0), ("camera_height_m", 0.0)],
+)
+def test_rear_mount_settings_are_checked(setting: str, value: float) -> None:
+    with pytest.raises(RoiError, match=setting):
+        WindowSpec(view="rear", **{setting: value})  # type: ignore[arg-type]
