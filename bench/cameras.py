@@ -24,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +110,7 @@ def trial(
     work = Path(tempfile.mkdtemp(prefix="pw-bench-cameras-"))
     evidence = EvidenceStore(work / "evidence", quota_bytes=500_000_000)
 
-    def on_frame(frame: Frame, scores: dict[str, float]) -> None:
+    def on_frame(frame: Frame, scores: dict[str, float], regions: Mapping[str, Roi]) -> None:
         latency[0].add((time.monotonic() - frame.t_mono_s) * 1e3)
 
     for i in range(n):

@@ -13,7 +13,7 @@ import logging
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -450,19 +450,19 @@ class Unit:
                 self._stack.callback(self.model_receiver.close)  # closed before the uplink
             self.collector = Collector(uplink=uplink, jpeg_quality=cfg.evidence.jpeg_quality)
             self._stack.callback(self.collector.close)  # closed before the uplink
-            if cfg.vehicles is None:  # sampling picks fixed regions; vehicles' windows move
-                self.sampler = Sampler(
-                    uplink=uplink,
-                    rois=rois,
-                    cfg=cfg.sampling,
-                    threshold=params.score_on,
-                    model_version=classifier.version,
-                    state_path=self.paths.sampler_state,
-                    jpeg_quality=cfg.evidence.jpeg_quality,
-                    hold=self._alerts_pending,
-                    lossless=self.lossless,
-                )
-                self._stack.callback(self.sampler.close)
+            self.sampler = Sampler(
+                uplink=uplink,
+                rois=rois,
+                windows=cfg.vehicles is not None,
+                cfg=cfg.sampling,
+                threshold=params.score_on,
+                model_version=classifier.version,
+                state_path=self.paths.sampler_state,
+                jpeg_quality=cfg.evidence.jpeg_quality,
+                hold=self._alerts_pending,
+                lossless=self.lossless,
+            )
+            self._stack.callback(self.sampler.close)
             self.emitter = StatsEmitter(
                 unit_id=cfg.unit.id,
                 uplink=uplink,
@@ -684,7 +684,7 @@ class Unit:
         poweroff()
         return True
 
-    def _on_frame(self, frame: Frame, scores: dict[str, float]) -> None:
+    def _on_frame(self, frame: Frame, scores: dict[str, float], regions: Mapping[str, Roi]) -> None:
         """Inference thread, every frame: keep it cheap (references and comparisons only)."""
         if self.watchdog is not None:
             self.watchdog.frame_seen()
@@ -692,9 +692,11 @@ class Unit:
         if self.collector is not None:
             self.collector.on_frame(frame)
         if self.sampler is not None:
-            self.sampler.on_frame(frame, scores)
+            self.sampler.on_frame(frame, scores, regions)
 
-    def _on_other_frame(self, frame: Frame, scores: dict[str, float]) -> None:
+    def _on_other_frame(
+        self, frame: Frame, scores: dict[str, float], regions: Mapping[str, Roi]
+    ) -> None:
         """Every frame of a camera other than the first: frames flow."""
         if self.watchdog is not None:
             self.watchdog.frame_seen()

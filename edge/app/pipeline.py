@@ -22,7 +22,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -294,7 +294,7 @@ class Pipeline:
         clip_width: int = 640,
         on_status: Callable[[str], None] | None = None,
         on_hit: Callable[[Detection], None] | None = None,
-        on_frame: Callable[[Frame, dict[str, float]], None] | None = None,
+        on_frame: Callable[[Frame, dict[str, float], Mapping[str, Roi]], None] | None = None,
         stamp: Callable[[Detection], Detection] | None = None,
         numbers: AlertNumbers | None = None,
         shadow: ShadowHook | None = None,
@@ -631,7 +631,7 @@ class Pipeline:
         self.last_scores = by_vehicle
         self._count_frame(prep_ms, invoke_ms, (t3 - t2) * 1e3)
         if self.on_frame is not None:
-            self.on_frame(frame, by_vehicle)
+            self.on_frame(frame, by_vehicle, _window_rois(frame, vehicles))
 
     def _queue_vehicle_hit(self, hit: TrackHit[Frame]) -> None:
         img = hit.best.inference_image
@@ -686,7 +686,7 @@ class Pipeline:
             self.shadow(frame, by_roi, self.params.score_on, len(hits))
         self._count_frame(prep_ms, invoke_ms, (t3 - t2) * 1e3)
         if self.on_frame is not None:
-            self.on_frame(frame, by_roi)
+            self.on_frame(frame, by_roi, self._roi_by_id)
 
     def _count_frame(self, prep_ms: float, invoke_ms: float, decide_ms: float) -> None:
         st = self.stats
@@ -878,6 +878,18 @@ def _vehicle_info(hit: Hit[Frame] | TrackHit[Frame], frame: Frame) -> VehicleInf
         label=th.label or "vehicle",
         frames=th.frames,
     )
+
+
+def _window_rois(frame: Frame, vehicles: Vehicles) -> dict[str, Roi]:
+    """This frame's vehicle windows as regions (as fractions of the frame, so they crop the
+    full-size image too), keyed as the frame's scores are."""
+    h, w = frame.inference_image.shape[:2]
+    out: dict[str, Roi] = {}
+    for v in vehicles:
+        x0, y0, x1, y1 = v.window
+        key = f"vehicle-{v.track.track_id}"
+        out[key] = Roi.rect(key, x0 / w, y0 / h, x1 / w, y1 / h, margin=0.0)
+    return out
 
 
 def _pixel_box(roi: Roi, image: np.ndarray) -> tuple[int, int, int, int]:

@@ -21,6 +21,12 @@ does not reset the budget. A crop that could not be published gives its budget b
 ``duration_s``, so an operator can label a whole time range (staged drivers passing with a
 phone). Its crops are not budgeted; their names share the run's start time.
 
+On a unit with a vehicle stage (``windows``), the regions are each frame's vehicles' driver's
+windows, handed over with the frame as ``Roi``s named ``vehicle-<track id>``: a random instant
+takes a window chosen uniformly among the frame's (a frame with no vehicle in view takes
+nothing, and the instant waits for the next that has one), the uncertain crop is the window
+scored nearest the threshold, and a calibration run records every window of its frames.
+
 Best effort and behind alerts, like ``collect``: the inference thread only compares times and
 scores and hands a reference to the (immutable) frame to a one-slot queue; cropping, JPEG
 encoding and publishing happen on the sampler's ``pw-sample`` thread. A sample due while that
@@ -180,6 +186,7 @@ class Sampler:
         uplink: SampleUplink,
         rois: Sequence[Roi],
         cfg: SamplingConfig,
+        windows: bool = False,
         threshold: float,
         model_version: str,
         state_path: Path,
@@ -191,6 +198,9 @@ class Sampler:
     ) -> None:
         self.uplink = uplink
         self.rois = tuple(rois)
+        self.windows = windows
+        """A vehicle stage's unit: the regions are each frame's vehicle windows (they come with
+        the frame), not ``rois`` (zones, if any); a calibration run records all of them."""
         self.cfg = cfg
         self.threshold = threshold
         self.model_version = model_version
@@ -266,9 +276,17 @@ class Sampler:
         return self.budget[reason] - self._used[reason]
 
     # -- the inference thread ------------------------------------------------------------------
-    def on_frame(self, frame: Frame, scores: Mapping[str, float]) -> None:
+    def on_frame(
+        self,
+        frame: Frame,
+        scores: Mapping[str, float],
+        regions: Mapping[str, Roi] | None = None,
+    ) -> None:
         """Inference thread, every frame: comparisons, and a hand-off when a sample is due.
-        Never waits (beyond a lock held for a few assignments), unless ``lossless``."""
+        Never waits (beyond a lock held for a few assignments), unless ``lossless``.
+        ``regions``: the frame's scored regions by id (with ``windows``, its vehicles'
+        windows; without, the ROIs, and ``rois`` when not given)."""
+        rois = tuple(regions.values()) if (self.windows and regions is not None) else self.rois
         now, wall = frame.t_mono_s, frame.t_wall_s
         if utc_day(wall) != self._day:
             day = utc_day(wall)
@@ -278,41 +296,45 @@ class Sampler:
         picks: list[_Pick] = []
         cal_now = self._clock.monotonic()
         if run is not None:
-            picks += self._calibration_picks(run, scores, cal_now)
-        picks += self._background_picks(scores, now, wall)
+            picks += self._calibration_picks(run, scores, cal_now, rois)
+        picks += self._background_picks(scores, now, wall, rois)
         if picks:
             self._hand_over(frame, picks, run, now, cal_now)
 
-    def _calibration_picks(self, run: _Run, scores: Mapping[str, float], now: float) -> list[_Pick]:
+    def _calibration_picks(
+        self, run: _Run, scores: Mapping[str, float], now: float, rois: Sequence[Roi]
+    ) -> list[_Pick]:
         if now >= run.end_mono_s:
             self._end_run(run)
             return []
         if now - run.last_mono_s < 1.0 / run.job.max_fps:
             return []
-        return [_Pick(r, scores[r.id], "calibration") for r in run.job.rois if r.id in scores]
+        chosen = rois if self.windows else run.job.rois  # every vehicle in view, or as asked
+        return [_Pick(r, scores[r.id], "calibration") for r in chosen if r.id in scores]
 
     def _background_picks(
-        self, scores: Mapping[str, float], now: float, wall: float
+        self, scores: Mapping[str, float], now: float, wall: float, rois: Sequence[Roi]
     ) -> list[_Pick]:
         picks: list[_Pick] = []
         gap = self.cfg.min_interval_s
         if (
-            wall >= self._next_random_wall_s
+            rois  # (no vehicle in view: the random instant waits for the next that has one)
+            and wall >= self._next_random_wall_s
             and now - self._last["random"] >= gap
             and self._left("random") > 0
         ):
-            roi = self.rois[self._rng.randrange(len(self.rois))]
+            roi = rois[self._rng.randrange(len(rois))]
             if roi.id in scores:
                 picks.append(_Pick(roi, scores[roi.id], "random"))
         if self._left("uncertain") > 0 and now - self._last["uncertain"] >= gap:
             lo, hi = self.band
             near = [
                 (abs(s - self.threshold), i)
-                for i, r in enumerate(self.rois)
+                for i, r in enumerate(rois)
                 if lo <= (s := scores.get(r.id, math.nan)) <= hi
             ]
             if near:
-                roi = self.rois[min(near)[1]]
+                roi = rois[min(near)[1]]
                 picks.append(_Pick(roi, scores[roi.id], "uncertain"))
         return picks
 
@@ -397,7 +419,7 @@ class Sampler:
             "calibrate %s: run cal%d, every crop of %s for %.0f s, at most %.1f frame(s)/s",
             rid,
             run.run_ms,
-            ", ".join(r.id for r in job.rois),
+            "every vehicle's window" if self.windows else ", ".join(r.id for r in job.rois),
             job.duration_s,
             job.max_fps,
         )

@@ -9,7 +9,7 @@ import logging
 import shutil
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -121,7 +121,7 @@ def pipeline(
     mgr: ModelManager,
     *,
     sink: MemorySink | None = None,
-    on_frame: Callable[[Frame, dict[str, float]], None] | None = None,
+    on_frame: Callable[[Frame, dict[str, float], Mapping[str, Roi]], None] | None = None,
 ) -> Pipeline:
     clf = mgr.open_live()
     p = Pipeline(
@@ -224,7 +224,7 @@ def test_a_slow_shadow_never_holds_the_live_pipeline_back(
         shadows.append(w)
         return w
 
-    def on_frame(frame: Frame, scores: dict[str, float]) -> None:
+    def on_frame(frame: Frame, scores: dict[str, float], regions: Mapping[str, Roi]) -> None:
         if frame.index == n - 1:
             released.set()
 
@@ -260,7 +260,7 @@ def test_shadow_counts_agreement_and_would_be_alerts_on_a_known_clip(
     events: list[Event] = []
     mgr = manager(tmp_path, events)
 
-    def keep_step(frame: Frame, scores: dict[str, float]) -> None:
+    def keep_step(frame: Frame, scores: dict[str, float], regions: Mapping[str, Roi]) -> None:
         # The test waits for the shadow on every frame, so it scores them all.
         shadow = mgr.shadow
         assert shadow is not None
@@ -322,7 +322,7 @@ def test_promote_swaps_between_frames_and_the_threshold_follows(
     events: list[Event] = []
     mgr = manager(tmp_path, events)
 
-    def on_frame(frame: Frame, scores: dict[str, float]) -> None:
+    def on_frame(frame: Frame, scores: dict[str, float], regions: Mapping[str, Roi]) -> None:
         seen.append((frame.index, p.classifier.name))  # under the swap lock: the scorer
         if frame.index == gate - 5:
             reached.set()
@@ -375,7 +375,7 @@ def test_tensors_prepared_for_the_old_model_are_prepared_again_for_the_new(
         tmp_path,
         ReplaySource(tmp_path / "unused.avi"),
         mgr,
-        on_frame=lambda f, s: scored.append(p.classifier.name),
+        on_frame=lambda f, s, r: scored.append(p.classifier.name),
     )
     old = p.classifier
     frame = Frame(0, 1.0, 1.7e9, np.full((120, 160, 3), 128, np.uint8))
@@ -437,7 +437,7 @@ def test_invoke_failing_in_probation_rolls_back_to_the_previous_model(
         tmp_path,
         source,
         mgr,
-        on_frame=lambda f, s: _set_at(reached, f.index == gate - 1),
+        on_frame=lambda f, s, r: _set_at(reached, f.index == gate - 1),
     )
     live = p.classifier
     p.start()

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import pytest
 
@@ -81,6 +82,8 @@ def make(
     *,
     seed: int = 7,
     hold: Callable[[], bool] | None = None,
+    windows: bool = False,
+    rois: tuple[Roi, ...] = ROIS,
     **cfg: Any,
 ) -> tuple[Sampler, RecordingUplink]:
     up = uplink or RecordingUplink()
@@ -94,7 +97,8 @@ def make(
     }
     s = Sampler(
         uplink=up,
-        rois=ROIS,
+        rois=rois,
+        windows=windows,
         cfg=SamplingConfig(**settings),
         threshold=THRESHOLD,
         model_version="1.2.0-rc1",
@@ -473,6 +477,99 @@ def test_calibration_window_starts_and_stops_by_the_clock_and_caps_the_rate(
     assert frames[-1] < start_ms + 10_000  # nothing after the window
     assert Counter(p.roi for p in got) == {"lane1": len(frames), "lane_2": len(frames)}
     assert s.stats()["sample_calibration"] == len(got)
+
+
+# -- a vehicle stage's unit: the regions are each frame's vehicle windows ----------------------
+def windows_of(frame_i: int) -> dict[str, Roi]:
+    """Vehicles come and go: none on even tenths, one or two otherwise, moving."""
+    if (frame_i // 10) % 2 == 0:
+        return {}
+    x = 0.05 + 0.01 * (frame_i % 10)
+    out = {"vehicle-3": Roi.rect("vehicle-3", x, 0.2, x + 0.25, 0.5, margin=0.0)}
+    if frame_i % 3:
+        out["vehicle-4"] = Roi.rect("vehicle-4", 0.6, 0.3, 0.9, 0.7, margin=0.0)
+    return out
+
+
+def feed_windows(
+    s: Sampler, clock: ManualClock, n: int, score: Callable[[int, str], float], step_s: float
+) -> None:
+    for i in range(n):
+        regions = windows_of(i)
+        s.on_frame(frame_at(clock, i), {k: score(i, k) for k in regions}, regions)
+        assert wait_until(lambda: s.is_settled, 5), s.stats()
+        clock.advance(step_s)
+
+
+def test_a_vehicle_units_sampler_takes_the_uncertain_window_of_each_frame(
+    tmp_path: Path, samplers: list[Sampler]
+) -> None:
+    clock = clock_at()
+    # the unit's zones (here none) are not what is sampled: the frame's windows are
+    s, up = make(tmp_path, clock, uncertain_per_day=1000, band=0.1, windows=True, rois=())
+    samplers.append(s)
+    rng = random.Random(5)
+    scores: dict[tuple[int, str], float] = {}
+
+    def score(i: int, key: str) -> float:
+        return scores.setdefault((i, key), rng.random())
+
+    feed_windows(s, clock, 200, score, step_s=1.0)
+    got = up.parsed()
+    assert got
+    assert all(p.reason == "uncertain" for p in got)
+    expected = []
+    for i in range(200):
+        near = [
+            (abs(scores[(i, k)] - THRESHOLD), k)
+            for k in windows_of(i)
+            if 0.4 <= scores[(i, k)] <= 0.6
+        ]
+        if near:
+            k = min(near)[1]
+            expected.append((k, round(scores[(i, k)] * 10000) / 10000))
+    assert [(p.roi, p.score) for p in got] == expected
+    # each crop is that frame's window of that vehicle (160 x 120 frames)
+    by_t = {round(clock.wall() * 1000) - (200 - i) * 1000: i for i in range(200)}
+    for p, jpeg in zip(got, up.jpegs, strict=True):
+        img = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+        assert img is not None
+        roi = windows_of(by_t[p.t_wall_ms])[p.roi]
+        assert img.shape == roi.crop(_IMAGE).shape
+
+
+@pytest.mark.slow
+def test_a_vehicle_units_random_instant_waits_for_a_vehicle_in_view(
+    tmp_path: Path, samplers: list[Sampler]
+) -> None:
+    clock = clock_at()
+    s, up = make(tmp_path, clock, random_per_day=1000, windows=True, rois=())
+    samplers.append(s)
+    feed_windows(s, clock, 200, lambda i, k: 0.05, step_s=60.0)
+    got = up.parsed()
+    assert len(got) >= 50
+    start_ms = round(clock.wall() * 1000) - 200 * 60_000
+    for p in got:
+        i = (p.t_wall_ms - start_ms) // 60_000
+        assert p.roi in windows_of(i)  # taken on a frame that had that vehicle in view
+    assert {p.roi for p in got} == {"vehicle-3", "vehicle-4"}
+
+
+def test_a_vehicle_units_calibration_run_records_every_window(
+    tmp_path: Path, samplers: list[Sampler]
+) -> None:
+    clock = clock_at()
+    s, up = make(tmp_path, clock, windows=True, rois=())
+    samplers.append(s)
+    job = CalibrationJob.from_command({"duration_s": 10.0, "max_fps": 100.0}, ())
+    s.calibrate(job)
+    feed_windows(s, clock, 60, lambda i, k: 0.2, step_s=0.1)  # 6 s: all inside the run
+    got = up.parsed()
+    assert all(p.reason == "calibration" for p in got)
+    want = sorted((i, k) for i in range(60) for k in windows_of(i))
+    start_ms = round(clock.wall() * 1000) - 6000
+    seen = sorted(((p.t_wall_ms - start_ms + 50) // 100, p.roi) for p in got)
+    assert seen == want
 
 
 def test_the_window_ends_by_the_clock_without_frames_and_can_be_replaced_or_cut(

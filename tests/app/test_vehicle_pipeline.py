@@ -3,6 +3,8 @@ driver's window, the real brightness classifier and the per-vehicle decider on a
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ from edge.adapters.sinks import MemorySink
 from edge.app.pipeline import Pipeline
 from edge.app.vehicles import VehicleStage
 from edge.core.decider import DeciderParams
+from edge.core.frame import Frame
 from edge.core.roi import Roi
 from edge.core.track_decider import TrackDecisionParams
 from edge.core.window import WindowSpec
@@ -52,7 +55,11 @@ def frames(spans: dict[str, list[tuple[int, int]]], n: int) -> list[np.ndarray]:
 
 
 def run(
-    tmp_path: Path, brightness_model: Path, images: list[np.ndarray], **stage: Any
+    tmp_path: Path,
+    brightness_model: Path,
+    images: list[np.ndarray],
+    on_frame: Callable[[Frame, dict[str, float], Mapping[str, Roi]], None] | None = None,
+    **stage: Any,
 ) -> tuple[MemorySink, Pipeline]:
     tmp_path.mkdir(parents=True, exist_ok=True)
     video = write_video(tmp_path / "road.avi", images, 25.0)
@@ -76,6 +83,7 @@ def run(
         unit_id="p1",
         lossless=True,
         vehicles=vehicles,
+        on_frame=on_frame,
     )
     p.start()
     assert p.wait(60)
@@ -132,6 +140,63 @@ def test_one_alert_per_vehicle_pass_with_the_drivers_window(
     assert p.vehicles is not None
     assert p.vehicles.detections == 32  # every 5th frame
     assert p.vehicles.tracker.counts(0).started_total == 6  # the 3 vehicles, twice
+
+
+@pytest.mark.slow
+def test_a_calibration_run_on_a_vehicle_unit_records_every_vehicles_window(
+    tmp_path: Path, brightness_model: Path
+) -> None:
+    # A patrol unit's regions are its vehicles' windows: the sampler crops those, per frame.
+    import random
+
+    import cv2
+
+    from edge.app.config import SamplingConfig
+    from edge.app.sampler import CalibrationJob, Sampler
+    from edge.core.clock import ManualClock
+    from tests.app.test_sampler import RecordingUplink
+
+    uplink = RecordingUplink()
+    clock = ManualClock(100.0)  # the run's rate cap on its own clock: a second a frame here
+    sampler = Sampler(
+        uplink=uplink,
+        rois=(),
+        windows=True,
+        cfg=SamplingConfig(enabled=False),  # no background budget: the calibration run only
+        threshold=PARAMS.score_on,
+        model_version="1.0.0",
+        state_path=tmp_path / "sampler.json",
+        clock=clock,
+        rng=random.Random(1),
+        lossless=True,
+    )
+    sampler.calibrate(CalibrationJob.from_command({"duration_s": 600, "max_fps": 2}, ()))
+    scored: Counter[str] = Counter()
+
+    def on_frame(frame: Frame, scores: dict[str, float], regions: Mapping[str, Roi]) -> None:
+        assert set(regions) == set(scores)
+        scored.update(list(regions))
+        clock.advance(1.0)
+        sampler.on_frame(frame, scores, regions)
+
+    images = frames({"vehicles": [(0, 40)], "phone": [(15, 30)]}, 40)
+    try:
+        run(tmp_path, brightness_model, images, on_frame=on_frame)
+        assert sampler.is_settled
+    finally:
+        sampler.close()
+    got = uplink.parsed()
+    assert {p.reason for p in got} == {"calibration"}
+    assert Counter(p.roi for p in got) == scored  # every window of every frame
+    assert len(scored) == 3  # the car, the truck and the other car, each its own track
+    x0, y0, x1, y1 = SPEC.box(CAR, (W, H))
+    sizes: Counter[tuple[int, ...]] = Counter()
+    for jpeg in uplink.jpegs:
+        img = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+        assert img is not None
+        sizes[img.shape[:2]] += 1
+    car_like = [hw for hw in sizes if abs(hw[0] - (y1 - y0)) <= 2 and abs(hw[1] - (x1 - x0)) <= 2]
+    assert car_like, sizes  # the car's driver's window, as the classifier scored it
 
 
 @pytest.mark.slow
