@@ -757,8 +757,11 @@ def draw_preview(
     img: np.ndarray, cfg: Config, scores: dict[str, float], threshold: float
 ) -> np.ndarray:
     from edge.app.compose import build_rois
-    from edge.app.overlay import draw_rois
+    from edge.app.overlay import draw_rois, draw_vanishing_point
 
+    v = cfg.vehicles
+    if v is not None and v.view == "rear":
+        img = draw_vanishing_point(img, v.axis_x, v.horizon_y)
     return draw_rois(img, build_rois(cfg), scores, threshold)
 
 
@@ -813,6 +816,13 @@ def cmd_roi_preview(args: argparse.Namespace) -> int:
     for rid, s in scores.items():
         print(f"{rid}: score {s:.3f}")
     print(f"wrote {out} ({frame.size[0]}x{frame.size[1]}); {legend_text(threshold)}")
+    v = cfg.vehicles
+    if v is not None and v.view == "rear":
+        print(
+            f"rear view: the yellow lines are straight ahead (axis_x {v.axis_x:.2f}) and the "
+            f"horizon (horizon_y {v.horizon_y:.2f}); they should cross where the road vanishes, "
+            "else set [vehicles] axis_x and horizon_y to that point"
+        )
     _write_crops(cfg, frame.image, out)
     return 0
 

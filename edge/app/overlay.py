@@ -17,6 +17,9 @@ CROP_BGR = (200, 200, 0)
 LABEL_BG_BGR = (32, 32, 32)
 """The box behind each label and the legend, so text reads on any picture."""
 LABEL_FG_BGR = (255, 255, 255)
+VANISH_BGR = (0, 220, 255)
+"""The rear view's straight-ahead column and horizon row (they should meet where the road
+vanishes)."""
 
 _FONT_SCALE = 0.6
 _PAD = 4
@@ -59,6 +62,23 @@ def draw_rois(
         _label(out, label, x0, y0, colour)
     if legend:
         _legend(out, threshold)
+    return out
+
+
+def draw_vanishing_point(img: np.ndarray, axis_x: float, horizon_y: float) -> np.ndarray:
+    """A copy of ``img`` with the ``rear`` view's straight-ahead column (``axis_x``) and horizon
+    row (``horizon_y``), shares of the frame, drawn and labelled: an installer checks that they
+    cross where the road vanishes (docs/vehicles.md, "The rear view's side glass")."""
+    import cv2
+
+    out = img.copy()
+    h, w = out.shape[:2]
+    x = min(max(round(axis_x * w), 0), w - 1)
+    y = min(max(round(horizon_y * h), 0), h - 1)
+    cv2.line(out, (x, 0), (x, h - 1), VANISH_BGR, 1)
+    cv2.line(out, (0, y), (w - 1, y), VANISH_BGR, 1)
+    _label(out, f"straight ahead (axis_x {axis_x:.2f})", min(x + 4, w - 1), 0, VANISH_BGR)
+    _label(out, f"horizon (horizon_y {horizon_y:.2f})", 0, y, VANISH_BGR)
     return out
 
 

@@ -353,6 +353,43 @@ def test_keys_generate_out_a_file_is_one_line(
     assert f"{tmp_path / 'keys'} is a file, not a folder" in _one_line_error(capsys)
 
 
+def test_roi_preview_shows_the_rear_views_vanishing_point(
+    tmp_path: Path,
+    make_video: Callable[..., Path],
+    brightness_model: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from tests.conftest import TEST_DATA
+
+    video = make_video([30] * 2, box=(0.05, 0.1, 0.45, 0.9), size=(320, 240))
+    cfg = unit_config(tmp_path, video, brightness_model)
+    with cfg.open("a") as f:
+        f.write(
+            f'[vehicles]\nmodel = "{TEST_DATA / "raw_detector_t_int8.tflite"}"\n'
+            'view = "rear"\naxis_x = 0.6\nhorizon_y = 0.25\n'
+        )
+    out = tmp_path / "roi.png"
+    assert main(["roi-preview", "--config", str(cfg), "--out", str(out)]) == 0
+    img = cv2.imread(str(out))
+    assert img is not None
+
+    def yellow(px: np.ndarray) -> bool:
+        b, g, r = (int(c) for c in px)
+        return b < 60 and g > 180 and r > 220
+
+    column, row = round(0.6 * 320), round(0.25 * 240)
+    assert sum(yellow(img[y, column]) for y in range(240)) > 150  # the column, top to bottom
+    assert sum(yellow(img[row, x]) for x in range(320)) > 150  # the row, side to side
+    assert sum(yellow(img[200, x]) for x in range(320)) <= 3  # another row: only the column
+    assert "axis_x 0.60" in capsys.readouterr().out
+    # another view draws neither
+    plain = unit_config(tmp_path, video, brightness_model)
+    assert main(["roi-preview", "--config", str(plain), "--out", str(out)]) == 0
+    img = cv2.imread(str(out))
+    assert img is not None
+    assert sum(yellow(img[y, column]) for y in range(240)) < 10
+
+
 @pytest.mark.parametrize(
     ("name", "says"),
     [
