@@ -9,6 +9,7 @@ signing key the uplink is handed. Adapters get plain values and built parts, nev
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import shutil
 import threading
@@ -367,6 +368,9 @@ class Unit:
         self.reload_requested = threading.Event()
         self.collector: Collector | None = None
         self.sampler: Sampler | None = None
+        self._sampled_as: dict[str, dict[str, Roi]] = {}
+        """Several cameras: each camera's ROIs as the sampler names them, ``<camera>-<roi>``
+        (ROI ids repeat across cameras; the crops' names must tell them apart)."""
         self.model_receiver: ModelReceiver | None = None
         self._alerts_done = 0
         self._latest: tuple[Frame, dict[str, float]] | None = None
@@ -452,7 +456,7 @@ class Unit:
             self._stack.callback(self.collector.close)  # closed before the uplink
             self.sampler = Sampler(
                 uplink=uplink,
-                rois=rois,
+                rois=self._sampling_rois(cfg, rois),
                 windows=cfg.vehicles is not None,
                 cfg=cfg.sampling,
                 threshold=params.score_on,
@@ -533,7 +537,9 @@ class Unit:
                     clip_width=cfg.evidence.clip_width,
                     on_status=self._on_status if hub is None else self._on_camera_status,
                     on_hit=self._on_hit,
-                    on_frame=self._on_frame if first else self._on_other_frame,
+                    on_frame=functools.partial(
+                        self._on_frame if first else self._on_other_frame, cam.id
+                    ),
                     stamp=self.stamp,
                     numbers=numbers,
                     shadow=models.on_scored if first and vehicles is None else None,
@@ -684,22 +690,66 @@ class Unit:
         poweroff()
         return True
 
-    def _on_frame(self, frame: Frame, scores: dict[str, float], regions: Mapping[str, Roi]) -> None:
-        """Inference thread, every frame: keep it cheap (references and comparisons only)."""
+    def _sampling_rois(self, cfg: Config, rois: list[Roi]) -> list[Roi]:
+        """What the sampler (and a calibration run) chooses from: the one camera's ROIs, or
+        every camera's, each named ``<camera>-<roi>``."""
+        if cfg.cameras is None:
+            return rois
+        out: list[Roi] = []
+        for cam in cfg.camera_setups:
+            assert cam.id is not None
+            named = {r.id: replace(r, id=f"{cam.id}-{r.id}") for r in build_rois(cfg, cam)}
+            self._sampled_as[cam.id] = named
+            out += named.values()
+        return out
+
+    def _sample(
+        self,
+        camera: str | None,
+        frame: Frame,
+        scores: dict[str, float],
+        regions: Mapping[str, Roi],
+    ) -> None:
+        if self.sampler is None:
+            return
+        named = self._sampled_as.get(camera) if camera is not None else None
+        if named is None:  # one camera (or a vehicle stage): the names are the regions' own
+            self.sampler.on_frame(frame, scores, regions, camera)
+            return
+        self.sampler.on_frame(
+            frame,
+            {named[k].id: v for k, v in scores.items() if k in named},
+            {named[k].id: named[k] for k in regions if k in named},
+            camera,
+        )
+
+    def _on_frame(
+        self,
+        camera: str | None,
+        frame: Frame,
+        scores: dict[str, float],
+        regions: Mapping[str, Roi],
+    ) -> None:
+        """Inference thread, every frame of the first camera: keep it cheap (references and
+        comparisons only)."""
         if self.watchdog is not None:
             self.watchdog.frame_seen()
         self._latest = (frame, scores)
         if self.collector is not None:
             self.collector.on_frame(frame)
-        if self.sampler is not None:
-            self.sampler.on_frame(frame, scores, regions)
+        self._sample(camera, frame, scores, regions)
 
     def _on_other_frame(
-        self, frame: Frame, scores: dict[str, float], regions: Mapping[str, Roi]
+        self,
+        camera: str | None,
+        frame: Frame,
+        scores: dict[str, float],
+        regions: Mapping[str, Roi],
     ) -> None:
-        """Every frame of a camera other than the first: frames flow."""
+        """Every frame of a camera other than the first: frames flow, and are sampled."""
         if self.watchdog is not None:
             self.watchdog.frame_seen()
+        self._sample(camera, frame, scores, regions)
 
     def _on_camera_status(self, status: str) -> None:
         """One camera of several changed state: the unit shows the group's."""
@@ -742,7 +792,7 @@ class Unit:
         if self.sampler is None or self.pipeline is None:
             log.warning("calibrate ignored: no uplink for crops or the unit is starting")
             return
-        self.sampler.calibrate(CalibrationJob.from_command(payload, self.pipeline.rois))
+        self.sampler.calibrate(CalibrationJob.from_command(payload, self.sampler.rois))
 
     def _snapshot(self, name: str, payload: dict[str, Any]) -> None:
         rid = payload.get("request_id") or "-"

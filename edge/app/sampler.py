@@ -52,7 +52,7 @@ import queue
 import random
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -122,7 +122,8 @@ class _Run:
     run_ms: int
     """The run's start, wall clock in ms: in every crop's name, so the control room can group
     one run's crops (a labelled time range)."""
-    last_mono_s: float = -math.inf
+    last_mono_s: dict[str | None, float] = field(default_factory=dict)
+    """When each camera's frame last gave the run its crops (the rate cap is per camera)."""
     published: int = 0
     dropped: int = 0
     timer: Scheduled | None = None
@@ -281,12 +282,14 @@ class Sampler:
         frame: Frame,
         scores: Mapping[str, float],
         regions: Mapping[str, Roi] | None = None,
+        camera: str | None = None,
     ) -> None:
         """Inference thread, every frame: comparisons, and a hand-off when a sample is due.
         Never waits (beyond a lock held for a few assignments), unless ``lossless``.
-        ``regions``: the frame's scored regions by id (with ``windows``, its vehicles'
-        windows; without, the ROIs, and ``rois`` when not given)."""
-        rois = tuple(regions.values()) if (self.windows and regions is not None) else self.rois
+        ``regions``: the frame's scored regions by id (its ROIs, or with ``windows`` its
+        vehicles' windows; ``rois`` when not given). ``camera``: which of several cameras the
+        frame is from (a calibration run's rate cap is per camera)."""
+        rois = self.rois if regions is None else tuple(regions.values())
         now, wall = frame.t_mono_s, frame.t_wall_s
         if utc_day(wall) != self._day:
             day = utc_day(wall)
@@ -296,18 +299,23 @@ class Sampler:
         picks: list[_Pick] = []
         cal_now = self._clock.monotonic()
         if run is not None:
-            picks += self._calibration_picks(run, scores, cal_now, rois)
+            picks += self._calibration_picks(run, scores, cal_now, rois, camera)
         picks += self._background_picks(scores, now, wall, rois)
         if picks:
-            self._hand_over(frame, picks, run, now, cal_now)
+            self._hand_over(frame, picks, run, now, cal_now, camera)
 
     def _calibration_picks(
-        self, run: _Run, scores: Mapping[str, float], now: float, rois: Sequence[Roi]
+        self,
+        run: _Run,
+        scores: Mapping[str, float],
+        now: float,
+        rois: Sequence[Roi],
+        camera: str | None,
     ) -> list[_Pick]:
         if now >= run.end_mono_s:
             self._end_run(run)
             return []
-        if now - run.last_mono_s < 1.0 / run.job.max_fps:
+        if now - run.last_mono_s.get(camera, -math.inf) < 1.0 / run.job.max_fps:
             return []
         chosen = rois if self.windows else run.job.rois  # every vehicle in view, or as asked
         return [_Pick(r, scores[r.id], "calibration") for r in chosen if r.id in scores]
@@ -339,12 +347,20 @@ class Sampler:
         return picks
 
     def _hand_over(
-        self, frame: Frame, picks: list[_Pick], run: _Run | None, now: float, cal_now: float
+        self,
+        frame: Frame,
+        picks: list[_Pick],
+        run: _Run | None,
+        now: float,
+        cal_now: float,
+        camera: str | None,
     ) -> None:
         """``now``: the frame's monotonic time (background intervals); ``cal_now``: the
         clock's (the calibration window's rate)."""
         if not self.uplink.is_connected and not self._waited_for_broker():
-            self._skip_offline(picks, run, cal_now)  # nothing is taken; a random instant is lost
+            self._skip_offline(
+                picks, run, cal_now, camera
+            )  # nothing is taken; a random instant is lost
             return
         if not self.lossless and self._hold is not None and self._hold():
             self._counts["sample_busy"] += 1
@@ -361,7 +377,7 @@ class Sampler:
             for p in picks:
                 if p.reason == "calibration":
                     assert run is not None
-                    run.last_mono_s = cal_now
+                    run.last_mono_s[camera] = cal_now
                     continue
                 self._last[p.reason] = now
                 self._used[p.reason] += 1
@@ -389,7 +405,9 @@ class Sampler:
                     self._counts["sample_busy"] += 1
                     return
 
-    def _skip_offline(self, picks: list[_Pick], run: _Run | None, cal_now: float) -> None:
+    def _skip_offline(
+        self, picks: list[_Pick], run: _Run | None, cal_now: float, camera: str | None
+    ) -> None:
         reasons = {p.reason for p in picks}
         if "random" in reasons:
             self._counts["sample_dropped"] += 1
@@ -397,7 +415,7 @@ class Sampler:
         if "calibration" in reasons and run is not None:
             self._counts["sample_dropped"] += 1
             run.dropped += 1
-            run.last_mono_s = cal_now
+            run.last_mono_s[camera] = cal_now
 
     # -- calibration (the command thread) ------------------------------------------------------
     def calibrate(self, job: CalibrationJob) -> None:

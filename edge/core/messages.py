@@ -75,7 +75,7 @@ CAMERA_STATUSES = ("starting", "running", "degraded", "stopped")
 _TOPIC_ROOT_RE = re.compile(r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
 _COLLECT_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 _SAMPLE_NAME_RE = re.compile(
-    r"^(rnd|unc|cal(\d{1,15}))-(\d{1,15})-(\d{1,5})-([A-Za-z0-9_]{1,24})-([A-Za-z0-9_-]{1,64})$"
+    r"^(rnd|unc|cal(\d{1,15}))-(\d{1,15})-(\d{1,5})-([A-Za-z0-9_]{1,24})-([A-Za-z0-9_-]{1,65})$"
 )
 SAMPLE_REASONS = {"random": "rnd", "uncertain": "unc", "calibration": "cal"}
 """Why a sampled crop was taken, and its tag in the crop's name (:func:`sample_name`)."""
