@@ -4,6 +4,7 @@ calibration window by the clock; then the composed unit through a real Mosquitto
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
@@ -791,86 +792,80 @@ def test_unit_publishes_sampled_and_calibration_crops_with_provenance(
     assert all(b - a >= 240 for a, b in itertools.pairwise(frames))  # at most 4 a second
 
 
-@pytest.mark.slow
-def test_a_unit_with_several_cameras_samples_each_with_the_camera_in_the_name(
-    tmp_path: Path, make_video: Callable[..., Path]
-) -> None:
+def calibrated_past(sampler: Sampler, n: int) -> bool:
+    return bool(sampler.stats()["sample_calibration"] > n)
+
+
+def run_unit_sampling(
+    tmp_path: Path, video: Path, *, cameras: str | None, calibrations: list[bytes]
+) -> list[m.SampleName]:
+    """A unit (``SAMPLING``; ``cameras`` if given) through a real Mosquitto: its 4 uncertain
+    crops, then each ``calibrate`` command in turn, run to its end. Every crop's name."""
     from edge.app.compose import Unit
     from edge.app.config import load_config
     from edge.app.local_broker import LocalBroker, find_mosquitto
-    from tests.conftest import TEST_DATA
     from tests.uplink.conftest import UNIT_A, connect_client, subscribe
+    from tests.uplink.test_unit_commands import write_config
 
     if find_mosquitto() is None:
         pytest.skip("mosquitto is not installed ('make bootstrap' installs it)")
     with LocalBroker() as broker:
         sub = subscribe(broker, certs_for=None, topics=(f"phonewatch/{UNIT_A}/collect/+",))
-        video = make_video([40, 60, 80, 100] * 5, fps=20.0)
-        sink = "\n".join(f"{k} = {json.dumps(v)}" for k, v in broker.sink_settings(UNIT_A).items())
-        cameras = "".join(
-            f'[[cameras]]\nid = "{cam}"\n[cameras.source]\ntype = "replay"\npath = "{video}"\n'
-            f"loop = true\nspeed = 1.0\n"
-            f'[[cameras.rois]]\nid = "lane1"\nrect = [{x0}, 0.1, {x0 + 0.4}, 0.9]\n'
-            for cam, x0 in (("north", 0.05), ("south", 0.5))
+        cfg_path = write_config(
+            tmp_path / "unit.toml", broker, video, extra=SAMPLING, cameras=cameras
         )
-        cfg_path = tmp_path / "unit.toml"
-        cfg_path.write_text(f"""
-[unit]
-id = "{UNIT_A}"
-data_dir = "{tmp_path / "unit"}"
-{cameras}
-[model]
-path = "{TEST_DATA / "brightness_int8.tflite"}"
-accelerator = "cpu"
-[sink]
-{sink}
-signing_key_autogenerate = true
-reconnect_min_s = 0.2
-reconnect_max_s = 1.0
-heartbeat_interval_s = 3600
-{SAMPLING}
-""")
         stop = threading.Event()
         with Unit(load_config(cfg_path), config_path=cfg_path) as unit:
             runner = threading.Thread(target=lambda: unit.run(stop=stop, max_s=120), daemon=True)
             runner.start()
+            cr = connect_client(broker, "controlroom-commander")
+            cr.loop_start()
             try:
                 sampler = unit.sampler
                 assert sampler is not None
                 assert sub.wait(lambda ms: len(ms) >= 4, 20), [r.topic for r in sub.messages]
-                assert wait_until(lambda: sampler.is_settled, 10)
-                cr = connect_client(broker, "controlroom-commander")
-                cr.loop_start()
-                body = b'{"duration_s": 2, "max_fps": 4, "rois": ["south-lane1"]}'
-                cr.publish(f"phonewatch/{UNIT_A}/cmd/calibrate", body, qos=1).wait_for_publish(5)
-                assert wait_until(lambda: sampler.stats()["sample_calibration"] >= 3, 20)
-                assert wait_until(lambda: not sampler.calibrating and sampler.is_settled, 20)
-                body = b'{"duration_s": 2, "max_fps": 4}'
-                before = sampler.stats()["sample_calibration"]
-                cr.publish(f"phonewatch/{UNIT_A}/cmd/calibrate", body, qos=1).wait_for_publish(5)
-                assert wait_until(lambda: sampler.stats()["sample_calibration"] >= before + 6, 20)
-                assert wait_until(lambda: not sampler.calibrating and sampler.is_settled, 20)
+                for body in calibrations:
+                    before = sampler.stats()["sample_calibration"]
+                    topic = f"phonewatch/{UNIT_A}/cmd/calibrate"
+                    cr.publish(topic, body, qos=1).wait_for_publish(5)
+                    assert wait_until(functools.partial(calibrated_past, sampler, before), 20)
+                    assert wait_until(lambda: not sampler.calibrating and sampler.is_settled, 20)
                 n = 4 + sampler.stats()["sample_calibration"]
                 assert sub.wait(lambda ms: len(ms) >= n, 20)
+            finally:
                 cr.loop_stop()
                 cr.disconnect()
-            finally:
                 stop.set()
                 runner.join(15)
         sub.close()
+    names = [r.topic.rsplit("/", 1)[1] for r in sub.messages]
+    parsed = [m.parse_sample_name(n) for n in names]
+    assert all(p is not None for p in parsed), names
+    return [p for p in parsed if p is not None]
 
-    parsed = []
-    for r in sub.messages:
-        name = r.topic.rsplit("/", 1)[1]
-        p = m.parse_sample_name(name)
-        assert p is not None, name
-        parsed.append(p)
+
+@pytest.mark.slow
+def test_a_unit_with_several_cameras_samples_each_with_the_camera_in_the_name(
+    tmp_path: Path, make_video: Callable[..., Path]
+) -> None:
+    video = make_video([40, 60, 80, 100] * 5, fps=20.0)
+    cameras = "".join(
+        f'[[cameras]]\nid = "{cam}"\n[cameras.source]\ntype = "replay"\npath = "{video}"\n'
+        f"loop = true\nspeed = 1.0\n"
+        f'[[cameras.rois]]\nid = "lane1"\nrect = [{x0}, 0.1, {x0 + 0.4}, 0.9]\n'
+        for cam, x0 in (("north", 0.05), ("south", 0.5))
+    )
+    runs = [
+        b'{"duration_s": 2, "max_fps": 4, "rois": ["south-lane1"]}',
+        b'{"duration_s": 2, "max_fps": 4}',
+    ]
+    parsed = run_unit_sampling(tmp_path, video, cameras=cameras, calibrations=runs)
     assert {p.roi for p in parsed} <= {"north-lane1", "south-lane1"}
-    runs = sorted({p.run_ms for p in parsed if p.run_ms is not None})
-    assert len(runs) == 2
-    first = Counter(p.roi for p in parsed if p.run_ms == runs[0])
+    starts = sorted({p.run_ms for p in parsed if p.run_ms is not None})
+    assert len(starts) == 2
+    first = Counter(p.roi for p in parsed if p.run_ms == starts[0])
     assert set(first) == {"south-lane1"}  # as the command asked
-    second = Counter(p.roi for p in parsed if p.run_ms == runs[1])
+    second = Counter(p.roi for p in parsed if p.run_ms == starts[1])
     assert set(second) == {"north-lane1", "south-lane1"}  # every camera's crops
     assert all(k <= 9 for k in second.values()), second  # at most 4 a second, over 2 s
 

@@ -38,21 +38,26 @@ ROIS = {"lane1": [0.05, 0.1, 0.45, 0.9], "lane2": [0.55, 0.2, 0.95, 0.8]}
 CMD = f"phonewatch/{UNIT_A}/cmd/"
 
 
-def write_config(path: Path, broker: LocalBroker, video: Path, *, extra: str = "") -> Path:
+def write_config(
+    path: Path, broker: LocalBroker, video: Path, *, extra: str = "", cameras: str | None = None
+) -> Path:
+    """A unit reading ``video`` (looped, in real time) with ``ROIS``; or, given ``cameras``,
+    those ``[[cameras]]`` instead."""
     rois = "\n".join(f'[[rois]]\nid = "{rid}"\nrect = {box}\n' for rid, box in ROIS.items())
     sink = "\n".join(f"{k} = {json.dumps(v)}" for k, v in broker.sink_settings(UNIT_A).items())
-    path.write_text(f"""
-[unit]
-id = "{UNIT_A}"
-data_dir = "{path.parent / "unit"}"
-
-[camera]
+    source = f"""[camera]
 type = "replay"
 path = "{video}"
 loop = true
 speed = 1.0
 
-{rois}
+{rois}"""
+    path.write_text(f"""
+[unit]
+id = "{UNIT_A}"
+data_dir = "{path.parent / "unit"}"
+
+{source if cameras is None else cameras}
 [model]
 path = "{REPO / "tests" / "data" / "brightness_int8.tflite"}"
 accelerator = "cpu"
