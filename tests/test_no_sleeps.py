@@ -73,6 +73,7 @@ def sleeps_under(root: Path) -> dict[str, list[int]]:
     return found
 
 
+@pytest.mark.slow
 def test_no_test_sleeps_to_synchronise() -> None:
     found = sleeps_under(REPO)
     assert "tests/waiting.py" in found, "the checker finds nothing: is it looking in tests/?"

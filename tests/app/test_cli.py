@@ -218,6 +218,7 @@ def _run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Comple
     )
 
 
+@pytest.mark.slow
 def test_run_exits_non_zero_when_the_camera_never_opens(
     tmp_path: Path, brightness_model: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -238,6 +239,7 @@ def test_run_exits_non_zero_when_the_camera_never_opens(
     assert "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_run_prints_a_startup_line_and_each_hit_as_it_happens(
     tmp_path: Path,
     make_video: Callable[..., Path],

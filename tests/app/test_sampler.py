@@ -252,6 +252,7 @@ def test_disabled_sampler_takes_nothing_by_itself(tmp_path: Path, samplers: list
 
 
 # -- the uncertainty band ---------------------------------------------------------------------
+@pytest.mark.slow
 def test_uncertainty_band_selects_only_in_band_scores(
     tmp_path: Path, samplers: list[Sampler]
 ) -> None:
