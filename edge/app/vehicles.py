@@ -161,10 +161,10 @@ class VehicleStage:
                 self.windows_hidden += 1  # straight ahead, seen from behind: not scored
                 continue
             try:
-                if not self.window.is_legible(s.box, (w, h), s.heading_x):
+                win = self.window.legible_box(s.box, (w, h), s.heading_x)
+                if win is None:
                     self.windows_small += 1  # too far to show a phone: not scored yet
                     continue
-                win = self.window.box(s.box, (w, h), s.heading_x)
             except RoiError as e:  # that vehicle is skipped on this frame, never the frame
                 self.window_errors += 1
                 log.debug("track %d: no window on this frame: %s", s.track_id, e)

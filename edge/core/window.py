@@ -198,21 +198,27 @@ class WindowSpec:
     def is_legible(self, vehicle: Box, frame_wh: tuple[int, int], heading_x: int = 0) -> bool:
         """Whether ``vehicle``'s driver's window, as the view places it and clipped to the
         frame but not grown, is at least ``legible_min_px`` on both sides (see the module)."""
-        if self.legible_min_px <= 0:
-            return True
-        x0, y0, x1, y1 = self._fitted(vehicle, frame_wh, heading_x, 1)
-        return min(x1 - x0, y1 - y0) >= self.legible_min_px
+        return self._legible(self._placed(vehicle, frame_wh, heading_x), frame_wh)
 
     def box(self, vehicle: Box, frame_wh: tuple[int, int], heading_x: int = 0) -> PixelBox:
         """The driver's window of ``vehicle`` in a ``frame_wh`` frame (see the module doc)."""
-        return self._fitted(vehicle, frame_wh, heading_x, self.min_side_px)
+        return _fit(self._placed(vehicle, frame_wh, heading_x), frame_wh, self.min_side_px)
+
+    def legible_box(
+        self, vehicle: Box, frame_wh: tuple[int, int], heading_x: int = 0
+    ) -> PixelBox | None:
+        """:meth:`box`, or None where :meth:`is_legible` is False: the window placed once."""
+        placed = self._placed(vehicle, frame_wh, heading_x)
+        if not self._legible(placed, frame_wh):
+            return None
+        return _fit(placed, frame_wh, self.min_side_px)
 
     def side_glass(self, vehicle: Box, frame_wh: tuple[int, int]) -> Box | None:
         """Rear view: the near side's front glass of ``vehicle`` in frame pixels (not clipped),
         or None where there is none to place: another view, a box spanning the straight-ahead
         column, a side edge-on, a box not standing on the road below the horizon or cut by the
-        frame's bottom (no road point to scale it by), or glass
-        wholly outside the frame (see the module docstring)."""
+        frame's bottom (no road point to scale it by), or glass wholly outside the frame (see
+        the module docstring)."""
         if self.view != "rear":
             return None
         x0, y0, x1, y1 = _checked(vehicle)
@@ -248,20 +254,18 @@ class WindowSpec:
         h = y1 - y0
         return gx0, y0 + SIDE_GLASS_BAND[0] * h, gx1, y0 + SIDE_GLASS_BAND[1] * h
 
-    def _fitted(
-        self, vehicle: Box, frame_wh: tuple[int, int], heading_x: int, min_side_px: int
-    ) -> PixelBox:
+    def _placed(self, vehicle: Box, frame_wh: tuple[int, int], heading_x: int) -> Box:
+        """The window as the view places it: not clipped, not grown."""
         glass = self.side_glass(vehicle, frame_wh)
         if glass is not None:
-            return _fit(glass, frame_wh, min_side_px)
-        return window_box(
-            vehicle,
-            view=self.view,
-            drive_side=self.drive_side,
-            frame_wh=frame_wh,
-            heading_x=heading_x,
-            min_side_px=min_side_px,
-        )
+            return glass
+        return _share_of(vehicle, self.view, self.drive_side, heading_x)
+
+    def _legible(self, placed: Box, frame_wh: tuple[int, int]) -> bool:
+        if self.legible_min_px <= 0:
+            return True
+        x0, y0, x1, y1 = _fit(placed, frame_wh, 1)
+        return min(x1 - x0, y1 - y0) >= self.legible_min_px
 
 
 def window_box(
@@ -275,12 +279,15 @@ def window_box(
 ) -> PixelBox:
     """The driver's window of ``vehicle`` as a fixed share of its box, in frame pixels (see the
     module docstring; :meth:`WindowSpec.box` places the ``rear`` view's side glass first)."""
+    return _fit(_share_of(vehicle, view, drive_side, heading_x), frame_wh, min_side_px)
+
+
+def _share_of(vehicle: Box, view: View, drive_side: DriveSide, heading_x: int) -> Box:
+    """The view's fixed share of ``vehicle``'s box, not clipped."""
     x0, y0, x1, y1 = _checked(vehicle)
     across, down = _fractions(view, drive_side, heading_x)
     w, h = x1 - x0, y1 - y0
-    wx0, wx1 = x0 + across[0] * w, x0 + across[1] * w
-    wy0, wy1 = y0 + down[0] * h, y0 + down[1] * h
-    return _fit((wx0, wy0, wx1, wy1), frame_wh, min_side_px)
+    return x0 + across[0] * w, y0 + down[0] * h, x0 + across[1] * w, y0 + down[1] * h
 
 
 def _fractions(

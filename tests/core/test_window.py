@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from edge.core.errors import RoiError
@@ -191,6 +193,9 @@ def test_a_window_too_small_to_show_a_phone_is_not_legible() -> None:
     farther = (900.0, 300.0, 950.0, 345.0)  # 50 x 45: window 31 x 24.75 -> not
     assert spec.is_legible(far_van, FRAME)
     assert not spec.is_legible(farther, FRAME)
+    # the stage's one call: the window when legible, else None
+    assert spec.legible_box(far_van, FRAME) == spec.box(far_van, FRAME)
+    assert spec.legible_box(farther, FRAME) is None
     # what is scored is still grown to min_side_px; legibility looks at it before that
     assert spec.box(farther, FRAME) == (918, 296, 950, 328)
     # 0 (the default) scores every window, however small
@@ -227,8 +232,6 @@ REAR = WindowSpec(view="rear", horizon_y=HORIZON, hfov_deg=HFOV, camera_height_m
 
 
 def _focal() -> float:
-    import math
-
     return (CAM_W / 2) / math.tan(math.radians(HFOV) / 2)
 
 
