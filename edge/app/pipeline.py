@@ -625,19 +625,19 @@ class Pipeline:
         t3 = time.perf_counter()
         for hit in hits:
             self._queue_vehicle_hit(hit)
-        by_vehicle = {
-            f"vehicle-{v.track.track_id}": float(s) for v, s in zip(vehicles, scores, strict=True)
-        }
+        keys = [f"vehicle-{v.track.track_id}" for v in vehicles]
+        by_vehicle = {k: float(s) for k, s in zip(keys, scores, strict=True)}
         self.last_scores = by_vehicle
         self._count_frame(prep_ms, invoke_ms, (t3 - t2) * 1e3)
         if self.on_frame is not None:
-            self.on_frame(frame, by_vehicle, _window_rois(frame, vehicles))
+            img = frame.inference_image
+            windows = {
+                k: _window_roi(k, v.window, img) for k, v in zip(keys, vehicles, strict=True)
+            }
+            self.on_frame(frame, by_vehicle, windows)
 
     def _queue_vehicle_hit(self, hit: TrackHit[Frame]) -> None:
-        img = hit.best.inference_image
-        h, w = img.shape[:2]
-        x0, y0, x1, y1 = hit.window_box
-        roi = Roi.rect(hit.roi_id, x0 / w, y0 / h, x1 / w, y1 / h, margin=0.0)
+        roi = _window_roi(hit.roi_id, hit.window_box, hit.best.inference_image)
         self._queue_hit(_Pending(hit, roi, model=self.classifier, score_on=self.params.score_on))
 
     def _queue_hit(self, pending: _Pending) -> None:
@@ -880,16 +880,12 @@ def _vehicle_info(hit: Hit[Frame] | TrackHit[Frame], frame: Frame) -> VehicleInf
     )
 
 
-def _window_rois(frame: Frame, vehicles: Vehicles) -> dict[str, Roi]:
-    """This frame's vehicle windows as regions (as fractions of the frame, so they crop the
-    full-size image too), keyed as the frame's scores are."""
-    h, w = frame.inference_image.shape[:2]
-    out: dict[str, Roi] = {}
-    for v in vehicles:
-        x0, y0, x1, y1 = v.window
-        key = f"vehicle-{v.track.track_id}"
-        out[key] = Roi.rect(key, x0 / w, y0 / h, x1 / w, y1 / h, margin=0.0)
-    return out
+def _window_roi(roi_id: str, window: Sequence[float], image: np.ndarray) -> Roi:
+    """A vehicle's window (pixels of ``image``, the inference image) as a region: fractions of
+    the frame, so it crops the full-size image too."""
+    h, w = image.shape[:2]
+    x0, y0, x1, y1 = window
+    return Roi.rect(roi_id, x0 / w, y0 / h, x1 / w, y1 / h, margin=0.0)
 
 
 def _pixel_box(roi: Roi, image: np.ndarray) -> tuple[int, int, int, int]:
