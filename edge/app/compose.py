@@ -201,6 +201,18 @@ def build_vehicle_stage(
     )
 
 
+def sampling_names(cfg: Config) -> dict[str, dict[str, Roi]]:
+    """Several cameras: each camera's ROIs by id, renamed ``<camera>-<roi>`` for the sampler
+    (ids may repeat across cameras; a crop's name must tell them apart). One camera: none."""
+    if cfg.cameras is None:
+        return {}
+    return {
+        c.id: {r.id: replace(r, id=f"{c.id}-{r.id}") for r in build_rois(cfg, c)}
+        for c in cfg.camera_setups
+        if c.id is not None
+    }
+
+
 def build_rois(cfg: Config, camera: CameraSetup | None = None) -> list[Roi]:
     """The regions of ``camera`` (default: the first camera)."""
     return [r.to_roi() for r in (camera or cfg.first_camera).rois]
@@ -454,9 +466,10 @@ class Unit:
                 self._stack.callback(self.model_receiver.close)  # closed before the uplink
             self.collector = Collector(uplink=uplink, jpeg_quality=cfg.evidence.jpeg_quality)
             self._stack.callback(self.collector.close)  # closed before the uplink
+            self._sampled_as = sampling_names(cfg)
             self.sampler = Sampler(
                 uplink=uplink,
-                rois=self._sampling_rois(cfg, rois),
+                rois=[r for named in self._sampled_as.values() for r in named.values()] or rois,
                 windows=cfg.vehicles is not None,
                 cfg=cfg.sampling,
                 threshold=params.score_on,
@@ -537,9 +550,7 @@ class Unit:
                     clip_width=cfg.evidence.clip_width,
                     on_status=self._on_status if hub is None else self._on_camera_status,
                     on_hit=self._on_hit,
-                    on_frame=functools.partial(
-                        self._on_frame if first else self._on_other_frame, cam.id
-                    ),
+                    on_frame=functools.partial(self._on_frame, cam.id, first),
                     stamp=self.stamp,
                     numbers=numbers,
                     shadow=models.on_scored if first and vehicles is None else None,
@@ -690,19 +701,6 @@ class Unit:
         poweroff()
         return True
 
-    def _sampling_rois(self, cfg: Config, rois: list[Roi]) -> list[Roi]:
-        """What the sampler (and a calibration run) chooses from: the one camera's ROIs, or
-        every camera's, each named ``<camera>-<roi>``."""
-        if cfg.cameras is None:
-            return rois
-        out: list[Roi] = []
-        for cam in cfg.camera_setups:
-            assert cam.id is not None
-            named = {r.id: replace(r, id=f"{cam.id}-{r.id}") for r in build_rois(cfg, cam)}
-            self._sampled_as[cam.id] = named
-            out += named.values()
-        return out
-
     def _sample(
         self,
         camera: str | None,
@@ -726,29 +724,19 @@ class Unit:
     def _on_frame(
         self,
         camera: str | None,
+        first: bool,
         frame: Frame,
         scores: dict[str, float],
         regions: Mapping[str, Roi],
     ) -> None:
-        """Inference thread, every frame of the first camera: keep it cheap (references and
-        comparisons only)."""
+        """Inference thread, every frame of every camera: keep it cheap (references and
+        comparisons only). Snapshots and ``collect`` follow the ``first`` camera only."""
         if self.watchdog is not None:
             self.watchdog.frame_seen()
-        self._latest = (frame, scores)
-        if self.collector is not None:
-            self.collector.on_frame(frame)
-        self._sample(camera, frame, scores, regions)
-
-    def _on_other_frame(
-        self,
-        camera: str | None,
-        frame: Frame,
-        scores: dict[str, float],
-        regions: Mapping[str, Roi],
-    ) -> None:
-        """Every frame of a camera other than the first: frames flow, and are sampled."""
-        if self.watchdog is not None:
-            self.watchdog.frame_seen()
+        if first:
+            self._latest = (frame, scores)
+            if self.collector is not None:
+                self.collector.on_frame(frame)
         self._sample(camera, frame, scores, regions)
 
     def _on_camera_status(self, status: str) -> None:
