@@ -358,9 +358,8 @@ class Sampler:
         """``now``: the frame's monotonic time (background intervals); ``cal_now``: the
         clock's (the calibration window's rate)."""
         if not self.uplink.is_connected and not self._waited_for_broker():
-            self._skip_offline(
-                picks, run, cal_now, camera
-            )  # nothing is taken; a random instant is lost
+            # nothing is taken; a random instant is lost
+            self._skip_offline(picks, run, cal_now, camera)
             return
         if not self.lossless and self._hold is not None and self._hold():
             self._counts["sample_busy"] += 1
